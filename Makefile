@@ -1,0 +1,35 @@
+# Two commands a fresh machine needs: `make demo` and `make test`. Both bootstrap .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench lint typecheck vectors clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check chain_lite edgeroot tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict chain_lite edgeroot
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/edgeroot demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+# Regenerates tests/vectors/ from tests/vectors/generate.py (commit the result).
+vectors: $(STAMP)
+	$(BIN)/python tests/vectors/generate.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
