@@ -1,0 +1,390 @@
+"""RFC 6962 / RFC 9162 Merkle trees: hashing, roots, proofs and an append-only tree.
+
+One implementation serves every tree in edgeroot (a block's readings, the global log).
+
+* Leaf hash ``SHA-256(0x00 || data)``, node hash ``SHA-256(0x01 || left || right)`` (RFC 9162 §2.1.1).
+* A range of leaves splits at the largest power of two smaller than its size.
+* Size 0: the root of the empty tree is ``SHA-256("")`` (:data:`EMPTY_ROOT`). No leaf is included in it,
+  and :func:`verify_consistency` refuses a proof *from* size 0, as RFC 9162 §2.1.4 has no such proof.
+  Every tree is trivially consistent with the empty one; callers that accept that (light clients,
+  witnesses, as C2SP tlog-witness does for ``old 0``) decide so themselves, with an empty proof.
+
+Node addressing: ``(level, index)`` names the perfect subtree over leaves
+``[index * 2**level, (index + 1) * 2**level)``; level 0 nodes are leaf hashes. Proof generation reads
+only such perfect nodes, through :class:`NodeReader`, so any storage can serve proofs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from chain_lite.errors import (
+    HashSizeError,
+    IndexOutOfRange,
+    MissingNodes,
+    ProofLengthError,
+    RootMismatch,
+    SizeOrderError,
+)
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+_LEAF_PREFIX = b"\x00"
+_NODE_PREFIX = b"\x01"
+
+NodeId = tuple[int, int]
+"""``(level, index)`` of a perfect subtree."""
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """Hash of one leaf's data (RFC 9162 §2.1.1)."""
+    return hashlib.sha256(_LEAF_PREFIX + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """Hash of an interior node from its two children (RFC 9162 §2.1.1)."""
+    return hashlib.sha256(_NODE_PREFIX + left + right).digest()
+
+
+def _split(size: int) -> int:
+    """The largest power of two strictly smaller than ``size`` (``size >= 2``)."""
+    return 1 << ((size - 1).bit_length() - 1)
+
+
+def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
+    """Root of the tree over ``hashes`` (already leaf hashes); :data:`EMPTY_ROOT` when empty."""
+    if not hashes:
+        return EMPTY_ROOT
+    # Bottom-up pairing gives the same tree as the recursive split: an odd node out at the right
+    # border is carried up unchanged until it meets its left sibling.
+    level = list(hashes)
+    while len(level) > 1:
+        paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
+def root_of(entries: Iterable[bytes]) -> bytes:
+    """Root of the tree whose leaves are ``entries`` (raw leaf data)."""
+    return root_from_leaf_hashes([leaf_hash(e) for e in entries])
+
+
+# --- verification (RFC 9162 §2.1.3.2 and §2.1.4.2) --------------------------------------------------------
+
+
+def _check_hashes(what: str, hashes: Sequence[bytes]) -> None:
+    for h in hashes:
+        if len(h) != HASH_SIZE:
+            raise HashSizeError(what, HASH_SIZE, len(h))
+
+
+def _inclusion_shape(index: int, size: int) -> tuple[int, int]:
+    """Split a proof for leaf ``index`` of a ``size`` tree into its inner and border parts.
+
+    ``inner`` hashes lie below the point where the paths to ``index`` and ``size - 1`` part; above it,
+    the ``border`` hashes are all left siblings along the right edge of the tree.
+    """
+    inner = (index ^ (size - 1)).bit_length()
+    border = (index >> inner).bit_count()
+    return inner, border
+
+
+def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """The root that ``proof`` yields for leaf hash ``leaf`` at ``index``; needs ``0 <= index < size``."""
+    if not 0 <= index < size:
+        raise IndexOutOfRange(index, size)
+    if len(leaf) != HASH_SIZE:
+        raise HashSizeError("leaf hash", HASH_SIZE, len(leaf))
+    inner, border = _inclusion_shape(index, size)
+    if len(proof) != inner + border:
+        raise ProofLengthError(inner + border, len(proof))
+    _check_hashes("proof hash", proof)
+    h = leaf
+    for i in range(inner):
+        h = node_hash(proof[i], h) if (index >> i) & 1 else node_hash(h, proof[i])
+    for sibling in proof[inner:]:
+        h = node_hash(sibling, h)
+    return h
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
+    """Raise unless ``proof`` shows leaf hash ``leaf`` at ``index`` in the ``size`` tree with ``root``."""
+    computed = root_from_inclusion_proof(index, size, leaf, proof)
+    if computed != root:
+        raise RootMismatch(root, computed)
+
+
+def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes) -> None:
+    """Raise unless ``proof`` shows the ``size1`` tree (``root1``) is a prefix of the ``size2`` tree.
+
+    Preconditions: ``0 < size1 <= size2``, or ``size1 == size2 == 0`` with both roots :data:`EMPTY_ROOT`.
+    Equal sizes need an empty proof and equal roots.
+    """
+    if size1 < 0 or size2 < size1:
+        raise SizeOrderError(size1, size2, "size2 is smaller than size1")
+    if size1 == size2:
+        if proof:
+            raise ProofLengthError(0, len(proof))
+        if size1 == 0 and root1 != EMPTY_ROOT:
+            raise RootMismatch(EMPTY_ROOT, root1)
+        if root1 != root2:
+            raise RootMismatch(root1, root2)
+        return
+    if size1 == 0:
+        raise SizeOrderError(size1, size2, "a proof from the empty tree is meaningless")
+    _check_hashes("proof hash", proof)
+
+    # The proof is the inclusion path of leaf size1-1 in the size2 tree, cut at the level where the
+    # size1 tree's rightmost perfect subtree (2**shift leaves) sits, plus that subtree's hash unless
+    # it is the whole size1 tree.
+    inner, border = _inclusion_shape(size1 - 1, size2)
+    shift = (size1 & -size1).bit_length() - 1
+    inner -= shift
+    if size1 == 1 << shift:
+        seed, rest = root1, proof
+        want = inner + border
+    else:
+        if not proof:
+            raise ProofLengthError(inner + border + 1, 0)
+        seed, rest = proof[0], proof[1:]
+        want = inner + border + 1
+    if len(proof) != want:
+        raise ProofLengthError(want, len(proof))
+
+    mask = (size1 - 1) >> shift
+    h1 = seed
+    h2 = seed
+    for i in range(inner):
+        sibling = rest[i]
+        if (mask >> i) & 1:
+            h1 = node_hash(sibling, h1)
+            h2 = node_hash(sibling, h2)
+        else:
+            h2 = node_hash(h2, sibling)
+    for sibling in rest[inner:]:
+        h1 = node_hash(sibling, h1)
+        h2 = node_hash(sibling, h2)
+    if h1 != root1:
+        raise RootMismatch(root1, h1)
+    if h2 != root2:
+        raise RootMismatch(root2, h2)
+
+
+# --- storage interface and proof generation ----------------------------------------------------------------
+
+
+class NodeReader(Protocol):
+    """Read access to perfect-subtree hashes; a batch call so a database answers a proof in one query."""
+
+    def get_nodes(self, ids: Sequence[NodeId]) -> Sequence[bytes | None]:
+        """Hashes for ``ids`` in order, ``None`` where a node is not stored."""
+        ...
+
+
+class NodeStore(NodeReader, Protocol):
+    def put_nodes(self, nodes: Sequence[tuple[NodeId, bytes]]) -> None:
+        """Store newly completed perfect subtrees (they never change once complete)."""
+        ...
+
+
+class MemoryNodeStore:
+    """A :class:`NodeStore` in a dict: tests, blocks, and the root node's cache."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[NodeId, bytes] = {}
+
+    def get_nodes(self, ids: Sequence[NodeId]) -> list[bytes | None]:
+        get = self.nodes.get
+        return [get(i) for i in ids]
+
+    def put_nodes(self, nodes: Sequence[tuple[NodeId, bytes]]) -> None:
+        self.nodes.update(nodes)
+
+
+def perfect_subtrees(begin: int, end: int) -> list[NodeId]:
+    """The perfect subtrees, left to right, whose concatenation is the leaf range ``[begin, end)``.
+
+    Only ranges that occur in RFC 6962 proofs are supported: ``begin`` is a multiple of a power of two
+    that is at least ``end - begin``.
+    """
+    ids: list[NodeId] = []
+    size = end - begin
+    while size:
+        level = size.bit_length() - 1
+        ids.append((level, begin >> level))
+        begin += 1 << level
+        size -= 1 << level
+    return ids
+
+
+def _inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """Leaf ranges whose hashes make up PATH(index, D[0:size]) (RFC 9162 §2.1.3.1), leaf first."""
+    ranges: list[tuple[int, int]] = []
+    begin, end = 0, size
+    while end - begin > 1:
+        k = _split(end - begin)
+        if index - begin < k:
+            ranges.append((begin + k, end))
+            end = begin + k
+        else:
+            ranges.append((begin, begin + k))
+            begin += k
+    ranges.reverse()
+    return ranges
+
+
+def _consistency_ranges(size1: int, size2: int) -> list[tuple[int, int]]:
+    """Leaf ranges whose hashes make up PROOF(size1, D[0:size2]) (RFC 9162 §2.1.4.1), in proof order."""
+    ranges: list[tuple[int, int]] = []
+    begin, end, m, whole = 0, size2, size1, True
+    while m != end - begin:
+        k = _split(end - begin)
+        if m <= k:
+            ranges.append((begin + k, end))
+            end = begin + k
+        else:
+            ranges.append((begin, begin + k))
+            begin += k
+            m -= k
+            whole = False
+    if not whole:
+        ranges.append((begin, end))
+    ranges.reverse()
+    return ranges
+
+
+def _hash_ranges(ranges: Sequence[tuple[int, int]], reader: NodeReader) -> list[bytes]:
+    """Hash each leaf range from the perfect subtrees in ``reader``, fetched in one batch."""
+    pieces = [perfect_subtrees(b, e) for b, e in ranges]
+    wanted = [node for piece in pieces for node in piece]
+    found = _fetch(wanted, reader)
+    out: list[bytes] = []
+    for piece in pieces:
+        # An imperfect range is its perfect subtrees folded from the right (each split is left-heavy).
+        h = found[piece[-1]]
+        for node in reversed(piece[:-1]):
+            h = node_hash(found[node], h)
+        out.append(h)
+    return out
+
+
+def _fetch(ids: Sequence[NodeId], reader: NodeReader) -> dict[NodeId, bytes]:
+    found: dict[NodeId, bytes] = {}
+    missing: list[NodeId] = []
+    for node, h in zip(ids, reader.get_nodes(ids), strict=True):
+        if h is None:
+            missing.append(node)
+        else:
+            found[node] = h
+    if missing:
+        raise MissingNodes(missing)
+    return found
+
+
+def inclusion_proof(index: int, size: int, reader: NodeReader) -> list[bytes]:
+    """Audit path for leaf ``index`` in the first ``size`` leaves held by ``reader``."""
+    if not 0 <= index < size:
+        raise IndexOutOfRange(index, size)
+    return _hash_ranges(_inclusion_ranges(index, size), reader)
+
+
+def consistency_proof(size1: int, size2: int, reader: NodeReader) -> list[bytes]:
+    """Proof that the first ``size1`` leaves are a prefix of the first ``size2``; empty if equal."""
+    if size1 < 0 or size2 < size1:
+        raise SizeOrderError(size1, size2, "size2 is smaller than size1")
+    if size1 == size2:
+        return []
+    if size1 == 0:
+        raise SizeOrderError(size1, size2, "a proof from the empty tree is meaningless")
+    return _hash_ranges(_consistency_ranges(size1, size2), reader)
+
+
+def root_at(size: int, reader: NodeReader) -> bytes:
+    """Root of the first ``size`` leaves held by ``reader``."""
+    if size == 0:
+        return EMPTY_ROOT
+    return _hash_ranges([(0, size)], reader)[0]
+
+
+class MerkleTree:
+    """Append-only RFC 6962 tree: O(log n) append over a compact range, proofs from its node store.
+
+    The compact range is the list of perfect subtrees along the right border (one per set bit of the
+    size); appending merges equal-sized neighbours, writing each completed node to the store once.
+    """
+
+    def __init__(self, store: NodeStore | None = None, *, size: int = 0) -> None:
+        """Open a tree over ``store`` already holding ``size`` leaves (0 for a new tree)."""
+        self.store: NodeStore = store if store is not None else MemoryNodeStore()
+        self._size = 0
+        self._border: list[bytes] = []
+        if size:
+            border_ids = perfect_subtrees(0, size)
+            found = _fetch(border_ids, self.store)
+            self._border = [found[node] for node in border_ids]
+            self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def root(self) -> bytes:
+        if not self._border:
+            return EMPTY_ROOT
+        h = self._border[-1]
+        for left in reversed(self._border[:-1]):
+            h = node_hash(left, h)
+        return h
+
+    def append(self, data: bytes) -> int:
+        """Append one leaf's data; returns its index."""
+        return self.append_leaf_hashes([leaf_hash(data)])
+
+    def append_entries(self, entries: Iterable[bytes]) -> int:
+        """Append raw leaf data in order; returns the index of the first appended leaf."""
+        return self.append_leaf_hashes([leaf_hash(e) for e in entries])
+
+    def append_leaf_hashes(self, hashes: Sequence[bytes]) -> int:
+        """Append leaves given as leaf hashes; returns the index of the first. All-or-nothing."""
+        _check_hashes("leaf hash", hashes)
+        first = self._size
+        size = first
+        border = list(self._border)  # a copy, so a failing store leaves the tree as it was
+        written: list[tuple[NodeId, bytes]] = []
+        add = written.append
+        sha = hashlib.sha256
+        for h in hashes:
+            add(((0, size), h))
+            level = 0
+            index = size
+            # Each trailing set bit of the old size is a perfect left sibling waiting on the border.
+            while index & 1:
+                h = sha(_NODE_PREFIX + border.pop() + h).digest()
+                level += 1
+                index >>= 1
+                add(((level, index), h))
+            border.append(h)
+            size += 1
+        self.store.put_nodes(written)
+        self._border = border
+        self._size = size
+        return first
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        return inclusion_proof(index, self._size if size is None else self._check_size(size), self.store)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        size2 = self._size if size2 is None else self._check_size(size2)
+        return consistency_proof(size1, size2, self.store)
+
+    def root_at(self, size: int) -> bytes:
+        return root_at(self._check_size(size), self.store)
+
+    def _check_size(self, size: int) -> int:
+        if not 0 <= size <= self._size:
+            raise IndexOutOfRange(size, self._size + 1)
+        return size

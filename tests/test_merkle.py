@@ -1,0 +1,229 @@
+"""chain_lite.merkle against a naive RFC 6962 reference, exhaustively for small trees, by property beyond."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chain_lite import merkle
+from chain_lite.errors import (
+    ChainError,
+    HashSizeError,
+    IndexOutOfRange,
+    MissingNodes,
+    ProofLengthError,
+    RootMismatch,
+    SizeOrderError,
+)
+
+from .rfc6962_reference import make_reference
+
+MAX_EXHAUSTIVE = 256
+LEAVES = tuple(f"leaf-{i}".encode() for i in range(MAX_EXHAUSTIVE))
+MTH, PATH, PROOF = make_reference(LEAVES)
+
+
+@pytest.fixture(scope="module")
+def tree() -> merkle.MerkleTree:
+    t = merkle.MerkleTree()
+    t.append_entries(LEAVES)
+    return t
+
+
+def test_empty_tree_root_is_hash_of_empty_string() -> None:
+    """Size 0 has the documented root SHA-256("") and no leaf can be proven in it."""
+    assert merkle.MerkleTree().root() == hashlib.sha256(b"").digest() == merkle.EMPTY_ROOT
+    assert merkle.root_of([]) == merkle.EMPTY_ROOT
+    with pytest.raises(IndexOutOfRange):
+        merkle.verify_inclusion(0, 0, merkle.leaf_hash(b""), [], merkle.EMPTY_ROOT)
+
+
+def test_roots_match_reference_for_every_size_up_to_256(tree: merkle.MerkleTree) -> None:
+    """Incremental roots, batch roots and stored roots all equal the reference MTH."""
+    incremental = merkle.MerkleTree()
+    for n in range(MAX_EXHAUSTIVE + 1):
+        want = MTH(0, n)
+        assert incremental.root() == want
+        assert tree.root_at(n) == want
+        assert merkle.root_of(LEAVES[:n]) == want
+        if n < MAX_EXHAUSTIVE:
+            incremental.append(LEAVES[n])
+
+
+@pytest.mark.slow
+def test_inclusion_proofs_match_reference_for_every_index_up_to_256(tree: merkle.MerkleTree) -> None:
+    """Every (index, size) proof equals the reference PATH and verifies."""
+    for n in range(1, MAX_EXHAUSTIVE + 1):
+        root = MTH(0, n)
+        for m in range(n):
+            proof = tree.inclusion_proof(m, n)
+            assert proof == PATH(m, 0, n), (m, n)
+            merkle.verify_inclusion(m, n, merkle.leaf_hash(LEAVES[m]), proof, root)
+
+
+@pytest.mark.slow
+def test_consistency_proofs_match_reference_for_every_pair_up_to_256(tree: merkle.MerkleTree) -> None:
+    """Every (size1, size2) proof equals the reference PROOF and verifies."""
+    for n in range(1, MAX_EXHAUSTIVE + 1):
+        root2 = MTH(0, n)
+        for m in range(1, n + 1):
+            proof = tree.consistency_proof(m, n)
+            assert proof == (PROOF(m, n) if m < n else []), (m, n)
+            merkle.verify_consistency(m, n, proof, MTH(0, m), root2)
+
+
+def _corruptions(proof: list[bytes]) -> list[list[bytes]]:
+    out = [[*proof, proof[0] if proof else b"\x00" * 32], [b"\x11" * 32, *proof]]
+    if proof:
+        out.append(proof[:-1])
+        out.append(proof[1:])
+        for i in range(len(proof)):
+            flipped = bytearray(proof[i])
+            flipped[i % 32] ^= 1 << (i % 8)
+            out.append([*proof[:i], bytes(flipped), *proof[i + 1 :]])
+        if len(proof) > 1:
+            out.append(list(reversed(proof)))
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 8, 13, 64, 100, 255, 256])
+def test_every_corrupted_inclusion_proof_is_rejected(tree: merkle.MerkleTree, n: int) -> None:
+    """Index ±1, flipped bits, missing, extra and reordered hashes, wrong root, wrong size: all fail."""
+    root = MTH(0, n)
+    for m in range(n):
+        leaf = merkle.leaf_hash(LEAVES[m])
+        proof = tree.inclusion_proof(m, n)
+        for bad in _corruptions(proof):
+            with pytest.raises(ChainError):
+                merkle.verify_inclusion(m, n, leaf, bad, root)
+        for idx in (m - 1, m + 1, m ^ 2):
+            if idx != m:
+                with pytest.raises(ChainError):
+                    merkle.verify_inclusion(idx, n, leaf, proof, root)
+        with pytest.raises(ChainError):
+            merkle.verify_inclusion(m, n, leaf, proof, MTH(0, n - 1))
+        with pytest.raises(ChainError):
+            merkle.verify_inclusion(m, n, merkle.leaf_hash(b"other"), proof, root)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 13, 100, 256])
+def test_every_corrupted_consistency_proof_is_rejected(tree: merkle.MerkleTree, n: int) -> None:
+    """Flipped bits, missing, extra and reordered hashes, swapped roots and wrong sizes all fail."""
+    root2 = MTH(0, n)
+    for m in range(1, n):
+        root1 = MTH(0, m)
+        proof = tree.consistency_proof(m, n)
+        for bad in _corruptions(proof):
+            with pytest.raises(ChainError):
+                merkle.verify_consistency(m, n, bad, root1, root2)
+        with pytest.raises(ChainError):
+            merkle.verify_consistency(m, n, proof, root2, root1)
+        with pytest.raises(ChainError):
+            merkle.verify_consistency(m, n, proof, MTH(0, m - 1), root2)
+        if m + 1 < n:
+            with pytest.raises(ChainError):
+                merkle.verify_consistency(m + 1, n, proof, root1, root2)
+
+
+def test_size_zero_rules_are_explicit() -> None:
+    """0→0 needs the empty root; 0→n is refused (callers treat it as trivially consistent)."""
+    merkle.verify_consistency(0, 0, [], merkle.EMPTY_ROOT, merkle.EMPTY_ROOT)
+    with pytest.raises(RootMismatch):
+        merkle.verify_consistency(0, 0, [], b"x" * 32, b"x" * 32)
+    with pytest.raises(SizeOrderError):
+        merkle.verify_consistency(0, 1, [], merkle.EMPTY_ROOT, merkle.leaf_hash(b"a"))
+    with pytest.raises(SizeOrderError):
+        merkle.verify_consistency(2, 1, [], b"a" * 32, b"b" * 32)
+    with pytest.raises(ProofLengthError):
+        merkle.verify_consistency(3, 3, [b"a" * 32], b"r" * 32, b"r" * 32)
+    with pytest.raises(SizeOrderError):
+        merkle.consistency_proof(0, 3, merkle.MemoryNodeStore())
+    assert merkle.consistency_proof(0, 0, merkle.MemoryNodeStore()) == []
+
+
+def test_errors_carry_their_facts() -> None:
+    """Typed errors expose expected and got values, not just a message."""
+    with pytest.raises(ProofLengthError) as length:
+        merkle.verify_inclusion(0, 4, b"\x00" * 32, [b"\x00" * 32], b"\x00" * 32)
+    assert (length.value.expected, length.value.got) == (2, 1)
+    with pytest.raises(HashSizeError) as size:
+        merkle.verify_inclusion(0, 1, b"\x00" * 31, [], b"\x00" * 32)
+    assert (size.value.expected, size.value.got) == (32, 31)
+    with pytest.raises(RootMismatch) as mismatch:
+        merkle.verify_inclusion(0, 1, b"\x00" * 32, [], b"\x01" * 32)
+    assert mismatch.value.expected == b"\x01" * 32
+    assert mismatch.value.computed == b"\x00" * 32
+
+
+def test_tree_reopens_from_its_store_and_keeps_appending() -> None:
+    """A tree opened over an existing store at size n continues exactly like one never closed."""
+    store = merkle.MemoryNodeStore()
+    first = merkle.MerkleTree(store)
+    first.append_entries(LEAVES[:77])
+    reopened = merkle.MerkleTree(store, size=77)
+    assert reopened.root() == first.root()
+    reopened.append_entries(LEAVES[77:200])
+    assert reopened.root() == MTH(0, 200)
+
+
+def test_missing_nodes_is_a_storage_error_not_a_bad_proof() -> None:
+    """A store that lost nodes reports which, instead of producing a wrong proof."""
+    store = merkle.MemoryNodeStore()
+    merkle.MerkleTree(store).append_entries(LEAVES[:8])
+    del store.nodes[(1, 1)]
+    with pytest.raises(MissingNodes) as err:
+        merkle.inclusion_proof(0, 8, store)
+    assert err.value.missing == [(1, 1)]
+    del store.nodes[(2, 0)]
+    with pytest.raises(MissingNodes):
+        merkle.MerkleTree(store, size=4)
+
+
+def test_append_rejects_wrong_sized_hash_without_changing_the_tree() -> None:
+    """append_leaf_hashes is all-or-nothing."""
+    t = merkle.MerkleTree()
+    t.append(b"a")
+    before = t.root()
+    with pytest.raises(HashSizeError):
+        t.append_leaf_hashes([merkle.leaf_hash(b"b"), b"short"])
+    assert (t.size, t.root()) == (1, before)
+
+
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=1200), st.data())
+def test_random_trees_prove_inclusion_and_consistency(entries: list[bytes], data: st.DataObject) -> None:
+    """Beyond 256 leaves: random sizes, indexes and prefixes agree with the reference and verify."""
+    n = len(entries)
+    mth, path, proof_ref = make_reference(tuple(entries))
+    t = merkle.MerkleTree()
+    t.append_entries(entries)
+    assert t.root() == mth(0, n)
+    m = data.draw(st.integers(0, n - 1))
+    proof = t.inclusion_proof(m)
+    assert proof == path(m, 0, n)
+    merkle.verify_inclusion(m, n, merkle.leaf_hash(entries[m]), proof, t.root())
+    size1 = data.draw(st.integers(1, n))
+    cproof = t.consistency_proof(size1)
+    assert cproof == (proof_ref(size1, n) if size1 < n else [])
+    merkle.verify_consistency(size1, n, cproof, mth(0, size1), t.root())
+
+
+@given(
+    st.integers(0, 2**64),
+    st.integers(0, 2**64),
+    st.lists(st.binary(max_size=40), max_size=70),
+    st.binary(max_size=40),
+    st.binary(max_size=40),
+)
+def test_verifiers_raise_only_chain_errors(i: int, n: int, proof: list[bytes], a: bytes, b: bytes) -> None:
+    """Arbitrary inputs to the verifiers produce a verdict or a ChainError, nothing else."""
+    for call in (
+        lambda: merkle.verify_inclusion(i, n, a, proof, b),
+        lambda: merkle.verify_consistency(i, n, proof, a, b),
+    ):
+        try:
+            call()
+        except ChainError:
+            pass
