@@ -357,7 +357,8 @@ class MerkleTree:
         written: list[tuple[NodeId, bytes]] = []
         add = written.append
         sha = hashlib.sha256
-        for h in hashes:
+        for leaf in hashes:
+            h = leaf
             add(((0, size), h))
             level = 0
             index = size

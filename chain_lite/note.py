@@ -1,0 +1,261 @@
+"""C2SP signed-note: text signed by one or more keys, with Ed25519 (signature type 0x01).
+
+Format (c2sp.org/signed-note): the text (ending in a newline), a blank line, then signature lines
+``— <key name> <base64(4-byte key ID || signature)>``. The *last* blank line separates text from
+signatures. Verification rules: signatures from unknown keys (name and ID not both known) are ignored;
+a known key's signature must verify or the whole note is rejected; at least one known key must have
+signed. Verifier keys ("vkeys") are written ``<name>+<8 hex key ID>+<base64(type || public key)>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from chain_lite import b64
+from chain_lite.errors import BadSignature, FormatError, KeyFormatError, NoTrustedSignature
+
+SIGTYPE_ED25519 = 0x01
+SIGTYPE_COSIGNATURE_V1 = 0x04
+
+MAX_NOTE_SIZE = 64 * 1024
+"""Checkpoints with dozens of cosignatures stay far below this; larger input is refused unread."""
+MAX_SIGNATURES = 100
+"""The spec asks verifiers to accept at least 16 signature lines and to cap them."""
+
+_DASH = "\u2014 "
+
+
+def key_id(name: str, sigtype: int, public_key: bytes) -> int:
+    """Key ID = SHA-256(name || 0x0A || type || public key)[:4], big-endian (c2sp.org/signed-note)."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([sigtype]) + public_key).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def check_key_name(name: str) -> None:
+    """Key names are non-empty and hold no Unicode space and no ``+``."""
+    if not name or "+" in name or any(ch.isspace() for ch in name):
+        raise KeyFormatError(f"invalid key name {name!r}: must be non-empty, without spaces or '+'")
+
+
+class Verifier(Protocol):
+    """A trusted key: a note signature line matches it when both name and key ID match."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key_id(self) -> int: ...
+
+    def verify(self, text: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` (without the 4-byte key ID) is valid over the note ``text``."""
+        ...
+
+
+class Signer(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key_id(self) -> int: ...
+
+    def sign(self, text: bytes) -> bytes:
+        """The signature (without the key ID) over the note ``text``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierKey:
+    """A parsed vkey: ``name+hexid+base64(sigtype || public key)``."""
+
+    name: str
+    key_id: int
+    sigtype: int
+    public_key: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> VerifierKey:
+        parts = text.strip().split("+")
+        if len(parts) != 3:
+            raise KeyFormatError("a verifier key is <name>+<hex key ID>+<base64 key>")
+        name, hexid, data = parts
+        check_key_name(name)
+        if len(hexid) != 8 or any(c not in "0123456789abcdef" for c in hexid):
+            raise KeyFormatError(f"key ID {hexid!r} is not 8 lowercase hex digits")
+        raw = b64.decode(data)
+        if raw is None or len(raw) < 2:
+            raise KeyFormatError("key material is not canonical base64 of type byte and key")
+        vkey = cls(name, int(hexid, 16), raw[0], raw[1:])
+        if vkey.sigtype in (SIGTYPE_ED25519, SIGTYPE_COSIGNATURE_V1):
+            if len(vkey.public_key) != 32:
+                raise KeyFormatError(f"Ed25519 key is {len(vkey.public_key)} bytes, want 32")
+            if key_id(name, vkey.sigtype, vkey.public_key) != vkey.key_id:
+                raise KeyFormatError(f"key ID {hexid} does not match the key and name {name!r}")
+        return vkey
+
+    def __str__(self) -> str:
+        return f"{self.name}+{self.key_id:08x}+{b64.encode(bytes([self.sigtype]) + self.public_key)}"
+
+
+class Ed25519Verifier:
+    """Verifier for signature type 0x01 (plain Ed25519 over the note text)."""
+
+    __slots__ = ("_key", "key_id", "name", "public_key")
+
+    def __init__(self, name: str, public_key: bytes) -> None:
+        check_key_name(name)
+        if len(public_key) != 32:
+            raise KeyFormatError(f"Ed25519 key is {len(public_key)} bytes, want 32")
+        self.name = name
+        self.public_key = public_key
+        self.key_id = key_id(name, SIGTYPE_ED25519, public_key)
+        self._key = Ed25519PublicKey.from_public_bytes(public_key)
+
+    @classmethod
+    def from_vkey(cls, vkey: VerifierKey) -> Ed25519Verifier:
+        if vkey.sigtype != SIGTYPE_ED25519:
+            raise KeyFormatError(f"key {vkey.name} has signature type {vkey.sigtype:#04x}, want 0x01")
+        return cls(vkey.name, vkey.public_key)
+
+    def vkey(self) -> VerifierKey:
+        return VerifierKey(self.name, self.key_id, SIGTYPE_ED25519, self.public_key)
+
+    def verify(self, text: bytes, signature: bytes) -> bool:
+        if len(signature) != 64:
+            return False
+        try:
+            self._key.verify(signature, text)
+        except InvalidSignature:
+            return False
+        return True
+
+
+class Ed25519Signer:
+    """Signer for signature type 0x01; the private key never leaves this object."""
+
+    __slots__ = ("_key", "key_id", "name", "verifier")
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.verifier = Ed25519Verifier(name, _raw_public(private_key))
+        self.name = name
+        self.key_id = self.verifier.key_id
+
+    def sign(self, text: bytes) -> bytes:
+        return self._key.sign(text)
+
+
+def _raw_public(private_key: Ed25519PrivateKey) -> bytes:
+    return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass(frozen=True, slots=True)
+class NoteSignature:
+    name: str
+    key_id: int
+    signature: bytes
+
+    def line(self) -> str:
+        return f"{_DASH}{self.name} {b64.encode(self.key_id.to_bytes(4, 'big') + self.signature)}\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A signed note, parsed but not yet verified: never act on ``text`` before :func:`open_note`."""
+
+    text: str
+    signatures: tuple[NoteSignature, ...]
+
+    def to_bytes(self) -> bytes:
+        return (self.text + "\n" + "".join(s.line() for s in self.signatures)).encode()
+
+    def with_signatures(self, extra: Iterable[NoteSignature]) -> Note:
+        """This note with ``extra`` signature lines added; exact duplicates are dropped."""
+        merged = list(self.signatures)
+        for sig in extra:
+            if sig not in merged:
+                merged.append(sig)
+        if len(merged) > MAX_SIGNATURES:
+            raise FormatError("note", f"more than {MAX_SIGNATURES} signatures")
+        return Note(self.text, tuple(merged))
+
+
+def check_note_text(text: str) -> None:
+    """Note text ends in a newline and holds no control character but newline."""
+    if not text.endswith("\n"):
+        raise FormatError("note", "text does not end with a newline")
+    if any(ord(ch) < 0x20 and ch != "\n" for ch in text):
+        raise FormatError("note", "text contains a control character")
+
+
+def parse_note(data: bytes) -> Note:
+    """Split a signed note into text and signature lines, enforcing every format rule."""
+    if len(data) > MAX_NOTE_SIZE:
+        raise FormatError("note", f"{len(data)} bytes exceeds the {MAX_NOTE_SIZE}-byte limit")
+    try:
+        whole = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError("note", "not valid UTF-8") from exc
+    if any(ord(ch) < 0x20 and ch != "\n" for ch in whole):
+        raise FormatError("note", "contains a control character")
+    split = whole.rfind("\n\n")
+    if split < 0:
+        raise FormatError("note", "no blank line before the signatures")
+    text, block = whole[: split + 1], whole[split + 2 :]
+    if not block.endswith("\n"):
+        raise FormatError("note", "signature block does not end with a newline")
+    lines = block[:-1].split("\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise FormatError("note", f"more than {MAX_SIGNATURES} signatures")
+    return Note(text, tuple(_parse_signature_line(line) for line in lines))
+
+
+def _parse_signature_line(line: str) -> NoteSignature:
+    if not line.startswith(_DASH):
+        raise FormatError("note", "signature line does not start with an em dash and a space")
+    name, space, encoded = line[len(_DASH) :].partition(" ")
+    if not space:
+        raise FormatError("note", "signature line has no signature")
+    try:
+        check_key_name(name)
+    except KeyFormatError as exc:
+        raise FormatError("note", exc.reason) from exc
+    raw = b64.decode(encoded)
+    if raw is None or len(raw) < 5:
+        raise FormatError("note", f"signature of {name!r} is not canonical base64 of key ID and signature")
+    return NoteSignature(name, int.from_bytes(raw[:4], "big"), raw[4:])
+
+
+def sign_note(text: str, signers: Sequence[Signer]) -> Note:
+    """Sign ``text`` with each signer, in order."""
+    check_note_text(text)
+    body = text.encode()
+    return Note(text, tuple(NoteSignature(s.name, s.key_id, s.sign(body)) for s in signers))
+
+
+def open_note(note: Note, verifiers: Iterable[Verifier]) -> list[Verifier]:
+    """Verify ``note`` against trusted ``verifiers``; returns those whose signatures verified.
+
+    Raises :class:`BadSignature` when a known key's signature fails (the spec's SHOULD: the whole note
+    is rejected) and :class:`NoTrustedSignature` when no known key signed.
+    """
+    known = {(v.name, v.key_id): v for v in verifiers}
+    body = note.text.encode()
+    good: list[Verifier] = []
+    for sig in note.signatures:
+        verifier = known.get((sig.name, sig.key_id))
+        if verifier is None:
+            continue
+        if not verifier.verify(body, sig.signature):
+            raise BadSignature(f"{sig.name}+{sig.key_id:08x}")
+        if verifier not in good:
+            good.append(verifier)
+    if not good:
+        raise NoTrustedSignature(", ".join(sorted(n for n, _ in known)) or "any trusted key")
+    return good
