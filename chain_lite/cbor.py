@@ -1,0 +1,44 @@
+"""Deterministic CBOR (RFC 8949 §4.2.1) for everything edgeroot hashes or signs.
+
+Hashed structures are arrays whose first element is a domain-separation label such as
+``"edgeroot/block/v1"``; they contain only integers, text, byte strings and arrays, so core
+deterministic encoding reduces to cbor2's shortest-form, definite-length output. Decoding insists that
+the input is already in that form: a re-encoding that differs means the bytes are malleable and are
+refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from chain_lite.errors import FormatError
+
+
+def encode(value: Any) -> bytes:
+    return cbor2.dumps(value, canonical=True)
+
+
+def decode(data: bytes, what: str, *, max_size: int) -> Any:
+    """Decode one CBOR item of at most ``max_size`` bytes; any decoder failure becomes FormatError."""
+    if len(data) > max_size:
+        raise FormatError(what, f"{len(data)} bytes exceeds the {max_size}-byte limit")
+    try:
+        return cbor2.loads(data)
+    # cbor2's decoder raises assorted built-in errors on hostile input (bad lengths, unhashable map
+    # keys, deep nesting); at this boundary all of them mean the same thing: not valid CBOR for us.
+    except Exception as exc:
+        raise FormatError(what, f"invalid CBOR: {exc}") from exc
+
+
+def decode_deterministic(data: bytes, what: str, *, max_size: int) -> Any:
+    """Like :func:`decode`, and the bytes must be the value's deterministic encoding."""
+    value = decode(data, what, max_size=max_size)
+    try:
+        again = encode(value)
+    except Exception as exc:  # values cbor2 decodes but cannot re-encode
+        raise FormatError(what, f"not re-encodable CBOR: {exc}") from exc
+    if again != data:
+        raise FormatError(what, "not in deterministic CBOR encoding (RFC 8949 §4.2.1)")
+    return value

@@ -1,0 +1,160 @@
+"""Reading envelopes: a device-signed COSE_Sign1 over a SenML-CBOR pack (RFC 9052, RFC 8428).
+
+Protected header (all signed)::
+
+    1 (alg)            -7 ES256 | -8 EdDSA
+    3 (content type)   112 (application/senml+cbor)
+    4 (kid)            signer identifier, UTF-8, canonical form (88.123.99/PUMP-0042)
+    -70001 (counter)   the signer's monotonic reading counter, unsigned, < 2**63
+    -70002 (subject)   only on bridge-attested readings: the identifier of the measured device
+
+Labels below -65536 are private use (RFC 9052 §3.1). The payload is a SenML pack with the integer
+labels of RFC 8428 §6; only the labels listed in :data:`SENML_LABELS` are accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chain_lite import cbor
+from chain_lite.cose import HDR_CONTENT_TYPE, CoseSigner, KeyLookup, Sign1, parse_sign1, verify_with
+from chain_lite.errors import FormatError, IdentifierError
+from chain_lite.identifier import normalize
+
+CONTENT_FORMAT_SENML_CBOR = 112
+HDR_COUNTER = -70001
+HDR_SUBJECT = -70002
+MAX_ENVELOPE_SIZE = 8 * 1024
+MAX_RECORDS = 128
+MAX_COUNTER = (1 << 63) - 1
+
+# RFC 8428 §6 (CBOR labels) with the type each value must have.
+BVER, BN, BT, BU, BV, BS, N, U, V, VS, VB, S, T, UT, VD = -1, -2, -3, -4, -5, -6, 0, 1, 2, 3, 4, 5, 6, 7, 8
+_NUMBER = (int, float)
+SENML_LABELS: dict[int, tuple[type, ...]] = {
+    BVER: (int,), BN: (str,), BT: _NUMBER, BU: (str,), BV: _NUMBER, BS: _NUMBER,
+    N: (str,), U: (str,), V: _NUMBER, VS: (str,), VB: (bool,), S: _NUMBER, T: _NUMBER, UT: _NUMBER,
+    VD: (bytes,),
+}  # fmt: skip
+_VALUE_LABELS = (V, VS, VB, VD)
+
+Record = Mapping[int, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded envelope; its signature is checked by :func:`open_envelope`, not by decoding."""
+
+    raw: bytes
+    signer: str
+    subject: str
+    counter: int
+    records: tuple[Record, ...]
+    sign1: Sign1
+
+    @property
+    def bridge_attested(self) -> bool:
+        """True when a bridge signed on behalf of ``subject`` (the device did not sign itself)."""
+        return self.subject != self.signer
+
+
+def _check_record(record: object) -> Record:
+    if not isinstance(record, dict) or not record:
+        raise FormatError("envelope", "SenML record is not a non-empty map")
+    for label, value in record.items():
+        types = SENML_LABELS.get(label) if type(label) is int else None
+        if types is None:
+            raise FormatError("envelope", f"unknown SenML label {label!r}")
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise FormatError("envelope", f"SenML label {label} has a value of the wrong type")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FormatError("envelope", f"SenML label {label} is not a finite number")
+    if sum(label in record for label in _VALUE_LABELS) > 1:
+        raise FormatError("envelope", "SenML record has more than one value")
+    if not any(label in record for label in (*_VALUE_LABELS, S, BV, BS)):
+        raise FormatError("envelope", "SenML record has no value or sum")
+    return record
+
+
+def _check_identifier(value: str, what: str) -> str:
+    try:
+        canonical = normalize(value)
+    except IdentifierError as exc:
+        raise FormatError("envelope", f"{what}: {exc.reason}") from exc
+    if canonical != value:
+        raise FormatError("envelope", f"{what} {value!r} is not in canonical form {canonical!r}")
+    return value
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Parse an envelope and check its structure; does *not* check the signature."""
+    msg = parse_sign1(data, "envelope", max_size=MAX_ENVELOPE_SIZE)
+    header = msg.protected
+    content_type = header.get(HDR_CONTENT_TYPE)
+    if type(content_type) is not int or content_type != CONTENT_FORMAT_SENML_CBOR:
+        raise FormatError("envelope", "content type is not SenML-CBOR (112)")
+    counter = header.get(HDR_COUNTER)
+    if type(counter) is not int or not 0 <= counter <= MAX_COUNTER:
+        raise FormatError("envelope", "counter missing or not an unsigned 63-bit integer")
+    signer = _check_identifier(msg.kid, "kid")
+    subject_value = header.get(HDR_SUBJECT, signer)
+    if not isinstance(subject_value, str):
+        raise FormatError("envelope", "subject is not text")
+    subject = _check_identifier(subject_value, "subject")
+    if HDR_SUBJECT in header and subject == signer:
+        raise FormatError("envelope", "a subject header must name a device other than the signer")
+    pack = cbor.decode(msg.payload, "envelope", max_size=MAX_ENVELOPE_SIZE)
+    if not isinstance(pack, list) or not 1 <= len(pack) <= MAX_RECORDS:
+        raise FormatError("envelope", f"SenML pack must be an array of 1 to {MAX_RECORDS} records")
+    records = tuple(_check_record(r) for r in pack)
+    return Envelope(data, signer, subject, counter, records, msg)
+
+
+def open_envelope(data: bytes, lookup: KeyLookup) -> Envelope:
+    """Decode and verify an envelope against the signer's key from ``lookup``."""
+    env = decode_envelope(data)
+    verify_with(env.sign1, lookup)
+    return env
+
+
+def encode_envelope(
+    signer: CoseSigner, records: Sequence[Record], counter: int, *, subject: str | None = None
+) -> bytes:
+    """Sign a SenML pack as ``signer``; pass ``subject`` when a bridge attests for another device."""
+    if not 0 <= counter <= MAX_COUNTER:
+        raise FormatError("envelope", "counter must be an unsigned 63-bit integer")
+    protected: dict[int, Any] = {HDR_CONTENT_TYPE: CONTENT_FORMAT_SENML_CBOR, HDR_COUNTER: counter}
+    if subject is not None and subject != signer.kid:
+        protected[HDR_SUBJECT] = subject
+    raw = signer.sign(cbor.encode([dict(r) for r in records]), protected)
+    decode_envelope(raw)  # refuse to emit what a verifier would refuse
+    return raw
+
+
+def resolve(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """Resolved SenML records (RFC 8428 §4.6): base name, time and unit applied; ``name``, ``time``,
+    ``unit`` and ``value`` keys, times relative to 0 left as given."""
+    base_name, base_time, base_unit, base_value = "", 0.0, None, None
+    out = []
+    for r in records:
+        base_name = r.get(BN, base_name)
+        base_time = r.get(BT, base_time)
+        base_unit = r.get(BU, base_unit)
+        base_value = r.get(BV, base_value)
+        value = next((r[label] for label in _VALUE_LABELS if label in r), None)
+        if value is None and base_value is not None:
+            value = base_value
+        elif isinstance(value, int | float) and not isinstance(value, bool) and base_value is not None:
+            value = base_value + value
+        out.append(
+            {
+                "name": base_name + r.get(N, ""),
+                "time": base_time + r.get(T, 0),
+                "unit": r.get(U, base_unit),
+                "value": value,
+            }
+        )
+    return out
