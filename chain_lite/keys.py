@@ -114,7 +114,7 @@ class NoteKey:
 
     @classmethod
     def parse_skey(cls, text: str) -> NoteKey:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 4)  # base64 key material may itself hold '+'
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise KeyFormatError("a signer key is PRIVATE+KEY+<name>+<hex key ID>+<base64 key>")
         name, hexid, data = parts[2:]

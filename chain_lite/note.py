@@ -81,7 +81,8 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
-        parts = text.strip().split("+")
+        # Names hold no '+', but base64 key material may: split at the first two only.
+        parts = text.strip().split("+", 2)
         if len(parts) != 3:
             raise KeyFormatError("a verifier key is <name>+<hex key ID>+<base64 key>")
         name, hexid, data = parts

@@ -1,0 +1,3 @@
+from edgeroot.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""``edgeroot verify``: check notes, receipts and consistency proofs offline.
+
+Each exits 0 and says what was proven, or exits 1 with one line saying why not.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from chain_lite import b64
+from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.cosignature import verifier_from_vkey
+from chain_lite.errors import ChainError
+from chain_lite.light_client import Accepted, Evidence, LightClient, Rejected
+from chain_lite.merkle import HASH_SIZE, leaf_hash
+from chain_lite.note import open_note, parse_note
+from chain_lite.policy import Policy
+from chain_lite.receipt import Receipt, verify_receipt
+from edgeroot.keyfiles import load_vkey, read_bytes
+from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("verify", help="verify notes, receipts and consistency proofs offline")
+    vsub = p.add_subparsers(dest="what", required=True, metavar="{note,receipt,consistency}")
+
+    note = vsub.add_parser("note", help="verify a signed note against verifier keys", parents=[JSON_FLAG])
+    note.add_argument("--vkey", action="append", required=True, help="verifier key, inline or a file")
+    note.add_argument("file", type=Path)
+    note.set_defaults(run=run_note)
+
+    receipt = vsub.add_parser(
+        "receipt", help="verify a C2SP tlog-proof receipt against a trust policy", parents=[JSON_FLAG]
+    )
+    receipt.add_argument("receipt", type=Path)
+    receipt.add_argument("--policy", type=Path, required=True, help="C2SP tlog-policy file")
+    receipt.add_argument("--origin", help="expected log origin (when the policy lists several logs)")
+    leaf = receipt.add_mutually_exclusive_group(required=True)
+    leaf.add_argument("--leaf", type=Path, help="file holding the logged entry's exact bytes")
+    leaf.add_argument("--leaf-hash", help="the entry's RFC 6962 leaf hash, hex")
+    receipt.set_defaults(run=run_receipt)
+
+    cons = vsub.add_parser(
+        "consistency", help="verify that one checkpoint extends another", parents=[JSON_FLAG]
+    )
+    cons.add_argument("--policy", type=Path, required=True, help="C2SP tlog-policy file")
+    cons.add_argument("--old", type=Path, required=True, help="the older signed checkpoint")
+    cons.add_argument("--new", type=Path, required=True, help="the newer signed checkpoint")
+    cons.add_argument("--proof", type=Path, required=True, help="consistency proof: one base64 hash a line")
+    cons.set_defaults(run=run_consistency)
+
+
+def _policy(path: Path) -> Policy:
+    try:
+        return Policy.parse(read_bytes(path, "policy"))
+    except ChainError as exc:
+        raise CommandFailed(f"{path}: {exc}") from exc
+
+
+def read_proof_file(path: Path) -> list[bytes]:
+    """A consistency proof file: one canonical base64 SHA-256 hash per line, as in C2SP tlog-witness."""
+    proof = []
+    for number, line in enumerate(read_bytes(path, "proof").decode(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        h = b64.decode(line.strip())
+        if h is None or len(h) != HASH_SIZE:
+            raise CommandFailed(f"{path}:{number}: not a base64 SHA-256 hash")
+        proof.append(h)
+    return proof
+
+
+def run_note(args: argparse.Namespace, report: Reporter) -> int:
+    try:
+        verifiers = [verifier_from_vkey(load_vkey(v)) for v in args.vkey]
+    except ChainError as exc:
+        raise CommandFailed(str(exc)) from exc
+    try:
+        note = parse_note(read_bytes(args.file, "note"))
+        good = open_note(note, verifiers)
+    except ChainError as exc:
+        return report.invalid(f"{args.file}: {exc}")
+    names = [v.name for v in good]
+    return report.ok(f"note signed by {', '.join(names)}", signers=names, text=note.text)
+
+
+def run_receipt(args: argparse.Namespace, report: Reporter) -> int:
+    policy = _policy(args.policy)
+    if args.leaf is not None:
+        leaf = leaf_hash(read_bytes(args.leaf, "leaf"))
+    else:
+        try:
+            leaf = bytes.fromhex(args.leaf_hash)
+        except ValueError as exc:
+            raise CommandFailed("--leaf-hash is not hex") from exc
+    try:
+        receipt = Receipt.parse(read_bytes(args.receipt, "receipt"))
+        verified = verify_receipt(receipt, leaf, policy, origin=args.origin)
+    except ChainError as exc:
+        return report.invalid(f"{args.receipt}: {exc}")
+    cp = verified.checkpoint
+    return report.ok(
+        f"entry {receipt.index} is in {cp.origin} at size {cp.size}",
+        origin=cp.origin,
+        index=receipt.index,
+        tree_size=cp.size,
+        root=cp.root.hex(),
+        leaf_hash=leaf.hex(),
+        log=verified.log,
+        cosigners=list(verified.cosigners),
+    )
+
+
+def run_consistency(args: argparse.Namespace, report: Reporter) -> int:
+    policy = _policy(args.policy)
+    proof = read_proof_file(args.proof)
+    try:
+        old = SignedCheckpoint.parse(read_bytes(args.old, "checkpoint"))
+        client = LightClient(policy, old.checkpoint.origin, old.to_bytes())
+    except ChainError as exc:
+        return report.invalid(f"{args.old}: {exc}")
+    outcome = client.update(read_bytes(args.new, "checkpoint"), proof)
+    if isinstance(outcome, Rejected):
+        return report.invalid(f"{args.new}: {outcome.reason}")
+    if isinstance(outcome, Evidence):
+        return report.invalid(
+            f"EQUIVOCATION: both checkpoints are validly signed but inconsistent ({outcome.reason}); "
+            "keep both files as evidence"
+        )
+    assert isinstance(outcome, Accepted)
+    old_cp, new_cp = old.checkpoint, outcome.checkpoint.checkpoint
+    return report.ok(
+        f"{new_cp.origin}: size {new_cp.size} extends size {old_cp.size}",
+        origin=new_cp.origin,
+        old_size=old_cp.size,
+        new_size=new_cp.size,
+        new_root=new_cp.root.hex(),
+        cosigners=list(outcome.checkpoint.cosigners),
+    )
