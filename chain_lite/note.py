@@ -42,6 +42,10 @@ def check_key_name(name: str) -> None:
     """Key names are non-empty and hold no Unicode space and no ``+``."""
     if not name or "+" in name or any(ch.isspace() for ch in name):
         raise KeyFormatError(f"invalid key name {name!r}: must be non-empty, without spaces or '+'")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a policy file's opaque octets that are not UTF-8
+        raise KeyFormatError(f"key name {name!r} is not valid UTF-8") from exc
 
 
 class Verifier(Protocol):

@@ -6,7 +6,7 @@ Deliberately recursive and slow: it shares no code with the implementation under
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache
 
 
 def _largest_power_of_two_below(n: int) -> int:
@@ -19,7 +19,7 @@ def _largest_power_of_two_below(n: int) -> int:
 def make_reference(leaves: tuple[bytes, ...]):  # type: ignore[no-untyped-def]
     """MTH, PATH and PROOF over a fixed list of leaf data (RFC 6962 §2.1, §2.1.1, §2.1.2)."""
 
-    @lru_cache(maxsize=None)
+    @cache
     def mth(begin: int, end: int) -> bytes:
         n = end - begin
         if n == 0:

@@ -30,13 +30,16 @@ def setup() -> dict[str, object]:
     gw_key = keys.generate_p256()
     signers = {d: CoseSigner(d, keys.generate_p256()) for d in DEVICES}
     envelopes = [
-        decode_envelope(encode_envelope(signers[DEVICES[i % 2]], [{N: "x", V: i}], i // 2 + 1)) for i in range(10)
+        decode_envelope(encode_envelope(signers[DEVICES[i % 2]], [{N: "x", V: i}], i // 2 + 1))
+        for i in range(10)
     ]
     gw = CoseSigner(GATEWAY, gw_key)
     blocks = []
     prev = GENESIS_PREV
     for height, start in enumerate(range(0, 10, 4)):
-        block = sign_block(build_header(GATEWAY, height, prev, envelopes[start : start + 4], 1000 + height), gw)
+        block = sign_block(
+            build_header(GATEWAY, height, prev, envelopes[start : start + 4], 1000 + height), gw
+        )
         blocks.append(block)
         prev = block.block_id
     return {"gw": gw, "envelopes": envelopes, "blocks": blocks, "lookup": {GATEWAY: gw.public_key}.get}
@@ -77,7 +80,9 @@ def test_gaps_forks_reordering_and_foreign_signatures_break_the_chain(setup: dic
     with pytest.raises(BadSignature):
         open_block(forged.raw, setup["lookup"])
     other = setup["blocks"][1].header
-    rewritten = BlockHeader(other.gateway, 1, other.prev, merkle.leaf_hash(b"x"), 4, other.counters, other.time_ms)
+    rewritten = BlockHeader(
+        other.gateway, 1, other.prev, merkle.leaf_hash(b"x"), 4, other.counters, other.time_ms
+    )
     with pytest.raises(ChainLinkError):
         verify_chain([raws[0], sign_block(rewritten, setup["gw"]).raw, raws[2]], setup["lookup"])
 
@@ -103,8 +108,16 @@ def test_body_must_match_root(setup: dict) -> None:  # type: ignore[type-arg]
         ["edgeroot/block/v1", GATEWAY, 0, GENESIS_PREV, merkle.EMPTY_ROOT, 1, [["88.1/a", 5, 4, 1]], 0],
         ["edgeroot/block/v1", GATEWAY, 0, GENESIS_PREV, merkle.EMPTY_ROOT, 2, [["88.1/a", 1, 1, 1]], 0],
         ["edgeroot/block/v1", GATEWAY, 0, GENESIS_PREV, merkle.leaf_hash(b""), 0, [], 0],
-        ["edgeroot/block/v1", GATEWAY, 0, GENESIS_PREV, merkle.EMPTY_ROOT, 2,
-         [["88.1/b", 1, 1, 1], ["88.1/a", 1, 1, 1]], 0],  # fmt: skip
+        [
+            "edgeroot/block/v1",
+            GATEWAY,
+            0,
+            GENESIS_PREV,
+            merkle.EMPTY_ROOT,
+            2,
+            [["88.1/b", 1, 1, 1], ["88.1/a", 1, 1, 1]],
+            0,
+        ],
         ["edgeroot/block/v1", GATEWAY, 0, GENESIS_PREV, merkle.EMPTY_ROOT, 0, [[1, 2, 3, 4]], 0],
         ["edgeroot/block/v1", GATEWAY, 0, GENESIS_PREV, merkle.EMPTY_ROOT, 0, [], 0, "extra"],
     ],

@@ -73,7 +73,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def test_verify_note_receipt_and_consistency_succeed(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_note_receipt_and_consistency_succeed(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Valid inputs exit 0 and say what was proven."""
     assert main(["verify", "note", "--vkey", str(files["vkey"]), str(files["new"])]) == 0
     assert main(["verify", "receipt", str(files["receipt"]), "--policy", str(files["policy"]),
@@ -96,7 +98,9 @@ def test_verify_json_output_is_one_object(files: dict[str, Path], capsys: pytest
     assert second["ok"] is False and "older than the pinned" in second["error"]
 
 
-def test_verify_failures_exit_1_with_one_line(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_failures_exit_1_with_one_line(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     """A wrong leaf, a wrong vkey and a wrong proof each exit 1 with a single reason line."""
     files["leaf"].write_bytes(b"entry 8")
     assert main(["verify", "receipt", str(files["receipt"]), "--policy", str(files["policy"]),

@@ -16,11 +16,11 @@ from chain_lite.envelope import (
     BT,
     BU,
     BV,
+    VS,
     N,
     T,
     U,
     V,
-    VS,
     decode_envelope,
     encode_envelope,
     open_envelope,
@@ -139,7 +139,9 @@ GOOD_HEADER: dict[int, object] = {1: -7, 3: 112, 4: DEVICE.encode(), -70001: 1}
         (GOOD_HEADER, RECORDS, {4: b"x"}, "unprotected"),
     ],
 )
-def test_malformed_envelopes_say_why(header: dict[int, object], payload: object, unprotected: object, why: str) -> None:
+def test_malformed_envelopes_say_why(
+    header: dict[int, object], payload: object, unprotected: object, why: str
+) -> None:
     """Each structural defect is a FormatError naming the rule."""
     with pytest.raises(FormatError, match=why):
         decode_envelope(_envelope(header, payload, unprotected))

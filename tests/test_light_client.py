@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import (
     OriginMismatch,
     ProofLengthError,
@@ -14,7 +15,6 @@ from chain_lite.errors import (
 from chain_lite.light_client import Accepted, Evidence, LightClient, Rejected
 from chain_lite.merkle import leaf_hash
 from chain_lite.receipt import Receipt
-from chain_lite.checkpoint import SignedCheckpoint
 
 from .helpers import ORIGIN, LogBuilder
 
@@ -117,6 +117,8 @@ def test_state_round_trips_and_is_reverified(log: LogBuilder) -> None:
     restored = LightClient.from_state(log.policy(), client.state())
     assert restored.size == 10 and restored.state() == client.state()
     with pytest.raises(QuorumNotMet):
-        LightClient.from_state(log.policy(quorum=3), LightClient(log.policy(), ORIGIN, log.checkpoint(cosigners=2)).state())
+        LightClient.from_state(
+            log.policy(quorum=3), LightClient(log.policy(), ORIGIN, log.checkpoint(cosigners=2)).state()
+        )
     with pytest.raises(OriginMismatch):
         LightClient(log.policy(), "another.origin", log.checkpoint())

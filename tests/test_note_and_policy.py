@@ -241,3 +241,11 @@ def test_signed_checkpoint_parse_keeps_every_byte() -> None:
     data = log.checkpoint()
     assert SignedCheckpoint.parse(data).to_bytes() == data
     assert SignedCheckpoint.parse(data).checkpoint.origin == ORIGIN
+
+
+def test_policy_with_non_utf8_key_name_is_a_format_error() -> None:
+    """Found by fuzzing: a vkey name with a stray 0x80 octet is refused, not a crash."""
+    log = LogBuilder()
+    line = f"log \x80{log.log_key.vkey()}\nquorum none\n".encode("utf-8", "surrogateescape")
+    with pytest.raises(FormatError):
+        Policy.parse(line.replace(b"\xc2\x80", b"\x80"))
