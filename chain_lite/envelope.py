@@ -100,12 +100,13 @@ def decode_envelope(data: bytes) -> Envelope:
     if type(counter) is not int or not 0 <= counter <= MAX_COUNTER:
         raise FormatError("envelope", "counter missing or not an unsigned 63-bit integer")
     signer = _check_identifier(msg.kid, "kid")
-    subject_value = header.get(HDR_SUBJECT, signer)
-    if not isinstance(subject_value, str):
-        raise FormatError("envelope", "subject is not text")
-    subject = _check_identifier(subject_value, "subject")
-    if HDR_SUBJECT in header and subject == signer:
-        raise FormatError("envelope", "a subject header must name a device other than the signer")
+    subject = signer
+    if HDR_SUBJECT in header:
+        if not isinstance(header[HDR_SUBJECT], str):
+            raise FormatError("envelope", "subject is not text")
+        subject = _check_identifier(header[HDR_SUBJECT], "subject")
+        if subject == signer:
+            raise FormatError("envelope", "a subject header must name a device other than the signer")
     pack = cbor.decode(msg.payload, "envelope", max_size=MAX_ENVELOPE_SIZE)
     if not isinstance(pack, list) or not 1 <= len(pack) <= MAX_RECORDS:
         raise FormatError("envelope", f"SenML pack must be an array of 1 to {MAX_RECORDS} records")

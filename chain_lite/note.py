@@ -10,6 +10,7 @@ signed. Verifier keys ("vkeys") are written ``<name>+<8 hex key ID>+<base64(type
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,6 +31,8 @@ MAX_SIGNATURES = 100
 """The spec asks verifiers to accept at least 16 signature lines and to cap them."""
 
 _DASH = "\u2014 "
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")
+"""ASCII control characters other than newline, which signed notes must not contain."""
 
 
 def key_id(name: str, sigtype: int, public_key: bytes) -> int:
@@ -195,7 +198,7 @@ def check_note_text(text: str) -> None:
     """Note text ends in a newline and holds no control character but newline."""
     if not text.endswith("\n"):
         raise FormatError("note", "text does not end with a newline")
-    if any(ord(ch) < 0x20 and ch != "\n" for ch in text):
+    if _CONTROL.search(text):
         raise FormatError("note", "text contains a control character")
 
 
@@ -207,7 +210,7 @@ def parse_note(data: bytes) -> Note:
         whole = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError("note", "not valid UTF-8") from exc
-    if any(ord(ch) < 0x20 and ch != "\n" for ch in whole):
+    if _CONTROL.search(whole):
         raise FormatError("note", "contains a control character")
     split = whole.rfind("\n\n")
     if split < 0:

@@ -1,0 +1,176 @@
+"""`make bench`: throughput of chain_lite's hot paths, medians of several runs, beside each target.
+
+Single process, so every figure is one core. The machine is noisy (2 cores): compare medians and ratios,
+not single runs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from chain_lite import keys, merkle
+from chain_lite.checkpoint import Checkpoint, sign_checkpoint
+from chain_lite.cose import CoseSigner
+from chain_lite.envelope import BN, BT, N, U, V, encode_envelope, open_envelope
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519
+from chain_lite.policy import Log, Policy, Witness
+
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+
+
+def rate(label: str, work: Callable[[], int]) -> float:
+    """Median operations per second of ``work`` (which returns how many operations it did)."""
+    rates = []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        n = work()
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def bench_append() -> float:
+    entries = [os.urandom(64) for _ in range(200_000)]
+
+    def work() -> int:
+        merkle.MerkleTree().append_entries(entries)
+        return len(entries)
+
+    return rate("append", work)
+
+
+def _big_tree() -> merkle.MerkleTree:
+    tree = merkle.MerkleTree()
+    tree.append_entries(i.to_bytes(8, "big") for i in range(1 << 20))
+    return tree
+
+
+def bench_inclusion(tree: merkle.MerkleTree) -> float:
+    size = tree.size
+    cases = [
+        (i, merkle.leaf_hash(i.to_bytes(8, "big")), tree.inclusion_proof(i))
+        for i in range(0, size, size // 2000)
+    ]
+    root = tree.root()
+
+    def work() -> int:
+        for i, leaf, proof in cases:
+            merkle.verify_inclusion(i, size, leaf, proof, root)
+        return len(cases)
+
+    return rate("inclusion", work)
+
+
+def bench_consistency(tree: merkle.MerkleTree) -> float:
+    size = tree.size
+    cases = [(m, tree.root_at(m), tree.consistency_proof(m)) for m in range(1, size, size // 2000)]
+    root = tree.root()
+
+    def work() -> int:
+        for m, old_root, proof in cases:
+            merkle.verify_consistency(m, size, proof, old_root, root)
+        return len(cases)
+
+    return rate("consistency", work)
+
+
+def bench_envelopes() -> float:
+    devices = {
+        f"88.123.99/PUMP-{i:04d}": CoseSigner(f"88.123.99/PUMP-{i:04d}", keys.generate_p256())
+        for i in range(10)
+    }
+    lookup = {d: s.public_key for d, s in devices.items()}.get
+    envelopes = []
+    for n in range(3000):
+        device, signer = list(devices.items())[n % 10]
+        records = [{BN: f"urn:dev:{device}:", BT: 1_760_000_000 + n, N: "temp", U: "Cel", V: 20.5 + n % 7}]
+        envelopes.append(encode_envelope(signer, records, n + 1))
+
+    def work() -> int:
+        for raw in envelopes:
+            open_envelope(raw, lookup)
+        return len(envelopes)
+
+    return rate("envelope", work)
+
+
+def bench_checkpoints(witnesses: int) -> float:
+    log_key = keys.NoteKey.generate("bench.log", SIGTYPE_ED25519)
+    wkeys = [keys.NoteKey.generate(f"w{i}.bench", SIGTYPE_COSIGNATURE_V1) for i in range(witnesses)]
+    policy = Policy(
+        [Log(log_key.log_signer().verifier)],
+        [Witness(w.name, w.cosigner().verifier) for w in wkeys],
+        quorum=wkeys[0].name if wkeys else "none",
+    )
+    note = sign_checkpoint(Checkpoint("bench.log", 123456, os.urandom(32)), log_key.log_signer()).note
+    data = note.with_signatures(w.cosigner().cosign(note, 1_760_000_000) for w in wkeys).to_bytes()
+
+    def work() -> int:
+        for _ in range(2000):
+            policy.verify_checkpoint(data)
+        return 2000
+
+    return rate("checkpoint", work)
+
+
+def bench_raw_p256() -> float:
+    key = keys.generate_p256()
+    sig = key.sign(b"m" * 100, ec.ECDSA(hashes.SHA256()))
+    public = key.public_key()
+
+    def work() -> int:
+        for _ in range(2000):
+            public.verify(sig, b"m" * 100, ec.ECDSA(hashes.SHA256()))
+        return 2000
+
+    return rate("p256", work)
+
+
+def bench_raw_ed25519() -> float:
+    key = keys.generate_ed25519()
+    sig = key.sign(b"m" * 100)
+    public = key.public_key()
+
+    def work() -> int:
+        for _ in range(2000):
+            public.verify(sig, b"m" * 100)
+        return 2000
+
+    return rate("ed25519", work)
+
+
+def main() -> None:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"edgeroot chain_lite benchmarks: {machine}, median of {RUNS} runs, one core")
+    tree = _big_tree()
+    raw_p256, raw_ed25519 = bench_raw_p256(), bench_raw_ed25519()
+    envelopes, checkpoints = bench_envelopes(), bench_checkpoints(0)
+    rows = [
+        ("Merkle append (64-byte leaves, hashing included)", bench_append(), 300_000, "leaves/s"),
+        ("inclusion proof verify (2^20 leaves)", bench_inclusion(tree), 50_000, "proofs/s"),
+        ("consistency proof verify (2^20 leaves)", bench_consistency(tree), 50_000, "proofs/s"),
+        ("envelope decode + ES256 verify", envelopes, 12_000, "envelopes/s"),
+        ("checkpoint verify (log signature only)", checkpoints, 10_000, "checkpoints/s"),
+        ("checkpoint verify (log + 2 cosignatures)", bench_checkpoints(2), None, "checkpoints/s"),
+    ]
+    print(f"\n| {'what':<50} | {'median':>12} | {'target':>10} | {'unit':<13} | verdict |")
+    print(f"|{'-' * 52}|{'-' * 14}|{'-' * 12}|{'-' * 15}|---------|")
+    for what, value, target, unit in rows:
+        verdict = "-" if target is None else ("meets" if value >= target else "MISSES")
+        target_text = "-" if target is None else f"{target:,}"
+        print(f"| {what:<50} | {value:>12,.0f} | {target_text:>10} | {unit:<13} | {verdict:<7} |")
+    print("\nContext, the raw primitives on this machine now (cryptography/OpenSSL, same process):")
+    print(f"  P-256 verify {raw_p256:,.0f}/s: envelope path runs at {envelopes / raw_p256:.0%} of it")
+    print(
+        f"  Ed25519 verify {raw_ed25519:,.0f}/s: checkpoint path runs at {checkpoints / raw_ed25519:.0%} of it"
+    )
+
+
+if __name__ == "__main__":
+    main()
