@@ -6,29 +6,27 @@ The signature bytes are ``timestamp (u64, big-endian) || Ed25519 signature (64 b
 
 from __future__ import annotations
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chain_lite.errors import FormatError, KeyFormatError
 from chain_lite.note import (
     SIGTYPE_COSIGNATURE_V1,
     SIGTYPE_ED25519,
+    Ed25519KeyVerifier,
     Ed25519Verifier,
     Note,
     NoteSignature,
     Verifier,
     VerifierKey,
-    check_key_name,
-    key_id,
+    ed25519_public_bytes,
 )
 
 MAX_TIMESTAMP = (1 << 63) - 1
 
 
-def cosigned_message(text: str, timestamp: int) -> bytes:
+def cosigned_message_bytes(text: bytes, timestamp: int) -> bytes:
     """The bytes a v1 cosignature signs over a checkpoint's note ``text``."""
-    return f"cosignature/v1\ntime {timestamp}\n".encode() + text.encode()
+    return b"cosignature/v1\ntime %d\n" % timestamp + text
 
 
 def cosignature_timestamp(signature: bytes) -> int:
@@ -38,41 +36,19 @@ def cosignature_timestamp(signature: bytes) -> int:
     return int.from_bytes(signature[:8], "big")
 
 
-class CosignatureVerifier:
-    """Verifier for a witness's v1 cosignatures."""
+class CosignatureVerifier(Ed25519KeyVerifier):
+    """Verifier for a witness's v1 cosignatures (signature type 0x04)."""
 
-    __slots__ = ("_key", "key_id", "name", "public_key")
-
-    def __init__(self, name: str, public_key: bytes) -> None:
-        check_key_name(name)
-        if len(public_key) != 32:
-            raise KeyFormatError(f"Ed25519 key is {len(public_key)} bytes, want 32")
-        self.name = name
-        self.public_key = public_key
-        self.key_id = key_id(name, SIGTYPE_COSIGNATURE_V1, public_key)
-        self._key = Ed25519PublicKey.from_public_bytes(public_key)
-
-    @classmethod
-    def from_vkey(cls, vkey: VerifierKey) -> CosignatureVerifier:
-        if vkey.sigtype != SIGTYPE_COSIGNATURE_V1:
-            raise KeyFormatError(f"key {vkey.name} has signature type {vkey.sigtype:#04x}, want 0x04")
-        return cls(vkey.name, vkey.public_key)
-
-    def vkey(self) -> VerifierKey:
-        return VerifierKey(self.name, self.key_id, SIGTYPE_COSIGNATURE_V1, self.public_key)
+    __slots__ = ()
+    sigtype = SIGTYPE_COSIGNATURE_V1
 
     def verify(self, text: bytes, signature: bytes) -> bool:
         if len(signature) != 72:
             return False
         timestamp = int.from_bytes(signature[:8], "big")
-        if timestamp > MAX_TIMESTAMP:
-            return False
-        message = f"cosignature/v1\ntime {timestamp}\n".encode() + text
-        try:
-            self._key.verify(signature[8:], message)
-        except InvalidSignature:
-            return False
-        return True
+        return timestamp <= MAX_TIMESTAMP and self._verify(
+            signature[8:], cosigned_message_bytes(text, timestamp)
+        )
 
 
 class CosignatureSigner:
@@ -81,8 +57,7 @@ class CosignatureSigner:
     __slots__ = ("_key", "key_id", "name", "verifier")
 
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
-        public = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.verifier = CosignatureVerifier(name, public)
+        self.verifier = CosignatureVerifier(name, ed25519_public_bytes(private_key))
         self._key = private_key
         self.name = name
         self.key_id = self.verifier.key_id
@@ -91,7 +66,7 @@ class CosignatureSigner:
         """Cosign the note's text as of ``timestamp`` (POSIX seconds, supplied by the caller)."""
         if not 0 <= timestamp <= MAX_TIMESTAMP:
             raise FormatError("cosignature", f"timestamp {timestamp} out of range")
-        sig = self._key.sign(cosigned_message(note.text, timestamp))
+        sig = self._key.sign(cosigned_message_bytes(note.text.encode(), timestamp))
         return NoteSignature(self.name, self.key_id, timestamp.to_bytes(8, "big") + sig)
 
 

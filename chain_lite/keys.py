@@ -18,7 +18,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from chain_lite import b64
 from chain_lite.cosignature import CosignatureSigner
 from chain_lite.errors import KeyFormatError
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, Ed25519Signer, check_key_name, key_id
+from chain_lite.note import (
+    SIGTYPE_COSIGNATURE_V1,
+    SIGTYPE_ED25519,
+    Ed25519Signer,
+    check_key_name,
+    ed25519_public_bytes,
+    key_id,
+)
 
 PrivateKey = ec.EllipticCurvePrivateKey | Ed25519PrivateKey
 PublicKey = ec.EllipticCurvePublicKey | Ed25519PublicKey
@@ -70,10 +77,6 @@ def load_public_pem(data: bytes) -> PublicKey:
     return key
 
 
-def raw_public(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 @dataclass(frozen=True, slots=True)
 class NoteKey:
     """An Ed25519 note key pair: ``sigtype`` 0x01 for a log, 0x04 for a witness's cosignatures."""
@@ -83,7 +86,7 @@ class NoteKey:
     private_key: Ed25519PrivateKey
 
     def vkey(self) -> str:
-        public = raw_public(self.private_key)
+        public = ed25519_public_bytes(self.private_key)
         encoded = b64.encode(bytes([self.sigtype]) + public)
         return f"{self.name}+{key_id(self.name, self.sigtype, public):08x}+{encoded}"
 
@@ -91,7 +94,7 @@ class NoteKey:
         seed = self.private_key.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
         )
-        public = raw_public(self.private_key)
+        public = ed25519_public_bytes(self.private_key)
         encoded = b64.encode(bytes([self.sigtype]) + seed)
         return f"PRIVATE+KEY+{self.name}+{key_id(self.name, self.sigtype, public):08x}+{encoded}"
 
@@ -123,6 +126,6 @@ class NoteKey:
         if raw is None or len(raw) != 33 or raw[0] not in (SIGTYPE_ED25519, SIGTYPE_COSIGNATURE_V1):
             raise KeyFormatError("signer key material is not base64 of type byte and 32-byte seed")
         key = cls(name, raw[0], Ed25519PrivateKey.from_private_bytes(raw[1:]))
-        if f"{key_id(name, raw[0], raw_public(key.private_key)):08x}" != hexid:
+        if f"{key_id(name, raw[0], ed25519_public_bytes(key.private_key)):08x}" != hexid:
             raise KeyFormatError(f"key ID {hexid!r} does not match the key and name {name!r}")
         return key

@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -111,10 +111,11 @@ class VerifierKey:
         return f"{self.name}+{self.key_id:08x}+{b64.encode(bytes([self.sigtype]) + self.public_key)}"
 
 
-class Ed25519Verifier:
-    """Verifier for signature type 0x01 (plain Ed25519 over the note text)."""
+class Ed25519KeyVerifier:
+    """An Ed25519 public key under a note key name, for the signature type its subclass names."""
 
     __slots__ = ("_key", "key_id", "name", "public_key")
+    sigtype: ClassVar[int]
 
     def __init__(self, name: str, public_key: bytes) -> None:
         check_key_name(name)
@@ -122,26 +123,36 @@ class Ed25519Verifier:
             raise KeyFormatError(f"Ed25519 key is {len(public_key)} bytes, want 32")
         self.name = name
         self.public_key = public_key
-        self.key_id = key_id(name, SIGTYPE_ED25519, public_key)
+        self.key_id = key_id(name, self.sigtype, public_key)
         self._key = Ed25519PublicKey.from_public_bytes(public_key)
 
     @classmethod
-    def from_vkey(cls, vkey: VerifierKey) -> Ed25519Verifier:
-        if vkey.sigtype != SIGTYPE_ED25519:
-            raise KeyFormatError(f"key {vkey.name} has signature type {vkey.sigtype:#04x}, want 0x01")
+    def from_vkey(cls, vkey: VerifierKey) -> Self:
+        if vkey.sigtype != cls.sigtype:
+            raise KeyFormatError(
+                f"key {vkey.name} has signature type {vkey.sigtype:#04x}, want {cls.sigtype:#04x}"
+            )
         return cls(vkey.name, vkey.public_key)
 
     def vkey(self) -> VerifierKey:
-        return VerifierKey(self.name, self.key_id, SIGTYPE_ED25519, self.public_key)
+        return VerifierKey(self.name, self.key_id, self.sigtype, self.public_key)
 
-    def verify(self, text: bytes, signature: bytes) -> bool:
-        if len(signature) != 64:
-            return False
+    def _verify(self, signature: bytes, message: bytes) -> bool:
         try:
-            self._key.verify(signature, text)
+            self._key.verify(signature, message)
         except InvalidSignature:
             return False
         return True
+
+
+class Ed25519Verifier(Ed25519KeyVerifier):
+    """Verifier for signature type 0x01 (plain Ed25519 over the note text)."""
+
+    __slots__ = ()
+    sigtype = SIGTYPE_ED25519
+
+    def verify(self, text: bytes, signature: bytes) -> bool:
+        return len(signature) == 64 and self._verify(signature, text)
 
 
 class Ed25519Signer:
@@ -151,7 +162,7 @@ class Ed25519Signer:
 
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
         self._key = private_key
-        self.verifier = Ed25519Verifier(name, _raw_public(private_key))
+        self.verifier = Ed25519Verifier(name, ed25519_public_bytes(private_key))
         self.name = name
         self.key_id = self.verifier.key_id
 
@@ -159,7 +170,8 @@ class Ed25519Signer:
         return self._key.sign(text)
 
 
-def _raw_public(private_key: Ed25519PrivateKey) -> bytes:
+def ed25519_public_bytes(private_key: Ed25519PrivateKey) -> bytes:
+    """The raw 32-byte public key of an Ed25519 private key."""
     return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
