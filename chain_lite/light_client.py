@@ -147,7 +147,11 @@ class LightClient:
 
     @classmethod
     def from_state(cls, policy: Policy, state: dict[str, Any]) -> LightClient:
-        """Restore a client; the pinned checkpoint is verified again under ``policy``."""
+        """Restore a client; the pinned checkpoint is verified again under ``policy``.
+
+        The remembered (size, root) pairs of earlier checkpoints are taken from ``state`` as they are:
+        the state file is the client's own storage and must be protected like its policy file.
+        """
         try:
             pinned = state["pinned"]
             client = cls(policy, str(state["origin"]), pinned.encode() if pinned else None)
