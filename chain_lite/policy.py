@@ -77,6 +77,9 @@ class Policy:
         self.groups = {g.name: g for g in groups}
         self.quorum = quorum
         self._validate()
+        # Built once: verify_checkpoint runs for every checkpoint a client or gateway sees.
+        self._witness_by_key = {(w.verifier.name, w.verifier.key_id): w for w in self.witnesses.values()}
+        self._witness_verifiers = [w.verifier for w in self.witnesses.values()]
 
     def _validate(self) -> None:
         keys = [log.verifier.public_key for log in self.logs] + [
@@ -223,19 +226,18 @@ class Policy:
         logs = [log.verifier for log in self.logs if log.verifier.name == cp.origin]
         if not logs:
             raise OriginMismatch(" or ".join(log.verifier.name for log in self.logs) or "(no log)", cp.origin)
-        by_verifier: dict[int, Witness] = {id(w.verifier): w for w in self.witnesses.values()}
-        verifiers: list[Verifier] = [*logs, *(w.verifier for w in self.witnesses.values())]
+        verifiers: list[Verifier] = [*logs, *self._witness_verifiers]
         good = open_note(signed.note, verifiers)
         log_names = [v.name for v in good if v in logs]
         if not log_names:
             raise NoTrustedSignature(f"log {cp.origin}")
-        cosigners = [by_verifier[id(v)].name for v in good if id(v) in by_verifier]
-        if not self.quorum_met(cosigners):
-            raise QuorumNotMet(self.quorum, cosigners)
+        # open_note verified every signature line of a known witness, so each one here is good.
         stamps: dict[str, int] = {}
         for sig in signed.note.signatures:
-            for name in cosigners:
-                verifier = self.witnesses[name].verifier
-                if (sig.name, sig.key_id) == (verifier.name, verifier.key_id):
-                    stamps[name] = cosignature_timestamp(sig.signature)
+            witness = self._witness_by_key.get((sig.name, sig.key_id))
+            if witness is not None:
+                stamps[witness.name] = cosignature_timestamp(sig.signature)
+        cosigners = list(stamps)
+        if not self.quorum_met(cosigners):
+            raise QuorumNotMet(self.quorum, cosigners)
         return VerifiedCheckpoint(cp, signed.note, log_names[0], tuple(cosigners), stamps)
