@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check chain_lite edgeroot tests bench
+	$(BIN)/ruff check chain_lite edgeroot resolver tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict chain_lite edgeroot
+	$(BIN)/mypy --strict chain_lite edgeroot resolver
 
 test: lint typecheck
 	$(BIN)/pytest -q

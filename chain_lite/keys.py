@@ -49,6 +49,11 @@ def public_pem(key: PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def public_der(key: PublicKey) -> bytes:
+    """SubjectPublicKeyInfo DER: how registry records carry keys (base64 in HS_PUBKEY values)."""
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def _check_supported(key: object, what: str) -> None:
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, ec.SECP256R1):
@@ -72,6 +77,16 @@ def load_public_pem(data: bytes) -> PublicKey:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
         raise KeyFormatError(f"not a PEM public key: {exc}") from exc
+    _check_supported(key, "public key")
+    assert isinstance(key, ec.EllipticCurvePublicKey | Ed25519PublicKey)
+    return key
+
+
+def load_public_der(data: bytes) -> PublicKey:
+    try:
+        key = serialization.load_der_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyFormatError(f"not a DER SubjectPublicKeyInfo: {exc}") from exc
     _check_supported(key, "public key")
     assert isinstance(key, ec.EllipticCurvePublicKey | Ed25519PublicKey)
     return key

@@ -1,0 +1,1 @@
+"""resolver: the resolution-root node, its witness and the resolution client."""
