@@ -28,7 +28,8 @@ LEAF_REGISTRY = 0x02
 LEAF_MAP_HEAD = 0x03
 LEAF_KEY_TRANSITION = 0x04
 MAP_HEAD_LABEL = "edgeroot/map-head/v1"
-MAX_LEAF_SIZE = 70 * 1024
+MAX_LEAF_SIZE = 65535
+"""tlog-tiles entry bundles prefix each entry with a 16-bit length."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ NONCE_SIZE = 16
 MAX_VALUES = 64
 MAX_VALUE_SIZE = 4096
 MAX_TYPE_LENGTH = 64
-MAX_REQUEST_SIZE = 64 * 1024
+MAX_REQUEST_SIZE = 32 * 1024
 DEFAULT_TTL = 86400
 MAX_UINT31 = (1 << 31) - 1
 ADMIN_INDEX = 300
@@ -156,6 +156,16 @@ class Record:
         if not isinstance(identifier, str) or not isinstance(values, list):
             raise FormatError("record", "identifier must be text and values an array")
         return cls(canonical_identifier(identifier), _values_from(values, with_timestamp=True))
+
+    def has_type(self, type_: str) -> bool:
+        return any(v.type == type_ for v in self.values)
+
+    def signing_key(self) -> PublicKey | None:
+        """The key of a device, gateway or bridge record: its lowest-index ``HS_PUBKEY`` value."""
+        for v in self.values:
+            if v.type == "HS_PUBKEY" and v.format == "base64":
+                return load_public_der(v.as_bytes())
+        return None
 
     def public_key(self, index: int) -> PublicKey | None:
         """The key in this record's ``HS_PUBKEY`` value at ``index``, if any."""

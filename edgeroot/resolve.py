@@ -1,0 +1,90 @@
+"""``edgeroot resolve ID --root URL [--verify --policy FILE]``: look up an identifier, with proof.
+
+Without ``--verify`` it shows what the node says. With it, it checks the answer against the trust
+policy and the pinned checkpoint (see :mod:`resolver.client`) and says exactly what was proven.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from chain_lite.errors import ChainError
+from chain_lite.policy import Policy
+from edgeroot.keyfiles import read_bytes
+from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from resolver.client import ClientError, EquivocationDetected, RootClient, Verifier, config_dir, pin_file
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "resolve", help="resolve an identifier, optionally verifying its proof", parents=[JSON_FLAG]
+    )
+    p.add_argument("identifier", help="e.g. 88.123.99/PUMP-0042")
+    p.add_argument("--root", required=True, help="root node URL, e.g. http://127.0.0.1:8470")
+    p.add_argument("--verify", action="store_true", help="verify the answer against --policy and the pin")
+    p.add_argument("--policy", type=Path, help="C2SP tlog-policy file (required with --verify)")
+    p.add_argument("--at", type=int, help="resolve as of this log size")
+    p.add_argument("--config-dir", type=Path, help=f"where pins are kept (default {config_dir()})")
+    p.set_defaults(run=run)
+
+
+def _values(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    values: list[dict[str, Any]] = answer.get("values", [])
+    return values
+
+
+def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (one exit per verdict)
+    if args.verify and args.policy is None:
+        raise CommandFailed("--verify needs --policy FILE (the trust policy of the node)")
+    with RootClient(args.root) as client:
+        try:
+            answer = client.resolve(args.identifier, args.at)
+        except ClientError as exc:
+            if exc.status in (400, 404):
+                return report.invalid(exc.message, responseCode=exc.handle_code)
+            raise CommandFailed(exc.message) from exc
+        ident = answer.get("identifier", args.identifier)
+        if not args.verify:
+            if not answer.get("found"):
+                return report.invalid(f"{ident} is not registered (unverified answer)", identifier=ident)
+            return report.ok(f"{ident} (unverified)", identifier=ident, values=_values(answer))
+        try:
+            policy = Policy.parse(read_bytes(args.policy, "policy"))
+            origin = answer["proof"]["receipt"].split("\n\n", 1)[1].split("\n", 1)[0]
+            verifier = Verifier(policy, origin, pin_file(origin, args.config_dir))
+            result = verifier.verify(client, answer, as_of=args.at is not None)
+        except EquivocationDetected as exc:
+            return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=str(exc.evidence_file))
+        except (ChainError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            return report.invalid(f"answer for {ident} does NOT verify: {exc}", identifier=ident)
+        except ClientError as exc:
+            raise CommandFailed(exc.message) from exc
+    proven = result.proven
+    cp = proven.checkpoint
+    facts: dict[str, Any] = {
+        "identifier": proven.identifier,
+        "log": cp.checkpoint.origin,
+        "checkpoint_size": cp.checkpoint.size,
+        "as_of_log_size": proven.epoch,
+        "cosigned_by": list(cp.cosigners),
+        "pinned_size": result.pinned_size,
+    }
+    if proven.record is None:
+        return report.ok(
+            f"PROVEN ABSENT: {proven.identifier} is not registered as of log size {proven.epoch} "
+            f"(checkpoint signed by {cp.log}, cosigned by {', '.join(cp.cosigners) or 'no witness'})",
+            **facts,
+        )
+    values = [
+        {"index": v.index, "type": v.type, "format": v.format, "value": v.value, "ttl": v.ttl}
+        for v in proven.record.values
+    ]
+    return report.ok(
+        f"PROVEN: {proven.identifier} has this record as of log size {proven.epoch} "
+        f"(checkpoint signed by {cp.log}, cosigned by {', '.join(cp.cosigners) or 'no witness'}; "
+        f"consistent with the pinned checkpoint)",
+        values=values,
+        **facts,
+    )

@@ -1,0 +1,57 @@
+"""``edgeroot witness init|run``: a C2SP tlog-witness that cosigns the logs it follows."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from chain_lite.errors import ChainError
+from edgeroot.keyfiles import load_vkey
+from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("witness", help="create and run a witness")
+    wsub = p.add_subparsers(dest="what", required=True, metavar="{init,run}")
+    init = wsub.add_parser("init", help="create the witness key and its list of logs", parents=[JSON_FLAG])
+    init.add_argument("--state", type=Path, required=True)
+    init.add_argument("--name", required=True, help="the witness's key name, e.g. witness.example")
+    init.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        help="verifier key of a log to follow (inline or file); repeatable",
+    )
+    init.set_defaults(run=run_init)
+    run = wsub.add_parser("run", help="serve POST /add-checkpoint", parents=[JSON_FLAG])
+    run.add_argument("--state", type=Path, required=True)
+    run.add_argument("--listen", default="127.0.0.1:8471", help="HOST:PORT (default 127.0.0.1:8471)")
+    run.set_defaults(run=run_serve)
+
+
+def run_init(args: argparse.Namespace, report: Reporter) -> int:
+    from resolver.service import init_witness  # noqa: PLC0415 (FastAPI loads only for commands that use it)
+
+    logs = [load_vkey(v) for v in args.log]
+    if (args.state / "witness.skey").exists():
+        raise CommandFailed(f"{args.state / 'witness.skey'} exists: this witness is initialised")
+    try:
+        key = init_witness(args.state, args.name, logs)
+    except ChainError as exc:
+        raise CommandFailed(str(exc)) from exc
+    return report.ok(
+        f"witness {args.name} initialised in {args.state}",
+        vkey=key.vkey(),
+        logs=str(args.state / "logs.txt"),
+    )
+
+
+def run_serve(args: argparse.Namespace, report: Reporter) -> int:
+    from resolver.service import build_witness_app, serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
+
+    try:
+        app = build_witness_app(args.state)
+    except (OSError, ChainError) as exc:
+        raise CommandFailed(f"cannot start the witness from {args.state}: {exc}") from exc
+    serve(app, args.listen)
+    return 0

@@ -1,0 +1,338 @@
+"""The root node's HTTP API (FastAPI): Handle-compatible reads, native ``/v1`` and C2SP tlog-tiles.
+
+Every error is JSON ``{"responseCode": <Handle code>, "message": <reason>}`` with the matching HTTP
+status (see :mod:`resolver.errors`); request bodies above the configured cap get 413 before they are
+read in full. Database work runs in the thread pool (sync endpoints, or ``run_in_threadpool``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from chain_lite import b64
+from chain_lite.registry import Value
+from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, TooLarge
+from resolver.node import Resolution, RootNode
+from resolver.tiles import parse_tile_path
+from resolver.web import PAGE
+
+HANDLE_OK = 1
+HANDLE_VALUES_NOT_FOUND = 200
+
+
+def _error(status: int, code: int, message: str) -> JSONResponse:
+    return JSONResponse({"responseCode": code, "message": message}, status_code=status)
+
+
+def handle_value(v: Value) -> dict[str, Any]:
+    """One value in the Handle REST API's JSON shape."""
+    stamp = dt.datetime.fromtimestamp(v.timestamp_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "index": v.index,
+        "type": v.type,
+        "data": {"format": v.format, "value": v.value},
+        "ttl": v.ttl,
+        "timestamp": stamp,
+    }
+
+
+def proof_json(res: Resolution) -> dict[str, Any]:
+    p = res.proof
+    return {
+        "epoch": res.epoch,
+        "record": None if p.record is None else b64.encode(p.record),
+        "map_proof": b64.encode(p.map_proof),
+        "map_head": b64.encode(p.map_head),
+        "receipt": p.receipt.to_bytes().decode(),
+    }
+
+
+def _raw_path_part(request: Request, prefix: str) -> str:
+    """The path after ``prefix``, percent-decoded strictly (bad escapes or bad UTF-8 are errors)."""
+    raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
+    tail = raw.split(b"?", 1)[0][len(prefix) :]
+    for i in range(len(tail)):
+        if tail[i : i + 1] == b"%":
+            esc = tail[i + 1 : i + 3]
+            if len(esc) != 2 or not all(c in b"0123456789abcdefABCDEF" for c in esc):
+                raise InvalidHandle(f"bad percent-encoding near {tail[i : i + 3].decode('latin-1')!r}")
+    try:
+        return unquote_to_bytes(tail).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidHandle("percent-encoded identifier is not UTF-8") from exc
+
+
+async def _body(request: Request, cap: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise TooLarge(f"request body of {declared} bytes exceeds the {cap}-byte limit")
+    chunks = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > cap:
+            raise TooLarge(f"request body exceeds the {cap}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _unb64(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise BadRequest(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"{what} is not valid base64") from exc
+
+
+def parse_block_batch(payload: object) -> list[tuple[bytes, Sequence[bytes] | None]]:
+    """``{"mode": "anchor"|"replicate", "blocks": [{"block": b64, "body": [b64, ...]}]}``."""
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object")
+    mode = payload.get("mode", "anchor")
+    if mode not in ("anchor", "replicate"):
+        raise BadRequest("mode must be 'anchor' or 'replicate'")
+    items = payload.get("blocks")
+    if not isinstance(items, list) or not items:
+        raise BadRequest("blocks must be a non-empty list")
+    out: list[tuple[bytes, Sequence[bytes] | None]] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadRequest(f"blocks[{i}] must be an object")
+        raw = _unb64(item.get("block"), f"blocks[{i}].block")
+        body = None
+        if mode == "replicate":
+            readings = item.get("body")
+            if not isinstance(readings, list):
+                raise BadRequest(f"blocks[{i}].body must be a list of base64 envelopes in replicate mode")
+            body = [_unb64(r, f"blocks[{i}].body[{j}]") for j, r in enumerate(readings)]
+        out.append((raw, body))
+    return out
+
+
+def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = None) -> FastAPI:  # noqa: PLR0915 (one closure per route)
+    app = FastAPI(
+        title="edgeroot resolution-root node",
+        summary="Identifier registry, Merkle log and verifiable map with offline-checkable proofs.",
+        version="1",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(ResolverError)
+    async def resolver_error(_request: Request, exc: ResolverError) -> JSONResponse:
+        return _error(exc.status, exc.handle_code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _error(400, 2, reasons or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, 2, str(exc.detail))
+
+    @app.middleware("http")
+    async def cap_bodies(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body:
+            return _error(413, 2, f"request body of {declared} bytes exceeds the {max_body}-byte limit")
+        return await call_next(request)
+
+    # --- Handle-compatible -------------------------------------------------------------------------------
+
+    @app.get("/api/handles/{handle:path}", tags=["handle"])
+    def get_handle(
+        request: Request,
+        handle: str,
+        type: Annotated[list[str] | None, Query()] = None,
+        index: Annotated[list[int] | None, Query()] = None,
+        proof: bool = False,
+    ) -> JSONResponse:
+        """Resolve a handle exactly as the Handle REST API does; ``proof=true`` adds a ``proof`` key."""
+        del handle  # re-read from the raw path: percent-decoding must be strict
+        text = _raw_path_part(request, "/api/handles/")
+        res = node.resolve(text)
+        if res.record is None:
+            body: dict[str, Any] = {
+                "responseCode": 100,
+                "handle": res.identifier,
+                "message": "Handle Not Found",
+            }
+            if proof:
+                body["proof"] = proof_json(res)
+            return JSONResponse(body, status_code=404)
+        values = list(res.record.values)
+        if type or index:
+            values = [v for v in values if v.index in (index or []) or _type_matches(v.type, type or [])]
+        body = {
+            "responseCode": HANDLE_OK,
+            "handle": res.identifier,
+            "values": [handle_value(v) for v in values],
+        }
+        if not values:
+            body = {
+                "responseCode": HANDLE_VALUES_NOT_FOUND,
+                "handle": res.identifier,
+                "message": "Values Not Found",
+            }
+        if proof:
+            body["proof"] = proof_json(res)
+        return JSONResponse(body)
+
+    # --- native /v1 --------------------------------------------------------------------------------------
+
+    @app.get("/v1/resolve/{identifier:path}", tags=["resolve"])
+    def resolve(request: Request, identifier: str, at: int | None = None) -> dict[str, Any]:
+        """The current record (or its absence) with a map proof and a receipt; ``at=N``: as of log size N."""
+        del identifier
+        text = _raw_path_part(request, "/v1/resolve/")
+        if at is not None and at < 1:
+            raise BadRequest("at must be a log size of at least 1")
+        res = node.resolve(text, at)
+        return {
+            "identifier": res.identifier,
+            "found": res.record is not None,
+            "values": [] if res.record is None else [handle_value(v) for v in res.record.values],
+            "proof": proof_json(res),
+        }
+
+    @app.get("/v1/history/{identifier:path}", tags=["resolve"])
+    def history(request: Request, identifier: str) -> dict[str, Any]:
+        """Every logged change of an identifier, with its log index."""
+        del identifier
+        text = _raw_path_part(request, "/v1/history/")
+        changes = node.history(text)
+        return {
+            "identifier": node.canonical(text),
+            "changes": [
+                {
+                    "log_index": idx,
+                    "op": "delete" if rec is None else "set",
+                    "values": [] if rec is None else [handle_value(v) for v in rec.values],
+                }
+                for idx, rec in changes
+            ],
+        }
+
+    @app.post("/v1/registry", status_code=201, tags=["registry"])
+    async def write(request: Request) -> dict[str, Any]:
+        """Apply one signed write request (a COSE_Sign1 body, ``application/cose``)."""
+        raw = await _body(request, max_body)
+        accepted = await run_in_threadpool(node.write, raw)
+        return {
+            "responseCode": HANDLE_OK,
+            "handle": accepted.identifier,
+            "op": accepted.op,
+            "request_id": accepted.request_id.hex(),
+        }
+
+    @app.post("/v1/gateways/blocks", tags=["gateways"])
+    async def submit_blocks(request: Request) -> JSONResponse:
+        """Submit a gateway's signed blocks in order (bodies too in replicate mode)."""
+        raw = await _body(request, max_body)
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"body is not JSON: {exc}") from exc
+        batch = parse_block_batch(payload)
+        results, error = await run_in_threadpool(node.submit_blocks, batch)
+        body: dict[str, Any] = {
+            "accepted": [
+                {"block_id": r.block_id.hex(), "height": r.height, "duplicate": r.duplicate} for r in results
+            ],
+            "responseCode": HANDLE_OK,
+        }
+        status = 200
+        if error is not None:
+            assert isinstance(error, ResolverError)
+            body.update(responseCode=error.handle_code, message=error.message)
+            status = error.status
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/v1/blocks/{block_id}", tags=["gateways"])
+    def block(block_id: str) -> dict[str, Any]:
+        """An accepted block's log index and receipt (``receipt`` is null until it is sequenced)."""
+        try:
+            bid = bytes.fromhex(block_id)
+        except ValueError as exc:
+            raise BadRequest("block id must be hex") from exc
+        gateway, height, idx, receipt = node.block(bid)
+        return {
+            "block_id": block_id.lower(),
+            "gateway": gateway,
+            "height": height,
+            "log_index": idx,
+            "receipt": None if receipt is None else receipt.to_bytes().decode(),
+        }
+
+    @app.get("/v1/gateways/{gateway:path}/head", tags=["gateways"])
+    def gateway_head(request: Request, gateway: str) -> dict[str, Any]:
+        """The highest accepted block of a gateway."""
+        del gateway
+        text = _raw_path_part(request, "/v1/gateways/").removesuffix("/head")
+        head = node.gateway_head(node.canonical(text))
+        if head is None:
+            raise NotFound(f"no block of gateway {text} has been accepted")
+        return {"gateway": node.canonical(text), "height": head[0], "block_id": head[1].hex()}
+
+    @app.get("/v1/checkpoint", response_class=PlainTextResponse, tags=["log"])
+    def checkpoint() -> PlainTextResponse:
+        """The latest published checkpoint (C2SP signed note with cosignatures)."""
+        return PlainTextResponse(node.published().checkpoint.to_bytes())
+
+    @app.get("/v1/proof/consistency", tags=["log"])
+    def consistency(old: int, new: int) -> dict[str, Any]:
+        """RFC 9162 consistency proof between two published tree sizes."""
+        return {"old": old, "new": new, "proof": [b64.encode(h) for h in node.consistency(old, new)]}
+
+    @app.get("/v1/proof/inclusion", tags=["log"])
+    def inclusion(index: int, size: int) -> dict[str, Any]:
+        """RFC 9162 inclusion proof of a leaf, with the leaf's bytes."""
+        proof = node.inclusion(index, size)
+        return {
+            "index": index,
+            "size": size,
+            "leaf": b64.encode(node.leaf(index)),
+            "proof": [b64.encode(h) for h in proof],
+        }
+
+    # --- C2SP tlog-tiles ---------------------------------------------------------------------------------
+
+    @app.get("/log/checkpoint", response_class=PlainTextResponse, tags=["tiles"])
+    def tiles_checkpoint() -> PlainTextResponse:
+        return PlainTextResponse(node.published().checkpoint.to_bytes())
+
+    @app.get("/log/tile/{path:path}", tags=["tiles"])
+    def tile(path: str) -> Response:
+        parsed = parse_tile_path(path)
+        if parsed is None:
+            raise NotFound(f"not a tlog-tiles path: tile/{path}")
+        data = node.tile(parsed)
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"Cache-Control": "max-age=31536000, immutable"},
+        )
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.replace("{{origin}}", node.origin))
+
+    return app
+
+
+def _type_matches(value_type: str, wanted: list[str]) -> bool:
+    """Handle type filters: ``URL`` matches exactly; ``HS_`` style prefixes ending in ``.`` match subtypes."""
+    return any(value_type == w or (w.endswith(".") and value_type.startswith(w)) for w in wanted)

@@ -1,0 +1,128 @@
+"""The root's side of C2SP tlog-witness: ask each witness to cosign a new checkpoint.
+
+For each witness the node remembers the size it last had cosigned (``witness_sizes``), sends
+``old <that size>`` with a consistency proof, and on ``409 text/x.tlog.size`` retries once from the
+size the witness reports. Only cosignatures that verify with the configured witness key are attached.
+A witness that is down or refuses costs its cosignature, never the checkpoint: the checkpoint is
+published with whatever cosignatures came back, and clients' policies decide whether that is enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import httpx
+
+from chain_lite import b64
+from chain_lite.checkpoint import SignedCheckpoint, parse_uint64
+from chain_lite.cosignature import CosignatureVerifier
+from chain_lite.errors import ChainError
+from chain_lite.note import NoteSignature, parse_note
+from resolver.config import WitnessConfig
+from resolver.db import Database
+from resolver.log_store import checkpoint_at, consistency
+from resolver.witness import SIZE_CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+WITNESS_TIMEOUT_S = 5.0
+
+
+def request_body(old: int, proof: Sequence[bytes], checkpoint: SignedCheckpoint) -> bytes:
+    lines = [f"old {old}", *(b64.encode(h) for h in proof)]
+    return ("\n".join(lines) + "\n\n").encode() + checkpoint.to_bytes()
+
+
+def _parse_cosignatures(
+    body: bytes, witness: WitnessConfig, checkpoint: SignedCheckpoint
+) -> list[NoteSignature]:
+    # The response is signature lines only; parse them as the signature block of the checkpoint's note.
+    note = parse_note(checkpoint.note.text.encode() + b"\n" + body)
+    verifier = CosignatureVerifier.from_vkey(witness.vkey)
+    text = note.text.encode()
+    mine = (verifier.name, verifier.key_id)
+    return [s for s in note.signatures if (s.name, s.key_id) == mine and verifier.verify(text, s.signature)]
+
+
+class Cosigner:
+    def __init__(self, db: Database, witnesses: Sequence[WitnessConfig], client: httpx.AsyncClient) -> None:
+        self.db = db
+        self.witnesses = list(witnesses)
+        self.client = client
+        self.failures: dict[str, int] = {w.name: 0 for w in witnesses}
+
+    def _old_size(self, name: str) -> int:
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT size FROM witness_sizes WHERE name = ?", (name,))
+        return 0 if row is None else int(row[0])
+
+    def _body(self, old: int, checkpoint: SignedCheckpoint) -> bytes:
+        size = checkpoint.checkpoint.size
+        proof: list[bytes] = []
+        if 0 < old < size:
+            with self.db.transaction(write=False) as tx:
+                proof = consistency(tx, old, size)
+        return request_body(old, proof, checkpoint)
+
+    async def _ask(self, witness: WitnessConfig, checkpoint: SignedCheckpoint) -> list[NoteSignature]:
+        old = self._old_size(witness.name)
+        size = checkpoint.checkpoint.size
+        for _ in range(2):
+            if old > size:
+                log.warning("witness %s has size %d, above checkpoint %d", witness.name, old, size)
+                return []
+            response = await self.client.post(
+                f"{witness.url}/add-checkpoint",
+                content=self._body(old, checkpoint),
+                timeout=WITNESS_TIMEOUT_S,
+            )
+            if response.status_code == 409 and response.headers.get("content-type") == SIZE_CONTENT_TYPE:
+                reported = parse_uint64(response.text.removesuffix("\n"))
+                if reported is None:
+                    break
+                log.info("witness %s is at size %d, not %d; retrying from there", witness.name, reported, old)
+                old = reported
+                continue
+            if response.status_code != 200:
+                log.warning(
+                    "witness %s refused checkpoint %d: %d %s",
+                    witness.name, size, response.status_code, response.text.strip()[:200],
+                )  # fmt: skip
+                return []
+            sigs = _parse_cosignatures(response.content, witness, checkpoint)
+            if not sigs:
+                log.warning("witness %s answered without a valid cosignature", witness.name)
+                return []
+            with self.db.transaction() as tx:
+                tx.execute(
+                    "INSERT INTO witness_sizes (name, size) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET size = excluded.size",
+                    (witness.name, size),
+                )
+            return sigs
+        return []
+
+    async def _ask_safely(self, witness: WitnessConfig, checkpoint: SignedCheckpoint) -> list[NoteSignature]:
+        try:
+            sigs = await self._ask(witness, checkpoint)
+        except (httpx.HTTPError, ChainError) as exc:
+            log.warning("witness %s unreachable or answered garbage: %s", witness.name, exc)
+            sigs = []
+        self.failures[witness.name] = 0 if sigs else self.failures[witness.name] + 1
+        return sigs
+
+    async def cosign_and_publish(self, size: int) -> SignedCheckpoint:
+        """Collect cosignatures for the checkpoint at ``size`` and publish it (and any before it)."""
+        with self.db.transaction(write=False) as tx:
+            checkpoint = checkpoint_at(tx, size)
+        assert checkpoint is not None, f"no checkpoint at size {size}"
+        answers = await asyncio.gather(*(self._ask_safely(w, checkpoint) for w in self.witnesses))
+        note = checkpoint.note.with_signatures(sig for sigs in answers for sig in sigs)
+        cosigned = SignedCheckpoint(checkpoint.checkpoint, note)
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE checkpoints SET note = ?, published = 1 WHERE size = ?", (cosigned.to_bytes(), size)
+            )
+            tx.execute("UPDATE checkpoints SET published = 1 WHERE size < ? AND published = 0", (size,))
+        return cosigned

@@ -1,0 +1,165 @@
+"""Accepting signed registry writes: signature, authority, replay and existence checks, then queue.
+
+A write that passes every check changes the current record and enters the sequencer's queue in the
+same transaction; one that fails any check changes nothing. The log leaf is the signed request itself
+(:func:`chain_lite.log_leaf.registry_leaf`), so anyone replaying the log can re-check every decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chain_lite.errors import ChainError, FormatError, IdentifierError, SignatureError
+from chain_lite.keys import PublicKey
+from chain_lite.log_leaf import registry_leaf
+from chain_lite.registry import Record, SignedWrite, governed_prefix, may_write, open_write, parse_write
+from resolver.db import Database, Tx
+from resolver.errors import (
+    AlreadyExists,
+    AuthenticationFailed,
+    AuthenticationNeeded,
+    HandleNotFound,
+    InsufficientPermissions,
+    InvalidHandle,
+    InvalidValue,
+    NotResponsible,
+)
+
+REPLAY_WINDOW_MS = 5 * 60 * 1000
+"""A request's timestamp must be within this of the node's clock; its nonce is remembered that long."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    identifier: str
+    op: str
+    request_id: bytes
+
+
+def load_record(tx: Tx, identifier: str, *, lock: bool = False) -> Record | None:
+    if lock:
+        row = tx.one("SELECT record FROM records WHERE identifier = ? FOR UPDATE", (identifier,))
+    else:
+        row = tx.one("SELECT record FROM records WHERE identifier = ?", (identifier,))
+    return None if row is None else Record.decode(bytes(row[0]))
+
+
+def _admin_key(tx: Tx, index: int, prefix: str) -> PublicKey | None:
+    record = load_record(tx, f"0.na/{prefix}")
+    if record is None:
+        return None
+    try:
+        return record.public_key(index)
+    except ChainError:
+        return None
+
+
+def _parse(raw: bytes) -> SignedWrite:
+    if not raw:
+        raise AuthenticationNeeded("the body must be a signed write request (COSE_Sign1)")
+    try:
+        return parse_write(raw)
+    except IdentifierError as exc:
+        raise InvalidHandle(str(exc)) from exc
+    except FormatError as exc:
+        raise InvalidValue(str(exc)) from exc
+
+
+def check_and_apply(tx: Tx, raw: bytes, *, origin: str, now_ms: int, bootstrap: bool = False) -> Accepted:
+    """Every check of a write inside ``tx``; on success the record changes and the leaf is queued.
+
+    ``bootstrap`` accepts the self-signed creation of the node's root prefix at ``root init``.
+    """
+    signed = _parse(raw)
+    req = signed.request
+    if req.origin != origin:
+        raise AuthenticationFailed(f"request is for node {req.origin!r}, this is {origin!r}")
+    if abs(req.timestamp_ms - now_ms) > REPLAY_WINDOW_MS:
+        raise AuthenticationFailed(
+            f"request timestamp is {(req.timestamp_ms - now_ms) / 1000:+.0f} s from the node's clock "
+            f"(window ±{REPLAY_WINDOW_MS // 1000} s)"
+        )
+    index, admin_prefix = signed.admin
+    record = req.record()
+    _check_keys(record)
+    if bootstrap:
+        if governed_prefix(req.identifier) != admin_prefix or req.op != "create" or record is None:
+            raise InsufficientPermissions("a bootstrap write must create the signer's own prefix")
+        key = record.public_key(index)
+    else:
+        key = _admin_key(tx, index, admin_prefix)
+    if key is None:
+        raise AuthenticationFailed(f"no admin key {signed.sign1.kid!r} is registered")
+    try:
+        open_write(raw, lambda _kid: key)
+    except SignatureError as exc:
+        raise AuthenticationFailed(str(exc)) from exc
+    if not bootstrap and not may_write(admin_prefix, req.op, req.identifier):
+        raise InsufficientPermissions(
+            f"admin of {admin_prefix} may not {req.op} {req.identifier}: outside its prefix"
+        )
+    _check_home(tx, req.identifier, bootstrap=bootstrap)
+    current = load_record(tx, req.identifier, lock=True)
+    if req.op == "create" and current is not None:
+        raise AlreadyExists(f"{req.identifier} already exists")
+    if req.op != "create" and current is None:
+        raise HandleNotFound(f"{req.identifier} does not exist")
+    # The nonce insert is the replay guard; ON CONFLICT makes it atomic under concurrent requests.
+    tx.execute("DELETE FROM nonces WHERE expires_ms < ?", (now_ms,))
+    fresh = tx.one(
+        "INSERT INTO nonces (nonce, expires_ms) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING RETURNING nonce",
+        (req.nonce, now_ms + 2 * REPLAY_WINDOW_MS),
+    )
+    if fresh is None:
+        raise AuthenticationFailed("replayed request: this nonce was already used")
+    if record is None:
+        tx.execute("DELETE FROM records WHERE identifier = ?", (req.identifier,))
+    elif req.op == "create":
+        created = tx.one(
+            "INSERT INTO records (identifier, record, updated_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (identifier) DO NOTHING RETURNING identifier",
+            (req.identifier, record.encode(), now_ms),
+        )
+        if created is None:  # a concurrent create won the race
+            raise AlreadyExists(f"{req.identifier} already exists")
+    else:
+        tx.execute(
+            "UPDATE records SET record = ?, updated_ms = ? WHERE identifier = ?",
+            (record.encode(), now_ms, req.identifier),
+        )
+    tx.execute("INSERT INTO pending (leaf, received_ms) VALUES (?, ?)", (registry_leaf(raw), now_ms))
+    return Accepted(req.identifier, req.op, signed.request_id)
+
+
+def _check_home(tx: Tx, identifier: str, *, bootstrap: bool) -> None:
+    """The identifier's own prefix (or, for a prefix record, its parent) must be registered here."""
+    governed = governed_prefix(identifier)
+    if governed is None:
+        home = identifier.partition("/")[0]
+    else:
+        parent, dot, _ = governed.rpartition(".")
+        if not dot or bootstrap:
+            return
+        home = parent
+    if tx.one("SELECT 1 FROM records WHERE identifier = ?", (f"0.na/{home}",)) is None:
+        raise NotResponsible(f"prefix {home} is not registered at this node")
+
+
+def _check_keys(record: Record | None) -> None:
+    """Every HS_PUBKEY value must hold a usable key, or admins could lock themselves out by typo."""
+    if record is None:
+        return
+    for value in record.values:
+        if value.type == "HS_PUBKEY":
+            try:
+                record.public_key(value.index)
+            except ChainError as exc:
+                raise InvalidValue(f"HS_PUBKEY value {value.index}: {exc}") from exc
+            if value.format != "base64":
+                raise InvalidValue(f"HS_PUBKEY value {value.index} must be base64 SubjectPublicKeyInfo")
+
+
+def submit_write(db: Database, raw: bytes, *, origin: str, now_ms: int, bootstrap: bool = False) -> Accepted:
+    """Check and apply one signed write in its own transaction."""
+    with db.transaction() as tx:
+        return check_and_apply(tx, raw, origin=origin, now_ms=now_ms, bootstrap=bootstrap)

@@ -1,0 +1,180 @@
+"""The sequencer: integrates queued leaves in batches, logs the map head, signs one checkpoint a batch.
+
+One batch, in one database transaction:
+
+1. take up to ``max_batch`` queued leaves in arrival order;
+2. give each the next log index; registry changes become ``history`` rows and map updates, blocks get
+   their index;
+3. append a map head leaf as the batch's *last* leaf, so the last leaf of every checkpointed tree is
+   the map root as of that tree (a resolution proof is therefore provably current);
+4. append everything to the Merkle tree, then **re-verify** a consistency proof from the previous
+   signed checkpoint to the new root before signing (a storage fault must never become a signed fork);
+5. sign the checkpoint and store it unpublished when witnesses are configured (published otherwise).
+
+Exactly one sequencer runs per database: it holds :class:`SequencerLock` (a PostgreSQL advisory lock,
+or an exclusive ``flock`` beside the SQLite file) for as long as it lives.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from chain_lite import merkle
+from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
+from chain_lite.errors import ChainError
+from chain_lite.log_leaf import LEAF_BLOCK, LEAF_REGISTRY, MapHead
+from chain_lite.note import Signer
+from chain_lite.registry import parse_write
+from resolver.db import Database, Tx
+from resolver.errors import ResolverError, StorageError
+from resolver.log_store import TxNodeStore, latest_checkpoint, tree_size
+from resolver.map_state import MapState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_S = 0.25
+DEFAULT_MAX_BATCH = 1000
+_ADVISORY_KEY = 0x6564676572  # "edger"
+
+
+class SequencerBusy(ResolverError):
+    """Another sequencer already holds this database's lock."""
+
+
+class SequencerLock:
+    """Held for the sequencer's lifetime; released on close (or by the OS when the process dies)."""
+
+    def __init__(self, db: Database) -> None:
+        self._fd: int | None = None
+        self._conn: Any = None
+        if db.dialect == "sqlite":
+            assert db.path is not None
+            self._fd = os.open(f"{db.path}.sequencer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                os.close(self._fd)
+                raise SequencerBusy(f"another sequencer holds {db.path}.sequencer.lock") from exc
+        else:
+            try:
+                self._conn = psycopg.connect(db.url, autocommit=True)
+                row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (_ADVISORY_KEY,)).fetchone()
+            except psycopg.Error as exc:
+                raise StorageError(f"cannot take the sequencer lock: {exc}") from exc
+            if not row or not row[0]:
+                self._conn.close()
+                raise SequencerBusy("another sequencer holds this database's advisory lock")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    first_index: int
+    leaves: int
+    checkpoint: SignedCheckpoint
+
+
+class Sequencer:
+    def __init__(
+        self, db: Database, signer: Signer, origin: str, *, max_batch: int = DEFAULT_MAX_BATCH, publish: bool
+    ) -> None:
+        self.db = db
+        self.signer = signer
+        self.origin = origin
+        self.max_batch = max_batch
+        self.publish_immediately = publish
+        self.lock = SequencerLock(db)
+        self.map = self._load_map()
+
+    def _load_map(self) -> MapState:
+        with self.db.transaction(write=False) as tx:
+            return MapState.as_of(tx, tree_size(tx))
+
+    def close(self) -> None:
+        self.lock.close()
+
+    def integrate(self, now_ms: int) -> Batch | None:
+        """Integrate one batch; ``None`` when nothing is queued."""
+        try:
+            with self.db.transaction() as tx:
+                return self._integrate(tx, now_ms)
+        except BaseException:
+            # The transaction rolled back; the in-memory map may hold part of the batch.
+            self.map = self._load_map()
+            raise
+
+    def _integrate(self, tx: Tx, now_ms: int) -> Batch | None:
+        rows = tx.all("SELECT id, leaf, ref FROM pending ORDER BY id LIMIT ?", (self.max_batch,))
+        if not rows:
+            return None
+        size = tree_size(tx)
+        leaves: list[bytes] = []
+        history: list[tuple[str, int, bytes | None]] = []
+        block_indexes: list[tuple[int, bytes]] = []
+        for _, raw_leaf, ref in rows:
+            leaf = bytes(raw_leaf)
+            index = size + len(leaves)
+            if leaf[0] == LEAF_REGISTRY:
+                request = parse_write(leaf[1:]).request
+                record = request.record()
+                encoded = None if record is None else record.encode()
+                history.append((request.identifier, index, encoded))
+                self.map.apply(request.identifier, encoded)
+            elif leaf[0] == LEAF_BLOCK:
+                block_indexes.append((index, bytes(ref)))
+            leaves.append(leaf)
+        head_index = size + len(leaves)
+        leaves.append(MapHead(head_index + 1, self.map.root(), len(self.map)).leaf())
+        self.map.size = head_index + 1
+
+        tx.executemany(
+            "INSERT INTO leaves (idx, leaf, kind) VALUES (?, ?, ?)",
+            [(size + i, leaf, leaf[0]) for i, leaf in enumerate(leaves)],
+        )
+        if history:
+            tx.executemany("INSERT INTO history (identifier, idx, record) VALUES (?, ?, ?)", history)
+        for index, block_id in block_indexes:
+            tx.execute("UPDATE blocks SET idx = ? WHERE block_id = ?", (index, block_id))
+        tree = merkle.MerkleTree(TxNodeStore(tx), size=size)
+        tree.append_entries(leaves)
+        new_size, new_root = tree.size, tree.root()
+        self._check_consistency(tx, tree, new_root)
+        signed = sign_checkpoint(Checkpoint(self.origin, new_size, new_root), self.signer)
+        tx.execute(
+            "INSERT INTO checkpoints (size, note, published, created_ms) VALUES (?, ?, ?, ?)",
+            (new_size, signed.to_bytes(), 1 if self.publish_immediately else 0, now_ms),
+        )
+        ids = [row[0] for row in rows]
+        tx.execute(f"DELETE FROM pending WHERE id IN ({','.join('?' * len(ids))})", ids)  # noqa: S608
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('tree_size', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(new_size),),
+        )
+        log.debug("integrated %d leaves at %d..%d", len(leaves), size, new_size - 1)
+        return Batch(size, len(leaves), signed)
+
+    def _check_consistency(self, tx: Tx, tree: merkle.MerkleTree, new_root: bytes) -> None:
+        previous = latest_checkpoint(tx, published_only=False)
+        if previous is None or previous.checkpoint.size == 0:
+            return
+        old = previous.checkpoint
+        try:
+            proof = tree.consistency_proof(old.size, tree.size)
+            merkle.verify_consistency(old.size, tree.size, proof, old.root, new_root)
+        except ChainError as exc:
+            log.exception("refusing to sign: new tree is not consistent with checkpoint %d", old.size)
+            raise StorageError(f"new tree is inconsistent with signed checkpoint {old.size}: {exc}") from exc

@@ -1,0 +1,232 @@
+"""Setting up and running the root node and the witness (the CLI in edgeroot/ calls these).
+
+``init_root`` creates the state directory: keys, ``root.toml``, the database with its schema, the root
+prefix record (self-signed bootstrap write, the log's first leaf) and ``policy.txt``; the first batch
+is integrated at once, so a fresh node already has a signed checkpoint. ``serve_root`` runs uvicorn
+with the sequencer loop as a background task of the same event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from chain_lite import keys
+from chain_lite.cose import CoseSigner
+from chain_lite.cosignature import CosignatureVerifier
+from chain_lite.keys import NoteKey
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, Ed25519Verifier, VerifierKey
+from chain_lite.policy import Group, Log, Policy, Witness
+from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
+from edgeroot.keyfiles import write_private
+from resolver import config as root_config
+from resolver.api import create_app
+from resolver.cosigning import Cosigner
+from resolver.db import Database
+from resolver.node import RootNode, now_ms
+from resolver.registry import submit_write
+from resolver.sequencer import Sequencer
+from resolver.witness import MAX_BODY, WitnessState
+from resolver.witness import Witness as WitnessService
+
+log = logging.getLogger(__name__)
+
+
+def node_policy(
+    log_vkey: VerifierKey, witnesses: list[VerifierKey], quorum: int, url: str | None = None
+) -> Policy:
+    """The C2SP tlog-policy for this log: its key, its witnesses, ``quorum`` of them required."""
+    names = tuple(w.name for w in witnesses)
+    return Policy(
+        [Log(Ed25519Verifier.from_vkey(log_vkey), url)],
+        [Witness(w.name, CosignatureVerifier.from_vkey(w)) for w in witnesses],
+        [Group("witnesses", quorum, names)] if witnesses else [],
+        quorum="witnesses" if witnesses and quorum > 0 else "none",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    state: Path
+    origin: str
+    prefix: str
+    log_vkey: str
+    admin_key: Path
+    admin_kid: str
+    policy: Path
+    database: str
+
+
+def init_root(
+    state: Path,
+    origin: str,
+    prefix: str,
+    *,
+    database: str | None = None,
+    witnesses: list[tuple[str, VerifierKey]] | None = None,
+    quorum: int | None = None,
+) -> InitResult:
+    """Create a root node's state directory (refuses to touch an existing one)."""
+    state.mkdir(parents=True, exist_ok=True)
+    if (state / root_config.CONFIG_NAME).exists():
+        raise FileExistsError(
+            f"{state / root_config.CONFIG_NAME} exists: this state directory is initialised"
+        )
+    witnesses = witnesses or []
+    for _, vkey in witnesses:
+        if vkey.sigtype != SIGTYPE_COSIGNATURE_V1:
+            raise ValueError(f"witness key {vkey.name} is not a cosignature (0x04) key")
+    quorum = len(witnesses) if quorum is None else quorum
+    if not 0 <= quorum <= len(witnesses):
+        raise ValueError(f"quorum {quorum} is not between 0 and the {len(witnesses)} witnesses")
+    log_key = NoteKey.generate(origin, SIGTYPE_ED25519)
+    admin = keys.generate_p256()
+    db_url = database or f"sqlite:///{(state / 'root.db').resolve()}"
+    (state / root_config.CONFIG_NAME).write_text(
+        root_config.render(origin, prefix, db_url, [(vk.name, url, str(vk)) for url, vk in witnesses])
+    )
+    cfg = root_config.load(state)
+    write_private(cfg.log_skey, (log_key.skey() + "\n").encode())
+    cfg.log_vkey.write_text(log_key.vkey() + "\n")
+    write_private(cfg.admin_key, keys.private_pem(admin))
+    (state / "admin.pub.pem").write_bytes(keys.public_pem(admin.public_key()))
+    policy = node_policy(VerifierKey.parse(log_key.vkey()), [vk for _, vk in witnesses], quorum)
+    cfg.policy.write_text(policy.to_text())
+
+    db = Database(cfg.database)
+    try:
+        db.create_schema()
+        kid = admin_kid(cfg.prefix)
+        request = build_write(
+            origin,
+            "create",
+            prefix_handle(cfg.prefix),
+            [pubkey_value(300, admin.public_key()), Value(100, "DESC", "string", f"root prefix of {origin}")],
+            timestamp_ms=now_ms(),
+        )
+        signed = sign_write(request, CoseSigner(kid, admin))
+        submit_write(db, signed.raw, origin=origin, now_ms=now_ms(), bootstrap=True)
+        sequencer = Sequencer(db, log_key.log_signer(), origin, publish=not witnesses)
+        try:
+            sequencer.integrate(now_ms())
+        finally:
+            sequencer.close()
+    finally:
+        db.close()
+    return InitResult(state, origin, cfg.prefix, log_key.vkey(), cfg.admin_key, kid, cfg.policy, cfg.database)
+
+
+async def sequencer_loop(
+    sequencer: Sequencer, cosigner: Cosigner | None, interval_s: float, stop: asyncio.Event
+) -> None:
+    """Integrate a batch every ``interval_s`` (at once again when a batch was full); cosign; publish."""
+    if cosigner is not None:
+        await _publish_leftovers(sequencer.db, cosigner)
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            # A batch is one blocking database transaction: run it off the event loop.
+            batch = await asyncio.to_thread(sequencer.integrate, now_ms())
+            if batch is not None and cosigner is not None:
+                await cosigner.cosign_and_publish(batch.checkpoint.checkpoint.size)
+        except Exception:
+            log.exception("sequencer batch failed; retrying after the interval")
+            batch = None
+        full = batch is not None and batch.leaves > sequencer.max_batch
+        if not full:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, interval_s - (time.monotonic() - started)))
+
+
+async def _publish_leftovers(db: Database, cosigner: Cosigner) -> None:
+    """A checkpoint signed before a crash but not yet through its witness round is published now."""
+    with db.transaction(write=False) as tx:
+        row = tx.one("SELECT MAX(size) FROM checkpoints WHERE published = 0")
+    if row is not None and row[0] is not None:
+        await cosigner.cosign_and_publish(int(row[0]))
+
+
+def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
+    """The root node's app with its sequencer running for the app's lifetime."""
+    db = Database(cfg.database)
+    db.create_schema()
+    node = RootNode(db, cfg.origin)
+    log_key = NoteKey.parse_skey(cfg.log_skey.read_text())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sequencer = Sequencer(
+            db, log_key.log_signer(), cfg.origin, max_batch=cfg.max_batch, publish=not cfg.witnesses
+        )
+        stop = asyncio.Event()
+        async with httpx.AsyncClient() as client:
+            cosigner = Cosigner(db, cfg.witnesses, client) if cfg.witnesses else None
+            task = asyncio.create_task(
+                sequencer_loop(sequencer, cosigner, cfg.interval_ms / 1000, stop), name="sequencer"
+            )
+            try:
+                yield
+            finally:
+                stop.set()
+                await task
+                sequencer.close()
+                db.close()
+
+    return create_app(node, max_body=cfg.max_body_bytes, lifespan=lifespan), node
+
+
+def serve(app: FastAPI, listen: str) -> None:
+    host, _, port = listen.rpartition(":")
+    uvicorn.run(app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level="info", access_log=False)
+
+
+# --- witness ---------------------------------------------------------------------------------------------
+
+
+def init_witness(state: Path, name: str, logs: list[VerifierKey]) -> NoteKey:
+    state.mkdir(parents=True, exist_ok=True)
+    key = NoteKey.generate(name, SIGTYPE_COSIGNATURE_V1)
+    write_private(state / "witness.skey", (key.skey() + "\n").encode())
+    (state / "witness.vkey").write_text(key.vkey() + "\n")
+    (state / "logs.txt").write_text(
+        "# log verifier keys this witness cosigns for, one per line\n" + "".join(f"{vk}\n" for vk in logs)
+    )
+    return key
+
+
+def load_witness_logs(state: Path) -> list[VerifierKey]:
+    lines = (state / "logs.txt").read_text().splitlines()
+    return [VerifierKey.parse(line) for line in lines if line.strip() and not line.startswith("#")]
+
+
+def build_witness_app(state: Path) -> FastAPI:
+    key = NoteKey.parse_skey((state / "witness.skey").read_text())
+    witness = WitnessService(key.cosigner(), load_witness_logs(state), WitnessState(state / "witness.db"))
+    app = FastAPI(title="edgeroot witness", summary="C2SP tlog-witness add-checkpoint", version="1")
+
+    @app.post("/add-checkpoint", response_class=PlainTextResponse)
+    async def add_checkpoint(request: Request) -> Response:
+        """C2SP tlog-witness add-checkpoint."""
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return PlainTextResponse(f"body exceeds {MAX_BODY} bytes\n", status_code=400)
+        # The state update is a blocking SQLite transaction: run it in the thread pool.
+        answer = await run_in_threadpool(witness.add_checkpoint, body, int(time.time()))
+        # An explicit header: Starlette would append "; charset=utf-8" to a text/ media type, and
+        # clients compare text/x.tlog.size exactly.
+        return Response(answer.body, status_code=answer.status, headers={"content-type": answer.content_type})
+
+    return app
