@@ -99,11 +99,6 @@ def check_and_apply(tx: Tx, raw: bytes, *, origin: str, now_ms: int, bootstrap: 
             f"admin of {admin_prefix} may not {req.op} {req.identifier}: outside its prefix"
         )
     _check_home(tx, req.identifier, bootstrap=bootstrap)
-    current = load_record(tx, req.identifier, lock=True)
-    if req.op == "create" and current is not None:
-        raise AlreadyExists(f"{req.identifier} already exists")
-    if req.op != "create" and current is None:
-        raise HandleNotFound(f"{req.identifier} does not exist")
     # The nonce insert is the replay guard; ON CONFLICT makes it atomic under concurrent requests.
     tx.execute("DELETE FROM nonces WHERE expires_ms < ?", (now_ms,))
     fresh = tx.one(
@@ -112,6 +107,11 @@ def check_and_apply(tx: Tx, raw: bytes, *, origin: str, now_ms: int, bootstrap: 
     )
     if fresh is None:
         raise AuthenticationFailed("replayed request: this nonce was already used")
+    current = load_record(tx, req.identifier, lock=True)
+    if req.op == "create" and current is not None:
+        raise AlreadyExists(f"{req.identifier} already exists")
+    if req.op != "create" and current is None:
+        raise HandleNotFound(f"{req.identifier} does not exist")
     if record is None:
         tx.execute("DELETE FROM records WHERE identifier = ?", (req.identifier,))
     elif req.op == "create":

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.root_harness import POSTGRES_DOWN, POSTGRES_URL, RootUnderTest, postgres_schema, running_root
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_VECTORS = Path(os.environ.get("EDGEROOT_SHARED_VECTORS", REPO.parent / "shared" / "vectors"))
@@ -16,3 +20,22 @@ settings.register_profile(
 )
 settings.register_profile("ci", parent=settings.get_profile("default"))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL for each backend; PostgreSQL is skipped (saying why) when no server answers."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'root.db'}"
+        return
+    if POSTGRES_DOWN:
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {POSTGRES_DOWN}")
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def root(tmp_path: Path, database_url: str) -> Iterator[RootUnderTest]:
+    """A root node with one witness, both served over real HTTP on loopback."""
+    with running_root(tmp_path, database_url) as node:
+        yield node

@@ -1,0 +1,184 @@
+"""Root nodes and witnesses for tests: real uvicorn servers on loopback ports, real databases."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import uvicorn
+
+from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.cose import CoseSigner
+from chain_lite.keys import PrivateKey, generate_p256, load_private_pem
+from chain_lite.note import VerifierKey
+from chain_lite.policy import Policy
+from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
+from resolver import config as root_config
+from resolver.client import RootClient
+from resolver.db import Database
+from resolver.service import build_root_app, build_witness_app, init_root, init_witness
+
+POSTGRES_URL = os.environ.get("EDGEROOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+ORIGIN = "root.test"
+
+
+def _postgres_reachable() -> str | None:
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0] or type(exc).__name__
+    return None
+
+
+POSTGRES_DOWN = _postgres_reachable()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerThread:
+    """A real uvicorn server on a loopback port, in a thread, stopped on exit."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema in the test database; yields a URL whose search_path points at it."""
+    name = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        sep = "&" if "?" in POSTGRES_URL else "?"
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@dataclass
+class RootUnderTest:
+    url: str
+    state: Path
+    origin: str
+    policy: Policy
+    admin: PrivateKey
+    witness_url: str
+    witness_server: ServerThread
+
+    @property
+    def policy_path(self) -> Path:
+        return self.state / "policy.txt"
+
+    def client(self) -> RootClient:
+        return RootClient(self.url)
+
+    def admin_signer(self, prefix: str = "88.123") -> CoseSigner:
+        return CoseSigner(admin_kid(prefix), self.admin)
+
+    def write(self, op: str, identifier: str, values: list[Value] | None, signer: CoseSigner) -> bytes:
+        """A signed write request (not sent)."""
+        req = build_write(self.origin, op, identifier, values, timestamp_ms=time.time_ns() // 1_000_000)
+        return sign_write(req, signer).raw
+
+    def add_prefix(self, prefix: str) -> CoseSigner:
+        """Register ``prefix`` under the root prefix with a new admin key; returns that admin's signer."""
+        key = generate_p256()
+        values = [pubkey_value(300, key.public_key())]
+        raw = self.write("create", prefix_handle(prefix), values, self.admin_signer())
+        with self.client() as c:
+            c.write(raw)
+        return CoseSigner(admin_kid(prefix), key)
+
+    def wait_for_size(self, size: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.client() as c:
+            while SignedCheckpoint.parse(c.checkpoint()).checkpoint.size < size:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"log did not reach size {size}")
+                time.sleep(0.02)
+
+    def settle(self, timeout: float = 10.0) -> int:
+        """Wait until nothing is queued and the latest checkpoint is published; its size."""
+        database = Database(root_config.load(self.state).database)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                with database.transaction(write=False) as tx:
+                    pending = tx.one("SELECT COUNT(*) FROM pending")
+                    unpublished = tx.one("SELECT COUNT(*) FROM checkpoints WHERE published = 0")
+                if pending == (0,) and unpublished == (0,):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the sequencer did not catch up")
+                time.sleep(0.02)
+        finally:
+            database.close()
+        # The API refreshes its view every 50 ms.
+        time.sleep(0.1)
+        with self.client() as c:
+            return SignedCheckpoint.parse(c.checkpoint()).checkpoint.size
+
+
+@contextlib.contextmanager
+def running_root(tmp: Path, database: str, *, interval_ms: int = 50) -> Iterator[RootUnderTest]:
+    """A root node with one witness, served on loopback; the sequencer runs every ``interval_ms``."""
+    wstate, rstate = tmp / "witness", tmp / "root"
+    wkey = init_witness(wstate, "witness.test", [])
+    wport = free_port()
+    result = init_root(
+        rstate,
+        ORIGIN,
+        "88.123",
+        database=database,
+        witnesses=[(f"http://127.0.0.1:{wport}", VerifierKey.parse(wkey.vkey()))],
+    )
+    with (wstate / "logs.txt").open("a") as f:
+        f.write(result.log_vkey + "\n")
+    cfg_text = (rstate / "root.toml").read_text().replace("interval_ms = 250", f"interval_ms = {interval_ms}")
+    (rstate / "root.toml").write_text(cfg_text)
+    cfg = root_config.load(rstate)
+    app, _node = build_root_app(cfg)
+    with ServerThread(build_witness_app(wstate), wport) as witness, ServerThread(app) as server:
+        node = RootUnderTest(
+            server.url,
+            rstate,
+            ORIGIN,
+            Policy.parse(result.policy.read_bytes()),
+            load_private_pem(result.admin_key.read_bytes()),
+            witness.url,
+            witness,
+        )
+        node.settle()
+        yield node
