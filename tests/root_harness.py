@@ -96,6 +96,7 @@ class RootUnderTest:
     admin: PrivateKey
     witness_url: str
     witness_server: ServerThread
+    witness_state: Path
 
     @property
     def policy_path(self) -> Path:
@@ -179,6 +180,7 @@ def running_root(tmp: Path, database: str, *, interval_ms: int = 50) -> Iterator
             load_private_pem(result.admin_key.read_bytes()),
             witness.url,
             witness,
+            wstate,
         )
         node.settle()
         yield node
