@@ -1,0 +1,179 @@
+"""The operator's commands as real processes: root/witness init and run, register, resolve --verify."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.root_harness import free_port
+
+EDGEROOT = [sys.executable, "-m", "edgeroot"]
+
+
+def cli(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*EDGEROOT, *map(str, args)], capture_output=True, text=True, check=False, timeout=60
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"edgeroot {' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited with {proc.returncode}"
+        try:
+            httpx.get(url, timeout=1)
+        except httpx.HTTPError:
+            time.sleep(0.05)
+        else:
+            return
+    raise TimeoutError(url)
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[dict[str, object]]:
+    """A witness and a root node, each its own `edgeroot ... run` process."""
+    wport, rport = free_port(), free_port()
+    w = json.loads(cli("witness", "init", "--state", tmp_path / "w", "--name", "w.cli", "--json").stdout)
+    r = json.loads(
+        cli(
+            "root", "init", "--state", tmp_path / "root", "--origin", "root.cli", "--prefix", "88.123",
+            "--witness", f"http://127.0.0.1:{wport}={w['vkey']}", "--json",
+        ).stdout
+    )  # fmt: skip
+    with (tmp_path / "w" / "logs.txt").open("a") as f:
+        f.write(r["log_vkey"] + "\n")
+    procs = [
+        subprocess.Popen(
+            [*EDGEROOT, "witness", "run", "--state", str(tmp_path / "w"), "--listen", f"127.0.0.1:{wport}"]
+        ),
+        subprocess.Popen(
+            [*EDGEROOT, "root", "run", "--state", str(tmp_path / "root"), "--listen", f"127.0.0.1:{rport}"]
+        ),
+    ]
+    try:
+        url = f"http://127.0.0.1:{rport}"
+        _wait_http(f"http://127.0.0.1:{wport}/docs", procs[0])
+        _wait_http(f"{url}/openapi.json", procs[1])
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{url}/v1/checkpoint").status_code != 200:
+            assert time.monotonic() < deadline, "no published checkpoint"
+            time.sleep(0.05)
+        yield {"url": url, "root": tmp_path / "root", "init": r, "tmp": tmp_path}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=20)
+
+
+def test_register_device_and_resolve_with_verify(running: dict[str, object]) -> None:
+    """The README tour: register a prefix and a device, then resolve it with --verify."""
+    url, root, tmp = str(running["url"]), Path(str(running["root"])), Path(str(running["tmp"]))
+    keys = tmp / "keys"
+    cli("keygen", "--kind", "device", "--name", "88.123.99/admin", "--out", keys)
+    cli("keygen", "--kind", "device", "--name", "88.123.99/PUMP-0042", "--out", keys)
+    cli(
+        "register",
+        "prefix",
+        "88.123.99",
+        "--root",
+        url,
+        "--key",
+        root / "admin.pem",
+        "--pub",
+        keys / "88.123.99_admin.pub",
+    )
+    out = cli(
+        "register", "device", "88.123.99/PUMP-0042", "--root", url, "--key", keys / "88.123.99_admin.key",
+        "--pub", keys / "88.123.99_PUMP-0042.pub", "--value", "URL=https://plant.example/pump42", "--json",
+    )  # fmt: skip
+    assert json.loads(out.stdout)["ok"] is True
+    config = tmp / "config"
+    deadline = time.monotonic() + 10
+    while True:
+        res = cli(
+            "resolve", "88.123.99/PUMP-0042", "--root", url, "--verify", "--policy", root / "policy.txt",
+            "--config-dir", config, "--json", check=False,
+        )  # fmt: skip
+        answer = json.loads(res.stdout)
+        if res.returncode == 0 and "PROVEN:" in answer["message"]:
+            break
+        assert time.monotonic() < deadline, res.stdout + res.stderr
+        time.sleep(0.1)
+    assert answer["cosigned_by"] == ["w.cli"]
+    assert any(v["type"] == "URL" and v["value"] == "https://plant.example/pump42" for v in answer["values"])
+    human = cli(
+        "resolve",
+        "88.123.99/PUMP-0042",
+        "--root",
+        url,
+        "--verify",
+        "--policy",
+        root / "policy.txt",
+        "--config-dir",
+        config,
+    )
+    assert "PROVEN" in human.stdout and "cosigned by w.cli" in human.stdout
+    absent = cli(
+        "resolve",
+        "88.123.99/NOPE",
+        "--root",
+        url,
+        "--verify",
+        "--policy",
+        root / "policy.txt",
+        "--config-dir",
+        config,
+    )
+    assert "PROVEN ABSENT" in absent.stdout
+    # The pin persisted and moved forward.
+    pins = list((config / "pinned").glob("*.json"))
+    assert len(pins) == 1 and json.loads(pins[0].read_text())["pinned"].startswith("root.cli\n")
+
+
+def test_refused_registration_exits_1_with_the_reason(running: dict[str, object]) -> None:
+    """A write outside the admin's prefix exits 1 and says why."""
+    url, tmp = str(running["url"]), Path(str(running["tmp"]))
+    cli("keygen", "--kind", "device", "--name", "88.999/admin", "--out", tmp / "k")
+    res = cli(
+        "register", "id", "88.123/X", "--root", url, "--key", tmp / "k" / "88.999_admin.key",
+        "--value", "URL=x", check=False,
+    )  # fmt: skip
+    assert res.returncode == 1 and "refused" in res.stderr
+
+
+def test_verify_against_the_wrong_policy_fails(running: dict[str, object]) -> None:
+    """An answer checked against another log's policy does not verify (exit 1)."""
+    url, tmp = str(running["url"]), Path(str(running["tmp"]))
+    other = json.loads(
+        cli("keygen", "--kind", "log", "--name", "root.cli", "--out", tmp / "other", "--json").stdout
+    )
+    (tmp / "other-policy.txt").write_text(f"log {other['vkey']}\nquorum none\n")
+    res = cli(
+        "resolve", "88.123/X", "--root", url, "--verify", "--policy", tmp / "other-policy.txt",
+        "--config-dir", tmp / "c2", check=False,
+    )  # fmt: skip
+    assert res.returncode == 1 and "does NOT verify" in res.stderr
+
+
+def test_broken_config_names_the_key(tmp_path: Path) -> None:
+    """`root run` on a bad root.toml exits 2 naming the key and the reason."""
+    cli("root", "init", "--state", tmp_path, "--origin", "o.test", "--prefix", "88")
+    text = (tmp_path / "root.toml").read_text().replace("interval_ms = 250", 'interval_ms = "fast"')
+    (tmp_path / "root.toml").write_text(text)
+    res = cli("root", "run", "--state", tmp_path, "--listen", f"127.0.0.1:{free_port()}", check=False)
+    assert res.returncode == 2 and "sequencer.interval_ms" in res.stderr and "int" in res.stderr
+    again = cli("root", "init", "--state", tmp_path, "--origin", "o.test", "--prefix", "88", check=False)
+    assert again.returncode == 2 and "exists" in again.stderr
