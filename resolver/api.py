@@ -11,7 +11,7 @@ import base64
 import binascii
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chain_lite import b64
 from chain_lite.registry import Value
@@ -54,8 +55,8 @@ def proof_json(res: Resolution) -> dict[str, Any]:
         "epoch": res.epoch,
         "record": None if p.record is None else b64.encode(p.record),
         "map_proof": b64.encode(p.map_proof),
-        "map_head": b64.encode(p.map_head),
-        "receipt": p.receipt.to_bytes().decode(),
+        "map_head": res.map_head_b64,
+        "receipt": res.receipt_text,
     }
 
 
@@ -122,6 +123,25 @@ def parse_block_batch(payload: object) -> list[tuple[bytes, Sequence[bytes] | No
     return out
 
 
+class BodyCap:
+    """Refuse a declared body above the cap with 413 before anything reads it (streamed bodies are
+    capped by :func:`_body`). A plain ASGI middleware: Starlette's BaseHTTPMiddleware costs about
+    as much per request as the whole resolution."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                    message = f"request body of {value.decode()} bytes exceeds the {self.max_body}-byte limit"
+                    await _error(413, 2, message)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = None) -> FastAPI:  # noqa: PLR0915 (one closure per route)
     app = FastAPI(
         title="edgeroot resolution-root node",
@@ -143,17 +163,12 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, 2, str(exc.detail))
 
-    @app.middleware("http")
-    async def cap_bodies(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
-            return _error(413, 2, f"request body of {declared} bytes exceeds the {max_body}-byte limit")
-        return await call_next(request)
+    app.add_middleware(BodyCap, max_body=max_body)
 
     # --- Handle-compatible -------------------------------------------------------------------------------
 
     @app.get("/api/handles/{handle:path}", tags=["handle"])
-    def get_handle(
+    async def get_handle(
         request: Request,
         handle: str,
         type: Annotated[list[str] | None, Query()] = None,
@@ -163,7 +178,7 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
         """Resolve a handle exactly as the Handle REST API does; ``proof=true`` adds a ``proof`` key."""
         del handle  # re-read from the raw path: percent-decoding must be strict
         text = _raw_path_part(request, "/api/handles/")
-        res = node.resolve(text)
+        res = await _resolve(text, None)
         if res.record is None:
             body: dict[str, Any] = {
                 "responseCode": 100,
@@ -194,19 +209,27 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
     # --- native /v1 --------------------------------------------------------------------------------------
 
     @app.get("/v1/resolve/{identifier:path}", tags=["resolve"])
-    def resolve(request: Request, identifier: str, at: int | None = None) -> dict[str, Any]:
+    async def resolve(request: Request, identifier: str, at: int | None = None) -> Response:
         """The current record (or its absence) with a map proof and a receipt; ``at=N``: as of log size N."""
         del identifier
         text = _raw_path_part(request, "/v1/resolve/")
         if at is not None and at < 1:
             raise BadRequest("at must be a log size of at least 1")
-        res = node.resolve(text, at)
-        return {
+        res = await _resolve(text, at)
+        body = {
             "identifier": res.identifier,
             "found": res.record is not None,
             "values": [] if res.record is None else [handle_value(v) for v in res.record.values],
             "proof": proof_json(res),
         }
+        return Response(json.dumps(body, ensure_ascii=False), media_type="application/json")
+
+    async def _resolve(text: str, at: int | None) -> Resolution:
+        # Current answers come from memory (the published map and records); as-of answers rebuild an
+        # older map from the database, so they run in the thread pool.
+        if at is None:
+            return node.resolve(text)
+        return await run_in_threadpool(node.resolve, text, at)
 
     @app.get("/v1/history/{identifier:path}", tags=["resolve"])
     def history(request: Request, identifier: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chain_lite import merkle
+from chain_lite import b64, merkle
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import ChainError, IdentifierError
 from chain_lite.log_leaf import MapHead, parse_leaf
@@ -42,6 +42,9 @@ class _Published:
     checkpoint: SignedCheckpoint
     map_head: bytes
     receipt: Receipt
+    # Shared by every answer as of this checkpoint, encoded once.
+    map_head_b64: str
+    receipt_text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +53,15 @@ class Resolution:
     record: Record | None
     proof: ResolutionProof
     epoch: int
+    map_head_b64: str
+    receipt_text: str
 
 
 class RootNode:
     def __init__(self, db: Database, origin: str) -> None:
         self.db = db
         self.origin = origin
-        self.map = MapState()
+        self.map = MapState(keep_records=True)
         self._as_of = AsOfCache()
         self._published: _Published | None = None
         self._checked_at = 0.0
@@ -99,14 +104,15 @@ class RootNode:
         if not isinstance(head, MapHead):
             raise StorageError(f"leaf {size - 1} is not a map head: the log is corrupt")
         if size < self.map.size:
-            self.map = MapState.as_of(tx, size)
+            self.map = MapState.as_of(tx, size, keep_records=True)
         self.map.advance(tx, size)
         if self.map.root() != head.root:
             log.error("in-memory map disagrees with the logged map head at %d; rebuilding", size)
-            self.map = MapState.as_of(tx, size)
+            self.map = MapState.as_of(tx, size, keep_records=True)
             if self.map.root() != head.root:
                 raise StorageError(f"history does not reproduce the map head at log size {size}")
-        return _Published(cp, head_leaf, receipt_for(tx, size - 1, cp))
+        receipt = receipt_for(tx, size - 1, cp)
+        return _Published(cp, head_leaf, receipt, b64.encode(head_leaf), receipt.to_bytes().decode())
 
     # --- reads ---------------------------------------------------------------------------------------------
 
@@ -122,14 +128,13 @@ class RootNode:
         pub = self.published()
         size = pub.checkpoint.checkpoint.size
         if at is None or at >= size:
-            proof = self._current_proof(ident, pub)
-            while proof is None:  # another thread moved the map on; answer as of the newer checkpoint
+            current = self._current(ident, pub)
+            while current is None:  # another thread moved the map on; answer as of the newer checkpoint
                 pub = self.published()
-                proof = self._current_proof(ident, pub)
-            size = pub.checkpoint.checkpoint.size
-            with self.db.transaction(write=False) as tx:
-                record = self._record_at(tx, ident, size)
-            head_leaf, receipt, epoch = pub.map_head, pub.receipt, size
+                current = self._current(ident, pub)
+            record, proof = current
+            head_leaf, receipt, epoch = pub.map_head, pub.receipt, pub.checkpoint.checkpoint.size
+            head_b64, receipt_text = pub.map_head_b64, pub.receipt_text
         else:
             with self.db.transaction(write=False) as tx:
                 epoch, head_leaf = self._map_head_before(tx, at)
@@ -137,19 +142,22 @@ class RootNode:
                 _, proof = state.root_and_proof(ident)
                 record = self._record_at(tx, ident, epoch)
                 receipt = receipt_for(tx, epoch - 1, pub.checkpoint)
+            head_b64, receipt_text = b64.encode(head_leaf), receipt.to_bytes().decode()
         return Resolution(
             ident,
             None if record is None else Record.decode(record),
             ResolutionProof(ident, record, proof.to_bytes(), head_leaf, receipt),
             epoch,
+            head_b64,
+            receipt_text,
         )
 
-    def _current_proof(self, ident: str, pub: _Published) -> MapProof | None:
-        """The map proof as of ``pub``; ``None`` if the map has already moved past it."""
+    def _current(self, ident: str, pub: _Published) -> tuple[bytes | None, MapProof] | None:
+        """Record and map proof as of ``pub``, from memory; ``None`` if the map has moved past it."""
         with self._lock:
             if self._published is not pub:
                 return None
-            return self.map.root_and_proof(ident)[1]
+            return self.map.record_and_proof(ident)
 
     @staticmethod
     def _record_at(tx: Tx, ident: str, size: int) -> bytes | None:
