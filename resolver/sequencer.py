@@ -97,7 +97,11 @@ class Sequencer:
         self.max_batch = max_batch
         self.publish_immediately = publish
         self.lock = SequencerLock(db)
-        self.map = self._load_map()
+        try:
+            self.map = self._load_map()
+        except BaseException:
+            self.lock.close()
+            raise
 
     def _load_map(self) -> MapState:
         with self.db.transaction(write=False) as tx:

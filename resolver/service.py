@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from resolver.cosigning import Cosigner
 from resolver.db import Database
 from resolver.node import RootNode, now_ms
 from resolver.registry import submit_write
-from resolver.sequencer import Sequencer
+from resolver.sequencer import Sequencer, SequencerBusy
 from resolver.witness import MAX_BODY, WitnessState
 from resolver.witness import Witness as WitnessService
 
@@ -127,6 +127,36 @@ def init_root(
     return InitResult(state, origin, cfg.prefix, log_key.vkey(), cfg.admin_key, kid, cfg.policy, cfg.database)
 
 
+STANDBY_RETRY_S = 2.0
+
+
+async def run_sequencer(
+    make: Callable[[], Sequencer], cosigner: Cosigner | None, interval_s: float, stop: asyncio.Event
+) -> None:
+    """Become the database's sequencer, waiting as a hot standby while another process is.
+
+    Several ``root run`` processes may share one database (PostgreSQL, or one SQLite file on one
+    host): all serve the API, one sequences, and when it stops another takes the lock within
+    :data:`STANDBY_RETRY_S`.
+    """
+    announced = False
+    while not stop.is_set():
+        try:
+            sequencer = make()
+        except SequencerBusy:
+            if not announced:
+                log.info("another process is sequencing this database; serving the API, standing by")
+                announced = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STANDBY_RETRY_S)
+            continue
+        log.info("sequencing (batches every %.0f ms or %d leaves)", interval_s * 1000, sequencer.max_batch)
+        try:
+            await sequencer_loop(sequencer, cosigner, interval_s, stop)
+        finally:
+            sequencer.close()
+
+
 async def sequencer_loop(
     sequencer: Sequencer, cosigner: Cosigner | None, interval_s: float, stop: asyncio.Event
 ) -> None:
@@ -164,23 +194,24 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
     node = RootNode(db, cfg.origin)
     log_key = NoteKey.parse_skey(cfg.log_skey.read_text())
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        sequencer = Sequencer(
+    def make_sequencer() -> Sequencer:
+        return Sequencer(
             db, log_key.log_signer(), cfg.origin, max_batch=cfg.max_batch, publish=not cfg.witnesses
         )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         async with httpx.AsyncClient() as client:
             cosigner = Cosigner(db, cfg.witnesses, client) if cfg.witnesses else None
             task = asyncio.create_task(
-                sequencer_loop(sequencer, cosigner, cfg.interval_ms / 1000, stop), name="sequencer"
+                run_sequencer(make_sequencer, cosigner, cfg.interval_ms / 1000, stop), name="sequencer"
             )
             try:
                 yield
             finally:
                 stop.set()
                 await task
-                sequencer.close()
                 db.close()
 
     return create_app(node, max_body=cfg.max_body_bytes, lifespan=lifespan), node

@@ -97,6 +97,7 @@ class RootUnderTest:
     witness_url: str
     witness_server: ServerThread
     witness_state: Path
+    server: ServerThread
 
     @property
     def policy_path(self) -> Path:
@@ -181,6 +182,7 @@ def running_root(tmp: Path, database: str, *, interval_ms: int = 50) -> Iterator
             witness.url,
             witness,
             wstate,
+            server,
         )
         node.settle()
         yield node

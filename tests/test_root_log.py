@@ -16,13 +16,15 @@ from chain_lite.keys import NoteKey, generate_p256
 from chain_lite.log_leaf import MapHead, parse_leaf, registry_leaf
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
 from resolver.client import EquivocationDetected, Verifier, pin_file
+from resolver.config import load
 from resolver.db import Database
 from resolver.errors import StorageError
 from resolver.map_state import MapState
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
+from resolver.service import build_root_app
 from resolver.tiles import encode_index, parse_tile_path, tile_path, unbundle
-from tests.root_harness import RootUnderTest
+from tests.root_harness import RootUnderTest, ServerThread
 
 ORIGIN = "seq.test"
 
@@ -201,3 +203,25 @@ def test_split_view_is_detected_and_kept_as_evidence(root: RootUnderTest, tmp_pa
     evidence = json.loads(info.value.evidence_file.read_text())
     assert evidence["reason"] and evidence["conflicting"].startswith(root.origin)
     assert json.loads(pin_file(root.origin, config).read_text())["pinned"] == verifier.light.state()["pinned"]
+
+
+def test_two_api_processes_share_one_database_and_fail_over(root: RootUnderTest) -> None:
+    """A second node on the same database serves reads and writes; it takes over sequencing when the
+    first stops."""
+    app, _ = build_root_app(load(root.state))
+    with ServerThread(app) as second:
+        write = root.write(
+            "create", "88.123/VIA-SECOND", [Value(1, "URL", "string", "2")], root.admin_signer()
+        )
+        assert httpx.post(f"{second.url}/v1/registry", content=write).status_code == 201
+        root.settle()
+        with root.client() as c:
+            assert c.resolve("88.123/VIA-SECOND")["found"] is True
+        root.witness_server.__exit__()  # the witness may go away too: publication does not wait for it
+        root.server.__exit__()
+        write = root.write("create", "88.123/AFTER", [Value(1, "URL", "string", "3")], root.admin_signer())
+        assert httpx.post(f"{second.url}/v1/registry", content=write).status_code == 201
+        deadline = time.monotonic() + 15
+        while not httpx.get(f"{second.url}/v1/resolve/88.123/AFTER").json()["found"]:
+            assert time.monotonic() < deadline, "the standby did not take over"
+            time.sleep(0.1)
