@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/root.py
 
 # Regenerates tests/vectors/ from tests/vectors/generate.py (commit the result).
 vectors: $(STAMP)
