@@ -16,7 +16,7 @@ import time
 from urllib.parse import urlsplit
 
 
-async def _worker(
+async def _worker(  # noqa: PLR0917 (one worker's whole state, passed once)
     host: str, port: int, paths: list[str], offset: int, stop_at: float, lat: list[float]
 ) -> int:
     reader, writer = await asyncio.open_connection(host, port)

@@ -49,7 +49,7 @@ def now_ms() -> int:
 
 
 def populate(state: Path, gateway: CoseSigner) -> tuple[float, float, list[float]]:
-    """Queue N writes and integrate them; returns (accept writes/s, median integration leaves/s, all rates)."""
+    """Queue N writes, then integrate them: (writes accepted/s, median integration leaves/s, all rates)."""
     cfg = load(state)
     admin = CoseSigner(admin_kid(cfg.prefix), load_private_pem(cfg.admin_key.read_bytes()))
     db = Database(cfg.database)
@@ -73,7 +73,8 @@ def populate(state: Path, gateway: CoseSigner) -> tuple[float, float, list[float
                 check_and_apply(tx, raw, origin=cfg.origin, now_ms=now_ms())
     accepted_at = time.perf_counter()
     print(
-        f"  signed {len(writes)} writes in {signed_at - t0:.1f} s; accepted in {accepted_at - signed_at:.1f} s"
+        f"  signed {len(writes)} writes in {signed_at - t0:.1f} s; "
+        f"accepted in {accepted_at - signed_at:.1f} s"
     )
     log_signer = NoteKey.parse_skey(cfg.log_skey.read_text()).log_signer()
     seq = Sequencer(db, log_signer, cfg.origin, publish=True)
@@ -205,7 +206,8 @@ def receipt_latency(port: int, gateway: CoseSigner, count: int = 20) -> list[flo
 
 def main() -> None:
     print(
-        f"root node benchmarks on {platform.node()} ({os.cpu_count()} cores, Python {platform.python_version()})"
+        f"root node benchmarks on {platform.node()} "
+        f"({os.cpu_count()} cores, Python {platform.python_version()})"
     )
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -225,14 +227,16 @@ def main() -> None:
         try:
             generator, res = load_test(port, tmp)
             print(
-                f"  resolve with proof over {N:,} ids, {CONNECTIONS} connections, {SECONDS:.0f} s, {generator}: "
+                f"  resolve with proof over {N:,} ids, {CONNECTIONS} connections, "
+                f"{SECONDS:.0f} s, {generator}: "
                 f"{res['rps']:,.0f} req/s, p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, "
                 f"errors {res['errors']}   target >= 3,000 req/s, p99 < 25 ms   "
                 f"{'OK' if res['rps'] >= 3000 and res['p99_ms'] < 25 else 'MISS'}"
             )
             times = receipt_latency(port, gateway)
             print(
-                f"  block submitted -> receipt served (250 ms batches): median {statistics.median(times) * 1000:.0f} ms, "
+                f"  block submitted -> receipt served (250 ms batches): "
+                f"median {statistics.median(times) * 1000:.0f} ms, "
                 f"max {max(times) * 1000:.0f} ms   target < 1,000 ms   {'OK' if max(times) < 1 else 'MISS'}"
             )
         finally:

@@ -269,3 +269,19 @@ def test_client_error_carries_handle_code(root: RootUnderTest) -> None:
     with root.client() as c, pytest.raises(ClientError) as info:
         c.write(root.write("update", "88.123/NOT-THERE", URL_VALUE, root.admin_signer()))
     assert (info.value.status, info.value.handle_code) == (404, 100)
+
+
+def test_unmodified_handle_client_library_reads_records(root: RootUnderTest) -> None:
+    """pyhandle (the EUDAT Handle REST client), unmodified, reads records and sees absent ones."""
+    from pyhandle.handleclient import PyHandleClient
+
+    values = [*URL_VALUE, Value(2, "EMAIL", "string", "ops@plant.example")]
+    with root.client() as c:
+        c.write(root.write("create", "88.123/PYHANDLE", values, root.admin_signer()))
+    root.settle()
+    client = PyHandleClient("rest").instantiate_for_read_access(handle_server_url=root.url)
+    record = client.retrieve_handle_record("88.123/PYHANDLE")
+    assert record == {"URL": "https://plant.example/pump42", "EMAIL": "ops@plant.example"}
+    as_json = client.retrieve_handle_record_json("88.123/PYHANDLE")
+    assert as_json["handle"] == "88.123/PYHANDLE" and len(as_json["values"]) == 2
+    assert client.retrieve_handle_record("88.123/ABSENT") is None
