@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -72,24 +73,22 @@ def load_private_pem(data: bytes) -> PrivateKey:
     return key
 
 
-def load_public_pem(data: bytes) -> PublicKey:
+def _load_public(load: Callable[[bytes], object], data: bytes, form: str) -> PublicKey:
     try:
-        key = serialization.load_pem_public_key(data)
+        key = load(data)
     except (ValueError, TypeError) as exc:
-        raise KeyFormatError(f"not a PEM public key: {exc}") from exc
+        raise KeyFormatError(f"not a {form}: {exc}") from exc
     _check_supported(key, "public key")
     assert isinstance(key, ec.EllipticCurvePublicKey | Ed25519PublicKey)
     return key
+
+
+def load_public_pem(data: bytes) -> PublicKey:
+    return _load_public(serialization.load_pem_public_key, data, "PEM public key")
 
 
 def load_public_der(data: bytes) -> PublicKey:
-    try:
-        key = serialization.load_der_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise KeyFormatError(f"not a DER SubjectPublicKeyInfo: {exc}") from exc
-    _check_supported(key, "public key")
-    assert isinstance(key, ec.EllipticCurvePublicKey | Ed25519PublicKey)
-    return key
+    return _load_public(serialization.load_der_public_key, data, "DER SubjectPublicKeyInfo")
 
 
 @dataclass(frozen=True, slots=True)

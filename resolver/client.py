@@ -53,6 +53,18 @@ def quote_identifier(identifier: str) -> str:
     return f"{quote(prefix, safe='')}/{quote(suffix, safe='')}"
 
 
+def block_batch(blocks: Sequence[tuple[bytes, Sequence[bytes] | None]]) -> dict[str, Any]:
+    """The ``POST /v1/gateways/blocks`` body; replicate mode when the blocks carry their readings."""
+    items = []
+    for raw, body in blocks:
+        item: dict[str, Any] = {"block": b64.encode(raw)}
+        if body is not None:
+            item["body"] = [b64.encode(e) for e in body]
+        items.append(item)
+    mode = "replicate" if blocks and blocks[0][1] is not None else "anchor"
+    return {"mode": mode, "blocks": items}
+
+
 class RootClient:
     def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -112,16 +124,7 @@ class RootClient:
         return data
 
     def submit_blocks(self, blocks: Sequence[tuple[bytes, Sequence[bytes] | None]]) -> dict[str, Any]:
-        mode = "replicate" if blocks and blocks[0][1] is not None else "anchor"
-        items = []
-        for raw, body in blocks:
-            item: dict[str, Any] = {"block": b64.encode(raw)}
-            if body is not None:
-                item["body"] = [b64.encode(e) for e in body]
-            items.append(item)
-        data: dict[str, Any] = self._request(
-            "POST", "/v1/gateways/blocks", json={"mode": mode, "blocks": items}
-        ).json()
+        data: dict[str, Any] = self._request("POST", "/v1/gateways/blocks", json=block_batch(blocks)).json()
         return data
 
     def block(self, block_id: bytes) -> dict[str, Any]:

@@ -114,30 +114,16 @@ def test_register_device_and_resolve_with_verify(running: dict[str, object]) -> 
         time.sleep(0.1)
     assert answer["cosigned_by"] == ["w.cli"]
     assert any(v["type"] == "URL" and v["value"] == "https://plant.example/pump42" for v in answer["values"])
-    human = cli(
-        "resolve",
-        "88.123.99/PUMP-0042",
-        "--root",
-        url,
-        "--verify",
-        "--policy",
-        root / "policy.txt",
-        "--config-dir",
-        config,
-    )
-    assert "PROVEN" in human.stdout and "cosigned by w.cli" in human.stdout
-    absent = cli(
-        "resolve",
-        "88.123.99/NOPE",
-        "--root",
-        url,
-        "--verify",
-        "--policy",
-        root / "policy.txt",
-        "--config-dir",
-        config,
-    )
-    assert "PROVEN ABSENT" in absent.stdout
+
+    def resolve_verified(identifier: str) -> str:
+        policy = root / "policy.txt"
+        return cli(
+            "resolve", identifier, "--root", url, "--verify", "--policy", policy, "--config-dir", config
+        ).stdout
+
+    human = resolve_verified("88.123.99/PUMP-0042")
+    assert "PROVEN" in human and "cosigned by w.cli" in human
+    assert "PROVEN ABSENT" in resolve_verified("88.123.99/NOPE")
     # The pin persisted and moved forward.
     pins = list((config / "pinned").glob("*.json"))
     assert len(pins) == 1 and json.loads(pins[0].read_text())["pinned"].startswith("root.cli\n")

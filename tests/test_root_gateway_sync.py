@@ -10,13 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chain_lite import b64, envelope
+from chain_lite import envelope
 from chain_lite.block import GENESIS_PREV, SignedBlock, build_header, sign_block
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256
 from chain_lite.log_leaf import block_leaf
 from chain_lite.receipt import verify_receipt
 from chain_lite.registry import Value, pubkey_value
+from resolver.client import block_batch
 from resolver.config import load
 from resolver.db import Database
 from tests.root_harness import RootUnderTest
@@ -62,14 +63,7 @@ class Plant:
 
 def _post(root: RootUnderTest, items: list[tuple[bytes, list[bytes] | None]]) -> httpx.Response:
     """The raw HTTP exchange (RootClient raises on refusals; these tests read the refusal bodies)."""
-    blocks = []
-    for raw, body in items:
-        item: dict[str, object] = {"block": b64.encode(raw)}
-        if body is not None:
-            item["body"] = [b64.encode(e) for e in body]
-        blocks.append(item)
-    mode = "replicate" if items[0][1] is not None else "anchor"
-    return httpx.post(f"{root.url}/v1/gateways/blocks", json={"mode": mode, "blocks": blocks})
+    return httpx.post(f"{root.url}/v1/gateways/blocks", json=block_batch(items))
 
 
 def _receipt(root: RootUnderTest, block: SignedBlock, timeout: float = 5.0) -> str:
