@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import json
+import logging
 from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
@@ -18,6 +20,7 @@ from urllib.parse import unquote_to_bytes
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,10 +28,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chain_lite import b64
 from chain_lite.registry import Value
 from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, TooLarge
+from resolver.metrics import RootMetrics
 from resolver.node import Resolution, RootNode
 from resolver.tiles import parse_tile_path
 from resolver.web import PAGE
 
+log = logging.getLogger(__name__)
 HANDLE_OK = 1
 HANDLE_VALUES_NOT_FOUND = 200
 
@@ -150,8 +155,19 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
         lifespan=lifespan,
     )
 
+    metrics = RootMetrics()
+
+    def refused(exc: ResolverError) -> None:
+        if exc.status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        elif exc.status == 404:
+            metrics.refused.labels(reason=type(exc).__name__).inc()  # a lookup miss, not misbehaviour
+        else:
+            metrics.refuse(type(exc).__name__, exc.message)
+
     @app.exception_handler(ResolverError)
     async def resolver_error(_request: Request, exc: ResolverError) -> JSONResponse:
+        refused(exc)
         return _error(exc.status, exc.handle_code, exc.message)
 
     @app.exception_handler(RequestValidationError)
@@ -254,6 +270,7 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
         """Apply one signed write request (a COSE_Sign1 body, ``application/cose``)."""
         raw = await _body(request, max_body)
         accepted = await run_in_threadpool(node.write, raw)
+        metrics.writes.inc()
         return {
             "responseCode": HANDLE_OK,
             "handle": accepted.identifier,
@@ -271,6 +288,7 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
             raise BadRequest(f"body is not JSON: {exc}") from exc
         batch = parse_block_batch(payload)
         results, error = await run_in_threadpool(node.submit_blocks, batch)
+        metrics.blocks.inc(sum(1 for r in results if not r.duplicate))
         body: dict[str, Any] = {
             "accepted": [
                 {"block_id": r.block_id.hex(), "height": r.height, "duplicate": r.duplicate} for r in results
@@ -280,6 +298,7 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
         status = 200
         if error is not None:
             assert isinstance(error, ResolverError)
+            refused(error)
             body.update(responseCode=error.handle_code, message=error.message)
             status = error.status
         return JSONResponse(body, status_code=status)
@@ -348,6 +367,20 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
             media_type="application/octet-stream",
             headers={"Cache-Control": "max-age=31536000, immutable"},
         )
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, Any]:
+        """200 once the node serves a published checkpoint (503 before), with its size."""
+        size = node.published().checkpoint.checkpoint.size
+        metrics.published_size.set(size)
+        return {"status": "ok", "origin": node.origin, "published_size": size}
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    def prometheus() -> Response:
+        """Prometheus text exposition."""
+        with contextlib.suppress(ResolverError):
+            metrics.published_size.set(node.published().checkpoint.checkpoint.size)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:

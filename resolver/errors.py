@@ -83,6 +83,12 @@ class NotFound(ResolverError):
     handle_code = 2
 
 
+class NotYetPublished(ResolverError):
+    """A fresh node whose first checkpoint has not been through its witness round yet."""
+
+    status = 503
+
+
 class Conflict(ResolverError):
     """A gateway block conflicting with one already accepted: kept as fork evidence, refused."""
 

@@ -24,7 +24,7 @@ from chain_lite.resolution import ResolutionProof
 from chain_lite.sparse_map import MapProof
 from resolver import gateways, registry
 from resolver.db import Database, Tx
-from resolver.errors import BadRequest, InvalidHandle, NotFound, StorageError
+from resolver.errors import BadRequest, InvalidHandle, NotFound, NotYetPublished, StorageError
 from resolver.log_store import TxNodeStore, latest_checkpoint, leaf_at, receipt_for
 from resolver.map_state import AsOfCache, MapState
 from resolver.tiles import TILE_HEIGHT, TILE_WIDTH, TilePath, bundle
@@ -91,7 +91,7 @@ class RootNode:
             with self.db.transaction(write=False) as tx:
                 cp = latest_checkpoint(tx)
                 if cp is None:
-                    raise NotFound("the log has no published checkpoint yet")
+                    raise NotYetPublished("the log has no published checkpoint yet")
                 if self._published is None or cp.to_bytes() != self._published.checkpoint.to_bytes():
                     self._published = self._load(tx, cp)
             self._checked_at = time.monotonic()

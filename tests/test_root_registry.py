@@ -285,3 +285,18 @@ def test_unmodified_handle_client_library_reads_records(root: RootUnderTest) -> 
     as_json = client.retrieve_handle_record_json("88.123/PYHANDLE")
     assert as_json["handle"] == "88.123/PYHANDLE" and len(as_json["values"]) == 2
     assert client.retrieve_handle_record("88.123/ABSENT") is None
+
+
+def test_refusals_are_counted_in_metrics_and_health_is_reported(root: RootUnderTest) -> None:
+    """/metrics counts refusals by reason and accepted writes; /healthz reports the published size."""
+    assert httpx.post(f"{root.url}/v1/registry", content=b"").status_code == 401
+    good = root.write("create", "88.123/M", URL_VALUE, root.admin_signer())
+    assert httpx.post(f"{root.url}/v1/registry", content=good).status_code == 201
+    assert httpx.post(f"{root.url}/v1/registry", content=good).status_code == 403
+    text = httpx.get(f"{root.url}/metrics").text
+    assert 'edgeroot_root_refused_total{reason="AuthenticationNeeded"} 1.0' in text
+    assert 'edgeroot_root_refused_total{reason="AuthenticationFailed"} 1.0' in text
+    assert "edgeroot_root_writes_accepted_total 1.0" in text
+    size = root.settle()
+    health = httpx.get(f"{root.url}/healthz").json()
+    assert health == {"status": "ok", "origin": root.origin, "published_size": size}

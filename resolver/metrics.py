@@ -1,0 +1,55 @@
+"""The root node's Prometheus metrics and its rate-limited log of refused input.
+
+Each app has its own registry (several nodes can live in one test process). Refusals are counted by
+reason (the error class: ``AuthenticationFailed``, ``Conflict``, ...) and logged at WARNING, at most
+once per reason every :data:`LOG_EVERY_S` seconds with the number held back, so a misbehaving client
+cannot flood the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+log = logging.getLogger("resolver.refused")
+LOG_EVERY_S = 10.0
+
+
+class RootMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.refused = Counter(
+            "edgeroot_root_refused", "Requests refused, by reason", ["reason"], registry=self.registry
+        )
+        self.writes = Counter(
+            "edgeroot_root_writes_accepted", "Registry writes accepted", registry=self.registry
+        )
+        self.blocks = Counter(
+            "edgeroot_root_blocks_accepted",
+            "Gateway blocks accepted (duplicates excluded)",
+            registry=self.registry,
+        )
+        self.published_size = Gauge(
+            "edgeroot_root_published_tree_size",
+            "Size of the latest published checkpoint",
+            registry=self.registry,
+        )
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def refuse(self, reason: str, message: str) -> None:
+        self.refused.labels(reason=reason).inc()
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(reason, -LOG_EVERY_S) < LOG_EVERY_S:
+                self._held[reason] = self._held.get(reason, 0) + 1
+                return
+            held = self._held.pop(reason, 0)
+            self._last[reason] = now
+        log.warning(
+            "refused (%s): %s%s", reason, message, f" [+{held} more since last logged]" if held else ""
+        )
