@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -218,6 +219,10 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
 
 
 def serve(app: FastAPI, listen: str) -> None:
+    """Run ``app`` on ``HOST:PORT`` until SIGINT/SIGTERM; one log line per event on stdout (journald)."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     host, _, port = listen.rpartition(":")
     uvicorn.run(app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level="info", access_log=False)
 
