@@ -175,6 +175,12 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return _error(400, 2, reasons or "invalid request")
 
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
+        # Our own failure: the caller gets JSON with no internals; the traceback goes to the log.
+        log.error("internal error: %r", exc)
+        return _error(500, 2, "internal error; the node's log has the details")
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, 2, str(exc.detail))
