@@ -173,6 +173,7 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        metrics.refuse("RequestValidationError", reasons)
         return _error(400, 2, reasons or "invalid request")
 
     @app.exception_handler(Exception)
