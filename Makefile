@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check chain_lite edgeroot resolver tests bench
+	$(BIN)/ruff check chain_lite edgeroot resolver edge tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict chain_lite edgeroot resolver
+	$(BIN)/mypy --strict chain_lite edgeroot resolver edge
 
 test: lint typecheck
 	$(BIN)/pytest -q

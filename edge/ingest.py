@@ -1,0 +1,107 @@
+"""The gateway's one door for readings, used by every connector (and by the serial bridge's forwarder).
+
+The interface is one coroutine::
+
+    outcome = await ingest.submit(raw_envelope_bytes, source="mqtt:edgeroot/readings/pump")
+
+It returns once the reading is **durable** (stored, ``outcome.accepted``) or **durably rejected**
+(quarantined with ``outcome.reason``); only then may the connector acknowledge its sender (MQTT PUBACK,
+CoAP 2.04 / 4.xx, serial ack frame). ``outcome.durable`` is False only when the gateway refuses input
+(``store-full``) or is shutting down: then the sender must *not* be acknowledged, so it keeps the
+reading and retries.
+
+Back-pressure: submissions wait in a bounded queue; when the writer falls behind, ``submit`` blocks
+and connectors stop reading from their transport instead of buffering in memory. The writer thread
+takes up to ``max_batch`` submissions at a time and commits them in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from edge.writer import STORE_FULL, Outcome, Submission, Writer, now_ms
+
+log = logging.getLogger(__name__)
+SHUTTING_DOWN = Outcome(accepted=False, durable=False, reason="shutting-down", detail="gateway is stopping")
+
+
+@dataclass
+class IngestStats:
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    refused: int = 0
+    batches: int = 0
+
+
+class Ingest:
+    def __init__(self, writer: Writer, *, max_batch: int = 1000, max_pending: int = 5000) -> None:
+        self.writer = writer
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Submission, asyncio.Future[Outcome]]] = asyncio.Queue(max_pending)
+        # One thread owns the SQLite write connection: every writer call crosses to it through here.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="edge-writer")
+        self.stats = IngestStats()
+        self._closing = False
+
+    async def call(self, fn: object, *args: object) -> object:
+        """Run ``fn(*args)`` on the writer thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)  # type: ignore[arg-type]
+
+    async def open(self) -> None:
+        await self.call(self.writer.open)
+
+    async def submit(self, raw: bytes, source: str) -> Outcome:
+        """Hand one envelope to the gateway; returns when it is durable or durably rejected."""
+        if self._closing:
+            return SHUTTING_DOWN
+        if self.writer.store_full:
+            self.stats.refused += 1
+            return STORE_FULL
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        await self._queue.put((Submission(raw, source, now_ms()), future))
+        return await future
+
+    async def run(self) -> None:
+        """Drain the queue in batches until cancelled; each batch is one transaction on the writer thread."""
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                outcomes = await self.call(self.writer.process, [sub for sub, _ in batch])
+            except Exception as exc:
+                # Nothing of this batch is stored: no sender is acknowledged, so every one will retry.
+                log.exception("storing a batch of %d failed", len(batch))
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            assert isinstance(outcomes, list)
+            self.stats.batches += 1
+            for (_, fut), outcome in zip(batch, outcomes, strict=True):
+                if outcome.accepted:
+                    self.stats.accepted += 1
+                elif outcome.reason is not None:
+                    self.stats.rejected[outcome.reason] = self.stats.rejected.get(outcome.reason, 0) + 1
+                if not fut.done():
+                    fut.set_result(outcome)
+
+    async def drain(self) -> None:
+        """Stop taking new input and wait until everything queued is stored (shutdown step 1-2)."""
+        self._closing = True
+        while not self._queue.empty():
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.call(self.writer.close)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,231 @@
+"""The writer: the one thread that writes the gateway's SQLite file.
+
+It verifies a batch of submissions, stores accepted readings and quarantined rejects in **one**
+transaction, and only then reports outcomes (so every acknowledgement follows a commit). It also closes
+blocks (every ``max_readings`` readings or ``max_seconds``), signs their headers and appends them to
+the local chain, and prunes anchored readings by age and disk budget.
+
+Everything here is blocking and runs on the writer thread (:mod:`edge.ingest` calls it through a
+one-thread executor), so the verifier's counters and key cache need no locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from chain_lite.block import GENESIS_PREV, build_header, parse_block, sign_block
+from chain_lite.cose import CoseSigner
+from chain_lite.envelope import Envelope, decode_envelope
+from chain_lite.keys import PublicKey, load_public_der
+from edge import store
+from edge.verify import Accepted, ReadingVerifier
+
+log = logging.getLogger(__name__)
+MAX_SIGNERS_PER_BLOCK = 500
+"""Keeps a signed header (one counter range per signer) well under the root's 65,535-byte leaf cap."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    raw: bytes
+    source: str
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """``durable``: stored (accepted) or durably quarantined, so the sender may be acknowledged."""
+
+    accepted: bool
+    durable: bool
+    reason: str | None = None
+    detail: str = ""
+
+
+STORE_FULL = Outcome(accepted=False, durable=False, reason="store-full", detail="disk budget reached")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Writer:
+    def __init__(
+        self,
+        path: Path,
+        gateway: CoseSigner,
+        *,
+        max_readings: int,
+        max_seconds: float,
+        disk_budget_bytes: int,
+        retention_days: float,
+    ) -> None:
+        self.path = path
+        self.gateway = gateway
+        self.max_readings = max_readings
+        self.max_seconds = max_seconds
+        self.disk_budget_bytes = disk_budget_bytes
+        self.retention_ms = int(retention_days * 86_400_000)
+        self.conn: sqlite3.Connection | None = None
+        self.keys: dict[str, PublicKey | None] = {}
+        self.verifier = ReadingVerifier(self._key, {})
+        self.store_full = False
+
+    def open(self) -> None:
+        """Open the write connection (on the writer thread) and load counters."""
+        self.conn = store.connect(self.path)
+        self.verifier.counters = dict(self.conn.execute("SELECT signer, last FROM counters").fetchall())
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def _db(self) -> sqlite3.Connection:
+        assert self.conn is not None, "Writer.open() first"
+        return self.conn
+
+    def _key(self, signer: str) -> PublicKey | None:
+        if signer not in self.keys:
+            row = self._db().execute("SELECT key FROM devices WHERE identifier = ?", (signer,)).fetchone()
+            self.keys[signer] = None if row is None else load_public_der(bytes(row[0]))
+        return self.keys[signer]
+
+    def forget_key(self, signer: str) -> None:
+        """Drop a cached key (or a cached absence) after the devices table changed."""
+        self.keys.pop(signer, None)
+
+    # --- ingest --------------------------------------------------------------------------------------------
+
+    def process(self, batch: list[Submission]) -> list[Outcome]:
+        """Verify and store a batch in one transaction; outcomes are valid only once this returns."""
+        db = self._db()
+        saved_counters = dict(self.verifier.counters)
+        outcomes: list[Outcome] = []
+        readings, quarantine, gaps, touched = [], [], [], {}
+        for sub in batch:
+            verdict = self.verifier.check(sub.raw)
+            if isinstance(verdict, Accepted):
+                env = verdict.envelope
+                readings.append((env.signer, env.subject, env.counter, sub.received_ms, sub.raw))
+                touched[env.signer] = env.counter
+                if verdict.gap_from is not None:
+                    gaps.append((env.signer, verdict.gap_from, env.counter, sub.received_ms))
+                outcomes.append(Outcome(accepted=True, durable=True))
+            else:
+                quarantine.append(
+                    (sub.received_ms, sub.source, verdict.reason, sub.raw[: store.QUARANTINE_RAW_MAX])
+                )
+                outcomes.append(Outcome(False, True, verdict.reason, verdict.detail))
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO readings (signer, subject, counter, received_ms, raw) VALUES (?, ?, ?, ?, ?)",
+                readings,
+            )
+            db.executemany(
+                "INSERT INTO quarantine (received_ms, source, reason, raw) VALUES (?, ?, ?, ?)", quarantine
+            )
+            db.executemany("INSERT INTO gaps (signer, expected, got, received_ms) VALUES (?, ?, ?, ?)", gaps)
+            db.executemany(
+                "INSERT INTO counters (signer, last) VALUES (?, ?) "
+                "ON CONFLICT (signer) DO UPDATE SET last = excluded.last",
+                list(touched.items()),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self.verifier.counters = saved_counters
+            raise
+        return outcomes
+
+    # --- chain ---------------------------------------------------------------------------------------------
+
+    def close_block_if_due(self, *, force: bool = False) -> int | None:
+        """Close one block when enough readings wait or the oldest has waited long enough; its height."""
+        db = self._db()
+        count, oldest = db.execute(
+            "SELECT COUNT(*), MIN(received_ms) FROM readings WHERE block IS NULL"
+        ).fetchone()
+        if not count:
+            return None
+        due = count >= self.max_readings or now_ms() - oldest >= self.max_seconds * 1000
+        if not (due or force):
+            return None
+        rows = db.execute(
+            "SELECT id, raw FROM readings WHERE block IS NULL ORDER BY id LIMIT ?", (self.max_readings,)
+        ).fetchall()
+        envelopes: list[Envelope] = []
+        signers: set[str] = set()
+        for _, raw in rows:
+            env = decode_envelope(bytes(raw))
+            if env.signer not in signers and len(signers) >= MAX_SIGNERS_PER_BLOCK:
+                break
+            signers.add(env.signer)
+            envelopes.append(env)
+        ids = [r[0] for r in rows[: len(envelopes)]]
+        prev = db.execute("SELECT height, raw, time_ms FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+        height = 0 if prev is None else prev[0] + 1
+        prev_id = GENESIS_PREV if prev is None else parse_block(bytes(prev[1])).block_id
+        time_ms = max(now_ms(), 0 if prev is None else prev[2])
+        block = sign_block(build_header(self.gateway.kid, height, prev_id, envelopes, time_ms), self.gateway)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO blocks (height, block_id, raw, first_reading, count, time_ms, state) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'chained')",
+                (height, block.block_id, block.raw, ids[0], len(ids), time_ms),
+            )
+            db.execute(
+                "UPDATE readings SET block = ? WHERE id >= ? AND id <= ? AND block IS NULL",
+                (height, ids[0], ids[-1]),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        log.debug("closed block %d with %d readings", height, len(ids))
+        return height
+
+    # --- retention -----------------------------------------------------------------------------------------
+
+    def disk_used(self) -> int:
+        """Bytes of live data: pages in use (freed pages are reused, so the file itself never shrinks)."""
+        db = self._db()
+        pages = (
+            db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        )
+        return int(pages * db.execute("PRAGMA page_size").fetchone()[0])
+
+    def prune(self) -> int:
+        """Delete anchored readings past retention, then oldest anchored first while over budget.
+
+        Unanchored readings are never deleted; when the budget is reached with nothing left to prune,
+        :attr:`store_full` is set and new input is refused until anchoring frees space.
+        """
+        db = self._db()
+        cutoff = now_ms() - self.retention_ms
+        anchored = "block IN (SELECT height FROM blocks WHERE state = 'anchored')"
+        deleted = db.execute(f"DELETE FROM readings WHERE received_ms < ? AND {anchored}", (cutoff,)).rowcount  # noqa: S608
+        while self.disk_used() > self.disk_budget_bytes:
+            oldest = f"SELECT id FROM readings WHERE {anchored} ORDER BY id LIMIT 10000"  # noqa: S608
+            gone = db.execute(f"DELETE FROM readings WHERE id IN ({oldest})").rowcount  # noqa: S608
+            if not gone:
+                break
+            deleted += gone
+        full = self.disk_used() > self.disk_budget_bytes
+        if full != self.store_full:
+            (log.error if full else log.warning)(
+                "disk budget %s: %d bytes used of %d%s",
+                "reached" if full else "no longer reached",
+                self.disk_used(),
+                self.disk_budget_bytes,
+                "; refusing new readings until blocks are anchored" if full else "",
+            )
+        self.store_full = full
+        return int(deleted)

@@ -1,0 +1,162 @@
+"""The gateway's writer and ingest door: durable batches, quarantine, counters, blocks, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from chain_lite import envelope
+from chain_lite.block import check_body, parse_block, verify_chain
+from chain_lite.cose import CoseSigner
+from chain_lite.keys import generate_p256, public_der
+from edge import store
+from edge.ingest import Ingest
+from edge.writer import Submission, Writer, now_ms
+
+GATEWAY = "88.123.99/GW-1"
+DEVICE = "88.123.99/PUMP-1"
+
+
+@pytest.fixture
+def plant(tmp_path: Path) -> tuple[Writer, CoseSigner, CoseSigner]:
+    path = tmp_path / "gateway.db"
+    store.create_schema(path)
+    gateway = CoseSigner(GATEWAY, generate_p256())
+    device = CoseSigner(DEVICE, generate_p256())
+    conn = store.connect(path)
+    conn.execute(
+        "INSERT INTO devices (identifier, key, origin) VALUES (?, ?, 'local')",
+        (DEVICE, public_der(device.public_key)),
+    )
+    conn.close()
+    writer = Writer(
+        path, gateway, max_readings=10, max_seconds=3600, disk_budget_bytes=1 << 30, retention_days=30
+    )
+    writer.open()
+    return writer, gateway, device
+
+
+def reading(device: CoseSigner, counter: int) -> bytes:
+    return envelope.encode_envelope(device, [{envelope.N: "temp", envelope.V: 20.0 + counter}], counter)
+
+
+def sub(raw: bytes) -> Submission:
+    return Submission(raw, "test", now_ms())
+
+
+def test_batch_accepts_quarantines_and_tracks_counters(plant: tuple[Writer, CoseSigner, CoseSigner]) -> None:
+    """One batch: good readings stored, each bad input quarantined with its reason, counters advance."""
+    writer, _, device = plant
+    stranger = CoseSigner("88.123.99/STRANGER", generate_p256())
+    forged = CoseSigner(DEVICE, generate_p256())
+    batch = [
+        reading(device, 1),
+        reading(device, 2),
+        reading(device, 2),  # replay
+        b"\xff\x00garbage",
+        b"x" * 9000,
+        reading(stranger, 1),
+        reading(forged, 3),
+        reading(device, 5),  # gap: 3 and 4 missing
+    ]
+    outcomes = writer.process([sub(r) for r in batch])
+    assert [o.reason for o in outcomes] == [
+        None, None, "replay", "malformed", "oversize", "unknown-device", "bad-signature", None,
+    ]  # fmt: skip
+    assert all(o.durable for o in outcomes)
+    db = store.connect(writer.path)
+    assert db.execute("SELECT counter FROM readings ORDER BY id").fetchall() == [(1,), (2,), (5,)]
+    assert db.execute("SELECT last FROM counters WHERE signer = ?", (DEVICE,)).fetchone() == (5,)
+    assert db.execute("SELECT expected, got FROM gaps").fetchall() == [(3, 5)]
+    assert db.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (5,)
+    assert len(db.execute("SELECT raw FROM quarantine WHERE reason = 'oversize'").fetchone()[0]) == 8192
+
+
+def test_replay_is_detected_across_restarts(plant: tuple[Writer, CoseSigner, CoseSigner]) -> None:
+    """Counters survive a restart: a reading seen before is a replay afterwards too."""
+    writer, gateway, device = plant
+    writer.process([sub(reading(device, 1))])
+    writer.close()
+    again = Writer(
+        writer.path, gateway, max_readings=10, max_seconds=3600, disk_budget_bytes=1 << 30, retention_days=30
+    )
+    again.open()
+    assert again.process([sub(reading(device, 1))])[0].reason == "replay"
+
+
+def test_failed_commit_stores_nothing_and_restores_counters(
+    plant: tuple[Writer, CoseSigner, CoseSigner],
+) -> None:
+    """If the transaction fails, no reading is stored and counters are as before."""
+    writer, _, device = plant
+    writer.process([sub(reading(device, 1))])
+    db = store.connect(writer.path)
+    db.execute("DROP TABLE gaps")  # the next batch has a gap, so its transaction fails
+    with pytest.raises(sqlite3.OperationalError):
+        writer.process([sub(reading(device, 2)), sub(reading(device, 9))])
+    assert writer.verifier.counters[DEVICE] == 1
+    assert db.execute("SELECT COUNT(*) FROM readings").fetchone() == (1,)
+
+
+def test_blocks_close_every_n_readings_and_form_a_verifiable_chain(
+    plant: tuple[Writer, CoseSigner, CoseSigner],
+) -> None:
+    """Blocks close at max_readings, link to each other, and commit to exactly their readings."""
+    writer, gateway, device = plant
+    writer.process([sub(reading(device, c)) for c in range(1, 26)])
+    heights = []
+    while (h := writer.close_block_if_due()) is not None:
+        heights.append(h)
+    assert heights == [0, 1]  # 25 readings, 10 per block: the last 5 wait for time or more readings
+    assert writer.close_block_if_due(force=True) == 2
+    db = store.connect(writer.path)
+    raws = [bytes(r[0]) for r in db.execute("SELECT raw FROM blocks ORDER BY height")]
+    blocks = verify_chain(raws, lambda kid: gateway.public_key if kid == GATEWAY else None)
+    for block in blocks:
+        body = [
+            bytes(r[0])
+            for r in db.execute(
+                "SELECT raw FROM readings WHERE block = ? ORDER BY id", (block.header.height,)
+            )
+        ]
+        check_body(block.header, body)
+    assert sum(b.header.reading_count for b in blocks) == 25
+    assert parse_block(raws[-1]).header.reading_count == 5
+
+
+def test_ingest_batches_and_answers_each_submitter(plant: tuple[Writer, CoseSigner, CoseSigner]) -> None:
+    """Concurrent submissions are batched; each gets its own outcome after the commit."""
+    writer, _, device = plant
+    writer.close()
+
+    async def main() -> list[str | None]:
+        ingest = Ingest(writer, max_batch=50, max_pending=20)
+        await ingest.open()
+        runner = asyncio.create_task(ingest.run())
+        raws = [reading(device, c) for c in range(1, 201)] + [reading(device, 3)]
+        outcomes = await asyncio.gather(*(ingest.submit(r, "t") for r in raws))
+        runner.cancel()
+        await ingest.close()
+        assert ingest.stats.accepted == 200 and ingest.stats.batches >= 4
+        return [o.reason for o in outcomes]
+
+    reasons = asyncio.run(main())
+    assert reasons[:200] == [None] * 200 and reasons[200] == "replay"
+
+
+def test_pruning_never_deletes_unanchored_readings(plant: tuple[Writer, CoseSigner, CoseSigner]) -> None:
+    """Over budget with nothing anchored: nothing is deleted and input is refused; anchored ones go first."""
+    writer, _, device = plant
+    writer.process([sub(reading(device, c)) for c in range(1, 31)])
+    while writer.close_block_if_due() is not None:
+        pass
+    writer.disk_budget_bytes = 1
+    assert writer.prune() == 0
+    assert writer.store_full
+    db = store.connect(writer.path)
+    db.execute("UPDATE blocks SET state = 'anchored' WHERE height = 0")
+    assert writer.prune() == 10
+    assert db.execute("SELECT COUNT(*) FROM readings WHERE block IS NULL OR block > 0").fetchone() == (20,)
