@@ -55,15 +55,18 @@ class Ingest:
     async def open(self) -> None:
         await self.call(self.writer.open)
 
-    async def submit(self, raw: bytes, source: str) -> Outcome:
-        """Hand one envelope to the gateway; returns when it is durable or durably rejected."""
+    async def submit(self, raw: bytes, source: str, *, reject: str | None = None) -> Outcome:
+        """Hand one envelope to the gateway; returns when it is durable or durably rejected.
+
+        ``reject`` quarantines the input with that reason without verifying it (a connector's own
+        verdict, such as a wrong content format)."""
         if self._closing:
             return SHUTTING_DOWN
         if self.writer.store_full:
             self.stats.refused += 1
             return STORE_FULL
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put((Submission(raw, source, now_ms()), future))
+        await self._queue.put((Submission(raw, source, now_ms(), reject), future))
         return await future
 
     async def run(self) -> None:

@@ -22,7 +22,7 @@ from chain_lite.cose import CoseSigner
 from chain_lite.envelope import Envelope, decode_envelope
 from chain_lite.keys import PublicKey, load_public_der
 from edge import store
-from edge.verify import Accepted, ReadingVerifier
+from edge.verify import Accepted, ReadingVerifier, Rejected
 
 log = logging.getLogger(__name__)
 MAX_SIGNERS_PER_BLOCK = 500
@@ -34,6 +34,8 @@ class Submission:
     raw: bytes
     source: str
     received_ms: int
+    reject: str | None = None
+    """A reason a connector already decided (e.g. ``wrong-content-format``): quarantined unverified."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,7 @@ class Writer:
         outcomes: list[Outcome] = []
         readings, quarantine, gaps, touched = [], [], [], {}
         for sub in batch:
-            verdict = self.verifier.check(sub.raw)
+            verdict = self.verifier.check(sub.raw) if sub.reject is None else Rejected(sub.reject, "")
             if isinstance(verdict, Accepted):
                 env = verdict.envelope
                 readings.append((env.signer, env.subject, env.counter, sub.received_ms, sub.raw))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from edgeroot import __version__, demo, keygen, register, resolve, root, verify, witness
+from edgeroot import __version__, demo, gateway, keygen, register, resolve, root, verify, witness
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edgeroot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (keygen, verify, root, witness, register, resolve, demo):
+    for module in (keygen, verify, root, witness, register, resolve, gateway, demo):
         module.add_parser(sub)
     return parser
 

@@ -1,0 +1,60 @@
+"""Connectors: plugins of one shape that bring envelopes to :class:`edge.ingest.Ingest`.
+
+A plugin module (``mqtt.py``, ``coap.py``) provides a :class:`Plugin`:
+
+* ``name`` (the ``type`` of a ``[[connector]]`` table) and ``sample_config`` (a TOML snippet);
+* ``validate(table) -> config``: check the table once, errors naming the key path;
+* ``create(config, submit, factory=None) -> Connector``: ``submit`` is :meth:`edge.ingest.Ingest.submit`;
+  ``factory`` builds the transport client or server, so tests can inject and count them.
+
+A :class:`Connector` has ``async start()``, ``async stop()`` and a ``state`` string for ``status``; it
+acknowledges its sender only after ``submit`` returned a durable outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from edge.writer import Outcome
+
+Submit = Callable[..., Coroutine[Any, Any, "Outcome"]]
+"""``submit(raw, source, *, reject=None)``: :meth:`edge.ingest.Ingest.submit`."""
+
+
+class ConfigTable(Protocol):
+    """What a plugin's ``validate`` reads its table through (:class:`edge.config.Table`)."""
+
+    def get(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any: ...
+    def number(self, key: str, kind: type, default: Any, low: float, high: float) -> Any: ...
+    def fail(self, key: str, reason: str) -> Exception: ...
+    def check_known(self, known: set[str]) -> None: ...
+
+
+class ConnectorConfig(Protocol):
+    @property
+    def type(self) -> str: ...
+
+
+class Connector(Protocol):
+    state: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Plugin:
+    name: str
+    sample_config: str
+    validate: Callable[[ConfigTable], ConnectorConfig]
+    create: Callable[..., Connector]
+
+
+# The plugins import the types above, so they are registered after them.
+from edge.connectors import coap, mqtt  # noqa: E402
+
+PLUGINS: dict[str, Plugin] = {p.name: p for p in (mqtt.PLUGIN, coap.PLUGIN)}

@@ -1,0 +1,102 @@
+"""CoAP connector (aiocoap): ``POST /readings`` with a COSE_Sign1 envelope as the payload.
+
+Answers only once the reading's outcome is durable: 2.04 Changed when stored; 4.00 Bad Request with
+the reason when rejected (quarantined); 4.15 for a content format other than COSE_Sign1 (18) or
+SenML-less octets (the option may be absent); 5.03 Service Unavailable when the gateway refuses input
+(disk budget, shutdown), so the device keeps the reading and retries. Confirmable requests get a
+piggybacked or separate response from aiocoap; in both cases after durability.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiocoap
+import aiocoap.resource
+
+from edge.connectors import ConfigTable, Plugin, Submit
+
+log = logging.getLogger(__name__)
+NAME = "coap"
+CONTENT_FORMAT_COSE_SIGN1 = 18
+SAMPLE_CONFIG = """\
+[[connector]]
+type = "coap"
+host = "127.0.0.1"                  # "::" for all interfaces
+port = 5683
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CoapConfig:
+    host: str
+    port: int
+    type: str = NAME
+
+
+def validate(t: ConfigTable) -> CoapConfig:
+    t.check_known({"type", "host", "port"})
+    return CoapConfig(host=t.get("host", str, "127.0.0.1"), port=t.number("port", int, 5683, 1, 65535))
+
+
+class ReadingsResource(aiocoap.resource.Resource):  # type: ignore[misc]
+    def __init__(self, submit: Submit) -> None:
+        super().__init__()
+        self.submit = submit
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        source = f"coap:{request.remote.hostinfo}"
+        fmt = request.opt.content_format
+        if fmt is not None and int(fmt) != CONTENT_FORMAT_COSE_SIGN1:
+            await self.submit(request.payload, source, reject="wrong-content-format")
+            return aiocoap.Message(
+                code=aiocoap.UNSUPPORTED_CONTENT_FORMAT, payload=b"content format must be 18 (COSE_Sign1)"
+            )
+        outcome = await self.submit(request.payload, source)
+        if outcome.accepted:
+            return aiocoap.Message(code=aiocoap.CHANGED)
+        message = f"{outcome.reason}: {outcome.detail}".encode()[:512]
+        if outcome.durable:
+            return aiocoap.Message(code=aiocoap.BAD_REQUEST, payload=message)
+        return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, payload=message)
+
+
+def coap_server(config: CoapConfig, site: Any) -> Any:
+    """The default transport factory: an aiocoap server context (a coroutine to await)."""
+    return aiocoap.Context.create_server_context(site, bind=(config.host, config.port))
+
+
+class CoapConnector:
+    def __init__(
+        self, config: CoapConfig, submit: Submit, factory: Callable[[CoapConfig, Any], Any] | None = None
+    ) -> None:
+        self.config = config
+        self.submit = submit
+        self.factory = factory or coap_server
+        self.state = "stopped"
+        self._context: Any = None
+
+    async def start(self) -> None:
+        site = aiocoap.resource.Site()
+        site.add_resource(["readings"], ReadingsResource(self.submit))
+        self._context = await self.factory(self.config, site)
+        self.state = "listening"
+        log.info("CoAP listening on %s:%d /readings", self.config.host, self.config.port)
+
+    async def stop(self) -> None:
+        if self._context is not None:
+            await self._context.shutdown()
+            self._context = None
+        self.state = "stopped"
+
+
+def create(
+    config: CoapConfig, submit: Submit, factory: Callable[[CoapConfig, Any], Any] | None = None
+) -> CoapConnector:
+    return CoapConnector(config, submit, factory)
+
+
+PLUGIN: Plugin = Plugin(NAME, SAMPLE_CONFIG, validate, create)

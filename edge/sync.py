@@ -1,0 +1,240 @@
+"""Sync: push chained blocks to the root in order, fetch their receipts, verify them as a light client.
+
+Block states move ``chained`` → ``submitted`` (the root accepted the block) → ``anchored`` (its receipt
+verified against a checkpoint this gateway's light client accepted: log signature, witness quorum, and
+a consistency proof from the pinned checkpoint). The light client's state is kept in the store's
+``meta`` table, so the pin survives restarts and never moves backwards.
+
+Root unreachable or refusing: keep ingesting (blocks pile up as ``chained``), retry with jittered
+exponential backoff (1 s doubling to 60 s), then catch up in order, ``batch`` blocks a request, at most
+``max_blocks_per_s``. A fork refusal (409) or two inconsistent signed checkpoints are equivocation
+evidence: stored under ``meta['evidence']``, logged at ERROR, and sync stops until an operator looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from chain_lite import b64
+from chain_lite.block import parse_block
+from chain_lite.errors import ChainError
+from chain_lite.light_client import Evidence, LightClient, Rejected
+from chain_lite.log_leaf import block_leaf
+from chain_lite.policy import Policy
+from chain_lite.receipt import Receipt
+from edge import store
+from edge.errors import SyncError
+from resolver.client import block_batch
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BACKOFF_MIN_S = 1.0
+BACKOFF_MAX_S = 60.0
+
+
+class EquivocationError(SyncError):
+    """The root (or the gateway's own chain) showed two histories; sync stops."""
+
+
+class Syncer:
+    def __init__(
+        self,
+        db_path: Path,
+        http: httpx.AsyncClient,
+        policy: Policy,
+        *,
+        mode: str = "replicate",
+        batch: int = 64,
+        interval_s: float = 0.5,
+        max_blocks_per_s: float = 200.0,
+    ) -> None:
+        self.db_path = db_path
+        self.http = http
+        self.policy = policy
+        self.origin = policy.logs[0].verifier.name
+        self.mode = mode
+        self.batch = batch
+        self.interval_s = interval_s
+        self.max_blocks_per_s = max_blocks_per_s
+        self.state = "starting"
+        self.last_error = ""
+        self._conn: sqlite3.Connection | None = None
+        self.light = LightClient(policy, self.origin)
+
+    # --- database access, off the event loop ---------------------------------------------------------
+
+    async def _db(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._conn is None:
+                self._conn = store.connect(self.db_path)
+            return fn(self._conn)
+
+        # Blocking SQLite work: run it in a worker thread (its own connection, not the writer's).
+        return await asyncio.to_thread(call)
+
+    async def load(self) -> None:
+        saved = await self._db(lambda c: store.read_meta(c, "light_client"))
+        if saved is not None:
+            self.light = LightClient.from_state(self.policy, json.loads(saved))
+
+    async def _save_light(self) -> None:
+        state = json.dumps(self.light.state())
+        await self._db(lambda c: store.write_meta(c, "light_client", state))
+
+    async def _evidence(self, what: dict[str, Any]) -> None:
+        text = json.dumps(what)
+        await self._db(lambda c: store.write_meta(c, "evidence", text))
+        log.error("EQUIVOCATION EVIDENCE stored (gateway status shows it): %s", what.get("reason"))
+
+    # --- the loop ------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.load()
+        backoff = BACKOFF_MIN_S
+        while not stop.is_set():
+            if await self._db(lambda c: store.read_meta(c, "evidence")) is not None:
+                self.state = "stopped: equivocation evidence"
+                await _sleep(stop, 30)
+                continue
+            try:
+                pushed = await self.push()
+                anchored = await self.fetch_receipts()
+            except (httpx.HTTPError, SyncError, ChainError) as exc:
+                if self.state != "backing off":
+                    log.warning("sync with the root failed, backing off: %s", exc)
+                self.state, self.last_error = "backing off", str(exc)
+                await _sleep(stop, backoff * random.uniform(0.5, 1.0))  # noqa: S311 (jitter, not crypto)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            if self.state == "backing off":
+                log.info("sync with the root restored")
+            self.state, backoff = "synced", BACKOFF_MIN_S
+            if pushed:
+                await _sleep(stop, pushed / self.max_blocks_per_s)  # paced catch-up
+            elif not anchored:
+                await _sleep(stop, self.interval_s)
+
+    async def push(self) -> int:
+        """Send the oldest chained blocks; returns how many the root accepted."""
+        replicate = self.mode == "replicate"
+
+        def pending(c: sqlite3.Connection) -> list[tuple[int, bytes, list[bytes] | None]]:
+            rows = c.execute(
+                "SELECT height, raw FROM blocks WHERE state = 'chained' ORDER BY height LIMIT ?",
+                (self.batch,),
+            ).fetchall()
+            out = []
+            for height, raw in rows:
+                body = None
+                if replicate:
+                    body = [
+                        bytes(r[0])
+                        for r in c.execute("SELECT raw FROM readings WHERE block = ? ORDER BY id", (height,))
+                    ]
+                out.append((int(height), bytes(raw), body))
+            return out
+
+        blocks = await self._db(pending)
+        if not blocks:
+            return 0
+        response = await self.http.post(
+            "/v1/gateways/blocks", json=block_batch([(raw, body) for _, raw, body in blocks])
+        )
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise SyncError(f"root answered {response.status_code} without JSON") from exc
+        accepted = {bytes.fromhex(a["block_id"]) for a in answer.get("accepted", [])}
+        heights = [h for h, raw, _ in blocks if _block_id(raw) in accepted]
+
+        def mark(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "UPDATE blocks SET state = 'submitted' WHERE height = ? AND state = 'chained'",
+                [(h,) for h in heights],
+            )
+
+        await self._db(mark)
+        if response.status_code == 409:
+            await self._evidence(
+                {"reason": "the root holds a different block at one of our heights", "answer": answer}
+            )
+            raise EquivocationError(str(answer.get("message")))
+        if response.status_code != 200:
+            refused = blocks[len(heights)][0]
+            raise SyncError(f"root refused block {refused}: {response.status_code} {answer.get('message')}")
+        return len(heights)
+
+    async def fetch_receipts(self) -> int:
+        """Fetch and verify receipts for submitted blocks, oldest first; returns how many got anchored."""
+        rows = await self._db(
+            lambda c: c.execute(
+                "SELECT height, block_id, raw FROM blocks WHERE state = 'submitted' ORDER BY height LIMIT 256"
+            ).fetchall()
+        )
+        anchored = 0
+        for height, block_id, raw in rows:
+            response = await self.http.get(f"/v1/blocks/{bytes(block_id).hex()}")
+            if response.status_code != 200:
+                raise SyncError(f"block {height}: root answered {response.status_code}")
+            text = response.json().get("receipt")
+            if text is None:
+                break  # not sequenced yet; later blocks cannot be either
+            receipt = Receipt.parse(text.encode())
+            await self._accept_checkpoint(receipt)
+            self.light.verify_receipt(receipt, block_leaf(bytes(raw)), is_hash=False)
+
+            def mark(c: sqlite3.Connection, h: int = height, r: Receipt = receipt, t: str = text) -> None:
+                c.execute(
+                    "UPDATE blocks SET state = 'anchored', log_index = ?, receipt = ? WHERE height = ?",
+                    (r.index, t, h),
+                )
+
+            await self._db(mark)
+            anchored += 1
+        if anchored:
+            await self._save_light()
+        return anchored
+
+    async def _accept_checkpoint(self, receipt: Receipt) -> None:
+        cp = receipt.checkpoint.checkpoint
+        old = self.light.size
+        if cp.size < old:
+            return  # an older checkpoint: verify_receipt accepts it only if this client verified it
+        proof: list[bytes] = []
+        if 0 < old < cp.size:
+            r = await self.http.get("/v1/proof/consistency", params={"old": old, "new": cp.size})
+            if r.status_code != 200:
+                raise SyncError(f"consistency proof {old}->{cp.size}: root answered {r.status_code}")
+            proof = [b64.decode(h) or b"" for h in r.json().get("proof", [])]
+        outcome = self.light.update(receipt.checkpoint.to_bytes(), proof)
+        if isinstance(outcome, Evidence):
+            await self._evidence(
+                {
+                    "reason": outcome.reason,
+                    "pinned": outcome.pinned.decode(),
+                    "conflicting": outcome.conflicting.decode(),
+                }
+            )
+            raise EquivocationError(outcome.reason)
+        if isinstance(outcome, Rejected):
+            raise outcome.reason
+
+
+def _block_id(raw: bytes) -> bytes:
+    return parse_block(raw).block_id
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, waking early when ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), max(0.0, seconds))

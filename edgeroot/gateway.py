@@ -1,0 +1,160 @@
+"""``edgeroot gateway init|run|status``: the edge gateway daemon and its state directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chain_lite import keys
+from chain_lite.errors import ChainError
+from chain_lite.identifier import normalize
+from edgeroot.keyfiles import write_private
+from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+
+SKELETON = """\
+# edgeroot gateway: see `docs/operations` in the README and edge/config.py for every key.
+gateway = "{gateway}"
+root = "{root}"
+mode = "replicate"                 # or "anchor" (headers only; readings stay in the plant)
+policy = "policy.txt"              # the root operator's trust policy (C2SP tlog-policy)
+
+[block]
+max_readings = 1000
+max_seconds = 5.0
+
+[store]
+disk_budget_mb = 1024
+retention_days = 30
+
+[sync]
+batch = 64
+interval_s = 0.5
+max_blocks_per_s = 200
+
+[http]
+listen = "127.0.0.1:8480"
+
+[devices]                          # local provisioning (works offline): identifier = public key file
+# "88.123.99/PUMP-0042" = "keys/88.123.99_PUMP-0042.pub"
+
+[[connector]]
+type = "mqtt"
+host = "{mqtt_host}"
+port = {mqtt_port}
+topic = "edgeroot/readings/#"
+client_id = "edgeroot-{client}"
+max_inflight = 1000
+
+# [[connector]]
+# type = "coap"
+# host = "127.0.0.1"
+# port = 5683
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("gateway", help="the edge gateway daemon")
+    gsub = p.add_subparsers(dest="what", required=True, metavar="{init,run,status}")
+    init = gsub.add_parser(
+        "init", help="create keys, gateway.toml and a registration request", parents=[JSON_FLAG]
+    )
+    init.add_argument("--state", type=Path, required=True)
+    init.add_argument("--root", required=True, help="root node URL")
+    init.add_argument("--id", required=True, help="the gateway's identifier, e.g. 88.123.99/GW-1")
+    init.add_argument("--policy", type=Path, help="the root's policy.txt (else copy it into --state later)")
+    init.add_argument("--mqtt", default="127.0.0.1:1883", help="broker HOST:PORT (default 127.0.0.1:1883)")
+    init.set_defaults(run=run_init)
+    run = gsub.add_parser("run", help="run the daemon (systemd Type=notify)", parents=[JSON_FLAG])
+    run.add_argument("--state", type=Path, required=True)
+    run.set_defaults(run=run_daemon)
+    status = gsub.add_parser("status", help="backlog, last anchor, connectors, rejects", parents=[JSON_FLAG])
+    status.add_argument("--state", type=Path, required=True)
+    status.set_defaults(run=run_status)
+
+
+def run_init(args: argparse.Namespace, report: Reporter) -> int:
+    try:
+        gateway = normalize(args.id)
+    except ChainError as exc:
+        raise CommandFailed(str(exc)) from exc
+    state: Path = args.state
+    state.mkdir(parents=True, exist_ok=True)
+    if (state / "gateway.toml").exists():
+        raise CommandFailed(f"{state / 'gateway.toml'} exists: this gateway is initialised")
+    key = keys.generate_p256()
+    write_private(state / "gateway.key", keys.private_pem(key))
+    (state / "gateway.pub").write_bytes(keys.public_pem(key.public_key()))
+    host, _, port = args.mqtt.rpartition(":")
+    (state / "gateway.toml").write_text(
+        SKELETON.format(
+            gateway=gateway,
+            root=args.root.rstrip("/"),
+            mqtt_host=host or "127.0.0.1",
+            mqtt_port=int(port),
+            client=gateway.replace("/", "_"),
+        )
+    )
+    if args.policy is not None:
+        shutil.copyfile(args.policy, state / "policy.txt")
+    registration = {"identifier": gateway, "public_key_pem": keys.public_pem(key.public_key()).decode()}
+    (state / "registration.json").write_text(json.dumps(registration, indent=1) + "\n")
+    command = (
+        f"edgeroot register gateway {gateway} --root {args.root} "
+        f"--pub {state / 'gateway.pub'} --key ADMIN_KEY.pem"
+    )
+    return report.ok(
+        f"gateway {gateway} initialised in {state}",
+        register_with=command,
+        policy=str(state / "policy.txt")
+        if args.policy
+        else "copy the root's policy.txt into the state directory",
+    )
+
+
+def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
+    from edge.daemon import run  # noqa: PLC0415 (the daemon's imports load only for this command)
+    from edge.errors import ConfigError  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
+    try:
+        run(args.state)
+    except ConfigError as exc:
+        raise CommandFailed(str(exc)) from exc
+    return 0
+
+
+def run_status(args: argparse.Namespace, report: Reporter) -> int:
+    from edge import config, store  # noqa: PLC0415
+    from edge.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        cfg = config.load(args.state)
+    except ConfigError as exc:
+        raise CommandFailed(str(exc)) from exc
+    facts: dict[str, Any] = {"gateway": cfg.gateway, "root": cfg.root, **store.status(cfg.db)}
+    try:
+        live = httpx.get(f"http://{cfg.http_listen}/healthz", timeout=2).json()
+        facts["running"] = True
+        facts["connectors"] = live.get("connectors", {})
+        facts["sync"] = live.get("sync")
+        facts["problems"] = live.get("problems", [])
+    except (httpx.HTTPError, ValueError):
+        facts["running"] = False
+    summary = (
+        f"{cfg.gateway}: {facts['unanchored_blocks']} block(s) not anchored, "
+        f"{facts['unchained_readings']} reading(s) not chained, last anchored {facts['last_anchored']}"
+    )
+    if facts.get("problems") or facts["evidence"]:
+        return report.invalid(
+            summary + "; PROBLEMS: " + "; ".join(facts.get("problems") or ["equivocation evidence"]), **facts
+        )
+    return report.ok(summary, **facts)
