@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.mqtt_harness import running_mosquitto
 from tests.root_harness import POSTGRES_DOWN, POSTGRES_URL, RootUnderTest, postgres_schema, running_root
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,3 +40,10 @@ def root(tmp_path: Path, database_url: str) -> Iterator[RootUnderTest]:
     """A root node with one witness, both served over real HTTP on loopback."""
     with running_root(tmp_path, database_url) as node:
         yield node
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real mosquitto on a free loopback port for the test session (skipped, saying why, without one)."""
+    with running_mosquitto(tmp_path_factory.mktemp("mosquitto")) as address:
+        yield address
