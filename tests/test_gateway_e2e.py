@@ -242,3 +242,112 @@ def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
     chain = verify_chain(blocks, lambda kid: gw_pub if kid == GATEWAY else None)
     assert sum(b.header.reading_count for b in chain) == sent
     assert parse_block(blocks[-1]).header.height == len(blocks) - 1
+
+
+def test_root_outage_then_recovery_loses_nothing_and_keeps_order(plant: Plant) -> None:
+    """With the root down the gateway keeps ingesting and chaining; when it returns, all blocks anchor in order."""
+    from resolver.config import load
+    from resolver.service import build_root_app
+    from tests.root_harness import ServerThread
+
+    plant.start()
+    pub = Publisher(*plant.broker)
+    try:
+        for _ in range(30):
+            pub.publish("edgeroot/readings/pump", plant.reading())
+        plant.wait_anchored(30)
+        port = plant.root.server.port
+        plant.root.server.__exit__()
+        for _ in range(120):
+            pub.publish("edgeroot/readings/pump", plant.reading())
+        time.sleep(1.5)
+        st = store.status(plant.state / "gateway.db")
+        assert st["readings"] == 150 and st["blocks"]["chained"] >= 3, st
+        health = httpx.get(f"{plant.http}/healthz").json()
+        assert health["sync"] == "backing off"
+        app, _ = build_root_app(load(plant.root.state))
+        with ServerThread(app, port):
+            plant.wait_anchored(150, timeout=90)
+    finally:
+        pub.close()
+    conn = store.connect(plant.state / "gateway.db")
+    indexes = [r[0] for r in conn.execute("SELECT log_index FROM blocks ORDER BY height")]
+    assert indexes == sorted(indexes), "blocks were anchored out of order"
+
+
+def test_systemd_notify_reload_and_clean_stop(plant: Plant, tmp_path: Path) -> None:
+    """READY=1 once up, WATCHDOG=1 and STATUS= while running, RELOADING=1/READY=1 on SIGHUP, STOPPING=1 on
+    SIGTERM, over a real notify socket; the process exits 0 with the open block closed."""
+    import socket as socketlib
+
+    path = str(tmp_path / "notify.sock")
+    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    os.environ["NOTIFY_SOCKET"] = path
+    os.environ["WATCHDOG_USEC"] = "1000000"
+    try:
+        plant.start()
+    finally:
+        del os.environ["NOTIFY_SOCKET"], os.environ["WATCHDOG_USEC"]
+    assert plant.proc is not None
+    messages: list[str] = []
+
+    def collect(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                messages.append(sock.recv(4096).decode())
+            except TimeoutError:
+                pass
+
+    collect(1.5)
+    pub = Publisher(*plant.broker)
+    pub.publish("edgeroot/readings/pump", plant.reading())
+    pub.close()
+    plant.proc.send_signal(signal.SIGHUP)
+    collect(1.5)
+    code = plant.stop()
+    collect(0.5)
+    sock.close()
+    text = "\n".join(messages)
+    assert "READY=1" in text and "WATCHDOG=1" in text and "STATUS=running" in text
+    assert "RELOADING=1" in text and "STOPPING=1" in text
+    assert text.index("READY=1") < text.index("WATCHDOG=1") < text.index("STOPPING=1")
+    assert code == 0
+    st = store.status(plant.state / "gateway.db")
+    assert st["readings"] == 1 and st["unchained_readings"] == 0
+
+
+def test_broker_restart_reconnects_within_five_seconds(plant: Plant, tmp_path: Path) -> None:
+    """A broker restart: the gateway reconnects by itself within 5 s and keeps receiving."""
+    from tests.mqtt_harness import Broker
+
+    broker = Broker(tmp_path)
+    broker.start()
+    text = (
+        (plant.state / "gateway.toml")
+        .read_text()
+        .replace(f"port = {plant.broker[1]}", f"port = {broker.port}")
+    )
+    (plant.state / "gateway.toml").write_text(text)
+    try:
+        plant.start()
+        broker.stop()
+        time.sleep(0.5)
+        broker.start()
+        restarted = time.monotonic()
+        while httpx.get(f"{plant.http}/healthz").json()["connectors"].get("MqttConnector[0]") != "connected":
+            assert time.monotonic() - restarted < 5, "did not reconnect within 5 s"
+            time.sleep(0.05)
+        pub = Publisher("127.0.0.1", broker.port)
+        pub.publish("edgeroot/readings/pump", plant.reading())
+        pub.close()
+        deadline = time.monotonic() + 10
+        while store.status(plant.state / "gateway.db")["readings"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        if plant.proc is not None:
+            plant.stop()
+        broker.stop()
