@@ -7,6 +7,7 @@ syncs them; receipts verify with `edgeroot verify receipt`; kill -9 loses no ack
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -245,7 +246,7 @@ def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
 
 
 def test_root_outage_then_recovery_loses_nothing_and_keeps_order(plant: Plant) -> None:
-    """With the root down the gateway keeps ingesting and chaining; when it returns, all blocks anchor in order."""
+    """Root down: the gateway keeps ingesting and chaining; when it returns, every block anchors, in order."""
     from resolver.config import load
     from resolver.service import build_root_app
     from tests.root_harness import ServerThread
@@ -296,10 +297,8 @@ def test_systemd_notify_reload_and_clean_stop(plant: Plant, tmp_path: Path) -> N
     def collect(seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            try:
+            with contextlib.suppress(TimeoutError):
                 messages.append(sock.recv(4096).decode())
-            except TimeoutError:
-                pass
 
     collect(1.5)
     pub = Publisher(*plant.broker)
