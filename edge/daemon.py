@@ -30,7 +30,9 @@ from edge import store
 from edge.connectors import PLUGINS, Connector
 from edge.errors import ConfigError
 from edge.ingest import Ingest
+from edge.light import PinnedLog
 from edge.local_api import LocalHttp, create_local_app
+from edge.registry_cache import RegistryCache
 from edge.sync import Syncer
 from edge.writer import Writer
 from edgeroot.sdnotify import Notifier
@@ -82,6 +84,7 @@ class Gateway:
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
         self.syncer: Syncer | None = None
+        self.registry: RegistryCache | None = None
 
     def _make_connectors(self) -> list[Connector]:
         return [PLUGINS[c.type].create(c, self.ingest.submit) for c in self.cfg.connectors]
@@ -110,10 +113,12 @@ class Gateway:
         await self.ingest.open()
         await self.ingest.call(self.writer.prune)
         async with httpx.AsyncClient(base_url=self.cfg.root, timeout=15.0) as http:
+            pinned = PinnedLog(self.cfg.db, http, self.policy)
+            await pinned.load()
+            self.registry = RegistryCache(pinned)
+            self.ingest.on_unknown_signer = self._fetch_key
             self.syncer = Syncer(
-                self.cfg.db,
-                http,
-                self.policy,
+                pinned,
                 mode=self.cfg.mode,
                 batch=self.cfg.sync_batch,
                 interval_s=self.cfg.sync_interval_s,
@@ -123,6 +128,9 @@ class Gateway:
                 asyncio.create_task(self.ingest.run(), name="ingest"),
                 asyncio.create_task(self._chain_loop(), name="chain"),
                 asyncio.create_task(self.syncer.run(self.stop_event), name="sync"),
+                asyncio.create_task(
+                    self.registry.refresh_loop(self.stop_event, self._forget_key), name="registry"
+                ),
             ]
             local = LocalHttp(create_local_app(self), self.cfg.http_listen)
             local.start()
@@ -140,6 +148,17 @@ class Gateway:
                 await self._main_loop()
             finally:
                 await self._shutdown(tasks, local)
+
+    async def _fetch_key(self, signer: str) -> bool:
+        """An unknown signer: look it up in the root's registry (verified) and cache its key."""
+        assert self.registry is not None
+        found = await self.registry.fetch(signer)
+        if found:
+            await self._forget_key(signer)
+        return found
+
+    async def _forget_key(self, signer: str) -> None:
+        await self.ingest.call(self.writer.forget_key, signer)
 
     def _on_stop_signal(self) -> None:
         if self.stop_event.is_set():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -46,6 +47,8 @@ class Ingest:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="edge-writer")
         self.stats = IngestStats()
         self._closing = False
+        self.on_unknown_signer: Callable[[str], Awaitable[bool]] | None = None
+        """Asked (once per signer at a time) to find a key for an unknown signer; True when found."""
 
     async def call(self, fn: object, *args: object) -> object:
         """Run ``fn(*args)`` on the writer thread."""
@@ -65,8 +68,18 @@ class Ingest:
         if self.writer.store_full:
             self.stats.refused += 1
             return STORE_FULL
+        outcome = await self._store(Submission(raw, source, now_ms(), reject))
+        # An unknown signer's rejection is already durable (quarantined, raw bytes kept). If the registry
+        # knows the signer, store the reading after all; concurrent readings of the same signer wait for
+        # the same lookup and are resubmitted in their arrival order, so counters stay in order.
+        lookup = self.on_unknown_signer
+        if outcome.reason == "unknown-device" and outcome.signer and lookup and await lookup(outcome.signer):
+            outcome = await self._store(Submission(raw, source, now_ms(), reject))
+        return outcome
+
+    async def _store(self, submission: Submission) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put((Submission(raw, source, now_ms(), reject), future))
+        await self._queue.put((submission, future))
         return await future
 
     async def run(self) -> None:

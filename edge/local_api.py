@@ -7,6 +7,7 @@ ingest door as plain integers.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -121,6 +122,20 @@ def create_local_app(gateway: Gateway) -> FastAPI:
                 "records": records,
             }
         return {"devices": out}
+
+    @app.get("/v1/resolve/{identifier:path}")
+    def cached_resolution(identifier: str) -> JSONResponse:
+        """The root's last answer for a device (with its proofs), served even while the root is down."""
+        conn = store.connect(gateway.cfg.db)
+        try:
+            row = conn.execute(
+                "SELECT answer, fetched_ms FROM resolutions WHERE identifier = ?", (identifier,)
+            ).fetchone()
+        finally:
+            conn.close()
+        if row is None:
+            return JSONResponse({"message": f"no cached resolution of {identifier}"}, status_code=404)
+        return JSONResponse({"cached": True, "fetched_ms": row[1], **json.loads(row[0])})
 
     return app
 

@@ -15,6 +15,7 @@ Tables::
     gaps        signer, expected, got, received_ms       (a counter jumped: readings may be missing)
     quarantine  id, received_ms, source, reason, raw (first 8 KiB)
     devices     identifier -> key (SubjectPublicKeyInfo DER), origin ('local' | 'registry'), fetched_ms
+    resolutions identifier -> the root's resolve answer with its proofs (JSON), fetched_ms
     meta        key -> value (light-client state, evidence)
 """
 
@@ -83,6 +84,12 @@ def create_schema(path: Path) -> None:
         {"identifier": str, "key": bytes, "origin": str, "fetched_ms": int},
         pk="identifier",
         not_null={"key", "origin"},
+        if_not_exists=True,
+    )
+    db.table("resolutions").create(
+        {"identifier": str, "answer": str, "fetched_ms": int},
+        pk="identifier",
+        not_null={"answer"},
         if_not_exists=True,
     )
     db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)

@@ -15,25 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import sqlite3
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
-from chain_lite import b64
 from chain_lite.block import parse_block
 from chain_lite.errors import ChainError
-from chain_lite.light_client import Evidence, LightClient, Rejected
 from chain_lite.log_leaf import block_leaf
-from chain_lite.policy import Policy
 from chain_lite.receipt import Receipt
-from edge import store
 from edge.errors import SyncError
+from edge.light import EquivocationError, PinnedLog
 from resolver.client import block_batch
 
 log = logging.getLogger(__name__)
@@ -42,67 +36,32 @@ BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 60.0
 
 
-class EquivocationError(SyncError):
-    """The root (or the gateway's own chain) showed two histories; sync stops."""
-
-
 class Syncer:
     def __init__(
         self,
-        db_path: Path,
-        http: httpx.AsyncClient,
-        policy: Policy,
+        pinned: PinnedLog,
         *,
         mode: str = "replicate",
         batch: int = 64,
         interval_s: float = 0.5,
         max_blocks_per_s: float = 200.0,
     ) -> None:
-        self.db_path = db_path
-        self.http = http
-        self.policy = policy
-        self.origin = policy.logs[0].verifier.name
+        self.pinned = pinned
+        self.http = pinned.http
+        self._db = pinned.db
         self.mode = mode
         self.batch = batch
         self.interval_s = interval_s
         self.max_blocks_per_s = max_blocks_per_s
         self.state = "starting"
         self.last_error = ""
-        self._conn: sqlite3.Connection | None = None
-        self.light = LightClient(policy, self.origin)
-
-    # --- database access, off the event loop ---------------------------------------------------------
-
-    async def _db(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            if self._conn is None:
-                self._conn = store.connect(self.db_path)
-            return fn(self._conn)
-
-        # Blocking SQLite work: run it in a worker thread (its own connection, not the writer's).
-        return await asyncio.to_thread(call)
-
-    async def load(self) -> None:
-        saved = await self._db(lambda c: store.read_meta(c, "light_client"))
-        if saved is not None:
-            self.light = LightClient.from_state(self.policy, json.loads(saved))
-
-    async def _save_light(self) -> None:
-        state = json.dumps(self.light.state())
-        await self._db(lambda c: store.write_meta(c, "light_client", state))
-
-    async def _evidence(self, what: dict[str, Any]) -> None:
-        text = json.dumps(what)
-        await self._db(lambda c: store.write_meta(c, "evidence", text))
-        log.error("EQUIVOCATION EVIDENCE stored (gateway status shows it): %s", what.get("reason"))
 
     # --- the loop ------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.load()
         backoff = BACKOFF_MIN_S
         while not stop.is_set():
-            if await self._db(lambda c: store.read_meta(c, "evidence")) is not None:
+            if await self.pinned.has_evidence():
                 self.state = "stopped: equivocation evidence"
                 await _sleep(stop, 30)
                 continue
@@ -165,9 +124,8 @@ class Syncer:
 
         await self._db(mark)
         if response.status_code == 409:
-            await self._evidence(
-                {"reason": "the root holds a different block at one of our heights", "answer": answer}
-            )
+            reason = "the root holds a different block at one of our heights"
+            await self.pinned.record_evidence({"reason": reason, "answer": answer})
             raise EquivocationError(str(answer.get("message")))
         if response.status_code != 200:
             refused = blocks[len(heights)][0]
@@ -190,8 +148,8 @@ class Syncer:
             if text is None:
                 break  # not sequenced yet; later blocks cannot be either
             receipt = Receipt.parse(text.encode())
-            await self._accept_checkpoint(receipt)
-            self.light.verify_receipt(receipt, block_leaf(bytes(raw)), is_hash=False)
+            await self.pinned.accept(receipt.checkpoint)
+            self.pinned.client.verify_receipt(receipt, block_leaf(bytes(raw)), is_hash=False)
 
             def mark(c: sqlite3.Connection, h: int = height, r: Receipt = receipt, t: str = text) -> None:
                 c.execute(
@@ -201,33 +159,7 @@ class Syncer:
 
             await self._db(mark)
             anchored += 1
-        if anchored:
-            await self._save_light()
         return anchored
-
-    async def _accept_checkpoint(self, receipt: Receipt) -> None:
-        cp = receipt.checkpoint.checkpoint
-        old = self.light.size
-        if cp.size < old:
-            return  # an older checkpoint: verify_receipt accepts it only if this client verified it
-        proof: list[bytes] = []
-        if 0 < old < cp.size:
-            r = await self.http.get("/v1/proof/consistency", params={"old": old, "new": cp.size})
-            if r.status_code != 200:
-                raise SyncError(f"consistency proof {old}->{cp.size}: root answered {r.status_code}")
-            proof = [b64.decode(h) or b"" for h in r.json().get("proof", [])]
-        outcome = self.light.update(receipt.checkpoint.to_bytes(), proof)
-        if isinstance(outcome, Evidence):
-            await self._evidence(
-                {
-                    "reason": outcome.reason,
-                    "pinned": outcome.pinned.decode(),
-                    "conflicting": outcome.conflicting.decode(),
-                }
-            )
-            raise EquivocationError(outcome.reason)
-        if isinstance(outcome, Rejected):
-            raise outcome.reason
 
 
 def _block_id(raw: bytes) -> bytes:

@@ -37,6 +37,7 @@ class Accepted:
 class Rejected:
     reason: str
     detail: str
+    signer: str | None = None
 
 
 Verdict = Accepted | Rejected
@@ -58,7 +59,7 @@ class ReadingVerifier:
             return Rejected("malformed", str(exc))
         key = self._lookup(env.signer)
         if key is None:
-            return Rejected("unknown-device", f"no key for {env.signer}")
+            return Rejected("unknown-device", f"no key for {env.signer}", env.signer)
         try:
             verify_sign1(env.sign1, key)
         except SignatureError as exc:

@@ -46,6 +46,8 @@ class Outcome:
     durable: bool
     reason: str | None = None
     detail: str = ""
+    signer: str | None = None
+    """For ``unknown-device``: whose key was missing."""
 
 
 STORE_FULL = Outcome(accepted=False, durable=False, reason="store-full", detail="disk budget reached")
@@ -122,7 +124,7 @@ class Writer:
                 quarantine.append(
                     (sub.received_ms, sub.source, verdict.reason, sub.raw[: store.QUARANTINE_RAW_MAX])
                 )
-                outcomes.append(Outcome(False, True, verdict.reason, verdict.detail))
+                outcomes.append(Outcome(False, True, verdict.reason, verdict.detail, verdict.signer))
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(

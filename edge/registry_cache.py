@@ -1,0 +1,111 @@
+"""Device keys from the root's registry, verified and cached with their proofs.
+
+A reading from a signer the gateway does not know makes it ask the root (``/v1/resolve``), verify the
+answer as a light client (map proof, map-head receipt, checkpoint consistent with the pin; see
+:mod:`chain_lite.resolution`) and store the key in ``devices`` (origin ``registry``) with the whole
+answer in ``resolutions``, so the local API can serve resolution *with proofs* while the root is down.
+Keys fetched this way are re-checked every ``refresh_s``; a record that is gone (or lost its key)
+removes the key, so a revoked device stops being accepted. Locally provisioned keys are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from chain_lite.errors import ChainError
+from chain_lite.keys import public_der
+from chain_lite.resolution import verify_resolution
+from edge.errors import SyncError
+from edge.light import PinnedLog
+from resolver.client import proof_from_json, quote_identifier
+
+log = logging.getLogger(__name__)
+REFRESH_S = 3600.0
+
+
+class RegistryCache:
+    def __init__(self, pinned: PinnedLog, *, refresh_s: float = REFRESH_S) -> None:
+        self.pinned = pinned
+        self.refresh_s = refresh_s
+        self._inflight: dict[str, asyncio.Future[bool]] = {}
+
+    async def fetch(self, identifier: str) -> bool:
+        """Fetch and verify ``identifier``'s key; True when a key is now cached. One lookup per signer
+        at a time: concurrent callers share it (and then resubmit in their arrival order)."""
+        running = self._inflight.get(identifier)
+        if running is not None:
+            return await running
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._inflight[identifier] = future
+        try:
+            result = await self._fetch(identifier)
+        except (httpx.HTTPError, SyncError, ChainError, ValueError, KeyError) as exc:
+            log.warning("registry lookup of %s failed: %s", identifier, exc)
+            result = False
+        finally:
+            del self._inflight[identifier]
+        future.set_result(result)
+        return result
+
+    async def _fetch(self, identifier: str) -> bool:
+        response = await self.pinned.http.get(f"/v1/resolve/{quote_identifier(identifier)}")
+        if response.status_code != 200:
+            raise SyncError(f"root answered {response.status_code}")
+        answer = response.json()
+        proof = proof_from_json(identifier, answer["proof"])
+        verified = await self.pinned.accept(proof.receipt.checkpoint)
+        if verified is None:  # an answer older than our pin: its checkpoint was verified before
+            verified = self.pinned.policy.verify_checkpoint(proof.receipt.checkpoint)
+        proven = verify_resolution(proof, verified)
+        key = None if proven.record is None else proven.record.signing_key()
+        now = time.time_ns() // 1_000_000
+        text = json.dumps(answer)
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO resolutions (identifier, answer, fetched_ms) VALUES (?, ?, ?) ON CONFLICT "
+                "(identifier) DO UPDATE SET answer = excluded.answer, fetched_ms = excluded.fetched_ms",
+                (proven.identifier, text, now),
+            )
+            if key is None:
+                conn.execute(
+                    "DELETE FROM devices WHERE identifier = ? AND origin = 'registry'", (proven.identifier,)
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO devices (identifier, key, origin, fetched_ms) VALUES (?, ?, 'registry', ?) "
+                    "ON CONFLICT (identifier) DO UPDATE SET key = excluded.key, "
+                    "fetched_ms = excluded.fetched_ms WHERE devices.origin = 'registry'",
+                    (proven.identifier, public_der(key), now),
+                )
+
+        await self.pinned.db(save)
+        if key is None:
+            log.warning("%s has no key in the registry (proven as of log size %d)", identifier, proven.epoch)
+        else:
+            log.info(
+                "key of %s fetched from the registry (proven as of log size %d)", identifier, proven.epoch
+            )
+        return key is not None
+
+    async def refresh_loop(self, stop: asyncio.Event, forget: Callable[[str], Awaitable[None]]) -> None:
+        """Re-check registry-sourced keys every ``refresh_s`` (revocations and rotations)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.refresh_s)
+            if stop.is_set():
+                return
+            rows = await self.pinned.db(
+                lambda c: c.execute("SELECT identifier FROM devices WHERE origin = 'registry'").fetchall()
+            )
+            for (identifier,) in rows:
+                await self.fetch(identifier)
+                await forget(identifier)
