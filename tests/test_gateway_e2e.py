@@ -350,3 +350,43 @@ def test_broker_restart_reconnects_within_five_seconds(plant: Plant, tmp_path: P
         if plant.proc is not None:
             plant.stop()
         broker.stop()
+
+
+def test_unprovisioned_device_key_comes_from_the_registry_with_proofs(plant: Plant, tmp_path: Path) -> None:
+    """A device known only to the root's registry: its key is fetched and verified, its readings are
+    stored (the first included), and the cached resolution with proofs is served while the root is down."""
+    text = (plant.state / "gateway.toml").read_text().replace(f'"{DEVICE}" = "device.pub"', "")
+    (plant.state / "gateway.toml").write_text(text)
+    stranger = CoseSigner("88.123.99/UNREGISTERED", generate_p256())
+    plant.start()
+    pub = Publisher(*plant.broker)
+    try:
+        for _ in range(20):
+            pub.publish("edgeroot/readings/pump", plant.reading())
+        pub.publish(
+            "edgeroot/readings/pump",
+            envelope.encode_envelope(stranger, [{envelope.N: "x", envelope.V: 1}], 1),
+        )
+    finally:
+        pub.close()
+    plant.wait_anchored(20)
+    conn = store.connect(plant.state / "gateway.db")
+    assert [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")] == list(range(1, 21))
+    assert conn.execute("SELECT origin FROM devices WHERE identifier = ?", (DEVICE,)).fetchone() == (
+        "registry",
+    )
+    deadline = time.monotonic() + 10
+    while ("88.123.99/UNREGISTERED",) not in conn.execute("SELECT identifier FROM resolutions").fetchall():
+        assert time.monotonic() < deadline, "the unknown signer was not looked up"
+        time.sleep(0.1)
+    plant.root.server.__exit__()  # the root goes away; the cached proof is still served
+    cached = httpx.get(f"{plant.http}/v1/resolve/{DEVICE}").json()
+    assert cached["cached"] is True and cached["found"] is True
+    from chain_lite.resolution import verify_resolution
+    from resolver.client import proof_from_json
+
+    proof = proof_from_json(DEVICE, cached["proof"])
+    verified = plant.root.policy.verify_checkpoint(proof.receipt.checkpoint)
+    assert verify_resolution(proof, verified).record is not None
+    reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM quarantine"))
+    assert reasons.count("unknown-device") >= 2  # the first pump reading before its lookup, and the stranger
