@@ -87,7 +87,7 @@ class Gateway:
         self.registry: RegistryCache | None = None
 
     def _make_connectors(self) -> list[Connector]:
-        return [PLUGINS[c.type].create(c, self.ingest.submit) for c in self.cfg.connectors]
+        return [PLUGINS[c.type].create(c, self.ingest) for c in self.cfg.connectors]
 
     async def _chain_loop(self) -> None:
         since_prune = 0.0

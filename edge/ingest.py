@@ -42,7 +42,9 @@ class Ingest:
     def __init__(self, writer: Writer, *, max_batch: int = 1000, max_pending: int = 5000) -> None:
         self.writer = writer
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Submission, asyncio.Future[Outcome]]] = asyncio.Queue(max_pending)
+        self._queue: asyncio.Queue[tuple[list[Submission], asyncio.Future[list[Outcome]]]] = asyncio.Queue(
+            max_pending
+        )
         # One thread owns the SQLite write connection: every writer call crosses to it through here.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="edge-writer")
         self.stats = IngestStats()
@@ -63,53 +65,73 @@ class Ingest:
 
         ``reject`` quarantines the input with that reason without verifying it (a connector's own
         verdict, such as a wrong content format)."""
+        return (await self.submit_many([(raw, source)], reject=reject))[0]
+
+    async def submit_many(
+        self, items: list[tuple[bytes, str]], *, reject: str | None = None
+    ) -> list[Outcome]:
+        """Like :meth:`submit` for several envelopes at once (one crossing, one future): outcomes in order."""
         if self._closing:
-            return SHUTTING_DOWN
+            return [SHUTTING_DOWN] * len(items)
         if self.writer.store_full:
-            self.stats.refused += 1
-            return STORE_FULL
-        outcome = await self._store(Submission(raw, source, now_ms(), reject))
+            self.stats.refused += len(items)
+            return [STORE_FULL] * len(items)
+        received = now_ms()
+        outcomes = await self._store([Submission(raw, source, received, reject) for raw, source in items])
         # An unknown signer's rejection is already durable (quarantined, raw bytes kept). If the registry
         # knows the signer, store the reading after all; concurrent readings of the same signer wait for
         # the same lookup and are resubmitted in their arrival order, so counters stay in order.
         lookup = self.on_unknown_signer
-        if outcome.reason == "unknown-device" and outcome.signer and lookup and await lookup(outcome.signer):
-            outcome = await self._store(Submission(raw, source, now_ms(), reject))
-        return outcome
+        if lookup is not None:
+            unknown = [i for i, o in enumerate(outcomes) if o.reason == "unknown-device" and o.signer]
+            found = {s: await lookup(s) for s in dict.fromkeys(str(outcomes[i].signer) for i in unknown)}
+            again = [i for i in unknown if found[str(outcomes[i].signer)]]
+            if again:
+                retried = await self._store(
+                    [Submission(items[i][0], items[i][1], now_ms(), reject) for i in again]
+                )
+                for i, outcome in zip(again, retried, strict=True):
+                    outcomes[i] = outcome
+        return outcomes
 
-    async def _store(self, submission: Submission) -> Outcome:
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put((submission, future))
+    async def _store(self, submissions: list[Submission]) -> list[Outcome]:
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        await self._queue.put((submissions, future))
         return await future
 
     async def run(self) -> None:
         """Drain the queue in batches until cancelled; each batch is one transaction on the writer thread."""
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            while len(batch) < self.max_batch:
+            batch = [await self._queue.get()]
+            size = len(batch[0][0])
+            while size < self.max_batch:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
                     break
+                batch.append(item)
+                size += len(item[0])
             try:
-                outcomes = await self.call(self.writer.process, [sub for sub, _ in batch])
+                outcomes = await self.call(self.writer.process, [sub for subs, _ in batch for sub in subs])
             except Exception as exc:
                 # Nothing of this batch is stored: no sender is acknowledged, so every one will retry.
-                log.exception("storing a batch of %d failed", len(batch))
+                log.exception("storing a batch of %d failed", size)
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
             assert isinstance(outcomes, list)
             self.stats.batches += 1
-            for (_, fut), outcome in zip(batch, outcomes, strict=True):
+            for outcome in outcomes:
                 if outcome.accepted:
                     self.stats.accepted += 1
                 elif outcome.reason is not None:
                     self.stats.rejected[outcome.reason] = self.stats.rejected.get(outcome.reason, 0) + 1
+            at = 0
+            for subs, fut in batch:
                 if not fut.done():
-                    fut.set_result(outcome)
+                    fut.set_result(outcomes[at : at + len(subs)])
+                at += len(subs)
 
     async def drain(self) -> None:
         """Stop taking new input and wait until everything queued is stored (shutdown step 1-2)."""

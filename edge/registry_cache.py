@@ -29,6 +29,8 @@ from resolver.client import proof_from_json, quote_identifier
 
 log = logging.getLogger(__name__)
 REFRESH_S = 3600.0
+RETRY_UNKNOWN_S = 30.0
+"""After a failed lookup, readings of that signer are quarantined without asking again for this long."""
 
 
 class RegistryCache:
@@ -36,6 +38,8 @@ class RegistryCache:
         self.pinned = pinned
         self.refresh_s = refresh_s
         self._inflight: dict[str, asyncio.Future[bool]] = {}
+        self._failed_until: dict[str, float] = {}
+        self.retry_s = RETRY_UNKNOWN_S
 
     async def fetch(self, identifier: str) -> bool:
         """Fetch and verify ``identifier``'s key; True when a key is now cached. One lookup per signer
@@ -43,6 +47,8 @@ class RegistryCache:
         running = self._inflight.get(identifier)
         if running is not None:
             return await running
+        if time.monotonic() < self._failed_until.get(identifier, 0.0):
+            return False  # looked up moments ago without success: do not stall every reading on it
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._inflight[identifier] = future
         try:
@@ -52,6 +58,8 @@ class RegistryCache:
             result = False
         finally:
             del self._inflight[identifier]
+        if not result:
+            self._failed_until[identifier] = time.monotonic() + self.retry_s
         future.set_result(result)
         return result
 

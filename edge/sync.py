@@ -45,6 +45,7 @@ class Syncer:
         batch: int = 64,
         interval_s: float = 0.5,
         max_blocks_per_s: float = 200.0,
+        max_request_bytes: int = 900 * 1024,
     ) -> None:
         self.pinned = pinned
         self.http = pinned.http
@@ -53,6 +54,7 @@ class Syncer:
         self.batch = batch
         self.interval_s = interval_s
         self.max_blocks_per_s = max_blocks_per_s
+        self.max_request_bytes = max_request_bytes
         self.state = "starting"
         self.last_error = ""
 
@@ -92,7 +94,8 @@ class Syncer:
                 "SELECT height, raw FROM blocks WHERE state = 'chained' ORDER BY height LIMIT ?",
                 (self.batch,),
             ).fetchall()
-            out = []
+            out: list[tuple[int, bytes, list[bytes] | None]] = []
+            size = 0
             for height, raw in rows:
                 body = None
                 if replicate:
@@ -100,6 +103,11 @@ class Syncer:
                         bytes(r[0])
                         for r in c.execute("SELECT raw FROM readings WHERE block = ? ORDER BY id", (height,))
                     ]
+                # Base64 in JSON: 4/3 of the bytes plus quotes and commas. Stay under the root's body cap,
+                # but always send at least one block (the root refuses a block that alone is too big).
+                size += (len(raw) + sum(len(e) + 6 for e in body or ())) * 4 // 3 + 64
+                if out and size > self.max_request_bytes:
+                    break
                 out.append((int(height), bytes(raw), body))
             return out
 

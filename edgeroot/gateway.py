@@ -122,6 +122,7 @@ def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
     from edge.daemon import run  # noqa: PLC0415 (the daemon's imports load only for this command)
     from edge.errors import ConfigError  # noqa: PLC0415
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per sync request is noise in the journal
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
     )

@@ -4,7 +4,7 @@ A plugin module (``mqtt.py``, ``coap.py``) provides a :class:`Plugin`:
 
 * ``name`` (the ``type`` of a ``[[connector]]`` table) and ``sample_config`` (a TOML snippet);
 * ``validate(table) -> config``: check the table once, errors naming the key path;
-* ``create(config, submit, factory=None) -> Connector``: ``submit`` is :meth:`edge.ingest.Ingest.submit`;
+* ``create(config, ingest, factory=None) -> Connector``: ``ingest`` is the :class:`IngestPort`;
   ``factory`` builds the transport client or server, so tests can inject and count them.
 
 A :class:`Connector` has ``async start()``, ``async stop()`` and a ``state`` string for ``status``; it
@@ -22,6 +22,17 @@ if TYPE_CHECKING:
 
 Submit = Callable[..., Coroutine[Any, Any, "Outcome"]]
 """``submit(raw, source, *, reject=None)``: :meth:`edge.ingest.Ingest.submit`."""
+SubmitMany = Callable[..., Coroutine[Any, Any, "list[Outcome]"]]
+"""``submit_many([(raw, source), ...])``: :meth:`edge.ingest.Ingest.submit_many`."""
+
+
+class IngestPort(Protocol):
+    """The gateway's door as connectors (and the serial bridge's forwarder) see it."""
+
+    async def submit(self, raw: bytes, source: str, *, reject: str | None = None) -> Outcome: ...
+    async def submit_many(
+        self, items: list[tuple[bytes, str]], *, reject: str | None = None
+    ) -> list[Outcome]: ...
 
 
 class ConfigTable(Protocol):

@@ -17,7 +17,7 @@ from typing import Any
 import aiocoap
 import aiocoap.resource
 
-from edge.connectors import ConfigTable, Plugin, Submit
+from edge.connectors import ConfigTable, IngestPort, Plugin, Submit
 
 log = logging.getLogger(__name__)
 NAME = "coap"
@@ -94,9 +94,9 @@ class CoapConnector:
 
 
 def create(
-    config: CoapConfig, submit: Submit, factory: Callable[[CoapConfig, Any], Any] | None = None
+    config: CoapConfig, ingest: IngestPort, factory: Callable[[CoapConfig, Any], Any] | None = None
 ) -> CoapConnector:
-    return CoapConnector(config, submit, factory)
+    return CoapConnector(config, ingest.submit, factory)
 
 
 PLUGIN: Plugin = Plugin(NAME, SAMPLE_CONFIG, validate, create)

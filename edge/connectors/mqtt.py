@@ -22,14 +22,13 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.connectors import ConfigTable, Plugin, Submit
+from edge.connectors import ConfigTable, IngestPort, Plugin, SubmitMany
 
 log = logging.getLogger(__name__)
 NAME = "mqtt"
@@ -118,10 +117,13 @@ def paho_client(config: MqttConfig) -> paho.Client:
 
 class MqttConnector:
     def __init__(
-        self, config: MqttConfig, submit: Submit, factory: Callable[[MqttConfig], paho.Client] | None = None
+        self,
+        config: MqttConfig,
+        submit_many: SubmitMany,
+        factory: Callable[[MqttConfig], paho.Client] | None = None,
     ) -> None:
         self.config = config
-        self.submit = submit
+        self.submit_many = submit_many
         self.factory = factory or paho_client
         self.state = "stopped"
         self._client: paho.Client | None = None
@@ -129,6 +131,10 @@ class MqttConnector:
         self._slots = threading.BoundedSemaphore(config.max_inflight)
         self._connected: asyncio.Event | None = None
         self._stopping = False
+        self._lock = threading.Lock()
+        self._received: list[tuple[bytes, str, int, int]] = []
+        self._wake_pending = False
+        self._consumer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -184,27 +190,51 @@ class MqttConnector:
         assert self._loop is not None
         # Blocks the paho thread when max_inflight readings await storage: back-pressure to the broker.
         self._slots.acquire()
-        raw, mid, qos = bytes(message.payload), message.mid, message.qos
-        source = f"mqtt:{message.topic}"
-        # Crossing into the event loop; the outcome comes back on the loop thread in a done-callback.
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(self.submit(raw, source), self._loop)
-        future.add_done_callback(lambda f: self._settle(client, f, mid, qos))
+        item = (bytes(message.payload), f"mqtt:{message.topic}", message.mid, message.qos)
+        with self._lock:
+            self._received.append(item)
+            wake = not self._wake_pending
+            self._wake_pending = True
+        if wake:
+            # One crossing into the event loop per burst of messages, not one per message.
+            self._loop.call_soon_threadsafe(self._take_received, client)
 
-    def _settle(self, client: paho.Client, future: Future[Any], mid: int, qos: int) -> None:
+    # --- event loop ----------------------------------------------------------------------------------
+
+    def _take_received(self, client: paho.Client) -> None:
+        if self._consumer is None or self._consumer.done():
+            self._consumer = asyncio.create_task(self._consume(client), name="mqtt-consumer")
+
+    async def _consume(self, client: paho.Client) -> None:
+        """Store bursts strictly one after another, in arrival order (a device's counters must arrive
+        in order even when a burst waits for a registry lookup); bursts grow while one is stored."""
+        while True:
+            with self._lock:
+                items, self._received = self._received, []
+                if not items:
+                    self._wake_pending = False
+                    return
+            await self._store(client, items)
+
+    async def _store(self, client: paho.Client, items: list[tuple[bytes, str, int, int]]) -> None:
         try:
-            outcome = future.result()
-            if outcome.durable and qos > 0:
-                client.ack(mid, qos)
+            outcomes = await self.submit_many([(raw, source) for raw, source, _, _ in items])
+            for (_, _, mid, qos), outcome in zip(items, outcomes, strict=True):
+                if outcome.durable and qos > 0:
+                    client.ack(mid, qos)  # paho queues the PUBACK for its network thread
         except Exception:  # storage failed: no ack, the broker redelivers
-            log.exception("a reading from MQTT could not be stored; leaving it unacknowledged")
+            log.exception(
+                "%d readings from MQTT could not be stored; leaving them unacknowledged", len(items)
+            )
         finally:
-            self._slots.release()
+            for _ in items:
+                self._slots.release()
 
 
 def create(
-    config: MqttConfig, submit: Submit, factory: Callable[[MqttConfig], paho.Client] | None = None
+    config: MqttConfig, ingest: IngestPort, factory: Callable[[MqttConfig], paho.Client] | None = None
 ) -> MqttConnector:
-    return MqttConnector(config, submit, factory)
+    return MqttConnector(config, ingest.submit_many, factory)
 
 
 PLUGIN: Plugin = Plugin(NAME, SAMPLE_CONFIG, validate, create)

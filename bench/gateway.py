@@ -1,0 +1,330 @@
+"""`make bench` (gateway): MQTT ingest rate, publish-to-durable latency, backlog drain, memory.
+
+Everything runs as separate processes on this machine: mosquitto, a root node (`edgeroot root run`),
+the gateway (`edgeroot gateway run`), and publisher processes with pre-signed envelopes.
+
+1. sustained ingest: publishers send N signed readings over QoS 1 as fast as the broker takes them;
+   the rate is readings durable in the gateway's SQLite file (verified, stored, chained) per second;
+2. latency: while a background publisher sends 1,000 readings/s, a probe publishes one reading at a
+   time and polls the store until it is durable: publish → durable, which bounds the PUBACK the gateway
+   sends (it acknowledges right after that commit);
+3. backlog: with the root stopped, the gateway takes a backlog; the root returns and the drain rate
+   (readings anchored per second) is compared with the live rate of 1,000/s;
+4. resident memory of the gateway at steady state.
+
+Targets (issue 4): >= 5,000 readings/s; p99 < 100 ms at 1,000/s; drain >= 3x live; RSS < 80 MB.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from chain_lite import envelope
+from chain_lite.cose import CoseSigner
+from chain_lite.keys import generate_p256, load_private_pem, private_pem, public_pem
+from chain_lite.registry import Value, pubkey_value
+from resolver.client import RootClient
+from resolver.service import init_root
+
+N = int(os.environ.get("BENCH_READINGS", "60000"))
+PUBLISHERS = int(os.environ.get("BENCH_PUBLISHERS", "2"))
+BACKLOG = int(os.environ.get("BENCH_BACKLOG", "60000"))
+EDGEROOT = [sys.executable, "-m", "edgeroot"]
+GATEWAY = "88.123/GW-BENCH"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def publisher(
+    port: int, key_pem: bytes, device: str, first: int, count: int, rate: float, done: mp.Queue
+) -> None:  # type: ignore[type-arg]
+    """A publisher process: signs its envelopes up front, then publishes them with QoS 1."""
+    signer = CoseSigner(device, load_private_pem(key_pem))
+    payloads = [
+        envelope.encode_envelope(signer, [{envelope.N: "flow", envelope.V: float(c)}], c)
+        for c in range(first, first + count)
+    ]
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{device}-{first}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    start = time.perf_counter()
+    infos = []
+    for i, payload in enumerate(payloads):
+        infos.append(client.publish("edgeroot/readings/bench", payload, qos=1))
+        if rate:
+            ahead = (i + 1) / rate - (time.perf_counter() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+    for info in infos:
+        info.wait_for_publish(timeout=120)
+    client.disconnect()
+    client.loop_stop()
+    done.put(count)
+
+
+def durable(db: Path) -> int:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def anchored_readings(db: Path) -> int:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return int(
+            conn.execute("SELECT COALESCE(SUM(count), 0) FROM blocks WHERE state = 'anchored'").fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class System:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.broker_port, self.root_port, self.http_port = free_port(), free_port(), free_port()
+        (tmp / "mq").mkdir()
+        (tmp / "mosquitto.conf").write_text(
+            f"listener {self.broker_port} 127.0.0.1\nallow_anonymous true\n"
+            "max_inflight_messages 1000\nmax_queued_messages 10000000\n"
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.devices: list[tuple[str, bytes]] = []
+
+    def start_broker(self) -> None:
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.procs["broker"] = subprocess.Popen(
+            [mosquitto, "-c", str(self.tmp / "mosquitto.conf")], stderr=subprocess.DEVNULL
+        )
+        time.sleep(0.5)
+
+    def start_root(self) -> None:
+        log = (self.tmp / "root.log").open("ab")
+        self.procs["root"] = subprocess.Popen(
+            [
+                *EDGEROOT,
+                "root",
+                "run",
+                "--state",
+                str(self.tmp / "root"),
+                "--listen",
+                f"127.0.0.1:{self.root_port}",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        wait_http(f"http://127.0.0.1:{self.root_port}/healthz")
+
+    def start_gateway(self) -> None:
+        log = (self.tmp / "gateway.log").open("ab")
+        self.procs["gateway"] = subprocess.Popen(
+            [*EDGEROOT, "gateway", "run", "--state", str(self.tmp / "gw")], stdout=log, stderr=log
+        )
+        wait_http(f"http://127.0.0.1:{self.http_port}/healthz")
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+    def setup(self) -> None:
+        init_root(self.tmp / "root", "bench.root", "88.123")
+        self.start_root()
+        admin = CoseSigner(
+            "300:0.na/88.123", load_private_pem((self.tmp / "root" / "admin.pem").read_bytes())
+        )
+        subprocess.run(
+            [*EDGEROOT, "gateway", "init", "--state", str(self.tmp / "gw"), "--root", f"http://127.0.0.1:{self.root_port}",
+             "--id", GATEWAY, "--policy", str(self.tmp / "root" / "policy.txt"), "--mqtt", f"127.0.0.1:{self.broker_port}"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        gw_key = load_private_pem((self.tmp / "gw" / "gateway.key").read_bytes())
+        devices_toml = []
+        with RootClient(f"http://127.0.0.1:{self.root_port}") as c:
+            c.write(
+                _write(
+                    c,
+                    admin,
+                    GATEWAY,
+                    [pubkey_value(300, gw_key.public_key()), Value(1, "GATEWAY", "string", GATEWAY)],
+                )
+            )
+            for i in range(PUBLISHERS + 2):
+                device = f"88.123/DEV-{i}"
+                key = generate_p256()
+                (self.tmp / "gw" / f"dev{i}.pub").write_bytes(public_pem(key.public_key()))
+                c.write(
+                    _write(
+                        c,
+                        admin,
+                        device,
+                        [pubkey_value(300, key.public_key()), Value(1, "DEVICE", "string", device)],
+                    )
+                )
+                self.devices.append((device, private_pem(key)))
+                devices_toml.append(f'"{device}" = "dev{i}.pub"')
+        text = (self.tmp / "gw" / "gateway.toml").read_text()
+        text = text.replace('listen = "127.0.0.1:8480"', f'listen = "127.0.0.1:{self.http_port}"')
+        text = text.replace(
+            '# "88.123.99/PUMP-0042" = "keys/88.123.99_PUMP-0042.pub"', "\n".join(devices_toml)
+        )
+        text = text.replace("max_blocks_per_s = 200", "max_blocks_per_s = 1000")
+        (self.tmp / "gw" / "gateway.toml").write_text(text)
+        self.start_broker()
+        self.start_gateway()
+
+    def publish(
+        self, per_publisher: int, rate: float, first: int = 1, devices: slice = slice(0, PUBLISHERS)
+    ) -> list[mp.Process]:
+        done: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+        procs = []
+        for device, key in self.devices[devices]:
+            p = mp.Process(
+                target=publisher, args=(self.broker_port, key, device, first, per_publisher, rate, done)
+            )
+            p.start()
+            procs.append(p)
+        return procs
+
+
+def _write(c: RootClient, admin: CoseSigner, ident: str, values: list[Value]) -> bytes:
+    from chain_lite.registry import build_write, sign_write
+
+    req = build_write(c.origin(), "create", ident, values, timestamp_ms=time.time_ns() // 1_000_000)
+    return sign_write(req, admin).raw
+
+
+def main() -> None:
+    print(
+        f"gateway benchmarks on {platform.node()} ({os.cpu_count()} cores, Python {platform.python_version()})"
+    )
+    mp.set_start_method("fork")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        system = System(tmp)
+        db = tmp / "gw" / "gateway.db"
+        try:
+            system.setup()
+            gw_pid = system.procs["gateway"].pid
+            # 1. sustained ingest
+            per = N // PUBLISHERS
+            start = time.perf_counter()
+            procs = system.publish(per, rate=0)
+            while durable(db) < per * PUBLISHERS:
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - start
+            for p in procs:
+                p.join()
+            rate = per * PUBLISHERS / elapsed
+            print(
+                f"  MQTT QoS 1 ingest, {PUBLISHERS} publisher processes, {per * PUBLISHERS:,} readings: "
+                f"{rate:,.0f} readings/s durable   target >= 5,000   {'OK' if rate >= 5000 else 'MISS'}"
+            )
+            # 2. latency at 1,000/s background
+            background = system.publish(30_000, rate=1000, first=per + 1, devices=slice(0, 1))
+            time.sleep(2)
+            probe_dev, probe_key = system.devices[PUBLISHERS]
+            signer = CoseSigner(probe_dev, load_private_pem(probe_key))
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe")
+            client.connect("127.0.0.1", system.broker_port)
+            client.loop_start()
+            conn = sqlite3.connect(db, timeout=30)
+            lat = []
+            for c in range(1, 301):
+                payload = envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 1.0}], c)
+                t0 = time.perf_counter()
+                client.publish("edgeroot/readings/probe", payload, qos=1)
+                while (
+                    conn.execute(
+                        "SELECT 1 FROM readings WHERE signer = ? AND counter = ?", (probe_dev, c)
+                    ).fetchone()
+                    is None
+                ):
+                    time.sleep(0.001)
+                lat.append(time.perf_counter() - t0)
+                time.sleep(0.02)
+            client.loop_stop()
+            rss = rss_mb(gw_pid)
+            for p in background:
+                p.terminate()
+            q = statistics.quantiles(lat, n=100)
+            print(
+                f"  publish -> durable at 1,000 readings/s background: p50 {q[49] * 1000:.1f} ms, "
+                f"p99 {q[98] * 1000:.1f} ms   target p99 < 100 ms   {'OK' if q[98] < 0.1 else 'MISS'}"
+            )
+            print(
+                f"  gateway resident memory at steady state: {rss:.0f} MB   target < 80 MB   {'OK' if rss < 80 else 'MISS'}"
+            )
+            # 3. backlog drain
+            while durable(db) - anchored_readings(db) > 0:
+                time.sleep(0.2)
+            system.stop("root")
+            before = anchored_readings(db)
+            base = durable(db)
+            procs = system.publish(
+                BACKLOG, rate=0, first=10_000_000, devices=slice(PUBLISHERS + 1, PUBLISHERS + 2)
+            )
+            while durable(db) < base + BACKLOG:
+                time.sleep(0.2)
+            for p in procs:
+                p.join()
+            time.sleep(1.0)  # let the last block close
+            system.start_root()
+            start = time.perf_counter()
+            while anchored_readings(db) < before + BACKLOG:
+                time.sleep(0.1)
+            drain = BACKLOG / (time.perf_counter() - start)
+            print(
+                f"  backlog of {BACKLOG:,} readings with the root down, then drained: {drain:,.0f} readings/s "
+                f"= {drain / 1000:.1f}x the 1,000/s live rate   target >= 3x   {'OK' if drain >= 3000 else 'MISS'}"
+            )
+        finally:
+            for name in list(system.procs):
+                with __import__("contextlib").suppress(Exception):
+                    system.stop(name)
+
+
+if __name__ == "__main__":
+    main()
