@@ -135,18 +135,26 @@ def build_header(
     gateway: str, height: int, prev: bytes, envelopes: Sequence[Envelope], time_ms: int
 ) -> BlockHeader:
     """The header for ``envelopes`` (in block order) as the block after ``prev`` at ``height``."""
+    return header_for(gateway, height, prev, [(e.signer, e.counter, e.raw) for e in envelopes], time_ms)
+
+
+def header_for(
+    gateway: str, height: int, prev: bytes, readings: Sequence[tuple[str, int, bytes]], time_ms: int
+) -> BlockHeader:
+    """Like :func:`build_header` from ``(signer, counter, envelope bytes)`` of already verified
+    readings, so a gateway need not decode each envelope again."""
     ranges: dict[str, list[int]] = {}
-    for env in envelopes:
-        r = ranges.get(env.signer)
+    for signer, counter, _ in readings:
+        r = ranges.get(signer)
         if r is None:
-            ranges[env.signer] = [env.counter, env.counter, 1]
+            ranges[signer] = [counter, counter, 1]
         else:
-            r[0] = min(r[0], env.counter)
-            r[1] = max(r[1], env.counter)
+            r[0] = min(r[0], counter)
+            r[1] = max(r[1], counter)
             r[2] += 1
     counters = tuple(CounterRange(s, *ranges[s]) for s in sorted(ranges))
-    root = merkle.root_of(env.raw for env in envelopes)
-    return BlockHeader(gateway, height, prev, root, len(envelopes), counters, time_ms)
+    root = merkle.root_of(raw for _, _, raw in readings)
+    return BlockHeader(gateway, height, prev, root, len(readings), counters, time_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from edge.connectors import PLUGINS, Connector
 from edge.errors import ConfigError
 from edge.ingest import Ingest
 from edge.light import PinnedLog
-from edge.local_api import LocalHttp, create_local_app
+from edge.local_api import LocalApi, LocalHttp
 from edge.registry_cache import RegistryCache
 from edge.sync import Syncer
 from edge.writer import Writer
@@ -132,7 +132,7 @@ class Gateway:
                     self.registry.refresh_loop(self.stop_event, self._forget_key), name="registry"
                 ),
             ]
-            local = LocalHttp(create_local_app(self), self.cfg.http_listen)
+            local = LocalHttp(LocalApi(self), self.cfg.http_listen)
             local.start()
             self.connectors = self._make_connectors()
             for c in self.connectors:

@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from chain_lite.block import GENESIS_PREV, build_header, parse_block, sign_block
+from chain_lite.block import GENESIS_PREV, header_for, parse_block, sign_block
 from chain_lite.cose import CoseSigner
-from chain_lite.envelope import Envelope, decode_envelope
 from chain_lite.keys import PublicKey, load_public_der
 from edge import store
 from edge.verify import Accepted, ReadingVerifier, Rejected
@@ -162,22 +161,22 @@ class Writer:
         if not (due or force):
             return None
         rows = db.execute(
-            "SELECT id, raw FROM readings WHERE block IS NULL ORDER BY id LIMIT ?", (self.max_readings,)
+            "SELECT id, signer, counter, raw FROM readings WHERE block IS NULL ORDER BY id LIMIT ?",
+            (self.max_readings,),
         ).fetchall()
-        envelopes: list[Envelope] = []
+        readings: list[tuple[str, int, bytes]] = []
         signers: set[str] = set()
-        for _, raw in rows:
-            env = decode_envelope(bytes(raw))
-            if env.signer not in signers and len(signers) >= MAX_SIGNERS_PER_BLOCK:
+        for _, signer, counter, raw in rows:
+            if signer not in signers and len(signers) >= MAX_SIGNERS_PER_BLOCK:
                 break
-            signers.add(env.signer)
-            envelopes.append(env)
-        ids = [r[0] for r in rows[: len(envelopes)]]
+            signers.add(signer)
+            readings.append((signer, counter, bytes(raw)))
+        ids = [r[0] for r in rows[: len(readings)]]
         prev = db.execute("SELECT height, raw, time_ms FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
         height = 0 if prev is None else prev[0] + 1
         prev_id = GENESIS_PREV if prev is None else parse_block(bytes(prev[1])).block_id
         time_ms = max(now_ms(), 0 if prev is None else prev[2])
-        block = sign_block(build_header(self.gateway.kid, height, prev_id, envelopes, time_ms), self.gateway)
+        block = sign_block(header_for(self.gateway.kid, height, prev_id, readings, time_ms), self.gateway)
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute(
