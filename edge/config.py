@@ -27,6 +27,7 @@ Layout of ``--state DIR`` (made by ``edgeroot gateway init``)::
     batch = 64                          # blocks per request
     interval_s = 0.5
     max_blocks_per_s = 200              # catch-up pace after an outage
+    max_request_kb = 900                # stay under the root's request body cap (1 MiB by default)
 
     [http]
     listen = "127.0.0.1:8480"           # local API: /healthz, /metrics, latest readings
@@ -68,6 +69,7 @@ class GatewayConfig:
     sync_batch: int = 64
     sync_interval_s: float = 0.5
     sync_max_blocks_per_s: float = 200.0
+    sync_max_request_kb: int = 900
     http_listen: str = "127.0.0.1:8480"
     devices: dict[str, Path] = field(default_factory=dict)
     connectors: tuple[ConnectorConfig, ...] = ()
@@ -174,6 +176,7 @@ def load(state: Path) -> GatewayConfig:
         sync_batch=sync.number("batch", int, 64, 1, 256),
         sync_interval_s=sync.number("interval_s", float, 0.5, 0.05, 3600),
         sync_max_blocks_per_s=sync.number("max_blocks_per_s", float, 200.0, 0.1, 100_000),
+        sync_max_request_kb=sync.number("max_request_kb", int, 900, 1, 65536),
         http_listen=http.get("listen", str, "127.0.0.1:8480"),
         devices=devices,
         connectors=tuple(connectors),

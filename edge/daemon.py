@@ -123,6 +123,7 @@ class Gateway:
                 batch=self.cfg.sync_batch,
                 interval_s=self.cfg.sync_interval_s,
                 max_blocks_per_s=self.cfg.sync_max_blocks_per_s,
+                max_request_bytes=self.cfg.sync_max_request_kb * 1024,
             )
             tasks = [
                 asyncio.create_task(self.ingest.run(), name="ingest"),

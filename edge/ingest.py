@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from edge.writer import STORE_FULL, Outcome, Submission, Writer, now_ms
+from edgeroot.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 SHUTTING_DOWN = Outcome(accepted=False, durable=False, reason="shutting-down", detail="gateway is stopping")
@@ -48,6 +49,7 @@ class Ingest:
         # One thread owns the SQLite write connection: every writer call crosses to it through here.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="edge-writer")
         self.stats = IngestStats()
+        self._rejects = RateLimitedLog(log)
         self._closing = False
         self.on_unknown_signer: Callable[[str], Awaitable[bool]] | None = None
         """Asked (once per signer at a time) to find a key for an unknown signer; True when found."""
@@ -122,11 +124,19 @@ class Ingest:
                 continue
             assert isinstance(outcomes, list)
             self.stats.batches += 1
-            for outcome in outcomes:
+            subs = [sub for subs, _ in batch for sub in subs]
+            for sub, outcome in zip(subs, outcomes, strict=True):
                 if outcome.accepted:
                     self.stats.accepted += 1
                 elif outcome.reason is not None:
                     self.stats.rejected[outcome.reason] = self.stats.rejected.get(outcome.reason, 0) + 1
+                    self._rejects.warning(
+                        outcome.reason,
+                        "quarantined %s from %s: %s",
+                        outcome.reason,
+                        sub.source,
+                        outcome.detail,
+                    )
             at = 0
             for subs, fut in batch:
                 if not fut.done():

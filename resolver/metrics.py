@@ -9,10 +9,10 @@ cannot flood the journal.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from edgeroot.ratelimit import RateLimitedLog
 
 log = logging.getLogger("resolver.refused")
 LOG_EVERY_S = 10.0
@@ -37,19 +37,8 @@ class RootMetrics:
             "Size of the latest published checkpoint",
             registry=self.registry,
         )
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._log = RateLimitedLog(log, LOG_EVERY_S)
 
     def refuse(self, reason: str, message: str) -> None:
         self.refused.labels(reason=reason).inc()
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(reason, -LOG_EVERY_S) < LOG_EVERY_S:
-                self._held[reason] = self._held.get(reason, 0) + 1
-                return
-            held = self._held.pop(reason, 0)
-            self._last[reason] = now
-        log.warning(
-            "refused (%s): %s%s", reason, message, f" [+{held} more since last logged]" if held else ""
-        )
+        self._log.warning(reason, "refused (%s): %s", reason, message)

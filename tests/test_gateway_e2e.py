@@ -123,7 +123,7 @@ def plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
             "max_readings = 1000", "max_readings = 40"
         )
         text = text.replace('listen = "127.0.0.1:8480"', f'listen = "127.0.0.1:{http_port}"')
-        text = text.replace("interval_s = 0.5", "interval_s = 0.1")
+        text = text.replace("interval_s = 0.5", "interval_s = 0.1\nmax_request_kb = 8")
         text = text.replace(
             '# "88.123.99/PUMP-0042" = "keys/88.123.99_PUMP-0042.pub"', f'"{DEVICE}" = "device.pub"'
         )
@@ -390,3 +390,67 @@ def test_unprovisioned_device_key_comes_from_the_registry_with_proofs(plant: Pla
     assert verify_resolution(proof, verified).record is not None
     reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM quarantine"))
     assert reasons.count("unknown-device") >= 2  # the first pump reading before its lookup, and the stranger
+
+
+def test_a_rewritten_anchored_block_is_refused_and_kept_as_evidence(plant: Plant) -> None:
+    """If the gateway's own chain is rewritten after anchoring (a tampered or restored-from-old-backup
+    state), the root refuses the new block at a known height and the gateway stores evidence, stops
+    syncing and reports it in status, health and metrics."""
+    plant.start()
+    pub = Publisher(*plant.broker)
+    try:
+        for _ in range(10):
+            pub.publish("edgeroot/readings/pump", plant.reading())
+        plant.wait_anchored(10)
+        plant.stop()
+        conn = store.connect(plant.state / "gateway.db")
+        conn.execute("DELETE FROM blocks")
+        conn.execute("UPDATE readings SET block = NULL")
+        conn.close()
+        plant.start()
+        deadline = time.monotonic() + 30
+        while not store.status(plant.state / "gateway.db")["evidence"]:
+            assert time.monotonic() < deadline, "no evidence recorded"
+            time.sleep(0.2)
+    finally:
+        pub.close()
+    health = httpx.get(f"{plant.http}/healthz")
+    assert health.status_code == 503 and "equivocation" in " ".join(health.json()["problems"])
+    assert "edgeroot_gateway_equivocation_evidence 1.0" in httpx.get(f"{plant.http}/metrics").text
+    status = subprocess.run(
+        [*EDGEROOT, "gateway", "status", "--state", str(plant.state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert status.returncode == 1 and "PROBLEMS" in status.stderr
+
+
+def test_gateway_config_errors_name_the_key(tmp_path: Path) -> None:
+    """A bad gateway.toml fails at start with the key path and the reason."""
+    from edge.config import load
+    from edge.errors import ConfigError
+
+    (tmp_path / "policy.txt").write_text("x")
+    base = 'gateway = "88.1/GW"\nroot = "http://r"\n'
+    cases = {
+        'gateway = "88..1/GW"\nroot = "http://r"\n': "gateway",
+        'gateway = "88.1/GW"\nroot = "ftp://r"\n': "root",
+        base + 'mode = "mirror"\n': "mode",
+        base + "[block]\nmax_readings = 0\n": "block.max_readings",
+        base + '[block]\nmax_seconds = "5"\n': "block.max_seconds",
+        base + '[[connector]]\ntype = "amqp"\n': "connector[0].type",
+        base + '[[connector]]\ntype = "mqtt"\nport = 70000\n': "connector[0].port",
+        base + '[[connector]]\ntype = "mqtt"\nqos = 2\n': "connector[0].qos",
+        base + "colour = 1\n": "colour",
+        base + '[devices]\n"not an id" = "k.pub"\n': "devices.not an id",
+    }
+    for text, key in cases.items():
+        (tmp_path / "gateway.toml").write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load(tmp_path)
+        assert info.value.key == key, (text, str(info.value))
+    (tmp_path / "policy.txt").unlink()
+    (tmp_path / "gateway.toml").write_text(base)
+    with pytest.raises(ConfigError, match="policy"):
+        load(tmp_path)
