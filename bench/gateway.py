@@ -17,11 +17,13 @@ Targets (issue 4): >= 5,000 readings/s; p99 < 100 ms at 1,000/s; drain >= 3x liv
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import platform
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -37,7 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, load_private_pem, private_pem, public_pem
-from chain_lite.registry import Value, pubkey_value
+from chain_lite.registry import Value, build_write, pubkey_value, sign_write
 from resolver.client import RootClient
 from resolver.service import init_root
 
@@ -49,8 +51,6 @@ GATEWAY = "88.123/GW-BENCH"
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -61,15 +61,22 @@ def wait_http(url: str, timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         try:
             httpx.get(url, timeout=1)
-            return
         except httpx.HTTPError:
             time.sleep(0.1)
+        else:
+            return
     raise TimeoutError(url)
 
 
-def publisher(
-    port: int, key_pem: bytes, device: str, first: int, count: int, rate: float, done: mp.Queue
-) -> None:  # type: ignore[type-arg]
+def publisher(  # noqa: PLR0917 (a process target takes positional arguments)
+    port: int,
+    key_pem: bytes,
+    device: str,
+    first: int,
+    count: int,
+    rate: float,
+    done: mp.Queue,  # type: ignore[type-arg]
+) -> None:
     """A publisher process: signs its envelopes up front, then publishes them with QoS 1."""
     signer = CoseSigner(device, load_private_pem(key_pem))
     payloads = [
@@ -177,7 +184,8 @@ class System:
         )
         subprocess.run(
             [*EDGEROOT, "gateway", "init", "--state", str(self.tmp / "gw"), "--root", f"http://127.0.0.1:{self.root_port}",
-             "--id", GATEWAY, "--policy", str(self.tmp / "root" / "policy.txt"), "--mqtt", f"127.0.0.1:{self.broker_port}"],
+             "--id", GATEWAY, "--policy", str(self.tmp / "root" / "policy.txt"),
+             "--mqtt", f"127.0.0.1:{self.broker_port}"],
             check=True, capture_output=True,
         )  # fmt: skip
         gw_key = load_private_pem((self.tmp / "gw" / "gateway.key").read_bytes())
@@ -230,15 +238,89 @@ class System:
 
 
 def _write(c: RootClient, admin: CoseSigner, ident: str, values: list[Value]) -> bytes:
-    from chain_lite.registry import build_write, sign_write
-
     req = build_write(c.origin(), "create", ident, values, timestamp_ms=time.time_ns() // 1_000_000)
     return sign_write(req, admin).raw
 
 
+def phase_ingest(system: System, db: Path) -> int:
+    per = N // PUBLISHERS
+    start = time.perf_counter()
+    procs = system.publish(per, rate=0)
+    while durable(db) < per * PUBLISHERS:
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    for p in procs:
+        p.join()
+    rate = per * PUBLISHERS / elapsed
+    print(
+        f"  MQTT QoS 1 ingest, {PUBLISHERS} publisher processes, {per * PUBLISHERS:,} readings: "
+        f"{rate:,.0f} readings/s durable   target >= 5,000   {'OK' if rate >= 5000 else 'MISS'}"
+    )
+    return per
+
+
+def phase_latency(system: System, db: Path, first: int) -> None:
+    """A probe publishes one reading at a time under 1,000/s of background load."""
+    background = system.publish(30_000, rate=1000, first=first, devices=slice(0, 1))
+    time.sleep(2)
+    probe_dev, probe_key = system.devices[PUBLISHERS]
+    signer = CoseSigner(probe_dev, load_private_pem(probe_key))
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe")
+    client.connect("127.0.0.1", system.broker_port)
+    client.loop_start()
+    conn = sqlite3.connect(db, timeout=30)
+    lat = []
+    query = "SELECT 1 FROM readings WHERE signer = ? AND counter = ?"
+    for c in range(1, 301):
+        payload = envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 1.0}], c)
+        t0 = time.perf_counter()
+        client.publish("edgeroot/readings/probe", payload, qos=1)
+        while conn.execute(query, (probe_dev, c)).fetchone() is None:
+            time.sleep(0.001)
+        lat.append(time.perf_counter() - t0)
+        time.sleep(0.02)
+    client.loop_stop()
+    rss = rss_mb(system.procs["gateway"].pid)
+    for p in background:
+        p.terminate()
+    q = statistics.quantiles(lat, n=100)
+    print(
+        f"  publish -> durable at 1,000 readings/s background: p50 {q[49] * 1000:.1f} ms, "
+        f"p99 {q[98] * 1000:.1f} ms   target p99 < 100 ms   {'OK' if q[98] < 0.1 else 'MISS'}"
+    )
+    print(
+        f"  gateway resident memory at steady state: {rss:.0f} MB   "
+        f"target < 80 MB   {'OK' if rss < 80 else 'MISS'}"
+    )
+
+
+def phase_backlog(system: System, db: Path) -> None:
+    while durable(db) - anchored_readings(db) > 0:
+        time.sleep(0.2)
+    system.stop("root")
+    before = anchored_readings(db)
+    base = durable(db)
+    procs = system.publish(BACKLOG, rate=0, first=10_000_000, devices=slice(PUBLISHERS + 1, PUBLISHERS + 2))
+    while durable(db) < base + BACKLOG:
+        time.sleep(0.2)
+    for p in procs:
+        p.join()
+    time.sleep(1.0)  # let the last block close
+    system.start_root()
+    start = time.perf_counter()
+    while anchored_readings(db) < before + BACKLOG:
+        time.sleep(0.1)
+    drain = BACKLOG / (time.perf_counter() - start)
+    print(
+        f"  backlog of {BACKLOG:,} readings with the root down, then drained: {drain:,.0f} readings/s "
+        f"= {drain / 1000:.1f}x the 1,000/s live rate   target >= 3x   {'OK' if drain >= 3000 else 'MISS'}"
+    )
+
+
 def main() -> None:
     print(
-        f"gateway benchmarks on {platform.node()} ({os.cpu_count()} cores, Python {platform.python_version()})"
+        f"gateway benchmarks on {platform.node()} "
+        f"({os.cpu_count()} cores, Python {platform.python_version()})"
     )
     mp.set_start_method("fork")
     with tempfile.TemporaryDirectory() as d:
@@ -247,82 +329,12 @@ def main() -> None:
         db = tmp / "gw" / "gateway.db"
         try:
             system.setup()
-            gw_pid = system.procs["gateway"].pid
-            # 1. sustained ingest
-            per = N // PUBLISHERS
-            start = time.perf_counter()
-            procs = system.publish(per, rate=0)
-            while durable(db) < per * PUBLISHERS:
-                time.sleep(0.05)
-            elapsed = time.perf_counter() - start
-            for p in procs:
-                p.join()
-            rate = per * PUBLISHERS / elapsed
-            print(
-                f"  MQTT QoS 1 ingest, {PUBLISHERS} publisher processes, {per * PUBLISHERS:,} readings: "
-                f"{rate:,.0f} readings/s durable   target >= 5,000   {'OK' if rate >= 5000 else 'MISS'}"
-            )
-            # 2. latency at 1,000/s background
-            background = system.publish(30_000, rate=1000, first=per + 1, devices=slice(0, 1))
-            time.sleep(2)
-            probe_dev, probe_key = system.devices[PUBLISHERS]
-            signer = CoseSigner(probe_dev, load_private_pem(probe_key))
-            client = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe")
-            client.connect("127.0.0.1", system.broker_port)
-            client.loop_start()
-            conn = sqlite3.connect(db, timeout=30)
-            lat = []
-            for c in range(1, 301):
-                payload = envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 1.0}], c)
-                t0 = time.perf_counter()
-                client.publish("edgeroot/readings/probe", payload, qos=1)
-                while (
-                    conn.execute(
-                        "SELECT 1 FROM readings WHERE signer = ? AND counter = ?", (probe_dev, c)
-                    ).fetchone()
-                    is None
-                ):
-                    time.sleep(0.001)
-                lat.append(time.perf_counter() - t0)
-                time.sleep(0.02)
-            client.loop_stop()
-            rss = rss_mb(gw_pid)
-            for p in background:
-                p.terminate()
-            q = statistics.quantiles(lat, n=100)
-            print(
-                f"  publish -> durable at 1,000 readings/s background: p50 {q[49] * 1000:.1f} ms, "
-                f"p99 {q[98] * 1000:.1f} ms   target p99 < 100 ms   {'OK' if q[98] < 0.1 else 'MISS'}"
-            )
-            print(
-                f"  gateway resident memory at steady state: {rss:.0f} MB   target < 80 MB   {'OK' if rss < 80 else 'MISS'}"
-            )
-            # 3. backlog drain
-            while durable(db) - anchored_readings(db) > 0:
-                time.sleep(0.2)
-            system.stop("root")
-            before = anchored_readings(db)
-            base = durable(db)
-            procs = system.publish(
-                BACKLOG, rate=0, first=10_000_000, devices=slice(PUBLISHERS + 1, PUBLISHERS + 2)
-            )
-            while durable(db) < base + BACKLOG:
-                time.sleep(0.2)
-            for p in procs:
-                p.join()
-            time.sleep(1.0)  # let the last block close
-            system.start_root()
-            start = time.perf_counter()
-            while anchored_readings(db) < before + BACKLOG:
-                time.sleep(0.1)
-            drain = BACKLOG / (time.perf_counter() - start)
-            print(
-                f"  backlog of {BACKLOG:,} readings with the root down, then drained: {drain:,.0f} readings/s "
-                f"= {drain / 1000:.1f}x the 1,000/s live rate   target >= 3x   {'OK' if drain >= 3000 else 'MISS'}"
-            )
+            per = phase_ingest(system, db)
+            phase_latency(system, db, first=per + 1)
+            phase_backlog(system, db)
         finally:
             for name in list(system.procs):
-                with __import__("contextlib").suppress(Exception):
+                with contextlib.suppress(Exception):
                     system.stop(name)
 
 
