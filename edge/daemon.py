@@ -100,10 +100,25 @@ class Gateway:
                 since_prune = 0.0
                 await self.ingest.call(self.writer.prune)
 
-    def status_line(self) -> str:
+    def status_line(self, unanchored: int | None = None) -> str:
         s = self.ingest.stats
         sync = self.syncer.state if self.syncer else "-"
-        return f"accepted={s.accepted} rejected={sum(s.rejected.values())} refused={s.refused} sync={sync}"
+        backlog = "" if unanchored is None else f" unanchored_blocks={unanchored}"
+        full = " STORE FULL: refusing input" if self.writer.store_full else ""
+        counts = f"accepted={s.accepted} rejected={sum(s.rejected.values())} refused={s.refused}"
+        return f"{counts}{backlog} sync={sync}{full}"
+
+    async def _unanchored(self) -> int:
+        def count() -> int:
+            conn = store.connect(self.cfg.db)
+            try:
+                return int(
+                    conn.execute("SELECT COUNT(*) FROM blocks WHERE state != 'anchored'").fetchone()[0]
+                )
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(count)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -175,7 +190,7 @@ class Gateway:
             if self.reload_event.is_set():
                 self.reload_event.clear()
                 await self._reload()
-            self.notifier.send("WATCHDOG=1", f"STATUS=running; {self.status_line()}")
+            self.notifier.send("WATCHDOG=1", f"STATUS=running; {self.status_line(await self._unanchored())}")
 
     async def _reload(self) -> None:
         self.notifier.send("RELOADING=1")
