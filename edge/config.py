@@ -42,15 +42,14 @@ Layout of ``--state DIR`` (made by ``edgeroot gateway init``)::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from edge.connectors import PLUGINS, ConnectorConfig
 from edge.errors import ConfigError
+from edgeroot.tomlconfig import Table
 
 CONFIG_NAME = "gateway.toml"
 
@@ -83,53 +82,8 @@ class GatewayConfig:
         return self.state / "gateway.db"
 
 
-class Table:
-    """A TOML table read with its key path, so each error says exactly where."""
-
-    def __init__(self, data: dict[str, Any], path: Path, where: str = "") -> None:
-        self.data, self.path, self.where = data, path, where
-
-    def fail(self, key: str, reason: str) -> ConfigError:
-        return ConfigError(self.path, f"{self.where}{key}", reason)
-
-    def get(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any:
-        if key not in self.data:
-            if required:
-                raise self.fail(key, "is required")
-            return default
-        value = self.data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise self.fail(key, f"must be {kind.__name__}, not {type(value).__name__}")
-        return value
-
-    def number(self, key: str, kind: type, default: Any, low: float, high: float) -> Any:
-        value = self.get(key, kind, default)
-        if not low <= value <= high:
-            raise self.fail(key, f"must be between {low:g} and {high:g}")
-        return value
-
-    def table(self, key: str) -> Table:
-        return Table(self.get(key, dict, {}), self.path, f"{self.where}{key}.")
-
-    def check_known(self, known: set[str]) -> None:
-        for key in self.data:
-            if key not in known:
-                raise self.fail(key, f"unknown key (known: {', '.join(sorted(known))})")
-
-
 def load(state: Path) -> GatewayConfig:
-    path = state / CONFIG_NAME
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(
-            path, "(file)", f"cannot read: {exc.strerror} (run `edgeroot gateway init`)"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "(file)", f"not valid TOML: {exc}") from exc
-    top = Table(data, path)
+    top = Table.read(state / CONFIG_NAME, "run `edgeroot gateway init` first", ConfigError)
     top.check_known(
         {"gateway", "root", "mode", "policy", "block", "store", "sync", "http", "devices", "connector"}
     )
@@ -154,15 +108,12 @@ def load(state: Path) -> GatewayConfig:
         except ChainError as exc:
             raise top.fail(f"devices.{ident}", str(exc)) from exc
     connectors = []
-    for i, raw in enumerate(top.get("connector", list, [])):
-        where = f"connector[{i}]."
-        if not isinstance(raw, dict):
-            raise ConfigError(path, f"connector[{i}]", "must be a table")
-        kind = raw.get("type")
+    for table in top.tables("connector"):
+        kind = table.data.get("type")
         plugin = PLUGINS.get(str(kind))
         if plugin is None:
-            raise ConfigError(path, f"{where}type", f"{kind!r} is not one of {', '.join(sorted(PLUGINS))}")
-        connectors.append(plugin.validate(Table(raw, path, where)))
+            raise table.fail("type", f"{kind!r} is not one of {', '.join(sorted(PLUGINS))}")
+        connectors.append(plugin.validate(table))
     return GatewayConfig(
         state=state,
         gateway=gateway,

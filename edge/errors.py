@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+from edgeroot import tomlconfig
+
 
 class GatewayError(Exception):
     """Base of every error raised by the gateway."""
 
 
-class ConfigError(GatewayError):
-    """The configuration is invalid; the message names the file, the key path and the reason."""
-
-    def __init__(self, path: object, key: str, reason: str) -> None:
-        super().__init__(f"{path}: {key}: {reason}")
-        self.key = key
-        self.reason = reason
+class ConfigError(GatewayError, tomlconfig.ConfigError):
+    """``gateway.toml`` is invalid; the message names the file, the key path and the reason."""
 
 
 class StoreFull(GatewayError):

@@ -27,14 +27,14 @@ Layout of ``--state DIR`` (made by ``edgeroot root init``)::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey, check_key_name
+from edgeroot import tomlconfig
+from edgeroot.tomlconfig import Table
 
 DEFAULT_INTERVAL_MS = 250
 DEFAULT_MAX_BATCH = 1000
@@ -42,9 +42,8 @@ DEFAULT_MAX_BODY = 1024 * 1024
 CONFIG_NAME = "root.toml"
 
 
-class ConfigError(Exception):
-    def __init__(self, path: Path, key: str, reason: str) -> None:
-        super().__init__(f"{path}: {key}: {reason}")
+class ConfigError(tomlconfig.ConfigError):
+    """``root.toml`` is invalid; the message names the file, the key path and the reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,65 +81,46 @@ class RootConfig:
         return self.state / "policy.txt"
 
 
-def _get(table: dict[str, Any], key: str, kind: type, default: Any, path: Path, where: str) -> Any:  # noqa: PLR0917 (read as a table row)
-    value = table.get(key, default)
-    if value is None:
-        raise ConfigError(path, f"{where}{key}", "is required")
-    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-        raise ConfigError(path, f"{where}{key}", f"must be {kind.__name__}, not {type(value).__name__}")
-    return value
-
-
 def load(state: Path) -> RootConfig:
     path = state / CONFIG_NAME
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(
-            path, "(file)", f"cannot read: {exc.strerror} (run `edgeroot root init` first)"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "(file)", f"not valid TOML: {exc}") from exc
-    origin = _get(data, "origin", str, None, path, "")
+    top = Table.read(path, "run `edgeroot root init` first", ConfigError)
+    top.check_known({"origin", "prefix", "database", "sequencer", "http", "witness"})
+    origin = top.get("origin", str, required=True)
     try:
         check_key_name(origin)
     except ChainError as exc:
-        raise ConfigError(path, "origin", str(exc)) from exc
+        raise top.fail("origin", str(exc)) from exc
     try:
-        prefix = normalize_prefix(_get(data, "prefix", str, None, path, ""))
+        prefix = normalize_prefix(top.get("prefix", str, required=True))
     except ChainError as exc:
-        raise ConfigError(path, "prefix", str(exc)) from exc
-    database = _get(data, "database", str, f"sqlite:///{state / 'root.db'}", path, "")
+        raise top.fail("prefix", str(exc)) from exc
+    database = top.get("database", str, f"sqlite:///{state / 'root.db'}")
     if not database.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise ConfigError(path, "database", "must be sqlite:///PATH or postgresql://...")
-    seq = _get(data, "sequencer", dict, {}, path, "")
-    interval = _get(seq, "interval_ms", int, DEFAULT_INTERVAL_MS, path, "sequencer.")
-    max_batch = _get(seq, "max_batch", int, DEFAULT_MAX_BATCH, path, "sequencer.")
-    if not 10 <= interval <= 60_000:
-        raise ConfigError(path, "sequencer.interval_ms", "must be between 10 and 60000")
-    if not 1 <= max_batch <= 100_000:
-        raise ConfigError(path, "sequencer.max_batch", "must be between 1 and 100000")
-    http = _get(data, "http", dict, {}, path, "")
-    max_body = _get(http, "max_body_bytes", int, DEFAULT_MAX_BODY, path, "http.")
-    if not 1024 <= max_body <= 64 * 1024 * 1024:
-        raise ConfigError(path, "http.max_body_bytes", "must be between 1 KiB and 64 MiB")
+        raise top.fail("database", "must be sqlite:///PATH or postgresql://...")
+    seq, http = top.table("sequencer"), top.table("http")
     witnesses = []
-    for i, w in enumerate(_get(data, "witness", list, [], path, "")):
-        where = f"witness[{i}]."
-        if not isinstance(w, dict):
-            raise ConfigError(path, f"witness[{i}]", "must be a table")
-        name = _get(w, "name", str, None, path, where)
-        url = _get(w, "url", str, None, path, where).rstrip("/")
+    for w in top.tables("witness"):
+        name = w.get("name", str, required=True)
+        url = w.get("url", str, required=True).rstrip("/")
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(path, f"{where}url", "must be an http:// or https:// URL")
+            raise w.fail("url", "must be an http:// or https:// URL")
         try:
-            vkey = VerifierKey.parse(_get(w, "vkey", str, None, path, where))
+            vkey = VerifierKey.parse(w.get("vkey", str, required=True))
         except ChainError as exc:
-            raise ConfigError(path, f"{where}vkey", str(exc)) from exc
+            raise w.fail("vkey", str(exc)) from exc
         if vkey.sigtype != SIGTYPE_COSIGNATURE_V1 or vkey.name != name:
-            raise ConfigError(path, f"{where}vkey", f"must be a cosignature (0x04) key named {name!r}")
+            raise w.fail("vkey", f"must be a cosignature (0x04) key named {name!r}")
         witnesses.append(WitnessConfig(name, url, vkey))
-    return RootConfig(state, origin, prefix, database, interval, max_batch, max_body, tuple(witnesses))
+    return RootConfig(
+        state,
+        origin,
+        prefix,
+        database,
+        interval_ms=seq.number("interval_ms", int, DEFAULT_INTERVAL_MS, 10, 60_000),
+        max_batch=seq.number("max_batch", int, DEFAULT_MAX_BATCH, 1, 100_000),
+        max_body_bytes=http.number("max_body_bytes", int, DEFAULT_MAX_BODY, 1024, 64 * 1024 * 1024),
+        witnesses=tuple(witnesses),
+    )
 
 
 def render(origin: str, prefix: str, database: str, witnesses: list[tuple[str, str, str]]) -> str:

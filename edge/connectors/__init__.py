@@ -17,6 +17,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from edgeroot.tomlconfig import Table
+
 if TYPE_CHECKING:
     from edge.writer import Outcome
 
@@ -33,15 +35,6 @@ class IngestPort(Protocol):
     async def submit_many(
         self, items: list[tuple[bytes, str]], *, reject: str | None = None
     ) -> list[Outcome]: ...
-
-
-class ConfigTable(Protocol):
-    """What a plugin's ``validate`` reads its table through (:class:`edge.config.Table`)."""
-
-    def get(self, key: str, kind: type, default: Any = None, *, required: bool = False) -> Any: ...
-    def number(self, key: str, kind: type, default: Any, low: float, high: float) -> Any: ...
-    def fail(self, key: str, reason: str) -> Exception: ...
-    def check_known(self, known: set[str]) -> None: ...
 
 
 class ConnectorConfig(Protocol):
@@ -61,7 +54,7 @@ class Connector(Protocol):
 class Plugin:
     name: str
     sample_config: str
-    validate: Callable[[ConfigTable], ConnectorConfig]
+    validate: Callable[[Table], ConnectorConfig]
     create: Callable[..., Connector]
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import aiocoap
 import aiocoap.resource
 
-from edge.connectors import ConfigTable, IngestPort, Plugin, Submit
+from edge.connectors import IngestPort, Plugin, Submit
+from edgeroot.tomlconfig import Table
 
 log = logging.getLogger(__name__)
 NAME = "coap"
@@ -37,7 +38,7 @@ class CoapConfig:
     type: str = NAME
 
 
-def validate(t: ConfigTable) -> CoapConfig:
+def validate(t: Table) -> CoapConfig:
     t.check_known({"type", "host", "port"})
     return CoapConfig(host=t.get("host", str, "127.0.0.1"), port=t.number("port", int, 5683, 1, 65535))
 

@@ -28,7 +28,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.connectors import ConfigTable, IngestPort, Plugin, SubmitMany
+from edge.connectors import IngestPort, Plugin, SubmitMany
+from edgeroot.tomlconfig import Table
 
 log = logging.getLogger(__name__)
 NAME = "mqtt"
@@ -70,7 +71,7 @@ class MqttConfig:
     type: str = NAME
 
 
-def validate(t: ConfigTable) -> MqttConfig:
+def validate(t: Table) -> MqttConfig:
     t.check_known(
         {
             "type",
