@@ -93,12 +93,15 @@ class Gateway:
         since_prune = 0.0
         while True:
             await asyncio.sleep(CHAIN_TICK_S)
-            while await self.ingest.call(self.writer.close_block_if_due) is not None:
-                pass
-            since_prune += CHAIN_TICK_S
-            if since_prune >= PRUNE_EVERY_S:
-                since_prune = 0.0
-                await self.ingest.call(self.writer.prune)
+            try:
+                while await self.ingest.call(self.writer.close_block_if_due) is not None:
+                    pass
+                since_prune += CHAIN_TICK_S
+                if since_prune >= PRUNE_EVERY_S:
+                    since_prune = 0.0
+                    await self.ingest.call(self.writer.prune)
+            except Exception:  # e.g. a locked or full disk: the readings stay unchained; retry next tick
+                log.exception("closing a block or pruning failed; retrying")
 
     def status_line(self, unanchored: int | None = None) -> str:
         s = self.ingest.stats

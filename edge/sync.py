@@ -70,8 +70,10 @@ class Syncer:
             try:
                 pushed = await self.push()
                 anchored = await self.fetch_receipts()
-            except (httpx.HTTPError, SyncError, ChainError) as exc:
-                if self.state != "backing off":
+            except Exception as exc:  # a sync failure of any kind is retried, never fatal
+                if not isinstance(exc, httpx.HTTPError | SyncError | ChainError):
+                    log.exception("unexpected sync failure; backing off")
+                elif self.state != "backing off":
                     log.warning("sync with the root failed, backing off: %s", exc)
                 self.state, self.last_error = "backing off", str(exc)
                 await _sleep(stop, backoff * random.uniform(0.5, 1.0))  # noqa: S311 (jitter, not crypto)
