@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check chain_lite edgeroot resolver edge tests bench
+	$(BIN)/ruff check chain_lite edgeroot resolver edge firmware_bridge tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict chain_lite edgeroot resolver edge
+	$(BIN)/mypy --strict chain_lite edgeroot resolver edge firmware_bridge
 
 test: lint typecheck
 	$(BIN)/pytest -q
@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/root.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/bridge.py
 
 # Regenerates tests/vectors/ from tests/vectors/generate.py (commit the result).
 vectors: $(STAMP)
