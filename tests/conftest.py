@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.gateway_harness import Plant, running_plant
 from tests.mqtt_harness import running_mosquitto
 from tests.root_harness import POSTGRES_DOWN, POSTGRES_URL, RootUnderTest, postgres_schema, running_root
 
@@ -47,3 +48,10 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     """A real mosquitto on a free loopback port for the test session (skipped, saying why, without one)."""
     with running_mosquitto(tmp_path_factory.mktemp("mosquitto")) as address:
         yield address
+
+
+@pytest.fixture
+def plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
+    """A root, a registered gateway and device, and the gateway process (started by the test)."""
+    with running_plant(tmp_path, mqtt_broker) as p:
+        yield p
