@@ -5,7 +5,19 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from edgeroot import __version__, demo, gateway, keygen, register, resolve, root, verify, witness
+from edgeroot import (
+    __version__,
+    bridge,
+    demo,
+    device,
+    gateway,
+    keygen,
+    register,
+    resolve,
+    root,
+    verify,
+    witness,
+)
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 
 
@@ -17,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edgeroot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (keygen, verify, root, witness, register, resolve, gateway, demo):
+    for module in (keygen, verify, root, witness, register, resolve, gateway, bridge, device, demo):
         module.add_parser(sub)
     return parser
 

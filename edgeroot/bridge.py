@@ -1,0 +1,59 @@
+"""``edgeroot bridge run --port /dev/ttyUSB0``: one serial port's bridge to the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from edgeroot.tomlconfig import ConfigError, Table
+
+DEFAULT_GATEWAY = "coap://127.0.0.1:5683/readings"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bridge", help="bridge a serial line (framed firmware) to the gateway")
+    bsub = p.add_subparsers(dest="what", required=True, metavar="{run}")
+    run = bsub.add_parser("run", help="run the bridge for one port", parents=[JSON_FLAG])
+    run.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0 (or a pyserial URL)")
+    run.add_argument("--config", type=Path, help="TOML with gateway = URL, baud = N, state = DIR")
+    run.add_argument(
+        "--gateway", help=f"coap://HOST:PORT/readings or mqtt://HOST:PORT/TOPIC (default {DEFAULT_GATEWAY})"
+    )
+    run.add_argument("--baud", type=int, help="baud rate (default 115200)")
+    run.add_argument("--state", type=Path, help="where HELLO frames are recorded (hello.jsonl)")
+    run.set_defaults(run=run_bridge)
+
+
+def run_bridge(args: argparse.Namespace, report: Reporter) -> int:
+    from firmware_bridge.daemon import Bridge  # noqa: PLC0415 (serial and CoAP load only here)
+    from firmware_bridge.forward import forwarder_for  # noqa: PLC0415
+
+    gateway, baud, state_dir = DEFAULT_GATEWAY, 115200, None
+    if args.config is not None:
+        try:
+            table = Table.read(args.config, "give an existing --config file")
+            table.check_known({"gateway", "baud", "state"})
+            gateway = table.get("gateway", str, DEFAULT_GATEWAY)
+            baud = table.number("baud", int, 115200, 50, 20_000_000)
+            state_dir = table.get("state", str)
+        except ConfigError as exc:
+            raise CommandFailed(str(exc)) from exc
+    gateway = args.gateway or gateway
+    baud = args.baud or baud
+    state = args.state or (Path(state_dir) if state_dir else None)
+    try:
+        forwarder = forwarder_for(
+            str(gateway), client_id=f"edgeroot-bridge-{Path(args.port).name}-{os.getpid()}"
+        )
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from exc
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
+    asyncio.run(Bridge(args.port, forwarder, baudrate=baud, state=state).run())
+    return 0

@@ -1,0 +1,171 @@
+"""The bridge daemon: one process per serial port (``edgeroot-bridge@ttyUSB0.service``).
+
+Frames from the device are handled in order: a READING is forwarded untouched to the gateway and
+answered ACK (durable there), NACK (rejected for good, with the reason) or BUSY (try again later);
+TIME_REQUEST is answered with TIME; HELLO (identifier and public key) is logged and appended to
+``hello.jsonl`` in the state directory for the operator to register. Readings are forwarded one at a
+time: sending a device's readings concurrently could let a later counter overtake an earlier one, and
+the gateway would then reject the earlier one as a replay.
+
+The port vanishing (device unplugged, USB adapter gone) closes the link; the bridge keeps running,
+retries the port with backoff (1 s doubling to 30 s) and resumes when it returns. sd_notify READY=1 is
+sent once the bridge runs (with or without the port), STATUS= says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import serial
+
+from chain_lite import cbor
+from chain_lite.envelope import decode_envelope
+from chain_lite.errors import ChainError
+from edgeroot.ratelimit import RateLimitedLog
+from edgeroot.sdnotify import Notifier
+from firmware_bridge.forward import Forwarder
+from firmware_bridge.frames import Frame, FrameDecoder, FrameType, counter_body
+from firmware_bridge.link import SerialLink, open_link
+
+log = logging.getLogger(__name__)
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 30.0
+
+
+@dataclass
+class BridgeStats:
+    verdicts: dict[str, int] = field(default_factory=lambda: {"ack": 0, "nack": 0, "busy": 0})
+    hellos: int = 0
+    time_requests: int = 0
+    port_opened: int = 0
+    port_lost: int = 0
+
+
+class Bridge:
+    def __init__(
+        self,
+        port: str,
+        forwarder: Forwarder,
+        *,
+        baudrate: int = 115200,
+        state: Path | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.port = port
+        self.forwarder = forwarder
+        self.baudrate = baudrate
+        self.state = state
+        self.notifier = notifier or Notifier()
+        self.decoder = FrameDecoder()
+        self.stats = BridgeStats()
+        self.stop_event = asyncio.Event()
+        self._warn = RateLimitedLog(log, 30.0)
+
+    def status(self, where: str) -> str:
+        frames, errors = self.decoder.stats.frames, sum(self.decoder.stats.errors.values())
+        return f"{where}; frames={frames} frame_errors={errors} verdicts={self.stats.verdicts}"
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        await self.forwarder.start()
+        self.notifier.send("READY=1", f"STATUS={self.status('starting')}")
+        backoff = RETRY_MIN_S
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    link = await open_link(self.port, self.baudrate, self.decoder)
+                except (OSError, serial.SerialException) as exc:
+                    self._warn.warning("port", "serial port %s not available (%s); retrying", self.port, exc)
+                    self.notifier.send(f"STATUS={self.status(f'waiting for {self.port}')}")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop_event.wait(), backoff)
+                    backoff = min(backoff * 2, RETRY_MAX_S)
+                    continue
+                backoff = RETRY_MIN_S
+                self.stats.port_opened += 1
+                log.info("serial port %s open at %d baud", self.port, self.baudrate)
+                self.notifier.send(f"STATUS={self.status(f'serving {self.port}')}")
+                await self._serve(link)
+                if not self.stop_event.is_set():
+                    self.stats.port_lost += 1
+                    log.warning("serial port %s closed or vanished; waiting for it to return", self.port)
+        finally:
+            self.notifier.send("STOPPING=1")
+            await self.forwarder.stop()
+
+    async def _serve(self, link: SerialLink) -> None:
+        closed = asyncio.create_task(link.closed.wait())
+        stopping = asyncio.create_task(self.stop_event.wait())
+        try:
+            while True:
+                getter = asyncio.create_task(link.frames.get())
+                done, _ = await asyncio.wait({getter, closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    return
+                await self._handle(link, getter.result())
+        finally:
+            closed.cancel()
+            stopping.cancel()
+            if link.transport is not None:
+                link.transport.close()
+
+    async def _handle(self, link: SerialLink, frame: Frame) -> None:
+        if frame.type is FrameType.READING:
+            await self._reading(link, frame.body)
+        elif frame.type is FrameType.TIME_REQUEST:
+            self.stats.time_requests += 1
+            link.send(FrameType.TIME, (time.time_ns() // 1_000_000).to_bytes(8, "big"))
+        elif frame.type is FrameType.HELLO:
+            self._hello(link, frame.body)
+        else:
+            link.send(FrameType.ERROR, f"unexpected frame type {frame.type.name} from a device".encode())
+
+    async def _reading(self, link: SerialLink, envelope: bytes) -> None:
+        try:
+            counter = decode_envelope(envelope).counter
+        except ChainError as exc:
+            # Not an envelope at all: say so; the gateway would only quarantine it.
+            link.send(FrameType.NACK, counter_body(0, f"malformed: {exc}"))
+            self.stats.verdicts["nack"] += 1
+            return
+        verdict = await self.forwarder.send(envelope)
+        self.stats.verdicts[verdict.kind] += 1
+        if verdict.kind == "ack":
+            link.send(FrameType.ACK, counter_body(counter))
+        elif verdict.kind == "nack":
+            link.send(FrameType.NACK, counter_body(counter, verdict.reason))
+            self._warn.warning(
+                "nack", "gateway rejected reading %d from %s: %s", counter, self.port, verdict.reason
+            )
+        else:
+            link.send(FrameType.BUSY, counter_body(counter))
+            self._warn.warning("busy", "gateway not accepting readings now: %s", verdict.reason)
+
+    def _hello(self, link: SerialLink, body: bytes) -> None:
+        try:
+            item = cbor.decode(body, "hello", max_size=1024)
+            identifier, key = item
+            if not isinstance(identifier, str) or not isinstance(key, bytes) or len(key) != 65:
+                raise ValueError("want [identifier text, 65-byte SEC1 P-256 public key]")
+        except (ChainError, ValueError, TypeError) as exc:
+            link.send(FrameType.ERROR, f"bad HELLO: {exc}".encode())
+            return
+        self.stats.hellos += 1
+        log.info("HELLO from %s on %s (public key %s)", identifier, self.port, key.hex())
+        if self.state is not None:
+            self.state.mkdir(parents=True, exist_ok=True)
+            with (self.state / "hello.jsonl").open("a") as f:
+                f.write(
+                    json.dumps({"identifier": identifier, "public_key_sec1": key.hex(), "port": self.port})
+                    + "\n"
+                )
