@@ -72,7 +72,8 @@ async def simulate_serial(  # noqa: PLR0917 (the simulation's whole setting)
     from firmware_bridge.link import open_link  # noqa: PLC0415
 
     link = await open_link(port, baud, FrameDecoder())
-    link.transport.write(b"\x00")  # type: ignore[union-attr]  # discard any half frame after our reset
+    assert link.transport is not None
+    link.transport.write(b"\x00")  # discard any half frame after our reset
     link.send(FrameType.HELLO, hello_body(signer.kid, key))
     link.send(FrameType.TIME_REQUEST)
     verdicts = {"ack": 0, "nack": 0, "busy": 0}

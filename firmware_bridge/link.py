@@ -50,8 +50,10 @@ class SerialLink(asyncio.Protocol):
 async def open_link(port: str, baudrate: int, decoder: FrameDecoder, **kwargs: Any) -> SerialLink:
     """Open ``port`` (a device path, or any pyserial URL) with a fresh protocol sharing ``decoder``."""
     loop = asyncio.get_running_loop()
-    _, protocol = await serial_asyncio_fast.create_serial_connection(
+    transport, protocol = await serial_asyncio_fast.create_serial_connection(
         loop, lambda: SerialLink(decoder), port, baudrate=baudrate, **kwargs
     )
     assert isinstance(protocol, SerialLink)
+    # connection_made runs on a later loop turn; the caller may write at once.
+    protocol.transport = transport
     return protocol

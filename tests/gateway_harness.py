@@ -19,7 +19,7 @@ import httpx
 
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
-from chain_lite.keys import generate_p256, load_private_pem, public_pem
+from chain_lite.keys import generate_p256, load_private_pem, private_pem, public_pem
 from chain_lite.registry import Value, pubkey_value
 from edge import store
 from tests.root_harness import RootUnderTest, free_port, running_root
@@ -95,7 +95,9 @@ class Plant:
 def running_plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
     with running_root(tmp_path / "r", f"sqlite:///{tmp_path / 'root.db'}") as root:
         admin = root.add_prefix("88.123.99")
-        device = CoseSigner(DEVICE, generate_p256())
+        device_key = generate_p256()
+        device = CoseSigner(DEVICE, device_key)
+        (tmp_path / "device.key").write_bytes(private_pem(device_key))
         state = tmp_path / "gw"
         broker = f"{mqtt_broker[0]}:{mqtt_broker[1]}"
         cli("gateway", "init", "--state", state, "--root", root.url, "--id", GATEWAY,

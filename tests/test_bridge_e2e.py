@@ -1,0 +1,195 @@
+"""The bridge as a real process on a pseudo-terminal, forwarding to a real gateway over CoAP."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge import store
+from firmware_bridge.frames import Frame, FrameDecoder, FrameType, encode_frame, parse_counter_body
+from tests.gateway_harness import DEVICE, EDGEROOT, Plant
+
+
+class Pty:
+    """A pseudo-terminal pair; the bridge opens ``path`` (a symlink, like /dev/serial/by-id/...)."""
+
+    def __init__(self, link: Path) -> None:
+        self.master, slave = os.openpty()
+        tty.setraw(slave)
+        self.slave_name = os.ttyname(slave)
+        os.close(slave)
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(self.slave_name)
+        self.decoder = FrameDecoder()
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def read_frames(self, want: int, timeout: float = 10.0) -> list[Frame]:
+        frames: list[Frame] = []
+        deadline = time.monotonic() + timeout
+        while len(frames) < want and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                try:
+                    frames += self.decoder.feed(os.read(self.master, 4096))
+                except OSError:  # EIO: nobody has the other side open (yet)
+                    time.sleep(0.1)
+        return frames
+
+    def unplug(self) -> None:
+        os.close(self.master)
+
+
+@pytest.fixture
+def bridge(plant: Plant, tmp_path: Path) -> Iterator[tuple[Plant, Pty, Path, subprocess.Popen[bytes]]]:
+    plant.start()
+    port = tmp_path / "ttyDEVICE"
+    pty = Pty(port)
+    log = (tmp_path / "bridge.log").open("ab")
+    proc = subprocess.Popen(
+        [*EDGEROOT, "bridge", "run", "--port", str(port), "--gateway", f"coap://127.0.0.1:{plant.coap_port}/readings",
+         "--state", str(tmp_path / "bridge")],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    log.close()
+    try:
+        time.sleep(1.0)  # the bridge opens the port
+        yield plant, pty, port, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def _acks(frames: list[Frame]) -> list[int]:
+    return [parse_counter_body(f.body)[0] for f in frames if f.type is FrameType.ACK]
+
+
+def test_serial_readings_through_corruption_end_up_anchored(
+    bridge: tuple[Plant, Pty, Path, subprocess.Popen[bytes]],
+) -> None:
+    """Good frames among garbage, bad CRCs, truncated and oversize frames are ACKed once durable and
+    anchored; TIME and HELLO are answered and recorded; the bad frames are only counted."""
+    plant, pty, _, _ = bridge
+    good = [plant.reading() for _ in range(3)]
+    crc_broken = bytearray(encode_frame(FrameType.READING, good[0]))
+    crc_broken[5] ^= 0x01
+    stream = (
+        b"\x00\x13\x37garbage\x00"
+        + encode_frame(FrameType.READING, good[0])
+        + bytes(crc_broken)
+        + encode_frame(FrameType.TIME_REQUEST)
+        + encode_frame(FrameType.READING, good[1])[:9] + b"\x00"  # truncated mid-frame
+        + b"\x01" * 9000 + b"\x00"  # oversize
+        + encode_frame(FrameType.READING, good[1])
+        + encode_frame(FrameType.READING, good[2])
+    )  # fmt: skip
+    for i in range(0, len(stream), 37):  # as a UART delivers: in small pieces
+        pty.write(stream[i : i + 37])
+    frames = pty.read_frames(want=4)
+    assert _acks(frames) == [1, 2, 3]
+    times = [f for f in frames if f.type is FrameType.TIME]
+    assert len(times) == 1 and abs(int.from_bytes(times[0].body, "big") - time.time() * 1000) < 60_000
+    plant.wait_anchored(3)
+    conn = store.connect(plant.state / "gateway.db")
+    assert [
+        r[0] for r in conn.execute("SELECT counter FROM readings WHERE subject = ? ORDER BY id", (DEVICE,))
+    ] == [1, 2, 3]
+
+
+def test_replayed_and_malformed_readings_get_nack_with_the_reason(
+    bridge: tuple[Plant, Pty, Path, subprocess.Popen[bytes]],
+) -> None:
+    """A resent (already stored) reading gets NACK "replay"; a body that is no envelope gets NACK too."""
+    plant, pty, _, _ = bridge
+    first = plant.reading()
+    pty.write(encode_frame(FrameType.READING, first) + encode_frame(FrameType.READING, first))
+    pty.write(encode_frame(FrameType.READING, b"not an envelope"))
+    frames = pty.read_frames(want=3)
+    kinds = [(f.type, parse_counter_body(f.body)) for f in frames]
+    assert kinds[0] == (FrameType.ACK, (1, ""))
+    assert kinds[1][0] is FrameType.NACK and kinds[1][1][0] == 1 and kinds[1][1][1].startswith("replay")
+    assert kinds[2][0] is FrameType.NACK and kinds[2][1][1].startswith("malformed")
+
+
+def test_unplug_mid_frame_and_replug(
+    bridge: tuple[Plant, Pty, Path, subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """The device vanishes mid-frame; the bridge keeps running and resumes on the replugged port."""
+    plant, pty, port, proc = bridge
+    pty.write(encode_frame(FrameType.READING, plant.reading()))
+    assert _acks(pty.read_frames(want=1)) == [1]
+    pty.write(encode_frame(FrameType.READING, plant.reading())[:20])  # half a frame, then gone
+    pty.unplug()
+    port.unlink()
+    time.sleep(1.5)
+    assert proc.poll() is None, "the bridge exited when its port vanished"
+    replugged = Pty(port)
+    reading = plant.reading()
+    frames: list[Frame] = []
+    deadline = time.monotonic() + 45  # the bridge's retry backoff is at most 30 s
+    while not frames and time.monotonic() < deadline:
+        # Like firmware: resend until acknowledged (the port flushes input when the bridge opens it).
+        replugged.write(b"\x00" + encode_frame(FrameType.READING, reading))
+        frames = replugged.read_frames(want=1, timeout=1.0)
+    assert _acks(frames) == [3]
+    log = (tmp_path / "bridge.log").read_text()
+    assert "vanished" in log
+
+
+def _relay(a: int, b: int, stop: threading.Event) -> None:
+    """Copy bytes both ways between two pty masters: a null-modem cable between two serial ports."""
+    while not stop.is_set():
+        ready, _, _ = select.select([a, b], [], [], 0.1)
+        for fd in ready:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:  # EIO: that side's port is not open (yet)
+                time.sleep(0.05)
+                continue
+            os.write(b if fd == a else a, data)
+
+
+def test_device_simulate_over_serial_and_hello_is_recorded(plant: Plant, tmp_path: Path) -> None:
+    """`edgeroot device simulate --serial` speaks the documented frames through a real bridge; its
+    HELLO is recorded for the operator."""
+    plant.start()
+    bridge_side, device_side = Pty(tmp_path / "ttyBRIDGE"), Pty(tmp_path / "ttyDEVICE")
+    stop = threading.Event()
+    relay = threading.Thread(target=_relay, args=(bridge_side.master, device_side.master, stop), daemon=True)
+    relay.start()
+    state = tmp_path / "bridge"
+    with (tmp_path / "bridge.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [*EDGEROOT, "bridge", "run", "--port", str(tmp_path / "ttyBRIDGE"),
+             "--gateway", f"coap://127.0.0.1:{plant.coap_port}/readings", "--state", str(state)],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        sim = subprocess.run(
+            [*EDGEROOT, "device", "simulate", "--serial", str(tmp_path / "ttyDEVICE"), "--id", DEVICE,
+             "--key", str(tmp_path / "device.key"), "--rate", "50", "--count", "20", "--counter", "1", "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        result = json.loads(sim.stdout)
+        assert sim.returncode == 0, sim.stdout + sim.stderr
+        assert result["ack"] == 20 and result["unacknowledged"] == 0
+        plant.wait_anchored(20)
+        hello = [json.loads(line) for line in (state / "hello.jsonl").read_text().splitlines()]
+        assert hello[0]["identifier"] == DEVICE and len(bytes.fromhex(hello[0]["public_key_sec1"])) == 65
+    finally:
+        stop.set()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
