@@ -180,7 +180,8 @@ def test_device_simulate_over_serial_and_hello_is_recorded(plant: Plant, tmp_pat
         time.sleep(1.0)
         sim = subprocess.run(
             [*EDGEROOT, "device", "simulate", "--serial", str(tmp_path / "ttyDEVICE"), "--id", DEVICE,
-             "--key", str(tmp_path / "device.key"), "--rate", "50", "--count", "20", "--counter", "1", "--json"],
+             "--key", str(tmp_path / "device.key"), "--rate", "50", "--count", "20", "--counter", "1",
+             "--json"],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         result = json.loads(sim.stdout)
