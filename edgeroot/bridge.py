@@ -8,9 +8,15 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from chain_lite.errors import ChainError
+from edgeroot.keyfiles import load_private_key
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from edgeroot.tomlconfig import ConfigError, Table
+
+if TYPE_CHECKING:
+    from firmware_bridge.forward import Forwarder
 
 DEFAULT_GATEWAY = "coap://127.0.0.1:5683/readings"
 
@@ -34,10 +40,13 @@ def run_bridge(args: argparse.Namespace, report: Reporter) -> int:
     from firmware_bridge.forward import forwarder_for  # noqa: PLC0415
 
     gateway, baud, state_dir = DEFAULT_GATEWAY, 115200, None
+    table = None
     if args.config is not None:
         try:
             table = Table.read(args.config, "give an existing --config file")
-            table.check_known({"gateway", "baud", "state"})
+            table.check_known(
+                {"gateway", "baud", "state", "mode", "bridge_id", "key", "timeout_s", "register"}
+            )
             gateway = table.get("gateway", str, DEFAULT_GATEWAY)
             baud = table.number("baud", int, 115200, 50, 20_000_000)
             state_dir = table.get("state", str)
@@ -55,5 +64,28 @@ def run_bridge(args: argparse.Namespace, report: Reporter) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
     )
+    if table is not None and table.get("mode", str, "frames") == "modbus":
+        return _run_modbus(args, table, forwarder, baud)
     asyncio.run(Bridge(args.port, forwarder, baudrate=baud, state=state).run())
+    return 0
+
+
+def _run_modbus(args: argparse.Namespace, table: Table, forwarder: Forwarder, baud: int) -> int:
+    """``mode = "modbus"``: poll the register map, sign as the bridge on behalf of each device."""
+    from chain_lite.cose import CoseSigner  # noqa: PLC0415
+    from chain_lite.identifier import normalize  # noqa: PLC0415
+    from firmware_bridge.modbus import registers_from, run_modbus  # noqa: PLC0415
+
+    assert args.config is not None
+    try:
+        registers = registers_from(table)
+        bridge_id = normalize(table.get("bridge_id", str, required=True))
+        key_file = args.config.parent / table.get("key", str, required=True)
+        timeout = table.number("timeout_s", float, 0.5, 0.01, 60)
+    except (ConfigError, ChainError) as exc:
+        raise CommandFailed(str(exc)) from exc
+    if not registers:
+        raise CommandFailed(f"{args.config}: modbus mode needs at least one [[register]]")
+    signer = CoseSigner(bridge_id, load_private_key(key_file))
+    asyncio.run(run_modbus(args.port, registers, signer, forwarder, baudrate=baud, timeout_s=timeout))
     return 0

@@ -1,0 +1,147 @@
+"""Modbus RTU polling through a real bridge process, against pymodbus's own server on a pty pair."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pymodbus import FramerType
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+from pymodbus.server import StartAsyncSerialServer
+
+from chain_lite.envelope import decode_envelope, resolve
+from chain_lite.keys import generate_p256, private_pem, public_pem
+from chain_lite.registry import Value, pubkey_value
+from edge import store
+from firmware_bridge.modbus import decode_registers
+from tests.gateway_harness import EDGEROOT, Plant
+
+BRIDGE = "88.123.99/BRIDGE-1"
+FLOW_METER = "88.123.99/FLOW-7"
+BOILER = "88.123.99/BOILER-2"
+
+
+def _pty() -> tuple[int, str]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    name = os.ttyname(slave)
+    os.close(slave)
+    return master, name
+
+
+@contextlib.contextmanager
+def modbus_slave_on_a_serial_line() -> Iterator[str]:
+    """pymodbus's RTU server (unit 1 only) on one pty, a null-modem relay to another; yields the
+    path the bridge opens."""
+    server_master, server_path = _pty()
+    bridge_master, bridge_path = _pty()
+    stop = threading.Event()
+
+    def relay() -> None:
+        while not stop.is_set():
+            ready, _, _ = select.select([server_master, bridge_master], [], [], 0.1)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+                os.write(bridge_master if fd == server_master else server_master, data)
+
+    def serve() -> None:
+        # Holding registers from address 0: 215 (uint16), then 0x4148 0x0000 = 12.5 as float32.
+        block = ModbusSequentialDataBlock(1, [215, 0, 0x4148, 0x0000])
+        context = ModbusServerContext(devices={1: ModbusDeviceContext(hr=block)}, single=False)
+        with contextlib.suppress(Exception):
+            asyncio.run(
+                StartAsyncSerialServer(
+                    context=context, port=server_path, baudrate=19200, framer=FramerType.RTU
+                )
+            )
+
+    threading.Thread(target=relay, daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    time.sleep(0.5)
+    try:
+        yield bridge_path
+    finally:
+        stop.set()
+
+
+def test_register_decoding() -> None:
+    """Register words decode by type, big-endian word order."""
+    assert decode_registers("uint16", [215]) == 215
+    assert decode_registers("int16", [0xFFFF]) == -1
+    assert decode_registers("float32", [0x4148, 0x0000]) == 12.5
+    assert decode_registers("int32", [0xFFFF, 0xFFFE]) == -2
+
+
+def test_modbus_polls_become_bridge_attested_readings_and_a_dead_unit_stops_nothing(
+    plant: Plant, tmp_path: Path
+) -> None:
+    """Unit 1 answers, unit 2 never does: unit 1's readings keep arriving at the gateway, signed by the
+    bridge with the measured device as subject; unit 2's failures are only counted and logged."""
+    bridge_key = generate_p256()
+    (tmp_path / "bridge.key").write_bytes(private_pem(bridge_key))
+    (plant.state / "bridge.pub").write_bytes(public_pem(bridge_key.public_key()))
+    text = (
+        (plant.state / "gateway.toml")
+        .read_text()
+        .replace("[devices]", f'[devices]\n"{BRIDGE}" = "bridge.pub"')
+    )
+    (plant.state / "gateway.toml").write_text(text)
+    with plant.root.client() as c:
+        admin = plant.root.admin_signer()
+        values = [pubkey_value(300, bridge_key.public_key()), Value(1, "BRIDGE", "string", BRIDGE)]
+        c.write(plant.root.write("create", BRIDGE, values, admin))
+    plant.start()
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        f'mode = "modbus"\ngateway = "coap://127.0.0.1:{plant.coap_port}/readings"\nbaud = 19200\n'
+        f'bridge_id = "{BRIDGE}"\nkey = "bridge.key"\ntimeout_s = 0.3\n'
+        f'[[register]]\nunit = 1\naddress = 0\ntype = "uint16"\nscale = 0.1\nunit_of_measure = "Cel"\n'
+        f'device = "{BOILER}"\nname = "temperature"\npoll_s = 0.2\n'
+        f'[[register]]\nunit = 1\naddress = 2\ntype = "float32"\nunit_of_measure = "m3/h"\n'
+        f'device = "{FLOW_METER}"\nname = "flow"\npoll_s = 0.2\n'
+        f'[[register]]\nunit = 2\naddress = 0\ndevice = "{FLOW_METER}"\nname = "dead"\npoll_s = 0.2\n'
+    )
+    with modbus_slave_on_a_serial_line() as port, (tmp_path / "bridge.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [*EDGEROOT, "bridge", "run", "--port", port, "--config", str(config)], stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                conn = store.connect(plant.state / "gateway.db")
+                rows = conn.execute(
+                    "SELECT subject, raw FROM readings WHERE signer = ?", (BRIDGE,)
+                ).fetchall()
+                conn.close()
+                subjects = {r[0] for r in rows}
+                if {BOILER, FLOW_METER} <= subjects and len(rows) >= 10:
+                    break
+                assert time.monotonic() < deadline, f"readings so far: {len(rows)} {subjects}"
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+    values = {}
+    for _, raw in rows:
+        env = decode_envelope(bytes(raw))
+        assert env.bridge_attested and env.signer == BRIDGE
+        rec = resolve(env.records)[0]
+        values[rec["name"]] = (rec["value"], rec.get("unit"))
+    assert values["temperature"] == (pytest.approx(21.5), "Cel")
+    assert values["flow"] == (12.5, "m3/h")
+    assert "dead" not in values
+    assert "Modbus unit 2" in (tmp_path / "bridge.log").read_text()
