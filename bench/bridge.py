@@ -1,22 +1,39 @@
-"""`make bench` (bridge): frames decoded per second by the serial framing layer.
+"""`make bench` (bridge): serial frames decoded per second, and readings per second end to end.
 
 A stream of reading frames (a one-record SenML envelope each, as a sensor sends) is fed to the decoder in
-4 KiB chunks, as a serial port delivers them. Target (issue 5): >= 50,000 frames/s.
+4 KiB chunks, as a serial port delivers them. Target (issue 5): >= 50,000 frames/s. End to end, a
+simulated device sends readings over a pseudo-terminal pair paced to 115,200 and 1,000,000 baud,
+through the bridge and CoAP into a real gateway (root and broker running too), and counts ACK frames.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import platform
+import select
+import signal
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+import tty
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256
 from firmware_bridge.frames import FrameDecoder, FrameType, encode_frame
 
+if TYPE_CHECKING:
+    from gateway import System
+
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+EDGEROOT = [sys.executable, "-m", "edgeroot"]
 
 
 def main() -> None:
@@ -46,5 +63,79 @@ def main() -> None:
     )
 
 
+def _pty() -> tuple[int, str]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    name = os.ttyname(slave)
+    os.close(slave)
+    return master, name
+
+
+def paced_relay(a: int, b: int, baud: int, stop: threading.Event) -> None:
+    """A null-modem cable at ``baud`` (8N1: 10 bits a byte): a pseudo-terminal has no baud rate of its own."""
+    seconds_per_byte = 10 / baud
+    while not stop.is_set():
+        ready, _, _ = select.select([a, b], [], [], 0.1)
+        for fd in ready:
+            try:
+                data = os.read(fd, 256)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            os.write(b if fd == a else a, data)
+            time.sleep(len(data) * seconds_per_byte)
+
+
+def serial_end_to_end(system: System, device: int, baud: int, count: int) -> dict[str, float]:
+    """Readings/s from a simulated device through a paced serial line, the bridge and the gateway."""
+    bridge_master, bridge_path = _pty()
+    device_master, device_path = _pty()
+    stop = threading.Event()
+    threading.Thread(target=paced_relay, args=(bridge_master, device_master, baud, stop), daemon=True).start()
+    ident, key_pem = system.devices[device]
+    key_file = system.tmp / f"sim{device}.key"
+    key_file.write_bytes(key_pem)
+    bridge = subprocess.Popen(
+        [*EDGEROOT, "bridge", "run", "--port", bridge_path, "--baud", str(baud),
+         "--gateway", f"coap://127.0.0.1:{system.coap_port}/readings"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)
+        out = subprocess.run(
+            [*EDGEROOT, "device", "simulate", "--serial", device_path, "--id", ident, "--key", str(key_file),
+             "--rate", "0", "--count", str(count), "--counter", "1", "--baud", str(baud), "--json"],
+            capture_output=True, text=True, check=True, timeout=600,
+        )  # fmt: skip
+        result = json.loads(out.stdout)
+    finally:
+        stop.set()
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(timeout=30)
+    return {"rate": result["ack"] / result["seconds"], "ack": result["ack"], "sent": result["sent"]}
+
+
+def end_to_end() -> None:
+    from gateway import System  # noqa: PLC0415 (bench/ is on sys.path when run as a script)
+
+    count = int(os.environ.get("BENCH_SERIAL_READINGS", "1000"))
+    with tempfile.TemporaryDirectory() as d:
+        system = System(Path(d))
+        try:
+            system.setup()
+            for device, baud in ((0, 115_200), (1, 1_000_000)):
+                r = serial_end_to_end(system, device, baud, count)
+                print(
+                    f"  serial end to end at {baud:,} baud "
+                    "(paced pty, bridge, CoAP, gateway durable, ACK frame): "
+                    f"{r['rate']:,.0f} readings/s ({r['ack']:.0f} of {r['sent']:.0f} acknowledged)"
+                )
+        finally:
+            for name in list(system.procs):
+                with contextlib.suppress(Exception):
+                    system.stop(name)
+
+
 if __name__ == "__main__":
     main()
+    end_to_end()

@@ -132,6 +132,7 @@ class System:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.broker_port, self.root_port, self.http_port = free_port(), free_port(), free_port()
+        self.coap_port = free_port()
         (tmp / "mq").mkdir()
         (tmp / "mosquitto.conf").write_text(
             f"listener {self.broker_port} 127.0.0.1\nallow_anonymous true\n"
@@ -219,6 +220,7 @@ class System:
             '# "88.123.99/PUMP-0042" = "keys/88.123.99_PUMP-0042.pub"', "\n".join(devices_toml)
         )
         text = text.replace("max_blocks_per_s = 200", "max_blocks_per_s = 1000")
+        text += f'\n[[connector]]\ntype = "coap"\nhost = "127.0.0.1"\nport = {self.coap_port}\n'
         (self.tmp / "gw" / "gateway.toml").write_text(text)
         self.start_broker()
         self.start_gateway()

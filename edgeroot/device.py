@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     where.add_argument("--serial", help="serial port (framed protocol, waits for ACK frames)")
     where.add_argument("--mqtt", help="mqtt://HOST:PORT/TOPIC (QoS 1)")
     where.add_argument("--coap", help="coap://HOST:PORT/readings (waits for 2.04)")
-    sim.add_argument("--id", required=True, help="the device identifier")
-    sim.add_argument("--key", type=Path, required=True, help="the device's private key (PEM)")
+    where.add_argument("--modbus-slave", help="serial port: answer Modbus RTU as a slave (for bridge tests)")
+    sim.add_argument("--unit", type=int, default=1, help="Modbus unit id (with --modbus-slave)")
+    sim.add_argument(
+        "--registers", default="215,0,16712,0", help="holding registers from address 0 (with --modbus-slave)"
+    )
+    sim.add_argument("--seconds", type=float, default=0, help="with --modbus-slave: stop after this long")
+    sim.add_argument("--id", help="the device identifier (not for --modbus-slave)")
+    sim.add_argument("--key", type=Path, help="the device's private key, PEM (not for --modbus-slave)")
     sim.add_argument(
         "--rate", type=float, default=1.0, help="readings per second (0: as fast as acknowledged)"
     )
@@ -148,7 +155,37 @@ async def _send_all(fwd: Any, signer: CoseSigner, counters: list[int], rate: flo
     return {"sent": len(counters), **verdicts, "seconds": round(time.perf_counter() - start, 3)}
 
 
+async def modbus_slave(port: str, baud: int, unit: int, registers: list[int], seconds: float) -> None:
+    """pymodbus's RTU server on ``port``: holding registers from address 0; stops after ``seconds``."""
+    from pymodbus import FramerType  # noqa: PLC0415
+    from pymodbus.datastore import (  # noqa: PLC0415
+        ModbusDeviceContext,
+        ModbusSequentialDataBlock,
+        ModbusServerContext,
+    )
+    from pymodbus.server import StartAsyncSerialServer  # noqa: PLC0415
+
+    # pymodbus's sequential blocks start one above the protocol address.
+    block = ModbusSequentialDataBlock(1, registers)  # type: ignore[no-untyped-call]
+    context = ModbusServerContext(devices={unit: ModbusDeviceContext(hr=block)}, single=False)
+    server = StartAsyncSerialServer(context=context, port=port, baudrate=baud, framer=FramerType.RTU)
+    if seconds:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server, seconds)
+    else:
+        await server
+
+
 def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
+    if args.modbus_slave:
+        try:
+            registers = [int(r) for r in args.registers.split(",")]
+        except ValueError as exc:
+            raise CommandFailed(f"--registers: {exc}") from exc
+        asyncio.run(modbus_slave(args.modbus_slave, args.baud, args.unit, registers, args.seconds))
+        return report.ok(f"Modbus slave {args.unit} on {args.modbus_slave} stopped")
+    if args.id is None or args.key is None:
+        raise CommandFailed("--id and --key are required to simulate a device")
     try:
         identifier = normalize(args.id)
     except ChainError as exc:

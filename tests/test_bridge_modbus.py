@@ -145,3 +145,53 @@ def test_modbus_polls_become_bridge_attested_readings_and_a_dead_unit_stops_noth
     assert values["flow"] == (12.5, "m3/h")
     assert "dead" not in values
     assert "Modbus unit 2" in (tmp_path / "bridge.log").read_text()
+
+
+def test_device_simulate_plays_a_modbus_slave(tmp_path: Path) -> None:
+    """`edgeroot device simulate --modbus-slave` answers RTU reads with the given registers."""
+    from pymodbus.client import AsyncModbusSerialClient
+
+    slave_master, slave_path = _pty()
+    client_master, client_path = _pty()
+    stop = threading.Event()
+
+    def relay() -> None:
+        while not stop.is_set():
+            ready, _, _ = select.select([slave_master, client_master], [], [], 0.1)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+                os.write(client_master if fd == slave_master else slave_master, data)
+
+    threading.Thread(target=relay, daemon=True).start()
+    proc = subprocess.Popen(
+        [*EDGEROOT, "device", "simulate", "--modbus-slave", slave_path, "--unit", "3", "--registers", "7,8,9",
+         "--seconds", "20", "--baud", "19200"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    async def read() -> list[int]:
+        client = AsyncModbusSerialClient(client_path, baudrate=19200, timeout=1, retries=0)
+        await client.connect()
+        try:
+            for _ in range(20):
+                try:
+                    response = await client.read_holding_registers(0, count=3, device_id=3)
+                except Exception:  # noqa: BLE001 (the slave may not listen yet)
+                    await asyncio.sleep(0.3)
+                    continue
+                if not response.isError():
+                    return list(response.registers)
+            return []
+        finally:
+            client.close()
+
+    try:
+        assert asyncio.run(read()) == [7, 8, 9]
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(timeout=20)
