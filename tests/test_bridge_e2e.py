@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import signal
 import subprocess
-import threading
 import time
 import tty
 from collections.abc import Iterator
@@ -18,6 +18,7 @@ import pytest
 from edge import store
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, encode_frame, parse_counter_body
 from tests.gateway_harness import DEVICE, EDGEROOT, Plant
+from tests.serial_harness import null_modem
 
 
 class Pty:
@@ -148,38 +149,23 @@ def test_unplug_mid_frame_and_replug(
     assert "vanished" in log
 
 
-def _relay(a: int, b: int, stop: threading.Event) -> None:
-    """Copy bytes both ways between two pty masters: a null-modem cable between two serial ports."""
-    while not stop.is_set():
-        ready, _, _ = select.select([a, b], [], [], 0.1)
-        for fd in ready:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:  # EIO: that side's port is not open (yet)
-                time.sleep(0.05)
-                continue
-            os.write(b if fd == a else a, data)
-
-
 def test_device_simulate_over_serial_and_hello_is_recorded(plant: Plant, tmp_path: Path) -> None:
     """`edgeroot device simulate --serial` speaks the documented frames through a real bridge; its
     HELLO is recorded for the operator."""
     plant.start()
-    bridge_side, device_side = Pty(tmp_path / "ttyBRIDGE"), Pty(tmp_path / "ttyDEVICE")
-    stop = threading.Event()
-    relay = threading.Thread(target=_relay, args=(bridge_side.master, device_side.master, stop), daemon=True)
-    relay.start()
+    cable = contextlib.ExitStack()
+    bridge_port, device_port = cable.enter_context(null_modem())
     state = tmp_path / "bridge"
     with (tmp_path / "bridge.log").open("ab") as log:
         proc = subprocess.Popen(
-            [*EDGEROOT, "bridge", "run", "--port", str(tmp_path / "ttyBRIDGE"),
+            [*EDGEROOT, "bridge", "run", "--port", bridge_port,
              "--gateway", f"coap://127.0.0.1:{plant.coap_port}/readings", "--state", str(state)],
             stdout=log, stderr=log,
         )  # fmt: skip
     try:
         time.sleep(1.0)
         sim = subprocess.run(
-            [*EDGEROOT, "device", "simulate", "--serial", str(tmp_path / "ttyDEVICE"), "--id", DEVICE,
+            [*EDGEROOT, "device", "simulate", "--serial", device_port, "--id", DEVICE,
              "--key", str(tmp_path / "device.key"), "--rate", "50", "--count", "20", "--counter", "1",
              "--json"],
             capture_output=True, text=True, timeout=120, check=False,
@@ -191,6 +177,6 @@ def test_device_simulate_over_serial_and_hello_is_recorded(plant: Plant, tmp_pat
         hello = [json.loads(line) for line in (state / "hello.jsonl").read_text().splitlines()]
         assert hello[0]["identifier"] == DEVICE and len(bytes.fromhex(hello[0]["public_key_sec1"])) == 65
     finally:
-        stop.set()
+        cable.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import select
 import signal
 import subprocess
 import threading
 import time
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,40 +22,19 @@ from chain_lite.registry import Value, pubkey_value
 from edge import store
 from firmware_bridge.modbus import decode_registers
 from tests.gateway_harness import EDGEROOT, Plant
+from tests.serial_harness import null_modem
 
 BRIDGE = "88.123.99/BRIDGE-1"
 FLOW_METER = "88.123.99/FLOW-7"
 BOILER = "88.123.99/BOILER-2"
 
 
-def _pty() -> tuple[int, str]:
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    name = os.ttyname(slave)
-    os.close(slave)
-    return master, name
-
-
 @contextlib.contextmanager
 def modbus_slave_on_a_serial_line() -> Iterator[str]:
     """pymodbus's RTU server (unit 1 only) on one pty, a null-modem relay to another; yields the
     path the bridge opens."""
-    server_master, server_path = _pty()
-    bridge_master, bridge_path = _pty()
-    stop = threading.Event()
 
-    def relay() -> None:
-        while not stop.is_set():
-            ready, _, _ = select.select([server_master, bridge_master], [], [], 0.1)
-            for fd in ready:
-                try:
-                    data = os.read(fd, 4096)
-                except OSError:
-                    time.sleep(0.05)
-                    continue
-                os.write(bridge_master if fd == server_master else server_master, data)
-
-    def serve() -> None:
+    def serve(server_path: str) -> None:
         # Holding registers from address 0: 215 (uint16), then 0x4148 0x0000 = 12.5 as float32.
         block = ModbusSequentialDataBlock(1, [215, 0, 0x4148, 0x0000])
         context = ModbusServerContext(devices={1: ModbusDeviceContext(hr=block)}, single=False)
@@ -69,13 +45,10 @@ def modbus_slave_on_a_serial_line() -> Iterator[str]:
                 )
             )
 
-    threading.Thread(target=relay, daemon=True).start()
-    threading.Thread(target=serve, daemon=True).start()
-    time.sleep(0.5)
-    try:
+    with null_modem() as (server_path, bridge_path):
+        threading.Thread(target=serve, args=(server_path,), daemon=True).start()
+        time.sleep(0.5)
         yield bridge_path
-    finally:
-        stop.set()
 
 
 def test_register_decoding() -> None:
@@ -151,22 +124,8 @@ def test_device_simulate_plays_a_modbus_slave(tmp_path: Path) -> None:
     """`edgeroot device simulate --modbus-slave` answers RTU reads with the given registers."""
     from pymodbus.client import AsyncModbusSerialClient
 
-    slave_master, slave_path = _pty()
-    client_master, client_path = _pty()
-    stop = threading.Event()
-
-    def relay() -> None:
-        while not stop.is_set():
-            ready, _, _ = select.select([slave_master, client_master], [], [], 0.1)
-            for fd in ready:
-                try:
-                    data = os.read(fd, 4096)
-                except OSError:
-                    time.sleep(0.05)
-                    continue
-                os.write(client_master if fd == slave_master else slave_master, data)
-
-    threading.Thread(target=relay, daemon=True).start()
+    cable = contextlib.ExitStack()
+    slave_path, client_path = cable.enter_context(null_modem())
     proc = subprocess.Popen(
         [*EDGEROOT, "device", "simulate", "--modbus-slave", slave_path, "--unit", "3", "--registers", "7,8,9",
          "--seconds", "20", "--baud", "19200"],
@@ -192,6 +151,6 @@ def test_device_simulate_plays_a_modbus_slave(tmp_path: Path) -> None:
     try:
         assert asyncio.run(read()) == [7, 8, 9]
     finally:
-        stop.set()
+        cable.close()
         proc.terminate()
         proc.wait(timeout=20)
