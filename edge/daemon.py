@@ -151,11 +151,12 @@ class Gateway:
                     self.registry.refresh_loop(self.stop_event, self._forget_key), name="registry"
                 ),
             ]
-            local = LocalHttp(LocalApi(self), self.cfg.http_listen)
-            local.start()
             self.connectors = self._make_connectors()
             for c in self.connectors:
                 await c.start()
+            # Health answers once the connectors are up, like READY=1: probes never race the listeners.
+            local = LocalHttp(LocalApi(self), self.cfg.http_listen)
+            local.start()
             self.notifier.send("READY=1", f"STATUS=running; {self.status_line()}")
             log.info(
                 "gateway %s running: %d connector(s), root %s",
