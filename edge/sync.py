@@ -18,7 +18,6 @@ import contextlib
 import logging
 import random
 import sqlite3
-from typing import TypeVar
 
 import httpx
 
@@ -31,7 +30,6 @@ from edge.light import EquivocationError, PinnedLog
 from resolver.client import block_batch
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 BACKOFF_MIN_S = 1.0
 BACKOFF_MAX_S = 60.0
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from chain_lite import b64, merkle
 from chain_lite.checkpoint import SignedCheckpoint
-from chain_lite.errors import ChainError, IdentifierError
+from chain_lite.errors import IdentifierError
 from chain_lite.log_leaf import MapHead, parse_leaf
 from chain_lite.receipt import Receipt
 from chain_lite.registry import Record, canonical_identifier
@@ -250,12 +250,3 @@ class RootNode:
         if len(rows) != path.width:
             raise StorageError(f"node store lacks hashes of tile {path}")
         return b"".join(bytes(r[0]) for r in rows)
-
-    def registered(self, identifier: str) -> Record | None:
-        """The current (accepted, possibly not yet logged) record; for write-side checks and CLIs."""
-        try:
-            ident = canonical_identifier(identifier)
-        except ChainError:
-            return None
-        with self.db.transaction(write=False) as tx:
-            return registry.load_record(tx, ident)
