@@ -21,6 +21,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from chain_lite import keys
@@ -31,6 +32,7 @@ from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, Ed25519Veri
 from chain_lite.policy import Group, Log, Policy, Witness
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
 from edgeroot.keyfiles import write_private
+from edgeroot.ratelimit import RateLimitedLog
 from resolver import config as root_config
 from resolver.api import create_app
 from resolver.cosigning import Cosigner
@@ -38,7 +40,7 @@ from resolver.db import Database
 from resolver.node import RootNode, now_ms
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
-from resolver.witness import MAX_BODY, WitnessState
+from resolver.witness import MAX_BODY, SIZE_CONTENT_TYPE, WitnessState
 from resolver.witness import Witness as WitnessService
 
 log = logging.getLogger(__name__)
@@ -250,6 +252,11 @@ def build_witness_app(state: Path) -> FastAPI:
     key = NoteKey.parse_skey((state / "witness.skey").read_text())
     witness = WitnessService(key.cosigner(), load_witness_logs(state), WitnessState(state / "witness.db"))
     app = FastAPI(title="edgeroot witness", summary="C2SP tlog-witness add-checkpoint", version="1")
+    registry = CollectorRegistry()
+    answers = Counter(
+        "edgeroot_witness_answers", "add-checkpoint answers by HTTP status", ["status"], registry=registry
+    )
+    refusals = RateLimitedLog(log, 10.0)
 
     @app.post("/add-checkpoint", response_class=PlainTextResponse)
     async def add_checkpoint(request: Request) -> Response:
@@ -258,11 +265,27 @@ def build_witness_app(state: Path) -> FastAPI:
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY:
+                answers.labels(status="400").inc()
                 return PlainTextResponse(f"body exceeds {MAX_BODY} bytes\n", status_code=400)
         # The state update is a blocking SQLite transaction: run it in the thread pool.
         answer = await run_in_threadpool(witness.add_checkpoint, body, int(time.time()))
+        answers.labels(status=str(answer.status)).inc()
+        if answer.status not in (200, 409) or (
+            answer.content_type != SIZE_CONTENT_TYPE and answer.status == 409
+        ):
+            refusals.warning(
+                str(answer.status),
+                "refused add-checkpoint (%d): %s",
+                answer.status,
+                answer.body.decode().strip(),
+            )
         # An explicit header: Starlette would append "; charset=utf-8" to a text/ media type, and
         # clients compare text/x.tlog.size exactly.
         return Response(answer.body, status_code=answer.status, headers={"content-type": answer.content_type})
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus text: answers by status (409 with a size is the normal catch-up, not a refusal)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

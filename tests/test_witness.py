@@ -137,3 +137,6 @@ def test_witness_http_endpoint_speaks_the_protocol(tmp_path: Path) -> None:
         assert again.headers["content-type"] == SIZE_CONTENT_TYPE and again.text == "3\n"
         big = httpx.post(f"{server.url}/add-checkpoint", content=b"x" * 20000)
         assert big.status_code == 400
+        metrics = httpx.get(f"{server.url}/metrics").text
+        for status in ("200", "409", "400"):
+            assert f'edgeroot_witness_answers_total{{status="{status}"}} 1.0' in metrics
