@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 
 from chain_lite import envelope
+from chain_lite.block import SignedBlock, check_body, verify_chain
 from chain_lite.cose import CoseSigner
-from chain_lite.keys import generate_p256, load_private_pem, private_pem, public_pem
+from chain_lite.keys import PublicKey, generate_p256, load_private_pem, private_pem, public_pem
 from chain_lite.registry import Value, pubkey_value
 from edge import store
 from tests.root_harness import RootUnderTest, free_port, running_root
@@ -129,3 +130,21 @@ def running_plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plan
         finally:
             if p.proc is not None:
                 p.stop(signal.SIGKILL)
+
+
+def verified_chain(db: Path, gateway: str, key: PublicKey) -> list[SignedBlock]:
+    """The store's blocks in order, each one's signature, link to the previous one and body checked."""
+    conn = store.connect(db)
+    try:
+        raws = [bytes(r[0]) for r in conn.execute("SELECT raw FROM blocks ORDER BY height")]
+        chain = verify_chain(raws, lambda kid: key if kid == gateway else None)
+        query = "SELECT raw FROM readings WHERE block = ? ORDER BY id"
+        for block in chain:
+            check_body(block.header, [bytes(r[0]) for r in conn.execute(query, (block.header.height,))])
+    finally:
+        conn.close()
+    return chain
+
+
+def gateway_key(plant: Plant) -> PublicKey:
+    return load_private_pem((plant.state / "gateway.key").read_bytes()).public_key()

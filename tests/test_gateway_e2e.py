@@ -20,12 +20,11 @@ import httpx
 import pytest
 
 from chain_lite import envelope
-from chain_lite.block import check_body, parse_block, verify_chain
 from chain_lite.cose import CoseSigner
-from chain_lite.keys import generate_p256, load_private_pem
+from chain_lite.keys import generate_p256
 from chain_lite.log_leaf import block_leaf
 from edge import store
-from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, cli
+from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, cli, gateway_key, verified_chain
 from tests.mqtt_harness import Publisher
 
 
@@ -40,18 +39,8 @@ def test_mqtt_readings_are_anchored_with_receipts_that_verify(plant: Plant, tmp_
     finally:
         pub.close()
     plant.wait_anchored(100)
+    verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant))
     conn = store.connect(plant.state / "gateway.db")
-    blocks = [bytes(r[0]) for r in conn.execute("SELECT raw FROM blocks ORDER BY height")]
-    gw_pub = load_private_pem((plant.state / "gateway.key").read_bytes()).public_key()
-    chain = verify_chain(blocks, lambda kid: gw_pub if kid == GATEWAY else None)
-    for block in chain:
-        body = [
-            bytes(r[0])
-            for r in conn.execute(
-                "SELECT raw FROM readings WHERE block = ? ORDER BY id", (block.header.height,)
-            )
-        ]
-        check_body(block.header, body)
     counters = [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY counter")]
     assert counters == list(range(1, 101))
     assert conn.execute("SELECT reason FROM quarantine").fetchall() == [("malformed",)]
@@ -129,11 +118,9 @@ def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
     conn = store.connect(plant.state / "gateway.db")
     counters = [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")]
     assert sorted(counters) == list(range(1, sent + 1)), "a reading is missing or stored twice"
-    blocks = [bytes(r[0]) for r in conn.execute("SELECT raw FROM blocks ORDER BY height")]
-    gw_pub = load_private_pem((plant.state / "gateway.key").read_bytes()).public_key()
-    chain = verify_chain(blocks, lambda kid: gw_pub if kid == GATEWAY else None)
+    chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant))
     assert sum(b.header.reading_count for b in chain) == sent
-    assert parse_block(blocks[-1]).header.height == len(blocks) - 1
+    assert chain[-1].header.height == len(chain) - 1
 
 
 def test_root_outage_then_recovery_loses_nothing_and_keeps_order(plant: Plant) -> None:

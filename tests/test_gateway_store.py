@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from chain_lite import envelope
-from chain_lite.block import check_body, parse_block, verify_chain
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, public_der
 from edge import store
 from edge.ingest import Ingest
 from edge.writer import Submission, Writer, now_ms
+from tests.gateway_harness import verified_chain
 
 GATEWAY = "88.123.99/GW-1"
 DEVICE = "88.123.99/PUMP-1"
@@ -112,19 +112,9 @@ def test_blocks_close_every_n_readings_and_form_a_verifiable_chain(
         heights.append(h)
     assert heights == [0, 1]  # 25 readings, 10 per block: the last 5 wait for time or more readings
     assert writer.close_block_if_due(force=True) == 2
-    db = store.connect(writer.path)
-    raws = [bytes(r[0]) for r in db.execute("SELECT raw FROM blocks ORDER BY height")]
-    blocks = verify_chain(raws, lambda kid: gateway.public_key if kid == GATEWAY else None)
-    for block in blocks:
-        body = [
-            bytes(r[0])
-            for r in db.execute(
-                "SELECT raw FROM readings WHERE block = ? ORDER BY id", (block.header.height,)
-            )
-        ]
-        check_body(block.header, body)
+    blocks = verified_chain(writer.path, GATEWAY, gateway.public_key)
     assert sum(b.header.reading_count for b in blocks) == 25
-    assert parse_block(raws[-1]).header.reading_count == 5
+    assert blocks[-1].header.reading_count == 5
 
 
 def test_ingest_batches_and_answers_each_submitter(plant: tuple[Writer, CoseSigner, CoseSigner]) -> None:
