@@ -8,7 +8,6 @@ through the bridge and CoAP into a real gateway (root and broker running too), a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -131,9 +130,7 @@ def end_to_end() -> None:
                     f"{r['rate']:,.0f} readings/s ({r['ack']:.0f} of {r['sent']:.0f} acknowledged)"
                 )
         finally:
-            for name in list(system.procs):
-                with contextlib.suppress(Exception):
-                    system.stop(name)
+            system.stop_all()
 
 
 if __name__ == "__main__":

@@ -172,6 +172,11 @@ class System:
         )
         wait_http(f"http://127.0.0.1:{self.http_port}/healthz")
 
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            with contextlib.suppress(Exception):
+                self.stop(name)
+
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name)
         proc.send_signal(signal.SIGTERM)
@@ -335,9 +340,7 @@ def main() -> None:
             phase_latency(system, db, first=per + 1)
             phase_backlog(system, db)
         finally:
-            for name in list(system.procs):
-                with contextlib.suppress(Exception):
-                    system.stop(name)
+            system.stop_all()
 
 
 if __name__ == "__main__":

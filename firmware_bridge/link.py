@@ -12,10 +12,12 @@ from typing import Any
 
 import serial_asyncio_fast
 
+from edgeroot.ratelimit import RateLimitedLog
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, encode_frame
 
 log = logging.getLogger(__name__)
 MAX_QUEUED_FRAMES = 1024
+_framing = RateLimitedLog(log, 30.0)
 
 
 class SerialLink(asyncio.Protocol):
@@ -31,12 +33,20 @@ class SerialLink(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        for frame in self.decoder.feed(data):
+        errors = sum(self.decoder.stats.errors.values())
+        frames = self.decoder.feed(data)
+        if sum(self.decoder.stats.errors.values()) > errors:
+            bad = {k: v for k, v in self.decoder.stats.errors.items() if v}
+            _framing.warning("framing", "skipped bad serial frames (totals so far): %s", bad)
+        for frame in frames:
             try:
                 self.frames.put_nowait(frame)
             except asyncio.QueueFull:
                 # The device sends faster than the gateway acknowledges: it will get no ACK and resend.
                 self.dropped += 1
+                _framing.warning(
+                    "full", "frame queue full: dropped a frame (the device resends it): %d", self.dropped
+                )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

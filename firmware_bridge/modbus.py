@@ -97,6 +97,10 @@ class PollStats:
     failures: dict[int, int] = field(default_factory=dict)
     """By unit id: timeouts and exception responses."""
     retry_queue: int = 0
+    nacked: int = 0
+    """Readings the gateway rejected for good."""
+    dropped: int = 0
+    """Readings dropped because the retry queue was full (the gateway refused input that long)."""
 
 
 class ModbusPoller:
@@ -157,9 +161,18 @@ class ModbusPoller:
         for i, item in enumerate(queue):
             verdict = await self.forwarder.send(item)
             if verdict.kind == "busy":
-                self._retry = queue[i:][-MAX_RETRY_QUEUE:]
+                waiting = queue[i:]
+                overflow = max(0, len(waiting) - MAX_RETRY_QUEUE)
+                if overflow:
+                    self.stats.dropped += overflow
+                    self._warn.warning(
+                        "dropped", "retry queue full: dropped the %d oldest readings (%d in all)", overflow,
+                        self.stats.dropped,
+                    )  # fmt: skip
+                self._retry = waiting[overflow:]
                 break
             if verdict.kind == "nack":
+                self.stats.nacked += 1
                 self._warn.warning("nack", "gateway rejected a bridge-attested reading: %s", verdict.reason)
         self.stats.retry_queue = len(self._retry)
 

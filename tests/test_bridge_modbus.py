@@ -154,3 +154,25 @@ def test_device_simulate_plays_a_modbus_slave(tmp_path: Path) -> None:
         cable.close()
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_a_full_retry_queue_drops_the_oldest_and_counts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the gateway answers BUSY, readings wait; past the bound the oldest go, each one counted."""
+    from chain_lite.cose import CoseSigner
+    from firmware_bridge import modbus
+    from firmware_bridge.forward import Verdict
+
+    class Busy:
+        async def send(self, envelope: bytes) -> Verdict:
+            return Verdict("busy", "gateway away")
+
+    monkeypatch.setattr(modbus, "MAX_RETRY_QUEUE", 3)
+    poller = modbus.ModbusPoller(None, [], CoseSigner(BRIDGE, generate_p256()), Busy())  # type: ignore[arg-type]
+
+    async def feed() -> None:
+        for i in range(5):
+            await poller.forward(bytes([i]))
+
+    asyncio.run(feed())
+    assert poller.stats.retry_queue == 3 and poller.stats.dropped == 2
+    assert poller._retry == [b"\x02", b"\x03", b"\x04"]
