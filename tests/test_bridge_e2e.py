@@ -9,7 +9,6 @@ import select
 import signal
 import subprocess
 import time
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,24 +17,21 @@ import pytest
 from edge import store
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, encode_frame, parse_counter_body
 from tests.gateway_harness import DEVICE, EDGEROOT, Plant
-from tests.serial_harness import null_modem
+from tests.serial_harness import null_modem, pty, read_some, write_all
 
 
 class Pty:
     """A pseudo-terminal pair; the bridge opens ``path`` (a symlink, like /dev/serial/by-id/...)."""
 
     def __init__(self, link: Path) -> None:
-        self.master, slave = os.openpty()
-        tty.setraw(slave)
-        self.slave_name = os.ttyname(slave)
-        os.close(slave)
+        self.master, self.slave_name = pty()
         if link.is_symlink():
             link.unlink()
         link.symlink_to(self.slave_name)
         self.decoder = FrameDecoder()
 
     def write(self, data: bytes) -> None:
-        os.write(self.master, data)
+        write_all(self.master, data)
 
     def read_frames(self, want: int, timeout: float = 10.0) -> list[Frame]:
         frames: list[Frame] = []
@@ -43,9 +39,10 @@ class Pty:
         while len(frames) < want and time.monotonic() < deadline:
             ready, _, _ = select.select([self.master], [], [], 0.1)
             if ready:
-                try:
-                    frames += self.decoder.feed(os.read(self.master, 4096))
-                except OSError:  # EIO: nobody has the other side open (yet)
+                data = read_some(self.master)
+                if data:
+                    frames += self.decoder.feed(data)
+                else:  # flushed, or nobody has the other side open (yet)
                     time.sleep(0.1)
         return frames
 
