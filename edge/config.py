@@ -72,6 +72,7 @@ class GatewayConfig:
     http_listen: str = "127.0.0.1:8480"
     devices: dict[str, Path] = field(default_factory=dict)
     connectors: tuple[ConnectorConfig, ...] = ()
+    path: Path | None = None  # where gateway.toml was read (None: STATE/gateway.toml)
 
     @property
     def key(self) -> Path:
@@ -82,8 +83,12 @@ class GatewayConfig:
         return self.state / "gateway.db"
 
 
-def load(state: Path) -> GatewayConfig:
-    top = Table.read(state / CONFIG_NAME, "run `edgeroot gateway init` first", ConfigError)
+def load(state: Path, config: Path | None = None) -> GatewayConfig:
+    """Read ``config`` (default ``STATE/gateway.toml``; the systemd unit uses /etc/edgeroot/gateway.toml).
+
+    Relative paths inside (policy, device keys) are relative to the state directory.
+    """
+    top = Table.read(config or state / CONFIG_NAME, "run `edgeroot gateway init` first", ConfigError)
     top.check_known(
         {"gateway", "root", "mode", "policy", "block", "store", "sync", "http", "devices", "connector"}
     )
@@ -131,4 +136,5 @@ def load(state: Path) -> GatewayConfig:
         http_listen=http.get("listen", str, "127.0.0.1:8480"),
         devices=devices,
         connectors=tuple(connectors),
+        path=config,
     )

@@ -35,7 +35,7 @@ from edge.local_api import LocalApi, LocalHttp
 from edge.registry_cache import RegistryCache
 from edge.sync import Syncer
 from edge.writer import Writer
-from edgeroot.sdnotify import Notifier
+from edgeroot.sdnotify import Notifier, reloading
 
 log = logging.getLogger(__name__)
 CHAIN_TICK_S = 0.2
@@ -51,7 +51,7 @@ def provision_local_devices(cfg: gateway_config.GatewayConfig) -> int:
                 key = load_public_pem(path.read_bytes())
             except (OSError, ChainError) as exc:
                 raise ConfigError(
-                    cfg.state / gateway_config.CONFIG_NAME, f"devices.{ident}", f"{path}: {exc}"
+                    cfg.path or cfg.state / gateway_config.CONFIG_NAME, f"devices.{ident}", f"{path}: {exc}"
                 ) from exc
             conn.execute(
                 "INSERT INTO devices (identifier, key, origin, fetched_ms) VALUES (?, ?, 'local', NULL) "
@@ -197,9 +197,9 @@ class Gateway:
             self.notifier.send("WATCHDOG=1", f"STATUS=running; {self.status_line(await self._unanchored())}")
 
     async def _reload(self) -> None:
-        self.notifier.send("RELOADING=1")
+        reloading(self.notifier)
         try:
-            new = gateway_config.load(self.cfg.state)
+            new = gateway_config.load(self.cfg.state, self.cfg.path)
             provision_local_devices(new)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)  # noqa: TRY400 (a typo needs no traceback)
@@ -234,7 +234,7 @@ class Gateway:
         log.info("stopped")
 
 
-def run(state: Path) -> None:
-    cfg = gateway_config.load(state)
+def run(state: Path, config: Path | None = None) -> None:
+    cfg = gateway_config.load(state, config)
     gateway = Gateway(cfg)
     asyncio.run(gateway.run())

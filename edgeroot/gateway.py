@@ -73,9 +73,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     init.set_defaults(run=run_init)
     run = gsub.add_parser("run", help="run the daemon (systemd Type=notify)", parents=[JSON_FLAG])
     run.add_argument("--state", type=Path, required=True)
+    run.add_argument("--config", type=Path, help="gateway.toml to use (default STATE/gateway.toml)")
     run.set_defaults(run=run_daemon)
     status = gsub.add_parser("status", help="backlog, last anchor, connectors, rejects", parents=[JSON_FLAG])
     status.add_argument("--state", type=Path, required=True)
+    status.add_argument("--config", type=Path, help="gateway.toml to use (default STATE/gateway.toml)")
     status.set_defaults(run=run_status)
 
 
@@ -127,7 +129,7 @@ def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
         level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
     )
     try:
-        run(args.state)
+        run(args.state, args.config)
     except ConfigError as exc:
         raise CommandFailed(str(exc)) from exc
     return 0
@@ -138,7 +140,7 @@ def run_status(args: argparse.Namespace, report: Reporter) -> int:
     from edge.errors import ConfigError  # noqa: PLC0415
 
     try:
-        cfg = config.load(args.state)
+        cfg = config.load(args.state, args.config)
     except ConfigError as exc:
         raise CommandFailed(str(exc)) from exc
     facts: dict[str, Any] = {"gateway": cfg.gateway, "root": cfg.root, **store.status(cfg.db)}

@@ -36,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     run = rsub.add_parser("run", help="serve the HTTP API and run the sequencer", parents=[JSON_FLAG])
     run.add_argument("--state", type=Path, required=True)
     run.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
+    run.add_argument("--config", type=Path, help="root.toml to use (default STATE/root.toml)")
     run.set_defaults(run=run_serve)
 
 
@@ -71,12 +72,13 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
 
 
 def run_serve(args: argparse.Namespace, report: Reporter) -> int:
-    from resolver.service import build_root_app, serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
+    from resolver.daemon import serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
+    from resolver.service import build_root_app  # noqa: PLC0415
 
     try:
-        cfg = load(args.state)
+        cfg = load(args.state, args.config)
         app, _ = build_root_app(cfg)
     except (ConfigError, ResolverError) as exc:
         raise CommandFailed(str(exc)) from exc
-    serve(app, args.listen)
+    serve(app, args.listen, app.state.hooks)
     return 0

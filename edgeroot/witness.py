@@ -26,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     run = wsub.add_parser("run", help="serve POST /add-checkpoint", parents=[JSON_FLAG])
     run.add_argument("--state", type=Path, required=True)
     run.add_argument("--listen", default="127.0.0.1:8471", help="HOST:PORT (default 127.0.0.1:8471)")
+    run.add_argument("--logs", type=Path, help="file of log verifier keys to follow (default STATE/logs.txt)")
     run.set_defaults(run=run_serve)
 
 
@@ -47,11 +48,12 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
 
 
 def run_serve(args: argparse.Namespace, report: Reporter) -> int:
-    from resolver.service import build_witness_app, serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
+    from resolver.daemon import serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
+    from resolver.service import build_witness_app  # noqa: PLC0415
 
     try:
-        app = build_witness_app(args.state)
+        app = build_witness_app(args.state, args.logs)
     except (OSError, ChainError) as exc:
         raise CommandFailed(f"cannot start the witness from {args.state}: {exc}") from exc
-    serve(app, args.listen)
+    serve(app, args.listen, app.state.hooks)
     return 0

@@ -9,7 +9,9 @@ the gateway would then reject the earlier one as a replay.
 
 The port vanishing (device unplugged, USB adapter gone) closes the link; the bridge keeps running,
 retries the port with backoff (1 s doubling to 30 s) and resumes when it returns. sd_notify READY=1 is
-sent once the bridge runs (with or without the port), STATUS= says which.
+sent once the bridge runs (with or without the port), STATUS= says which; WATCHDOG=1 comes from the
+event loop that serves the port. SIGHUP closes and reopens the port (RELOADING=1, then READY=1), for an
+adapter re-plugged or reconfigured behind the bridge's back.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from chain_lite import cbor
 from chain_lite.envelope import decode_envelope
 from chain_lite.errors import ChainError
 from edgeroot.ratelimit import RateLimitedLog
-from edgeroot.sdnotify import Notifier
+from edgeroot.sdnotify import Notifier, keepalive, reloading
 from firmware_bridge.forward import Forwarder
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, counter_body
 from firmware_bridge.link import SerialLink, open_link
@@ -66,6 +68,8 @@ class Bridge:
         self.decoder = FrameDecoder()
         self.stats = BridgeStats()
         self.stop_event = asyncio.Event()
+        self.reopen_event = asyncio.Event()
+        self.where = "starting"
         self._warn = RateLimitedLog(log, 30.0)
 
     def status(self, where: str) -> str:
@@ -76,16 +80,26 @@ class Bridge:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reopen_event.set)
         await self.forwarder.start()
         self.notifier.send("READY=1", f"STATUS={self.status('starting')}")
+        watchdog = asyncio.create_task(
+            keepalive(self.notifier, lambda: self.status(self.where), self.stop_event)
+        )
         backoff = RETRY_MIN_S
         try:
             while not self.stop_event.is_set():
+                if self.reopen_event.is_set():
+                    self.reopen_event.clear()
+                    reloading(self.notifier)
+                    log.info("SIGHUP: reopening serial port %s", self.port)
+                    self.notifier.send("READY=1")
                 try:
                     link = await open_link(self.port, self.baudrate, self.decoder)
                 except (OSError, serial.SerialException) as exc:
                     self._warn.warning("port", "serial port %s not available (%s); retrying", self.port, exc)
-                    self.notifier.send(f"STATUS={self.status(f'waiting for {self.port}')}")
+                    self.where = f"waiting for {self.port}"
+                    self.notifier.send(f"STATUS={self.status(self.where)}")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stop_event.wait(), backoff)
                     backoff = min(backoff * 2, RETRY_MAX_S)
@@ -93,22 +107,28 @@ class Bridge:
                 backoff = RETRY_MIN_S
                 self.stats.port_opened += 1
                 log.info("serial port %s open at %d baud", self.port, self.baudrate)
-                self.notifier.send(f"STATUS={self.status(f'serving {self.port}')}")
+                self.where = f"serving {self.port}"
+                self.notifier.send(f"STATUS={self.status(self.where)}")
                 await self._serve(link)
-                if not self.stop_event.is_set():
+                if not self.stop_event.is_set() and not self.reopen_event.is_set():
                     self.stats.port_lost += 1
                     log.warning("serial port %s closed or vanished; waiting for it to return", self.port)
         finally:
             self.notifier.send("STOPPING=1")
+            self.stop_event.set()
+            await watchdog
             await self.forwarder.stop()
 
     async def _serve(self, link: SerialLink) -> None:
         closed = asyncio.create_task(link.closed.wait())
         stopping = asyncio.create_task(self.stop_event.wait())
+        reopen = asyncio.create_task(self.reopen_event.wait())
         try:
             while True:
                 getter = asyncio.create_task(link.frames.get())
-                done, _ = await asyncio.wait({getter, closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {getter, closed, stopping, reopen}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if getter not in done:
                     getter.cancel()
                     return
@@ -116,6 +136,7 @@ class Bridge:
         finally:
             closed.cancel()
             stopping.cancel()
+            reopen.cancel()
             if link.transport is not None:
                 link.transport.close()
 

@@ -203,19 +203,28 @@ async def run_modbus(
     """The bridge in Modbus mode, until SIGTERM: poll, sign, forward; reconnect when the port goes."""
     import signal  # noqa: PLC0415 (only the daemon entry needs it)
 
-    from edgeroot.sdnotify import Notifier  # noqa: PLC0415
+    from edgeroot.sdnotify import Notifier, keepalive, reloading  # noqa: PLC0415
 
     stop = asyncio.Event()
+    cycle = asyncio.Event()  # ends one polling round: SIGTERM (with stop) or SIGHUP (reopen the port)
+
+    def terminate() -> None:
+        stop.set()
+        cycle.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, terminate)
+    loop.add_signal_handler(signal.SIGHUP, cycle.set)
     notifier = Notifier()
     client = AsyncModbusSerialClient(
         port, baudrate=baudrate, timeout=timeout_s, retries=0, reconnect_delay=1, reconnect_delay_max=30
     )
     poller = ModbusPoller(client, registers, signer, forwarder)
     await forwarder.start()
-    notifier.send("READY=1", f"STATUS=polling {len(registers)} register set(s) on {port}")
+    status = f"polling {len(registers)} register set(s) on {port}"
+    notifier.send("READY=1", f"STATUS={status}")
+    watchdog = asyncio.create_task(keepalive(notifier, lambda: status, stop))
     try:
         while not stop.is_set():
             if not client.connected and not await client.connect():
@@ -223,8 +232,16 @@ async def run_modbus(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2.0)
                 continue
-            await poller.run(stop)
+            await poller.run(cycle)
+            if not stop.is_set():  # SIGHUP: close the port; the next round opens it again
+                cycle.clear()
+                reloading(notifier)
+                log.info("SIGHUP: reopening Modbus port %s", port)
+                client.close()
+                notifier.send("READY=1", f"STATUS={status}")
     finally:
         notifier.send("STOPPING=1")
+        stop.set()
+        await watchdog
         client.close()
         await forwarder.stop()

@@ -147,7 +147,14 @@ class BodyCap:
         await self.app(scope, receive, send)
 
 
-def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = None) -> FastAPI:  # noqa: PLR0915 (one closure per route)
+def create_app(  # noqa: PLR0915 (one closure per route)
+    node: RootNode,
+    *,
+    max_body: int = 1024 * 1024,
+    lifespan: Any = None,
+    metrics: RootMetrics | None = None,
+    role: Any = None,
+) -> FastAPI:
     app = FastAPI(
         title="edgeroot resolution-root node",
         summary="Identifier registry, Merkle log and verifiable map with offline-checkable proofs.",
@@ -155,7 +162,7 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
         lifespan=lifespan,
     )
 
-    metrics = RootMetrics()
+    metrics = metrics or RootMetrics()
 
     def refused(exc: ResolverError) -> None:
         if exc.status >= 500:
@@ -377,16 +384,26 @@ def create_app(node: RootNode, *, max_body: int = 1024 * 1024, lifespan: Any = N
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, Any]:
-        """200 once the node serves a published checkpoint (503 before), with its size."""
+        """200 once the node serves a published checkpoint (503 before), with its size and problems."""
         size = node.published().checkpoint.checkpoint.size
         metrics.published_size.set(size)
-        return {"status": "ok", "origin": node.origin, "published_size": size}
+        answer: dict[str, Any] = {"status": "ok", "origin": node.origin, "published_size": size}
+        if role is not None:
+            answer["sequencer"] = role.name
+        answer["witnesses_failing"] = metrics.witnesses_failing()
+        answer["problems"] = [
+            f"witness {name} has not cosigned the last {n} checkpoint(s)"
+            for name, n in answer["witnesses_failing"].items()
+        ]
+        return answer
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     def prometheus() -> Response:
         """Prometheus text exposition."""
         with contextlib.suppress(ResolverError):
             metrics.published_size.set(node.published().checkpoint.checkpoint.size)
+        if role is not None:
+            metrics.sequencing.set(1 if role.name == "sequencing" else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -63,6 +63,7 @@ class RootConfig:
     max_batch: int = DEFAULT_MAX_BATCH
     max_body_bytes: int = DEFAULT_MAX_BODY
     witnesses: tuple[WitnessConfig, ...] = field(default_factory=tuple)
+    path: Path | None = None  # where root.toml was read (None: STATE/root.toml)
 
     @property
     def log_skey(self) -> Path:
@@ -81,8 +82,9 @@ class RootConfig:
         return self.state / "policy.txt"
 
 
-def load(state: Path) -> RootConfig:
-    path = state / CONFIG_NAME
+def load(state: Path, config: Path | None = None) -> RootConfig:
+    """Read ``config`` (default ``STATE/root.toml``; systemd units use /etc/edgeroot/root.toml)."""
+    path = config or state / CONFIG_NAME
     top = Table.read(path, "run `edgeroot root init` first", ConfigError)
     top.check_known({"origin", "prefix", "database", "sequencer", "http", "witness"})
     origin = top.get("origin", str, required=True)
@@ -120,6 +122,7 @@ def load(state: Path) -> RootConfig:
         max_batch=seq.number("max_batch", int, DEFAULT_MAX_BATCH, 1, 100_000),
         max_body_bytes=http.number("max_body_bytes", int, DEFAULT_MAX_BODY, 1024, 64 * 1024 * 1024),
         witnesses=tuple(witnesses),
+        path=config,
     )
 
 

@@ -23,6 +23,7 @@ from chain_lite.note import NoteSignature, parse_note
 from resolver.config import WitnessConfig
 from resolver.db import Database
 from resolver.log_store import checkpoint_at, consistency
+from resolver.metrics import RootMetrics
 from resolver.witness import SIZE_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,32 @@ def _parse_cosignatures(
 
 
 class Cosigner:
-    def __init__(self, db: Database, witnesses: Sequence[WitnessConfig], client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        db: Database,
+        witnesses: Sequence[WitnessConfig],
+        client: httpx.AsyncClient,
+        metrics: RootMetrics | None = None,
+    ) -> None:
         self.db = db
-        self.witnesses = list(witnesses)
         self.client = client
-        self.failures: dict[str, int] = {w.name: 0 for w in witnesses}
+        self.metrics = metrics
+        self.witnesses: list[WitnessConfig] = []
+        self.failures: dict[str, int] = {}
+        self.set_witnesses(witnesses)
+
+    def set_witnesses(self, witnesses: Sequence[WitnessConfig]) -> None:
+        """Ask these witnesses from the next checkpoint on (``root.toml`` reloaded)."""
+        self.witnesses = list(witnesses)
+        self.failures = {w.name: self.failures.get(w.name, 0) for w in witnesses}
+        if self.metrics is not None:
+            self.metrics.witness_failing.clear()
+            for name, count in self.failures.items():
+                self.metrics.witness_failing.labels(witness=name).set(count)
+
+    def failing(self) -> list[str]:
+        """Witnesses that did not cosign the latest checkpoint."""
+        return [name for name, count in self.failures.items() if count > 0]
 
     def _old_size(self, name: str) -> int:
         with self.db.transaction(write=False) as tx:
@@ -109,7 +131,15 @@ class Cosigner:
         except (httpx.HTTPError, ChainError) as exc:
             log.warning("witness %s unreachable or answered garbage: %s", witness.name, exc)
             sigs = []
-        self.failures[witness.name] = 0 if sigs else self.failures[witness.name] + 1
+        self.failures[witness.name] = 0 if sigs else self.failures.get(witness.name, 0) + 1
+        if self.metrics is not None:
+            self.metrics.witness_failing.labels(witness=witness.name).set(self.failures[witness.name])
+        if not sigs and self.failures[witness.name] in (1, 10, 100, 1000):
+            log.error(
+                "witness %s has not cosigned the last %d checkpoint(s): clients that require its "
+                "cosignature cannot accept new checkpoints",
+                witness.name, self.failures[witness.name],
+            )  # fmt: skip
         return sigs
 
     async def cosign_and_publish(self, size: int) -> SignedCheckpoint:

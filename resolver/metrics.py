@@ -37,7 +37,23 @@ class RootMetrics:
             "Size of the latest published checkpoint",
             registry=self.registry,
         )
+        self.witness_failing = Gauge(
+            "edgeroot_root_witness_failing_checkpoints",
+            "Consecutive checkpoints a witness did not cosign (0 = healthy)",
+            ["witness"],
+            registry=self.registry,
+        )
+        self.sequencing = Gauge(
+            "edgeroot_root_sequencing",
+            "1 when this process sequences the database, 0 while it stands by",
+            registry=self.registry,
+        )
         self._log = RateLimitedLog(log, LOG_EVERY_S)
+
+    def witnesses_failing(self) -> dict[str, int]:
+        """Witness name -> consecutive checkpoints it did not cosign, for the failing ones."""
+        samples = (s for metric in self.witness_failing.collect() for s in metric.samples)
+        return {s.labels["witness"]: int(s.value) for s in samples if s.value > 0}
 
     def refuse(self, reason: str, message: str) -> None:
         self.refused.labels(reason=reason).inc()

@@ -2,8 +2,8 @@
 
 ``init_root`` creates the state directory: keys, ``root.toml``, the database with its schema, the root
 prefix record (self-signed bootstrap write, the log's first leaf) and ``policy.txt``; the first batch
-is integrated at once, so a fresh node already has a signed checkpoint. ``serve_root`` runs uvicorn
-with the sequencer loop as a background task of the same event loop.
+is integrated at once, so a fresh node already has a signed checkpoint. ``build_root_app`` runs
+the sequencer loop as a background task of the app's event loop; :mod:`resolver.daemon` serves it.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -36,7 +34,10 @@ from edgeroot.ratelimit import RateLimitedLog
 from resolver import config as root_config
 from resolver.api import create_app
 from resolver.cosigning import Cosigner
+from resolver.daemon import Hooks
 from resolver.db import Database
+from resolver.errors import ResolverError
+from resolver.metrics import RootMetrics
 from resolver.node import RootNode, now_ms
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
@@ -133,8 +134,19 @@ def init_root(
 STANDBY_RETRY_S = 2.0
 
 
+class Role:
+    """Whether this process sequences the database or stands by (for STATUS=, /healthz and /metrics)."""
+
+    def __init__(self) -> None:
+        self.name = "starting"
+
+
 async def run_sequencer(
-    make: Callable[[], Sequencer], cosigner: Cosigner | None, interval_s: float, stop: asyncio.Event
+    make: Callable[[], Sequencer],
+    cosigner: Cosigner | None,
+    interval_s: float,
+    stop: asyncio.Event,
+    role: Role | None = None,
 ) -> None:
     """Become the database's sequencer, waiting as a hot standby while another process is.
 
@@ -142,22 +154,26 @@ async def run_sequencer(
     host): all serve the API, one sequences, and when it stops another takes the lock within
     :data:`STANDBY_RETRY_S`.
     """
+    role = role or Role()
     announced = False
     while not stop.is_set():
         try:
             sequencer = make()
         except SequencerBusy:
+            role.name = "standby"
             if not announced:
                 log.info("another process is sequencing this database; serving the API, standing by")
                 announced = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STANDBY_RETRY_S)
             continue
+        role.name = "sequencing"
         log.info("sequencing (batches every %.0f ms or %d leaves)", interval_s * 1000, sequencer.max_batch)
         try:
             await sequencer_loop(sequencer, cosigner, interval_s, stop)
         finally:
             sequencer.close()
+            role.name = "stopped"
 
 
 async def sequencer_loop(
@@ -191,11 +207,18 @@ async def _publish_leftovers(db: Database, cosigner: Cosigner) -> None:
 
 
 def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
-    """The root node's app with its sequencer running for the app's lifetime."""
+    """The root node's app with its sequencer running for the app's lifetime.
+
+    ``app.state.hooks`` says what systemd hears (:mod:`resolver.daemon`): a status line, and a reload
+    that re-reads ``root.toml`` and applies its witness list (other keys need a restart).
+    """
     db = Database(cfg.database)
     db.create_schema()
     node = RootNode(db, cfg.origin)
     log_key = NoteKey.parse_skey(cfg.log_skey.read_text())
+    metrics = RootMetrics()
+    role = Role()
+    running: dict[str, Cosigner] = {}
 
     def make_sequencer() -> Sequencer:
         return Sequencer(
@@ -206,9 +229,11 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         async with httpx.AsyncClient() as client:
-            cosigner = Cosigner(db, cfg.witnesses, client) if cfg.witnesses else None
+            cosigner = Cosigner(db, cfg.witnesses, client, metrics) if cfg.witnesses else None
+            if cosigner is not None:
+                running["cosigner"] = cosigner
             task = asyncio.create_task(
-                run_sequencer(make_sequencer, cosigner, cfg.interval_ms / 1000, stop), name="sequencer"
+                run_sequencer(make_sequencer, cosigner, cfg.interval_ms / 1000, stop, role), name="sequencer"
             )
             try:
                 yield
@@ -217,16 +242,32 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
                 await task
                 db.close()
 
-    return create_app(node, max_body=cfg.max_body_bytes, lifespan=lifespan), node
+    def status() -> str:
+        try:
+            size = f"log size {node.published().checkpoint.checkpoint.size}"
+        except ResolverError:
+            size = "no published checkpoint yet"
+        cosigner = running.get("cosigner")
+        failing = [] if cosigner is None else cosigner.failing()
+        witnesses = f"; not cosigning: {', '.join(failing)}" if failing else ""
+        return f"{role.name}; {size}{witnesses}"
 
+    def reload() -> str:
+        new = root_config.load(cfg.state, cfg.path)
+        for key in ("origin", "prefix", "database", "interval_ms", "max_batch", "max_body_bytes"):
+            if getattr(new, key) != getattr(cfg, key):
+                log.warning("root.toml %s changed: takes effect after a restart", key)
+        cosigner = running.get("cosigner")
+        if cosigner is None:
+            if new.witnesses:
+                log.warning("root.toml now lists witnesses: takes effect after a restart")
+            return "no witness list to update"
+        cosigner.set_witnesses(new.witnesses)
+        return f"witnesses now {', '.join(w.name for w in new.witnesses) or 'none'}"
 
-def serve(app: FastAPI, listen: str) -> None:
-    """Run ``app`` on ``HOST:PORT`` until SIGINT/SIGTERM; one log line per event on stdout (journald)."""
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
-    host, _, port = listen.rpartition(":")
-    uvicorn.run(app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level="info", access_log=False)
+    app = create_app(node, max_body=cfg.max_body_bytes, lifespan=lifespan, metrics=metrics, role=role)
+    app.state.hooks = Hooks(status, reload)
+    return app, node
 
 
 # --- witness ---------------------------------------------------------------------------------------------
@@ -243,20 +284,34 @@ def init_witness(state: Path, name: str, logs: list[VerifierKey]) -> NoteKey:
     return key
 
 
-def load_witness_logs(state: Path) -> list[VerifierKey]:
-    lines = (state / "logs.txt").read_text().splitlines()
+def load_witness_logs(path: Path) -> list[VerifierKey]:
+    """The log verifier keys in ``path`` (``logs.txt``): one per line, ``#`` comments."""
+    lines = path.read_text().splitlines()
     return [VerifierKey.parse(line) for line in lines if line.strip() and not line.startswith("#")]
 
 
-def build_witness_app(state: Path) -> FastAPI:
+def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
+    """The witness's app; ``app.state.hooks``: a status line, and a reload that re-reads the logs file
+    (``logs``, default ``STATE/logs.txt``)."""
+    logs = logs or state / "logs.txt"
     key = NoteKey.parse_skey((state / "witness.skey").read_text())
-    witness = WitnessService(key.cosigner(), load_witness_logs(state), WitnessState(state / "witness.db"))
+    witness = WitnessService(key.cosigner(), load_witness_logs(logs), WitnessState(state / "witness.db"))
     app = FastAPI(title="edgeroot witness", summary="C2SP tlog-witness add-checkpoint", version="1")
     registry = CollectorRegistry()
     answers = Counter(
         "edgeroot_witness_answers", "add-checkpoint answers by HTTP status", ["status"], registry=registry
     )
     refusals = RateLimitedLog(log, 10.0)
+    cosigned = {"count": 0}
+
+    def status() -> str:
+        return f"following {len(witness.logs)} log(s); {cosigned['count']} checkpoint(s) cosigned since start"
+
+    def reload() -> str:
+        witness.set_logs(load_witness_logs(logs))
+        return f"following {', '.join(sorted(witness.logs)) or 'no logs'}"
+
+    app.state.hooks = Hooks(status, reload)
 
     @app.post("/add-checkpoint", response_class=PlainTextResponse)
     async def add_checkpoint(request: Request) -> Response:
@@ -270,6 +325,7 @@ def build_witness_app(state: Path) -> FastAPI:
         # The state update is a blocking SQLite transaction: run it in the thread pool.
         answer = await run_in_threadpool(witness.add_checkpoint, body, int(time.time()))
         answers.labels(status=str(answer.status)).inc()
+        cosigned["count"] += answer.status == 200
         if answer.status not in (200, 409) or (
             answer.content_type != SIZE_CONTENT_TYPE and answer.status == 409
         ):

@@ -80,8 +80,13 @@ class WitnessState:
 class Witness:
     def __init__(self, signer: CosignatureSigner, logs: list[VerifierKey], state: WitnessState) -> None:
         self.signer = signer
-        self.logs = {vkey.name: Ed25519Verifier.from_vkey(vkey) for vkey in logs}
+        self.logs: dict[str, Ed25519Verifier] = {}
+        self.set_logs(logs)
         self.state = state
+
+    def set_logs(self, logs: list[VerifierKey]) -> None:
+        """Follow exactly these logs (``logs.txt`` reloaded); sizes already seen are kept."""
+        self.logs = {vkey.name: Ed25519Verifier.from_vkey(vkey) for vkey in logs}
 
     def add_checkpoint(self, body: bytes, now_s: int) -> Answer:  # noqa: PLR0911 (one return per spec verdict)
         if len(body) > MAX_BODY:

@@ -50,10 +50,10 @@ class Plant:
     proc: subprocess.Popen[bytes] | None = None
     counter: int = 0
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         with (self.state / "gateway.log").open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [*EDGEROOT, "gateway", "run", "--state", str(self.state)], stdout=log, stderr=log
+                [*EDGEROOT, "gateway", "run", "--state", str(self.state)], stdout=log, stderr=log, env=env
             )
         deadline = time.monotonic() + 30
         while True:

@@ -7,8 +7,6 @@ syncs them; receipts verify with `edgeroot verify receipt`; kill -9 loses no ack
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import random
 import signal
 import subprocess
@@ -26,6 +24,7 @@ from chain_lite.log_leaf import block_leaf
 from edge import store
 from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, cli, gateway_key, verified_chain
 from tests.mqtt_harness import Publisher
+from tests.notify_harness import NotifySocket
 
 
 def test_mqtt_readings_are_anchored_with_receipts_that_verify(plant: Plant, tmp_path: Path) -> None:
@@ -157,37 +156,19 @@ def test_root_outage_then_recovery_loses_nothing_and_keeps_order(plant: Plant) -
 def test_systemd_notify_reload_and_clean_stop(plant: Plant, tmp_path: Path) -> None:
     """READY=1 once up, WATCHDOG=1 and STATUS= while running, RELOADING=1/READY=1 on SIGHUP, STOPPING=1 on
     SIGTERM, over a real notify socket; the process exits 0 with the open block closed."""
-    import socket as socketlib
-
-    path = str(tmp_path / "notify.sock")
-    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(0.2)
-    os.environ["NOTIFY_SOCKET"] = path
-    os.environ["WATCHDOG_USEC"] = "1000000"
-    try:
-        plant.start()
-    finally:
-        del os.environ["NOTIFY_SOCKET"], os.environ["WATCHDOG_USEC"]
+    notify = NotifySocket(tmp_path)
+    plant.start(env=notify.env(watchdog_s=1.0))
     assert plant.proc is not None
-    messages: list[str] = []
-
-    def collect(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            with contextlib.suppress(TimeoutError):
-                messages.append(sock.recv(4096).decode())
-
-    collect(1.5)
+    notify.collect(1.5)
     pub = Publisher(*plant.broker)
     pub.publish("edgeroot/readings/pump", plant.reading())
     pub.close()
     plant.proc.send_signal(signal.SIGHUP)
-    collect(1.5)
+    notify.collect(1.5)
     code = plant.stop()
-    collect(0.5)
-    sock.close()
-    text = "\n".join(messages)
+    notify.collect(0.5)
+    notify.close()
+    text = notify.text
     assert "READY=1" in text and "WATCHDOG=1" in text and "STATUS=running" in text
     assert "RELOADING=1" in text and "STOPPING=1" in text
     assert text.index("READY=1") < text.index("WATCHDOG=1") < text.index("STOPPING=1")
