@@ -23,6 +23,8 @@ from edgeroot.keyfiles import load_private_key
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 
 RESEND_AFTER_S = 5.0
+BUSY_RETRIES = 10  # MQTT/CoAP: a reading answered BUSY is sent again up to this often...
+BUSY_PAUSE_S = 0.5  # ...this long apart
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -146,7 +148,14 @@ async def _send_all(fwd: Any, signer: CoseSigner, counters: list[int], rate: flo
     start = time.perf_counter()
     try:
         for i, c in enumerate(counters):
-            verdict = await fwd.send(reading(signer, c))
+            raw = reading(signer, c)
+            verdict = await fwd.send(raw)
+            for _ in range(BUSY_RETRIES):  # like a device: the same reading again, after a pause
+                if verdict.kind != "busy":
+                    break
+                verdicts["busy"] += 1
+                await asyncio.sleep(BUSY_PAUSE_S)
+                verdict = await fwd.send(raw)
             verdicts[verdict.kind] += 1
             if rate:
                 await asyncio.sleep(max(0.0, (i + 1) / rate - (time.perf_counter() - start)))

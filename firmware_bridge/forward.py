@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -80,15 +81,22 @@ class MqttForwarder:
         self.topic = parts.path.lstrip("/") or "edgeroot/readings/bridge"
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.reconnect_delay_set(1, 5)
+        self._connected = threading.Event()
+        self.client.on_connect = lambda *_args: self._connected.set()
 
     async def start(self) -> None:
+        """Connect in the background; wait up to :data:`TIMEOUT_S` for the broker (then answer BUSY)."""
         self.client.connect_async(self.host, self.port, keepalive=15)
         self.client.loop_start()
+        await asyncio.to_thread(self._connected.wait, TIMEOUT_S)
 
     async def send(self, envelope: bytes) -> Verdict:
         info = self.client.publish(self.topic, envelope, qos=1)
-        # paho's wait blocks: keep it off the event loop.
-        await asyncio.to_thread(info.wait_for_publish, TIMEOUT_S)
+        try:
+            # paho's wait blocks: keep it off the event loop.
+            await asyncio.to_thread(info.wait_for_publish, TIMEOUT_S)
+        except RuntimeError as exc:  # not connected (yet, or any more): the device should retry
+            return Verdict("busy", str(exc))
         if info.is_published():
             return Verdict("ack")
         return Verdict("busy", "broker did not acknowledge in time")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.gateway_harness import Plant, running_plant
-from tests.mqtt_harness import running_mosquitto
+from tests.mqtt_harness import running_broker
 from tests.root_harness import POSTGRES_DOWN, POSTGRES_URL, RootUnderTest, postgres_schema, running_root
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,8 +45,8 @@ def root(tmp_path: Path, database_url: str) -> Iterator[RootUnderTest]:
 
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """A real mosquitto on a free loopback port for the test session (skipped, saying why, without one)."""
-    with running_mosquitto(tmp_path_factory.mktemp("mosquitto")) as address:
+    """A real broker on a free loopback port for the test session: mosquitto, or amqtt without one."""
+    with running_broker(tmp_path_factory.mktemp("mqtt")) as address:
         yield address
 
 

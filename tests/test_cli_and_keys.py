@@ -1,12 +1,10 @@
-"""The CLI: key files with safe modes, clear verdicts, JSON for scripts, and the demo."""
+"""The CLI: key files with safe modes, clear verdicts, JSON for scripts."""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -118,15 +116,3 @@ def test_missing_files_are_usage_errors(files: dict[str, Path]) -> None:
     """Unreadable input exits 2, not 1: nothing was verified either way."""
     assert main(["verify", "receipt", "/nonexistent", "--policy", str(files["policy"]),
                  "--leaf-hash", "00" * 32]) == 2  # fmt: skip
-
-
-def test_console_script_and_demo_run_end_to_end(tmp_path: Path) -> None:
-    """`python -m edgeroot demo` completes, verifying and rejecting through the real CLI."""
-    done = subprocess.run(
-        [sys.executable, "-m", "edgeroot", "--json", "demo", "--readings", "400", "--block-size", "100",
-         "--dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
-    assert result["ok"] and result["log_size"] == 400 and result["blocks"] == 4

@@ -23,7 +23,7 @@ from chain_lite.keys import generate_p256
 from chain_lite.log_leaf import block_leaf
 from edge import store
 from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, cli, gateway_key, verified_chain
-from tests.mqtt_harness import Publisher
+from tests.mqtt_harness import Publisher, require_mosquitto
 from tests.notify_harness import NotifySocket
 
 
@@ -96,6 +96,7 @@ def test_coap_post_is_answered_after_durability_with_reasons(plant: Plant) -> No
 def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
     """SIGKILL the gateway at random moments while devices publish; after a restart every reading the
     broker accepted is in the chain exactly once, and the chain verifies."""
+    require_mosquitto()
     plant.start()
     pub = Publisher(*plant.broker)
     rng = random.Random(7)

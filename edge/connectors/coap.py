@@ -67,7 +67,9 @@ class ReadingsResource(aiocoap.resource.Resource):  # type: ignore[misc]
 
 def coap_server(config: CoapConfig, site: Any) -> Any:
     """The default transport factory: an aiocoap server context (a coroutine to await)."""
-    return aiocoap.Context.create_server_context(site, bind=(config.host, config.port))
+    # UDP only: with the websockets package installed, aiocoap's defaults would also open a CoAP-over-
+    # WebSockets listener on a random port, which nobody asked for.
+    return aiocoap.Context.create_server_context(site, bind=(config.host, config.port), transports=["udp6"])
 
 
 class CoapConnector:

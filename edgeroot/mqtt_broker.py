@@ -1,0 +1,145 @@
+"""A local MQTT broker for ``edgeroot demo`` and the tests: mosquitto when one is installed, else amqtt.
+
+:class:`Mosquitto` runs the ``mosquitto`` binary as a child process on a loopback port, configured the
+way a gateway needs (``max_inflight_messages 1000``: the gateway acknowledges only after durable
+storage, and mosquitto's default of 20 would cap it near 2,000 msgs/s).
+
+:class:`EmbeddedBroker` runs amqtt (pure Python) on its own event loop in a background thread of this
+process. Light use only: DESIGN §9 measured it at 5–9k msgs/s with QoS 1 stalling silently after
+~70k messages, so benchmarks and fault drills use mosquitto. It is optional: ``pip install 'edgeroot[demo]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class BrokerUnavailable(RuntimeError):
+    """Neither mosquitto nor amqtt is available here."""
+
+
+class LocalBroker(Protocol):
+    host: str
+    port: int
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def mosquitto_binary() -> str | None:
+    found = shutil.which("mosquitto")
+    if found is None and Path("/usr/sbin/mosquitto").exists():  # Debian installs it outside a user's PATH
+        found = "/usr/sbin/mosquitto"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_listening(host: str, port: int, alive: Any = None, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise BrokerUnavailable("the broker exited at start")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise BrokerUnavailable(f"the broker did not listen on {host}:{port} within {timeout} s")
+
+
+class Mosquitto:
+    """mosquitto as a child process; ``persistence`` keeps sessions and queued messages across restarts."""
+
+    def __init__(self, workdir: Path, port: int | None = None, *, persistence: bool = True) -> None:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise BrokerUnavailable("no mosquitto binary on PATH")
+        self.binary, self.host, self.port = binary, "127.0.0.1", port or free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
+            + (f"persistence true\npersistence_location {workdir}/\n" if persistence else "")
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 (the installed mosquitto, our own config file)
+            [self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        proc = self.proc
+        wait_listening(self.host, self.port, alive=lambda: proc.poll() is None)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+class EmbeddedBroker:
+    """amqtt inside this process, anonymous, on loopback."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        try:
+            from amqtt.broker import Broker  # noqa: PLC0415 (optional dependency)
+        except ImportError as exc:
+            raise BrokerUnavailable(
+                "no mosquitto on PATH and the embedded broker (amqtt) is not installed: "
+                "pip install 'edgeroot[demo]', or install mosquitto"
+            ) from exc
+        self.host, self.port = host, port or free_port()
+        self._config: dict[str, Any] = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        self._broker_class = Broker
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: Any = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        logging.getLogger("amqtt").setLevel(logging.WARNING)  # it logs every connection at INFO
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="embedded-mqtt", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout)
+        wait_listening(self.host, self.port)
+
+    async def _start(self) -> None:
+        self._broker = self._broker_class(self._config)
+        await self._broker.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        if self._broker is not None:
+            future = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                future.result(timeout)
+            self._broker = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        self._loop.close()
+        self._loop = self._thread = None
+
+
+def local_broker(workdir: Path, *, embedded: bool = False) -> LocalBroker:
+    """mosquitto when installed (unless ``embedded``), else the embedded amqtt broker; not yet started."""
+    if not embedded and mosquitto_binary() is not None:
+        return Mosquitto(workdir)
+    return EmbeddedBroker()

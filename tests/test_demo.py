@@ -1,0 +1,65 @@
+"""`edgeroot demo`: the whole system (witness, root, broker, gateway, bridge on a pty, three devices) in
+child processes; every verdict it shows is checked here, and nothing may be left running."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VERDICTS = ("acknowledged_all_stored", "resolve_verified", "receipt_verified", "tampered_refused")
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def _demo(tmp_path: Path, *extra: str) -> dict[str, object]:
+    workdir = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeroot", "--json", "demo", "--readings", "15", "--dir", str(workdir),
+         *extra],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert _processes_mentioning(str(workdir)) == [], "the demo left processes running"
+    result: dict[str, object] = json.loads(done.stdout)
+    assert result["ok"] is True
+    for verdict in VERDICTS:
+        assert result[verdict] is True, verdict
+    assert result["readings"] == 45
+    assert isinstance(result["seconds"], float) and result["seconds"] < 60
+    assert result["cosigned_by"] == ["witness.demo.edgeroot.example"]
+    # The progress lines and the proofs are on stderr in --json mode.
+    for line in ("blocks anchored", "PROVEN: 88.123.99/PUMP-0001", "entry ", "NACK (bad-signature"):
+        assert line in done.stderr, line
+    return result
+
+
+def test_demo_with_an_external_broker(tmp_path: Path, mqtt_broker: tuple[str, int]) -> None:
+    """`--mqtt HOST:PORT`: the gateway and the MQTT device use the operator's broker."""
+    host, port = mqtt_broker
+    result = _demo(tmp_path, "--mqtt", f"{host}:{port}")
+    assert "broker" not in result
+
+
+@pytest.mark.skipif(importlib.util.find_spec("amqtt") is None, reason="amqtt (edgeroot[demo]) not installed")
+def test_demo_with_the_embedded_broker(tmp_path: Path) -> None:
+    """The fallback a machine without mosquitto gets."""
+    result = _demo(tmp_path, "--embedded-broker")
+    assert str(result["broker"]).startswith("embedded amqtt broker")
