@@ -24,11 +24,14 @@ test: lint typecheck
 demo: $(STAMP)
 	$(BIN)/edgeroot demo
 
+# Every benchmark of the project; the figures and their targets land in bench/results.md.
 bench: $(STAMP)
+	rm -f bench/last-run.jsonl
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/root.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/bridge.py
+	$(BIN)/python bench/report.py
 
 # Regenerates tests/vectors/ from tests/vectors/generate.py (commit the result).
 vectors: $(STAMP)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from results import record  # bench/ is on sys.path when run as a script
 
 from chain_lite import keys, merkle
 from chain_lite.checkpoint import Checkpoint, sign_checkpoint
@@ -165,10 +166,19 @@ def main() -> None:
         verdict = "-" if target is None else ("meets" if value >= target else "MISSES")
         target_text = "-" if target is None else f"{target:,}"
         print(f"| {what:<50} | {value:>12,.0f} | {target_text:>10} | {unit:<13} | {verdict:<7} |")
+        record(
+            "chain_lite",
+            what,
+            f"{value:,.0f} {unit} (median of {RUNS})",
+            "-" if target is None else f">= {target:,} {unit}",
+            None if target is None else value >= target,
+        )
     print("\nContext, the raw primitives on this machine now (cryptography/OpenSSL, same process):")
     print(f"  P-256 verify {raw_p256:,.0f}/s: envelope path runs at {envelopes / raw_p256:.0%} of it")
     share = checkpoints / raw_ed25519
     print(f"  Ed25519 verify {raw_ed25519:,.0f}/s: checkpoint path runs at {share:.0%} of it")
+    record("chain_lite", "raw P-256 verify (cryptography), for context", f"{raw_p256:,.0f}/s")
+    record("chain_lite", "raw Ed25519 verify (cryptography), for context", f"{raw_ed25519:,.0f}/s")
 
 
 if __name__ == "__main__":

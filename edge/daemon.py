@@ -40,6 +40,7 @@ from edgeroot.sdnotify import Notifier, reloading
 log = logging.getLogger(__name__)
 CHAIN_TICK_S = 0.2
 PRUNE_EVERY_S = 60.0
+PRUNE_WHEN_FULL_S = 1.0
 
 
 def provision_local_devices(cfg: gateway_config.GatewayConfig) -> int:
@@ -97,7 +98,10 @@ class Gateway:
                 while await self.ingest.call(self.writer.close_block_if_due) is not None:
                     pass
                 since_prune += CHAIN_TICK_S
-                if since_prune >= PRUNE_EVERY_S:
+                # While input is refused for the disk budget, look for prunable (newly anchored) data
+                # every second rather than every minute: intake resumes as soon as anchoring frees space.
+                every = PRUNE_WHEN_FULL_S if self.writer.store_full else PRUNE_EVERY_S
+                if since_prune >= every:
                     since_prune = 0.0
                     await self.ingest.call(self.writer.prune)
             except Exception:  # e.g. a locked or full disk: the readings stay unchained; retry next tick
