@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 import httpx
@@ -28,6 +29,7 @@ from resolver.witness import SIZE_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 WITNESS_TIMEOUT_S = 5.0
+RETRY_FAILING_S = 2.0  # how often a witness that missed the latest checkpoint is asked again
 
 
 def request_body(old: int, proof: Sequence[bytes], checkpoint: SignedCheckpoint) -> bytes:
@@ -59,6 +61,7 @@ class Cosigner:
         self.metrics = metrics
         self.witnesses: list[WitnessConfig] = []
         self.failures: dict[str, int] = {}
+        self._last_retry = 0.0
         self.set_witnesses(witnesses)
 
     def set_witnesses(self, witnesses: Sequence[WitnessConfig]) -> None:
@@ -69,6 +72,35 @@ class Cosigner:
             self.metrics.witness_failing.clear()
             for name, count in self.failures.items():
                 self.metrics.witness_failing.labels(witness=name).set(count)
+
+    async def retry_failing(self) -> int:
+        """Ask the witnesses that missed the latest checkpoint again, at most every
+        :data:`RETRY_FAILING_S`; add what they sign to the published checkpoint. Without this, a
+        witness back from an outage would cosign nothing until the next batch, and clients that need
+        its cosignature would wait for new leaves. Returns the signatures added."""
+        failing = [w for w in self.witnesses if self.failures.get(w.name, 0) > 0]
+        now = time.monotonic()
+        if not failing or now - self._last_retry < RETRY_FAILING_S:
+            return 0
+        self._last_retry = now
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT MAX(size) FROM checkpoints WHERE published = 1")
+            checkpoint = None if row is None or row[0] is None else checkpoint_at(tx, int(row[0]))
+        if checkpoint is None:
+            return 0
+        answers = await asyncio.gather(*(self._ask_safely(w, checkpoint) for w in failing))
+        new = [sig for sigs in answers for sig in sigs]
+        if new:
+            note = checkpoint.note.with_signatures(new)
+            with self.db.transaction() as tx:
+                tx.execute(
+                    "UPDATE checkpoints SET note = ? WHERE size = ?",
+                    (SignedCheckpoint(checkpoint.checkpoint, note).to_bytes(), checkpoint.checkpoint.size),
+                )
+            log.info(
+                "checkpoint %d now cosigned by %d more witness(es)", checkpoint.checkpoint.size, len(answers)
+            )
+        return len(new)
 
     def failing(self) -> list[str]:
         """Witnesses that did not cosign the latest checkpoint."""

@@ -189,6 +189,8 @@ async def sequencer_loop(
             batch = await asyncio.to_thread(sequencer.integrate, now_ms())
             if batch is not None and cosigner is not None:
                 await cosigner.cosign_and_publish(batch.checkpoint.checkpoint.size)
+            elif cosigner is not None:
+                await cosigner.retry_failing()
         except Exception:
             log.exception("sequencer batch failed; retrying after the interval")
             batch = None
