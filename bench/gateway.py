@@ -274,15 +274,20 @@ def phase_ingest(system: System, db: Path) -> int:
     return per
 
 
+def _probe(system: System, client_id: str) -> tuple[str, CoseSigner, paho.Client]:
+    """The probe device (its identifier and signer) and a connected MQTT client publishing for it."""
+    ident, key = system.devices[PUBLISHERS]
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.connect("127.0.0.1", system.broker_port)
+    client.loop_start()
+    return ident, CoseSigner(ident, load_private_pem(key)), client
+
+
 def phase_latency(system: System, db: Path, first: int) -> None:
     """A probe publishes one reading at a time under 1,000/s of background load."""
     background = system.publish(30_000, rate=1000, first=first, devices=slice(0, 1))
     time.sleep(2)
-    probe_dev, probe_key = system.devices[PUBLISHERS]
-    signer = CoseSigner(probe_dev, load_private_pem(probe_key))
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe")
-    client.connect("127.0.0.1", system.broker_port)
-    client.loop_start()
+    probe_dev, signer, client = _probe(system, "probe")
     conn = sqlite3.connect(db, timeout=30)
     lat = []
     query = "SELECT 1 FROM readings WHERE signer = ? AND counter = ?"
@@ -363,11 +368,7 @@ def phase_coap(system: System, db: Path) -> None:
 def phase_receipt(system: System, db: Path) -> None:
     """Reading published -> its block anchored at the gateway (receipt fetched and verified as a light
     client), with the default block policy (1,000 readings or 5 s) and 250 ms root batches."""
-    ident, key = system.devices[PUBLISHERS]
-    signer = CoseSigner(ident, load_private_pem(key))
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="receipt-probe")
-    client.connect("127.0.0.1", system.broker_port)
-    client.loop_start()
+    ident, signer, client = _probe(system, "receipt-probe")
     conn = sqlite3.connect(db, timeout=30)
     query = (
         "SELECT b.state FROM readings r JOIN blocks b ON b.height = r.block "

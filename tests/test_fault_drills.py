@@ -36,7 +36,7 @@ from resolver.service import build_root_app, build_witness_app
 from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, gateway_key, verified_chain
 from tests.root_harness import ServerThread, free_port
 from tests.serial_harness import null_modem
-from tests.test_root_cli import _wait_http, cli
+from tests.test_root_cli import _wait_http, cli, init_witness_and_root
 
 
 def _coap_send(port: int, payloads: list[bytes]) -> list[str]:
@@ -271,16 +271,8 @@ def test_drill_root_kill_9_under_load(tmp_path: Path) -> None:
     Every write the root answered 2xx is in the log and resolvable afterwards, none twice, and every
     checkpoint published before a kill is consistent with the ones after (the light client's pin
     follows without complaint)."""
-    w = json.loads(cli("witness", "init", "--state", tmp_path / "w", "--name", "w.drill", "--json").stdout)
     wport, rport = free_port(), free_port()
-    r = json.loads(
-        cli(
-            "root", "init", "--state", tmp_path / "root", "--origin", "root.drill", "--prefix", "88.123",
-            "--witness", f"http://127.0.0.1:{wport}={w['vkey']}", "--json",
-        ).stdout
-    )  # fmt: skip
-    with (tmp_path / "w" / "logs.txt").open("a") as f:
-        f.write(r["log_vkey"] + "\n")
+    init_witness_and_root(tmp_path, "drill", wport)
     url = f"http://127.0.0.1:{rport}"
     pin = tmp_path / "client"
     witness = subprocess.Popen(

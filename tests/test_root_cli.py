@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,19 +42,26 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise TimeoutError(url)
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[dict[str, object]]:
-    """A witness and a root node, each its own `edgeroot ... run` process."""
-    wport, rport = free_port(), free_port()
-    w = json.loads(cli("witness", "init", "--state", tmp_path / "w", "--name", "w.cli", "--json").stdout)
-    r = json.loads(
+def init_witness_and_root(tmp_path: Path, name: str, wport: int) -> dict[str, Any]:
+    """`witness init` (as w.NAME, in tmp/w) and `root init` (as root.NAME, in tmp/root) asking it to
+    cosign, the witness following the root's log; root init's JSON answer."""
+    w = json.loads(cli("witness", "init", "--state", tmp_path / "w", "--name", f"w.{name}", "--json").stdout)
+    r: dict[str, Any] = json.loads(
         cli(
-            "root", "init", "--state", tmp_path / "root", "--origin", "root.cli", "--prefix", "88.123",
+            "root", "init", "--state", tmp_path / "root", "--origin", f"root.{name}", "--prefix", "88.123",
             "--witness", f"http://127.0.0.1:{wport}={w['vkey']}", "--json",
         ).stdout
     )  # fmt: skip
     with (tmp_path / "w" / "logs.txt").open("a") as f:
         f.write(r["log_vkey"] + "\n")
+    return r
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[dict[str, object]]:
+    """A witness and a root node, each its own `edgeroot ... run` process."""
+    wport, rport = free_port(), free_port()
+    r = init_witness_and_root(tmp_path, "cli", wport)
     procs = [
         subprocess.Popen(
             [*EDGEROOT, "witness", "run", "--state", str(tmp_path / "w"), "--listen", f"127.0.0.1:{wport}"]

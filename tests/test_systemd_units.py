@@ -3,7 +3,6 @@ daemons they start really speak sd_notify: READY, WATCHDOG, STATUS, RELOADING, S
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 from tests.notify_harness import NotifySocket
 from tests.root_harness import free_port
-from tests.test_root_cli import EDGEROOT, _wait_http, cli
+from tests.test_root_cli import EDGEROOT, _wait_http, init_witness_and_root
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 ANALYZE = shutil.which("systemd-analyze")
@@ -102,14 +101,8 @@ def test_unit_verify_catches_a_mistake(tmp_path: Path) -> None:
 def root_and_witness(tmp_path: Path) -> dict[str, object]:
     """Initialised witness and root state directories, not yet running."""
     wport, rport = free_port(), free_port()
-    w = json.loads(cli("witness", "init", "--state", tmp_path / "w", "--name", "w.notify", "--json").stdout)
-    r = json.loads(
-        cli(
-            "root", "init", "--state", tmp_path / "root", "--origin", "root.notify", "--prefix", "88.123",
-            "--witness", f"http://127.0.0.1:{wport}={w['vkey']}", "--json",
-        ).stdout
-    )  # fmt: skip
-    (tmp_path / "witness-logs.txt").write_text(r["log_vkey"] + "\n")
+    r = init_witness_and_root(tmp_path, "notify", wport)
+    (tmp_path / "witness-logs.txt").write_text(r["log_vkey"] + "\n")  # the unit's --logs file
     return {"wport": wport, "rport": rport, "tmp": tmp_path, "log_vkey": r["log_vkey"]}
 
 
