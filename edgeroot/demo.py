@@ -34,7 +34,7 @@ from chain_lite import keys
 from chain_lite.block import parse_block, reading_proof, verify_reading
 from chain_lite.log_leaf import block_leaf
 from edgeroot.keyfiles import file_stem
-from edgeroot.mqtt_broker import BrokerUnavailable, LocalBroker, free_port, local_broker
+from edgeroot.mqtt_broker import BrokerUnavailable, EmbeddedBroker, LocalBroker, free_port, local_broker
 from edgeroot.output import EXIT_INVALID, EXIT_OK, JSON_FLAG, Reporter
 
 ORIGIN = "root.demo.edgeroot.example"
@@ -220,13 +220,12 @@ def _broker(args: argparse.Namespace, demo: Demo) -> tuple[str, int]:
     broker = local_broker(demo.workdir, embedded=args.embedded_broker)
     broker.start()
     demo.broker = broker
-    kind = (
-        "embedded amqtt broker (no mosquitto here)"
-        if type(broker).__name__ == "EmbeddedBroker"
-        else "mosquitto"
-    )
-    if args.embedded_broker:
+    if not isinstance(broker, EmbeddedBroker):
+        kind = "mosquitto"
+    elif args.embedded_broker:
         kind = "embedded amqtt broker (--embedded-broker)"
+    else:
+        kind = "embedded amqtt broker (no mosquitto here)"
     demo.facts["broker"] = kind
     demo.say(f"{kind} on 127.0.0.1:{broker.port}")
     return broker.host, broker.port

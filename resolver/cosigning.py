@@ -98,7 +98,9 @@ class Cosigner:
                     (SignedCheckpoint(checkpoint.checkpoint, note).to_bytes(), checkpoint.checkpoint.size),
                 )
             log.info(
-                "checkpoint %d now cosigned by %d more witness(es)", checkpoint.checkpoint.size, len(answers)
+                "checkpoint %d now cosigned by %d more witness(es)",
+                checkpoint.checkpoint.size,
+                sum(1 for sigs in answers if sigs),
             )
         return len(new)
 
