@@ -299,4 +299,8 @@ def test_refusals_are_counted_in_metrics_and_health_is_reported(root: RootUnderT
     assert "edgeroot_root_writes_accepted_total 1.0" in text
     size = root.settle()
     health = httpx.get(f"{root.url}/healthz").json()
-    assert health == {"status": "ok", "origin": root.origin, "published_size": size}
+    assert health == {
+        "status": "ok", "origin": root.origin, "published_size": size, "sequencer": "sequencing",
+        "witnesses_failing": {}, "problems": [],
+    }  # fmt: skip
+    assert "edgeroot_root_sequencing 1.0" in httpx.get(f"{root.url}/metrics").text
