@@ -181,11 +181,11 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
 def _run(args: argparse.Namespace, demo: Demo) -> int:
     root_url, policy = _root_and_witness(demo)
     broker = _broker(args, demo)
-    gw_http, coap_port = _gateway(demo, root_url, policy, broker)
+    coap_port = _gateway(demo, root_url, policy, broker)
     serial_path = _bridge(demo, coap_port)
     _devices(args, demo, broker, coap_port, serial_path)
     verdicts = [
-        _progress(args, demo, gw_http, root_url),
+        _progress(args, demo, root_url),
         _resolve(demo, root_url, policy),
         _receipt(demo, policy),
         _tampered(demo, coap_port),
@@ -231,7 +231,7 @@ def _broker(args: argparse.Namespace, demo: Demo) -> tuple[str, int]:
     return broker.host, broker.port
 
 
-def _gateway(demo: Demo, root_url: str, policy: Path, broker: tuple[str, int]) -> tuple[str, int]:
+def _gateway(demo: Demo, root_url: str, policy: Path, broker: tuple[str, int]) -> int:
     demo.step("3. a gateway, registered at the root")
     admin = demo.path("keys", "plant-admin")
     demo.cli("keygen", "--kind", "device", "--name", f"{PLANT}/ADMIN", "--out", admin)
@@ -261,7 +261,7 @@ def _gateway(demo: Demo, root_url: str, policy: Path, broker: tuple[str, int]) -
     gw_http = f"http://127.0.0.1:{http_port}"
     wait_http(f"{gw_http}/healthz", demo, ok=(200, 503))
     demo.say(f"gateway {GATEWAY}: MQTT {broker[0]}:{broker[1]}, CoAP udp/{coap_port}, local API {gw_http}")
-    return gw_http, coap_port
+    return coap_port
 
 
 def _bridge(demo: Demo, coap_port: int) -> str:
@@ -307,7 +307,7 @@ def _checkpoint(root_url: str) -> tuple[int, list[str]]:
     return size, [n for n in names if n != ORIGIN]
 
 
-def _progress(args: argparse.Namespace, demo: Demo, gw_http: str, root_url: str) -> bool:
+def _progress(args: argparse.Namespace, demo: Demo, root_url: str) -> bool:
     """Live figures until every device is done and everything the gateway stored is anchored; then each
     device's acknowledged readings against what the gateway stored (none may be missing)."""
     demo.step("6. live: readings in, blocks closed, blocks anchored, checkpoints cosigned")

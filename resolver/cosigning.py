@@ -88,7 +88,7 @@ class Cosigner:
             checkpoint = None if row is None or row[0] is None else checkpoint_at(tx, int(row[0]))
         if checkpoint is None:
             return 0
-        answers = await asyncio.gather(*(self._ask_safely(w, checkpoint) for w in failing))
+        answers = await asyncio.gather(*(self._ask_safely(w, checkpoint, again=True) for w in failing))
         new = [sig for sigs in answers for sig in sigs]
         if new:
             note = checkpoint.note.with_signatures(new)
@@ -103,10 +103,6 @@ class Cosigner:
                 sum(1 for sigs in answers if sigs),
             )
         return len(new)
-
-    def failing(self) -> list[str]:
-        """Witnesses that did not cosign the latest checkpoint."""
-        return [name for name, count in self.failures.items() if count > 0]
 
     def _old_size(self, name: str) -> int:
         with self.db.transaction(write=False) as tx:
@@ -159,16 +155,24 @@ class Cosigner:
             return sigs
         return []
 
-    async def _ask_safely(self, witness: WitnessConfig, checkpoint: SignedCheckpoint) -> list[NoteSignature]:
+    async def _ask_safely(
+        self, witness: WitnessConfig, checkpoint: SignedCheckpoint, *, again: bool = False
+    ) -> list[NoteSignature]:
+        """Ask one witness; count a missed checkpoint. ``again``: a retry of a checkpoint already
+        counted as missed, so a failure neither counts nor logs a second time (retries come every 2 s)."""
         try:
             sigs = await self._ask(witness, checkpoint)
         except (httpx.HTTPError, ChainError) as exc:
-            log.warning("witness %s unreachable or answered garbage: %s", witness.name, exc)
+            if not again:
+                log.warning("witness %s unreachable or answered garbage: %s", witness.name, exc)
             sigs = []
-        self.failures[witness.name] = 0 if sigs else self.failures.get(witness.name, 0) + 1
+        if sigs:
+            self.failures[witness.name] = 0
+        elif not again:
+            self.failures[witness.name] = self.failures.get(witness.name, 0) + 1
         if self.metrics is not None:
-            self.metrics.witness_failing.labels(witness=witness.name).set(self.failures[witness.name])
-        if not sigs and self.failures[witness.name] in (1, 10, 100, 1000):
+            self.metrics.witness_failing.labels(witness=witness.name).set(self.failures.get(witness.name, 0))
+        if not sigs and not again and self.failures[witness.name] in (1, 10, 100, 1000):
             log.error(
                 "witness %s has not cosigned the last %d checkpoint(s): clients that require its "
                 "cosignature cannot accept new checkpoints",

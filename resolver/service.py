@@ -249,8 +249,7 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
             size = f"log size {node.published().checkpoint.checkpoint.size}"
         except ResolverError:
             size = "no published checkpoint yet"
-        cosigner = running.get("cosigner")
-        failing = [] if cosigner is None else cosigner.failing()
+        failing = metrics.witnesses_failing()
         witnesses = f"; not cosigning: {', '.join(failing)}" if failing else ""
         return f"{role.name}; {size}{witnesses}"
 

@@ -73,7 +73,7 @@ def _anchored_chain(plant: Plant) -> int:
     return sum(b.header.reading_count for b in chain)
 
 
-def test_drill_witness_down(plant: Plant) -> None:
+def test_drill_witness_down(plant: Plant, caplog: pytest.LogCaptureFixture) -> None:
     """The witness stops: the root keeps integrating, says so in /healthz, /metrics and its log; the
     gateway keeps every reading but cannot anchor (the policy wants the witness's cosignature). When the
     witness returns, everything anchors and the chain verifies."""
@@ -99,6 +99,13 @@ def test_drill_witness_down(plant: Plant) -> None:
     assert st["readings"] == 60
     time.sleep(1.0)
     assert store.status(plant.state / "gateway.db")["unanchored_blocks"] > 0, "anchored without the witness"
+    # The root re-asks the witness every 2 s; retries of the same checkpoint are not missed checkpoints.
+    missed = httpx.get(f"{plant.root.url}/healthz").json()["witnesses_failing"]
+    warned = sum("unreachable" in r.getMessage() for r in caplog.records)
+    assert warned >= 1, "the first missed checkpoint is logged"
+    time.sleep(4.5)
+    assert httpx.get(f"{plant.root.url}/healthz").json()["witnesses_failing"] == missed
+    assert sum("unreachable" in r.getMessage() for r in caplog.records) == warned, "a retry logged again"
     with ServerThread(build_witness_app(plant.root.witness_state), wport):
         plant.wait_anchored(60, timeout=60)
         health = httpx.get(f"{plant.root.url}/healthz").json()
