@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck vectors clean
+.PHONY: test demo bench lint typecheck contracts vectors clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,12 +13,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check chain_lite edgeroot resolver edge firmware_bridge tests bench
+	$(BIN)/ruff check chain_lite runtime rootclient edgeroot resolver edge firmware_bridge tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict chain_lite edgeroot resolver edge firmware_bridge
+	$(BIN)/mypy --strict chain_lite runtime rootclient edgeroot resolver edge firmware_bridge
 
-test: lint typecheck
+# The layers and chain_lite's purity (pyproject.toml [tool.importlinter]); a violation fails the build.
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
+test: lint typecheck contracts
 	$(BIN)/pytest -q
 
 demo: $(STAMP)

@@ -41,8 +41,8 @@ from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, load_private_pem, private_pem, public_pem
 from chain_lite.registry import Value, build_write, pubkey_value, sign_write
-from resolver.client import RootClient
 from resolver.service import init_root
+from rootclient.client import RootClient
 
 N = int(os.environ.get("BENCH_READINGS", "60000"))
 PUBLISHERS = int(os.environ.get("BENCH_PUBLISHERS", "2"))
@@ -246,7 +246,8 @@ class System:
 
 
 def _write(c: RootClient, admin: CoseSigner, ident: str, values: list[Value]) -> bytes:
-    req = build_write(c.origin(), "create", ident, values, timestamp_ms=time.time_ns() // 1_000_000)
+    req = build_write(c.origin(), "create", ident, values, timestamp_ms=time.time_ns() // 1_000_000,
+        nonce=os.urandom(16))
     return sign_write(req, admin).raw
 
 

@@ -61,11 +61,13 @@ def populate(state: Path, gateway: CoseSigner) -> tuple[float, float, list[float
             Value(1, "URL", "string", f"https://plant.example/dev/{i}"),
             Value(2, "DEVICE", "string", "pump"),
         ]
-        req = build_write(cfg.origin, "create", f"88.123/DEV-{i:06d}", values, timestamp_ms=now_ms())
+        req = build_write(cfg.origin, "create", f"88.123/DEV-{i:06d}", values, timestamp_ms=now_ms(),
+            nonce=os.urandom(16))
         writes.append(sign_write(req, admin).raw)
     gw_values = [pubkey_value(300, gateway.public_key), Value(1, "GATEWAY", "string", GATEWAY)]
     writes.append(
-        sign_write(build_write(cfg.origin, "create", GATEWAY, gw_values, timestamp_ms=now_ms()), admin).raw
+        sign_write(build_write(cfg.origin, "create", GATEWAY, gw_values, timestamp_ms=now_ms(),
+            nonce=os.urandom(16)), admin).raw
     )
     signed_at = time.perf_counter()
     for start in range(0, len(writes), 1000):

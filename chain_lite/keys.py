@@ -1,4 +1,4 @@
-"""Key generation and serialisation (no files here: edgeroot.keyfiles writes them).
+"""Key generation and serialisation (no files here: runtime.keyfiles writes them).
 
 * Devices and gateways: ECDSA P-256 (secure elements such as the ATECC608 only do P-256), stored as
   PKCS#8 / SubjectPublicKeyInfo PEM.

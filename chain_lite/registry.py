@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -319,11 +318,13 @@ def build_write(
     values: Sequence[Value] | None,
     *,
     timestamp_ms: int,
-    nonce: bytes | None = None,
+    nonce: bytes,
 ) -> WriteRequest:
+    """A write request; the caller supplies the clock reading and a fresh random ``nonce`` of
+    :data:`NONCE_SIZE` bytes (``chain_lite`` has no clock and no randomness of its own)."""
     ident = canonical_identifier(identifier)
     vals = None if values is None else check_values(values)
-    return WriteRequest(origin, op, ident, vals, timestamp_ms, nonce if nonce is not None else os.urandom(16))
+    return WriteRequest(origin, op, ident, vals, timestamp_ms, nonce)
 
 
 def sign_write(request: WriteRequest, signer: CoseSigner) -> SignedWrite:

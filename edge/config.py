@@ -49,7 +49,7 @@ from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from edge.connectors import PLUGINS, ConnectorConfig
 from edge.errors import ConfigError
-from edgeroot.tomlconfig import Table
+from runtime.tomlconfig import Table
 
 CONFIG_NAME = "gateway.toml"
 

@@ -35,7 +35,7 @@ from edge.local_api import LocalApi, LocalHttp
 from edge.registry_cache import RegistryCache
 from edge.sync import Syncer
 from edge.writer import Writer
-from edgeroot.sdnotify import Notifier, reloading
+from runtime.sdnotify import Notifier, reloading
 
 log = logging.getLogger(__name__)
 CHAIN_TICK_S = 0.2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeroot import tomlconfig
+from runtime import tomlconfig
 
 
 class GatewayError(Exception):

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from edge.writer import STORE_FULL, Outcome, Submission, Writer, now_ms
-from edgeroot.ratelimit import RateLimitedLog
+from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 SHUTTING_DOWN = Outcome(accepted=False, durable=False, reason="shutting-down", detail="gateway is stopping")

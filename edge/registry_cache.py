@@ -25,7 +25,7 @@ from chain_lite.keys import public_der
 from chain_lite.resolution import verify_resolution
 from edge.errors import SyncError
 from edge.light import PinnedLog
-from resolver.client import proof_from_json, quote_identifier
+from rootclient.client import proof_from_json, quote_identifier
 
 log = logging.getLogger(__name__)
 REFRESH_S = 3600.0

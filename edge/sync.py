@@ -27,7 +27,7 @@ from chain_lite.log_leaf import block_leaf
 from chain_lite.receipt import Receipt
 from edge.errors import SyncError
 from edge.light import EquivocationError, PinnedLog
-from resolver.client import block_batch
+from rootclient.client import block_batch
 
 log = logging.getLogger(__name__)
 BACKOFF_MIN_S = 1.0

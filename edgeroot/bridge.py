@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chain_lite.errors import ChainError
-from edgeroot.keyfiles import load_private_key
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
-from edgeroot.tomlconfig import ConfigError, Table
+from runtime.keyfiles import load_private_key
+from runtime.tomlconfig import ConfigError, Table
 
 if TYPE_CHECKING:
     from firmware_bridge.forward import Forwarder

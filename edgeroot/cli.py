@@ -19,6 +19,7 @@ from edgeroot import (
     witness,
 )
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from runtime.keyfiles import KeyFileError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Reporter(as_json=getattr(args, "json", False))
     try:
         result: int = args.run(args, report)
-    except CommandFailed as exc:
+    except (CommandFailed, KeyFileError) as exc:
         return report.failed(str(exc))
     except KeyboardInterrupt:
         return 130

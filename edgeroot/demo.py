@@ -33,9 +33,9 @@ from rich.console import Console
 from chain_lite import keys
 from chain_lite.block import parse_block, reading_proof, verify_reading
 from chain_lite.log_leaf import block_leaf
-from edgeroot.keyfiles import file_stem
 from edgeroot.mqtt_broker import BrokerUnavailable, EmbeddedBroker, LocalBroker, free_port, local_broker
 from edgeroot.output import EXIT_INVALID, EXIT_OK, JSON_FLAG, Reporter
+from runtime.keyfiles import file_stem
 
 ORIGIN = "root.demo.edgeroot.example"
 WITNESS = "witness.demo.edgeroot.example"

@@ -19,8 +19,8 @@ from chain_lite.cose import CoseSigner
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from chain_lite.keys import PrivateKey
-from edgeroot.keyfiles import load_private_key
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from runtime.keyfiles import load_private_key
 
 RESEND_AFTER_S = 5.0
 BUSY_RETRIES = 10  # MQTT/CoAP: a reading answered BUSY is sent again up to this often...

@@ -15,8 +15,8 @@ import httpx
 from chain_lite import keys
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
-from edgeroot.keyfiles import write_private
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from runtime.keyfiles import write_private
 
 SKELETON = """\
 # edgeroot gateway: see `docs/operations` in the README and edge/config.py for every key.

@@ -9,8 +9,8 @@ from chain_lite import keys
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519
-from edgeroot.keyfiles import file_stem, write_private, write_public
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from runtime.keyfiles import file_stem, write_private, write_public
 
 KINDS = ("device", "gateway", "log", "witness")
 

@@ -8,6 +8,7 @@ the admin of its parent). ``--update`` replaces a record's values, ``--delete`` 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -24,10 +25,10 @@ from chain_lite.registry import (
     pubkey_value,
     sign_write,
 )
-from edgeroot.keyfiles import load_private_key, load_public_key
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
-from resolver.client import RootClient
-from resolver.errors import ResolverError
+from rootclient.client import RootClient
+from rootclient.errors import ClientError
+from runtime.keyfiles import load_private_key, load_public_key
 
 KINDS = ("prefix", "id", "device", "gateway")
 KEY_INDEX = 300
@@ -95,12 +96,12 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
         signer = CoseSigner(kid, load_private_key(args.key))
         with RootClient(args.root) as client:
             request = build_write(
-                client.origin(), op, target, values, timestamp_ms=time.time_ns() // 1_000_000
-            )
+                client.origin(), op, target, values, timestamp_ms=time.time_ns() // 1_000_000,
+                    nonce=os.urandom(16))
             signed = sign_write(request, signer)
             answer = client.write(signed.raw)
     except ChainError as exc:
         raise CommandFailed(str(exc)) from exc
-    except ResolverError as exc:
+    except ClientError as exc:
         return report.invalid(f"{op} {args.name} refused: {exc.message}", responseCode=exc.handle_code)
     return report.ok(f"{op} {answer['handle']} accepted", request_id=answer["request_id"], admin=kid)

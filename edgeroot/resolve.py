@@ -1,7 +1,7 @@
 """``edgeroot resolve ID --root URL [--verify --policy FILE]``: look up an identifier, with proof.
 
 Without ``--verify`` it shows what the node says. With it, it checks the answer against the trust
-policy and the pinned checkpoint (see :mod:`resolver.client`) and says exactly what was proven.
+policy and the pinned checkpoint (see :mod:`rootclient.client`) and says exactly what was proven.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Any
 
 from chain_lite.errors import ChainError
 from chain_lite.policy import Policy
-from edgeroot.keyfiles import read_bytes
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
-from resolver.client import ClientError, EquivocationDetected, RootClient, Verifier, config_dir, pin_file
+from rootclient.client import RootClient, Verifier, config_dir, pin_file
+from rootclient.errors import ClientError, EquivocationDetected
+from runtime.keyfiles import read_bytes
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
 from chain_lite.note import check_key_name
-from edgeroot.keyfiles import load_vkey
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from resolver.config import ConfigError, load
 from resolver.errors import ResolverError
+from runtime.keyfiles import load_vkey
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
 

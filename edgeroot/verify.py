@@ -17,8 +17,8 @@ from chain_lite.merkle import HASH_SIZE, leaf_hash
 from chain_lite.note import open_note, parse_note
 from chain_lite.policy import Policy
 from chain_lite.receipt import Receipt, verify_receipt
-from edgeroot.keyfiles import load_vkey, read_bytes
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from runtime.keyfiles import load_vkey, read_bytes
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from chain_lite.errors import ChainError
-from edgeroot.keyfiles import load_vkey
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from runtime.keyfiles import load_vkey
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -30,11 +30,11 @@ import serial
 from chain_lite import cbor
 from chain_lite.envelope import decode_envelope
 from chain_lite.errors import ChainError
-from edgeroot.ratelimit import RateLimitedLog
-from edgeroot.sdnotify import Notifier, keepalive, reloading
 from firmware_bridge.forward import Forwarder
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, counter_body
 from firmware_bridge.link import SerialLink, open_link
+from runtime.ratelimit import RateLimitedLog
+from runtime.sdnotify import Notifier, keepalive, reloading
 
 log = logging.getLogger(__name__)
 RETRY_MIN_S = 1.0

@@ -12,8 +12,8 @@ from typing import Any
 
 import serial_asyncio_fast
 
-from edgeroot.ratelimit import RateLimitedLog
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, encode_frame
+from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 MAX_QUEUED_FRAMES = 1024

@@ -30,9 +30,9 @@ from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
-from edgeroot.ratelimit import RateLimitedLog
-from edgeroot.tomlconfig import Table
 from firmware_bridge.forward import Forwarder
+from runtime.ratelimit import RateLimitedLog
+from runtime.tomlconfig import Table
 
 log = logging.getLogger(__name__)
 TYPES = {
@@ -203,7 +203,7 @@ async def run_modbus(
     """The bridge in Modbus mode, until SIGTERM: poll, sign, forward; reconnect when the port goes."""
     import signal  # noqa: PLC0415 (only the daemon entry needs it)
 
-    from edgeroot.sdnotify import Notifier, keepalive, reloading  # noqa: PLC0415
+    from runtime.sdnotify import Notifier, keepalive, reloading  # noqa: PLC0415
 
     stop = asyncio.Event()
     cycle = asyncio.Event()  # ends one polling round: SIGTERM (with stop) or SIGHUP (reopen the port)

@@ -33,8 +33,8 @@ from pathlib import Path
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey, check_key_name
-from edgeroot import tomlconfig
-from edgeroot.tomlconfig import Table
+from runtime import tomlconfig
+from runtime.tomlconfig import Table
 
 DEFAULT_INTERVAL_MS = 250
 DEFAULT_MAX_BATCH = 1000

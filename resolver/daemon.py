@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
-from edgeroot.sdnotify import STATUS_EVERY_S, Notifier, reloading
+from runtime.sdnotify import STATUS_EVERY_S, Notifier, reloading
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from edgeroot.ratelimit import RateLimitedLog
+from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger("resolver.refused")
 LOG_EVERY_S = 10.0

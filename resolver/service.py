@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -29,8 +30,6 @@ from chain_lite.keys import NoteKey
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, Ed25519Verifier, VerifierKey
 from chain_lite.policy import Group, Log, Policy, Witness
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
-from edgeroot.keyfiles import write_private
-from edgeroot.ratelimit import RateLimitedLog
 from resolver import config as root_config
 from resolver.api import create_app
 from resolver.cosigning import Cosigner
@@ -43,6 +42,8 @@ from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
 from resolver.witness import MAX_BODY, SIZE_CONTENT_TYPE, WitnessState
 from resolver.witness import Witness as WitnessService
+from runtime.keyfiles import write_private
+from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,7 @@ def init_root(
             "create",
             prefix_handle(cfg.prefix),
             [pubkey_value(300, admin.public_key()), Value(100, "DESC", "string", f"root prefix of {origin}")],
-            timestamp_ms=now_ms(),
-        )
+            timestamp_ms=now_ms(), nonce=os.urandom(16))
         signed = sign_write(request, CoseSigner(kid, admin))
         submit_write(db, signed.raw, origin=origin, now_ms=now_ms(), bootstrap=True)
         sequencer = Sequencer(db, log_key.log_signer(), origin, publish=not witnesses)

@@ -23,9 +23,9 @@ from chain_lite.note import VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
 from resolver import config as root_config
-from resolver.client import RootClient
 from resolver.db import Database
 from resolver.service import build_root_app, build_witness_app, init_root, init_witness
+from rootclient.client import RootClient
 
 POSTGRES_URL = os.environ.get("EDGEROOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ORIGIN = "root.test"
@@ -111,7 +111,8 @@ class RootUnderTest:
 
     def write(self, op: str, identifier: str, values: list[Value] | None, signer: CoseSigner) -> bytes:
         """A signed write request (not sent)."""
-        req = build_write(self.origin, op, identifier, values, timestamp_ms=time.time_ns() // 1_000_000)
+        req = build_write(self.origin, op, identifier, values, timestamp_ms=time.time_ns() // 1_000_000,
+            nonce=os.urandom(16))
         return sign_write(req, signer).raw
 
     def add_prefix(self, prefix: str) -> CoseSigner:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -29,10 +30,11 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, load_private_pem
 from chain_lite.registry import Value, build_write, pubkey_value, sign_write
 from edge import store
-from resolver.client import ClientError, RootClient
 from resolver.config import load
 from resolver.errors import ResolverError
 from resolver.service import build_root_app, build_witness_app
+from rootclient.client import RootClient
+from rootclient.errors import ClientError
 from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, gateway_key, verified_chain
 from tests.root_harness import ServerThread, free_port
 from tests.serial_harness import null_modem
@@ -207,8 +209,7 @@ def test_drill_clock_skew(plant: Plant) -> None:
         for skew_ms in (10 * 60_000, -10 * 60_000):
             req = build_write(
                 plant.root.origin, "create", "88.123.99/SKEWED", [Value(1, "DEVICE", "string", "x")],
-                timestamp_ms=time.time_ns() // 1_000_000 + skew_ms,
-            )  # fmt: skip
+                timestamp_ms=time.time_ns() // 1_000_000 + skew_ms, nonce=os.urandom(16))  # fmt: skip
             with pytest.raises((ResolverError, ClientError)) as refused:
                 c.write(sign_write(req, plant.root.admin_signer()).raw)
             assert "window" in str(refused.value) and "600" in str(refused.value)
@@ -315,7 +316,8 @@ def test_drill_root_kill_9_under_load(tmp_path: Path) -> None:
                     n += 1
                     key = generate_p256()
                     req = build_write("root.drill", "create", ident, [pubkey_value(300, key.public_key())],
-                                      timestamp_ms=time.time_ns() // 1_000_000)  # fmt: skip
+                                      timestamp_ms=time.time_ns() // 1_000_000,
+                                          nonce=os.urandom(16))  # fmt: skip
                     c.write(sign_write(req, admin).raw)
                     accepted.append(ident)
             root.send_signal(signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 from hypothesis import given
@@ -45,8 +46,8 @@ def _write(
 ) -> SignedWrite:
     vals = values if values is not None else [Value(1, "URL", "string", "https://plant.example/pump1")]
     req = build_write(
-        "root.example", op, ident, None if op == "delete" else vals, timestamp_ms=1_700_000_000_000
-    )
+        "root.example", op, ident, None if op == "delete" else vals, timestamp_ms=1_700_000_000_000,
+            nonce=os.urandom(16))
     return sign_write(req, SIGNER)
 
 
@@ -75,7 +76,8 @@ def test_ed25519_admin_keys_work_too() -> None:
     """Admin keys may be Ed25519 as well as P-256."""
     key = generate_ed25519()
     signed = sign_write(
-        build_write("o", "delete", "88.123/X", None, timestamp_ms=1), CoseSigner(admin_kid("88.123"), key)
+        build_write("o", "delete", "88.123/X", None, timestamp_ms=1,
+            nonce=os.urandom(16)), CoseSigner(admin_kid("88.123"), key)
     )
     open_write(signed.raw, lambda _kid: key.public_key())
 
@@ -141,10 +143,10 @@ def test_malformed_values_are_refused(value: dict[str, object]) -> None:
 def test_duplicate_indexes_and_empty_records_are_refused() -> None:
     """A record needs values, each index once."""
     with pytest.raises(FormatError):
-        build_write("o", "create", "88.1/x", [], timestamp_ms=1)
+        build_write("o", "create", "88.1/x", [], timestamp_ms=1, nonce=os.urandom(16))
     dup = [Value(1, "URL", "string", "a"), Value(1, "EMAIL", "string", "b")]
     with pytest.raises(FormatError):
-        build_write("o", "create", "88.1/x", dup, timestamp_ms=1)
+        build_write("o", "create", "88.1/x", dup, timestamp_ms=1, nonce=os.urandom(16))
 
 
 def test_delete_must_not_carry_values_and_writes_must() -> None:

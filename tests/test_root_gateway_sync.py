@@ -17,9 +17,9 @@ from chain_lite.keys import generate_p256
 from chain_lite.log_leaf import block_leaf
 from chain_lite.receipt import verify_receipt
 from chain_lite.registry import Value, pubkey_value
-from resolver.client import block_batch
 from resolver.config import load
 from resolver.db import Database
+from rootclient.client import block_batch
 from tests.root_harness import RootUnderTest
 
 GATEWAY = "88.123.99/GW-1"

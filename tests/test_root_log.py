@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import NoteKey, generate_p256
 from chain_lite.log_leaf import MapHead, parse_leaf, registry_leaf
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
-from resolver.client import EquivocationDetected, Verifier, pin_file
 from resolver.config import load
 from resolver.db import Database
 from resolver.errors import StorageError
@@ -24,6 +24,8 @@ from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
 from resolver.service import build_root_app
 from resolver.tiles import encode_index, parse_tile_path, tile_path, unbundle
+from rootclient.client import Verifier, pin_file
+from rootclient.errors import EquivocationDetected
 from tests.root_harness import RootUnderTest, ServerThread
 
 ORIGIN = "seq.test"
@@ -40,14 +42,15 @@ def _bootstrapped(url: str) -> tuple[Database, NoteKey, CoseSigner]:
     admin = generate_p256()
     signer = CoseSigner(admin_kid("88"), admin)
     req = build_write(
-        ORIGIN, "create", prefix_handle("88"), [pubkey_value(300, admin.public_key())], timestamp_ms=_now()
-    )
+        ORIGIN, "create", prefix_handle("88"), [pubkey_value(300, admin.public_key())], timestamp_ms=_now(),
+            nonce=os.urandom(16))
     submit_write(db, sign_write(req, signer).raw, origin=ORIGIN, now_ms=_now(), bootstrap=True)
     return db, log_key, signer
 
 
 def _write(db: Database, signer: CoseSigner, ident: str) -> None:
-    req = build_write(ORIGIN, "create", ident, [Value(1, "URL", "string", ident)], timestamp_ms=_now())
+    req = build_write(ORIGIN, "create", ident, [Value(1, "URL", "string", ident)], timestamp_ms=_now(),
+        nonce=os.urandom(16))
     submit_write(db, sign_write(req, signer).raw, origin=ORIGIN, now_ms=_now())
 
 
@@ -111,7 +114,8 @@ def test_sequencer_refuses_to_sign_over_a_corrupted_node_store(database_url: str
 def test_registry_leaves_carry_the_signed_request(database_url: str) -> None:
     """A registry leaf is type 0x02 followed by the exact signed request the admin sent."""
     db, log_key, signer = _bootstrapped(database_url)
-    req = build_write(ORIGIN, "create", "88/L", [Value(1, "URL", "string", "u")], timestamp_ms=_now())
+    req = build_write(ORIGIN, "create", "88/L", [Value(1, "URL", "string", "u")], timestamp_ms=_now(),
+        nonce=os.urandom(16))
     raw = sign_write(req, signer).raw
     submit_write(db, raw, origin=ORIGIN, now_ms=_now())
     seq = Sequencer(db, log_key.log_signer(), ORIGIN, publish=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from chain_lite.errors import ChainError
 from chain_lite.keys import generate_p256
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
 from chain_lite.resolution import StaleMap, verify_resolution
-from resolver.client import ClientError, Verifier, pin_file, proof_from_json
+from rootclient.client import Verifier, pin_file, proof_from_json
+from rootclient.errors import ClientError
 from tests.root_harness import RootUnderTest
 
 URL_VALUE = [Value(1, "URL", "string", "https://plant.example/pump42")]
@@ -123,10 +125,12 @@ def test_refused_writes_change_nothing(root: RootUnderTest) -> None:
 
     wrong_key = CoseSigner(admin_kid("88.123"), generate_p256())
     stale = sign_write(
-        build_write(root.origin, "create", "88.123/OLD", URL_VALUE, timestamp_ms=1_000_000), admin
+        build_write(root.origin, "create", "88.123/OLD", URL_VALUE, timestamp_ms=1_000_000,
+            nonce=os.urandom(16)), admin
     ).raw
     foreign = sign_write(
-        build_write("other.root", "create", "88.123/F", URL_VALUE, timestamp_ms=time.time_ns() // 10**6),
+        build_write("other.root", "create", "88.123/F", URL_VALUE, timestamp_ms=time.time_ns() // 10**6,
+            nonce=os.urandom(16)),
         admin,
     ).raw
     cases = {

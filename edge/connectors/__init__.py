@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edgeroot.tomlconfig import Table
+from runtime.tomlconfig import Table
 
 if TYPE_CHECKING:
     from edge.writer import Outcome

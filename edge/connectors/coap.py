@@ -18,7 +18,7 @@ import aiocoap
 import aiocoap.resource
 
 from edge.connectors import IngestPort, Plugin, Submit
-from edgeroot.tomlconfig import Table
+from runtime.tomlconfig import Table
 
 log = logging.getLogger(__name__)
 NAME = "coap"

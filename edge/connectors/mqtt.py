@@ -29,7 +29,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.connectors import IngestPort, Plugin, SubmitMany
-from edgeroot.tomlconfig import Table
+from runtime.tomlconfig import Table
 
 log = logging.getLogger(__name__)
 NAME = "mqtt"

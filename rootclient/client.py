@@ -29,22 +29,7 @@ from chain_lite.light_client import Accepted, Evidence, LightClient, Rejected
 from chain_lite.policy import Policy
 from chain_lite.receipt import Receipt
 from chain_lite.resolution import ProvenRecord, ResolutionProof, verify_resolution
-from resolver.errors import ResolverError
-
-
-class ClientError(ResolverError):
-    """The node could not be reached or answered with an error."""
-
-    def __init__(self, message: str, status: int = 0, handle_code: int = 2) -> None:
-        super().__init__(message)
-        self.status = status
-        self.handle_code = handle_code
-
-
-class EquivocationDetected(ClientError):
-    def __init__(self, message: str, evidence_file: Path) -> None:
-        super().__init__(message)
-        self.evidence_file = evidence_file
+from rootclient.errors import ClientError, EquivocationDetected
 
 
 def quote_identifier(identifier: str) -> str:
