@@ -41,7 +41,7 @@ from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, load_private_pem, private_pem, public_pem
 from chain_lite.registry import Value, build_write, pubkey_value, sign_write
-from resolver.service import init_root
+from resolver.assembly import init_root
 from rootclient.client import RootClient
 
 N = int(os.environ.get("BENCH_READINGS", "60000"))

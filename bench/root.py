@@ -32,11 +32,11 @@ from chain_lite.block import GENESIS_PREV, build_header, sign_block
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import NoteKey, generate_p256, load_private_pem
 from chain_lite.registry import Value, admin_kid, build_write, pubkey_value, sign_write
+from resolver.assembly import init_root
 from resolver.config import load
 from resolver.db import Database
 from resolver.registry import check_and_apply
 from resolver.sequencer import Sequencer
-from resolver.service import init_root
 
 N = int(os.environ.get("BENCH_IDS", "100000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))

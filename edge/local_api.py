@@ -25,7 +25,7 @@ from chain_lite.errors import ChainError
 from edge import store
 
 if TYPE_CHECKING:
-    from edge.daemon import Gateway
+    from edge.gateway_service import Gateway
 
 log = logging.getLogger(__name__)
 

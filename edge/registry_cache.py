@@ -24,7 +24,7 @@ from chain_lite.errors import ChainError
 from chain_lite.keys import public_der
 from chain_lite.resolution import verify_resolution
 from edge.errors import SyncError
-from edge.light import PinnedLog
+from edge.pin_store import PinnedLog
 from rootclient.client import proof_from_json, quote_identifier
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from chain_lite.errors import ChainError
 from chain_lite.log_leaf import block_leaf
 from chain_lite.receipt import Receipt
 from edge.errors import SyncError
-from edge.light import EquivocationError, PinnedLog
+from edge.pin_store import EquivocationError, PinnedLog
 from rootclient.client import block_batch
 
 log = logging.getLogger(__name__)

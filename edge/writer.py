@@ -21,7 +21,7 @@ from chain_lite.block import GENESIS_PREV, header_for, parse_block, sign_block
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import PublicKey, load_public_der
 from edge import store
-from edge.verify import Accepted, ReadingVerifier, Rejected
+from edge.admission import Accepted, ReadingVerifier, Rejected
 
 log = logging.getLogger(__name__)
 MAX_SIGNERS_PER_BLOCK = 500

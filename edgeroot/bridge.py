@@ -36,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_bridge(args: argparse.Namespace, report: Reporter) -> int:
-    from firmware_bridge.daemon import Bridge  # noqa: PLC0415 (serial and CoAP load only here)
     from firmware_bridge.forward import forwarder_for  # noqa: PLC0415
+    from firmware_bridge.frame_bridge import Bridge  # noqa: PLC0415 (serial and CoAP load only here)
 
     gateway, baud, state_dir = DEFAULT_GATEWAY, 115200, None
     table = None

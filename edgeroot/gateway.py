@@ -121,8 +121,8 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
 
 
 def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
-    from edge.daemon import run  # noqa: PLC0415 (the daemon's imports load only for this command)
     from edge.errors import ConfigError  # noqa: PLC0415
+    from edge.gateway_service import run  # noqa: PLC0415 (the daemon's imports load only for this command)
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per sync request is noise in the journal
     logging.basicConfig(

@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_init(args: argparse.Namespace, report: Reporter) -> int:
-    from resolver.service import init_root  # noqa: PLC0415 (FastAPI loads only for commands that use it)
+    from resolver.assembly import init_root  # noqa: PLC0415 (FastAPI loads only for commands that use it)
 
     try:
         check_key_name(args.origin)
@@ -72,8 +72,8 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
 
 
 def run_serve(args: argparse.Namespace, report: Reporter) -> int:
-    from resolver.daemon import serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
-    from resolver.service import build_root_app  # noqa: PLC0415
+    from resolver.assembly import build_root_app  # noqa: PLC0415
+    from resolver.http_service import serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
 
     try:
         cfg = load(args.state, args.config)

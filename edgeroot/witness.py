@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_init(args: argparse.Namespace, report: Reporter) -> int:
-    from resolver.service import init_witness  # noqa: PLC0415 (FastAPI loads only for commands that use it)
+    from resolver.assembly import init_witness  # noqa: PLC0415 (FastAPI loads only for commands that use it)
 
     logs = [load_vkey(v) for v in args.log]
     if (args.state / "witness.skey").exists():
@@ -48,8 +48,8 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
 
 
 def run_serve(args: argparse.Namespace, report: Reporter) -> int:
-    from resolver.daemon import serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
-    from resolver.service import build_witness_app  # noqa: PLC0415
+    from resolver.assembly import build_witness_app  # noqa: PLC0415
+    from resolver.http_service import serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
 
     try:
         app = build_witness_app(args.state, args.logs)

@@ -29,7 +29,7 @@ from chain_lite import b64
 from chain_lite.registry import Value
 from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, TooLarge
 from resolver.metrics import RootMetrics
-from resolver.node import Resolution, RootNode
+from resolver.reads import Resolution, RootNode
 from resolver.tiles import parse_tile_path
 from resolver.web import PAGE
 

@@ -25,7 +25,7 @@ from resolver.config import WitnessConfig
 from resolver.db import Database
 from resolver.log_store import checkpoint_at, consistency
 from resolver.metrics import RootMetrics
-from resolver.witness import SIZE_CONTENT_TYPE
+from resolver.witness_server import SIZE_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 WITNESS_TIMEOUT_S = 5.0

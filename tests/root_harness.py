@@ -23,8 +23,8 @@ from chain_lite.note import VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
 from resolver import config as root_config
+from resolver.assembly import build_root_app, build_witness_app, init_root, init_witness
 from resolver.db import Database
-from resolver.service import build_root_app, build_witness_app, init_root, init_witness
 from rootclient.client import RootClient
 
 POSTGRES_URL = os.environ.get("EDGEROOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

@@ -30,9 +30,9 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, load_private_pem
 from chain_lite.registry import Value, build_write, pubkey_value, sign_write
 from edge import store
+from resolver.assembly import build_root_app, build_witness_app
 from resolver.config import load
 from resolver.errors import ResolverError
-from resolver.service import build_root_app, build_witness_app
 from rootclient.client import RootClient
 from rootclient.errors import ClientError
 from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, gateway_key, verified_chain

@@ -125,8 +125,8 @@ def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
 
 def test_root_outage_then_recovery_loses_nothing_and_keeps_order(plant: Plant) -> None:
     """Root down: the gateway keeps ingesting and chaining; when it returns, every block anchors, in order."""
+    from resolver.assembly import build_root_app
     from resolver.config import load
-    from resolver.service import build_root_app
     from tests.root_harness import ServerThread
 
     plant.start()

@@ -16,13 +16,13 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import NoteKey, generate_p256
 from chain_lite.log_leaf import MapHead, parse_leaf, registry_leaf
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
+from resolver.assembly import build_root_app
 from resolver.config import load
 from resolver.db import Database
 from resolver.errors import StorageError
 from resolver.map_state import MapState
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
-from resolver.service import build_root_app
 from resolver.tiles import encode_index, parse_tile_path, tile_path, unbundle
 from rootclient.client import Verifier, pin_file
 from rootclient.errors import EquivocationDetected

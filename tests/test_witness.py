@@ -12,9 +12,9 @@ from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
 from chain_lite.cosignature import CosignatureVerifier
 from chain_lite.keys import NoteKey
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey, parse_note
+from resolver.assembly import build_witness_app, init_witness
 from resolver.cosigning import request_body
-from resolver.service import build_witness_app, init_witness
-from resolver.witness import SIZE_CONTENT_TYPE, Answer, Witness, WitnessState
+from resolver.witness_server import SIZE_CONTENT_TYPE, Answer, Witness, WitnessState
 from tests.root_harness import ServerThread
 
 ORIGIN = "log.test"

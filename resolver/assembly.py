@@ -3,7 +3,7 @@
 ``init_root`` creates the state directory: keys, ``root.toml``, the database with its schema, the root
 prefix record (self-signed bootstrap write, the log's first leaf) and ``policy.txt``; the first batch
 is integrated at once, so a fresh node already has a signed checkpoint. ``build_root_app`` runs
-the sequencer loop as a background task of the app's event loop; :mod:`resolver.daemon` serves it.
+the sequencer loop as a background task of the app's event loop; :mod:`resolver.http_service` serves it.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pu
 from resolver import config as root_config
 from resolver.api import create_app
 from resolver.cosigning import Cosigner
-from resolver.daemon import Hooks
 from resolver.db import Database
 from resolver.errors import ResolverError
+from resolver.http_service import Hooks
 from resolver.metrics import RootMetrics
-from resolver.node import RootNode, now_ms
+from resolver.reads import RootNode, now_ms
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
-from resolver.witness import MAX_BODY, SIZE_CONTENT_TYPE, WitnessState
-from resolver.witness import Witness as WitnessService
+from resolver.witness_server import MAX_BODY, SIZE_CONTENT_TYPE, WitnessState
+from resolver.witness_server import Witness as WitnessService
 from runtime.keyfiles import write_private
 from runtime.ratelimit import RateLimitedLog
 
@@ -211,7 +211,7 @@ async def _publish_leftovers(db: Database, cosigner: Cosigner) -> None:
 def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
     """The root node's app with its sequencer running for the app's lifetime.
 
-    ``app.state.hooks`` says what systemd hears (:mod:`resolver.daemon`): a status line, and a reload
+    ``app.state.hooks`` says what systemd hears (:mod:`resolver.http_service`): a status line, and a reload
     that re-reads ``root.toml`` and applies its witness list (other keys need a restart).
     """
     db = Database(cfg.database)

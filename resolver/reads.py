@@ -22,7 +22,7 @@ from chain_lite.receipt import Receipt
 from chain_lite.registry import Record, canonical_identifier
 from chain_lite.resolution import ResolutionProof
 from chain_lite.sparse_map import MapProof
-from resolver import gateways, registry
+from resolver import block_intake, registry
 from resolver.db import Database, Tx
 from resolver.errors import BadRequest, InvalidHandle, NotFound, NotYetPublished, StorageError
 from resolver.log_store import TxNodeStore, latest_checkpoint, leaf_at, receipt_for
@@ -74,8 +74,8 @@ class RootNode:
 
     def submit_blocks(
         self, blocks: Sequence[tuple[bytes, Sequence[bytes] | None]]
-    ) -> tuple[list[gateways.BlockResult], Exception | None]:
-        return gateways.submit_blocks(self.db, blocks, now_ms=now_ms())
+    ) -> tuple[list[block_intake.BlockResult], Exception | None]:
+        return block_intake.submit_blocks(self.db, blocks, now_ms=now_ms())
 
     # --- the published view --------------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ from edge import store
 from edge.connectors import PLUGINS, Connector
 from edge.errors import ConfigError
 from edge.ingest import Ingest
-from edge.light import PinnedLog
 from edge.local_api import LocalApi, LocalHttp
+from edge.pin_store import PinnedLog
 from edge.registry_cache import RegistryCache
 from edge.sync import Syncer
 from edge.writer import Writer
