@@ -33,6 +33,7 @@ from edge.ingest import Ingest
 from edge.local_api import LocalApi, LocalHttp
 from edge.pin_store import PinnedLog
 from edge.registry_cache import RegistryCache
+from edge.status import GatewayStatus
 from edge.sync import Syncer
 from edge.writer import Writer
 from runtime.sdnotify import Notifier, reloading
@@ -107,25 +108,24 @@ class Gateway:
             except Exception:  # e.g. a locked or full disk: the readings stay unchained; retry next tick
                 log.exception("closing a block or pruning failed; retrying")
 
-    def status_line(self, unanchored: int | None = None) -> str:
-        s = self.ingest.stats
-        sync = self.syncer.state if self.syncer else "-"
-        backlog = "" if unanchored is None else f" unanchored_blocks={unanchored}"
-        full = " STORE FULL: refusing input" if self.writer.store_full else ""
-        counts = f"accepted={s.accepted} rejected={sum(s.rejected.values())} refused={s.refused}"
-        return f"{counts}{backlog} sync={sync}{full}"
+    def snapshot(self) -> GatewayStatus:
+        """Every fact the gateway reports, now. Blocking (it reads the store through a connection of its
+        own): the local API calls it on its request threads, the main loop through ``to_thread``. The
+        counters it copies are plain integers and a dict copied in one step, safe to read from there."""
+        stats = self.ingest.stats
+        return GatewayStatus(
+            gateway=self.cfg.gateway,
+            accepted=stats.accepted,
+            rejected=dict(stats.rejected),
+            refused=stats.refused,
+            store_full=self.writer.store_full,
+            sync=self.syncer.state if self.syncer else "starting",
+            connectors={f"{c.__class__.__name__}[{i}]": c.state for i, c in enumerate(self.connectors)},
+            store=store.read_status(self.cfg.db),
+        )
 
-    async def _unanchored(self) -> int:
-        def count() -> int:
-            conn = store.connect(self.cfg.db)
-            try:
-                return int(
-                    conn.execute("SELECT COUNT(*) FROM blocks WHERE state != 'anchored'").fetchone()[0]
-                )
-            finally:
-                conn.close()
-
-        return await asyncio.to_thread(count)
+    async def _status_line(self) -> str:
+        return (await asyncio.to_thread(self.snapshot)).status_line()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -159,9 +159,9 @@ class Gateway:
             for c in self.connectors:
                 await c.start()
             # Health answers once the connectors are up, like READY=1: probes never race the listeners.
-            local = LocalHttp(LocalApi(self), self.cfg.http_listen)
+            local = LocalHttp(LocalApi(self.cfg.db, self.snapshot), self.cfg.http_listen)
             local.start()
-            self.notifier.send("READY=1", f"STATUS=running; {self.status_line()}")
+            self.notifier.send("READY=1", f"STATUS=running; {await self._status_line()}")
             log.info(
                 "gateway %s running: %d connector(s), root %s",
                 self.cfg.gateway,
@@ -198,7 +198,7 @@ class Gateway:
             if self.reload_event.is_set():
                 self.reload_event.clear()
                 await self._reload()
-            self.notifier.send("WATCHDOG=1", f"STATUS=running; {self.status_line(await self._unanchored())}")
+            self.notifier.send("WATCHDOG=1", f"STATUS=running; {await self._status_line()}")
 
     async def _reload(self) -> None:
         reloading(self.notifier)

@@ -1,14 +1,7 @@
-"""The gateway's one door for readings, used by every connector (and by the serial bridge's forwarder).
+"""The gateway's one door for readings: the implementation of the ingest contract (:mod:`edge.intake`).
 
-The interface is one coroutine::
-
-    outcome = await ingest.submit(raw_envelope_bytes, source="mqtt:edgeroot/readings/pump")
-
-It returns once the reading is **durable** (stored, ``outcome.accepted``) or **durably rejected**
-(quarantined with ``outcome.reason``); only then may the connector acknowledge its sender (MQTT PUBACK,
-CoAP 2.04 / 4.xx, serial ack frame). ``outcome.durable`` is False only when the gateway refuses input
-(``store-full``) or is shutting down: then the sender must *not* be acknowledged, so it keeps the
-reading and retries.
+``await ingest.submit(raw, source)`` returns once the reading is durable or durably rejected, or at once
+with a refusal (``store-full``, ``shutting-down``) that the connector must not acknowledge.
 
 Back-pressure: submissions wait in a bounded queue; when the writer falls behind, ``submit`` blocks
 and connectors stop reading from their transport instead of buffering in memory. The writer thread
@@ -24,11 +17,11 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from edge.writer import STORE_FULL, Outcome, Submission, Writer, now_ms
+from edge.intake import SHUTTING_DOWN, STORE_FULL, Outcome, Submission
+from edge.writer import Writer, now_ms
 from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
-SHUTTING_DOWN = Outcome(accepted=False, durable=False, reason="shutting-down", detail="gateway is stopping")
 
 
 @dataclass

@@ -3,7 +3,8 @@ cached resolution with proofs.
 
 ``GET /healthz`` (200 ok / 503 degraded, with the reasons), ``GET /metrics`` (Prometheus text),
 ``GET /v1/readings/latest``, ``GET /v1/resolve/{identifier}``. It runs in its own threads and only
-reads: the store through its own SQLite connections, counters from the ingest door as plain integers.
+reads: the store through its own SQLite connections, and the gateway's status as a frozen snapshot
+(:mod:`edge.status`) from a producer the gateway hands it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,83 +25,69 @@ from prometheus_client.registry import Collector
 from chain_lite.envelope import decode_envelope, resolve
 from chain_lite.errors import ChainError
 from edge import store
-
-if TYPE_CHECKING:
-    from edge.gateway_service import Gateway
+from edge.status import GatewayStatus
 
 log = logging.getLogger(__name__)
 
+Snapshot = Callable[[], GatewayStatus]
+"""The gateway's status producer; blocking (it reads the store), called on the API's request threads."""
+
 
 class GatewayCollector(Collector):
-    """Reads the figures at scrape time, so nothing is counted twice."""
+    """Takes one snapshot at scrape time, so nothing is counted twice and every figure is of one instant."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.gateway.ingest.stats
+        st = self.snapshot()
         accepted = CounterMetricFamily("edgeroot_gateway_readings_accepted", "Readings stored")
-        accepted.add_metric([], stats.accepted)
+        accepted.add_metric([], st.accepted)
         yield accepted
         rejected = CounterMetricFamily(
             "edgeroot_gateway_readings_rejected", "Inputs quarantined", labels=["reason"]
         )
-        for reason, n in sorted(stats.rejected.items()):
+        for reason, n in sorted(st.rejected.items()):
             rejected.add_metric([reason], n)
         yield rejected
         refused = CounterMetricFamily(
             "edgeroot_gateway_readings_refused", "Inputs refused (not acknowledged)"
         )
-        refused.add_metric([], stats.refused)
+        refused.add_metric([], st.refused)
         yield refused
-        st = store.status(self.gateway.cfg.db)
         blocks = GaugeMetricFamily("edgeroot_gateway_blocks", "Blocks by state", labels=["state"])
-        for state, n in st["blocks"].items():
+        for state, n in st.store.blocks.items():
             blocks.add_metric([state], n)
         yield blocks
         backlog = GaugeMetricFamily("edgeroot_gateway_unchained_readings", "Readings not yet in a block")
-        backlog.add_metric([], st["unchained_readings"])
+        backlog.add_metric([], st.store.unchained_readings)
         yield backlog
         full = GaugeMetricFamily("edgeroot_gateway_store_full", "1 when input is refused for the disk budget")
-        full.add_metric([], 1 if self.gateway.writer.store_full else 0)
+        full.add_metric([], 1 if st.store_full else 0)
         yield full
         evidence = GaugeMetricFamily("edgeroot_gateway_equivocation_evidence", "1 when evidence is stored")
-        evidence.add_metric([], 1 if st["evidence"] else 0)
+        evidence.add_metric([], 1 if st.store.evidence else 0)
         yield evidence
 
 
-def health(gateway: Gateway) -> dict[str, Any]:
-    st = store.status(gateway.cfg.db)
-    connectors = {f"{c.__class__.__name__}[{i}]": c.state for i, c in enumerate(gateway.connectors)}
-    problems = []
-    if gateway.writer.store_full:
-        problems.append("disk budget reached: input refused")
-    if st["evidence"]:
-        problems.append("equivocation evidence stored: sync stopped")
-    return {
-        "status": "degraded" if problems else "ok",
-        "problems": problems,
-        "gateway": gateway.cfg.gateway,
-        "connectors": connectors,
-        "sync": gateway.syncer.state if gateway.syncer else "starting",
-        "ingest": {"accepted": gateway.ingest.stats.accepted, "rejected": gateway.ingest.stats.rejected},
-        "store": st,
-    }
-
-
 class LocalApi:
-    """The routes, as plain functions of the gateway: ``(status, content type, body)``."""
+    """The routes, as plain functions: ``(status, content type, body)``.
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    ``db`` is the gateway's store (read through connections of the API's own); ``snapshot`` produces the
+    gateway's status, the only thing the API knows of the running daemon.
+    """
+
+    def __init__(self, db: Path, snapshot: Snapshot) -> None:
+        self.db = db
+        self.snapshot = snapshot
         self.registry = CollectorRegistry()
-        self.registry.register(GatewayCollector(gateway))
+        self.registry.register(GatewayCollector(snapshot))
 
     def handle(self, path: str) -> tuple[int, str, bytes]:
         path = unquote(path.split("?", 1)[0])
         if path == "/healthz":
-            body = health(self.gateway)
-            return _json(200 if body["status"] == "ok" else 503, body)
+            st = self.snapshot()
+            return _json(503 if st.problems else 200, st.health())
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
         if path == "/v1/readings/latest":
@@ -112,7 +100,7 @@ class LocalApi:
 
     def latest(self) -> dict[str, Any]:
         """The newest stored reading of each device, SenML resolved."""
-        conn = store.connect(self.gateway.cfg.db)
+        conn = store.connect(self.db)
         try:
             rows = conn.execute(
                 "SELECT r.subject, r.counter, r.received_ms, r.raw, r.block FROM readings r "
@@ -136,7 +124,7 @@ class LocalApi:
 
     def cached_resolution(self, identifier: str) -> tuple[int, str, bytes]:
         """The root's last answer for a device (with its proofs), served even while the root is down."""
-        conn = store.connect(self.gateway.cfg.db)
+        conn = store.connect(self.db)
         try:
             row = conn.execute(
                 "SELECT answer, fetched_ms FROM resolutions WHERE identifier = ?", (identifier,)

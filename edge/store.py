@@ -27,6 +27,8 @@ from typing import Any
 
 import sqlite_utils
 
+from edge.status import BLOCK_STATES, AnchoredBlock, StoreFacts
+
 QUARANTINE_RAW_MAX = 8 * 1024
 
 
@@ -109,30 +111,62 @@ def write_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
 
 
 def status(path: Path) -> dict[str, Any]:
-    """Backlog and health figures for ``gateway status``, /healthz and STATUS= lines."""
-    db = sqlite_utils.Database(connect(path))
+    """Backlog and health figures as JSON (:meth:`edge.status.StoreFacts.as_json` of :func:`read_status`)."""
+    return read_status(path).as_json()
+
+
+# --- status facts: what the gateway's snapshot (edge.status), /healthz, /metrics, STATUS= lines and
+# `edgeroot gateway status` report from the file. Each reads through the caller's connection.
+
+
+def count_readings(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+
+
+def count_unchained_readings(conn: sqlite3.Connection) -> int:
+    """Readings not yet in a block."""
+    return int(conn.execute("SELECT COUNT(*) FROM readings WHERE block IS NULL").fetchone()[0])
+
+
+def count_blocks_by_state(conn: sqlite3.Connection) -> dict[str, int]:
+    """Every state of :data:`edge.status.BLOCK_STATES`, zero when no block is in it."""
+    found = dict(conn.execute("SELECT state, COUNT(*) FROM blocks GROUP BY state").fetchall())
+    return {state: int(found.get(state, 0)) for state in BLOCK_STATES}
+
+
+def last_anchored_block(conn: sqlite3.Connection) -> AnchoredBlock | None:
+    row = conn.execute(
+        "SELECT height, log_index FROM blocks WHERE state = 'anchored' ORDER BY height DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else AnchoredBlock(int(row[0]), int(row[1]))
+
+
+def count_rejects_by_reason(conn: sqlite3.Connection) -> dict[str, int]:
+    """Quarantined inputs by reason, all time."""
+    return dict(conn.execute("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason").fetchall())
+
+
+def count_gaps(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM gaps").fetchone()[0])
+
+
+def has_evidence(conn: sqlite3.Connection) -> bool:
+    """True once the light client stored two inconsistent signed checkpoints."""
+    return read_meta(conn, "evidence") is not None
+
+
+def read_status(path: Path) -> StoreFacts:
+    """The stored status facts, through a connection of their own (any thread; gateway running or not)."""
+    conn = connect(path)
     try:
-        q = db.conn.execute
-
-        def one(sql: str, *args: Any) -> Any:
-            return q(sql, args).fetchone()[0]
-
-        by_state = dict(q("SELECT state, COUNT(*) FROM blocks GROUP BY state").fetchall())
-        rejects = dict(q("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason").fetchall())
-        last_anchor = q(
-            "SELECT height, log_index FROM blocks WHERE state = 'anchored' ORDER BY height DESC LIMIT 1"
-        ).fetchone()
-        return {
-            "readings": one("SELECT COUNT(*) FROM readings"),
-            "unchained_readings": one("SELECT COUNT(*) FROM readings WHERE block IS NULL"),
-            "blocks": {s: by_state.get(s, 0) for s in ("chained", "submitted", "anchored")},
-            "unanchored_blocks": by_state.get("chained", 0) + by_state.get("submitted", 0),
-            "last_anchored": None
-            if last_anchor is None
-            else {"height": last_anchor[0], "log_index": last_anchor[1]},
-            "rejects": rejects,
-            "gaps": one("SELECT COUNT(*) FROM gaps"),
-            "evidence": read_meta(db.conn, "evidence") is not None,
-        }
+        return StoreFacts(
+            readings=count_readings(conn),
+            unchained_readings=count_unchained_readings(conn),
+            blocks=count_blocks_by_state(conn),
+            last_anchored=last_anchored_block(conn),
+            rejects=count_rejects_by_reason(conn),
+            gaps=count_gaps(conn),
+            evidence=has_evidence(conn),
+        )
     finally:
-        db.conn.close()
+        conn.close()

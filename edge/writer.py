@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from chain_lite.block import GENESIS_PREV, header_for, parse_block, sign_block
@@ -22,34 +21,11 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import PublicKey, load_public_der
 from edge import store
 from edge.admission import Accepted, ReadingVerifier, Rejected
+from edge.intake import Outcome, Submission
 
 log = logging.getLogger(__name__)
 MAX_SIGNERS_PER_BLOCK = 500
 """Keeps a signed header (one counter range per signer) well under the root's 65,535-byte leaf cap."""
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    raw: bytes
-    source: str
-    received_ms: int
-    reject: str | None = None
-    """A reason a connector already decided (e.g. ``wrong-content-format``): quarantined unverified."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """``durable``: stored (accepted) or durably quarantined, so the sender may be acknowledged."""
-
-    accepted: bool
-    durable: bool
-    reason: str | None = None
-    detail: str = ""
-    signer: str | None = None
-    """For ``unknown-device``: whose key was missing."""
-
-
-STORE_FULL = Outcome(accepted=False, durable=False, reason="store-full", detail="disk budget reached")
 
 
 def now_ms() -> int:

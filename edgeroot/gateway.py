@@ -136,6 +136,8 @@ def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
 
 
 def run_status(args: argparse.Namespace, report: Reporter) -> int:
+    """The stored facts from the file (so this works while the gateway is stopped), and while it runs the
+    live ones (connectors, sync, problems) from its own snapshot as ``/healthz`` renders it."""
     from edge import config, store  # noqa: PLC0415
     from edge.errors import ConfigError  # noqa: PLC0415
 
@@ -143,7 +145,8 @@ def run_status(args: argparse.Namespace, report: Reporter) -> int:
         cfg = config.load(args.state, args.config)
     except ConfigError as exc:
         raise CommandFailed(str(exc)) from exc
-    facts: dict[str, Any] = {"gateway": cfg.gateway, "root": cfg.root, **store.status(cfg.db)}
+    stored = store.read_status(cfg.db)
+    facts: dict[str, Any] = {"gateway": cfg.gateway, "root": cfg.root, **stored.as_json()}
     try:
         live = httpx.get(f"http://{cfg.http_listen}/healthz", timeout=2).json()
         facts["running"] = True
@@ -153,10 +156,10 @@ def run_status(args: argparse.Namespace, report: Reporter) -> int:
     except (httpx.HTTPError, ValueError):
         facts["running"] = False
     summary = (
-        f"{cfg.gateway}: {facts['unanchored_blocks']} block(s) not anchored, "
-        f"{facts['unchained_readings']} reading(s) not chained, last anchored {facts['last_anchored']}"
+        f"{cfg.gateway}: {stored.unanchored_blocks} block(s) not anchored, "
+        f"{stored.unchained_readings} reading(s) not chained, last anchored {facts['last_anchored']}"
     )
-    if facts.get("problems") or facts["evidence"]:
+    if facts.get("problems") or stored.evidence:
         return report.invalid(
             summary + "; PROBLEMS: " + "; ".join(facts.get("problems") or ["equivocation evidence"]), **facts
         )

@@ -1,4 +1,5 @@
-"""The gateway's writer and ingest door: durable batches, quarantine, counters, blocks, retention."""
+"""The gateway's writer, ingest door and store: durable batches, quarantine, counters, blocks, retention,
+status facts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, public_der
 from edge import store
 from edge.ingest import Ingest
-from edge.writer import Submission, Writer, now_ms
+from edge.intake import Submission
+from edge.status import AnchoredBlock, StoreFacts
+from edge.writer import Writer, now_ms
 from tests.gateway_harness import verified_chain
 
 GATEWAY = "88.123.99/GW-1"
@@ -150,3 +153,51 @@ def test_pruning_never_deletes_unanchored_readings(plant: tuple[Writer, CoseSign
     db.execute("UPDATE blocks SET state = 'anchored' WHERE height = 0")
     assert writer.prune() == 10
     assert db.execute("SELECT COUNT(*) FROM readings WHERE block IS NULL OR block > 0").fetchone() == (20,)
+
+
+def test_status_facts_count_what_the_store_holds(plant: tuple[Writer, CoseSigner, CoseSigner]) -> None:
+    """The stored status facts: readings, the chain's backlog by state, the last anchor, rejects, gaps."""
+    writer, _, device = plant
+    assert store.read_status(writer.path) == StoreFacts(
+        readings=0,
+        unchained_readings=0,
+        blocks={"chained": 0, "submitted": 0, "anchored": 0},
+        last_anchored=None,
+        rejects={},
+        gaps=0,
+        evidence=False,
+    )
+    in_order = [reading(device, c) for c in range(1, 24)]
+    batch = [*in_order, reading(device, 30), b"junk", b"junk", reading(device, 30)]  # gap, garbage, replay
+    writer.process([sub(r) for r in batch])
+    for _ in range(2):
+        writer.close_block_if_due()
+    db = store.connect(writer.path)
+    db.execute("UPDATE blocks SET state = 'anchored', log_index = 7 WHERE height = 0")
+    db.execute("UPDATE blocks SET state = 'submitted' WHERE height = 1")
+    facts = store.read_status(writer.path)
+    assert facts == StoreFacts(
+        readings=24,
+        unchained_readings=4,
+        blocks={"chained": 0, "submitted": 1, "anchored": 1},
+        last_anchored=AnchoredBlock(height=0, log_index=7),
+        rejects={"malformed": 2, "replay": 1},
+        gaps=1,
+        evidence=False,
+    )
+    assert facts.unanchored_blocks == 1
+    assert writer.close_block_if_due(force=True) == 2
+    store.write_meta(db, "evidence", "{}")
+    facts = store.read_status(writer.path)
+    assert facts.unanchored_blocks == 2 and facts.unchained_readings == 0 and facts.evidence
+    assert store.status(writer.path) == facts.as_json()
+    assert facts.as_json() == {
+        "readings": 24,
+        "unchained_readings": 0,
+        "blocks": {"chained": 1, "submitted": 1, "anchored": 1},
+        "unanchored_blocks": 2,
+        "last_anchored": {"height": 0, "log_index": 7},
+        "rejects": {"malformed": 2, "replay": 1},
+        "gaps": 1,
+        "evidence": True,
+    }

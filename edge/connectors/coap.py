@@ -17,7 +17,8 @@ from typing import Any
 import aiocoap
 import aiocoap.resource
 
-from edge.connectors import IngestPort, Plugin, Submit
+from edge.connectors import Plugin
+from edge.intake import WRONG_CONTENT_FORMAT, IngestPort, Submit
 from runtime.tomlconfig import Table
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ReadingsResource(aiocoap.resource.Resource):  # type: ignore[misc]
         source = f"coap:{request.remote.hostinfo}"
         fmt = request.opt.content_format
         if fmt is not None and int(fmt) != CONTENT_FORMAT_COSE_SIGN1:
-            await self.submit(request.payload, source, reject="wrong-content-format")
+            await self.submit(request.payload, source, reject=WRONG_CONTENT_FORMAT)
             return aiocoap.Message(
                 code=aiocoap.UNSUPPORTED_CONTENT_FORMAT, payload=b"content format must be 18 (COSE_Sign1)"
             )

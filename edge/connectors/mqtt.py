@@ -28,7 +28,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.connectors import IngestPort, Plugin, SubmitMany
+from edge.connectors import Plugin
+from edge.intake import IngestPort, SubmitMany
 from runtime.tomlconfig import Table
 
 log = logging.getLogger(__name__)

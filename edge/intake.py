@@ -1,0 +1,81 @@
+"""The ingest contract: what a connector hands the gateway and what it gets back.
+
+A connector (MQTT, CoAP, a test's fake) sees the gateway as one door, an :class:`IngestPort`, and
+nothing else of it::
+
+    outcome = await port.submit(raw_envelope_bytes, source="mqtt:edgeroot/readings/pump")
+
+``submit`` returns once the reading is **durable** (stored: ``outcome.accepted``) or **durably
+rejected** (quarantined with ``outcome.reason``); only then may the connector acknowledge its sender
+(MQTT PUBACK, CoAP 2.04 / 4.xx, serial ack frame). ``outcome.durable`` is False only when the gateway
+refuses input (:data:`STORE_FULL`, :data:`SHUTTING_DOWN`): the sender must *not* be acknowledged, so it
+keeps the reading and retries. ``submit`` may block for a while: that is back-pressure, and a connector
+stops reading from its transport meanwhile instead of buffering in memory.
+
+Outcome reasons: the verifier's verdicts (``oversize``, ``malformed``, ``unknown-device``,
+``bad-signature``, ``replay``: :mod:`edge.admission`), a connector's own verdict passed as ``reject=``
+(:data:`WRONG_CONTENT_FORMAT`), and the two refusals above.
+
+This module is the contract only: the implementation is :class:`edge.ingest.Ingest` over
+:class:`edge.writer.Writer`, and connectors import neither (an import contract in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+WRONG_CONTENT_FORMAT = "wrong-content-format"
+"""A connector's verdict: the transport said the payload is not a COSE_Sign1 envelope."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One envelope on its way to the writer, stamped with its arrival time."""
+
+    raw: bytes
+    source: str
+    """Where it came from, for the quarantine and the logs (``mqtt:<topic>``, ``coap:<host>``)."""
+    received_ms: int
+    reject: str | None = None
+    """A reason a connector already decided (e.g. :data:`WRONG_CONTENT_FORMAT`): quarantined unverified."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """``durable``: stored (accepted) or durably quarantined, so the sender may be acknowledged."""
+
+    accepted: bool
+    durable: bool
+    reason: str | None = None
+    detail: str = ""
+    signer: str | None = None
+    """For ``unknown-device``: whose key was missing."""
+
+
+STORE_FULL = Outcome(accepted=False, durable=False, reason="store-full", detail="disk budget reached")
+SHUTTING_DOWN = Outcome(accepted=False, durable=False, reason="shutting-down", detail="gateway is stopping")
+
+
+class Submit(Protocol):
+    """Hand one envelope to the gateway; returns when it is durable or durably rejected."""
+
+    async def __call__(self, raw: bytes, source: str, *, reject: str | None = None) -> Outcome: ...
+
+
+class SubmitMany(Protocol):
+    """Like :class:`Submit` for several envelopes at once (one crossing): outcomes in order."""
+
+    async def __call__(
+        self, items: list[tuple[bytes, str]], *, reject: str | None = None
+    ) -> list[Outcome]: ...
+
+
+class IngestPort(Protocol):
+    """The gateway's door as connectors see it (the serial bridge reaches it through a connector)."""
+
+    async def submit(self, raw: bytes, source: str, *, reject: str | None = None) -> Outcome: ...
+
+    async def submit_many(
+        self, items: list[tuple[bytes, str]], *, reject: str | None = None
+    ) -> list[Outcome]: ...
