@@ -8,70 +8,84 @@ Layout of ``--state DIR`` (made by ``edgeroot gateway init``)::
     registration.json  identifier and public key for the root's prefix admin to register
     gateway.db       the SQLite store
 
-``gateway.toml`` (defaults shown)::
-
-    gateway = "88.123.99/GW-1"          # this gateway's identifier (registered at the root)
-    root = "http://127.0.0.1:8470"      # the root node
-    mode = "replicate"                  # or "anchor": headers only, readings stay in the plant
-    policy = "policy.txt"               # relative to the state directory
-
-    [block]
-    max_readings = 1000                 # close a block at this many readings...
-    max_seconds = 5.0                   # ...or when the oldest unchained reading is this old
-
-    [store]
-    disk_budget_mb = 1024               # live data; at the budget with unanchored data, input is refused
-    retention_days = 30                 # anchored readings older than this are pruned
-
-    [sync]
-    batch = 64                          # blocks per request
-    interval_s = 0.5
-    max_blocks_per_s = 200              # catch-up pace after an outage
-    max_request_kb = 900                # stay under the root's request body cap (1 MiB by default)
-
-    [http]
-    listen = "127.0.0.1:8480"           # local API: /healthz, /metrics, latest readings
-
-    [devices]                           # local provisioning, works offline: identifier = public key file
-    "88.123.99/PUMP-0042" = "keys/88.123.99_PUMP-0042.pub"
-
-    [[connector]]                       # one table per connector; see edge/connectors/*.py SAMPLE_CONFIG
-    type = "mqtt"
-    ...
+``gateway.toml``: every key is declared once below, on the :class:`GatewayConfig` field that holds it,
+with its type, default, allowed range and help; ``edgeroot gateway init`` writes the file from those
+declarations (:func:`render`), each key with its help as a comment. Connector keys are declared the
+same way on each connector's config class (``edge/connectors/*.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from edge.connectors import PLUGINS, ConnectorConfig
 from edge.errors import ConfigError
-from runtime.tomlconfig import Table
+from runtime import tomlconfig
+from runtime.tomlconfig import Table, read_settings, setting
 
 CONFIG_NAME = "gateway.toml"
+
+
+def _connector_config(table: Mapping[str, Any]) -> type:
+    """The config class that declares the keys of a ``[[connector]]`` table, chosen by its ``type``."""
+    plugin = PLUGINS.get(str(table.get("type")))
+    if plugin is None:
+        raise ValueError(f"connector type {table.get('type')!r} is not one of {', '.join(sorted(PLUGINS))}")
+    return plugin.config
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     state: Path
-    gateway: str
-    root: str
-    mode: str = "replicate"
-    policy: Path = Path("policy.txt")
-    block_max_readings: int = 1000
-    block_max_seconds: float = 5.0
-    disk_budget_mb: int = 1024
-    retention_days: float = 30.0
-    sync_batch: int = 64
-    sync_interval_s: float = 0.5
-    sync_max_blocks_per_s: float = 200.0
-    sync_max_request_kb: int = 900
-    http_listen: str = "127.0.0.1:8480"
-    devices: dict[str, Path] = field(default_factory=dict)
-    connectors: tuple[ConnectorConfig, ...] = ()
+    gateway: str = setting("gateway", required=True, help="this gateway's identifier, registered at the root")
+    root: str = setting("root", required=True, help="the root node's URL")
+    mode: str = setting(
+        "mode", "replicate", choices=("replicate", "anchor"),
+        help='"replicate" sends readings to the root; "anchor" block headers only (data stays here)',
+    )  # fmt: skip
+    policy: Path = setting(
+        "policy", Path("policy.txt"), help="the root operator's C2SP tlog-policy, relative to the state dir"
+    )
+    block_max_readings: int = setting(
+        "block.max_readings", 1000, range=(1, 100_000), help="close a block at this many readings..."
+    )
+    block_max_seconds: float = setting(
+        "block.max_seconds", 5.0, range=(0.05, 3600), help="...or when its oldest reading is this old"
+    )
+    disk_budget_mb: int = setting(
+        "store.disk_budget_mb", 1024, range=(1, 10_000_000),
+        help="live data; at the budget with unanchored data, input is refused",
+    )  # fmt: skip
+    retention_days: float = setting(
+        "store.retention_days", 30.0, range=(0.0, 36500), help="anchored readings older than this are pruned"
+    )
+    sync_batch: int = setting("sync.batch", 64, range=(1, 256), help="blocks per request to the root")
+    sync_interval_s: float = setting(
+        "sync.interval_s", 0.5, range=(0.05, 3600), help="how often to push pending blocks"
+    )
+    sync_max_blocks_per_s: float = setting(
+        "sync.max_blocks_per_s", 200.0, range=(0.1, 100_000), help="catch-up pace after an outage"
+    )
+    sync_max_request_kb: int = setting(
+        "sync.max_request_kb", 900, range=(1, 65536),
+        help="stay under the root's request body cap (1 MiB by default)",
+    )  # fmt: skip
+    http_listen: str = setting(
+        "http.listen", "127.0.0.1:8480", help="local API (/healthz, /metrics, latest readings): HOST:PORT"
+    )
+    devices: dict[str, Path] = setting(
+        "devices", {}, kind=dict, example={"88.123.99/PUMP-0042": "keys/88.123.99_PUMP-0042.pub"},
+        help="local provisioning, works offline: identifier = public key file",
+    )  # fmt: skip
+    connectors: tuple[ConnectorConfig, ...] = setting(
+        "connector", (), kind=list, item=_connector_config,
+        example=[{"type": name} for name in PLUGINS], help="one table per connector",
+    )  # fmt: skip
     path: Path | None = None  # where gateway.toml was read (None: STATE/gateway.toml)
 
     @property
@@ -89,52 +103,46 @@ def load(state: Path, config: Path | None = None) -> GatewayConfig:
     Relative paths inside (policy, device keys) are relative to the state directory.
     """
     top = Table.read(config or state / CONFIG_NAME, "run `edgeroot gateway init` first", ConfigError)
-    top.check_known(
-        {"gateway", "root", "mode", "policy", "block", "store", "sync", "http", "devices", "connector"}
-    )
+    values = read_settings(GatewayConfig, top)
     try:
-        gateway = normalize(top.get("gateway", str, required=True))
+        values["gateway"] = normalize(values["gateway"])
     except ChainError as exc:
         raise top.fail("gateway", str(exc)) from exc
-    root = top.get("root", str, required=True).rstrip("/")
-    if not root.startswith(("http://", "https://")):
+    values["root"] = values["root"].rstrip("/")
+    if not values["root"].startswith(("http://", "https://")):
         raise top.fail("root", "must be an http:// or https:// URL")
-    mode = top.get("mode", str, "replicate")
-    if mode not in ("replicate", "anchor"):
-        raise top.fail("mode", "must be 'replicate' or 'anchor'")
-    policy = state / top.get("policy", str, "policy.txt")
+    values["policy"] = policy = state / values["policy"]
     if not policy.is_file():
         raise top.fail("policy", f"{policy} is missing: copy the root operator's policy.txt there")
-    block, st, sync, http = top.table("block"), top.table("store"), top.table("sync"), top.table("http")
-    devices = {}
-    for ident, file in top.table("devices").data.items():
+    devices: Table = values["devices"]
+    values["devices"] = {}
+    for ident, file in devices.data.items():
         try:
-            devices[normalize(ident)] = state / str(file)
+            values["devices"][normalize(ident)] = state / str(file)
         except ChainError as exc:
-            raise top.fail(f"devices.{ident}", str(exc)) from exc
+            raise devices.fail(ident, str(exc)) from exc
     connectors = []
-    for table in top.tables("connector"):
+    for table in values["connectors"]:
         kind = table.data.get("type")
         plugin = PLUGINS.get(str(kind))
         if plugin is None:
             raise table.fail("type", f"{kind!r} is not one of {', '.join(sorted(PLUGINS))}")
         connectors.append(plugin.validate(table))
-    return GatewayConfig(
-        state=state,
-        gateway=gateway,
-        root=root,
-        mode=mode,
-        policy=policy,
-        block_max_readings=block.number("max_readings", int, 1000, 1, 100_000),
-        block_max_seconds=block.number("max_seconds", float, 5.0, 0.05, 3600),
-        disk_budget_mb=st.number("disk_budget_mb", int, 1024, 1, 10_000_000),
-        retention_days=st.number("retention_days", float, 30.0, 0.0, 36500),
-        sync_batch=sync.number("batch", int, 64, 1, 256),
-        sync_interval_s=sync.number("interval_s", float, 0.5, 0.05, 3600),
-        sync_max_blocks_per_s=sync.number("max_blocks_per_s", float, 200.0, 0.1, 100_000),
-        sync_max_request_kb=sync.number("max_request_kb", int, 900, 1, 65536),
-        http_listen=http.get("listen", str, "127.0.0.1:8480"),
-        devices=devices,
-        connectors=tuple(connectors),
-        path=config,
-    )
+    values["connectors"] = tuple(connectors)
+    return GatewayConfig(state=state, path=config, **values)
+
+
+TITLE = """\
+edgeroot gateway (edge/config.py declares every key); validated at start, errors name the key.
+Relative paths are relative to the state directory. Reload (SIGHUP) re-reads this file."""
+
+
+def render(overrides: Mapping[str, Any]) -> str:
+    """A commented ``gateway.toml``: every key with its help, ``overrides`` filled in, defaults elsewhere.
+
+    ``overrides`` has the shape of the parsed file and must give ``gateway`` and ``root``, e.g.
+    ``{"gateway": "88.123.99/GW-1", "root": "http://127.0.0.1:8470", "block": {"max_seconds": 1.0},
+    "devices": {"88.123.99/PUMP-0042": "pump.pub"}, "connector": [{"type": "mqtt", "port": 1883}]}``.
+    Raises :class:`ValueError` or :class:`TypeError` naming the key path of a bad override.
+    """
+    return tomlconfig.render(GatewayConfig, overrides, title=TITLE)

@@ -18,46 +18,6 @@ from chain_lite.identifier import normalize
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from runtime.keyfiles import write_private
 
-SKELETON = """\
-# edgeroot gateway: see `docs/operations` in the README and edge/config.py for every key.
-gateway = "{gateway}"
-root = "{root}"
-mode = "replicate"                 # or "anchor" (headers only; readings stay in the plant)
-policy = "policy.txt"              # the root operator's trust policy (C2SP tlog-policy)
-
-[block]
-max_readings = 1000
-max_seconds = 5.0
-
-[store]
-disk_budget_mb = 1024
-retention_days = 30
-
-[sync]
-batch = 64
-interval_s = 0.5
-max_blocks_per_s = 200
-
-[http]
-listen = "127.0.0.1:8480"
-
-[devices]                          # local provisioning (works offline): identifier = public key file
-# "88.123.99/PUMP-0042" = "keys/88.123.99_PUMP-0042.pub"
-
-[[connector]]
-type = "mqtt"
-host = "{mqtt_host}"
-port = {mqtt_port}
-topic = "edgeroot/readings/#"
-client_id = "edgeroot-{client}"
-max_inflight = 1000
-
-# [[connector]]
-# type = "coap"
-# host = "127.0.0.1"
-# port = 5683
-"""
-
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("gateway", help="the edge gateway daemon")
@@ -82,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_init(args: argparse.Namespace, report: Reporter) -> int:
+    from edge import config  # noqa: PLC0415 (paho and aiocoap, which the connectors declare, load only here)
+
     try:
         gateway = normalize(args.id)
     except ChainError as exc:
@@ -94,15 +56,14 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
     write_private(state / "gateway.key", keys.private_pem(key))
     (state / "gateway.pub").write_bytes(keys.public_pem(key.public_key()))
     host, _, port = args.mqtt.rpartition(":")
-    (state / "gateway.toml").write_text(
-        SKELETON.format(
-            gateway=gateway,
-            root=args.root.rstrip("/"),
-            mqtt_host=host or "127.0.0.1",
-            mqtt_port=int(port),
-            client=gateway.replace("/", "_"),
-        )
-    )
+    mqtt = {"type": "mqtt", "host": host or "127.0.0.1", "port": int(port)}
+    # A client id of its own: the broker keeps this gateway's session (and unacked messages) under it.
+    mqtt["client_id"] = f"edgeroot-{gateway.replace('/', '_')}"
+    try:
+        text = config.render({"gateway": gateway, "root": args.root.rstrip("/"), "connector": [mqtt]})
+    except (ValueError, TypeError) as exc:
+        raise CommandFailed(f"cannot write gateway.toml: {exc}") from exc
+    (state / "gateway.toml").write_text(text)
     if args.policy is not None:
         shutil.copyfile(args.policy, state / "policy.txt")
     registration = {"identifier": gateway, "public_key_pem": keys.public_pem(key.public_key()).decode()}

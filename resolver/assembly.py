@@ -99,7 +99,14 @@ def init_root(
     admin = keys.generate_p256()
     db_url = database or f"sqlite:///{(state / 'root.db').resolve()}"
     (state / root_config.CONFIG_NAME).write_text(
-        root_config.render(origin, prefix, db_url, [(vk.name, url, str(vk)) for url, vk in witnesses])
+        root_config.render(
+            {
+                "origin": origin,
+                "prefix": prefix,
+                "database": db_url,
+                "witness": [{"name": vk.name, "url": url, "vkey": str(vk)} for url, vk in witnesses],
+            }
+        )
     )
     cfg = root_config.load(state)
     write_private(cfg.log_skey, (log_key.skey() + "\n").encode())

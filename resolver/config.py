@@ -9,36 +9,24 @@ Layout of ``--state DIR`` (made by ``edgeroot root init``)::
     policy.txt       C2SP tlog-policy for this log and its witnesses
     root.db          the SQLite database (unless ``database`` points at PostgreSQL)
 
-``root.toml``::
-
-    origin = "root.example"                  # the log's name: checkpoint origin and key name
-    prefix = "88.123"                        # the root prefix this node serves
-    database = "sqlite:///DIR/root.db"       # or postgresql://user@host/db
-    [sequencer]
-    interval_ms = 250                        # integrate at least this often...
-    max_batch = 1000                         # ...or as soon as this many leaves wait
-    [http]
-    max_body_bytes = 1048576
-    [[witness]]                              # zero or more
-    name = "witness.example"
-    url = "http://127.0.0.1:8471"
-    vkey = "witness.example+1234abcd+BA..."
+``root.toml``: every key is declared once below, on the :class:`RootConfig` (or :class:`WitnessConfig`)
+field that holds it, with its type, default, allowed range and help; ``edgeroot root init`` writes the
+file from those declarations (:func:`render`), each key with its help as a comment.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey, check_key_name
 from runtime import tomlconfig
-from runtime.tomlconfig import Table
+from runtime.tomlconfig import Table, read_settings, setting
 
-DEFAULT_INTERVAL_MS = 250
-DEFAULT_MAX_BATCH = 1000
-DEFAULT_MAX_BODY = 1024 * 1024
 CONFIG_NAME = "root.toml"
 
 
@@ -48,21 +36,42 @@ class ConfigError(tomlconfig.ConfigError):
 
 @dataclass(frozen=True, slots=True)
 class WitnessConfig:
-    name: str
-    url: str
-    vkey: VerifierKey
+    name: str = setting("name", required=True, help="the witness's key name (as in its verifier key)")
+    url: str = setting("url", required=True, help="where it answers C2SP tlog-witness add-checkpoint")
+    vkey: VerifierKey = setting("vkey", required=True, help="its cosignature (0x04) verifier key")
+
+
+WITNESS_EXAMPLE = {
+    "name": "witness.example",
+    "url": "http://127.0.0.1:8471",
+    "vkey": "witness.example+1234abcd+BA...",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class RootConfig:
     state: Path
-    origin: str
-    prefix: str
-    database: str
-    interval_ms: int = DEFAULT_INTERVAL_MS
-    max_batch: int = DEFAULT_MAX_BATCH
-    max_body_bytes: int = DEFAULT_MAX_BODY
-    witnesses: tuple[WitnessConfig, ...] = field(default_factory=tuple)
+    origin: str = setting("origin", required=True, help="the log's name: checkpoint origin and key name")
+    prefix: str = setting("prefix", required=True, help="the root prefix this node serves")
+    database: str = setting(
+        "database", example="sqlite:///STATE/root.db",
+        help="sqlite:///PATH or postgresql://user@host/db (default: root.db in the state directory)",
+    )  # fmt: skip
+    interval_ms: int = setting(
+        "sequencer.interval_ms", 250, range=(10, 60_000),
+        help="integrate pending leaves at least this often...",
+    )  # fmt: skip
+    max_batch: int = setting(
+        "sequencer.max_batch", 1000, range=(1, 100_000), help="...or as soon as this many wait"
+    )
+    max_body_bytes: int = setting(
+        "http.max_body_bytes", 1024 * 1024, range=(1024, 64 * 1024 * 1024),
+        help="largest request body accepted",
+    )  # fmt: skip
+    witnesses: tuple[WitnessConfig, ...] = setting(
+        "witness", (), kind=list, item=lambda _: WitnessConfig, example=[WITNESS_EXAMPLE],
+        help="zero or more: witnesses asked to cosign each checkpoint",
+    )  # fmt: skip
     path: Path | None = None  # where root.toml was read (None: STATE/root.toml)
 
     @property
@@ -86,61 +95,45 @@ def load(state: Path, config: Path | None = None) -> RootConfig:
     """Read ``config`` (default ``STATE/root.toml``; systemd units use /etc/edgeroot/root.toml)."""
     path = config or state / CONFIG_NAME
     top = Table.read(path, "run `edgeroot root init` first", ConfigError)
-    top.check_known({"origin", "prefix", "database", "sequencer", "http", "witness"})
-    origin = top.get("origin", str, required=True)
+    values = read_settings(RootConfig, top)
     try:
-        check_key_name(origin)
+        check_key_name(values["origin"])
     except ChainError as exc:
         raise top.fail("origin", str(exc)) from exc
     try:
-        prefix = normalize_prefix(top.get("prefix", str, required=True))
+        values["prefix"] = normalize_prefix(values["prefix"])
     except ChainError as exc:
         raise top.fail("prefix", str(exc)) from exc
-    database = top.get("database", str, f"sqlite:///{state / 'root.db'}")
+    database = values["database"] = values["database"] or f"sqlite:///{state / 'root.db'}"
     if not database.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise top.fail("database", "must be sqlite:///PATH or postgresql://...")
-    seq, http = top.table("sequencer"), top.table("http")
-    witnesses = []
-    for w in top.tables("witness"):
-        name = w.get("name", str, required=True)
-        url = w.get("url", str, required=True).rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise w.fail("url", "must be an http:// or https:// URL")
-        try:
-            vkey = VerifierKey.parse(w.get("vkey", str, required=True))
-        except ChainError as exc:
-            raise w.fail("vkey", str(exc)) from exc
-        if vkey.sigtype != SIGTYPE_COSIGNATURE_V1 or vkey.name != name:
-            raise w.fail("vkey", f"must be a cosignature (0x04) key named {name!r}")
-        witnesses.append(WitnessConfig(name, url, vkey))
-    return RootConfig(
-        state,
-        origin,
-        prefix,
-        database,
-        interval_ms=seq.number("interval_ms", int, DEFAULT_INTERVAL_MS, 10, 60_000),
-        max_batch=seq.number("max_batch", int, DEFAULT_MAX_BATCH, 1, 100_000),
-        max_body_bytes=http.number("max_body_bytes", int, DEFAULT_MAX_BODY, 1024, 64 * 1024 * 1024),
-        witnesses=tuple(witnesses),
-        path=config,
-    )
+    values["witnesses"] = tuple(_witness(w) for w in values["witnesses"])
+    return RootConfig(state, path=config, **values)
 
 
-def render(origin: str, prefix: str, database: str, witnesses: list[tuple[str, str, str]]) -> str:
-    """A commented ``root.toml`` for ``root init``."""
-    lines = [
-        "# edgeroot root node (see `edgeroot root --help`); validated at start.",
-        f'origin = "{origin}"',
-        f'prefix = "{prefix}"',
-        f'database = "{database}"',
-        "",
-        "[sequencer]",
-        f"interval_ms = {DEFAULT_INTERVAL_MS}",
-        f"max_batch = {DEFAULT_MAX_BATCH}",
-        "",
-        "[http]",
-        f"max_body_bytes = {DEFAULT_MAX_BODY}",
-    ]
-    for name, url, vkey in witnesses:
-        lines += ["", "[[witness]]", f'name = "{name}"', f'url = "{url}"', f'vkey = "{vkey}"']
-    return "\n".join(lines) + "\n"
+def _witness(table: Table) -> WitnessConfig:
+    w = read_settings(WitnessConfig, table)
+    url = w["url"].rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise table.fail("url", "must be an http:// or https:// URL")
+    try:
+        vkey = VerifierKey.parse(w["vkey"])
+    except ChainError as exc:
+        raise table.fail("vkey", str(exc)) from exc
+    if vkey.sigtype != SIGTYPE_COSIGNATURE_V1 or vkey.name != w["name"]:
+        raise table.fail("vkey", f"must be a cosignature (0x04) key named {w['name']!r}")
+    return WitnessConfig(w["name"], url, vkey)
+
+
+TITLE = "edgeroot root node (resolver/config.py declares every key); validated at start, errors name the key."
+
+
+def render(overrides: Mapping[str, Any]) -> str:
+    """A commented ``root.toml``: every key with its help, ``overrides`` filled in, defaults elsewhere.
+
+    ``overrides`` has the shape of the parsed file and must give ``origin`` and ``prefix``, e.g.
+    ``{"origin": "root.example", "prefix": "88.123", "database": "sqlite:////var/lib/edgeroot/root.db",
+    "sequencer": {"interval_ms": 50}, "witness": [{"name": ..., "url": ..., "vkey": ...}]}``.
+    Raises :class:`ValueError` or :class:`TypeError` naming the key path of a bad override.
+    """
+    return tomlconfig.render(RootConfig, overrides, title=TITLE)

@@ -6,7 +6,11 @@ own :class:`ConfigError` subclass, so callers catch their package's error type.
 
 from __future__ import annotations
 
+import copy
+import json
 import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +80,286 @@ class Table:
         for key in self.data:
             if key not in known:
                 raise self.fail(key, f"unknown key (known: {', '.join(sorted(known))})")
+
+
+class Secret(str):
+    """A string that never shows itself in logs or reprs (passwords, tokens)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+# --- declared keys: one place for each key's type, default, range and help --------------------------------
+#
+# A service's config dataclass declares each key once, on the field that holds it:
+#
+#     max_seconds: float = setting("block.max_seconds", 5.0, help="...", range=(0.05, 3600))
+#
+# The same declaration validates the file (:func:`read_settings`) and writes the commented sample that
+# ``init`` installs (:func:`render`), so the default in the code and the one in the file cannot drift.
+
+_SPEC = "edgeroot.setting"
+_NO_DEFAULT: Any = object()
+TOML_KINDS = (str, int, float, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One key of a TOML file, as declared on a config dataclass field.
+
+    ``kind`` is the TOML type: ``str``, ``int``, ``float`` or ``bool`` for a value; ``dict`` for a free-form
+    table of strings (read by its owner); ``list`` for an array of tables whose items are described by the
+    dataclass ``item(table)`` returns. A key without a default is ``required``, or optional with an
+    ``example`` shown commented out in the sample.
+    """
+
+    attr: str
+    key: str
+    kind: type
+    help: str
+    default: Any = None
+    required: bool = False
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+    example: Any = None
+    secret: bool = False
+    item: Callable[[Mapping[str, Any]], type] | None = None
+
+    @property
+    def section(self) -> tuple[str, ...]:
+        return tuple(self.key.split(".")[:-1])
+
+    @property
+    def name(self) -> str:
+        return self.key.rpartition(".")[2]
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not None
+
+    def read(self, table: Table) -> Any:
+        """This key's value in ``table`` (its section), checked; the default when absent."""
+        if self.kind is dict:
+            return table.table(self.name)
+        if self.kind is list:
+            return table.tables(self.name)
+        if self.range is not None:
+            value = table.number(self.name, self.kind, self.default, *self.range)
+        else:
+            value = table.get(self.name, self.kind, self.default, required=self.required)
+        if self.choices and value not in self.choices:
+            raise table.fail(self.name, f"must be one of {', '.join(repr(c) for c in self.choices)}")
+        if self.secret and value is not None:
+            value = Secret(value)
+        return value
+
+
+def setting(
+    key: str,
+    default: Any = _NO_DEFAULT,
+    *,
+    help: str,
+    kind: type | None = None,
+    range: tuple[float, float] | None = None,
+    choices: tuple[str, ...] = (),
+    required: bool = False,
+    example: Any = None,
+    secret: bool = False,
+    item: Callable[[Mapping[str, Any]], type] | None = None,
+) -> Any:
+    """A dataclass field that is also the declaration of TOML key ``key`` (dotted for sections).
+
+    The field's default is ``default``; a :class:`~pathlib.Path` default is written as a string. Raises
+    :class:`ValueError` on a declaration that could not produce a complete sample.
+    """
+    toml_default = None if default is _NO_DEFAULT else str(default) if isinstance(default, Path) else default
+    kind = kind or (type(toml_default) if toml_default is not None else str)
+    if kind not in (*TOML_KINDS, dict, list):
+        raise ValueError(f"{key}: a TOML key holds str, int, float, bool, a table or tables, not {kind}")
+    if toml_default is None and not required and example is None and kind is not list:
+        raise ValueError(f"{key}: a key without a default is required or has an example for the sample")
+    if range is not None and toml_default is None:
+        raise ValueError(f"{key}: a ranged key has a default")
+    if kind is list and item is None:
+        raise ValueError(f"{key}: an array of tables names the dataclass of its items")
+    spec = {
+        "key": key,
+        "kind": kind,
+        "help": help,
+        "default": toml_default,
+        "required": required,
+        "range": range,
+        "choices": choices,
+        "example": example,
+        "secret": secret,
+        "item": item,
+    }
+    metadata = {_SPEC: spec}
+    if default is _NO_DEFAULT:
+        # An optional key without a default reads as None when absent.
+        return field(metadata=metadata) if required else field(default=None, metadata=metadata)
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: copy.copy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def settings(cls: type) -> list[Setting]:
+    """The keys ``cls`` declares, in declaration order (which is the order of the sample file)."""
+    return [Setting(f.name, **f.metadata[_SPEC]) for f in fields(cls) if _SPEC in f.metadata]
+
+
+def read_settings(cls: type, top: Table) -> dict[str, Any]:
+    """Every key ``cls`` declares, read from ``top`` and checked, by field name.
+
+    Unknown keys are refused at the top and inside every declared section, each error with its key path.
+    Free-form tables (``kind=dict``) and arrays of tables (``kind=list``) come back as :class:`Table` and
+    ``list[Table]`` for their owner to read.
+    """
+    declared = settings(cls)
+    sections: dict[tuple[str, ...], Table] = {(): top}
+    known: dict[tuple[str, ...], set[str]] = {(): set()}
+    for s in declared:
+        for depth in range(1, len(s.section) + 1):
+            part = s.section[:depth]
+            if part not in sections:
+                sections[part] = sections[part[:-1]].table(part[-1])
+                known[part[:-1]].add(part[-1])
+                known[part] = set()
+        known[s.section].add(s.name)
+    for part, table in sections.items():
+        table.check_known(known[part])
+    return {s.attr: s.read(sections[s.section]) for s in declared}
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML literal (str, int, float, bool, or a list of those)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # JSON strings are TOML basic strings (TOML 1.0 §String: the same escapes, \uXXXX included).
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML literal for {type(value).__name__}")
+
+
+def toml_key(name: str) -> str:
+    return name if name.replace("_", "").replace("-", "").isalnum() and name.isascii() else toml_value(name)
+
+
+HELP_COLUMN = 36
+
+
+def _line(text: str, help: str, column: int = HELP_COLUMN) -> str:
+    return f"{text.ljust(column - 1)} # {help}" if help else text
+
+
+def render(cls: type, overrides: Mapping[str, Any], *, title: str) -> str:
+    """A commented TOML file for ``cls``: every declared key with its help, defaults where nothing is given.
+
+    ``overrides`` has the shape of the parsed file (``{"block": {"max_seconds": 1.0}, "connector": [...]}``).
+    A key given there is written with that value; a required key must be given; a key without a default
+    and not given is shown commented out with its example. Raises :class:`ValueError` naming the key
+    path of an override that ``cls`` does not declare or of a missing required key, and
+    :class:`TypeError` for an override of the wrong type.
+    """
+    lines = [f"# {line}" if line else "#" for line in title.splitlines()]
+    lines += _render_table(cls, overrides, "")
+    return "\n".join(lines) + "\n"
+
+
+def _render_table(cls: type, given: Mapping[str, Any], where: str, column: int = HELP_COLUMN) -> list[str]:
+    declared = settings(cls)
+    _check_overrides(declared, given, where)
+    out: list[str] = []
+    section: tuple[str, ...] = ()
+    for s in declared:
+        value = given
+        for part in s.section:
+            value = value.get(part, {})
+        if s.section != section and s.kind not in (dict, list):
+            if not s.section:
+                raise ValueError(f"{where}{s.key}: declare top-level keys before any table")
+            section = s.section
+            out += ["", f"[{'.'.join(section)}]"]
+        path = where + s.key
+        if s.kind is dict:
+            table = value.get(s.name)
+            out += ["", _line(f"[{s.key}]", s.help, column)]
+            entries = table if table is not None else s.example
+            prefix = "" if table is not None else "# "
+            out += [f"{prefix}{toml_key(k)} = {toml_value(v)}" for k, v in entries.items()]
+            section = (*s.section, s.name)
+        elif s.kind is list:
+            out += _render_items(s, value.get(s.name), path)
+            section = (*s.section, s.name)
+        elif s.name in value:
+            _check_value(s, value[s.name], path)
+            shown = "***" if s.secret else value[s.name]
+            out.append(_line(f"{s.name} = {toml_value(shown)}", s.help, column))
+        elif s.required:
+            raise ValueError(f"{path}: is required")
+        elif s.has_default:
+            out.append(_line(f"{s.name} = {toml_value(s.default)}", s.help, column))
+        else:
+            out.append(_line(f"# {s.name} = {toml_value(s.example)}", s.help, column))
+    return out
+
+
+def _render_items(s: Setting, items: list[Mapping[str, Any]] | None, path: str) -> list[str]:
+    assert s.item is not None  # setting() refuses an array of tables without one
+    out: list[str] = []
+    shown: set[type] = set()
+    for i, item in enumerate(items or []):
+        cls = s.item(item)
+        shown.add(cls)
+        out += ["", _line(f"[[{s.key}]]", s.help), *_render_table(cls, item, f"{path}[{i}].")]
+    # Kinds of items not given are still shown, commented out, so the sample documents every key.
+    for example in s.example or ():
+        cls = s.item(example)
+        if cls not in shown:
+            shown.add(cls)
+            # Two columns fewer: the "# " in front of each line puts the help back in its column.
+            body = _render_table(cls, example, f"{path}[example].", HELP_COLUMN - 2)
+            out += ["", _line(f"# [[{s.key}]]", s.help), *(f"# {line}" if line else "#" for line in body)]
+    return out
+
+
+def _check_overrides(declared: list[Setting], given: Mapping[str, Any], where: str) -> None:
+    tree: dict[str, Any] = {}
+    for s in declared:
+        node = tree
+        for part in s.section:
+            node = node.setdefault(part, {})
+        node[s.name] = s
+
+    def walk(node: dict[str, Any], value: Mapping[str, Any], at: str) -> None:
+        for key, item in value.items():
+            if key not in node:
+                raise ValueError(f"{at}{key}: not a declared key (known: {', '.join(sorted(node))})")
+            if isinstance(node[key], dict):
+                if not isinstance(item, Mapping):
+                    raise TypeError(f"{at}{key}: is a table")
+                walk(node[key], item, f"{at}{key}.")
+
+    walk(tree, given, where)
+
+
+def _check_value(s: Setting, value: Any, path: str) -> None:
+    """The checks :meth:`Setting.read` makes, for a value about to be written."""
+    if isinstance(value, bool):
+        fits = s.kind is bool
+    elif s.kind is float:
+        fits = isinstance(value, int | float)
+    else:
+        fits = isinstance(value, s.kind)
+    if not fits:
+        raise TypeError(f"{path}: {value!r} is not a valid {s.kind.__name__}")
+    if s.range is not None and not s.range[0] <= value <= s.range[1]:
+        raise ValueError(f"{path}: {value!r} is not between {s.range[0]:g} and {s.range[1]:g}")
+    if s.choices and value not in s.choices:
+        raise ValueError(f"{path}: {value!r} is not one of {', '.join(repr(c) for c in s.choices)}")

@@ -2,7 +2,8 @@
 
 A plugin module (``mqtt.py``, ``coap.py``) provides a :class:`Plugin`:
 
-* ``name`` (the ``type`` of a ``[[connector]]`` table) and ``sample_config`` (a TOML snippet);
+* ``name`` (the ``type`` of a ``[[connector]]`` table) and ``config``, the frozen dataclass that
+  declares its keys (:func:`runtime.tomlconfig.setting`), from which ``sample_config`` is written;
 * ``validate(table) -> config``: check the table once, errors naming the key path;
 * ``create(config, ingest, factory=None) -> Connector``: ``ingest`` is an :class:`edge.intake.IngestPort`;
   ``factory`` builds the transport client or server, so tests can inject and count them.
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from runtime.tomlconfig import Table
+from runtime.tomlconfig import Table, render
 
 
 class ConnectorConfig(Protocol):
@@ -38,9 +39,14 @@ class Connector(Protocol):
 @dataclass(frozen=True, slots=True)
 class Plugin:
     name: str
-    sample_config: str
+    config: type
     validate: Callable[[Table], ConnectorConfig]
     create: Callable[..., Connector]
+
+    @property
+    def sample_config(self) -> str:
+        """A commented ``[[connector]]`` table of this kind, every key with its default and help."""
+        return render(self.config, {"type": self.name}, title=f"[[connector]] type {self.name!r}")
 
 
 # The plugins import the types above, so they are registered after them.

@@ -19,29 +19,22 @@ import aiocoap.resource
 
 from edge.connectors import Plugin
 from edge.intake import WRONG_CONTENT_FORMAT, IngestPort, Submit
-from runtime.tomlconfig import Table
+from runtime.tomlconfig import Table, read_settings, setting
 
 log = logging.getLogger(__name__)
 NAME = "coap"
 CONTENT_FORMAT_COSE_SIGN1 = 18
-SAMPLE_CONFIG = """\
-[[connector]]
-type = "coap"
-host = "127.0.0.1"                  # "::" for all interfaces
-port = 5683
-"""
 
 
 @dataclass(frozen=True, slots=True)
 class CoapConfig:
-    host: str
-    port: int
-    type: str = NAME
+    type: str = setting("type", NAME, choices=(NAME,), help="CoAP server: POST /readings")
+    host: str = setting("host", "127.0.0.1", help='address to listen on; "::" for all interfaces')
+    port: int = setting("port", 5683, range=(1, 65535), help="UDP port")
 
 
 def validate(t: Table) -> CoapConfig:
-    t.check_known({"type", "host", "port"})
-    return CoapConfig(host=t.get("host", str, "127.0.0.1"), port=t.number("port", int, 5683, 1, 65535))
+    return CoapConfig(**read_settings(CoapConfig, t))
 
 
 class ReadingsResource(aiocoap.resource.Resource):  # type: ignore[misc]
@@ -103,4 +96,4 @@ def create(
     return CoapConnector(config, ingest.submit, factory)
 
 
-PLUGIN: Plugin = Plugin(NAME, SAMPLE_CONFIG, validate, create)
+PLUGIN: Plugin = Plugin(NAME, CoapConfig, validate, create)

@@ -30,78 +30,38 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.connectors import Plugin
 from edge.intake import IngestPort, SubmitMany
-from runtime.tomlconfig import Table
+from runtime.tomlconfig import Secret, Table, read_settings, setting
 
 log = logging.getLogger(__name__)
 NAME = "mqtt"
-SAMPLE_CONFIG = """\
-[[connector]]
-type = "mqtt"
-host = "127.0.0.1"
-port = 1883
-topic = "edgeroot/readings/#"
-client_id = "edgeroot-gateway"      # fixed: the broker keeps the session (and unacked messages) for it
-# username = "gateway"
-# password = "..."                  # never logged
-# tls = true
-# ca_file = "/etc/edgeroot/broker-ca.pem"
-max_inflight = 1000                 # messages in flight between broker and durable storage
-"""
-
-
-class Secret(str):
-    """A string that never shows itself in logs or reprs."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
 
 
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
-    host: str
-    port: int
-    topic: str
-    client_id: str
-    username: str | None = None
-    password: Secret | None = None
-    tls: bool = False
-    ca_file: str | None = None
-    max_inflight: int = 1000
-    type: str = NAME
+    type: str = setting("type", NAME, choices=(NAME,), help="MQTT 3.1.1 subscriber, QoS 1")
+    host: str = setting("host", "127.0.0.1", help="the broker")
+    port: int = setting("port", 1883, range=(1, 65535), help="the broker's port")
+    topic: str = setting("topic", "edgeroot/readings/#", help="topic filter the devices publish under")
+    client_id: str = setting(
+        "client_id", "edgeroot-gateway",
+        help="fixed: the broker keeps the session (and unacked messages) for it",
+    )  # fmt: skip
+    username: str | None = setting("username", example="gateway", help="broker login, if it asks for one")
+    password: Secret | None = setting("password", example="...", secret=True, help="never logged")
+    tls: bool = setting("tls", False, help="connect with TLS")
+    ca_file: str | None = setting(
+        "ca_file", example="/etc/edgeroot/broker-ca.pem", help="CA bundle for the broker's certificate"
+    )
+    max_inflight: int = setting(
+        "max_inflight", 1000, range=(1, 65535), help="messages in flight between broker and durable storage"
+    )
 
 
 def validate(t: Table) -> MqttConfig:
-    t.check_known(
-        {
-            "type",
-            "host",
-            "port",
-            "topic",
-            "client_id",
-            "username",
-            "password",
-            "tls",
-            "ca_file",
-            "max_inflight",
-        }
-    )
-    topic = t.get("topic", str, "edgeroot/readings/#")
-    if not topic or "\x00" in topic:
+    values = read_settings(MqttConfig, t)
+    if not values["topic"] or "\x00" in values["topic"]:
         raise t.fail("topic", "must be a non-empty MQTT topic filter")
-    password = t.get("password", str)
-    return MqttConfig(
-        host=t.get("host", str, "127.0.0.1"),
-        port=t.number("port", int, 1883, 1, 65535),
-        topic=topic,
-        client_id=t.get("client_id", str, "edgeroot-gateway"),
-        username=t.get("username", str),
-        password=None if password is None else Secret(password),
-        tls=t.get("tls", bool, False),
-        ca_file=t.get("ca_file", str),
-        max_inflight=t.number("max_inflight", int, 1000, 1, 65535),
-    )
+    return MqttConfig(**values)
 
 
 def paho_client(config: MqttConfig) -> paho.Client:
@@ -239,4 +199,4 @@ def create(
     return MqttConnector(config, ingest.submit_many, factory)
 
 
-PLUGIN: Plugin = Plugin(NAME, SAMPLE_CONFIG, validate, create)
+PLUGIN: Plugin = Plugin(NAME, MqttConfig, validate, create)
