@@ -146,3 +146,12 @@ def render(overrides: Mapping[str, Any]) -> str:
     Raises :class:`ValueError` or :class:`TypeError` naming the key path of a bad override.
     """
     return tomlconfig.render(GatewayConfig, overrides, title=TITLE)
+
+
+def update(path: Path, overrides: Mapping[str, Any]) -> None:
+    """Rewrite the ``gateway.toml`` at ``path`` with ``overrides`` merged in, every key with its help again.
+
+    Tables merge key by key, arrays of tables item by item (extra items appended), ``None`` removes a
+    key. Raises as :func:`render` does.
+    """
+    tomlconfig.update(GatewayConfig, path, overrides, title=TITLE)

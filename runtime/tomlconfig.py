@@ -252,10 +252,8 @@ def toml_key(name: str) -> str:
 
 
 HELP_COLUMN = 36
-
-
-def _line(text: str, help: str, column: int = HELP_COLUMN) -> str:
-    return f"{text.ljust(column - 1)} # {help}" if help else text
+Line = tuple[str, str]
+"""A line of a sample file before layout: its TOML text and its help comment (maybe empty)."""
 
 
 def render(cls: type, overrides: Mapping[str, Any], *, title: str) -> str:
@@ -268,14 +266,49 @@ def render(cls: type, overrides: Mapping[str, Any], *, title: str) -> str:
     :class:`TypeError` for an override of the wrong type.
     """
     lines = [f"# {line}" if line else "#" for line in title.splitlines()]
-    lines += _render_table(cls, overrides, "")
+    for text, help_text in _render_table(cls, overrides, ""):
+        lines.append(f"{text.ljust(HELP_COLUMN - 1)} # {help_text}" if help_text else text)
     return "\n".join(lines) + "\n"
 
 
-def _render_table(cls: type, given: Mapping[str, Any], where: str, column: int = HELP_COLUMN) -> list[str]:
+def update(cls: type, path: Path, overrides: Mapping[str, Any], *, title: str) -> None:
+    """Rewrite the TOML file at ``path`` (keys declared by ``cls``) with ``overrides`` merged in.
+
+    Merging: a table merges key by key; an array of tables merges item by item, extra items are
+    appended; ``None`` removes a key (so its default applies). The file is written again by
+    :func:`render`, help comments included; it raises as :func:`render` does, and
+    :class:`tomllib.TOMLDecodeError` when ``path`` is not valid TOML.
+    """
+    current = tomllib.loads(path.read_text())
+    path.write_text(render(cls, merged(current, overrides), title=title))
+
+
+def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in, as :func:`update` describes; neither argument changes."""
+    out = dict(base)
+    for key, value in overrides.items():
+        old = out.get(key)
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(old, Mapping):
+            out[key] = merged(old, value)
+        elif isinstance(value, list) and isinstance(old, list):
+            items = [merged(a, b) if isinstance(a, Mapping) and isinstance(b, Mapping) else b
+                     for a, b in zip(old, value, strict=False)]  # fmt: skip
+            out[key] = items + old[len(value):] + value[len(old):]
+        else:
+            out[key] = value
+    return out
+
+
+def _commented(lines: list[Line]) -> list[Line]:
+    return [(text if not text or text.startswith("#") else f"# {text}", h) for text, h in lines]
+
+
+def _render_table(cls: type, given: Mapping[str, Any], where: str) -> list[Line]:
     declared = settings(cls)
     _check_overrides(declared, given, where)
-    out: list[str] = []
+    out: list[Line] = []
     section: tuple[str, ...] = ()
     for s in declared:
         value = given
@@ -285,47 +318,48 @@ def _render_table(cls: type, given: Mapping[str, Any], where: str, column: int =
             if not s.section:
                 raise ValueError(f"{where}{s.key}: declare top-level keys before any table")
             section = s.section
-            out += ["", f"[{'.'.join(section)}]"]
+            out += [("", ""), (f"[{'.'.join(section)}]", "")]
         path = where + s.key
         if s.kind is dict:
             table = value.get(s.name)
-            out += ["", _line(f"[{s.key}]", s.help, column)]
-            entries = table if table is not None else s.example
-            prefix = "" if table is not None else "# "
-            out += [f"{prefix}{toml_key(k)} = {toml_value(v)}" for k, v in entries.items()]
+            if table is not None and not isinstance(table, Mapping):
+                raise TypeError(f"{path}: is a table")
+            entries = [(f"{toml_key(k)} = {toml_value(v)}", "") for k, v in (table or s.example).items()]
+            shown_entries = entries if table is not None else _commented(entries)
+            out += [("", ""), (f"[{s.key}]", s.help), *shown_entries]
             section = (*s.section, s.name)
         elif s.kind is list:
             out += _render_items(s, value.get(s.name), path)
             section = (*s.section, s.name)
         elif s.name in value:
             _check_value(s, value[s.name], path)
-            shown = "***" if s.secret else value[s.name]
-            out.append(_line(f"{s.name} = {toml_value(shown)}", s.help, column))
+            out.append((f"{s.name} = {toml_value(value[s.name])}", s.help))
         elif s.required:
             raise ValueError(f"{path}: is required")
         elif s.has_default:
-            out.append(_line(f"{s.name} = {toml_value(s.default)}", s.help, column))
+            out.append((f"{s.name} = {toml_value(s.default)}", s.help))
         else:
-            out.append(_line(f"# {s.name} = {toml_value(s.example)}", s.help, column))
+            out.append((f"# {s.name} = {toml_value(s.example)}", s.help))
     return out
 
 
-def _render_items(s: Setting, items: list[Mapping[str, Any]] | None, path: str) -> list[str]:
+def _render_items(s: Setting, items: list[Mapping[str, Any]] | None, path: str) -> list[Line]:
     assert s.item is not None  # setting() refuses an array of tables without one
-    out: list[str] = []
+    out: list[Line] = []
     shown: set[type] = set()
+    if items is not None and not (isinstance(items, list) and all(isinstance(i, Mapping) for i in items)):
+        raise TypeError(f"{path}: is a list of tables")
     for i, item in enumerate(items or []):
         cls = s.item(item)
         shown.add(cls)
-        out += ["", _line(f"[[{s.key}]]", s.help), *_render_table(cls, item, f"{path}[{i}].")]
+        out += [("", ""), (f"[[{s.key}]]", s.help), *_render_table(cls, item, f"{path}[{i}].")]
     # Kinds of items not given are still shown, commented out, so the sample documents every key.
     for example in s.example or ():
         cls = s.item(example)
         if cls not in shown:
             shown.add(cls)
-            # Two columns fewer: the "# " in front of each line puts the help back in its column.
-            body = _render_table(cls, example, f"{path}[example].", HELP_COLUMN - 2)
-            out += ["", _line(f"# [[{s.key}]]", s.help), *(f"# {line}" if line else "#" for line in body)]
+            body = _render_table(cls, example, f"{path}[example].")
+            out += [("", ""), *_commented([(f"[[{s.key}]]", s.help), *body])]
     return out
 
 

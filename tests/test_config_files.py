@@ -1,0 +1,302 @@
+"""gateway.toml and root.toml: declared once, generated from the declarations, loaded back unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from chain_lite.keys import NoteKey
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey
+from edge import config as gateway_config
+from edge.config import GatewayConfig
+from edge.connectors import PLUGINS
+from edge.connectors.coap import CoapConfig
+from edge.connectors.mqtt import MqttConfig
+from edge.errors import ConfigError as GatewayConfigError
+from edgeroot.cli import main
+from resolver import config as root_config
+from resolver.config import ConfigError as RootConfigError
+from resolver.config import RootConfig, WitnessConfig
+from runtime.tomlconfig import Secret, Setting, setting, settings
+
+GATEWAY = "88.123.99/GW-1"
+ROOT = "http://127.0.0.1:8470"
+
+
+def _gateway_state(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "policy.txt").write_text("x")
+    (tmp_path / "gateway.toml").write_text(text)
+    return tmp_path
+
+
+def _root_state(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "root.toml").write_text(text)
+    return tmp_path
+
+
+def _witness_vkey(name: str = "witness.test") -> VerifierKey:
+    return VerifierKey.parse(NoteKey.generate(name, SIGTYPE_COSIGNATURE_V1).vkey())
+
+
+def test_generated_gateway_toml_loads_as_the_declared_defaults(tmp_path: Path) -> None:
+    """A gateway.toml rendered with only the required keys loads to exactly the dataclass defaults."""
+    state = _gateway_state(tmp_path, gateway_config.render({"gateway": GATEWAY, "root": ROOT}))
+    loaded = gateway_config.load(state)
+    expected = GatewayConfig(state, GATEWAY, ROOT, policy=state / "policy.txt")
+    assert loaded == expected
+    assert loaded.block_max_seconds == 5.0 and loaded.sync_max_request_kb == 900 and loaded.connectors == ()
+
+
+def test_generated_gateway_toml_loads_with_the_given_values(tmp_path: Path) -> None:
+    """Overrides in every kind of place (top, section, free table, connectors) come back as given."""
+    overrides = {
+        "gateway": GATEWAY,
+        "root": ROOT + "/",
+        "mode": "anchor",
+        "block": {"max_readings": 40, "max_seconds": 0.3},
+        "sync": {"interval_s": 0.1, "max_request_kb": 8},
+        "http": {"listen": "127.0.0.1:9999"},
+        "devices": {"88.123.99/PUMP-0042": "pump.pub"},
+        "connector": [
+            {"type": "mqtt", "port": 1999, "client_id": "gw-test", "password": "hunter2"},
+            {"type": "coap", "port": 5999},
+        ],
+    }
+    loaded = gateway_config.load(_gateway_state(tmp_path, gateway_config.render(overrides)))
+    expected = GatewayConfig(
+        tmp_path,
+        GATEWAY,
+        ROOT,
+        mode="anchor",
+        policy=tmp_path / "policy.txt",
+        block_max_readings=40,
+        block_max_seconds=0.3,
+        sync_interval_s=0.1,
+        sync_max_request_kb=8,
+        http_listen="127.0.0.1:9999",
+        devices={"88.123.99/PUMP-0042": tmp_path / "pump.pub"},
+        connectors=(
+            MqttConfig(port=1999, client_id="gw-test", password=Secret("hunter2")),
+            CoapConfig(port=5999),
+        ),
+    )
+    assert loaded == expected
+    assert isinstance(loaded.connectors[0], MqttConfig) and isinstance(loaded.connectors[0].password, Secret)
+    assert "hunter2" not in repr(loaded), "a secret never shows in a repr (nor in the logs)"
+
+
+def test_gateway_init_writes_the_generated_file_with_the_command_line_values(tmp_path: Path) -> None:
+    """`edgeroot gateway init` writes the rendered sample: defaults plus --id, --root and --mqtt."""
+    state = tmp_path / "gw"
+    assert main(["gateway", "init", "--state", str(state), "--root", ROOT, "--id", GATEWAY,
+                 "--mqtt", "10.0.0.5:1999"]) == 0  # fmt: skip
+    (state / "policy.txt").write_text("x")
+    mqtt = MqttConfig(host="10.0.0.5", port=1999, client_id="edgeroot-88.123.99_GW-1")
+    expected = GatewayConfig(state, GATEWAY, ROOT, policy=state / "policy.txt", connectors=(mqtt,))
+    assert gateway_config.load(state) == expected
+    text = (state / "gateway.toml").read_text()
+    connector = {"type": "mqtt", "host": "10.0.0.5", "port": 1999, "client_id": mqtt.client_id}
+    assert text == gateway_config.render({"gateway": GATEWAY, "root": ROOT, "connector": [connector]})
+
+
+def test_generated_root_toml_loads_as_the_declared_defaults(tmp_path: Path) -> None:
+    """A root.toml rendered with only the required keys loads to the dataclass defaults (SQLite in STATE)."""
+    state = _root_state(tmp_path, root_config.render({"origin": "root.test", "prefix": "88.123"}))
+    expected = RootConfig(state, "root.test", "88.123", f"sqlite:///{state / 'root.db'}")
+    assert root_config.load(state) == expected
+    assert expected.interval_ms == 250 and expected.max_batch == 1000 and expected.max_body_bytes == 1 << 20
+
+
+def test_generated_root_toml_loads_with_the_given_values(tmp_path: Path) -> None:
+    """Given keys, sections and witnesses come back as given; the prefix is normalised as on load."""
+    vkey = _witness_vkey()
+    overrides = {
+        "origin": "root.test",
+        "prefix": "88.ABC",
+        "database": "postgresql://edgeroot@/edgeroot",
+        "sequencer": {"interval_ms": 50, "max_batch": 10},
+        "http": {"max_body_bytes": 4096},
+        "witness": [{"name": "witness.test", "url": "http://127.0.0.1:8471/", "vkey": str(vkey)}],
+    }
+    loaded = root_config.load(_root_state(tmp_path, root_config.render(overrides)))
+    witness = WitnessConfig("witness.test", "http://127.0.0.1:8471", vkey)
+    expected = RootConfig(
+        tmp_path, "root.test", "88.abc", "postgresql://edgeroot@/edgeroot",
+        interval_ms=50, max_batch=10, max_body_bytes=4096, witnesses=(witness,),
+    )  # fmt: skip
+    assert loaded == expected
+
+
+def test_root_init_writes_the_generated_file_with_the_command_line_values(tmp_path: Path) -> None:
+    """`edgeroot root init` writes the rendered sample: defaults plus --origin, --prefix and --witness."""
+    vkey = _witness_vkey()
+    state = tmp_path / "root"
+    argv = ["root", "init", "--state", str(state), "--origin", "root.test", "--prefix", "88.123",
+            "--witness", f"http://127.0.0.1:8471={vkey}"]  # fmt: skip
+    assert main(argv) == 0
+    database = f"sqlite:///{(state / 'root.db').resolve()}"
+    witness = WitnessConfig("witness.test", "http://127.0.0.1:8471", vkey)
+    assert root_config.load(state) == RootConfig(state, "root.test", "88.123", database, witnesses=(witness,))
+    assert (state / "root.toml").read_text() == root_config.render(
+        {
+            "origin": "root.test",
+            "prefix": "88.123",
+            "database": database,
+            "witness": [{"name": "witness.test", "url": "http://127.0.0.1:8471", "vkey": str(vkey)}],
+        }
+    )
+
+
+def test_update_merges_overrides_into_an_initialised_gateway_toml(tmp_path: Path) -> None:
+    """`update` after `gateway init`: given keys change, the others stay, connectors merge item by item,
+    None brings a default back, and every key keeps its help."""
+    state = tmp_path / "gw"
+    assert main(["gateway", "init", "--state", str(state), "--root", ROOT, "--id", GATEWAY,
+                 "--mqtt", "10.0.0.5:1999"]) == 0  # fmt: skip
+    (state / "policy.txt").write_text("x")
+    gateway_config.update(state / "gateway.toml", {"block": {"max_seconds": 0.3}, "mode": "anchor"})
+    gateway_config.update(
+        state / "gateway.toml",
+        {
+            "mode": None,
+            "sync": {"max_request_kb": 8},
+            "devices": {"88.123.99/PUMP-0042": "pump.pub"},
+            "connector": [{"client_id": "gw-test"}, {"type": "coap", "port": 5999}],
+        },
+    )
+    mqtt = MqttConfig(host="10.0.0.5", port=1999, client_id="gw-test")
+    expected = GatewayConfig(
+        state, GATEWAY, ROOT, policy=state / "policy.txt", block_max_seconds=0.3, sync_max_request_kb=8,
+        devices={"88.123.99/PUMP-0042": state / "pump.pub"}, connectors=(mqtt, CoapConfig(port=5999)),
+    )  # fmt: skip
+    assert gateway_config.load(state) == expected
+    text = (state / "gateway.toml").read_text()
+    assert all(_documented(text, s) for s in settings(GatewayConfig) + settings(MqttConfig)), text
+    with pytest.raises(ValueError, match=re.escape("block.max_secs")):
+        gateway_config.update(state / "gateway.toml", {"block": {"max_secs": 1}})
+    assert gateway_config.load(state) == expected, "a refused update leaves the file as it was"
+
+
+def test_update_merges_overrides_into_an_initialised_root_toml(tmp_path: Path) -> None:
+    """`update` after `root init`: the sequencer interval changes, database and witnesses stay."""
+    vkey = _witness_vkey()
+    state = tmp_path / "root"
+    assert main(["root", "init", "--state", str(state), "--origin", "root.test", "--prefix", "88.123",
+                 "--witness", f"http://127.0.0.1:8471={vkey}"]) == 0  # fmt: skip
+    before = root_config.load(state)
+    root_config.update(state / "root.toml", {"sequencer": {"interval_ms": 50}})
+    assert root_config.load(state) == dataclasses.replace(before, interval_ms=50)
+    assert len(before.witnesses) == 1
+
+
+def _documented(text: str, s: Setting) -> bool:
+    """Whether ``text`` has a line that sets (or shows, commented out) key ``s`` with its help."""
+    name = re.escape(s.name)
+    head = rf"(# )?(\[\[{re.escape(s.key)}\]\]|\[{re.escape(s.key)}\]|{name} = .+?)"
+    return re.search(rf"^{head} +# {re.escape(s.help)}$", text, re.MULTILINE) is not None
+
+
+@pytest.mark.parametrize(
+    ("owner", "text"),
+    [
+        (GatewayConfig, gateway_config.render({"gateway": GATEWAY, "root": ROOT})),
+        (RootConfig, root_config.render({"origin": "root.test", "prefix": "88.123"})),
+        (WitnessConfig, root_config.render({"origin": "root.test", "prefix": "88.123"})),
+        *((p.config, gateway_config.render({"gateway": GATEWAY, "root": ROOT})) for p in PLUGINS.values()),
+        *((p.config, p.sample_config) for p in PLUGINS.values()),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else "",
+)
+def test_every_declared_key_appears_in_the_sample_with_its_help(owner: type, text: str) -> None:
+    """Each declared key (connector and witness keys too) is in the generated file with its help text."""
+    declared = settings(owner)
+    assert declared, f"{owner.__name__} declares no keys"
+    missing = [s.key for s in declared if not _documented(text, s)]
+    assert not missing, f"not in the sample with their help: {missing}\n{text}"
+    tomllib.loads(text)  # and the sample is valid TOML
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("[block]\nmax_reading = 10\n", "block.max_reading"),
+        ("[sync]\nbatch = 8\ninterval = 1\n", "sync.interval"),
+        ('[http]\nlisten = "127.0.0.1:1"\nport = 1\n', "http.port"),
+        ("[store]\nretention = 3\n", "store.retention"),
+        ('[[connector]]\ntype = "coap"\nqos = 1\n', "connector[0].qos"),
+        ("block = 3\n", "block"),
+    ],
+)
+def test_gateway_unknown_or_misplaced_keys_inside_sections_are_refused(
+    tmp_path: Path, extra: str, key: str
+) -> None:
+    """A key a section does not declare (a typo, a misplaced key) fails with its key path."""
+    state = _gateway_state(tmp_path, f'gateway = "{GATEWAY}"\nroot = "{ROOT}"\n{extra}')
+    with pytest.raises(GatewayConfigError) as info:
+        gateway_config.load(state)
+    assert info.value.key == key, str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("[sequencer]\ninterval = 100\n", "sequencer.interval"),
+        ("[http]\nmax_body = 100\n", "http.max_body"),
+        ('[sequencer]\ninterval_ms = "fast"\n', "sequencer.interval_ms"),
+        ("[sequencer]\nmax_batch = 0\n", "sequencer.max_batch"),
+        ('[[witness]]\nname = "w"\nurl = "http://w"\nvkey = "w+1+A"\nweight = 2\n', "witness[0].weight"),
+        ('[[witness]]\nname = "w"\n', "witness[0].url"),
+    ],
+)
+def test_root_unknown_or_bad_keys_inside_sections_name_the_key_path(
+    tmp_path: Path, extra: str, key: str
+) -> None:
+    """root.toml errors name the key path, inside sections and witness tables too."""
+    state = _root_state(tmp_path, f'origin = "root.test"\nprefix = "88.123"\n{extra}')
+    with pytest.raises(RootConfigError) as info:
+        root_config.load(state)
+    assert info.value.key == key, str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "path"),
+    [
+        ({"block": {"max_secs": 1.0}}, ValueError, "block.max_secs"),
+        ({"block": {"max_seconds": "1"}}, TypeError, "block.max_seconds"),
+        ({"block": {"max_seconds": 0.0}}, ValueError, "block.max_seconds"),
+        ({"mode": "mirror"}, ValueError, "mode"),
+        ({"block": 3}, TypeError, "block"),
+        ({"connector": [{"type": "mqtt", "prot": 1}]}, ValueError, "connector[0].prot"),
+        ({"connector": [{"type": "amqp"}]}, ValueError, "amqp"),
+        ({"connector": {"type": "mqtt"}}, TypeError, "connector"),
+        ({"devices": ["pump.pub"]}, TypeError, "devices"),
+    ],
+)
+def test_render_refuses_overrides_the_loader_would_refuse(
+    overrides: dict[str, object], error: type[Exception], path: str
+) -> None:
+    """A bad override fails when the file is written, naming its key path, not later at start."""
+    with pytest.raises(error, match=re.escape(path)):
+        gateway_config.render({"gateway": GATEWAY, "root": ROOT} | overrides)
+
+
+def test_render_refuses_a_missing_required_key() -> None:
+    """Every required key must be given: a sample without the gateway's identifier is not written."""
+    with pytest.raises(ValueError, match="gateway: is required"):
+        gateway_config.render({"root": ROOT})
+    with pytest.raises(ValueError, match=re.escape("witness[0].vkey: is required")):
+        root_config.render({"origin": "o", "prefix": "88", "witness": [{"name": "w", "url": "http://w"}]})
+
+
+def test_a_key_the_sample_could_not_show_is_refused_at_declaration() -> None:
+    """No default, not required, no example: the declaration itself fails, before any file is written."""
+    with pytest.raises(ValueError, match="mystery"):
+        setting("mystery", help="?")
+    with pytest.raises(ValueError, match="ranged"):
+        setting("ranged", example=1, range=(0, 2), help="?")
+    with pytest.raises(ValueError, match="items"):
+        setting("items", kind=list, help="?")
