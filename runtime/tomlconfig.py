@@ -363,6 +363,45 @@ def _render_items(s: Setting, items: list[Mapping[str, Any]] | None, path: str) 
     return out
 
 
+def markdown_table(cls: type) -> str:
+    """Every key ``cls`` declares (items of arrays of tables too) as a Markdown table, for the docs."""
+    rows = ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    rows += [f"| {' | '.join(cells)} |" for cells in _describe(cls, "")]
+    return "\n".join(rows) + "\n"
+
+
+def _describe(cls: type, where: str) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for s in settings(cls):
+        kind = "table" if s.kind is dict else "array of tables" if s.kind is list else s.kind.__name__
+        if s.required:
+            default = "required"
+        elif s.kind is list:
+            default = "none"
+        elif s.kind is dict:
+            default = "empty" if not s.default else f"`{s.default}`"
+        elif s.has_default:
+            default = f"`{toml_value(s.default)}`"
+        else:
+            default = f"unset (e.g. `{toml_value(s.example)}`)"
+        allowed = (
+            f"{s.range[0]!r} to {s.range[1]!r}" if s.range
+            else ", ".join(f"`{toml_value(c)}`" for c in s.choices)
+        )  # fmt: skip
+        out.append((f"`{where}{s.key}`", kind, default, allowed, s.help.replace("|", "\\|")))
+        if s.kind is list:
+            assert s.item is not None  # setting() refuses an array of tables without one
+            classes = list(dict.fromkeys(s.item(example) for example in s.example or ()))
+            for example in s.example or ():
+                item = s.item(example)
+                if item in classes:
+                    classes.remove(item)
+                    # Several kinds of items (connectors): name each kind by the example's keys.
+                    label = ",".join(f"{k}={v}" for k, v in example.items()) if len(s.example) > 1 else ""
+                    out += _describe(item, f"{where}{s.key}[{label}].")
+    return out
+
+
 def _check_overrides(declared: list[Setting], given: Mapping[str, Any], where: str) -> None:
     tree: dict[str, Any] = {}
     for s in declared:

@@ -21,7 +21,7 @@ from edgeroot.cli import main
 from resolver import config as root_config
 from resolver.config import ConfigError as RootConfigError
 from resolver.config import RootConfig, WitnessConfig
-from runtime.tomlconfig import Secret, Setting, setting, settings
+from runtime.tomlconfig import Secret, Setting, markdown_table, setting, settings
 
 GATEWAY = "88.123.99/GW-1"
 ROOT = "http://127.0.0.1:8470"
@@ -300,3 +300,29 @@ def test_a_key_the_sample_could_not_show_is_refused_at_declaration() -> None:
         setting("ranged", example=1, range=(0, 2), help="?")
     with pytest.raises(ValueError, match="items"):
         setting("items", kind=list, help="?")
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+BEGIN, END = "<!-- config keys: begin (generated) -->\n", "<!-- config keys: end -->\n"
+
+
+def _docs_tables() -> str:
+    root, gateway = markdown_table(RootConfig), markdown_table(GatewayConfig)
+    return f"`root.toml`:\n\n{root}\n`gateway.toml`:\n\n{gateway}"
+
+
+def _docs_with_tables(text: str) -> str:
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return head + BEGIN + _docs_tables() + END + tail
+
+
+def test_operations_doc_lists_every_key_as_declared() -> None:
+    """docs/operations.md carries the key tables generated from the declarations, unchanged."""
+    text = DOCS.read_text()
+    assert BEGIN in text and END in text, "the generated block's markers are gone from docs/operations.md"
+    assert text == _docs_with_tables(text), "key tables are stale: run `python -m tests.test_config_files`"
+
+
+if __name__ == "__main__":
+    DOCS.write_text(_docs_with_tables(DOCS.read_text()))

@@ -47,7 +47,9 @@ class MqttConfig:
         help="fixed: the broker keeps the session (and unacked messages) for it",
     )  # fmt: skip
     username: str | None = setting("username", example="gateway", help="broker login, if it asks for one")
-    password: Secret | None = setting("password", example="...", secret=True, help="never logged")
+    password: Secret | None = setting(
+        "password", example="...", secret=True, help="broker password; never logged"
+    )
     tls: bool = setting("tls", False, help="connect with TLS")
     ca_file: str | None = setting(
         "ca_file", example="/etc/edgeroot/broker-ca.pem", help="CA bundle for the broker's certificate"
