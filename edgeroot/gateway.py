@@ -29,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     init.add_argument("--root", required=True, help="root node URL")
     init.add_argument("--id", required=True, help="the gateway's identifier, e.g. 88.123.99/GW-1")
     init.add_argument("--policy", type=Path, help="the root's policy.txt (else copy it into --state later)")
-    init.add_argument("--mqtt", default="127.0.0.1:1883", help="broker HOST:PORT (default 127.0.0.1:1883)")
+    init.add_argument(
+        "--mqtt", help="broker HOST:PORT (default: the mqtt connector's host and port, 127.0.0.1:1883)"
+    )
     init.set_defaults(run=run_init)
     run = gsub.add_parser("run", help="run the daemon (systemd Type=notify)", parents=[JSON_FLAG])
     run.add_argument("--state", type=Path, required=True)
@@ -48,6 +50,17 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
         gateway = normalize(args.id)
     except ChainError as exc:
         raise CommandFailed(str(exc)) from exc
+    # A client id of its own: the broker keeps this gateway's session (and unacked messages) under it.
+    mqtt: dict[str, object] = {"type": "mqtt", "client_id": f"edgeroot-{gateway.replace('/', '_')}"}
+    if args.mqtt is not None:  # else the connector's declared defaults
+        host, _, port = args.mqtt.rpartition(":")
+        if not port.isdigit():
+            raise CommandFailed(f"--mqtt {args.mqtt!r}: want HOST:PORT")
+        mqtt |= {"host": host, "port": int(port)} if host else {"port": int(port)}
+    try:
+        text = config.render({"gateway": gateway, "root": args.root.rstrip("/"), "connector": [mqtt]})
+    except (ValueError, TypeError) as exc:
+        raise CommandFailed(f"cannot write gateway.toml: {exc}") from exc
     state: Path = args.state
     state.mkdir(parents=True, exist_ok=True)
     if (state / "gateway.toml").exists():
@@ -55,14 +68,6 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
     key = keys.generate_p256()
     write_private(state / "gateway.key", keys.private_pem(key))
     (state / "gateway.pub").write_bytes(keys.public_pem(key.public_key()))
-    host, _, port = args.mqtt.rpartition(":")
-    mqtt = {"type": "mqtt", "host": host or "127.0.0.1", "port": int(port)}
-    # A client id of its own: the broker keeps this gateway's session (and unacked messages) under it.
-    mqtt["client_id"] = f"edgeroot-{gateway.replace('/', '_')}"
-    try:
-        text = config.render({"gateway": gateway, "root": args.root.rstrip("/"), "connector": [mqtt]})
-    except (ValueError, TypeError) as exc:
-        raise CommandFailed(f"cannot write gateway.toml: {exc}") from exc
     (state / "gateway.toml").write_text(text)
     if args.policy is not None:
         shutil.copyfile(args.policy, state / "policy.txt")

@@ -103,6 +103,18 @@ def test_gateway_init_writes_the_generated_file_with_the_command_line_values(tmp
     assert text == gateway_config.render({"gateway": GATEWAY, "root": ROOT, "connector": [connector]})
 
 
+def test_gateway_init_refuses_a_bad_broker_address_before_writing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --mqtt port out of range or not a number: exit 2 naming the problem, no key, no state directory."""
+    for address, reason in (("h:70000", "connector[0].port"), ("h:x", "HOST:PORT")):
+        state = tmp_path / address.replace(":", "_")
+        argv = ["gateway", "init", "--state", str(state), "--root", ROOT, "--id", GATEWAY, "--mqtt", address]
+        assert main(argv) == 2
+        assert reason in capsys.readouterr().err
+        assert not state.exists()
+
+
 def test_generated_root_toml_loads_as_the_declared_defaults(tmp_path: Path) -> None:
     """A root.toml rendered with only the required keys loads to the dataclass defaults (SQLite in STATE)."""
     state = _root_state(tmp_path, root_config.render({"origin": "root.test", "prefix": "88.123"}))
