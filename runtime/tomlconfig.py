@@ -240,8 +240,10 @@ def toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        # JSON strings are TOML basic strings (TOML 1.0 §String: the same escapes, \uXXXX included).
-        return json.dumps(value, ensure_ascii=False)
+        # A JSON string is a TOML basic string (TOML 1.0 §String: the same escapes, \uXXXX included),
+        # except that TOML also wants DEL escaped. Non-ASCII stays as is: JSON would write characters
+        # outside the BMP as surrogate pairs, which TOML's \u does not allow.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML literal for {type(value).__name__}")

@@ -8,6 +8,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chain_lite.keys import NoteKey
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey
@@ -21,7 +23,7 @@ from edgeroot.cli import main
 from resolver import config as root_config
 from resolver.config import ConfigError as RootConfigError
 from resolver.config import RootConfig, WitnessConfig
-from runtime.tomlconfig import Secret, Setting, markdown_table, setting, settings
+from runtime.tomlconfig import Secret, Setting, markdown_table, setting, settings, toml_key, toml_value
 
 GATEWAY = "88.123.99/GW-1"
 ROOT = "http://127.0.0.1:8470"
@@ -334,6 +336,12 @@ def test_operations_doc_lists_every_key_as_declared() -> None:
     text = DOCS.read_text()
     assert BEGIN in text and END in text, "the generated block's markers are gone from docs/operations.md"
     assert text == _docs_with_tables(text), "key tables are stale: run `python -m tests.test_config_files`"
+
+
+@given(st.text(), st.text(min_size=1))
+def test_any_string_is_written_as_a_toml_literal_that_reads_back(value: str, key: str) -> None:
+    """Values and keys of the generated files survive any characters: quotes, controls, DEL, emoji."""
+    assert tomllib.loads(f"{toml_key(key)} = {toml_value(value)}\n") == {key: value}
 
 
 if __name__ == "__main__":
