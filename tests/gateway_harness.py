@@ -117,7 +117,8 @@ def running_plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plan
             "max_readings = 1000", "max_readings = 40"
         )
         text = text.replace('listen = "127.0.0.1:8480"', f'listen = "127.0.0.1:{http_port}"')
-        text = text.replace("interval_s = 0.5", "interval_s = 0.1\nmax_request_kb = 8")
+        text = text.replace("interval_s = 0.5", "interval_s = 0.1")
+        text = text.replace("max_request_kb = 900", "max_request_kb = 8")
         text = text.replace(
             '# "88.123.99/PUMP-0042" = "keys/88.123.99_PUMP-0042.pub"', f'"{DEVICE}" = "device.pub"'
         )
