@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sim.add_argument("--count", type=int, default=10, help="how many readings (default 10)")
     sim.add_argument("--counter", type=int, help="first counter (default: now in milliseconds)")
     sim.add_argument("--baud", type=int, default=115200)
+    sim.add_argument(
+        "--ack-topic",
+        help="with --mqtt: keep each reading until the gateway's end-to-end ack on ACK_TOPIC/<id> (the "
+        "connector's ack_topic, docs/formats.md §19), resending after --resend-after; the broker's "
+        "PUBACK alone frees nothing",
+    )
+    sim.add_argument(
+        "--resend-after", type=float, default=RESEND_AFTER_S, help="with --ack-topic: resend unacked after"
+    )
+    sim.add_argument(
+        "--wait", type=float, default=30.0,
+        help="with --ack-topic: how long to keep resending after the last new reading before giving up",
+    )  # fmt: skip
     sim.set_defaults(run=run_simulate)
 
 
@@ -143,6 +157,89 @@ async def simulate_mqtt(url: str, signer: CoseSigner, counters: list[int], rate:
     return await _send_all(fwd, signer, counters, rate)
 
 
+async def simulate_mqtt_end_to_end(  # noqa: PLR0917 (the simulation's whole setting)
+    url: str, signer: CoseSigner, counters: list[int], rate: float, ack_topic: str, resend_after: float,
+    wait: float,
+) -> dict[str, Any]:  # fmt: skip
+    """A device that frees a reading only on the gateway's end-to-end ack (docs/formats.md §19): the
+    broker's PUBACK means only that the broker took it. Unacked readings are resent, same bytes, in
+    counter order, every ``resend_after`` seconds, for up to ``wait`` seconds after the last new one."""
+    from edge.connectors.mqtt import DeviceAckError, decode_device_ack, device_ack_topic  # noqa: PLC0415
+    from firmware_bridge.forward import MqttForwarder, SubscribeFailed  # noqa: PLC0415
+
+    fwd = MqttForwarder(url, client_id=f"sim-{signer.kid}")
+    await fwd.start()
+    pending = {c: reading(signer, c) for c in counters}  # the device's buffer: kept until acked
+    counts = {"ack": 0, "nack": 0, "busy": 0, "broker_acks": 0, "resent": 0, "bad_acks": 0}
+    all_acked = asyncio.Event()
+
+    async def take_acks(inbox: asyncio.Queue[bytes]) -> None:
+        while True:
+            try:
+                ack = decode_device_ack(await inbox.get())
+            except DeviceAckError:
+                counts["bad_acks"] += 1
+                continue
+            if ack.device == signer.kid:
+                _free(pending, counts, ack.stored, ack.rejected)
+            if not pending:
+                all_acked.set()
+
+    async def publish(raw: bytes) -> None:
+        verdict = await fwd.send(raw)
+        counts["broker_acks" if verdict.kind == "ack" else "busy"] += 1
+
+    start = time.perf_counter()
+    try:
+        # Subscribe before the first publish, or an ack could pass before anyone listens.
+        try:
+            inbox = await fwd.listen(device_ack_topic(ack_topic, signer.kid))
+        except SubscribeFailed as exc:
+            raise CommandFailed(f"cannot listen for end-to-end acks: {exc}") from exc
+        async with asyncio.TaskGroup() as tasks:
+            taker = tasks.create_task(take_acks(inbox), name="device-acks")
+            last_send = time.monotonic()
+            for i, c in enumerate(counters):
+                if c in pending:
+                    await publish(pending[c])
+                    last_send = time.monotonic()
+                if rate:
+                    await asyncio.sleep(max(0.0, (i + 1) / rate - (time.perf_counter() - start)))
+            deadline = time.monotonic() + wait
+            while pending and time.monotonic() < deadline:
+                due = min(last_send + resend_after, deadline) - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(all_acked.wait(), max(0.0, due))
+                if pending and time.monotonic() >= last_send + resend_after:
+                    for c in sorted(pending):
+                        if c in pending:  # not acked while the ones before it were resent
+                            await publish(pending[c])
+                            counts["resent"] += 1
+                    last_send = time.monotonic()
+            taker.cancel()
+    finally:
+        await fwd.stop()
+    return {
+        "sent": len(counters),
+        "unacknowledged": len(pending),
+        **counts,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def _free(
+    pending: dict[int, bytes],
+    counts: dict[str, int],
+    stored: Sequence[int],
+    rejected: Sequence[tuple[int, str]],
+) -> None:
+    """Drop the acknowledged readings from the device's buffer; a repeated ack frees nothing twice."""
+    for verdict, freed in (("ack", stored), ("nack", [c for c, _ in rejected])):
+        for counter in freed:
+            if pending.pop(counter, None) is not None:
+                counts[verdict] += 1
+
+
 async def _send_all(fwd: Any, signer: CoseSigner, counters: list[int], rate: float) -> dict[str, Any]:
     verdicts = {"ack": 0, "nack": 0, "busy": 0}
     start = time.perf_counter()
@@ -203,13 +300,22 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
     signer = CoseSigner(identifier, key)
     first = args.counter if args.counter is not None else time.time_ns() // 1_000_000
     counters = list(range(first, first + args.count))
+    if args.ack_topic is not None and not args.mqtt:
+        raise CommandFailed("--ack-topic is for --mqtt (serial and CoAP acks are end to end already)")
     if args.serial:
         result = asyncio.run(simulate_serial(args.serial, args.baud, signer, key, counters, args.rate))
     elif args.coap:
         result = asyncio.run(simulate_coap(args.coap, signer, counters, args.rate))
+    elif args.ack_topic is not None:
+        result = asyncio.run(
+            simulate_mqtt_end_to_end(
+                args.mqtt, signer, counters, args.rate, args.ack_topic, args.resend_after, args.wait
+            )
+        )
     else:
         result = asyncio.run(simulate_mqtt(args.mqtt, signer, counters, args.rate))
-    message = f"{identifier}: {result['ack']} of {result['sent']} readings acknowledged"
+    how = " end to end (durable at the gateway)" if args.ack_topic is not None else ""
+    message = f"{identifier}: {result['ack']} of {result['sent']} readings acknowledged{how}"
     if result["ack"] + result["nack"] < result["sent"] or result.get("unacknowledged"):
         return report.invalid(message, **result)
     return report.ok(message, **result)

@@ -5,7 +5,9 @@
   end-to-end acknowledgement, so ACK on the serial line means "durable at the gateway".
 * **MQTT** (``mqtt://broker:1883/edgeroot/readings/bridge``): QoS 1; the PUBACK comes from the broker
   (which keeps the message for the gateway's persistent session), not from the gateway. Weaker: choose
-  it only where the broker persists messages.
+  it only where the broker persists messages. The gateway can also acknowledge end to end on a
+  per-device topic (docs/formats.md §19): :meth:`MqttForwarder.listen` subscribes to one, as
+  ``edgeroot device simulate --ack-topic`` does; the bridge itself does not use it yet (use CoAP).
 
 Each forwarder returns a :class:`Verdict`: ``ack``, ``nack`` (with the gateway's reason) or ``busy``.
 """
@@ -16,7 +18,7 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiocoap
@@ -73,6 +75,15 @@ class CoapForwarder:
             self._context = None
 
 
+class SubscribeFailed(Exception):
+    """The broker did not confirm a subscription in time (not connected, or refused)."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"subscribing to {topic!r}: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
 class MqttForwarder:
     def __init__(self, url: str, client_id: str) -> None:
         parts = urlsplit(url)
@@ -82,13 +93,65 @@ class MqttForwarder:
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.reconnect_delay_set(1, 5)
         self._connected = threading.Event()
-        self.client.on_connect = lambda *_args: self._connected.set()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inboxes: dict[str, asyncio.Queue[bytes]] = {}
+        self._topics: list[str] = []  # the paho thread copies this list (atomic) to resubscribe
+        self._subacks: dict[int, asyncio.Future[bool]] = {}
 
     async def start(self) -> None:
         """Connect in the background; wait up to :data:`TIMEOUT_S` for the broker (then answer BUSY)."""
+        self._loop = asyncio.get_running_loop()
         self.client.connect_async(self.host, self.port, keepalive=15)
         self.client.loop_start()
         await asyncio.to_thread(self._connected.wait, TIMEOUT_S)
+
+    async def listen(self, topic: str) -> asyncio.Queue[bytes]:
+        """Subscribe to ``topic`` (QoS 1) and return once the broker confirmed it (SUBACK): the payloads
+        arriving there, in order. Raises :class:`SubscribeFailed` when not confirmed in time."""
+        assert self._loop is not None, "start() first"
+        inbox = self._inboxes.setdefault(topic, asyncio.Queue())
+        self._topics.append(topic)
+        result, mid = self.client.subscribe(topic, qos=1)
+        if result != paho.MQTT_ERR_SUCCESS or mid is None:
+            raise SubscribeFailed(topic, paho.error_string(result))
+        # Registered before the loop runs again, so the SUBACK's crossing below always finds it.
+        suback = self._subacks[mid] = self._loop.create_future()
+        try:
+            granted = await asyncio.wait_for(suback, TIMEOUT_S)
+        except TimeoutError as exc:
+            raise SubscribeFailed(topic, "no SUBACK in time") from exc
+        finally:
+            self._subacks.pop(mid, None)
+        if not granted:
+            raise SubscribeFailed(topic, "refused by the broker")
+        return inbox
+
+    # --- paho thread: each callback crosses into the event loop with call_soon_threadsafe -----------
+
+    def _on_connect(self, client: paho.Client, _ud: object, _flags: object, _rc: object, _p: object) -> None:
+        for topic in self._topics.copy():  # a broker that lost our session (no persistence) forgot them
+            client.subscribe(topic, qos=1)
+        self._connected.set()
+
+    def _on_subscribe(self, _c: paho.Client, _ud: object, mid: int, codes: list[Any], _p: object) -> None:
+        if self._loop is not None:
+            granted = all(not code.is_failure for code in codes)
+            self._loop.call_soon_threadsafe(self._subacked, mid, granted)
+
+    def _on_message(self, _client: paho.Client, _ud: object, message: paho.MQTTMessage) -> None:
+        inbox = self._inboxes.get(message.topic)
+        if inbox is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(inbox.put_nowait, bytes(message.payload))
+
+    # --- event loop ----------------------------------------------------------------------------------
+
+    def _subacked(self, mid: int, granted: bool) -> None:
+        suback = self._subacks.get(mid)
+        if suback is not None and not suback.done():
+            suback.set_result(granted)
 
     async def send(self, envelope: bytes) -> Verdict:
         info = self.client.publish(self.topic, envelope, qos=1)

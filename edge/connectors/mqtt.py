@@ -13,6 +13,13 @@ A refused reading (``store-full``, shutdown) is not acknowledged; the broker red
 
 The broker bounds unacknowledged messages per client too (mosquitto ``max_inflight_messages``,
 default 20); raise it (e.g. 1000) for throughput, see docs/operations in the README.
+
+What a PUBACK means: the *device's* PUBACK comes from the broker when it has taken the message; the
+gateway's PUBACK above goes to the broker, after the reading is durable. So a device that stops at its
+PUBACK trusts the broker's persistence and queue limits. With ``ack_topic`` set, the gateway also tells
+each device end to end: after a burst is durable it publishes one :class:`DeviceAck` per signer to
+``<ack_topic>/<signer>`` (:func:`device_ack_topic`), listing the counters now stored and the ones
+durably rejected after their signature was checked (docs/formats.md §19).
 """
 
 from __future__ import annotations
@@ -28,8 +35,12 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from chain_lite import cbor
+from chain_lite.envelope import MAX_COUNTER, decode_envelope
+from chain_lite.errors import ChainError
 from edge.connectors import Plugin
-from edge.intake import IngestPort, SubmitMany
+from edge.errors import GatewayError
+from edge.intake import IngestPort, Outcome, SubmitMany
 from runtime.tomlconfig import Secret, Table, read_settings, setting
 
 log = logging.getLogger(__name__)
@@ -57,13 +68,138 @@ class MqttConfig:
     max_inflight: int = setting(
         "max_inflight", 1000, range=(1, 65535), help="messages in flight between broker and durable storage"
     )
+    ack_topic: str | None = setting(
+        "ack_topic", example="edgeroot/acks",
+        help="after durable storage, ack each device end to end on ACK_TOPIC/<device id>; unset: off",
+    )  # fmt: skip
+
+
+# --- end-to-end acknowledgements (docs/formats.md §19) ---------------------------------------------
+
+DEVICE_ACK_VERSION = 1
+MAX_DEVICE_ACK_BYTES = 64 * 1024
+STORED_REASONS = ("duplicate",)
+"""Outcomes that are not ``accepted`` but whose reading is in the store: an identical resend."""
+SIGNED_REJECTIONS = ("replay",)
+"""Rejections decided after the signature was checked (edge.admission's order). Any other rejection
+(malformed, oversize, unknown-device, bad-signature, wrong-content-format) gets no end-to-end ack:
+its kid is unproven, and a rejection sent to the device it names would let anyone on the broker make
+that device drop a reading it still holds."""
+_TOPIC_ESCAPES = {ord("%"): "%25", ord("+"): "%2B", ord("#"): "%23"}
+
+
+class DeviceAckError(GatewayError):
+    """A payload on an ack topic is not a :class:`DeviceAck` (docs/formats.md §19)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"device ack: {reason}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAck:
+    """What the gateway tells one device after a burst is durable: free ``stored`` and ``rejected``."""
+
+    device: str
+    stored: tuple[int, ...]
+    """Counters now durable in the gateway's store (or already there: an identical resend)."""
+    rejected: tuple[tuple[int, str], ...]
+    """Counters durably quarantined after their signature was checked, with the reason: never resend."""
+
+
+def device_ack_topic(ack_topic: str, device: str) -> str:
+    """``<ack_topic>/<device>``; ``%``, ``+`` and ``#`` in the identifier are percent-encoded, since MQTT
+    forbids wildcards in a topic name (MQTT 3.1.1 §4.7.1) and a device subscribes to exactly this name."""
+    return f"{ack_topic}/{device.translate(_TOPIC_ESCAPES)}"
+
+
+def encode_device_ack(ack: DeviceAck) -> bytes:
+    """Deterministic CBOR: ``{"v": 1, "device": tstr, "stored": [uint], "rejected": [[uint, tstr]]}``."""
+    return cbor.encode(
+        {
+            "v": DEVICE_ACK_VERSION,
+            "device": ack.device,
+            "stored": list(ack.stored),
+            "rejected": [[counter, reason] for counter, reason in ack.rejected],
+        }
+    )
+
+
+def _counter(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_COUNTER:
+        raise DeviceAckError(f"counter {value!r} is not an unsigned 63-bit integer")
+    return value
+
+
+def decode_device_ack(data: bytes) -> DeviceAck:
+    """The inverse of :func:`encode_device_ack`; anything else raises :class:`DeviceAckError`."""
+    try:
+        value = cbor.decode(data, "device ack", max_size=MAX_DEVICE_ACK_BYTES)
+    except ChainError as exc:
+        raise DeviceAckError(str(exc)) from exc
+    if not isinstance(value, dict) or set(value) != {"v", "device", "stored", "rejected"}:
+        raise DeviceAckError("not a map of exactly v, device, stored, rejected")
+    if value["v"] != DEVICE_ACK_VERSION or type(value["v"]) is not int:
+        raise DeviceAckError(f"unsupported version {value['v']!r}")
+    device, stored, rejected = value["device"], value["stored"], value["rejected"]
+    if not isinstance(device, str) or not isinstance(stored, list) or not isinstance(rejected, list):
+        raise DeviceAckError("device is not text, or stored or rejected is not an array")
+    verdicts: list[tuple[int, str]] = []
+    for entry in rejected:
+        if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], str):
+            raise DeviceAckError("a rejected entry is not [counter, reason]")
+        verdicts.append((_counter(entry[0]), entry[1]))
+    return DeviceAck(device, tuple(_counter(c) for c in stored), tuple(verdicts))
+
+
+def device_acks(readings: list[bytes], outcomes: list[Outcome]) -> list[DeviceAck]:
+    """One :class:`DeviceAck` per signer for a burst whose outcomes are known, in first-seen order.
+
+    Precondition: every durable outcome is final (the caller acks only after ``submit_many`` returned).
+    Refused readings (not durable) are left out: the device must keep and resend them.
+    """
+    by_device: dict[str, tuple[list[int], list[tuple[int, str]]]] = {}
+    for raw, outcome in zip(readings, outcomes, strict=True):
+        stored = outcome.accepted or outcome.reason in STORED_REASONS
+        if not outcome.durable or not (stored or outcome.reason in SIGNED_REJECTIONS):
+            continue
+        try:
+            env = decode_envelope(raw)  # decoded (and verified) by the gateway already: cannot fail here
+        except ChainError:
+            continue
+        entry = by_device.setdefault(env.signer, ([], []))
+        if stored:
+            entry[0].append(env.counter)
+        else:
+            entry[1].append((env.counter, outcome.reason or ""))
+    return [DeviceAck(d, tuple(s), tuple(r)) for d, (s, r) in by_device.items()]
 
 
 def validate(t: Table) -> MqttConfig:
     values = read_settings(MqttConfig, t)
     if not values["topic"] or "\x00" in values["topic"]:
         raise t.fail("topic", "must be a non-empty MQTT topic filter")
+    ack_topic = values["ack_topic"]
+    if ack_topic is not None:
+        if not ack_topic or set(ack_topic) & {"+", "#", "\x00"} or ack_topic.endswith("/"):
+            raise t.fail("ack_topic", "must be a topic name without wildcards or a trailing '/'")
+        if _may_match_below(values["topic"], ack_topic):
+            # The gateway would receive its own acks as readings (and quarantine them as malformed).
+            raise t.fail("ack_topic", f"lies under the readings filter {values['topic']!r}")
     return MqttConfig(**values)
+
+
+def _may_match_below(topic_filter: str, name: str) -> bool:
+    """Whether ``topic_filter`` matches some topic ``name/...`` (MQTT 3.1.1 §4.7 wildcards)."""
+    levels = topic_filter.split("/")
+    for i, level in enumerate(name.split("/")):
+        if i >= len(levels):
+            return False
+        if levels[i] == "#":
+            return True
+        if levels[i] not in ("+", level):
+            return False
+    return len(levels) > len(name.split("/"))
 
 
 def paho_client(config: MqttConfig) -> paho.Client:
@@ -186,6 +322,15 @@ class MqttConnector:
             for (_, _, mid, qos), outcome in zip(items, outcomes, strict=True):
                 if outcome.durable and qos > 0:
                     client.ack(mid, qos)  # paho queues the PUBACK for its network thread
+            if self.config.ack_topic is not None:
+                # Only now: every outcome here is durable, so an end-to-end ack never precedes storage.
+                for ack in device_acks([raw for raw, _, _, _ in items], outcomes):
+                    # QoS 1 so the broker queues it for a device's persistent session; not retained (a
+                    # device that lost its session resends, and the resend is answered again).
+                    # paho queues the PUBLISH for its network thread.
+                    client.publish(
+                        device_ack_topic(self.config.ack_topic, ack.device), encode_device_ack(ack), qos=1
+                    )
         except Exception:  # storage failed: no ack, the broker redelivers
             log.exception(
                 "%d readings from MQTT could not be stored; leaving them unacknowledged", len(items)
