@@ -156,7 +156,8 @@ def device_acks(readings: list[bytes], outcomes: list[Outcome]) -> list[DeviceAc
     """One :class:`DeviceAck` per signer for a burst whose outcomes are known, in first-seen order.
 
     Precondition: every durable outcome is final (the caller acks only after ``submit_many`` returned).
-    Refused readings (not durable) are left out: the device must keep and resend them.
+    Refused readings (not durable) are left out: the device must keep and resend them. So are rejections
+    decided before the signature was checked (:data:`SIGNED_REJECTIONS`).
     """
     by_device: dict[str, tuple[list[int], list[tuple[int, str]]]] = {}
     for raw, outcome in zip(readings, outcomes, strict=True):
@@ -172,7 +173,11 @@ def device_acks(readings: list[bytes], outcomes: list[Outcome]) -> list[DeviceAc
             entry[0].append(env.counter)
         else:
             entry[1].append((env.counter, outcome.reason or ""))
-    return [DeviceAck(d, tuple(s), tuple(r)) for d, (s, r) in by_device.items()]
+    acks = []
+    for device, (kept, refused) in by_device.items():
+        once = set(kept)  # a resend that met its original in the same burst is answered once: stored
+        acks.append(DeviceAck(device, tuple(kept), tuple((c, why) for c, why in refused if c not in once)))
+    return acks
 
 
 def validate(t: Table) -> MqttConfig:
