@@ -61,6 +61,11 @@ def test_device_ack_round_trips_in_deterministic_cbor() -> None:
         "rejected": [[5, "replay"]],
     }
     assert raw == cbor2.dumps(cbor2.loads(raw), canonical=True)
+    # The example bytes of docs/formats.md §19.
+    example = "a4 61 76 01 66 {} 73 {} 66 {} 82 15 16 68 {} 80".format(
+        *(text.encode().hex(" ") for text in ("device", "88.123.99/PUMP-0042", "stored", "rejected"))
+    )
+    assert encode_device_ack(DeviceAck("88.123.99/PUMP-0042", (21, 22), ())).hex(" ") == example
 
 
 BAD_ACKS = {
