@@ -23,6 +23,7 @@ from chain_lite.keys import generate_p256
 from edge import store
 from edge.connectors import PLUGINS
 from edge.connectors.mqtt import (
+    MAX_ACK_COUNTERS,
     DeviceAck,
     DeviceAckError,
     MqttConfig,
@@ -154,6 +155,21 @@ def test_device_acks_list_stored_and_signature_checked_rejections_only() -> None
         DeviceAck("88.123.99/PUMP-1", (10, 11), ((4, "replay"),)),
         DeviceAck("88.123.99/VALVE-2", (3,), ()),
     ]
+
+
+def test_device_acks_split_a_large_burst_into_messages_a_device_can_decode() -> None:
+    """A burst of max_inflight readings of one device is split at MAX_ACK_COUNTERS, each message under
+    the decoder's size limit, every counter listed once."""
+    pump = CoseSigner("88.123.99/PUMP-1", generate_p256())
+    first = 1_760_000_000_000  # millisecond counters: 9 bytes each in CBOR
+    raws = [signed(pump, first + i) for i in range(2 * MAX_ACK_COUNTERS + 1)]
+    outcomes = [STORED] * MAX_ACK_COUNTERS + [Outcome(False, True, "replay")] * (MAX_ACK_COUNTERS + 1)
+    acks = device_acks(raws, outcomes)
+    assert len(acks) == 2
+    decoded = [decode_device_ack(encode_device_ack(ack)) for ack in acks]
+    assert [c for ack in decoded for c in ack.stored] == [first + i for i in range(MAX_ACK_COUNTERS)]
+    rejected = [c for ack in decoded for c, _ in ack.rejected]
+    assert rejected == [first + MAX_ACK_COUNTERS + i for i in range(MAX_ACK_COUNTERS + 1)]
 
 
 # --- the connector: acks only once the burst is durable ------------------------------------------------

@@ -78,6 +78,9 @@ class MqttConfig:
 
 DEVICE_ACK_VERSION = 1
 MAX_DEVICE_ACK_BYTES = 64 * 1024
+MAX_ACK_COUNTERS = 1000
+"""Per list per message: 1,000 counters of 9 bytes and 1,000 rejections with short reasons stay well
+under :data:`MAX_DEVICE_ACK_BYTES`, so a burst of up to ``max_inflight`` readings is split."""
 STORED_REASONS = ("duplicate",)
 """Outcomes that are not ``accepted`` but whose reading is in the store: an identical resend."""
 SIGNED_REJECTIONS = ("replay",)
@@ -153,7 +156,8 @@ def decode_device_ack(data: bytes) -> DeviceAck:
 
 
 def device_acks(readings: list[bytes], outcomes: list[Outcome]) -> list[DeviceAck]:
-    """One :class:`DeviceAck` per signer for a burst whose outcomes are known, in first-seen order.
+    """One :class:`DeviceAck` per signer (more past :data:`MAX_ACK_COUNTERS`) for a burst whose outcomes
+    are known, in first-seen order.
 
     Precondition: every durable outcome is final (the caller acks only after ``submit_many`` returned).
     Refused readings (not durable) are left out: the device must keep and resend them. So are rejections
@@ -174,9 +178,12 @@ def device_acks(readings: list[bytes], outcomes: list[Outcome]) -> list[DeviceAc
         else:
             entry[1].append((env.counter, outcome.reason or ""))
     acks = []
-    for device, (kept, refused) in by_device.items():
+    for device, (kept, refusals) in by_device.items():
         once = set(kept)  # a resend that met its original in the same burst is answered once: stored
-        acks.append(DeviceAck(device, tuple(kept), tuple((c, why) for c, why in refused if c not in once)))
+        refused = [(c, why) for c, why in refusals if c not in once]
+        for i in range(0, max(len(kept), len(refused)), MAX_ACK_COUNTERS):
+            chunk = slice(i, i + MAX_ACK_COUNTERS)
+            acks.append(DeviceAck(device, tuple(kept[chunk]), tuple(refused[chunk])))
     return acks
 
 
@@ -327,8 +334,13 @@ class MqttConnector:
             for (_, _, mid, qos), outcome in zip(items, outcomes, strict=True):
                 if outcome.durable and qos > 0:
                     client.ack(mid, qos)  # paho queues the PUBACK for its network thread
+        except Exception:  # storage failed: no ack, the broker redelivers
+            log.exception(
+                "%d readings from MQTT could not be stored; leaving them unacknowledged", len(items)
+            )
+        else:
             if self.config.ack_topic is not None:
-                # Only now: every outcome here is durable, so an end-to-end ack never precedes storage.
+                # Only now: the outcomes are durable, so an end-to-end ack never precedes storage.
                 for ack in device_acks([raw for raw, _, _, _ in items], outcomes):
                     # QoS 1 so the broker queues it for a device's persistent session; not retained (a
                     # device that lost its session resends, and the resend is answered again).
@@ -336,10 +348,6 @@ class MqttConnector:
                     client.publish(
                         device_ack_topic(self.config.ack_topic, ack.device), encode_device_ack(ack), qos=1
                     )
-        except Exception:  # storage failed: no ack, the broker redelivers
-            log.exception(
-                "%d readings from MQTT could not be stored; leaving them unacknowledged", len(items)
-            )
         finally:
             for _ in items:
                 self._slots.release()
