@@ -292,6 +292,10 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
         return report.ok(f"Modbus slave {args.unit} on {args.modbus_slave} stopped")
     if args.id is None or args.key is None:
         raise CommandFailed("--id and --key are required to simulate a device")
+    if args.ack_topic is not None and not args.mqtt:
+        raise CommandFailed("--ack-topic is for --mqtt (serial and CoAP acks are end to end already)")
+    if args.ack_topic is not None and (not args.ack_topic or set(args.ack_topic) & {"+", "#"}):
+        raise CommandFailed("--ack-topic: a topic name without wildcards, as the gateway's ack_topic")
     try:
         identifier = normalize(args.id)
     except ChainError as exc:
@@ -300,8 +304,6 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
     signer = CoseSigner(identifier, key)
     first = args.counter if args.counter is not None else time.time_ns() // 1_000_000
     counters = list(range(first, first + args.count))
-    if args.ack_topic is not None and not args.mqtt:
-        raise CommandFailed("--ack-topic is for --mqtt (serial and CoAP acks are end to end already)")
     if args.serial:
         result = asyncio.run(simulate_serial(args.serial, args.baud, signer, key, counters, args.rate))
     elif args.coap:

@@ -234,6 +234,22 @@ def test_mqtt_connector_publishes_end_to_end_acks_only_after_the_burst_is_durabl
     asyncio.run(main())
 
 
+@pytest.mark.parametrize(
+    ("where", "ack_topic", "says"),
+    [(["--coap", "coap://127.0.0.1:5683/readings"], ACK_TOPIC, "is for --mqtt"),
+     (["--mqtt", "mqtt://127.0.0.1:1883/edgeroot/readings/p"], "edgeroot/+", "without wildcards")],
+)  # fmt: skip
+def test_simulate_refuses_an_ack_topic_it_cannot_listen_on(
+    where: list[str], ack_topic: str, says: str
+) -> None:
+    """--ack-topic is for MQTT only and names a topic, not a filter: usage errors (exit 2) before any I/O."""
+    out = subprocess.run(
+        [*EDGEROOT, "device", "simulate", *where, "--id", DEVICE, "--key", "/none", "--ack-topic", ack_topic],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+
+
 # --- the drill: a real broker, a real gateway, a device that frees only on the end-to-end ack ----------
 
 
@@ -306,7 +322,7 @@ def test_device_frees_readings_only_on_end_to_end_acks_while_the_gateway_is_stop
             plant.start()
             # With the gateway up, acks come at once; its broker session now exists to queue for it.
             first = finished(simulate(address, key, 1, 3, "--wait", "30"), 60)
-            assert (first["ack"], first["unacknowledged"], first["resent"]) == (3, 0, 0), first
+            assert (first["ack"], first["nack"], first["unacknowledged"]) == (3, 0, 0), first
             plant.stop()
 
             observer = Observer(*address)
