@@ -136,7 +136,7 @@ class PinnedLog:
                 reason = outcome.reason
                 if isinstance(reason, StaleCheckpoint) and older_ok:
                     return Accepted(verified, moved=False)
-                if isinstance(reason, ProofLengthError | SizeOrderError | FormatError) and proof:
+                if isinstance(reason, ProofLengthError | SizeOrderError | FormatError):
                     raise ProtocolError(f"consistency proof {old}->{new}", str(reason)) from reason
                 raise reason
             if outcome.moved:

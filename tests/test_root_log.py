@@ -24,8 +24,8 @@ from resolver.map_state import MapState
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
 from resolver.tiles import encode_index, parse_tile_path, tile_path, unbundle
-from rootclient.client import Verifier, pin_file
 from rootclient.errors import EquivocationDetected
+from rootclient.pin_file import FilePinStore, pin_file
 from tests.root_harness import RootUnderTest, ServerThread
 
 ORIGIN = "seq.test"
@@ -191,9 +191,8 @@ def test_split_view_is_detected_and_kept_as_evidence(root: RootUnderTest, tmp_pa
     config = tmp_path / "cfg"
     with root.client() as c:
         answer = c.resolve("88.123/ANY")
-        verifier = Verifier(root.policy, root.origin, pin_file(root.origin, config))
-        verifier.verify(c, answer)
-        pinned = verifier.light.size
+        pinned = c.verify_resolution(answer, root.policy, FilePinStore(root.origin, config)).pinned_size
+        pin_before = json.loads(pin_file(root.origin, config).read_text())["pinned"]
         # The node's own keys make a fork: same log, bigger size, unrelated root.
         log_key = NoteKey.parse_skey((root.state / "log.skey").read_text())
         wkey = NoteKey.parse_skey((root.witness_state / "witness.skey").read_text())
@@ -203,10 +202,10 @@ def test_split_view_is_detected_and_kept_as_evidence(root: RootUnderTest, tmp_pa
         receipt = forged["proof"]["receipt"]
         forged["proof"]["receipt"] = receipt.split("\n\n", 1)[0] + "\n\n" + note.to_bytes().decode()
         with pytest.raises(EquivocationDetected) as info:
-            Verifier(root.policy, root.origin, pin_file(root.origin, config)).verify(c, forged)
-    evidence = json.loads(info.value.evidence_file.read_text())
+            c.verify_resolution(forged, root.policy, FilePinStore(root.origin, config))
+    evidence = json.loads(Path(info.value.evidence).read_text())
     assert evidence["reason"] and evidence["conflicting"].startswith(root.origin)
-    assert json.loads(pin_file(root.origin, config).read_text())["pinned"] == verifier.light.state()["pinned"]
+    assert json.loads(pin_file(root.origin, config).read_text())["pinned"] == pin_before
 
 
 def test_two_api_processes_share_one_database_and_fail_over(root: RootUnderTest) -> None:
