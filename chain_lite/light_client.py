@@ -67,7 +67,7 @@ Outcome = Accepted | Rejected | Evidence
 
 
 class LightClient:
-    def __init__(self, policy: Policy, origin: str, pinned: bytes | None = None) -> None:
+    def __init__(self, policy: Policy, origin: str, pinned: bytes | SignedCheckpoint | None = None) -> None:
         """A client trusting ``policy`` for the log ``origin``, resuming from ``pinned`` if given."""
         self.policy = policy
         self.origin = origin
