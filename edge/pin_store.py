@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edge import store
-from rootclient.pinned_log import PinError
+from rootclient.errors import PinError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

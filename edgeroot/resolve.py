@@ -16,9 +16,8 @@ from chain_lite.policy import Policy
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from rootclient.client import RootClient
 from rootclient.codecs import answer_origin
-from rootclient.errors import ClientError, EquivocationDetected, ProtocolError
+from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
 from rootclient.pin_file import FilePinStore, config_dir
-from rootclient.pinned_log import PinError
 from runtime.keyfiles import read_bytes
 
 

@@ -31,6 +31,10 @@ class ProtocolError(RootClientError):
         self.reason = reason
 
 
+class PinError(RootClientError):
+    """The stored pin cannot be used: unreadable, not trusted by the policy, or for another log."""
+
+
 class EquivocationDetected(ClientError):
     """The log showed two signed, inconsistent checkpoints; ``evidence`` says where the proof was saved
     (a file path for the CLI, the gateway store's key for the gateway)."""

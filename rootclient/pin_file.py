@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rootclient.pinned_log import PinError
+from rootclient.errors import PinError
 
 
 def config_dir() -> Path:

@@ -30,11 +30,7 @@ from chain_lite.merkle import leaf_hash
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt
 from chain_lite.resolution import ProvenRecord, ResolutionProof, verify_resolution
-from rootclient.errors import EquivocationDetected, ProtocolError, RootClientError
-
-
-class PinError(RootClientError):
-    """The stored pin cannot be used: unreadable, or pinned for another log."""
+from rootclient.errors import EquivocationDetected, PinError, ProtocolError
 
 
 class PinStore(Protocol):

@@ -16,9 +16,9 @@ from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt
 from edge import store as gateway_store
 from edge.pin_store import SqlitePinStore
-from rootclient.errors import EquivocationDetected, ProtocolError
+from rootclient.errors import EquivocationDetected, PinError, ProtocolError
 from rootclient.pin_file import FilePinStore
-from rootclient.pinned_log import PinError, PinnedLog, PinStore
+from rootclient.pinned_log import PinnedLog, PinStore
 
 from .helpers import ORIGIN, LogBuilder
 
