@@ -40,6 +40,9 @@ TILES_CHECKPOINT = "/log/checkpoint"
 """C2SP tlog-tiles: the checkpoint, and the tiles under :data:`TILE`."""
 TILE = "/log/tile/{path:path}"
 
+WITNESS_ADD_CHECKPOINT = "/add-checkpoint"
+"""C2SP tlog-witness: a witness (``edgeroot witness run``) cosigns a checkpoint posted here."""
+
 HEALTH = "/healthz"
 METRICS = "/metrics"
 PAGE = "/"
