@@ -15,7 +15,7 @@ from chain_lite.errors import ChainError
 from chain_lite.policy import Policy
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from rootclient.client import RootClient
-from rootclient.codecs import answer_origin
+from rootclient.codecs import resolution_from_json
 from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
 from rootclient.pin_file import FilePinStore, config_dir
 from runtime.keyfiles import read_bytes
@@ -58,8 +58,9 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             return report.ok(f"{ident} (unverified)", identifier=ident, values=_values(answer))
         try:
             policy = Policy.parse(read_bytes(args.policy, "policy"))
-            store = FilePinStore(answer_origin(answer), args.config_dir)
-            result = client.verify_resolution(answer, policy, store, as_of=args.at is not None)
+            proof = resolution_from_json(answer)
+            store = FilePinStore(proof.receipt.checkpoint.checkpoint.origin, args.config_dir)
+            result = client.verify_resolution(proof, policy, store, as_of=args.at is not None)
         except EquivocationDetected as exc:
             return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=exc.evidence)
         except (ChainError, ProtocolError, PinError) as exc:

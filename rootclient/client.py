@@ -22,6 +22,7 @@ import httpx
 
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.policy import Policy
+from chain_lite.resolution import ResolutionProof
 from rootclient import codecs, routes
 from rootclient.errors import ClientError, ProtocolError
 from rootclient.pinned_log import PinnedLog, PinStore, Verified
@@ -198,12 +199,11 @@ class RootClient:
         return self.run(self.aio.block(block_id))
 
     def verify_resolution(
-        self, answer: object, policy: Policy, store: PinStore, *, as_of: bool = False
+        self, proof: ResolutionProof, policy: Policy, store: PinStore, *, as_of: bool = False
     ) -> Verified:
-        """Verify a ``/v1/resolve`` answer with the pinned log kept in ``store`` (see
-        :class:`rootclient.pinned_log.PinnedLog`); the pin moves forward when the answer is newer.
-        An answer older than the pin is refused (:class:`chain_lite.errors.StaleCheckpoint`)."""
-        proof = codecs.resolution_from_json(answer)
+        """Verify a decoded ``/v1/resolve`` proof (:func:`codecs.resolution_from_json`) with the pinned
+        log kept in ``store`` (see :class:`rootclient.pinned_log.PinnedLog`); the pin moves forward
+        when the answer is newer. An answer older than the pin is refused (``StaleCheckpoint``)."""
         origin = proof.receipt.checkpoint.checkpoint.origin
 
         async def verify() -> Verified:

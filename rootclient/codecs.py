@@ -155,11 +155,6 @@ def resolution_from_json(answer: object) -> ResolutionProof:
     return proof_from_json(identifier, _field(obj, "proof", "resolution answer"))
 
 
-def answer_origin(answer: object) -> str:
-    """The log origin a resolution answer's receipt names (to choose the pin before verifying)."""
-    return resolution_from_json(answer).receipt.checkpoint.checkpoint.origin
-
-
 # --- log proofs -----------------------------------------------------------------------------------------
 
 
