@@ -7,8 +7,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
+from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import StaleCheckpoint, UnverifiedCheckpoint
 from chain_lite.light_client import LightClient
@@ -16,6 +18,8 @@ from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt
 from edge import store as gateway_store
 from edge.pin_store import SqlitePinStore
+from rootclient import routes
+from rootclient.client import AsyncRootClient
 from rootclient.errors import EquivocationDetected, PinError, ProtocolError
 from rootclient.pin_file import FilePinStore
 from rootclient.pinned_log import PinnedLog, PinStore
@@ -232,3 +236,37 @@ def test_a_stored_pin_the_policy_does_not_trust_is_refused(
     run(pins.save_pin({"origin": ORIGIN, "pinned": 5}))
     with pytest.raises(PinError):
         run(PinnedLog.open(log.policy(), ORIGIN, FakeRoot(log), pins))
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize(
+    "bad_hash", ["not base64!", b64.encode(b"\x11" * 31)], ids=["bad-base64", "31-bytes"]
+)
+def test_a_proof_hash_the_codec_refuses_over_http_is_never_evidence(
+    kind: str, bad_hash: str, log: LogBuilder, tmp_path: Path
+) -> None:
+    """The root's consistency answer with one undecodable hash: ProtocolError from the client for both
+    stores (the gateway once read it as empty bytes and could have stored evidence)."""
+    pins = make_store(kind, tmp_path)
+    log_at_10 = log.checkpoint()
+    log.add(6)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == routes.CONSISTENCY
+        proof = [b64.encode(h) for h in log.tree.consistency_proof(10, 16)]
+        return httpx.Response(200, json={"old": 10, "new": 16, "proof": [*proof[:-1], bad_hash]})
+
+    async def scenario() -> None:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://root.invalid")
+        async with AsyncRootClient("http://root.invalid", http=http) as root:
+            pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
+            await pinned.accept(signed(log_at_10), older_ok=False)
+            with pytest.raises(ProtocolError):
+                await pinned.accept(signed(log.checkpoint()), older_ok=False)
+            assert pinned.size == 10
+
+    run(scenario())
+    if isinstance(pins, SqlitePinStore):
+        assert not run(pins.has_evidence())
+    else:
+        assert not (tmp_path / "evidence").exists()
