@@ -346,7 +346,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             metrics.sequencing.set(1 if role.name == "sequencing" else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get(routes.PAGE, response_class=HTMLResponse, include_in_schema=False)
+    @app.get(routes.WEB_PAGE, response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse(PAGE.replace("{{origin}}", node.origin))
 

@@ -45,7 +45,8 @@ WITNESS_ADD_CHECKPOINT = "/add-checkpoint"
 
 HEALTH = "/healthz"
 METRICS = "/metrics"
-PAGE = "/"
+WEB_PAGE = "/"
+"""The human page (a small resolver form)."""
 
 
 def quote_identifier(identifier: str) -> str:

@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 
 from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.receipt import Receipt
+from resolver.api import create_app
+from resolver.reads import RootNode
 from rootclient import codecs, routes
 from rootclient.client import AsyncRootClient
 from rootclient.errors import ClientError, ProtocolError, RootClientError
@@ -255,3 +258,15 @@ def test_routes_build_the_paths_the_server_declares() -> None:
     assert routes.RESOLVE == routes.RESOLVE_PREFIX + "{identifier:path}"
     assert routes.HANDLE == routes.HANDLE_PREFIX + "{handle:path}"
     assert routes.HISTORY == routes.HISTORY_PREFIX + "{identifier:path}"
+
+
+def test_the_root_app_serves_exactly_the_routes_rootclient_names() -> None:
+    """Every route of the root's API comes from rootclient.routes, and every root route there is served."""
+    app = create_app(cast(RootNode, None))  # routes are declared without touching the node
+    served = {r.path for r in app.routes if isinstance(r, APIRoute)}
+    declared = {
+        routes.HANDLE, routes.RESOLVE, routes.HISTORY, routes.REGISTRY, routes.GATEWAY_BLOCKS, routes.BLOCK,
+        routes.GATEWAY_HEAD, routes.CHECKPOINT, routes.CONSISTENCY, routes.INCLUSION, routes.TILES_CHECKPOINT,
+        routes.TILE, routes.HEALTH, routes.METRICS, routes.WEB_PAGE,
+    }  # fmt: skip
+    assert served == declared
