@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chain_lite import b64
+from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import (
     ChainError,
     FormatError,
@@ -66,7 +67,7 @@ Outcome = Accepted | Rejected | Evidence
 
 
 class LightClient:
-    def __init__(self, policy: Policy, origin: str, pinned: bytes | None = None) -> None:
+    def __init__(self, policy: Policy, origin: str, pinned: bytes | SignedCheckpoint | None = None) -> None:
         """A client trusting ``policy`` for the log ``origin``, resuming from ``pinned`` if given."""
         self.policy = policy
         self.origin = origin
@@ -86,13 +87,21 @@ class LightClient:
         if len(self._known) > MAX_REMEMBERED:
             del self._known[min(self._known)]
 
-    def update(self, signed_checkpoint: bytes, proof: Sequence[bytes]) -> Outcome:  # noqa: PLR0911 (one return per verdict)
-        """Consider a new checkpoint with a consistency proof from the pinned one."""
+    def update(self, signed_checkpoint: bytes | SignedCheckpoint, proof: Sequence[bytes]) -> Outcome:
+        """Consider a new checkpoint with a consistency proof from the pinned one: verify its signatures
+        under the policy, then :meth:`advance`."""
         try:
             new = self.policy.verify_checkpoint(signed_checkpoint, self.origin)
         except ChainError as exc:
             return Rejected(exc)
+        return self.advance(new, proof)
+
+    def advance(self, new: VerifiedCheckpoint, proof: Sequence[bytes]) -> Outcome:  # noqa: PLR0911 (one return per verdict)
+        """Consider a checkpoint the caller has already verified under this client's policy (so its
+        signatures are checked once), with a consistency proof from the pinned one."""
         cp = new.checkpoint
+        if cp.origin != self.origin:
+            return Rejected(OriginMismatch(self.origin, cp.origin))
         if self.pinned is None:
             if proof:
                 return Rejected(ProofLengthError(0, len(proof)))
@@ -122,17 +131,28 @@ class LightClient:
         return Accepted(new, moved=True)
 
     def verify_receipt(
-        self, receipt: Receipt | bytes, leaf: bytes, *, is_hash: bool = True
+        self,
+        receipt: Receipt | bytes,
+        leaf: bytes,
+        *,
+        is_hash: bool = True,
+        verified: VerifiedCheckpoint | None = None,
     ) -> VerifiedCheckpoint:
-        """Verify a receipt whose checkpoint this client has already verified (pinned or earlier)."""
+        """Verify a receipt whose checkpoint this client has already verified (pinned or earlier).
+
+        ``verified`` is the receipt's own checkpoint when the caller has just verified it (e.g. by
+        :meth:`advance`); without it the receipt's copy of the note has its signatures checked here.
+        """
         r = receipt if isinstance(receipt, Receipt) else Receipt.parse(receipt)
         cp = r.checkpoint.checkpoint
         if cp.origin != self.origin:
             raise OriginMismatch(self.origin, cp.origin)
         if self._known.get(cp.size) != cp.root:
             raise UnverifiedCheckpoint(cp.size, cp.root)
-        # Signatures are checked again: the receipt carries its own copy of the note.
-        verified = self.policy.verify_checkpoint(r.checkpoint, self.origin)
+        if verified is None:
+            verified = self.policy.verify_checkpoint(r.checkpoint, self.origin)
+        elif verified.checkpoint != cp:
+            raise FormatError("receipt", "the receipt's checkpoint is not the verified checkpoint")
         check_inclusion(r, leaf if is_hash else leaf_hash(leaf), verified)
         return verified
 

@@ -19,8 +19,6 @@ import os
 import signal
 from pathlib import Path
 
-import httpx
-
 from chain_lite.cose import CoseSigner
 from chain_lite.errors import ChainError
 from chain_lite.keys import load_private_pem, load_public_pem, public_der
@@ -31,11 +29,13 @@ from edge.connectors import PLUGINS, Connector
 from edge.errors import ConfigError
 from edge.ingest import Ingest
 from edge.local_api import LocalApi, LocalHttp
-from edge.pin_store import PinnedLog
+from edge.pin_store import SqlitePinStore
 from edge.registry_cache import RegistryCache
 from edge.status import GatewayStatus
 from edge.sync import Syncer
 from edge.writer import Writer
+from rootclient.client import AsyncRootClient
+from rootclient.pinned_log import PinnedLog
 from runtime.sdnotify import Notifier, reloading
 
 log = logging.getLogger(__name__)
@@ -134,13 +134,15 @@ class Gateway:
         loop.add_signal_handler(signal.SIGHUP, self.reload_event.set)
         await self.ingest.open()
         await self.ingest.call(self.writer.prune)
-        async with httpx.AsyncClient(base_url=self.cfg.root, timeout=15.0) as http:
-            pinned = PinnedLog(self.cfg.db, http, self.policy)
-            await pinned.load()
-            self.registry = RegistryCache(pinned)
+        async with AsyncRootClient(self.cfg.root, timeout=15.0) as root:
+            pins = SqlitePinStore(self.cfg.db)
+            pinned = await PinnedLog.open(self.policy, self.policy.logs[0].verifier.name, root, pins)
+            self.registry = RegistryCache(root, pinned, pins)
             self.ingest.on_unknown_signer = self._fetch_key
             self.syncer = Syncer(
+                root,
                 pinned,
+                pins,
                 mode=self.cfg.mode,
                 batch=self.cfg.sync_batch,
                 interval_s=self.cfg.sync_interval_s,

@@ -18,14 +18,13 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
-import httpx
-
 from chain_lite.errors import ChainError
 from chain_lite.keys import public_der
-from chain_lite.resolution import verify_resolution
-from edge.errors import SyncError
-from edge.pin_store import PinnedLog
-from rootclient.client import proof_from_json, quote_identifier
+from edge.pin_store import SqlitePinStore
+from rootclient.client import AsyncRootClient
+from rootclient.codecs import proof_from_json
+from rootclient.errors import RootClientError
+from rootclient.pinned_log import PinnedLog
 
 log = logging.getLogger(__name__)
 REFRESH_S = 3600.0
@@ -34,8 +33,12 @@ RETRY_UNKNOWN_S = 30.0
 
 
 class RegistryCache:
-    def __init__(self, pinned: PinnedLog, *, refresh_s: float = REFRESH_S) -> None:
+    def __init__(
+        self, root: AsyncRootClient, pinned: PinnedLog, pins: SqlitePinStore, *, refresh_s: float = REFRESH_S
+    ) -> None:
+        self.root = root
         self.pinned = pinned
+        self.pins = pins
         self.refresh_s = refresh_s
         self._inflight: dict[str, asyncio.Future[bool]] = {}
         self._failed_until: dict[str, float] = {}
@@ -53,7 +56,7 @@ class RegistryCache:
         self._inflight[identifier] = future
         try:
             result = await self._fetch(identifier)
-        except (httpx.HTTPError, SyncError, ChainError, ValueError, KeyError) as exc:
+        except (RootClientError, ChainError) as exc:
             log.warning("registry lookup of %s failed: %s", identifier, exc)
             result = False
         finally:
@@ -64,15 +67,11 @@ class RegistryCache:
         return result
 
     async def _fetch(self, identifier: str) -> bool:
-        response = await self.pinned.http.get(f"/v1/resolve/{quote_identifier(identifier)}")
-        if response.status_code != 200:
-            raise SyncError(f"root answered {response.status_code}")
-        answer = response.json()
-        proof = proof_from_json(identifier, answer["proof"])
-        verified = await self.pinned.accept(proof.receipt.checkpoint)
-        if verified is None:  # an answer older than our pin: its checkpoint was verified before
-            verified = self.pinned.policy.verify_checkpoint(proof.receipt.checkpoint)
-        proven = verify_resolution(proof, verified)
+        answer = await self.root.resolve(identifier)
+        proof = proof_from_json(identifier, answer.get("proof"))
+        # older_ok: the syncer moves the same pin concurrently, so an answer made just before the pin
+        # moved carries an older (still verified) checkpoint; revocations are caught by refresh_loop.
+        proven = (await self.pinned.verify_resolution(proof, older_ok=True)).proven
         key = None if proven.record is None else proven.record.signing_key()
         now = time.time_ns() // 1_000_000
         text = json.dumps(answer)
@@ -95,7 +94,7 @@ class RegistryCache:
                     (proven.identifier, public_der(key), now),
                 )
 
-        await self.pinned.db(save)
+        await self.pins.db(save)
         if key is None:
             log.warning("%s has no key in the registry (proven as of log size %d)", identifier, proven.epoch)
         else:
@@ -111,7 +110,7 @@ class RegistryCache:
                 await asyncio.wait_for(stop.wait(), self.refresh_s)
             if stop.is_set():
                 return
-            rows = await self.pinned.db(
+            rows = await self.pins.db(
                 lambda c: c.execute("SELECT identifier FROM devices WHERE origin = 'registry'").fetchall()
             )
             for (identifier,) in rows:

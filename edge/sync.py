@@ -19,15 +19,14 @@ import logging
 import random
 import sqlite3
 
-import httpx
-
 from chain_lite.block import parse_block
 from chain_lite.errors import ChainError
 from chain_lite.log_leaf import block_leaf
-from chain_lite.receipt import Receipt
 from edge.errors import SyncError
-from edge.pin_store import EquivocationError, PinnedLog
-from rootclient.client import block_batch
+from edge.pin_store import SqlitePinStore
+from rootclient.client import AsyncRootClient
+from rootclient.errors import EquivocationDetected, RootClientError
+from rootclient.pinned_log import PinnedLog
 
 log = logging.getLogger(__name__)
 BACKOFF_MIN_S = 1.0
@@ -37,7 +36,9 @@ BACKOFF_MAX_S = 60.0
 class Syncer:
     def __init__(
         self,
+        root: AsyncRootClient,
         pinned: PinnedLog,
+        pins: SqlitePinStore,
         *,
         mode: str = "replicate",
         batch: int = 64,
@@ -45,9 +46,10 @@ class Syncer:
         max_blocks_per_s: float = 200.0,
         max_request_bytes: int = 900 * 1024,
     ) -> None:
+        self.root = root
         self.pinned = pinned
-        self.http = pinned.http
-        self._db = pinned.db
+        self.pins = pins
+        self._db = pins.db
         self.mode = mode
         self.batch = batch
         self.interval_s = interval_s
@@ -61,7 +63,7 @@ class Syncer:
     async def run(self, stop: asyncio.Event) -> None:
         backoff = BACKOFF_MIN_S
         while not stop.is_set():
-            if await self.pinned.has_evidence():
+            if await self.pins.has_evidence():
                 self.state = "stopped: equivocation evidence"
                 await _sleep(stop, 30)
                 continue
@@ -69,7 +71,7 @@ class Syncer:
                 pushed = await self.push()
                 anchored = await self.fetch_receipts()
             except Exception as exc:  # a sync failure of any kind is retried, never fatal
-                if not isinstance(exc, httpx.HTTPError | SyncError | ChainError):
+                if not isinstance(exc, RootClientError | SyncError | ChainError):
                     log.exception("unexpected sync failure; backing off")
                 elif self.state != "backing off":
                     log.warning("sync with the root failed, backing off: %s", exc)
@@ -114,14 +116,8 @@ class Syncer:
         blocks = await self._db(pending)
         if not blocks:
             return 0
-        response = await self.http.post(
-            "/v1/gateways/blocks", json=block_batch([(raw, body) for _, raw, body in blocks])
-        )
-        try:
-            answer = response.json()
-        except ValueError as exc:
-            raise SyncError(f"root answered {response.status_code} without JSON") from exc
-        accepted = {bytes.fromhex(a["block_id"]) for a in answer.get("accepted", [])}
+        answer = await self.root.submit_blocks([(raw, body) for _, raw, body in blocks])
+        accepted = {a.block_id for a in answer.accepted}
         heights = [h for h, raw, _ in blocks if _block_id(raw) in accepted]
 
         def mark(c: sqlite3.Connection) -> None:
@@ -131,13 +127,19 @@ class Syncer:
             )
 
         await self._db(mark)
-        if response.status_code == 409:
+        if answer.status == 409:
             reason = "the root holds a different block at one of our heights"
-            await self.pinned.record_evidence({"reason": reason, "answer": answer})
-            raise EquivocationError(str(answer.get("message")))
-        if response.status_code != 200:
+            where = await self.pins.save_evidence(
+                {
+                    "reason": reason,
+                    "message": answer.message,
+                    "accepted": [a.block_id.hex() for a in answer.accepted],
+                }
+            )
+            raise EquivocationDetected(str(answer.message), where)
+        if answer.status != 200:
             refused = blocks[len(heights)][0]
-            raise SyncError(f"root refused block {refused}: {response.status_code} {answer.get('message')}")
+            raise SyncError(f"root refused block {refused}: {answer.status} {answer.message}")
         return len(heights)
 
     async def fetch_receipts(self) -> int:
@@ -149,20 +151,21 @@ class Syncer:
         )
         anchored = 0
         for height, block_id, raw in rows:
-            response = await self.http.get(f"/v1/blocks/{bytes(block_id).hex()}")
-            if response.status_code != 200:
-                raise SyncError(f"block {height}: root answered {response.status_code}")
-            text = response.json().get("receipt")
-            if text is None:
+            info = await self.root.block(bytes(block_id))
+            if info.receipt is None or info.receipt_text is None:
                 break  # not sequenced yet; later blocks cannot be either
-            receipt = Receipt.parse(text.encode())
-            await self.pinned.accept(receipt.checkpoint)
-            self.pinned.client.verify_receipt(receipt, block_leaf(bytes(raw)), is_hash=False)
+            # The receipt was parsed once by the codec; its checkpoint is verified once by the pin.
+            await self.pinned.verify_receipt(info.receipt, block_leaf(bytes(raw)))
 
-            def mark(c: sqlite3.Connection, h: int = height, r: Receipt = receipt, t: str = text) -> None:
+            def mark(
+                c: sqlite3.Connection,
+                h: int = height,
+                i: int = info.receipt.index,
+                t: str = info.receipt_text,
+            ) -> None:
                 c.execute(
                     "UPDATE blocks SET state = 'anchored', log_index = ?, receipt = ? WHERE height = ?",
-                    (r.index, t, h),
+                    (i, t, h),
                 )
 
             await self._db(mark)

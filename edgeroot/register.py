@@ -27,7 +27,7 @@ from chain_lite.registry import (
 )
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from rootclient.client import RootClient
-from rootclient.errors import ClientError
+from rootclient.errors import ClientError, ProtocolError
 from runtime.keyfiles import load_private_key, load_public_key
 
 KINDS = ("prefix", "id", "device", "gateway")
@@ -96,12 +96,19 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
         signer = CoseSigner(kid, load_private_key(args.key))
         with RootClient(args.root) as client:
             request = build_write(
-                client.origin(), op, target, values, timestamp_ms=time.time_ns() // 1_000_000,
-                    nonce=os.urandom(16))
+                client.origin(),
+                op,
+                target,
+                values,
+                timestamp_ms=time.time_ns() // 1_000_000,
+                nonce=os.urandom(16),
+            )
             signed = sign_write(request, signer)
             answer = client.write(signed.raw)
     except ChainError as exc:
         raise CommandFailed(str(exc)) from exc
     except ClientError as exc:
         return report.invalid(f"{op} {args.name} refused: {exc.message}", responseCode=exc.handle_code)
-    return report.ok(f"{op} {answer['handle']} accepted", request_id=answer["request_id"], admin=kid)
+    except ProtocolError as exc:
+        raise CommandFailed(f"{args.root} answered out of protocol: {exc}") from exc
+    return report.ok(f"{op} {answer.handle} accepted", request_id=answer.request_id, admin=kid)

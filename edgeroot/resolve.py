@@ -1,7 +1,8 @@
 """``edgeroot resolve ID --root URL [--verify --policy FILE]``: look up an identifier, with proof.
 
 Without ``--verify`` it shows what the node says. With it, it checks the answer against the trust
-policy and the pinned checkpoint (see :mod:`rootclient.client`) and says exactly what was proven.
+policy and the pinned checkpoint (see :mod:`rootclient.pinned_log`; the pin is a file, see
+:mod:`rootclient.pin_file`) and says exactly what was proven.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 from chain_lite.errors import ChainError
 from chain_lite.policy import Policy
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
-from rootclient.client import RootClient, Verifier, config_dir, pin_file
-from rootclient.errors import ClientError, EquivocationDetected
+from rootclient.client import RootClient
+from rootclient.codecs import resolution_from_json
+from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
+from rootclient.pin_file import FilePinStore, config_dir
 from runtime.keyfiles import read_bytes
 
 
@@ -46,6 +49,8 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             if exc.status in (400, 404):
                 return report.invalid(exc.message, responseCode=exc.handle_code)
             raise CommandFailed(exc.message) from exc
+        except ProtocolError as exc:
+            raise CommandFailed(f"{args.root} answered out of protocol: {exc}") from exc
         ident = answer.get("identifier", args.identifier)
         if not args.verify:
             if not answer.get("found"):
@@ -53,12 +58,12 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             return report.ok(f"{ident} (unverified)", identifier=ident, values=_values(answer))
         try:
             policy = Policy.parse(read_bytes(args.policy, "policy"))
-            origin = answer["proof"]["receipt"].split("\n\n", 1)[1].split("\n", 1)[0]
-            verifier = Verifier(policy, origin, pin_file(origin, args.config_dir))
-            result = verifier.verify(client, answer, as_of=args.at is not None)
+            proof = resolution_from_json(answer)
+            store = FilePinStore(proof.receipt.checkpoint.checkpoint.origin, args.config_dir)
+            result = client.verify_resolution(proof, policy, store, as_of=args.at is not None)
         except EquivocationDetected as exc:
-            return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=str(exc.evidence_file))
-        except (ChainError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=exc.evidence)
+        except (ChainError, ProtocolError, PinError) as exc:
             return report.invalid(f"answer for {ident} does NOT verify: {exc}", identifier=ident)
         except ClientError as exc:
             raise CommandFailed(exc.message) from exc

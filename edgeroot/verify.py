@@ -117,7 +117,7 @@ def run_consistency(args: argparse.Namespace, report: Reporter) -> int:
     proof = read_proof_file(args.proof)
     try:
         old = SignedCheckpoint.parse(read_bytes(args.old, "checkpoint"))
-        client = LightClient(policy, old.checkpoint.origin, old.to_bytes())
+        client = LightClient(policy, old.checkpoint.origin, old)
     except ChainError as exc:
         return report.invalid(f"{args.old}: {exc}")
     outcome = client.update(read_bytes(args.new, "checkpoint"), proof)

@@ -7,13 +7,9 @@ read in full. Database work runs in the thread pool (sync endpoints, or ``run_in
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import datetime as dt
 import json
 import logging
-from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
@@ -25,13 +21,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chain_lite import b64
-from chain_lite.registry import Value
 from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, TooLarge
 from resolver.metrics import RootMetrics
 from resolver.reads import Resolution, RootNode
 from resolver.tiles import parse_tile_path
 from resolver.web import PAGE
+from rootclient import codecs, routes
+from rootclient.codecs import handle_value
+from rootclient.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 HANDLE_OK = 1
@@ -39,30 +36,18 @@ HANDLE_VALUES_NOT_FOUND = 200
 
 
 def _error(status: int, code: int, message: str) -> JSONResponse:
-    return JSONResponse({"responseCode": code, "message": message}, status_code=status)
-
-
-def handle_value(v: Value) -> dict[str, Any]:
-    """One value in the Handle REST API's JSON shape."""
-    stamp = dt.datetime.fromtimestamp(v.timestamp_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "index": v.index,
-        "type": v.type,
-        "data": {"format": v.format, "value": v.value},
-        "ttl": v.ttl,
-        "timestamp": stamp,
-    }
+    return JSONResponse(codecs.error_json(code, message), status_code=status)
 
 
 def proof_json(res: Resolution) -> dict[str, Any]:
     p = res.proof
-    return {
-        "epoch": res.epoch,
-        "record": None if p.record is None else b64.encode(p.record),
-        "map_proof": b64.encode(p.map_proof),
-        "map_head": res.map_head_b64,
-        "receipt": res.receipt_text,
-    }
+    return codecs.proof_json(
+        epoch=res.epoch,
+        record=p.record,
+        map_proof=p.map_proof,
+        map_head_b64=res.map_head_b64,
+        receipt_text=res.receipt_text,
+    )
 
 
 def _raw_path_part(request: Request, prefix: str) -> str:
@@ -92,40 +77,6 @@ async def _body(request: Request, cap: int) -> bytes:
             raise TooLarge(f"request body exceeds the {cap}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _unb64(text: object, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise BadRequest(f"{what} must be a base64 string")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise BadRequest(f"{what} is not valid base64") from exc
-
-
-def parse_block_batch(payload: object) -> list[tuple[bytes, Sequence[bytes] | None]]:
-    """``{"mode": "anchor"|"replicate", "blocks": [{"block": b64, "body": [b64, ...]}]}``."""
-    if not isinstance(payload, dict):
-        raise BadRequest("body must be a JSON object")
-    mode = payload.get("mode", "anchor")
-    if mode not in ("anchor", "replicate"):
-        raise BadRequest("mode must be 'anchor' or 'replicate'")
-    items = payload.get("blocks")
-    if not isinstance(items, list) or not items:
-        raise BadRequest("blocks must be a non-empty list")
-    out: list[tuple[bytes, Sequence[bytes] | None]] = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise BadRequest(f"blocks[{i}] must be an object")
-        raw = _unb64(item.get("block"), f"blocks[{i}].block")
-        body = None
-        if mode == "replicate":
-            readings = item.get("body")
-            if not isinstance(readings, list):
-                raise BadRequest(f"blocks[{i}].body must be a list of base64 envelopes in replicate mode")
-            body = [_unb64(r, f"blocks[{i}].body[{j}]") for j, r in enumerate(readings)]
-        out.append((raw, body))
-    return out
 
 
 class BodyCap:
@@ -197,7 +148,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
 
     # --- Handle-compatible -------------------------------------------------------------------------------
 
-    @app.get("/api/handles/{handle:path}", tags=["handle"])
+    @app.get(routes.HANDLE, tags=["handle"])
     async def get_handle(
         request: Request,
         handle: str,
@@ -207,7 +158,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     ) -> JSONResponse:
         """Resolve a handle exactly as the Handle REST API does; ``proof=true`` adds a ``proof`` key."""
         del handle  # re-read from the raw path: percent-decoding must be strict
-        text = _raw_path_part(request, "/api/handles/")
+        text = _raw_path_part(request, routes.HANDLE_PREFIX)
         res = await _resolve(text, None)
         if res.record is None:
             body: dict[str, Any] = {
@@ -238,11 +189,11 @@ def create_app(  # noqa: PLR0915 (one closure per route)
 
     # --- native /v1 --------------------------------------------------------------------------------------
 
-    @app.get("/v1/resolve/{identifier:path}", tags=["resolve"])
+    @app.get(routes.RESOLVE, tags=["resolve"])
     async def resolve(request: Request, identifier: str, at: int | None = None) -> Response:
         """The current record (or its absence) with a map proof and a receipt; ``at=N``: as of log size N."""
         del identifier
-        text = _raw_path_part(request, "/v1/resolve/")
+        text = _raw_path_part(request, routes.RESOLVE_PREFIX)
         if at is not None and at < 1:
             raise BadRequest("at must be a log size of at least 1")
         res = await _resolve(text, at)
@@ -261,11 +212,11 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             return node.resolve(text)
         return await run_in_threadpool(node.resolve, text, at)
 
-    @app.get("/v1/history/{identifier:path}", tags=["resolve"])
+    @app.get(routes.HISTORY, tags=["resolve"])
     def history(request: Request, identifier: str) -> dict[str, Any]:
         """Every logged change of an identifier, with its log index."""
         del identifier
-        text = _raw_path_part(request, "/v1/history/")
+        text = _raw_path_part(request, routes.HISTORY_PREFIX)
         changes = node.history(text)
         return {
             "identifier": node.canonical(text),
@@ -279,7 +230,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             ],
         }
 
-    @app.post("/v1/registry", status_code=201, tags=["registry"])
+    @app.post(routes.REGISTRY, status_code=201, tags=["registry"])
     async def write(request: Request) -> dict[str, Any]:
         """Apply one signed write request (a COSE_Sign1 body, ``application/cose``)."""
         raw = await _body(request, max_body)
@@ -292,7 +243,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             "request_id": accepted.request_id.hex(),
         }
 
-    @app.post("/v1/gateways/blocks", tags=["gateways"])
+    @app.post(routes.GATEWAY_BLOCKS, tags=["gateways"])
     async def submit_blocks(request: Request) -> JSONResponse:
         """Submit a gateway's signed blocks in order (bodies too in replicate mode)."""
         raw = await _body(request, max_body)
@@ -300,15 +251,15 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             payload = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"body is not JSON: {exc}") from exc
-        batch = parse_block_batch(payload)
+        try:
+            batch = codecs.block_batch_from_json(payload)
+        except ProtocolError as exc:
+            raise BadRequest(str(exc)) from exc
         results, error = await run_in_threadpool(node.submit_blocks, batch)
         metrics.blocks.inc(sum(1 for r in results if not r.duplicate))
-        body: dict[str, Any] = {
-            "accepted": [
-                {"block_id": r.block_id.hex(), "height": r.height, "duplicate": r.duplicate} for r in results
-            ],
-            "responseCode": HANDLE_OK,
-        }
+        body = codecs.blocks_answer_json(
+            codecs.AcceptedBlock(r.block_id, r.height, r.duplicate) for r in results
+        )
         status = 200
         if error is not None:
             assert isinstance(error, ResolverError)
@@ -317,7 +268,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             status = error.status
         return JSONResponse(body, status_code=status)
 
-    @app.get("/v1/blocks/{block_id}", tags=["gateways"])
+    @app.get(routes.BLOCK, tags=["gateways"])
     def block(block_id: str) -> dict[str, Any]:
         """An accepted block's log index and receipt (``receipt`` is null until it is sequenced)."""
         try:
@@ -325,52 +276,41 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         except ValueError as exc:
             raise BadRequest("block id must be hex") from exc
         gateway, height, idx, receipt = node.block(bid)
-        return {
-            "block_id": block_id.lower(),
-            "gateway": gateway,
-            "height": height,
-            "log_index": idx,
-            "receipt": None if receipt is None else receipt.to_bytes().decode(),
-        }
+        return codecs.block_info_json(bid, gateway, height, idx, receipt)
 
-    @app.get("/v1/gateways/{gateway:path}/head", tags=["gateways"])
+    @app.get(routes.GATEWAY_HEAD, tags=["gateways"])
     def gateway_head(request: Request, gateway: str) -> dict[str, Any]:
         """The highest accepted block of a gateway."""
         del gateway
-        text = _raw_path_part(request, "/v1/gateways/").removesuffix("/head")
+        text = _raw_path_part(request, routes.GATEWAY_PREFIX).removesuffix(routes.GATEWAY_HEAD_SUFFIX)
         head = node.gateway_head(node.canonical(text))
         if head is None:
             raise NotFound(f"no block of gateway {text} has been accepted")
         return {"gateway": node.canonical(text), "height": head[0], "block_id": head[1].hex()}
 
-    @app.get("/v1/checkpoint", response_class=PlainTextResponse, tags=["log"])
+    @app.get(routes.CHECKPOINT, response_class=PlainTextResponse, tags=["log"])
     def checkpoint() -> PlainTextResponse:
         """The latest published checkpoint (C2SP signed note with cosignatures)."""
         return PlainTextResponse(node.published().checkpoint.to_bytes())
 
-    @app.get("/v1/proof/consistency", tags=["log"])
+    @app.get(routes.CONSISTENCY, tags=["log"])
     def consistency(old: int, new: int) -> dict[str, Any]:
         """RFC 9162 consistency proof between two published tree sizes."""
-        return {"old": old, "new": new, "proof": [b64.encode(h) for h in node.consistency(old, new)]}
+        return codecs.consistency_json(old, new, node.consistency(old, new))
 
-    @app.get("/v1/proof/inclusion", tags=["log"])
+    @app.get(routes.INCLUSION, tags=["log"])
     def inclusion(index: int, size: int) -> dict[str, Any]:
         """RFC 9162 inclusion proof of a leaf, with the leaf's bytes."""
         proof = node.inclusion(index, size)
-        return {
-            "index": index,
-            "size": size,
-            "leaf": b64.encode(node.leaf(index)),
-            "proof": [b64.encode(h) for h in proof],
-        }
+        return codecs.inclusion_json(index, size, node.leaf(index), proof)
 
     # --- C2SP tlog-tiles ---------------------------------------------------------------------------------
 
-    @app.get("/log/checkpoint", response_class=PlainTextResponse, tags=["tiles"])
+    @app.get(routes.TILES_CHECKPOINT, response_class=PlainTextResponse, tags=["tiles"])
     def tiles_checkpoint() -> PlainTextResponse:
         return PlainTextResponse(node.published().checkpoint.to_bytes())
 
-    @app.get("/log/tile/{path:path}", tags=["tiles"])
+    @app.get(routes.TILE, tags=["tiles"])
     def tile(path: str) -> Response:
         parsed = parse_tile_path(path)
         if parsed is None:
@@ -382,7 +322,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             headers={"Cache-Control": "max-age=31536000, immutable"},
         )
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get(routes.HEALTH, tags=["operations"])
     def healthz() -> dict[str, Any]:
         """200 once the node serves a published checkpoint (503 before), with its size and problems."""
         size = node.published().checkpoint.checkpoint.size
@@ -397,7 +337,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         ]
         return answer
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    @app.get(routes.METRICS, tags=["operations"], response_class=PlainTextResponse)
     def prometheus() -> Response:
         """Prometheus text exposition."""
         with contextlib.suppress(ResolverError):
@@ -406,7 +346,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             metrics.sequencing.set(1 if role.name == "sequencing" else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get(routes.WEB_PAGE, response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse(PAGE.replace("{{origin}}", node.origin))
 

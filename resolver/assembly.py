@@ -42,6 +42,7 @@ from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
 from resolver.witness_server import MAX_BODY, SIZE_CONTENT_TYPE, WitnessState
 from resolver.witness_server import Witness as WitnessService
+from rootclient import routes
 from runtime.keyfiles import write_private
 from runtime.ratelimit import RateLimitedLog
 
@@ -321,7 +322,7 @@ def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
 
     app.state.hooks = Hooks(status, reload)
 
-    @app.post("/add-checkpoint", response_class=PlainTextResponse)
+    @app.post(routes.WITNESS_ADD_CHECKPOINT, response_class=PlainTextResponse)
     async def add_checkpoint(request: Request) -> Response:
         """C2SP tlog-witness add-checkpoint."""
         body = b""

@@ -26,6 +26,7 @@ from resolver.db import Database
 from resolver.log_store import checkpoint_at, consistency
 from resolver.metrics import RootMetrics
 from resolver.witness_server import SIZE_CONTENT_TYPE
+from rootclient import routes
 
 log = logging.getLogger(__name__)
 WITNESS_TIMEOUT_S = 5.0
@@ -125,7 +126,7 @@ class Cosigner:
                 log.warning("witness %s has size %d, above checkpoint %d", witness.name, old, size)
                 return []
             response = await self.client.post(
-                f"{witness.url}/add-checkpoint",
+                witness.url + routes.WITNESS_ADD_CHECKPOINT,
                 content=self._body(old, checkpoint),
                 timeout=WITNESS_TIMEOUT_S,
             )

@@ -1,62 +1,169 @@
-"""The resolution client: talk to a root node over HTTP and verify its answers as a light client.
+"""The root node's HTTP client: one async implementation, and a small synchronous face for the CLI.
 
-Verification (``--verify``) trusts only a C2SP tlog-policy and a pinned checkpoint kept in the user's
-config directory (``$EDGEROOT_CONFIG_DIR`` or ``$XDG_CONFIG_HOME/edgeroot`` or ``~/.config/edgeroot``,
-file ``pinned/<origin hash>.json``). An answer's checkpoint must be signed by the log, cosigned by the
-policy's quorum and consistent with the pinned one (one consistency proof covers any gap); only then is
-the map-head receipt and the map proof checked, and the pin moves forward. Two inconsistent signed
-checkpoints are written to ``evidence/`` beside the pin and reported; nothing is pinned from them.
+:class:`AsyncRootClient` is the client: every request, every status check and every decode (through
+:mod:`rootclient.codecs`) is written there once. The gateway uses it inside its event loop.
+:class:`RootClient` is the same client for code that has no event loop (the CLI, test and benchmark
+set-up): it owns a private loop (:class:`asyncio.Runner`) and runs the async methods on it, so there
+is no second copy of the protocol. It must not be called from inside a running event loop.
+
+Errors: :class:`~rootclient.errors.ClientError` when the node cannot be reached or answers with an
+error (carrying the HTTP status and the Handle response code), :class:`~rootclient.errors.ProtocolError`
+when an answer has the wrong shape.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import time
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import Any, TypeVar
 
 import httpx
 
-from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
-from chain_lite.errors import ChainError, FormatError
-from chain_lite.light_client import Accepted, Evidence, LightClient, Rejected
 from chain_lite.policy import Policy
-from chain_lite.receipt import Receipt
-from chain_lite.resolution import ProvenRecord, ResolutionProof, verify_resolution
-from rootclient.errors import ClientError, EquivocationDetected
+from chain_lite.resolution import ResolutionProof
+from rootclient import codecs, routes
+from rootclient.errors import ClientError, ProtocolError
+from rootclient.pinned_log import PinnedLog, PinStore, Verified
+
+T = TypeVar("T")
 
 
-def quote_identifier(identifier: str) -> str:
-    """Percent-encode an identifier for a URL path, keeping the one ``/`` between prefix and suffix."""
-    prefix, _, suffix = identifier.partition("/")
-    return f"{quote(prefix, safe='')}/{quote(suffix, safe='')}"
+@dataclass(frozen=True, slots=True)
+class WriteAnswer:
+    handle: str
+    op: str
+    request_id: str
 
 
-def block_batch(blocks: Sequence[tuple[bytes, Sequence[bytes] | None]]) -> dict[str, Any]:
-    """The ``POST /v1/gateways/blocks`` body; replicate mode when the blocks carry their readings."""
-    items = []
-    for raw, body in blocks:
-        item: dict[str, Any] = {"block": b64.encode(raw)}
-        if body is not None:
-            item["body"] = [b64.encode(e) for e in body]
-        items.append(item)
-    mode = "replicate" if blocks and blocks[0][1] is not None else "anchor"
-    return {"mode": mode, "blocks": items}
+def _json(response: httpx.Response, what: str) -> object:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ProtocolError(what, f"answer ({response.status_code}) is not JSON") from exc
+
+
+class AsyncRootClient:
+    """A root node at ``base_url``; use as ``async with``. ``http`` may be supplied (its base URL must
+    be the node's) so a caller can share or instrument the connection pool."""
+
+    def __init__(
+        self, base_url: str, *, timeout: float = 10.0, http: httpx.AsyncClient | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncRootClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(
+        self, method: str, path: str, *, refusal_ok: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """Send a request; an error status raises :class:`ClientError` unless ``refusal_ok``."""
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach {self.base_url}: {exc}") from exc
+        if response.status_code >= 400 and not refusal_ok:
+            try:
+                parsed = codecs.parse_error(response.json())
+            except ValueError:
+                parsed = None
+            message, code = parsed or (response.text.strip()[:300], 2)
+            raise ClientError(message, response.status_code, code)
+        return response
+
+    async def get_json(self, path: str, **params: Any) -> Any:
+        """A GET answered with JSON, undecoded (for routes without a typed method, e.g. in tests)."""
+        return _json(await self._send("GET", path, params=params or None), path)
+
+    async def resolve(self, identifier: str, at: int | None = None) -> dict[str, Any]:
+        """The ``/v1/resolve`` answer as JSON; :func:`codecs.resolution_from_json` decodes its proof."""
+        params = None if at is None else {"at": at}
+        answer = _json(
+            await self._send("GET", routes.resolve(identifier), params=params), "resolution answer"
+        )
+        if not isinstance(answer, dict):
+            raise ProtocolError("resolution answer", f"expected a JSON object, got {type(answer).__name__}")
+        return answer
+
+    async def history(self, identifier: str) -> dict[str, Any]:
+        answer = _json(await self._send("GET", routes.history(identifier)), "history")
+        if not isinstance(answer, dict):
+            raise ProtocolError("history", f"expected a JSON object, got {type(answer).__name__}")
+        return answer
+
+    async def checkpoint(self) -> bytes:
+        """The latest checkpoint's bytes as served (C2SP signed note with cosignatures)."""
+        return (await self._send("GET", routes.CHECKPOINT)).content
+
+    async def signed_checkpoint(self) -> SignedCheckpoint:
+        """The latest checkpoint, parsed (its signatures are not verified here)."""
+        return codecs.parse_checkpoint(await self.checkpoint(), f"checkpoint of {self.base_url}")
+
+    async def origin(self) -> str:
+        return (await self.signed_checkpoint()).checkpoint.origin
+
+    async def consistency(self, old: int, new: int) -> list[bytes]:
+        response = await self._send("GET", routes.CONSISTENCY, params={"old": old, "new": new})
+        return codecs.consistency_from_json(_json(response, "consistency proof"), old, new)
+
+    async def write(self, raw: bytes) -> WriteAnswer:
+        """Apply one signed write request (COSE_Sign1)."""
+        response = await self._send(
+            "POST", routes.REGISTRY, content=raw, headers={"content-type": "application/cose"}
+        )
+        body = _json(response, "write answer")
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(k), str) for k in ("handle", "op", "request_id")
+        ):
+            raise ProtocolError("write answer", "needs string fields handle, op and request_id")
+        return WriteAnswer(body["handle"], body["op"], body["request_id"])
+
+    async def submit_blocks(
+        self, blocks: Sequence[tuple[bytes, Sequence[bytes] | None]]
+    ) -> codecs.BlocksAnswer:
+        """Submit blocks in order. A refusal (409 fork, 4xx invalid block) is returned, not raised, since
+        the blocks accepted before it count: see :class:`codecs.BlocksAnswer`."""
+        batch = codecs.block_batch(blocks)
+        response = await self._send("POST", routes.GATEWAY_BLOCKS, refusal_ok=True, json=batch)
+        return codecs.blocks_answer_from_json(_json(response, "block batch answer"), response.status_code)
+
+    async def block(self, block_id: bytes) -> codecs.BlockInfo:
+        response = await self._send("GET", routes.block(block_id))
+        return codecs.block_info_from_json(_json(response, f"block {block_id.hex()}"), block_id)
 
 
 class RootClient:
+    """The synchronous face of :class:`AsyncRootClient` (same requests, same decoding), for callers
+    without an event loop. ``run`` executes any coroutine on the client's loop, e.g. a
+    :class:`rootclient.pinned_log.PinnedLog` update that uses :attr:`aio`."""
+
     def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._runner = asyncio.Runner()
+        # The async client is made on the runner's loop: httpx binds its connection pool to that loop.
+        self.aio = self._runner.run(self._make(base_url, timeout))
+        self.base_url = self.aio.base_url
+
+    @staticmethod
+    async def _make(base_url: str, timeout: float) -> AsyncRootClient:
+        return AsyncRootClient(base_url, timeout=timeout)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro)
 
     def close(self) -> None:
-        self._http.close()
+        try:
+            self._runner.run(self.aio.aclose())
+        finally:
+            self._runner.close()
 
     def __enter__(self) -> RootClient:
         return self
@@ -64,146 +171,43 @@ class RootClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach {self.base_url}: {exc}") from exc
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-                message, code = str(body.get("message", body)), int(body.get("responseCode", 2))
-            except (ValueError, AttributeError):
-                message, code = response.text.strip()[:300], 2
-            raise ClientError(message, response.status_code, code)
-        return response
-
-    def get_json(self, path: str, **params: Any) -> dict[str, Any]:
-        data: dict[str, Any] = self._request("GET", path, params=params or None).json()
-        return data
+    def get_json(self, path: str, **params: Any) -> Any:
+        return self.run(self.aio.get_json(path, **params))
 
     def resolve(self, identifier: str, at: int | None = None) -> dict[str, Any]:
-        params = {} if at is None else {"at": at}
-        return self.get_json(f"/v1/resolve/{quote_identifier(identifier)}", **params)
+        return self.run(self.aio.resolve(identifier, at))
+
+    def history(self, identifier: str) -> dict[str, Any]:
+        return self.run(self.aio.history(identifier))
 
     def checkpoint(self) -> bytes:
-        return self._request("GET", "/v1/checkpoint").content
+        return self.run(self.aio.checkpoint())
 
     def origin(self) -> str:
-        try:
-            return SignedCheckpoint.parse(self.checkpoint()).checkpoint.origin
-        except ChainError as exc:
-            raise ClientError(f"{self.base_url} serves a malformed checkpoint: {exc}") from exc
+        return self.run(self.aio.origin())
 
     def consistency(self, old: int, new: int) -> list[bytes]:
-        body = self.get_json("/v1/proof/consistency", old=old, new=new)
-        proof = [b64.decode(h) for h in body.get("proof", [])]
-        if any(h is None for h in proof):
-            raise ClientError("consistency proof is not base64")
-        return [h for h in proof if h is not None]
+        return self.run(self.aio.consistency(old, new))
 
-    def write(self, raw: bytes) -> dict[str, Any]:
-        data: dict[str, Any] = self._request(
-            "POST", "/v1/registry", content=raw, headers={"content-type": "application/cose"}
-        ).json()
-        return data
+    def write(self, raw: bytes) -> WriteAnswer:
+        return self.run(self.aio.write(raw))
 
-    def submit_blocks(self, blocks: Sequence[tuple[bytes, Sequence[bytes] | None]]) -> dict[str, Any]:
-        data: dict[str, Any] = self._request("POST", "/v1/gateways/blocks", json=block_batch(blocks)).json()
-        return data
+    def submit_blocks(self, blocks: Sequence[tuple[bytes, Sequence[bytes] | None]]) -> codecs.BlocksAnswer:
+        return self.run(self.aio.submit_blocks(blocks))
 
-    def block(self, block_id: bytes) -> dict[str, Any]:
-        return self.get_json(f"/v1/blocks/{block_id.hex()}")
+    def block(self, block_id: bytes) -> codecs.BlockInfo:
+        return self.run(self.aio.block(block_id))
 
+    def verify_resolution(
+        self, proof: ResolutionProof, policy: Policy, store: PinStore, *, as_of: bool = False
+    ) -> Verified:
+        """Verify a decoded ``/v1/resolve`` proof (:func:`codecs.resolution_from_json`) with the pinned
+        log kept in ``store`` (see :class:`rootclient.pinned_log.PinnedLog`); the pin moves forward
+        when the answer is newer. An answer older than the pin is refused (``StaleCheckpoint``)."""
+        origin = proof.receipt.checkpoint.checkpoint.origin
 
-# --- verification --------------------------------------------------------------------------------------
+        async def verify() -> Verified:
+            pinned = await PinnedLog.open(policy, origin, self.aio, store)
+            return await pinned.verify_resolution(proof, as_of=as_of)
 
-
-def config_dir() -> Path:
-    explicit = os.environ.get("EDGEROOT_CONFIG_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".config") / "edgeroot"
-
-
-def pin_file(origin: str, directory: Path | None = None) -> Path:
-    name = hashlib.sha256(origin.encode()).hexdigest()[:16]
-    return (directory or config_dir()) / "pinned" / f"{name}.json"
-
-
-def proof_from_json(identifier: str, proof: dict[str, Any]) -> ResolutionProof:
-    try:
-        record = None if proof.get("record") is None else b64.decode(str(proof["record"]))
-        map_proof = b64.decode(str(proof["map_proof"]))
-        map_head = b64.decode(str(proof["map_head"]))
-        receipt = Receipt.parse(str(proof["receipt"]).encode())
-    except (KeyError, TypeError) as exc:
-        raise FormatError("resolution proof", f"missing or mistyped field: {exc}") from exc
-    if map_proof is None or map_head is None or (proof.get("record") is not None and record is None):
-        raise FormatError("resolution proof", "a field is not canonical base64")
-    return ResolutionProof(identifier, record, map_proof, map_head, receipt)
-
-
-@dataclass(frozen=True, slots=True)
-class Verified:
-    proven: ProvenRecord
-    pinned_size: int
-    moved: bool
-
-
-class Verifier:
-    """A light client for one log, its pin persisted in ``pin_path``."""
-
-    def __init__(self, policy: Policy, origin: str, pin_path: Path) -> None:
-        self.pin_path = pin_path
-        if pin_path.exists():
-            self.light = LightClient.from_state(policy, json.loads(pin_path.read_text()))
-            if self.light.origin != origin:
-                raise FormatError("pin file", f"{pin_path} is for {self.light.origin}, not {origin}")
-        else:
-            self.light = LightClient(policy, origin)
-
-    def _save(self) -> None:
-        self.pin_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.pin_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.light.state(), indent=1))
-        os.replace(tmp, self.pin_path)
-
-    def _evidence(self, evidence: Evidence) -> Path:
-        directory = self.pin_path.parent.parent / "evidence"
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{self.light.origin.replace('/', '_')}-{int(time.time())}.json"
-        path.write_text(
-            json.dumps(
-                {
-                    "reason": evidence.reason,
-                    "pinned": evidence.pinned.decode(),
-                    "conflicting": evidence.conflicting.decode(),
-                    "proof": [b64.encode(h) for h in evidence.proof],
-                },
-                indent=1,
-            )
-        )
-        return path
-
-    def verify(self, client: RootClient, answer: dict[str, Any], *, as_of: bool = False) -> Verified:
-        """Verify a ``/v1/resolve`` answer; moves the pin forward when the answer's checkpoint is newer."""
-        proof = proof_from_json(str(answer.get("identifier", "")), dict(answer.get("proof") or {}))
-        checkpoint = proof.receipt.checkpoint
-        size = checkpoint.checkpoint.size
-        old = self.light.size
-        consistency = client.consistency(old, size) if 0 < old < size else []
-        outcome = self.light.update(checkpoint.to_bytes(), consistency)
-        if isinstance(outcome, Evidence):
-            path = self._evidence(outcome)
-            raise EquivocationDetected(
-                f"the log showed two inconsistent checkpoints ({outcome.reason}); evidence saved to {path}",
-                path,
-            )
-        if isinstance(outcome, Rejected):
-            raise outcome.reason
-        assert isinstance(outcome, Accepted)
-        proven = verify_resolution(proof, outcome.checkpoint, as_of=as_of)
-        self._save()
-        return Verified(proven, self.light.size, outcome.moved)
+        return self.run(verify())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 class RootClientError(Exception):
     """Base of every error this package raises."""
@@ -19,7 +17,28 @@ class ClientError(RootClientError):
         self.handle_code = handle_code
 
 
+class ProtocolError(RootClientError):
+    """A message of the root's protocol has the wrong shape: not JSON, a missing or mistyped field,
+    bad base64, a hash of the wrong length, an unparsable receipt or checkpoint.
+
+    ``what`` names the message (``resolution proof``, ``blocks[2].block``), ``reason`` says what is wrong.
+    A malformed message proves nothing about the log, so it is never turned into equivocation evidence.
+    """
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what}: {reason}")
+        self.what = what
+        self.reason = reason
+
+
+class PinError(RootClientError):
+    """The stored pin cannot be used: unreadable, not trusted by the policy, or for another log."""
+
+
 class EquivocationDetected(ClientError):
-    def __init__(self, message: str, evidence_file: Path) -> None:
+    """The log showed two signed, inconsistent checkpoints; ``evidence`` says where the proof was saved
+    (a file path for the CLI, the gateway store's key for the gateway)."""
+
+    def __init__(self, message: str, evidence: str) -> None:
         super().__init__(message)
-        self.evidence_file = evidence_file
+        self.evidence = evidence

@@ -243,7 +243,7 @@ def test_unprovisioned_device_key_comes_from_the_registry_with_proofs(plant: Pla
     cached = httpx.get(f"{plant.http}/v1/resolve/{DEVICE}").json()
     assert cached["cached"] is True and cached["found"] is True
     from chain_lite.resolution import verify_resolution
-    from rootclient.client import proof_from_json
+    from rootclient.codecs import proof_from_json
 
     proof = proof_from_json(DEVICE, cached["proof"])
     verified = plant.root.policy.verify_checkpoint(proof.receipt.checkpoint)

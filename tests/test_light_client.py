@@ -6,6 +6,7 @@ import pytest
 
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import (
+    FormatError,
     OriginMismatch,
     ProofLengthError,
     QuorumNotMet,
@@ -122,3 +123,30 @@ def test_state_round_trips_and_is_reverified(log: LogBuilder) -> None:
         )
     with pytest.raises(OriginMismatch):
         LightClient(log.policy(), "another.origin", log.checkpoint())
+
+
+def test_advance_takes_a_verified_checkpoint_and_still_refuses_another_log(log: LogBuilder) -> None:
+    """advance() judges an already verified checkpoint like update(); one of another log is refused."""
+    policy = log.policy()
+    client = LightClient(policy, ORIGIN)
+    assert isinstance(client.advance(policy.verify_checkpoint(log.checkpoint()), []), Accepted)
+    other = LogBuilder()
+    other.add(12)
+    foreign = other.policy().verify_checkpoint(other.checkpoint())
+    outcome = LightClient(policy, "another.origin").advance(foreign, [])
+    assert isinstance(outcome, Rejected) and isinstance(outcome.reason, OriginMismatch)
+    assert client.size == 10
+
+
+def test_a_receipt_with_someone_elses_verified_checkpoint_is_refused(log: LogBuilder) -> None:
+    """verify_receipt(verified=...) skips re-checking signatures only for the receipt's own checkpoint."""
+    policy = log.policy()
+    client = LightClient(policy, ORIGIN, log.checkpoint())
+    receipt = Receipt(3, tuple(log.tree.inclusion_proof(3)), SignedCheckpoint.parse(log.checkpoint()))
+    verified = policy.verify_checkpoint(receipt.checkpoint)
+    assert client.verify_receipt(receipt, leaf_hash(b"entry 3"), verified=verified) is verified
+    log.add(2)
+    assert isinstance(client.update(log.checkpoint(), log.tree.consistency_proof(10)), Accepted)
+    newer = policy.verify_checkpoint(log.checkpoint())
+    with pytest.raises(FormatError):
+        client.verify_receipt(receipt, leaf_hash(b"entry 3"), verified=newer)

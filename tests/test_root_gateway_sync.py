@@ -19,7 +19,7 @@ from chain_lite.receipt import verify_receipt
 from chain_lite.registry import Value, pubkey_value
 from resolver.config import load
 from resolver.db import Database
-from rootclient.client import block_batch
+from rootclient.codecs import block_batch
 from tests.root_harness import RootUnderTest
 
 GATEWAY = "88.123.99/GW-1"
@@ -71,8 +71,8 @@ def _receipt(root: RootUnderTest, block: SignedBlock, timeout: float = 5.0) -> s
     with root.client() as c:
         while True:
             info = c.block(block.block_id)
-            if info["receipt"] is not None:
-                return str(info["receipt"])
+            if info.receipt_text is not None:
+                return info.receipt_text
             assert time.monotonic() < deadline, "no receipt in time"
             time.sleep(0.02)
 
@@ -111,7 +111,7 @@ def test_same_block_twice_is_idempotent(root: RootUnderTest) -> None:
     assert again.status_code == 200 and again.json()["accepted"][0]["duplicate"] is True
     root.settle()
     with root.client() as c:
-        assert c.block(block.block_id)["log_index"] == int(first.split("index ")[1].split("\n")[0])
+        assert c.block(block.block_id).log_index == int(first.split("index ")[1].split("\n")[0])
 
 
 def test_different_block_at_known_height_is_fork_evidence(root: RootUnderTest) -> None:

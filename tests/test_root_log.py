@@ -24,8 +24,9 @@ from resolver.map_state import MapState
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
 from resolver.tiles import encode_index, parse_tile_path, tile_path, unbundle
-from rootclient.client import Verifier, pin_file
+from rootclient.codecs import resolution_from_json
 from rootclient.errors import EquivocationDetected
+from rootclient.pin_file import FilePinStore, pin_file
 from tests.root_harness import RootUnderTest, ServerThread
 
 ORIGIN = "seq.test"
@@ -42,15 +43,21 @@ def _bootstrapped(url: str) -> tuple[Database, NoteKey, CoseSigner]:
     admin = generate_p256()
     signer = CoseSigner(admin_kid("88"), admin)
     req = build_write(
-        ORIGIN, "create", prefix_handle("88"), [pubkey_value(300, admin.public_key())], timestamp_ms=_now(),
-            nonce=os.urandom(16))
+        ORIGIN,
+        "create",
+        prefix_handle("88"),
+        [pubkey_value(300, admin.public_key())],
+        timestamp_ms=_now(),
+        nonce=os.urandom(16),
+    )
     submit_write(db, sign_write(req, signer).raw, origin=ORIGIN, now_ms=_now(), bootstrap=True)
     return db, log_key, signer
 
 
 def _write(db: Database, signer: CoseSigner, ident: str) -> None:
-    req = build_write(ORIGIN, "create", ident, [Value(1, "URL", "string", ident)], timestamp_ms=_now(),
-        nonce=os.urandom(16))
+    req = build_write(
+        ORIGIN, "create", ident, [Value(1, "URL", "string", ident)], timestamp_ms=_now(), nonce=os.urandom(16)
+    )
     submit_write(db, sign_write(req, signer).raw, origin=ORIGIN, now_ms=_now())
 
 
@@ -114,8 +121,9 @@ def test_sequencer_refuses_to_sign_over_a_corrupted_node_store(database_url: str
 def test_registry_leaves_carry_the_signed_request(database_url: str) -> None:
     """A registry leaf is type 0x02 followed by the exact signed request the admin sent."""
     db, log_key, signer = _bootstrapped(database_url)
-    req = build_write(ORIGIN, "create", "88/L", [Value(1, "URL", "string", "u")], timestamp_ms=_now(),
-        nonce=os.urandom(16))
+    req = build_write(
+        ORIGIN, "create", "88/L", [Value(1, "URL", "string", "u")], timestamp_ms=_now(), nonce=os.urandom(16)
+    )
     raw = sign_write(req, signer).raw
     submit_write(db, raw, origin=ORIGIN, now_ms=_now())
     seq = Sequencer(db, log_key.log_signer(), ORIGIN, publish=True)
@@ -191,9 +199,10 @@ def test_split_view_is_detected_and_kept_as_evidence(root: RootUnderTest, tmp_pa
     config = tmp_path / "cfg"
     with root.client() as c:
         answer = c.resolve("88.123/ANY")
-        verifier = Verifier(root.policy, root.origin, pin_file(root.origin, config))
-        verifier.verify(c, answer)
-        pinned = verifier.light.size
+        pinned = c.verify_resolution(
+            resolution_from_json(answer), root.policy, FilePinStore(root.origin, config)
+        ).pinned_size
+        pin_before = json.loads(pin_file(root.origin, config).read_text())["pinned"]
         # The node's own keys make a fork: same log, bigger size, unrelated root.
         log_key = NoteKey.parse_skey((root.state / "log.skey").read_text())
         wkey = NoteKey.parse_skey((root.witness_state / "witness.skey").read_text())
@@ -203,10 +212,10 @@ def test_split_view_is_detected_and_kept_as_evidence(root: RootUnderTest, tmp_pa
         receipt = forged["proof"]["receipt"]
         forged["proof"]["receipt"] = receipt.split("\n\n", 1)[0] + "\n\n" + note.to_bytes().decode()
         with pytest.raises(EquivocationDetected) as info:
-            Verifier(root.policy, root.origin, pin_file(root.origin, config)).verify(c, forged)
-    evidence = json.loads(info.value.evidence_file.read_text())
+            c.verify_resolution(resolution_from_json(forged), root.policy, FilePinStore(root.origin, config))
+    evidence = json.loads(Path(info.value.evidence).read_text())
     assert evidence["reason"] and evidence["conflicting"].startswith(root.origin)
-    assert json.loads(pin_file(root.origin, config).read_text())["pinned"] == verifier.light.state()["pinned"]
+    assert json.loads(pin_file(root.origin, config).read_text())["pinned"] == pin_before
 
 
 def test_two_api_processes_share_one_database_and_fail_over(root: RootUnderTest) -> None:

@@ -15,8 +15,9 @@ from chain_lite.errors import ChainError
 from chain_lite.keys import generate_p256
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
 from chain_lite.resolution import StaleMap, verify_resolution
-from rootclient.client import Verifier, pin_file, proof_from_json
+from rootclient.codecs import proof_from_json, resolution_from_json
 from rootclient.errors import ClientError
+from rootclient.pin_file import FilePinStore, pin_file
 from tests.root_harness import RootUnderTest
 
 URL_VALUE = [Value(1, "URL", "string", "https://plant.example/pump42")]
@@ -37,8 +38,9 @@ def test_device_registered_and_resolved_with_verified_proof(root: RootUnderTest,
         assert answer["found"] is False
         answer = c.resolve("88.123.99/PUMP-0042")
         assert answer["found"] is True
-        verifier = Verifier(root.policy, root.origin, pin_file(root.origin, tmp_path))
-        result = verifier.verify(c, answer)
+        result = c.verify_resolution(
+            resolution_from_json(answer), root.policy, FilePinStore(root.origin, tmp_path)
+        )
     record = result.proven.record
     assert record is not None
     assert record.signing_key() is not None
@@ -50,7 +52,9 @@ def test_absent_identifier_is_proven_absent(root: RootUnderTest, tmp_path: Path)
     """An unknown identifier gets a verifiable non-membership proof."""
     with root.client() as c:
         answer = c.resolve("88.123/NOBODY")
-        result = Verifier(root.policy, root.origin, pin_file(root.origin, tmp_path)).verify(c, answer)
+        result = c.verify_resolution(
+            resolution_from_json(answer), root.policy, FilePinStore(root.origin, tmp_path)
+        )
     assert answer["found"] is False
     assert result.proven.record is None
 
@@ -71,8 +75,8 @@ def test_update_delete_history_and_as_of(root: RootUnderTest, tmp_path: Path) ->
         now = c.resolve("88.123/X")
         assert now["found"] is False
         then = c.resolve("88.123/X", at=size_after_create)
-        verifier = Verifier(root.policy, root.origin, pin_file(root.origin, tmp_path))
-        proven = verifier.verify(c, then, as_of=True).proven
+        store = FilePinStore(root.origin, tmp_path)
+        proven = c.verify_resolution(resolution_from_json(then), root.policy, store, as_of=True).proven
     assert proven.record is not None
     assert proven.record.values[0].value == "https://plant.example/pump42"
     assert proven.epoch == size_after_create
@@ -99,16 +103,16 @@ def test_tampered_record_in_answer_is_rejected(root: RootUnderTest, tmp_path: Pa
         c.write(root.write("create", "88.123/Z", URL_VALUE, root.admin_signer()))
         root.settle()
         answer = c.resolve("88.123/Z")
-        verifier = Verifier(root.policy, root.origin, pin_file(root.origin, tmp_path))
+        store = FilePinStore(root.origin, tmp_path)
         forged = json.loads(json.dumps(answer))
         forged["proof"]["record"] = None
         with pytest.raises(ChainError):
-            verifier.verify(c, forged)
+            c.verify_resolution(resolution_from_json(forged), root.policy, store)
         other = c.resolve("88.123/0.na")
         forged = json.loads(json.dumps(answer))
         forged["proof"]["map_proof"] = other["proof"]["map_proof"]
         with pytest.raises(ChainError):
-            verifier.verify(c, forged)
+            c.verify_resolution(resolution_from_json(forged), root.policy, store)
 
 
 def _status(root: RootUnderTest, body: bytes) -> tuple[int, dict[str, object]]:
@@ -125,12 +129,20 @@ def test_refused_writes_change_nothing(root: RootUnderTest) -> None:
 
     wrong_key = CoseSigner(admin_kid("88.123"), generate_p256())
     stale = sign_write(
-        build_write(root.origin, "create", "88.123/OLD", URL_VALUE, timestamp_ms=1_000_000,
-            nonce=os.urandom(16)), admin
+        build_write(
+            root.origin, "create", "88.123/OLD", URL_VALUE, timestamp_ms=1_000_000, nonce=os.urandom(16)
+        ),
+        admin,
     ).raw
     foreign = sign_write(
-        build_write("other.root", "create", "88.123/F", URL_VALUE, timestamp_ms=time.time_ns() // 10**6,
-            nonce=os.urandom(16)),
+        build_write(
+            "other.root",
+            "create",
+            "88.123/F",
+            URL_VALUE,
+            timestamp_ms=time.time_ns() // 10**6,
+            nonce=os.urandom(16),
+        ),
         admin,
     ).raw
     cases = {

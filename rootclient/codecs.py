@@ -1,0 +1,297 @@
+"""The JSON bodies of the root's protocol, encoded by the server and decoded by every client.
+
+Decoders take whatever ``json.loads`` produced (``[]``, ``null``, a string where an object belongs) and
+either return typed values or raise :class:`rootclient.errors.ProtocolError` naming the field; no
+``KeyError``/``TypeError`` escapes. Binary fields are canonical base64 (:mod:`chain_lite.b64`): two
+texts never carry the same bytes. Receipts and checkpoints travel as their C2SP text and are parsed
+here once, so the caller holds parsed objects (and verifies their signatures once, elsewhere).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chain_lite import b64
+from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.errors import ChainError
+from chain_lite.merkle import HASH_SIZE
+from chain_lite.receipt import Receipt
+from chain_lite.registry import Value
+from chain_lite.resolution import ResolutionProof
+from rootclient.errors import ProtocolError
+
+BlockBatch = list[tuple[bytes, Sequence[bytes] | None]]
+"""Blocks in order, each with its readings' envelopes (replicate mode) or ``None`` (anchor mode)."""
+
+
+# --- field readers: the one place hostile shapes are turned into ProtocolError -------------------------
+
+
+def _object(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError(what, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ProtocolError(what, f"expected a JSON list, got {type(value).__name__}")
+    return value
+
+
+def _str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError(what, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _int(value: object, what: str) -> int:
+    # bool is an int in Python but never a valid size, index or height on the wire.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError(what, f"expected a non-negative integer, got {value!r:.40}")
+    return value
+
+
+def _bytes(value: object, what: str) -> bytes:
+    data = b64.decode(_str(value, what))
+    if data is None:
+        raise ProtocolError(what, "not canonical base64")
+    return data
+
+
+def _hash(value: object, what: str) -> bytes:
+    data = _bytes(value, what)
+    if len(data) != HASH_SIZE:
+        raise ProtocolError(what, f"a hash is {HASH_SIZE} bytes, got {len(data)}")
+    return data
+
+
+def _field(obj: dict[str, Any], key: str, what: str) -> object:
+    if key not in obj:
+        raise ProtocolError(what, f"missing field {key!r}")
+    return obj[key]
+
+
+def parse_receipt(text: object, what: str = "receipt") -> Receipt:
+    """A C2SP tlog-proof receipt carried as a JSON string."""
+    try:
+        return Receipt.parse(_str(text, what).encode())
+    except (ChainError, UnicodeEncodeError) as exc:
+        raise ProtocolError(what, str(exc)) from exc
+
+
+def parse_checkpoint(data: bytes, what: str = "checkpoint") -> SignedCheckpoint:
+    """A C2SP signed checkpoint as served by ``GET /v1/checkpoint`` (signatures not yet verified)."""
+    try:
+        return SignedCheckpoint.parse(data)
+    except ChainError as exc:
+        raise ProtocolError(what, str(exc)) from exc
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+def error_json(handle_code: int, message: str) -> dict[str, Any]:
+    """Every error the root answers: ``{"responseCode": <Handle code>, "message": <reason>}``."""
+    return {"responseCode": handle_code, "message": message}
+
+
+def parse_error(body: object) -> tuple[str, int] | None:
+    """(message, Handle code) of an error body, or None when the body is not one."""
+    if not isinstance(body, dict) or "message" not in body:
+        return None
+    code = body.get("responseCode", 2)
+    return str(body["message"]), code if isinstance(code, int) and not isinstance(code, bool) else 2
+
+
+# --- resolution -----------------------------------------------------------------------------------------
+
+
+def handle_value(v: Value) -> dict[str, Any]:
+    """One value in the Handle REST API's JSON shape."""
+    stamp = dt.datetime.fromtimestamp(v.timestamp_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "index": v.index,
+        "type": v.type,
+        "data": {"format": v.format, "value": v.value},
+        "ttl": v.ttl,
+        "timestamp": stamp,
+    }
+
+
+def proof_json(
+    *, epoch: int, record: bytes | None, map_proof: bytes, map_head_b64: str, receipt_text: str
+) -> dict[str, Any]:
+    """The ``proof`` object of a resolution answer (the map head and receipt come pre-encoded: the
+    server renders them once per checkpoint, not once per request)."""
+    return {
+        "epoch": epoch,
+        "record": None if record is None else b64.encode(record),
+        "map_proof": b64.encode(map_proof),
+        "map_head": map_head_b64,
+        "receipt": receipt_text,
+    }
+
+
+def proof_from_json(identifier: str, proof: object) -> ResolutionProof:
+    """The ``proof`` object of a resolution answer, decoded (nothing verified yet)."""
+    what = "resolution proof"
+    obj = _object(proof, what)
+    raw_record = obj.get("record")
+    record = None if raw_record is None else _bytes(raw_record, f"{what} record")
+    map_proof = _bytes(_field(obj, "map_proof", what), f"{what} map_proof")
+    map_head = _bytes(_field(obj, "map_head", what), f"{what} map_head")
+    receipt = parse_receipt(_field(obj, "receipt", what), f"{what} receipt")
+    return ResolutionProof(identifier, record, map_proof, map_head, receipt)
+
+
+def resolution_from_json(answer: object) -> ResolutionProof:
+    """The proof of a whole ``/v1/resolve`` answer (``{"identifier", "found", "values", "proof"}``)."""
+    obj = _object(answer, "resolution answer")
+    identifier = _str(_field(obj, "identifier", "resolution answer"), "resolution answer identifier")
+    return proof_from_json(identifier, _field(obj, "proof", "resolution answer"))
+
+
+# --- log proofs -----------------------------------------------------------------------------------------
+
+
+def consistency_json(old: int, new: int, proof: Iterable[bytes]) -> dict[str, Any]:
+    return {"old": old, "new": new, "proof": [b64.encode(h) for h in proof]}
+
+
+def consistency_from_json(body: object, old: int, new: int) -> list[bytes]:
+    """An RFC 9162 consistency proof from ``old`` to ``new``; each hash canonical base64 of 32 bytes."""
+    what = f"consistency proof {old}->{new}"
+    obj = _object(body, what)
+    if obj.get("old", old) != old or obj.get("new", new) != new:
+        raise ProtocolError(what, f"answer is for {obj.get('old')!r}->{obj.get('new')!r}")
+    hashes = _list(_field(obj, "proof", what), what)
+    return [_hash(h, f"{what} hash {i}") for i, h in enumerate(hashes)]
+
+
+def inclusion_json(index: int, size: int, leaf: bytes, proof: Iterable[bytes]) -> dict[str, Any]:
+    return {"index": index, "size": size, "leaf": b64.encode(leaf), "proof": [b64.encode(h) for h in proof]}
+
+
+# --- gateway blocks -------------------------------------------------------------------------------------
+
+
+def block_batch(blocks: Sequence[tuple[bytes, Sequence[bytes] | None]]) -> dict[str, Any]:
+    """The ``POST /v1/gateways/blocks`` body; replicate mode when the blocks carry their readings."""
+    items = []
+    for raw, body in blocks:
+        item: dict[str, Any] = {"block": b64.encode(raw)}
+        if body is not None:
+            item["body"] = [b64.encode(e) for e in body]
+        items.append(item)
+    mode = "replicate" if blocks and blocks[0][1] is not None else "anchor"
+    return {"mode": mode, "blocks": items}
+
+
+def block_batch_from_json(payload: object) -> BlockBatch:
+    """``{"mode": "anchor"|"replicate", "blocks": [{"block": b64, "body": [b64, ...]}]}``."""
+    obj = _object(payload, "body")
+    mode = obj.get("mode", "anchor")
+    if mode not in ("anchor", "replicate"):
+        raise ProtocolError("mode", "must be 'anchor' or 'replicate'")
+    items = obj.get("blocks")
+    if not isinstance(items, list) or not items:
+        raise ProtocolError("blocks", "must be a non-empty list")
+    out: BlockBatch = []
+    for i, item in enumerate(items):
+        entry = _object(item, f"blocks[{i}]")
+        raw = _bytes(entry.get("block"), f"blocks[{i}].block")
+        body = None
+        if mode == "replicate":
+            readings = entry.get("body")
+            if not isinstance(readings, list):
+                raise ProtocolError(
+                    f"blocks[{i}].body", "must be a list of base64 envelopes in replicate mode"
+                )
+            body = [_bytes(r, f"blocks[{i}].body[{j}]") for j, r in enumerate(readings)]
+        out.append((raw, body))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedBlock:
+    block_id: bytes
+    height: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BlocksAnswer:
+    """The answer to a block batch: the blocks accepted (in order) and, when the root stopped at one,
+    its HTTP status and reason (409: a different block at a known height, fork evidence)."""
+
+    accepted: tuple[AcceptedBlock, ...]
+    status: int
+    message: str | None
+
+
+def blocks_answer_json(accepted: Iterable[AcceptedBlock]) -> dict[str, Any]:
+    """The answer body before any refusal; a refusal adds ``responseCode`` and ``message`` to it."""
+    return {
+        "accepted": [
+            {"block_id": a.block_id.hex(), "height": a.height, "duplicate": a.duplicate} for a in accepted
+        ],
+        "responseCode": 1,
+    }
+
+
+def blocks_answer_from_json(body: object, status: int) -> BlocksAnswer:
+    obj = _object(body, "block batch answer")
+    accepted = []
+    for i, item in enumerate(_list(obj.get("accepted", []), "accepted")):
+        entry = _object(item, f"accepted[{i}]")
+        try:
+            block_id = bytes.fromhex(
+                _str(_field(entry, "block_id", f"accepted[{i}]"), f"accepted[{i}].block_id")
+            )
+        except ValueError as exc:
+            raise ProtocolError(f"accepted[{i}].block_id", "not hex") from exc
+        height = _int(entry.get("height", 0), f"accepted[{i}].height")
+        accepted.append(AcceptedBlock(block_id, height, entry.get("duplicate") is True))
+    message = obj.get("message")
+    return BlocksAnswer(tuple(accepted), status, None if message is None else str(message))
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInfo:
+    """``GET /v1/blocks/{id}``: where an accepted block sits in the log; ``receipt`` is None until it
+    is sequenced. ``receipt_text`` is the receipt exactly as served (the gateway stores it)."""
+
+    block_id: bytes
+    gateway: str
+    height: int
+    log_index: int | None
+    receipt: Receipt | None
+    receipt_text: str | None
+
+
+def block_info_json(
+    block_id: bytes, gateway: str, height: int, log_index: int | None, receipt: Receipt | None
+) -> dict[str, Any]:
+    return {
+        "block_id": block_id.hex(),
+        "gateway": gateway,
+        "height": height,
+        "log_index": log_index,
+        "receipt": None if receipt is None else receipt.to_bytes().decode(),
+    }
+
+
+def block_info_from_json(body: object, block_id: bytes) -> BlockInfo:
+    what = f"block {block_id.hex()}"
+    obj = _object(body, what)
+    gateway = _str(_field(obj, "gateway", what), f"{what} gateway")
+    height = _int(_field(obj, "height", what), f"{what} height")
+    raw_index = obj.get("log_index")
+    log_index = None if raw_index is None else _int(raw_index, f"{what} log_index")
+    text = obj.get("receipt")
+    receipt = None if text is None else parse_receipt(text, f"{what} receipt")
+    return BlockInfo(block_id, gateway, height, log_index, receipt, None if text is None else str(text))

@@ -1,0 +1,67 @@
+"""The CLI's pin store: one JSON file per log under the user's config directory.
+
+The directory is ``$EDGEROOT_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/edgeroot``, else
+``~/.config/edgeroot``; the pin of a log is ``pinned/<first 16 hex of SHA-256(origin)>.json`` and
+evidence goes to ``evidence/<origin>-<unix time>.json`` beside ``pinned/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rootclient.errors import PinError
+
+
+def config_dir() -> Path:
+    explicit = os.environ.get("EDGEROOT_CONFIG_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".config") / "edgeroot"
+
+
+def pin_file(origin: str, directory: Path | None = None) -> Path:
+    name = hashlib.sha256(origin.encode()).hexdigest()[:16]
+    return (directory or config_dir()) / "pinned" / f"{name}.json"
+
+
+class FilePinStore:
+    """A :class:`rootclient.pinned_log.PinStore` for the log ``origin``, in ``directory`` (default
+    :func:`config_dir`).
+
+    The CLI runs one command at a time with nothing else on its loop, so the small file writes are
+    done in place rather than in a worker thread.
+    """
+
+    def __init__(self, origin: str, directory: Path | None = None) -> None:
+        self.origin = origin
+        self.path = pin_file(origin, directory)
+
+    async def load_pin(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise PinError(f"{self.path}: {exc}") from exc
+        if not isinstance(state, dict):
+            raise PinError(f"{self.path}: not a JSON object")
+        return state
+
+    async def save_pin(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.path)
+
+    async def save_evidence(self, evidence: dict[str, Any]) -> str:
+        directory = self.path.parent.parent / "evidence"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.origin.replace('/', '_')}-{int(time.time())}.json"
+        path.write_text(json.dumps(evidence, indent=1))
+        return str(path)

@@ -1,0 +1,272 @@
+"""One PinnedLog for the CLI (pin file) and the gateway (SQLite): same verdicts, same evidence."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from chain_lite import b64
+from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.errors import StaleCheckpoint, UnverifiedCheckpoint
+from chain_lite.light_client import LightClient
+from chain_lite.policy import Policy, VerifiedCheckpoint
+from chain_lite.receipt import Receipt
+from edge import store as gateway_store
+from edge.pin_store import SqlitePinStore
+from rootclient import routes
+from rootclient.client import AsyncRootClient
+from rootclient.errors import EquivocationDetected, PinError, ProtocolError
+from rootclient.pin_file import FilePinStore
+from rootclient.pinned_log import PinnedLog, PinStore
+
+from .helpers import ORIGIN, LogBuilder
+
+T = TypeVar("T")
+STORES = ("file", "sqlite")
+
+
+class FakeRoot:
+    """Serves consistency proofs from ``log`` (or ``override``), recording what was asked."""
+
+    def __init__(self, log: LogBuilder) -> None:
+        self.log = log
+        self.asked: list[tuple[int, int]] = []
+        self.override: list[bytes] | None = None
+
+    async def consistency(self, old: int, new: int) -> list[bytes]:
+        self.asked.append((old, new))
+        return self.override if self.override is not None else self.log.tree.consistency_proof(old, new)
+
+
+def make_store(kind: str, directory: Path) -> PinStore:
+    if kind == "file":
+        return FilePinStore(ORIGIN, directory)
+    gateway_store.create_schema(directory / "gateway.db")
+    return SqlitePinStore(directory / "gateway.db")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def signed(data: bytes) -> SignedCheckpoint:
+    return SignedCheckpoint.parse(data)
+
+
+@pytest.fixture
+def log() -> LogBuilder:
+    builder = LogBuilder()
+    builder.add(10)
+    return builder
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_pin_moves_forward_with_one_proof_and_survives_a_restart(
+    kind: str, log: LogBuilder, tmp_path: Path
+) -> None:
+    """The first checkpoint is pinned without a proof; a newer one with one proof; a reopen resumes."""
+    root = FakeRoot(log)
+    pins = make_store(kind, tmp_path)
+
+    async def scenario() -> int:
+        pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
+        first = await pinned.accept(signed(log.checkpoint()), older_ok=False)
+        assert first.moved and root.asked == []
+        log.add(6)
+        second = await pinned.accept(signed(log.checkpoint()), older_ok=False)
+        assert second.moved and root.asked == [(10, 16)]
+        same = await pinned.accept(signed(log.checkpoint()), older_ok=False)
+        assert not same.moved and root.asked == [(10, 16)]
+        return (await PinnedLog.open(log.policy(), ORIGIN, root, pins)).size
+
+    assert run(scenario()) == 16
+
+
+def test_the_same_fork_is_detected_the_same_way_by_the_cli_and_the_gateway(
+    log: LogBuilder, tmp_path: Path
+) -> None:
+    """A validly signed checkpoint inconsistent with the pin: both stores get the same evidence, keep
+    the same pin, and raise EquivocationDetected naming where the evidence went."""
+    pinned_at_10 = log.checkpoint()
+    log.add(6)
+    fork = log.checkpoint(root=b"\x07" * 32)
+    outcomes: dict[str, tuple[dict[str, Any], dict[str, Any] | None, str]] = {}
+    for kind in STORES:
+        directory = tmp_path / kind
+        directory.mkdir()
+        pins = make_store(kind, directory)
+        saved: list[dict[str, Any]] = []
+        original = pins.save_evidence
+
+        async def keep(
+            evidence: dict[str, Any],
+            original: Callable[..., Any] = original,
+            saved: list[dict[str, Any]] = saved,
+        ) -> str:
+            saved.append(evidence)
+            where: str = await original(evidence)
+            return where
+
+        pins.save_evidence = keep  # type: ignore[method-assign]  # observe what the store is given
+
+        async def scenario(pins: PinStore = pins) -> tuple[dict[str, Any] | None, str]:
+            pinned = await PinnedLog.open(log.policy(), ORIGIN, FakeRoot(log), pins)
+            await pinned.accept(signed(pinned_at_10), older_ok=False)
+            with pytest.raises(EquivocationDetected) as info:
+                await pinned.accept(signed(fork), older_ok=False)
+            assert pinned.size == 10
+            return await pins.load_pin(), info.value.evidence
+
+        pin, where = run(scenario())
+        assert len(saved) == 1
+        outcomes[kind] = (saved[0], pin, where)
+    (file_evidence, file_pin, file_where), (db_evidence, db_pin, db_where) = (
+        outcomes["file"],
+        outcomes["sqlite"],
+    )
+    assert file_evidence == db_evidence
+    assert file_evidence["pinned"] == pinned_at_10.decode() and file_evidence["conflicting"] == fork.decode()
+    assert file_evidence["proof"] and file_evidence["reason"]
+    assert file_pin == db_pin and file_pin is not None and file_pin["pinned"] == pinned_at_10.decode()
+    assert Path(file_where).parent.name == "evidence" and "evidence" in db_where
+    db = SqlitePinStore(tmp_path / "sqlite" / "gateway.db")
+    assert run(db.has_evidence())
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        pytest.param(lambda p: p[:-1], id="a-hash-missing"),
+        pytest.param(lambda p: [*p, p[0]], id="a-hash-too-many"),
+        pytest.param(lambda p: [], id="empty"),
+    ],
+)
+def test_a_malformed_proof_for_an_honest_checkpoint_is_a_protocol_error_not_evidence(
+    kind: str, mangle: Callable[[list[bytes]], list[bytes]], log: LogBuilder, tmp_path: Path
+) -> None:
+    """A proof of the wrong shape proves nothing: ProtocolError, no evidence, the pin stays."""
+    root = FakeRoot(log)
+    pins = make_store(kind, tmp_path)
+
+    async def scenario() -> None:
+        pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
+        await pinned.accept(signed(log.checkpoint()), older_ok=False)
+        log.add(6)
+        root.override = mangle(log.tree.consistency_proof(10, 16))
+        with pytest.raises(ProtocolError):
+            await pinned.accept(signed(log.checkpoint()), older_ok=False)
+        assert pinned.size == 10
+        assert (await PinnedLog.open(log.policy(), ORIGIN, root, pins)).size == 10
+
+    run(scenario())
+    if isinstance(pins, SqlitePinStore):
+        assert not run(pins.has_evidence())
+    else:
+        assert not (tmp_path / "evidence").exists()
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_an_older_checkpoint_is_refused_for_current_answers_and_never_pinned(
+    kind: str, log: LogBuilder, tmp_path: Path
+) -> None:
+    """Behind the pin: StaleCheckpoint unless older_ok; with it, verified but not pinned."""
+    older = log.checkpoint()
+    log.add(6)
+    pins = make_store(kind, tmp_path)
+
+    async def scenario() -> None:
+        pinned = await PinnedLog.open(log.policy(), ORIGIN, FakeRoot(log), pins)
+        await pinned.accept(signed(log.checkpoint()), older_ok=False)
+        with pytest.raises(StaleCheckpoint):
+            await pinned.accept(signed(older), older_ok=False)
+        accepted = await pinned.accept(signed(older), older_ok=True)
+        assert not accepted.moved and accepted.checkpoint.checkpoint.size == 10 and pinned.size == 16
+
+    run(scenario())
+
+
+def test_a_receipt_checkpoint_is_verified_once(
+    log: LogBuilder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the receipt path the checkpoint's signatures are checked exactly once, and a receipt against
+    an older checkpoint this client never verified is refused."""
+    policy = log.policy()
+    calls: list[object] = []
+    verify = Policy.verify_checkpoint
+
+    def counting(
+        self: Policy, data: bytes | SignedCheckpoint, origin: str | None = None
+    ) -> VerifiedCheckpoint:
+        calls.append(data)
+        return verify(self, data, origin)
+
+    pins = make_store("sqlite", tmp_path)
+    unseen = Receipt(3, tuple(log.tree.inclusion_proof(3)), signed(log.checkpoint()))
+    log.add(6)
+    receipt = Receipt(3, tuple(log.tree.inclusion_proof(3)), signed(log.checkpoint()))
+
+    async def scenario() -> None:
+        pinned = await PinnedLog.open(policy, ORIGIN, FakeRoot(log), pins)
+        monkeypatch.setattr(Policy, "verify_checkpoint", counting)
+        verified = await pinned.verify_receipt(receipt, b"entry 3")
+        assert verified.checkpoint.size == 16 and len(calls) == 1
+        with pytest.raises(UnverifiedCheckpoint):
+            await pinned.verify_receipt(unseen, b"entry 3")
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_stored_pin_the_policy_does_not_trust_is_refused(
+    kind: str, log: LogBuilder, tmp_path: Path
+) -> None:
+    """A pin signed by keys the policy does not list, or a mangled state, is a PinError, not a crash."""
+    pins = make_store(kind, tmp_path)
+    other = LogBuilder()
+    other.add(3)
+    run(pins.save_pin(LightClient(other.policy(), ORIGIN, other.checkpoint()).state()))
+    with pytest.raises(PinError):
+        run(PinnedLog.open(log.policy(), ORIGIN, FakeRoot(log), pins))
+    run(pins.save_pin({"origin": ORIGIN, "pinned": 5}))
+    with pytest.raises(PinError):
+        run(PinnedLog.open(log.policy(), ORIGIN, FakeRoot(log), pins))
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize(
+    "bad_hash", ["not base64!", b64.encode(b"\x11" * 31)], ids=["bad-base64", "31-bytes"]
+)
+def test_a_proof_hash_the_codec_refuses_over_http_is_never_evidence(
+    kind: str, bad_hash: str, log: LogBuilder, tmp_path: Path
+) -> None:
+    """The root's consistency answer with one undecodable hash: ProtocolError from the client for both
+    stores (the gateway once read it as empty bytes and could have stored evidence)."""
+    pins = make_store(kind, tmp_path)
+    log_at_10 = log.checkpoint()
+    log.add(6)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == routes.CONSISTENCY
+        proof = [b64.encode(h) for h in log.tree.consistency_proof(10, 16)]
+        return httpx.Response(200, json={"old": 10, "new": 16, "proof": [*proof[:-1], bad_hash]})
+
+    async def scenario() -> None:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://root.invalid")
+        async with AsyncRootClient("http://root.invalid", http=http) as root:
+            pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
+            await pinned.accept(signed(log_at_10), older_ok=False)
+            with pytest.raises(ProtocolError):
+                await pinned.accept(signed(log.checkpoint()), older_ok=False)
+            assert pinned.size == 10
+
+    run(scenario())
+    if isinstance(pins, SqlitePinStore):
+        assert not run(pins.has_evidence())
+    else:
+        assert not (tmp_path / "evidence").exists()

@@ -1,0 +1,272 @@
+"""The root protocol's JSON codecs: round trips, and every hostile shape is a typed ProtocolError."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from chain_lite import b64
+from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.receipt import Receipt
+from resolver.api import create_app
+from resolver.reads import RootNode
+from rootclient import codecs, routes
+from rootclient.client import AsyncRootClient
+from rootclient.errors import ClientError, ProtocolError, RootClientError
+
+from .helpers import LogBuilder
+
+HASH = b64.encode(b"\x11" * 32)
+HOSTILE: list[object] = [[], None, "text", 7, True, {}, {"proof": None}, [{}]]
+"""Shapes a misbehaving root can send where an object is expected."""
+
+
+@pytest.fixture(scope="module")
+def receipt_text() -> str:
+    log = LogBuilder()
+    log.add(4)
+    receipt = Receipt(3, tuple(log.tree.inclusion_proof(3)), SignedCheckpoint.parse(log.checkpoint()))
+    return receipt.to_bytes().decode()
+
+
+def good_proof(receipt_text: str) -> dict[str, Any]:
+    return {
+        "epoch": 4,
+        "record": b64.encode(b"record"),
+        "map_proof": b64.encode(b"map proof"),
+        "map_head": b64.encode(b"map head"),
+        "receipt": receipt_text,
+    }
+
+
+def test_resolution_proof_round_trips(receipt_text: str) -> None:
+    """What the server encodes, the client decodes to the same bytes."""
+    body = codecs.proof_json(
+        epoch=4, record=b"record", map_proof=b"map proof", map_head_b64=b64.encode(b"map head"),
+        receipt_text=receipt_text,
+    )  # fmt: skip
+    proof = codecs.proof_from_json("88.1/X", json.loads(json.dumps(body)))
+    assert (proof.record, proof.map_proof, proof.map_head) == (b"record", b"map proof", b"map head")
+    assert proof.receipt.to_bytes().decode() == receipt_text
+    absent = codecs.proof_from_json("88.1/X", good_proof(receipt_text) | {"record": None})
+    assert absent.record is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"map_proof": None},
+        {"map_proof": 5},
+        {"map_proof": "not base64!"},
+        {"map_proof": "QQ"},  # unpadded: not canonical
+        {"map_head": ["QUFB"]},
+        {"record": 1},
+        {"record": "QR=="},  # non-zero trailing bits: not canonical
+        {"receipt": None},
+        {"receipt": 12},
+        {"receipt": "not a receipt"},
+        {"receipt": "c2sp.org/tlog-proof@v1\nindex 1\n\nno checkpoint"},
+        {"receipt": "\udcff"},
+    ],
+)
+def test_hostile_resolution_proofs_are_protocol_errors(receipt_text: str, change: dict[str, Any]) -> None:
+    """A missing, mistyped or non-canonical field never escapes as KeyError or TypeError."""
+    with pytest.raises(ProtocolError):
+        codecs.proof_from_json("88.1/X", good_proof(receipt_text) | change)
+
+
+@pytest.mark.parametrize("missing", ["map_proof", "map_head", "receipt"])
+def test_a_missing_proof_field_is_named(receipt_text: str, missing: str) -> None:
+    """The error says which field is missing."""
+    proof = good_proof(receipt_text)
+    del proof[missing]
+    with pytest.raises(ProtocolError, match=missing):
+        codecs.proof_from_json("88.1/X", proof)
+
+
+@pytest.mark.parametrize("body", HOSTILE)
+def test_hostile_answer_shapes_are_protocol_errors(body: object) -> None:
+    """Every decoder refuses a body of the wrong JSON type with a ProtocolError."""
+    decoders: list[Callable[[object], object]] = [
+        lambda b: codecs.proof_from_json("88.1/X", b),
+        codecs.resolution_from_json,
+        lambda b: codecs.consistency_from_json(b, 3, 7),
+        codecs.block_batch_from_json,
+        lambda b: codecs.block_info_from_json(b, b"\x01" * 32),
+    ]
+    for decode in decoders:
+        with pytest.raises(ProtocolError):
+            decode(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"old": 3, "new": 7, "proof": [HASH, b64.encode(b"\x11" * 31)]},
+        {"old": 3, "new": 7, "proof": [HASH, b64.encode(b"\x11" * 33)]},
+        {"old": 3, "new": 7, "proof": [HASH, "!!!!"]},
+        {"old": 3, "new": 7, "proof": [HASH, None]},
+        {"old": 3, "new": 7, "proof": HASH},
+        {"old": 2, "new": 7, "proof": [HASH]},
+        {"old": 3},
+    ],
+    ids=[
+        "31-byte-hash",
+        "33-byte-hash",
+        "bad-base64",
+        "null-hash",
+        "string-not-list",
+        "other-sizes",
+        "no-proof",
+    ],
+)
+def test_hostile_consistency_proofs_are_protocol_errors(body: object) -> None:
+    """A consistency proof's hashes are canonical base64 of exactly 32 bytes, for the sizes asked."""
+    with pytest.raises(ProtocolError):
+        codecs.consistency_from_json(body, 3, 7)
+
+
+def test_consistency_proof_round_trips() -> None:
+    """The server's encoding decodes to the same hashes."""
+    hashes = [b"\x01" * 32, b"\x02" * 32]
+    assert codecs.consistency_from_json(codecs.consistency_json(3, 7, hashes), 3, 7) == hashes
+
+
+def test_block_batch_round_trips() -> None:
+    """Anchor and replicate bodies decode to what was encoded."""
+    replicate = [(b"block-1", [b"e1", b"e2"]), (b"block-2", [])]
+    assert codecs.block_batch_from_json(codecs.block_batch(replicate)) == replicate
+    anchor: list[tuple[bytes, list[bytes] | None]] = [(b"block-1", None)]
+    assert codecs.block_batch_from_json(codecs.block_batch(anchor)) == anchor
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"mode": "mirror", "blocks": [{"block": "QUFB"}]},
+        {"mode": "anchor", "blocks": []},
+        {"mode": "anchor", "blocks": "QUFB"},
+        {"mode": "anchor", "blocks": [None]},
+        {"mode": "anchor", "blocks": [{"block": None}]},
+        {"mode": "anchor", "blocks": [{"block": "QUF"}]},
+        {"mode": "replicate", "blocks": [{"block": "QUFB"}]},
+        {"mode": "replicate", "blocks": [{"block": "QUFB", "body": ["QUFB", 3]}]},
+    ],
+)
+def test_hostile_block_batches_are_protocol_errors(body: object) -> None:
+    """The server's block-batch decoder refuses every malformed body with a ProtocolError."""
+    with pytest.raises(ProtocolError):
+        codecs.block_batch_from_json(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"accepted": "x"},
+        {"accepted": [None]},
+        {"accepted": [{"height": 1}]},
+        {"accepted": [{"block_id": "zz", "height": 1}]},
+        {"accepted": [{"block_id": 5, "height": 1}]},
+        {"accepted": [{"block_id": "00", "height": -1}]},
+        {"accepted": [{"block_id": "00", "height": "1"}]},
+        [],
+    ],
+)
+def test_hostile_block_batch_answers_are_protocol_errors(body: object) -> None:
+    """The gateway's decoder of the root's block-batch answer refuses malformed answers."""
+    with pytest.raises(ProtocolError):
+        codecs.blocks_answer_from_json(body, 200)
+
+
+def test_block_info_round_trips_and_refuses_hostile_fields(receipt_text: str) -> None:
+    """A block's receipt is parsed once by the codec; a bad receipt or index is a ProtocolError."""
+    receipt = Receipt.parse(receipt_text.encode())
+    body = json.loads(json.dumps(codecs.block_info_json(b"\xab" * 32, "88.1/GW", 4, 3, receipt)))
+    info = codecs.block_info_from_json(body, b"\xab" * 32)
+    assert (info.gateway, info.height, info.log_index, info.receipt_text) == ("88.1/GW", 4, 3, receipt_text)
+    assert info.receipt == receipt
+    pending = codecs.block_info_from_json(body | {"receipt": None, "log_index": None}, b"\xab" * 32)
+    assert pending.receipt is None and pending.log_index is None
+    for change in ({"receipt": "junk"}, {"receipt": 3}, {"log_index": "3"}, {"height": None}, {"gateway": 1}):
+        with pytest.raises(ProtocolError):
+            codecs.block_info_from_json(body | change, b"\xab" * 32)
+
+
+def _client(status: int, content: bytes, content_type: str = "application/json") -> AsyncRootClient:
+    def answer(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=content, headers={"content-type": content_type})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://root.invalid")
+    return AsyncRootClient("http://root.invalid", http=http)
+
+
+CALLS: dict[str, Callable[[AsyncRootClient], Awaitable[object]]] = {
+    "resolve": lambda c: c.resolve("88.1/X"),
+    "consistency": lambda c: c.consistency(3, 7),
+    "write": lambda c: c.write(b"cose"),
+    "submit_blocks": lambda c: c.submit_blocks([(b"block", None)]),
+    "block": lambda c: c.block(b"\x01" * 32),
+    "origin": lambda c: c.origin(),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+@pytest.mark.parametrize(
+    "content", [b"[]", b"null", b"{}", b'"x"', b"not json", b"\xff\xfe", b'{"proof": [1], "accepted": {}}']
+)
+def test_the_client_turns_every_hostile_answer_into_a_typed_error(call: str, content: bytes) -> None:
+    """Whatever a root answers with 200, each client call returns a value or raises a RootClientError."""
+
+    async def attempt() -> None:
+        async with _client(200, content) as client:
+            with contextlib.suppress(RootClientError):
+                await CALLS[call](client)
+
+    asyncio.run(attempt())
+
+
+def test_an_error_answer_becomes_a_client_error_with_its_status_and_code() -> None:
+    """The root's JSON error body gives the message and Handle code; a non-JSON one its text."""
+
+    async def attempt(status: int, content: bytes) -> ClientError:
+        async with _client(status, content) as client:
+            with pytest.raises(ClientError) as info:
+                await client.resolve("88.1/X")
+            return info.value
+
+    refused = asyncio.run(attempt(404, json.dumps(codecs.error_json(100, "Handle Not Found")).encode()))
+    assert (refused.status, refused.handle_code, refused.message) == (404, 100, "Handle Not Found")
+    proxy = asyncio.run(attempt(502, b"bad gateway"))
+    assert (proxy.status, proxy.handle_code, proxy.message) == (502, 2, "bad gateway")
+    odd = asyncio.run(attempt(400, b"[1, 2]"))
+    assert (odd.status, odd.handle_code) == (400, 2)
+
+
+def test_routes_build_the_paths_the_server_declares() -> None:
+    """Client paths fall under the server's route templates; identifiers keep their one slash."""
+    assert routes.resolve("88.123/PUMP 1").startswith(routes.RESOLVE_PREFIX)
+    assert routes.resolve("88.123/a/b") == "/v1/resolve/88.123/a%2Fb"
+    assert routes.block(b"\xab\xcd") == "/v1/blocks/abcd"
+    assert routes.gateway_head("88.1/GW") == "/v1/gateways/88.1/GW/head"
+    assert routes.RESOLVE == routes.RESOLVE_PREFIX + "{identifier:path}"
+    assert routes.HANDLE == routes.HANDLE_PREFIX + "{handle:path}"
+    assert routes.HISTORY == routes.HISTORY_PREFIX + "{identifier:path}"
+
+
+def test_the_root_app_serves_exactly_the_routes_rootclient_names() -> None:
+    """Every route of the root's API comes from rootclient.routes, and every root route there is served."""
+    app = create_app(cast(RootNode, None))  # routes are declared without touching the node
+    served = {r.path for r in app.routes if isinstance(r, APIRoute)}
+    declared = {
+        routes.HANDLE, routes.RESOLVE, routes.HISTORY, routes.REGISTRY, routes.GATEWAY_BLOCKS, routes.BLOCK,
+        routes.GATEWAY_HEAD, routes.CHECKPOINT, routes.CONSISTENCY, routes.INCLUSION, routes.TILES_CHECKPOINT,
+        routes.TILE, routes.HEALTH, routes.METRICS, routes.WEB_PAGE,
+    }  # fmt: skip
+    assert served == declared
