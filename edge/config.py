@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chain_lite.envelope import MAX_COUNTER
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
+from edge.admission import COUNTER_WINDOW_DEFAULT
 from edge.connectors import PLUGINS, ConnectorConfig
 from edge.errors import ConfigError
 from runtime import tomlconfig
@@ -64,6 +66,11 @@ class GatewayConfig:
     retention_days: float = setting(
         "store.retention_days", 30.0, range=(0.0, 36500), help="anchored readings older than this are pruned"
     )
+    counter_window: int = setting(
+        "counters.max_jump", COUNTER_WINDOW_DEFAULT, range=(1, MAX_COUNTER),
+        help="refuse (as counter-jump) a reading whose counter is more than this above its signer's last, "
+        "or above 0 for a first reading; wide by default for Modbus bridge counters (microseconds)",
+    )  # fmt: skip
     sync_batch: int = setting("sync.batch", 64, range=(1, 256), help="blocks per request to the root")
     sync_interval_s: float = setting(
         "sync.interval_s", 0.5, range=(0.05, 3600), help="how often to push pending blocks"

@@ -79,6 +79,7 @@ class Gateway:
             max_seconds=cfg.block_max_seconds,
             disk_budget_bytes=cfg.disk_budget_mb * 1024 * 1024,
             retention_days=cfg.retention_days,
+            counter_window=cfg.counter_window,
         )
         self.ingest = Ingest(self.writer)
         self.policy = Policy.parse(cfg.policy.read_bytes())
@@ -122,6 +123,7 @@ class Gateway:
             sync=self.syncer.state if self.syncer else "starting",
             connectors={f"{c.__class__.__name__}[{i}]": c.state for i, c in enumerate(self.connectors)},
             store=store.read_status(self.cfg.db),
+            duplicates=stats.duplicates,
         )
 
     async def _status_line(self) -> str:

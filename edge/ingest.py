@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from edge.admission import DUPLICATE
 from edge.intake import SHUTTING_DOWN, STORE_FULL, Outcome, Submission
 from edge.writer import Writer, now_ms
 from runtime.ratelimit import RateLimitedLog
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestStats:
     accepted: int = 0
+    duplicates: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     refused: int = 0
     batches: int = 0
@@ -119,7 +121,9 @@ class Ingest:
             self.stats.batches += 1
             subs = [sub for subs, _ in batch for sub in subs]
             for sub, outcome in zip(subs, outcomes, strict=True):
-                if outcome.accepted:
+                if outcome.reason == DUPLICATE:  # acknowledged, but not a new reading (D-052)
+                    self.stats.duplicates += 1
+                elif outcome.accepted:
                     self.stats.accepted += 1
                 elif outcome.reason is not None:
                     self.stats.rejected[outcome.reason] = self.stats.rejected.get(outcome.reason, 0) + 1

@@ -44,6 +44,11 @@ class GatewayCollector(Collector):
         accepted = CounterMetricFamily("edgeroot_gateway_readings_accepted", "Readings stored")
         accepted.add_metric([], st.accepted)
         yield accepted
+        duplicate = CounterMetricFamily(
+            "edgeroot_gateway_readings_duplicate", "Resends of stored readings (acknowledged, stored once)"
+        )
+        duplicate.add_metric([], st.duplicates)
+        yield duplicate
         rejected = CounterMetricFamily(
             "edgeroot_gateway_readings_rejected", "Inputs quarantined", labels=["reason"]
         )

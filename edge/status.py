@@ -26,6 +26,34 @@ class AnchoredBlock:
 
 
 @dataclass(frozen=True, slots=True)
+class CounterReset:
+    """An operator's ``edgeroot gateway device reset-counter``, as the store keeps it for audit (D-053)."""
+
+    id: int
+    signer: str
+    to: int | None
+    """The signer's new last counter; None: forgotten, its next reading is judged as a first one."""
+    previous: int | None
+    """The counter it replaced (as stored when requested; as the writer held it once applied)."""
+    requested_ms: int
+    requested_by: str
+    reason: str
+    applied_ms: int | None
+    """None while pending: the writer applies it before it judges its next batch, or when it starts."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "signer": self.signer,
+            "to": self.to,
+            "previous": self.previous,
+            "requested_ms": self.requested_ms,
+            "requested_by": self.requested_by,
+            "reason": self.reason,
+            "applied_ms": self.applied_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StoreFacts:
     """What the gateway's SQLite file says, whether or not the gateway runs."""
 
@@ -40,6 +68,10 @@ class StoreFacts:
     gaps: int
     evidence: bool
     """The light client stored two inconsistent signed checkpoints: sync has stopped."""
+    duplicates: int = 0
+    """Resends of stored readings (acknowledged, not stored again), since the store was created."""
+    counter_resets: tuple[CounterReset, ...] = ()
+    """The newest operator counter resets first, pending or applied."""
 
     @property
     def unanchored_blocks(self) -> int:
@@ -57,6 +89,8 @@ class StoreFacts:
             "rejects": dict(self.rejects),
             "gaps": self.gaps,
             "evidence": self.evidence,
+            "duplicates": self.duplicates,
+            "counter_resets": [r.as_json() for r in self.counter_resets],
         }
 
 
@@ -79,6 +113,8 @@ class GatewayStatus:
     connectors: Mapping[str, str]
     """``<class>[<index>]`` → the connector's state, in configuration order."""
     store: StoreFacts
+    duplicates: int = 0
+    """Resends of stored readings in this run: acknowledged, not stored again, not quarantined."""
 
     @property
     def problems(self) -> list[str]:
@@ -99,7 +135,11 @@ class GatewayStatus:
             "gateway": self.gateway,
             "connectors": dict(self.connectors),
             "sync": self.sync,
-            "ingest": {"accepted": self.accepted, "rejected": dict(self.rejected)},
+            "ingest": {
+                "accepted": self.accepted,
+                "duplicates": self.duplicates,
+                "rejected": dict(self.rejected),
+            },
             "store": self.store.as_json(),
         }
 

@@ -12,11 +12,13 @@ Tables::
                 state: 'chained' (signed locally) -> 'submitted' (root accepted) -> 'anchored' (receipt
                 verified against the pinned checkpoint)
     counters    signer -> last counter accepted
+    counter_resets  id, signer, to_counter (NULL: forgotten), previous, requested_ms, requested_by, reason,
+                applied_ms (NULL until the writer applied it): operators' resets, kept as an audit trail
     gaps        signer, expected, got, received_ms       (a counter jumped: readings may be missing)
     quarantine  id, received_ms, source, reason, raw (first 8 KiB)
     devices     identifier -> key (SubjectPublicKeyInfo DER), origin ('local' | 'registry'), fetched_ms
     resolutions identifier -> the root's resolve answer with its proofs (JSON), fetched_ms
-    meta        key -> value (light-client state, evidence)
+    meta        key -> value (light-client state, evidence, the all-time count of duplicates)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 import sqlite_utils
 
-from edge.status import BLOCK_STATES, AnchoredBlock, StoreFacts
+from edge.status import BLOCK_STATES, AnchoredBlock, CounterReset, StoreFacts
 
 QUARANTINE_RAW_MAX = 8 * 1024
 
@@ -58,6 +60,8 @@ def create_schema(path: Path) -> None:
     )
     db.table("readings").create_index(["block"], if_not_exists=True)
     db.table("readings").create_index(["subject", "id"], if_not_exists=True)
+    # A counter at or below the last is looked up here: a resend of a stored reading or a replay (D-052).
+    db.table("readings").create_index(["signer", "counter"], if_not_exists=True)
     db.table("blocks").create(
         {
             "height": int, "block_id": bytes, "raw": bytes, "first_reading": int, "count": int,
@@ -95,6 +99,15 @@ def create_schema(path: Path) -> None:
         if_not_exists=True,
     )
     db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db.table("counter_resets").create(
+        {
+            "id": int, "signer": str, "to_counter": int, "previous": int, "requested_ms": int,
+            "requested_by": str, "reason": str, "applied_ms": int,
+        },
+        pk="id",
+        not_null={"signer", "requested_ms", "requested_by", "reason"},
+        if_not_exists=True,
+    )  # fmt: skip
     db.conn.close()
 
 
@@ -167,6 +180,96 @@ def read_status(path: Path) -> StoreFacts:
             rejects=count_rejects_by_reason(conn),
             gaps=count_gaps(conn),
             evidence=has_evidence(conn),
+            duplicates=count_duplicates(conn),
+            counter_resets=recent_counter_resets(conn),
         )
     finally:
         conn.close()
+
+
+# --- duplicates and counter resets: what edge.admission looks up and `edgeroot gateway device
+# reset-counter` asks for (D-052, D-053). The writer alone applies resets, in a batch's transaction.
+
+DUPLICATES = "duplicates"
+"""The ``meta`` key of the all-time count of duplicates (resends of stored readings, acknowledged)."""
+RECENT_RESETS = 20
+"""How many counter resets the status shows; the table keeps all of them."""
+
+
+def readings_with_counter(conn: sqlite3.Connection, signer: str, counter: int) -> list[bytes]:
+    """The raw envelopes stored under ``signer`` and ``counter`` (several only after a counter reset)."""
+    rows = conn.execute("SELECT raw FROM readings WHERE signer = ? AND counter = ?", (signer, counter))
+    return [bytes(r[0]) for r in rows]
+
+
+def add_duplicates(conn: sqlite3.Connection, count: int) -> None:
+    """Add to the all-time count of duplicates (inside the caller's transaction)."""
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+        (DUPLICATES, count),
+    )
+
+
+def count_duplicates(conn: sqlite3.Connection) -> int:
+    return int(read_meta(conn, DUPLICATES) or 0)
+
+
+def last_counter(conn: sqlite3.Connection, signer: str) -> int | None:
+    """The last counter accepted from ``signer``, as of the writer's last commit."""
+    row = conn.execute("SELECT last FROM counters WHERE signer = ?", (signer,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def request_counter_reset(
+    path: Path, signer: str, to: int | None, *, by: str, reason: str, at_ms: int
+) -> CounterReset:
+    """Record an operator's request to set ``signer``'s last counter to ``to`` (``None``: forget it, so
+    its next reading is judged as a first one). Safe whether the gateway runs or not: the writer, which
+    holds the counters in memory, applies pending requests before it judges its next batch or when it
+    opens the store. ``previous`` is the counter stored now; the writer records the one it replaced."""
+    conn = connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # the counter read and the request are one instant
+        previous = last_counter(conn, signer)
+        cur = conn.execute(
+            "INSERT INTO counter_resets (signer, to_counter, previous, requested_ms, requested_by, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (signer, to, previous, at_ms, by, reason),
+        )
+        conn.execute("COMMIT")
+        assert cur.lastrowid is not None
+        return CounterReset(cur.lastrowid, signer, to, previous, at_ms, by, reason, None)
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+
+
+def pending_counter_resets(conn: sqlite3.Connection) -> list[CounterReset]:
+    """The resets not applied yet, oldest first (so the last request for a signer wins)."""
+    rows = conn.execute(
+        "SELECT id, signer, to_counter, previous, requested_ms, requested_by, reason, applied_ms "
+        "FROM counter_resets WHERE applied_ms IS NULL ORDER BY id"
+    ).fetchall()
+    return [CounterReset(*row) for row in rows]
+
+
+def mark_counter_reset_applied(
+    conn: sqlite3.Connection, reset_id: int, previous: int | None, applied_ms: int
+) -> None:
+    """Inside the writer's transaction that changes the counter."""
+    conn.execute(
+        "UPDATE counter_resets SET applied_ms = ?, previous = ? WHERE id = ?",
+        (applied_ms, previous, reset_id),
+    )
+
+
+def recent_counter_resets(conn: sqlite3.Connection, limit: int = RECENT_RESETS) -> tuple[CounterReset, ...]:
+    """The newest counter resets first, pending or applied."""
+    rows = conn.execute(
+        "SELECT id, signer, to_counter, previous, requested_ms, requested_by, reason, applied_ms "
+        "FROM counter_resets ORDER BY id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return tuple(CounterReset(*row) for row in rows)

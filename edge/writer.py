@@ -20,8 +20,9 @@ from chain_lite.block import GENESIS_PREV, header_for, parse_block, sign_block
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import PublicKey, load_public_der
 from edge import store
-from edge.admission import Accepted, ReadingVerifier, Rejected
+from edge.admission import COUNTER_WINDOW_DEFAULT, DUPLICATE, Accepted, Duplicate, ReadingVerifier, Rejected
 from edge.intake import Outcome, Submission
+from edge.status import CounterReset
 
 log = logging.getLogger(__name__)
 MAX_SIGNERS_PER_BLOCK = 500
@@ -42,6 +43,7 @@ class Writer:
         max_seconds: float,
         disk_budget_bytes: int,
         retention_days: float,
+        counter_window: int = COUNTER_WINDOW_DEFAULT,
     ) -> None:
         self.path = path
         self.gateway = gateway
@@ -51,13 +53,17 @@ class Writer:
         self.retention_ms = int(retention_days * 86_400_000)
         self.conn: sqlite3.Connection | None = None
         self.keys: dict[str, PublicKey | None] = {}
-        self.verifier = ReadingVerifier(self._key, {})
+        self.verifier = ReadingVerifier(self._key, {}, stored=self._stored, window=counter_window)
+        self._batch_signed: dict[tuple[str, int], list[bytes]] = {}
+        """Readings accepted in the batch being judged, not yet committed, by (signer, counter)."""
         self.store_full = False
 
     def open(self) -> None:
-        """Open the write connection (on the writer thread) and load counters."""
+        """Open the write connection (on the writer thread), load counters and apply the counter resets
+        requested while the gateway was stopped."""
         self.conn = store.connect(self.path)
         self.verifier.counters = dict(self.conn.execute("SELECT signer, last FROM counters").fetchall())
+        self.process([])
 
     def close(self) -> None:
         if self.conn is not None:
@@ -74,6 +80,12 @@ class Writer:
             self.keys[signer] = None if row is None else load_public_der(bytes(row[0]))
         return self.keys[signer]
 
+    def _stored(self, signer: str, counter: int) -> list[bytes]:
+        """The admission's lookup of stored readings: this batch's first, then the file's."""
+        return self._batch_signed.get((signer, counter), []) + store.readings_with_counter(
+            self._db(), signer, counter
+        )
+
     def forget_key(self, signer: str) -> None:
         """Drop a cached key (or a cached absence) after the devices table changed."""
         self.keys.pop(signer, None)
@@ -81,27 +93,51 @@ class Writer:
     # --- ingest --------------------------------------------------------------------------------------------
 
     def process(self, batch: list[Submission]) -> list[Outcome]:
-        """Verify and store a batch in one transaction; outcomes are valid only once this returns."""
+        """Verify and store a batch in one transaction; outcomes are valid only once this returns.
+
+        Counter resets an operator requested (``edgeroot gateway device reset-counter``) are applied
+        first, in the same transaction: they may come from another process at any time, and this thread
+        alone holds the counters in memory (D-053)."""
         db = self._db()
         saved_counters = dict(self.verifier.counters)
+        resets = self._apply_counter_resets(store.pending_counter_resets(db))
         outcomes: list[Outcome] = []
         readings, quarantine, gaps, touched = [], [], [], {}
+        duplicates = 0
+        self._batch_signed = {}
         for sub in batch:
             verdict = self.verifier.check(sub.raw) if sub.reject is None else Rejected(sub.reject, "")
             if isinstance(verdict, Accepted):
                 env = verdict.envelope
                 readings.append((env.signer, env.subject, env.counter, sub.received_ms, sub.raw))
+                self._batch_signed.setdefault((env.signer, env.counter), []).append(sub.raw)
                 touched[env.signer] = env.counter
                 if verdict.gap_from is not None:
                     gaps.append((env.signer, verdict.gap_from, env.counter, sub.received_ms))
                 outcomes.append(Outcome(accepted=True, durable=True))
+            elif isinstance(verdict, Duplicate):
+                # Stored before: acknowledged as a success, so the sender frees it (D-052).
+                duplicates += 1
+                detail = f"{verdict.envelope.signer} counter {verdict.envelope.counter} is stored already"
+                outcomes.append(Outcome(True, True, DUPLICATE, detail))
             else:
                 quarantine.append(
                     (sub.received_ms, sub.source, verdict.reason, sub.raw[: store.QUARANTINE_RAW_MAX])
                 )
                 outcomes.append(Outcome(False, True, verdict.reason, verdict.detail, verdict.signer))
+        self._batch_signed = {}
         try:
             db.execute("BEGIN IMMEDIATE")
+            for reset, previous in resets:
+                if reset.to is None:
+                    db.execute("DELETE FROM counters WHERE signer = ?", (reset.signer,))
+                else:
+                    db.execute(
+                        "INSERT INTO counters (signer, last) VALUES (?, ?) "
+                        "ON CONFLICT (signer) DO UPDATE SET last = excluded.last",
+                        (reset.signer, reset.to),
+                    )
+                store.mark_counter_reset_applied(db, reset.id, previous, now_ms())
             db.executemany(
                 "INSERT INTO readings (signer, subject, counter, received_ms, raw) VALUES (?, ?, ?, ?, ?)",
                 readings,
@@ -115,13 +151,38 @@ class Writer:
                 "ON CONFLICT (signer) DO UPDATE SET last = excluded.last",
                 list(touched.items()),
             )
+            if duplicates:
+                store.add_duplicates(db, duplicates)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self.verifier.counters = saved_counters
+            self.verifier.counters = saved_counters  # and the resets stay pending, for the next batch
             raise
+        for reset, previous in resets:
+            log.warning(
+                "counter of %s reset from %s %s, requested by %s (%s): replay protection restarts there",
+                reset.signer,
+                previous,
+                "(forgotten)" if reset.to is None else f"to {reset.to}",
+                reset.requested_by,
+                reset.reason or "no reason given",
+            )
         return outcomes
+
+    def _apply_counter_resets(
+        self, pending: list[CounterReset]
+    ) -> list[tuple[CounterReset, int | None]]:
+        """Apply resets to the counters in memory, oldest first; each with the counter it replaced."""
+        applied = []
+        for reset in pending:
+            previous = self.verifier.counters.get(reset.signer)
+            if reset.to is None:
+                self.verifier.counters.pop(reset.signer, None)
+            else:
+                self.verifier.counters[reset.signer] = reset.to
+            applied.append((reset, previous))
+        return applied
 
     # --- chain ---------------------------------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
-"""``edgeroot gateway init|run|status``: the edge gateway daemon and its state directory."""
+"""``edgeroot gateway init|run|status|device``: the edge gateway daemon and its state directory."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import httpx
 
 from chain_lite import keys
+from chain_lite.envelope import MAX_COUNTER
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
@@ -21,7 +24,7 @@ from runtime.keyfiles import write_private
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("gateway", help="the edge gateway daemon")
-    gsub = p.add_subparsers(dest="what", required=True, metavar="{init,run,status}")
+    gsub = p.add_subparsers(dest="what", required=True, metavar="{init,run,status,device}")
     init = gsub.add_parser(
         "init", help="create keys, gateway.toml and a registration request", parents=[JSON_FLAG]
     )
@@ -41,6 +44,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     status.add_argument("--state", type=Path, required=True)
     status.add_argument("--config", type=Path, help="gateway.toml to use (default STATE/gateway.toml)")
     status.set_defaults(run=run_status)
+    device = gsub.add_parser("device", help="operator actions on one device")
+    dsub = device.add_subparsers(dest="action", required=True, metavar="{reset-counter}")
+    reset = dsub.add_parser(
+        "reset-counter",
+        parents=[JSON_FLAG],
+        help="let a device locked out by a wrong counter back in (audited in `gateway status`)",
+        description="Set the last counter accepted from a device (or forget it: its next reading is then "
+        "judged as a first one, at most counters.max_jump above 0). Works whether the gateway runs or not: "
+        "the gateway applies the request before it judges its next reading, and logs it. Readings with "
+        "counters above the new value are accepted again, so give --to the device's true last counter "
+        "when you know it.",
+    )
+    reset.add_argument("identifier", help="the device (or bridge) that signs the readings")
+    reset.add_argument("--to", type=int, metavar="N", help="the new last counter (default: forget it)")
+    reset.add_argument("--reason", default="", help="why, for the audit trail")
+    reset.add_argument("--state", type=Path, required=True)
+    reset.add_argument("--config", type=Path, help="gateway.toml to use (default STATE/gateway.toml)")
+    reset.set_defaults(run=run_reset_counter)
 
 
 def run_init(args: argparse.Namespace, report: Reporter) -> int:
@@ -130,3 +151,50 @@ def run_status(args: argparse.Namespace, report: Reporter) -> int:
             summary + "; PROBLEMS: " + "; ".join(facts.get("problems") or ["equivocation evidence"]), **facts
         )
     return report.ok(summary, **facts)
+
+
+def run_reset_counter(args: argparse.Namespace, report: Reporter) -> int:
+    """Record the request in the store, where the gateway's writer (the one owner of counters) applies
+    it: at its next batch while it runs, when it starts otherwise (docs/decisions.md D-053)."""
+    from edge import config, store  # noqa: PLC0415 (as in run_status)
+    from edge.errors import ConfigError  # noqa: PLC0415
+    from edge.writer import now_ms  # noqa: PLC0415
+
+    try:
+        cfg = config.load(args.state, args.config)
+        signer = normalize(args.identifier)
+    except (ConfigError, ChainError) as exc:
+        raise CommandFailed(str(exc)) from exc
+    if args.to is not None and not 0 <= args.to <= MAX_COUNTER:
+        raise CommandFailed(f"--to {args.to}: a counter is 0 to {MAX_COUNTER}")
+    if not cfg.db.is_file():
+        raise CommandFailed(f"{cfg.db} does not exist: the gateway has not run, no counter to reset")
+    store.create_schema(cfg.db)  # a store written before counter resets existed gains their table
+    conn = store.connect(cfg.db)
+    try:
+        stored = store.last_counter(conn, signer)
+    finally:
+        conn.close()
+    if stored is None and args.to is None:
+        raise CommandFailed(f"no counter is stored for {signer}: nothing to reset (--to N sets one)")
+    reset = store.request_counter_reset(
+        cfg.db, signer, args.to, by=_operator(), reason=args.reason, at_ms=now_ms()
+    )
+    logging.getLogger(__name__).info(
+        "counter reset of %s requested by %s: %s -> %s", signer, reset.requested_by, reset.previous, reset.to
+    )
+    new = "forgotten (its next reading counts as a first one)" if args.to is None else f"set to {args.to}"
+    return report.ok(
+        f"{signer}: last counter {reset.previous} {new}; the gateway applies this before it judges its "
+        "next reading (or when it starts) and logs it; `gateway status` shows it",
+        **reset.as_json(),
+        applied=False,
+    )
+
+
+def _operator() -> str:
+    """Who asked, for the audit trail: the login behind sudo if any, else the user running this."""
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container with an arbitrary uid)
+        return f"uid {os.getuid()}"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from chain_lite import envelope
 from edge import store
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, encode_frame, parse_counter_body
 from tests.gateway_harness import DEVICE, EDGEROOT, Plant
@@ -110,10 +111,12 @@ def test_serial_readings_through_corruption_end_up_anchored(
 def test_replayed_and_malformed_readings_get_nack_with_the_reason(
     bridge: tuple[Plant, Pty, Path, subprocess.Popen[bytes]],
 ) -> None:
-    """A resent (already stored) reading gets NACK "replay"; a body that is no envelope gets NACK too."""
+    """A different reading under a used counter gets NACK "replay" (resending the same one gets ACK:
+    tests/test_duplicates.py); a body that is no envelope gets NACK too."""
     plant, pty, _, _ = bridge
     first = plant.reading()
-    pty.write(encode_frame(FrameType.READING, first) + encode_frame(FrameType.READING, first))
+    replay = envelope.encode_envelope(plant.device, [{envelope.N: "flow", envelope.V: -1.0}], 1)
+    pty.write(encode_frame(FrameType.READING, first) + encode_frame(FrameType.READING, replay))
     pty.write(encode_frame(FrameType.READING, b"not an envelope"))
     frames = pty.read_frames(want=3)
     kinds = [(f.type, parse_counter_body(f.body)) for f in frames]

@@ -74,7 +74,9 @@ def test_coap_post_is_answered_after_durability_with_reasons(plant: Plant) -> No
         uri = f"coap://127.0.0.1:{plant.coap_port}/readings"
         first = plant.reading()
         out = []
-        for payload, fmt in ((first, 18), (first, 18), (b"\x00junk", None), (plant.reading(), 50)):
+        # A different reading under counter 1 is a replay (the same one again would be a duplicate: 2.04).
+        replay = envelope.encode_envelope(plant.device, [{envelope.N: "flow", envelope.V: -1.0}], 1)
+        for payload, fmt in ((first, 18), (replay, 18), (b"\x00junk", None), (plant.reading(), 50)):
             msg = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=payload)
             if fmt is not None:
                 msg.opt.content_format = fmt

@@ -27,6 +27,7 @@ STORED = StoreFacts(
     rejects={"malformed": 2, "replay": 1},
     gaps=1,
     evidence=False,
+    duplicates=9,
 )
 RUNNING = GatewayStatus(
     gateway="88.123.99/GW-1",
@@ -37,6 +38,7 @@ RUNNING = GatewayStatus(
     sync="synced",
     connectors={"MqttConnector[0]": "connected", "CoapConnector[1]": "listening"},
     store=STORED,
+    duplicates=4,
 )
 
 
@@ -57,7 +59,7 @@ def test_healthz_renders_the_snapshot(tmp_path: Path) -> None:
         "gateway": "88.123.99/GW-1",
         "connectors": {"MqttConnector[0]": "connected", "CoapConnector[1]": "listening"},
         "sync": "synced",
-        "ingest": {"accepted": 117, "rejected": {"replay": 1, "malformed": 2}},
+        "ingest": {"accepted": 117, "duplicates": 4, "rejected": {"replay": 1, "malformed": 2}},
         "store": {
             "readings": 120,
             "unchained_readings": 3,
@@ -67,6 +69,8 @@ def test_healthz_renders_the_snapshot(tmp_path: Path) -> None:
             "rejects": {"malformed": 2, "replay": 1},
             "gaps": 1,
             "evidence": False,
+            "duplicates": 9,
+            "counter_resets": [],
         },
     }
 
@@ -100,6 +104,7 @@ def test_metrics_render_one_snapshot_per_scrape_under_the_same_names(tmp_path: P
     lines = set(body.decode().splitlines())
     assert {
         "edgeroot_gateway_readings_accepted_total 117.0",
+        "edgeroot_gateway_readings_duplicate_total 4.0",
         'edgeroot_gateway_readings_rejected_total{reason="malformed"} 2.0',
         'edgeroot_gateway_readings_rejected_total{reason="replay"} 1.0',
         "edgeroot_gateway_readings_refused_total 0.0",

@@ -46,6 +46,11 @@ def reading(device: CoseSigner, counter: int) -> bytes:
     return envelope.encode_envelope(device, [{envelope.N: "temp", envelope.V: 20.0 + counter}], counter)
 
 
+def replayed(device: CoseSigner, counter: int) -> bytes:
+    """A different reading under a counter already used: a replay (resending the same one is a duplicate)."""
+    return envelope.encode_envelope(device, [{envelope.N: "temp", envelope.V: -1.0}], counter)
+
+
 def sub(raw: bytes) -> Submission:
     return Submission(raw, "test", now_ms())
 
@@ -58,7 +63,7 @@ def test_batch_accepts_quarantines_and_tracks_counters(plant: tuple[Writer, Cose
     batch = [
         reading(device, 1),
         reading(device, 2),
-        reading(device, 2),  # replay
+        replayed(device, 2),
         b"\xff\x00garbage",
         b"x" * 9000,
         reading(stranger, 1),
@@ -87,7 +92,7 @@ def test_replay_is_detected_across_restarts(plant: tuple[Writer, CoseSigner, Cos
         writer.path, gateway, max_readings=10, max_seconds=3600, disk_budget_bytes=1 << 30, retention_days=30
     )
     again.open()
-    assert again.process([sub(reading(device, 1))])[0].reason == "replay"
+    assert again.process([sub(replayed(device, 1))])[0].reason == "replay"
 
 
 def test_failed_commit_stores_nothing_and_restores_counters(
@@ -129,7 +134,7 @@ def test_ingest_batches_and_answers_each_submitter(plant: tuple[Writer, CoseSign
         ingest = Ingest(writer, max_batch=50, max_pending=20)
         await ingest.open()
         runner = asyncio.create_task(ingest.run())
-        raws = [reading(device, c) for c in range(1, 201)] + [reading(device, 3)]
+        raws = [reading(device, c) for c in range(1, 201)] + [replayed(device, 3)]
         outcomes = await asyncio.gather(*(ingest.submit(r, "t") for r in raws))
         runner.cancel()
         await ingest.close()
@@ -168,7 +173,7 @@ def test_status_facts_count_what_the_store_holds(plant: tuple[Writer, CoseSigner
         evidence=False,
     )
     in_order = [reading(device, c) for c in range(1, 24)]
-    batch = [*in_order, reading(device, 30), b"junk", b"junk", reading(device, 30)]  # gap, garbage, replay
+    batch = [*in_order, reading(device, 30), b"junk", b"junk", replayed(device, 30)]  # gap, garbage, replay
     writer.process([sub(r) for r in batch])
     for _ in range(2):
         writer.close_block_if_due()
@@ -200,4 +205,6 @@ def test_status_facts_count_what_the_store_holds(plant: tuple[Writer, CoseSigner
         "rejects": {"malformed": 2, "replay": 1},
         "gaps": 1,
         "evidence": True,
+        "duplicates": 0,
+        "counter_resets": [],
     }
