@@ -134,8 +134,9 @@ class ReadingVerifier:
         why = (
             "differs from the stored reading with that counter"
             if stored
-            # Pruned (only anchored readings are), never stored (it arrived after a later counter), or
-            # stored before a counter reset: without the original, a resend cannot be told from a replay.
+            # Pruned (only anchored readings are), or never stored (it arrived after a later counter, or
+            # an operator set the counter past it): without an original, a resend cannot be told from a
+            # replay. Refusing loses nothing that was stored: a pruned original was anchored first.
             else "no stored reading to compare it with (pruned, or never stored)"
         )
         return Rejected("replay", f"{env.signer} counter {env.counter} <= last accepted {last}; {why}")

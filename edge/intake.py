@@ -13,8 +13,10 @@ keeps the reading and retries. ``submit`` may block for a while: that is back-pr
 stops reading from its transport meanwhile instead of buffering in memory.
 
 Outcome reasons: the verifier's verdicts (``oversize``, ``malformed``, ``unknown-device``,
-``bad-signature``, ``replay``: :mod:`edge.admission`), a connector's own verdict passed as ``reject=``
-(:data:`WRONG_CONTENT_FORMAT`), and the two refusals above.
+``bad-signature``, ``replay``, ``counter-jump``: :mod:`edge.admission`), a connector's own verdict passed
+as ``reject=`` (:data:`WRONG_CONTENT_FORMAT`), and the two refusals above. An *accepted* outcome may
+carry the reason ``duplicate``: the reading was stored before (a resend), so the sender is acknowledged
+as for a new one.
 
 This module is the contract only: the implementation is :class:`edge.ingest.Ingest` over
 :class:`edge.writer.Writer`, and connectors import neither (an import contract in pyproject.toml).

@@ -169,6 +169,9 @@ def run_reset_counter(args: argparse.Namespace, report: Reporter) -> int:
         raise CommandFailed(f"--to {args.to}: a counter is 0 to {MAX_COUNTER}")
     if not cfg.db.is_file():
         raise CommandFailed(f"{cfg.db} does not exist: the gateway has not run, no counter to reset")
+    if cfg.db.stat().st_uid != os.geteuid():
+        # SQLite would create its -wal/-shm files as this user, and the gateway could not open them.
+        raise CommandFailed(f"run this as the owner of {cfg.db} (the gateway's user, e.g. sudo -u edgeroot)")
     store.create_schema(cfg.db)  # a store written before counter resets existed gains their table
     conn = store.connect(cfg.db)
     try:
