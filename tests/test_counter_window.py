@@ -22,8 +22,9 @@ from chain_lite.keys import generate_p256, public_der
 from edge import config as gateway_config
 from edge import store
 from edge.admission import COUNTER_WINDOW_DEFAULT
+from edge.connectors.mqtt import DeviceAck, device_acks
 from edge.errors import ConfigError
-from edge.intake import Submission
+from edge.intake import Outcome, Submission
 from edge.writer import Writer, now_ms
 from edgeroot.cli import main
 from tests.gateway_harness import EDGEROOT, Plant, cli
@@ -266,3 +267,12 @@ def test_running_gateway_refuses_a_jump_and_picks_up_a_reset(plant: Plant) -> No
         "counter of " + plant.device.kid + " reset from 1000000000000000 to 1"
         in (plant.state / "gateway.log").read_text()
     )
+
+
+def test_a_counter_jump_is_a_rejection_the_mqtt_end_to_end_ack_lists() -> None:
+    """counter-jump is decided after the signature check, so a device on MQTT end-to-end acks is told to
+    drop that reading (docs/formats.md §19) instead of resending it for ever."""
+    device = CoseSigner(PUMP, generate_p256())
+    burst = [reading(device, 1), reading(device, MAX_COUNTER)]
+    outcomes = [Outcome(True, True), Outcome(False, True, "counter-jump", "too far")]
+    assert device_acks(burst, outcomes) == [DeviceAck(PUMP, (1,), ((MAX_COUNTER, "counter-jump"),))]

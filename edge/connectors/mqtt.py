@@ -83,7 +83,7 @@ MAX_ACK_COUNTERS = 1000
 under :data:`MAX_DEVICE_ACK_BYTES`, so a burst of up to ``max_inflight`` readings is split."""
 STORED_REASONS = ("duplicate",)
 """Outcomes that are not ``accepted`` but whose reading is in the store: an identical resend."""
-SIGNED_REJECTIONS = ("replay",)
+SIGNED_REJECTIONS = ("replay", "counter-jump")
 """Rejections decided after the signature was checked (edge.admission's order). Any other rejection
 (malformed, oversize, unknown-device, bad-signature, wrong-content-format) gets no end-to-end ack:
 its kid is unproven, and a rejection sent to the device it names would let anyone on the broker make
