@@ -183,9 +183,6 @@ def run_reset_counter(args: argparse.Namespace, report: Reporter) -> int:
     reset = store.request_counter_reset(
         cfg.db, signer, args.to, by=_operator(), reason=args.reason, at_ms=now_ms()
     )
-    logging.getLogger(__name__).info(
-        "counter reset of %s requested by %s: %s -> %s", signer, reset.requested_by, reset.previous, reset.to
-    )
     new = "forgotten (its next reading counts as a first one)" if args.to is None else f"set to {args.to}"
     return report.ok(
         f"{signer}: last counter {reset.previous} {new}; the gateway applies this before it judges its "
