@@ -12,13 +12,15 @@ from edgeroot import (
     device,
     gateway,
     keygen,
+    pin,
+    proof,
     register,
     resolve,
     root,
     verify,
     witness,
 )
-from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from edgeroot.output import JSON_FLAG, CommandFailed, Reporter, with_exit_rule
 from runtime.keyfiles import KeyFileError
 
 
@@ -30,14 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edgeroot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (keygen, verify, root, witness, register, resolve, gateway, bridge, device, demo):
+    commands = (keygen, verify, proof, root, witness, register, resolve, pin, gateway, bridge, device, demo)
+    for module in commands:
         module.add_parser(sub)
+    with_exit_rule(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error exits 2 here (argparse), as the rule says
     report = Reporter(as_json=getattr(args, "json", False))
     try:
         result: int = args.run(args, report)

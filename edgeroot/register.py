@@ -72,7 +72,7 @@ def _values(args: argparse.Namespace) -> list[Value]:
     for item in args.value:
         type_, eq, text = item.partition("=")
         if not eq:
-            raise CommandFailed(f"--value {item!r}: want TYPE=VALUE")
+            raise CommandFailed(f"--value {item}: want TYPE=VALUE")
         values.append(Value(next_index, type_, "string", text, args.ttl))
         next_index += 1
     if not values:
@@ -108,6 +108,8 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     except ChainError as exc:
         raise CommandFailed(str(exc)) from exc
     except ClientError as exc:
+        if not 400 <= exc.status < 500:  # unreachable (no status) or the node's own failure: not judged
+            raise CommandFailed(f"{op} {args.name}: {exc.message}") from exc
         return report.invalid(f"{op} {args.name} refused: {exc.message}", responseCode=exc.handle_code)
     except ProtocolError as exc:
         raise CommandFailed(f"{args.root} answered out of protocol: {exc}") from exc

@@ -13,7 +13,9 @@ from typing import Any
 
 from chain_lite.errors import ChainError
 from chain_lite.policy import Policy
+from chain_lite.registry import canonical_identifier
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from edgeroot.pin import forget_hint
 from rootclient.client import RootClient
 from rootclient.codecs import resolution_from_json
 from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
@@ -39,31 +41,55 @@ def _values(answer: dict[str, Any]) -> list[dict[str, Any]]:
     return values
 
 
+def _policy(path: Path) -> Policy:
+    try:
+        return Policy.parse(read_bytes(path, "policy"))
+    except ChainError as exc:
+        raise CommandFailed(f"cannot read policy {path}: {exc}") from exc
+
+
 def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (one exit per verdict)
     if args.verify and args.policy is None:
         raise CommandFailed("--verify needs --policy FILE (the trust policy of the node)")
+    if args.at is not None and args.at < 1:
+        raise CommandFailed(f"--at {args.at}: a log size is at least 1")
+    try:
+        identifier = canonical_identifier(args.identifier)
+    except ChainError as exc:
+        raise CommandFailed(str(exc)) from exc
+    policy = _policy(args.policy) if args.verify else None
     with RootClient(args.root) as client:
         try:
-            answer = client.resolve(args.identifier, args.at)
+            answer = client.resolve(identifier, args.at)
+            proof = resolution_from_json(answer)
         except ClientError as exc:
-            if exc.status in (400, 404):
+            if exc.status == 404:
                 return report.invalid(exc.message, responseCode=exc.handle_code)
             raise CommandFailed(exc.message) from exc
         except ProtocolError as exc:
             raise CommandFailed(f"{args.root} answered out of protocol: {exc}") from exc
-        ident = answer.get("identifier", args.identifier)
-        if not args.verify:
+        size = proof.receipt.checkpoint.checkpoint.size
+        if args.at is not None and args.at > size:
+            # The node answers as of its latest size instead; saying so is the only honest answer.
+            raise CommandFailed(f"--at {args.at} is beyond the log's size {size}")
+        ident = answer.get("identifier", identifier)
+        if policy is None:
             if not answer.get("found"):
                 return report.invalid(f"{ident} is not registered (unverified answer)", identifier=ident)
             return report.ok(f"{ident} (unverified)", identifier=ident, values=_values(answer))
+        origin = proof.receipt.checkpoint.checkpoint.origin
+        store = FilePinStore(origin, args.config_dir)
         try:
-            policy = Policy.parse(read_bytes(args.policy, "policy"))
-            proof = resolution_from_json(answer)
-            store = FilePinStore(proof.receipt.checkpoint.checkpoint.origin, args.config_dir)
             result = client.verify_resolution(proof, policy, store, as_of=args.at is not None)
         except EquivocationDetected as exc:
             return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=exc.evidence)
-        except (ChainError, ProtocolError, PinError) as exc:
+        except PinError as exc:
+            raise CommandFailed(
+                f"the pinned checkpoint in {store.path} cannot be used: {exc}. If {origin} was re-created "
+                f"on purpose, forget the old pin ({forget_hint(origin, args.config_dir)}); otherwise "
+                "this node is not the log you pinned"
+            ) from exc
+        except (ChainError, ProtocolError) as exc:
             return report.invalid(f"answer for {ident} does NOT verify: {exc}", identifier=ident)
         except ClientError as exc:
             raise CommandFailed(exc.message) from exc

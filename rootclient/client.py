@@ -115,6 +115,11 @@ class AsyncRootClient:
         response = await self._send("GET", routes.CONSISTENCY, params={"old": old, "new": new})
         return codecs.consistency_from_json(_json(response, "consistency proof"), old, new)
 
+    async def inclusion(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        """The entry at ``index`` (its bytes) and its inclusion proof in the tree of ``size``."""
+        response = await self._send("GET", routes.INCLUSION, params={"index": index, "size": size})
+        return codecs.inclusion_from_json(_json(response, "inclusion proof"), index, size)
+
     async def write(self, raw: bytes) -> WriteAnswer:
         """Apply one signed write request (COSE_Sign1)."""
         response = await self._send(
@@ -188,6 +193,9 @@ class RootClient:
 
     def consistency(self, old: int, new: int) -> list[bytes]:
         return self.run(self.aio.consistency(old, new))
+
+    def inclusion(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        return self.run(self.aio.inclusion(index, size))
 
     def write(self, raw: bytes) -> WriteAnswer:
         return self.run(self.aio.write(raw))

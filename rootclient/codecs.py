@@ -176,6 +176,17 @@ def inclusion_json(index: int, size: int, leaf: bytes, proof: Iterable[bytes]) -
     return {"index": index, "size": size, "leaf": b64.encode(leaf), "proof": [b64.encode(h) for h in proof]}
 
 
+def inclusion_from_json(body: object, index: int, size: int) -> tuple[bytes, list[bytes]]:
+    """The logged entry at ``index`` (its exact bytes) and its RFC 9162 inclusion proof in tree ``size``."""
+    what = f"inclusion proof {index}@{size}"
+    obj = _object(body, what)
+    if obj.get("index", index) != index or obj.get("size", size) != size:
+        raise ProtocolError(what, f"answer is for {obj.get('index')!r}@{obj.get('size')!r}")
+    leaf = _bytes(_field(obj, "leaf", what), f"{what} leaf")
+    hashes = _list(_field(obj, "proof", what), what)
+    return leaf, [_hash(h, f"{what} hash {i}") for i, h in enumerate(hashes)]
+
+
 # --- gateway blocks -------------------------------------------------------------------------------------
 
 
