@@ -144,12 +144,21 @@ def run_status(args: argparse.Namespace, report: Reporter) -> int:
         facts["running"] = False
     summary = (
         f"{cfg.gateway}: {stored.unanchored_blocks} block(s) not anchored, "
-        f"{stored.unchained_readings} reading(s) not chained, last anchored {facts['last_anchored']}"
+        f"{stored.unchained_readings} reading(s) not chained, "
+        f"last anchored {facts['last_anchored'] if facts['last_anchored'] is not None else 'never'}"
     )
-    if facts.get("problems") or stored.evidence:
+    problems = list(facts.get("problems") or (["equivocation evidence"] if stored.evidence else []))
+    if not facts["running"]:
+        # A stopped gateway takes no readings: the thing status checks is false (exit 1, the one rule);
+        # the stored facts still come from the file.
         return report.invalid(
-            summary + "; PROBLEMS: " + "; ".join(facts.get("problems") or ["equivocation evidence"]), **facts
+            f"{cfg.gateway} is STOPPED (nothing answers on {cfg.http_listen}); "
+            + summary
+            + ("; PROBLEMS: " + "; ".join(problems) if problems else ""),
+            **facts,
         )
+    if problems:
+        return report.invalid(summary + "; PROBLEMS: " + "; ".join(problems), **facts)
     return report.ok(summary, **facts)
 
 

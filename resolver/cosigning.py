@@ -27,8 +27,11 @@ from resolver.log_store import checkpoint_at, consistency
 from resolver.metrics import RootMetrics
 from resolver.witness_server import SIZE_CONTENT_TYPE
 from rootclient import routes
+from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
+# A refusing witness is asked again every RETRY_FAILING_S: its refusal is logged once a minute, not each time.
+peer_log = RateLimitedLog(log, every_s=60.0)
 WITNESS_TIMEOUT_S = 5.0
 RETRY_FAILING_S = 2.0  # how often a witness that missed the latest checkpoint is asked again
 
@@ -138,8 +141,8 @@ class Cosigner:
                 old = reported
                 continue
             if response.status_code != 200:
-                log.warning(
-                    "witness %s refused checkpoint %d: %d %s",
+                peer_log.warning(
+                    f"refused:{witness.name}", "witness %s refused checkpoint %d: %d %s",
                     witness.name, size, response.status_code, response.text.strip()[:200],
                 )  # fmt: skip
                 return []

@@ -131,8 +131,8 @@ def test_status_line_reports_counts_backlog_sync_and_refusal() -> None:
 def test_gateway_status_reads_the_store_while_the_gateway_is_stopped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`edgeroot gateway status` with no gateway running: the stored facts, `running: false`; exit 1 with
-    PROBLEMS once equivocation evidence is stored."""
+    """`edgeroot gateway status` with no gateway running: says STOPPED and exits 1, with the stored facts
+    and `running: false`; PROBLEMS once equivocation evidence is stored."""
     state = tmp_path / "gw"
     assert (
         main(
@@ -151,9 +151,8 @@ def test_gateway_status_reads_the_store_while_the_gateway_is_stopped(
     )
     (state / "policy.txt").write_text("not read by `gateway status`\n")
     toml = state / "gateway.toml"
-    toml.write_text(
-        toml.read_text().replace('listen = "127.0.0.1:8480"', f'listen = "127.0.0.1:{free_port()}"')
-    )
+    port = free_port()
+    toml.write_text(toml.read_text().replace('listen = "127.0.0.1:8480"', f'listen = "127.0.0.1:{port}"'))
     db = state / "gateway.db"
     store.create_schema(db)
     writer = Writer(
@@ -164,15 +163,16 @@ def test_gateway_status_reads_the_store_while_the_gateway_is_stopped(
     writer.process([Submission(b"junk", "test", now_ms())])
     capsys.readouterr()
 
-    assert main(["gateway", "status", "--state", str(state), "--json"]) == 0
+    assert main(["gateway", "status", "--state", str(state), "--json"]) == 1
     facts = json.loads(capsys.readouterr().out)
     assert facts["running"] is False and "connectors" not in facts
     assert {k: facts[k] for k in ("gateway", "rejects", "unanchored_blocks", "readings", "evidence")} == {
         "gateway": "88.123.99/GW-1", "rejects": {"malformed": 1}, "unanchored_blocks": 0, "readings": 0,
         "evidence": False,
     }  # fmt: skip
-    assert facts["message"] == (
-        "88.123.99/GW-1: 0 block(s) not anchored, 0 reading(s) not chained, last anchored None"
+    assert facts["error"] == (
+        f"88.123.99/GW-1 is STOPPED (nothing answers on 127.0.0.1:{port}); "
+        "88.123.99/GW-1: 0 block(s) not anchored, 0 reading(s) not chained, last anchored never"
     )
 
     assert writer.conn is not None

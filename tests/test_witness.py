@@ -140,3 +140,35 @@ def test_witness_http_endpoint_speaks_the_protocol(tmp_path: Path) -> None:
         metrics = httpx.get(f"{server.url}/metrics").text
         for status in ("200", "409", "400"):
             assert f'edgeroot_witness_answers_total{{status="{status}"}} 1.0' in metrics
+
+
+def test_a_refusing_witness_is_logged_once_per_interval_not_per_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The root asks a refusing witness again every 2 s; its WARNING is logged once, the rest held."""
+    import asyncio  # noqa: PLC0415 (only this test drives the cosigner's coroutine)
+
+    from resolver.config import WitnessConfig  # noqa: PLC0415
+    from resolver.cosigning import Cosigner  # noqa: PLC0415
+    from resolver.db import Database  # noqa: PLC0415
+
+    db = Database(f"sqlite:///{tmp_path / 'root.db'}")
+    db.create_schema()
+    wkey = NoteKey.generate("w.refusing", SIGTYPE_COSIGNATURE_V1)
+    witness = WitnessConfig("w.refusing", "http://witness.test", VerifierKey.parse(wkey.vkey()))
+    fx = Fixture(tmp_path)
+    fx.grow(3)
+    cp = fx.checkpoint()
+
+    async def ask_five_times() -> None:
+        refuse = httpx.MockTransport(lambda _request: httpx.Response(403, text="unknown log"))
+        async with httpx.AsyncClient(transport=refuse) as client:
+            cosigner = Cosigner(db, [witness], client)
+            for _ in range(5):
+                assert await cosigner._ask(witness, cp) == []
+
+    with caplog.at_level("WARNING", logger="resolver.cosigning"):
+        asyncio.run(ask_five_times())
+    db.close()
+    refusals = [r for r in caplog.records if "refused checkpoint" in r.getMessage()]
+    assert len(refusals) == 1 and "w.refusing" in refusals[0].getMessage()
