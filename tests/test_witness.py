@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,9 @@ from chain_lite.cosignature import CosignatureVerifier
 from chain_lite.keys import NoteKey
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey, parse_note
 from resolver.assembly import build_witness_app, init_witness
-from resolver.cosigning import request_body
+from resolver.config import WitnessConfig
+from resolver.cosigning import Cosigner, request_body
+from resolver.db import Database
 from resolver.witness_server import SIZE_CONTENT_TYPE, Answer, Witness, WitnessState
 from tests.root_harness import ServerThread
 
@@ -146,12 +149,6 @@ def test_a_refusing_witness_is_logged_once_per_interval_not_per_retry(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The root asks a refusing witness again every 2 s; its WARNING is logged once, the rest held."""
-    import asyncio  # noqa: PLC0415 (only this test drives the cosigner's coroutine)
-
-    from resolver.config import WitnessConfig  # noqa: PLC0415
-    from resolver.cosigning import Cosigner  # noqa: PLC0415
-    from resolver.db import Database  # noqa: PLC0415
-
     db = Database(f"sqlite:///{tmp_path / 'root.db'}")
     db.create_schema()
     wkey = NoteKey.generate("w.refusing", SIGTYPE_COSIGNATURE_V1)
