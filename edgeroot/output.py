@@ -50,9 +50,11 @@ class CommandFailed(Exception):
 
 
 def human(value: object) -> str:
-    """A fact as a person reads it: lists joined by commas, mappings as ``key=value``, never a repr."""
+    """A fact as a person reads it: lists joined by commas, mappings as ``k=v``, yes/no, never a repr."""
     if isinstance(value, str):
         return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, Mapping):
         return ", ".join(f"{k}={human(v)}" for k, v in value.items()) or "none"
     if isinstance(value, Sequence | set | frozenset):
