@@ -21,6 +21,7 @@ from pathlib import Path
 from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import ChainError
+from chain_lite.merkle import leaf_hash
 from chain_lite.receipt import Receipt
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from rootclient import codecs
@@ -136,6 +137,7 @@ def run_receipt(args: argparse.Namespace, report: Reporter) -> int:
         size=cp.size,
         receipt=str(args.out),
         leaf=str(args.leaf_out),
+        leaf_hash=leaf_hash(leaf).hex(),
     )
 
 

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from chain_lite.log_leaf import block_leaf
 from edgeroot import device
 from edgeroot.cli import build_parser, main
 from edgeroot.output import EXIT_RULE, Reporter
 from tests.root_harness import running_root
+from tests.test_root_gateway_sync import Plant, _receipt
 
 DOWN = "http://127.0.0.1:1"  # nothing listens on port 1
 
@@ -145,3 +147,33 @@ def test_a_stale_pin_names_its_file_and_pin_forget_clears_it(
         assert resolve(second) == 0
     assert main(["pin", "forget", "--all", "--config-dir", config]) == 0
     assert main(["pin", "forget", "unknown.example", "--config-dir", config]) == 2
+
+
+def test_proof_receipt_of_a_block_is_what_verify_receipt_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`proof receipt --block ID` writes the root's receipt of a gateway block and the block's log entry;
+    `verify receipt` proves it (by bytes and by the printed leaf hash); an unknown block is exit 2."""
+    with running_root(tmp_path, f"sqlite:///{tmp_path / 'root.db'}") as root:
+        plant = Plant(root)
+        block, body = plant.next_block()
+        with root.client() as c:
+            assert c.submit_blocks([(block.raw, body)]).status == 200
+        served = _receipt(root, block)
+        out, leaf = tmp_path / "block.tlog-proof", tmp_path / "block.leaf"
+        fetch = ["proof", "receipt", "--root", root.url, "--block", block.block_id.hex(),
+                 "--out", str(out), "--leaf-out", str(leaf), "--json"]  # fmt: skip
+        assert main(fetch) == 0
+        fetched = json.loads(capsys.readouterr().out)
+        assert out.read_text() == served and leaf.read_bytes() == block_leaf(block.raw)
+        policy = str(root.policy_path)
+        assert main(["verify", "receipt", str(out), "--policy", policy, "--leaf", str(leaf)]) == 0
+        assert (
+            main(["verify", "receipt", str(out), "--policy", policy, "--leaf-hash", fetched["leaf_hash"]])
+            == 0
+        )
+        unknown = ["proof", "receipt", "--root", root.url, "--block", "00" * 32, "--out", str(out),
+                   "--leaf-out", str(leaf)]  # fmt: skip
+        assert main(unknown) == 2
+        assert main(["proof", "receipt", "--root", root.url, "--index", "100000", "--out", str(out),
+                     "--leaf-out", str(leaf)]) == 2  # fmt: skip
