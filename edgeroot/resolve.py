@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from chain_lite.errors import ChainError
-from chain_lite.policy import Policy
 from chain_lite.registry import canonical_identifier
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from edgeroot.pin import forget_hint
+from edgeroot.verify import read_policy
 from rootclient.client import RootClient
 from rootclient.codecs import resolution_from_json
 from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
 from rootclient.pin_file import FilePinStore, config_dir
-from runtime.keyfiles import read_bytes
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,13 +40,6 @@ def _values(answer: dict[str, Any]) -> list[dict[str, Any]]:
     return values
 
 
-def _policy(path: Path) -> Policy:
-    try:
-        return Policy.parse(read_bytes(path, "policy"))
-    except ChainError as exc:
-        raise CommandFailed(f"cannot read policy {path}: {exc}") from exc
-
-
 def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (one exit per verdict)
     if args.verify and args.policy is None:
         raise CommandFailed("--verify needs --policy FILE (the trust policy of the node)")
@@ -57,7 +49,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
         identifier = canonical_identifier(args.identifier)
     except ChainError as exc:
         raise CommandFailed(str(exc)) from exc
-    policy = _policy(args.policy) if args.verify else None
+    policy = read_policy(args.policy) if args.verify else None
     with RootClient(args.root) as client:
         try:
             answer = client.resolve(identifier, args.at)

@@ -51,11 +51,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cons.set_defaults(run=run_consistency)
 
 
-def _policy(path: Path) -> Policy:
+def read_policy(path: Path) -> Policy:
+    """A C2SP tlog-policy file; one that cannot be read or parsed is a usage error (exit 2), not a verdict."""
     try:
         return Policy.parse(read_bytes(path, "policy"))
     except ChainError as exc:
-        raise CommandFailed(f"{path}: {exc}") from exc
+        raise CommandFailed(f"cannot read policy {path}: {exc}") from exc
 
 
 def read_proof_file(path: Path) -> list[bytes]:
@@ -86,7 +87,7 @@ def run_note(args: argparse.Namespace, report: Reporter) -> int:
 
 
 def run_receipt(args: argparse.Namespace, report: Reporter) -> int:
-    policy = _policy(args.policy)
+    policy = read_policy(args.policy)
     if args.leaf is not None:
         leaf = leaf_hash(read_bytes(args.leaf, "leaf"))
     else:
@@ -113,7 +114,7 @@ def run_receipt(args: argparse.Namespace, report: Reporter) -> int:
 
 
 def run_consistency(args: argparse.Namespace, report: Reporter) -> int:
-    policy = _policy(args.policy)
+    policy = read_policy(args.policy)
     proof = read_proof_file(args.proof)
     try:
         old = SignedCheckpoint.parse(read_bytes(args.old, "checkpoint"))

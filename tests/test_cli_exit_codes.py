@@ -177,3 +177,17 @@ def test_proof_receipt_of_a_block_is_what_verify_receipt_reads(
         assert main(unknown) == 2
         assert main(["proof", "receipt", "--root", root.url, "--index", "100000", "--out", str(out),
                      "--leaf-out", str(leaf)]) == 2  # fmt: skip
+
+
+def test_an_unknown_key_inside_a_bridge_register_table_is_exit_2_with_its_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """modbus.toml: a key a [[register]] table does not declare is refused with its key path, before
+    the port is opened (root.toml and gateway.toml: tests/test_config_files.py)."""
+    config = tmp_path / "modbus.toml"
+    config.write_text(
+        'mode = "modbus"\nbridge_id = "88.123.99/BR-1"\nkey = "bridge.key"\n[[register]]\nunit = 1\n'
+        'address = 0\ntype = "uint16"\ndevice = "88.123.99/D"\nname = "t"\npoll_s = 1\ncolour = "red"\n'
+    )
+    assert main(["bridge", "run", "--port", str(tmp_path / "no-such-port"), "--config", str(config)]) == 2
+    assert "register[0].colour: unknown key" in capsys.readouterr().err
