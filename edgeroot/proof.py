@@ -3,9 +3,10 @@ checks offline.
 
 - ``checkpoint --out FILE``: the latest signed checkpoint, as served (for ``verify note`` and, kept from
   two moments, for ``verify consistency``);
-- ``receipt (--index N | --block ID) --out FILE --leaf-out FILE``: a C2SP tlog-proof receipt of one log
-  entry against the latest checkpoint, and the entry's exact bytes (for ``verify receipt --leaf``);
-  ``--block`` takes a gateway block id (hex) and writes the receipt the root keeps for it;
+- ``receipt (--index N | --block ID | --gateway ID) --out FILE --leaf-out FILE``: a C2SP tlog-proof
+  receipt of one log entry and the entry's exact bytes (for ``verify receipt --leaf``): entry N against
+  the latest checkpoint, or a gateway block (by its hex id, or a gateway's latest accepted block) with
+  the receipt the root keeps for it (the one the gateway stored);
 - ``consistency --old FILE --new FILE --out FILE``: the consistency proof between two saved checkpoints,
   one base64 hash a line (for ``verify consistency``).
 
@@ -45,9 +46,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rc.add_argument("--root", required=True, help="root node URL, e.g. http://127.0.0.1:8470")
     which = rc.add_mutually_exclusive_group(required=True)
     which.add_argument("--index", type=int, help="the entry's index in the log")
-    which.add_argument(
-        "--block", help="a gateway block id (hex, as in gateway status and the root's answers)"
-    )
+    which.add_argument("--block", help="a gateway block id (hex, as the root answers it)")
+    which.add_argument("--gateway", help="a gateway identifier: its latest block the root accepted")
     rc.add_argument("--out", type=Path, required=True, help="file for the receipt (C2SP tlog-proof)")
     rc.add_argument("--leaf-out", type=Path, required=True, help="file for the entry's exact bytes")
     rc.set_defaults(run=run_receipt)
@@ -103,14 +103,17 @@ def run_checkpoint(args: argparse.Namespace, report: Reporter) -> int:
 def run_receipt(args: argparse.Namespace, report: Reporter) -> int:
     with RootClient(args.root) as client:
         try:
-            if args.block is not None:
-                try:
-                    block_id = bytes.fromhex(args.block)
-                except ValueError as exc:
-                    raise CommandFailed(f"--block {args.block}: not a hex block id") from exc
+            if args.block is not None or args.gateway is not None:
+                if args.gateway is not None:
+                    _, block_id = client.gateway_head(args.gateway)
+                else:
+                    try:
+                        block_id = bytes.fromhex(args.block)
+                    except ValueError as exc:
+                        raise CommandFailed(f"--block {args.block}: not a hex block id") from exc
                 info = client.block(block_id)
                 if info.receipt is None or info.receipt_text is None or info.log_index is None:
-                    raise CommandFailed(f"block {args.block} is not in the log yet; try again shortly")
+                    raise CommandFailed(f"block {block_id.hex()} is not in the log yet; try again shortly")
                 receipt, text = info.receipt, info.receipt_text.encode()
                 leaf, _ = client.inclusion(info.log_index, receipt.checkpoint.checkpoint.size)
             else:

@@ -141,6 +141,11 @@ class AsyncRootClient:
         response = await self._send("POST", routes.GATEWAY_BLOCKS, refusal_ok=True, json=batch)
         return codecs.blocks_answer_from_json(_json(response, "block batch answer"), response.status_code)
 
+    async def gateway_head(self, gateway: str) -> tuple[int, bytes]:
+        """(height, block id) of the gateway's latest block the root accepted."""
+        response = await self._send("GET", routes.gateway_head(gateway))
+        return codecs.gateway_head_from_json(_json(response, f"head of {gateway}"), gateway)
+
     async def block(self, block_id: bytes) -> codecs.BlockInfo:
         response = await self._send("GET", routes.block(block_id))
         return codecs.block_info_from_json(_json(response, f"block {block_id.hex()}"), block_id)
@@ -202,6 +207,9 @@ class RootClient:
 
     def submit_blocks(self, blocks: Sequence[tuple[bytes, Sequence[bytes] | None]]) -> codecs.BlocksAnswer:
         return self.run(self.aio.submit_blocks(blocks))
+
+    def gateway_head(self, gateway: str) -> tuple[int, bytes]:
+        return self.run(self.aio.gateway_head(gateway))
 
     def block(self, block_id: bytes) -> codecs.BlockInfo:
         return self.run(self.aio.block(block_id))

@@ -306,3 +306,15 @@ def block_info_from_json(body: object, block_id: bytes) -> BlockInfo:
     text = obj.get("receipt")
     receipt = None if text is None else parse_receipt(text, f"{what} receipt")
     return BlockInfo(block_id, gateway, height, log_index, receipt, None if text is None else str(text))
+
+
+def gateway_head_from_json(body: object, gateway: str) -> tuple[int, bytes]:
+    """``GET /v1/gateways/{id}/head``: the height and id of the gateway's latest accepted block."""
+    what = f"head of {gateway}"
+    obj = _object(body, what)
+    height = _int(_field(obj, "height", what), f"{what} height")
+    try:
+        block_id = bytes.fromhex(_str(_field(obj, "block_id", what), f"{what} block_id"))
+    except ValueError as exc:
+        raise ProtocolError(f"{what} block_id", "not hex") from exc
+    return height, block_id

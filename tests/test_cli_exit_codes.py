@@ -16,7 +16,7 @@ from edgeroot import device
 from edgeroot.cli import build_parser, main
 from edgeroot.output import EXIT_RULE, Reporter
 from tests.root_harness import running_root
-from tests.test_root_gateway_sync import Plant, _receipt
+from tests.test_root_gateway_sync import GATEWAY, Plant, _receipt
 
 DOWN = "http://127.0.0.1:1"  # nothing listens on port 1
 
@@ -152,8 +152,9 @@ def test_a_stale_pin_names_its_file_and_pin_forget_clears_it(
 def test_proof_receipt_of_a_block_is_what_verify_receipt_reads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`proof receipt --block ID` writes the root's receipt of a gateway block and the block's log entry;
-    `verify receipt` proves it (by bytes and by the printed leaf hash); an unknown block is exit 2."""
+    """`proof receipt --block ID` (or `--gateway ID`: its latest block) writes the root's receipt of a
+    gateway block and the block's log entry; `verify receipt` proves it (by bytes and by the printed leaf
+    hash); an unknown block is exit 2."""
     with running_root(tmp_path, f"sqlite:///{tmp_path / 'root.db'}") as root:
         plant = Plant(root)
         block, body = plant.next_block()
@@ -166,6 +167,11 @@ def test_proof_receipt_of_a_block_is_what_verify_receipt_reads(
         assert main(fetch) == 0
         fetched = json.loads(capsys.readouterr().out)
         assert out.read_text() == served and leaf.read_bytes() == block_leaf(block.raw)
+        head, head_leaf = tmp_path / "head.tlog-proof", tmp_path / "head.leaf"
+        by_gateway = ["proof", "receipt", "--root", root.url, "--gateway", GATEWAY,
+                      "--out", str(head), "--leaf-out", str(head_leaf)]  # fmt: skip
+        assert main(by_gateway) == 0
+        assert head.read_text() == served and head_leaf.read_bytes() == leaf.read_bytes()
         policy = str(root.policy_path)
         assert main(["verify", "receipt", str(out), "--policy", policy, "--leaf", str(leaf)]) == 0
         assert (

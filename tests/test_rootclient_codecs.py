@@ -139,6 +139,52 @@ def test_consistency_proof_round_trips() -> None:
     assert codecs.consistency_from_json(codecs.consistency_json(3, 7, hashes), 3, 7) == hashes
 
 
+def test_inclusion_proof_round_trips() -> None:
+    """The server's inclusion answer decodes to the entry's bytes and the same hashes."""
+    hashes = [b"\x01" * 32, b"\x02" * 32]
+    assert codecs.inclusion_from_json(codecs.inclusion_json(2, 7, b"entry", hashes), 2, 7) == (
+        b"entry",
+        hashes,
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        None,
+        {"index": 2, "size": 7, "proof": []},
+        {"index": 2, "size": 7, "leaf": "!!", "proof": []},
+        {"index": 2, "size": 7, "leaf": "AA==", "proof": [b64.encode(b"\x01" * 31)]},
+        {"index": 3, "size": 7, "leaf": "AA==", "proof": []},
+        {"index": 2, "size": 7, "leaf": "AA==", "proof": "x"},
+    ],
+    ids=["list", "null", "no-leaf", "bad-leaf", "31-byte-hash", "other-index", "string-not-list"],
+)
+def test_hostile_inclusion_proofs_are_protocol_errors(body: object) -> None:
+    """An inclusion answer is the entry (canonical base64) and 32-byte hashes for the asked index, size."""
+    with pytest.raises(ProtocolError):
+        codecs.inclusion_from_json(body, 2, 7)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"height": 1},
+        {"height": -1, "block_id": "00"},
+        {"height": 1, "block_id": "zz"},
+        {"block_id": "00"},
+    ],
+    ids=["list", "no-id", "negative-height", "not-hex", "no-height"],
+)
+def test_hostile_gateway_heads_are_protocol_errors(body: object) -> None:
+    """A gateway head is a non-negative height and a hex block id; anything else is a protocol error."""
+    with pytest.raises(ProtocolError):
+        codecs.gateway_head_from_json(body, "88.1/GW")
+    assert codecs.gateway_head_from_json({"height": 4, "block_id": "0a0b"}, "88.1/GW") == (4, b"\n\x0b")
+
+
 def test_block_batch_round_trips() -> None:
     """Anchor and replicate bodies decode to what was encoded."""
     replicate = [(b"block-1", [b"e1", b"e2"]), (b"block-2", [])]
