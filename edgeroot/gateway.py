@@ -76,7 +76,7 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
     if args.mqtt is not None:  # else the connector's declared defaults
         host, _, port = args.mqtt.rpartition(":")
         if not port.isdigit():
-            raise CommandFailed(f"--mqtt {args.mqtt!r}: want HOST:PORT")
+            raise CommandFailed(f"--mqtt {args.mqtt}: want HOST:PORT")
         mqtt |= {"host": host, "port": int(port)} if host else {"port": int(port)}
     try:
         text = config.render({"gateway": gateway, "root": args.root.rstrip("/"), "connector": [mqtt]})

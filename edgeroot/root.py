@@ -52,7 +52,7 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
     for item in args.witness:
         url, eq, vkey = item.partition("=")
         if not eq or not url.startswith(("http://", "https://")):
-            raise CommandFailed(f"--witness {item!r}: want URL=VKEY")
+            raise CommandFailed(f"--witness {item}: want URL=VKEY")
         witnesses.append((url.rstrip("/"), load_vkey(vkey)))
     try:
         result = init_root(

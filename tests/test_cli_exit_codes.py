@@ -197,3 +197,15 @@ def test_an_unknown_key_inside_a_bridge_register_table_is_exit_2_with_its_path(
     )
     assert main(["bridge", "run", "--port", str(tmp_path / "no-such-port"), "--config", str(config)]) == 2
     assert "register[0].colour: unknown key" in capsys.readouterr().err
+
+
+def test_usage_errors_quote_what_was_typed_without_reprs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad --witness or --mqtt is echoed as typed (exit 2), not as a Python string repr."""
+    root = ["root", "init", "--state", str(tmp_path / "r"), "--origin", "o.test", "--prefix", "88"]
+    assert main([*root, "--witness", "nonsense"]) == 2
+    assert "--witness nonsense: want URL=VKEY" in capsys.readouterr().err
+    gateway = ["gateway", "init", "--state", str(tmp_path / "g"), "--root", DOWN, "--id", "88.1/GW"]
+    assert main([*gateway, "--mqtt", "host-without-port"]) == 2
+    assert "--mqtt host-without-port: want HOST:PORT" in capsys.readouterr().err
