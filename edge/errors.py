@@ -19,3 +19,8 @@ class StoreFull(GatewayError):
 
 class SyncError(GatewayError):
     """The root could not be reached or refused a batch; retried with backoff."""
+
+
+class IngestStopped(GatewayError):
+    """The ingest loop is gone (crashed, or cut short at shutdown): the submission was not stored, so the
+    sender must not be acknowledged; it keeps the reading and retries."""

@@ -1,22 +1,22 @@
 """The gateway daemon: connectors → ingest → writer → chain → sync, under systemd.
 
-Lifecycle (STYLE 9):
+A thin user of :class:`runtime.service.Service` (lifecycle, signals, sd_notify, exit codes are there);
+this module supplies the gateway's start, status line, reload and shutdown steps:
 
-* start: schema, local device provisioning, writer thread, ingest loop, chain loop, syncer, local HTTP,
-  connectors; then ``READY=1`` and ``STATUS=`` lines; ``WATCHDOG=1`` from the main loop.
+* start: schema, local device provisioning, writer thread, ingest loop, chain loop, syncer, registry
+  refresh, connectors, local HTTP (health answers once the connectors are up); then ``READY=1``.
+* status: accepted / rejected / refused counts, unanchored blocks, sync state, STORE FULL.
 * SIGHUP: reload ``gateway.toml``; connectors are stopped and started again with the new settings
-  (messages in flight stay unacknowledged and are redelivered; nothing is lost).
-* SIGTERM/SIGINT: ``STOPPING=1``; stop intake (connectors), store everything queued, close the open
-  block, stop sync, close the store; exit. A second signal exits at once.
+  (messages in flight stay unacknowledged and are redelivered; nothing is lost). A bad file is refused
+  and the running configuration kept.
+* stop, in this order under one deadline (:data:`STOP_DEADLINE_S`): stop intake (connectors), drain
+  (store everything queued), close the open block, stop the local HTTP, close the store; then the
+  remaining loops (chain, sync, registry) are cancelled. A second signal exits at once.
 """
-
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 from pathlib import Path
 
 from chain_lite.cose import CoseSigner
@@ -36,12 +36,15 @@ from edge.sync import Syncer
 from edge.writer import Writer
 from rootclient.client import AsyncRootClient
 from rootclient.pinned_log import PinnedLog
-from runtime.sdnotify import Notifier, reloading
+from runtime.sdnotify import Notifier
+from runtime.service import Service, Step, run_service
 
 log = logging.getLogger(__name__)
 CHAIN_TICK_S = 0.2
 PRUNE_EVERY_S = 60.0
 PRUNE_WHEN_FULL_S = 1.0
+STOP_DEADLINE_S = 20.0
+"""The whole shutdown's deadline: below ``TimeoutStopSec=30`` of edgeroot-gateway.service."""
 
 
 def provision_local_devices(cfg: gateway_config.GatewayConfig) -> int:
@@ -84,10 +87,9 @@ class Gateway:
         self.ingest = Ingest(self.writer)
         self.policy = Policy.parse(cfg.policy.read_bytes())
         self.connectors: list[Connector] = []
-        self.stop_event = asyncio.Event()
-        self.reload_event = asyncio.Event()
         self.syncer: Syncer | None = None
         self.registry: RegistryCache | None = None
+        self.local: LocalHttp | None = None
 
     def _make_connectors(self) -> list[Connector]:
         return [PLUGINS[c.type].create(c, self.ingest) for c in self.cfg.connectors]
@@ -130,13 +132,23 @@ class Gateway:
         return (await asyncio.to_thread(self.snapshot)).status_line()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_event.set)
-        await self.ingest.open()
-        await self.ingest.call(self.writer.prune)
-        async with AsyncRootClient(self.cfg.root, timeout=15.0) as root:
+        """The daemon, until SIGTERM or a failure (see :func:`run` for the exit code)."""
+        service = Service(
+            "gateway", status=self._status, reload=self._reload, stop_deadline_s=STOP_DEADLINE_S,
+            notifier=self.notifier,
+        )  # fmt: skip
+        # The root client outlives the service's shutdown: the sync loop may be mid-request until cancelled.
+        async with AsyncRootClient(self.cfg.root, timeout=15.0) as root, service:
+            service.shutdown_order(
+                Step("stop intake", self._stop_connectors),
+                Step("drain", self.ingest.drain),
+                Step("close the open block", self._close_open_block),
+                Step("stop the local HTTP", self._stop_local_http),
+                Step("close the store", self.ingest.close),
+            )
+            await self.ingest.open()
+            service.spawn("ingest", self.ingest.run())
+            await self.ingest.call(self.writer.prune)
             pins = SqlitePinStore(self.cfg.db)
             pinned = await PinnedLog.open(self.policy, self.policy.logs[0].verifier.name, root, pins)
             self.registry = RegistryCache(root, pinned, pins)
@@ -151,31 +163,22 @@ class Gateway:
                 max_blocks_per_s=self.cfg.sync_max_blocks_per_s,
                 max_request_bytes=self.cfg.sync_max_request_kb * 1024,
             )
-            tasks = [
-                asyncio.create_task(self.ingest.run(), name="ingest"),
-                asyncio.create_task(self._chain_loop(), name="chain"),
-                asyncio.create_task(self.syncer.run(self.stop_event), name="sync"),
-                asyncio.create_task(
-                    self.registry.refresh_loop(self.stop_event, self._forget_key), name="registry"
-                ),
-            ]
+            service.spawn("chain", self._chain_loop())
+            service.spawn("sync", self.syncer.run(service.stopping))
+            service.spawn("registry", self.registry.refresh_loop(service.stopping, self._forget_key))
             self.connectors = self._make_connectors()
             for c in self.connectors:
                 await c.start()
             # Health answers once the connectors are up, like READY=1: probes never race the listeners.
-            local = LocalHttp(LocalApi(self.cfg.db, self.snapshot), self.cfg.http_listen)
-            local.start()
-            self.notifier.send("READY=1", f"STATUS=running; {await self._status_line()}")
+            self.local = LocalHttp(LocalApi(self.cfg.db, self.snapshot), self.cfg.http_listen)
+            self.local.start()
             log.info(
                 "gateway %s running: %d connector(s), root %s",
                 self.cfg.gateway,
                 len(self.connectors),
                 self.cfg.root,
             )
-            try:
-                await self._main_loop()
-            finally:
-                await self._shutdown(tasks, local)
+            await service.serve()
 
     async def _fetch_key(self, signer: str) -> bool:
         """An unknown signer: look it up in the root's registry (verified) and cache its key."""
@@ -188,61 +191,46 @@ class Gateway:
     async def _forget_key(self, signer: str) -> None:
         await self.ingest.call(self.writer.forget_key, signer)
 
-    def _on_stop_signal(self) -> None:
-        if self.stop_event.is_set():
-            log.warning("second signal: exiting now")
-            os._exit(1)
-        self.stop_event.set()
+    async def _status(self) -> str:
+        return f"running; {await self._status_line()}"
 
-    async def _main_loop(self) -> None:
-        ping = self.notifier.watchdog_interval() or 5.0
-        while not self.stop_event.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.reload_event.wait(), ping)
-            if self.reload_event.is_set():
-                self.reload_event.clear()
-                await self._reload()
-            self.notifier.send("WATCHDOG=1", f"STATUS=running; {await self._status_line()}")
-
-    async def _reload(self) -> None:
-        reloading(self.notifier)
-        try:
-            new = gateway_config.load(self.cfg.state, self.cfg.path)
-            provision_local_devices(new)
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration: %s", exc)  # noqa: TRY400 (a typo needs no traceback)
-            self.notifier.send("READY=1")
-            return
-        for c in self.connectors:
-            await c.stop()
+    async def _reload(self) -> str:
+        new = gateway_config.load(self.cfg.state, self.cfg.path)  # a ConfigError keeps the running config
+        provision_local_devices(new)
+        await self._stop_connectors()
         self.cfg = new
-        self.writer.keys.clear()  # device keys may have changed
+        await self.ingest.call(self.writer.keys.clear)  # device keys may have changed (writer thread state)
         self.connectors = self._make_connectors()
         for c in self.connectors:
             await c.start()
-        log.info("configuration reloaded: %d connector(s)", len(self.connectors))
-        self.notifier.send("READY=1")
+        return f"{len(self.connectors)} connector(s)"
 
-    async def _shutdown(self, tasks: list[asyncio.Task[None]], local: LocalHttp) -> None:
-        self.notifier.send("STOPPING=1")
-        log.info("stopping: closing intake, storing what is queued, closing the open block")
-        for c in self.connectors:
-            with contextlib.suppress(Exception):
+    # --- shutdown steps, in the order declared in run() ---------------------------------------------------
+
+    async def _stop_connectors(self) -> None:
+        """Stop every connector, even when one fails to stop; then raise the first failure."""
+        stopping, self.connectors = self.connectors, []
+        failures: list[Exception] = []
+        for c in stopping:
+            try:
                 await c.stop()
-        await self.ingest.drain()
-        with contextlib.suppress(Exception):
-            await self.ingest.call(lambda: self.writer.close_block_if_due(force=True))
-        await asyncio.to_thread(local.stop)
-        self.stop_event.set()
-        for task in tasks:
-            if task.get_name() in ("ingest", "chain"):
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.ingest.close()
-        log.info("stopped")
+            except Exception as exc:  # the others must still stop taking input
+                log.exception("stopping %s failed", type(c).__name__)
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+
+    async def _close_open_block(self) -> None:
+        await self.ingest.call(lambda: self.writer.close_block_if_due(force=True))
+
+    async def _stop_local_http(self) -> None:
+        if self.local is not None:
+            await asyncio.to_thread(self.local.stop)
 
 
-def run(state: Path, config: Path | None = None) -> None:
+def run(state: Path, config: Path | None = None) -> int:
+    """Run the gateway daemon; the process exit code (:func:`runtime.service.run_service`). A bad
+    ``gateway.toml`` raises :class:`edge.errors.ConfigError` before anything starts."""
     cfg = gateway_config.load(state, config)
     gateway = Gateway(cfg)
-    asyncio.run(gateway.run())
+    return run_service(gateway.run)

@@ -2,6 +2,8 @@
 
 ``await ingest.submit(raw, source)`` returns once the reading is durable or durably rejected, or at once
 with a refusal (``store-full``, ``shutting-down``) that the connector must not acknowledge.
+If the ingest loop itself dies, every waiting ``submit`` (and every later one) raises
+:class:`edge.errors.IngestStopped` at once instead of waiting forever.
 
 Back-pressure: submissions wait in a bounded queue; when the writer falls behind, ``submit`` blocks
 and connectors stop reading from their transport instead of buffering in memory. The writer thread
@@ -18,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from edge.admission import DUPLICATE
+from edge.errors import IngestStopped
 from edge.intake import SHUTTING_DOWN, STORE_FULL, Outcome, Submission
 from edge.writer import Writer, now_ms
 from runtime.ratelimit import RateLimitedLog
@@ -34,6 +37,9 @@ class IngestStats:
     batches: int = 0
 
 
+Batch = list[tuple[list[Submission], asyncio.Future[list[Outcome]]]]
+
+
 class Ingest:
     def __init__(self, writer: Writer, *, max_batch: int = 1000, max_pending: int = 5000) -> None:
         self.writer = writer
@@ -46,6 +52,8 @@ class Ingest:
         self.stats = IngestStats()
         self._rejects = RateLimitedLog(log)
         self._closing = False
+        self._stopped = False
+        self._in_hand: Batch = []
         self.on_unknown_signer: Callable[[str], Awaitable[bool]] | None = None
         """Asked (once per signer at a time) to find a key for an unknown signer; True when found."""
 
@@ -92,59 +100,98 @@ class Ingest:
         return outcomes
 
     async def _store(self, submissions: list[Submission]) -> list[Outcome]:
+        if self._stopped:
+            raise IngestStopped("the gateway's ingest loop has stopped")
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         await self._queue.put((submissions, future))
+        if self._stopped:  # the loop died while this submitter waited for room in the queue
+            self._fail(self._take_queued())
         return await future
 
+    def _take_queued(self) -> Batch:
+        taken: Batch = []
+        while not self._queue.empty():
+            taken.append(self._queue.get_nowait())
+        return taken
+
+    def _settle(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        at = 0
+        for subs, fut in batch:
+            if not fut.done():
+                fut.set_result(outcomes[at : at + len(subs)])
+            at += len(subs)
+            self._queue.task_done()
+
+    def _fail(self, batch: Batch, exc: BaseException | None = None) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(exc or IngestStopped("the ingest loop stopped before storing this"))
+            self._queue.task_done()
+
     async def run(self) -> None:
-        """Drain the queue in batches until cancelled; each batch is one transaction on the writer thread."""
-        while True:
-            batch = [await self._queue.get()]
-            size = len(batch[0][0])
-            while size < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                batch.append(item)
-                size += len(item[0])
+        """Drain the queue in batches until cancelled; each batch is one transaction on the writer thread.
+
+        However it ends (cancelled at shutdown, or a crash), whoever still waits gets
+        :class:`IngestStopped` at once: an outcome nobody will ever set is a submitter hung forever."""
+        try:
+            while True:
+                await self._one_batch()
+        finally:
+            self._stopped = True
+            in_hand, self._in_hand = self._in_hand, []
+            self._fail(in_hand + self._take_queued())
+
+    async def _one_batch(self) -> None:
+        batch = [await self._queue.get()]
+        size = len(batch[0][0])
+        while size < self.max_batch:
             try:
-                outcomes = await self.call(self.writer.process, [sub for subs, _ in batch for sub in subs])
-            except Exception as exc:
-                # Nothing of this batch is stored: no sender is acknowledged, so every one will retry.
-                log.exception("storing a batch of %d failed", size)
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            assert isinstance(outcomes, list)
-            self.stats.batches += 1
-            subs = [sub for subs, _ in batch for sub in subs]
-            for sub, outcome in zip(subs, outcomes, strict=True):
-                if outcome.reason == DUPLICATE:  # acknowledged, but not a new reading (D-052)
-                    self.stats.duplicates += 1
-                elif outcome.accepted:
-                    self.stats.accepted += 1
-                elif outcome.reason is not None:
-                    self.stats.rejected[outcome.reason] = self.stats.rejected.get(outcome.reason, 0) + 1
-                    self._rejects.warning(
-                        outcome.reason,
-                        "quarantined %s from %s: %s",
-                        outcome.reason,
-                        sub.source,
-                        outcome.detail,
-                    )
-            at = 0
-            for subs, fut in batch:
-                if not fut.done():
-                    fut.set_result(outcomes[at : at + len(subs)])
-                at += len(subs)
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            batch.append(item)
+            size += len(item[0])
+        self._in_hand = batch
+        subs = [sub for subs, _ in batch for sub in subs]
+        try:
+            outcomes = await self.call(self.writer.process, subs)
+        except Exception as exc:
+            # Nothing of this batch is stored: no sender is acknowledged, so every one will retry.
+            log.exception("storing a batch of %d failed", size)
+            self._fail(batch, exc)
+            self._in_hand = []
+            return
+        assert isinstance(outcomes, list)
+        self.stats.batches += 1
+        for sub, outcome in zip(subs, outcomes, strict=True):
+            if outcome.reason == DUPLICATE:  # acknowledged, but not a new reading (D-052)
+                self.stats.duplicates += 1
+            elif outcome.accepted:
+                self.stats.accepted += 1
+            elif outcome.reason is not None:
+                self.stats.rejected[outcome.reason] = self.stats.rejected.get(outcome.reason, 0) + 1
+                self._rejects.warning(
+                    outcome.reason,
+                    "quarantined %s from %s: %s",
+                    outcome.reason,
+                    sub.source,
+                    outcome.detail,
+                )
+        self._settle(batch, outcomes)
+        self._in_hand = []  # only now: until settled, a crash of this loop fails them (run's finally)
 
     async def drain(self) -> None:
-        """Stop taking new input and wait until everything queued is stored (shutdown step 1-2)."""
+        """Stop taking new input and wait until everything queued or in hand is stored (shutdown: after
+        stopping intake). Event-based (the queue's ``join``); its deadline is the caller's (the service's
+        one shutdown deadline cancels it). When the loop is gone the queue was already failed, so this
+        returns at once."""
         self._closing = True
-        while not self._queue.empty():
-            await asyncio.sleep(0.01)
+        try:
+            await self._queue.join()
+        except asyncio.CancelledError:
+            log.error("drain cut short: %d submission(s) not stored (their senders were not acknowledged)",  # noqa: TRY400 (the deadline is the cause; no traceback to show)
+                      self._queue.qsize() + len(self._in_hand))  # fmt: skip
+            raise
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -116,10 +116,9 @@ def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
         level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
     )
     try:
-        run(args.state, args.config)
+        return run(args.state, args.config)  # 0 after a clean stop, non-zero after a failure
     except ConfigError as exc:
         raise CommandFailed(str(exc)) from exc
-    return 0
 
 
 def run_status(args: argparse.Namespace, report: Reporter) -> int:
