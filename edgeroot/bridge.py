@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 from chain_lite.errors import ChainError
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from runtime.keyfiles import load_private_key
+from runtime.service import run_service
 from runtime.tomlconfig import ConfigError, Table
 
 if TYPE_CHECKING:
@@ -66,8 +66,7 @@ def run_bridge(args: argparse.Namespace, report: Reporter) -> int:
     )
     if table is not None and table.get("mode", str, "frames") == "modbus":
         return _run_modbus(args, table, forwarder, baud)
-    asyncio.run(Bridge(args.port, forwarder, baudrate=baud, state=state).run())
-    return 0
+    return run_service(Bridge(args.port, forwarder, baudrate=baud, state=state).run)
 
 
 def _run_modbus(args: argparse.Namespace, table: Table, forwarder: Forwarder, baud: int) -> int:
@@ -87,5 +86,6 @@ def _run_modbus(args: argparse.Namespace, table: Table, forwarder: Forwarder, ba
     if not registers:
         raise CommandFailed(f"{args.config}: modbus mode needs at least one [[register]]")
     signer = CoseSigner(bridge_id, load_private_key(key_file))
-    asyncio.run(run_modbus(args.port, registers, signer, forwarder, baudrate=baud, timeout_s=timeout))
-    return 0
+    return run_service(
+        lambda: run_modbus(args.port, registers, signer, forwarder, baudrate=baud, timeout_s=timeout)
+    )

@@ -8,10 +8,13 @@ time: sending a device's readings concurrently could let a later counter overtak
 the gateway would then reject the earlier one as a replay.
 
 The port vanishing (device unplugged, USB adapter gone) closes the link; the bridge keeps running,
-retries the port with backoff (1 s doubling to 30 s) and resumes when it returns. sd_notify READY=1 is
-sent once the bridge runs (with or without the port), STATUS= says which; WATCHDOG=1 comes from the
-event loop that serves the port. SIGHUP closes and reopens the port (RELOADING=1, then READY=1), for an
-adapter re-plugged or reconfigured behind the bridge's back.
+retries the port with backoff (1 s doubling to 30 s) and resumes when it returns.
+
+The lifecycle is :class:`runtime.service.Service`'s: READY=1 once the bridge runs (with or without the
+port), STATUS= says which; WATCHDOG=1 from the event loop that serves the port. SIGHUP closes and
+reopens the port (RELOADING=1, then READY=1), for an adapter re-plugged or reconfigured behind the
+bridge's back. Stop, under one deadline (:data:`STOP_DEADLINE_S`): finish the reading in hand (its
+verdict goes back to the device) and close the port, then stop forwarding. A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +36,15 @@ from firmware_bridge.forward import Forwarder
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, counter_body
 from firmware_bridge.link import SerialLink, open_link
 from runtime.ratelimit import RateLimitedLog
-from runtime.sdnotify import Notifier, keepalive, reloading
+from runtime.sdnotify import Notifier
+from runtime.service import Service, Step
 
 log = logging.getLogger(__name__)
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
+STOP_DEADLINE_S = 10.0
+"""The whole shutdown's deadline: below ``TimeoutStopSec=15`` of edgeroot-bridge@.service; a reading in
+hand waits at most the forwarder's own timeout (10 s) for its verdict."""
 
 
 @dataclass
@@ -77,47 +83,50 @@ class Bridge:
         return f"{where}; frames={frames} frame_errors={errors} verdicts={self.stats.verdicts}"
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop_event.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reopen_event.set)
-        await self.forwarder.start()
-        self.notifier.send("READY=1", f"STATUS={self.status('starting')}")
-        watchdog = asyncio.create_task(
-            keepalive(self.notifier, lambda: self.status(self.where), self.stop_event)
-        )
+        """The bridge, until SIGTERM or a failure (the exit code: :func:`runtime.service.run_service`)."""
+        service = Service(
+            "bridge", status=lambda: self.status(self.where), reload=self._reopen,
+            stop_deadline_s=STOP_DEADLINE_S, notifier=self.notifier,
+        )  # fmt: skip
+        async with service:
+            self.stop_event = service.stopping
+            serial_task: list[asyncio.Task[None]] = []
+            service.shutdown_order(
+                Step("finish the reading in hand, close the port", lambda: asyncio.wait(serial_task or [])),
+                Step("stop forwarding", self.forwarder.stop),
+            )
+            await self.forwarder.start()
+            serial_task.append(service.spawn("serial", self._serial_loop()))
+            await service.serve()
+
+    async def _reopen(self) -> str:
+        self.reopen_event.set()
+        return f"reopening serial port {self.port}"
+
+    async def _serial_loop(self) -> None:
+        """Open the port (retrying with backoff), serve it until it closes, a reopen or the stop."""
         backoff = RETRY_MIN_S
-        try:
-            while not self.stop_event.is_set():
-                if self.reopen_event.is_set():
-                    self.reopen_event.clear()
-                    reloading(self.notifier)
-                    log.info("SIGHUP: reopening serial port %s", self.port)
-                    self.notifier.send("READY=1")
-                try:
-                    link = await open_link(self.port, self.baudrate, self.decoder)
-                except (OSError, serial.SerialException) as exc:
-                    self._warn.warning("port", "serial port %s not available (%s); retrying", self.port, exc)
-                    self.where = f"waiting for {self.port}"
-                    self.notifier.send(f"STATUS={self.status(self.where)}")
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stop_event.wait(), backoff)
-                    backoff = min(backoff * 2, RETRY_MAX_S)
-                    continue
-                backoff = RETRY_MIN_S
-                self.stats.port_opened += 1
-                log.info("serial port %s open at %d baud", self.port, self.baudrate)
-                self.where = f"serving {self.port}"
+        while not self.stop_event.is_set():
+            self.reopen_event.clear()
+            try:
+                link = await open_link(self.port, self.baudrate, self.decoder)
+            except (OSError, serial.SerialException) as exc:
+                self._warn.warning("port", "serial port %s not available (%s); retrying", self.port, exc)
+                self.where = f"waiting for {self.port}"
                 self.notifier.send(f"STATUS={self.status(self.where)}")
-                await self._serve(link)
-                if not self.stop_event.is_set() and not self.reopen_event.is_set():
-                    self.stats.port_lost += 1
-                    log.warning("serial port %s closed or vanished; waiting for it to return", self.port)
-        finally:
-            self.notifier.send("STOPPING=1")
-            self.stop_event.set()
-            await watchdog
-            await self.forwarder.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+                continue
+            backoff = RETRY_MIN_S
+            self.stats.port_opened += 1
+            log.info("serial port %s open at %d baud", self.port, self.baudrate)
+            self.where = f"serving {self.port}"
+            self.notifier.send(f"STATUS={self.status(self.where)}")
+            await self._serve(link)
+            if not self.stop_event.is_set() and not self.reopen_event.is_set():
+                self.stats.port_lost += 1
+                log.warning("serial port %s closed or vanished; waiting for it to return", self.port)
 
     async def _serve(self, link: SerialLink) -> None:
         closed = asyncio.create_task(link.closed.wait())

@@ -10,6 +10,10 @@ The RTU bus is half-duplex, so polls run one at a time; a unit that times out or
 exception costs its own timeout, is counted and logged (rate-limited), and never stops the others.
 Counters are the bridge's: microseconds since the Unix epoch, forced strictly increasing, so they stay
 monotonic across restarts without a counter file (as long as the clock does not step back).
+
+:func:`run_modbus` is the daemon, on :class:`runtime.service.Service`: READY=1 once polling starts,
+WATCHDOG=1 and STATUS= from its loop, SIGHUP closes and reopens the port; stop, under one deadline
+(:data:`STOP_DEADLINE_S`): finish the poll and forward under way, close the port, stop forwarding.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from firmware_bridge.forward import Forwarder
 from runtime.ratelimit import RateLimitedLog
+from runtime.service import Service, Step
 from runtime.tomlconfig import Table
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,8 @@ TYPES = {
     "float32": (2, ">f"),
 }
 MAX_RETRY_QUEUE = 10_000
+STOP_DEADLINE_S = 10.0
+"""The whole shutdown's deadline: below ``TimeoutStopSec=15`` of edgeroot-bridge@.service."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,32 +207,20 @@ async def run_modbus(
     baudrate: int = 9600,
     timeout_s: float = 0.5,
 ) -> None:
-    """The bridge in Modbus mode, until SIGTERM: poll, sign, forward; reconnect when the port goes."""
-    import signal  # noqa: PLC0415 (only the daemon entry needs it)
-
-    from runtime.sdnotify import Notifier, keepalive, reloading  # noqa: PLC0415
-
-    stop = asyncio.Event()
-    cycle = asyncio.Event()  # ends one polling round: SIGTERM (with stop) or SIGHUP (reopen the port)
-
-    def terminate() -> None:
-        stop.set()
-        cycle.set()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, terminate)
-    loop.add_signal_handler(signal.SIGHUP, cycle.set)
-    notifier = Notifier()
+    """The bridge in Modbus mode, until SIGTERM: poll, sign, forward; reconnect when the port goes.
+    Run it with :func:`runtime.service.run_service` (the exit code)."""
+    cycle = asyncio.Event()  # ends one polling round: the stop, or SIGHUP (reopen the port)
     client = AsyncModbusSerialClient(
         port, baudrate=baudrate, timeout=timeout_s, retries=0, reconnect_delay=1, reconnect_delay_max=30
     )
     poller = ModbusPoller(client, registers, signer, forwarder)
-    await forwarder.start()
     status = f"polling {len(registers)} register set(s) on {port}"
-    notifier.send("READY=1", f"STATUS={status}")
-    watchdog = asyncio.create_task(keepalive(notifier, lambda: status, stop))
-    try:
+
+    def reopen() -> str:
+        cycle.set()
+        return f"reopening Modbus port {port}"
+
+    async def poll(stop: asyncio.Event) -> None:
         while not stop.is_set():
             if not client.connected and not await client.connect():
                 log.warning("Modbus port %s not available; retrying", port)
@@ -235,13 +230,22 @@ async def run_modbus(
             await poller.run(cycle)
             if not stop.is_set():  # SIGHUP: close the port; the next round opens it again
                 cycle.clear()
-                reloading(notifier)
-                log.info("SIGHUP: reopening Modbus port %s", port)
                 client.close()
-                notifier.send("READY=1", f"STATUS={status}")
-    finally:
-        notifier.send("STOPPING=1")
-        stop.set()
-        await watchdog
+
+    async def stop_polling(task: asyncio.Task[None]) -> None:
+        cycle.set()  # the round under way ends after its current poll and forward
+        await asyncio.wait({task})
+
+    async def close_port() -> None:
         client.close()
-        await forwarder.stop()
+
+    service = Service("bridge", status=lambda: status, reload=reopen, stop_deadline_s=STOP_DEADLINE_S)
+    async with service:
+        await forwarder.start()
+        task = service.spawn("modbus", poll(service.stopping))
+        service.shutdown_order(
+            Step("finish the poll under way", lambda: stop_polling(task)),
+            Step("close the port", close_port),
+            Step("stop forwarding", forwarder.stop),
+        )
+        await service.serve()
