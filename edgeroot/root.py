@@ -80,5 +80,4 @@ def run_serve(args: argparse.Namespace, report: Reporter) -> int:
         app, _ = build_root_app(cfg)
     except (ConfigError, ResolverError) as exc:
         raise CommandFailed(str(exc)) from exc
-    serve(app, args.listen, app.state.hooks)
-    return 0
+    return serve(app, "root", args.listen, app.state.hooks)  # 0 after a clean stop, non-zero after a failure

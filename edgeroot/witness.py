@@ -55,5 +55,4 @@ def run_serve(args: argparse.Namespace, report: Reporter) -> int:
         app = build_witness_app(args.state, args.logs)
     except (OSError, ChainError) as exc:
         raise CommandFailed(f"cannot start the witness from {args.state}: {exc}") from exc
-    serve(app, args.listen, app.state.hooks)
-    return 0
+    return serve(app, "witness", args.listen, app.state.hooks)  # 0 after a clean stop, else non-zero

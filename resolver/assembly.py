@@ -242,8 +242,9 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
             cosigner = Cosigner(db, cfg.witnesses, client, metrics) if cfg.witnesses else None
             if cosigner is not None:
                 running["cosigner"] = cosigner
-            task = asyncio.create_task(
-                run_sequencer(make_sequencer, cosigner, cfg.interval_ms / 1000, stop, role), name="sequencer"
+            # hooks.spawn: a task of the daemon's Service (its death stops the daemon), or a plain task
+            task = _app.state.hooks.spawn(
+                "sequencer", run_sequencer(make_sequencer, cosigner, cfg.interval_ms / 1000, stop, role)
             )
             try:
                 yield

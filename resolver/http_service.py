@@ -1,106 +1,109 @@
-"""The root node and the witness under systemd: uvicorn speaking sd_notify.
+"""The root node and the witness as daemons: uvicorn as one task of :class:`runtime.service.Service`.
 
-``READY=1`` once the sockets listen (after the app's startup), ``WATCHDOG=1`` with a fresh ``STATUS=``
-line from uvicorn's own main loop (so a stuck event loop stops the pings and systemd restarts the
-service), ``RELOADING=1`` ... ``READY=1`` around a SIGHUP reload, ``STOPPING=1`` when shutdown begins.
-Without ``$NOTIFY_SOCKET`` every message is a no-op and SIGHUP still reloads.
+The Service owns the lifecycle (signals, sd_notify, the shutdown deadline, the exit code); this module
+supplies what is particular to an HTTP app:
+
+* start: uvicorn's ``Server.serve()`` runs as the task ``http`` (uvicorn's own signal handling is
+  switched off: the Service is the one owner of SIGTERM/SIGINT/SIGHUP and of the second-signal rule);
+  the app's background work (the root's sequencer) starts from its lifespan as Service tasks through
+  :attr:`Hooks.spawn`. ``READY=1`` only once the sockets listen.
+* status and reload: the app's :class:`Hooks` (``app.state.hooks``); the reload runs in a thread (it
+  reads files).
+* stop, one step under the deadline: ``server.should_exit``; uvicorn stops accepting, finishes the
+  requests under way (at most half the deadline), runs the app's shutdown (sequencer, database), and
+  the ``http`` task ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import signal
 import socket
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
-from runtime.sdnotify import STATUS_EVERY_S, Notifier, reloading
+from runtime.service import Service, Step, TextSource, run_service
 
 log = logging.getLogger(__name__)
+STOP_DEADLINE_S = 20.0
+"""The whole shutdown's deadline: below ``TimeoutStopSec=30`` of the root and witness units."""
+
+Spawn = Callable[[str, Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+
+def plain_task(name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """A background task outside any Service (an app served by a test's server thread)."""
+    return asyncio.create_task(coro, name=name)
 
 
 @dataclass
 class Hooks:
-    """What the service tells systemd: a one-line status, and what a reload does (returns a summary)."""
+    """What an app tells the service: a one-line status, what a reload does (returns a summary), and how
+    the app starts its background tasks (set to the Service's ``spawn`` when served by :func:`serve`, so
+    a background task that dies stops the daemon loudly)."""
 
     status: Callable[[], str]
     reload: Callable[[], str] | None = None
+    spawn: Spawn = field(default=plain_task)
 
 
-class NotifyingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, hooks: Hooks, notifier: Notifier | None = None) -> None:
+class _Server(uvicorn.Server):
+    """uvicorn, without its signal handlers, telling when its sockets listen."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
-        self.hooks = hooks
-        self.notifier = notifier or Notifier()
-        self.ping_every = self.notifier.watchdog_interval()
-        self._last_ping = 0.0
-        self._reload_wanted = False
+        self.listening = asyncio.Event()
 
-    def _status(self) -> str:
-        try:
-            return self.hooks.status()
-        except Exception as exc:  # noqa: BLE001 (a status line must never take the service down)
-            return f"status unavailable: {exc}"
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The Service handles the signals; uvicorn would replace its handlers and re-raise the signal
+        # after an orderly shutdown (the process would then die of it instead of exiting 0).
+        yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.should_exit:
-            return
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._want_reload)
-        self.notifier.send("READY=1", f"STATUS={self._status()}")
-        self._last_ping = time.monotonic()
-
-    def _want_reload(self) -> None:
-        self._reload_wanted = True
-
-    async def _reload(self) -> None:
-        self._reload_wanted = False
-        reloading(self.notifier)
-        if self.hooks.reload is None:
-            log.info("SIGHUP: nothing to reload")
-        else:
-            try:
-                log.info("reloaded: %s", await asyncio.to_thread(self.hooks.reload))
-            except Exception as exc:  # noqa: BLE001 (a bad reload keeps the running configuration)
-                log.error("reload failed, keeping the running configuration: %s", exc)  # noqa: TRY400
-        self.notifier.send("READY=1", f"STATUS={self._status()}")
-
-    async def on_tick(self, counter: int) -> bool:
-        if self._reload_wanted:
-            await self._reload()
-        now = time.monotonic()
-        every = self.ping_every or STATUS_EVERY_S
-        if self.started and now - self._last_ping >= every:
-            self._last_ping = now
-            if self.ping_every is not None:
-                self.notifier.send("WATCHDOG=1", f"STATUS={self._status()}")
-            else:
-                self.notifier.send(f"STATUS={self._status()}")
-        return await super().on_tick(counter)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.notifier.send("STOPPING=1", "STATUS=stopping")
-        await super().shutdown(sockets)
-        # uvicorn re-raises a captured SIGTERM after an orderly shutdown, so the process would die of the
-        # signal; the shutdown was complete, so exit 0 like the gateway and the bridge.
-        captured = getattr(self, "_captured_signals", None)
-        if isinstance(captured, list):
-            captured.clear()
+        if self.started:
+            self.listening.set()
 
 
-def serve(app: FastAPI, listen: str, hooks: Hooks) -> None:
-    """Run ``app`` on ``HOST:PORT`` until SIGINT/SIGTERM; one log line per event on stdout (journald)."""
+async def _run(app: FastAPI, name: str, listen: str, hooks: Hooks) -> None:
+    host, _, port = listen.rpartition(":")
+    config = uvicorn.Config(
+        app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level="info", access_log=False,
+        timeout_graceful_shutdown=int(STOP_DEADLINE_S / 2),
+    )  # fmt: skip
+    server = _Server(config)
+    reload_hook = hooks.reload
+    reload: TextSource | None = None
+    if reload_hook is not None:
+
+        async def reload_in_thread() -> str:
+            return await asyncio.to_thread(reload_hook)
+
+        reload = reload_in_thread
+    async with Service(name, status=hooks.status, reload=reload, stop_deadline_s=STOP_DEADLINE_S) as service:
+        hooks.spawn = service.spawn
+        http = service.spawn("http", server.serve())
+
+        async def stop_http() -> None:
+            server.should_exit = True
+            await asyncio.wait({http})
+
+        service.shutdown_order(Step("stop http (finish requests, the app's shutdown)", stop_http))
+        await server.listening.wait()  # a bind failure ends the http task, which cuts this wait short
+        await service.serve()
+
+
+def serve(app: FastAPI, name: str, listen: str, hooks: Hooks) -> int:
+    """Run ``app`` on ``HOST:PORT`` as the daemon ``name`` until SIGTERM/SIGINT; one log line per event on
+    stdout (journald); the process exit code (:func:`runtime.service.run_service`)."""
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
     )
-    host, _, port = listen.rpartition(":")
-    config = uvicorn.Config(
-        app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level="info", access_log=False
-    )
-    NotifyingServer(config, hooks).run()
+    return run_service(lambda: _run(app, name, listen, hooks))

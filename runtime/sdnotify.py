@@ -2,17 +2,14 @@
 
 A datagram to the socket named by ``$NOTIFY_SOCKET`` (a path, or ``@name`` in the abstract
 namespace). Without that variable (not under systemd, or ``Type=simple``) every call is a no-op.
-Fifteen lines of standard library: no dependency needed.
+Fifteen lines of standard library: no dependency needed. When to send what (READY, WATCHDOG, STATUS,
+RELOADING, STOPPING) is :class:`runtime.service.Service`'s job.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import socket
-import time
-from collections.abc import Callable
 
 
 class Notifier:
@@ -41,23 +38,4 @@ class Notifier:
         return int(usec) / 2_000_000
 
 
-STATUS_EVERY_S = 5.0  # STATUS= refresh when no watchdog is configured
-
-
-async def keepalive(notifier: Notifier, status: Callable[[], str], stop: asyncio.Event) -> None:
-    """Until ``stop``: ``WATCHDOG=1`` with a fresh ``STATUS=`` every half watchdog period (STATUS= alone
-    every 5 s without a watchdog). Run it as a task of the loop it vouches for: a stuck loop stops it."""
-    every = notifier.watchdog_interval()
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every or STATUS_EVERY_S)
-        if stop.is_set():
-            return
-        fields = ["WATCHDOG=1"] if every is not None else []
-        notifier.send(*fields, f"STATUS={status()}")
-
-
-def reloading(notifier: Notifier) -> None:
-    """``RELOADING=1`` with the ``MONOTONIC_USEC=`` systemd wants beside it; send ``READY=1`` when done."""
-    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-    notifier.send("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=reloading")
+STATUS_EVERY_S = 5.0  # STATUS= refresh when no watchdog is configured (runtime.service sends it)
