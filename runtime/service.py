@@ -230,7 +230,7 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         if self._failed:
-            log.critical("%s stopped after a failure of %s: exiting with %d", self.name,
+            log.error("%s stopped after a failure of %s: exiting with %d", self.name,
                          ", ".join(self._failed), EXIT_FAILED)  # fmt: skip
             raise ServiceFailed(self.name, self._failed) from exc
         if incomplete:
