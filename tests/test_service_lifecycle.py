@@ -25,7 +25,7 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256
 from edge.errors import IngestStopped
 from edge.ingest import Ingest
-from edge.writer import Outcome, Submission
+from edge.intake import Outcome, Submission
 from firmware_bridge.frames import FrameType, encode_frame
 from runtime.sdnotify import Notifier
 from runtime.service import EXIT_FAILED, EXIT_OK, Service, Step, run_service
