@@ -35,8 +35,9 @@ Lifecycle
    a bug).
 3. **Stop**, on the first SIGTERM/SIGINT, on :meth:`Service.request_stop`, or because a task failed:
    ``STOPPING=1``; :attr:`Service.stopping` is set (loops that take a stop event end at their next
-   wait); a reload under way finishes; then the shutdown steps run **in their declared order** under
-   **one deadline** (``stop_deadline_s``, chosen below the unit's ``TimeoutStopSec``). A step that raises
+   wait); a reload under way finishes; then :func:`shutdown` runs the steps **in their declared order**
+   (:meth:`Service.shutdown_order`) under **one deadline** (``stop_deadline_s``, chosen below the unit's
+   ``TimeoutStopSec``). A step that raises
    is logged and the next one runs; when the deadline passes, the step under way is cancelled and the
    remaining ones are skipped (logged by name). Last, every task still running is cancelled
    (stragglers) and awaited. A **second** SIGTERM/SIGINT exits at once (``os._exit``), whatever the
@@ -184,7 +185,8 @@ class Service:
         return task
 
     def shutdown_order(self, *steps: Step) -> None:
-        """Declare the shutdown steps, in the order they run (replaces an earlier declaration)."""
+        """Declare the shutdown steps, in the order they run (replaces an earlier declaration); the stop
+        runs them with :func:`shutdown` under the service's one deadline."""
         self._steps = steps
 
     async def serve(self) -> None:
@@ -347,32 +349,9 @@ class Service:
         log.info("%s stopping: %s", self.name, " → ".join(s.name for s in self._steps) or "no shutdown steps")
         self.stopping.set()
         self._wake.set()
-        incomplete: list[str] = []
         if self._control is not None:  # a reload under way finishes before anything is torn down
             await asyncio.wait({self._control}, timeout=max(0.0, deadline - loop.time()))
-        for i, step in enumerate(self._steps):
-            try:
-                async with asyncio.timeout_at(deadline) as timeout:
-                    await step.action()
-            except TimeoutError:
-                if not timeout.expired():
-                    log.exception("%s: shutdown step %r failed; going on", self.name, step.name)
-                    incomplete.append(step.name)
-                    continue
-                skipped = [s.name for s in self._steps[i + 1 :]]
-                left = ", ".join(skipped) or "none"
-                log.error("%s: shutdown step %r overran the %.1f s deadline and was cancelled; skipped: %s",  # noqa: TRY400 (the deadline is the cause)
-                          self.name, step.name, self.stop_deadline_s, left)  # fmt: skip
-                incomplete += [step.name, *skipped]
-                break
-            except asyncio.CancelledError:
-                if self._body is not None and self._body.cancelling():
-                    raise  # the service itself is being cancelled from outside
-                log.exception("%s: shutdown step %r was cancelled; going on", self.name, step.name)
-                incomplete.append(step.name)
-            except Exception:
-                log.exception("%s: shutdown step %r failed; going on", self.name, step.name)
-                incomplete.append(step.name)
+        incomplete = await shutdown(self._steps, deadline, service=self.name)
         self._cancelling_stragglers = True
         stragglers = [t for t in self._tasks if not t.done()]
         if stragglers:
@@ -384,6 +363,40 @@ class Service:
                 log.error("%s: task %s ignores cancellation; waiting for it", self.name, task.get_name())
                 incomplete.append(f"task {task.get_name()}")
         return incomplete
+
+
+async def shutdown(steps: Sequence[Step], deadline: float, *, service: str = "service") -> list[str]:
+    """Run ``steps`` in their order until ``deadline`` (event-loop time); the names of those that did not
+    complete. A step that raises is logged with its traceback and the next one runs; at the deadline the
+    step under way is cancelled and the rest are skipped (each named in the log)."""
+    loop = asyncio.get_running_loop()
+    whole = max(0.0, deadline - loop.time())
+    incomplete: list[str] = []
+    for i, step in enumerate(steps):
+        try:
+            async with asyncio.timeout_at(deadline) as timeout:
+                await step.action()
+        except TimeoutError:
+            if not timeout.expired():  # the step's own TimeoutError, not the deadline
+                log.exception("%s: shutdown step %r failed; going on", service, step.name)
+                incomplete.append(step.name)
+                continue
+            skipped = [s.name for s in steps[i + 1 :]]
+            left = ", ".join(skipped) or "none"
+            log.error("%s: shutdown step %r overran the %.1f s deadline and was cancelled; skipped: %s",  # noqa: TRY400 (the deadline is the cause)
+                      service, step.name, whole, left)  # fmt: skip
+            incomplete += [step.name, *skipped]
+            break
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the shutdown itself is being cancelled from outside
+            log.exception("%s: shutdown step %r was cancelled; going on", service, step.name)
+            incomplete.append(step.name)
+        except Exception:
+            log.exception("%s: shutdown step %r failed; going on", service, step.name)
+            incomplete.append(step.name)
+    return incomplete
 
 
 def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
