@@ -14,10 +14,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 
 from chain_lite import envelope
@@ -235,6 +235,16 @@ async def _until(sock: NotifySocket, done: Callable[[], bool], what: str, timeou
         await asyncio.to_thread(sock.collect, 0.05)
 
 
+def _run_and_hear(sock: NotifySocket, main: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """``run_service(main)``; then the socket has heard everything and is closed."""
+    try:
+        code = run_service(main)
+        sock.collect(0.1)
+    finally:
+        sock.close()
+    return code
+
+
 def test_notify_datagrams_and_reloads_over_a_real_socket(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -272,11 +282,7 @@ def test_notify_datagrams_and_reloads_over_a_real_socket(
             service.spawn("driver", driver(service), forever=False)
             await service.serve()
 
-    try:
-        assert run_service(main) == EXIT_OK
-        sock.collect(0.1)
-    finally:
-        sock.close()
+    assert _run_and_hear(sock, main) == EXIT_OK
     text = sock.text
     first = [text.index(f) for f in ("READY=1", "WATCHDOG=1", "RELOADING=1", "STOPPING=1")]
     assert first == sorted(first), text
@@ -307,11 +313,7 @@ def test_a_status_line_that_raises_never_stops_the_service(tmp_path: Path) -> No
             service.spawn("stopper", _stop_soon(service), forever=False)
             await service.serve()
 
-    try:
-        assert run_service(main) == EXIT_OK
-        sock.collect(0.1)
-    finally:
-        sock.close()
+    assert _run_and_hear(sock, main) == EXIT_OK
     assert "STATUS=status unavailable: 'gone'" in sock.messages[0]
 
 
@@ -425,10 +427,28 @@ def _exit_within(proc: subprocess.Popen[bytes], seconds: float, log: Path) -> tu
     return code, time.monotonic() - started
 
 
-def _assert_died_loudly(text: str, service: str, task: str) -> None:
+def _kill_task_and_see_it_die_loudly(args: list[str], task: str, sock: NotifySocket, log: Path) -> None:
+    """Start ``edgeroot ARGS`` with ``task`` armed to die, wait for READY=1, kill the task: the process
+    must exit 1 inside the watchdog interval, after one CRITICAL line with the traceback and STOPPING=1."""
+    proc = _spawn(args, sock.env(WATCHDOG_S), log, kill_task=task)
+    try:
+        sock.wait_for("READY=1", timeout=30)
+        proc.send_signal(signal.SIGUSR1)
+        code, took = _exit_within(proc, WATCHDOG_S, log)
+        sock.collect(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+    text = log.read_text()
+    assert code == EXIT_FAILED, text[-3000:]
+    service = args[0]
     assert f"CRITICAL runtime.service: {service}: {task} failed; stopping the service" in text, text[-3000:]
     assert "Traceback" in text and "InjectedFault" in text, text[-3000:]
+    assert text.count("CRITICAL") == 1, text[-3000:]
     assert f"exiting with {EXIT_FAILED}" in text, text[-3000:]
+    assert "STOPPING=1" in sock.text
+    assert took < WATCHDOG_S
 
 
 def test_bridge_exits_non_zero_within_the_watchdog_interval_when_its_serial_task_dies(tmp_path: Path) -> None:
@@ -437,24 +457,9 @@ def test_bridge_exits_non_zero_within_the_watchdog_interval_when_its_serial_task
     of waiting for missed pings)."""
     sock = NotifySocket(tmp_path)
     log = tmp_path / "bridge.log"
-    bridge = _spawn(
-        ["bridge", "run", "--port", str(tmp_path / "no-such-tty"),
-         "--gateway", f"coap://127.0.0.1:{free_port()}/readings"],
-        sock.env(WATCHDOG_S), log, kill_task="serial",
-    )  # fmt: skip
-    try:
-        sock.wait_for("READY=1")
-        bridge.send_signal(signal.SIGUSR1)
-        code, took = _exit_within(bridge, WATCHDOG_S, log)
-        sock.collect(0.2)
-    finally:
-        if bridge.poll() is None:
-            bridge.kill()
-        sock.close()
-    assert code == EXIT_FAILED, log.read_text()[-3000:]
-    _assert_died_loudly(log.read_text(), "bridge", "serial")
-    assert "STOPPING=1" in sock.text
-    assert took < WATCHDOG_S
+    args = ["bridge", "run", "--port", str(tmp_path / "no-such-tty"),
+            "--gateway", f"coap://127.0.0.1:{free_port()}/readings"]  # fmt: skip
+    _kill_task_and_see_it_die_loudly(args, "serial", sock, log)
 
 
 def test_gateway_exits_non_zero_within_the_watchdog_interval_when_its_ingest_task_dies(
@@ -463,27 +468,11 @@ def test_gateway_exits_non_zero_within_the_watchdog_interval_when_its_ingest_tas
     """The gateway's ingest task dies: the service stops loudly in order (intake stopped, drain returns
     at once because the queue was failed, block closed, store closed) and exits 1 inside the watchdog
     interval: a crashed ingest loop no longer leaves the gateway up with every submitter waiting."""
-    sock = NotifySocket(tmp_path)
     log = tmp_path / "gateway-crash.log"
-    gateway = _spawn(["gateway", "run", "--state", str(plant.state)], sock.env(WATCHDOG_S), log,
-                     kill_task="ingest")  # fmt: skip
-    try:
-        sock.wait_for("READY=1", timeout=30)
-        assert httpx.get(f"{plant.http}/healthz", timeout=5).status_code in (200, 503)
-        gateway.send_signal(signal.SIGUSR1)
-        code, took = _exit_within(gateway, WATCHDOG_S, log)
-        sock.collect(0.2)
-    finally:
-        if gateway.poll() is None:
-            gateway.kill()
-        sock.close()
-    text = log.read_text()
-    assert code == EXIT_FAILED, text[-3000:]
-    _assert_died_loudly(text, "gateway", "ingest")
+    _kill_task_and_see_it_die_loudly(["gateway", "run", "--state", str(plant.state)], "ingest",
+                                     NotifySocket(tmp_path), log)  # fmt: skip
     steps = "stop intake → drain → close the open block → stop the local HTTP → close the store"
-    assert f"gateway stopping: {steps}" in text
-    assert "STOPPING=1" in sock.text
-    assert took < WATCHDOG_S
+    assert f"gateway stopping: {steps}" in log.read_text()
 
 
 def test_a_second_sigterm_exits_at_once_while_the_first_shutdown_waits(tmp_path: Path) -> None:
