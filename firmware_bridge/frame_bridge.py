@@ -89,14 +89,13 @@ class Bridge:
             stop_deadline_s=STOP_DEADLINE_S, notifier=self.notifier,
         )  # fmt: skip
         async with service:
-            self.stop_event = service.stopping
-            serial_task: list[asyncio.Task[None]] = []
+            self.stop_event = service.stopping  # the serial loop ends at its next wait once the stop begins
+            await self.forwarder.start()
+            serial = service.spawn("serial", self._serial_loop())
             service.shutdown_order(
-                Step("finish the reading in hand, close the port", lambda: asyncio.wait(serial_task or [])),
+                Step("finish the reading in hand, close the port", lambda: asyncio.wait({serial})),
                 Step("stop forwarding", self.forwarder.stop),
             )
-            await self.forwarder.start()
-            serial_task.append(service.spawn("serial", self._serial_loop()))
             await service.serve()
 
     async def _reopen(self) -> str:
