@@ -221,9 +221,10 @@ class Service:
         assert self._group is not None
         assert self._body is not None
         self._exiting = True
-        if isinstance(exc, asyncio.CancelledError) and self._start_cut_short:
+        if self._start_cut_short and self._body.cancelling():
             self._body.uncancel()  # our own cancellation of the start (a task died): not the caller's
-        elif isinstance(exc, Exception | SystemExit):
+        # A CancelledError from cutting the start short is no failure of its own (the task's is logged).
+        if isinstance(exc, Exception | SystemExit):
             self._fail("the start" if not self._serving else "the service body", exc)
         self._stop_asked.set()
         incomplete = await self._shutdown()
@@ -233,7 +234,7 @@ class Service:
             loop.remove_signal_handler(sig)
         if self._failed:
             log.error("%s stopped after a failure of %s: exiting with %d", self.name,
-                         ", ".join(self._failed), EXIT_FAILED)  # fmt: skip
+                      ", ".join(self._failed), EXIT_FAILED)  # fmt: skip
             raise ServiceFailed(self.name, self._failed) from exc
         if incomplete:
             log.error("%s stopped, shutdown incomplete (%s): exiting with %d", self.name,
@@ -254,7 +255,7 @@ class Service:
         except (Exception, SystemExit) as exc:  # noqa: BLE001 (any failure of a task is the service's; SystemExit: uvicorn's way to say it cannot start)
             self._fail(name, exc)
         else:
-            if forever and not self.stopping.is_set():
+            if forever and not self._stop_asked.is_set():
                 self._fail(name, None, "returned while the service was running")
 
     def _fail(self, name: str, exc: BaseException | None, what: str = "failed") -> None:

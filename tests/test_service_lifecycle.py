@@ -131,6 +131,26 @@ def test_first_sigterm_stops_cleanly_with_exit_0(caplog: pytest.LogCaptureFixtur
     assert any("SIGTERM: stopping within" in r.getMessage() for r in caplog.records)
 
 
+def test_a_stop_asked_during_the_start_is_a_clean_stop_once_the_start_is_done(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SIGTERM while the daemon is still starting: the start finishes, READY=1 is never sent, the steps
+    run, exit 0 (the control task ending early is no failure)."""
+    sock = NotifySocket(tmp_path)
+    ran: list[str] = []
+
+    async def main() -> None:
+        async with Service("svc", notifier=Notifier(sock.path)) as service:
+            service.shutdown_order(Step("only", lambda: asyncio.sleep(0, ran.append("only"))))
+            service.request_stop()  # what the first SIGTERM does
+            await asyncio.sleep(0.2)  # the rest of a slow start (the control task meanwhile sees the stop)
+            await service.serve()
+
+    assert _run_and_hear(sock, main) == EXIT_OK
+    assert ran == ["only"] and _critical(caplog) == []
+    assert "READY=1" not in sock.text and "STOPPING=1" in sock.text
+
+
 def test_the_deadline_cancels_a_hung_step_and_skips_the_rest(caplog: pytest.LogCaptureFixture) -> None:
     """One deadline for the whole shutdown: the hung step is cancelled when it passes, the steps after it
     are skipped (and named), the exit code is 1."""
