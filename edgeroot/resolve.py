@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from chain_lite.errors import ChainError
+from chain_lite.errors import ChainError, IdentifierError
+from chain_lite.identifier import normalize
 from chain_lite.policy import Policy
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from rootclient.client import RootClient
@@ -42,6 +43,10 @@ def _values(answer: dict[str, Any]) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (one exit per verdict)
     if args.verify and args.policy is None:
         raise CommandFailed("--verify needs --policy FILE (the trust policy of the node)")
+    try:
+        normalize(args.identifier)  # undecodable bytes or a refused character: a usage error, not a traceback
+    except IdentifierError as exc:
+        raise CommandFailed(f"cannot resolve: {exc}") from exc
     with RootClient(args.root) as client:
         try:
             answer = client.resolve(args.identifier, args.at)
