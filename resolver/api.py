@@ -287,7 +287,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         head = node.gateway_head(node.canonical(text))
         if head is None:
             raise NotFound(f"no block of gateway {text} has been accepted")
-        return {"gateway": node.canonical(text), "height": head[0], "block_id": head[1].hex()}
+        return {"gateway": text, "height": head[0], "block_id": head[1].hex()}  # echoed as asked
 
     @app.get(routes.CHECKPOINT, response_class=PlainTextResponse, tags=["log"])
     def checkpoint() -> PlainTextResponse:
