@@ -159,8 +159,7 @@ _UNSUPPORTED_PUBLIC = _public_ders()
 
 @pytest.mark.parametrize("kind", sorted(_UNSUPPORTED_PUBLIC))
 def test_unsupported_public_keys_are_key_format_errors(kind: str) -> None:
-    """Every key that is not P-256 or Ed25519, in DER and PEM, and as a registry HS_PUBKEY value, is a
-    KeyFormatError (a curve OpenSSL does not know used to leak cryptography's UnsupportedAlgorithm)."""
+    """Any key but P-256 or Ed25519 (DER, PEM, HS_PUBKEY) is a KeyFormatError, never UnsupportedAlgorithm."""
     der = _UNSUPPORTED_PUBLIC[kind]
     pem = b"-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(der) + b"-----END PUBLIC KEY-----\n"
     with pytest.raises(KeyFormatError):

@@ -84,8 +84,7 @@ def test_ed25519_admin_keys_work_too() -> None:
 
 
 def test_prefix_record_identifiers_are_lowercased() -> None:
-    """0.NA/88.ABC and 0.na/88.abc are the same prefix record; ordinary suffixes keep their spelling in
-    the normalised form and fold their ASCII case in the registry's key (docs/formats.md §10)."""
+    """0.NA/88.ABC is 0.na/88.abc; a suffix keeps its spelling when normalised, folds ASCII case as a key."""
     assert canonical_identifier("0.NA/88.ABC") == "0.na/88.abc"
     assert normalize("88.ABC/Pump") == "88.abc/Pump"
     assert canonical_identifier("88.ABC/Pump") == "88.abc/pump"

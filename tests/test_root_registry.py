@@ -337,8 +337,7 @@ def test_refusals_are_counted_in_metrics_and_health_is_reported(root: RootUnderT
 def test_case_variants_are_one_record_and_answers_echo_the_spelling(
     root: RootUnderTest, tmp_path: Path
 ) -> None:
-    """PUMP-7, pump-7 and Pump-7 resolve (and verify) to one record; the Handle API echoes the handle
-    as asked; creating a case variant or a look-alike is refused naming the existing identifier."""
+    """Case variants resolve and verify to one record, echoed as asked; creating a variant is refused."""
     with root.client() as c:
         c.write(root.write("create", "88.123/PUMP-7", URL_VALUE, root.admin_signer()))
         root.settle()
