@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -66,6 +67,8 @@ def _check_supported(key: object, what: str) -> None:
 def load_private_pem(data: bytes) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
+    except UnsupportedAlgorithm as exc:  # e.g. an EC curve OpenSSL does not know: still our error tree
+        raise KeyFormatError(f"unsupported private key: {exc}") from exc
     except (ValueError, TypeError) as exc:
         raise KeyFormatError(f"not an unencrypted PEM private key: {exc}") from exc
     _check_supported(key, "private key")
@@ -76,6 +79,8 @@ def load_private_pem(data: bytes) -> PrivateKey:
 def _load_public(load: Callable[[bytes], object], data: bytes, form: str) -> PublicKey:
     try:
         key = load(data)
+    except UnsupportedAlgorithm as exc:  # e.g. an EC curve OpenSSL does not know: still our error tree
+        raise KeyFormatError(f"unsupported {form}: {exc}") from exc
     except (ValueError, TypeError) as exc:
         raise KeyFormatError(f"not a {form}: {exc}") from exc
     _check_supported(key, "public key")

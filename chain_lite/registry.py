@@ -154,7 +154,11 @@ class Record:
         _, identifier, values = item
         if not isinstance(identifier, str) or not isinstance(values, list):
             raise FormatError("record", "identifier must be text and values an array")
-        return cls(canonical_identifier(identifier), _values_from(values, with_timestamp=True))
+        # Strict, not re-canonicalised: the record's hash is over these bytes, and a record under a
+        # non-canonical identifier could never match its map key.
+        if canonical_identifier(identifier) != identifier:
+            raise FormatError("record", f"identifier {identifier!r} is not in canonical form")
+        return cls(identifier, _values_from(values, with_timestamp=True))
 
     def has_type(self, type_: str) -> bool:
         return any(v.type == type_ for v in self.values)
@@ -195,8 +199,14 @@ def prefix_handle(prefix: str) -> str:
 
 
 def canonical_identifier(text: str) -> str:
-    """Canonical identifier; the suffix of a prefix record (``0.na/88.ABC``) is a prefix and lowercased."""
-    ident = Identifier.parse(text)
+    """The registry's one key for an identifier: what records carry, the node stores and the map hashes.
+
+    The namespace key of :func:`chain_lite.identifier.fold` (prefix lowercase, suffix NFC with its ASCII
+    letters lowercased); the suffix of a prefix record (``0.na/88.ABC``) is a prefix, so it must also be
+    a valid prefix. Every producer (write requests, the node) and every verifier (resolution proofs)
+    calls this function, so they cannot disagree on a map key. Raises :class:`IdentifierError`.
+    """
+    ident = Identifier.parse(text).folded()
     if ident.prefix == PREFIX_HANDLE_PREFIX:
         return prefix_handle(ident.suffix)
     return str(ident)

@@ -18,11 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chain_lite.errors import FormatError, ProofError
+from chain_lite.identifier import normalize
 from chain_lite.log_leaf import MapHead, parse_leaf
 from chain_lite.merkle import leaf_hash
 from chain_lite.policy import VerifiedCheckpoint
 from chain_lite.receipt import Receipt, check_inclusion
-from chain_lite.registry import Record, canonical_identifier
+from chain_lite.registry import Record, canonical_identifier, governed_prefix
 from chain_lite.sparse_map import MapProof, map_key, verify_map_proof
 
 
@@ -46,7 +47,13 @@ class ResolutionProof:
 
 @dataclass(frozen=True, slots=True)
 class ProvenRecord:
-    """What a verified proof establishes."""
+    """What a verified proof establishes.
+
+    ``identifier`` is the identifier as asked, in its normalised spelling (a device's ``kid``, say
+    ``88.123.99/PUMP-0042``); the record proven is the one under its namespace key
+    (:func:`chain_lite.registry.canonical_identifier`, e.g. ``88.123.99/pump-0042``), which is what
+    ``record.identifier`` holds.
+    """
 
     identifier: str
     record: Record | None
@@ -66,7 +73,8 @@ def verify_resolution(
     rcp = proof.receipt.checkpoint.checkpoint
     if (rcp.origin, rcp.size, rcp.root) != (cp.origin, cp.size, cp.root):
         raise FormatError("resolution proof", "the receipt's checkpoint is not the verified checkpoint")
-    identifier = canonical_identifier(proof.identifier)
+    asked = normalize(proof.identifier)
+    identifier = canonical_identifier(asked)
     index = proof.receipt.index
     if not as_of and index != cp.size - 1:
         raise StaleMap(index, cp.size)
@@ -84,4 +92,6 @@ def verify_resolution(
             raise FormatError("resolution proof", f"record is for {record.identifier}, not {identifier}")
         value = record.value_hash
     verify_map_proof(head.root, map_key(identifier), value, MapProof.from_bytes(proof.map_proof))
-    return ProvenRecord(identifier, record, head.epoch, verified)
+    # A prefix record's suffix is itself a prefix, stored lowercase: show it as the registry keys it.
+    shown = identifier if governed_prefix(identifier) is not None else asked
+    return ProvenRecord(shown, record, head.epoch, verified)

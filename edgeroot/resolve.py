@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chain_lite.errors import ChainError
-from chain_lite.registry import canonical_identifier
+from chain_lite.identifier import normalize
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from edgeroot.pin import forget_hint
 from edgeroot.verify import read_policy
@@ -46,9 +46,10 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
     if args.at is not None and args.at < 1:
         raise CommandFailed(f"--at {args.at}: a log size is at least 1")
     try:
-        identifier = canonical_identifier(args.identifier)
+        # Spelled as asked (the node echoes it); undecodable bytes or a refused character are a usage error.
+        identifier = normalize(args.identifier)
     except ChainError as exc:
-        raise CommandFailed(str(exc)) from exc
+        raise CommandFailed(f"cannot resolve: {exc}") from exc
     policy = read_policy(args.policy) if args.verify else None
     with RootClient(args.root) as client:
         try:

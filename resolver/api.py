@@ -160,10 +160,11 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         del handle  # re-read from the raw path: percent-decoding must be strict
         text = _raw_path_part(request, routes.HANDLE_PREFIX)
         res = await _resolve(text, None)
+        # The Handle API echoes the handle as asked; the record is the one under its canonical form.
         if res.record is None:
             body: dict[str, Any] = {
                 "responseCode": 100,
-                "handle": res.identifier,
+                "handle": text,
                 "message": "Handle Not Found",
             }
             if proof:
@@ -174,13 +175,13 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             values = [v for v in values if v.index in (index or []) or _type_matches(v.type, type or [])]
         body = {
             "responseCode": HANDLE_OK,
-            "handle": res.identifier,
+            "handle": text,
             "values": [handle_value(v) for v in values],
         }
         if not values:
             body = {
                 "responseCode": HANDLE_VALUES_NOT_FOUND,
-                "handle": res.identifier,
+                "handle": text,
                 "message": "Values Not Found",
             }
         if proof:
@@ -198,7 +199,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             raise BadRequest("at must be a log size of at least 1")
         res = await _resolve(text, at)
         body = {
-            "identifier": res.identifier,
+            "identifier": text,  # as asked, like the Handle API; the proof is for its canonical form
             "found": res.record is not None,
             "values": [] if res.record is None else [handle_value(v) for v in res.record.values],
             "proof": proof_json(res),
@@ -286,7 +287,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         head = node.gateway_head(node.canonical(text))
         if head is None:
             raise NotFound(f"no block of gateway {text} has been accepted")
-        return {"gateway": node.canonical(text), "height": head[0], "block_id": head[1].hex()}
+        return {"gateway": text, "height": head[0], "block_id": head[1].hex()}  # echoed as asked
 
     @app.get(routes.CHECKPOINT, response_class=PlainTextResponse, tags=["log"])
     def checkpoint() -> PlainTextResponse:

@@ -24,6 +24,7 @@ from chain_lite.envelope import open_envelope
 from chain_lite.errors import ChainError
 from chain_lite.keys import PublicKey
 from chain_lite.log_leaf import MAX_LEAF_SIZE, block_leaf
+from chain_lite.registry import canonical_identifier
 from resolver.db import Database, Tx
 from resolver.errors import BadRequest, ChainRejected, Conflict, ResolverError
 from resolver.registry import load_record
@@ -75,6 +76,9 @@ def _accept_one(tx: Tx, raw: bytes, body: Sequence[bytes] | None, now_ms: int) -
     except ChainError as exc:
         raise ChainRejected(f"malformed block: {exc}") from exc
     header = block.header
+    # One chain per gateway whatever the spelling of its id in the header (the namespace is ASCII
+    # case-insensitive): a second spelling must not start a second chain beside the first.
+    gateway = canonical_identifier(header.gateway)
     if len(raw) + 1 > MAX_LEAF_SIZE:
         raise ChainRejected(
             f"block {header.height} is {len(raw)} bytes; a log leaf holds at most {MAX_LEAF_SIZE}"
@@ -87,7 +91,7 @@ def _accept_one(tx: Tx, raw: bytes, body: Sequence[bytes] | None, now_ms: int) -
     block_id = block.block_id
     existing = tx.one(
         "SELECT block_id FROM blocks WHERE gateway = ? AND height = ? FOR UPDATE",
-        (header.gateway, header.height),
+        (gateway, header.height),
     )
     if existing is not None:
         if bytes(existing[0]) == block_id:
@@ -95,14 +99,14 @@ def _accept_one(tx: Tx, raw: bytes, body: Sequence[bytes] | None, now_ms: int) -
         tx.execute(
             "INSERT INTO fork_evidence (block_id, gateway, height, raw, conflicts_with, received_ms) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (block_id) DO NOTHING",
-            (block_id, header.gateway, header.height, raw, bytes(existing[0]), now_ms),
+            (block_id, gateway, header.height, raw, bytes(existing[0]), now_ms),
         )
         raise Conflict(
             f"gateway {header.gateway} already has a different block at height {header.height}: "
             "kept as fork evidence"
         )
     head_row = tx.one(
-        "SELECT raw FROM blocks WHERE gateway = ? ORDER BY height DESC LIMIT 1", (header.gateway,)
+        "SELECT raw FROM blocks WHERE gateway = ? ORDER BY height DESC LIMIT 1", (gateway,)
     )
     head: BlockHeader | None = None if head_row is None else parse_block(bytes(head_row[0])).header
     try:
@@ -115,7 +119,7 @@ def _accept_one(tx: Tx, raw: bytes, body: Sequence[bytes] | None, now_ms: int) -
         "INSERT INTO blocks (block_id, gateway, height, raw, body, received_ms) VALUES (?, ?, ?, ?, ?, ?)",
         (
             block_id,
-            header.gateway,
+            gateway,
             header.height,
             raw,
             None if body is None else cbor.encode(list(body)),

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from resolver import namespace
 from resolver.errors import StorageError
 
 Row = tuple[Any, ...]
@@ -30,7 +31,9 @@ Row = tuple[Any, ...]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
-    identifier TEXT PRIMARY KEY, record {BLOB} NOT NULL, updated_ms BIGINT NOT NULL);
+    identifier TEXT PRIMARY KEY, record {BLOB} NOT NULL, updated_ms BIGINT NOT NULL, skeleton TEXT);
+CREATE TABLE IF NOT EXISTS device_keys (key_hash {BLOB} PRIMARY KEY, identifier TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS device_keys_by_identifier ON device_keys (identifier);
 CREATE TABLE IF NOT EXISTS nonces (nonce {BLOB} PRIMARY KEY, expires_ms BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces (expires_ms);
 CREATE TABLE IF NOT EXISTS pending (
@@ -52,6 +55,10 @@ CREATE TABLE IF NOT EXISTS fork_evidence (
     conflicts_with {BLOB} NOT NULL, received_ms BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS witness_sizes (name TEXT PRIMARY KEY, size BIGINT NOT NULL);
 """
+
+# After the tables, and after a database made before ``records.skeleton`` existed has gained the column.
+# Unique, so that two concurrent look-alike creates cannot both pass (resolver.namespace).
+_NAMESPACE_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS records_by_skeleton ON records (skeleton)"
 
 _DIALECT = {
     "sqlite": {"BLOB": "BLOB", "SERIAL": "INTEGER PRIMARY KEY AUTOINCREMENT"},
@@ -172,10 +179,22 @@ class Database:
             raise StorageError(f"database error: {exc}") from exc
 
     def create_schema(self) -> None:
+        """Create what is missing, bring an older database's schema up to date, refresh derived data."""
         schema = _SCHEMA.format(**_DIALECT[self.dialect])
         with self.transaction() as tx:
             for stmt in filter(None, (s.strip() for s in schema.split(";"))):
                 tx.execute(stmt)
+            self._add_column(tx, "records", "skeleton", "TEXT")
+            tx.execute(_NAMESPACE_INDEX)
+            namespace.refresh(tx)
+
+    def _add_column(self, tx: Tx, table: str, column: str, sql_type: str) -> None:
+        if self.dialect == "postgresql":
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}")
+            return
+        # SQLite has no ADD COLUMN IF NOT EXISTS.
+        if not any(row[1] == column for row in tx.all(f"PRAGMA table_info({table})")):
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
     def close(self) -> None:
         with self._lock:

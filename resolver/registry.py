@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from chain_lite.errors import ChainError, FormatError, IdentifierError, SignatureError
 from chain_lite.keys import PublicKey
 from chain_lite.log_leaf import registry_leaf
-from chain_lite.registry import Record, SignedWrite, governed_prefix, may_write, open_write, parse_write
+from chain_lite.registry import (
+    Record,
+    SignedWrite,
+    canonical_identifier,
+    governed_prefix,
+    may_write,
+    open_write,
+    parse_write,
+)
+from resolver import namespace
 from resolver.db import Database, Tx
 from resolver.errors import (
     AlreadyExists,
@@ -37,6 +46,11 @@ class Accepted:
 
 
 def load_record(tx: Tx, identifier: str, *, lock: bool = False) -> Record | None:
+    """The current record of ``identifier`` in any spelling (a device's ``kid``, a block's gateway id).
+
+    ``None`` when absent; raises :class:`chain_lite.errors.IdentifierError` for an invalid identifier.
+    """
+    identifier = canonical_identifier(identifier)
     if lock:
         row = tx.one("SELECT record FROM records WHERE identifier = ? FOR UPDATE", (identifier,))
     else:
@@ -115,20 +129,67 @@ def check_and_apply(tx: Tx, raw: bytes, *, origin: str, now_ms: int, bootstrap: 
     if record is None:
         tx.execute("DELETE FROM records WHERE identifier = ?", (req.identifier,))
     elif req.op == "create":
-        created = tx.one(
-            "INSERT INTO records (identifier, record, updated_ms) VALUES (?, ?, ?) "
-            "ON CONFLICT (identifier) DO NOTHING RETURNING identifier",
-            (req.identifier, record.encode(), now_ms),
-        )
-        if created is None:  # a concurrent create won the race
-            raise AlreadyExists(f"{req.identifier} already exists")
+        _create(tx, req.identifier, record, now_ms)
     else:
         tx.execute(
             "UPDATE records SET record = ?, updated_ms = ? WHERE identifier = ?",
             (record.encode(), now_ms, req.identifier),
         )
+    _bind_keys(tx, req.identifier, record)
     tx.execute("INSERT INTO pending (leaf, received_ms) VALUES (?, ?)", (registry_leaf(raw), now_ms))
     return Accepted(req.identifier, req.op, signed.request_id)
+
+
+def _confusable_owner(tx: Tx, key: str) -> str | None:
+    row = tx.one("SELECT identifier FROM records WHERE skeleton = ?", (key,))
+    return None if row is None else str(row[0])
+
+
+def _create(tx: Tx, identifier: str, record: Record, now_ms: int) -> None:
+    """Insert a new record, refusing a look-alike of an existing identifier (resolver.namespace)."""
+    key = namespace.skeleton(identifier)
+    owner = _confusable_owner(tx, key)
+    if owner is not None:
+        raise AlreadyExists(_confusable_message(identifier, owner))
+    # No conflict target: both the identifier and the skeleton are unique, and a concurrent create of
+    # either must lose here rather than fail as a storage error.
+    created = tx.one(
+        "INSERT INTO records (identifier, record, updated_ms, skeleton) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING RETURNING identifier",
+        (identifier, record.encode(), now_ms, key),
+    )
+    if created is None:  # a concurrent create won the race
+        owner = _confusable_owner(tx, key)
+        if owner is None or owner == identifier:
+            raise AlreadyExists(f"{identifier} already exists")
+        raise AlreadyExists(_confusable_message(identifier, owner))
+
+
+def _confusable_message(identifier: str, owner: str) -> str:
+    return (
+        f"{identifier} looks the same as the existing {owner} (same UTS #39 confusable skeleton): "
+        f"identifiers that look the same are one identifier; use {owner}"
+    )
+
+
+def _bind_keys(tx: Tx, identifier: str, record: Record | None) -> None:
+    """Bind the record's device keys to it (none after a delete); a key bound elsewhere is refused."""
+    tx.execute("DELETE FROM device_keys WHERE identifier = ?", (identifier,))
+    if record is None:
+        return
+    for fingerprint in namespace.bound_keys(record):
+        bound = tx.one(
+            "INSERT INTO device_keys (key_hash, identifier) VALUES (?, ?) "
+            "ON CONFLICT (key_hash) DO NOTHING RETURNING identifier",
+            (fingerprint, identifier),
+        )
+        if bound is None:
+            row = tx.one("SELECT identifier FROM device_keys WHERE key_hash = ?", (fingerprint,))
+            owner = "another identifier" if row is None else str(row[0])
+            raise AlreadyExists(
+                f"{identifier}: its HS_PUBKEY (SHA-256 {fingerprint.hex()[:16]}…) is already the key of "
+                f"{owner}; one device key belongs to one device"
+            )
 
 
 def _check_home(tx: Tx, identifier: str, *, bootstrap: bool) -> None:

@@ -13,6 +13,7 @@ from chain_lite import cbor
 from chain_lite.block import GENESIS_PREV, build_header, sign_block
 from chain_lite.cose import CoseSigner
 from chain_lite.errors import BadSignature, ChainError, FormatError, IdentifierError, UnknownSigner
+from chain_lite.identifier import normalize
 from chain_lite.keys import generate_ed25519, generate_p256
 from chain_lite.log_leaf import (
     LEAF_KEY_TRANSITION,
@@ -83,9 +84,10 @@ def test_ed25519_admin_keys_work_too() -> None:
 
 
 def test_prefix_record_identifiers_are_lowercased() -> None:
-    """0.NA/88.ABC and 0.na/88.abc are the same prefix record; ordinary suffixes keep their case."""
+    """0.NA/88.ABC is 0.na/88.abc; a suffix keeps its spelling when normalised, folds ASCII case as a key."""
     assert canonical_identifier("0.NA/88.ABC") == "0.na/88.abc"
-    assert canonical_identifier("88.ABC/Pump") == "88.abc/Pump"
+    assert normalize("88.ABC/Pump") == "88.abc/Pump"
+    assert canonical_identifier("88.ABC/Pump") == "88.abc/pump"
     with pytest.raises(IdentifierError):
         canonical_identifier("0.na/88..1")
 

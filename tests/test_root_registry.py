@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chain_lite import b64
 from chain_lite.cose import CoseSigner
 from chain_lite.errors import ChainError
 from chain_lite.keys import generate_p256
@@ -34,8 +35,10 @@ def test_device_registered_and_resolved_with_verified_proof(root: RootUnderTest,
     with root.client() as c:
         c.write(root.write("create", "88.123.99/PUMP-0042", [pubkey_value(300, device.public_key())], admin))
         root.settle()
-        answer = c.resolve("88.123.99/pump-0042")  # suffixes are case-sensitive: absent
-        assert answer["found"] is False
+        # Suffixes are ASCII case-insensitive (issue 12 item 8): another spelling finds the same record,
+        # and the answer echoes the spelling asked.
+        answer = c.resolve("88.123.99/pump-0042")
+        assert answer["found"] is True and answer["identifier"] == "88.123.99/pump-0042"
         answer = c.resolve("88.123.99/PUMP-0042")
         assert answer["found"] is True
         result = c.verify_resolution(
@@ -108,9 +111,12 @@ def test_tampered_record_in_answer_is_rejected(root: RootUnderTest, tmp_path: Pa
         forged["proof"]["record"] = None
         with pytest.raises(ChainError):
             c.verify_resolution(resolution_from_json(forged), root.policy, store)
-        other = c.resolve("88.123/0.na")
+        # Another identifier's map proof; in a map this small an absent key's proof can be the very same
+        # bytes (its path ends at 88.123/z's entry), so take one that differs.
+        others = (c.resolve(f"88.123/{name}")["proof"]["map_proof"] for name in ("0.na", "a", "b", "c", "d"))
+        other_proof = next(p for p in others if p != answer["proof"]["map_proof"])
         forged = json.loads(json.dumps(answer))
-        forged["proof"]["map_proof"] = other["proof"]["map_proof"]
+        forged["proof"]["map_proof"] = other_proof
         with pytest.raises(ChainError):
             c.verify_resolution(resolution_from_json(forged), root.policy, store)
 
@@ -231,6 +237,12 @@ def test_handle_api_shape_filters_and_codes(root: RootUnderTest) -> None:
         ("/api/handles/88..1/x", 400, 102),
         ("/api/handles/nosuffix", 400, 102),
         ("/api/handles/88.123/a%00b", 400, 102),
+        # The namespace policy (docs/formats.md §10) at resolution: dot segments that a path-normalising
+        # client would remove, invisible and bidi characters, trailing whitespace.
+        ("/api/handles/88.123/x%2F..%2FPUMP-0048", 400, 102),
+        ("/api/handles/88.123/PUMP%E2%80%8B-7", 400, 102),
+        ("/v1/resolve/88.123/%E2%80%AEPUMP-7", 400, 102),
+        ("/api/handles/88.123/PUMP-7%20", 400, 102),
         ("/v1/resolve/88.123/x?at=0", 400, 2),
         ("/v1/resolve/88.123/x?at=abc", 400, 2),
         ("/v1/nothing-here", 404, 2),
@@ -320,3 +332,36 @@ def test_refusals_are_counted_in_metrics_and_health_is_reported(root: RootUnderT
         "witnesses_failing": {}, "problems": [],
     }  # fmt: skip
     assert "edgeroot_root_sequencing 1.0" in httpx.get(f"{root.url}/metrics").text
+
+
+def test_case_variants_are_one_record_and_answers_echo_the_spelling(
+    root: RootUnderTest, tmp_path: Path
+) -> None:
+    """Case variants resolve and verify to one record, echoed as asked; creating a variant is refused."""
+    with root.client() as c:
+        c.write(root.write("create", "88.123/PUMP-7", URL_VALUE, root.admin_signer()))
+        root.settle()
+        for spelling in ("88.123/pump-7", "88.123/PUMP-7", "88.123/Pump-7"):
+            r = httpx.get(f"{root.url}/api/handles/{spelling}")
+            assert r.status_code == 200 and r.json()["handle"] == spelling
+            assert r.json()["values"][0]["data"]["value"] == "https://plant.example/pump42"
+        answer = c.resolve("88.123/Pump-7")
+        assert answer["identifier"] == "88.123/Pump-7"
+        result = c.verify_resolution(
+            resolution_from_json(answer), root.policy, FilePinStore(root.origin, tmp_path)
+        )
+    assert result.proven.identifier == "88.123/Pump-7"
+    assert result.proven.record is not None and result.proven.record.identifier == "88.123/pump-7"
+    status, body = _status(root, root.write("create", "88.123/pump-7", URL_VALUE, root.admin_signer()))
+    assert (status, body["responseCode"]) == (409, 101)
+    look_alike = root.write("create", "88.123/\u0420UM\u0420-7", URL_VALUE, root.admin_signer())
+    status, body = _status(root, look_alike)
+    assert (status, body["responseCode"]) == (409, 101) and "88.123/pump-7" in str(body["message"])
+
+
+def test_hs_pubkey_on_an_unsupported_curve_is_refused_with_code_202(root: RootUnderTest) -> None:
+    """A device key on a curve OpenSSL does not implement is 400 / Handle 202, not a 500."""
+    spki = bytes.fromhex("3036301006072a8648ce3d020106052b81040006032200") + bytes(range(1, 34))
+    values = [Value(1, "HS_PUBKEY", "base64", b64.encode(spki)), Value(2, "DEVICE", "string", "pump")]
+    status, body = _status(root, root.write("create", "88.123/DEV-9", values, root.admin_signer()))
+    assert (status, body["responseCode"]) == (400, 202) and "HS_PUBKEY" in str(body["message"])
