@@ -4,6 +4,11 @@ It accepts a new checkpoint only with a valid log signature, a witness quorum an
 from the pinned one; it never moves backwards; it keeps two signed, inconsistent checkpoints as
 evidence; and it checks receipts only against checkpoints it has verified itself.
 
+A checkpoint *older* than the pin is judged too, never just set aside: with a consistency proof from
+its size to the pinned size it is accepted (``moved=False``: the pin stays) and remembered, so receipts
+against it verify; if the proof fails, the two checkpoints are evidence. Otherwise a fork below the pin
+would go unnoticed. :meth:`LightClient.needs_proof` names the proof a checkpoint needs.
+
 An empty tree is consistent with every tree, so the first checkpoint a new client sees needs an empty
 proof (as C2SP tlog-witness does for ``old 0``); everything after that needs a real proof.
 """
@@ -15,23 +20,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from chain_lite import b64
-from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.checkpoint import Checkpoint, SignedCheckpoint
 from chain_lite.errors import (
     ChainError,
     FormatError,
+    HashSizeError,
     OriginMismatch,
     ProofError,
     ProofLengthError,
     SizeOrderError,
-    StaleCheckpoint,
     UnverifiedCheckpoint,
 )
-from chain_lite.merkle import leaf_hash, verify_consistency
+from chain_lite.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt, check_inclusion
 
 MAX_REMEMBERED = 4096
 """How many earlier verified (size, root) pairs are kept for checking older receipts."""
+
+MALFORMED_PROOF = (ProofLengthError, SizeOrderError, HashSizeError, FormatError)
+"""Errors of a consistency proof of the wrong shape (hash count, sizes, a hash not 32 bytes): such a
+proof proves nothing either way, so it is refused and never turned into evidence."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +94,22 @@ class LightClient:
         cp = verified.checkpoint
         self._known[cp.size] = cp.root
         if len(self._known) > MAX_REMEMBERED:
-            del self._known[min(self._known)]
+            # The oldest other size goes: the one just proven stays, a receipt against it comes next.
+            del self._known[min(size for size in self._known if size != cp.size)]
+
+    def needs_proof(self, checkpoint: Checkpoint) -> tuple[int, int] | None:
+        """The (old, new) sizes of the consistency proof :meth:`advance` needs to judge ``checkpoint``:
+        from the pin to a newer size, or from an older size to the pin. None when it needs none:
+        nothing is pinned yet, the size is the pinned one or 0 (the empty tree has one root), or an
+        older size whose root this client remembers (it is judged against that root)."""
+        if self.pinned is None:
+            return None
+        pinned, size = self.pinned.checkpoint.size, checkpoint.size
+        if size > pinned:
+            return (pinned, size)
+        if size in (pinned, 0) or size in self._known:
+            return None
+        return (size, pinned)
 
     def update(self, signed_checkpoint: bytes | SignedCheckpoint, proof: Sequence[bytes]) -> Outcome:
         """Consider a new checkpoint with a consistency proof from the pinned one: verify its signatures
@@ -98,7 +122,13 @@ class LightClient:
 
     def advance(self, new: VerifiedCheckpoint, proof: Sequence[bytes]) -> Outcome:  # noqa: PLR0911 (one return per verdict)
         """Consider a checkpoint the caller has already verified under this client's policy (so its
-        signatures are checked once), with a consistency proof from the pinned one."""
+        signatures are checked once), with the consistency proof :meth:`needs_proof` names (empty when
+        it names none).
+
+        Newer than the pin: the pin moves to it. Older: it is accepted without moving the pin, and
+        remembered. Either way a failing proof is :class:`Evidence`, a proof of the wrong shape
+        :class:`Rejected` (see :data:`MALFORMED_PROOF`).
+        """
         cp = new.checkpoint
         if cp.origin != self.origin:
             return Rejected(OriginMismatch(self.origin, cp.origin))
@@ -107,22 +137,21 @@ class LightClient:
                 return Rejected(ProofLengthError(0, len(proof)))
             return self._advance(new)
         old = self.pinned.checkpoint
-        if cp.size < old.size:
-            known_root = self._known.get(cp.size)
-            if known_root is not None and known_root != cp.root:
-                return Evidence(self.pinned.to_bytes(), new.to_bytes(), (), "two roots for the same size")
-            return Rejected(StaleCheckpoint(old.size, cp.size))
-        if cp.size == old.size:
-            if cp.root != old.root:
+        known_root = EMPTY_ROOT if cp.size == 0 else self._known.get(cp.size)
+        if cp.size <= old.size and known_root is not None:
+            if cp.root != known_root:
                 return Evidence(self.pinned.to_bytes(), new.to_bytes(), (), "two roots for the same size")
             return Accepted(new, moved=False)
+        older, newer = (cp, old) if cp.size < old.size else (old, cp)
         try:
-            verify_consistency(old.size, cp.size, proof, old.root, cp.root)
-        except (ProofLengthError, SizeOrderError, FormatError) as exc:
-            # A proof of the wrong shape proves nothing either way: refuse it, keep no evidence.
+            verify_consistency(older.size, newer.size, proof, older.root, newer.root)
+        except MALFORMED_PROOF as exc:
             return Rejected(exc)
         except ProofError as exc:
             return Evidence(self.pinned.to_bytes(), new.to_bytes(), tuple(proof), str(exc))
+        if cp.size < old.size:
+            self._remember(new)
+            return Accepted(new, moved=False)
         return self._advance(new)
 
     def _advance(self, new: VerifiedCheckpoint) -> Accepted:

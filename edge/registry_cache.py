@@ -24,7 +24,7 @@ from edge.pin_store import SqlitePinStore
 from rootclient.client import AsyncRootClient
 from rootclient.codecs import proof_from_json
 from rootclient.errors import RootClientError
-from rootclient.pinned_log import PinnedLog
+from rootclient.pinned_log import Older, PinnedLog
 
 log = logging.getLogger(__name__)
 REFRESH_S = 3600.0
@@ -69,9 +69,10 @@ class RegistryCache:
     async def _fetch(self, identifier: str) -> bool:
         answer = await self.root.resolve(identifier)
         proof = proof_from_json(identifier, answer.get("proof"))
-        # older_ok: the syncer moves the same pin concurrently, so an answer made just before the pin
-        # moved carries an older (still verified) checkpoint; revocations are caught by refresh_loop.
-        proven = (await self.pinned.verify_resolution(proof, older_ok=True)).proven
+        # Older.USE: the syncer moves the same pin concurrently, so an answer made just before the pin
+        # moved carries an older checkpoint; it is still proven consistent with the pin before use (a
+        # fork is evidence), and revocations are caught by refresh_loop.
+        proven = (await self.pinned.verify_resolution(proof, older=Older.USE)).proven
         key = None if proven.record is None else proven.record.signing_key()
         now = time.time_ns() // 1_000_000
         text = json.dumps(answer)

@@ -3,6 +3,12 @@
 Without ``--verify`` it shows what the node says. With it, it checks the answer against the trust
 policy and the pinned checkpoint (see :mod:`rootclient.pinned_log`; the pin is a file, see
 :mod:`rootclient.pin_file`) and says exactly what was proven.
+
+An answer whose checkpoint is older than the pin (a lagging replica, or a root rolled back) is first
+checked for consistency with the pin: a fork is EQUIVOCATION (exit 1, naming the evidence file). A
+consistent one is STALE for a current lookup (exit 1: this client has seen a newer log, so the record
+may have changed since; retry), and is used as of its own size with ``--at`` (the user asked for a past
+state). The pin never moves backwards.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from chain_lite.errors import ChainError
+from chain_lite.errors import ChainError, StaleCheckpoint
 from chain_lite.identifier import normalize
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from edgeroot.pin import forget_hint
@@ -82,6 +88,15 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
                 f"on purpose, forget the old pin ({forget_hint(origin, args.config_dir)}); otherwise "
                 "this node is not the log you pinned"
             ) from exc
+        except StaleCheckpoint as exc:
+            return report.invalid(
+                f"answer for {ident} is STALE: its checkpoint (log size {exc.got_size}) is consistent with "
+                f"but older than the pinned one (log size {exc.pinned_size}); retry, or ask --at "
+                f"{exc.got_size} for that past state",
+                identifier=ident,
+                checkpoint_size=exc.got_size,
+                pinned_size=exc.pinned_size,
+            )
         except (ChainError, ProtocolError) as exc:
             return report.invalid(f"answer for {ident} does NOT verify: {exc}", identifier=ident)
         except ClientError as exc:

@@ -25,7 +25,7 @@ from chain_lite.policy import Policy
 from chain_lite.resolution import ResolutionProof
 from rootclient import codecs, routes
 from rootclient.errors import ClientError, ProtocolError
-from rootclient.pinned_log import PinnedLog, PinStore, Verified
+from rootclient.pinned_log import Older, PinnedLog, PinStore, Verified
 
 T = TypeVar("T")
 
@@ -219,11 +219,14 @@ class RootClient:
     ) -> Verified:
         """Verify a decoded ``/v1/resolve`` proof (:func:`codecs.resolution_from_json`) with the pinned
         log kept in ``store`` (see :class:`rootclient.pinned_log.PinnedLog`); the pin moves forward
-        when the answer is newer. An answer older than the pin is refused (``StaleCheckpoint``)."""
+        when the answer is newer. An answer older than the pin is checked against it first (a fork is
+        evidence), then used as of its size for an ``as_of`` answer, and refused as stale
+        (``StaleCheckpoint``) for a current one (``Older``)."""
         origin = proof.receipt.checkpoint.checkpoint.origin
+        older = Older.USE if as_of else Older.REFUSE
 
         async def verify() -> Verified:
             pinned = await PinnedLog.open(policy, origin, self.aio, store)
-            return await pinned.verify_resolution(proof, as_of=as_of)
+            return await pinned.verify_resolution(proof, older=older, as_of=as_of)
 
         return self.run(verify())

@@ -4,13 +4,31 @@ The gateway (pin in its SQLite store) and the CLI (pin in a file under the confi
 through :class:`PinnedLog`, so a checkpoint is judged the same way everywhere:
 
 1. its signatures are verified once under the trust policy (log signature, witness quorum);
-2. when it is newer than the pin, the root is asked for one consistency proof from the pinned size
-   (one proof covers any offline gap), and :meth:`chain_lite.light_client.LightClient.advance` decides;
+2. it is checked for consistency with the pin, whatever its size: when it is newer, with one
+   consistency proof from the pinned size (one proof covers any offline gap); when it is *older*, with
+   one proof from its size to the pinned size (none when the pin's state already remembers that size,
+   or for the empty tree); :meth:`chain_lite.light_client.LightClient.advance` decides;
 3. two signed, inconsistent checkpoints are saved through the store as evidence and raise
-   :class:`~rootclient.errors.EquivocationDetected`; nothing is pinned from them;
+   :class:`~rootclient.errors.EquivocationDetected`; nothing is pinned or used from them. A fork below
+   the pin is evidence like one above it: no caller can skip the check;
 4. a consistency proof of the wrong shape (bad base64, a 31-byte hash, too few hashes) proves nothing
-   either way: it raises :class:`~rootclient.errors.ProtocolError` and is never evidence;
-5. the pin is saved when it moves, and never moves backwards.
+   either way: it raises :class:`~rootclient.errors.ProtocolError` and is never evidence; a root that
+   cannot be asked for the proof raises :class:`~rootclient.errors.ClientError`. Either way nothing is
+   used, and the caller retries later;
+5. the pin is saved when it moves, and never moves backwards. An older checkpoint proven consistent is
+   remembered in the pin's state (so it is not proven again) but never pinned.
+
+What an older checkpoint, once proven consistent, may be used for is the one choice left to the
+caller, said with :class:`Older`:
+
+* ``Older.USE``: for what it proves as of its own size. Receipts always (an entry included in the log
+  at size N stays included); the gateway's registry lookups (its syncer moves the same pin
+  concurrently, so an answer made just before the pin moved is older; revocations are caught by the
+  hourly refresh); the CLI's ``resolve --at N`` (the user asked for a past state).
+* ``Older.REFUSE``: :class:`~chain_lite.errors.StaleCheckpoint`, raised only *after* the consistency
+  check. The CLI's ``resolve --verify`` without ``--at`` asks for the current record, and this client
+  has already seen a newer log: an older answer is stale or rolled back (DESIGN §8), so it is refused
+  even when consistent, and the user retries (the answer may come from a lagging replica).
 
 Receipts and resolution answers are then checked against the checkpoint verified in step 1; nothing
 is parsed or verified twice.
@@ -19,13 +37,14 @@ is parsed or verified twice.
 from __future__ import annotations
 
 import asyncio
+import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
-from chain_lite.errors import ChainError, FormatError, ProofLengthError, SizeOrderError, StaleCheckpoint
-from chain_lite.light_client import Accepted, Evidence, LightClient, Rejected
+from chain_lite.errors import ChainError, StaleCheckpoint
+from chain_lite.light_client import MALFORMED_PROOF, Accepted, Evidence, LightClient, Rejected
 from chain_lite.merkle import leaf_hash
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt
@@ -63,6 +82,16 @@ def evidence_json(evidence: Evidence) -> dict[str, Any]:
         "conflicting": evidence.conflicting.decode(),
         "proof": [b64.encode(h) for h in evidence.proof],
     }
+
+
+class Older(enum.Enum):
+    """What a caller does with a checkpoint older than the pin once it is proven consistent with the pin
+    (an inconsistent one is always evidence; see the module docstring for who uses which)."""
+
+    USE = "use"
+    """Use it for what it proves as of its own size; the pin does not move."""
+    REFUSE = "refuse"
+    """Refuse it as :class:`~chain_lite.errors.StaleCheckpoint`: the caller wants the current state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,19 +139,19 @@ class PinnedLog:
             raise PinError(f"stored pin is for {light.origin}, not {self.origin}")
         self.light = light
 
-    async def accept(self, signed: SignedCheckpoint, *, older_ok: bool) -> Accepted:
-        """Verify ``signed`` and move the pin to it when it is newer.
+    async def accept(self, signed: SignedCheckpoint, *, older: Older) -> Accepted:
+        """Verify ``signed``, check it for consistency with the pin, and move the pin to it when newer.
 
-        A checkpoint older than the pin is never pinned. With ``older_ok`` it is still returned
-        (verified, ``moved=False``) so a receipt or answer against it can be checked; without it, it
-        raises :class:`StaleCheckpoint` (a current answer must not roll back behind the pin).
-        Raises ChainError (signatures, quorum, origin), ProtocolError (malformed consistency proof),
-        ClientError (root unreachable), EquivocationDetected (evidence saved).
+        A checkpoint older than the pin is checked with a proof from its size to the pin's, never
+        pinned, and then returned (``moved=False``) or refused as ``StaleCheckpoint``, as ``older``
+        says. Raises ChainError (signatures, quorum, origin; StaleCheckpoint), ProtocolError
+        (malformed consistency proof), ClientError (root unreachable or refusing the proof),
+        EquivocationDetected (evidence saved).
         """
         verified = self.policy.verify_checkpoint(signed, self.origin)
         async with self._lock:
-            old, new = self.light.size, verified.checkpoint.size
-            proof = await self.root.consistency(old, new) if 0 < old < new else []
+            sizes = self.light.needs_proof(verified.checkpoint)
+            proof = [] if sizes is None else await self.root.consistency(*sizes)
             outcome = self.light.advance(verified, proof)
             if isinstance(outcome, Evidence):
                 where = await self.store.save_evidence(evidence_json(outcome))
@@ -130,26 +159,29 @@ class PinnedLog:
                 raise EquivocationDetected(f"{message}; evidence saved to {where}", where)
             if isinstance(outcome, Rejected):
                 reason = outcome.reason
-                if isinstance(reason, StaleCheckpoint) and older_ok:
-                    return Accepted(verified, moved=False)
-                if isinstance(reason, ProofLengthError | SizeOrderError | FormatError):
-                    raise ProtocolError(f"consistency proof {old}->{new}", str(reason)) from reason
+                if sizes is not None and isinstance(reason, MALFORMED_PROOF):
+                    raise ProtocolError(f"consistency proof {sizes[0]}->{sizes[1]}", str(reason)) from reason
                 raise reason
-            if outcome.moved:
+            if outcome.moved or sizes is not None:
+                # Moved, or an older checkpoint proven and now remembered: either way the state changed.
                 await self.store.save_pin(self.light.state())
+            size = verified.checkpoint.size
+            if size < self.light.size and older is Older.REFUSE:
+                raise StaleCheckpoint(self.light.size, size)
             return outcome
 
     async def verify_receipt(self, receipt: Receipt, entry: bytes) -> VerifiedCheckpoint:
         """Verify that ``entry`` (the logged bytes) is in the log, by ``receipt``; moves the pin when
-        the receipt's checkpoint is newer. Receipts against an older checkpoint pass only when this
-        client verified that checkpoint before (the root serves receipts against its latest one)."""
-        accepted = await self.accept(receipt.checkpoint, older_ok=True)
+        the receipt's checkpoint is newer. A receipt against an older checkpoint is used once that
+        checkpoint is proven consistent with the pin (``Older.USE``: inclusion at size N holds later)."""
+        accepted = await self.accept(receipt.checkpoint, older=Older.USE)
         return self.light.verify_receipt(receipt, leaf_hash(entry), verified=accepted.checkpoint)
 
     async def verify_resolution(
-        self, proof: ResolutionProof, *, as_of: bool = False, older_ok: bool = False
+        self, proof: ResolutionProof, *, older: Older, as_of: bool = False
     ) -> Verified:
-        """Verify a resolution answer's proof against its checkpoint, moving the pin when it is newer."""
-        accepted = await self.accept(proof.receipt.checkpoint, older_ok=older_ok)
+        """Verify a resolution answer's proof against its checkpoint, moving the pin when it is newer;
+        ``older`` says whether an answer whose checkpoint is older than the pin may be used."""
+        accepted = await self.accept(proof.receipt.checkpoint, older=older)
         proven = verify_resolution(proof, accepted.checkpoint, as_of=as_of)
         return Verified(proven, self.light.size, accepted.moved)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from chain_lite import light_client
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import (
     FormatError,
+    HashSizeError,
     OriginMismatch,
     ProofLengthError,
     QuorumNotMet,
-    StaleCheckpoint,
     UnverifiedCheckpoint,
 )
 from chain_lite.light_client import Accepted, Evidence, LightClient, Rejected
@@ -47,13 +50,112 @@ def test_one_consistency_proof_covers_a_long_offline_gap(log: LogBuilder) -> Non
 
 
 def test_never_moves_backwards(log: LogBuilder) -> None:
-    """An older, honestly signed checkpoint is stale, and the pinned one stays."""
+    """An older, honestly signed checkpoint proven consistent is accepted without moving the pin; without
+    its proof (from it to the pin) it is refused; the pinned one stays either way."""
     old = log.checkpoint()
     log.add(5)
     client = LightClient(log.policy(), ORIGIN, log.checkpoint())
     outcome = client.update(old, [])
-    assert isinstance(outcome, Rejected) and isinstance(outcome.reason, StaleCheckpoint)
+    assert isinstance(outcome, Rejected) and isinstance(outcome.reason, ProofLengthError)
     assert client.size == 15
+    outcome = client.update(old, log.tree.consistency_proof(10, 15))
+    assert isinstance(outcome, Accepted) and not outcome.moved and outcome.checkpoint.checkpoint.size == 10
+    assert client.size == 15 and client.pinned is not None and client.pinned.checkpoint.size == 15
+
+
+def test_a_forked_checkpoint_older_than_the_pin_is_evidence(log: LogBuilder) -> None:
+    """A validly signed older checkpoint that the pinned tree does not extend is evidence, with the proof
+    the log served (from the older size to the pinned one); the pin stays."""
+    log.add(6)
+    pinned = log.checkpoint()
+    client = LightClient(log.policy(), ORIGIN, pinned)
+    forked = log.checkpoint(10, root=b"\x07" * 32)
+    proof = log.tree.consistency_proof(10, 16)
+    outcome = client.update(forked, proof)
+    assert isinstance(outcome, Evidence)
+    assert outcome.pinned == pinned and outcome.conflicting == forked and outcome.proof == tuple(proof)
+    assert client.size == 16 and client.needs_proof(SignedCheckpoint.parse(forked).checkpoint) == (10, 16)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        pytest.param(lambda p: p[:-1], id="a-hash-missing"),
+        pytest.param(lambda p: [*p, p[0]], id="a-hash-too-many"),
+        pytest.param(lambda p: [p[0][:31], *p[1:]], id="a-31-byte-hash"),
+    ],
+)
+def test_a_malformed_proof_for_an_older_checkpoint_is_rejected_not_evidence(
+    log: LogBuilder, mangle: Callable[[list[bytes]], list[bytes]]
+) -> None:
+    """Below the pin too, a proof of the wrong shape proves nothing either way: refused, no evidence."""
+    older = log.checkpoint()
+    log.add(6)
+    client = LightClient(log.policy(), ORIGIN, log.checkpoint())
+    outcome = client.update(older, mangle(log.tree.consistency_proof(10, 16)))
+    assert isinstance(outcome, Rejected) and isinstance(outcome.reason, ProofLengthError | HashSizeError)
+    assert client.size == 16 and client.needs_proof(SignedCheckpoint.parse(older).checkpoint) == (10, 16)
+
+
+def test_the_proof_a_checkpoint_needs_is_named_by_the_client(log: LogBuilder) -> None:
+    """From the pin to a newer size, from an older size to the pin, none for the pinned size, for an
+    older checkpoint already proven, for the empty tree, or when nothing is pinned yet."""
+    client = LightClient(log.policy(), ORIGIN)
+    at_10 = SignedCheckpoint.parse(log.checkpoint()).checkpoint
+    assert client.needs_proof(at_10) is None
+    log.add(6)
+    client = LightClient(log.policy(), ORIGIN, log.checkpoint())
+    assert client.needs_proof(at_10) == (10, 16)
+    assert client.needs_proof(SignedCheckpoint.parse(log.checkpoint()).checkpoint) is None
+    assert client.needs_proof(SignedCheckpoint.parse(log.checkpoint(0)).checkpoint) is None
+    log.add(4)
+    assert client.needs_proof(SignedCheckpoint.parse(log.checkpoint()).checkpoint) == (16, 20)
+    assert isinstance(client.update(log.checkpoint(10), log.tree.consistency_proof(10, 16)), Accepted)
+    assert client.needs_proof(at_10) is None  # proven once, remembered (and kept in the state)
+    assert LightClient.from_state(log.policy(), client.state()).needs_proof(at_10) is None
+
+
+def test_an_older_checkpoint_of_a_remembered_size_is_judged_without_a_proof(log: LogBuilder) -> None:
+    """The root remembered for that size decides: the same root is accepted, another one is evidence."""
+    at_10 = log.checkpoint()
+    client = LightClient(log.policy(), ORIGIN, at_10)
+    log.add(6)
+    assert isinstance(client.update(log.checkpoint(), log.tree.consistency_proof(10, 16)), Accepted)
+    same = client.update(at_10, [])
+    assert isinstance(same, Accepted) and not same.moved and client.size == 16
+    forked = log.checkpoint(10, root=b"\x07" * 32)
+    outcome = client.update(forked, [])
+    assert isinstance(outcome, Evidence) and outcome.conflicting == forked and client.size == 16
+
+
+def test_the_empty_tree_below_the_pin_has_one_root(log: LogBuilder) -> None:
+    """A signed size-0 checkpoint is consistent with every tree when its root is the empty tree's root;
+    with any other root it cannot be true, so it is evidence."""
+    client = LightClient(log.policy(), ORIGIN, log.checkpoint())
+    empty = client.update(log.checkpoint(0), [])
+    assert isinstance(empty, Accepted) and not empty.moved and client.size == 10
+    outcome = client.update(log.checkpoint(0, root=b"\x07" * 32), [])
+    assert isinstance(outcome, Evidence) and client.size == 10
+
+
+def test_a_receipt_against_an_older_proven_checkpoint_verifies_even_past_the_memory_bound(
+    log: LogBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older checkpoint just proven consistent is remembered even when the memory of earlier sizes is
+    full (the oldest other size is dropped), so a receipt against it verifies."""
+    monkeypatch.setattr(light_client, "MAX_REMEMBERED", 2)
+    at_10 = log.checkpoint()
+    receipt = Receipt(3, tuple(log.tree.inclusion_proof(3)), SignedCheckpoint.parse(at_10))
+    log.add(2)
+    client = LightClient(log.policy(), ORIGIN, log.checkpoint())
+    for _ in range(2):
+        old = client.size
+        log.add(2)
+        assert isinstance(client.update(log.checkpoint(), log.tree.consistency_proof(old)), Accepted)
+    assert sorted(client.state()["known"]) == ["14", "16"]
+    assert isinstance(client.update(at_10, log.tree.consistency_proof(10, 16)), Accepted)
+    assert client.verify_receipt(receipt, leaf_hash(b"entry 3")).checkpoint.size == 10
+    assert client.size == 16 and sorted(client.state()["known"]) == ["10", "16"]
 
 
 def test_same_size_different_root_is_evidence(log: LogBuilder) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,15 +15,16 @@ from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import StaleCheckpoint, UnverifiedCheckpoint
 from chain_lite.light_client import LightClient
+from chain_lite.merkle import leaf_hash
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt
 from edge import store as gateway_store
 from edge.pin_store import SqlitePinStore
 from rootclient import routes
 from rootclient.client import AsyncRootClient
-from rootclient.errors import EquivocationDetected, PinError, ProtocolError
+from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
 from rootclient.pin_file import FilePinStore
-from rootclient.pinned_log import PinnedLog, PinStore
+from rootclient.pinned_log import Older, PinnedLog, PinStore
 
 from .helpers import ORIGIN, LogBuilder
 
@@ -75,12 +77,12 @@ def test_pin_moves_forward_with_one_proof_and_survives_a_restart(
 
     async def scenario() -> int:
         pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
-        first = await pinned.accept(signed(log.checkpoint()), older_ok=False)
+        first = await pinned.accept(signed(log.checkpoint()), older=Older.REFUSE)
         assert first.moved and root.asked == []
         log.add(6)
-        second = await pinned.accept(signed(log.checkpoint()), older_ok=False)
+        second = await pinned.accept(signed(log.checkpoint()), older=Older.REFUSE)
         assert second.moved and root.asked == [(10, 16)]
-        same = await pinned.accept(signed(log.checkpoint()), older_ok=False)
+        same = await pinned.accept(signed(log.checkpoint()), older=Older.REFUSE)
         assert not same.moved and root.asked == [(10, 16)]
         return (await PinnedLog.open(log.policy(), ORIGIN, root, pins)).size
 
@@ -116,9 +118,9 @@ def test_the_same_fork_is_detected_the_same_way_by_the_cli_and_the_gateway(
 
         async def scenario(pins: PinStore = pins) -> tuple[dict[str, Any] | None, str]:
             pinned = await PinnedLog.open(log.policy(), ORIGIN, FakeRoot(log), pins)
-            await pinned.accept(signed(pinned_at_10), older_ok=False)
+            await pinned.accept(signed(pinned_at_10), older=Older.REFUSE)
             with pytest.raises(EquivocationDetected) as info:
-                await pinned.accept(signed(fork), older_ok=False)
+                await pinned.accept(signed(fork), older=Older.REFUSE)
             assert pinned.size == 10
             return await pins.load_pin(), info.value.evidence
 
@@ -138,64 +140,154 @@ def test_the_same_fork_is_detected_the_same_way_by_the_cli_and_the_gateway(
     assert run(db.has_evidence())
 
 
+def assert_no_evidence(pins: PinStore, directory: Path) -> None:
+    if isinstance(pins, SqlitePinStore):
+        assert not run(pins.has_evidence())
+    else:
+        assert not (directory / "evidence").exists()
+
+
 @pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("direction", ["newer", "older"])
 @pytest.mark.parametrize(
     "mangle",
     [
         pytest.param(lambda p: p[:-1], id="a-hash-missing"),
         pytest.param(lambda p: [*p, p[0]], id="a-hash-too-many"),
         pytest.param(lambda p: [], id="empty"),
+        pytest.param(lambda p: [p[0][:31], *p[1:]], id="a-31-byte-hash"),
     ],
 )
 def test_a_malformed_proof_for_an_honest_checkpoint_is_a_protocol_error_not_evidence(
-    kind: str, mangle: Callable[[list[bytes]], list[bytes]], log: LogBuilder, tmp_path: Path
+    kind: str, direction: str, mangle: Callable[[list[bytes]], list[bytes]], log: LogBuilder, tmp_path: Path
 ) -> None:
-    """A proof of the wrong shape proves nothing: ProtocolError, no evidence, the pin stays."""
+    """A proof of the wrong shape proves nothing, whether it is from the pin to a newer checkpoint or
+    from an older checkpoint to the pin: ProtocolError, no evidence, the pin stays."""
     root = FakeRoot(log)
     pins = make_store(kind, tmp_path)
+    at_10 = log.checkpoint()
+    log.add(6)
+    pin, other = (at_10, log.checkpoint()) if direction == "newer" else (log.checkpoint(), at_10)
+    pinned_size = SignedCheckpoint.parse(pin).checkpoint.size
+    root.override = mangle(log.tree.consistency_proof(10, 16))
 
     async def scenario() -> None:
         pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
-        await pinned.accept(signed(log.checkpoint()), older_ok=False)
-        log.add(6)
-        root.override = mangle(log.tree.consistency_proof(10, 16))
-        with pytest.raises(ProtocolError):
-            await pinned.accept(signed(log.checkpoint()), older_ok=False)
-        assert pinned.size == 10
-        assert (await PinnedLog.open(log.policy(), ORIGIN, root, pins)).size == 10
+        await pinned.accept(signed(pin), older=Older.REFUSE)
+        for older in Older:
+            with pytest.raises(ProtocolError):
+                await pinned.accept(signed(other), older=older)
+        assert pinned.size == pinned_size and root.asked == [(10, 16), (10, 16)]
+        assert (await PinnedLog.open(log.policy(), ORIGIN, root, pins)).size == pinned_size
 
     run(scenario())
-    if isinstance(pins, SqlitePinStore):
-        assert not run(pins.has_evidence())
-    else:
-        assert not (tmp_path / "evidence").exists()
+    assert_no_evidence(pins, tmp_path)
 
 
 @pytest.mark.parametrize("kind", STORES)
 def test_an_older_checkpoint_is_refused_for_current_answers_and_never_pinned(
     kind: str, log: LogBuilder, tmp_path: Path
 ) -> None:
-    """Behind the pin: StaleCheckpoint unless older_ok; with it, verified but not pinned."""
+    """Behind the pin: checked against the pin with one proof (from it to the pin), then StaleCheckpoint
+    with Older.REFUSE; with Older.USE, verified but not pinned, and remembered across a restart."""
+    older = log.checkpoint()
+    log.add(6)
+    pins = make_store(kind, tmp_path)
+    root = FakeRoot(log)
+
+    async def scenario() -> None:
+        pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
+        await pinned.accept(signed(log.checkpoint()), older=Older.REFUSE)
+        with pytest.raises(StaleCheckpoint):
+            await pinned.accept(signed(older), older=Older.REFUSE)
+        assert root.asked == [(10, 16)]
+        accepted = await pinned.accept(signed(older), older=Older.USE)
+        assert not accepted.moved and accepted.checkpoint.checkpoint.size == 10 and pinned.size == 16
+        reopened = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
+        again = await reopened.accept(signed(older), older=Older.USE)
+        assert not again.moved and reopened.size == 16 and root.asked == [(10, 16)]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("path", ["receipt", "answer-used", "answer-refused"])
+def test_a_forked_checkpoint_older_than_the_pin_is_evidence_on_every_path(
+    kind: str, path: str, log: LogBuilder, tmp_path: Path
+) -> None:
+    """A validly signed older checkpoint inconsistent with the pin, seen through a receipt or a
+    resolution answer (used as of its size, or refused as stale): the proof from its size to the pin
+    fails, the evidence is saved through the store and EquivocationDetected names it; the pin stays."""
+    log.add(6)
+    pin = log.checkpoint()
+    fork = log.checkpoint(10, root=b"\x07" * 32)
+    pins = make_store(kind, tmp_path)
+    root = FakeRoot(log)
+
+    async def scenario() -> str:
+        pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
+        await pinned.accept(signed(pin), older=Older.REFUSE)
+        receipt = Receipt(3, tuple(log.tree.inclusion_proof(3, 10)), signed(fork))
+        older = Older.USE if path == "answer-used" else Older.REFUSE
+        seen = (
+            pinned.verify_receipt(receipt, b"entry 3")
+            if path == "receipt"
+            else pinned.accept(signed(fork), older=older)
+        )
+        with pytest.raises(EquivocationDetected) as info:
+            await seen
+        assert pinned.size == 16 and root.asked == [(10, 16)]
+        state = await pins.load_pin()
+        assert state is not None and state["pinned"] == pin.decode() and "10" not in state["known"]
+        return info.value.evidence
+
+    where = run(scenario())
+    if isinstance(pins, SqlitePinStore):
+        assert run(pins.has_evidence()) and "evidence" in where
+        saved = run(pins.db(lambda c: gateway_store.read_meta(c, "evidence")))
+        evidence = json.loads(saved or "null")
+    else:
+        evidence = json.loads(Path(where).read_text())
+        assert Path(where).parent == tmp_path / "evidence"
+    assert evidence["pinned"] == pin.decode() and evidence["conflicting"] == fork.decode()
+    assert evidence["proof"] == [b64.encode(h) for h in log.tree.consistency_proof(10, 16)]
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_root_that_will_not_prove_an_older_checkpoint_gets_it_refused_not_used(
+    kind: str, log: LogBuilder, tmp_path: Path
+) -> None:
+    """When the consistency proof cannot be had (the root refuses or is away), an older checkpoint is
+    neither used nor evidence: the ClientError reaches the caller, who retries later."""
     older = log.checkpoint()
     log.add(6)
     pins = make_store(kind, tmp_path)
 
+    class Refusing(FakeRoot):
+        async def consistency(self, old: int, new: int) -> list[bytes]:
+            self.asked.append((old, new))
+            raise ClientError("no such proof", 400)
+
+    root = Refusing(log)
+    receipt = Receipt(3, tuple(log.tree.inclusion_proof(3, 10)), signed(older))
+
     async def scenario() -> None:
-        pinned = await PinnedLog.open(log.policy(), ORIGIN, FakeRoot(log), pins)
-        await pinned.accept(signed(log.checkpoint()), older_ok=False)
-        with pytest.raises(StaleCheckpoint):
-            await pinned.accept(signed(older), older_ok=False)
-        accepted = await pinned.accept(signed(older), older_ok=True)
-        assert not accepted.moved and accepted.checkpoint.checkpoint.size == 10 and pinned.size == 16
+        pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
+        await pinned.accept(signed(log.checkpoint()), older=Older.REFUSE)
+        with pytest.raises(ClientError) as info:
+            await pinned.verify_receipt(receipt, b"entry 3")
+        assert not isinstance(info.value, EquivocationDetected)
+        assert pinned.size == 16 and root.asked == [(10, 16)]
 
     run(scenario())
+    assert_no_evidence(pins, tmp_path)
 
 
 def test_a_receipt_checkpoint_is_verified_once(
     log: LogBuilder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On the receipt path the checkpoint's signatures are checked exactly once, and a receipt against
-    an older checkpoint this client never verified is refused."""
+    an older checkpoint this client never verified is checked against the pin (one proof) before use."""
     policy = log.policy()
     calls: list[object] = []
     verify = Policy.verify_checkpoint
@@ -211,13 +303,18 @@ def test_a_receipt_checkpoint_is_verified_once(
     log.add(6)
     receipt = Receipt(3, tuple(log.tree.inclusion_proof(3)), signed(log.checkpoint()))
 
+    root = FakeRoot(log)
+
     async def scenario() -> None:
-        pinned = await PinnedLog.open(policy, ORIGIN, FakeRoot(log), pins)
+        pinned = await PinnedLog.open(policy, ORIGIN, root, pins)
         monkeypatch.setattr(Policy, "verify_checkpoint", counting)
         verified = await pinned.verify_receipt(receipt, b"entry 3")
         assert verified.checkpoint.size == 16 and len(calls) == 1
         with pytest.raises(UnverifiedCheckpoint):
-            await pinned.verify_receipt(unseen, b"entry 3")
+            pinned.light.verify_receipt(unseen, leaf_hash(b"entry 3"))
+        older = await pinned.verify_receipt(unseen, b"entry 3")
+        assert older.checkpoint.size == 10 and len(calls) == 2 and root.asked == [(10, 16)]
+        assert pinned.size == 16
 
     run(scenario())
 
@@ -239,17 +336,23 @@ def test_a_stored_pin_the_policy_does_not_trust_is_refused(
 
 
 @pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("direction", ["newer", "older"])
 @pytest.mark.parametrize(
-    "bad_hash", ["not base64!", b64.encode(b"\x11" * 31)], ids=["bad-base64", "31-bytes"]
+    "bad_hash",
+    ["not base64!", b64.encode(b"\x11" * 31), "ERERERERERERERERERERERERERERERERERERERERERF="],
+    ids=["bad-base64", "31-bytes", "non-canonical-base64"],
 )
 def test_a_proof_hash_the_codec_refuses_over_http_is_never_evidence(
-    kind: str, bad_hash: str, log: LogBuilder, tmp_path: Path
+    kind: str, direction: str, bad_hash: str, log: LogBuilder, tmp_path: Path
 ) -> None:
-    """The root's consistency answer with one undecodable hash: ProtocolError from the client for both
-    stores (the gateway once read it as empty bytes and could have stored evidence)."""
+    """The root's consistency answer with one undecodable hash, for a newer checkpoint or one below the
+    pin: ProtocolError from the client for both stores (the gateway once read it as empty bytes and
+    could have stored evidence)."""
+    assert b64.decode(bad_hash) is None or len(b64.decode(bad_hash) or b"") != 32
     pins = make_store(kind, tmp_path)
     log_at_10 = log.checkpoint()
     log.add(6)
+    pin, other = (log_at_10, log.checkpoint()) if direction == "newer" else (log.checkpoint(), log_at_10)
 
     def answer(request: httpx.Request) -> httpx.Response:
         assert request.url.path == routes.CONSISTENCY
@@ -260,13 +363,12 @@ def test_a_proof_hash_the_codec_refuses_over_http_is_never_evidence(
         http = httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://root.invalid")
         async with AsyncRootClient("http://root.invalid", http=http) as root:
             pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
-            await pinned.accept(signed(log_at_10), older_ok=False)
-            with pytest.raises(ProtocolError):
-                await pinned.accept(signed(log.checkpoint()), older_ok=False)
-            assert pinned.size == 10
+            await pinned.accept(signed(pin), older=Older.REFUSE)
+            size = pinned.size
+            for older in Older:
+                with pytest.raises(ProtocolError):
+                    await pinned.accept(signed(other), older=older)
+            assert pinned.size == size
 
     run(scenario())
-    if isinstance(pins, SqlitePinStore):
-        assert not run(pins.has_evidence())
-    else:
-        assert not (tmp_path / "evidence").exists()
+    assert_no_evidence(pins, tmp_path)

@@ -141,7 +141,15 @@ def main() -> None:
             "Evidence",
         ),
         ("missing hash", signed(7), good_cp, tree.consistency_proof(7)[:-1], "ProofLengthError"),
-        ("new checkpoint is older", good_cp, signed(7), [], "StaleCheckpoint"),
+        ("new checkpoint is older, without a proof", good_cp, signed(7), [], "ProofLengthError"),
+        ("new checkpoint is older, proven 7 -> 21", good_cp, signed(7), tree.consistency_proof(7), "ok"),
+        (
+            "new checkpoint is older and forked",
+            good_cp,
+            signed(7, root=tree.root_at(6)),
+            tree.consistency_proof(7),
+            "Evidence",
+        ),
         ("same size, different root", good_cp, signed(21, root=tree.root_at(20)), [], "Evidence"),
         (
             "new checkpoint lacks a cosignature",
