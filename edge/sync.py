@@ -25,7 +25,7 @@ from chain_lite.log_leaf import block_leaf
 from edge.errors import SyncError
 from edge.pin_store import SqlitePinStore
 from rootclient.client import AsyncRootClient
-from rootclient.errors import EquivocationDetected, RootClientError
+from rootclient.errors import EquivocationDetected, ProtocolError, RootClientError
 from rootclient.pinned_log import PinnedLog
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,9 @@ class Syncer:
             )
             raise EquivocationDetected(str(answer.message), where)
         if answer.status != 200:
-            refused = blocks[len(heights)][0]
+            refused = next((h for h, raw, _ in blocks if _block_id(raw) not in accepted), None)
+            if refused is None:  # a refusal that accepted every block contradicts itself
+                raise ProtocolError("block batch answer", f"status {answer.status} with every block accepted")
             raise SyncError(f"root refused block {refused}: {answer.status} {answer.message}")
         return len(heights)
 

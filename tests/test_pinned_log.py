@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -11,18 +12,24 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from chain_lite import b64
+from chain_lite import b64, envelope
+from chain_lite.block import GENESIS_PREV, build_header, sign_block
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.cose import CoseSigner
 from chain_lite.errors import StaleCheckpoint, UnverifiedCheckpoint
+from chain_lite.keys import generate_p256
 from chain_lite.light_client import LightClient
 from chain_lite.merkle import leaf_hash
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt
 from edge import store as gateway_store
+from edge.errors import SyncError
 from edge.pin_store import SqlitePinStore
+from edge.registry_cache import RegistryCache
+from edge.sync import Syncer
 from rootclient import routes
 from rootclient.client import AsyncRootClient
-from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
+from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError, RootClientError
 from rootclient.pin_file import FilePinStore
 from rootclient.pinned_log import Older, PinnedLog, PinStore
 
@@ -372,3 +379,97 @@ def test_a_proof_hash_the_codec_refuses_over_http_is_never_evidence(
 
     run(scenario())
     assert_no_evidence(pins, tmp_path)
+
+
+# --- the gateway's callers of the pinned log: a hostile root reaches them as typed errors --------------
+
+HOSTILE_CONTENT = [b"[]", b"null", b"{}", b'"x"', b"not json", b'{"accepted": null, "receipt": 5}']
+"""Bodies a misbehaving root can answer with, whatever its status."""
+
+
+def _gateway_block(height: int = 0) -> tuple[bytes, bytes]:
+    """(block id, signed block bytes) of a gateway block with one reading."""
+    device = CoseSigner("88.123.99/PUMP-1", generate_p256())
+    reading = envelope.decode_envelope(
+        envelope.encode_envelope(device, [{envelope.N: "t", envelope.V: 1}], 1)
+    )
+    gateway = CoseSigner("88.123.99/GW-1", generate_p256())
+    block = sign_block(build_header("88.123.99/GW-1", height, GENESIS_PREV, [reading], 1), gateway)
+    return block.block_id, block.raw
+
+
+async def _gateway_with_block(
+    tmp_path: Path,
+    log: LogBuilder,
+    answer: Callable[[httpx.Request], httpx.Response],
+    state: str,
+    block: tuple[bytes, bytes],
+) -> tuple[AsyncRootClient, Syncer, RegistryCache]:
+    """The gateway's syncer and registry cache over one pin, talking to a root that answers ``answer``;
+    the store holds ``block`` (id, bytes) in ``state``."""
+    pins = make_store("sqlite", tmp_path)
+    assert isinstance(pins, SqlitePinStore)
+    block_id, raw = block
+    await pins.db(
+        lambda c: c.execute(
+            "INSERT INTO blocks (height, block_id, raw, first_reading, count, time_ms, state) "
+            "VALUES (0, ?, ?, 1, 1, 0, ?)",
+            (block_id, raw, state),
+        )
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://root.invalid")
+    root = AsyncRootClient("http://root.invalid", http=http)
+    pinned = await PinnedLog.open(log.policy(), ORIGIN, root, pins)
+    return root, Syncer(root, pinned, pins, mode="anchor"), RegistryCache(root, pinned, pins)
+
+
+@pytest.mark.parametrize("status", [200, 400, 409, 500])
+@pytest.mark.parametrize("content", HOSTILE_CONTENT)
+def test_hostile_root_answers_reach_the_syncer_and_registry_cache_as_typed_errors(
+    status: int, content: bytes, log: LogBuilder, tmp_path: Path
+) -> None:
+    """Whatever the root answers, the syncer's push and receipt fetch return or raise a RootClientError
+    or SyncError (retried with backoff), and a registry lookup fails cleanly: no TypeError or KeyError
+    escapes, and nothing is stored as evidence except on a 409 (the root's fork refusal)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=content)
+
+    async def scenario() -> None:
+        for state in ("chained", "submitted"):
+            directory = tmp_path / state
+            directory.mkdir()
+            root, syncer, registry = await _gateway_with_block(
+                directory, log, answer, state, _gateway_block()
+            )
+            async with root:
+                with contextlib.suppress(RootClientError, SyncError):
+                    assert await (syncer.push() if state == "chained" else syncer.fetch_receipts()) == 0
+                assert not await registry.fetch("88.123.99/PUMP-1")
+                if status != 409:
+                    assert not await syncer.pins.has_evidence()
+
+    run(scenario())
+
+
+def test_a_refusal_that_claims_every_block_accepted_is_a_protocol_error(
+    log: LogBuilder, tmp_path: Path
+) -> None:
+    """A 400 whose answer lists every submitted block as accepted contradicts itself: ProtocolError
+    (the syncer once failed with an IndexError looking for the refused block), and the block counts
+    as submitted."""
+    block = _gateway_block()
+    block_id = block[0]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        accepted = [{"block_id": block_id.hex(), "height": 0, "duplicate": False}]
+        return httpx.Response(400, json={"accepted": accepted, "message": "refused"})
+
+    async def scenario() -> list[tuple[str]]:
+        root, syncer, _ = await _gateway_with_block(tmp_path, log, answer, "chained", block)
+        async with root:
+            with pytest.raises(ProtocolError):
+                await syncer.push()
+            return await syncer.pins.db(lambda c: c.execute("SELECT state FROM blocks").fetchall())
+
+    assert run(scenario()) == [("submitted",)]
