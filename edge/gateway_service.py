@@ -126,6 +126,7 @@ class Gateway:
             connectors={f"{c.__class__.__name__}[{i}]": c.state for i, c in enumerate(self.connectors)},
             store=store.read_status(self.cfg.db),
             duplicates=stats.duplicates,
+            root_protocol_errors=sum(part.protocol_errors for part in (self.syncer, self.registry) if part),
         )
 
     async def _status_line(self) -> str:

@@ -49,6 +49,12 @@ class GatewayCollector(Collector):
         )
         duplicate.add_metric([], st.duplicates)
         yield duplicate
+        protocol = CounterMetricFamily(
+            "edgeroot_gateway_root_protocol_errors",
+            "Root answers of the wrong shape (malformed proofs, hostile JSON): retried, never evidence",
+        )
+        protocol.add_metric([], st.root_protocol_errors)
+        yield protocol
         rejected = CounterMetricFamily(
             "edgeroot_gateway_readings_rejected", "Inputs quarantined", labels=["reason"]
         )

@@ -23,7 +23,7 @@ from chain_lite.keys import public_der
 from edge.pin_store import SqlitePinStore
 from rootclient.client import AsyncRootClient
 from rootclient.codecs import proof_from_json
-from rootclient.errors import RootClientError
+from rootclient.errors import ProtocolError, RootClientError
 from rootclient.pinned_log import Older, PinnedLog
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class RegistryCache:
         self._inflight: dict[str, asyncio.Future[bool]] = {}
         self._failed_until: dict[str, float] = {}
         self.retry_s = RETRY_UNKNOWN_S
+        self.protocol_errors = 0
+        """Root answers of the wrong shape in this run (e.g. a malformed proof): retried, never evidence."""
 
     async def fetch(self, identifier: str) -> bool:
         """Fetch and verify ``identifier``'s key; True when a key is now cached. One lookup per signer
@@ -57,6 +59,8 @@ class RegistryCache:
         try:
             result = await self._fetch(identifier)
         except (RootClientError, ChainError) as exc:
+            if isinstance(exc, ProtocolError):
+                self.protocol_errors += 1
             log.warning("registry lookup of %s failed: %s", identifier, exc)
             result = False
         finally:

@@ -115,6 +115,9 @@ class GatewayStatus:
     store: StoreFacts
     duplicates: int = 0
     """Resends of stored readings in this run: acknowledged, not stored again, not quarantined."""
+    root_protocol_errors: int = 0
+    """Answers from the root that broke its protocol in this run (a malformed consistency proof, a
+    hostile JSON shape): counted and retried, never equivocation evidence."""
 
     @property
     def problems(self) -> list[str]:

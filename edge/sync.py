@@ -7,8 +7,11 @@ a consistency proof from the pinned checkpoint). The light client's state is kep
 
 Root unreachable or refusing: keep ingesting (blocks pile up as ``chained``), retry with jittered
 exponential backoff (1 s doubling to 60 s), then catch up in order, ``batch`` blocks a request, at most
-``max_blocks_per_s``. A fork refusal (409) or two inconsistent signed checkpoints are equivocation
-evidence: stored under ``meta['evidence']``, logged at ERROR, and sync stops until an operator looks.
+``max_blocks_per_s``. An answer of the wrong shape (a malformed proof, hostile JSON) is retried the
+same way and counted (:attr:`Syncer.protocol_errors`); it proves nothing, so it is never evidence.
+A fork refusal (409) or two inconsistent signed checkpoints (a receipt's checkpoint older than the
+pin included) are equivocation evidence: stored under ``meta['evidence']``, logged at ERROR, and sync
+stops until an operator looks.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class Syncer:
         self.max_request_bytes = max_request_bytes
         self.state = "starting"
         self.last_error = ""
+        self.protocol_errors = 0
+        """Root answers of the wrong shape in this run (e.g. a malformed proof): retried, never evidence."""
 
     # --- the loop ------------------------------------------------------------------------------------
 
@@ -71,6 +76,8 @@ class Syncer:
                 pushed = await self.push()
                 anchored = await self.fetch_receipts()
             except Exception as exc:  # a sync failure of any kind is retried, never fatal
+                if isinstance(exc, ProtocolError):
+                    self.protocol_errors += 1
                 if not isinstance(exc, RootClientError | SyncError | ChainError):
                     log.exception("unexpected sync failure; backing off")
                 elif self.state != "backing off":

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,21 +21,24 @@ from chain_lite.cose import CoseSigner
 from chain_lite.errors import StaleCheckpoint, UnverifiedCheckpoint
 from chain_lite.keys import generate_p256
 from chain_lite.light_client import LightClient
+from chain_lite.log_leaf import block_leaf
 from chain_lite.merkle import leaf_hash
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt
 from edge import store as gateway_store
 from edge.errors import SyncError
+from edge.local_api import LocalApi
 from edge.pin_store import SqlitePinStore
 from edge.registry_cache import RegistryCache
 from edge.sync import Syncer
-from rootclient import routes
+from rootclient import codecs, routes
 from rootclient.client import AsyncRootClient
 from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError, RootClientError
 from rootclient.pin_file import FilePinStore
 from rootclient.pinned_log import Older, PinnedLog, PinStore
 
 from .helpers import ORIGIN, LogBuilder
+from .test_gateway_status import RUNNING
 
 T = TypeVar("T")
 STORES = ("file", "sqlite")
@@ -446,6 +451,7 @@ def test_hostile_root_answers_reach_the_syncer_and_registry_cache_as_typed_error
                 with contextlib.suppress(RootClientError, SyncError):
                     assert await (syncer.push() if state == "chained" else syncer.fetch_receipts()) == 0
                 assert not await registry.fetch("88.123.99/PUMP-1")
+                assert registry.protocol_errors == (1 if status == 200 else 0)
                 if status != 409:
                     assert not await syncer.pins.has_evidence()
 
@@ -473,3 +479,65 @@ def test_a_refusal_that_claims_every_block_accepted_is_a_protocol_error(
             return await syncer.pins.db(lambda c: c.execute("SELECT state FROM blocks").fetchall())
 
     assert run(scenario()) == [("submitted",)]
+
+
+def test_a_malformed_proof_on_the_receipt_path_is_counted_and_retried_never_evidence(
+    log: LogBuilder, tmp_path: Path
+) -> None:
+    """The syncer meets a consistency proof with a 31-byte hash for an honest receipt: it backs off,
+    counts a protocol error (shown as a metric), keeps no evidence, and anchors the block once the root
+    answers properly."""
+    block_id, raw = block = _gateway_block()
+    pinned_at = log.checkpoint()
+    index = log.tree.append(block_leaf(raw))
+    log.add(5)
+    receipt = Receipt(index, tuple(log.tree.inclusion_proof(index)), signed(log.checkpoint()))
+    broken = {"proof": True}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == routes.CONSISTENCY:
+            proof = [b64.encode(h) for h in log.tree.consistency_proof(10, 16)]
+            if broken["proof"]:
+                proof[-1] = b64.encode(b"\x11" * 31)
+            return httpx.Response(200, json={"old": 10, "new": 16, "proof": proof})
+        assert request.url.path == routes.block(block_id)
+        return httpx.Response(200, json=codecs.block_info_json(block_id, "88.123.99/GW-1", 0, index, receipt))
+
+    async def scenario() -> Syncer:
+        root, syncer, _ = await _gateway_with_block(tmp_path, log, answer, "submitted", block)
+        syncer.interval_s = 0.05
+        async with root:
+            await syncer.pinned.accept(signed(pinned_at), older=Older.REFUSE)
+            stop = asyncio.Event()
+            task = asyncio.create_task(syncer.run(stop), name="sync")
+            try:
+                await _until(lambda: syncer.protocol_errors >= 1, task, "no protocol error was counted")
+                assert syncer.state == "backing off" and not await syncer.pins.has_evidence()
+                broken["proof"] = False
+
+                async def anchored() -> bool:
+                    rows = await syncer.pins.db(lambda c: c.execute("SELECT state FROM blocks").fetchall())
+                    return rows == [("anchored",)]
+
+                deadline = time.monotonic() + 30
+                while not await anchored():
+                    assert time.monotonic() < deadline and not task.done(), "the block was not anchored"
+                    await asyncio.sleep(0.05)
+            finally:
+                stop.set()
+                await task
+            assert syncer.pinned.size == 16 and not await syncer.pins.has_evidence()
+            return syncer
+
+    syncer = run(scenario())
+    status = replace(RUNNING, root_protocol_errors=syncer.protocol_errors)
+    metrics = LocalApi(tmp_path / "gateway.db", lambda: status).handle("/metrics")[2].decode()
+    assert f"edgeroot_gateway_root_protocol_errors_total {float(syncer.protocol_errors)}" in metrics
+
+
+async def _until(condition: Callable[[], bool], task: asyncio.Task[None], message: str) -> None:
+    """Wait (polling, with a deadline) until ``condition`` holds while ``task`` still runs."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline and not task.done(), message
+        await asyncio.sleep(0.05)
