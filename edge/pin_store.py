@@ -9,6 +9,7 @@ connection for their own tables, so one pin and one connection serve both.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import sqlite3
@@ -31,6 +32,7 @@ class SqlitePinStore:
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
         self._conn: sqlite3.Connection | None = None
+        self._evidence_lock = asyncio.Lock()
 
     async def db(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` with this component's own SQLite connection, in a worker thread (it blocks)."""
@@ -59,10 +61,24 @@ class SqlitePinStore:
         await self.db(lambda c: store.write_meta(c, PIN_KEY, text))
 
     async def save_evidence(self, evidence: dict[str, Any]) -> str:
+        """Keep ``evidence``: the first under ``meta['evidence']`` (what status reads), any later one
+        under ``meta['evidence.2']``, ``'evidence.3'``...; nothing is overwritten."""
         text = json.dumps(evidence)
-        await self.db(lambda c: store.write_meta(c, EVIDENCE_KEY, text))
+
+        def keep(conn: sqlite3.Connection) -> str:
+            for n in itertools.count(1):
+                key = EVIDENCE_KEY if n == 1 else f"{EVIDENCE_KEY}.{n}"
+                if store.read_meta(conn, key) is None:
+                    store.write_meta(conn, key, text)
+                    return key
+            raise AssertionError("unreachable: itertools.count never ends")
+
+        # The syncer and the registry cache both save evidence, each call in a worker thread of its
+        # own: the lock makes the look-for-a-free-key-then-write one step.
+        async with self._evidence_lock:
+            key = await self.db(keep)
         log.error("EQUIVOCATION EVIDENCE stored (gateway status shows it): %s", evidence.get("reason"))
-        return f"{self.db_path} meta['{EVIDENCE_KEY}']"
+        return f"{self.db_path} meta['{key}']"
 
     async def has_evidence(self) -> bool:
         return await self.db(lambda c: store.read_meta(c, EVIDENCE_KEY)) is not None

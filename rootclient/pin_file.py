@@ -2,12 +2,14 @@
 
 The directory is ``$EDGEROOT_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/edgeroot``, else
 ``~/.config/edgeroot``; the pin of a log is ``pinned/<first 16 hex of SHA-256(origin)>.json`` and
-evidence goes to ``evidence/<origin>-<unix time>.json`` beside ``pinned/``.
+evidence goes to ``evidence/<origin>-<unix time>.json`` beside ``pinned/`` (``-2``, ``-3``... before
+``.json`` for more in the same second: evidence is never overwritten).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -60,8 +62,16 @@ class FilePinStore:
         os.replace(tmp, self.path)
 
     async def save_evidence(self, evidence: dict[str, Any]) -> str:
+        """Write ``evidence`` to a new file (never over an earlier one, even from the same second)."""
         directory = self.path.parent.parent / "evidence"
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{self.origin.replace('/', '_')}-{int(time.time())}.json"
-        path.write_text(json.dumps(evidence, indent=1))
-        return str(path)
+        stem = f"{self.origin.replace('/', '_')}-{int(time.time())}"
+        for n in itertools.count(1):
+            path = directory / (f"{stem}.json" if n == 1 else f"{stem}-{n}.json")
+            try:
+                with path.open("x") as f:
+                    f.write(json.dumps(evidence, indent=1))
+            except FileExistsError:
+                continue
+            return str(path)
+        raise AssertionError("unreachable: itertools.count never ends")

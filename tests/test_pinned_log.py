@@ -541,3 +541,37 @@ async def _until(condition: Callable[[], bool], task: asyncio.Task[None], messag
     while not condition():
         assert time.monotonic() < deadline and not task.done(), message
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_every_piece_of_evidence_is_kept_none_overwritten(
+    kind: str, log: LogBuilder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two forks seen in the same second (one above the pin, one below it): both are kept where each
+    EquivocationDetected says, the first where status looks for it (the gateway's meta['evidence'])."""
+    monkeypatch.setattr(time, "time", lambda: 1_760_000_000.0)
+    at_10 = log.checkpoint()
+    log.add(6)
+    forks = [log.checkpoint(root=b"\x07" * 32), log.checkpoint(10, root=b"\x08" * 32)]
+    pins = make_store(kind, tmp_path)
+
+    async def scenario() -> list[str]:
+        pinned = await PinnedLog.open(log.policy(), ORIGIN, FakeRoot(log), pins)
+        await pinned.accept(signed(at_10), older=Older.REFUSE)
+        await pinned.accept(signed(log.checkpoint()), older=Older.REFUSE)
+        where = []
+        for fork in forks:
+            with pytest.raises(EquivocationDetected) as info:
+                await pinned.accept(signed(fork), older=Older.USE)
+            where.append(info.value.evidence)
+        return where
+
+    where = run(scenario())
+    assert len(set(where)) == 2
+    if isinstance(pins, SqlitePinStore):
+        keys = ["evidence", "evidence.2"]
+        assert [w.endswith(f"meta['{k}']") for w, k in zip(where, keys, strict=True)] == [True, True]
+        saved = [run(pins.db(lambda c, k=k: gateway_store.read_meta(c, k))) or "null" for k in keys]
+    else:
+        saved = [Path(w).read_text() for w in where]
+    assert [json.loads(text)["conflicting"] for text in saved] == [f.decode() for f in forks]
