@@ -11,7 +11,7 @@ from pathlib import Path
 from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.cosignature import verifier_from_vkey
-from chain_lite.errors import ChainError
+from chain_lite.errors import ChainError, StaleCheckpoint
 from chain_lite.light_client import Accepted, Evidence, LightClient, Rejected
 from chain_lite.merkle import HASH_SIZE, leaf_hash
 from chain_lite.note import open_note, parse_note
@@ -121,7 +121,16 @@ def run_consistency(args: argparse.Namespace, report: Reporter) -> int:
         client = LightClient(policy, old.checkpoint.origin, old)
     except ChainError as exc:
         return report.invalid(f"{args.old}: {exc}")
-    outcome = client.update(read_bytes(args.new, "checkpoint"), proof)
+    new = read_bytes(args.new, "checkpoint")
+    try:
+        new_size = SignedCheckpoint.parse(new).checkpoint.size
+    except ChainError as exc:
+        return report.invalid(f"{args.new}: {exc}")
+    if new_size < old.checkpoint.size:
+        # This command proves that NEW extends OLD; the light client would also judge an older NEW
+        # (consistent or evidence), which is not the question asked here.
+        return report.invalid(f"{args.new}: {StaleCheckpoint(old.checkpoint.size, new_size)}")
+    outcome = client.update(new, proof)
     if isinstance(outcome, Rejected):
         return report.invalid(f"{args.new}: {outcome.reason}")
     if isinstance(outcome, Evidence):
