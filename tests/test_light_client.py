@@ -252,3 +252,30 @@ def test_a_receipt_with_someone_elses_verified_checkpoint_is_refused(log: LogBui
     newer = policy.verify_checkpoint(log.checkpoint())
     with pytest.raises(FormatError):
         client.verify_receipt(receipt, leaf_hash(b"entry 3"), verified=newer)
+
+
+def test_every_older_size_is_judged_against_the_pin_exhaustively_for_small_trees() -> None:
+    """For every pinned size n <= 12 and older size 0 < m < n: the honest checkpoint with its proof is
+    accepted without moving the pin; a root flipped in one bit, or a proof hash flipped in one bit, is
+    evidence; a proof missing its last hash is rejected, never evidence."""
+    log = LogBuilder()
+    log.add(12)
+    policy = log.policy(quorum=1)
+    signed = {m: log.checkpoint(m, cosigners=1) for m in range(1, 13)}
+    for n in range(2, 13):
+        for m in range(1, n):
+            proof = log.tree.consistency_proof(m, n)
+            flipped_root = bytes([log.tree.root_at(m)[0] ^ 1]) + log.tree.root_at(m)[1:]
+            flipped_proof = [bytes([proof[0][0] ^ 1]) + proof[0][1:], *proof[1:]]
+            cases = [
+                (signed[m], proof, Accepted),
+                (log.checkpoint(m, cosigners=1, root=flipped_root), proof, Evidence),
+                (signed[m], flipped_proof, Evidence),
+                (signed[m], proof[:-1], Rejected),
+            ]
+            for checkpoint, given, verdict in cases:
+                client = LightClient(policy, ORIGIN, signed[n])
+                outcome = client.update(checkpoint, given)
+                assert isinstance(outcome, verdict), (m, n, verdict, outcome)
+                assert client.size == n and client.pinned is not None
+                assert client.pinned.to_bytes() == signed[n]
