@@ -212,7 +212,8 @@ def test_reset_counter_command_with_the_gateway_stopped(
     assert out["signer"] == PUMP and out["previous"] == MAX_COUNTER and out["to"] is None
     assert out["applied"] is False
 
-    assert main(["gateway", "status", "--state", str(state), "--json"]) == 0
+    # A stopped gateway is reported as such (exit 1, the exit-code rule), with what its store says.
+    assert main(["gateway", "status", "--state", str(state), "--json"]) == 1
     [reset] = json.loads(capsys.readouterr().out)["counter_resets"]
     assert {k: reset[k] for k in ("signer", "to", "previous", "reason", "applied_ms")} == {
         "signer": PUMP, "to": None, "previous": MAX_COUNTER, "reason": "bad firmware", "applied_ms": None,
