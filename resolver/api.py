@@ -2,7 +2,8 @@
 
 Every error is JSON ``{"responseCode": <Handle code>, "message": <reason>}`` with the matching HTTP
 status (see :mod:`resolver.errors`); request bodies above the configured cap get 413 before they are
-read in full. Database work runs in the thread pool (sync endpoints, or ``run_in_threadpool``).
+read in full. Database work runs in the thread pool (sync endpoints, or ``run_in_threadpool``); what
+only reads the published view (current resolutions, the checkpoint, health) runs on the loop.
 """
 
 from __future__ import annotations
@@ -207,8 +208,8 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         return Response(json.dumps(body, ensure_ascii=False), media_type="application/json")
 
     async def _resolve(text: str, at: int | None) -> Resolution:
-        # Current answers come from memory (the published map and records); as-of answers rebuild an
-        # older map from the database, so they run in the thread pool.
+        # Current answers read only the published view (memory, no lock): on the loop. As-of answers
+        # read the database and may rebuild an older map, so they run in the thread pool.
         if at is None:
             return node.resolve(text)
         return await run_in_threadpool(node.resolve, text, at)
@@ -290,9 +291,9 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         return {"gateway": text, "height": head[0], "block_id": head[1].hex()}  # echoed as asked
 
     @app.get(routes.CHECKPOINT, response_class=PlainTextResponse, tags=["log"])
-    def checkpoint() -> PlainTextResponse:
+    async def checkpoint() -> PlainTextResponse:
         """The latest published checkpoint (C2SP signed note with cosignatures)."""
-        return PlainTextResponse(node.published().checkpoint.to_bytes())
+        return PlainTextResponse(node.view().checkpoint_bytes)
 
     @app.get(routes.CONSISTENCY, tags=["log"])
     def consistency(old: int, new: int) -> dict[str, Any]:
@@ -308,8 +309,8 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     # --- C2SP tlog-tiles ---------------------------------------------------------------------------------
 
     @app.get(routes.TILES_CHECKPOINT, response_class=PlainTextResponse, tags=["tiles"])
-    def tiles_checkpoint() -> PlainTextResponse:
-        return PlainTextResponse(node.published().checkpoint.to_bytes())
+    async def tiles_checkpoint() -> PlainTextResponse:
+        return PlainTextResponse(node.view().checkpoint_bytes)
 
     @app.get(routes.TILE, tags=["tiles"])
     def tile(path: str) -> Response:
@@ -324,9 +325,9 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         )
 
     @app.get(routes.HEALTH, tags=["operations"])
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         """200 once the node serves a published checkpoint (503 before), with its size and problems."""
-        size = node.published().checkpoint.checkpoint.size
+        size = node.view().size
         metrics.published_size.set(size)
         answer: dict[str, Any] = {"status": "ok", "origin": node.origin, "published_size": size}
         if role is not None:
@@ -342,7 +343,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     def prometheus() -> Response:
         """Prometheus text exposition."""
         with contextlib.suppress(ResolverError):
-            metrics.published_size.set(node.published().checkpoint.checkpoint.size)
+            metrics.published_size.set(node.view().size)
         if role is not None:
             metrics.sequencing.set(1 if role.name == "sequencing" else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -149,18 +149,25 @@ class Role:
         self.name = "starting"
 
 
+def _no_one_listening() -> None:
+    """The default for ``published``: nothing in this process follows publications."""
+
+
 async def run_sequencer(
     make: Callable[[], Sequencer],
     cosigner: Cosigner | None,
     interval_s: float,
     stop: asyncio.Event,
+    *,
     role: Role | None = None,
+    published: Callable[[], None] = _no_one_listening,
 ) -> None:
     """Become the database's sequencer, waiting as a hot standby while another process is.
 
     Several ``root run`` processes may share one database (PostgreSQL, or one SQLite file on one
     host): all serve the API, one sequences, and when it stops another takes the lock within
-    :data:`STANDBY_RETRY_S`.
+    :data:`STANDBY_RETRY_S`. ``published`` is called (on the loop) whenever this process publishes a
+    checkpoint or adds cosignatures to one, so its own API moves to it at once.
     """
     role = role or Role()
     announced = False
@@ -178,18 +185,22 @@ async def run_sequencer(
         role.name = "sequencing"
         log.info("sequencing (batches every %.0f ms or %d leaves)", interval_s * 1000, sequencer.max_batch)
         try:
-            await sequencer_loop(sequencer, cosigner, interval_s, stop)
+            await sequencer_loop(sequencer, cosigner, interval_s, stop, published)
         finally:
             sequencer.close()
             role.name = "stopped"
 
 
 async def sequencer_loop(
-    sequencer: Sequencer, cosigner: Cosigner | None, interval_s: float, stop: asyncio.Event
+    sequencer: Sequencer,
+    cosigner: Cosigner | None,
+    interval_s: float,
+    stop: asyncio.Event,
+    published: Callable[[], None] = _no_one_listening,
 ) -> None:
     """Integrate a batch every ``interval_s`` (at once again when a batch was full); cosign; publish."""
-    if cosigner is not None:
-        await _publish_leftovers(sequencer.db, cosigner)
+    if cosigner is not None and await _publish_leftovers(sequencer.db, cosigner):
+        published()
     while not stop.is_set():
         started = time.monotonic()
         try:
@@ -197,8 +208,13 @@ async def sequencer_loop(
             batch = await asyncio.to_thread(sequencer.integrate, now_ms())
             if batch is not None and cosigner is not None:
                 await cosigner.cosign_and_publish(batch.checkpoint.checkpoint.size)
-            elif cosigner is not None:
-                await cosigner.retry_failing()
+                fresh = True
+            elif batch is not None:
+                fresh = sequencer.publish_immediately
+            else:
+                fresh = cosigner is not None and await cosigner.retry_failing() > 0
+            if fresh:
+                published()
         except Exception:
             log.exception("sequencer batch failed; retrying after the interval")
             batch = None
@@ -208,12 +224,19 @@ async def sequencer_loop(
                 await asyncio.wait_for(stop.wait(), max(0.0, interval_s - (time.monotonic() - started)))
 
 
-async def _publish_leftovers(db: Database, cosigner: Cosigner) -> None:
-    """A checkpoint signed before a crash but not yet through its witness round is published now."""
+def _unpublished(db: Database) -> int | None:
     with db.transaction(write=False) as tx:
         row = tx.one("SELECT MAX(size) FROM checkpoints WHERE published = 0")
-    if row is not None and row[0] is not None:
-        await cosigner.cosign_and_publish(int(row[0]))
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def _publish_leftovers(db: Database, cosigner: Cosigner) -> bool:
+    """A checkpoint signed before a crash but not yet through its witness round is published now."""
+    size = await asyncio.to_thread(_unpublished, db)  # database: off the loop
+    if size is None:
+        return False
+    await cosigner.cosign_and_publish(size)
+    return True
 
 
 def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
@@ -238,24 +261,33 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
+        # The first published view before serving (a worker thread builds the map); then a follower
+        # keeps it current, woken by this process's sequencer and polling for the others'.
+        await asyncio.to_thread(node.refresh)
         async with httpx.AsyncClient() as client:
             cosigner = Cosigner(db, cfg.witnesses, client, metrics) if cfg.witnesses else None
             if cosigner is not None:
                 running["cosigner"] = cosigner
             # hooks.spawn: a task of the daemon's Service (its death stops the daemon), or a plain task
+            follower = _app.state.hooks.spawn("published-view", node.follow(stop))
             task = _app.state.hooks.spawn(
-                "sequencer", run_sequencer(make_sequencer, cosigner, cfg.interval_ms / 1000, stop, role)
+                "sequencer",
+                run_sequencer(
+                    make_sequencer, cosigner, cfg.interval_ms / 1000, stop, role=role, published=node.wake
+                ),
             )
             try:
                 yield
             finally:
                 stop.set()
+                node.wake()
                 await task
+                await follower
                 db.close()
 
     def status() -> str:
         try:
-            size = f"log size {node.published().checkpoint.checkpoint.size}"
+            size = f"log size {node.view().size}"
         except ResolverError:
             size = "no published checkpoint yet"
         failing = metrics.witnesses_failing()

@@ -87,20 +87,14 @@ class Cosigner:
         if not failing or now - self._last_retry < RETRY_FAILING_S:
             return 0
         self._last_retry = now
-        with self.db.transaction(write=False) as tx:
-            row = tx.one("SELECT MAX(size) FROM checkpoints WHERE published = 1")
-            checkpoint = None if row is None or row[0] is None else checkpoint_at(tx, int(row[0]))
+        checkpoint = await asyncio.to_thread(self._latest_published)  # database: off the loop
         if checkpoint is None:
             return 0
         answers = await asyncio.gather(*(self._ask_safely(w, checkpoint, again=True) for w in failing))
         new = [sig for sigs in answers for sig in sigs]
         if new:
-            note = checkpoint.note.with_signatures(new)
-            with self.db.transaction() as tx:
-                tx.execute(
-                    "UPDATE checkpoints SET note = ? WHERE size = ?",
-                    (SignedCheckpoint(checkpoint.checkpoint, note).to_bytes(), checkpoint.checkpoint.size),
-                )
+            cosigned = SignedCheckpoint(checkpoint.checkpoint, checkpoint.note.with_signatures(new))
+            await asyncio.to_thread(self._store_cosignatures, cosigned)
             log.info(
                 "checkpoint %d now cosigned by %d more witness(es)",
                 checkpoint.checkpoint.size,
@@ -108,37 +102,71 @@ class Cosigner:
             )
         return len(new)
 
-    def _old_size(self, name: str) -> int:
-        with self.db.transaction(write=False) as tx:
-            row = tx.one("SELECT size FROM witness_sizes WHERE name = ?", (name,))
-        return 0 if row is None else int(row[0])
+    # Blocking database work, one transaction each; the async methods run them in a worker thread so the
+    # event loop never waits on a database round trip.
 
-    def _body(self, old: int, checkpoint: SignedCheckpoint) -> bytes:
+    def _checkpoint(self, size: int) -> SignedCheckpoint | None:
+        with self.db.transaction(write=False) as tx:
+            return checkpoint_at(tx, size)
+
+    def _latest_published(self) -> SignedCheckpoint | None:
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT MAX(size) FROM checkpoints WHERE published = 1")
+            return None if row is None or row[0] is None else checkpoint_at(tx, int(row[0]))
+
+    def _request(self, name: str, old: int | None, checkpoint: SignedCheckpoint) -> tuple[int, bytes]:
+        """(old size, add-checkpoint body): ``old`` the witness reported, or (``None``) the size it last
+        cosigned; the body is empty when ``old`` is above the checkpoint."""
         size = checkpoint.checkpoint.size
-        proof: list[bytes] = []
-        if 0 < old < size:
-            with self.db.transaction(write=False) as tx:
-                proof = consistency(tx, old, size)
-        return request_body(old, proof, checkpoint)
+        with self.db.transaction(write=False) as tx:
+            if old is None:
+                row = tx.one("SELECT size FROM witness_sizes WHERE name = ?", (name,))
+                old = 0 if row is None else int(row[0])
+            if old > size:
+                return old, b""
+            proof = consistency(tx, old, size) if 0 < old < size else []
+        return old, request_body(old, proof, checkpoint)
+
+    def _cosigned_up_to(self, name: str, size: int) -> None:
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO witness_sizes (name, size) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET size = excluded.size",
+                (name, size),
+            )
+
+    def _store_cosignatures(self, cosigned: SignedCheckpoint) -> None:
+        with self.db.transaction() as tx:
+            size = cosigned.checkpoint.size
+            tx.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (cosigned.to_bytes(), size))
+
+    def _publish(self, cosigned: SignedCheckpoint) -> None:
+        """Store the checkpoint with its cosignatures and publish it, and any before it."""
+        size = cosigned.checkpoint.size
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE checkpoints SET note = ?, published = 1 WHERE size = ?", (cosigned.to_bytes(), size)
+            )
+            tx.execute("UPDATE checkpoints SET published = 1 WHERE size < ? AND published = 0", (size,))
 
     async def _ask(self, witness: WitnessConfig, checkpoint: SignedCheckpoint) -> list[NoteSignature]:
-        old = self._old_size(witness.name)
         size = checkpoint.checkpoint.size
+        reported_size: int | None = None
         for _ in range(2):
+            # One worker-thread crossing per request: the witness's size and the consistency proof.
+            old, body = await asyncio.to_thread(self._request, witness.name, reported_size, checkpoint)
             if old > size:
                 log.warning("witness %s has size %d, above checkpoint %d", witness.name, old, size)
                 return []
             response = await self.client.post(
-                witness.url + routes.WITNESS_ADD_CHECKPOINT,
-                content=self._body(old, checkpoint),
-                timeout=WITNESS_TIMEOUT_S,
+                witness.url + routes.WITNESS_ADD_CHECKPOINT, content=body, timeout=WITNESS_TIMEOUT_S
             )
             if response.status_code == 409 and response.headers.get("content-type") == SIZE_CONTENT_TYPE:
                 reported = parse_uint64(response.text.removesuffix("\n"))
                 if reported is None:
                     break
                 log.info("witness %s is at size %d, not %d; retrying from there", witness.name, reported, old)
-                old = reported
+                reported_size = reported
                 continue
             if response.status_code != 200:
                 peer_log.warning(
@@ -150,12 +178,7 @@ class Cosigner:
             if not sigs:
                 log.warning("witness %s answered without a valid cosignature", witness.name)
                 return []
-            with self.db.transaction() as tx:
-                tx.execute(
-                    "INSERT INTO witness_sizes (name, size) VALUES (?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET size = excluded.size",
-                    (witness.name, size),
-                )
+            await asyncio.to_thread(self._cosigned_up_to, witness.name, size)
             return sigs
         return []
 
@@ -186,15 +209,10 @@ class Cosigner:
 
     async def cosign_and_publish(self, size: int) -> SignedCheckpoint:
         """Collect cosignatures for the checkpoint at ``size`` and publish it (and any before it)."""
-        with self.db.transaction(write=False) as tx:
-            checkpoint = checkpoint_at(tx, size)
+        checkpoint = await asyncio.to_thread(self._checkpoint, size)
         assert checkpoint is not None, f"no checkpoint at size {size}"
         answers = await asyncio.gather(*(self._ask_safely(w, checkpoint) for w in self.witnesses))
         note = checkpoint.note.with_signatures(sig for sigs in answers for sig in sigs)
         cosigned = SignedCheckpoint(checkpoint.checkpoint, note)
-        with self.db.transaction() as tx:
-            tx.execute(
-                "UPDATE checkpoints SET note = ?, published = 1 WHERE size = ?", (cosigned.to_bytes(), size)
-            )
-            tx.execute("UPDATE checkpoints SET published = 1 WHERE size < ? AND published = 0", (size,))
+        await asyncio.to_thread(self._publish, cosigned)
         return cosigned

@@ -44,12 +44,18 @@ def tree_size(tx: Tx) -> int:
     return 0 if row is None else int(row[0])
 
 
-def latest_checkpoint(tx: Tx, *, published_only: bool = True) -> SignedCheckpoint | None:
+def latest_checkpoint_bytes(tx: Tx, *, published_only: bool = True) -> bytes | None:
+    """The latest (published) checkpoint as stored, unparsed: cheap to compare with a known one."""
     if published_only:
         row = tx.one("SELECT note FROM checkpoints WHERE published = 1 ORDER BY size DESC LIMIT 1")
     else:
         row = tx.one("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1")
-    return None if row is None else SignedCheckpoint.parse(bytes(row[0]))
+    return None if row is None else bytes(row[0])
+
+
+def latest_checkpoint(tx: Tx, *, published_only: bool = True) -> SignedCheckpoint | None:
+    note = latest_checkpoint_bytes(tx, published_only=published_only)
+    return None if note is None else SignedCheckpoint.parse(note)
 
 
 def checkpoint_at(tx: Tx, size: int) -> SignedCheckpoint | None:

@@ -4,22 +4,42 @@
 of log size ``S`` maps SHA-256(identifier) to SHA-256(record) for each identifier's latest row below
 ``S`` (a NULL record means deleted). The sequencer and every API process derive the same map from the
 same rows; only the sequencer writes them.
+
+Two shapes of the same map (same root, same proofs as :class:`chain_lite.sparse_map.SparseMap`):
+
+* :class:`MapState`, mutable, owned by its one writer (the sequencer);
+* :class:`MapSnapshot`, immutable and persistent: moving it forward builds a new snapshot that shares
+  every untouched subtree with the old one (O(changes x depth), never O(map size)). The API answers
+  from a snapshot while the next one is built in a worker thread, so readers need no lock and never
+  see a half-applied batch.
 """
 
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from chain_lite.registry import Record
-from chain_lite.sparse_map import MapProof, SparseMap, map_key
-from resolver.db import Tx
+from chain_lite.sparse_map import (
+    EMPTY,
+    HASH_SIZE,
+    KEY_BITS,
+    MapProof,
+    SparseMap,
+    leaf_hash,
+    map_key,
+    node_hash,
+)
+from resolver.db import Row, Tx
 
 _AS_OF_QUERY = (
     "SELECT h.identifier, h.record FROM history h JOIN "
     "(SELECT identifier, MAX(idx) AS m FROM history WHERE idx < ? GROUP BY identifier) x "
     "ON h.identifier = x.identifier AND h.idx = x.m"
 )
+_CHANGES_QUERY = "SELECT identifier, record FROM history WHERE idx >= ? AND idx < ? ORDER BY idx"
 
 
 def value_of(record: bytes | None) -> bytes | None:
@@ -27,90 +47,221 @@ def value_of(record: bytes | None) -> bytes | None:
 
 
 class MapState:
-    """A :class:`SparseMap` that follows the log forward; thread-safe.
+    """A :class:`SparseMap` that its one writer (the sequencer) moves forward change by change."""
 
-    With ``keep_records`` it also holds each current record's bytes, so the API answers resolution
-    requests from memory (about 300 bytes an identifier) without a database round trip.
-    """
-
-    def __init__(self, *, keep_records: bool = False) -> None:
+    def __init__(self) -> None:
         self.map = SparseMap()
         self.size = 0
-        self.records: dict[str, bytes] | None = {} if keep_records else None
-        self._lock = threading.Lock()
 
     @classmethod
-    def as_of(cls, tx: Tx, size: int, *, keep_records: bool = False) -> MapState:
-        state = cls(keep_records=keep_records)
+    def as_of(cls, tx: Tx, size: int) -> MapState:
+        state = cls()
         entries = {}
         for identifier, record in tx.all(_AS_OF_QUERY, (size,)):
             if record is not None:
-                data = bytes(record)
-                entries[map_key(identifier)] = Record.decode(data).value_hash
-                if state.records is not None:
-                    state.records[identifier] = data
+                entries[map_key(identifier)] = Record.decode(bytes(record)).value_hash
         state.map = SparseMap(entries)
         state.size = size
         return state
 
     def apply(self, identifier: str, record: bytes | None) -> None:
-        with self._lock:
-            self._apply(identifier, record)
-
-    def _apply(self, identifier: str, record: bytes | None) -> None:
         self.map.set(map_key(identifier), value_of(record))
-        if self.records is not None:
-            if record is None:
-                self.records.pop(identifier, None)
-            else:
-                self.records[identifier] = record
-
-    def advance(self, tx: Tx, size: int) -> None:
-        """Apply the changes logged in ``[self.size, size)``."""
-        if size <= self.size:
-            return
-        rows = tx.all(
-            "SELECT identifier, record FROM history WHERE idx >= ? AND idx < ? ORDER BY idx",
-            (self.size, size),
-        )
-        with self._lock:
-            for identifier, record in rows:
-                self._apply(identifier, None if record is None else bytes(record))
-            self.size = size
-
-    def root_and_proof(self, identifier: str) -> tuple[bytes, MapProof]:
-        with self._lock:
-            return self.map.root(), self.map.prove(map_key(identifier))
-
-    def record_and_proof(self, identifier: str) -> tuple[bytes | None, MapProof]:
-        """The current record's bytes (needs ``keep_records``) and its map proof, read together."""
-        assert self.records is not None, "MapState was built without keep_records"
-        with self._lock:
-            return self.records.get(identifier), self.map.prove(map_key(identifier))
 
     def root(self) -> bytes:
-        with self._lock:
-            return self.map.root()
+        return self.map.root()
 
     def __len__(self) -> int:
         return len(self.map)
+
+
+# --- the persistent map -------------------------------------------------------------------------------------
+
+
+class _Leaf:
+    """A subtree holding exactly one entry; ``record`` is the record's bytes when the snapshot keeps them."""
+
+    __slots__ = ("hash", "key", "record", "value")
+
+    def __init__(self, key: bytes, value: bytes, record: bytes | None) -> None:
+        self.key = key
+        self.value = value
+        self.record = record
+        self.hash = leaf_hash(key, value)
+
+
+class _Branch:
+    """A subtree holding two or more entries; a side without entries is ``None``."""
+
+    __slots__ = ("hash", "left", "right")
+
+    def __init__(self, left: _Tree, right: _Tree) -> None:
+        self.left = left
+        self.right = right
+        self.hash = node_hash(_hash(left), _hash(right))
+
+
+_Tree = _Leaf | _Branch | None
+
+
+def _hash(tree: _Tree) -> bytes:
+    return EMPTY if tree is None else tree.hash
+
+
+def _bit(key: bytes, depth: int) -> int:
+    return (key[depth >> 3] >> (7 - (depth & 7))) & 1
+
+
+def _build(leaves: Sequence[_Leaf], keys: Sequence[bytes], depth: int, lo: int, hi: int) -> _Tree:
+    """The subtree of ``leaves[lo:hi]`` (sorted by key, all sharing their first ``depth`` bits)."""
+    if hi == lo:
+        return None
+    if hi - lo == 1:
+        return leaves[lo]
+    # The first key in [lo, hi) whose bit ``depth`` is 1: the shared prefix, then 1, then zeros.
+    prefix = int.from_bytes(keys[lo], "big") >> (KEY_BITS - depth)
+    split = (((prefix << 1) | 1) << (KEY_BITS - 1 - depth)).to_bytes(HASH_SIZE, "big")
+    mid = bisect_left(keys, split, lo, hi)
+    return _Branch(_build(leaves, keys, depth + 1, lo, mid), _build(leaves, keys, depth + 1, mid, hi))
+
+
+def _join(a: _Leaf, b: _Leaf, depth: int) -> _Branch:
+    """The subtree at ``depth`` holding two leaves whose keys share at least ``depth`` bits."""
+    common = KEY_BITS - (int.from_bytes(a.key, "big") ^ int.from_bytes(b.key, "big")).bit_length()
+    tree = _Branch(a, b) if a.key < b.key else _Branch(b, a)
+    for d in range(common - 1, depth - 1, -1):  # the shared bits above the split, deepest first
+        tree = _Branch(None, tree) if _bit(a.key, d) else _Branch(tree, None)
+    return tree
+
+
+def _set(tree: _Tree, depth: int, key: bytes, leaf: _Leaf | None) -> _Tree:
+    """``tree`` (at ``depth``) with ``key`` mapped to ``leaf`` (``None``: removed); ``tree`` is untouched."""
+    if tree is None:
+        return leaf
+    if isinstance(tree, _Leaf):
+        if tree.key == key:
+            return leaf
+        return tree if leaf is None else _join(tree, leaf, depth)
+    left, right = tree.left, tree.right
+    if _bit(key, depth):
+        right = _set(right, depth + 1, key, leaf)
+    else:
+        left = _set(left, depth + 1, key, leaf)
+    if left is tree.left and right is tree.right:
+        return tree
+    return _branch(left, right)
+
+
+def _branch(left: _Tree, right: _Tree) -> _Tree:
+    """The subtree with these two sides: a subtree left holding a single entry (one side empty, the
+    other a leaf) is that entry's leaf, wherever it sits."""
+    if left is None and not isinstance(right, _Branch):
+        return right
+    if right is None and not isinstance(left, _Branch):
+        return left
+    return _Branch(left, right)
+
+
+class MapSnapshot:
+    """The map as of one log size; immutable, so any number of threads may read it without a lock."""
+
+    __slots__ = ("_count", "_records", "_tree", "size")
+
+    def __init__(self, tree: _Tree, count: int, size: int, *, records: bool) -> None:
+        self._tree = tree
+        self._count = count
+        self._records = records
+        self.size = size
+
+    @classmethod
+    def as_of(cls, tx: Tx, size: int, *, records: bool = True) -> MapSnapshot:
+        """Built from ``history`` as of log size ``size`` (``records``: keep each record's bytes)."""
+        leaves = []
+        for identifier, record in tx.all(_AS_OF_QUERY, (size,)):
+            if record is not None:
+                data = bytes(record)
+                value = Record.decode(data).value_hash
+                leaves.append(_Leaf(map_key(identifier), value, data if records else None))
+        leaves.sort(key=lambda leaf: leaf.key)
+        keys = [leaf.key for leaf in leaves]
+        return cls(_build(leaves, keys, 0, 0, len(leaves)), len(leaves), size, records=records)
+
+    def with_changes(self, changes: Sequence[Row], size: int) -> MapSnapshot:
+        """A new snapshot at log size ``size``: ``changes`` (``(identifier, record or None)`` in log order)
+        applied to this one."""
+        tree, count = self._tree, self._count
+        for identifier, raw in changes:
+            key = map_key(identifier)
+            leaf = None
+            if raw is not None:
+                data = bytes(raw)
+                leaf = _Leaf(key, Record.decode(data).value_hash, data if self._records else None)
+            before = self._find(tree, key) is not None
+            tree = _set(tree, 0, key, leaf)
+            count += (leaf is not None) - before
+        return MapSnapshot(tree, count, size, records=self._records)
+
+    def advanced(self, tx: Tx, size: int) -> MapSnapshot:
+        """This map moved forward to log size ``size`` by the changes logged in ``[self.size, size)``."""
+        if size <= self.size:
+            return self
+        return self.with_changes(tx.all(_CHANGES_QUERY, (self.size, size)), size)
+
+    @staticmethod
+    def _find(tree: _Tree, key: bytes) -> _Leaf | None:
+        depth = 0
+        while isinstance(tree, _Branch):
+            tree = tree.right if _bit(key, depth) else tree.left
+            depth += 1
+        return tree if tree is not None and tree.key == key else None
+
+    def root(self) -> bytes:
+        return _hash(self._tree)
+
+    def prove(self, identifier: str) -> tuple[_Leaf | None, MapProof]:
+        """The identifier's leaf (``None`` when absent) and the map proof of its value or absence."""
+        key = map_key(identifier)
+        siblings: list[bytes] = []
+        tree, depth = self._tree, 0
+        while isinstance(tree, _Branch):
+            if _bit(key, depth):
+                siblings.append(_hash(tree.left))
+                tree = tree.right
+            else:
+                siblings.append(_hash(tree.right))
+                tree = tree.left
+            depth += 1
+        terminal = None if tree is None else (tree.key, tree.value)
+        own = tree if tree is not None and tree.key == key else None
+        return own, MapProof(tuple(siblings), terminal)
+
+    def record_and_proof(self, identifier: str) -> tuple[bytes | None, MapProof]:
+        """The current record's bytes and its map proof, read together (needs ``records``)."""
+        assert self._records, "this MapSnapshot was built without records"
+        leaf, proof = self.prove(identifier)
+        return None if leaf is None else leaf.record, proof
+
+    def root_and_proof(self, identifier: str) -> tuple[bytes, MapProof]:
+        return self.root(), self.prove(identifier)[1]
+
+    def __len__(self) -> int:
+        return self._count
 
 
 class AsOfCache:
     """A few historical maps for ``?at=N`` queries, least recently used first out."""
 
     def __init__(self, capacity: int = 2) -> None:
-        self._maps: OrderedDict[int, MapState] = OrderedDict()
+        self._maps: OrderedDict[int, MapSnapshot] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def get(self, tx: Tx, size: int) -> MapState:
+    def get(self, tx: Tx, size: int) -> MapSnapshot:
         with self._lock:
             hit = self._maps.get(size)
             if hit is not None:
                 self._maps.move_to_end(size)
                 return hit
-        state = MapState.as_of(tx, size)
+        state = MapSnapshot.as_of(tx, size, records=False)
         with self._lock:
             self._maps[size] = state
             while len(self._maps) > self._capacity:

@@ -1,13 +1,17 @@
 """The root node's read and write operations, independent of HTTP (the API module is a thin shell).
 
 Reads are answered as of the latest *published* checkpoint (signed, and through its witness round),
-so every answer comes with a proof a client can check against that checkpoint. The published map is
-held in memory (:class:`MapState`) and moved forward from ``history`` as checkpoints are published;
-the map head's receipt is computed once per checkpoint and shared by every answer.
+so every answer comes with a proof a client can check against that checkpoint. Everything such an
+answer shares (the checkpoint and its bytes, the map as an immutable :class:`MapSnapshot` with the
+records, the map head and its receipt) is one :class:`PublishedView`, built in a worker thread by
+:meth:`RootNode.follow` when a checkpoint is published and swapped in by one assignment. A current
+resolution reads only that view: no lock, no database, no waiting for the next view to be built.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -21,16 +25,17 @@ from chain_lite.log_leaf import MapHead, parse_leaf
 from chain_lite.receipt import Receipt
 from chain_lite.registry import Record, canonical_identifier
 from chain_lite.resolution import ResolutionProof
-from chain_lite.sparse_map import MapProof
 from resolver import block_intake, registry
 from resolver.db import Database, Tx
-from resolver.errors import BadRequest, InvalidHandle, NotFound, NotYetPublished, StorageError
-from resolver.log_store import TxNodeStore, latest_checkpoint, leaf_at, receipt_for
-from resolver.map_state import AsOfCache, MapState
+from resolver.errors import BadRequest, InvalidHandle, NotFound, NotYetPublished, ResolverError, StorageError
+from resolver.log_store import TxNodeStore, latest_checkpoint_bytes, leaf_at, receipt_for
+from resolver.map_state import AsOfCache, MapSnapshot
 from resolver.tiles import TILE_HEIGHT, TILE_WIDTH, TilePath, bundle
 
 log = logging.getLogger(__name__)
-REFRESH_INTERVAL_S = 0.05
+POLL_INTERVAL_S = 0.1
+"""How often the view looks for a checkpoint published by another process sharing the database; a
+publication by this process's own sequencer wakes it at once (:meth:`RootNode.wake`)."""
 
 
 def now_ms() -> int:
@@ -38,13 +43,25 @@ def now_ms() -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class _Published:
+class PublishedView:
+    """What every answer as of one published checkpoint shares, built once and never changed.
+
+    The node swaps its reference to a new view in one assignment, so an answer built from one view
+    (record, map proof, map head, receipt, checkpoint) never mixes two checkpoints.
+    """
+
     checkpoint: SignedCheckpoint
+    checkpoint_bytes: bytes
+    map: MapSnapshot
     map_head: bytes
     receipt: Receipt
     # Shared by every answer as of this checkpoint, encoded once.
     map_head_b64: str
     receipt_text: str
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.checkpoint.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +75,17 @@ class Resolution:
 
 
 class RootNode:
+    """Reads answered from the current :class:`PublishedView` (no lock, no database for the current
+    map), writes and proofs from the database. :meth:`follow` keeps the view current."""
+
     def __init__(self, db: Database, origin: str) -> None:
         self.db = db
         self.origin = origin
-        self.map = MapState(keep_records=True)
         self._as_of = AsOfCache()
-        self._published: _Published | None = None
-        self._checked_at = 0.0
-        self._lock = threading.Lock()
+        self._view: PublishedView | None = None
+        # Serialises builders of the next view (the follower, a test); readers never take it.
+        self._refresh_lock = threading.Lock()
+        self._wake: asyncio.Event | None = None
 
     # --- writes ------------------------------------------------------------------------------------------
 
@@ -79,40 +99,74 @@ class RootNode:
 
     # --- the published view --------------------------------------------------------------------------------
 
-    def published(self) -> _Published:
-        """The latest published checkpoint, with the map moved up to it."""
-        now = time.monotonic()
-        current = self._published
-        if current is not None and now - self._checked_at < REFRESH_INTERVAL_S:
-            return current
-        with self._lock:
-            if self._published is not None and time.monotonic() - self._checked_at < REFRESH_INTERVAL_S:
-                return self._published
-            with self.db.transaction(write=False) as tx:
-                cp = latest_checkpoint(tx)
-                if cp is None:
-                    raise NotYetPublished("the log has no published checkpoint yet")
-                if self._published is None or cp.to_bytes() != self._published.checkpoint.to_bytes():
-                    self._published = self._load(tx, cp)
-            self._checked_at = time.monotonic()
-            return self._published
+    def view(self) -> PublishedView:
+        """The current published view: one attribute read, safe from any thread, never blocks."""
+        view = self._view
+        if view is None:
+            raise NotYetPublished("the log has no published checkpoint yet")
+        return view
 
-    def _load(self, tx: Tx, cp: SignedCheckpoint) -> _Published:
+    def refresh(self) -> bool:
+        """Build the view of the latest published checkpoint if it changed, and swap it in; ``True`` if
+        it did. Blocking (database, and the map moved forward): call it from a worker thread."""
+        with self._refresh_lock, self.db.transaction(write=False) as tx:
+            note = latest_checkpoint_bytes(tx)
+            current = self._view
+            if note is None or (current is not None and note == current.checkpoint_bytes):
+                return False
+            view = self._build(tx, note, current)
+        self._view = view  # the one swap: readers see the old view or the new one, never a mix
+        return True
+
+    def _build(self, tx: Tx, note: bytes, current: PublishedView | None) -> PublishedView:
+        cp = SignedCheckpoint.parse(note)
         size = cp.checkpoint.size
         head_leaf = leaf_at(tx, size - 1)
         head = parse_leaf(head_leaf)
         if not isinstance(head, MapHead):
             raise StorageError(f"leaf {size - 1} is not a map head: the log is corrupt")
-        if size < self.map.size:
-            self.map = MapState.as_of(tx, size, keep_records=True)
-        self.map.advance(tx, size)
-        if self.map.root() != head.root:
+        if current is None or size < current.size:
+            snapshot = MapSnapshot.as_of(tx, size)
+        else:
+            snapshot = current.map.advanced(tx, size)  # shares every untouched subtree with the old map
+        if snapshot.root() != head.root:
             log.error("in-memory map disagrees with the logged map head at %d; rebuilding", size)
-            self.map = MapState.as_of(tx, size, keep_records=True)
-            if self.map.root() != head.root:
+            snapshot = MapSnapshot.as_of(tx, size)
+            if snapshot.root() != head.root:
                 raise StorageError(f"history does not reproduce the map head at log size {size}")
         receipt = receipt_for(tx, size - 1, cp)
-        return _Published(cp, head_leaf, receipt, b64.encode(head_leaf), receipt.to_bytes().decode())
+        text = receipt.to_bytes().decode()
+        return PublishedView(cp, note, snapshot, head_leaf, receipt, b64.encode(head_leaf), text)
+
+    def wake(self) -> None:
+        """A checkpoint was just published (by this process's sequencer): refresh the view now.
+        Call it on the event loop that runs :meth:`follow`."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def follow(self, stop: asyncio.Event, poll_s: float = POLL_INTERVAL_S) -> None:
+        """Keep the view current until ``stop`` is set (then call :meth:`wake`): refresh when woken, and
+        every ``poll_s`` for checkpoints published by another process. On a database failure the old
+        view keeps serving and the next round retries."""
+        self._wake = wake = asyncio.Event()
+        failing = False
+        while not stop.is_set():
+            wake.clear()
+            try:
+                # Reading the checkpoint and moving the map forward block: a worker thread does it,
+                # and handlers keep answering from the current view meanwhile.
+                await asyncio.to_thread(self.refresh)
+            except ResolverError:
+                if not failing:  # once per outage, not every poll
+                    log.exception("cannot refresh the published view; still serving the old one")
+                failing = True
+            else:
+                if failing:
+                    log.info("published view refreshed again")
+                failing = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), poll_s)
+        self._wake = None
 
     # --- reads ---------------------------------------------------------------------------------------------
 
@@ -124,24 +178,22 @@ class RootNode:
             raise InvalidHandle(str(exc)) from exc
 
     def resolve(self, identifier: str, at: int | None = None) -> Resolution:
+        """The record as of the published checkpoint (from the view, no database), or, with ``at``
+        below it, as of the newest checkpoint within the first ``at`` leaves (database: call it from a
+        worker thread)."""
         ident = self.canonical(identifier)
-        pub = self.published()
-        size = pub.checkpoint.checkpoint.size
-        if at is None or at >= size:
-            current = self._current(ident, pub)
-            while current is None:  # another thread moved the map on; answer as of the newer checkpoint
-                pub = self.published()
-                current = self._current(ident, pub)
-            record, proof = current
-            head_leaf, receipt, epoch = pub.map_head, pub.receipt, pub.checkpoint.checkpoint.size
-            head_b64, receipt_text = pub.map_head_b64, pub.receipt_text
+        view = self.view()
+        if at is None or at >= view.size:
+            record, proof = view.map.record_and_proof(ident)
+            head_leaf, receipt, epoch = view.map_head, view.receipt, view.size
+            head_b64, receipt_text = view.map_head_b64, view.receipt_text
         else:
             with self.db.transaction(write=False) as tx:
                 epoch, head_leaf = self._map_head_before(tx, at)
                 state = self._as_of.get(tx, epoch)
                 _, proof = state.root_and_proof(ident)
                 record = self._record_at(tx, ident, epoch)
-                receipt = receipt_for(tx, epoch - 1, pub.checkpoint)
+                receipt = receipt_for(tx, epoch - 1, view.checkpoint)
             head_b64, receipt_text = b64.encode(head_leaf), receipt.to_bytes().decode()
         return Resolution(
             ident,
@@ -151,13 +203,6 @@ class RootNode:
             head_b64,
             receipt_text,
         )
-
-    def _current(self, ident: str, pub: _Published) -> tuple[bytes | None, MapProof] | None:
-        """Record and map proof as of ``pub``, from memory; ``None`` if the map has moved past it."""
-        with self._lock:
-            if self._published is not pub:
-                return None
-            return self.map.record_and_proof(ident)
 
     @staticmethod
     def _record_at(tx: Tx, ident: str, size: int) -> bytes | None:
@@ -178,7 +223,7 @@ class RootNode:
 
     def history(self, identifier: str) -> list[tuple[int, Record | None]]:
         ident = self.canonical(identifier)
-        size = self.published().checkpoint.checkpoint.size
+        size = self.view().size
         with self.db.transaction(write=False) as tx:
             rows = tx.all(
                 "SELECT idx, record FROM history WHERE identifier = ? AND idx < ? ORDER BY idx", (ident, size)
@@ -187,15 +232,15 @@ class RootNode:
 
     def block(self, block_id: bytes) -> tuple[str, int, int | None, Receipt | None]:
         """(gateway, height, log index or None, receipt or None) of an accepted block."""
-        pub = self.published()
+        view = self.view()
         with self.db.transaction(write=False) as tx:
             row = tx.one("SELECT gateway, height, idx FROM blocks WHERE block_id = ?", (block_id,))
             if row is None:
                 raise NotFound(f"no block {block_id.hex()} has been accepted")
             gateway, height, idx = str(row[0]), int(row[1]), None if row[2] is None else int(row[2])
             receipt = None
-            if idx is not None and idx < pub.checkpoint.checkpoint.size:
-                receipt = receipt_for(tx, idx, pub.checkpoint)
+            if idx is not None and idx < view.size:
+                receipt = receipt_for(tx, idx, view.checkpoint)
         return gateway, height, idx, receipt
 
     def gateway_head(self, gateway: str) -> tuple[int, bytes] | None:
@@ -207,7 +252,7 @@ class RootNode:
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     def consistency(self, old: int, new: int) -> list[bytes]:
-        size = self.published().checkpoint.checkpoint.size
+        size = self.view().size
         if not 0 <= old <= new <= size:
             raise BadRequest(f"need 0 <= old <= new <= {size} (the published size)")
         if old in (0, new):
@@ -216,20 +261,20 @@ class RootNode:
             return merkle.consistency_proof(old, new, TxNodeStore(tx))
 
     def inclusion(self, index: int, size: int) -> list[bytes]:
-        published = self.published().checkpoint.checkpoint.size
+        published = self.view().size
         if not 0 <= index < size <= published:
             raise BadRequest(f"need 0 <= index < size <= {published} (the published size)")
         with self.db.transaction(write=False) as tx:
             return merkle.inclusion_proof(index, size, TxNodeStore(tx))
 
     def leaf(self, index: int) -> bytes:
-        if not 0 <= index < self.published().checkpoint.checkpoint.size:
+        if not 0 <= index < self.view().size:
             raise NotFound(f"no published leaf at index {index}")
         with self.db.transaction(write=False) as tx:
             return leaf_at(tx, index)
 
     def tile(self, path: TilePath) -> bytes:
-        size = self.published().checkpoint.checkpoint.size
+        size = self.view().size
         first = path.index * TILE_WIDTH
         with self.db.transaction(write=False) as tx:
             if path.level is None:

@@ -25,6 +25,7 @@ from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pu
 from resolver import config as root_config
 from resolver.assembly import build_root_app, build_witness_app, init_root, init_witness
 from resolver.db import Database
+from resolver.log_store import latest_checkpoint_bytes
 from rootclient.client import RootClient
 
 POSTGRES_URL = os.environ.get("EDGEROOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -133,7 +134,8 @@ class RootUnderTest:
                 time.sleep(0.02)
 
     def settle(self, timeout: float = 10.0) -> int:
-        """Wait until nothing is queued and the latest checkpoint is published; its size."""
+        """Wait until nothing is queued, the latest checkpoint is published and the API serves it; its
+        size."""
         database = Database(root_config.load(self.state).database)
         deadline = time.monotonic() + timeout
         try:
@@ -141,17 +143,17 @@ class RootUnderTest:
                 with database.transaction(write=False) as tx:
                     pending = tx.one("SELECT COUNT(*) FROM pending")
                     unpublished = tx.one("SELECT COUNT(*) FROM checkpoints WHERE published = 0")
-                if pending == (0,) and unpublished == (0,):
-                    break
+                    latest = latest_checkpoint_bytes(tx)
+                if pending == (0,) and unpublished == (0,) and latest is not None:
+                    with self.client() as c:
+                        served = c.checkpoint()
+                    if served == latest:
+                        return SignedCheckpoint.parse(served).checkpoint.size
                 if time.monotonic() > deadline:
-                    raise TimeoutError("the sequencer did not catch up")
+                    raise TimeoutError("the sequencer or the API did not catch up")
                 time.sleep(0.02)
         finally:
             database.close()
-        # The API refreshes its view every 50 ms.
-        time.sleep(0.1)
-        with self.client() as c:
-            return SignedCheckpoint.parse(c.checkpoint()).checkpoint.size
 
 
 @contextlib.contextmanager
