@@ -149,18 +149,14 @@ class Role:
         self.name = "starting"
 
 
-def _no_one_listening() -> None:
-    """The default for ``published``: nothing in this process follows publications."""
-
-
 async def run_sequencer(
     make: Callable[[], Sequencer],
     cosigner: Cosigner | None,
     interval_s: float,
     stop: asyncio.Event,
     *,
+    published: Callable[[], None],
     role: Role | None = None,
-    published: Callable[[], None] = _no_one_listening,
 ) -> None:
     """Become the database's sequencer, waiting as a hot standby while another process is.
 
@@ -196,9 +192,10 @@ async def sequencer_loop(
     cosigner: Cosigner | None,
     interval_s: float,
     stop: asyncio.Event,
-    published: Callable[[], None] = _no_one_listening,
+    published: Callable[[], None],
 ) -> None:
-    """Integrate a batch every ``interval_s`` (at once again when a batch was full); cosign; publish."""
+    """Integrate a batch every ``interval_s`` (at once again when a batch was full); cosign; publish;
+    call ``published`` after each publication."""
     if cosigner is not None and await _publish_leftovers(sequencer.db, cosigner):
         published()
     while not stop.is_set():

@@ -27,7 +27,7 @@ from chain_lite.registry import Record, canonical_identifier
 from chain_lite.resolution import ResolutionProof
 from resolver import block_intake, registry
 from resolver.db import Database, Tx
-from resolver.errors import BadRequest, InvalidHandle, NotFound, NotYetPublished, ResolverError, StorageError
+from resolver.errors import BadRequest, InvalidHandle, NotFound, NotYetPublished, StorageError
 from resolver.log_store import TxNodeStore, latest_checkpoint_bytes, leaf_at, receipt_for
 from resolver.map_state import AsOfCache, MapSnapshot
 from resolver.tiles import TILE_HEIGHT, TILE_WIDTH, TilePath, bundle
@@ -114,8 +114,9 @@ class RootNode:
             current = self._view
             if note is None or (current is not None and note == current.checkpoint_bytes):
                 return False
-            view = self._build(tx, note, current)
-        self._view = view  # the one swap: readers see the old view or the new one, never a mix
+            # The one swap (under the builders' lock, so a slower builder cannot put back an older view):
+            # readers see the old view or the new one, never a mix.
+            self._view = self._build(tx, note, current)
         return True
 
     def _build(self, tx: Tx, note: bytes, current: PublishedView | None) -> PublishedView:
@@ -156,8 +157,9 @@ class RootNode:
                 # Reading the checkpoint and moving the map forward block: a worker thread does it,
                 # and handlers keep answering from the current view meanwhile.
                 await asyncio.to_thread(self.refresh)
-            except ResolverError:
-                if not failing:  # once per outage, not every poll
+            except Exception:
+                # A database outage or a bug: keep serving the old view, say so once, retry next round.
+                if not failing:
                     log.exception("cannot refresh the published view; still serving the old one")
                 failing = True
             else:

@@ -55,7 +55,7 @@ _changes = st.lists(
 def test_map_snapshot_matches_sparse_map_and_old_snapshots_never_change(batches: list[Any]) -> None:
     """Every snapshot has SparseMap's root and proofs; moving forward never changes an older snapshot."""
     reference = SparseMap()
-    snapshot = MapSnapshot.as_of(_NoRows(), 0)
+    snapshot = MapSnapshot.as_of(_Latest([]), 0)
     kept: list[tuple[MapSnapshot, bytes, dict[str, bytes | None]]] = []
     current: dict[str, bytes | None] = {}
     for number, batch in enumerate(batches, start=1):
@@ -71,17 +71,22 @@ def test_map_snapshot_matches_sparse_map_and_old_snapshots_never_change(batches:
             assert record == current.get(ident)
             assert proof == reference.prove(map_key(ident))
         kept.append((snapshot, reference.root(), dict(current)))
+        built = MapSnapshot.as_of(_Latest(list(current.items())), number)  # all at once, same map
+        assert built.root() == snapshot.root() and len(built) == len(snapshot)
     for old, root, records in kept:
         assert old.root() == root
         for ident in IDS:
             assert old.record_and_proof(ident)[0] == records.get(ident)
 
 
-class _NoRows:
-    """A transaction over an empty ``history``."""
+class _Latest:
+    """A transaction whose every query answers ``rows``: each identifier's latest ``history`` row."""
+
+    def __init__(self, rows: list[tuple[str, bytes | None]]) -> None:
+        self.rows = rows
 
     def all(self, _sql: str, _params: Any = ()) -> list[Any]:
-        return []
+        return self.rows
 
 
 def test_bulk_built_snapshot_equals_the_one_moved_forward(tmp_path: Path) -> None:
