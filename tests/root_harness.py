@@ -27,6 +27,7 @@ from resolver.assembly import build_root_app, build_witness_app, init_root, init
 from resolver.db import Database
 from resolver.log_store import latest_checkpoint_bytes
 from rootclient.client import RootClient
+from rootclient.errors import ClientError
 
 POSTGRES_URL = os.environ.get("EDGEROOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ORIGIN = "root.test"
@@ -133,6 +134,16 @@ class RootUnderTest:
                     raise TimeoutError(f"log did not reach size {size}")
                 time.sleep(0.02)
 
+    def _served_checkpoint(self) -> bytes | None:
+        """The checkpoint the API serves; ``None`` while it has none yet (503)."""
+        with self.client() as c:
+            try:
+                return c.checkpoint()
+            except ClientError as exc:
+                if exc.status != 503:
+                    raise
+                return None
+
     def settle(self, timeout: float = 10.0) -> int:
         """Wait until nothing is queued, the latest checkpoint is published and the API serves it; its
         size."""
@@ -145,8 +156,7 @@ class RootUnderTest:
                     unpublished = tx.one("SELECT COUNT(*) FROM checkpoints WHERE published = 0")
                     latest = latest_checkpoint_bytes(tx)
                 if pending == (0,) and unpublished == (0,) and latest is not None:
-                    with self.client() as c:
-                        served = c.checkpoint()
+                    served = self._served_checkpoint()
                     if served == latest:
                         return SignedCheckpoint.parse(served).checkpoint.size
                 if time.monotonic() > deadline:
