@@ -155,7 +155,8 @@ class RootNode:
             wake.clear()
             try:
                 # Reading the checkpoint and moving the map forward block: a worker thread does it,
-                # and handlers keep answering from the current view meanwhile.
+                # and handlers keep answering from the current view meanwhile. asyncio's executor, not
+                # the request handlers' thread pool, so a long rebuild never holds a handler's thread.
                 await asyncio.to_thread(self.refresh)
             except Exception:
                 # A database outage or a bug: keep serving the old view, say so once, retry next round.
