@@ -89,22 +89,6 @@ class _Latest:
         return self.rows
 
 
-def test_bulk_built_snapshot_equals_the_one_moved_forward(tmp_path: Path) -> None:
-    """A snapshot built from history at once equals one moved forward batch by batch."""
-    with _node(tmp_path) as (node, sequencer, write):
-        first = node.view()
-        for i in range(5):
-            write(f"88.123/B{i}")
-            sequencer.integrate(now_ms())
-            assert node.refresh()
-        moved = node.view().map
-        with node.db.transaction(write=False) as tx:
-            built = MapSnapshot.as_of(tx, moved.size)
-        assert built.root() == moved.root() != first.map.root()
-        assert first.map.root() == first.map.root()  # the old view still holds the old map
-        assert built.record_and_proof("88.123/B3") == moved.record_and_proof("88.123/B3")
-
-
 # --- a root node on SQLite, driven by hand ------------------------------------------------------------------
 
 
@@ -132,6 +116,23 @@ def _node(tmp: Path) -> Iterator[tuple[RootNode, Sequencer, Any]]:
     finally:
         sequencer.close()
         db.close()
+
+
+def test_bulk_built_snapshot_equals_the_one_moved_forward(tmp_path: Path) -> None:
+    """A snapshot built from history at once equals one moved forward batch by batch."""
+    with _node(tmp_path) as (node, sequencer, write):
+        first = node.view()
+        first_root = first.map.root()
+        for i in range(5):
+            write(f"88.123/B{i}")
+            sequencer.integrate(now_ms())
+            assert node.refresh()
+        moved = node.view().map
+        with node.db.transaction(write=False) as tx:
+            built = MapSnapshot.as_of(tx, moved.size)
+        assert built.root() == moved.root() != first_root
+        assert first.map.root() == first_root  # the old view still holds the old map
+        assert built.record_and_proof("88.123/B3") == moved.record_and_proof("88.123/B3")
 
 
 def _policy(tmp: Path) -> Policy:
