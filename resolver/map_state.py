@@ -151,6 +151,30 @@ def _set(tree: _Tree, depth: int, key: bytes, leaf: _Leaf | None) -> _Tree:
     return _branch(left, right)
 
 
+def _apply(  # noqa: PLR0917 (the recursion's whole state)
+    tree: _Tree, depth: int, keys: Sequence[bytes], leaves: Sequence[_Leaf | None], lo: int, hi: int
+) -> _Tree:
+    """``tree`` (at ``depth``) with ``keys[lo:hi]`` (sorted, distinct, all under this subtree) mapped to
+    ``leaves[lo:hi]``. A batch shares the top of its paths, so each new branch is built (and hashed)
+    once per batch rather than once per change."""
+    if hi - lo <= 1:
+        return tree if hi == lo else _set(tree, depth, keys[lo], leaves[lo])
+    prefix = int.from_bytes(keys[lo], "big") >> (KEY_BITS - depth)
+    split = (((prefix << 1) | 1) << (KEY_BITS - 1 - depth)).to_bytes(HASH_SIZE, "big")
+    mid = bisect_left(keys, split, lo, hi)
+    if isinstance(tree, _Branch):
+        left, right = tree.left, tree.right
+    elif tree is None or _bit(tree.key, depth):
+        left, right = None, tree  # a lone leaf (or nothing) goes down the side its key takes
+    else:
+        left, right = tree, None
+    new_left = _apply(left, depth + 1, keys, leaves, lo, mid)
+    new_right = _apply(right, depth + 1, keys, leaves, mid, hi)
+    if isinstance(tree, _Branch) and new_left is tree.left and new_right is tree.right:
+        return tree
+    return _branch(new_left, new_right)
+
+
 def _branch(left: _Tree, right: _Tree) -> _Tree:
     """The subtree with these two sides: a subtree left holding a single entry (one side empty, the
     other a leaf) is that entry's leaf, wherever it sits."""
@@ -188,16 +212,20 @@ class MapSnapshot:
     def with_changes(self, changes: Sequence[Row], size: int) -> MapSnapshot:
         """A new snapshot at log size ``size``: ``changes`` (``(identifier, record or None)`` in log order)
         applied to this one."""
-        tree, count = self._tree, self._count
-        for identifier, raw in changes:
+        latest: dict[bytes, _Leaf | None] = {}
+        for identifier, raw in changes:  # in log order, so an identifier's last change wins
             key = map_key(identifier)
-            leaf = None
-            if raw is not None:
+            if raw is None:
+                latest[key] = None
+            else:
                 data = bytes(raw)
-                leaf = _Leaf(key, Record.decode(data).value_hash, data if self._records else None)
-            before = self._find(tree, key) is not None
-            tree = _set(tree, 0, key, leaf)
-            count += (leaf is not None) - before
+                latest[key] = _Leaf(key, Record.decode(data).value_hash, data if self._records else None)
+        keys = sorted(latest)
+        leaves = [latest[key] for key in keys]
+        count = self._count
+        for key, leaf in zip(keys, leaves, strict=True):
+            count += (leaf is not None) - (self._find(self._tree, key) is not None)
+        tree = _apply(self._tree, 0, keys, leaves, 0, len(keys))
         return MapSnapshot(tree, count, size, records=self._records)
 
     def advanced(self, tx: Tx, size: int) -> MapSnapshot:
