@@ -245,7 +245,7 @@ class MapSnapshot:
     def root(self) -> bytes:
         return _hash(self._tree)
 
-    def prove(self, identifier: str) -> tuple[_Leaf | None, MapProof]:
+    def _walk(self, identifier: str) -> tuple[_Leaf | None, MapProof]:
         """The identifier's leaf (``None`` when absent) and the map proof of its value or absence."""
         key = map_key(identifier)
         siblings: list[bytes] = []
@@ -262,14 +262,15 @@ class MapSnapshot:
         own = tree if tree is not None and tree.key == key else None
         return own, MapProof(tuple(siblings), terminal)
 
+    def prove(self, identifier: str) -> MapProof:
+        """The map proof of the identifier's value, or of its absence."""
+        return self._walk(identifier)[1]
+
     def record_and_proof(self, identifier: str) -> tuple[bytes | None, MapProof]:
         """The current record's bytes and its map proof, read together (needs ``records``)."""
         assert self._records, "this MapSnapshot was built without records"
-        leaf, proof = self.prove(identifier)
+        leaf, proof = self._walk(identifier)
         return None if leaf is None else leaf.record, proof
-
-    def root_and_proof(self, identifier: str) -> tuple[bytes, MapProof]:
-        return self.root(), self.prove(identifier)[1]
 
     def __len__(self) -> int:
         return self._count

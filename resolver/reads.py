@@ -193,8 +193,7 @@ class RootNode:
         else:
             with self.db.transaction(write=False) as tx:
                 epoch, head_leaf = self._map_head_before(tx, at)
-                state = self._as_of.get(tx, epoch)
-                _, proof = state.root_and_proof(ident)
+                proof = self._as_of.get(tx, epoch).prove(ident)
                 record = self._record_at(tx, ident, epoch)
                 receipt = receipt_for(tx, epoch - 1, view.checkpoint)
             head_b64, receipt_text = b64.encode(head_leaf), receipt.to_bytes().decode()
