@@ -111,19 +111,6 @@ def _bit(key: bytes, depth: int) -> int:
     return (key[depth >> 3] >> (7 - (depth & 7))) & 1
 
 
-def _build(leaves: Sequence[_Leaf], keys: Sequence[bytes], depth: int, lo: int, hi: int) -> _Tree:
-    """The subtree of ``leaves[lo:hi]`` (sorted by key, all sharing their first ``depth`` bits)."""
-    if hi == lo:
-        return None
-    if hi - lo == 1:
-        return leaves[lo]
-    # The first key in [lo, hi) whose bit ``depth`` is 1: the shared prefix, then 1, then zeros.
-    prefix = int.from_bytes(keys[lo], "big") >> (KEY_BITS - depth)
-    split = (((prefix << 1) | 1) << (KEY_BITS - 1 - depth)).to_bytes(HASH_SIZE, "big")
-    mid = bisect_left(keys, split, lo, hi)
-    return _Branch(_build(leaves, keys, depth + 1, lo, mid), _build(leaves, keys, depth + 1, mid, hi))
-
-
 def _join(a: _Leaf, b: _Leaf, depth: int) -> _Branch:
     """The subtree at ``depth`` holding two leaves whose keys share at least ``depth`` bits."""
     common = KEY_BITS - (int.from_bytes(a.key, "big") ^ int.from_bytes(b.key, "big")).bit_length()
@@ -207,7 +194,7 @@ class MapSnapshot:
                 leaves.append(_Leaf(map_key(identifier), value, data if records else None))
         leaves.sort(key=lambda leaf: leaf.key)
         keys = [leaf.key for leaf in leaves]
-        return cls(_build(leaves, keys, 0, 0, len(leaves)), len(leaves), size, records=records)
+        return cls(_apply(None, 0, keys, leaves, 0, len(leaves)), len(leaves), size, records=records)
 
     def with_changes(self, changes: Sequence[Row], size: int) -> MapSnapshot:
         """A new snapshot at log size ``size``: ``changes`` (``(identifier, record or None)`` in log order)
