@@ -103,6 +103,13 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             raise CommandFailed(exc.message) from exc
     proven = result.proven
     cp = proven.checkpoint
+    if args.at is not None and proven.epoch > args.at:
+        # The proof holds, but for a later state than the one asked for: not an answer to --at N.
+        return report.invalid(
+            f"answer for {ident} is for log size {proven.epoch}, after the --at {args.at} asked for",
+            identifier=ident,
+            as_of_log_size=proven.epoch,
+        )
     facts: dict[str, Any] = {
         "identifier": proven.identifier,
         "log": cp.checkpoint.origin,

@@ -209,3 +209,35 @@ def test_usage_errors_quote_what_was_typed_without_reprs(
     gateway = ["gateway", "init", "--state", str(tmp_path / "g"), "--root", DOWN, "--id", "88.1/GW"]
     assert main([*gateway, "--mqtt", "host-without-port"]) == 2
     assert "--mqtt host-without-port: want HOST:PORT" in capsys.readouterr().err
+
+
+def test_resolve_at_refuses_a_proof_for_a_later_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`resolve --verify --at N` answered with a valid proof of a LATER state (a node ignoring ``at``)
+    exits 1 naming both sizes: it is no answer to the question asked."""
+    from chain_lite.registry import Value
+    from rootclient.client import AsyncRootClient
+
+    with running_root(tmp_path, f"sqlite:///{tmp_path / 'root.db'}") as root:
+        admin = root.admin_signer()
+        with root.client() as c:
+            c.write(root.write("create", "88.123/X", [Value(1, "URL", "string", "https://a.example")], admin))
+            early = root.settle()
+            c.write(root.write("update", "88.123/X", [Value(1, "URL", "string", "https://b.example")], admin))
+            late = root.settle()
+        assert late > early
+        base = ["resolve", "88.123/X", "--root", root.url, "--verify", "--policy", str(root.policy_path)]
+        base += ["--config-dir", str(tmp_path / "cfg"), "--json"]
+        assert main([*base, "--at", str(early)]) == 0
+        assert json.loads(capsys.readouterr().out)["as_of_log_size"] == early
+
+        real = AsyncRootClient.resolve
+
+        async def ignoring_at(self: AsyncRootClient, identifier: str, at: int | None = None) -> Any:
+            return await real(self, identifier, None)
+
+        monkeypatch.setattr(AsyncRootClient, "resolve", ignoring_at)
+        assert main([*base, "--at", str(early)]) == 1
+        out = json.loads(capsys.readouterr().out)
+        assert out["error"] == f"answer for 88.123/X is for log size {late}, after the --at {early} asked for"
