@@ -32,6 +32,7 @@ import serial
 from chain_lite import cbor
 from chain_lite.envelope import decode_envelope
 from chain_lite.errors import ChainError
+from chain_lite.identifier import normalize
 from firmware_bridge.forward import Forwarder
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, counter_body
 from firmware_bridge.link import SerialLink, open_link
@@ -51,6 +52,7 @@ hand waits at most the forwarder's own timeout (10 s) for its verdict."""
 class BridgeStats:
     verdicts: dict[str, int] = field(default_factory=lambda: {"ack": 0, "nack": 0, "busy": 0})
     hellos: int = 0
+    bad_hellos: int = 0
     time_requests: int = 0
     port_opened: int = 0
     port_lost: int = 0
@@ -186,7 +188,12 @@ class Bridge:
             identifier, key = item
             if not isinstance(identifier, str) or not isinstance(key, bytes) or len(key) != 65:
                 raise ValueError("want [identifier text, 65-byte SEC1 P-256 public key]")
+            # The namespace policy before the identifier reaches a log line or a file: a newline or a
+            # bidi control in it could forge a journal line or mislead the operator reading hello.jsonl.
+            identifier = normalize(identifier)
         except (ChainError, ValueError, TypeError) as exc:
+            self.stats.bad_hellos += 1
+            self._warn.warning("hello", "bad HELLO on %s: %s", self.port, exc)
             link.send(FrameType.ERROR, f"bad HELLO: {exc}".encode())
             return
         self.stats.hellos += 1
