@@ -79,7 +79,8 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
         origin = proof.receipt.checkpoint.checkpoint.origin
         store = FilePinStore(origin, args.config_dir)
         try:
-            result = client.verify_resolution(proof, policy, store, as_of=args.at is not None)
+            with store.locked():  # another edgeroot process judging this log waits for this one
+                result = client.verify_resolution(proof, policy, store, as_of=args.at is not None)
         except EquivocationDetected as exc:
             return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=exc.evidence)
         except PinError as exc:

@@ -8,11 +8,15 @@ evidence goes to ``evidence/<origin>-<unix time>.json`` beside ``pinned/`` (``-2
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,9 @@ class FilePinStore:
     :func:`config_dir`).
 
     The CLI runs one command at a time with nothing else on its loop, so the small file writes are
-    done in place rather than in a worker thread.
+    done in place rather than in a worker thread. Two CLI processes may judge the same log at once: a
+    command holds :meth:`locked` from loading the pin to saving it, so one process's update is never
+    written over by another's older one (the pin never moves backwards) and each judges the other's pin.
     """
 
     def __init__(self, origin: str, directory: Path | None = None) -> None:
@@ -55,11 +61,28 @@ class FilePinStore:
             raise PinError(f"{self.path}: not a JSON object")
         return state
 
-    async def save_pin(self, state: dict[str, Any]) -> None:
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the pin's lock file (``<pin>.lock``, an exclusive flock) for a whole load → judge → save."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, self.path)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
+    async def save_pin(self, state: dict[str, Any]) -> None:
+        """Replace the pin atomically: a private temporary file, flushed to disk, renamed over it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.stem, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(state, indent=1))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     async def save_evidence(self, evidence: dict[str, Any]) -> str:
         """Write ``evidence`` to a new file (never over an earlier one, even from the same second)."""
