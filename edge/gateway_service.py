@@ -48,24 +48,23 @@ STOP_DEADLINE_S = 20.0
 
 
 def provision_local_devices(cfg: gateway_config.GatewayConfig) -> int:
-    """Load ``[devices]`` public keys into the store (works offline); returns how many."""
-    conn = store.connect(cfg.db)
-    try:
-        for ident, path in cfg.devices.items():
-            try:
-                key = load_public_pem(path.read_bytes())
-            except (OSError, ChainError) as exc:
-                raise ConfigError(
-                    cfg.path or cfg.state / gateway_config.CONFIG_NAME, f"devices.{ident}", f"{path}: {exc}"
-                ) from exc
-            conn.execute(
-                "INSERT INTO devices (identifier, key, origin, fetched_ms) VALUES (?, ?, 'local', NULL) "
-                "ON CONFLICT (identifier) DO UPDATE SET key = excluded.key, origin = 'local'",
-                (ident, public_der(key)),
-            )
-    finally:
-        conn.close()
-    return len(cfg.devices)
+    """Make ``[devices]`` the gateway's locally provisioned keys (works offline); returns how many.
+    Blocking file and database work: call it off the event loop."""
+    keys: dict[str, bytes] = {}
+    for ident, path in cfg.devices.items():
+        try:
+            keys[ident] = public_der(load_public_pem(path.read_bytes()))
+        except (OSError, ChainError) as exc:
+            raise ConfigError(
+                cfg.path or cfg.state / gateway_config.CONFIG_NAME, f"devices.{ident}", f"{path}: {exc}"
+            ) from exc
+    store.replace_local_devices(cfg.db, keys)
+    return len(keys)
+
+
+async def _reraise(exc: Exception) -> None:
+    """A task that fails with ``exc``: how a step outside the task group stops the service loudly."""
+    raise exc
 
 
 class Gateway:
@@ -134,7 +133,7 @@ class Gateway:
 
     async def run(self) -> None:
         """The daemon, until SIGTERM or a failure (see :func:`run` for the exit code)."""
-        service = Service(
+        service = self._service = Service(
             "gateway", status=self._status, reload=self._reload, stop_deadline_s=STOP_DEADLINE_S,
             notifier=self.notifier,
         )  # fmt: skip
@@ -167,9 +166,7 @@ class Gateway:
             service.spawn("chain", self._chain_loop())
             service.spawn("sync", self.syncer.run(service.stopping))
             service.spawn("registry", self.registry.refresh_loop(service.stopping, self._forget_key))
-            self.connectors = self._make_connectors()
-            for c in self.connectors:
-                await c.start()
+            await self._start_connectors()
             # Health answers once the connectors are up, like READY=1: probes never race the listeners.
             self.local = LocalHttp(LocalApi(self.cfg.db, self.snapshot), self.cfg.http_listen)
             self.local.start()
@@ -196,15 +193,39 @@ class Gateway:
         return f"running; {await self._status_line()}"
 
     async def _reload(self) -> str:
-        new = gateway_config.load(self.cfg.state, self.cfg.path)  # a ConfigError keeps the running config
-        provision_local_devices(new)
-        await self._stop_connectors()
-        self.cfg = new
+        # File and database work off the loop; a ConfigError keeps the running configuration.
+        new = await asyncio.to_thread(gateway_config.load, self.cfg.state, self.cfg.path)
+        await asyncio.to_thread(provision_local_devices, new)
         await self.ingest.call(self.writer.keys.clear)  # device keys may have changed (writer thread state)
-        self.connectors = self._make_connectors()
-        for c in self.connectors:
-            await c.start()
+        old = self.cfg
+        await self._stop_connectors()  # before the new ones start: they may bind the same ports
+        self.cfg = new
+        try:
+            await self._start_connectors()
+        except Exception:
+            # Never leave intake stopped behind a "kept the running configuration" message: put the
+            # connectors of the running configuration back, then report the reload as failed.
+            await self._stop_connectors()
+            self.cfg = old
+            try:
+                await self._start_connectors()
+            except Exception as exc:  # noqa: BLE001 (handed to a task, which fails the service with it)
+                # Neither configuration can take readings: stop loudly (systemd restarts the gateway)
+                # rather than run on without intake.
+                self._service.spawn("connectors", _reraise(exc))
+            raise
         return f"{len(self.connectors)} connector(s)"
+
+    async def _start_connectors(self) -> None:
+        """Create and start the configured connectors; on a failure, stop the ones started and raise."""
+        self.connectors = self._make_connectors()
+        started: list[Connector] = []
+        try:
+            for c in self.connectors:
+                await c.start()
+                started.append(c)
+        finally:
+            self.connectors = started
 
     # --- shutdown steps, in the order declared in run() ---------------------------------------------------
 

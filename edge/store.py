@@ -123,6 +123,25 @@ def write_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
     )
 
 
+def replace_local_devices(path: Path, keys: dict[str, bytes]) -> None:
+    """Make the ``[devices]`` keys (identifier → SubjectPublicKeyInfo DER) the only locally provisioned
+    ones, in one transaction: a device removed from the configuration stops being trusted by its old
+    local key (its next reading is judged by the root's registry instead)."""
+    conn = connect(path)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT INTO devices (identifier, key, origin, fetched_ms) VALUES (?, ?, 'local', NULL) "
+                "ON CONFLICT (identifier) DO UPDATE SET key = excluded.key, origin = 'local'",
+                list(keys.items()),
+            )
+            marks = ", ".join("?" * len(keys))
+            stale = f"DELETE FROM devices WHERE origin = 'local' AND identifier NOT IN ({marks})"  # noqa: S608 (placeholders only)
+            conn.execute(stale, list(keys))
+    finally:
+        conn.close()
+
+
 def status(path: Path) -> dict[str, Any]:
     """Backlog and health figures as JSON (:meth:`edge.status.StoreFacts.as_json` of :func:`read_status`)."""
     return read_status(path).as_json()

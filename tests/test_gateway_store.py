@@ -208,3 +208,20 @@ def test_status_facts_count_what_the_store_holds(plant: tuple[Writer, CoseSigner
         "duplicates": 0,
         "counter_resets": [],
     }
+
+
+def test_local_devices_removed_from_the_configuration_are_no_longer_trusted(tmp_path: Path) -> None:
+    """`[devices]` is the whole local set: a device dropped from it loses its local key (registry
+    keys are untouched), so a revoked device is not accepted for ever by its old key."""
+    db = tmp_path / "gw.db"
+    store.create_schema(db)
+    a, b, fetched = (public_der(generate_p256().public_key()) for _ in range(3))
+    conn = sqlite3.connect(db)
+    registry_row = "INSERT INTO devices (identifier, key, origin, fetched_ms) VALUES ('88.1/R', ?, 'root', 1)"
+    conn.execute(registry_row, (fetched,))
+    conn.commit()
+    store.replace_local_devices(db, {"88.1/A": a, "88.1/B": b})
+    store.replace_local_devices(db, {"88.1/A": a})
+    rows = sorted(conn.execute("SELECT identifier, origin FROM devices").fetchall())
+    conn.close()
+    assert rows == [("88.1/A", "local"), ("88.1/R", "root")]
