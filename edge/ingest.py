@@ -196,4 +196,6 @@ class Ingest:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.call(self.writer.close)
-        self._executor.shutdown(wait=True)
+        # Joining the writer thread blocks: wait for it in a worker thread, so the loop (and a shutdown
+        # deadline that may cancel this step) keeps running meanwhile.
+        await asyncio.to_thread(self._executor.shutdown, True)
