@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from chain_lite import cbor, envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.errors import ChainError
@@ -76,7 +78,6 @@ def reading(signer: CoseSigner, counter: int) -> bytes:
 
 
 def hello_body(identifier: str, key: PrivateKey) -> bytes:
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
     point = key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
@@ -87,12 +88,12 @@ def hello_body(identifier: str, key: PrivateKey) -> bytes:
 async def simulate_serial(  # noqa: PLR0917 (the simulation's whole setting)
     port: str, baud: int, signer: CoseSigner, key: PrivateKey, counters: list[int], rate: float
 ) -> dict[str, Any]:
-    from firmware_bridge.frames import (  # noqa: PLC0415
+    from firmware_bridge.frames import (  # noqa: PLC0415 (pyserial loads only for --serial)
         FrameDecoder,
         FrameType,
         parse_counter_body,
     )
-    from firmware_bridge.link import open_link  # noqa: PLC0415
+    from firmware_bridge.link import open_link  # noqa: PLC0415 (pyserial loads only for --serial)
 
     link = await open_link(port, baud, FrameDecoder())
     assert link.transport is not None
@@ -142,7 +143,7 @@ def _settle(frame: Any, pending: dict[int, bytes], verdicts: dict[str, int], par
 
 
 async def simulate_coap(uri: str, signer: CoseSigner, counters: list[int], rate: float) -> dict[str, Any]:
-    from firmware_bridge.forward import CoapForwarder  # noqa: PLC0415
+    from firmware_bridge.forward import CoapForwarder  # noqa: PLC0415 (aiocoap loads only for --coap)
 
     fwd = CoapForwarder(uri)
     await fwd.start()
@@ -150,7 +151,7 @@ async def simulate_coap(uri: str, signer: CoseSigner, counters: list[int], rate:
 
 
 async def simulate_mqtt(url: str, signer: CoseSigner, counters: list[int], rate: float) -> dict[str, Any]:
-    from firmware_bridge.forward import MqttForwarder  # noqa: PLC0415
+    from firmware_bridge.forward import MqttForwarder  # noqa: PLC0415 (paho loads only for --mqtt)
 
     fwd = MqttForwarder(url, client_id=f"sim-{signer.kid}")
     await fwd.start()
@@ -164,8 +165,9 @@ async def simulate_mqtt_end_to_end(  # noqa: PLR0917 (the simulation's whole set
     """A device that frees a reading only on the gateway's end-to-end ack (docs/formats.md §19): the
     broker's PUBACK means only that the broker took it. Unacked readings are resent, same bytes, in
     counter order, every ``resend_after`` seconds, for up to ``wait`` seconds after the last new one."""
+    # paho loads only for --mqtt --ack-topic.
     from edge.connectors.mqtt import DeviceAckError, decode_device_ack, device_ack_topic  # noqa: PLC0415
-    from firmware_bridge.forward import MqttForwarder, SubscribeFailed  # noqa: PLC0415
+    from firmware_bridge.forward import MqttForwarder, SubscribeFailed  # noqa: PLC0415 (as above)
 
     fwd = MqttForwarder(url, client_id=f"sim-{signer.kid}")
     await fwd.start()
@@ -263,13 +265,14 @@ async def _send_all(fwd: Any, signer: CoseSigner, counters: list[int], rate: flo
 
 async def modbus_slave(port: str, baud: int, unit: int, registers: list[int], seconds: float) -> None:
     """pymodbus's RTU server on ``port``: holding registers from address 0; stops after ``seconds``."""
+    # pymodbus (a large import) loads only for --modbus-slave.
     from pymodbus import FramerType  # noqa: PLC0415
-    from pymodbus.datastore import (  # noqa: PLC0415
+    from pymodbus.datastore import (  # noqa: PLC0415 (as above)
         ModbusDeviceContext,
         ModbusSequentialDataBlock,
         ModbusServerContext,
     )
-    from pymodbus.server import StartAsyncSerialServer  # noqa: PLC0415
+    from pymodbus.server import StartAsyncSerialServer  # noqa: PLC0415 (as above)
 
     # pymodbus's sequential blocks start one above the protocol address.
     block = ModbusSequentialDataBlock(1, registers)  # type: ignore[no-untyped-call]
