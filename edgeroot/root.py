@@ -80,4 +80,5 @@ def run_serve(args: argparse.Namespace, report: Reporter) -> int:
         app, _ = build_root_app(cfg)
     except (ConfigError, ResolverError) as exc:
         raise CommandFailed(str(exc)) from exc
-    return serve(app, "root", args.listen, app.state.hooks)  # 0 after a clean stop, non-zero after a failure
+    # 0 after a clean stop, non-zero after a failure
+    return serve(app, "root", args.listen, app.state.hooks, cfg.http_limits)

@@ -253,6 +253,10 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             payload = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"body is not JSON: {exc}") from exc
+        except RecursionError as exc:
+            # The C decoder counts its depth against the interpreter's recursion limit and raises
+            # cleanly (no stack is exhausted); the body is the caller's fault, not ours.
+            raise BadRequest("body is JSON nested too deeply") from exc
         try:
             batch = codecs.block_batch_from_json(payload)
         except ProtocolError as exc:

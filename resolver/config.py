@@ -24,6 +24,8 @@ from typing import Any
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey, check_key_name
+from resolver.http_limits import DEFAULT as HTTP_DEFAULTS
+from resolver.http_limits import HttpLimits
 from runtime import tomlconfig
 from runtime.tomlconfig import Table, read_settings, setting
 
@@ -68,11 +70,33 @@ class RootConfig:
         "http.max_body_bytes", 1024 * 1024, range=(1024, 64 * 1024 * 1024),
         help="largest request body accepted",
     )  # fmt: skip
+    max_connections: int = setting(
+        "http.max_connections", HTTP_DEFAULTS.max_connections, range=(16, 1_000_000),
+        help="connections held at once; more are answered 503 (lowered to fit the descriptor limit)",
+    )  # fmt: skip
+    max_header_bytes: int = setting(
+        "http.max_header_bytes", HTTP_DEFAULTS.max_header_bytes, range=(1024, 1024 * 1024),
+        help="largest request line and headers accepted (431 above)",
+    )  # fmt: skip
+    request_timeout_s: float = setting(
+        "http.request_timeout_s", HTTP_DEFAULTS.request_timeout_s, range=(0.5, 600.0),
+        help="a request must arrive whole this soon after its first byte or the connection's opening (408)",
+    )  # fmt: skip
+    keep_alive_s: int = setting(
+        "http.keep_alive_s", HTTP_DEFAULTS.keep_alive_s, range=(1, 600),
+        help="an idle connection between requests is closed after this long",
+    )  # fmt: skip
     witnesses: tuple[WitnessConfig, ...] = setting(
         "witness", (), kind=list, item=lambda _: WitnessConfig, example=[WITNESS_EXAMPLE],
         help="zero or more: witnesses asked to cosign each checkpoint",
     )  # fmt: skip
     path: Path | None = None  # where root.toml was read (None: STATE/root.toml)
+
+    @property
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            self.max_connections, self.max_header_bytes, self.request_timeout_s, self.keep_alive_s
+        )
 
     @property
     def log_skey(self) -> Path:

@@ -9,6 +9,9 @@ supplies what is particular to an HTTP app:
   :attr:`Hooks.spawn`. ``READY=1`` only once the sockets listen.
 * status and reload: the app's :class:`Hooks` (``app.state.hooks``); the reload runs in a thread (it
   reads files).
+* limits (:mod:`resolver.http_limits`): a connection cap answering 503, bounded request heads (431),
+  a timeout for a request that does not arrive whole (408), uvicorn's keep-alive timeout, by
+  :class:`LimitedHttpProtocol`.
 * stop, one step under the deadline: ``server.should_exit``; uvicorn stops accepting, finishes the
   requests under way (at most half the deadline), runs the app's shutdown (sequencer, database), and
   the ``http`` task ends.
@@ -23,14 +26,18 @@ import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from resolver.http_limits import HttpLimits
+from runtime.ratelimit import RateLimitedLog
 from runtime.service import Service, Step, TextSource, run_service
 
 log = logging.getLogger(__name__)
+_refusals = RateLimitedLog(log, every_s=60.0)
 STOP_DEADLINE_S = 20.0
 """The whole shutdown's deadline: below ``TimeoutStopSec=30`` of the root and witness units."""
 
@@ -72,11 +79,135 @@ class _Server(uvicorn.Server):
             self.listening.set()
 
 
-async def _run(app: FastAPI, name: str, listen: str, hooks: Hooks) -> None:
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a connection cap, a header-size limit and a request timeout.
+
+    Subclassed rather than wrapped because the limits need the parser's progress (first byte of a
+    request, end of its head, end of its body), which only the protocol sees; use :func:`protocol`.
+    """
+
+    limits: ClassVar[HttpLimits] = HttpLimits()
+    cap: ClassVar[int] = HttpLimits().max_connections
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request_deadline: asyncio.TimerHandle | None = None
+        self._head_done = False
+        self._head_bytes = self._unparsed_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.cap:
+            _refusals.warning("cap", "http: %d connections open, the cap: refusing one with 503", self.cap)
+            self.connections.discard(self)  # not held: the cap counts the connections it lets in
+            self._refuse(503, "too many connections")
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if not self._head_done:
+            # Counted after feeding: a chunk that completes the head may carry body bytes too. This
+            # bounds what an unterminated head can make the parser keep.
+            self._unparsed_bytes += len(data)
+        if self._head_too_large() or (
+            not self._head_done and self._unparsed_bytes > self.limits.max_header_bytes
+        ):
+            limit = self.limits.max_header_bytes
+            _refusals.warning("431", "http: a request head over %d bytes refused", limit)
+            self._refuse(431, "request head too large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_done = False
+        self._head_bytes = self._unparsed_bytes = 0
+        self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        if self._head_too_large():
+            return  # a head that came whole in one chunk: data_received refuses it once the feed ends
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._head_too_large():
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._head_too_large():
+            super().on_message_complete()
+        self._disarm()
+
+    def _head_too_large(self) -> bool:
+        """The request line and headers parsed so far exceed the limit."""
+        return self._head_bytes > self.limits.max_header_bytes
+
+    def _arm(self) -> None:
+        if self._request_deadline is None:
+            self._request_deadline = self.loop.call_later(self.limits.request_timeout_s, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._request_deadline is not None:
+            self._request_deadline.cancel()
+            self._request_deadline = None
+
+    def _timed_out(self) -> None:
+        self._request_deadline = None
+        if not self.transport.is_closing():
+            timeout = self.limits.request_timeout_s
+            _refusals.warning("408", "http: a request not received within %.1f s: connection closed", timeout)
+            self._refuse(408, "request not received in time")
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer ``status`` and close; only close when the app is answering an earlier request on this
+        connection (an answer of ours would be mixed into its response)."""
+        self._disarm()
+        if self.cycle is None or self.cycle.response_complete:
+            body = reason.encode()
+            self.transport.write(
+                b"".join((
+                    STATUS_LINE[status], b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: ", str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body,
+                ))
+            )  # fmt: skip
+        self.transport.close()
+
+
+def protocol(limits: HttpLimits) -> tuple[type[LimitedHttpProtocol], int]:
+    """The protocol class to give ``uvicorn.Config(http=...)``, bound to ``limits`` and the connection cap
+    computed now, and the listen backlog to go with it (:meth:`HttpLimits.descriptor_budget`)."""
+    cap, backlog = limits.descriptor_budget()
+    log.info(
+        "http: at most %d connections (backlog %d), request heads of %d bytes, received within %.1f s",
+        cap, backlog, limits.max_header_bytes, limits.request_timeout_s,
+    )  # fmt: skip
+    bound = type("BoundLimitedHttpProtocol", (LimitedHttpProtocol,), {"limits": limits, "cap": cap})
+    return bound, backlog
+
+
+async def _run(app: FastAPI, name: str, listen: str, hooks: Hooks, limits: HttpLimits) -> None:
     host, _, port = listen.rpartition(":")
+    protocol_class, backlog = protocol(limits)
     config = uvicorn.Config(
         app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level="info", access_log=False,
         timeout_graceful_shutdown=int(STOP_DEADLINE_S / 2),
+        # Connection cap, head size and request timeout: uvicorn's own limits do not cover a connection
+        # that never completes a request (resolver/http_limits.py says which and why).
+        http=protocol_class, backlog=backlog, timeout_keep_alive=limits.keep_alive_s,
     )  # fmt: skip
     server = _Server(config)
     reload_hook = hooks.reload
@@ -100,10 +231,11 @@ async def _run(app: FastAPI, name: str, listen: str, hooks: Hooks) -> None:
         await service.serve()
 
 
-def serve(app: FastAPI, name: str, listen: str, hooks: Hooks) -> int:
-    """Run ``app`` on ``HOST:PORT`` as the daemon ``name`` until SIGTERM/SIGINT; one log line per event on
-    stdout (journald); the process exit code (:func:`runtime.service.run_service`)."""
+def serve(app: FastAPI, name: str, listen: str, hooks: Hooks, limits: HttpLimits | None = None) -> int:
+    """Run ``app`` on ``HOST:PORT`` as the daemon ``name`` until SIGTERM/SIGINT, within ``limits`` (default
+    :class:`HttpLimits`); one log line per event on stdout (journald); the process exit code
+    (:func:`runtime.service.run_service`)."""
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
     )
-    return run_service(lambda: _run(app, name, listen, hooks))
+    return run_service(lambda: _run(app, name, listen, hooks, limits or HttpLimits()))
