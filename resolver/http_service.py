@@ -32,7 +32,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from resolver.http_limits import HttpLimits
+from resolver.http_limits import MAX_BACKLOG, HttpLimits
 from runtime.ratelimit import RateLimitedLog
 from runtime.service import Service, Step, TextSource, run_service
 
@@ -76,7 +76,22 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            self._deepen_accept_queues()
             self.listening.set()
+
+    def _deepen_accept_queues(self) -> None:
+        """Give the kernel a deep accept queue again after asyncio listened with the small ``backlog``.
+
+        asyncio uses one number both as ``listen()``'s backlog and as how many connections it accepts per
+        loop iteration; the limits want the second small (descriptors taken before the first refusal are
+        bounded, see :meth:`HttpLimits.descriptor_budget`) but not the first: a short kernel queue drops
+        handshakes during a flood and a client then waits for TCP's 1-s retransmission. ``listen()`` on a
+        listening socket only changes its queue length.
+        """
+        for server in self.servers:
+            for transport_socket in server.sockets:
+                with transport_socket.dup() as listener:  # the same socket; closing the copy keeps it
+                    listener.listen(MAX_BACKLOG)
 
 
 class LimitedHttpProtocol(HttpToolsProtocol):

@@ -4,6 +4,7 @@ oversized and unterminated request heads. Loopback only; every loop bounded, eve
 from __future__ import annotations
 
 import resource
+import select
 import socket
 import subprocess
 import time
@@ -23,7 +24,10 @@ from tests.test_root_cli import EDGEROOT, _wait_http, init_witness_and_root
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 NOFILE = 512
 """The root's descriptor limit here: low, so that idle connections would exhaust it within the test."""
+CAP = (NOFILE - FD_RESERVE) // 2
 REQUEST_TIMEOUT_S = 2.0
+FLOOD = 1000
+"""Idle connections opened at once: twice the descriptor limit."""
 MEMORY_CEILING_KB = 150 * 1024
 
 
@@ -117,6 +121,33 @@ def test_half_sent_and_idle_connections_are_closed_after_the_request_timeout(dae
             assert got.startswith(b"HTTP/1.1 408 "), got
         else:
             assert b" 200 " not in got, got  # the app has the request: closed, never answered as if whole
+
+
+def test_connections_beyond_the_cap_get_503_and_healthz_answers_within_the_timeout(daemons: Daemons) -> None:
+    """1,000 idle connections against a root allowed 512 descriptors: those beyond the cap (half of what
+    the reserve leaves) are answered 503 at once, the held ones 408 when their request timeout ends,
+    none by a reset or silence (no EMFILE), and /healthz then answers from a fresh connection."""
+    start = time.monotonic()
+    socks = [_connect(daemons.root_port) for _ in range(FLOOD)]
+    try:
+        answers: list[bytes] = []
+        pending = list(socks)
+        deadline = start + REQUEST_TIMEOUT_S + 4
+        while pending:
+            assert time.monotonic() < deadline, f"{len(pending)} connections neither refused nor timed out"
+            readable, _, _ = select.select(pending, [], [], max(0.0, deadline - time.monotonic()))
+            for sock in readable:
+                pending.remove(sock)
+                answers.append(_answer(sock, deadline_s=2)[0])
+        statuses = sorted(answer[:12] for answer in answers)
+        assert statuses == sorted([b"HTTP/1.1 503"] * (FLOOD - CAP) + [b"HTTP/1.1 408"] * CAP), {
+            status: statuses.count(status) for status in set(statuses)
+        }
+        assert httpx.get(daemons.url + routes.HEALTH, timeout=2).status_code == 200
+        assert time.monotonic() - start < REQUEST_TIMEOUT_S + 4
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _oversized_head(size: int) -> bytes:
