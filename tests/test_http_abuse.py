@@ -196,11 +196,13 @@ def test_200_mib_of_unterminated_headers_leave_the_root_under_150_mb(daemons: Da
     "name", ["edgeroot-root.service", "edgeroot-witness.service", "edgeroot-gateway.service"]
 )
 def test_units_raise_the_descriptor_limit_above_the_connection_cap(name: str) -> None:
-    """LimitNOFILE is set, high enough that the default cap is not lowered to fit it."""
+    """LimitNOFILE is set, for the root and witness high enough that the default cap is not lowered to
+    fit it (the gateway's HTTP is not this server: it only needs the limit stated)."""
     lines = (UNITS / name).read_text().splitlines()
     limit = next((line for line in lines if line.startswith("LimitNOFILE=")), None)
     assert limit is not None, f"{name} sets no LimitNOFILE"
-    assert (int(limit.split("=", 1)[1]) - FD_RESERVE) // 2 >= DEFAULT.max_connections, limit
+    if name != "edgeroot-gateway.service":
+        assert (int(limit.split("=", 1)[1]) - FD_RESERVE) // 2 >= DEFAULT.max_connections, limit
 
 
 def test_http_keys_of_root_toml_reach_the_limits(tmp_path: Path) -> None:
