@@ -3,7 +3,6 @@ oversized and unterminated request heads. Loopback only; every loop bounded, eve
 
 from __future__ import annotations
 
-import resource
 import select
 import socket
 import subprocess
@@ -47,10 +46,6 @@ class Daemons:
         return int(line.split()[1])
 
 
-def _limit_descriptors() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-
-
 @pytest.fixture(scope="module")
 def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemons]:
     """A witness and a root (RLIMIT_NOFILE 512, a 2-s request timeout), each its own process."""
@@ -61,10 +56,12 @@ def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemons]:
     witness = subprocess.Popen(
         [*EDGEROOT, "witness", "run", "--state", str(tmp / "w"), "--listen", f"127.0.0.1:{wport}"]
     )
-    root = subprocess.Popen(
-        [*EDGEROOT, "root", "run", "--state", str(tmp / "root"), "--listen", f"127.0.0.1:{rport}"],
-        preexec_fn=_limit_descriptors,  # noqa: PLW1509 (no threads in the test process start it)
-    )
+    # The shell lowers the limit and execs the root (same pid), rather than a preexec_fn, which is unsafe
+    # in a process that may have threads.
+    root = subprocess.Popen([
+        "/bin/sh", "-c", f'ulimit -n {NOFILE} && exec "$@"', "sh",
+        *EDGEROOT, "root", "run", "--state", str(tmp / "root"), "--listen", f"127.0.0.1:{rport}",
+    ])  # fmt: skip
     try:
         _wait_http(f"http://127.0.0.1:{wport}/docs", witness)
         _wait_http(f"http://127.0.0.1:{rport}{routes.HEALTH}", root)
