@@ -378,7 +378,7 @@ def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
         # clients compare text/x.tlog.size exactly.
         return Response(answer.body, status_code=answer.status, headers={"content-type": answer.content_type})
 
-    @app.get("/metrics")
+    @app.get(routes.METRICS)
     def metrics() -> Response:
         """Prometheus text: answers by status (409 with a size is the normal catch-up, not a refusal)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
