@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,8 @@ def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
             return run(args.state, args.config)  # 0 after a clean stop, non-zero after a failure
         except ConfigError as exc:
             raise CommandFailed(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:  # raised while the gateway is built; run_service keeps the rest
+            raise CommandFailed(f"cannot open {args.state / 'gateway.db'}: {exc}") from exc
 
 
 def run_status(args: argparse.Namespace, report: Reporter) -> int:
@@ -136,7 +139,10 @@ def run_status(args: argparse.Namespace, report: Reporter) -> int:
         cfg = config.load(args.state, args.config)
     except ConfigError as exc:
         raise CommandFailed(str(exc)) from exc
-    stored = store.read_status_if_present(cfg.db)
+    try:
+        stored = store.read_status_if_present(cfg.db)
+    except sqlite3.DatabaseError as exc:
+        raise CommandFailed(f"cannot read {cfg.db}: {exc}") from exc
     if stored is None:  # never run: the store is the gateway's to create, never this command's
         return report.invalid(
             f"{cfg.gateway} is STOPPED: it has never run (no {cfg.db} yet); start it with "
@@ -191,12 +197,15 @@ def run_reset_counter(args: argparse.Namespace, report: Reporter) -> int:
     if cfg.db.stat().st_uid != os.geteuid():
         # SQLite would create its -wal/-shm files as this user, and the gateway could not open them.
         raise CommandFailed(f"run this as the owner of {cfg.db} (the gateway's user, e.g. sudo -u edgeroot)")
-    store.create_schema(cfg.db)  # a store written before counter resets existed gains their table
-    conn = store.connect(cfg.db)
     try:
-        stored = store.last_counter(conn, signer)
-    finally:
-        conn.close()
+        store.create_schema(cfg.db)  # a store written before counter resets existed gains their table
+        conn = store.connect(cfg.db)
+        try:
+            stored = store.last_counter(conn, signer)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise CommandFailed(f"cannot read {cfg.db}: {exc}") from exc
     if stored is None and args.to is None:
         raise CommandFailed(f"no counter is stored for {signer}: nothing to reset (--to N sets one)")
     reset = store.request_counter_reset(

@@ -62,7 +62,7 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
                 quorum=args.quorum,
             )  # fmt: skip
     except (FileExistsError, ValueError, ConfigError, ResolverError) as exc:
-        raise CommandFailed(str(exc)) from exc
+        raise CommandFailed(" ".join(str(exc).split())) from exc  # one line (libpq's messages have two)
     return report.ok(
         f"root node {result.origin} initialised in {result.state}",
         prefix=result.prefix,

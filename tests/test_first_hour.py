@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chain_lite.keys import NoteKey
+from chain_lite.keys import NoteKey, generate_p256, private_pem
 from chain_lite.note import SIGTYPE_ED25519
 from tests.gateway_harness import Plant
 from tests.helpers import LogBuilder
-from tests.root_harness import free_port
+from tests.root_harness import RootUnderTest, free_port
 
 EDGEROOT = [sys.executable, "-m", "edgeroot"]
 GATEWAY = "88.123.99/GW-1"
@@ -212,6 +212,64 @@ def test_bridge_modbus_with_a_missing_key_is_one_line_exit_2(tmp_path: Path) -> 
         '[[register]]\ndevice = "88.123.99/PUMP-1"\nunit = 1\naddress = 0\nname = "flow"\n'
     )
     refused(edgeroot("bridge", "run", "--port", "/dev/nonexistent", "--config", config), "nosuch.key")
+
+
+def test_root_init_on_an_unreachable_database_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """libpq's two-line refusal is one line; the state directory made for it is gone again."""
+    state = tmp_path / "root"
+    args = ["root", "init", "--state", state, "--origin", "root.example", "--prefix", "88.123"]
+    refused(edgeroot(*args, "--database", "postgresql://nobody@127.0.0.1:1/none"), "cannot open database")
+    assert not state.exists()
+
+
+NOT_SQLITE = b"not a database, whatever its name says" * 4
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["run"], ["device", "reset-counter", "88.123.99/PUMP-1", "--to", "5"]],
+    ids=["status", "run", "reset-counter"],
+)
+def test_gateway_on_a_store_that_is_not_sqlite_is_one_line_exit_2(
+    tmp_path: Path, policy: Path, command: list[str]
+) -> None:
+    """A gateway.db that is not a SQLite file is named in one line, exit 2, and left as it was."""
+    state = tmp_path / "gw"
+    assert gateway_init(state, policy).returncode == 0
+    (state / "gateway.db").write_bytes(NOT_SQLITE)
+    refused(edgeroot("gateway", *command, "--state", state), "gateway.db", "not a database")
+    assert (state / "gateway.db").read_bytes() == NOT_SQLITE
+
+
+def test_resolve_with_a_file_as_config_dir_is_one_line_exit_2(tmp_path: Path, root: RootUnderTest) -> None:
+    """--config-dir naming a file: the pin cannot be kept, said in one line naming it (exit 2)."""
+    taken = tmp_path / "taken"
+    taken.write_text("mine\n")
+    result = edgeroot(
+        "resolve", "88.123/NOBODY", "--root", root.url, "--verify", "--policy", root.policy_path,
+        "--config-dir", taken,
+    )  # fmt: skip
+    refused(result, "cannot keep the pin", str(taken))
+    assert taken.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [
+        (["--mqtt", "127.0.0.1:9"], ["--mqtt 127.0.0.1:9", "mqtt://"]),
+        (["--coap", "127.0.0.1:9"], ["--coap 127.0.0.1:9", "coap://"]),
+        (["--serial", "/dev/edgeroot-no-such-port"], ["/dev/edgeroot-no-such-port"]),
+    ],
+    ids=["mqtt-without-scheme", "coap-without-scheme", "missing-serial-port"],
+)
+def test_device_simulate_on_a_bad_destination_is_one_line_exit_2(
+    tmp_path: Path, where: list[str], words: list[str]
+) -> None:
+    """A URL without its scheme (it would go to the default broker) or a missing serial port: exit 2."""
+    key = tmp_path / "device.key"
+    key.write_bytes(private_pem(generate_p256()))
+    args = ["device", "simulate", *where, "--id", "88.123.99/PUMP-1", "--key", key, "--count", "1"]
+    refused(edgeroot(*args, timeout=30), *words)
 
 
 # --- one daemon per state directory ------------------------------------------------------------------------
