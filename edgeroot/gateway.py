@@ -72,6 +72,8 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
         gateway = normalize(args.id)
     except ChainError as exc:
         raise CommandFailed(str(exc)) from exc
+    if not args.root.startswith(("http://", "https://")):  # else `run` and `status` refuse what init wrote
+        raise CommandFailed(f"--root {args.root}: must be an http:// or https:// URL")
     # A client id of its own: the broker keeps this gateway's session (and unacked messages) under it.
     mqtt: dict[str, object] = {"type": "mqtt", "client_id": f"edgeroot-{gateway.replace('/', '_')}"}
     if args.mqtt is not None:  # else the connector's declared defaults

@@ -168,6 +168,16 @@ def test_gateway_init_with_a_missing_policy_keeps_an_existing_directory_as_it_wa
     assert tree(state) == {"gw", "gw/notes.txt"}
 
 
+def test_gateway_init_with_a_root_that_is_no_url_is_refused_before_writing(
+    tmp_path: Path, policy: Path
+) -> None:
+    """--root without http(s):// was written into a gateway.toml that `run` and `status` then refuse."""
+    state = tmp_path / "gw"
+    args = ["gateway", "init", "--state", state, "--root", "root.example:8470", "--id", GATEWAY]
+    refused(edgeroot(*args, "--policy", policy), "--root root.example:8470", "http://")
+    assert not state.exists()
+
+
 def test_witness_init_with_a_bad_name_creates_no_directory(tmp_path: Path) -> None:
     """A key name with a space: one line, exit 2, no empty state directory left behind."""
     state = tmp_path / "w"
