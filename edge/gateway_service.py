@@ -21,7 +21,7 @@ from pathlib import Path
 
 from chain_lite.cose import CoseSigner
 from chain_lite.errors import ChainError
-from chain_lite.keys import load_private_pem, load_public_pem, public_der
+from chain_lite.keys import load_public_pem, public_der
 from chain_lite.policy import Policy
 from edge import config as gateway_config
 from edge import store
@@ -36,6 +36,7 @@ from edge.sync import Syncer
 from edge.writer import Writer
 from rootclient.client import AsyncRootClient
 from rootclient.pinned_log import PinnedLog
+from runtime.keyfiles import load_private_key
 from runtime.sdnotify import Notifier
 from runtime.service import Service, Step, run_service
 
@@ -71,9 +72,15 @@ class Gateway:
     def __init__(self, cfg: gateway_config.GatewayConfig, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.notifier = notifier or Notifier()
+        # Key and policy first: a wrong or unreadable file is named before the store is made.
+        signer = CoseSigner(cfg.gateway, load_private_key(cfg.key))
+        try:
+            self.policy = Policy.parse(cfg.policy.read_bytes())
+        except (OSError, ChainError) as exc:
+            where = cfg.path or cfg.state / gateway_config.CONFIG_NAME
+            raise ConfigError(where, "policy", f"{cfg.policy}: {exc}") from exc
         store.create_schema(cfg.db)
         provision_local_devices(cfg)
-        signer = CoseSigner(cfg.gateway, load_private_pem(cfg.key.read_bytes()))
         self.writer = Writer(
             cfg.db,
             signer,
@@ -84,7 +91,6 @@ class Gateway:
             counter_window=cfg.counter_window,
         )
         self.ingest = Ingest(self.writer)
-        self.policy = Policy.parse(cfg.policy.read_bytes())
         self.connectors: list[Connector] = []
         self.syncer: Syncer | None = None
         self.registry: RegistryCache | None = None

@@ -206,6 +206,18 @@ def read_status(path: Path) -> StoreFacts:
         conn.close()
 
 
+# --- reading without creating: `edgeroot gateway status` runs before the first `gateway run` too, and
+# must not leave an empty gateway.db behind (sqlite3.connect creates the file it is given).
+
+
+def read_status_if_present(path: Path) -> StoreFacts | None:
+    """:func:`read_status`, or None when the gateway has never run: no store file, or an empty one
+    (what an earlier `status` left); creates nothing."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    return read_status(path)
+
+
 # --- duplicates and counter resets: what edge.admission looks up and `edgeroot gateway device
 # reset-counter` asks for (D-052, D-053). The writer alone applies resets, in a batch's transaction.
 

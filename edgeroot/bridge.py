@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -13,6 +14,7 @@ from chain_lite.errors import ChainError
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from runtime.keyfiles import load_private_key
 from runtime.service import run_service
+from runtime.statelock import hold
 from runtime.tomlconfig import ConfigError, Table
 
 if TYPE_CHECKING:
@@ -55,18 +57,25 @@ def run_bridge(args: argparse.Namespace, report: Reporter) -> int:
     gateway = args.gateway or gateway
     baud = args.baud or baud
     state = args.state or (Path(state_dir) if state_dir else None)
-    try:
-        forwarder = forwarder_for(
-            str(gateway), client_id=f"edgeroot-bridge-{Path(args.port).name}-{os.getpid()}"
+    with contextlib.ExitStack() as held:
+        if state is not None:  # one bridge per state (the unit gives each port its own): before anything
+            try:
+                state.mkdir(parents=True, exist_ok=True)  # made at the first HELLO otherwise
+            except OSError as exc:
+                raise CommandFailed(f"cannot create the state directory {state}: {exc.strerror}") from exc
+            held.enter_context(hold(state, "bridge"))
+        try:
+            forwarder = forwarder_for(
+                str(gateway), client_id=f"edgeroot-bridge-{Path(args.port).name}-{os.getpid()}"
+            )
+        except ValueError as exc:
+            raise CommandFailed(str(exc)) from exc
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
         )
-    except ValueError as exc:
-        raise CommandFailed(str(exc)) from exc
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
-    if table is not None and table.get("mode", str, "frames") == "modbus":
-        return _run_modbus(args, table, forwarder, baud)
-    return run_service(Bridge(args.port, forwarder, baudrate=baud, state=state).run)
+        if table is not None and table.get("mode", str, "frames") == "modbus":
+            return _run_modbus(args, table, forwarder, baud)
+        return run_service(Bridge(args.port, forwarder, baudrate=baud, state=state).run)
 
 
 def _run_modbus(args: argparse.Namespace, table: Table, forwarder: Forwarder, baud: int) -> int:

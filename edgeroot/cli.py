@@ -22,6 +22,7 @@ from edgeroot import (
 )
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter, with_exit_rule
 from runtime.keyfiles import KeyFileError
+from runtime.statelock import StateDirError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Reporter(as_json=getattr(args, "json", False))
     try:
         result: int = args.run(args, report)
-    except (CommandFailed, KeyFileError) as exc:
+    except (CommandFailed, KeyFileError, StateDirError) as exc:
         return report.failed(str(exc))
     except KeyboardInterrupt:
         return 130

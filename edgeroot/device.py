@@ -295,6 +295,11 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
         return report.ok(f"Modbus slave {args.unit} on {args.modbus_slave} stopped")
     if args.id is None or args.key is None:
         raise CommandFailed("--id and --key are required to simulate a device")
+    # Without its scheme a URL parses as no host and no port: the readings would go to 127.0.0.1:1883.
+    if args.mqtt and not args.mqtt.startswith("mqtt://"):
+        raise CommandFailed(f"--mqtt {args.mqtt}: want mqtt://HOST:PORT/TOPIC")
+    if args.coap and not args.coap.startswith(("coap://", "coaps://")):
+        raise CommandFailed(f"--coap {args.coap}: want coap://HOST:PORT/readings")
     if args.ack_topic is not None and not args.mqtt:
         raise CommandFailed("--ack-topic is for --mqtt (serial and CoAP acks are end to end already)")
     if args.ack_topic is not None and (not args.ack_topic or set(args.ack_topic) & {"+", "#"}):
@@ -308,7 +313,10 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
     first = args.counter if args.counter is not None else time.time_ns() // 1_000_000
     counters = list(range(first, first + args.count))
     if args.serial:
-        result = asyncio.run(simulate_serial(args.serial, args.baud, signer, key, counters, args.rate))
+        try:
+            result = asyncio.run(simulate_serial(args.serial, args.baud, signer, key, counters, args.rate))
+        except OSError as exc:  # pyserial's SerialException is one: the port cannot be opened
+            raise CommandFailed(f"serial port {args.serial}: {exc.strerror or exc}") from exc
     elif args.coap:
         result = asyncio.run(simulate_coap(args.coap, signer, counters, args.rate))
     elif args.ack_topic is not None:

@@ -7,7 +7,7 @@ import getpass
 import json
 import logging
 import os
-import shutil
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,8 @@ from chain_lite.envelope import MAX_COUNTER
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
-from runtime.keyfiles import write_private
+from runtime.keyfiles import read_bytes, write_private
+from runtime.statelock import hold, initialising
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,6 +72,8 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
         gateway = normalize(args.id)
     except ChainError as exc:
         raise CommandFailed(str(exc)) from exc
+    if not args.root.startswith(("http://", "https://")):  # else `run` and `status` refuse what init wrote
+        raise CommandFailed(f"--root {args.root}: must be an http:// or https:// URL")
     # A client id of its own: the broker keeps this gateway's session (and unacked messages) under it.
     mqtt: dict[str, object] = {"type": "mqtt", "client_id": f"edgeroot-{gateway.replace('/', '_')}"}
     if args.mqtt is not None:  # else the connector's declared defaults
@@ -82,18 +85,20 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
         text = config.render({"gateway": gateway, "root": args.root.rstrip("/"), "connector": [mqtt]})
     except (ValueError, TypeError) as exc:
         raise CommandFailed(f"cannot write gateway.toml: {exc}") from exc
+    # Everything read before anything is written: a refusal leaves no half-made state behind.
+    policy = None if args.policy is None else read_bytes(args.policy, "policy")
     state: Path = args.state
-    state.mkdir(parents=True, exist_ok=True)
-    if (state / "gateway.toml").exists():
-        raise CommandFailed(f"{state / 'gateway.toml'} exists: this gateway is initialised")
-    key = keys.generate_p256()
-    write_private(state / "gateway.key", keys.private_pem(key))
-    (state / "gateway.pub").write_bytes(keys.public_pem(key.public_key()))
-    (state / "gateway.toml").write_text(text)
-    if args.policy is not None:
-        shutil.copyfile(args.policy, state / "policy.txt")
-    registration = {"identifier": gateway, "public_key_pem": keys.public_pem(key.public_key()).decode()}
-    (state / "registration.json").write_text(json.dumps(registration, indent=1) + "\n")
+    with initialising(state):
+        if (state / "gateway.toml").exists():
+            raise CommandFailed(f"{state / 'gateway.toml'} exists: this gateway is initialised")
+        key = keys.generate_p256()
+        write_private(state / "gateway.key", keys.private_pem(key))
+        (state / "gateway.pub").write_bytes(keys.public_pem(key.public_key()))
+        (state / "gateway.toml").write_text(text)
+        if policy is not None:
+            (state / "policy.txt").write_bytes(policy)
+        registration = {"identifier": gateway, "public_key_pem": keys.public_pem(key.public_key()).decode()}
+        (state / "registration.json").write_text(json.dumps(registration, indent=1) + "\n")
     command = (
         f"edgeroot register gateway {gateway} --root {args.root} "
         f"--pub {state / 'gateway.pub'} --key ADMIN_KEY.pem"
@@ -115,10 +120,15 @@ def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
     )
-    try:
-        return run(args.state, args.config)  # 0 after a clean stop, non-zero after a failure
-    except ConfigError as exc:
-        raise CommandFailed(str(exc)) from exc
+    # The state's lock before anything else: a second gateway on it must not touch the store, nor take
+    # the broker session of the running one (same MQTT client id) before it fails.
+    with hold(args.state, "gateway"):
+        try:
+            return run(args.state, args.config)  # 0 after a clean stop, non-zero after a failure
+        except ConfigError as exc:
+            raise CommandFailed(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:  # raised while the gateway is built; run_service keeps the rest
+            raise CommandFailed(f"cannot open {args.state / 'gateway.db'}: {exc}") from exc
 
 
 def run_status(args: argparse.Namespace, report: Reporter) -> int:
@@ -131,7 +141,16 @@ def run_status(args: argparse.Namespace, report: Reporter) -> int:
         cfg = config.load(args.state, args.config)
     except ConfigError as exc:
         raise CommandFailed(str(exc)) from exc
-    stored = store.read_status(cfg.db)
+    try:
+        stored = store.read_status_if_present(cfg.db)
+    except sqlite3.DatabaseError as exc:
+        raise CommandFailed(f"cannot read {cfg.db}: {exc}") from exc
+    if stored is None:  # never run: the store is the gateway's to create, never this command's
+        return report.invalid(
+            f"{cfg.gateway} is STOPPED: it has never run (no {cfg.db} yet); start it with "
+            f"`edgeroot gateway run --state {args.state}`",
+            gateway=cfg.gateway, root=cfg.root, running=False, never_run=True,
+        )  # fmt: skip
     facts: dict[str, Any] = {"gateway": cfg.gateway, "root": cfg.root, **stored.as_json()}
     try:
         live = httpx.get(f"http://{cfg.http_listen}/healthz", timeout=2).json()
@@ -180,12 +199,15 @@ def run_reset_counter(args: argparse.Namespace, report: Reporter) -> int:
     if cfg.db.stat().st_uid != os.geteuid():
         # SQLite would create its -wal/-shm files as this user, and the gateway could not open them.
         raise CommandFailed(f"run this as the owner of {cfg.db} (the gateway's user, e.g. sudo -u edgeroot)")
-    store.create_schema(cfg.db)  # a store written before counter resets existed gains their table
-    conn = store.connect(cfg.db)
     try:
-        stored = store.last_counter(conn, signer)
-    finally:
-        conn.close()
+        store.create_schema(cfg.db)  # a store written before counter resets existed gains their table
+        conn = store.connect(cfg.db)
+        try:
+            stored = store.last_counter(conn, signer)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise CommandFailed(f"cannot read {cfg.db}: {exc}") from exc
     if stored is None and args.to is None:
         raise CommandFailed(f"no counter is stored for {signer}: nothing to reset (--to N sets one)")
     reset = store.request_counter_reset(

@@ -102,6 +102,8 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             return report.invalid(f"answer for {ident} does NOT verify: {exc}", identifier=ident)
         except ClientError as exc:
             raise CommandFailed(exc.message) from exc
+        except OSError as exc:  # the pin (or evidence) cannot be kept: --config-dir is a file, unwritable
+            raise CommandFailed(f"cannot keep the pin in {store.path.parent}: {exc.strerror or exc}") from exc
     proven = result.proven
     cp = proven.checkpoint
     if args.at is not None and proven.epoch > args.at:

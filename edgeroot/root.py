@@ -12,6 +12,7 @@ from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from resolver.config import ConfigError, load
 from resolver.errors import ResolverError
 from runtime.keyfiles import load_vkey
+from runtime.statelock import initialising
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
 
@@ -55,11 +56,13 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
             raise CommandFailed(f"--witness {item}: want URL=VKEY")
         witnesses.append((url.rstrip("/"), load_vkey(vkey)))
     try:
-        result = init_root(
-            args.state, args.origin, prefix, database=args.database, witnesses=witnesses, quorum=args.quorum
-        )
+        with initialising(args.state):  # a refusal half-way leaves no half-made state directory
+            result = init_root(
+                args.state, args.origin, prefix, database=args.database, witnesses=witnesses,
+                quorum=args.quorum,
+            )  # fmt: skip
     except (FileExistsError, ValueError, ConfigError, ResolverError) as exc:
-        raise CommandFailed(str(exc)) from exc
+        raise CommandFailed(" ".join(str(exc).split())) from exc  # one line (libpq's messages have two)
     return report.ok(
         f"root node {result.origin} initialised in {result.state}",
         prefix=result.prefix,

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from chain_lite.errors import ChainError
+from chain_lite.note import check_key_name
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from runtime.keyfiles import load_vkey
+from runtime.statelock import hold, initialising
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,12 +36,14 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
     from resolver.assembly import init_witness  # noqa: PLC0415 (FastAPI loads only for commands that use it)
 
     logs = [load_vkey(v) for v in args.log]
-    if (args.state / "witness.skey").exists():
-        raise CommandFailed(f"{args.state / 'witness.skey'} exists: this witness is initialised")
     try:
-        key = init_witness(args.state, args.name, logs)
+        check_key_name(args.name)  # before the directory is made: a refusal leaves nothing behind
     except ChainError as exc:
         raise CommandFailed(str(exc)) from exc
+    with initialising(args.state):
+        if (args.state / "witness.skey").exists():
+            raise CommandFailed(f"{args.state / 'witness.skey'} exists: this witness is initialised")
+        key = init_witness(args.state, args.name, logs)
     return report.ok(
         f"witness {args.name} initialised in {args.state}",
         vkey=key.vkey(),
@@ -51,8 +55,9 @@ def run_serve(args: argparse.Namespace, report: Reporter) -> int:
     from resolver.assembly import build_witness_app  # noqa: PLC0415
     from resolver.http_service import serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
 
-    try:
-        app = build_witness_app(args.state, args.logs)
-    except (OSError, ChainError) as exc:
-        raise CommandFailed(f"cannot start the witness from {args.state}: {exc}") from exc
-    return serve(app, "witness", args.listen, app.state.hooks)  # 0 after a clean stop, else non-zero
+    with hold(args.state, "witness"):  # one witness per state: before its database is opened
+        try:
+            app = build_witness_app(args.state, args.logs)
+        except (OSError, ChainError) as exc:
+            raise CommandFailed(f"cannot start the witness from {args.state}: {exc}") from exc
+        return serve(app, "witness", args.listen, app.state.hooks)  # 0 after a clean stop, else non-zero
