@@ -12,7 +12,10 @@ verified answer without a key: the only thing that makes ``unknown-device`` fina
 ``absent_ttl_s``); or it **failed** (root away, an answer that does not verify under the trust policy).
 A failure is a health problem of the gateway, not a verdict on the reading: it is reported
 (:attr:`RegistryCache.failing`, one ERROR line when lookups start failing, one INFO line when they work
-again) and the signer is not asked about again for ``retry_s``.
+again) and the signer is not asked about again for ``retry_s``. The problem lasts until a lookup
+succeeds, or :data:`FAILING_FOR_S` after the last failure: a device that keeps sending is asked about
+every ``retry_s``, so a lasting cause (a wrong policy) stays reported, and a blip of the root is not
+reported forever when no device needs a lookup any more.
 
 Lookups made for incoming readings (:meth:`RegistryCache.lookup`) are bounded per gateway, so readings
 from made-up signers cannot turn the gateway into a load generator against the root nor delay anyone:
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 REFRESH_S = 3600.0
 RETRY_UNKNOWN_S = 30.0
 """After a failed lookup, the signer is not asked about again for this long (its readings stay held)."""
+FAILING_FOR_S = 4 * RETRY_UNKNOWN_S
+"""How long a failed lookup keeps the gateway's health degraded when no lookup follows."""
 ABSENT_TTL_S = 600.0
 """A proven absence is trusted this long: a device registered meanwhile is accepted after at most this."""
 MAX_CONCURRENT = 4
@@ -95,8 +100,15 @@ class RegistryCache:
         """Lookups sent to the root in this run."""
         self.deferred = 0
         """Lookups not made in this run because the bound was reached (the reading stayed held)."""
-        self.failing: str | None = None
-        """Why the last lookup failed, until one succeeds again: readings of new devices are held."""
+        self._failing: tuple[str, float] | None = None
+
+    @property
+    def failing(self) -> str | None:
+        """Why lookups fail (readings of new devices are held), until one succeeds or for
+        :data:`FAILING_FOR_S` after the last failure; None when they work."""
+        if self._failing is None or self.clock() - self._failing[1] > FAILING_FOR_S:
+            return None
+        return self._failing[0]
 
     def proven_absent(self, identifier: str) -> bool:
         """True while a verified answer said the registry has no key for ``identifier`` (negative cache).
@@ -164,7 +176,7 @@ class RegistryCache:
             del self._inflight[identifier]
         if result is not Lookup.FAILED and self.failing is not None:
             log.info("registry lookups work again (%s answered verifiably)", identifier)
-            self.failing = None
+            self._failing = None
         future.set_result(result)
         return result
 
@@ -180,7 +192,7 @@ class RegistryCache:
             )
         else:
             log.debug("registry lookup of %s failed: %s", identifier, exc)
-        self.failing = f"lookup of {identifier}: {exc}"
+        self._failing = (f"lookup of {identifier}: {exc}", self.clock())
 
     async def _fetch(self, identifier: str) -> Lookup:
         answer = await self.root.resolve(identifier)

@@ -10,19 +10,29 @@ it over CoAP, whose answer codes say exactly what the gateway decided.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiocoap
 import httpx
+import pytest
 
 from chain_lite.keys import NoteKey
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1
 from edge import store
+from edge.pin_store import SqlitePinStore
+from edge.registry_cache import FAILING_FOR_S, RegistryCache
+from rootclient.client import AsyncRootClient
+from rootclient.pinned_log import PinnedLog
 from tests.gateway_harness import DEVICE, EDGEROOT, Plant
+from tests.helpers import ORIGIN, LogBuilder
+from tests.root_harness import free_port
+from tests.test_signer_flood import FrozenClock
 
 LOOKUPS_FAILING = "registry lookups failing"
 BLOCKS_REFUSED = "blocks cannot be anchored"
@@ -164,3 +174,35 @@ def test_an_unregistered_gateway_degrades_health_once_while_the_root_refuses_its
     errors = error_lines(plant)
     assert len(errors) == 1 and BLOCKS_REFUSED in errors[0], errors
     plant.stop()
+
+
+def test_failing_lookups_are_reported_once_and_for_as_long_as_they_last(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A root that cannot be reached: the first failed lookup logs one ERROR and sets the problem,
+    later ones (other signers) only DEBUG; the signer is not asked again for ``retry_s``; with no
+    failure for FAILING_FOR_S the problem ends (a blip is not reported forever)."""
+    db = tmp_path / "gateway.db"
+    store.create_schema(db)
+    clock = FrozenClock()
+    builder = LogBuilder()
+
+    async def scenario() -> RegistryCache:
+        async with AsyncRootClient(f"http://127.0.0.1:{free_port()}", timeout=2.0) as root:
+            pins = SqlitePinStore(db)
+            pinned = await PinnedLog.open(builder.policy(), ORIGIN, root, pins)
+            registry = RegistryCache(root, pinned, pins, clock=clock)
+            for i in range(5):
+                assert not await registry.lookup(f"88.123.99/PUMP-{i}")
+            assert registry.lookups == 5 and registry.failing is not None
+            assert "cannot reach" in registry.failing
+            assert not await registry.lookup("88.123.99/PUMP-0")  # within retry_s: not asked again
+            assert registry.lookups == 5
+            clock.now += FAILING_FOR_S + 1
+            assert registry.failing is None
+            return registry
+
+    caplog.set_level(logging.DEBUG, logger="edge.registry_cache")
+    asyncio.run(scenario())
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and LOOKUPS_FAILING in errors[0].getMessage()
