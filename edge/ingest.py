@@ -77,6 +77,8 @@ class Ingest:
         self._registry: KeyLookup | None = None
         self.looking: dict[str, asyncio.Task[None]] = {}
         """Signers whose held readings wait for a lookup, with the task that releases them."""
+        self._forgetting: list[str] = []
+        self._forget_task: asyncio.Task[None] | None = None
 
     def use_registry(self, registry: KeyLookup) -> None:
         """Hold readings of signers without a key while ``registry`` is asked, instead of refusing them
@@ -153,8 +155,9 @@ class Ingest:
             self._stopped = True
             in_hand, self._in_hand = self._in_hand, []
             self._fail(in_hand + self._take_queued())
-            for task in list(self.looking.values()):  # held readings were never acknowledged
-                task.cancel()
+            for task in [*self.looking.values(), self._forget_task]:  # held: never acknowledged
+                if task is not None:
+                    task.cancel()
 
     async def _one_batch(self) -> None:
         batch = [await self._queue.get()]
@@ -209,17 +212,42 @@ class Ingest:
         assert self._registry is not None, "a reading is held only with a registry (use_registry)"
         try:
             judge = await self._registry.lookup(signer)
+        except Exception:  # not a typed root failure (those are judged by the registry): forget, log
+            log.exception("looking up the key of %s failed", signer)
+            judge = False
         finally:
             # Before the release is queued: a reading of this signer held from now on starts a lookup
             # of its own, so no held reading is left without one (a second release finds it or nothing).
             del self.looking[signer]
+        if not judge:
+            self._forget(signer)
+            return
         try:
-            released = await self.call(self.writer.release, signer, judge)
+            released = await self.call(self.writer.release, signer)
         except Exception:  # the readings were not acknowledged: their senders send them again
             log.exception("judging the held readings of %s failed", signer)
             return
         assert isinstance(released, list)
         self._count(released)
+
+    def _forget(self, signer: str) -> None:
+        """Forget the held readings of ``signer``, with those of every other signer whose lookup ended
+        the same way meanwhile: one writer crossing for a flood's deferred lookups, not one each, so
+        the writer's queue stays free for readings of known devices."""
+        self._forgetting.append(signer)
+        if self._forget_task is None or self._forget_task.done():
+            self._forget_task = asyncio.create_task(self._forget_all(), name="forget held readings")
+
+    async def _forget_all(self) -> None:
+        while self._forgetting:
+            # A signer looked up again meanwhile (a newer reading of it was held) is left to that lookup:
+            # it releases or forgets all of the signer's held readings, the older ones first.
+            signers = [s for s in dict.fromkeys(self._forgetting) if s not in self.looking]
+            self._forgetting = []
+            try:
+                await self.call(self.writer.forget_held, signers)
+            except Exception:  # only memory is at stake; the senders still have their readings
+                log.exception("forgetting %d held signer(s) failed", len(signers))
 
     async def drain(self) -> None:
         """Stop taking new input and wait until everything queued or in hand is stored (shutdown: after

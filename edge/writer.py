@@ -115,16 +115,19 @@ class Writer:
         detail = f"key of {signer} is being looked up in the registry; send the reading again later"
         return Outcome(accepted=False, durable=False, reason=KEY_LOOKUP, detail=detail, signer=signer)
 
-    def release(self, signer: str, judge: bool) -> list[tuple[Submission, Outcome]]:
-        """The lookup of ``signer`` ended: judge its held readings now, in arrival order and before any
-        later reading of it (``judge``: key found or absence proven), or forget them (the lookup
-        failed or was deferred: their senders were not acknowledged and send them again)."""
+    def release(self, signer: str) -> list[tuple[Submission, Outcome]]:
+        """The lookup of ``signer`` settled it (key found, or absence proven): judge its held readings
+        now, in arrival order and before any later reading of it."""
         subs = self.held.pop(signer, [])
         self.held_count -= len(subs)
         self.keys.pop(signer, None)  # the registry may have stored a key meanwhile
-        if not judge or not subs:
-            return []
-        return list(zip(subs, self.process(subs), strict=True))
+        return list(zip(subs, self.process(subs), strict=True)) if subs else []
+
+    def forget_held(self, signers: list[str]) -> None:
+        """The lookups of ``signers`` failed or were deferred: forget their held readings (their senders
+        were not acknowledged and send them again; the next one starts a new lookup)."""
+        for signer in signers:
+            self.held_count -= len(self.held.pop(signer, []))
 
     # --- ingest --------------------------------------------------------------------------------------------
 
