@@ -20,6 +20,7 @@ import pytest
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, public_der
+from chain_lite.registry import Value, pubkey_value
 from edge import store
 from edge.ingest import Ingest
 from edge.intake import KEY_LOOKUP, Outcome
@@ -127,11 +128,17 @@ async def gateway(root: RootUnderTest, tmp_path: Path) -> AsyncIterator[Parts]:
 
 
 @pytest.fixture
-def sqlite_root(tmp_path: Path) -> Iterator[RootUnderTest]:
-    """A root node and witness on loopback (SQLite: the flood's bounds do not depend on the database)."""
+def root_and_admin(tmp_path: Path) -> Iterator[tuple[RootUnderTest, CoseSigner]]:
+    """A root node and witness on loopback (SQLite: the flood's bounds do not depend on the database),
+    with the prefix 88.123.99 and its admin."""
     with running_root(tmp_path / "root", f"sqlite:///{tmp_path / 'root.db'}") as node:
-        node.add_prefix("88.123.99")  # made-up signers under a real prefix: the root proves their absence
-        yield node
+        # Made-up signers under a real prefix: the root proves their absence.
+        yield node, node.add_prefix("88.123.99")
+
+
+@pytest.fixture
+def sqlite_root(root_and_admin: tuple[RootUnderTest, CoseSigner]) -> RootUnderTest:
+    return root_and_admin[0]
 
 
 def held(outcome: Outcome) -> bool:
@@ -197,3 +204,44 @@ def test_a_known_device_is_acknowledged_while_the_flood_lookups_are_pending(
             assert parts.ingest.stats.accepted == 2 and parts.ingest.stats.rejected == {}
 
     asyncio.run(scenario())
+
+
+def test_readings_held_during_their_lookup_are_stored_in_arrival_order_and_none_is_a_reject(
+    root_and_admin: tuple[RootUnderTest, CoseSigner], tmp_path: Path
+) -> None:
+    """A device known only to the registry: its readings sent while the one lookup of its key is
+    pending are held (not acknowledged), then stored by the gateway in arrival order, before a later
+    one; a resend of a held reading is then a duplicate; nothing is quarantined or counted a reject."""
+    node, admin = root_and_admin
+    device = CoseSigner("88.123.99/PUMP-7", generate_p256())
+    values = [pubkey_value(300, device.public_key), Value(1, "DEVICE", "string", device.kid)]
+    with node.client() as c:
+        c.write(node.write("create", device.kid, values, admin))
+    node.settle()
+    records = [{envelope.N: "t", envelope.V: 1.0}]
+    readings = [envelope.encode_envelope(device, records, n) for n in range(1, 6)]
+
+    async def scenario() -> None:
+        async with gateway(node, tmp_path) as parts:
+            for raw in readings[:3]:
+                assert held(await asyncio.wait_for(parts.ingest.submit(raw, "coap"), 10))
+            await until("the lookup at the root", lambda: parts.root.pending == 1)
+            assert parts.root.resolves == [device.kid], "one lookup per signer"
+            parts.root.gate.set()
+            await until("the held readings judged", lambda: parts.ingest.stats.accepted == 3)
+            assert not parts.ingest.looking
+            for raw in readings[3:]:
+                outcome = await asyncio.wait_for(parts.ingest.submit(raw, "coap"), 10)
+                assert outcome.accepted and outcome.durable and outcome.reason is None
+            resend = await asyncio.wait_for(parts.ingest.submit(readings[0], "coap"), 10)
+            assert resend.accepted and resend.reason == "duplicate"
+            stats = parts.ingest.stats
+            assert (stats.accepted, stats.duplicates, stats.held, stats.rejected) == (5, 1, 3, {})
+
+    asyncio.run(scenario())
+    conn = store.connect(tmp_path / "gateway.db")
+    try:
+        assert [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")] == [1, 2, 3, 4, 5]
+        assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (0,)
+    finally:
+        conn.close()
