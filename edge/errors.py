@@ -21,6 +21,11 @@ class SyncError(GatewayError):
     """The root could not be reached or refused a batch; retried with backoff."""
 
 
+class BlocksRefused(SyncError):
+    """The root answered and refused a block (4xx, e.g. this gateway is not registered): anchoring stops
+    until someone acts, so it is a health problem, still retried with backoff."""
+
+
 class IngestStopped(GatewayError):
     """The ingest loop is gone (crashed, or cut short at shutdown): the submission was not stored, so the
     sender must not be acknowledged; it keeps the reading and retries."""

@@ -132,6 +132,12 @@ class Gateway:
             store=store.read_status(self.cfg.db),
             duplicates=stats.duplicates,
             root_protocol_errors=sum(part.protocol_errors for part in (self.syncer, self.registry) if part),
+            held=stats.held,
+            lookups=self.registry.lookups if self.registry else 0,
+            lookups_deferred=self.registry.deferred if self.registry else 0,
+            lookup_problem=self.registry.failing if self.registry else None,
+            sync_problem=self.syncer.problem if self.syncer else None,
+            sync_failures=self.syncer.failures if self.syncer else 0,
         )
 
     async def _status_line(self) -> str:
@@ -158,7 +164,7 @@ class Gateway:
             pins = SqlitePinStore(self.cfg.db)
             pinned = await PinnedLog.open(self.policy, self.policy.logs[0].verifier.name, root, pins)
             self.registry = RegistryCache(root, pinned, pins)
-            self.ingest.on_unknown_signer = self._fetch_key
+            self.ingest.use_registry(self.registry)
             self.syncer = Syncer(
                 root,
                 pinned,
@@ -183,14 +189,6 @@ class Gateway:
                 self.cfg.root,
             )
             await service.serve()
-
-    async def _fetch_key(self, signer: str) -> bool:
-        """An unknown signer: look it up in the root's registry (verified) and cache its key."""
-        assert self.registry is not None
-        found = await self.registry.fetch(signer)
-        if found:
-            await self._forget_key(signer)
-        return found
 
     async def _forget_key(self, signer: str) -> None:
         await self.ingest.call(self.writer.forget_key, signer)

@@ -5,6 +5,12 @@ with a refusal (``store-full``, ``shutting-down``) that the connector must not a
 If the ingest loop itself dies, every waiting ``submit`` (and every later one) raises
 :class:`edge.errors.IngestStopped` at once instead of waiting forever.
 
+Held readings (:data:`edge.intake.KEY_LOOKUP`): a reading whose signer has no key here is answered at
+once as held (not acknowledged) and kept by the writer; the lookup runs in a task of its own, off the
+writer's path, bounded by the registry cache (:meth:`edge.registry_cache.RegistryCache.lookup`), and
+when it ends the writer judges the signer's held readings in arrival order (:meth:`Writer.release`).
+No submission ever waits for a lookup, so readings of known devices are never delayed by one.
+
 Back-pressure: submissions wait in a bounded queue; when the writer falls behind, ``submit`` blocks
 and connectors stop reading from their transport instead of buffering in memory. The writer thread
 takes up to ``max_batch`` submissions at a time and commits them in one transaction.
@@ -15,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from edge.admission import DUPLICATE
 from edge.errors import IngestStopped
-from edge.intake import SHUTTING_DOWN, STORE_FULL, Outcome, Submission
+from edge.intake import KEY_LOOKUP, SHUTTING_DOWN, STORE_FULL, Outcome, Submission
 from edge.writer import Writer, now_ms
 from runtime.ratelimit import RateLimitedLog
 
@@ -35,6 +41,20 @@ class IngestStats:
     rejected: dict[str, int] = field(default_factory=dict)
     refused: int = 0
     batches: int = 0
+    held: int = 0
+    """Readings answered as held (their signer's key was being looked up): not acknowledged."""
+
+
+class KeyLookup(Protocol):
+    """Where keys of unknown signers are looked up (:class:`edge.registry_cache.RegistryCache`)."""
+
+    def proven_absent(self, signer: str) -> bool:
+        """True when a verified answer proved ``signer`` has no key; called on the writer thread."""
+        ...
+
+    async def lookup(self, signer: str) -> bool:
+        """Bounded; True when ``signer`` can be judged now (key found, or absence proven)."""
+        ...
 
 
 Batch = list[tuple[list[Submission], asyncio.Future[list[Outcome]]]]
@@ -54,8 +74,18 @@ class Ingest:
         self._closing = False
         self._stopped = False
         self._in_hand: Batch = []
-        self.on_unknown_signer: Callable[[str], Awaitable[bool]] | None = None
-        """Asked (once per signer at a time) to find a key for an unknown signer; True when found."""
+        self._registry: KeyLookup | None = None
+        self.looking: dict[str, asyncio.Task[None]] = {}
+        """Signers whose held readings wait for a lookup, with the task that releases them."""
+        self._forgetting: list[str] = []
+        self._forget_task: asyncio.Task[None] | None = None
+
+    def use_registry(self, registry: KeyLookup) -> None:
+        """Hold readings of signers without a key while ``registry`` is asked, instead of refusing them
+        as ``unknown-device`` (which stays final only for a signer whose absence is proven)."""
+        self._registry = registry
+        # Crossing: the writer thread calls this to judge a reading; it reads one dict entry.
+        self.writer.may_hold = lambda signer: not registry.proven_absent(signer)
 
     async def call(self, fn: object, *args: object) -> object:
         """Run ``fn(*args)`` on the writer thread."""
@@ -82,22 +112,7 @@ class Ingest:
             self.stats.refused += len(items)
             return [STORE_FULL] * len(items)
         received = now_ms()
-        outcomes = await self._store([Submission(raw, source, received, reject) for raw, source in items])
-        # An unknown signer's rejection is already durable (quarantined, raw bytes kept). If the registry
-        # knows the signer, store the reading after all; concurrent readings of the same signer wait for
-        # the same lookup and are resubmitted in their arrival order, so counters stay in order.
-        lookup = self.on_unknown_signer
-        if lookup is not None:
-            unknown = [i for i, o in enumerate(outcomes) if o.reason == "unknown-device" and o.signer]
-            found = {s: await lookup(s) for s in dict.fromkeys(str(outcomes[i].signer) for i in unknown)}
-            again = [i for i in unknown if found[str(outcomes[i].signer)]]
-            if again:
-                retried = await self._store(
-                    [Submission(items[i][0], items[i][1], now_ms(), reject) for i in again]
-                )
-                for i, outcome in zip(again, retried, strict=True):
-                    outcomes[i] = outcome
-        return outcomes
+        return await self._store([Submission(raw, source, received, reject) for raw, source in items])
 
     async def _store(self, submissions: list[Submission]) -> list[Outcome]:
         if self._stopped:
@@ -140,6 +155,9 @@ class Ingest:
             self._stopped = True
             in_hand, self._in_hand = self._in_hand, []
             self._fail(in_hand + self._take_queued())
+            for task in [*self.looking.values(), self._forget_task]:  # held: never acknowledged
+                if task is not None:
+                    task.cancel()
 
     async def _one_batch(self) -> None:
         batch = [await self._queue.get()]
@@ -163,11 +181,22 @@ class Ingest:
             return
         assert isinstance(outcomes, list)
         self.stats.batches += 1
-        for sub, outcome in zip(subs, outcomes, strict=True):
+        self._count(list(zip(subs, outcomes, strict=True)))
+        self._settle(batch, outcomes)
+        self._in_hand = []  # only now: until settled, a crash of this loop fails them (run's finally)
+
+    def _count(self, judged: list[tuple[Submission, Outcome]]) -> None:
+        """Count outcomes (and log rejects, rate-limited); start a lookup for each newly held signer."""
+        for sub, outcome in judged:
             if outcome.reason == DUPLICATE:  # acknowledged, but not a new reading (D-052)
                 self.stats.duplicates += 1
             elif outcome.accepted:
                 self.stats.accepted += 1
+            elif outcome.reason == KEY_LOOKUP:  # held, not a reject: the lookup decides
+                self.stats.held += 1
+                signer = str(outcome.signer)
+                if signer not in self.looking:
+                    self.looking[signer] = asyncio.create_task(self._release(signer), name=f"lookup {signer}")
             elif outcome.reason is not None:
                 self.stats.rejected[outcome.reason] = self.stats.rejected.get(outcome.reason, 0) + 1
                 self._rejects.warning(
@@ -177,8 +206,48 @@ class Ingest:
                     sub.source,
                     outcome.detail,
                 )
-        self._settle(batch, outcomes)
-        self._in_hand = []  # only now: until settled, a crash of this loop fails them (run's finally)
+
+    async def _release(self, signer: str) -> None:
+        """Look ``signer`` up (off the writer's path), then have the writer judge its held readings."""
+        assert self._registry is not None, "a reading is held only with a registry (use_registry)"
+        try:
+            judge = await self._registry.lookup(signer)
+        except Exception:  # not a typed root failure (those are judged by the registry): forget, log
+            log.exception("looking up the key of %s failed", signer)
+            judge = False
+        finally:
+            # Before the release is queued: a reading of this signer held from now on starts a lookup
+            # of its own, so no held reading is left without one (a second release finds it or nothing).
+            del self.looking[signer]
+        if not judge:
+            self._forget(signer)
+            return
+        try:
+            released = await self.call(self.writer.release, signer)
+        except Exception:  # the readings were not acknowledged: their senders send them again
+            log.exception("judging the held readings of %s failed", signer)
+            return
+        assert isinstance(released, list)
+        self._count(released)
+
+    def _forget(self, signer: str) -> None:
+        """Forget the held readings of ``signer``, with those of every other signer whose lookup ended
+        the same way meanwhile: one writer crossing for a flood's deferred lookups, not one each, so
+        the writer's queue stays free for readings of known devices."""
+        self._forgetting.append(signer)
+        if self._forget_task is None or self._forget_task.done():
+            self._forget_task = asyncio.create_task(self._forget_all(), name="forget held readings")
+
+    async def _forget_all(self) -> None:
+        while self._forgetting:
+            # A signer looked up again meanwhile (a newer reading of it was held) is left to that lookup:
+            # it releases or forgets all of the signer's held readings, the older ones first.
+            signers = [s for s in dict.fromkeys(self._forgetting) if s not in self.looking]
+            self._forgetting = []
+            try:
+                await self.call(self.writer.forget_held, signers)
+            except Exception:  # only memory is at stake; the senders still have their readings
+                log.exception("forgetting %d held signer(s) failed", len(signers))
 
     async def drain(self) -> None:
         """Stop taking new input and wait until everything queued or in hand is stored (shutdown: after

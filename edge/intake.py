@@ -8,15 +8,25 @@ nothing else of it::
 ``submit`` returns once the reading is **durable** (stored: ``outcome.accepted``) or **durably
 rejected** (quarantined with ``outcome.reason``); only then may the connector acknowledge its sender
 (MQTT PUBACK, CoAP 2.04 / 4.xx, serial ack frame). ``outcome.durable`` is False only when the gateway
-refuses input (:data:`STORE_FULL`, :data:`SHUTTING_DOWN`): the sender must *not* be acknowledged, so it
-keeps the reading and retries. ``submit`` may block for a while: that is back-pressure, and a connector
-stops reading from its transport meanwhile instead of buffering in memory.
+refuses input (:data:`STORE_FULL`, :data:`SHUTTING_DOWN`) or holds the reading (:data:`KEY_LOOKUP`):
+the sender must *not* be acknowledged, so it keeps the reading and retries.
 
-Outcome reasons: the verifier's verdicts (``oversize``, ``malformed``, ``unknown-device``,
-``bad-signature``, ``replay``, ``counter-jump``: :mod:`edge.admission`), a connector's own verdict passed
-as ``reject=`` (:data:`WRONG_CONTENT_FORMAT`), and the two refusals above. An *accepted* outcome may
-carry the reason ``duplicate``: the reading was stored before (a resend), so the sender is acknowledged
-as for a new one.
+A reading is **held** (reason :data:`KEY_LOOKUP`, ``durable`` False) when its signer has no key here yet
+and the root's registry may have one: the outcome comes at once, it never waits for the lookup, so a
+lookup (or a flood of made-up signers) never delays anyone else's reading. The gateway keeps the held
+reading and, once the lookup finds the key, stores it itself in arrival order (the sender's resend is
+then acknowledged as a ``duplicate``). Only a lookup that *proves* absence (a verified answer from the
+root) makes ``unknown-device`` final; a lookup that fails is a health problem, and the reading stays
+held (docs/formats.md §8, the verdict table).
+
+``submit`` may block for a while: that is back-pressure, and a connector stops reading from its
+transport meanwhile instead of buffering in memory.
+
+Outcome reasons: :data:`KEY_LOOKUP` (held, above), the verifier's verdicts (``oversize``, ``malformed``,
+``unknown-device``, ``bad-signature``, ``replay``, ``counter-jump``: :mod:`edge.admission`), a
+connector's own verdict passed as ``reject=`` (:data:`WRONG_CONTENT_FORMAT`), and the two refusals
+above. An *accepted* outcome may carry the reason ``duplicate``: the reading was stored before (a
+resend), so the sender is acknowledged as for a new one.
 
 This module is the contract only: the implementation is :class:`edge.ingest.Ingest` over
 :class:`edge.writer.Writer`, and connectors import neither (an import contract in pyproject.toml).
@@ -56,6 +66,8 @@ class Outcome:
 
 
 STORE_FULL = Outcome(accepted=False, durable=False, reason="store-full", detail="disk budget reached")
+KEY_LOOKUP = "key-lookup"
+"""The reason of a held reading: its signer's key is being looked up; not acknowledged, resend later."""
 SHUTTING_DOWN = Outcome(accepted=False, durable=False, reason="shutting-down", detail="gateway is stopping")
 
 

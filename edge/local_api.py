@@ -79,6 +79,37 @@ class GatewayCollector(Collector):
         evidence = GaugeMetricFamily("edgeroot_gateway_equivocation_evidence", "1 when evidence is stored")
         evidence.add_metric([], 1 if st.store.evidence else 0)
         yield evidence
+        failing = GaugeMetricFamily(
+            "edgeroot_gateway_registry_lookups_failing",
+            "1 while registry lookups fail (root away, answers that do not verify): new devices are held",
+        )
+        failing.add_metric([], 1 if st.lookup_problem is not None else 0)
+        yield failing
+        refused_blocks = GaugeMetricFamily(
+            "edgeroot_gateway_blocks_refused", "1 while blocks cannot be anchored (the root refuses them)"
+        )
+        refused_blocks.add_metric([], 1 if st.sync_problem is not None else 0)
+        yield refused_blocks
+        held = CounterMetricFamily(
+            "edgeroot_gateway_readings_held", "Readings held while their key was looked up (not acknowledged)"
+        )
+        held.add_metric([], st.held)
+        yield held
+        lookups = CounterMetricFamily(
+            "edgeroot_gateway_registry_lookups", "Registry lookups sent to the root"
+        )
+        lookups.add_metric([], st.lookups)
+        yield lookups
+        deferred = CounterMetricFamily(
+            "edgeroot_gateway_registry_lookups_deferred", "Registry lookups not made: the bound was reached"
+        )
+        deferred.add_metric([], st.lookups_deferred)
+        yield deferred
+        sync_failures = CounterMetricFamily(
+            "edgeroot_gateway_sync_failures", "Sync attempts that failed (retried with backoff)"
+        )
+        sync_failures.add_metric([], st.sync_failures)
+        yield sync_failures
 
 
 class LocalApi:

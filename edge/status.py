@@ -17,6 +17,8 @@ BLOCK_STATES = ("chained", "submitted", "anchored")
 """A block's life in the store: signed locally, accepted by the root, receipt verified."""
 PROBLEM_STORE_FULL = "disk budget reached: input refused"
 PROBLEM_EVIDENCE = "equivocation evidence stored: sync stopped"
+PROBLEM_LOOKUPS = "registry lookups failing: readings of devices without a key here are held, not accepted"
+PROBLEM_BLOCKS_REFUSED = "blocks cannot be anchored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +120,34 @@ class GatewayStatus:
     root_protocol_errors: int = 0
     """Answers from the root that broke its protocol in this run (a malformed consistency proof, a
     hostile JSON shape): counted and retried, never equivocation evidence."""
+    held: int = 0
+    """Readings held in this run while their signer's key was looked up (not acknowledged, no reject)."""
+    lookups: int = 0
+    """Registry lookups sent to the root in this run."""
+    lookups_deferred: int = 0
+    """Registry lookups not made in this run because the per-gateway bound was reached."""
+    lookup_problem: str | None = None
+    """Why registry lookups fail (root away, answers that do not verify under the policy); None when
+    they work. While set, readings of devices without a key here are held, so nothing new is accepted."""
+    sync_problem: str | None = None
+    """Why blocks cannot be anchored (the root refuses them, or its answers do not verify); None when
+    sync works or the root is merely unreachable (blocks wait, as designed for offline days)."""
+    sync_failures: int = 0
+    """Sync attempts that failed in this run, for any reason (each retried with backoff)."""
 
     @property
     def problems(self) -> list[str]:
-        """Why the gateway is degraded; empty when healthy."""
+        """Why the gateway is degraded, anything that stops readings from being accepted or anchored;
+        empty when healthy."""
         problems = []
         if self.store_full:
             problems.append(PROBLEM_STORE_FULL)
         if self.store.evidence:
             problems.append(PROBLEM_EVIDENCE)
+        if self.lookup_problem is not None:
+            problems.append(f"{PROBLEM_LOOKUPS} ({self.lookup_problem})")
+        if self.sync_problem is not None:
+            problems.append(f"{PROBLEM_BLOCKS_REFUSED}: {self.sync_problem}")
         return problems
 
     def health(self) -> dict[str, Any]:

@@ -12,6 +12,12 @@ same way and counted (:attr:`Syncer.protocol_errors`); it proves nothing, so it 
 A fork refusal (409) or two inconsistent signed checkpoints (a receipt's checkpoint older than the
 pin included) are equivocation evidence: stored under ``meta['evidence']``, logged at ERROR, and sync
 stops until an operator looks.
+
+Health: a root that *answers* and refuses our blocks (e.g. this gateway is not registered), or whose
+answers do not verify under our trust policy, stops anchoring for good until someone acts, so it is a
+problem (:attr:`Syncer.problem`: ``/healthz`` 503, ``gateway status``, a metric) logged once at ERROR
+when it starts, and at INFO when sync works again. A root that cannot be reached is not: the gateway is
+built to work offline for days, blocks wait as ``chained`` and the backlog shows in the status.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ import sqlite3
 from chain_lite.block import parse_block
 from chain_lite.errors import ChainError
 from chain_lite.log_leaf import block_leaf
-from edge.errors import SyncError
+from edge.errors import BlocksRefused, SyncError
 from edge.pin_store import SqlitePinStore
 from rootclient.client import AsyncRootClient
-from rootclient.errors import EquivocationDetected, ProtocolError, RootClientError
+from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError, RootClientError
 from rootclient.pinned_log import PinnedLog
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,10 @@ class Syncer:
         self.last_error = ""
         self.protocol_errors = 0
         """Root answers of the wrong shape in this run (e.g. a malformed proof): retried, never evidence."""
+        self.failures = 0
+        """Sync attempts that failed in this run, for any reason (each retried with backoff)."""
+        self.problem: str | None = None
+        """Why blocks cannot be anchored until someone acts (see the module docstring); None otherwise."""
 
     # --- the loop ------------------------------------------------------------------------------------
 
@@ -76,10 +86,14 @@ class Syncer:
                 pushed = await self.push()
                 anchored = await self.fetch_receipts()
             except Exception as exc:  # a sync failure of any kind is retried, never fatal
+                self.failures += 1
                 if isinstance(exc, ProtocolError):
                     self.protocol_errors += 1
+                problem = _anchoring_stopped(exc)
                 if not isinstance(exc, RootClientError | SyncError | ChainError):
                     log.exception("unexpected sync failure; backing off")
+                elif problem is not None:
+                    self._anchoring_stopped(problem)
                 elif self.state != "backing off":
                     log.warning("sync with the root failed, backing off: %s", exc)
                 self.state, self.last_error = "backing off", str(exc)
@@ -88,11 +102,18 @@ class Syncer:
                 continue
             if self.state == "backing off":
                 log.info("sync with the root restored")
+            self.problem = None
             self.state, backoff = "synced", BACKOFF_MIN_S
             if pushed:
                 await _sleep(stop, pushed / self.max_blocks_per_s)  # paced catch-up
             elif not anchored:
                 await _sleep(stop, self.interval_s)
+
+    def _anchoring_stopped(self, problem: str) -> None:
+        """Report a problem that stops anchoring: at ERROR once, when it starts, not at every retry."""
+        if self.problem is None:
+            log.error("blocks cannot be anchored: %s (retrying with backoff)", problem)
+        self.problem = problem
 
     async def push(self) -> int:
         """Send the oldest chained blocks; returns how many the root accepted."""
@@ -148,7 +169,8 @@ class Syncer:
             refused = next((h for h, raw, _ in blocks if _block_id(raw) not in accepted), None)
             if refused is None:  # a refusal that accepted every block contradicts itself
                 raise ProtocolError("block batch answer", f"status {answer.status} with every block accepted")
-            raise SyncError(f"root refused block {refused}: {answer.status} {answer.message}")
+            refusal = BlocksRefused if answer.status < 500 else SyncError  # 5xx: the root's own trouble
+            raise refusal(f"root refused block {refused}: {answer.status} {answer.message}")
         return len(heights)
 
     async def fetch_receipts(self) -> int:
@@ -180,6 +202,21 @@ class Syncer:
             await self._db(mark)
             anchored += 1
         return anchored
+
+
+def _anchoring_stopped(exc: Exception) -> str | None:
+    """Why ``exc`` stops anchoring until someone acts, or None when it is transient (the root is away
+    or failing on its side: 5xx) or is evidence (reported as such). A malformed answer is a protocol
+    error: counted, retried, not a verdict either."""
+    if isinstance(exc, EquivocationDetected | ProtocolError):
+        return None
+    if isinstance(exc, BlocksRefused):
+        return f"the root refuses them: {exc}"
+    if isinstance(exc, ClientError) and 400 <= exc.status < 500:
+        return f"the root refuses our requests: {exc}"
+    if isinstance(exc, ChainError | PinError):
+        return f"the root's answers do not verify under the trust policy: {exc}"
+    return None
 
 
 def _block_id(raw: bytes) -> bytes:

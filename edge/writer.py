@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from chain_lite.block import GENESIS_PREV, header_for, parse_block, sign_block
@@ -21,11 +22,14 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import PublicKey, load_public_der
 from edge import store
 from edge.admission import COUNTER_WINDOW_DEFAULT, DUPLICATE, Accepted, Duplicate, ReadingVerifier, Rejected
-from edge.intake import Outcome, Submission
+from edge.intake import KEY_LOOKUP, Outcome, Submission
 from edge.status import CounterReset
 
 log = logging.getLogger(__name__)
 MAX_SIGNERS_PER_BLOCK = 500
+MAX_HELD = 10_000
+"""Held readings kept in memory, waiting for their signers' key lookups; beyond, a held reading is not
+kept (its sender still has it: a held reading is never acknowledged) and counts on its resend."""
 """Keeps a signed header (one counter range per signer) well under the root's 65,535-byte leaf cap."""
 
 
@@ -57,6 +61,13 @@ class Writer:
         self._batch_signed: dict[tuple[str, int], list[bytes]] = {}
         """Readings accepted in the batch being judged, not yet committed, by (signer, counter)."""
         self.store_full = False
+        self.may_hold: Callable[[str], bool] | None = None
+        """Whether a reading whose signer has no key here is held while the registry is asked (True), or
+        quarantined as ``unknown-device`` (False: absence proven, or no registry to ask). Called on this
+        thread; set once by :meth:`edge.ingest.Ingest.use_registry`."""
+        self.held: dict[str, list[Submission]] = {}
+        """Held readings by signer, in arrival order (see :meth:`release`)."""
+        self.held_count = 0
 
     def open(self) -> None:
         """Open the write connection (on the writer thread), load counters and apply the counter resets
@@ -75,6 +86,9 @@ class Writer:
         return self.conn
 
     def _key(self, signer: str) -> PublicKey | None:
+        if signer in self.held:
+            # Earlier readings of this signer wait for its lookup: a later one must not overtake them.
+            return None
         if signer not in self.keys:
             row = self._db().execute("SELECT key FROM devices WHERE identifier = ?", (signer,)).fetchone()
             self.keys[signer] = None if row is None else load_public_der(bytes(row[0]))
@@ -89,6 +103,31 @@ class Writer:
     def forget_key(self, signer: str) -> None:
         """Drop a cached key (or a cached absence) after the devices table changed."""
         self.keys.pop(signer, None)
+
+    def _hold(self, sub: Submission, signer: str) -> Outcome | None:
+        """Hold ``sub`` (a reading of ``signer``, who has no key here) while the registry is asked; None
+        when its absence is proven or there is no registry: then ``unknown-device`` is final."""
+        if signer not in self.held and (self.may_hold is None or not self.may_hold(signer)):
+            return None
+        if self.held_count < MAX_HELD:
+            self.held.setdefault(signer, []).append(sub)
+            self.held_count += 1
+        detail = f"key of {signer} is being looked up in the registry; send the reading again later"
+        return Outcome(accepted=False, durable=False, reason=KEY_LOOKUP, detail=detail, signer=signer)
+
+    def release(self, signer: str) -> list[tuple[Submission, Outcome]]:
+        """The lookup of ``signer`` settled it (key found, or absence proven): judge its held readings
+        now, in arrival order and before any later reading of it."""
+        subs = self.held.pop(signer, [])
+        self.held_count -= len(subs)
+        self.keys.pop(signer, None)  # the registry may have stored a key meanwhile
+        return list(zip(subs, self.process(subs), strict=True)) if subs else []
+
+    def forget_held(self, signers: list[str]) -> None:
+        """The lookups of ``signers`` failed or were deferred: forget their held readings (their senders
+        were not acknowledged and send them again; the next one starts a new lookup)."""
+        for signer in signers:
+            self.held_count -= len(self.held.pop(signer, []))
 
     # --- ingest --------------------------------------------------------------------------------------------
 
@@ -120,6 +159,12 @@ class Writer:
                 duplicates += 1
                 detail = f"{verdict.envelope.signer} counter {verdict.envelope.counter} is stored already"
                 outcomes.append(Outcome(True, True, DUPLICATE, detail))
+            elif (
+                verdict.reason == "unknown-device"
+                and verdict.signer is not None
+                and (held := self._hold(sub, verdict.signer)) is not None
+            ):
+                outcomes.append(held)  # neither stored nor quarantined: judged once the lookup ends
             else:
                 quarantine.append(
                     (sub.received_ms, sub.source, verdict.reason, sub.raw[: store.QUARANTINE_RAW_MAX])
