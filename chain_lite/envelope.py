@@ -14,6 +14,7 @@ labels of RFC 8428 §6; only the labels listed in :data:`SENML_LABELS` are accep
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -79,9 +80,15 @@ def _check_record(record: object) -> Record:
     return record
 
 
+# A gateway sees the same few thousand signers over and over; their canonical form is a pure function of
+# the text, so it is computed once per signer rather than once per reading (issue 13). Invalid
+# identifiers raise and are not cached; the bound keeps a stream of distinct kids from growing memory.
+_canonical = functools.lru_cache(maxsize=4096)(normalize)
+
+
 def _check_identifier(value: str, what: str) -> str:
     try:
-        canonical = normalize(value)
+        canonical = _canonical(value)
     except IdentifierError as exc:
         raise FormatError("envelope", f"{what}: {exc.reason}") from exc
     if canonical != value:
