@@ -20,6 +20,25 @@ def encode(value: Any) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
+def head(major: int, argument: int) -> bytes:
+    """The initial byte(s) of a data item (RFC 8949 §3): major type and argument, in shortest form
+    (§4.2.1), so framing received bytes by hand gives exactly what :func:`encode` would."""
+    if argument < 24:
+        return bytes(((major << 5) | argument,))
+    if argument < 0x100:
+        return bytes(((major << 5) | 24, argument))
+    if argument < 0x10000:
+        return bytes(((major << 5) | 25,)) + argument.to_bytes(2, "big")
+    if argument < 0x100000000:
+        return bytes(((major << 5) | 26,)) + argument.to_bytes(4, "big")
+    return bytes(((major << 5) | 27,)) + argument.to_bytes(8, "big")
+
+
+def encode_bstr(data: bytes) -> bytes:
+    """``data`` as a definite-length byte string (major type 2), without copying it through cbor2."""
+    return head(2, len(data)) + data
+
+
 def decode(data: bytes, what: str, *, max_size: int) -> Any:
     """Decode one CBOR item of at most ``max_size`` bytes; any decoder failure becomes FormatError."""
     if len(data) > max_size:

@@ -1,14 +1,16 @@
 """COSE_Sign1 (RFC 9052 §4.2) as edgeroot uses it: ES256 (default) or EdDSA, ``kid`` in the protected
 header, nothing in the unprotected header.
 
-Messages are built with python-cwt. Verification is on the hot path (every reading at the gateway), so
-it rebuilds the ``Sig_structure`` (RFC 9052 §4.4) and calls ``cryptography`` directly; the tests check
-that python-cwt and this code accept exactly the same messages.
+Both directions use cbor2 and ``cryptography`` directly (D-057). Verification is on the hot path (every
+reading at the gateway): the message is decoded once, its structure checked once, and the
+``Sig_structure`` (RFC 9052 §4.4) is framed by hand around the *received* protected-header and payload
+bytes instead of being re-encoded. The tests cross-check both directions with pycose, an independent
+COSE implementation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +19,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cwt import COSE, COSEKey
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from chain_lite import cbor
-from chain_lite.errors import BadSignature, FormatError, UnknownSigner
-from chain_lite.keys import PrivateKey, PublicKey, private_pem
+from chain_lite.errors import BadSignature, FormatError, KeyFormatError, UnknownSigner
+from chain_lite.keys import PrivateKey, PublicKey
 
 COSE_SIGN1_TAG = 18
 HDR_ALG = 1
@@ -32,6 +33,12 @@ ALG_ES256 = -7
 ALG_EDDSA = -8
 _ALG_NAMES = {ALG_ES256: "ES256", ALG_EDDSA: "EdDSA"}
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+# The fixed start of every Sig_structure: array of 4 (0x84), then the text "Signature1" (0x6a + 10 bytes).
+_SIG1_CONTEXT = b"\x84\x6aSignature1"
+_EMPTY_BSTR = b"\x40"  # external_aad: always empty in edgeroot
+# Tag 18 (0xd2) around an array of 4 (0x84); the unprotected header is always the empty map (0xa0).
+_SIGN1_START = b"\xd2\x84"
+_EMPTY_MAP = b"\xa0"
 
 KeyLookup = Callable[[str], PublicKey | None]
 """Maps a signer identifier (the ``kid``) to its public key, or ``None`` when unknown."""
@@ -62,7 +69,9 @@ def parse_sign1(data: bytes, what: str, *, max_size: int) -> Sign1:
     if not isinstance(item, cbor2.CBORTag) or item.tag != COSE_SIGN1_TAG:
         raise FormatError(what, "not a tagged COSE_Sign1 (CBOR tag 18)")
     value = item.value
-    if not isinstance(value, list) or len(value) != 4:
+    # cbor2 >= 6 decodes the content of a tag as immutable values (a tuple here, a frozendict for the
+    # unprotected map); the protected header and the payload are byte strings decoded on their own.
+    if not isinstance(value, tuple | list) or len(value) != 4:
         raise FormatError(what, "COSE_Sign1 must be an array of 4 items")
     protected_bytes, unprotected, payload, signature = value
     if not isinstance(protected_bytes, bytes) or not protected_bytes:
@@ -93,8 +102,13 @@ def parse_sign1(data: bytes, what: str, *, max_size: int) -> Sign1:
 
 
 def sig_structure(protected_bytes: bytes, payload: bytes) -> bytes:
-    """The bytes a COSE_Sign1 signature covers (RFC 9052 §4.4), with empty external AAD."""
-    return cbor.encode(["Signature1", protected_bytes, b"", payload])
+    """The bytes a COSE_Sign1 signature covers (RFC 9052 §4.4), with empty external AAD:
+    ``["Signature1", protected, h'', payload]``, the two byte strings exactly as received.
+
+    Framed by hand (RFC 8949 §3): only the length heads are written, so the result equals the
+    deterministic encoding of that array without passing either byte string through an encoder.
+    """
+    return _SIG1_CONTEXT + cbor.encode_bstr(protected_bytes) + _EMPTY_BSTR + cbor.encode_bstr(payload)
 
 
 def verify_sign1(msg: Sign1, key: PublicKey) -> None:
@@ -102,9 +116,10 @@ def verify_sign1(msg: Sign1, key: PublicKey) -> None:
     tbs = sig_structure(msg.protected_bytes, msg.payload)
     try:
         if msg.alg == ALG_ES256 and isinstance(key, ec.EllipticCurvePublicKey):
-            r = int.from_bytes(msg.signature[:32], "big")
-            s = int.from_bytes(msg.signature[32:], "big")
-            key.verify(encode_dss_signature(r, s), tbs, _ECDSA_SHA256)
+            # COSE carries ECDSA signatures as raw r || s (RFC 9053 §2.1); OpenSSL wants DER.
+            sig = msg.signature
+            der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+            key.verify(der, tbs, _ECDSA_SHA256)
         elif msg.alg == ALG_EDDSA and isinstance(key, Ed25519PublicKey):
             key.verify(msg.signature, tbs)
         else:
@@ -120,22 +135,46 @@ def verify_with(msg: Sign1, lookup: KeyLookup) -> None:
     verify_sign1(msg, key)
 
 
+def encode_protected(header: Mapping[int, Any]) -> bytes:
+    """A protected header map in deterministic CBOR: keys sorted by their encoded bytes (RFC 8949 §4.2.1)."""
+    items = sorted((cbor.encode(label), cbor.encode(value)) for label, value in header.items())
+    return cbor.head(5, len(items)) + b"".join(label + value for label, value in items)
+
+
 class CoseSigner:
     """Signs COSE_Sign1 messages as ``kid`` with a P-256 (ES256) or Ed25519 (EdDSA) key."""
 
     def __init__(self, kid: str, private_key: PrivateKey) -> None:
+        if isinstance(private_key, Ed25519PrivateKey):
+            self.alg = ALG_EDDSA
+        elif isinstance(private_key, ec.EllipticCurvePrivateKey) and isinstance(
+            private_key.curve, ec.SECP256R1
+        ):
+            self.alg = ALG_ES256
+        else:
+            raise KeyFormatError(f"a COSE signing key is P-256 or Ed25519, not {type(private_key).__name__}")
         self.kid = kid
-        self.alg = ALG_EDDSA if isinstance(private_key, Ed25519PrivateKey) else ALG_ES256
-        # The key carries no kid of its own, so python-cwt adds no unprotected header.
-        self._key = COSEKey.from_pem(private_pem(private_key), alg=_ALG_NAMES[self.alg])
-        self._cose = COSE.new()
+        self._key = private_key
         self.public_key: PublicKey = private_key.public_key()
 
     def sign(self, payload: bytes, extra_protected: dict[int, Any] | None = None) -> bytes:
         """A tagged COSE_Sign1 over ``payload``; ``extra_protected`` headers are signed too."""
         protected: dict[int, Any] = {HDR_ALG: self.alg, HDR_KID: self.kid.encode()}
         protected.update(extra_protected or {})
-        # Deterministic header order (RFC 8949 §4.2.1 sorts encoded keys bytewise).
-        ordered = dict(sorted(protected.items(), key=lambda kv: cbor.encode(kv[0])))
-        out = self._cose.encode_and_sign(payload, self._key, protected=ordered, unprotected={})
-        return bytes(out)
+        protected_bytes = encode_protected(protected)
+        tbs = sig_structure(protected_bytes, payload)
+        key = self._key
+        if isinstance(key, Ed25519PrivateKey):
+            signature = key.sign(tbs)
+        else:
+            r, s = decode_dss_signature(key.sign(tbs, _ECDSA_SHA256))
+            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return b"".join(
+            (
+                _SIGN1_START,
+                cbor.encode_bstr(protected_bytes),
+                _EMPTY_MAP,
+                cbor.encode_bstr(payload),
+                cbor.encode_bstr(signature),
+            )
+        )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import Protocol
 
 from chain_lite.errors import (
@@ -33,6 +34,7 @@ HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
+_HASH_SIZES = frozenset((HASH_SIZE,))
 
 NodeId = tuple[int, int]
 """``(level, index)`` of a perfect subtree."""
@@ -77,6 +79,9 @@ def root_of(entries: Iterable[bytes]) -> bytes:
 
 
 def _check_hashes(what: str, hashes: Sequence[bytes]) -> None:
+    # One pass over the lengths in C; the loop below only runs to name the offending hash.
+    if set(map(len, hashes)) <= _HASH_SIZES:
+        return
     for h in hashes:
         if len(h) != HASH_SIZE:
             raise HashSizeError(what, HASH_SIZE, len(h))
@@ -103,11 +108,17 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
     if len(proof) != inner + border:
         raise ProofLengthError(inner + border, len(proof))
     _check_hashes("proof hash", proof)
+    # hashlib called in the loop, as in verify_consistency: every receipt a client checks lands here.
+    sha = hashlib.sha256
+    node = _NODE_PREFIX
+    siblings = iter(proof)
     h = leaf
-    for i in range(inner):
-        h = node_hash(proof[i], h) if (index >> i) & 1 else node_hash(h, proof[i])
-    for sibling in proof[inner:]:
-        h = node_hash(sibling, h)
+    bits = index
+    for sibling in islice(siblings, inner):
+        h = sha(node + sibling + h).digest() if bits & 1 else sha(node + h + sibling).digest()
+        bits >>= 1
+    for sibling in siblings:
+        h = sha(node + sibling + h).digest()
     return h
 
 
@@ -144,30 +155,31 @@ def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: by
     inner, border = _inclusion_shape(size1 - 1, size2)
     shift = (size1 & -size1).bit_length() - 1
     inner -= shift
-    if size1 == 1 << shift:
-        seed, rest = root1, proof
-        want = inner + border
-    else:
-        if not proof:
-            raise ProofLengthError(inner + border + 1, 0)
-        seed, rest = proof[0], proof[1:]
-        want = inner + border + 1
+    whole = size1 == 1 << shift
+    want = inner + border + (0 if whole else 1)
     if len(proof) != want:
         raise ProofLengthError(want, len(proof))
 
+    # The verifier runs once per checkpoint a light client or witness sees, so the loop calls hashlib
+    # itself rather than node_hash (a Python call per node was a tenth of the cost, issue 13), and walks
+    # the proof with one iterator instead of slicing it.
+    sha = hashlib.sha256
+    node = _NODE_PREFIX
+    siblings = iter(proof)
+    h1 = h2 = root1 if whole else next(siblings)
     mask = (size1 - 1) >> shift
-    h1 = seed
-    h2 = seed
-    for i in range(inner):
-        sibling = rest[i]
-        if (mask >> i) & 1:
-            h1 = node_hash(sibling, h1)
-            h2 = node_hash(sibling, h2)
+    for sibling in islice(siblings, inner):
+        if mask & 1:
+            left = node + sibling  # shared by both paths
+            h1 = sha(left + h1).digest()
+            h2 = sha(left + h2).digest()
         else:
-            h2 = node_hash(h2, sibling)
-    for sibling in rest[inner:]:
-        h1 = node_hash(sibling, h1)
-        h2 = node_hash(sibling, h2)
+            h2 = sha(node + h2 + sibling).digest()
+        mask >>= 1
+    for sibling in siblings:
+        left = node + sibling
+        h1 = sha(left + h1).digest()
+        h2 = sha(left + h2).digest()
     if h1 != root1:
         raise RootMismatch(root1, h1)
     if h2 != root2:
@@ -192,17 +204,47 @@ class NodeStore(NodeReader, Protocol):
 
 
 class MemoryNodeStore:
-    """A :class:`NodeStore` in a dict: tests, blocks, and the root node's cache."""
+    """A :class:`NodeStore` in memory: tests, blocks, and the root node's cache.
+
+    One list per level, indexed by node index (``None`` where a node is absent): an append-only tree
+    completes the nodes of each level left to right, so :meth:`put_levels` extends lists instead of
+    building a ``((level, index), hash)`` key per node (that bookkeeping, not the hashing, was the cost
+    of appending; issue 13).
+    """
 
     def __init__(self) -> None:
-        self.nodes: dict[NodeId, bytes] = {}
+        self.levels: list[list[bytes | None]] = []
 
     def get_nodes(self, ids: Sequence[NodeId]) -> list[bytes | None]:
-        get = self.nodes.get
-        return [get(i) for i in ids]
+        levels = self.levels
+        out: list[bytes | None] = []
+        for level, index in ids:
+            row = levels[level] if 0 <= level < len(levels) else None
+            out.append(row[index] if row is not None and 0 <= index < len(row) else None)
+        return out
 
     def put_nodes(self, nodes: Sequence[tuple[NodeId, bytes]]) -> None:
-        self.nodes.update(nodes)
+        for (level, index), h in nodes:
+            self._row(level, index)[index] = h
+
+    def put_levels(self, first: int, runs: Sequence[Sequence[bytes]]) -> None:
+        """Store ``runs[level]``, the hashes of consecutive nodes from index ``first >> level`` on."""
+        for level, run in enumerate(runs):
+            start = first >> level
+            row = self._row(level, start - 1)
+            if len(row) == start:
+                row.extend(run)
+            else:  # rewriting stored nodes (with equal hashes: complete nodes never change)
+                row[start : start + len(run)] = run
+
+    def _row(self, level: int, index: int) -> list[bytes | None]:
+        """The list for ``level``, grown (with ``None``) so that ``index`` is a valid position."""
+        while len(self.levels) <= level:
+            self.levels.append([])
+        row = self.levels[level]
+        if len(row) <= index:
+            row.extend([None] * (index + 1 - len(row)))
+        return row
 
 
 def perfect_subtrees(begin: int, end: int) -> list[NodeId]:
@@ -346,31 +388,58 @@ class MerkleTree:
 
     def append_entries(self, entries: Iterable[bytes]) -> int:
         """Append raw leaf data in order; returns the index of the first appended leaf."""
-        return self.append_leaf_hashes([leaf_hash(e) for e in entries])
+        sha = hashlib.sha256
+        prefix = _LEAF_PREFIX
+        return self.append_leaf_hashes([sha(prefix + e).digest() for e in entries])
 
     def append_leaf_hashes(self, hashes: Sequence[bytes]) -> int:
         """Append leaves given as leaf hashes; returns the index of the first. All-or-nothing."""
         _check_hashes("leaf hash", hashes)
         first = self._size
-        size = first
-        border = list(self._border)  # a copy, so a failing store leaves the tree as it was
-        written: list[tuple[NodeId, bytes]] = []
-        add = written.append
+        if not hashes:
+            return first
+        size = first + len(hashes)
+        # The old border holds, for each set bit ``level`` of ``first``, node (level, (first >> level) - 1):
+        # the left sibling waiting for the first new node of that level.
+        bits = [level for level in range(first.bit_length() - 1, -1, -1) if (first >> level) & 1]
+        left = dict(zip(bits, self._border, strict=True))
+
+        # Level by level, the new nodes of each level are consecutive, from index first >> level: pair
+        # them (with the waiting left sibling when that index is odd) to get the next level's run.
         sha = hashlib.sha256
-        for leaf in hashes:
-            h = leaf
-            add(((0, size), h))
-            level = 0
-            index = size
-            # Each trailing set bit of the old size is a perfect left sibling waiting on the border.
-            while index & 1:
-                h = sha(_NODE_PREFIX + border.pop() + h).digest()
-                level += 1
-                index >>= 1
-                add(((level, index), h))
-            border.append(h)
-            size += 1
-        self.store.put_nodes(written)
+        prefix = _NODE_PREFIX
+        runs: list[list[bytes]] = []
+        run = list(hashes)
+        start = first
+        level = 0
+        while run:
+            runs.append(run)
+            pending = [left[level], *run] if start & 1 else run
+            pairs = iter(pending)
+            # strict=False: an odd node out at the end waits on the border for its right sibling.
+            run = [sha(prefix + a + b).digest() for a, b in zip(pairs, pairs, strict=False)]
+            start >>= 1
+            level += 1
+
+        # The new border: node (level, (size >> level) - 1) for each set bit of size, highest first; it
+        # is either new (in that level's run) or the old border's node for the same level.
+        border: list[bytes] = []
+        for level in range(size.bit_length() - 1, -1, -1):
+            if (size >> level) & 1:
+                offset = (size >> level) - 1 - (first >> level)
+                border.append(runs[level][offset] if offset >= 0 else left[level])
+
+        store = self.store
+        if isinstance(store, MemoryNodeStore):
+            store.put_levels(first, runs)
+        else:
+            store.put_nodes(
+                [
+                    ((level, (first >> level) + i), h)
+                    for level, run in enumerate(runs)
+                    for i, h in enumerate(run)
+                ]
+            )
         self._border = border
         self._size = size
         return first

@@ -174,11 +174,11 @@ def test_missing_nodes_is_a_storage_error_not_a_bad_proof() -> None:
     """A store that lost nodes reports which, instead of producing a wrong proof."""
     store = merkle.MemoryNodeStore()
     merkle.MerkleTree(store).append_entries(LEAVES[:8])
-    del store.nodes[(1, 1)]
+    store.levels[1][1] = None  # lose node (1, 1)
     with pytest.raises(MissingNodes) as err:
         merkle.inclusion_proof(0, 8, store)
     assert err.value.missing == [(1, 1)]
-    del store.nodes[(2, 0)]
+    store.levels[2][0] = None  # and (2, 0)
     with pytest.raises(MissingNodes):
         merkle.MerkleTree(store, size=4)
 
@@ -226,3 +226,50 @@ def test_verifiers_raise_only_chain_errors(i: int, n: int, proof: list[bytes], a
     ):
         with contextlib.suppress(ChainError):
             call()
+
+
+class _PairStore:
+    """A NodeStore that only speaks ``(NodeId, hash)`` pairs, like the root node's SQL store."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[merkle.NodeId, bytes] = {}
+
+    def get_nodes(self, ids: list[merkle.NodeId]) -> list[bytes | None]:
+        return [self.nodes.get(i) for i in ids]
+
+    def put_nodes(self, nodes: list[tuple[merkle.NodeId, bytes]]) -> None:
+        self.nodes.update(nodes)
+
+
+@given(st.lists(st.integers(0, 40), max_size=12))
+def test_batched_appends_store_every_node_of_the_reference_tree(batches: list[int]) -> None:
+    """Appends in arbitrary batches store exactly the perfect subtrees of the reference, in both stores."""
+    memory, pairs = merkle.MemoryNodeStore(), _PairStore()
+    a, b = merkle.MerkleTree(memory), merkle.MerkleTree(pairs)
+    n = 0
+    for wanted in batches:
+        k = min(wanted, MAX_EXHAUSTIVE - n)
+        assert a.append_entries(LEAVES[n : n + k]) == b.append_entries(LEAVES[n : n + k]) == n
+        n += k
+        assert a.root() == b.root() == MTH(0, n)
+    want = {
+        (level, index): MTH(index << level, (index + 1) << level)
+        for level in range(n.bit_length())
+        for index in range(n >> level)
+    }
+    assert pairs.nodes == want
+    assert memory.get_nodes(list(want)) == list(want.values())
+    assert memory.get_nodes([(0, n), (n.bit_length(), 0), (-1, 0), (0, -1)]) == [None] * 4
+
+
+def test_memory_store_takes_nodes_out_of_order() -> None:
+    """put_nodes at any (level, index) leaves the gaps absent, and a tree reopens over such a store."""
+    store = merkle.MemoryNodeStore()
+    source = merkle.MemoryNodeStore()
+    merkle.MerkleTree(source).append_entries(LEAVES[:6])
+    ids = [(2, 0), (1, 2), (0, 5), (0, 4)]
+    store.put_nodes(list(zip(ids, source.get_nodes(ids), strict=True)))
+    assert store.get_nodes([(0, 0), (1, 0), (1, 1)]) == [None, None, None]
+    reopened = merkle.MerkleTree(store, size=6)
+    reopened.append_entries(LEAVES[6:9])
+    assert reopened.root() == MTH(0, 9)
