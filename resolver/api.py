@@ -26,7 +26,7 @@ from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, 
 from resolver.metrics import RootMetrics
 from resolver.reads import Resolution, RootNode
 from resolver.tiles import parse_tile_path
-from resolver.web import PAGE
+from resolver.web import console_assets, render_page
 from rootclient import codecs, routes
 from rootclient.codecs import handle_value
 from rootclient.errors import ProtocolError
@@ -106,6 +106,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     lifespan: Any = None,
     metrics: RootMetrics | None = None,
     role: Any = None,
+    policy_text: bytes | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="edgeroot resolution-root node",
@@ -352,9 +353,25 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             metrics.sequencing.set(1 if role.name == "sequencing" else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get(routes.POLICY, response_class=PlainTextResponse, tags=["log"])
+    async def policy() -> PlainTextResponse:
+        """The node's C2SP tlog-policy: the log key, the witnesses and the quorum its checkpoints meet."""
+        if policy_text is None:
+            raise NotFound("this node publishes no policy")
+        return PlainTextResponse(policy_text)
+
+    assets = console_assets()
+
+    @app.get(routes.CONSOLE_ASSET, include_in_schema=False)
+    async def console_asset(asset: str) -> Response:
+        found = assets.get(asset)
+        if found is None:
+            raise NotFound(f"no console asset {asset}")
+        return Response(found.body, media_type=found.content_type, headers={"Cache-Control": "no-cache"})
+
     @app.get(routes.WEB_PAGE, response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse(PAGE.replace("{{origin}}", node.origin))
+    async def page() -> HTMLResponse:
+        return HTMLResponse(render_page(assets, node.origin))
 
     return app
 

@@ -304,7 +304,16 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
         cosigner.set_witnesses(new.witnesses)
         return f"witnesses now {', '.join(w.name for w in new.witnesses) or 'none'}"
 
-    app = create_app(node, max_body=cfg.max_body_bytes, lifespan=lifespan, metrics=metrics, role=role)
+    # Published read-only at routes.POLICY, so a browser can check checkpoints against it.
+    policy_text = cfg.policy.read_bytes() if cfg.policy.exists() else None
+    app = create_app(
+        node,
+        max_body=cfg.max_body_bytes,
+        lifespan=lifespan,
+        metrics=metrics,
+        role=role,
+        policy_text=policy_text,
+    )
     app.state.hooks = Hooks(status, reload)
     return app, node
 

@@ -1,42 +1,65 @@
-"""The one web page: resolve an identifier in a browser (proofs are checked with the CLI)."""
+"""The engineer's console at ``/``: a page of plain ES modules that verifies every answer in the browser.
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>edgeroot resolver: {{origin}}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}
-input{width:70%;padding:.4rem}table{border-collapse:collapse;margin-top:1rem}
-td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
-code{word-break:break-all}</style></head>
-<body><h1>Resolve an identifier</h1>
-<p>Node <code>{{origin}}</code>. Answers carry a map proof and a receipt; check them offline with
-<code>edgeroot resolve ID --root URL --verify --policy policy.txt</code>.</p>
-<form id="f"><input id="id" placeholder="88.123.99/PUMP-0042" autofocus> <button>Resolve</button></form>
-<div id="out"></div>
-<script>
-document.getElementById("f").onsubmit = async (e) => {
-  e.preventDefault();
-  const id = document.getElementById("id").value.trim();
-  const out = document.getElementById("out");
-  const [prefix, ...rest] = id.split("/");
-  const path = encodeURIComponent(prefix) + "/" + rest.map(encodeURIComponent).join("/");
-  const r = await fetch("/v1/resolve/" + path);
-  const j = await r.json();
-  out.textContent = "";
-  const h = document.createElement("p");
-  if (!r.ok) { h.textContent = j.message; out.append(h); return; }
-  h.textContent = j.found ? `${j.identifier} as of log size ${j.proof.epoch}`
-                          : `${j.identifier} is not registered (proven absent at log size ${j.proof.epoch})`;
-  out.append(h);
-  if (!j.found) return;
-  const t = document.createElement("table");
-  t.innerHTML = "<tr><th>index</th><th>type</th><th>value</th><th>ttl</th><th>timestamp</th></tr>";
-  for (const v of j.values) {
-    const row = t.insertRow();
-    for (const x of [v.index, v.type, v.data.value, v.ttl, v.timestamp]) {
-      const c = row.insertCell(); const code = document.createElement("code");
-      code.textContent = String(x); c.append(code);
-    }
-  }
-  out.append(t);
-};
-</script></body></html>
+The assets live in ``resolver/console/`` (package data) and are read once, when the app is built; only
+those files are served, each with its content type, so no path a client sends reaches the filesystem.
+The page learns the node's routes from a JSON block the server renders from :mod:`rootclient.routes`,
+so the browser never repeats a path by hand.
 """
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+
+from rootclient import routes
+
+CONTENT_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+}
+PAGE_FILE = "index.html"
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    body: bytes
+    content_type: str
+
+
+def _walk(folder: Traversable, base: str) -> dict[str, Asset]:
+    found: dict[str, Asset] = {}
+    for entry in folder.iterdir():
+        name = base + entry.name
+        if entry.is_dir():
+            found.update(_walk(entry, name + "/"))
+            continue
+        suffix = entry.name[entry.name.rfind(".") :]
+        if suffix in CONTENT_TYPES:
+            found[name] = Asset(entry.read_bytes(), CONTENT_TYPES[suffix])
+    return found
+
+
+def console_assets() -> dict[str, Asset]:
+    """Every file of the console by its path under ``/console/`` (``views/record.js``, say)."""
+    return _walk(resources.files("resolver") / "console", "")
+
+
+def page_config(origin: str) -> dict[str, str]:
+    """What the page needs from the server: the log's origin and the routes it calls."""
+    return {
+        "origin": origin,
+        "resolve": routes.RESOLVE_PREFIX,
+        "history": routes.HISTORY_PREFIX,
+        "policy": routes.POLICY,
+        "assets": routes.CONSOLE_PREFIX,
+    }
+
+
+def render_page(assets: dict[str, Asset], origin: str) -> str:
+    """The console's HTML with its configuration inlined as JSON (``<`` escaped: it sits in a script
+    element, and an origin holding ``</script>`` must not end it)."""
+    config = json.dumps(page_config(origin)).replace("<", "\\u003c")
+    return assets[PAGE_FILE].body.decode().replace("{{config}}", config)

@@ -18,6 +18,7 @@ from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import ChainError
 from chain_lite.merkle import HASH_SIZE
+from chain_lite.policy import Policy
 from chain_lite.receipt import Receipt
 from chain_lite.registry import Value
 from chain_lite.resolution import ResolutionProof
@@ -87,6 +88,14 @@ def parse_checkpoint(data: bytes, what: str = "checkpoint") -> SignedCheckpoint:
     """A C2SP signed checkpoint as served by ``GET /v1/checkpoint`` (signatures not yet verified)."""
     try:
         return SignedCheckpoint.parse(data)
+    except ChainError as exc:
+        raise ProtocolError(what, str(exc)) from exc
+
+
+def parse_policy(data: bytes, what: str = "policy") -> Policy:
+    """A C2SP tlog-policy as served by ``GET /v1/policy``."""
+    try:
+        return Policy.parse(data)
     except ChainError as exc:
         raise ProtocolError(what, str(exc)) from exc
 

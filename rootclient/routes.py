@@ -46,7 +46,13 @@ WITNESS_ADD_CHECKPOINT = "/add-checkpoint"
 HEALTH = "/healthz"
 METRICS = "/metrics"
 WEB_PAGE = "/"
-"""The human page (a small resolver form)."""
+"""The engineer's console: resolves identifiers and verifies every answer in the browser."""
+CONSOLE_ASSET = "/console/{asset:path}"
+"""The console's static modules and style sheet (packaged under ``resolver/console/``)."""
+CONSOLE_PREFIX = "/console/"
+
+POLICY = "/v1/policy"
+"""The node's C2SP tlog-policy (its log key, witnesses and quorum), as ``text/plain``."""
 
 
 def quote_identifier(identifier: str) -> str:

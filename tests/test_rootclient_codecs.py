@@ -313,6 +313,6 @@ def test_the_root_app_serves_exactly_the_routes_rootclient_names() -> None:
     declared = {
         routes.HANDLE, routes.RESOLVE, routes.HISTORY, routes.REGISTRY, routes.GATEWAY_BLOCKS, routes.BLOCK,
         routes.GATEWAY_HEAD, routes.CHECKPOINT, routes.CONSISTENCY, routes.INCLUSION, routes.TILES_CHECKPOINT,
-        routes.TILE, routes.HEALTH, routes.METRICS, routes.WEB_PAGE,
+        routes.TILE, routes.HEALTH, routes.METRICS, routes.WEB_PAGE, routes.POLICY, routes.CONSOLE_ASSET,
     }  # fmt: skip
     assert served == declared

@@ -1,0 +1,146 @@
+// C2SP signed-note, checkpoint, tlog-cosignature v1 and tlog-policy, as chain_lite/note.py,
+// checkpoint.py, cosignature.py and policy.py define them.
+import { VerifyError, concat, ed25519Verify, equal, fromBase64, sha256, utf8 } from "./bytes.js";
+
+export const SIGTYPE_ED25519 = 0x01;
+export const SIGTYPE_COSIGNATURE_V1 = 0x04;
+const DASH = "\u2014 ";
+
+// Signature types this page checks itself; a log signing with another (an SM2 log, say) is reported
+// as "checked by the server only" instead of passing or failing.
+export const BROWSER_SIGTYPES = new Set([SIGTYPE_ED25519, SIGTYPE_COSIGNATURE_V1]);
+
+// The key ID of a note key: the first 4 bytes of SHA-256(name || 0x0A || sigtype || public key).
+export async function keyId(name, sigtype, publicKey) {
+  return (await sha256(utf8(name), Uint8Array.of(0x0a, sigtype), publicKey)).slice(0, 4);
+}
+
+// A verifier key "name+hex(key ID)+base64(sigtype || public key)", its key ID checked.
+export async function parseVkey(text) {
+  // Names hold no "+", but base64 may: split at the first two only.
+  const first = text.indexOf("+");
+  const second = text.indexOf("+", first + 1);
+  if (first < 1 || second < 0) throw new VerifyError("policyBad", `bad verifier key ${text}`);
+  const [name, id, key] = [text.slice(0, first), text.slice(first + 1, second), text.slice(second + 1)];
+  const raw = fromBase64(key, "verifier key");
+  if (raw.length < 2) throw new VerifyError("policyBad", `verifier key ${name} is empty`);
+  const vkey = { name, sigtype: raw[0], publicKey: raw.slice(1), keyId: hexToBytes(id) };
+  if (!equal(vkey.keyId, await keyId(name, vkey.sigtype, vkey.publicKey))) {
+    throw new VerifyError("policyBad", `key ID of ${name} does not match its key`);
+  }
+  return vkey;
+}
+
+function hexToBytes(text) {
+  if (!/^[0-9a-f]{8}$/.test(text)) throw new VerifyError("policyBad", `bad key ID ${text}`);
+  return Uint8Array.from(text.match(/../g), (h) => parseInt(h, 16));
+}
+
+// tlog-policy text: log, witness, group and quorum lines (chain_lite/policy.py).
+export async function parsePolicy(text) {
+  const policy = { logs: [], witnesses: new Map(), groups: new Map(), quorum: null };
+  for (const raw of text.split("\n")) {
+    const line = raw.replace(/^[ \t]+|[ \t]+$/g, "");
+    if (!line || line.startsWith("#")) continue;
+    const [keyword, ...args] = line.split(/[ \t]+/);
+    if (keyword === "log") {
+      policy.logs.push(await parseVkey(args[0]));
+    } else if (keyword === "witness") {
+      if (args.length < 2) throw new VerifyError("policyBad", "witness needs a name and a key");
+      policy.witnesses.set(args[0], await parseVkey(args[1]));
+    } else if (keyword === "group") {
+      const [name, threshold, ...members] = args;
+      const k = threshold === "all" ? members.length : threshold === "any" ? 1 : Number(threshold);
+      if (!Number.isInteger(k) || k < 1 || k > members.length) {
+        throw new VerifyError("policyBad", `group ${name} has a bad threshold`);
+      }
+      policy.groups.set(name, { threshold: k, members });
+    } else if (keyword === "quorum") {
+      policy.quorum = args[0];
+    } else {
+      throw new VerifyError("policyBad", `unknown keyword ${keyword}`);
+    }
+  }
+  if (policy.quorum === null) throw new VerifyError("policyBad", "no quorum line");
+  if (policy.quorum !== "none" && !policy.witnesses.has(policy.quorum) && !policy.groups.has(policy.quorum)) {
+    throw new VerifyError("policyBad", `quorum ${policy.quorum} is not defined`);
+  }
+  return policy;
+}
+
+export function quorumMet(policy, cosigners) {
+  const witnessed = (name) => {
+    if (name === "none") return true;
+    const group = policy.groups.get(name);
+    if (!group) return cosigners.has(name);
+    return group.members.filter(witnessed).length >= group.threshold;
+  };
+  return witnessed(policy.quorum);
+}
+
+// A signed note: the text (ending in a newline) and its signature lines, after the last blank line.
+export function parseNote(text) {
+  const cut = text.lastIndexOf("\n\n");
+  if (cut < 0) throw new VerifyError("malformed", "checkpoint note has no signature block");
+  const body = text.slice(0, cut + 1);
+  const signatures = [];
+  for (const line of text.slice(cut + 2).split("\n")) {
+    if (!line) continue;
+    if (!line.startsWith(DASH)) throw new VerifyError("malformed", "bad signature line");
+    const [name, sig, extra] = line.slice(DASH.length).split(" ");
+    if (extra !== undefined) throw new VerifyError("malformed", "bad signature line");
+    const raw = fromBase64(sig, "signature");
+    if (raw.length < 5) throw new VerifyError("malformed", "signature too short");
+    signatures.push({ name, keyId: raw.slice(0, 4), signature: raw.slice(4) });
+  }
+  const lines = body.split("\n");
+  if (lines.length < 4) throw new VerifyError("malformed", "checkpoint has fewer than three lines");
+  const size = lines[1];
+  if (!/^(0|[1-9][0-9]*)$/.test(size)) throw new VerifyError("malformed", "checkpoint size is not decimal");
+  return {
+    body,
+    signatures,
+    checkpoint: { origin: lines[0], size: BigInt(size), root: fromBase64(lines[2], "checkpoint root") },
+  };
+}
+
+const signedBy = (note, vkey) => note.signatures.filter((s) => s.name === vkey.name && equal(s.keyId, vkey.keyId));
+
+// The log's Ed25519 signature over the note text: {status, reason: [key, ...args]}.
+export async function checkLogSignature(note, policy) {
+  const origin = note.checkpoint.origin;
+  const log = policy.logs.find((l) => l.name === origin);
+  if (!log) return { status: "bad", reason: ["noLogKey", origin] };
+  if (!BROWSER_SIGTYPES.has(log.sigtype)) return { status: "server", reason: ["unsupported", log.sigtype] };
+  const lines = signedBy(note, log);
+  if (lines.length === 0) return { status: "bad", reason: ["logSigMissing", log.name] };
+  for (const line of lines) {
+    const ok = line.signature.length === 64 && await ed25519Verify(log.publicKey, line.signature, utf8(note.body));
+    if (!ok) return { status: "bad", reason: ["logSigBad", log.name] };
+  }
+  return { status: "ok", reason: ["logSigOk", log.name] };
+}
+
+// Witness cosignatures (tlog-cosignature v1) against the policy's quorum. A known witness's line
+// that fails to verify rejects the note, as signed-note requires.
+export async function checkQuorum(note, policy) {
+  const cosigners = new Set();
+  for (const [name, vkey] of policy.witnesses) {
+    if (!BROWSER_SIGTYPES.has(vkey.sigtype)) continue;
+    for (const line of signedBy(note, vkey)) {
+      const sig = line.signature;
+      let ok = sig.length === 72;
+      if (ok) {
+        const time = new DataView(sig.buffer, sig.byteOffset, 8).getBigUint64(0);
+        const message = concat(utf8(`cosignature/v1\ntime ${time}\n`), utf8(note.body));
+        ok = time < 2n ** 63n && await ed25519Verify(vkey.publicKey, sig.slice(8), message);
+      }
+      if (!ok) return { status: "bad", reason: ["cosigBad", name] };
+      cosigners.add(name);
+    }
+  }
+  const names = [...cosigners].join(", ");
+  if (policy.quorum === "none") return { status: "ok", reason: ["quorumNone"] };
+  if (!quorumMet(policy, cosigners)) return { status: "bad", reason: ["quorumShort", names, policy.quorum] };
+  return { status: "ok", reason: ["quorumOk", names, policy.quorum] };
+}
