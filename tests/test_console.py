@@ -14,7 +14,7 @@ import pytest
 from chain_lite import b64
 from chain_lite.registry import Value
 from chain_lite.sparse_map import MapProof
-from rootclient import routes
+from rootclient import codecs, routes
 from tests.root_harness import ORIGIN, RootUnderTest, running_root
 
 sync_api = pytest.importorskip(
@@ -249,3 +249,23 @@ def test_console_assets_are_served_with_their_content_types(node: RootUnderTest,
     assert js.headers["content-type"].startswith("text/javascript")
     assert css.headers["content-type"].startswith("text/css")
     assert missing.status == 404
+
+
+def test_policy_route_serves_the_policy_checkpoints_are_checked_against(node: RootUnderTest) -> None:
+    """``/v1/policy`` is the node's tlog-policy, the one its checkpoints meet."""
+    served = httpx.get(node.url + routes.POLICY)
+    assert served.headers["content-type"].startswith("text/plain")
+    assert codecs.parse_policy(served.content).to_text() == node.policy.to_text()
+
+
+def test_console_fits_a_phone_screen(browser: Any, node: RootUnderTest) -> None:
+    """On a 360-pixel-wide screen the page needs no sideways scrolling, record table included."""
+    context = browser.new_context(locale="en-US", viewport={"width": 360, "height": 740})
+    page = context.new_page()
+    page.goto(node.url + routes.WEB_PAGE)
+    page.wait_for_selector("body[data-ready]")
+    resolve(page, PUMP_ASKED)
+    page.wait_for_selector("#view-history table")
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    context.close()
+    assert overflow <= 0
