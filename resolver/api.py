@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, TooLarge
 from resolver.metrics import RootMetrics
-from resolver.reads import Resolution, RootNode
+from resolver.reads import PublishedView, Resolution, RootNode
 from resolver.tiles import parse_tile_path
 from resolver.web import console_assets, render_page
 from rootclient import codecs, routes
@@ -48,6 +48,63 @@ def proof_json(res: Resolution) -> dict[str, Any]:
         map_proof=p.map_proof,
         map_head_b64=res.map_head_b64,
         receipt_text=res.receipt_text,
+    )
+
+
+def resolve_answer(text: str, res: Resolution) -> Response:
+    """``/v1/resolve``'s answer; ``text`` is the identifier as asked (echoed, like the Handle API; the
+    proof is for its canonical form)."""
+    body = {
+        "identifier": text,
+        "found": res.record is not None,
+        "values": [] if res.record is None else [handle_value(v) for v in res.record.values],
+        "proof": proof_json(res),
+    }
+    return Response(json.dumps(body, ensure_ascii=False), media_type="application/json")
+
+
+def handle_answer(
+    text: str, res: Resolution, types: list[str] | None, indexes: list[int] | None, *, proof: bool
+) -> JSONResponse:
+    """The Handle REST API's answer for ``text`` (echoed as asked; the record is the one under its
+    canonical form), filtered by ``type``/``index``; ``proof`` adds a ``proof`` key."""
+    if res.record is None:
+        body: dict[str, Any] = {
+            "responseCode": 100,
+            "handle": text,
+            "message": "Handle Not Found",
+        }
+        if proof:
+            body["proof"] = proof_json(res)
+        return JSONResponse(body, status_code=404)
+    values = list(res.record.values)
+    if types or indexes:
+        values = [v for v in values if v.index in (indexes or []) or _type_matches(v.type, types or [])]
+    body = {
+        "responseCode": HANDLE_OK,
+        "handle": text,
+        "values": [handle_value(v) for v in values],
+    }
+    if not values:
+        body = {
+            "responseCode": HANDLE_VALUES_NOT_FOUND,
+            "handle": text,
+            "message": "Values Not Found",
+        }
+    if proof:
+        body["proof"] = proof_json(res)
+    return JSONResponse(body)
+
+
+def checkpoint_answer(view: PublishedView) -> PlainTextResponse:
+    return PlainTextResponse(view.checkpoint_bytes)
+
+
+def tile_answer(data: bytes) -> Response:
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Cache-Control": "max-age=31536000, immutable"},
     )
 
 
@@ -161,34 +218,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         """Resolve a handle exactly as the Handle REST API does; ``proof=true`` adds a ``proof`` key."""
         del handle  # re-read from the raw path: percent-decoding must be strict
         text = _raw_path_part(request, routes.HANDLE_PREFIX)
-        res = await _resolve(text, None)
-        # The Handle API echoes the handle as asked; the record is the one under its canonical form.
-        if res.record is None:
-            body: dict[str, Any] = {
-                "responseCode": 100,
-                "handle": text,
-                "message": "Handle Not Found",
-            }
-            if proof:
-                body["proof"] = proof_json(res)
-            return JSONResponse(body, status_code=404)
-        values = list(res.record.values)
-        if type or index:
-            values = [v for v in values if v.index in (index or []) or _type_matches(v.type, type or [])]
-        body = {
-            "responseCode": HANDLE_OK,
-            "handle": text,
-            "values": [handle_value(v) for v in values],
-        }
-        if not values:
-            body = {
-                "responseCode": HANDLE_VALUES_NOT_FOUND,
-                "handle": text,
-                "message": "Values Not Found",
-            }
-        if proof:
-            body["proof"] = proof_json(res)
-        return JSONResponse(body)
+        return handle_answer(text, await _resolve(text, None), type, index, proof=proof)
 
     # --- native /v1 --------------------------------------------------------------------------------------
 
@@ -199,14 +229,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         text = _raw_path_part(request, routes.RESOLVE_PREFIX)
         if at is not None and at < 1:
             raise BadRequest("at must be a log size of at least 1")
-        res = await _resolve(text, at)
-        body = {
-            "identifier": text,  # as asked, like the Handle API; the proof is for its canonical form
-            "found": res.record is not None,
-            "values": [] if res.record is None else [handle_value(v) for v in res.record.values],
-            "proof": proof_json(res),
-        }
-        return Response(json.dumps(body, ensure_ascii=False), media_type="application/json")
+        return resolve_answer(text, await _resolve(text, at))
 
     async def _resolve(text: str, at: int | None) -> Resolution:
         # Current answers read only the published view (memory, no lock): on the loop. As-of answers
@@ -298,7 +321,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     @app.get(routes.CHECKPOINT, response_class=PlainTextResponse, tags=["log"])
     async def checkpoint() -> PlainTextResponse:
         """The latest published checkpoint (C2SP signed note with cosignatures)."""
-        return PlainTextResponse(node.view().checkpoint_bytes)
+        return checkpoint_answer(node.view())
 
     @app.get(routes.CONSISTENCY, tags=["log"])
     def consistency(old: int, new: int) -> dict[str, Any]:
@@ -315,19 +338,14 @@ def create_app(  # noqa: PLR0915 (one closure per route)
 
     @app.get(routes.TILES_CHECKPOINT, response_class=PlainTextResponse, tags=["tiles"])
     async def tiles_checkpoint() -> PlainTextResponse:
-        return PlainTextResponse(node.view().checkpoint_bytes)
+        return checkpoint_answer(node.view())
 
     @app.get(routes.TILE, tags=["tiles"])
     def tile(path: str) -> Response:
         parsed = parse_tile_path(path)
         if parsed is None:
             raise NotFound(f"not a tlog-tiles path: tile/{path}")
-        data = node.tile(parsed)
-        return Response(
-            data,
-            media_type="application/octet-stream",
-            headers={"Cache-Control": "max-age=31536000, immutable"},
-        )
+        return tile_answer(node.tile(parsed))
 
     @app.get(routes.HEALTH, tags=["operations"])
     async def healthz() -> dict[str, Any]:

@@ -35,6 +35,7 @@ from resolver.api import create_app
 from resolver.cosigning import Cosigner
 from resolver.db import Database
 from resolver.errors import ResolverError
+from resolver.fast_reads import FastReads
 from resolver.http_service import Hooks
 from resolver.metrics import RootMetrics
 from resolver.reads import RootNode, now_ms
@@ -314,6 +315,8 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
         role=role,
         policy_text=policy_text,
     )
+    # The hot reads as precomputed bytes, in front of FastAPI's routing (resolver.fast_reads).
+    app.add_middleware(FastReads, node=node)
     app.state.hooks = Hooks(status, reload)
     return app, node
 

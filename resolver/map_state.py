@@ -7,7 +7,8 @@ same rows; only the sequencer writes them.
 
 Two shapes of the same map (same root, same proofs as :class:`chain_lite.sparse_map.SparseMap`):
 
-* :class:`MapState`, mutable, owned by its one writer (the sequencer);
+* :class:`MapState`, mutable, over :class:`chain_lite.sparse_map.SparseMap` and decoding each record:
+  the slow reference the tests cross-check the other against;
 * :class:`MapSnapshot`, immutable and persistent: moving it forward builds a new snapshot that shares
   every untouched subtree with the old one (O(changes x depth), never O(map size)). The API answers
   from a snapshot while the next one is built in a worker thread, so readers need no lock and never
@@ -16,6 +17,7 @@ Two shapes of the same map (same root, same proofs as :class:`chain_lite.sparse_
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
@@ -43,11 +45,13 @@ _CHANGES_QUERY = "SELECT identifier, record FROM history WHERE idx >= ? AND idx 
 
 
 def value_of(record: bytes | None) -> bytes | None:
-    return None if record is None else Record.decode(record).value_hash
+    """The map value of a record's bytes (``Record.value_hash``, the SHA-256 of its encoding): hashed
+    straight from the bytes, which the sequencer wrote from ``Record.encode()``, not decoded again."""
+    return None if record is None else hashlib.sha256(record).digest()
 
 
 class MapState:
-    """A :class:`SparseMap` that its one writer (the sequencer) moves forward change by change."""
+    """A :class:`SparseMap` moved forward change by change: the reference for :class:`MapSnapshot`."""
 
     def __init__(self) -> None:
         self.map = SparseMap()
@@ -190,7 +194,7 @@ class MapSnapshot:
         for identifier, record in tx.all(_AS_OF_QUERY, (size,)):
             if record is not None:
                 data = bytes(record)
-                value = Record.decode(data).value_hash
+                value = hashlib.sha256(data).digest()  # value_of, without the None case
                 leaves.append(_Leaf(map_key(identifier), value, data if records else None))
         leaves.sort(key=lambda leaf: leaf.key)
         keys = [leaf.key for leaf in leaves]
@@ -206,7 +210,7 @@ class MapSnapshot:
                 latest[key] = None
             else:
                 data = bytes(raw)
-                latest[key] = _Leaf(key, Record.decode(data).value_hash, data if self._records else None)
+                latest[key] = _Leaf(key, hashlib.sha256(data).digest(), data if self._records else None)
         keys = sorted(latest)
         leaves = [latest[key] for key in keys]
         count = self._count

@@ -30,11 +30,11 @@ from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
 from chain_lite.errors import ChainError
 from chain_lite.log_leaf import LEAF_BLOCK, LEAF_REGISTRY, MapHead
 from chain_lite.note import Signer
-from chain_lite.registry import parse_write
+from resolver import registry
 from resolver.db import Database, Tx
 from resolver.errors import ResolverError, StorageError
 from resolver.log_store import TxNodeStore, latest_checkpoint, tree_size
-from resolver.map_state import MapState
+from resolver.map_state import MapSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -103,24 +103,25 @@ class Sequencer:
             self.lock.close()
             raise
 
-    def _load_map(self) -> MapState:
+    def _load_map(self) -> MapSnapshot:
         with self.db.transaction(write=False) as tx:
-            return MapState.as_of(tx, tree_size(tx))
+            return MapSnapshot.as_of(tx, tree_size(tx), records=False)
 
     def close(self) -> None:
         self.lock.close()
 
     def integrate(self, now_ms: int) -> Batch | None:
         """Integrate one batch; ``None`` when nothing is queued."""
-        try:
-            with self.db.transaction() as tx:
-                return self._integrate(tx, now_ms)
-        except BaseException:
-            # The transaction rolled back; the in-memory map may hold part of the batch.
-            self.map = self._load_map()
-            raise
+        with self.db.transaction() as tx:
+            done = self._integrate(tx, now_ms)
+        if done is None:
+            return None
+        # Committed: only now does the map move on (it is immutable, so a batch that rolled back
+        # leaves the old one exactly as it was).
+        batch, self.map = done
+        return batch
 
-    def _integrate(self, tx: Tx, now_ms: int) -> Batch | None:
+    def _integrate(self, tx: Tx, now_ms: int) -> tuple[Batch, MapSnapshot] | None:
         rows = tx.all("SELECT id, leaf, ref FROM pending ORDER BY id LIMIT ?", (self.max_batch,))
         if not rows:
             return None
@@ -132,17 +133,15 @@ class Sequencer:
             leaf = bytes(raw_leaf)
             index = size + len(leaves)
             if leaf[0] == LEAF_REGISTRY:
-                request = parse_write(leaf[1:]).request
-                record = request.record()
-                encoded = None if record is None else record.encode()
-                history.append((request.identifier, index, encoded))
-                self.map.apply(request.identifier, encoded)
+                identifier, encoded = registry.change_of(leaf)
+                history.append((identifier, index, encoded))
             elif leaf[0] == LEAF_BLOCK:
                 block_indexes.append((index, bytes(ref)))
             leaves.append(leaf)
         head_index = size + len(leaves)
-        leaves.append(MapHead(head_index + 1, self.map.root(), len(self.map)).leaf())
-        self.map.size = head_index + 1
+        # The whole batch in one descent of the map (each new branch hashed once per batch).
+        new_map = self.map.with_changes([(identifier, rec) for identifier, _, rec in history], head_index + 1)
+        leaves.append(MapHead(head_index + 1, new_map.root(), len(new_map)).leaf())
 
         tx.executemany(
             "INSERT INTO leaves (idx, leaf, kind) VALUES (?, ?, ?)",
@@ -169,7 +168,7 @@ class Sequencer:
             (str(new_size),),
         )
         log.debug("integrated %d leaves at %d..%d", len(leaves), size, new_size - 1)
-        return Batch(size, len(leaves), signed)
+        return Batch(size, len(leaves), signed), new_map
 
     def _check_consistency(self, tx: Tx, tree: merkle.MerkleTree, new_root: bytes) -> None:
         previous = latest_checkpoint(tx, published_only=False)

@@ -1,0 +1,193 @@
+"""The hot reads as precomputed bytes: byte for byte FastAPI's answers, bounded, never from an older view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chain_lite.cose import CoseSigner
+from chain_lite.keys import NoteKey, load_private_pem
+from chain_lite.registry import Value, admin_kid, build_write, sign_write
+from resolver import config as root_config
+from resolver.api import create_app
+from resolver.assembly import init_root
+from resolver.db import Database
+from resolver.fast_reads import FastReads
+from resolver.reads import AnswerCache, RootNode, now_ms
+from resolver.sequencer import Sequencer
+from rootclient import routes
+
+ORIGIN = "fast.test"
+
+
+@contextlib.contextmanager
+def _node(tmp: Path) -> Iterator[tuple[RootNode, Any]]:
+    """A root (batches publish at once) with its first view; yields the node and ``publish(identifier,
+    url)``, which creates or updates the identifier and publishes it in its own checkpoint."""
+    result = init_root(tmp / "root", ORIGIN, "88.123")
+    cfg = root_config.load(tmp / "root")
+    db = Database(cfg.database)
+    admin = CoseSigner(admin_kid("88.123"), load_private_pem(result.admin_key.read_bytes()))
+    node = RootNode(db, ORIGIN)
+    sequencer = Sequencer(db, NoteKey.parse_skey(cfg.log_skey.read_text()).log_signer(), ORIGIN, publish=True)
+
+    def publish(identifier: str, url: str, op: str = "create") -> None:
+        values = [Value(1, "URL", "string", url), Value(2, "EMAIL", "string", "ops@example.com")]
+        request = build_write(ORIGIN, op, identifier, values, timestamp_ms=now_ms(), nonce=os.urandom(16))
+        node.write(sign_write(request, admin).raw)
+        assert sequencer.integrate(now_ms()) is not None
+        assert node.refresh()
+
+    try:
+        assert node.refresh()
+        yield node, publish
+    finally:
+        sequencer.close()
+        db.close()
+
+
+def _get(app: Any, path: str) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://root.test") as client:
+            return await client.get(path)
+
+    return asyncio.run(go())
+
+
+PATHS = [
+    routes.resolve("88.123/PUMP-1"),
+    "/v1/resolve/88.123/pump-1",  # echoed as asked
+    routes.resolve("88.123/ABSENT"),
+    "/v1/resolve/88.123/",  # invalid: empty suffix
+    "/v1/resolve/88.123/a%00b",  # percent-encoded (and invalid)
+    "/v1/resolve/88.123/PUMP-1?at=1",
+    "/v1/resolve/88.123/PUMP-1?at=abc",
+    routes.handle("88.123/PUMP-1"),
+    routes.handle("88.123/ABSENT"),
+    "/api/handles/88.123/PUMP-1?proof=true",
+    "/api/handles/88.123/ABSENT?proof=true",
+    "/api/handles/88.123/PUMP-1?proof=false",
+    "/api/handles/88.123/PUMP-1?proof=yes",
+    "/api/handles/88.123/PUMP-1?proof=maybe",
+    "/api/handles/88.123/PUMP-1?type=URL",
+    "/api/handles/88.123/PUMP-1?type=URL&type=EMAIL&proof=true",
+    "/api/handles/88.123/PUMP-1?type=NOPE",
+    "/api/handles/88.123/PUMP-1?type=",
+    "/api/handles/88.123/PUMP-1?index=2",
+    "/api/handles/88.123/PUMP-1?index=02",
+    "/api/handles/88.123/PUMP-1?index=x",
+    "/api/handles/88.123/PUMP-1?index=1&type=EMAIL",
+    "/api/handles/88.123/PUMP-1?unknown=1",
+    "/api/handles/bad prefix/x",
+    "/api/handles/88.123/%E2%82%AC",
+    routes.TILES_CHECKPOINT,
+    routes.CHECKPOINT,
+    "/log/tile/0/000.p/3",
+    "/log/tile/entries/000.p/3",
+    "/log/tile/0/001",
+    "/log/tile/nonsense",
+    routes.HEALTH,
+]
+
+
+def test_fast_reads_answer_byte_for_byte_as_fastapi(tmp_path: Path) -> None:
+    """Every hot read, present, absent, invalid and with each query variant, is FastAPI's answer to
+    the byte: status, headers and body, asked once (encoded) and again (from the cache)."""
+    with _node(tmp_path) as (node, publish):
+        publish("88.123/PUMP-1", "https://plant.example/1")
+        plain = create_app(node)
+        fast = FastReads(create_app(node), node)
+        for path in PATHS:
+            want = _get(plain, path)
+            for attempt in ("encoded", "cached"):
+                got = _get(fast, path)
+                assert (got.status_code, got.headers.raw, got.content) == (
+                    want.status_code,
+                    want.headers.raw,
+                    want.content,
+                ), f"{path} ({attempt})"
+        assert len(node.view().answers) > 0
+
+
+def test_fast_reads_answer_from_the_cache_without_the_app(tmp_path: Path) -> None:
+    """A hot read is answered by the fast path itself (the app behind it is never called); the rest
+    goes to the app."""
+    with _node(tmp_path) as (node, publish):
+        publish("88.123/PUMP-1", "https://plant.example/1")
+        called: list[str] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            called.append(scope["path"])
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        fast = FastReads(app, node)
+        assert _get(fast, routes.resolve("88.123/PUMP-1")).status_code == 200
+        assert _get(fast, routes.handle("88.123/ABSENT")).status_code == 404
+        assert _get(fast, routes.TILES_CHECKPOINT).status_code == 200
+        assert called == []
+        assert _get(fast, routes.HEALTH).status_code == 204
+        assert _get(fast, "/v1/resolve/88.123/PUMP-1?at=1").status_code == 204
+        assert called == [routes.HEALTH, "/v1/resolve/88.123/PUMP-1"]
+
+
+def test_a_new_checkpoint_answers_the_new_record_never_an_older_one(tmp_path: Path) -> None:
+    """Once a newer view is published, the cached answer of the older one is never served again."""
+    with _node(tmp_path) as (node, publish):
+        publish("88.123/PUMP-1", "https://old.example")
+        fast = FastReads(create_app(node), node)
+        path = routes.resolve("88.123/PUMP-1")
+        sizes = []
+        for version in range(3):
+            first = _get(fast, path).json()
+            again = _get(fast, path).json()
+            assert first == again
+            sizes.append(first["proof"]["epoch"])
+            assert first["proof"]["epoch"] == node.view().size
+            expected = "https://old.example" if version == 0 else f"https://v{version}.example"
+            assert first["values"][0]["data"]["value"] == expected
+            publish("88.123/PUMP-1", f"https://v{version + 1}.example", op="update")
+        assert sizes == sorted(sizes) and len(set(sizes)) == 3
+
+
+def test_answer_cache_is_bounded_by_bytes_least_recently_used_out_first() -> None:
+    """The cache never holds more than its byte budget; the least recently used answer leaves first."""
+    cache = AnswerCache(max_bytes=300)
+    body = b"x" * 90
+    for key in (b"a", b"b", b"c"):
+        cache.put(key, (200, [], body))
+    assert cache.get(b"a") is not None  # now the most recently used
+    cache.put(b"d", (200, [], body))
+    assert cache.bytes <= 300 and len(cache) == 3
+    assert cache.get(b"b") is None and cache.get(b"a") is not None and cache.get(b"d") is not None
+    cache.put(b"huge", (200, [], b"y" * 400))
+    assert cache.get(b"huge") is None and cache.bytes <= 300
+
+
+@pytest.mark.parametrize("path", ["/v1/resolve/88.123/PUMP-1", routes.TILES_CHECKPOINT])
+def test_a_request_with_a_body_goes_to_fastapi(tmp_path: Path, path: str) -> None:
+    """A GET declaring a body over the cap gets FastAPI's 413, as without the fast path."""
+    with _node(tmp_path) as (node, _publish):
+        plain = create_app(node, max_body=10)
+        fast = FastReads(create_app(node, max_body=10), node)
+
+        async def go(app: Any) -> httpx.Response:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://root.test") as client:
+                return await client.request("GET", path, content=b"z" * 100)
+
+        want, got = asyncio.run(go(plain)), asyncio.run(go(fast))
+        assert want.status_code == 413
+        assert (got.status_code, got.headers.raw, got.content) == (
+            want.status_code,
+            want.headers.raw,
+            want.content,
+        )
