@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chain_lite.cose import CoseSigner
 from chain_lite.errors import ChainError
+from chain_lite.identifier import normalize
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from runtime.keyfiles import load_private_key
 from runtime.service import run_service
@@ -38,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run_bridge(args: argparse.Namespace, report: Reporter) -> int:
-    from firmware_bridge.forward import forwarder_for  # noqa: PLC0415
+    from firmware_bridge.forward import forwarder_for  # noqa: PLC0415 (paho and aiocoap load only here)
     from firmware_bridge.frame_bridge import Bridge  # noqa: PLC0415 (serial and CoAP load only here)
 
     gateway, baud, state_dir = DEFAULT_GATEWAY, 115200, None
@@ -80,9 +82,7 @@ def run_bridge(args: argparse.Namespace, report: Reporter) -> int:
 
 def _run_modbus(args: argparse.Namespace, table: Table, forwarder: Forwarder, baud: int) -> int:
     """``mode = "modbus"``: poll the register map, sign as the bridge on behalf of each device."""
-    from chain_lite.cose import CoseSigner  # noqa: PLC0415
-    from chain_lite.identifier import normalize  # noqa: PLC0415
-    from firmware_bridge.modbus import registers_from, run_modbus  # noqa: PLC0415
+    from firmware_bridge.modbus import registers_from, run_modbus  # noqa: PLC0415 (pymodbus loads only here)
 
     assert args.config is not None
     try:

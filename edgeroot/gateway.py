@@ -18,6 +18,7 @@ from chain_lite import keys
 from chain_lite.envelope import MAX_COUNTER
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
+from edge.errors import ConfigError
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from runtime.keyfiles import read_bytes, write_private
 from runtime.statelock import hold, initialising
@@ -113,7 +114,6 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
 
 
 def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
-    from edge.errors import ConfigError  # noqa: PLC0415
     from edge.gateway_service import run  # noqa: PLC0415 (the daemon's imports load only for this command)
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per sync request is noise in the journal
@@ -134,8 +134,7 @@ def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
 def run_status(args: argparse.Namespace, report: Reporter) -> int:
     """The stored facts from the file (so this works while the gateway is stopped), and while it runs the
     live ones (connectors, sync, problems) from its own snapshot as ``/healthz`` renders it."""
-    from edge import config, store  # noqa: PLC0415
-    from edge.errors import ConfigError  # noqa: PLC0415
+    from edge import config, store  # noqa: PLC0415 (paho, aiocoap and sqlite-utils load only here)
 
     try:
         cfg = config.load(args.state, args.config)
@@ -184,8 +183,7 @@ def run_reset_counter(args: argparse.Namespace, report: Reporter) -> int:
     """Record the request in the store, where the gateway's writer (the one owner of counters) applies
     it: at its next batch while it runs, when it starts otherwise (docs/decisions.md D-053)."""
     from edge import config, store  # noqa: PLC0415 (as in run_status)
-    from edge.errors import ConfigError  # noqa: PLC0415
-    from edge.writer import now_ms  # noqa: PLC0415
+    from edge.writer import now_ms  # noqa: PLC0415 (with edge.config above)
 
     try:
         cfg = config.load(args.state, args.config)

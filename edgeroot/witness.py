@@ -52,7 +52,7 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
 
 
 def run_serve(args: argparse.Namespace, report: Reporter) -> int:
-    from resolver.assembly import build_witness_app  # noqa: PLC0415
+    from resolver.assembly import build_witness_app  # noqa: PLC0415 (FastAPI loads only here)
     from resolver.http_service import serve  # noqa: PLC0415 (FastAPI loads only for commands that use it)
 
     with hold(args.state, "witness"):  # one witness per state: before its database is opened
