@@ -219,6 +219,30 @@ def test_tampered_answer_is_not_proven(
     assert why in reason(page, check)
 
 
+def test_policy_is_pinned_on_first_use_and_a_changed_one_proves_nothing(page: Any) -> None:
+    """The first answer pins the node's policy in this browser; if the node later publishes another one
+    (it could name its own keys in it), the policy check fails and nothing is proven."""
+    resolve(page, PUMP_ASKED)
+    assert "first use: this browser pins it now" in reason(page, "checkPolicy")
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
+    resolve(page, PUMP_ASKED)
+    assert page.get_attribute("#verdict", "data-verdict") == "proven"
+    assert "the policy this browser pinned" in reason(page, "checkPolicy")
+
+    def other_policy(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, body=response.text() + "\n")
+
+    page.route(f"**{routes.POLICY}", other_policy)
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
+    resolve(page, PUMP_ASKED)
+    assert page.get_attribute("#verdict", "data-verdict") == "notProven"
+    assert statuses(page)["checkPolicy"] == "bad"
+    assert "a different policy than the one this browser pinned" in reason(page, "checkPolicy")
+
+
 def test_search_works_from_the_keyboard_alone(page: Any) -> None:
     """Tab reaches the identifier field and Enter resolves it."""
     for _ in range(5):

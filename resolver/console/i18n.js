@@ -26,7 +26,9 @@ const STRINGS = {
     checkMap: "Record in the map",
     checkMapAbsent: "Absence in the map",
     why: {
-      policyOk: (logs, w, q) => `${logs} log key(s), ${w} witness(es), quorum ${q}`,
+      policyOk: (logs, w, q) => `${logs} log key(s), ${w} witness(es), quorum ${q}; the policy this browser pinned`,
+      policyPinnedNow: (logs, w, q) => `${logs} log key(s), ${w} witness(es), quorum ${q}; first use: this browser pins it now (compare it with the policy the log's operator gave you)`,
+      policyChanged: (since) => `the node now publishes a different policy than the one this browser pinned on ${since}: a node could name its own keys in it`,
       policyBad: (m) => `the node's policy cannot be read: ${m}`,
       noLogKey: (o) => `the policy lists no log key named ${o}`,
       logSigOk: (k) => `Ed25519 signature of ${k} verified`,
@@ -79,7 +81,9 @@ const STRINGS = {
     checkMap: "记录在映射中",
     checkMapAbsent: "映射中不存在该标识",
     why: {
-      policyOk: (logs, w, q) => `${logs} 个日志公钥，${w} 个见证人，法定数量 ${q}`,
+      policyOk: (logs, w, q) => `${logs} 个日志公钥，${w} 个见证人，法定数量 ${q}；与本浏览器固定的策略一致`,
+      policyPinnedNow: (logs, w, q) => `${logs} 个日志公钥，${w} 个见证人，法定数量 ${q}；首次使用：本浏览器现已固定此策略（请与日志运营方提供的策略核对）`,
+      policyChanged: (since) => `节点当前发布的策略与本浏览器于 ${since} 固定的策略不同：节点可能在其中写入了自己的密钥`,
       policyBad: (m) => `无法读取节点的策略：${m}`,
       noLogKey: (o) => `策略中没有名为 ${o} 的日志公钥`,
       logSigOk: (k) => `${k} 的 Ed25519 签名验证通过`,

@@ -20,14 +20,35 @@ export async function getJson(prefix, identifier) {
   return body;
 }
 
-let policyText = null;
+let policyState = null;
 
-// The node's published trust policy, fetched once per page.
+// localStorage key of the policy this browser pinned for the node's log.
+const PIN_KEY = `edgeroot.policy-pin.${config.origin}`;
+
+// The node's published trust policy, fetched once per page, judged against the one this browser
+// pinned the first time it met this log (trust on first use): a node cannot swap in a policy naming
+// its own keys later without every check saying so. Returns { text, trust, since } where trust is
+// "pinnedNow" (first use: pinned now), "pinned" (same as the pin) or "changed" (differs from it).
 export async function policy() {
-  if (policyText === null) {
+  if (policyState === null) {
     const response = await fetch(config.policy);
     if (!response.ok) throw new NodeError(`policy: HTTP ${response.status}`);
-    policyText = await response.text();
+    const text = await response.text();
+    let pin = null;
+    try { pin = JSON.parse(localStorage.getItem(PIN_KEY)); } catch { pin = null; }
+    if (!pin || typeof pin.text !== "string") {
+      const since = new Date().toISOString();
+      localStorage.setItem(PIN_KEY, JSON.stringify({ text, since }));
+      policyState = { text, trust: "pinnedNow", since };
+    } else {
+      policyState = { text, trust: pin.text === text ? "pinned" : "changed", since: pin.since };
+    }
   }
-  return policyText;
+  return policyState;
+}
+
+// Forget the pinned policy (after the operator of the log announced a new one): pinned again next time.
+export function forgetPolicyPin() {
+  localStorage.removeItem(PIN_KEY);
+  policyState = null;
 }

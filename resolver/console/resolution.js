@@ -74,7 +74,8 @@ async function check(name, body) {
 
 const skipped = (name) => ({ name, status: "skipped", reason: ["skipped"] });
 
-export async function verifyResolution(asked, answer, policyText) {
+// `pinned` is node_api.policy()'s answer: the policy text and how it compares with this browser's pin.
+export async function verifyResolution(asked, answer, pinned) {
   const found = answer.found === true;
   const mapName = found ? "checkMap" : "checkMapAbsent";
   const names = ["checkPolicy", "checkLogSig", "checkQuorum", "checkInclusion", mapName];
@@ -83,8 +84,11 @@ export async function verifyResolution(asked, answer, policyText) {
   }
   let policy = null;
   const checks = [await check("checkPolicy", async () => {
-    policy = await parsePolicy(policyText);
-    return { status: "ok", reason: ["policyOk", policy.logs.length, policy.witnesses.size, policy.quorum] };
+    // A policy other than the pinned one proves nothing: the node could name its own keys in it.
+    if (pinned.trust === "changed") throw new VerifyError("policyChanged", pinned.since);
+    policy = await parsePolicy(pinned.text);
+    const facts = [policy.logs.length, policy.witnesses.size, policy.quorum];
+    return { status: "ok", reason: [pinned.trust === "pinnedNow" ? "policyPinnedNow" : "policyOk", ...facts] };
   })];
   let receipt = null;
   let parseFailure = null;

@@ -7,8 +7,8 @@ import { verdict, verifyResolution } from "../resolution.js";
 export const id = "record";
 
 export async function load(identifier) {
-  const [answer, policyText] = await Promise.all([getJson(config.resolve, identifier), policy()]);
-  const result = await verifyResolution(identifier, answer, policyText);
+  const [answer, pinned] = await Promise.all([getJson(config.resolve, identifier), policy()]);
+  const result = await verifyResolution(identifier, answer, pinned);
   return { identifier, answer, result };
 }
 
