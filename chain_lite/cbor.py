@@ -39,12 +39,13 @@ def encode_bstr(data: bytes) -> bytes:
     return head(2, len(data)) + data
 
 
-def decode(data: bytes, what: str, *, max_size: int) -> Any:
-    """Decode one CBOR item of at most ``max_size`` bytes; any decoder failure becomes FormatError."""
+def decode(data: bytes, what: str, *, max_size: int, unique_keys: bool = False) -> Any:
+    """Decode one CBOR item of at most ``max_size`` bytes; any decoder failure becomes FormatError.
+    ``unique_keys``: a map with a repeated key is malformed (cbor2 would keep the last value)."""
     if len(data) > max_size:
         raise FormatError(what, f"{len(data)} bytes exceeds the {max_size}-byte limit")
     try:
-        return cbor2.loads(data)
+        return cbor2.loads(data, allow_duplicate_keys=not unique_keys)
     # cbor2's decoder raises assorted built-in errors on hostile input (bad lengths, unhashable map
     # keys, deep nesting); at this boundary all of them mean the same thing: not valid CBOR for us.
     except Exception as exc:

@@ -29,6 +29,12 @@ COSE_SIGN1_TAG = 18
 HDR_ALG = 1
 HDR_CONTENT_TYPE = 3
 HDR_KID = 4
+HDR_COUNTER = -70001
+"""The reading's counter (private-use label, docs/formats.md §8); the envelope module reads it."""
+HDR_SUBJECT = -70002
+"""The device a bridge-attested reading speaks for (private-use label, docs/formats.md §8)."""
+KNOWN_LABELS = frozenset({HDR_ALG, HDR_CONTENT_TYPE, HDR_KID, HDR_COUNTER, HDR_SUBJECT})
+"""Every protected-header label edgeroot signs or reads; any other (crit = 2 included) is refused."""
 ALG_ES256 = -7
 ALG_EDDSA = -8
 _ALG_NAMES = {ALG_ES256: "ES256", ALG_EDDSA: "EdDSA"}
@@ -83,9 +89,17 @@ def parse_sign1(data: bytes, what: str, *, max_size: int) -> Sign1:
         raise FormatError(what, "payload must be an attached byte string")
     if not isinstance(signature, bytes):
         raise FormatError(what, "signature must be a byte string")
-    protected = cbor.decode(protected_bytes, what, max_size=len(protected_bytes))
+    # RFC 9052 §3: a header map with a repeated label is malformed. Two kids or two counters would let
+    # two verifiers that pick different ones read the same signed bytes differently.
+    protected = cbor.decode(protected_bytes, what, max_size=len(protected_bytes), unique_keys=True)
     if not isinstance(protected, dict):
         raise FormatError(what, "protected header is not a map")
+    unknown = set(protected) - KNOWN_LABELS
+    if unknown:
+        # Includes crit (2): a signer asking us to understand a header we do not know is refused, and an
+        # unknown label is refused rather than ignored (nothing edgeroot signs carries one).
+        labels = sorted(unknown, key=str)
+        raise FormatError(what, f"protected header has labels edgeroot does not know: {labels}")
     alg = protected.get(HDR_ALG)
     if type(alg) is not int or alg not in _ALG_NAMES:
         raise FormatError(what, f"unsupported alg {alg!r}; want ES256 (-7) or EdDSA (-8)")

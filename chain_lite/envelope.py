@@ -21,13 +21,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from chain_lite import cbor
-from chain_lite.cose import HDR_CONTENT_TYPE, CoseSigner, KeyLookup, Sign1, parse_sign1, verify_with
+from chain_lite.cose import (
+    HDR_CONTENT_TYPE,
+    HDR_COUNTER,
+    HDR_SUBJECT,
+    CoseSigner,
+    KeyLookup,
+    Sign1,
+    parse_sign1,
+    verify_with,
+)
 from chain_lite.errors import FormatError, IdentifierError
 from chain_lite.identifier import normalize
 
 CONTENT_FORMAT_SENML_CBOR = 112
-HDR_COUNTER = -70001
-HDR_SUBJECT = -70002
 MAX_ENVELOPE_SIZE = 8 * 1024
 MAX_RECORDS = 128
 MAX_COUNTER = (1 << 63) - 1

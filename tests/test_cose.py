@@ -4,6 +4,7 @@ messages python-cwt signed for tests/vectors (byte for byte where the signature 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import cbor2
@@ -25,7 +26,7 @@ from chain_lite.cose import (
     sig_structure,
     verify_sign1,
 )
-from chain_lite.errors import BadSignature, KeyFormatError
+from chain_lite.errors import BadSignature, FormatError, KeyFormatError
 
 from .conftest import OWN_VECTORS
 from .cose_oracle import pycose_decode, pycose_key
@@ -124,3 +125,47 @@ def test_signer_refuses_keys_cose_does_not_use() -> None:
     """Only P-256 and Ed25519 keys sign COSE messages."""
     with pytest.raises(KeyFormatError):
         CoseSigner(KID_TEXT, ec.generate_private_key(ec.SECP384R1()))
+
+
+def _signed_with_raw_header(protected_bytes: bytes) -> bytes:
+    """A COSE_Sign1 whose protected header is exactly ``protected_bytes``, validly signed (Ed25519)."""
+    key = keys.generate_ed25519()
+    payload = b"reading"
+    signature = key.sign(sig_structure(protected_bytes, payload))
+    return cbor2.dumps(cbor2.CBORTag(18, [protected_bytes, {}, payload, signature]))
+
+
+def _map(items: list[tuple[int, Any]]) -> bytes:
+    """A CBOR map written item by item, so a label can repeat (no encoder would write that)."""
+    return cbor.head(5, len(items)) + b"".join(cbor2.dumps(k) + cbor2.dumps(v) for k, v in items)
+
+
+@pytest.mark.parametrize(
+    ("items", "why"),
+    [
+        ([(1, ALG_EDDSA), (4, b"88.1/victim"), (4, b"88.1/dev")], "invalid CBOR"),  # two kids
+        ([(1, ALG_EDDSA), (4, b"88.1/dev"), (-70001, 1), (-70001, 5)], "invalid CBOR"),  # two counters
+        ([(1, ALG_EDDSA), (2, [99]), (4, b"88.1/dev")], "labels edgeroot does not know: [2]"),  # crit
+        ([(1, ALG_EDDSA), (4, b"88.1/dev"), (33, b"x")], "labels edgeroot does not know: [33]"),
+    ],
+)
+def test_a_signed_message_with_an_ambiguous_or_unknown_header_is_refused(
+    items: list[tuple[int, Any]], why: str
+) -> None:
+    """RFC 9052 §3: repeated labels are malformed even under a valid signature; crit and labels we do not
+    know are refused rather than ignored (two verifiers must never read one message differently)."""
+    raw = _signed_with_raw_header(_map(items))
+    with pytest.raises(FormatError, match=re.escape(why)):
+        parse_sign1(raw, "test", max_size=4096)
+
+
+def test_the_well_formed_header_of_the_same_shape_is_accepted() -> None:
+    """The same construction with one kid parses and verifies: the refusals above are about the header."""
+    key = keys.generate_ed25519()
+    protected = _map([(1, ALG_EDDSA), (4, b"88.1/dev")])
+    payload = b"reading"
+    signature = key.sign(sig_structure(protected, payload))
+    raw = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, payload, signature]))
+    msg = parse_sign1(raw, "test", max_size=4096)
+    verify_sign1(msg, key.public_key())
+    assert msg.kid == "88.1/dev"
