@@ -27,7 +27,7 @@ from edge.status import CounterReset
 
 log = logging.getLogger(__name__)
 PRUNE_TO = 0.9
-"""Pruning for the budget frees down to 90 % of it: room for a few batches before input is refused again."""
+"""Pruning for the budget frees down to 90 % of it, and refused input is taken again only below that."""
 MAX_SIGNERS_PER_BLOCK = 500
 MAX_HELD = 10_000
 """Held readings kept in memory, waiting for their signers' key lookups; beyond, a held reading is not
@@ -315,9 +315,11 @@ class Writer:
         return int(deleted)
 
     def _check_budget(self) -> None:
-        """Set :attr:`store_full` from the pages in use, logging each change once."""
+        """Set :attr:`store_full` from the pages in use, logging each change once. Once full, input is
+        taken again only below :data:`PRUNE_TO` of the budget: room for a few batches, so intake does not
+        flap at the edge while anchoring catches up."""
         used = self.disk_used()
-        full = used > self.disk_budget_bytes
+        full = used > self.disk_budget_bytes * (PRUNE_TO if self.store_full else 1)
         if full != self.store_full:
             (log.error if full else log.warning)(
                 "disk budget %s: %d bytes used of %d%s",

@@ -9,6 +9,7 @@ as a replay, no gap), at mosquitto's default in-flight window (20) and at the sh
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -18,18 +19,105 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from chain_lite.cose import CoseSigner
+from chain_lite.keys import generate_p256, public_der
 from edge import store
+from edge.connectors import PLUGINS
+from edge.connectors.mqtt import MqttConfig
+from edge.intake import STORE_FULL, Outcome
+from edge.writer import Writer
 from edgeroot.mqtt_broker import Mosquitto, shipped_config
 from resolver.assembly import build_root_app
 from resolver.config import load
 from tests.gateway_harness import Plant, running_plant
 from tests.mqtt_harness import require_mosquitto
 from tests.root_harness import ServerThread
-from tests.test_fault_drills import _anchored_chain
+from tests.test_connectors import FakePaho, Message
+from tests.test_fault_drills import _anchored_chain, _pages_used
+from tests.test_gateway_store import DEVICE, reading, sub
 
 READINGS = 7000
 """About twice what a 1 MB budget holds."""
 BUDGET = 1024 * 1024
+
+
+class FullThenFreeDoor:
+    """An ingest door whose store is full until the test frees it; records every submission in order."""
+
+    def __init__(self) -> None:
+        self.full = True
+        self.submitted: list[bytes] = []
+        self.refused = asyncio.Event()
+
+    async def submit_many(
+        self, items: list[tuple[bytes, str]], *, reject: str | None = None
+    ) -> list[Outcome]:
+        if self.full:
+            self.refused.set()
+            return [STORE_FULL] * len(items)
+        self.submitted += [raw for raw, _ in items]
+        return [Outcome(accepted=True, durable=True)] * len(items)
+
+
+def test_mqtt_holds_a_refused_burst_and_stores_it_first_when_the_budget_frees_up() -> None:
+    """Refused for the budget: no PUBACK, nothing later taken first; freed: held messages go first, in
+    order, then the rest, and every PUBACK follows in arrival order."""
+    clients: list[FakePaho] = []
+
+    def factory(config: MqttConfig) -> FakePaho:
+        clients.append(FakePaho())
+        return clients[-1]
+
+    async def main() -> None:
+        door = FullThenFreeDoor()
+        connector = PLUGINS["mqtt"].create(MqttConfig(client_id="t"), door, factory)
+        await connector.start()
+        paho = clients[0]
+        first = [Message(f"r{i}".encode(), "edgeroot/readings/p", i, 1) for i in range(1, 4)]
+        await asyncio.to_thread(paho.deliver, first)
+        await asyncio.wait_for(door.refused.wait(), 10)
+        later = [Message(f"r{i}".encode(), "edgeroot/readings/p", i, 1) for i in range(4, 7)]
+        await asyncio.to_thread(paho.deliver, later)  # arrives while the first burst is held
+        door.refused.clear()
+        await asyncio.wait_for(door.refused.wait(), 10)  # offered again, still refused
+        assert paho.acked == [] and door.submitted == [], "acknowledged or stored while the store was full"
+        door.full = False
+        deadline = time.monotonic() + 10
+        while len(paho.acked) < 6:
+            assert time.monotonic() < deadline, f"intake did not resume: {paho.acked}"
+            await asyncio.sleep(0.01)
+        await connector.stop()
+        assert door.submitted == [f"r{i}".encode() for i in range(1, 7)]
+        assert paho.acked == [1, 2, 3, 4, 5, 6]
+
+    asyncio.run(main())
+
+
+def test_the_budget_is_checked_after_every_batch_and_resumes_below_the_low_mark(tmp_path: Path) -> None:
+    """The batch that crosses the budget sets store_full at once, without waiting for a prune; once
+    anchored readings are pruned, input is taken again only below 90 % of the budget."""
+    path = tmp_path / "gateway.db"
+    store.create_schema(path)
+    device = CoseSigner(DEVICE, generate_p256())
+    conn = store.connect(path)
+    conn.execute("INSERT INTO devices (identifier, key, origin) VALUES (?, ?, 'local')",
+                 (DEVICE, public_der(device.public_key)))  # fmt: skip
+    conn.close()
+    writer = Writer(path, CoseSigner("88.123.99/GW-1", generate_p256()), max_readings=500, max_seconds=3600,
+                    disk_budget_bytes=1 << 30, retention_days=30)  # fmt: skip
+    writer.open()
+    writer.process([sub(reading(device, c)) for c in range(1, 1001)])
+    assert not writer.store_full
+    writer.disk_budget_bytes = writer.disk_used() + 1
+    writer.process([sub(reading(device, c)) for c in range(1001, 1101)])
+    assert writer.store_full, "the budget was not checked when the batch was stored"
+    while writer.close_block_if_due(force=True) is not None:
+        pass
+    conn = store.connect(writer.path)
+    conn.execute("UPDATE blocks SET state = 'anchored'")
+    conn.close()
+    assert writer.prune() > 0
+    assert not writer.store_full and writer.disk_used() <= writer.disk_budget_bytes * 0.9
 
 
 class AckCountingPublisher:
@@ -62,17 +150,6 @@ class AckCountingPublisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def _pages_used(db: Path) -> int:
-    """The database's size with its WAL folded in: every page SQLite holds for it."""
-    conn = store.connect(db)
-    try:
-        return int(
-            conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
-        )
-    finally:
-        conn.close()
 
 
 def _wait(what: str, condition: object, timeout: float) -> None:
