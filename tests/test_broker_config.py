@@ -4,6 +4,7 @@ the tests run, and with it a broker loses nothing for a gateway that is down (is
 from __future__ import annotations
 
 import threading
+import tomllib
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -20,6 +21,9 @@ SYSTEMD_COPY = REPO / "systemd" / "mosquitto-edgeroot.conf"
 def test_the_shipped_broker_config_is_one_file_in_the_package_and_in_systemd() -> None:
     """The package data an installed edgeroot reads is byte for byte the file operators copy."""
     assert shipped_config() == SYSTEMD_COPY.read_text(encoding="utf-8")
+    # An installed edgeroot has it too: it is package data (a source checkout reads it in place).
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "mosquitto-edgeroot.conf" in package_data["edgeroot"]
     settings = dict(
         line.split(None, 1) for line in shipped_config().splitlines() if line and not line.startswith("#")
     )

@@ -215,7 +215,7 @@ def _drill(plant: Plant, inflight: int) -> None:
             _wait(f"not every acknowledged reading was anchored: {store.status(db)}",
                   lambda: store.status(db)["unanchored_blocks"] == 0
                   and store.status(db)["unchained_readings"] == 0 and _anchored_chain(plant) == READINGS,
-                  60)  # fmt: skip
+                  90)  # fmt: skip
     finally:
         publisher.close()
     conn = store.connect(db)
