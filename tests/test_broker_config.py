@@ -3,19 +3,39 @@ the tests run, and with it a broker loses nothing for a gateway that is down (is
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 
-from edge.connectors.mqtt import SHIPPED_INFLIGHT, MqttConfig, paho_client, probe_broker
+from edge import store
+from edge.connectors import PLUGINS
+from edge.connectors.mqtt import (
+    SHIPPED_INFLIGHT,
+    MqttConfig,
+    paho_client,
+    probe_broker,
+    warn_if_broker_unsafe,
+)
 from edgeroot.mqtt_broker import Mosquitto, shipped_config
+from tests.gateway_harness import Plant
 from tests.mqtt_harness import Publisher, require_mosquitto
+from tests.test_connectors import Connected, FakeDoor, FakePaho
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD_COPY = REPO / "systemd" / "mosquitto-edgeroot.conf"
+
+
+@dataclass(frozen=True)
+class SessionFlags:
+    """paho's CONNACK flags, as its on_connect callback gets them."""
+
+    session_present: bool
 
 
 def test_the_shipped_broker_config_is_one_file_in_the_package_and_in_systemd() -> None:
@@ -99,3 +119,75 @@ def test_a_gateway_that_is_down_loses_nothing_with_the_shipped_config(
             assert received == sent
     finally:
         broker.stop()
+
+
+def test_a_stopped_gateway_gets_every_reading_the_broker_acknowledged_meanwhile(plant: Plant) -> None:
+    """The real gateway, stopped while 1,500 readings are published to the broker of the test session
+    (the shipped file): started again, it stores and anchors every one of them, in order, once."""
+    require_mosquitto()
+    plant.start()
+    pub = Publisher(*plant.broker)
+    try:
+        pub.publish("edgeroot/readings/pump", plant.reading())  # the gateway's session exists
+        plant.wait_anchored(1)
+        assert plant.stop() == 0
+        for _ in range(1500):
+            pub.publish("edgeroot/readings/pump", plant.reading())  # each PUBACKed by the broker
+    finally:
+        pub.close()
+    plant.start()
+    plant.wait_anchored(1501, timeout=90)
+    conn = store.connect(plant.state / "gateway.db")
+    try:
+        counters = [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")]
+        assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (0,)
+    finally:
+        conn.close()
+    assert counters == list(range(1, 1502))
+    assert plant.stop() == 0
+
+
+def test_the_gateway_warns_when_the_broker_forgets_its_session_on_reconnect(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reconnect without the session present (a broker restarted without persistence) is a WARNING;
+    the first connection of a new session and a reconnect that kept it are not."""
+    clients: list[FakePaho] = []
+
+    def factory(config: MqttConfig) -> FakePaho:
+        clients.append(FakePaho())
+        return clients[-1]
+
+    async def main() -> None:
+        connector = PLUGINS["mqtt"].create(MqttConfig(client_id="t"), FakeDoor(), factory)
+        await connector.start()
+        paho = clients[0]
+        for present in (True, False):  # paho calls back on its network thread
+            await asyncio.to_thread(paho.on_connect, paho, None, SessionFlags(present), Connected(), None)
+        await connector.stop()
+
+    with caplog.at_level(logging.WARNING, logger="edge.connectors.mqtt"):
+        asyncio.run(main())
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "lost the gateway's session" in warned[0], warned
+
+
+@pytest.mark.parametrize(
+    ("receive_maximum", "max_inflight", "says"),
+    [
+        (SHIPPED_INFLIGHT, 1000, []),
+        (20, 1000, ["does not run the shipped configuration"]),
+        (SHIPPED_INFLIGHT, 100, ["raise max_inflight"]),
+        (65535, 1000, ["does not run the shipped configuration", "raise max_inflight"]),
+    ],
+)
+def test_the_start_time_broker_check_warns_only_on_what_it_saw(
+    caplog: pytest.LogCaptureFixture, receive_maximum: int, max_inflight: int, says: list[str]
+) -> None:
+    """Another in-flight window than the shipped file's, or one beyond the connector's, is a WARNING."""
+    with caplog.at_level(logging.INFO, logger="edge.connectors.mqtt"):
+        warn_if_broker_unsafe(MqttConfig(max_inflight=max_inflight), receive_maximum)
+        warn_if_broker_unsafe(MqttConfig(max_inflight=max_inflight), None)  # cannot see: INFO only
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == len(says) and all(s in w for s, w in zip(says, warned, strict=True)), warned
+    assert any("cannot be seen" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
