@@ -304,7 +304,10 @@ class Writer:
         cutoff = now_ms() - self.retention_ms
         anchored = "block IN (SELECT height FROM blocks WHERE state = 'anchored')"
         deleted = db.execute(f"DELETE FROM readings WHERE received_ms < ? AND {anchored}", (cutoff,)).rowcount  # noqa: S608
-        if self.disk_used() > self.disk_budget_bytes:
+        # Refusing input (full) with pages in use between the low mark and the budget still prunes: those
+        # pages can drop below the budget without any pruning (blocks closed, pages freed), and input is
+        # taken again only below the low mark.
+        if self.store_full or self.disk_used() > self.disk_budget_bytes:
             while self.disk_used() > self.disk_budget_bytes * PRUNE_TO:
                 oldest = f"SELECT id FROM readings WHERE {anchored} ORDER BY id LIMIT 1000"  # noqa: S608
                 gone = db.execute(f"DELETE FROM readings WHERE id IN ({oldest})").rowcount  # noqa: S608
