@@ -26,6 +26,8 @@ from edge.intake import KEY_LOOKUP, Outcome, Submission
 from edge.status import CounterReset
 
 log = logging.getLogger(__name__)
+PRUNE_TO = 0.9
+"""Pruning for the budget frees down to 90 % of it, and refused input is taken again only below that."""
 MAX_SIGNERS_PER_BLOCK = 500
 MAX_HELD = 10_000
 """Held readings kept in memory, waiting for their signers' key lookups; beyond, a held reading is not
@@ -199,6 +201,10 @@ class Writer:
             if duplicates:
                 store.add_duplicates(db, duplicates)
             db.execute("COMMIT")
+            if readings or quarantine:
+                # After every batch, not once a minute: input is refused as soon as the budget is reached,
+                # so it is overshot by one batch at most (three PRAGMAs: microseconds).
+                self._check_budget()
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -288,7 +294,8 @@ class Writer:
         return int(pages * db.execute("PRAGMA page_size").fetchone()[0])
 
     def prune(self) -> int:
-        """Delete anchored readings past retention, then oldest anchored first while over budget.
+        """Delete anchored readings past retention, then oldest anchored first while over budget (down
+        to :data:`PRUNE_TO` of it, so intake does not flap at the edge).
 
         Unanchored readings are never deleted; when the budget is reached with nothing left to prune,
         :attr:`store_full` is set and new input is refused until anchoring frees space.
@@ -297,20 +304,31 @@ class Writer:
         cutoff = now_ms() - self.retention_ms
         anchored = "block IN (SELECT height FROM blocks WHERE state = 'anchored')"
         deleted = db.execute(f"DELETE FROM readings WHERE received_ms < ? AND {anchored}", (cutoff,)).rowcount  # noqa: S608
-        while self.disk_used() > self.disk_budget_bytes:
-            oldest = f"SELECT id FROM readings WHERE {anchored} ORDER BY id LIMIT 10000"  # noqa: S608
-            gone = db.execute(f"DELETE FROM readings WHERE id IN ({oldest})").rowcount  # noqa: S608
-            if not gone:
-                break
-            deleted += gone
-        full = self.disk_used() > self.disk_budget_bytes
+        # Refusing input (full) with pages in use between the low mark and the budget still prunes: those
+        # pages can drop below the budget without any pruning (blocks closed, pages freed), and input is
+        # taken again only below the low mark.
+        if self.store_full or self.disk_used() > self.disk_budget_bytes:
+            while self.disk_used() > self.disk_budget_bytes * PRUNE_TO:
+                oldest = f"SELECT id FROM readings WHERE {anchored} ORDER BY id LIMIT 1000"  # noqa: S608
+                gone = db.execute(f"DELETE FROM readings WHERE id IN ({oldest})").rowcount  # noqa: S608
+                if not gone:
+                    break
+                deleted += gone
+        self._check_budget()
+        return int(deleted)
+
+    def _check_budget(self) -> None:
+        """Set :attr:`store_full` from the pages in use, logging each change once. Once full, input is
+        taken again only below :data:`PRUNE_TO` of the budget: room for a few batches, so intake does not
+        flap at the edge while anchoring catches up."""
+        used = self.disk_used()
+        full = used > self.disk_budget_bytes * (PRUNE_TO if self.store_full else 1)
         if full != self.store_full:
             (log.error if full else log.warning)(
                 "disk budget %s: %d bytes used of %d%s",
                 "reached" if full else "no longer reached",
-                self.disk_used(),
+                used,
                 self.disk_budget_bytes,
                 "; refusing new readings until blocks are anchored" if full else "",
             )
         self.store_full = full
-        return int(deleted)

@@ -1,8 +1,8 @@
 """A local MQTT broker for ``edgeroot demo`` and the tests: mosquitto when one is installed, else amqtt.
 
-:class:`Mosquitto` runs the ``mosquitto`` binary as a child process on a loopback port, configured the
-way a gateway needs (``max_inflight_messages 1000``: the gateway acknowledges only after durable
-storage, and mosquitto's default of 20 would cap it near 2,000 msgs/s).
+:class:`Mosquitto` runs the ``mosquitto`` binary as a child process on a loopback port with the
+configuration operators install, :data:`SHIPPED_CONFIG` (systemd/mosquitto-edgeroot.conf, shipped as
+package data), plus only a listener and a persistence directory of its own.
 
 :class:`EmbeddedBroker` runs amqtt (pure Python) on its own event loop in a background thread of this
 process. Light use only: DESIGN §9 measured it at 5–9k msgs/s with QoS 1 stalling silently after
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib.resources
 import logging
 import shutil
 import socket
@@ -22,6 +23,15 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
+
+SHIPPED_CONFIG = "mosquitto-edgeroot.conf"
+"""The broker configuration for a gateway box, in this package (``importlib.resources``) so an installed
+edgeroot finds it; systemd/mosquitto-edgeroot.conf is the same file (tests/test_broker_config.py)."""
+
+
+def shipped_config() -> str:
+    """The text of :data:`SHIPPED_CONFIG`, verbatim."""
+    return importlib.resources.files("edgeroot").joinpath(SHIPPED_CONFIG).read_text(encoding="utf-8")
 
 
 class BrokerUnavailable(RuntimeError):
@@ -64,16 +74,25 @@ def wait_listening(host: str, port: int, alive: Any = None, timeout: float = 10.
 class Mosquitto:
     """mosquitto as a child process; ``persistence`` keeps sessions and queued messages across restarts."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, persistence: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, persistence: bool = True, settings: str | None = None
+    ) -> None:
+        """``settings``: the broker's configuration instead of :func:`shipped_config` (drills that show
+        what mosquitto's defaults or another in-flight window do); without ``persistence`` the
+        ``persistence`` lines of the settings are left out."""
         binary = mosquitto_binary()
         if binary is None:
             raise BrokerUnavailable("no mosquitto binary on PATH")
         self.binary, self.host, self.port = binary, "127.0.0.1", port or free_port()
         self.conf = workdir / "mosquitto.conf"
+        text = shipped_config() if settings is None else settings
+        if not persistence:
+            text = "".join(line for line in text.splitlines(True) if not line.startswith("persistence "))
+        # The per-run part: a loopback listener (mosquitto 2 refuses anonymous clients on a listener
+        # unless told) and a persistence directory of this run's own.
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            "max_inflight_messages 1000\nmax_queued_messages 1000000\n"
-            + (f"persistence true\npersistence_location {workdir}/\n" if persistence else "")
+            f"{text}\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            + (f"persistence_location {workdir}/\n" if persistence else "")
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -9,10 +9,20 @@ Threads: paho runs its network loop in its own thread (``loop_start``). ``on_mes
 takes a slot of ``max_inflight`` and hands the message to the event loop; when all slots are taken it
 blocks, so paho stops reading from the socket and the broker holds the rest: back-pressure instead of
 an unbounded buffer. The slot is released, and the PUBACK sent, when the reading's outcome is known.
-A refused reading (``store-full``, shutdown) is not acknowledged; the broker redelivers it later.
 
-The broker bounds unacknowledged messages per client too (mosquitto ``max_inflight_messages``,
-default 20); raise it (e.g. 1000) for throughput, see docs/operations in the README.
+While the gateway refuses input for its disk budget (``store-full``), the refused burst is *held*: not
+acknowledged, not dropped, and submitted again (capped backoff, :data:`HOLD_RETRY_MAX_S`) before any
+later message is handed on. The broker's in-flight window (``max_inflight_messages``) fills with
+unacknowledged messages, so it stops sending and queues the rest in order; when the budget frees up,
+the held burst is stored first and the rest follows in order. Dropping a refused message instead would
+leave it with the broker until the next reconnect, after newer counters were stored: a ``replay``, lost.
+PUBACKs are sent in arrival order. A refusal at shutdown is not held: the broker redelivers it at the
+next start (a redelivery of a stored reading is a ``duplicate``, acknowledged).
+
+The broker bounds unacknowledged messages per client (mosquitto ``max_inflight_messages``, default 20;
+systemd/mosquitto-edgeroot.conf sets 1000). Keep ``max_inflight`` here at least as large: otherwise
+paho's thread blocks for a slot, stops sending keepalives, and the broker drops the connection while
+the store is full. :func:`probe_broker` reads what a client can see of the broker's settings at start.
 
 What a PUBACK means: the *device's* PUBACK comes from the broker when it has taken the message; the
 gateway's PUBACK above goes to the broker, after the reading is durable. So a device that stops at its
@@ -25,9 +35,11 @@ durably rejected after their signature was checked (docs/formats.md §19).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,11 +52,17 @@ from chain_lite.envelope import MAX_COUNTER, decode_envelope
 from chain_lite.errors import ChainError
 from edge.connectors import Plugin
 from edge.errors import GatewayError
-from edge.intake import IngestPort, Outcome, SubmitMany
+from edge.intake import STORE_FULL, IngestPort, Outcome, SubmitMany
 from runtime.tomlconfig import Secret, Table, read_settings, setting
 
 log = logging.getLogger(__name__)
 NAME = "mqtt"
+HOLD_RETRY_MIN_S = 0.1
+HOLD_RETRY_MAX_S = 1.0
+"""While the store is full, a held burst is offered again after 0.1 s, doubling to 1 s: intake resumes
+within a second of the budget freeing up, and a refusal costs the gateway no writer work."""
+SHIPPED_INFLIGHT = 1000
+"""``max_inflight_messages`` in systemd/mosquitto-edgeroot.conf."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +245,65 @@ def paho_client(config: MqttConfig) -> paho.Client:
     return client
 
 
+def probe_broker(config: MqttConfig, timeout: float = 5.0) -> int | None:
+    """The broker's Receive Maximum (mosquitto: its ``max_inflight_messages``), read from the CONNACK of
+    a short MQTT 5 connection with a clean session of its own; None when it cannot be seen (the broker
+    does not speak MQTT 5, as amqtt, or is unreachable). Blocking: call it off the event loop.
+
+    That is all a client can see of the settings that matter. ``max_queued_messages`` and
+    ``persistence`` are visible nowhere (mosquitto's ``$SYS/broker/...`` topics publish counts, not
+    limits), so a Receive Maximum other than the shipped file's is the one sign that the broker does not
+    run systemd/mosquitto-edgeroot.conf (docs/operations.md, "The MQTT broker")."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"{config.client_id}-probe", protocol=paho.MQTTv5
+    )
+    if config.username is not None:
+        client.username_pw_set(config.username, config.password)
+    if config.tls:
+        client.tls_set(ca_certs=config.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+    seen: list[int | None] = []
+    answered = threading.Event()
+
+    def on_connect(_c: paho.Client, _ud: Any, _flags: Any, reason: Any, props: Any) -> None:
+        # MQTT 5 §3.2.2.3.3: an absent Receive Maximum means 65,535.
+        seen.append(None if reason.is_failure else getattr(props, "ReceiveMaximum", 65535))
+        answered.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *_: answered.set()  # a 3.1.1-only broker may just close the connection
+    try:
+        client.connect(config.host, config.port, keepalive=15)
+    except OSError:
+        return None
+    client.loop_start()
+    try:
+        answered.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return seen[0] if seen else None
+
+
+def warn_if_broker_unsafe(config: MqttConfig, receive_maximum: int | None) -> None:
+    """The start-time WARNING of docs/operations.md, from what :func:`probe_broker` saw."""
+    if receive_maximum is None:
+        log.info("MQTT broker %s:%d: its settings cannot be seen (no MQTT 5); make sure it runs with "
+                 "systemd/mosquitto-edgeroot.conf", config.host, config.port)  # fmt: skip
+    elif receive_maximum != SHIPPED_INFLIGHT:
+        log.warning(
+            "MQTT broker %s:%d allows %d messages in flight, not the %d of systemd/mosquitto-edgeroot.conf: "
+            "it does not run the shipped configuration, so its max_queued_messages (invisible to clients) "
+            "may be mosquitto's default of 1000, which drops readings while the gateway is away",
+            config.host, config.port, receive_maximum, SHIPPED_INFLIGHT,
+        )  # fmt: skip
+    if receive_maximum is not None and receive_maximum > config.max_inflight:
+        log.warning(
+            "MQTT broker %s:%d may send %d unacknowledged messages, more than max_inflight = %d: while the "
+            "store is full the connection stalls and is dropped; raise max_inflight",
+            config.host, config.port, receive_maximum, config.max_inflight,
+        )  # fmt: skip
+
+
 class MqttConnector:
     def __init__(
         self,
@@ -236,6 +313,8 @@ class MqttConnector:
     ) -> None:
         self.config = config
         self.submit_many = submit_many
+        # An injected transport (tests) gets no probe connection: the probe is the real broker's.
+        self._probe = factory is None
         self.factory = factory or paho_client
         self.state = "stopped"
         self._client: paho.Client | None = None
@@ -247,11 +326,16 @@ class MqttConnector:
         self._received: list[tuple[bytes, str, int, int]] = []
         self._wake_pending = False
         self._consumer: asyncio.Task[None] | None = None
+        self._stop_wanted: asyncio.Event | None = None
+        self._ever_connected = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._connected = asyncio.Event()
+        self._stop_wanted = asyncio.Event()
         self._stopping = False
+        if self._probe:
+            warn_if_broker_unsafe(self.config, await asyncio.to_thread(probe_broker, self.config))
         client = self.factory(self.config)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -272,6 +356,8 @@ class MqttConnector:
     async def stop(self) -> None:
         """Stop intake: disconnect; messages not yet acknowledged stay with the broker."""
         self._stopping = True
+        if self._stop_wanted is not None:
+            self._stop_wanted.set()  # a held burst stops waiting: left unacknowledged, redelivered later
         client, self._client = self._client, None
         if client is not None:
             # paho's disconnect and loop_stop block: keep them off the event loop.
@@ -281,10 +367,20 @@ class MqttConnector:
 
     # --- paho thread ---------------------------------------------------------------------------------
 
-    def _on_connect(self, client: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _on_connect(self, client: paho.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             log.warning("MQTT connect refused: %s", reason)
             return
+        if self._ever_connected and not getattr(flags, "session_present", True):
+            # The broker forgot this client's persistent session: whatever it had queued for the gateway
+            # (and the unacknowledged messages) is gone. A broker restarted without persistence does this.
+            log.warning(
+                "MQTT broker %s:%d lost the gateway's session on reconnect: readings queued for it while "
+                "it was away are lost; run the broker with persistence (systemd/mosquitto-edgeroot.conf)",
+                self.config.host,
+                self.config.port,
+            )
+        self._ever_connected = True
         client.subscribe(self.config.topic, qos=1)
         log.info(
             "MQTT connected to %s:%d, subscribed to %s", self.config.host, self.config.port, self.config.topic
@@ -330,10 +426,7 @@ class MqttConnector:
 
     async def _store(self, client: paho.Client, items: list[tuple[bytes, str, int, int]]) -> None:
         try:
-            outcomes = await self.submit_many([(raw, source) for raw, source, _, _ in items])
-            for (_, _, mid, qos), outcome in zip(items, outcomes, strict=True):
-                if outcome.durable and qos > 0:
-                    client.ack(mid, qos)  # paho queues the PUBACK for its network thread
+            outcomes = await self._submit_holding(client, items)
         except Exception:  # storage failed: no ack, the broker redelivers
             log.exception(
                 "%d readings from MQTT could not be stored; leaving them unacknowledged", len(items)
@@ -352,6 +445,49 @@ class MqttConnector:
             for _ in items:
                 self._slots.release()
 
+    async def _submit_holding(
+        self, client: paho.Client, items: list[tuple[bytes, str, int, int]]
+    ) -> list[Outcome]:
+        """Submit a burst; while the store is full, hold the refused part and submit it again, so nothing
+        after it is taken first (the module docstring says why). PUBACKs go out in arrival order: the
+        durable part before the first held message at once, the rest once it is durable too."""
+        pairs = [(raw, source) for raw, source, _, _ in items]
+        outcomes = await self.submit_many(pairs)
+        acked = self._ack_in_order(client, items, outcomes, 0)
+        delay, held_since = HOLD_RETRY_MIN_S, 0.0
+        while not self._stopping:
+            held = [i for i, o in enumerate(outcomes) if o.reason == STORE_FULL.reason]
+            if not held:
+                break
+            if not held_since:
+                held_since = time.monotonic()
+                log.info("disk budget reached: holding %d MQTT message(s) unacknowledged; the broker "
+                         "queues the rest in order", len(held))  # fmt: skip
+            assert self._stop_wanted is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_wanted.wait(), delay)
+            if self._stopping:
+                break
+            for i, outcome in zip(held, await self.submit_many([pairs[i] for i in held]), strict=True):
+                outcomes[i] = outcome
+            acked = self._ack_in_order(client, items, outcomes, acked)
+            delay = min(delay * 2, HOLD_RETRY_MAX_S)
+        if held_since and acked == len(items):
+            log.info("MQTT intake resumed after %.1f s held", time.monotonic() - held_since)
+        return outcomes
+
+    @staticmethod
+    def _ack_in_order(
+        client: paho.Client, items: list[tuple[bytes, str, int, int]], outcomes: list[Outcome], start: int
+    ) -> int:
+        """PUBACK the durable outcomes from ``start`` up to the first one that is not; where it stopped."""
+        at = start
+        while at < len(items) and outcomes[at].durable:
+            _, _, mid, qos = items[at]
+            if qos > 0:
+                client.ack(mid, qos)  # paho queues the PUBACK for its network thread
+            at += 1
+        return at
 
 def create(
     config: MqttConfig, ingest: IngestPort, factory: Callable[[MqttConfig], paho.Client] | None = None
