@@ -16,6 +16,7 @@ this module supplies the gateway's start, status line, reload and shutdown steps
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -199,19 +200,18 @@ class Gateway:
     async def _reload(self) -> str:
         # File and database work off the loop; a ConfigError keeps the running configuration.
         new = await asyncio.to_thread(gateway_config.load, self.cfg.state, self.cfg.path)
-        await asyncio.to_thread(provision_local_devices, new)
-        await self.ingest.call(self.writer.keys.clear)  # device keys may have changed (writer thread state)
         old = self.cfg
-        await self._stop_connectors()  # before the new ones start: they may bind the same ports
+        await self._use_devices(new)
         self.cfg = new
         try:
             await self._start_connectors()
         except Exception:
-            # Never leave intake stopped behind a "kept the running configuration" message: put the
-            # connectors of the running configuration back, then report the reload as failed.
-            await self._stop_connectors()
+            # Never leave intake stopped, or the devices changed, behind a "kept the running configuration"
+            # message: put the devices and connectors of the running configuration back, then report the
+            # reload as failed.
             self.cfg = old
             try:
+                await self._use_devices(old)
                 await self._start_connectors()
             except Exception as exc:  # noqa: BLE001 (handed to a task, which fails the service with it)
                 # Neither configuration can take readings: stop loudly (systemd restarts the gateway)
@@ -220,8 +220,18 @@ class Gateway:
             raise
         return f"{len(self.connectors)} connector(s)"
 
+    async def _use_devices(self, cfg: gateway_config.GatewayConfig) -> None:
+        """Make ``cfg``'s ``[devices]`` the locally trusted keys, and drop the writer's cached keys."""
+        await asyncio.to_thread(provision_local_devices, cfg)
+        await self.ingest.call(self.writer.keys.clear)  # writer-thread state, changed on its thread
+
     async def _start_connectors(self) -> None:
-        """Create and start the configured connectors; on a failure, stop the ones started and raise."""
+        """Create and start the configured connectors. On a failure, ``self.connectors`` holds the ones
+        that started (the caller stops them) and the failure is raised."""
+        # The running ones stop first (the new ones may bind the same ports); one that fails to stop was
+        # logged, and the new ones are started all the same.
+        with contextlib.suppress(Exception):
+            await self._stop_connectors()
         self.connectors = self._make_connectors()
         started: list[Connector] = []
         try:
