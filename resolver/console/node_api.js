@@ -52,3 +52,15 @@ export function forgetPolicyPin() {
   localStorage.removeItem(PIN_KEY);
   policyState = null;
 }
+
+// The largest checkpoint size this browser has fully verified for a log (0 before the first).
+const sizeKey = (origin) => `edgeroot.verified-size.${origin}`;
+
+export function highestVerifiedSize(origin) {
+  const text = localStorage.getItem(sizeKey(origin));
+  return text && /^[0-9]+$/.test(text) ? BigInt(text) : 0n;
+}
+
+export function rememberVerifiedSize(origin, size) {
+  if (size > highestVerifiedSize(origin)) localStorage.setItem(sizeKey(origin), size.toString());
+}

@@ -36,35 +36,56 @@ function hexToBytes(text) {
   return Uint8Array.from(text.match(/../g), (h) => parseInt(h, 16));
 }
 
-// tlog-policy text: log, witness, group and quorum lines (chain_lite/policy.py).
+// tlog-policy text: log, witness, group and quorum lines, with every rule chain_lite/policy.py
+// enforces: a name is defined once (witnesses and groups share one namespace), no public key is listed
+// twice (one witness under two names would count twice towards a quorum), group members are defined
+// earlier and listed once, thresholds are all, any or a number within the group's size.
 export async function parsePolicy(text) {
   const policy = { logs: [], witnesses: new Map(), groups: new Map(), quorum: null };
+  const defined = (name) => policy.witnesses.has(name) || policy.groups.has(name);
+  const newName = (name) => {
+    if (!name || name === "none" || defined(name)) throw new VerifyError("policyBad", `name ${name} is defined twice or reserved`);
+  };
   for (const raw of text.split("\n")) {
     const line = raw.replace(/^[ \t]+|[ \t]+$/g, "");
     if (!line || line.startsWith("#")) continue;
     const [keyword, ...args] = line.split(/[ \t]+/);
     if (keyword === "log") {
+      if (args.length < 1 || args.length > 2) throw new VerifyError("policyBad", "log takes a vkey and an optional URL");
       policy.logs.push(await parseVkey(args[0]));
     } else if (keyword === "witness") {
-      if (args.length < 2) throw new VerifyError("policyBad", "witness needs a name and a key");
-      policy.witnesses.set(args[0], await parseVkey(args[1]));
+      if (args.length < 2 || args.length > 3) throw new VerifyError("policyBad", "witness takes a name, a vkey and an optional URL");
+      newName(args[0]);
+      const vkey = await parseVkey(args[1]);
+      if (vkey.sigtype !== SIGTYPE_COSIGNATURE_V1) throw new VerifyError("policyBad", `witness ${args[0]} is not a cosignature key`);
+      policy.witnesses.set(args[0], vkey);
     } else if (keyword === "group") {
       const [name, threshold, ...members] = args;
-      const k = threshold === "all" ? members.length : threshold === "any" ? 1 : Number(threshold);
+      if (members.length < 1) throw new VerifyError("policyBad", "group takes a name, a threshold and at least one member");
+      newName(name);
+      if (new Set(members).size !== members.length) throw new VerifyError("policyBad", `group ${name} lists a member twice`);
+      for (const member of members) {
+        if (!defined(member)) throw new VerifyError("policyBad", `group ${name} refers to undefined name ${member}`);
+      }
+      const k = threshold === "all" ? members.length : threshold === "any" ? 1
+        : /^[0-9]{1,5}$/.test(threshold) ? Number(threshold) : NaN;
       if (!Number.isInteger(k) || k < 1 || k > members.length) {
         throw new VerifyError("policyBad", `group ${name} has a bad threshold`);
       }
       policy.groups.set(name, { threshold: k, members });
     } else if (keyword === "quorum") {
+      if (args.length !== 1 || policy.quorum !== null) throw new VerifyError("policyBad", "one quorum line with one name");
       policy.quorum = args[0];
     } else {
       throw new VerifyError("policyBad", `unknown keyword ${keyword}`);
     }
   }
   if (policy.quorum === null) throw new VerifyError("policyBad", "no quorum line");
-  if (policy.quorum !== "none" && !policy.witnesses.has(policy.quorum) && !policy.groups.has(policy.quorum)) {
+  if (policy.quorum !== "none" && !defined(policy.quorum)) {
     throw new VerifyError("policyBad", `quorum ${policy.quorum} is not defined`);
   }
+  const keys = [...policy.logs, ...policy.witnesses.values()].map((v) => [...v.publicKey].join(","));
+  if (new Set(keys).size !== keys.length) throw new VerifyError("policyBad", "the same public key is listed twice");
   return policy;
 }
 

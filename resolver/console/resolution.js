@@ -3,6 +3,7 @@
 import { decodeCbor } from "./cbor.js";
 import { VerifyError, fromBase64, sha256, utf8, webCryptoAvailable } from "./bytes.js";
 import { checkLogSignature, checkQuorum, parseNote, parsePolicy } from "./note.js";
+import { highestVerifiedSize, rememberVerifiedSize } from "./node_api.js";
 import { logLeafHash, parseMapProof, verifyInclusion, verifyMapProof } from "./proofs.js";
 
 const RECEIPT_HEADER = "c2sp.org/tlog-proof@v1";
@@ -103,6 +104,10 @@ export async function verifyResolution(asked, answer, pinned) {
   let mapHead = null;
   checks.push(await check("checkInclusion", async () => {
     const size = note.checkpoint.size;
+    // A log only grows: a checkpoint smaller than one this browser already verified for this log is a
+    // rolled-back (or split) view, whatever its signatures say.
+    const seen = highestVerifiedSize(note.checkpoint.origin);
+    if (size < seen) throw new VerifyError("rolledBack", size, seen);
     // A current answer's map head is the checkpoint's last leaf: the newest map it commits to.
     if (receipt.index !== size - 1n) throw new VerifyError("stale", receipt.index, size);
     const leaf = fromBase64(answer.proof.map_head, "map head");
@@ -117,15 +122,18 @@ export async function verifyResolution(asked, answer, pinned) {
     const raw = answer.proof.record;
     if ((raw === null || raw === undefined) === found) throw new VerifyError("malformed", "'found' disagrees with the proof");
     let value = null;
+    let decoded = null;
     if (found) {
       const bytes = fromBase64(raw, "record");
-      record = decodeRecord(bytes);
-      if (record.identifier !== canonical) throw new VerifyError("mapBad", `record is for ${record.identifier}`);
+      decoded = decodeRecord(bytes);
+      if (decoded.identifier !== canonical) throw new VerifyError("mapBad", `record is for ${decoded.identifier}`);
       value = await sha256(bytes);
     }
     await verifyMapProof(mapHead.root, await sha256(utf8(canonical)), value, parseMapProof(fromBase64(answer.proof.map_proof, "map proof")));
+    record = decoded;  // shown only once the map proof holds: unproven values are never displayed
     return { status: "ok", reason: [found ? "mapOk" : "mapAbsentOk"] };
   }));
+  if (checks.every((c) => c.status === "ok")) rememberVerifiedSize(note.checkpoint.origin, note.checkpoint.size);
   return { found, checks, record, epoch: mapHead && mapHead.epoch };
 }
 
