@@ -22,18 +22,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from chain_lite.registry import governed_prefix, parent_prefix, prefix_handle
 from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, TooLarge
 from resolver.metrics import RootMetrics
 from resolver.reads import PublishedView, Resolution, RootNode
 from resolver.tiles import parse_tile_path
 from resolver.web import console_assets, render_page
 from rootclient import codecs, routes
-from rootclient.codecs import handle_value
+from rootclient.codecs import handle_record_values, handle_value
 from rootclient.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 HANDLE_OK = 1
+HANDLE_NOT_FOUND = 100
 HANDLE_VALUES_NOT_FOUND = 200
+HANDLE_NOT_RESPONSIBLE = 301
 
 
 def _error(status: int, code: int, message: str) -> JSONResponse:
@@ -63,37 +66,75 @@ def resolve_answer(text: str, res: Resolution) -> Response:
     return Response(json.dumps(body, ensure_ascii=False), media_type="application/json")
 
 
+def handle_read(
+    node: RootNode,
+    view: PublishedView,
+    text: str,
+    types: list[str] | None,
+    indexes: list[int] | None,
+    *,
+    proof: bool,
+) -> JSONResponse:
+    """The Handle REST API's answer for ``text`` as of ``view``: what the route and the fast path
+    (:mod:`resolver.fast_reads`) both send. Raises :class:`InvalidHandle` for an invalid identifier."""
+    res = node.resolve_in(view, text)
+    return handle_answer(text, res, _responsible(node, view, res), types, indexes, proof=proof)
+
+
+def _responsible(node: RootNode, view: PublishedView, res: Resolution) -> bool:
+    """Whether this node answers for the identifier: it holds its record, or it holds the prefix it is
+    under (writes need it registered, D-012), or, for a prefix record ``0.na/P``, the parent of ``P``
+    (whose admin creates it). Everything else is another node's (Handle's "server not responsible")."""
+    if res.record is not None:
+        return True
+    governed = governed_prefix(res.identifier)
+    if governed is None:
+        home: str | None = res.identifier.partition("/")[0]
+    else:
+        home = parent_prefix(governed)
+    return home is not None and view.map.record_and_proof(prefix_handle(home))[0] is not None
+
+
 def handle_answer(
-    text: str, res: Resolution, types: list[str] | None, indexes: list[int] | None, *, proof: bool
+    text: str,
+    res: Resolution,
+    responsible: bool,
+    types: list[str] | None,
+    indexes: list[int] | None,
+    *,
+    proof: bool,
 ) -> JSONResponse:
     """The Handle REST API's answer for ``text`` (echoed as asked; the record is the one under its
-    canonical form), filtered by ``type``/``index``; ``proof`` adds a ``proof`` key."""
-    if res.record is None:
+    canonical form), filtered by ``type``/``index``; ``proof`` adds a ``proof`` key.
+
+    Codes and statuses as the Handle.Net REST API documents them ("Handle.Net Technical Manual",
+    chapter "REST API", section "Responses", mirrored at https://doc.pidconsortium.net/docs/responses):
+    1 success (200), 100 handle not found (404), 200 values not found (200 in resolution), 301 server
+    not responsible for handle (400).
+    """
+    if not responsible:
         body: dict[str, Any] = {
-            "responseCode": 100,
+            "responseCode": HANDLE_NOT_RESPONSIBLE,
             "handle": text,
-            "message": "Handle Not Found",
+            "message": "Server not responsible for handle",
         }
-        if proof:
-            body["proof"] = proof_json(res)
-        return JSONResponse(body, status_code=404)
-    values = list(res.record.values)
-    if types or indexes:
-        values = [v for v in values if v.index in (indexes or []) or _type_matches(v.type, types or [])]
-    body = {
-        "responseCode": HANDLE_OK,
-        "handle": text,
-        "values": [handle_value(v) for v in values],
-    }
-    if not values:
-        body = {
-            "responseCode": HANDLE_VALUES_NOT_FOUND,
-            "handle": text,
-            "message": "Values Not Found",
-        }
+        status = 400
+    elif res.record is None:
+        body = {"responseCode": HANDLE_NOT_FOUND, "handle": text, "message": "Handle Not Found"}
+        status = 404
+    else:
+        values = handle_record_values(res.record)
+        if types or indexes:
+            values = [
+                v for v in values if v["index"] in (indexes or []) or _type_matches(v["type"], types or [])
+            ]
+        body = {"responseCode": HANDLE_OK, "handle": text, "values": values}
+        if not values:
+            body = {"responseCode": HANDLE_VALUES_NOT_FOUND, "handle": text, "message": "Values Not Found"}
+        status = 200
     if proof:
         body["proof"] = proof_json(res)
-    return JSONResponse(body)
+    return JSONResponse(body, status_code=status)
 
 
 def checkpoint_answer(view: PublishedView) -> PlainTextResponse:
@@ -218,7 +259,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         """Resolve a handle exactly as the Handle REST API does; ``proof=true`` adds a ``proof`` key."""
         del handle  # re-read from the raw path: percent-decoding must be strict
         text = _raw_path_part(request, routes.HANDLE_PREFIX)
-        return handle_answer(text, await _resolve(text, None), type, index, proof=proof)
+        return handle_read(node, node.view(), text, type, index, proof=proof)
 
     # --- native /v1 --------------------------------------------------------------------------------------
 
@@ -395,5 +436,14 @@ def create_app(  # noqa: PLR0915 (one closure per route)
 
 
 def _type_matches(value_type: str, wanted: list[str]) -> bool:
-    """Handle type filters: ``URL`` matches exactly; ``HS_`` style prefixes ending in ``.`` match subtypes."""
-    return any(value_type == w or (w.endswith(".") and value_type.startswith(w)) for w in wanted)
+    """Handle's type filter (hdllib ``Util.isParentTypeInArray``), ASCII case-insensitive as Handle types
+    are: ``URL`` matches ``url``; a type ending in ``.`` (``HS_SITE.``) matches itself without the dot
+    and every subtype (``HS_SITE.PREFIX``); an empty type matches nothing."""
+    got = value_type.lower()
+    for w in wanted:
+        want = w.lower()
+        if want.endswith(".") and (got.startswith(want) or got == want[:-1]):
+            return True
+        if want and got == want:
+            return True
+    return False

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from resolver.api import checkpoint_answer, handle_answer, resolve_answer, tile_answer
+from resolver.api import checkpoint_answer, handle_read, resolve_answer, tile_answer
 from resolver.errors import ResolverError
 from resolver.reads import Answer, PublishedView, RootNode
 from resolver.tiles import parse_tile_path
@@ -118,8 +118,7 @@ class FastReads:
         if raw.startswith(_HANDLE):
             types, indexes, proof = _handle_query(query)
             text = _plain_tail(raw, _HANDLE)
-            res = self.node.resolve_in(view, text)
-            return _encoded(handle_answer(text, res, types, indexes, proof=proof))
+            return _encoded(handle_read(self.node, view, text, types, indexes, proof=proof))
         if query:
             raise _Unhandled
         if raw in _CHECKPOINTS:

@@ -20,7 +20,7 @@ from chain_lite.errors import ChainError
 from chain_lite.merkle import HASH_SIZE
 from chain_lite.policy import Policy
 from chain_lite.receipt import Receipt
-from chain_lite.registry import Value
+from chain_lite.registry import MAX_UINT31, Record, Value, governed_prefix
 from chain_lite.resolution import ResolutionProof
 from rootclient.errors import ProtocolError
 
@@ -119,16 +119,63 @@ def parse_error(body: object) -> tuple[str, int] | None:
 # --- resolution -----------------------------------------------------------------------------------------
 
 
+HS_ADMIN = "HS_ADMIN"
+FIRST_ADMIN_INDEX = 100  # where Handle puts a record's HS_ADMIN values (and the next free index after)
+# HS_ADMIN permissions as the Handle REST API spells them: 12 bits, most significant first (list handles,
+# read value, add/remove/modify admin, add/remove/modify value, delete/add derived prefix, delete/add
+# handle; Handle's hdllib AdminRecord numbers them 11..0). A prefix admin here (DESIGN §2, D-011, D-012)
+# may do all of it but list handles: create and delete identifiers and child prefixes, and update its
+# own prefix record, whose HS_PUBKEY values are the admin keys (so adding or removing one adds or removes
+# an admin). The same string Handle gives a prefix admin in ``0.NA/<prefix>``.
+PREFIX_ADMIN_PERMISSIONS = "011111111111"
+
+
+def _stamp(timestamp_ms: int) -> str:
+    return dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def handle_value(v: Value) -> dict[str, Any]:
     """One value in the Handle REST API's JSON shape."""
-    stamp = dt.datetime.fromtimestamp(v.timestamp_ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "index": v.index,
         "type": v.type,
         "data": {"format": v.format, "value": v.value},
         "ttl": v.ttl,
-        "timestamp": stamp,
+        "timestamp": _stamp(v.timestamp_ms),
     }
+
+
+def handle_admin_value(index: int, admin: Value, admin_handle: str) -> dict[str, Any]:
+    """An ``HS_ADMIN`` value at ``index`` naming the admin key ``admin`` of ``admin_handle`` (its
+    ``INDEX:0.na/PREFIX`` key name), in the Handle REST API's shape: ``data`` is ``{"format": "admin",
+    "value": {"handle", "index", "permissions"}}``. It takes the key value's ttl and timestamp."""
+    return {
+        "index": index,
+        "type": HS_ADMIN,
+        "data": {
+            "format": "admin",
+            "value": {"handle": admin_handle, "index": admin.index, "permissions": PREFIX_ADMIN_PERMISSIONS},
+        },
+        "ttl": admin.ttl,
+        "timestamp": _stamp(admin.timestamp_ms),
+    }
+
+
+def handle_record_values(record: Record) -> list[dict[str, Any]]:
+    """A record's values as the Handle system shows them, in index order.
+
+    A prefix record ``0.na/P`` also shows one ``HS_ADMIN`` value per admin key (each ``HS_PUBKEY`` value
+    is the admin ``INDEX:0.na/P``, D-011), as a Handle prefix record names its admins. They are derived
+    from the record, not stored in it (its map proof covers the keys they are read from); each takes the
+    first index from :data:`FIRST_ADMIN_INDEX` up that no value uses. Other records show their values.
+    """
+    shown = [handle_value(v) for v in record.values]
+    if governed_prefix(record.identifier) is not None:
+        used = {v.index for v in record.values}
+        free = (i for i in range(FIRST_ADMIN_INDEX, MAX_UINT31 + 1) if i not in used)
+        keys = [v for v in record.values if v.type == "HS_PUBKEY"]
+        shown += [handle_admin_value(next(free), key, record.identifier) for key in keys]
+    return sorted(shown, key=lambda value: int(value["index"]))
 
 
 def proof_json(

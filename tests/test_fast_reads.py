@@ -86,6 +86,14 @@ PATHS = [
     "/api/handles/88.123/PUMP-1?index=x",
     "/api/handles/88.123/PUMP-1?index=1&type=EMAIL",
     "/api/handles/88.123/PUMP-1?unknown=1",
+    "/api/handles/88.123/PUMP-1?type=url&type=Email",  # Handle types match case-insensitively
+    "/api/handles/88.123/PUMP-1?type=URL.",  # a parent type matches itself
+    "/api/handles/0.NA/88.123",  # a prefix record, echoed as asked, with its HS_ADMIN values
+    "/api/handles/0.na/88.123?type=HS_ADMIN&index=300&proof=true",
+    "/api/handles/0.na/88.123.77",  # an unregistered child prefix: not found
+    "/api/handles/99.1/PUMP-1",  # a prefix this node does not serve: 301
+    "/api/handles/99.1/PUMP-1?proof=true",
+    "/api/handles/0.na/99",
     "/api/handles/bad prefix/x",
     "/api/handles/88.123/%E2%82%AC",
     routes.TILES_CHECKPOINT,
