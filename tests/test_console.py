@@ -243,6 +243,37 @@ def test_policy_is_pinned_on_first_use_and_a_changed_one_proves_nothing(page: An
     assert "a different policy than the one this browser pinned" in reason(page, "checkPolicy")
 
 
+def test_one_witness_listed_under_two_names_cannot_meet_a_quorum(browser: Any, node: RootUnderTest) -> None:
+    """A policy listing one witness key under two names (a 2-of-2 group of the same witness) is refused,
+    as chain_lite.policy refuses it: the quorum is never met by one witness counted twice."""
+    text = httpx.get(node.url + routes.POLICY).text
+    witness = next(line for line in text.splitlines() if line.startswith("witness "))
+    name, vkey = witness.split()[1:3]
+    lines = [line for line in text.splitlines() if not line.startswith("quorum ")]
+    extra = [f"witness {name}-again {vkey}", f"group twice 2 {name} {name}-again", "quorum twice", ""]
+    doubled = "\n".join([*lines, *extra])
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.route(f"**{routes.POLICY}", lambda route: route.fulfill(status=200, body=doubled))
+    page.goto(node.url + routes.WEB_PAGE)
+    page.wait_for_selector("body[data-ready]")
+    resolve(page, PUMP_ASKED)
+    assert page.get_attribute("#verdict", "data-verdict") == "notProven"
+    assert statuses(page)["checkPolicy"] == "bad"
+    assert "the same public key is listed twice" in reason(page, "checkPolicy")
+    context.close()
+
+
+def test_a_checkpoint_older_than_one_already_verified_is_a_rolled_back_view(page: Any) -> None:
+    """Once this browser verified a larger checkpoint of the log, a smaller one is refused (a log only
+    grows), however well it is signed."""
+    page.evaluate(f"localStorage.setItem('edgeroot.verified-size.{ORIGIN}', '1000000')")
+    resolve(page, PUMP_ASKED)
+    assert page.get_attribute("#verdict", "data-verdict") == "notProven"
+    assert statuses(page)["checkInclusion"] == "bad"
+    assert "older than one this browser already verified (log size 1000000)" in reason(page, "checkInclusion")
+
+
 def test_search_works_from_the_keyboard_alone(page: Any) -> None:
     """Tab reaches the identifier field and Enter resolves it."""
     for _ in range(5):
