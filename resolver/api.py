@@ -16,8 +16,9 @@ from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from fastapi_offline import FastAPIOffline
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -164,10 +165,49 @@ CHECKPOINT_DOCS: om.Responses = {
 }
 
 
+DOCS = "/docs"
+REDOC = "/redoc"
+DOCS_ASSETS = "/static-offline-docs"
+"""Swagger UI's and ReDoc's scripts and styles, as packaged by fastapi-offline (D-058)."""
+
+
 def offline_docs_app(**kwargs: Any) -> FastAPI:
     """A FastAPI app whose ``/docs`` (Swagger UI) and ``/redoc`` load their scripts and styles from the
-    node itself (fastapi-offline's packaged copies, D-058), never from a CDN an offline plant cannot reach."""
-    app: FastAPI = FastAPIOffline(**kwargs)
+    node itself (fastapi-offline's packaged copies, D-058), never from a CDN an offline plant cannot reach,
+    and whose OpenAPI document says what the app really answers (:func:`om.publish_as_served`).
+
+    The pages are FastAPI's own, wired as FastAPI wires its default ones (plain routes, outside the API);
+    fastapi-offline's factory would add them as API routes, with an OAuth2 redirect no route here needs.
+    """
+    app = FastAPI(docs_url=None, redoc_url=None, **kwargs)
+    app.mount(DOCS_ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets")
+
+    def asset(request: Request, name: str) -> str:
+        return f"{request.scope.get('root_path', '')}{DOCS_ASSETS}/{name}"
+
+    def openapi_url(request: Request) -> str:
+        return f"{request.scope.get('root_path', '')}{app.openapi_url}"
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url(request),
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=asset(request, "swagger-ui-bundle.js"),
+            swagger_css_url=asset(request, "swagger-ui.css"),
+            swagger_favicon_url=asset(request, "favicon.png"),
+        )
+
+    async def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=openapi_url(request),
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=asset(request, "redoc.standalone.js"),
+            redoc_favicon_url=asset(request, "favicon.png"),
+            with_google_fonts=False,
+        )
+
+    app.add_route(DOCS, swagger_ui, include_in_schema=False)
+    app.add_route(REDOC, redoc, include_in_schema=False)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
