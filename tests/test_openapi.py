@@ -137,9 +137,11 @@ def test_witness_answers_match_the_published_schema(node: RootUnderTest) -> None
     assert api.post(add, add, content=b"not a request").status_code == 400
     checkpoint = httpx.get(node.url + routes.CHECKPOINT).content
     size = int(checkpoint.split(b"\n")[1])
-    stale = b"old 0\n\n" + checkpoint  # the witness is past size 0 already: 409 with its size
-    assert api.post(add, add, content=stale).status_code == 409
-    assert size >= 1
+    stale = api.post(add, add, content=b"old 0\n\n" + checkpoint)  # the witness is past 0: its size
+    assert (stale.status_code, stale.text) == (409, f"{size}\n")
+    same = api.post(add, add, content=f"old {size}\n\n".encode() + checkpoint)  # equal sizes, no proof
+    assert same.status_code == 200 and same.text.startswith("\u2014 witness.test "), same.text
+    assert api.post(add, add, content=f"old {size + 1}\n\n".encode() + checkpoint).status_code == 400
     assert api.get(routes.METRICS, routes.METRICS).status_code == 200
     documented = {(m, p) for p, ops in api.doc["paths"].items() for m in ops}
     assert documented == {(m, p) for m, p, _ in api.checked}
