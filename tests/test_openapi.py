@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from chain_lite import b64
 from chain_lite.registry import Value
-from rootclient import routes
+from rootclient import codecs, routes
 from tests.root_harness import RootUnderTest, running_root
 
 PUMP = "88.123/PUMP-0042"
@@ -128,6 +128,16 @@ def test_no_route_documents_a_422_it_does_not_give(node: RootUnderTest) -> None:
     with_422 = {p for p, ops in doc["paths"].items() for op in ops.values() if "422" in op["responses"]}
     assert with_422 == {routes.GATEWAY_BLOCKS}
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+
+
+def test_published_block_batch_schema_accepts_what_clients_send(node: RootUnderTest) -> None:
+    """The documented request body of a block batch is the one rootclient encodes, in both modes."""
+    doc = httpx.get(node.url + "/openapi.json").json()
+    body = doc["paths"][routes.GATEWAY_BLOCKS]["post"]["requestBody"]["content"]["application/json"]
+    validator = Draft202012Validator({**body["schema"], "components": doc["components"]})
+    for batch in ([(b"header", [b"envelope"])], [(b"header", None)]):
+        assert not [e.message for e in validator.iter_errors(codecs.block_batch(batch))]
+    assert not validator.is_valid({"mode": "anchor", "blocks": []})
 
 
 def test_witness_answers_match_the_published_schema(node: RootUnderTest) -> None:
