@@ -16,13 +16,16 @@ from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chain_lite.registry import governed_prefix, parent_prefix, prefix_handle
+from resolver import openapi_models as om
 from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, TooLarge
 from resolver.metrics import RootMetrics
 from resolver.reads import PublishedView, Resolution, RootNode
@@ -197,6 +200,66 @@ class BodyCap:
         await self.app(scope, receive, send)
 
 
+CHECKPOINT_DOCS: om.Responses = {
+    200: om.content("text/plain", "C2SP tlog-checkpoint signed note with its cosignatures"),
+    **om.errors(503),
+}
+
+
+DOCS = "/docs"
+REDOC = "/redoc"
+DOCS_ASSETS = "/static-offline-docs"
+"""Swagger UI's and ReDoc's scripts and styles, as packaged by fastapi-offline (D-058)."""
+
+
+def offline_docs_app(**kwargs: Any) -> FastAPI:
+    """A FastAPI app whose ``/docs`` (Swagger UI) and ``/redoc`` load their scripts and styles from the
+    node itself (fastapi-offline's packaged copies, D-058), never from a CDN an offline plant cannot reach,
+    and whose OpenAPI document says what the app really answers (:func:`om.publish_as_served`).
+
+    The pages are FastAPI's own, wired as FastAPI wires its default ones (plain routes, outside the API);
+    fastapi-offline's factory would add them as API routes, with an OAuth2 redirect no route here needs.
+    """
+    app = FastAPI(docs_url=None, redoc_url=None, **kwargs)
+    app.mount(DOCS_ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets")
+
+    def asset(request: Request, name: str) -> str:
+        return f"{request.scope.get('root_path', '')}{DOCS_ASSETS}/{name}"
+
+    def openapi_url(request: Request) -> str:
+        return f"{request.scope.get('root_path', '')}{app.openapi_url}"
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url(request),
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=asset(request, "swagger-ui-bundle.js"),
+            swagger_css_url=asset(request, "swagger-ui.css"),
+            swagger_favicon_url=asset(request, "favicon.png"),
+        )
+
+    async def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=openapi_url(request),
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=asset(request, "redoc.standalone.js"),
+            redoc_favicon_url=asset(request, "favicon.png"),
+            with_google_fonts=False,
+        )
+
+    app.add_route(DOCS, swagger_ui, include_in_schema=False)
+    app.add_route(REDOC, redoc, include_in_schema=False)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = om.publish_as_served(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to adjust the schema
+    return app
+
+
 def create_app(  # noqa: PLR0915 (one closure per route)
     node: RootNode,
     *,
@@ -206,7 +269,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     role: Any = None,
     policy_text: bytes | None = None,
 ) -> FastAPI:
-    app = FastAPI(
+    app = offline_docs_app(
         title="edgeroot resolution-root node",
         summary="Identifier registry, Merkle log and verifiable map with offline-checkable proofs.",
         version="1",
@@ -248,7 +311,22 @@ def create_app(  # noqa: PLR0915 (one closure per route)
 
     # --- Handle-compatible -------------------------------------------------------------------------------
 
-    @app.get(routes.HANDLE, tags=["handle"])
+    @app.get(
+        routes.HANDLE,
+        tags=["handle"],
+        responses={
+            200: {
+                "model": om.HandleFound | om.HandleMissing,
+                "description": "The values, or none passes the filters (responseCode 200)",
+            },
+            404: {"model": om.HandleMissing, "description": "No such handle (responseCode 100)"},
+            **om.errors(503),
+            400: {
+                "model": om.HandleNotResponsible | om.ErrorBody,
+                "description": "Not served here (responseCode 301), or a malformed handle or filter",
+            },
+        },
+    )
     async def get_handle(
         request: Request,
         handle: str,
@@ -263,7 +341,11 @@ def create_app(  # noqa: PLR0915 (one closure per route)
 
     # --- native /v1 --------------------------------------------------------------------------------------
 
-    @app.get(routes.RESOLVE, tags=["resolve"])
+    @app.get(
+        routes.RESOLVE,
+        tags=["resolve"],
+        responses={200: {"model": om.ResolveAnswer}, **om.errors(400, 404, 503)},
+    )
     async def resolve(request: Request, identifier: str, at: int | None = None) -> Response:
         """The current record (or its absence) with a map proof and a receipt; ``at=N``: as of log size N."""
         del identifier
@@ -279,7 +361,9 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             return node.resolve(text)
         return await run_in_threadpool(node.resolve, text, at)
 
-    @app.get(routes.HISTORY, tags=["resolve"])
+    @app.get(
+        routes.HISTORY, tags=["resolve"], responses={200: {"model": om.History}, **om.errors(400, 503)}
+    )
     def history(request: Request, identifier: str) -> dict[str, Any]:
         """Every logged change of an identifier, with its log index."""
         del identifier
@@ -297,7 +381,13 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             ],
         }
 
-    @app.post(routes.REGISTRY, status_code=201, tags=["registry"])
+    @app.post(
+        routes.REGISTRY,
+        status_code=201,
+        tags=["registry"],
+        responses={201: {"model": om.WriteAnswer}, **om.errors(400, 401, 403, 404, 409, 413, 503)},
+        openapi_extra=om.request_body("application/cose", "A COSE_Sign1 signed write request"),
+    )
     async def write(request: Request) -> dict[str, Any]:
         """Apply one signed write request (a COSE_Sign1 body, ``application/cose``)."""
         raw = await _body(request, max_body)
@@ -310,7 +400,19 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             "request_id": accepted.request_id.hex(),
         }
 
-    @app.post(routes.GATEWAY_BLOCKS, tags=["gateways"])
+    @app.post(
+        routes.GATEWAY_BLOCKS,
+        tags=["gateways"],
+        responses={
+            200: {"model": om.BlocksAccepted},
+            **om.errors(400, 413, 503),
+            **{
+                s: {"model": om.BlocksRefused | om.ErrorBody, "description": om.ERROR_REASONS[s]}
+                for s in (400, 403, 409, 422)
+            },
+        },
+        openapi_extra=om.json_request_body(om.BlockBatch),
+    )
     async def submit_blocks(request: Request) -> JSONResponse:
         """Submit a gateway's signed blocks in order (bodies too in replicate mode)."""
         raw = await _body(request, max_body)
@@ -339,7 +441,9 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             status = error.status
         return JSONResponse(body, status_code=status)
 
-    @app.get(routes.BLOCK, tags=["gateways"])
+    @app.get(
+        routes.BLOCK, tags=["gateways"], responses={200: {"model": om.BlockInfo}, **om.errors(400, 404, 503)}
+    )
     def block(block_id: str) -> dict[str, Any]:
         """An accepted block's log index and receipt (``receipt`` is null until it is sequenced)."""
         try:
@@ -349,7 +453,11 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         gateway, height, idx, receipt = node.block(bid)
         return codecs.block_info_json(bid, gateway, height, idx, receipt)
 
-    @app.get(routes.GATEWAY_HEAD, tags=["gateways"])
+    @app.get(
+        routes.GATEWAY_HEAD,
+        tags=["gateways"],
+        responses={200: {"model": om.GatewayHead}, **om.errors(400, 404, 503)},
+    )
     def gateway_head(request: Request, gateway: str) -> dict[str, Any]:
         """The highest accepted block of a gateway."""
         del gateway
@@ -359,17 +467,25 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             raise NotFound(f"no block of gateway {text} has been accepted")
         return {"gateway": text, "height": head[0], "block_id": head[1].hex()}  # echoed as asked
 
-    @app.get(routes.CHECKPOINT, response_class=PlainTextResponse, tags=["log"])
+    @app.get(routes.CHECKPOINT, response_class=PlainTextResponse, tags=["log"], responses=CHECKPOINT_DOCS)
     async def checkpoint() -> PlainTextResponse:
         """The latest published checkpoint (C2SP signed note with cosignatures)."""
         return checkpoint_answer(node.view())
 
-    @app.get(routes.CONSISTENCY, tags=["log"])
+    @app.get(
+        routes.CONSISTENCY,
+        tags=["log"],
+        responses={200: {"model": om.ConsistencyProof}, **om.errors(400, 503)},
+    )
     def consistency(old: int, new: int) -> dict[str, Any]:
         """RFC 9162 consistency proof between two published tree sizes."""
         return codecs.consistency_json(old, new, node.consistency(old, new))
 
-    @app.get(routes.INCLUSION, tags=["log"])
+    @app.get(
+        routes.INCLUSION,
+        tags=["log"],
+        responses={200: {"model": om.InclusionProof}, **om.errors(400, 404, 503)},
+    )
     def inclusion(index: int, size: int) -> dict[str, Any]:
         """RFC 9162 inclusion proof of a leaf, with the leaf's bytes."""
         proof = node.inclusion(index, size)
@@ -377,18 +493,30 @@ def create_app(  # noqa: PLR0915 (one closure per route)
 
     # --- C2SP tlog-tiles ---------------------------------------------------------------------------------
 
-    @app.get(routes.TILES_CHECKPOINT, response_class=PlainTextResponse, tags=["tiles"])
+    @app.get(
+        routes.TILES_CHECKPOINT, response_class=PlainTextResponse, tags=["tiles"], responses=CHECKPOINT_DOCS
+    )
     async def tiles_checkpoint() -> PlainTextResponse:
         return checkpoint_answer(node.view())
 
-    @app.get(routes.TILE, tags=["tiles"])
+    @app.get(
+        routes.TILE,
+        response_class=Response,
+        tags=["tiles"],
+        responses={
+            200: om.content("application/octet-stream", "A tlog-tiles tile or entry bundle", binary=True),
+            **om.errors(404, 503),
+        },
+    )
     def tile(path: str) -> Response:
         parsed = parse_tile_path(path)
         if parsed is None:
             raise NotFound(f"not a tlog-tiles path: tile/{path}")
         return tile_answer(node.tile(parsed))
 
-    @app.get(routes.HEALTH, tags=["operations"])
+    @app.get(
+        routes.HEALTH, tags=["operations"], responses={200: {"model": om.Health}, **om.errors(503)}
+    )
     async def healthz() -> dict[str, Any]:
         """200 once the node serves a published checkpoint (503 before), with its size and problems."""
         size = node.view().size
@@ -403,7 +531,12 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         ]
         return answer
 
-    @app.get(routes.METRICS, tags=["operations"], response_class=PlainTextResponse)
+    @app.get(
+        routes.METRICS,
+        tags=["operations"],
+        response_class=Response,
+        responses={200: om.content(CONTENT_TYPE_LATEST, "Prometheus text exposition")},
+    )
     def prometheus() -> Response:
         """Prometheus text exposition."""
         with contextlib.suppress(ResolverError):
@@ -412,7 +545,12 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             metrics.sequencing.set(1 if role.name == "sequencing" else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get(routes.POLICY, response_class=PlainTextResponse, tags=["log"])
+    @app.get(
+        routes.POLICY,
+        response_class=PlainTextResponse,
+        tags=["log"],
+        responses={200: om.content("text/plain", "C2SP tlog-policy"), **om.errors(404)},
+    )
     async def policy() -> PlainTextResponse:
         """The node's C2SP tlog-policy: the log key, the witnesses and the quorum its checkpoints meet."""
         if policy_text is None:

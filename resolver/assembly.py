@@ -31,7 +31,8 @@ from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, Ed25519Veri
 from chain_lite.policy import Group, Log, Policy, Witness
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
 from resolver import config as root_config
-from resolver.api import create_app
+from resolver import openapi_models as om
+from resolver.api import create_app, offline_docs_app
 from resolver.cosigning import Cosigner
 from resolver.db import Database
 from resolver.errors import ResolverError
@@ -347,7 +348,7 @@ def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
     logs = logs or state / "logs.txt"
     key = NoteKey.parse_skey((state / "witness.skey").read_text())
     witness = WitnessService(key.cosigner(), load_witness_logs(logs), WitnessState(state / "witness.db"))
-    app = FastAPI(title="edgeroot witness", summary="C2SP tlog-witness add-checkpoint", version="1")
+    app = offline_docs_app(title="edgeroot witness", summary="C2SP tlog-witness add-checkpoint", version="1")
     registry = CollectorRegistry()
     answers = Counter(
         "edgeroot_witness_answers", "add-checkpoint answers by HTTP status", ["status"], registry=registry
@@ -364,7 +365,12 @@ def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
 
     app.state.hooks = Hooks(status, reload)
 
-    @app.post(routes.WITNESS_ADD_CHECKPOINT, response_class=PlainTextResponse)
+    @app.post(
+        routes.WITNESS_ADD_CHECKPOINT,
+        response_class=PlainTextResponse,
+        responses=om.witness_answers(SIZE_CONTENT_TYPE),
+        openapi_extra=om.request_body("text/plain", "tlog-witness: old size, proof, checkpoint"),
+    )
     async def add_checkpoint(request: Request) -> Response:
         """C2SP tlog-witness add-checkpoint."""
         body = b""
@@ -390,7 +396,11 @@ def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
         # clients compare text/x.tlog.size exactly.
         return Response(answer.body, status_code=answer.status, headers={"content-type": answer.content_type})
 
-    @app.get(routes.METRICS)
+    @app.get(
+        routes.METRICS,
+        response_class=Response,
+        responses={200: om.content(CONTENT_TYPE_LATEST, "Prometheus text exposition")},
+    )
     def metrics() -> Response:
         """Prometheus text: answers by status (409 with a size is the normal catch-up, not a refusal)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
