@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -64,27 +65,51 @@ def human(value: object) -> str:
     return str(value)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters other than newline and tab shown as ``\\xNN``.
+
+    Messages carry what came from the network or a file (a record's data, a root's error): an ESC or a
+    CR in them must not recolour, retitle or overwrite the terminal, nor put escapes into a piped log.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 class Reporter:
+    """Human lines, or one JSON object with ``--json``.
+
+    Human lines are rich :class:`~rich.text.Text`, never markup strings: text is shown as it is (rich
+    markup escaping doubles a trailing backslash, and ``:name:`` emoji codes would turn ``88.123/A:x:``
+    into a picture). Colour comes from rich, which writes none when the stream is not a terminal
+    (``FORCE_COLOR`` and ``NO_COLOR`` are honoured).
+    """
+
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.out = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.out = Console(highlight=False, soft_wrap=True, emoji=False)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+    def line(self, text: str) -> None:
+        """One more human line on stdout (after :meth:`ok`), shown as it is."""
+        self.out.print(Text(printable(text)))
 
     def _facts(self, facts: Mapping[str, Any]) -> None:
         for key, value in facts.items():
             # A list of records (a resolution's values) reads best one record a line.
             if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-                self.out.print(f"  {key}:")
+                self.line(f"  {key}:")
                 for item in value:
-                    self.out.print(f"    {escape(human(item))}")
+                    self.line(f"    {human(item)}")
             else:
-                self.out.print(f"  {key}: {escape(human(value))}")
+                self.line(f"  {key}: {human(value)}")
 
     def ok(self, message: str, **facts: Any) -> int:
         if self.as_json:
             print(json.dumps({"ok": True, "message": message, **facts}, sort_keys=True))
         else:
-            self.out.print(f"[green]OK[/green] {escape(message)}")
+            self.out.print(Text.assemble(("OK", "green"), " ", printable(message)))
             self._facts(facts)
         return EXIT_OK
 
@@ -92,12 +117,12 @@ class Reporter:
         if self.as_json:
             print(json.dumps({"ok": False, "error": message, **facts}, sort_keys=True))
         else:
-            self.err.print(f"[red]INVALID[/red] {escape(message)}")
+            self.err.print(Text.assemble(("INVALID", "red"), " ", printable(message)))
         return EXIT_INVALID
 
     def failed(self, message: str) -> int:
         if self.as_json:
             print(json.dumps({"ok": False, "error": message, "usage_error": True}, sort_keys=True))
         else:
-            self.err.print(f"[red]error:[/red] {escape(message)}")
+            self.err.print(Text.assemble(("error:", "red"), " ", printable(message)))
         return EXIT_USAGE

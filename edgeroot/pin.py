@@ -58,7 +58,7 @@ def run_list(args: argparse.Namespace, report: Reporter) -> int:
     report.ok(f"{len(pins)} pinned log(s) in {directory}")
     for pin in pins:
         what = pin.get("problem") or f"{pin['origin']} at size {pin['size']}"
-        report.out.print(f"  {what}: {pin['file']}")
+        report.line(f"  {what}: {pin['file']}")
     return 0
 
 
