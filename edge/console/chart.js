@@ -6,7 +6,7 @@ import { el } from "./dom.js";
 const SVG = "http://www.w3.org/2000/svg";
 // Distinguishable colours, each at least 4.5:1 on white; the legend also names every line.
 const COLOURS = ["#a4161a", "#0b4f9c", "#0a6b2d", "#6a3d9a", "#8a4b00", "#006d77", "#b3005e", "#4a4a4a"];
-const W = 600, H = 200, PAD = { left: 40, right: 10, top: 10, bottom: 24 };
+const W = 600, H = 200, PAD = { left: 40, right: 10, top: 12, bottom: 26 };
 
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
@@ -40,7 +40,7 @@ export function rejectChart(samples, label, timeText) {
   const axis = svg("g", {},
     svg("line", { x1: PAD.left, y1: H - PAD.bottom, x2: W - PAD.right, y2: H - PAD.bottom, stroke: "#767676" }),
     svg("line", { x1: PAD.left, y1: PAD.top, x2: PAD.left, y2: H - PAD.bottom, stroke: "#767676" }),
-    svg("text", { x: PAD.left - 4, y: PAD.top + 10, "text-anchor": "end" }, String(max)),
+    svg("text", { x: PAD.left - 4, y: PAD.top + 4, "text-anchor": "end" }, String(max)),
     svg("text", { x: PAD.left - 4, y: H - PAD.bottom, "text-anchor": "end" }, "0"),
     svg("text", { x: PAD.left, y: H - 6 }, timeText(t0)),
     svg("text", { x: W - PAD.right, y: H - 6, "text-anchor": "end" }, timeText(t1)));
