@@ -28,7 +28,7 @@ from chain_lite.envelope import decode_envelope, resolve
 from chain_lite.errors import ChainError
 from edge import store
 from edge.status import GatewayStatus
-from runtime.webassets import Asset, package_assets
+from runtime.webassets import Asset, page_assets
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class LocalApi:
         self.snapshot = snapshot
         self.registry = CollectorRegistry()
         self.registry.register(GatewayCollector(snapshot))
-        self.assets: dict[str, Asset] = package_assets("edge", "console")  # read once, served from memory
+        self.assets: dict[str, Asset] = page_assets("edge", "console")  # read once, served from memory
         self.routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
             "/": lambda: self.asset(PAGE_FILE),
             "/v1/status": lambda: _json(200, self.status()),

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 
 from rootclient import routes
-from runtime.webassets import Asset, package_assets
+from runtime.webassets import Asset, page_assets
 
 PAGE_FILE = "index.html"
 
 
 def console_assets() -> dict[str, Asset]:
     """Every file of the console by its path under ``/console/`` (``views/record.js``, say)."""
-    return package_assets("resolver", "console")
+    return page_assets("resolver", "console")
 
 
 def page_config(origin: str) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 Only the files found here are served, by their path relative to the page's folder, so no path a
 client sends reaches the filesystem. Used by the root's console (``resolver/console/``) and the
-gateway's page (``edge/console/``); each service keeps its own files, this is only the reading.
+gateway's page (``edge/console/``). What both pages share (the ``el`` builder, the language switch,
+the base style sheet) lives here in ``runtime/web/`` and is served to each under ``shared/``: services
+do not import each other, and this is the layer below both.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ def _walk(folder: Traversable, base: str) -> dict[str, Asset]:
     return found
 
 
-def package_assets(package: str, folder: str) -> dict[str, Asset]:
-    """Every servable file under ``package``'s ``folder`` by its path there (``views/record.js``, say)."""
-    return _walk(resources.files(package) / folder, "")
+SHARED = "shared/"
+
+
+def page_assets(package: str, folder: str) -> dict[str, Asset]:
+    """Every servable file under ``package``'s ``folder`` by its path there (``views/record.js``, say),
+    with the shared ones under ``shared/`` (``shared/i18n.js``)."""
+    own = _walk(resources.files(package) / folder, "")
+    clash = sorted(name for name in own if name.startswith(SHARED))
+    if clash:  # a page's own file would hide a shared one, or be hidden by it
+        raise ValueError(f"{package}/{folder} must not hold {SHARED}: {clash}")
+    return {**_walk(resources.files("runtime") / "web", SHARED), **own}

@@ -20,6 +20,7 @@ from edge.intake import Submission
 from edge.local_api import LocalApi, LocalHttp
 from edge.status import AnchoredBlock, GatewayStatus, RejectHistory, RejectSample, StoreFacts
 from edge.writer import Writer, now_ms
+from runtime.webassets import page_assets
 from tests.root_harness import free_port
 
 PUMP = "88.123.99/pump-0042"
@@ -88,7 +89,8 @@ def api_for(db: Path, *snapshots: GatewayStatus) -> LocalApi:
 
 
 def test_page_and_its_assets_are_served_with_their_content_types(db: Path) -> None:
-    """`/` is the page; its modules and stylesheet come from the package under /console/, nothing else."""
+    """`/` is the page; its modules and style sheets come from the package under /console/ (those shared
+    with the root console under /console/shared/), nothing else."""
     api = api_for(db)
     status, ctype, body = api.handle("/")
     assert (status, ctype) == (200, "text/html; charset=utf-8")
@@ -97,10 +99,13 @@ def test_page_and_its_assets_are_served_with_their_content_types(db: Path) -> No
         ("app.js", "text/javascript"),
         ("i18n.js", "text/javascript"),
         ("page.css", "text/css"),
+        ("shared/i18n.js", "text/javascript"),
+        ("shared/dom.js", "text/javascript"),
+        ("shared/base.css", "text/css"),
     ]:
         status, ctype, body = api.handle(f"/console/{name}")
         assert status == 200 and ctype.startswith(want) and body, name
-    for outside in ["/console/../local_api.py", "/console/", "/console/nope.js", "/local_api.py"]:
+    for outside in ["/console/../local_api.py", "/console/", "/console/shared/", "/console/nope.js", "/x.py"]:
         assert api.handle(outside)[0] == 404, outside
 
 
@@ -281,3 +286,13 @@ def test_page_shows_a_reject_appearing(page: Any, served: tuple[str, list[Gatewa
     assert "bad-signature" in page.inner_text("#reject-chart ul.legend")
     row = page.locator("#reject-chart tbody tr", has_text="bad-signature").inner_text()
     assert row.split() == ["bad-signature", "4", "4"]
+
+
+def test_a_page_may_not_hide_a_shared_asset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service folder holding its own shared/ is refused by name, not silently shadowed."""
+    (tmp_path / "pkg" / "console" / "shared").mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "console" / "shared" / "i18n.js").write_text("// mine\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=r"pkg/console must not hold shared/: \['shared/i18n.js'\]"):
+        page_assets("pkg", "console")

@@ -2,7 +2,7 @@
 // every 10 s. A new section is one render function here, fed by those two answers.
 import { rejectChart } from "./chart.js";
 import { el, table } from "./dom.js";
-import { initialLanguage, language, setLanguage, t } from "./i18n.js";
+import { bindSelect, language, t } from "./i18n.js";
 
 const REFRESH_MS = 10000;
 const select = document.getElementById("lang");
@@ -128,13 +128,6 @@ async function refresh() {
   document.body.dataset.ready = "true";
 }
 
-select.addEventListener("change", () => {
-  setLanguage(select.value);
-  render();
-});
-
-const lang = initialLanguage();
-select.value = lang;
-setLanguage(lang);
+bindSelect(select, render);
 refresh();
 setInterval(refresh, REFRESH_MS);
