@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from chain_lite import envelope
@@ -21,7 +23,9 @@ from edge.local_api import LocalApi, LocalHttp
 from edge.status import AnchoredBlock, GatewayStatus, RejectHistory, RejectSample, StoreFacts
 from edge.writer import Writer, now_ms
 from runtime.webassets import page_assets
+from tests.gateway_harness import DEVICE, Plant
 from tests.root_harness import free_port
+from tests.test_health_truth import post
 
 PUMP = "88.123.99/pump-0042"
 VALVE = "88.123.99/valve-7"
@@ -296,3 +300,28 @@ def test_a_page_may_not_hide_a_shared_asset(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ValueError, match=r"pkg/console must not hold shared/: \['shared/i18n.js'\]"):
         page_assets("pkg", "console")
+
+
+def test_real_gateway_samples_its_rejects_and_lists_its_device(plant: Plant) -> None:
+    """A running gateway: a junk input shows in /v1/status's reject history (sampled from the gateway's
+    own snapshots, at most every 10 s), and a stored reading in /v1/devices."""
+    plant.start()
+    try:
+        codes = [code for code, _ in post(plant, plant.reading(), b"junk")]
+        assert codes[0].startswith("2.") and codes[1].startswith("4."), codes
+        deadline = time.monotonic() + 40  # the next sample is due 10 s after the first
+        while True:
+            status = httpx.get(plant.http + "/v1/status", timeout=5).json()
+            history = status["reject_history"]
+            if history and history[-1]["rejected"].get("malformed") == 1:
+                break
+            assert time.monotonic() < deadline, f"no sample with the reject: {history}"
+            time.sleep(0.5)
+        assert history[0]["time_ms"] < history[-1]["time_ms"]
+        devices = httpx.get(plant.http + "/v1/devices", timeout=5).json()["devices"]
+        mine = next(d for d in devices if d["identifier"].lower() == DEVICE.lower())
+        assert mine["last_reading"]["counter"] == 1 and mine["last_counter"] == 1
+        page = httpx.get(plant.http + "/", timeout=5)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    finally:
+        plant.stop()
