@@ -32,9 +32,9 @@ from edge.ingest import Ingest
 from edge.local_api import LocalApi, LocalHttp
 from edge.pin_store import SqlitePinStore
 from edge.registry_cache import RegistryCache
-from edge.status import GatewayStatus
+from edge.status import GatewayStatus, RejectHistory
 from edge.sync import Syncer
-from edge.writer import Writer
+from edge.writer import Writer, now_ms
 from rootclient.client import AsyncRootClient
 from rootclient.pinned_log import PinnedLog
 from runtime.keyfiles import load_private_key
@@ -96,6 +96,7 @@ class Gateway:
         self.syncer: Syncer | None = None
         self.registry: RegistryCache | None = None
         self.local: LocalHttp | None = None
+        self.reject_history = RejectHistory()
 
     def _make_connectors(self) -> list[Connector]:
         return [PLUGINS[c.type].create(c, self.ingest) for c in self.cfg.connectors]
@@ -122,10 +123,11 @@ class Gateway:
         own): the local API calls it on its request threads, the main loop through ``to_thread``. The
         counters it copies are plain integers and a dict copied in one step, safe to read from there."""
         stats = self.ingest.stats
+        rejected = dict(stats.rejected)
         return GatewayStatus(
             gateway=self.cfg.gateway,
             accepted=stats.accepted,
-            rejected=dict(stats.rejected),
+            rejected=rejected,
             refused=stats.refused,
             store_full=self.writer.store_full,
             sync=self.syncer.state if self.syncer else "starting",
@@ -139,6 +141,7 @@ class Gateway:
             lookup_problem=self.registry.failing if self.registry else None,
             sync_problem=self.syncer.problem if self.syncer else None,
             sync_failures=self.syncer.failures if self.syncer else 0,
+            reject_history=self.reject_history.observe(now_ms(), rejected),
         )
 
     async def _status_line(self) -> str:

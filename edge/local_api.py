@@ -1,10 +1,12 @@
-"""The gateway's local HTTP API (loopback by default): health, Prometheus metrics, latest readings and
-cached resolution with proofs.
+"""The gateway's local HTTP API (loopback by default): the operator's page, health, Prometheus metrics,
+latest readings and cached resolution with proofs.
 
-``GET /healthz`` (200 ok / 503 degraded, with the reasons), ``GET /metrics`` (Prometheus text),
-``GET /v1/readings/latest``, ``GET /v1/resolve/{identifier}``. It runs in its own threads and only
-reads: the store through its own SQLite connections, and the gateway's status as a frozen snapshot
-(:mod:`edge.status`) from a producer the gateway hands it.
+``GET /`` (the gateway page: plain ES modules under ``/console/``, package data of ``edge/console/``),
+``GET /v1/status`` and ``GET /v1/devices`` (the page's data), ``GET /healthz`` (200 ok / 503 degraded,
+with the reasons), ``GET /metrics`` (Prometheus text), ``GET /v1/readings/latest``,
+``GET /v1/resolve/{identifier}``. It runs in its own threads and only reads: the store through its own
+SQLite connections, and the gateway's status as a frozen snapshot (:mod:`edge.status`) from a producer
+the gateway hands it.
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ from chain_lite.envelope import decode_envelope, resolve
 from chain_lite.errors import ChainError
 from edge import store
 from edge.status import GatewayStatus
+from runtime.webassets import Asset, page_assets
 
 log = logging.getLogger(__name__)
 
 Snapshot = Callable[[], GatewayStatus]
 """The gateway's status producer; blocking (it reads the store), called on the API's request threads."""
+PAGE_FILE = "index.html"
+ASSETS_PREFIX = "/console/"
+ROUTES = ("/", "/v1/status", "/v1/devices", "/healthz", "/metrics", "/v1/readings/latest", "/v1/resolve/{id}")
 
 
 class GatewayCollector(Collector):
@@ -124,21 +130,63 @@ class LocalApi:
         self.snapshot = snapshot
         self.registry = CollectorRegistry()
         self.registry.register(GatewayCollector(snapshot))
+        self.assets: dict[str, Asset] = page_assets("edge", "console")  # read once, served from memory
+        self.routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
+            "/": lambda: self.asset(PAGE_FILE),
+            "/v1/status": lambda: _json(200, self.status()),
+            "/v1/devices": lambda: _json(200, self.devices()),
+            "/healthz": self.healthz,
+            "/metrics": lambda: (200, CONTENT_TYPE_LATEST, generate_latest(self.registry)),
+            "/v1/readings/latest": lambda: _json(200, self.latest()),
+        }
 
     def handle(self, path: str) -> tuple[int, str, bytes]:
         path = unquote(path.split("?", 1)[0])
-        if path == "/healthz":
-            st = self.snapshot()
-            return _json(503 if st.problems else 200, st.health())
-        if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
-        if path == "/v1/readings/latest":
-            return _json(200, self.latest())
+        route = self.routes.get(path)
+        if route is not None:
+            return route()
         if path.startswith("/v1/resolve/"):
             return self.cached_resolution(path[len("/v1/resolve/") :])
-        return _json(
-            404, {"message": f"no such resource {path}; try /healthz, /metrics, /v1/readings/latest"}
-        )
+        name = path.removeprefix(ASSETS_PREFIX)
+        if name != path and name in self.assets:  # only the packaged files: no client path reaches the disk
+            return self.asset(name)
+        return _json(404, {"message": f"no such resource {path}; try {', '.join(ROUTES)}"})
+
+    def asset(self, name: str) -> tuple[int, str, bytes]:
+        found = self.assets[name]
+        return 200, found.content_type, found.body
+
+    def healthz(self) -> tuple[int, str, bytes]:
+        st = self.snapshot()
+        return _json(503 if st.problems else 200, st.health())
+
+    def status(self) -> dict[str, Any]:
+        """The page's status: ``/healthz``'s body (problems, connectors, sync, the stored facts with the
+        backlog and the last anchored block) plus the run's reject counters sampled over time."""
+        st = self.snapshot()
+        return {
+            **st.health(),
+            "problem_kinds": [{"kind": kind, "detail": detail} for kind, detail in st.problem_kinds],
+            "refused": st.refused,
+            "held": st.held,
+            "reject_history": [sample.as_json() for sample in st.reject_history],
+        }
+
+    def devices(self) -> dict[str, Any]:
+        """The device table: key source, last counter and newest stored reading of each known device."""
+        conn = store.connect(self.db)
+        try:
+            rows = store.devices_overview(conn)
+            total = store.count_devices(conn)
+        finally:
+            conn.close()
+        return {
+            "devices": [
+                row.as_json(None if row.last_reading_raw is None else _records(row.last_reading_raw))
+                for row in rows
+            ],
+            "total": total,
+        }
 
     def latest(self) -> dict[str, Any]:
         """The newest stored reading of each device, SenML resolved."""
@@ -152,15 +200,11 @@ class LocalApi:
             conn.close()
         out = {}
         for subject, counter, received_ms, raw, block in rows:
-            try:
-                records = resolve(decode_envelope(bytes(raw)).records)
-            except ChainError:
-                records = []
             out[subject] = {
                 "counter": counter,
                 "received_ms": received_ms,
                 "block": block,
-                "records": records,
+                "records": _records(bytes(raw)),
             }
         return {"devices": out}
 
@@ -176,6 +220,15 @@ class LocalApi:
         if row is None:
             return _json(404, {"message": f"no cached resolution of {identifier}"})
         return _json(200, {"cached": True, "fetched_ms": row[1], **json.loads(row[0])})
+
+
+def _records(raw: bytes) -> list[dict[str, Any]]:
+    """A stored envelope's SenML records, resolved; none if it cannot be decoded (stored before a codec
+    change, say: the page still lists the device)."""
+    try:
+        return resolve(decode_envelope(raw).records)
+    except ChainError:
+        return []
 
 
 def _json(status: int, body: Any) -> tuple[int, str, bytes]:

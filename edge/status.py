@@ -9,6 +9,8 @@ from the file directly, so it works while the gateway is stopped too.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -134,21 +136,37 @@ class GatewayStatus:
     sync works or the root is merely unreachable (blocks wait, as designed for offline days)."""
     sync_failures: int = 0
     """Sync attempts that failed in this run, for any reason (each retried with backoff)."""
+    reject_history: tuple[RejectSample, ...] = ()
+    """This run's reject counters as sampled by :class:`RejectHistory`, oldest first (the gateway page's
+    chart of rejects by reason over time)."""
+
+    @property
+    def problem_kinds(self) -> list[tuple[str, str | None]]:
+        """:attr:`problems` as ``(kind, detail)``: ``store-full``, ``evidence``, ``lookups`` and
+        ``blocks-refused``, the detail (from the root or the network, untranslated) or None; the gateway
+        page shows the kind in the reader's language."""
+        kinds: list[tuple[str, str | None]] = []
+        if self.store_full:
+            kinds.append(("store-full", None))
+        if self.store.evidence:
+            kinds.append(("evidence", None))
+        if self.lookup_problem is not None:
+            kinds.append(("lookups", self.lookup_problem))
+        if self.sync_problem is not None:
+            kinds.append(("blocks-refused", self.sync_problem))
+        return kinds
 
     @property
     def problems(self) -> list[str]:
         """Why the gateway is degraded, anything that stops readings from being accepted or anchored;
         empty when healthy."""
-        problems = []
-        if self.store_full:
-            problems.append(PROBLEM_STORE_FULL)
-        if self.store.evidence:
-            problems.append(PROBLEM_EVIDENCE)
-        if self.lookup_problem is not None:
-            problems.append(f"{PROBLEM_LOOKUPS} ({self.lookup_problem})")
-        if self.sync_problem is not None:
-            problems.append(f"{PROBLEM_BLOCKS_REFUSED}: {self.sync_problem}")
-        return problems
+        text = {
+            "store-full": PROBLEM_STORE_FULL,
+            "evidence": PROBLEM_EVIDENCE,
+            "lookups": PROBLEM_LOOKUPS + " ({})",
+            "blocks-refused": PROBLEM_BLOCKS_REFUSED + ": {}",
+        }
+        return [text[kind].format(detail) for kind, detail in self.problem_kinds]
 
     def health(self) -> dict[str, Any]:
         """The ``/healthz`` body (served with 503 while :attr:`problems` is not empty)."""
@@ -172,3 +190,73 @@ class GatewayStatus:
         counts = f"accepted={self.accepted} rejected={sum(self.rejected.values())} refused={self.refused}"
         full = " STORE FULL: refusing input" if self.store_full else ""
         return f"{counts} unanchored_blocks={self.store.unanchored_blocks} sync={self.sync}{full}"
+
+
+@dataclass(frozen=True, slots=True)
+class RejectSample:
+    """The run's reject counters by reason (cumulative, as in :attr:`GatewayStatus.rejected`) at one time."""
+
+    time_ms: int
+    rejected: Mapping[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"time_ms": self.time_ms, "rejected": dict(self.rejected)}
+
+
+class RejectHistory:
+    """A ring of the snapshots' reject counters: at most one sample per ``every_ms``, the newest ``keep``
+    (by default one per 10 s for the last hour: 360 small dicts). In memory only: it starts empty with
+    each run, like the counters it samples; the store keeps the all-time totals.
+
+    Fed by the snapshots the gateway takes anyway (the ``STATUS=`` line every 5 to 15 s, scrapes, the
+    page), so sampling costs no read of its own; those run on several threads, hence the lock.
+    """
+
+    def __init__(self, every_ms: int = 10_000, keep: int = 360) -> None:
+        self.every_ms = every_ms
+        self._ring: deque[RejectSample] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+
+    def observe(self, time_ms: int, rejected: Mapping[str, int]) -> tuple[RejectSample, ...]:
+        """Record ``rejected`` unless the last sample is under ``every_ms`` old; the samples, oldest first."""
+        with self._lock:
+            if not self._ring or time_ms - self._ring[-1].time_ms >= self.every_ms:
+                self._ring.append(RejectSample(time_ms, dict(rejected)))
+            return tuple(self._ring)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOverview:
+    """One row of the gateway page's device table (:func:`edge.store.devices_overview`)."""
+
+    identifier: str
+    key_source: str | None
+    """``local`` (``[devices]`` in gateway.toml), ``registry`` (fetched from the root), None: no key here."""
+    key_fetched_ms: int | None
+    """When a registry key was fetched (last checked); None for local keys."""
+    last_counter: int | None
+    """The last counter accepted from this signer; None if it never signed an accepted reading."""
+    last_reading_ms: int | None
+    """When the newest stored reading about this device arrived; None: none stored (or all pruned)."""
+    last_reading_counter: int | None
+    last_reading_block: int | None
+    """The block height holding that reading; None while it is not chained yet."""
+    last_reading_raw: bytes | None
+
+    def as_json(self, records: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """The ``/v1/devices`` row; ``records``: the last reading's SenML records, resolved (None: none)."""
+        last = None
+        if self.last_reading_ms is not None:
+            last = {
+                "received_ms": self.last_reading_ms,
+                "counter": self.last_reading_counter,
+                "block": self.last_reading_block,
+                "records": records,
+            }
+        return {
+            "identifier": self.identifier,
+            "key_source": self.key_source,
+            "key_fetched_ms": self.key_fetched_ms,
+            "last_counter": self.last_counter,
+            "last_reading": last,
+        }

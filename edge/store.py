@@ -29,7 +29,7 @@ from typing import Any
 
 import sqlite_utils
 
-from edge.status import BLOCK_STATES, AnchoredBlock, CounterReset, StoreFacts
+from edge.status import BLOCK_STATES, AnchoredBlock, CounterReset, DeviceOverview, StoreFacts
 
 QUARANTINE_RAW_MAX = 8 * 1024
 
@@ -304,3 +304,42 @@ def recent_counter_resets(conn: sqlite3.Connection, limit: int = RECENT_RESETS) 
         (limit,),
     ).fetchall()
     return tuple(CounterReset(*row) for row in rows)
+
+
+# --- The gateway page's reads (edge/local_api.py: /v1/devices) ---------------------------------------
+
+DEVICES_SHOWN = 1000
+"""The device table's bound: a page and a JSON answer stay small on a gateway with a large fleet."""
+
+
+def devices_overview(conn: sqlite3.Connection, limit: int = DEVICES_SHOWN) -> list[DeviceOverview]:
+    """Every device the gateway knows, by identifier: those with a key here, those whose counter it
+    tracks, those with stored readings (a bridge-attested device has readings but no key or counter of
+    its own: the bridge signs). At most ``limit`` rows."""
+    rows = conn.execute(
+        "WITH ids AS (SELECT identifier AS id FROM devices UNION SELECT signer FROM counters "
+        "  UNION SELECT DISTINCT subject FROM readings), "
+        "newest AS (SELECT subject, MAX(id) AS rid FROM readings GROUP BY subject) "
+        "SELECT ids.id, d.origin, d.fetched_ms, c.last, r.received_ms, r.counter, r.block, r.raw "
+        "FROM ids LEFT JOIN devices d ON d.identifier = ids.id LEFT JOIN counters c ON c.signer = ids.id "
+        "LEFT JOIN newest n ON n.subject = ids.id LEFT JOIN readings r ON r.id = n.rid "
+        "ORDER BY ids.id LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [
+        DeviceOverview(
+            identifier=ident, key_source=origin, key_fetched_ms=fetched, last_counter=last,
+            last_reading_ms=received, last_reading_counter=counter, last_reading_block=block,
+            last_reading_raw=None if raw is None else bytes(raw),
+        )
+        for ident, origin, fetched, last, received, counter, block, raw in rows
+    ]  # fmt: skip
+
+
+def count_devices(conn: sqlite3.Connection) -> int:
+    """How many devices :func:`devices_overview` would list without its bound."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM (SELECT identifier FROM devices UNION SELECT signer FROM counters "
+        "UNION SELECT DISTINCT subject FROM readings)"
+    ).fetchone()
+    return int(row[0])

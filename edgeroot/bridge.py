@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +13,7 @@ from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from runtime.keyfiles import load_private_key
+from runtime.logsetup import configure_logging
 from runtime.service import run_service
 from runtime.statelock import hold
 from runtime.tomlconfig import ConfigError, Table
@@ -72,9 +71,7 @@ def run_bridge(args: argparse.Namespace, report: Reporter) -> int:
             )
         except ValueError as exc:
             raise CommandFailed(str(exc)) from exc
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
-        )
+        configure_logging()
         if table is not None and table.get("mode", str, "frames") == "modbus":
             return _run_modbus(args, table, forwarder, baud)
         return run_service(Bridge(args.port, forwarder, baudrate=baud, state=state).run)

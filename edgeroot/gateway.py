@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from chain_lite.identifier import normalize
 from edge.errors import ConfigError
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from runtime.keyfiles import read_bytes, write_private
+from runtime.logsetup import configure_logging
 from runtime.statelock import hold, initialising
 
 
@@ -117,9 +117,7 @@ def run_daemon(args: argparse.Namespace, report: Reporter) -> int:
     from edge.gateway_service import run  # noqa: PLC0415 (the daemon's imports load only for this command)
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per sync request is noise in the journal
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging()
     # The state's lock before anything else: a second gateway on it must not touch the store, nor take
     # the broker session of the running one (same MQTT client id) before it fails.
     with hold(args.state, "gateway"):

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import sys
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -33,6 +32,7 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from resolver.http_limits import MAX_BACKLOG, HttpLimits
+from runtime.logsetup import configure_logging
 from runtime.ratelimit import RateLimitedLog
 from runtime.service import Service, Step, TextSource, run_service
 
@@ -250,7 +250,5 @@ def serve(app: FastAPI, name: str, listen: str, hooks: Hooks, limits: HttpLimits
     """Run ``app`` on ``HOST:PORT`` as the daemon ``name`` until SIGTERM/SIGINT, within ``limits`` (default
     :class:`HttpLimits`); one log line per event on stdout (journald); the process exit code
     (:func:`runtime.service.run_service`)."""
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging()
     return run_service(lambda: _run(app, name, listen, hooks, limits or HttpLimits()))

@@ -9,42 +9,16 @@ so the browser never repeats a path by hand.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from importlib import resources
-from importlib.resources.abc import Traversable
 
 from rootclient import routes
+from runtime.webassets import Asset, page_assets
 
-CONTENT_TYPES = {
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".html": "text/html; charset=utf-8",
-}
 PAGE_FILE = "index.html"
-
-
-@dataclass(frozen=True, slots=True)
-class Asset:
-    body: bytes
-    content_type: str
-
-
-def _walk(folder: Traversable, base: str) -> dict[str, Asset]:
-    found: dict[str, Asset] = {}
-    for entry in folder.iterdir():
-        name = base + entry.name
-        if entry.is_dir():
-            found.update(_walk(entry, name + "/"))
-            continue
-        suffix = entry.name[entry.name.rfind(".") :]
-        if suffix in CONTENT_TYPES:
-            found[name] = Asset(entry.read_bytes(), CONTENT_TYPES[suffix])
-    return found
 
 
 def console_assets() -> dict[str, Asset]:
     """Every file of the console by its path under ``/console/`` (``views/record.js``, say)."""
-    return _walk(resources.files("resolver") / "console", "")
+    return page_assets("resolver", "console")
 
 
 def page_config(origin: str) -> dict[str, str]:

@@ -1,7 +1,7 @@
 // The console: a search form and a list of views. A new view (the trace tree, referral hops) is one
 // module under views/ exporting id, load(identifier) and render(state), added to VIEWS.
 import { el } from "./dom.js";
-import { initialLanguage, setLanguage, t } from "./i18n.js";
+import { bindSelect, t } from "./i18n.js";
 import { config } from "./node_api.js";
 import * as history from "./views/history.js";
 import * as record from "./views/record.js";
@@ -40,12 +40,5 @@ form.addEventListener("submit", (event) => {
   if (identifier) search(identifier);
 });
 
-select.addEventListener("change", () => {
-  setLanguage(select.value);
-  render();
-});
-
-const lang = initialLanguage();
-select.value = lang;
-setLanguage(lang);
+bindSelect(select, render);
 document.body.dataset.ready = "true";

@@ -1,12 +1,6 @@
-// Building elements without innerHTML: every text from the node goes in as text, never as markup.
-export function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v; else node.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
-  return node;
-}
+import { el } from "./shared/dom.js";
+
+export { el };
 
 export function table(headers, rows) {
   const head = el("tr", {}, ...headers.map((h) => el("th", { scope: "col" }, h)));

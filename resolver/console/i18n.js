@@ -1,4 +1,6 @@
 // The console's two languages. A string is a function when it takes arguments.
+import { languages } from "./shared/i18n.js";
+
 const STRINGS = {
   "en": {
     title: "Identifier resolution",
@@ -114,29 +116,5 @@ const STRINGS = {
   },
 };
 
-const STORAGE_KEY = "edgeroot.console.lang";
 export const LANGUAGES = Object.keys(STRINGS);
-
-export function initialLanguage() {
-  const saved = localStorage.getItem(STORAGE_KEY);
-  if (saved && STRINGS[saved]) return saved;
-  return (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh-CN" : "en";
-}
-
-let current = "en";
-
-export function setLanguage(lang) {
-  current = STRINGS[lang] ? lang : "en";
-  localStorage.setItem(STORAGE_KEY, current);
-  document.documentElement.lang = current;
-  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
-}
-
-export function language() { return current; }
-
-// t("why.stale") finds nested keys; the English text stands in for a key a language lacks.
-export function t(key) {
-  const find = (table) => key.split(".").reduce((o, k) => (o == null ? undefined : o[k]), table);
-  const found = find(STRINGS[current]);
-  return found === undefined ? find(STRINGS.en) : found;
-}
+export const { language, t, bindSelect } = languages(STRINGS, "edgeroot.console.lang");
