@@ -10,7 +10,7 @@ import time
 import aiocoap
 import httpx
 
-from tests.gateway_harness import Plant
+from tests.gateway_harness import DEVICE, Plant
 
 
 def _coap_code(port: int, payload: bytes, timeout: float = 10.0) -> str:
@@ -38,9 +38,8 @@ def test_a_reload_whose_connectors_cannot_start_keeps_the_running_ones(plant: Pl
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         toml = plant.state / "gateway.toml"
-        toml.write_text(
-            toml.read_text().replace(f"port = {plant.coap_port}", f"port = {taken.getsockname()[1]}")
-        )
+        text = toml.read_text().replace(f"port = {plant.coap_port}", f"port = {taken.getsockname()[1]}")
+        toml.write_text(text.replace(f'"{DEVICE}" = "device.pub"', ""))  # and the device dropped
         plant.proc.send_signal(signal.SIGHUP)
         log = plant.state / "gateway.log"
         deadline = time.monotonic() + 30
@@ -51,4 +50,7 @@ def test_a_reload_whose_connectors_cannot_start_keeps_the_running_ones(plant: Pl
         assert _coap_code(plant.coap_port, plant.reading()) == "2.04 Changed"
         connectors = httpx.get(f"{plant.http}/healthz").json()["connectors"]
         assert sorted(connectors.values()) == ["connected", "listening"], connectors
+        # The running configuration's [devices] are back too: the device is still trusted by its local key.
+        devices = {d["identifier"]: d for d in httpx.get(f"{plant.http}/v1/devices").json()["devices"]}
+        assert devices[DEVICE]["key_source"] == "local", devices
     assert plant.proc.poll() is None
