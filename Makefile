@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck contracts vectors clean
+.PHONY: test demo bench lint typecheck contracts vectors screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 # Regenerates tests/vectors/ from tests/vectors/generate.py (commit the result).
 vectors: $(STAMP)
 	$(BIN)/python tests/vectors/generate.py
+
+# Retakes the README's pictures of the web pages into docs/images/ (commit the result). Needs Chromium, a
+# CJK font and pngquant: apt-get install -y chromium-headless-shell fonts-noto-cjk pngquant.
+screenshots: $(STAMP)
+	$(BIN)/python docs/images/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
