@@ -3,10 +3,16 @@
 Run from the repository root: ``make screenshots`` (or ``.venv/bin/python docs/images/screenshots.py``).
 It starts a root node and its witness (tests/root_harness.py) with a prefix and two devices registered,
 opens the console at ``/`` in Debian's headless Chromium (driven by the ``playwright`` package, as the
-browser tests do), resolves an identifier so the in-browser checks show, and writes, beside this file:
+browser tests do) and resolves an identifier so the in-browser checks show. Then it starts a plant
+(tests/gateway_harness.py: a root, a broker and a real ``edgeroot gateway run``), publishes readings and
+some inputs the gateway rejects, in two rounds so the reject chart has a history, and opens the gateway's
+page. It writes, beside this file:
 
 - ``console-en.png``, ``console-zh-CN.png``: desktop width, the whole page;
-- ``console-phone-zh-CN.png``: phone width.
+- ``console-phone-zh-CN.png``: phone width;
+- ``gateway-en.png``, ``gateway-zh-CN.png``: desktop width, the whole page.
+
+It takes about half a minute: the gateway samples its reject counters at most every 10 s.
 
 Needs ``apt-get install -y chromium-headless-shell fonts-noto-cjk pngquant``; says so and stops when one
 is missing, rather than writing pictures with tofu boxes where the Chinese should be.
@@ -18,7 +24,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +36,14 @@ HERE = Path(__file__).resolve().parent
 # so Python puts docs/images/ on the path, not the repository root.
 sys.path.insert(0, str(HERE.parent.parent))
 
-from chain_lite.registry import Value  # noqa: E402 (after the path fix above)
+import httpx  # noqa: E402 (after the path fix above)
+
+from chain_lite import envelope  # noqa: E402
+from chain_lite.cose import CoseSigner  # noqa: E402
+from chain_lite.keys import generate_p256  # noqa: E402
+from chain_lite.registry import Value  # noqa: E402
+from tests.gateway_harness import DEVICE, Plant, running_plant  # noqa: E402
+from tests.mqtt_harness import Publisher, running_broker  # noqa: E402
 from tests.root_harness import RootUnderTest, running_root  # noqa: E402
 
 INSTALL = "apt-get install -y chromium-headless-shell fonts-noto-cjk pngquant"
@@ -58,6 +72,9 @@ CONSOLE_SHOTS = [
     *(Shot(f"console-{lang}.png", lang, DESKTOP, full_page=True) for lang in LANGUAGES),
     Shot("console-phone-zh-CN.png", "zh-CN", PHONE, full_page=False),
 ]
+GATEWAY_SHOTS = [Shot(f"gateway-{lang}.png", lang, DESKTOP, full_page=True) for lang in LANGUAGES]
+TOPIC = "edgeroot/readings/pump-0042"
+WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +148,67 @@ def shoot_console(browser: Any, url: str, shot: Shot, out: Path) -> None:
         context.close()
 
 
+def wait_for(what: str, condition: Callable[[], object]) -> None:
+    """Poll ``condition`` until it holds; after ``WAIT_S`` stop, saying what did not happen."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"screenshots: {what} did not happen within {WAIT_S:.0f} s")
+        time.sleep(0.2)
+
+
+def rejected(plant: Plant) -> dict[str, int]:
+    """The reject counts in the newest sample of the gateway's reject history (empty before the first)."""
+    history = httpx.get(plant.http + "/v1/status", timeout=5).json()["reject_history"]
+    return dict(history[-1]["rejected"]) if history else {}
+
+
+@contextmanager
+def busy_gateway(tmp: Path) -> Iterator[Plant]:
+    """A running gateway with anchored readings and two rounds of rejects, each in its own history sample,
+    so the chart draws lines over time rather than one point."""
+    for folder in ("mqtt", "plant"):
+        (tmp / folder).mkdir(parents=True)
+    with running_broker(tmp / "mqtt") as broker, running_plant(tmp / "plant", broker) as plant:
+        plant.start()
+        publisher = Publisher(*broker)
+        try:
+            first = [plant.reading() for _ in range(6)]
+            for raw in first:
+                publisher.publish(TOPIC, raw)
+            publisher.publish(TOPIC, b"not an envelope")
+            plant.wait_anchored(len(first))
+            wait_for("a sample with the first round's reject", lambda: rejected(plant).get("malformed") == 1)
+            # Round two: counters the pump already used (replays), the pump's name signed with someone else's
+            # key, a device the registry proves absent, more junk; and new readings beside them.
+            flow = [{envelope.N: "flow", envelope.V: -1.0}]
+            replays = [envelope.encode_envelope(plant.device, flow, counter) for counter in (1, 2, 3)]
+            forged = envelope.encode_envelope(CoseSigner(DEVICE, generate_p256()), flow, 100)
+            ghost = envelope.encode_envelope(CoseSigner(f"{PREFIX}/GHOST-1", generate_p256()), flow, 1)
+            for raw in [*replays, forged, ghost, b"junk", b"junk", *(plant.reading() for _ in range(4))]:
+                publisher.publish(TOPIC, raw)
+            plant.wait_anchored(len(first) + 4)
+            second = {"malformed": 3, "replay": 3, "bad-signature": 1, "unknown-device": 1}
+            wait_for("a sample with the second round's rejects", lambda: rejected(plant) == second)
+            yield plant
+        finally:
+            publisher.close()
+            plant.stop()
+
+
+def shoot_gateway(browser: Any, url: str, shot: Shot, out: Path) -> None:
+    """Open the gateway's page in ``shot.locale`` once its tables and chart are drawn, save."""
+    context = browser.new_context(locale=shot.locale, viewport=shot.viewport)
+    try:
+        page = context.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready] #device-table table")
+        page.wait_for_selector("#reject-chart svg polyline")
+        page.screenshot(path=str(out / shot.name), full_page=shot.full_page)
+    finally:
+        context.close()
+
+
 def shrink(pngquant: str, png: Path) -> None:
     """Quantise to a palette in place: these are flat UI pictures, 256 colours lose nothing one can see."""
     subprocess.run(  # noqa: S603 (the installed pngquant on our own file)
@@ -152,16 +230,19 @@ def main() -> int:
     # this thread, where the harness's client (its own asyncio runner) cannot run.
     with (
         tempfile.TemporaryDirectory(prefix="edgeroot-shots-") as tmp,
-        console_root(Path(tmp)) as root,
+        console_root(Path(tmp) / "console") as root,
+        busy_gateway(Path(tmp) / "gateway") as plant,
         sync_playwright() as p,
     ):
         browser = p.chromium.launch(executable_path=tools.chromium)
         try:
             for shot in CONSOLE_SHOTS:
                 shoot_console(browser, root.url, shot, HERE)
+            for shot in GATEWAY_SHOTS:
+                shoot_gateway(browser, plant.http, shot, HERE)
         finally:
             browser.close()
-    for shot in CONSOLE_SHOTS:
+    for shot in [*CONSOLE_SHOTS, *GATEWAY_SHOTS]:
         shrink(tools.pngquant, HERE / shot.name)
         print(f"{shot.name}: {(HERE / shot.name).stat().st_size // 1024} KiB")
     return 0
