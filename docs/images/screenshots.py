@@ -5,14 +5,14 @@ It starts a root node and its witness (tests/root_harness.py) with a prefix and 
 opens the console at ``/`` in Debian's headless Chromium (driven by the ``playwright`` package, as the
 browser tests do) and resolves an identifier so the in-browser checks show. Then it starts a plant
 (tests/gateway_harness.py: a root, a broker and a real ``edgeroot gateway run``), publishes readings and
-some inputs the gateway rejects, in two rounds so the reject chart has a history, and opens the gateway's
+some inputs the gateway rejects, in three rounds so the reject chart has a history, and opens the gateway's
 page. It writes, beside this file:
 
 - ``console-en.png``, ``console-zh-CN.png``: desktop width, the whole page;
 - ``console-phone-zh-CN.png``: phone width;
 - ``gateway-en.png``, ``gateway-zh-CN.png``: desktop width, the whole page.
 
-It takes about half a minute: the gateway samples its reject counters at most every 10 s.
+It takes under a minute: the gateway samples its reject counters at most every 10 s.
 
 Needs ``apt-get install -y chromium-headless-shell fonts-noto-cjk pngquant``; says so and stops when one
 is missing, rather than writing pictures with tofu boxes where the Chinese should be.
@@ -165,31 +165,50 @@ def rejected(plant: Plant) -> dict[str, int]:
 
 @contextmanager
 def busy_gateway(tmp: Path) -> Iterator[Plant]:
-    """A running gateway with anchored readings and two rounds of rejects, each in its own history sample,
-    so the chart draws lines over time rather than one point."""
+    """A running gateway with anchored readings and three rounds of rejects, each round in its own history
+    sample, so the chart draws lines over time rather than one point."""
     for folder in ("mqtt", "plant"):
         (tmp / folder).mkdir(parents=True)
     with running_broker(tmp / "mqtt") as broker, running_plant(tmp / "plant", broker) as plant:
         plant.start()
         publisher = Publisher(*broker)
         try:
-            first = [plant.reading() for _ in range(6)]
-            for raw in first:
-                publisher.publish(TOPIC, raw)
-            publisher.publish(TOPIC, b"not an envelope")
-            plant.wait_anchored(len(first))
-            wait_for("a sample with the first round's reject", lambda: rejected(plant).get("malformed") == 1)
-            # Round two: counters the pump already used (replays), the pump's name signed with someone else's
-            # key, a device the registry proves absent, more junk; and new readings beside them.
             flow = [{envelope.N: "flow", envelope.V: -1.0}]
-            replays = [envelope.encode_envelope(plant.device, flow, counter) for counter in (1, 2, 3)]
-            forged = envelope.encode_envelope(CoseSigner(DEVICE, generate_p256()), flow, 100)
+
+            def good(n: int) -> list[bytes]:
+                return [plant.reading() for _ in range(n)]
+
+            def replays(*counters: int) -> list[bytes]:  # counters the pump already used, new contents
+                return [envelope.encode_envelope(plant.device, flow, counter) for counter in counters]
+
+            forged = envelope.encode_envelope(CoseSigner(DEVICE, generate_p256()), flow, 100)  # not its key
             ghost = envelope.encode_envelope(CoseSigner(f"{PREFIX}/GHOST-1", generate_p256()), flow, 1)
-            for raw in [*replays, forged, ghost, b"junk", b"junk", *(plant.reading() for _ in range(4))]:
-                publisher.publish(TOPIC, raw)
-            plant.wait_anchored(len(first) + 4)
-            second = {"malformed": 3, "replay": 3, "bad-signature": 1, "unknown-device": 1}
-            wait_for("a sample with the second round's rejects", lambda: rejected(plant) == second)
+            # Each round: readings the gateway accepts, inputs it rejects, and the run's reject counters once
+            # it has taken them all.
+            rounds = [
+                (good(6), [b"not an envelope"], {"malformed": 1}),
+                (
+                    good(4),
+                    [*replays(1, 2, 3), forged, ghost, b"junk", b"junk"],
+                    {"malformed": 3, "replay": 3, "bad-signature": 1, "unknown-device": 1},
+                ),
+                (
+                    good(3),
+                    [*replays(4), b"junk", b"junk"],
+                    {"malformed": 5, "replay": 4, "bad-signature": 1, "unknown-device": 1},
+                ),
+            ]
+            accepted = 0
+            for number, (readings, rejects, counters) in enumerate(rounds, 1):
+                for raw in [*rejects, *readings]:
+                    publisher.publish(TOPIC, raw)
+                accepted += len(readings)
+                plant.wait_anchored(accepted)
+
+                def sampled(want: dict[str, int] = counters) -> bool:
+                    return rejected(plant) == want
+
+                wait_for(f"a reject sample after round {number}", sampled)
             yield plant
         finally:
             publisher.close()
