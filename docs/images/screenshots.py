@@ -132,20 +132,31 @@ def console_root(tmp: Path) -> Iterator[RootUnderTest]:
         yield root
 
 
-def shoot_console(browser: Any, url: str, shot: Shot, out: Path) -> None:
-    """Open the console in ``shot.locale``, resolve the pump, wait for its checks and history, save."""
+def shoot(browser: Any, url: str, shot: Shot, bring: Callable[[Any], None]) -> None:
+    """Open the page at ``url`` in ``shot.locale``; once ``bring`` has it in the state to show, save it."""
     context = browser.new_context(locale=shot.locale, viewport=shot.viewport)
     try:
         page = context.new_page()
         page.goto(url + "/")
-        page.wait_for_selector("body[data-ready]")
-        page.fill("#identifier", SHOWN)
-        page.click("#go")
-        page.wait_for_selector("#verdict[data-verdict=proven]")
-        page.wait_for_selector("#view-history table")
-        page.screenshot(path=str(out / shot.name), full_page=shot.full_page)
+        bring(page)
+        page.screenshot(path=str(HERE / shot.name), full_page=shot.full_page)
     finally:
         context.close()
+
+
+def pump_resolved(console: Any) -> None:
+    """The console having resolved the pump: its record proven, the checks and the history drawn."""
+    console.wait_for_selector("body[data-ready]")
+    console.fill("#identifier", SHOWN)
+    console.click("#go")
+    console.wait_for_selector("#verdict[data-verdict=proven]")
+    console.wait_for_selector("#view-history table")
+
+
+def gateway_drawn(page: Any) -> None:
+    """The gateway's page with its device table and reject chart drawn."""
+    page.wait_for_selector("body[data-ready] #device-table table")
+    page.wait_for_selector("#reject-chart svg polyline")
 
 
 def wait_for(what: str, condition: Callable[[], object]) -> None:
@@ -215,19 +226,6 @@ def busy_gateway(tmp: Path) -> Iterator[Plant]:
             plant.stop()
 
 
-def shoot_gateway(browser: Any, url: str, shot: Shot, out: Path) -> None:
-    """Open the gateway's page in ``shot.locale`` once its tables and chart are drawn, save."""
-    context = browser.new_context(locale=shot.locale, viewport=shot.viewport)
-    try:
-        page = context.new_page()
-        page.goto(url + "/")
-        page.wait_for_selector("body[data-ready] #device-table table")
-        page.wait_for_selector("#reject-chart svg polyline")
-        page.screenshot(path=str(out / shot.name), full_page=shot.full_page)
-    finally:
-        context.close()
-
-
 def shrink(pngquant: str, png: Path) -> None:
     """Quantise to a palette in place: these are flat UI pictures, 256 colours lose nothing one can see."""
     subprocess.run(  # noqa: S603 (the installed pngquant on our own file)
@@ -256,9 +254,9 @@ def main() -> int:
         browser = p.chromium.launch(executable_path=tools.chromium)
         try:
             for shot in CONSOLE_SHOTS:
-                shoot_console(browser, root.url, shot, HERE)
+                shoot(browser, root.url, shot, pump_resolved)
             for shot in GATEWAY_SHOTS:
-                shoot_gateway(browser, plant.http, shot, HERE)
+                shoot(browser, plant.http, shot, gateway_drawn)
         finally:
             browser.close()
     for shot in [*CONSOLE_SHOTS, *GATEWAY_SHOTS]:
