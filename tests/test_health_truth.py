@@ -130,8 +130,9 @@ def test_the_first_reading_of_a_registered_device_is_held_then_stored_and_not_a_
 
 def test_a_wrong_trust_policy_holds_readings_and_degrades_health_once(plant: Plant) -> None:
     """With a policy that trusts another witness, registry answers cannot be verified: readings of a
-    registered device are held (durably since D-058: 2.04), never refused as unknown-device, and /healthz (503), the
-    metric and `gateway status` name the failing lookups; the log says so in one ERROR line."""
+    registered device are held (durably since D-058: 2.04), never refused as unknown-device, and
+    /healthz (503), the metric and `gateway status` name the failing lookups; the log says so in one
+    ERROR line."""
     unprovision_device(plant)
     policy = plant.state / "policy.txt"
     other = NoteKey.generate("witness.test", SIGTYPE_COSIGNATURE_V1).vkey()
