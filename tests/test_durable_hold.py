@@ -259,6 +259,8 @@ def test_with_the_root_away_new_devices_are_held_durably_and_known_ones_keep_flo
             pub.publish(TOPIC, reading(known, n))
         wait_for("the known device's readings stored", lambda: counters_of(plant, KNOWN) == [1, 2, 3, 4, 5])
         wait_for("the new device's readings held", lambda: held_rows(plant) == 5)
+        text = httpx.get(f"{plant.http}/metrics").text
+        assert "edgeroot_gateway_held_waiting 5.0" in text, text
         assert counters_of(plant, DEVICE) == []
         with restart_root(plant, port):
             # A failed lookup is retried after the registry's retry_s (30 s).
