@@ -11,7 +11,7 @@ of its own, off the writer's path, bounded by the registry cache
 (:meth:`edge.registry_cache.RegistryCache.lookup`), and when it ends the writer judges the signer's held
 readings in arrival order (:meth:`Writer.release`). A lookup that fails or is deferred leaves them held:
 a retry task asks again for every held signer, within the registry's bounds, also for the rows left in
-the table by an earlier run (D-058). No submission ever waits for a lookup, so readings of known devices
+the table by an earlier run (D-059). No submission ever waits for a lookup, so readings of known devices
 are never delayed by one.
 
 Back-pressure: submissions wait in a bounded queue; when the writer falls behind, ``submit`` blocks

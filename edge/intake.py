@@ -23,7 +23,7 @@ lists it neither as stored nor as rejected, and a device that resends it later i
 are held behind it, in arrival order. When the lookup finds the key, the gateway judges the held readings
 as new ones; only a lookup that *proves* absence (a verified answer from the root) makes
 ``unknown-device`` final; a lookup that fails leaves them held, retried, and is a health problem
-(docs/formats.md §8, the verdict table; D-058). When too many readings are held already
+(docs/formats.md §8, the verdict table; D-059). When too many readings are held already
 (:data:`edge.writer.MAX_HELD`), one more is refused unacknowledged instead (:data:`KEY_LOOKUP`).
 
 ``submit`` may block for a while: that is back-pressure, and a connector stops reading from its
@@ -79,7 +79,7 @@ KEY_LOOKUP = "key-lookup"
 now; not acknowledged, resend later."""
 HELD = "held"
 """The reason of a durably held reading (``durable`` True, ``accepted`` False): on disk in the gateway,
-waiting for its signer's key; acknowledge it, it is judged later (D-058)."""
+waiting for its signer's key; acknowledge it, it is judged later (D-059)."""
 SHUTTING_DOWN = Outcome(accepted=False, durable=False, reason="shutting-down", detail="gateway is stopping")
 
 

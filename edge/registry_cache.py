@@ -22,7 +22,7 @@ from made-up signers cannot turn the gateway into a load generator against the r
 at most ``max_concurrent`` at once and ``lookups_per_s`` on average (a token bucket of ``burst``); one
 over the bound is *deferred*. Either way the reading stays held in the gateway's ``held`` table and the
 gateway asks again (:meth:`RegistryCache.may_retry`, :meth:`RegistryCache.has_room`: its retry task,
-:mod:`edge.ingest`), within the same bounds, until the lookup finds the key or proves absence (D-058).
+:mod:`edge.ingest`), within the same bounds, until the lookup finds the key or proves absence (D-059).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Tables::
     resolutions identifier -> the root's resolve answer with its proofs (JSON), fetched_ms
     meta        key -> value (light-client state, evidence, the all-time count of duplicates)
     held        id (arrival order), signer, source, received_ms, raw: readings acknowledged as held while
-                their signer's key is looked up, judged (and deleted) once it ends (D-058)
+                their signer's key is looked up, judged (and deleted) once it ends (D-059)
 """
 
 from __future__ import annotations
@@ -357,7 +357,7 @@ def count_devices(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-# --- held readings (D-058): acknowledged readings whose signer's key is being looked up. Written and
+# --- held readings (D-059): acknowledged readings whose signer's key is being looked up. Written and
 # deleted by the writer thread inside its batch transactions; the counts are status facts.
 
 

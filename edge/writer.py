@@ -34,7 +34,7 @@ MAX_HELD = 10_000
 MAX_HELD_BYTES = 16 * 1024 * 1024
 """Readings held durably (the ``held`` table), waiting for their signers' key lookups: at most this many
 rows and bytes (they count against the disk budget too). Beyond, a reading that would be held is refused
-unacknowledged (``key-lookup``): its sender keeps it and sends it again (D-058)."""
+unacknowledged (``key-lookup``): its sender keeps it and sends it again (D-059)."""
 
 
 def now_ms() -> int:

@@ -1,4 +1,4 @@
-"""Durable holds (D-058): a reading whose signer's key is being looked up is written to the gateway's
+"""Durable holds (D-059): a reading whose signer's key is being looked up is written to the gateway's
 ``held`` table in its batch's transaction and acknowledged; it is judged in arrival order when the lookup
 ends, stays held (and is retried) while lookups fail, and survives a restart. Over MQTT nothing held is
 left unacknowledged at the broker, so new devices never use up its in-flight window.
@@ -225,7 +225,7 @@ def restart_root(plant: Plant, port: int) -> ServerThread:
 
 def test_a_new_devices_readings_over_mqtt_are_stored_once_and_all_acknowledged(plant: Plant) -> None:
     """A registered device not in [devices] publishes 50 readings while the root is reachable: all are
-    stored exactly once, in order, and the broker is left with no unacknowledged message (before D-058
+    stored exactly once, in order, and the broker is left with no unacknowledged message (before D-059
     the held ones were never PUBACKed and came back as duplicates at the next connection)."""
     require_mosquitto()
     unprovision_device(plant)

@@ -108,7 +108,7 @@ def metric(plant: Plant, name: str) -> float:
 
 
 def test_the_first_reading_of_a_registered_device_is_held_then_stored_and_not_a_reject(plant: Plant) -> None:
-    """A device known only to the registry: its first reading is held (durably since D-058: 2.04
+    """A device known only to the registry: its first reading is held (durably since D-059: 2.04
     `held: key lookup`, not quarantined), stored by the gateway once the key is found, and acknowledged
     when resent; no reject is counted anywhere and health stays ok."""
     unprovision_device(plant)
@@ -130,7 +130,7 @@ def test_the_first_reading_of_a_registered_device_is_held_then_stored_and_not_a_
 
 def test_a_wrong_trust_policy_holds_readings_and_degrades_health_once(plant: Plant) -> None:
     """With a policy that trusts another witness, registry answers cannot be verified: readings of a
-    registered device are held (durably since D-058: 2.04), never refused as unknown-device, and
+    registered device are held (durably since D-059: 2.04), never refused as unknown-device, and
     /healthz (503), the metric and `gateway status` name the failing lookups; the log says so in one
     ERROR line."""
     unprovision_device(plant)

@@ -142,7 +142,7 @@ def sqlite_root(root_and_admin: tuple[RootUnderTest, CoseSigner]) -> RootUnderTe
 
 
 def held(outcome: Outcome) -> bool:
-    """Held durably while the key is looked up (D-058: acknowledged, judged later; was not durable)."""
+    """Held durably while the key is looked up (D-059: acknowledged, judged later; was not durable)."""
     return outcome.durable and not outcome.accepted and outcome.reason == HELD
 
 
@@ -211,7 +211,7 @@ def test_readings_held_during_their_lookup_are_stored_in_arrival_order_and_none_
     root_and_admin: tuple[RootUnderTest, CoseSigner], tmp_path: Path
 ) -> None:
     """A device known only to the registry: its readings sent while the one lookup of its key is
-    pending are held (durably, D-058), then stored by the gateway in arrival order, before a later
+    pending are held (durably, D-059), then stored by the gateway in arrival order, before a later
     one; a resend of a held reading is then a duplicate; nothing is quarantined or counted a reject."""
     node, admin = root_and_admin
     device = CoseSigner("88.123.99/PUMP-7", generate_p256())

@@ -2,7 +2,7 @@
 
 Answers only once the reading's outcome is durable: 2.04 Changed when stored; 2.04 with the payload
 ``held: key lookup`` when held durably while its signer's key is looked up (on the gateway's disk and
-judged later, so the device may free it; D-058); 4.00 Bad Request with
+judged later, so the device may free it; D-059); 4.00 Bad Request with
 the reason when rejected (quarantined); 4.15 for a content format other than COSE_Sign1 (18) or
 SenML-less octets (the option may be absent); 5.03 Service Unavailable when the gateway refuses input
 (disk budget, shutdown, too many readings held), so the device keeps the reading and retries.

@@ -35,7 +35,7 @@ each device end to end: after a burst is durable it publishes one :class:`Device
 ``<ack_topic>/<signer>`` (:func:`device_ack_topic`), listing the counters now stored and the ones
 durably rejected after their signature was checked (docs/formats.md §19). A held reading is in neither
 list: it is not judged yet, and its end-to-end answer is not sent when it is judged later; a device that
-resends it is answered then (``stored``: a duplicate, or its rejection; D-058).
+resends it is answered then (``stored``: a duplicate, or its rejection; D-059).
 """
 
 from __future__ import annotations
