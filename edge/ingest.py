@@ -285,6 +285,11 @@ class Ingest:
             raise
 
     async def close(self) -> None:
+        # Lookups and retries cross to the writer: stop them before it closes (held rows stay on disk and
+        # are looked up again at the next start).
+        for task in [*self.looking.values(), self._retry_task]:
+            if task is not None:
+                task.cancel()
         with contextlib.suppress(Exception):
             await self.call(self.writer.close)
         # Joining the writer thread blocks: wait for it in a worker thread, so the loop (and a shutdown
