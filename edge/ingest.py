@@ -5,11 +5,14 @@ with a refusal (``store-full``, ``shutting-down``) that the connector must not a
 If the ingest loop itself dies, every waiting ``submit`` (and every later one) raises
 :class:`edge.errors.IngestStopped` at once instead of waiting forever.
 
-Held readings (:data:`edge.intake.KEY_LOOKUP`): a reading whose signer has no key here is answered at
-once as held (not acknowledged) and kept by the writer; the lookup runs in a task of its own, off the
-writer's path, bounded by the registry cache (:meth:`edge.registry_cache.RegistryCache.lookup`), and
-when it ends the writer judges the signer's held readings in arrival order (:meth:`Writer.release`).
-No submission ever waits for a lookup, so readings of known devices are never delayed by one.
+Held readings (:data:`edge.intake.HELD`): a reading whose signer has no key here is written to the
+writer's ``held`` table and answered at once as held (durable: acknowledged); the lookup runs in a task
+of its own, off the writer's path, bounded by the registry cache
+(:meth:`edge.registry_cache.RegistryCache.lookup`), and when it ends the writer judges the signer's held
+readings in arrival order (:meth:`Writer.release`). A lookup that fails or is deferred leaves them held:
+a retry task asks again for every held signer, within the registry's bounds, also for the rows left in
+the table by an earlier run (D-059). No submission ever waits for a lookup, so readings of known devices
+are never delayed by one.
 
 Back-pressure: submissions wait in a bounded queue; when the writer falls behind, ``submit`` blocks
 and connectors stop reading from their transport instead of buffering in memory. The writer thread
@@ -27,11 +30,14 @@ from typing import Protocol
 
 from edge.admission import DUPLICATE
 from edge.errors import IngestStopped
-from edge.intake import KEY_LOOKUP, SHUTTING_DOWN, STORE_FULL, Outcome, Submission
+from edge.intake import HELD, KEY_LOOKUP, SHUTTING_DOWN, STORE_FULL, Outcome, Submission
 from edge.writer import Writer, now_ms
 from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
+RETRY_TICK_S = 1.0
+"""How often the retry task looks for held signers without a running lookup (the registry's own
+``retry_s`` spaces the root's lookups of one signer; its token bucket spaces all of them)."""
 
 
 @dataclass
@@ -42,7 +48,8 @@ class IngestStats:
     refused: int = 0
     batches: int = 0
     held: int = 0
-    """Readings answered as held (their signer's key was being looked up): not acknowledged."""
+    """Readings answered as held (durably, or refused when too many were held) while their signer's key
+    was looked up."""
 
 
 class KeyLookup(Protocol):
@@ -54,6 +61,14 @@ class KeyLookup(Protocol):
 
     async def lookup(self, signer: str) -> bool:
         """Bounded; True when ``signer`` can be judged now (key found, or absence proven)."""
+        ...
+
+    def may_retry(self, signer: str) -> bool:
+        """Whether a lookup of ``signer`` is worth starting now (not running, not failed moments ago)."""
+        ...
+
+    def has_room(self) -> bool:
+        """Whether a lookup started now would be made (not deferred by the bounds)."""
         ...
 
 
@@ -76,9 +91,9 @@ class Ingest:
         self._in_hand: Batch = []
         self._registry: KeyLookup | None = None
         self.looking: dict[str, asyncio.Task[None]] = {}
-        """Signers whose held readings wait for a lookup, with the task that releases them."""
-        self._forgetting: list[str] = []
-        self._forget_task: asyncio.Task[None] | None = None
+        """Signers whose lookup runs now, with the task that releases their held readings once it ends."""
+        self._retry_task: asyncio.Task[None] | None = None
+        self.retry_tick_s = RETRY_TICK_S
 
     def use_registry(self, registry: KeyLookup) -> None:
         """Hold readings of signers without a key while ``registry`` is asked, instead of refusing them
@@ -86,6 +101,9 @@ class Ingest:
         self._registry = registry
         # Crossing: the writer thread calls this to judge a reading; it reads one dict entry.
         self.writer.may_hold = lambda signer: not registry.proven_absent(signer)
+        # Held readings (from this run, or left in the table by an earlier one) are looked up again until
+        # judged: nothing acknowledged is dropped because a lookup failed.
+        self._retry_task = asyncio.create_task(self._retry_held(), name="retry held lookups")
 
     async def call(self, fn: object, *args: object) -> object:
         """Run ``fn(*args)`` on the writer thread."""
@@ -155,7 +173,7 @@ class Ingest:
             self._stopped = True
             in_hand, self._in_hand = self._in_hand, []
             self._fail(in_hand + self._take_queued())
-            for task in [*self.looking.values(), self._forget_task]:  # held: never acknowledged
+            for task in [*self.looking.values(), self._retry_task]:  # held rows stay in the table
                 if task is not None:
                     task.cancel()
 
@@ -185,18 +203,20 @@ class Ingest:
         self._settle(batch, outcomes)
         self._in_hand = []  # only now: until settled, a crash of this loop fails them (run's finally)
 
-    def _count(self, judged: list[tuple[Submission, Outcome]]) -> None:
-        """Count outcomes (and log rejects, rate-limited); start a lookup for each newly held signer."""
+    def _count(self, judged: list[tuple[Submission, Outcome]], *, released: bool = False) -> None:
+        """Count outcomes (and log rejects, rate-limited); start a lookup for each newly held signer.
+        ``released``: held readings judged again, counted as held already."""
         for sub, outcome in judged:
             if outcome.reason == DUPLICATE:  # acknowledged, but not a new reading (D-052)
                 self.stats.duplicates += 1
             elif outcome.accepted:
                 self.stats.accepted += 1
-            elif outcome.reason == KEY_LOOKUP:  # held, not a reject: the lookup decides
-                self.stats.held += 1
+            elif outcome.reason in (HELD, KEY_LOOKUP):  # held (or refused to hold), not a reject
+                if not released:
+                    self.stats.held += 1
                 signer = str(outcome.signer)
-                if signer not in self.looking:
-                    self.looking[signer] = asyncio.create_task(self._release(signer), name=f"lookup {signer}")
+                if signer not in self.looking and not released:
+                    self._look_up(signer)
             elif outcome.reason is not None:
                 self.stats.rejected[outcome.reason] = self.stats.rejected.get(outcome.reason, 0) + 1
                 self._rejects.warning(
@@ -207,12 +227,15 @@ class Ingest:
                     outcome.detail,
                 )
 
+    def _look_up(self, signer: str) -> None:
+        self.looking[signer] = asyncio.create_task(self._release(signer), name=f"lookup {signer}")
+
     async def _release(self, signer: str) -> None:
         """Look ``signer`` up (off the writer's path), then have the writer judge its held readings."""
         assert self._registry is not None, "a reading is held only with a registry (use_registry)"
         try:
             judge = await self._registry.lookup(signer)
-        except Exception:  # not a typed root failure (those are judged by the registry): forget, log
+        except Exception:  # not a typed root failure (those are judged by the registry): retried, logged
             log.exception("looking up the key of %s failed", signer)
             judge = False
         finally:
@@ -220,34 +243,33 @@ class Ingest:
             # of its own, so no held reading is left without one (a second release finds it or nothing).
             del self.looking[signer]
         if not judge:
-            self._forget(signer)
-            return
+            return  # the readings stay in the held table; the retry task asks again
         try:
             released = await self.call(self.writer.release, signer)
-        except Exception:  # the readings were not acknowledged: their senders send them again
+        except Exception:  # rolled back: the readings stay held, and the retry task tries again
             log.exception("judging the held readings of %s failed", signer)
             return
         assert isinstance(released, list)
-        self._count(released)
+        self._count(released, released=True)
 
-    def _forget(self, signer: str) -> None:
-        """Forget the held readings of ``signer``, with those of every other signer whose lookup ended
-        the same way meanwhile: one writer crossing for a flood's deferred lookups, not one each, so
-        the writer's queue stays free for readings of known devices."""
-        self._forgetting.append(signer)
-        if self._forget_task is None or self._forget_task.done():
-            self._forget_task = asyncio.create_task(self._forget_all(), name="forget held readings")
-
-    async def _forget_all(self) -> None:
-        while self._forgetting:
-            # A signer looked up again meanwhile (a newer reading of it was held) is left to that lookup:
-            # it releases or forgets all of the signer's held readings, the older ones first.
-            signers = [s for s in dict.fromkeys(self._forgetting) if s not in self.looking]
-            self._forgetting = []
-            try:
-                await self.call(self.writer.forget_held, signers)
-            except Exception:  # only memory is at stake; the senders still have their readings
-                log.exception("forgetting %d held signer(s) failed", len(signers))
+    async def _retry_held(self) -> None:
+        """Every :attr:`retry_tick_s`, start a lookup for each held signer that has none running and may
+        be asked again, as fast as the registry's bounds allow (a root back after an outage judges the
+        backlog at its token rate, not in one burst)."""
+        registry = self._registry
+        assert registry is not None
+        while True:
+            signers = await self.call(lambda: list(self.writer.held))
+            assert isinstance(signers, list)
+            for signer in signers:
+                if signer in self.looking or not registry.may_retry(signer):
+                    continue
+                while not registry.has_room():
+                    await asyncio.sleep(self.retry_tick_s / 10)
+                if signer not in self.looking:
+                    self._look_up(signer)
+                    await asyncio.sleep(0)  # the lookup takes its token before the next one is checked
+            await asyncio.sleep(self.retry_tick_s)
 
     async def drain(self) -> None:
         """Stop taking new input and wait until everything queued or in hand is stored (shutdown: after
@@ -263,6 +285,11 @@ class Ingest:
             raise
 
     async def close(self) -> None:
+        # Lookups and retries cross to the writer: stop them before it closes (held rows stay on disk and
+        # are looked up again at the next start).
+        for task in [*self.looking.values(), self._retry_task]:
+            if task is not None:
+                task.cancel()
         with contextlib.suppress(Exception):
             await self.call(self.writer.close)
         # Joining the writer thread blocks: wait for it in a worker thread, so the loop (and a shutdown

@@ -5,25 +5,32 @@ nothing else of it::
 
     outcome = await port.submit(raw_envelope_bytes, source="mqtt:edgeroot/readings/pump")
 
-``submit`` returns once the reading is **durable** (stored: ``outcome.accepted``) or **durably
-rejected** (quarantined with ``outcome.reason``); only then may the connector acknowledge its sender
-(MQTT PUBACK, CoAP 2.04 / 4.xx, serial ack frame). ``outcome.durable`` is False only when the gateway
-refuses input (:data:`STORE_FULL`, :data:`SHUTTING_DOWN`) or holds the reading (:data:`KEY_LOOKUP`):
-the sender must *not* be acknowledged, so it keeps the reading and retries.
+``submit`` returns once the reading is **durable**: stored (``outcome.accepted``), durably rejected
+(quarantined with ``outcome.reason``) or durably **held** (reason :data:`HELD`, below); only then may
+the connector acknowledge its sender (MQTT PUBACK, CoAP 2.04 / 4.xx, serial ack frame).
+``outcome.durable`` is False only when the gateway refuses input (:data:`STORE_FULL`,
+:data:`SHUTTING_DOWN`, :data:`KEY_LOOKUP`): the sender must *not* be acknowledged, so it keeps the
+reading and retries.
 
-A reading is **held** (reason :data:`KEY_LOOKUP`, ``durable`` False) when its signer has no key here yet
-and the root's registry may have one: the outcome comes at once, it never waits for the lookup, so a
-lookup (or a flood of made-up signers) never delays anyone else's reading. The gateway keeps the held
-reading and, once the lookup finds the key, stores it itself in arrival order (the sender's resend is
-then acknowledged as a ``duplicate``). Only a lookup that *proves* absence (a verified answer from the
-root) makes ``unknown-device`` final; a lookup that fails is a health problem, and the reading stays
-held (docs/formats.md §8, the verdict table).
+A reading is **held** (reason :data:`HELD`, ``durable`` True, ``accepted`` False) when its signer has no
+key here yet and the root's registry may have one. It is written, in the same transaction as the rest of
+its batch, to the gateway's ``held`` table: it is on disk and *will be judged*, so the connector
+acknowledges it as it would a stored reading (CoAP 2.04 with the payload ``held: key lookup``, serial
+ACK, MQTT PUBACK). It is not a stored reading yet: an end-to-end acknowledgement (MQTT ``ack_topic``)
+lists it neither as stored nor as rejected, and a device that resends it later is answered as a
+``duplicate`` once it is stored. The outcome comes at once, it never waits for the lookup, so a lookup
+(or a flood of made-up signers) never delays anyone else's reading; later readings of the same signer
+are held behind it, in arrival order. When the lookup finds the key, the gateway judges the held readings
+as new ones; only a lookup that *proves* absence (a verified answer from the root) makes
+``unknown-device`` final; a lookup that fails leaves them held, retried, and is a health problem
+(docs/formats.md §8, the verdict table; D-059). When too many readings are held already
+(:data:`edge.writer.MAX_HELD`), one more is refused unacknowledged instead (:data:`KEY_LOOKUP`).
 
 ``submit`` may block for a while: that is back-pressure, and a connector stops reading from its
 transport meanwhile instead of buffering in memory.
 
-Outcome reasons: :data:`KEY_LOOKUP` (held, above), the verifier's verdicts (``oversize``, ``malformed``,
-``unknown-device``, ``bad-signature``, ``replay``, ``counter-jump``: :mod:`edge.admission`), a
+Outcome reasons: :data:`HELD` and :data:`KEY_LOOKUP` (above), the verifier's verdicts (``oversize``,
+``malformed``, ``unknown-device``, ``bad-signature``, ``replay``, ``counter-jump``: :mod:`edge.admission`), a
 connector's own verdict passed as ``reject=`` (:data:`WRONG_CONTENT_FORMAT`), and the two refusals
 above. An *accepted* outcome may carry the reason ``duplicate``: the reading was stored before (a
 resend), so the sender is acknowledged as for a new one.
@@ -55,19 +62,24 @@ class Submission:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """``durable``: stored (accepted) or durably quarantined, so the sender may be acknowledged."""
+    """``durable``: stored (accepted), durably quarantined or durably held (:data:`HELD`), so the sender
+    may be acknowledged."""
 
     accepted: bool
     durable: bool
     reason: str | None = None
     detail: str = ""
     signer: str | None = None
-    """For ``unknown-device``: whose key was missing."""
+    """For ``unknown-device``, :data:`HELD` and :data:`KEY_LOOKUP`: whose key was missing."""
 
 
 STORE_FULL = Outcome(accepted=False, durable=False, reason="store-full", detail="disk budget reached")
 KEY_LOOKUP = "key-lookup"
-"""The reason of a held reading: its signer's key is being looked up; not acknowledged, resend later."""
+"""A refusal: the reading's signer's key is being looked up and no more readings can be held durably
+now; not acknowledged, resend later."""
+HELD = "held"
+"""The reason of a durably held reading (``durable`` True, ``accepted`` False): on disk in the gateway,
+waiting for its signer's key; acknowledge it, it is judged later (D-059)."""
 SHUTTING_DOWN = Outcome(accepted=False, durable=False, reason="shutting-down", detail="gateway is stopping")
 
 

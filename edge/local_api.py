@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from chain_lite.envelope import decode_envelope, resolve
 from chain_lite.errors import ChainError
 from edge import store
-from edge.status import GatewayStatus
+from edge.status import GatewayStatus, StoreFacts
 from runtime.webassets import Asset, page_assets
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,21 @@ Snapshot = Callable[[], GatewayStatus]
 PAGE_FILE = "index.html"
 ASSETS_PREFIX = "/console/"
 ROUTES = ("/", "/v1/status", "/v1/devices", "/healthz", "/metrics", "/v1/readings/latest", "/v1/resolve/{id}")
+
+
+def held_gauges(facts: StoreFacts) -> Iterator[Metric]:
+    """The held table now (D-059): how many readings wait for their signers' keys, and for how long."""
+    waiting = GaugeMetricFamily(
+        "edgeroot_gateway_held_waiting", "Readings in the held table now, waiting for their signers' keys"
+    )
+    waiting.add_metric([], facts.held)
+    yield waiting
+    oldest = GaugeMetricFamily(
+        "edgeroot_gateway_held_oldest_seconds",
+        "How long the oldest held reading has waited for its signer's key (0: none held)",
+    )
+    oldest.add_metric([], facts.held_oldest_age_s or 0.0)
+    yield oldest
 
 
 class GatewayCollector(Collector):
@@ -97,10 +112,11 @@ class GatewayCollector(Collector):
         refused_blocks.add_metric([], 1 if st.sync_problem is not None else 0)
         yield refused_blocks
         held = CounterMetricFamily(
-            "edgeroot_gateway_readings_held", "Readings held while their key was looked up (not acknowledged)"
+            "edgeroot_gateway_readings_held", "Readings answered as held while their key was looked up"
         )
         held.add_metric([], st.held)
         yield held
+        yield from held_gauges(st.store)
         lookups = CounterMetricFamily(
             "edgeroot_gateway_registry_lookups", "Registry lookups sent to the root"
         )

@@ -20,7 +20,9 @@ reported forever when no device needs a lookup any more.
 Lookups made for incoming readings (:meth:`RegistryCache.lookup`) are bounded per gateway, so readings
 from made-up signers cannot turn the gateway into a load generator against the root nor delay anyone:
 at most ``max_concurrent`` at once and ``lookups_per_s`` on average (a token bucket of ``burst``); one
-over the bound is *deferred* (the reading stays held; the device's resend asks again).
+over the bound is *deferred*. Either way the reading stays held in the gateway's ``held`` table and the
+gateway asks again (:meth:`RegistryCache.may_retry`, :meth:`RegistryCache.has_room`: its retry task,
+:mod:`edge.ingest`), within the same bounds, until the lookup finds the key or proves absence (D-059).
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from rootclient.pinned_log import Older, PinnedLog
 log = logging.getLogger(__name__)
 REFRESH_S = 3600.0
 RETRY_UNKNOWN_S = 30.0
-"""After a failed lookup, the signer is not asked about again for this long (its readings stay held)."""
+"""After a failed lookup, the signer is not asked about again for this long (its readings stay held and
+are retried after it)."""
 FAILING_FOR_S = 4 * RETRY_UNKNOWN_S
 """How long a failed lookup keeps the gateway's health degraded when no lookup follows."""
 ABSENT_TTL_S = 600.0
@@ -142,11 +145,25 @@ class RegistryCache:
         finally:
             self._active -= 1
 
-    def _take_token(self) -> bool:
+    def may_retry(self, identifier: str) -> bool:
+        """Whether asking about ``identifier`` again now may settle its held readings: no lookup of it
+        runs, and none failed within ``retry_s`` (a proven absence settles them at once)."""
+        if identifier in self._inflight:
+            return False
+        return self.clock() >= self._failed_until.get(identifier, float("-inf"))
+
+    def has_room(self) -> bool:
+        """Whether a :meth:`lookup` started now would be made, not deferred by the bounds."""
+        return self._active < self.max_concurrent and self._refill() >= 1.0
+
+    def _refill(self) -> float:
         now = self.clock()
         self._tokens = min(float(self.burst), self._tokens + (now - self._filled_at) * self.lookups_per_s)
         self._filled_at = now
-        if self._tokens < 1.0:
+        return self._tokens
+
+    def _take_token(self) -> bool:
+        if self._refill() < 1.0:
             return False
         self._tokens -= 1.0
         return True

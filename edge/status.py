@@ -21,6 +21,10 @@ PROBLEM_STORE_FULL = "disk budget reached: input refused"
 PROBLEM_EVIDENCE = "equivocation evidence stored: sync stopped"
 PROBLEM_LOOKUPS = "registry lookups failing: readings of devices without a key here are held, not accepted"
 PROBLEM_BLOCKS_REFUSED = "blocks cannot be anchored"
+PROBLEM_HELD_TOO_LONG = "readings held too long: their signers' keys could not be looked up"
+HELD_TOO_LONG_S = 600.0
+"""A reading held (acknowledged, waiting for its signer's key) longer than this is a health problem: a
+signer whose lookups keep failing (root away for long, a wrong trust policy)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,10 @@ class StoreFacts:
     """Resends of stored readings (acknowledged, not stored again), since the store was created."""
     counter_resets: tuple[CounterReset, ...] = ()
     """The newest operator counter resets first, pending or applied."""
+    held: int = 0
+    """Readings acknowledged as held, waiting in the ``held`` table for their signers' keys (D-068)."""
+    held_oldest_age_s: float | None = None
+    """How long the oldest of them has waited, when the facts were read; None when none is held."""
 
     @property
     def unanchored_blocks(self) -> int:
@@ -95,6 +103,8 @@ class StoreFacts:
             "evidence": self.evidence,
             "duplicates": self.duplicates,
             "counter_resets": [r.as_json() for r in self.counter_resets],
+            "held": self.held,
+            "held_oldest_age_s": self.held_oldest_age_s,
         }
 
 
@@ -123,7 +133,7 @@ class GatewayStatus:
     """Answers from the root that broke its protocol in this run (a malformed consistency proof, a
     hostile JSON shape): counted and retried, never equivocation evidence."""
     held: int = 0
-    """Readings held in this run while their signer's key was looked up (not acknowledged, no reject)."""
+    """Readings answered as held in this run while their signer's key was looked up (no reject)."""
     lookups: int = 0
     """Registry lookups sent to the root in this run."""
     lookups_deferred: int = 0
@@ -142,9 +152,9 @@ class GatewayStatus:
 
     @property
     def problem_kinds(self) -> list[tuple[str, str | None]]:
-        """:attr:`problems` as ``(kind, detail)``: ``store-full``, ``evidence``, ``lookups`` and
-        ``blocks-refused``, the detail (from the root or the network, untranslated) or None; the gateway
-        page shows the kind in the reader's language."""
+        """:attr:`problems` as ``(kind, detail)``: ``store-full``, ``evidence``, ``lookups``,
+        ``blocks-refused`` and ``held-too-long``, the detail (from the root or the network, untranslated)
+        or None; the gateway page shows the kind in the reader's language."""
         kinds: list[tuple[str, str | None]] = []
         if self.store_full:
             kinds.append(("store-full", None))
@@ -154,6 +164,9 @@ class GatewayStatus:
             kinds.append(("lookups", self.lookup_problem))
         if self.sync_problem is not None:
             kinds.append(("blocks-refused", self.sync_problem))
+        age = self.store.held_oldest_age_s
+        if age is not None and age > HELD_TOO_LONG_S:
+            kinds.append(("held-too-long", f"{self.store.held} held, the oldest for {age:.0f} s"))
         return kinds
 
     @property
@@ -165,6 +178,7 @@ class GatewayStatus:
             "evidence": PROBLEM_EVIDENCE,
             "lookups": PROBLEM_LOOKUPS + " ({})",
             "blocks-refused": PROBLEM_BLOCKS_REFUSED + ": {}",
+            "held-too-long": PROBLEM_HELD_TOO_LONG + " ({})",
         }
         return [text[kind].format(detail) for kind, detail in self.problem_kinds]
 

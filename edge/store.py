@@ -19,11 +19,14 @@ Tables::
     devices     identifier -> key (SubjectPublicKeyInfo DER), origin ('local' | 'registry'), fetched_ms
     resolutions identifier -> the root's resolve answer with its proofs (JSON), fetched_ms
     meta        key -> value (light-client state, evidence, the all-time count of duplicates)
+    held        id (arrival order), signer, source, received_ms, raw: readings acknowledged as held while
+                their signer's key is looked up, judged (and deleted) once it ends (D-059)
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +111,13 @@ def create_schema(path: Path) -> None:
         not_null={"signer", "requested_ms", "requested_by", "reason"},
         if_not_exists=True,
     )  # fmt: skip
+    db.table("held").create(
+        {"id": int, "signer": str, "source": str, "received_ms": int, "raw": bytes},
+        pk="id",
+        not_null={"signer", "source", "received_ms", "raw"},
+        if_not_exists=True,
+    )
+    db.table("held").create_index(["signer", "id"], if_not_exists=True)
     db.conn.close()
 
 
@@ -201,6 +211,8 @@ def read_status(path: Path) -> StoreFacts:
             evidence=has_evidence(conn),
             duplicates=count_duplicates(conn),
             counter_resets=recent_counter_resets(conn),
+            held=count_held(conn),
+            held_oldest_age_s=oldest_held_age_s(conn),
         )
     finally:
         conn.close()
@@ -343,3 +355,41 @@ def count_devices(conn: sqlite3.Connection) -> int:
         "UNION SELECT DISTINCT subject FROM readings)"
     ).fetchone()
     return int(row[0])
+
+
+# --- held readings (D-059): acknowledged readings whose signer's key is being looked up. Written and
+# deleted by the writer thread inside its batch transactions; the counts are status facts.
+
+
+def insert_held(conn: sqlite3.Connection, rows: list[tuple[str, str, int, bytes]]) -> None:
+    """Rows of (signer, source, received_ms, raw); their ids keep the arrival order."""
+    conn.executemany("INSERT INTO held (signer, source, received_ms, raw) VALUES (?, ?, ?, ?)", rows)
+
+
+def delete_held(conn: sqlite3.Connection, ids: list[int]) -> None:
+    conn.executemany("DELETE FROM held WHERE id = ?", [(i,) for i in ids])
+
+
+def held_of(conn: sqlite3.Connection, signer: str) -> list[tuple[int, str, int, bytes]]:
+    """The held readings of ``signer`` in arrival order: (id, source, received_ms, raw)."""
+    rows = conn.execute(
+        "SELECT id, source, received_ms, raw FROM held WHERE signer = ? ORDER BY id", (signer,)
+    ).fetchall()
+    return [(int(i), str(src), int(ms), bytes(raw)) for i, src, ms, raw in rows]
+
+
+def held_by_signer(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """Signer -> (held readings, their bytes): what the writer loads at start."""
+    rows = conn.execute("SELECT signer, COUNT(*), SUM(LENGTH(raw)) FROM held GROUP BY signer").fetchall()
+    return {str(s): (int(n), int(b)) for s, n, b in rows}
+
+
+def count_held(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM held").fetchone()[0])
+
+
+def oldest_held_age_s(conn: sqlite3.Connection) -> float | None:
+    """How long the oldest held reading has waited for its signer's key (by its arrival time); None when
+    nothing is held."""
+    oldest = conn.execute("SELECT MIN(received_ms) FROM held").fetchone()[0]
+    return None if oldest is None else max(0.0, (time.time_ns() // 1_000_000 - int(oldest)) / 1000)

@@ -22,17 +22,19 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import PublicKey, load_public_der
 from edge import store
 from edge.admission import COUNTER_WINDOW_DEFAULT, DUPLICATE, Accepted, Duplicate, ReadingVerifier, Rejected
-from edge.intake import KEY_LOOKUP, Outcome, Submission
+from edge.intake import HELD, KEY_LOOKUP, Outcome, Submission
 from edge.status import CounterReset
 
 log = logging.getLogger(__name__)
 PRUNE_TO = 0.9
 """Pruning for the budget frees down to 90 % of it, and refused input is taken again only below that."""
 MAX_SIGNERS_PER_BLOCK = 500
-MAX_HELD = 10_000
-"""Held readings kept in memory, waiting for their signers' key lookups; beyond, a held reading is not
-kept (its sender still has it: a held reading is never acknowledged) and counts on its resend."""
 """Keeps a signed header (one counter range per signer) well under the root's 65,535-byte leaf cap."""
+MAX_HELD = 10_000
+MAX_HELD_BYTES = 16 * 1024 * 1024
+"""Readings held durably (the ``held`` table), waiting for their signers' key lookups: at most this many
+rows and bytes (they count against the disk budget too). Beyond, a reading that would be held is refused
+unacknowledged (``key-lookup``): its sender keeps it and sends it again (D-059)."""
 
 
 def now_ms() -> int:
@@ -67,15 +69,25 @@ class Writer:
         """Whether a reading whose signer has no key here is held while the registry is asked (True), or
         quarantined as ``unknown-device`` (False: absence proven, or no registry to ask). Called on this
         thread; set once by :meth:`edge.ingest.Ingest.use_registry`."""
-        self.held: dict[str, list[Submission]] = {}
-        """Held readings by signer, in arrival order (see :meth:`release`)."""
+        self.held: dict[str, int] = {}
+        """Signers with readings in the ``held`` table, with how many (see :meth:`release`)."""
         self.held_count = 0
+        self.held_bytes = 0
+        """Rows and raw bytes in the ``held`` table, for its bound (:data:`MAX_HELD`)."""
+        self._batch_held: dict[str, int] = {}
+        self._batch_held_bytes = 0
+        """Readings held in the batch being judged, not yet committed, by signer (and their bytes)."""
 
     def open(self) -> None:
         """Open the write connection (on the writer thread), load counters and apply the counter resets
         requested while the gateway was stopped."""
         self.conn = store.connect(self.path)
         self.verifier.counters = dict(self.conn.execute("SELECT signer, last FROM counters").fetchall())
+        # Readings held when the gateway stopped are judged once their lookups end (Ingest restarts them).
+        loaded = store.held_by_signer(self.conn)
+        self.held = {signer: rows for signer, (rows, _) in loaded.items()}
+        self.held_count = sum(self.held.values())
+        self.held_bytes = sum(size for _, size in loaded.values())
         self.process([])
 
     def close(self) -> None:
@@ -88,7 +100,7 @@ class Writer:
         return self.conn
 
     def _key(self, signer: str) -> PublicKey | None:
-        if signer in self.held:
+        if signer in self.held or signer in self._batch_held:
             # Earlier readings of this signer wait for its lookup: a later one must not overtake them.
             return None
         if signer not in self.keys:
@@ -106,35 +118,57 @@ class Writer:
         """Drop a cached key (or a cached absence) after the devices table changed."""
         self.keys.pop(signer, None)
 
-    def _hold(self, sub: Submission, signer: str) -> Outcome | None:
+    def _hold(self, sub: Submission, signer: str, *, stored: bool) -> Outcome | None:
         """Hold ``sub`` (a reading of ``signer``, who has no key here) while the registry is asked; None
-        when its absence is proven or there is no registry: then ``unknown-device`` is final."""
-        if signer not in self.held and (self.may_hold is None or not self.may_hold(signer)):
+        when its absence is proven or there is no registry: then ``unknown-device`` is final.
+
+        A held reading is written to the ``held`` table in this batch's transaction (``stored``: it is
+        there already, being judged again), so its outcome is durable and its sender is acknowledged.
+        Beyond :data:`MAX_HELD` it is refused unacknowledged instead (``key-lookup``)."""
+        waiting = signer in self.held or signer in self._batch_held  # earlier readings of it are held
+        if not waiting and (self.may_hold is None or not self.may_hold(signer)):
             return None
-        if self.held_count < MAX_HELD:
-            self.held.setdefault(signer, []).append(sub)
-            self.held_count += 1
-        detail = f"key of {signer} is being looked up in the registry; send the reading again later"
-        return Outcome(accepted=False, durable=False, reason=KEY_LOOKUP, detail=detail, signer=signer)
+        if not stored:
+            rows = self.held_count + sum(self._batch_held.values())
+            size = self.held_bytes + self._batch_held_bytes + len(sub.raw)
+            if rows >= MAX_HELD or size > MAX_HELD_BYTES:
+                detail = f"too many readings wait for key lookups; send the reading of {signer} again later"
+                return Outcome(accepted=False, durable=False, reason=KEY_LOOKUP, detail=detail, signer=signer)
+            self._batch_held_bytes += len(sub.raw)
+        self._batch_held[signer] = self._batch_held.get(signer, 0) + 1
+        return Outcome(
+            accepted=False,
+            durable=True,
+            reason=HELD,
+            detail=f"held durably while the key of {signer} is looked up; judged then",
+            signer=signer,
+        )
 
     def release(self, signer: str) -> list[tuple[Submission, Outcome]]:
         """The lookup of ``signer`` settled it (key found, or absence proven): judge its held readings
-        now, in arrival order and before any later reading of it."""
-        subs = self.held.pop(signer, [])
-        self.held_count -= len(subs)
+        now, in arrival order and before any later reading of it, and delete them from ``held`` in the
+        same transaction that stores or quarantines them. Readings it holds again (the key is still
+        unknown and absence unproven) stay in the table."""
+        if signer not in self.held:
+            return []
+        rows = store.held_of(self._db(), signer)
+        count = self.held.pop(signer)
         self.keys.pop(signer, None)  # the registry may have stored a key meanwhile
-        return list(zip(subs, self.process(subs), strict=True)) if subs else []
-
-    def forget_held(self, signers: list[str]) -> None:
-        """The lookups of ``signers`` failed or were deferred: forget their held readings (their senders
-        were not acknowledged and send them again; the next one starts a new lookup)."""
-        for signer in signers:
-            self.held_count -= len(self.held.pop(signer, []))
+        subs = [Submission(raw, source, received_ms) for _, source, received_ms, raw in rows]
+        try:
+            outcomes = self.process(subs, held_ids=[row[0] for row in rows])
+        except BaseException:
+            self.held[signer] = count
+            raise
+        return list(zip(subs, outcomes, strict=True))
 
     # --- ingest --------------------------------------------------------------------------------------------
 
-    def process(self, batch: list[Submission]) -> list[Outcome]:
+    def process(self, batch: list[Submission], held_ids: list[int] | None = None) -> list[Outcome]:
         """Verify and store a batch in one transaction; outcomes are valid only once this returns.
+
+        ``held_ids``: the batch is read from the ``held`` table (:meth:`release`), these are its rows;
+        each one judged is deleted from it in the same transaction.
 
         Counter resets an operator requested (``edgeroot gateway device reset-counter``) are applied
         first, in the same transaction: they may come from another process at any time, and this thread
@@ -146,7 +180,11 @@ class Writer:
         readings, quarantine, gaps, touched = [], [], [], {}
         duplicates = 0
         self._batch_signed = {}
-        for sub in batch:
+        self._batch_held, self._batch_held_bytes = {}, 0
+        new_held: list[tuple[str, str, int, bytes]] = []
+        judged_held: list[tuple[int, int]] = []  # (id, bytes) of held rows judged now
+        for at, sub in enumerate(batch):
+            held_id = None if held_ids is None else held_ids[at]
             verdict = self.verifier.check(sub.raw) if sub.reject is None else Rejected(sub.reject, "")
             if isinstance(verdict, Accepted):
                 env = verdict.envelope
@@ -164,44 +202,30 @@ class Writer:
             elif (
                 verdict.reason == "unknown-device"
                 and verdict.signer is not None
-                and (held := self._hold(sub, verdict.signer)) is not None
+                and (held := self._hold(sub, verdict.signer, stored=held_id is not None)) is not None
             ):
                 outcomes.append(held)  # neither stored nor quarantined: judged once the lookup ends
+                if held_id is None and held.durable:
+                    new_held.append((verdict.signer, sub.source, sub.received_ms, sub.raw))
+                continue  # a held row held again stays in the table
             else:
                 quarantine.append(
                     (sub.received_ms, sub.source, verdict.reason, sub.raw[: store.QUARANTINE_RAW_MAX])
                 )
                 outcomes.append(Outcome(False, True, verdict.reason, verdict.detail, verdict.signer))
+            if held_id is not None:
+                judged_held.append((held_id, len(sub.raw)))
         self._batch_signed = {}
+        batch_held, self._batch_held, self._batch_held_bytes = self._batch_held, {}, 0
         try:
             db.execute("BEGIN IMMEDIATE")
-            for reset, previous in resets:
-                if reset.to is None:
-                    db.execute("DELETE FROM counters WHERE signer = ?", (reset.signer,))
-                else:
-                    db.execute(
-                        "INSERT INTO counters (signer, last) VALUES (?, ?) "
-                        "ON CONFLICT (signer) DO UPDATE SET last = excluded.last",
-                        (reset.signer, reset.to),
-                    )
-                store.mark_counter_reset_applied(db, reset.id, previous, now_ms())
-            db.executemany(
-                "INSERT INTO readings (signer, subject, counter, received_ms, raw) VALUES (?, ?, ?, ?, ?)",
-                readings,
-            )
-            db.executemany(
-                "INSERT INTO quarantine (received_ms, source, reason, raw) VALUES (?, ?, ?, ?)", quarantine
-            )
-            db.executemany("INSERT INTO gaps (signer, expected, got, received_ms) VALUES (?, ?, ?, ?)", gaps)
-            db.executemany(
-                "INSERT INTO counters (signer, last) VALUES (?, ?) "
-                "ON CONFLICT (signer) DO UPDATE SET last = excluded.last",
-                list(touched.items()),
-            )
-            if duplicates:
-                store.add_duplicates(db, duplicates)
+            self._write(
+                db, resets=resets, readings=readings, quarantine=quarantine, gaps=gaps, touched=touched,
+                duplicates=duplicates, new_held=new_held, judged_held=[held_id for held_id, _ in judged_held],
+            )  # fmt: skip
             db.execute("COMMIT")
-            if readings or quarantine:
+            self._held_committed(batch_held, new_held, judged_held)
+            if readings or quarantine or new_held:
                 # After every batch, not once a minute: input is refused as soon as the budget is reached,
                 # so it is overshot by one batch at most (three PRAGMAs: microseconds).
                 self._check_budget()
@@ -220,6 +244,61 @@ class Writer:
                 reset.reason or "no reason given",
             )
         return outcomes
+
+    @staticmethod
+    def _write(
+        db: sqlite3.Connection,
+        *,
+        resets: list[tuple[CounterReset, int | None]],
+        readings: list[tuple[str, str, int, int, bytes]],
+        quarantine: list[tuple[int, str, str, bytes]],
+        gaps: list[tuple[str, int, int, int]],
+        touched: dict[str, int],
+        duplicates: int,
+        new_held: list[tuple[str, str, int, bytes]],
+        judged_held: list[int],
+    ) -> None:
+        """A judged batch's rows, inside :meth:`process`'s transaction: held readings are written, and
+        judged ones deleted from ``held``, in the transaction that stores or quarantines the rest."""
+        for reset, previous in resets:
+            if reset.to is None:
+                db.execute("DELETE FROM counters WHERE signer = ?", (reset.signer,))
+            else:
+                db.execute(
+                    "INSERT INTO counters (signer, last) VALUES (?, ?) "
+                    "ON CONFLICT (signer) DO UPDATE SET last = excluded.last",
+                    (reset.signer, reset.to),
+                )
+            store.mark_counter_reset_applied(db, reset.id, previous, now_ms())
+        db.executemany(
+            "INSERT INTO readings (signer, subject, counter, received_ms, raw) VALUES (?, ?, ?, ?, ?)",
+            readings,
+        )
+        db.executemany(
+            "INSERT INTO quarantine (received_ms, source, reason, raw) VALUES (?, ?, ?, ?)", quarantine
+        )
+        db.executemany("INSERT INTO gaps (signer, expected, got, received_ms) VALUES (?, ?, ?, ?)", gaps)
+        db.executemany(
+            "INSERT INTO counters (signer, last) VALUES (?, ?) "
+            "ON CONFLICT (signer) DO UPDATE SET last = excluded.last",
+            list(touched.items()),
+        )
+        if duplicates:
+            store.add_duplicates(db, duplicates)
+        store.insert_held(db, new_held)
+        store.delete_held(db, judged_held)
+
+    def _held_committed(
+        self,
+        batch_held: dict[str, int],
+        new_held: list[tuple[str, str, int, bytes]],
+        judged_held: list[tuple[int, int]],
+    ) -> None:
+        """The batch's changes to the ``held`` table are committed: count them."""
+        for signer, rows in batch_held.items():
+            self.held[signer] = self.held.get(signer, 0) + rows
+        self.held_count += len(new_held) - len(judged_held)
+        self.held_bytes += sum(len(row[3]) for row in new_held) - sum(size for _, size in judged_held)
 
     def _apply_counter_resets(
         self, pending: list[CounterReset]

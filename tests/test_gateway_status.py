@@ -71,6 +71,8 @@ def test_healthz_renders_the_snapshot(tmp_path: Path) -> None:
             "evidence": False,
             "duplicates": 9,
             "counter_resets": [],
+            "held": 0,
+            "held_oldest_age_s": None,
         },
     }
 

@@ -207,6 +207,8 @@ def test_status_facts_count_what_the_store_holds(plant: tuple[Writer, CoseSigner
         "evidence": True,
         "duplicates": 0,
         "counter_resets": [],
+        "held": 0,
+        "held_oldest_age_s": None,
     }
 
 

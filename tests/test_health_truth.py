@@ -108,14 +108,14 @@ def metric(plant: Plant, name: str) -> float:
 
 
 def test_the_first_reading_of_a_registered_device_is_held_then_stored_and_not_a_reject(plant: Plant) -> None:
-    """A device known only to the registry: its first reading is held (5.03, not acknowledged, not
-    quarantined), stored by the gateway once the key is found, and acknowledged when resent; no reject
-    is counted anywhere and health stays ok."""
+    """A device known only to the registry: its first reading is held (durably since D-059: 2.04
+    `held: key lookup`, not quarantined), stored by the gateway once the key is found, and acknowledged
+    when resent; no reject is counted anywhere and health stays ok."""
     unprovision_device(plant)
     plant.start()
     first = plant.reading()
     [(code, payload)] = post(plant, first)
-    assert code.startswith("5.03") and payload.startswith(b"key-lookup"), (code, payload)
+    assert code.startswith("2.04") and payload == b"held: key lookup", (code, payload)
     wait_for("the held reading stored once the key was found", lambda: stored_counters(plant) == [1])
     answers = post(plant, first, plant.reading())
     assert [c[:4] for c, _ in answers] == ["2.04", "2.04"], answers
@@ -130,8 +130,9 @@ def test_the_first_reading_of_a_registered_device_is_held_then_stored_and_not_a_
 
 def test_a_wrong_trust_policy_holds_readings_and_degrades_health_once(plant: Plant) -> None:
     """With a policy that trusts another witness, registry answers cannot be verified: readings of a
-    registered device are held (5.03), never refused as unknown-device, and /healthz (503), the
-    metric and `gateway status` name the failing lookups; the log says so in one ERROR line."""
+    registered device are held (durably since D-059: 2.04), never refused as unknown-device, and
+    /healthz (503), the metric and `gateway status` name the failing lookups; the log says so in one
+    ERROR line."""
     unprovision_device(plant)
     policy = plant.state / "policy.txt"
     other = NoteKey.generate("witness.test", SIGTYPE_COSIGNATURE_V1).vkey()
@@ -141,7 +142,7 @@ def test_a_wrong_trust_policy_holds_readings_and_degrades_health_once(plant: Pla
     policy.write_text(text)
     plant.start()
     answers = post(plant, *(plant.reading() for _ in range(5)))
-    assert all(c.startswith("5.03") and p.startswith(b"key-lookup") for c, p in answers), answers
+    assert all(c.startswith("2.04") and p == b"held: key lookup" for c, p in answers), answers
     health = httpx.get(f"{plant.http}/healthz")
     assert health.status_code == 503, health.text
     assert any(p.startswith(LOOKUPS_FAILING) for p in health.json()["problems"]), health.json()

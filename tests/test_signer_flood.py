@@ -23,7 +23,7 @@ from chain_lite.keys import generate_p256, public_der
 from chain_lite.registry import Value, pubkey_value
 from edge import store
 from edge.ingest import Ingest
-from edge.intake import KEY_LOOKUP, Outcome
+from edge.intake import HELD, Outcome
 from edge.pin_store import SqlitePinStore
 from edge.registry_cache import RegistryCache
 from edge.writer import Writer
@@ -142,7 +142,8 @@ def sqlite_root(root_and_admin: tuple[RootUnderTest, CoseSigner]) -> RootUnderTe
 
 
 def held(outcome: Outcome) -> bool:
-    return not outcome.durable and not outcome.accepted and outcome.reason == KEY_LOOKUP
+    """Held durably while the key is looked up (D-059: acknowledged, judged later; was not durable)."""
+    return outcome.durable and not outcome.accepted and outcome.reason == HELD
 
 
 def test_lookups_of_made_up_signers_are_bounded_and_a_proven_absence_is_cached(
@@ -210,7 +211,7 @@ def test_readings_held_during_their_lookup_are_stored_in_arrival_order_and_none_
     root_and_admin: tuple[RootUnderTest, CoseSigner], tmp_path: Path
 ) -> None:
     """A device known only to the registry: its readings sent while the one lookup of its key is
-    pending are held (not acknowledged), then stored by the gateway in arrival order, before a later
+    pending are held (durably, D-059), then stored by the gateway in arrival order, before a later
     one; a resend of a held reading is then a duplicate; nothing is quarantined or counted a reject."""
     node, admin = root_and_admin
     device = CoseSigner("88.123.99/PUMP-7", generate_p256())

@@ -1,10 +1,12 @@
 """CoAP connector (aiocoap): ``POST /readings`` with a COSE_Sign1 envelope as the payload.
 
-Answers only once the reading's outcome is durable: 2.04 Changed when stored; 4.00 Bad Request with
+Answers only once the reading's outcome is durable: 2.04 Changed when stored; 2.04 with the payload
+``held: key lookup`` when held durably while its signer's key is looked up (on the gateway's disk and
+judged later, so the device may free it; D-059); 4.00 Bad Request with
 the reason when rejected (quarantined); 4.15 for a content format other than COSE_Sign1 (18) or
 SenML-less octets (the option may be absent); 5.03 Service Unavailable when the gateway refuses input
-(disk budget, shutdown), so the device keeps the reading and retries. Confirmable requests get a
-piggybacked or separate response from aiocoap; in both cases after durability.
+(disk budget, shutdown, too many readings held), so the device keeps the reading and retries.
+Confirmable requests get a piggybacked or separate response from aiocoap; in both cases after durability.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import aiocoap
 import aiocoap.resource
 
 from edge.connectors import Plugin
-from edge.intake import WRONG_CONTENT_FORMAT, IngestPort, Submit
+from edge.intake import HELD, WRONG_CONTENT_FORMAT, IngestPort, Submit
 from runtime.tomlconfig import Table, read_settings, setting
 
 log = logging.getLogger(__name__)
 NAME = "coap"
 CONTENT_FORMAT_COSE_SIGN1 = 18
+HELD_PAYLOAD = b"held: key lookup"
+"""The diagnostic payload of a 2.04 for a reading held durably (acknowledged, judged later)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class ReadingsResource(aiocoap.resource.Resource):  # type: ignore[misc]
         outcome = await self.submit(request.payload, source)
         if outcome.accepted:
             return aiocoap.Message(code=aiocoap.CHANGED)
+        if outcome.reason == HELD:
+            return aiocoap.Message(code=aiocoap.CHANGED, payload=HELD_PAYLOAD)
         message = f"{outcome.reason}: {outcome.detail}".encode()[:512]
         if outcome.durable:
             return aiocoap.Message(code=aiocoap.BAD_REQUEST, payload=message)

@@ -16,8 +16,12 @@ later message is handed on. The broker's in-flight window (``max_inflight_messag
 unacknowledged messages, so it stops sending and queues the rest in order; when the budget frees up,
 the held burst is stored first and the rest follows in order. Dropping a refused message instead would
 leave it with the broker until the next reconnect, after newer counters were stored: a ``replay``, lost.
-PUBACKs are sent in arrival order. A refusal at shutdown is not held: the broker redelivers it at the
-next start (a redelivery of a stored reading is a ``duplicate``, acknowledged).
+PUBACKs are sent in arrival order. A reading held durably while its signer's key is looked up
+(:data:`edge.intake.HELD`) is acknowledged like a stored one: it is on the gateway's disk and judged
+later, so it never stalls the PUBACKs behind it. Only when too many readings are held already is one
+refused (:data:`edge.intake.KEY_LOOKUP`): it is held here like a store-full refusal. A refusal at
+shutdown is not held: the broker redelivers it at the next start (a redelivery of a stored reading is a
+``duplicate``, acknowledged).
 
 The broker bounds unacknowledged messages per client (mosquitto ``max_inflight_messages``, default 20;
 systemd/mosquitto-edgeroot.conf sets 1000). Keep ``max_inflight`` here at least as large: otherwise
@@ -29,7 +33,9 @@ gateway's PUBACK above goes to the broker, after the reading is durable. So a de
 PUBACK trusts the broker's persistence and queue limits. With ``ack_topic`` set, the gateway also tells
 each device end to end: after a burst is durable it publishes one :class:`DeviceAck` per signer to
 ``<ack_topic>/<signer>`` (:func:`device_ack_topic`), listing the counters now stored and the ones
-durably rejected after their signature was checked (docs/formats.md §19).
+durably rejected after their signature was checked (docs/formats.md §19). A held reading is in neither
+list: it is not judged yet, and its end-to-end answer is not sent when it is judged later; a device that
+resends it is answered then (``stored``: a duplicate, or its rejection; D-059).
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from chain_lite.envelope import MAX_COUNTER, decode_envelope
 from chain_lite.errors import ChainError
 from edge.connectors import Plugin
 from edge.errors import GatewayError
-from edge.intake import STORE_FULL, IngestPort, Outcome, SubmitMany
+from edge.intake import KEY_LOOKUP, STORE_FULL, IngestPort, Outcome, SubmitMany
 from runtime.tomlconfig import Secret, Table, read_settings, setting
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,10 @@ HOLD_RETRY_MIN_S = 0.1
 HOLD_RETRY_MAX_S = 1.0
 """While the store is full, a held burst is offered again after 0.1 s, doubling to 1 s: intake resumes
 within a second of the budget freeing up, and a refusal costs the gateway no writer work."""
+HOLD_REASONS = (STORE_FULL.reason, KEY_LOOKUP)
+"""Refusals held and offered again before any later message: the disk budget, and too many readings
+already held for key lookups (both clear up by themselves, and a message dropped instead would stay at
+the broker until the next reconnect)."""
 SHIPPED_INFLIGHT = 1000
 """``max_inflight_messages`` in systemd/mosquitto-edgeroot.conf."""
 
@@ -456,13 +466,13 @@ class MqttConnector:
         acked = self._ack_in_order(client, items, outcomes, 0)
         delay, held_since = HOLD_RETRY_MIN_S, 0.0
         while not self._stopping:
-            held = [i for i, o in enumerate(outcomes) if o.reason == STORE_FULL.reason]
+            held = [i for i, o in enumerate(outcomes) if o.reason in HOLD_REASONS]
             if not held:
                 break
             if not held_since:
                 held_since = time.monotonic()
-                log.info("disk budget reached: holding %d MQTT message(s) unacknowledged; the broker "
-                         "queues the rest in order", len(held))  # fmt: skip
+                log.info("%s: holding %d MQTT message(s) unacknowledged; the broker queues the rest in "
+                         "order", outcomes[held[0]].detail, len(held))  # fmt: skip
             assert self._stop_wanted is not None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_wanted.wait(), delay)

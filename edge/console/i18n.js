@@ -42,6 +42,7 @@ const STRINGS = {
       evidence: "Equivocation evidence stored: sync stopped",
       lookups: "Registry lookups failing: readings of devices without a key here are held",
       "blocks-refused": "Blocks cannot be anchored",
+      "held-too-long": "Readings held too long: their signers' keys could not be looked up",
     },
   },
   "zh-CN": {
@@ -84,6 +85,7 @@ const STRINGS = {
       evidence: "已存储分叉证据：同步已停止",
       lookups: "注册表查询失败：本地无密钥的设备的读数被暂扣",
       "blocks-refused": "区块无法锚定",
+      "held-too-long": "读数暂存过久：无法查询其签名者的密钥",
     },
   },
 };
