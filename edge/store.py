@@ -25,8 +25,11 @@ Tables::
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +122,185 @@ def create_schema(path: Path) -> None:
     )
     db.table("held").create_index(["signer", "id"], if_not_exists=True)
     db.conn.close()
+
+
+# --- Reads for tools and tests --------------------------------------------------------------------------
+# The demo, the benchmarks and the end-to-end tests read the gateway's state through these functions, never
+# through SQL of their own: the tables stay this module's business and can change without breaking them.
+# Each takes an open connection (``reader(path)``), so a caller polling in a tight loop (the latency
+# benchmark) does not pay for a new connection on every look.
+
+
+@contextlib.contextmanager
+def reader(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection for the read functions below, closed on exit."""
+    conn = connect(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    id: int
+    signer: str
+    subject: str
+    counter: int
+    received_ms: int
+    raw: bytes
+    block: int | None  # the height of the block holding it; None until chained
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlock:
+    height: int
+    block_id: bytes
+    raw: bytes  # the signed header
+    count: int
+    state: str  # 'chained' | 'submitted' | 'anchored'
+    log_index: int | None
+    receipt: str | None  # C2SP tlog-proof text, once anchored
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingInBlock:
+    """A reading, the block that holds it and that block's readings in order (to prove it in the block)."""
+
+    reading: StoredReading
+    block: StoredBlock
+    index: int
+    block_readings: tuple[bytes, ...]
+
+
+_READING = "SELECT id, signer, subject, counter, received_ms, raw, block FROM readings"
+_BLOCK = "SELECT height, block_id, raw, count, state, log_index, receipt FROM blocks"
+
+
+def _reading(row: Any) -> StoredReading:
+    return StoredReading(int(row[0]), row[1], row[2], int(row[3]), int(row[4]), bytes(row[5]), row[6])
+
+
+def _block(row: Any) -> StoredBlock:
+    return StoredBlock(int(row[0]), bytes(row[1]), bytes(row[2]), int(row[3]), row[4], row[5], row[6])
+
+
+def latest(conn: sqlite3.Connection) -> dict[str, StoredReading]:
+    """The newest stored reading of each device (by subject)."""
+    newest = f"{_READING} WHERE id IN (SELECT MAX(id) FROM readings GROUP BY subject)"  # noqa: S608 (constants)
+    rows = conn.execute(newest).fetchall()
+    return {r.subject: r for r in map(_reading, rows)}
+
+
+def readings(
+    conn: sqlite3.Connection,
+    signer: str | None = None,
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> list[StoredReading]:
+    """Stored readings in arrival order: of one signer if given, received in ``[since_ms, until_ms)`` if
+    given. Pruned readings are gone (their blocks still commit to them)."""
+    where: list[str] = ["1"]
+    args: list[str | int] = []
+    if signer is not None:
+        where.append("signer = ?")
+        args.append(signer)
+    if since_ms is not None:
+        where.append("received_ms >= ?")
+        args.append(since_ms)
+    if until_ms is not None:
+        where.append("received_ms < ?")
+        args.append(until_ms)
+    query = f"{_READING} WHERE {' AND '.join(where)} ORDER BY id"
+    return [_reading(r) for r in conn.execute(query, args)]
+
+
+def has_reading(conn: sqlite3.Connection, signer: str, counter: int) -> bool:
+    """Whether the signer's reading with this counter is stored (durable)."""
+    row = conn.execute("SELECT 1 FROM readings WHERE signer = ? AND counter = ?", (signer, counter))
+    return row.fetchone() is not None
+
+
+def block_state_of(conn: sqlite3.Connection, signer: str, counter: int) -> str | None:
+    """The state of the block holding the signer's reading with this counter; None if not in a block."""
+    row = conn.execute(
+        "SELECT b.state FROM readings r JOIN blocks b ON b.height = r.block "
+        "WHERE r.signer = ? AND r.counter = ?",
+        (signer, counter),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def blocks(conn: sqlite3.Connection) -> list[StoredBlock]:
+    """Every block of the local chain, by height."""
+    return [_block(r) for r in conn.execute(f"{_BLOCK} ORDER BY height")]
+
+
+def block_readings(conn: sqlite3.Connection, height: int) -> list[bytes]:
+    """The envelopes a block commits to, in its order (empty once pruned)."""
+    query = "SELECT raw FROM readings WHERE block = ? ORDER BY id"
+    return [bytes(r[0]) for r in conn.execute(query, (height,))]
+
+
+def anchored_reading(conn: sqlite3.Connection, signer: str) -> ReadingInBlock | None:
+    """The signer's first reading whose block is anchored, with that block (and its receipt)."""
+    row = conn.execute(
+        "SELECT r.id, r.signer, r.subject, r.counter, r.received_ms, r.raw, r.block FROM readings r "
+        "JOIN blocks b ON b.height = r.block WHERE r.signer = ? AND b.state = 'anchored' "
+        "ORDER BY r.id LIMIT 1",
+        (signer,),
+    ).fetchone()
+    if row is None:
+        return None
+    found = _reading(row)
+    block = _block(conn.execute(f"{_BLOCK} WHERE height = ?", (found.block,)).fetchone())
+    members = conn.execute("SELECT id, raw FROM readings WHERE block = ? ORDER BY id", (block.height,))
+    ids, bodies = zip(*((int(i), bytes(raw)) for i, raw in members), strict=True)
+    return ReadingInBlock(found, block, ids.index(found.id), bodies)
+
+
+def readings_count(conn: sqlite3.Connection) -> int:
+    """Readings stored (pruned ones no longer count)."""
+    return int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+
+
+def stored_per_signer(conn: sqlite3.Connection) -> dict[str, int]:
+    """Readings stored, by signer."""
+    rows = conn.execute("SELECT signer, COUNT(*) FROM readings GROUP BY signer")
+    return {str(s): int(n) for s, n in rows}
+
+
+def anchored_readings_count(conn: sqlite3.Connection) -> int:
+    """Readings committed to by anchored blocks (pruned ones included)."""
+    row = conn.execute("SELECT COALESCE(SUM(count), 0) FROM blocks WHERE state = 'anchored'").fetchone()
+    return int(row[0])
+
+
+def blocks_by_state(conn: sqlite3.Connection) -> dict[str, int]:
+    """Blocks per state; every state is present."""
+    found = dict(conn.execute("SELECT state, COUNT(*) FROM blocks GROUP BY state").fetchall())
+    return {s: int(found.get(s, 0)) for s in ("chained", "submitted", "anchored")}
+
+
+def quarantine_by_reason(conn: sqlite3.Connection) -> dict[str, int]:
+    """Refused inputs, by reason."""
+    rows = conn.execute("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason")
+    return {str(r): int(n) for r, n in rows}
+
+
+def device_key_origin(conn: sqlite3.Connection, identifier: str) -> str | None:
+    """Where the gateway has a device's key from ('local' or 'registry'); None if it has none."""
+    row = conn.execute("SELECT origin FROM devices WHERE identifier = ?", (identifier,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def cached_resolutions(conn: sqlite3.Connection) -> set[str]:
+    """Identifiers whose resolution (with proofs) the gateway has cached."""
+    return {str(r[0]) for r in conn.execute("SELECT identifier FROM resolutions")}
+
+
+# --- Meta, status ----------------------------------------------------------------------------------------
 
 
 def read_meta(conn: sqlite3.Connection, key: str) -> str | None:

@@ -227,3 +227,59 @@ def test_local_devices_removed_from_the_configuration_are_no_longer_trusted(tmp_
     rows = sorted(conn.execute("SELECT identifier, origin FROM devices").fetchall())
     conn.close()
     assert rows == [("88.1/A", "local"), ("88.1/R", "root")]
+
+
+# --- the read functions the demo, the benchmarks and the end-to-end tests use -------------------------------
+
+
+def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
+    plant: tuple[Writer, CoseSigner, CoseSigner],
+) -> None:
+    """latest, readings (by signer and time range), counts and a reading with its anchored block agree
+    with what was written, and nothing is returned that was not stored."""
+    writer, gateway, device = plant
+    other = CoseSigner("88.123.99/VALVE-2", generate_p256())
+    conn = store.connect(writer.path)
+    conn.execute(
+        "INSERT INTO devices (identifier, key, origin) VALUES (?, ?, 'registry')",
+        (other.kid, public_der(other.public_key)),
+    )
+    with store.reader(writer.path) as db:
+        assert store.latest(db) == {} and store.readings(db) == [] and store.blocks(db) == []
+        assert store.anchored_reading(db, DEVICE) is None
+        assert store.blocks_by_state(db) == {"chained": 0, "submitted": 0, "anchored": 0}
+    mine = [reading(device, c) for c in range(1, 13)]
+    theirs = reading(other, 1)
+    writer.process([Submission(raw, "test", 1000 + c) for c, raw in enumerate(mine, start=1)])
+    writer.process([Submission(theirs, "test", 2000), sub(b"junk"), sub(reading(device, 3))])
+    assert writer.close_block_if_due() == 0  # the first 10 readings
+    conn.execute("UPDATE blocks SET state = 'anchored', log_index = 7, receipt = 'r' WHERE height = 0")
+    with store.reader(writer.path) as db:
+        newest = store.latest(db)
+        assert {k: v.counter for k, v in newest.items()} == {DEVICE: 12, other.kid: 1}
+        assert newest[other.kid].raw == theirs and newest[other.kid].block is None
+        assert [r.counter for r in store.readings(db, DEVICE)] == list(range(1, 13))
+        assert [r.counter for r in store.readings(db, DEVICE, since_ms=1003, until_ms=1006)] == [3, 4, 5]
+        assert [r.signer for r in store.readings(db, since_ms=1012)] == [DEVICE, other.kid]
+        assert store.readings(db, "88.123.99/NOBODY") == []
+        assert store.has_reading(db, DEVICE, 12) and not store.has_reading(db, DEVICE, 13)
+        assert store.block_state_of(db, DEVICE, 4) == "anchored"
+        assert store.block_state_of(db, DEVICE, 11) is None
+        assert store.readings_count(db) == 13
+        assert store.stored_per_signer(db) == {DEVICE: 12, other.kid: 1}
+        assert store.anchored_readings_count(db) == 10
+        assert store.blocks_by_state(db) == {"chained": 0, "submitted": 0, "anchored": 1}
+        assert store.quarantine_by_reason(db) == {"malformed": 1, "replay": 1}
+        assert store.device_key_origin(db, other.kid) == "registry"
+        assert store.device_key_origin(db, DEVICE) == "local"
+        assert store.device_key_origin(db, "88.123.99/NOBODY") is None
+        assert store.cached_resolutions(db) == set()
+        [block] = store.blocks(db)
+        assert (block.height, block.count, block.log_index, block.receipt) == (0, 10, 7, "r")
+        assert store.block_readings(db, 0) == mine[:10]
+        assert store.block_readings(db, 1) == []
+        found = store.anchored_reading(db, DEVICE)
+        assert found is not None and found.block == block and found.index == 0
+        assert found.reading.counter == 1 and found.block_readings[found.index] == found.reading.raw
+        assert store.anchored_reading(db, other.kid) is None  # its reading is not in a block yet
+    verified_chain(writer.path, GATEWAY, gateway.public_key)
