@@ -20,9 +20,11 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
+
+from edgeroot.system import HarnessError, free_port, wait_until
 
 SHIPPED_CONFIG = "mosquitto-edgeroot.conf"
 """The broker configuration for a gateway box, in this package (``importlib.resources``) so an installed
@@ -34,8 +36,8 @@ def shipped_config() -> str:
     return importlib.resources.files("edgeroot").joinpath(SHIPPED_CONFIG).read_text(encoding="utf-8")
 
 
-class BrokerUnavailable(RuntimeError):
-    """Neither mosquitto nor amqtt is available here."""
+class BrokerUnavailable(HarnessError):
+    """Neither mosquitto nor amqtt is available here, or the broker did not start."""
 
 
 class LocalBroker(Protocol):
@@ -53,22 +55,19 @@ def mosquitto_binary() -> str | None:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_listening(host: str, port: int, alive: Any = None, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_listening(
+    host: str, port: int, alive: Callable[[], bool] | None = None, timeout: float = 10.0
+) -> None:
+    def exited() -> None:
         if alive is not None and not alive():
             raise BrokerUnavailable("the broker exited at start")
+
+    def listening() -> bool:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise BrokerUnavailable(f"the broker did not listen on {host}:{port} within {timeout} s")
+            return True
+        return False
+
+    wait_until(f"the broker listening on {host}:{port}", listening, timeout=timeout, check=exited)
 
 
 class Mosquitto:
@@ -157,8 +156,9 @@ class EmbeddedBroker:
         self._loop = self._thread = None
 
 
-def local_broker(workdir: Path, *, embedded: bool = False) -> LocalBroker:
-    """mosquitto when installed (unless ``embedded``), else the embedded amqtt broker; not yet started."""
+def local_broker(workdir: Path, *, embedded: bool = False, persistence: bool = True) -> LocalBroker:
+    """mosquitto when installed (unless ``embedded``), else the embedded amqtt broker; not yet started.
+    ``persistence`` (mosquitto only) keeps sessions and queued messages across broker restarts."""
     if not embedded and mosquitto_binary() is not None:
-        return Mosquitto(workdir)
+        return Mosquitto(workdir, persistence=persistence)
     return EmbeddedBroker()

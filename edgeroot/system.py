@@ -1,0 +1,582 @@
+"""The whole system in one directory: witness, root node, MQTT broker, gateway, bridge and devices.
+
+Every daemon is the real ``edgeroot`` command in its own child process, its log in ``logs/NAME.log``;
+setup steps (``keygen``, ``root init``, ``register``, ``gateway init``) are the same commands an operator
+types, run in this process because they are quick. ``edgeroot demo``, the benchmarks (``bench/``) and the
+end-to-end tests all put the system together here, so there is one way to do it.
+
+Waiting is always for a condition (a port answering, a log line, a row) with a deadline and a message
+that says what did not happen (:func:`wait_until`); a daemon that exits while something waits for it
+fails the wait with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from chain_lite.cose import CoseSigner
+from chain_lite.keys import PrivateKey, load_private_pem
+from chain_lite.policy import Policy
+from chain_lite.registry import Value, admin_kid, build_write, sign_write
+from edge import store
+from rootclient.client import RootClient
+from runtime.clock import now_ms
+from runtime.keyfiles import file_stem
+
+if TYPE_CHECKING:
+    from edgeroot.mqtt_broker import LocalBroker
+
+EDGEROOT = [sys.executable, "-m", "edgeroot"]
+T = TypeVar("T")
+
+# A TOML value the harness writes into a configuration file; a mapping is a table, None removes the key.
+TomlValue = str | int | float | bool | Path | None
+
+
+class HarnessError(Exception):
+    """A part of the system did not start, exited, or a condition was not met in time."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on (UDP for CoAP uses the same number)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    what: str | Callable[[], str],
+    condition: Callable[[], T],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    check: Callable[[], None] | None = None,
+) -> T:
+    """Call ``condition`` until it returns a true value and return that value. ``check`` runs before each
+    try (to fail fast, e.g. when a process exited). :class:`HarnessError` naming ``what`` on timeout
+    (a callable ``what`` is asked then, so the message can say how far things got)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check is not None:
+            check()
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{what() if callable(what) else what}: not within {timeout:g} s")
+        time.sleep(interval)
+
+
+def wait_http(
+    url: str,
+    *,
+    ok: Sequence[int] = (200,),
+    timeout: float = 30.0,
+    check: Callable[[], None] | None = None,
+) -> httpx.Response:
+    """Wait until ``url`` answers with one of the ``ok`` status codes; that response."""
+
+    def answered() -> httpx.Response | None:
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.get(url, timeout=1)
+            if response.status_code in ok:
+                return response
+        return None
+
+    response = wait_until(f"{url} answering {'/'.join(map(str, ok))}", answered, timeout=timeout, check=check)
+    assert response is not None  # wait_until returns only a true value
+    return response
+
+
+# --- configuration files ---------------------------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: TomlValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string has JSON's escapes
+
+
+def configure(
+    path: Path,
+    settings: Mapping[str, TomlValue | Mapping[str, TomlValue] | Sequence[Mapping[str, TomlValue]]],
+    *,
+    append: Sequence[tuple[str, Mapping[str, TomlValue]]] = (),
+) -> None:
+    """Change the keys of a TOML file written by ``init``, keeping its comments: every configuration edit
+    of the harness goes through here. ``settings`` maps a top-level key to its value, a table name to
+    ``{key: value}``, an array of tables (``connector``) to one mapping per table to change, in order;
+    None removes a key. ``append`` adds ``[[name]]`` tables at the end. The result is read back and every
+    value checked, so a key that moved or was renamed fails here, loudly, not in a test far away."""
+    lines = path.read_text().splitlines()
+    for name, value in settings.items():
+        if isinstance(value, Mapping):
+            _set_table(lines, name, 0, value)
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            for index, table in enumerate(value):
+                _set_table(lines, name, index, table)
+        else:
+            _set_table(lines, "", 0, {name: value})
+    for name, table in append:
+        lines += ["", f"[[{name}]]", *(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items())]
+    text = "\n".join(lines) + "\n"
+    written = tomllib.loads(text)
+    for name, value in settings.items():
+        if isinstance(value, Mapping):
+            _check(written.get(name, {}), value, f"{path.name}: [{name}]")
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            for index, table in enumerate(value):
+                _check(written[name][index], table, f"{path.name}: [[{name}]] {index}")
+        else:
+            _check(written, {name: value}, path.name)
+    path.write_text(text)
+
+
+def _check(table: Mapping[str, Any], wanted: Mapping[str, TomlValue], where: str) -> None:
+    for key, value in wanted.items():
+        expected = None if value is None else str(value) if isinstance(value, Path) else value
+        if table.get(key) != expected:
+            raise HarnessError(f"{where}: {key} reads back as {table.get(key)!r}, not {expected!r}")
+
+
+def _set_table(lines: list[str], name: str, index: int, values: Mapping[str, TomlValue]) -> None:
+    """Set keys inside table ``name`` (the ``index``-th one for an array of tables; "" is the top level)."""
+    start, seen = (0, 0) if name == "" else (-1, -1)
+    for i, line in enumerate(lines):
+        header = _HEADER.match(line)
+        if header and name and header.group(2) == name:
+            seen += 1
+            if seen == index:
+                start = i + 1
+                break
+    if start < 0:
+        raise HarnessError(f"no [{name}] table number {index} to configure")
+    end = next((i for i in range(start, len(lines)) if _HEADER.match(lines[i])), len(lines))
+    for key, value in values.items():
+        pattern = re.compile(rf"^\s*{re.escape(_toml_key(key))}\s*=")
+        at = next((i for i in range(start, end) if pattern.match(lines[i])), None)
+        if value is None:
+            if at is not None:
+                del lines[at]
+                end -= 1
+            continue
+        line = f"{_toml_key(key)} = {_toml_value(value)}"
+        if at is not None:
+            lines[at] = line
+        else:
+            lines.insert(start, line)
+            end += 1
+
+
+# --- the parts -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Daemon:
+    """One ``edgeroot`` child process; ``ready`` says when it is up, ``finite`` ones exit on their own."""
+
+    name: str
+    args: list[str]
+    log: Path
+    ready: Callable[[], object] | None = None
+    finite: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(  # noqa: S603 (our own CLI)
+                [*EDGEROOT, *self.args], stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env
+            )
+        if self.ready is not None:
+            wait_until(f"{self.name} ready", self.ready, timeout=timeout, check=self.check)
+
+    def check(self) -> None:
+        """Raise if the process exited (with the tail of its log)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise HarnessError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_text()[-2000:]}")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send ``sig`` and wait for the exit; its code (negative: killed by that signal)."""
+        if self.proc is None:
+            raise HarnessError(f"{self.name} is not running")
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise HarnessError(f"{self.name} did not exit within {timeout:g} s of signal {sig}") from None
+        self.proc = None
+        return code
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class RootNode:
+    """A root node (and its witness, if any) as initialised by ``root init``."""
+
+    url: str
+    port: int
+    state: Path
+    origin: str
+    prefix: str
+    witness_name: str | None
+    witness_url: str | None
+    witness_state: Path | None
+
+    @property
+    def policy_path(self) -> Path:
+        return self.state / "policy.txt"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.state / "admin.pem"
+
+    def policy(self) -> Policy:
+        return Policy.parse(self.policy_path.read_bytes())
+
+    def client(self) -> RootClient:
+        return RootClient(self.url)
+
+    def admin_signer(self, prefix: str | None = None, key: Path | None = None) -> CoseSigner:
+        """The signer of ``prefix``'s admin (the root prefix's, from ``admin.pem``, by default)."""
+        pem = (key or self.admin_key).read_bytes()
+        return CoseSigner(admin_kid(prefix or self.prefix), load_private_pem(pem))
+
+    def write(self, op: str, identifier: str, values: list[Value] | None, signer: CoseSigner) -> bytes:
+        """A signed registry write request (not sent)."""
+        req = build_write(self.origin, op, identifier, values, timestamp_ms=now_ms(), nonce=os.urandom(16))
+        return sign_write(req, signer).raw
+
+
+@dataclass
+class GatewayNode:
+    """A gateway's state directory and where it listens."""
+
+    ident: str
+    state: Path
+    http: str
+    coap_port: int
+    mqtt: tuple[str, int]
+    device_keys: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def db(self) -> Path:
+        return self.state / "gateway.db"
+
+    @property
+    def config(self) -> Path:
+        return self.state / "gateway.toml"
+
+    @property
+    def public_key(self) -> Path:
+        return self.state / "gateway.pub"
+
+    @property
+    def coap_url(self) -> str:
+        return f"coap://127.0.0.1:{self.coap_port}/readings"
+
+    def device_signer(self, ident: str) -> CoseSigner:
+        return CoseSigner(ident, self.device_key(ident))
+
+    def device_key(self, ident: str) -> PrivateKey:
+        return load_private_pem(self.device_keys[ident].read_bytes())
+
+    def status(self) -> dict[str, Any]:
+        return store.status(self.db)
+
+    def anchored(self, readings: int) -> bool:
+        """At least ``readings`` stored, all of them chained and every block anchored."""
+        st = self.status()
+        return st["readings"] >= readings and not st["unchained_readings"] and not st["unanchored_blocks"]
+
+    def wait_anchored(
+        self, readings: int, timeout: float = 60.0, check: Callable[[], None] | None = None
+    ) -> None:
+        wait_until(
+            lambda: f"{readings} readings stored and anchored (now {self.status()})",
+            lambda: self.anchored(readings),
+            timeout=timeout,
+            interval=0.2,
+            check=check,
+        )
+
+
+class System:
+    """The parts of one system in ``workdir``; :meth:`stop_all` stops every process it started."""
+
+    def __init__(self, workdir: Path, *, echo: Callable[[str], None] | None = None) -> None:
+        self.workdir = workdir
+        self.echo = echo  # shown each setup command as ``edgeroot ...`` (the demo prints them)
+        self.daemons: dict[str, Daemon] = {}
+        self.broker: LocalBroker | None = None
+        self.cables = contextlib.ExitStack()
+        self.root: RootNode | None = None
+        self.gateway: GatewayNode | None = None
+
+    def path(self, *parts: str) -> Path:
+        return self.workdir.joinpath(*parts)
+
+    def shown(self, args: Sequence[str | Path]) -> str:
+        return " ".join(str(a) for a in args).replace(str(self.workdir) + "/", "")
+
+    def cli(self, *args: str | Path) -> dict[str, Any]:
+        """Run an ``edgeroot`` command in this process (setup steps: fast); its JSON answer."""
+        from edgeroot.cli import main  # noqa: PLC0415 (cli imports demo, which imports this module)
+
+        shown = self.shown(args)
+        if self.echo is not None:
+            self.echo(f"$ edgeroot {shown}")
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main([*map(str, args), "--json"])
+        answer: dict[str, Any] = json.loads(out.getvalue() or "{}")
+        if code != 0:
+            raise HarnessError(f"edgeroot {shown} exited {code}: {answer.get('error', answer)}")
+        return answer
+
+    # --- processes ---------------------------------------------------------------------------------------
+
+    def daemon(
+        self,
+        name: str,
+        *args: str | Path,
+        ready: Callable[[], object] | None = None,
+        finite: bool = False,
+    ) -> Daemon:
+        """Declare a child process (not started); its log is ``logs/NAME.log``."""
+        d = Daemon(name, [str(a) for a in args], self.path("logs", f"{name}.log"), ready, finite)
+        self.daemons[name] = d
+        return d
+
+    def start(self, name: str, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> Daemon:
+        """Start (or restart) a declared process and wait until it is ready."""
+        d = self.daemons[name]
+        d.start(env, timeout)
+        return d
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        return self.daemons[name].stop(sig, timeout)
+
+    def alive(self) -> None:
+        """Raise if a daemon that should be running exited."""
+        for d in self.daemons.values():
+            if not d.finite:
+                d.check()
+
+    def stop_all(self, timeout: float = 20.0) -> None:
+        """SIGTERM every process, newest first; kill what is still there at the deadline; then the
+        broker and the serial cables."""
+        running = [d for d in reversed(self.daemons.values()) if d.proc is not None]
+        for d in running:
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for d in running:
+            assert d.proc is not None
+            try:
+                d.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                d.proc.kill()
+                d.proc.wait()
+            d.proc = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        self.cables.close()
+
+    # --- root and witness --------------------------------------------------------------------------------
+
+    def init_root(
+        self,
+        origin: str,
+        prefix: str,
+        *,
+        witness: str | None = None,
+        interval_ms: int | None = None,
+    ) -> RootNode:
+        """``witness init`` (if a witness name is given) and ``root init`` asking it to cosign, the witness
+        following the root's log; declares the ``witness`` and ``root`` daemons (not started)."""
+        rport = free_port()
+        args: list[str | Path] = ["root", "init", "--state", self.path("root"), "--origin", origin,
+                                  "--prefix", prefix]  # fmt: skip
+        witness_url = None
+        if witness is not None:
+            wport = free_port()
+            witness_url = f"http://127.0.0.1:{wport}"
+            w = self.cli("witness", "init", "--state", self.path("witness"), "--name", witness)
+            args += ["--witness", f"{witness_url}={w['vkey']}"]
+        r = self.cli(*args)
+        if witness is not None:
+            with self.path("witness", "logs.txt").open("a") as f:  # the witness follows this log
+                f.write(str(r["log_vkey"]) + "\n")
+            self.daemon("witness", "witness", "run", "--state", self.path("witness"),
+                        "--listen", f"127.0.0.1:{wport}")  # fmt: skip
+        if interval_ms is not None:
+            configure(self.path("root", "root.toml"), {"sequencer": {"interval_ms": interval_ms}})
+        url = f"http://127.0.0.1:{rport}"
+        self.daemon("root", "root", "run", "--state", self.path("root"), "--listen", f"127.0.0.1:{rport}",
+                    ready=lambda: _answers(f"{url}/healthz", (200,)))  # fmt: skip
+        self.root = RootNode(
+            url, rport, self.path("root"), origin, prefix, witness, witness_url,
+            None if witness is None else self.path("witness"),
+        )  # fmt: skip
+        return self.root
+
+    def start_root(self) -> RootNode:
+        """The witness (if any), then the root; returns once the root's /healthz answers 200."""
+        assert self.root is not None, "init_root first"
+        if "witness" in self.daemons:
+            self.start("witness")
+        self.start("root")
+        return self.root
+
+    # --- MQTT broker -------------------------------------------------------------------------------------
+
+    def start_broker(self, *, embedded: bool = False, persistence: bool = True) -> LocalBroker:
+        """mosquitto (or the embedded amqtt broker) on a loopback port, stopped by :meth:`stop_all`."""
+        from edgeroot.mqtt_broker import local_broker  # noqa: PLC0415 (it imports free_port from here)
+
+        broker = local_broker(self.workdir, embedded=embedded, persistence=persistence)
+        broker.start()
+        self.broker = broker
+        return broker
+
+    # --- gateway -----------------------------------------------------------------------------------------
+
+    def register_prefix(self, prefix: str, keys: Path | None = None) -> Path:
+        """A new admin key for ``prefix`` (``keygen``, into ``keys``) and the prefix registered with the
+        root admin's key; the admin's private key file."""
+        assert self.root is not None, "init_root first"
+        keys = keys or self.path("keys", f"{file_stem(prefix)}-admin")
+        self.cli("keygen", "--kind", "device", "--name", f"{prefix}/ADMIN", "--out", keys)
+        self.cli("register", "prefix", prefix, "--root", self.root.url, "--key", self.root.admin_key,
+                 "--pub", keys / f"{file_stem(prefix)}_ADMIN.pub")  # fmt: skip
+        return keys / f"{file_stem(prefix)}_ADMIN.key"
+
+    def init_gateway(
+        self,
+        ident: str,
+        *,
+        admin_key: Path,
+        mqtt: tuple[str, int],
+        devices: Sequence[str] = (),
+        provision_locally: bool = False,
+        settings: Mapping[str, TomlValue | Mapping[str, TomlValue] | Sequence[Mapping[str, TomlValue]]]
+        | None = None,
+    ) -> GatewayNode:
+        """``gateway init``, the gateway and each device (a new key) registered at the root with
+        ``admin_key``, its configuration set (local API port, a CoAP connector, ``settings``); declares
+        the ``gateway`` daemon (not started). ``provision_locally`` also lists the devices' keys in
+        gateway.toml (works offline) instead of leaving the gateway to fetch them from the registry."""
+        assert self.root is not None, "init_root first"
+        state = self.path("gateway")
+        self.cli("gateway", "init", "--state", state, "--root", self.root.url, "--id", ident,
+                 "--policy", self.root.policy_path, "--mqtt", f"{mqtt[0]}:{mqtt[1]}")  # fmt: skip
+        self.cli("register", "gateway", ident, "--root", self.root.url, "--key", admin_key,
+                 "--pub", state / "gateway.pub")  # fmt: skip
+        keys: dict[str, Path] = {}
+        for device in devices:
+            self.cli("keygen", "--kind", "device", "--name", device, "--out", self.path("keys"))
+            self.cli("register", "device", device, "--root", self.root.url, "--key", admin_key,
+                     "--pub", self.path("keys", f"{file_stem(device)}.pub"))  # fmt: skip
+            keys[device] = self.path("keys", f"{file_stem(device)}.key")
+        http_port, coap_port = free_port(), free_port()
+        http = f"http://127.0.0.1:{http_port}"
+        local = {d: self.path("keys", f"{file_stem(d)}.pub") for d in devices} if provision_locally else {}
+        wanted = dict(settings or {})
+        wanted["http"] = {"listen": f"127.0.0.1:{http_port}", **_table(wanted.get("http"))}
+        if local:
+            wanted["devices"] = {**local, **_table(wanted.get("devices"))}
+        configure(
+            state / "gateway.toml",
+            wanted,
+            append=[("connector", {"type": "coap", "host": "127.0.0.1", "port": coap_port})],
+        )
+        self.daemon("gateway", "gateway", "run", "--state", state,
+                    ready=lambda: _answers(f"{http}/healthz", (200, 503)))  # fmt: skip
+        self.gateway = GatewayNode(ident, state, http, coap_port, mqtt, keys)
+        return self.gateway
+
+    # --- bridge and devices ------------------------------------------------------------------------------
+
+    def null_modem(self) -> tuple[str, str]:
+        """A pseudo-terminal pair (the bridge's end, the device's end), closed by :meth:`stop_all`."""
+        from firmware_bridge.null_modem import null_modem  # noqa: PLC0415 (POSIX pty; only serial parts)
+
+        ends: tuple[str, str] = self.cables.enter_context(null_modem())
+        return ends
+
+    def start_bridge(
+        self, port: str | Path, *, name: str = "bridge", baud: int | None = None, state: Path | None = None
+    ) -> Daemon:
+        """``bridge run`` on a serial port, forwarding to the gateway's CoAP; returns once the port is open
+        (a serial port flushes what arrived before it was opened, as a real UART would lose it)."""
+        assert self.gateway is not None, "init_gateway first"
+        args: list[str | Path] = ["bridge", "run", "--port", port, "--gateway", self.gateway.coap_url]
+        if baud is not None:
+            args += ["--baud", str(baud)]
+        if state is not None:
+            args += ["--state", state]
+        d = self.daemon(name, *args)
+        d.ready = lambda: "open at" in d.log_text()
+        return self.start(name)
+
+    def simulate(self, name: str, ident: str, where: Sequence[str], *extra: str) -> Daemon:
+        """``device simulate`` (a finite process: it exits when it has sent its readings)."""
+        assert self.gateway is not None, "init_gateway first"
+        self.daemon(name, "device", "simulate", *where, "--id", ident,
+                        "--key", self.gateway.device_keys[ident], *extra, finite=True)  # fmt: skip
+        return self.start(name)
+
+
+def _answers(url: str, ok: Sequence[int]) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=1).status_code in ok
+    return False
+
+
+def _table(value: object) -> dict[str, TomlValue]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+@contextlib.contextmanager
+def running(workdir: Path, echo: Callable[[str], None] | None = None) -> Iterator[System]:
+    """A :class:`System` in ``workdir`` whose processes are all stopped on exit."""
+    system = System(workdir, echo=echo)
+    try:
+        yield system
+    finally:
+        system.stop_all()
