@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -346,6 +346,12 @@ class System:
         self.root: RootNode | None = None
         self.gateway: GatewayNode | None = None
 
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
     def path(self, *parts: str) -> Path:
         return self.workdir.joinpath(*parts)
 
@@ -443,7 +449,7 @@ class System:
             with self.path("witness", "logs.txt").open("a") as f:  # the witness follows this log
                 f.write(str(r["log_vkey"]) + "\n")
             self.daemon("witness", "witness", "run", "--state", self.path("witness"),
-                        "--listen", f"127.0.0.1:{wport}")  # fmt: skip
+                        "--listen", f"127.0.0.1:{wport}", ready=lambda: _listening(wport))  # fmt: skip
         if interval_ms is not None:
             configure(self.path("root", "root.toml"), {"sequencer": {"interval_ms": interval_ms}})
         url = f"http://127.0.0.1:{rport}"
@@ -568,15 +574,11 @@ def _answers(url: str, ok: Sequence[int]) -> bool:
     return False
 
 
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
 def _table(value: object) -> dict[str, TomlValue]:
     return dict(value) if isinstance(value, Mapping) else {}
-
-
-@contextlib.contextmanager
-def running(workdir: Path, echo: Callable[[str], None] | None = None) -> Iterator[System]:
-    """A :class:`System` in ``workdir`` whose processes are all stopped on exit."""
-    system = System(workdir, echo=echo)
-    try:
-        yield system
-    finally:
-        system.stop_all()

@@ -1,5 +1,6 @@
-"""A plant for tests: a root node with a witness, a registered gateway and device, and the gateway
-as a real `edgeroot gateway run` process on a real broker, with CoAP too."""
+"""A plant for tests on the whole-system harness (:mod:`edgeroot.system`): a root node with a witness, a
+registered gateway and device, the gateway as a real `edgeroot gateway run` process (started by the
+test) on the session's broker, with CoAP too; every part in its own process."""
 
 from __future__ import annotations
 
@@ -9,28 +10,27 @@ import os
 import random
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from chain_lite import envelope
 from chain_lite.block import SignedBlock, check_body, verify_chain
 from chain_lite.cose import CoseSigner
-from chain_lite.keys import PublicKey, generate_p256, load_private_pem, private_pem, public_pem
-from chain_lite.registry import Value, pubkey_value
+from chain_lite.keys import PublicKey, load_private_pem
 from edge import store
-from tests.root_harness import RootUnderTest, free_port, running_root
+from edgeroot.system import EDGEROOT, GatewayNode, RootNode, System
 
-EDGEROOT = [sys.executable, "-m", "edgeroot"]
 GATEWAY = "88.123.99/GW-1"
 DEVICE = "88.123.99/PUMP-0042"
+ORIGIN = "root.test"
+WITNESS = "witness.test"
+
+__all__ = ["DEVICE", "EDGEROOT", "GATEWAY", "Plant", "cli", "gateway_key", "running_plant", "verified_chain"]
 
 
 def cli(*args: str | Path) -> dict[str, object]:
+    """An ``edgeroot`` command as its own process, as the operator runs it; its JSON answer."""
     out = subprocess.run(
         [*EDGEROOT, *map(str, args), "--json"], capture_output=True, text=True, timeout=60, check=False
     )
@@ -41,37 +41,44 @@ def cli(*args: str | Path) -> dict[str, object]:
 
 @dataclass
 class Plant:
-    root: RootUnderTest
-    state: Path
+    system: System
+    root: RootNode
+    gateway: GatewayNode
     device: CoseSigner
-    http: str
-    coap_port: int
-    broker: tuple[str, int]
-    proc: subprocess.Popen[bytes] | None = None
     counter: int = 0
 
+    @property
+    def state(self) -> Path:
+        return self.gateway.state
+
+    @property
+    def http(self) -> str:
+        return self.gateway.http
+
+    @property
+    def coap_port(self) -> int:
+        return self.gateway.coap_port
+
+    @property
+    def broker(self) -> tuple[str, int]:
+        return self.gateway.mqtt
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.system.daemons["gateway"].proc
+
+    @property
+    def device_key(self) -> Path:
+        return self.gateway.device_keys[DEVICE]
+
     def start(self, env: dict[str, str] | None = None) -> None:
-        with (self.state / "gateway.log").open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(
-                [*EDGEROOT, "gateway", "run", "--state", str(self.state)], stdout=log, stderr=log, env=env
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, (self.state / "gateway.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.http}/healthz", timeout=1).status_code in (200, 503):
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "gateway did not start"
-            time.sleep(0.1)
+        self.system.start("gateway", env=env)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=30)
-        self.proc = None
-        return code
+        return self.system.stop("gateway", sig)
+
+    def log(self) -> str:
+        return self.system.daemons["gateway"].log_text()
 
     def reading(self) -> bytes:
         self.counter += 1
@@ -79,71 +86,38 @@ class Plant:
             self.device, [{envelope.N: "flow", envelope.V: float(self.counter)}], self.counter
         )
 
-    def db(self) -> object:
-        return store.connect(self.state / "gateway.db")
-
     def wait_anchored(self, readings: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            st = store.status(self.state / "gateway.db")
-            if st["readings"] >= readings and st["unchained_readings"] == 0 and st["unanchored_blocks"] == 0:
-                return
-            assert time.monotonic() < deadline, f"not anchored in time: {st}"
-            time.sleep(0.2)
+        self.gateway.wait_anchored(readings, timeout)
 
 
 @contextlib.contextmanager
 def running_plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
-    with running_root(tmp_path / "r", f"sqlite:///{tmp_path / 'root.db'}") as root:
-        admin = root.add_prefix("88.123.99")
-        device_key = generate_p256()
-        device = CoseSigner(DEVICE, device_key)
-        (tmp_path / "device.key").write_bytes(private_pem(device_key))
-        state = tmp_path / "gw"
-        broker = f"{mqtt_broker[0]}:{mqtt_broker[1]}"
-        cli("gateway", "init", "--state", state, "--root", root.url, "--id", GATEWAY,
-            "--policy", root.policy_path, "--mqtt", broker)  # fmt: skip
-        gw_key = load_private_pem((state / "gateway.key").read_bytes())
-        with root.client() as c:
-            values = [pubkey_value(300, gw_key.public_key()), Value(1, "GATEWAY", "string", GATEWAY)]
-            c.write(root.write("create", GATEWAY, values, admin))
-            values = [pubkey_value(300, device.public_key), Value(1, "DEVICE", "string", DEVICE)]
-            c.write(root.write("create", DEVICE, values, admin))
-        (state / "device.pub").write_bytes(public_pem(device.public_key))
-        http_port, coap_port = free_port(), free_port()
-        topic_client = f"gw-{os.getpid()}-{random.randrange(1 << 30)}"
-        text = (state / "gateway.toml").read_text()
-        text = text.replace("max_seconds = 5.0", "max_seconds = 0.3").replace(
-            "max_readings = 1000", "max_readings = 40"
+    with System(tmp_path) as system:
+        system.init_root(ORIGIN, "88.123", witness=WITNESS, interval_ms=50)
+        root = system.start_root()
+        admin = system.register_prefix("88.123.99")
+        client_id = f"gw-{os.getpid()}-{random.randrange(1 << 30)}"  # a fresh MQTT session per test
+        gateway = system.init_gateway(
+            GATEWAY,
+            admin_key=admin,
+            mqtt=mqtt_broker,
+            devices=[DEVICE],
+            provision_locally=True,
+            settings={
+                "block": {"max_seconds": 0.3, "max_readings": 40},
+                "sync": {"interval_s": 0.1, "max_request_kb": 8},
+                "connector": [{"client_id": client_id}],
+            },
         )
-        text = text.replace('listen = "127.0.0.1:8480"', f'listen = "127.0.0.1:{http_port}"')
-        text = text.replace("interval_s = 0.5", "interval_s = 0.1")
-        text = text.replace("max_request_kb = 900", "max_request_kb = 8")
-        text = text.replace(
-            '# "88.123.99/PUMP-0042" = "keys/88.123.99_PUMP-0042.pub"', f'"{DEVICE}" = "device.pub"'
-        )
-        text = text.replace('client_id = "edgeroot-88.123.99_GW-1"', f'client_id = "{topic_client}"')
-        text += f'\n[[connector]]\ntype = "coap"\nhost = "127.0.0.1"\nport = {coap_port}\n'
-        (state / "gateway.toml").write_text(text)
-        p = Plant(root, state, device, f"http://127.0.0.1:{http_port}", coap_port, mqtt_broker)
-        try:
-            yield p
-        finally:
-            if p.proc is not None:
-                p.stop(signal.SIGKILL)
+        yield Plant(system, root, gateway, gateway.device_signer(DEVICE))
 
 
 def verified_chain(db: Path, gateway: str, key: PublicKey) -> list[SignedBlock]:
     """The store's blocks in order, each one's signature, link to the previous one and body checked."""
-    conn = store.connect(db)
-    try:
-        raws = [bytes(r[0]) for r in conn.execute("SELECT raw FROM blocks ORDER BY height")]
-        chain = verify_chain(raws, lambda kid: key if kid == gateway else None)
-        query = "SELECT raw FROM readings WHERE block = ? ORDER BY id"
+    with store.reader(db) as conn:
+        chain = verify_chain([b.raw for b in store.blocks(conn)], lambda kid: key if kid == gateway else None)
         for block in chain:
-            check_body(block.header, [bytes(r[0]) for r in conn.execute(query, (block.header.height,))])
-    finally:
-        conn.close()
+            check_body(block.header, store.block_readings(conn, block.header.height))
     return chain
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -22,6 +23,7 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256
 from chain_lite.log_leaf import block_leaf
 from edge import store
+from edgeroot.system import configure, wait_until
 from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, cli, gateway_key, verified_chain
 from tests.mqtt_harness import Publisher, require_mosquitto
 from tests.notify_harness import NotifySocket
@@ -39,13 +41,14 @@ def test_mqtt_readings_are_anchored_with_receipts_that_verify(plant: Plant, tmp_
         pub.close()
     plant.wait_anchored(100)
     verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant))
-    conn = store.connect(plant.state / "gateway.db")
-    counters = [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY counter")]
-    assert counters == list(range(1, 101))
-    assert conn.execute("SELECT reason FROM quarantine").fetchall() == [("malformed",)]
-    receipt = conn.execute("SELECT receipt, raw FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
-    (tmp_path / "receipt.txt").write_text(receipt[0])
-    (tmp_path / "leaf.bin").write_bytes(block_leaf(bytes(receipt[1])))
+    with store.reader(plant.gateway.db) as conn:
+        counters = sorted(r.counter for r in store.readings(conn))
+        assert counters == list(range(1, 101))
+        assert store.quarantine_by_reason(conn) == {"malformed": 1}
+        last = store.blocks(conn)[-1]
+    assert last.receipt is not None
+    (tmp_path / "receipt.txt").write_text(last.receipt)
+    (tmp_path / "leaf.bin").write_bytes(block_leaf(last.raw))
     verdict = cli(
         "verify",
         "receipt",
@@ -90,9 +93,8 @@ def test_coap_post_is_answered_after_durability_with_reasons(plant: Plant) -> No
     assert answers[1][0].startswith("4.00") and answers[1][1].startswith(b"replay")
     assert answers[2][0].startswith("4.00") and answers[2][1].startswith(b"malformed")
     assert answers[3][0].startswith("4.15")
-    conn = store.connect(plant.state / "gateway.db")
-    reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM quarantine"))
-    assert reasons == ["malformed", "replay", "wrong-content-format"]
+    with store.reader(plant.gateway.db) as conn:
+        assert store.quarantine_by_reason(conn) == {"malformed": 1, "replay": 1, "wrong-content-format": 1}
 
 
 def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
@@ -117,8 +119,8 @@ def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
     finally:
         pub.close()
     plant.wait_anchored(sent, timeout=90)
-    conn = store.connect(plant.state / "gateway.db")
-    counters = [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")]
+    with store.reader(plant.gateway.db) as conn:
+        counters = [r.counter for r in store.readings(conn)]
     assert sorted(counters) == list(range(1, sent + 1)), "a reading is missing or stored twice"
     chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant))
     assert sum(b.header.reading_count for b in chain) == sent
@@ -127,18 +129,13 @@ def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
 
 def test_root_outage_then_recovery_loses_nothing_and_keeps_order(plant: Plant) -> None:
     """Root down: the gateway keeps ingesting and chaining; when it returns, every block anchors, in order."""
-    from resolver.assembly import build_root_app
-    from resolver.config import load
-    from tests.root_harness import ServerThread
-
     plant.start()
     pub = Publisher(*plant.broker)
     try:
         for _ in range(30):
             pub.publish("edgeroot/readings/pump", plant.reading())
         plant.wait_anchored(30)
-        port = plant.root.server.port
-        plant.root.server.__exit__()
+        plant.system.stop("root")
         for _ in range(120):
             pub.publish("edgeroot/readings/pump", plant.reading())
         time.sleep(1.5)
@@ -146,14 +143,13 @@ def test_root_outage_then_recovery_loses_nothing_and_keeps_order(plant: Plant) -
         assert st["readings"] == 150 and st["blocks"]["chained"] >= 3, st
         health = httpx.get(f"{plant.http}/healthz").json()
         assert health["sync"] == "backing off"
-        app, _ = build_root_app(load(plant.root.state))
-        with ServerThread(app, port):
-            plant.wait_anchored(150, timeout=90)
+        plant.system.start("root")
+        plant.wait_anchored(150, timeout=90)
     finally:
         pub.close()
-    conn = store.connect(plant.state / "gateway.db")
-    indexes = [r[0] for r in conn.execute("SELECT log_index FROM blocks ORDER BY height")]
-    assert indexes == sorted(indexes), "blocks were anchored out of order"
+    with store.reader(plant.gateway.db) as conn:
+        indexes = [b.log_index for b in store.blocks(conn)]
+    assert all(i is not None for i in indexes) and indexes == sorted(indexes), "anchored out of order"
 
 
 def test_systemd_notify_reload_and_clean_stop(plant: Plant, tmp_path: Path) -> None:
@@ -186,12 +182,7 @@ def test_broker_restart_reconnects_within_five_seconds(plant: Plant, tmp_path: P
 
     broker = Broker(tmp_path)
     broker.start()
-    text = (
-        (plant.state / "gateway.toml")
-        .read_text()
-        .replace(f"port = {plant.broker[1]}", f"port = {broker.port}")
-    )
-    (plant.state / "gateway.toml").write_text(text)
+    configure(plant.gateway.config, {"connector": [{"port": broker.port}]})
     try:
         plant.start()
         broker.stop()
@@ -204,10 +195,7 @@ def test_broker_restart_reconnects_within_five_seconds(plant: Plant, tmp_path: P
         pub = Publisher("127.0.0.1", broker.port)
         pub.publish("edgeroot/readings/pump", plant.reading())
         pub.close()
-        deadline = time.monotonic() + 10
-        while store.status(plant.state / "gateway.db")["readings"] < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until("the reading stored", lambda: plant.gateway.status()["readings"] >= 1, timeout=10)
     finally:
         if plant.proc is not None:
             plant.stop()
@@ -217,8 +205,7 @@ def test_broker_restart_reconnects_within_five_seconds(plant: Plant, tmp_path: P
 def test_unprovisioned_device_key_comes_from_the_registry_with_proofs(plant: Plant, tmp_path: Path) -> None:
     """A device known only to the root's registry: its key is fetched and verified, its readings are
     stored (the first included), and the cached resolution with proofs is served while the root is down."""
-    text = (plant.state / "gateway.toml").read_text().replace(f'"{DEVICE}" = "device.pub"', "")
-    (plant.state / "gateway.toml").write_text(text)
+    configure(plant.gateway.config, {"devices": {DEVICE: None}})
     stranger = CoseSigner("88.123.99/UNREGISTERED", generate_p256())
     plant.start()
     pub = Publisher(*plant.broker)
@@ -232,33 +219,40 @@ def test_unprovisioned_device_key_comes_from_the_registry_with_proofs(plant: Pla
     finally:
         pub.close()
     plant.wait_anchored(20)
-    conn = store.connect(plant.state / "gateway.db")
-    assert [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")] == list(range(1, 21))
-    assert conn.execute("SELECT origin FROM devices WHERE identifier = ?", (DEVICE,)).fetchone() == (
-        "registry",
-    )
-    deadline = time.monotonic() + 10
-    while ("88.123.99/UNREGISTERED",) not in conn.execute("SELECT identifier FROM resolutions").fetchall():
-        assert time.monotonic() < deadline, "the unknown signer was not looked up"
-        time.sleep(0.1)
-    plant.root.server.__exit__()  # the root goes away; the cached proof is still served
+    with store.reader(plant.gateway.db) as conn:
+        assert [r.counter for r in store.readings(conn)] == list(range(1, 21))
+        assert store.device_key_origin(conn, DEVICE) == "registry"
+        wait_until(
+            "the unknown signer looked up",
+            lambda: "88.123.99/UNREGISTERED" in store.cached_resolutions(conn),
+            timeout=10,
+            interval=0.1,
+        )
+        reasons = store.quarantine_by_reason(conn)
+    plant.system.stop("root")  # the root goes away; the cached proof is still served
     cached = httpx.get(f"{plant.http}/v1/resolve/{DEVICE}").json()
     assert cached["cached"] is True and cached["found"] is True
     from chain_lite.resolution import verify_resolution
     from rootclient.codecs import proof_from_json
 
     proof = proof_from_json(DEVICE, cached["proof"])
-    verified = plant.root.policy.verify_checkpoint(proof.receipt.checkpoint)
+    verified = plant.root.policy().verify_checkpoint(proof.receipt.checkpoint)
     assert verify_resolution(proof, verified).record is not None
-    reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM quarantine"))
     # The stranger only: the pump's first readings were held during its lookup, not rejected (issue 12).
-    assert reasons.count("unknown-device") == 1
+    assert reasons.get("unknown-device", 0) == 1
 
 
 def test_a_rewritten_anchored_block_is_refused_and_kept_as_evidence(plant: Plant) -> None:
     """If the gateway's own chain is rewritten after anchoring (a tampered or restored-from-old-backup
     state), the root refuses the new block at a known height and the gateway stores evidence, stops
-    syncing and reports it in status, health and metrics."""
+    syncing and reports it in status, health and metrics. Here the operator restores a backup taken
+    before block 0: the next block 0 the gateway signs is not the one the root logged."""
+    plant.start()
+    plant.stop()
+    backup = plant.state.parent / "backup"
+    backup.mkdir()
+    for part in plant.state.glob("gateway.db*"):  # the file and its WAL, as a file-level backup takes them
+        shutil.copy2(part, backup / part.name)
     plant.start()
     pub = Publisher(*plant.broker)
     try:
@@ -266,15 +260,14 @@ def test_a_rewritten_anchored_block_is_refused_and_kept_as_evidence(plant: Plant
             pub.publish("edgeroot/readings/pump", plant.reading())
         plant.wait_anchored(10)
         plant.stop()
-        conn = store.connect(plant.state / "gateway.db")
-        conn.execute("DELETE FROM blocks")
-        conn.execute("UPDATE readings SET block = NULL")
-        conn.close()
+        for part in plant.state.glob("gateway.db*"):
+            part.unlink()
+        for part in backup.iterdir():
+            shutil.copy2(part, plant.state / part.name)
         plant.start()
-        deadline = time.monotonic() + 30
-        while not store.status(plant.state / "gateway.db")["evidence"]:
-            assert time.monotonic() < deadline, "no evidence recorded"
-            time.sleep(0.2)
+        for _ in range(10):
+            pub.publish("edgeroot/readings/pump", plant.reading())
+        wait_until("evidence recorded", lambda: plant.gateway.status()["evidence"], timeout=30, interval=0.2)
     finally:
         pub.close()
     health = httpx.get(f"{plant.http}/healthz")
