@@ -12,10 +12,8 @@ import json
 import os
 import platform
 import select
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,13 +26,13 @@ from results import record  # bench/ is on sys.path when run as a script
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256
+from edgeroot.system import EDGEROOT, System
 from firmware_bridge.frames import FrameDecoder, FrameType, encode_frame
 
 if TYPE_CHECKING:
-    from gateway import System
+    from gateway import Plant
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
-EDGEROOT = [sys.executable, "-m", "edgeroot"]
 
 
 def main() -> None:
@@ -94,22 +92,16 @@ def paced_relay(a: int, b: int, baud: int, stop: threading.Event) -> None:
             time.sleep(len(data) * seconds_per_byte)
 
 
-def serial_end_to_end(system: System, device: int, baud: int, count: int) -> dict[str, float]:
+def serial_end_to_end(plant: Plant, device: int, baud: int, count: int) -> dict[str, float]:
     """Readings/s from a simulated device through a paced serial line, the bridge and the gateway."""
     bridge_master, bridge_path = _pty()
     device_master, device_path = _pty()
     stop = threading.Event()
     threading.Thread(target=paced_relay, args=(bridge_master, device_master, baud, stop), daemon=True).start()
-    ident, key_pem = system.devices[device]
-    key_file = system.tmp / f"sim{device}.key"
-    key_file.write_bytes(key_pem)
-    bridge = subprocess.Popen(
-        [*EDGEROOT, "bridge", "run", "--port", bridge_path, "--baud", str(baud),
-         "--gateway", f"coap://127.0.0.1:{system.coap_port}/readings"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    ident, _ = plant.devices[device]
+    key_file = plant.gateway.device_keys[ident]
+    bridge = plant.system.start_bridge(bridge_path, name=f"bridge-{baud}", baud=baud)
     try:
-        time.sleep(1.5)
         out = subprocess.run(
             [*EDGEROOT, "device", "simulate", "--serial", device_path, "--id", ident, "--key", str(key_file),
              "--rate", "0", "--count", str(count), "--counter", "1", "--baud", str(baud), "--json"],
@@ -118,33 +110,28 @@ def serial_end_to_end(system: System, device: int, baud: int, count: int) -> dic
         result = json.loads(out.stdout)
     finally:
         stop.set()
-        bridge.send_signal(signal.SIGTERM)
-        bridge.wait(timeout=30)
+        bridge.stop(timeout=30)
     return {"rate": result["ack"] / result["seconds"], "ack": result["ack"], "sent": result["sent"]}
 
 
 def end_to_end() -> None:
-    from gateway import System  # noqa: PLC0415 (bench/ is on sys.path when run as a script)
+    from gateway import setup  # noqa: PLC0415 (bench/ is on sys.path when run as a script)
 
     count = int(os.environ.get("BENCH_SERIAL_READINGS", "1000"))
-    with tempfile.TemporaryDirectory() as d:
-        system = System(Path(d))
-        try:
-            system.setup()
-            for device, baud in ((0, 115_200), (1, 1_000_000)):
-                r = serial_end_to_end(system, device, baud, count)
-                print(
-                    f"  serial end to end at {baud:,} baud "
-                    "(paced pty, bridge, CoAP, gateway durable, ACK frame): "
-                    f"{r['rate']:,.0f} readings/s ({r['ack']:.0f} of {r['sent']:.0f} acknowledged)"
-                )
-                record(
-                    "bridge",
-                    f"serial end to end at {baud:,} baud (paced pty, bridge, CoAP, durable, ACK frame)",
-                    f"{r['rate']:,.0f} readings/s ({r['ack']:.0f} of {r['sent']:.0f} acknowledged)",
-                )
-        finally:
-            system.stop_all()
+    with tempfile.TemporaryDirectory() as d, System(Path(d)) as system:
+        plant = setup(system)
+        for device, baud in ((0, 115_200), (1, 1_000_000)):
+            r = serial_end_to_end(plant, device, baud, count)
+            print(
+                f"  serial end to end at {baud:,} baud "
+                "(paced pty, bridge, CoAP, gateway durable, ACK frame): "
+                f"{r['rate']:,.0f} readings/s ({r['ack']:.0f} of {r['sent']:.0f} acknowledged)"
+            )
+            record(
+                "bridge",
+                f"serial end to end at {baud:,} baud (paced pty, bridge, CoAP, durable, ACK frame)",
+                f"{r['rate']:,.0f} readings/s ({r['ack']:.0f} of {r['sent']:.0f} acknowledged)",
+            )
 
 
 if __name__ == "__main__":

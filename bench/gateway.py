@@ -17,56 +17,30 @@ Targets (issue 4): >= 5,000 readings/s; p99 < 100 ms at 1,000/s; drain >= 3x liv
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
 import platform
-import shutil
-import signal
-import socket
-import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from results import record  # bench/ is on sys.path when run as a script
 
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
-from chain_lite.keys import generate_p256, load_private_pem, private_pem, public_pem
-from chain_lite.registry import Value, build_write, pubkey_value, sign_write
-from resolver.assembly import init_root
-from rootclient.client import RootClient
+from chain_lite.keys import load_private_pem
+from edge import store
+from edgeroot.system import GatewayNode, System, wait_until
 
 N = int(os.environ.get("BENCH_READINGS", "60000"))
 PUBLISHERS = int(os.environ.get("BENCH_PUBLISHERS", "2"))
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "60000"))
-EDGEROOT = [sys.executable, "-m", "edgeroot"]
 GATEWAY = "88.123/GW-BENCH"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        else:
-            return
-    raise TimeoutError(url)
+PATIENCE = 600.0  # seconds any one phase may wait for the gateway before the bench gives up
 
 
 def publisher(  # noqa: PLR0917 (a process target takes positional arguments)
@@ -105,21 +79,13 @@ def publisher(  # noqa: PLR0917 (a process target takes positional arguments)
 
 
 def durable(db: Path) -> int:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
-    finally:
-        conn.close()
+    with store.reader(db) as conn:
+        return store.readings_count(conn)
 
 
 def anchored_readings(db: Path) -> int:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return int(
-            conn.execute("SELECT COALESCE(SUM(count), 0) FROM blocks WHERE state = 'anchored'").fetchone()[0]
-        )
-    finally:
-        conn.close()
+    with store.reader(db) as conn:
+        return store.anchored_readings_count(conn)
 
 
 def rss_mb(pid: int) -> float:
@@ -129,107 +95,26 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-class System:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.broker_port, self.root_port, self.http_port = free_port(), free_port(), free_port()
-        self.coap_port = free_port()
-        (tmp / "mq").mkdir()
-        (tmp / "mosquitto.conf").write_text(
-            f"listener {self.broker_port} 127.0.0.1\nallow_anonymous true\n"
-            "max_inflight_messages 1000\nmax_queued_messages 10000000\n"
-        )
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.devices: list[tuple[str, bytes]] = []
+@dataclass
+class Plant:
+    """The benchmark's system (edgeroot.system): a root without witnesses, mosquitto, the gateway with
+    PUBLISHERS + 3 locally provisioned devices; every part its own process."""
 
-    def start_broker(self) -> None:
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.procs["broker"] = subprocess.Popen(
-            [mosquitto, "-c", str(self.tmp / "mosquitto.conf")], stderr=subprocess.DEVNULL
-        )
-        time.sleep(0.5)
+    system: System
+    gateway: GatewayNode
+    devices: list[tuple[str, bytes]]  # identifier, private key (PEM)
 
-    def start_root(self) -> None:
-        log = (self.tmp / "root.log").open("ab")
-        self.procs["root"] = subprocess.Popen(
-            [
-                *EDGEROOT,
-                "root",
-                "run",
-                "--state",
-                str(self.tmp / "root"),
-                "--listen",
-                f"127.0.0.1:{self.root_port}",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        wait_http(f"http://127.0.0.1:{self.root_port}/healthz")
+    @property
+    def broker_port(self) -> int:
+        return self.gateway.mqtt[1]
 
-    def start_gateway(self) -> None:
-        log = (self.tmp / "gateway.log").open("ab")
-        self.procs["gateway"] = subprocess.Popen(
-            [*EDGEROOT, "gateway", "run", "--state", str(self.tmp / "gw")], stdout=log, stderr=log
-        )
-        wait_http(f"http://127.0.0.1:{self.http_port}/healthz")
+    @property
+    def coap_port(self) -> int:
+        return self.gateway.coap_port
 
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            with contextlib.suppress(Exception):
-                self.stop(name)
-
-    def stop(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-
-    def setup(self) -> None:
-        init_root(self.tmp / "root", "bench.root", "88.123")
-        self.start_root()
-        admin = CoseSigner(
-            "300:0.na/88.123", load_private_pem((self.tmp / "root" / "admin.pem").read_bytes())
-        )
-        subprocess.run(
-            [*EDGEROOT, "gateway", "init", "--state", str(self.tmp / "gw"), "--root", f"http://127.0.0.1:{self.root_port}",
-             "--id", GATEWAY, "--policy", str(self.tmp / "root" / "policy.txt"),
-             "--mqtt", f"127.0.0.1:{self.broker_port}"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        gw_key = load_private_pem((self.tmp / "gw" / "gateway.key").read_bytes())
-        devices_toml = []
-        with RootClient(f"http://127.0.0.1:{self.root_port}") as c:
-            c.write(
-                _write(
-                    c,
-                    admin,
-                    GATEWAY,
-                    [pubkey_value(300, gw_key.public_key()), Value(1, "GATEWAY", "string", GATEWAY)],
-                )
-            )
-            for i in range(PUBLISHERS + 3):
-                device = f"88.123/DEV-{i}"
-                key = generate_p256()
-                (self.tmp / "gw" / f"dev{i}.pub").write_bytes(public_pem(key.public_key()))
-                c.write(
-                    _write(
-                        c,
-                        admin,
-                        device,
-                        [pubkey_value(300, key.public_key()), Value(1, "DEVICE", "string", device)],
-                    )
-                )
-                self.devices.append((device, private_pem(key)))
-                devices_toml.append(f'"{device}" = "dev{i}.pub"')
-        text = (self.tmp / "gw" / "gateway.toml").read_text()
-        text = text.replace('listen = "127.0.0.1:8480"', f'listen = "127.0.0.1:{self.http_port}"')
-        text = text.replace(
-            '# "88.123.99/PUMP-0042" = "keys/88.123.99_PUMP-0042.pub"', "\n".join(devices_toml)
-        )
-        text = text.replace("max_blocks_per_s = 200", "max_blocks_per_s = 1000")
-        text += f'\n[[connector]]\ntype = "coap"\nhost = "127.0.0.1"\nport = {self.coap_port}\n'
-        (self.tmp / "gw" / "gateway.toml").write_text(text)
-        self.start_broker()
-        self.start_gateway()
+    @property
+    def tmp(self) -> Path:
+        return self.system.workdir
 
     def publish(
         self, per_publisher: int, rate: float, first: int = 1, devices: slice = slice(0, PUBLISHERS)
@@ -245,18 +130,29 @@ class System:
         return procs
 
 
-def _write(c: RootClient, admin: CoseSigner, ident: str, values: list[Value]) -> bytes:
-    req = build_write(c.origin(), "create", ident, values, timestamp_ms=time.time_ns() // 1_000_000,
-        nonce=os.urandom(16))
-    return sign_write(req, admin).raw
+def setup(system: System) -> Plant:
+    root = system.init_root("bench.root", "88.123")
+    system.start_root()
+    broker = system.start_broker(persistence=False, mosquitto_only=True)
+    idents = [f"88.123/DEV-{i}" for i in range(PUBLISHERS + 3)]
+    gateway = system.init_gateway(
+        GATEWAY,
+        admin_key=root.admin_key,
+        mqtt=(broker.host, broker.port),
+        devices=idents,
+        provision_locally=True,
+        settings={"sync": {"max_blocks_per_s": 1000}},
+    )
+    system.start("gateway", timeout=60)
+    devices = [(ident, gateway.device_keys[ident].read_bytes()) for ident in idents]
+    return Plant(system, gateway, devices)
 
 
-def phase_ingest(system: System, db: Path) -> int:
+def phase_ingest(system: Plant, db: Path) -> int:
     per = N // PUBLISHERS
     start = time.perf_counter()
     procs = system.publish(per, rate=0)
-    while durable(db) < per * PUBLISHERS:
-        time.sleep(0.05)
+    wait_until("every reading durable", lambda: durable(db) >= per * PUBLISHERS, timeout=PATIENCE)
     elapsed = time.perf_counter() - start
     for p in procs:
         p.join()
@@ -275,7 +171,7 @@ def phase_ingest(system: System, db: Path) -> int:
     return per
 
 
-def _probe(system: System, client_id: str) -> tuple[str, CoseSigner, paho.Client]:
+def _probe(system: Plant, client_id: str) -> tuple[str, CoseSigner, paho.Client]:
     """The probe device (its identifier and signer) and a connected MQTT client publishing for it."""
     ident, key = system.devices[PUBLISHERS]
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
@@ -284,24 +180,29 @@ def _probe(system: System, client_id: str) -> tuple[str, CoseSigner, paho.Client
     return ident, CoseSigner(ident, load_private_pem(key)), client
 
 
-def phase_latency(system: System, db: Path, first: int) -> None:
+def phase_latency(system: Plant, db: Path, first: int) -> None:
     """A probe publishes one reading at a time under 1,000/s of background load."""
     background = system.publish(30_000, rate=1000, first=first, devices=slice(0, 1))
     time.sleep(2)
     probe_dev, signer, client = _probe(system, "probe")
-    conn = sqlite3.connect(db, timeout=30)
     lat = []
-    query = "SELECT 1 FROM readings WHERE signer = ? AND counter = ?"
-    for c in range(1, 301):
-        payload = envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 1.0}], c)
-        t0 = time.perf_counter()
-        client.publish("edgeroot/readings/probe", payload, qos=1)
-        while conn.execute(query, (probe_dev, c)).fetchone() is None:
-            time.sleep(0.001)
-        lat.append(time.perf_counter() - t0)
-        time.sleep(0.02)
+    with store.reader(db) as conn:  # one connection: the probe looks every millisecond
+        for c in range(1, 301):
+            payload = envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 1.0}], c)
+            t0 = time.perf_counter()
+            client.publish("edgeroot/readings/probe", payload, qos=1)
+            wait_until(
+                f"probe reading {c} durable",
+                lambda c=c: store.has_reading(conn, probe_dev, c),
+                timeout=PATIENCE,
+                interval=0.001,
+            )
+            lat.append(time.perf_counter() - t0)
+            time.sleep(0.02)
     client.loop_stop()
-    rss = rss_mb(system.procs["gateway"].pid)
+    gateway = system.system.daemons["gateway"].proc
+    assert gateway is not None
+    rss = rss_mb(gateway.pid)
     for p in background:
         p.terminate()
     q = statistics.quantiles(lat, n=100)
@@ -323,7 +224,7 @@ def phase_latency(system: System, db: Path, first: int) -> None:
     )
 
 
-def phase_coap(system: System, db: Path) -> None:
+def phase_coap(system: Plant, db: Path) -> None:
     """One CoAP device, one confirmable POST in flight: each 2.04 means durable at the gateway."""
     import asyncio  # noqa: PLC0415
 
@@ -366,26 +267,25 @@ def phase_coap(system: System, db: Path) -> None:
     )
 
 
-def phase_receipt(system: System, db: Path) -> None:
+def phase_receipt(system: Plant, db: Path) -> None:
     """Reading published -> its block anchored at the gateway (receipt fetched and verified as a light
     client), with the default block policy (1,000 readings or 5 s) and 250 ms root batches."""
     ident, signer, client = _probe(system, "receipt-probe")
-    conn = sqlite3.connect(db, timeout=30)
-    query = (
-        "SELECT b.state FROM readings r JOIN blocks b ON b.height = r.block "
-        "WHERE r.signer = ? AND r.counter = ?"
-    )
     times = []
-    for c in range(5_000_000, 5_000_012):
-        payload = envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 2.0}], c)
-        t0 = time.perf_counter()
-        client.publish("edgeroot/readings/probe", payload, qos=1)
-        while (row := conn.execute(query, (ident, c)).fetchone()) is None or row[0] != "anchored":
-            time.sleep(0.01)
-        times.append(time.perf_counter() - t0)
-        time.sleep(0.37)  # land at different points of the block cycle
+    with store.reader(db) as conn:
+        for c in range(5_000_000, 5_000_012):
+            payload = envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 2.0}], c)
+            t0 = time.perf_counter()
+            client.publish("edgeroot/readings/probe", payload, qos=1)
+            wait_until(
+                f"probe reading {c} anchored",
+                lambda c=c: store.block_state_of(conn, ident, c) == "anchored",
+                timeout=PATIENCE,
+                interval=0.01,
+            )
+            times.append(time.perf_counter() - t0)
+            time.sleep(0.37)  # land at different points of the block cycle
     client.loop_stop()
-    conn.close()
     med = statistics.median(times)
     print(f"  reading -> verified receipt at the gateway: median {med:.2f} s, max {max(times):.2f} s")
     record(
@@ -395,22 +295,29 @@ def phase_receipt(system: System, db: Path) -> None:
     )
 
 
-def phase_backlog(system: System, db: Path) -> None:
-    while durable(db) - anchored_readings(db) > 0:
-        time.sleep(0.2)
-    system.stop("root")
+def phase_backlog(system: Plant, db: Path) -> None:
+    wait_until(
+        "everything anchored",
+        lambda: durable(db) - anchored_readings(db) <= 0,
+        timeout=PATIENCE,
+        interval=0.2,
+    )
+    system.system.stop("root")
     before = anchored_readings(db)
     base = durable(db)
     procs = system.publish(BACKLOG, rate=0, first=10_000_000, devices=slice(PUBLISHERS + 1, PUBLISHERS + 2))
-    while durable(db) < base + BACKLOG:
-        time.sleep(0.2)
+    wait_until("the backlog durable", lambda: durable(db) >= base + BACKLOG, timeout=PATIENCE, interval=0.2)
     for p in procs:
         p.join()
     time.sleep(1.0)  # let the last block close
-    system.start_root()
+    system.system.start("root", timeout=60)
     start = time.perf_counter()
-    while anchored_readings(db) < before + BACKLOG:
-        time.sleep(0.1)
+    wait_until(
+        "the backlog anchored",
+        lambda: anchored_readings(db) >= before + BACKLOG,
+        timeout=PATIENCE,
+        interval=0.1,
+    )
     drain = BACKLOG / (time.perf_counter() - start)
     print(
         f"  backlog of {BACKLOG:,} readings with the root down, then drained: {drain:,.0f} readings/s "
@@ -431,19 +338,14 @@ def main() -> None:
         f"({os.cpu_count()} cores, Python {platform.python_version()})"
     )
     mp.set_start_method("fork")
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        system = System(tmp)
-        db = tmp / "gw" / "gateway.db"
-        try:
-            system.setup()
-            per = phase_ingest(system, db)
-            phase_latency(system, db, first=per + 1)
-            phase_coap(system, db)
-            phase_receipt(system, db)
-            phase_backlog(system, db)
-        finally:
-            system.stop_all()
+    with tempfile.TemporaryDirectory() as d, System(Path(d)) as system:
+        plant = setup(system)
+        db = plant.gateway.db
+        per = phase_ingest(plant, db)
+        phase_latency(plant, db, first=per + 1)
+        phase_coap(plant, db)
+        phase_receipt(plant, db)
+        phase_backlog(plant, db)
 
 
 if __name__ == "__main__":

@@ -32,21 +32,18 @@ from chain_lite.block import GENESIS_PREV, build_header, sign_block
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import NoteKey, generate_p256, load_private_pem
 from chain_lite.registry import Value, admin_kid, build_write, pubkey_value, sign_write
-from resolver.assembly import init_root
+from edgeroot.system import System, wait_http
 from resolver.config import load
 from resolver.db import Database
 from resolver.registry import check_and_apply
 from resolver.sequencer import Sequencer
+from runtime.clock import now_ms
 
 N = int(os.environ.get("BENCH_IDS", "100000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 GATEWAY = "88.123/GW-BENCH"
 HERE = Path(__file__).resolve().parent
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def populate(state: Path, gateway: CoseSigner) -> tuple[float, float, list[float]]:
@@ -61,13 +58,18 @@ def populate(state: Path, gateway: CoseSigner) -> tuple[float, float, list[float
             Value(1, "URL", "string", f"https://plant.example/dev/{i}"),
             Value(2, "DEVICE", "string", "pump"),
         ]
-        req = build_write(cfg.origin, "create", f"88.123/DEV-{i:06d}", values, timestamp_ms=now_ms(),
-            nonce=os.urandom(16))
+        req = build_write(
+            cfg.origin, "create", f"88.123/DEV-{i:06d}", values, timestamp_ms=now_ms(), nonce=os.urandom(16)
+        )
         writes.append(sign_write(req, admin).raw)
     gw_values = [pubkey_value(300, gateway.public_key), Value(1, "GATEWAY", "string", GATEWAY)]
     writes.append(
-        sign_write(build_write(cfg.origin, "create", GATEWAY, gw_values, timestamp_ms=now_ms(),
-            nonce=os.urandom(16)), admin).raw
+        sign_write(
+            build_write(
+                cfg.origin, "create", GATEWAY, gw_values, timestamp_ms=now_ms(), nonce=os.urandom(16)
+            ),
+            admin,
+        ).raw
     )
     signed_at = time.perf_counter()
     for start in range(0, len(writes), 1000):
@@ -94,34 +96,6 @@ def populate(state: Path, gateway: CoseSigner) -> tuple[float, float, list[float
         db.close()
     accept_rate = len(writes) / (accepted_at - signed_at)
     return accept_rate, statistics.median(rates), rates
-
-
-def serve(state: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgeroot",
-            "root",
-            "run",
-            "--state",
-            str(state),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/checkpoint", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("root node did not start")
 
 
 WRK_SCRIPT = """
@@ -214,8 +188,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        state = tmp / "root"
-        init_root(state, "bench.root", "88.123")
+        system = System(tmp)
+        state = system.init_root("bench.root", "88.123").state
         gateway = CoseSigner(GATEWAY, generate_p256())
         print(f"populating {N} identifiers ...")
         accept, integration, rates = populate(state, gateway)
@@ -231,9 +205,9 @@ def main() -> None:
             f"(min {min(rates):,.0f}, max {max(rates):,.0f})   target >= 5,000   "
             f"{'OK' if integration >= 5000 else 'MISS'}"
         )
-        port = 18000 + os.getpid() % 1000
-        proc = serve(state, port)
-        try:
+        with system:
+            port = system.start_root().port
+            wait_http(f"http://127.0.0.1:{port}/v1/checkpoint", timeout=60)
             generator, res = load_test(port, tmp)
             print(
                 f"  resolve with proof over {N:,} ids, {CONNECTIONS} connections, "
@@ -263,9 +237,6 @@ def main() -> None:
                 f"median {statistics.median(times) * 1000:.0f} ms, "
                 f"max {max(times) * 1000:.0f} ms   target < 1,000 ms   {'OK' if max(times) < 1 else 'MISS'}"
             )
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

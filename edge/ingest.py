@@ -31,7 +31,8 @@ from typing import Protocol
 from edge.admission import DUPLICATE
 from edge.errors import IngestStopped
 from edge.intake import HELD, KEY_LOOKUP, SHUTTING_DOWN, STORE_FULL, Outcome, Submission
-from edge.writer import Writer, now_ms
+from edge.writer import Writer
+from runtime.clock import now_ms
 from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)

@@ -43,6 +43,7 @@ from rootclient.client import AsyncRootClient
 from rootclient.codecs import proof_from_json
 from rootclient.errors import ProtocolError, RootClientError
 from rootclient.pinned_log import Older, PinnedLog
+from runtime.clock import now_ms
 
 log = logging.getLogger(__name__)
 REFRESH_S = 3600.0
@@ -219,7 +220,7 @@ class RegistryCache:
         # fork is evidence), and revocations are caught by refresh_loop.
         proven = (await self.pinned.verify_resolution(proof, older=Older.USE)).proven
         key = None if proven.record is None else proven.record.signing_key()
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         text = json.dumps(answer)
 
         def save(conn: sqlite3.Connection) -> None:

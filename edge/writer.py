@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from edge import store
 from edge.admission import COUNTER_WINDOW_DEFAULT, DUPLICATE, Accepted, Duplicate, ReadingVerifier, Rejected
 from edge.intake import HELD, KEY_LOOKUP, Outcome, Submission
 from edge.status import CounterReset
+from runtime.clock import now_ms
 
 log = logging.getLogger(__name__)
 PRUNE_TO = 0.9
@@ -35,10 +35,6 @@ MAX_HELD_BYTES = 16 * 1024 * 1024
 """Readings held durably (the ``held`` table), waiting for their signers' key lookups: at most this many
 rows and bytes (they count against the disk budget too). Beyond, a reading that would be held is refused
 unacknowledged (``key-lookup``): its sender keeps it and sends it again (D-059)."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Writer:

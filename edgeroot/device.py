@@ -23,6 +23,7 @@ from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from chain_lite.keys import PrivateKey
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from runtime.clock import now_ms
 from runtime.keyfiles import load_private_key
 
 RESEND_AFTER_S = 5.0
@@ -310,7 +311,7 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
         raise CommandFailed(str(exc)) from exc
     key = load_private_key(args.key)
     signer = CoseSigner(identifier, key)
-    first = args.counter if args.counter is not None else time.time_ns() // 1_000_000
+    first = args.counter if args.counter is not None else now_ms()
     counters = list(range(first, first + args.count))
     if args.serial:
         try:

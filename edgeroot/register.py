@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 from chain_lite.cose import CoseSigner
@@ -28,6 +27,7 @@ from chain_lite.registry import (
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from rootclient.client import RootClient
 from rootclient.errors import ClientError, ProtocolError
+from runtime.clock import now_ms
 from runtime.keyfiles import load_private_key, load_public_key
 
 KINDS = ("prefix", "id", "device", "gateway")
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
                 op,
                 target,
                 values,
-                timestamp_ms=time.time_ns() // 1_000_000,
+                timestamp_ms=now_ms(),
                 nonce=os.urandom(16),
             )
             signed = sign_write(request, signer)

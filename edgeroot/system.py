@@ -83,6 +83,9 @@ def wait_until(
         time.sleep(interval)
 
 
+ANY_STATUS = range(100, 600)
+
+
 def wait_http(
     url: str,
     *,
@@ -90,7 +93,8 @@ def wait_http(
     timeout: float = 30.0,
     check: Callable[[], None] | None = None,
 ) -> httpx.Response:
-    """Wait until ``url`` answers with one of the ``ok`` status codes; that response."""
+    """Wait until ``url`` answers with one of the ``ok`` status codes (``ANY_STATUS``: answers at all);
+    that response."""
 
     def answered() -> httpx.Response | None:
         with contextlib.suppress(httpx.HTTPError):
@@ -99,7 +103,8 @@ def wait_http(
                 return response
         return None
 
-    response = wait_until(f"{url} answering {'/'.join(map(str, ok))}", answered, timeout=timeout, check=check)
+    codes = "" if ok is ANY_STATUS else f" {'/'.join(map(str, ok))}"
+    response = wait_until(f"{url} answering{codes}", answered, timeout=timeout, check=check)
     assert response is not None  # wait_until returns only a true value
     return response
 
@@ -205,9 +210,11 @@ class Daemon:
     ready: Callable[[], object] | None = None
     finite: bool = False
     proc: subprocess.Popen[bytes] | None = None
+    log_start: int = 0  # where this run's lines begin in the log (a restart appends)
 
     def start(self, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(  # noqa: S603 (our own CLI)
                 [*EDGEROOT, *self.args], stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env
@@ -240,7 +247,14 @@ class Daemon:
         return code
 
     def log_text(self) -> str:
+        """Everything this daemon logged, over all its runs."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def this_run(self) -> str:
+        """What the current (or last) run logged."""
+        with self.log.open("rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
 
 
 @dataclass
@@ -454,7 +468,7 @@ class System:
             configure(self.path("root", "root.toml"), {"sequencer": {"interval_ms": interval_ms}})
         url = f"http://127.0.0.1:{rport}"
         self.daemon("root", "root", "run", "--state", self.path("root"), "--listen", f"127.0.0.1:{rport}",
-                    ready=lambda: _answers(f"{url}/healthz", (200,)))  # fmt: skip
+                    ready=lambda: _answers(f"{url}/healthz", (200, 503)))  # fmt: skip
         self.root = RootNode(
             url, rport, self.path("root"), origin, prefix, witness, witness_url,
             None if witness is None else self.path("witness"),
@@ -462,7 +476,7 @@ class System:
         return self.root
 
     def start_root(self) -> RootNode:
-        """The witness (if any), then the root; returns once the root's /healthz answers 200."""
+        """The witness (if any), then the root; returns once the root's /healthz answers."""
         assert self.root is not None, "init_root first"
         if "witness" in self.daemons:
             self.start("witness")
@@ -471,11 +485,20 @@ class System:
 
     # --- MQTT broker -------------------------------------------------------------------------------------
 
-    def start_broker(self, *, embedded: bool = False, persistence: bool = True) -> LocalBroker:
-        """mosquitto (or the embedded amqtt broker) on a loopback port, stopped by :meth:`stop_all`."""
-        from edgeroot.mqtt_broker import local_broker  # noqa: PLC0415 (it imports free_port from here)
+    def start_broker(
+        self, *, embedded: bool = False, persistence: bool = True, mosquitto_only: bool = False
+    ) -> LocalBroker:
+        """mosquitto (or the embedded amqtt broker) on a loopback port, stopped by :meth:`stop_all`.
+        ``mosquitto_only``: refuse the embedded broker (benchmarks and drills: DESIGN §9)."""
+        from edgeroot.mqtt_broker import (  # noqa: PLC0415 (it imports free_port from here)
+            BrokerUnavailable,
+            Mosquitto,
+            local_broker,
+        )
 
         broker = local_broker(self.workdir, embedded=embedded, persistence=persistence)
+        if mosquitto_only and not isinstance(broker, Mosquitto):
+            raise BrokerUnavailable("needs mosquitto (the embedded amqtt broker stalls under load)")
         broker.start()
         self.broker = broker
         return broker
@@ -557,7 +580,7 @@ class System:
         if state is not None:
             args += ["--state", state]
         d = self.daemon(name, *args)
-        d.ready = lambda: "open at" in d.log_text()
+        d.ready = lambda: "open at" in d.this_run()
         return self.start(name)
 
     def simulate(self, name: str, ident: str, where: Sequence[str], *extra: str) -> Daemon:

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from chain_lite.identifier import normalize
 from firmware_bridge.forward import Forwarder
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, counter_body
 from firmware_bridge.link import SerialLink, open_link
+from runtime.clock import now_ms
 from runtime.ratelimit import RateLimitedLog
 from runtime.sdnotify import Notifier
 from runtime.service import Service, Step
@@ -155,7 +155,7 @@ class Bridge:
             await self._reading(link, frame.body)
         elif frame.type is FrameType.TIME_REQUEST:
             self.stats.time_requests += 1
-            link.send(FrameType.TIME, (time.time_ns() // 1_000_000).to_bytes(8, "big"))
+            link.send(FrameType.TIME, now_ms().to_bytes(8, "big"))
         elif frame.type is FrameType.HELLO:
             self._hello(link, frame.body)
         else:

@@ -39,12 +39,13 @@ from resolver.errors import ResolverError
 from resolver.fast_reads import FastReads
 from resolver.http_service import Hooks
 from resolver.metrics import RootMetrics
-from resolver.reads import RootNode, now_ms
+from resolver.reads import RootNode
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
 from resolver.witness_server import MAX_BODY, SIZE_CONTENT_TYPE, WitnessState
 from resolver.witness_server import Witness as WitnessService
 from rootclient import routes
+from runtime.clock import now_ms
 from runtime.keyfiles import write_private
 from runtime.ratelimit import RateLimitedLog
 

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,15 +31,12 @@ from resolver.errors import BadRequest, InvalidHandle, NotFound, NotYetPublished
 from resolver.log_store import TxNodeStore, latest_checkpoint_bytes, leaf_at, receipt_for
 from resolver.map_state import AsOfCache, MapSnapshot
 from resolver.tiles import TILE_HEIGHT, TILE_WIDTH, TilePath, bundle
+from runtime.clock import now_ms
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.1
 """How often the view looks for a checkpoint published by another process sharing the database; a
 publication by this process's own sequencer wakes it at once (:meth:`RootNode.wake`)."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]

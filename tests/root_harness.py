@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,12 +21,16 @@ from chain_lite.keys import PrivateKey, generate_p256, load_private_pem
 from chain_lite.note import VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
+from edgeroot.system import free_port
 from resolver import config as root_config
 from resolver.assembly import build_root_app, build_witness_app, init_root, init_witness
 from resolver.db import Database
 from resolver.log_store import latest_checkpoint_bytes
 from rootclient.client import RootClient
 from rootclient.errors import ClientError
+from runtime.clock import now_ms
+
+__all__ = ["POSTGRES_DOWN", "POSTGRES_URL", "RootUnderTest", "ServerThread", "free_port", "running_root"]
 
 POSTGRES_URL = os.environ.get("EDGEROOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ORIGIN = "root.test"
@@ -43,12 +46,6 @@ def _postgres_reachable() -> str | None:
 
 
 POSTGRES_DOWN = _postgres_reachable()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerThread:
@@ -113,8 +110,7 @@ class RootUnderTest:
 
     def write(self, op: str, identifier: str, values: list[Value] | None, signer: CoseSigner) -> bytes:
         """A signed write request (not sent)."""
-        req = build_write(self.origin, op, identifier, values, timestamp_ms=time.time_ns() // 1_000_000,
-            nonce=os.urandom(16))
+        req = build_write(self.origin, op, identifier, values, timestamp_ms=now_ms(), nonce=os.urandom(16))
         return sign_write(req, signer).raw
 
     def add_prefix(self, prefix: str) -> CoseSigner:

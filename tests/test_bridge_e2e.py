@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,9 +14,10 @@ import pytest
 
 from chain_lite import envelope
 from edge import store
+from edgeroot.system import Daemon
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, encode_frame, parse_counter_body
 from tests.gateway_harness import DEVICE, EDGEROOT, Plant
-from tests.serial_harness import null_modem, pty, read_some, write_all
+from tests.serial_harness import pty, read_some, write_all
 
 
 class Pty:
@@ -52,23 +51,15 @@ class Pty:
 
 
 @pytest.fixture
-def bridge(plant: Plant, tmp_path: Path) -> Iterator[tuple[Plant, Pty, Path, subprocess.Popen[bytes]]]:
+def bridge(plant: Plant, tmp_path: Path) -> Iterator[tuple[Plant, Pty, Path, Daemon]]:
     plant.start()
     port = tmp_path / "ttyDEVICE"
     pty = Pty(port)
-    log = (tmp_path / "bridge.log").open("ab")
-    proc = subprocess.Popen(
-        [*EDGEROOT, "bridge", "run", "--port", str(port), "--gateway", f"coap://127.0.0.1:{plant.coap_port}/readings",
-         "--state", str(tmp_path / "bridge")],
-        stdout=log, stderr=log,
-    )  # fmt: skip
-    log.close()
+    proc = plant.system.start_bridge(port, state=tmp_path / "bridge")  # returns once the port is open
     try:
-        time.sleep(1.0)  # the bridge opens the port
         yield plant, pty, port, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        proc.stop(timeout=20)
 
 
 def _acks(frames: list[Frame]) -> list[int]:
@@ -76,11 +67,11 @@ def _acks(frames: list[Frame]) -> list[int]:
 
 
 def test_serial_readings_through_corruption_end_up_anchored(
-    bridge: tuple[Plant, Pty, Path, subprocess.Popen[bytes]], tmp_path: Path
+    bridge: tuple[Plant, Pty, Path, Daemon],
 ) -> None:
     """Good frames among garbage, bad CRCs, truncated and oversize frames are ACKed once durable and
     anchored; TIME is answered; the bad frames are counted and logged, nothing else."""
-    plant, pty, _, _ = bridge
+    plant, pty, _, proc = bridge
     good = [plant.reading() for _ in range(3)]
     crc_broken = bytearray(encode_frame(FrameType.READING, good[0]))
     crc_broken[5] ^= 0x01
@@ -101,15 +92,13 @@ def test_serial_readings_through_corruption_end_up_anchored(
     times = [f for f in frames if f.type is FrameType.TIME]
     assert len(times) == 1 and abs(int.from_bytes(times[0].body, "big") - time.time() * 1000) < 60_000
     plant.wait_anchored(3)
-    conn = store.connect(plant.state / "gateway.db")
-    assert [
-        r[0] for r in conn.execute("SELECT counter FROM readings WHERE subject = ? ORDER BY id", (DEVICE,))
-    ] == [1, 2, 3]
-    assert "skipped bad serial frames" in (tmp_path / "bridge.log").read_text()
+    with store.reader(plant.gateway.db) as conn:
+        assert [r.counter for r in store.readings(conn) if r.subject == DEVICE] == [1, 2, 3]
+    assert "skipped bad serial frames" in proc.log_text()
 
 
 def test_replayed_and_malformed_readings_get_nack_with_the_reason(
-    bridge: tuple[Plant, Pty, Path, subprocess.Popen[bytes]],
+    bridge: tuple[Plant, Pty, Path, Daemon],
 ) -> None:
     """A different reading under a used counter gets NACK "replay" (resending the same one gets ACK:
     tests/test_duplicates.py); a body that is no envelope gets NACK too."""
@@ -125,9 +114,7 @@ def test_replayed_and_malformed_readings_get_nack_with_the_reason(
     assert kinds[2][0] is FrameType.NACK and kinds[2][1][1].startswith("malformed")
 
 
-def test_unplug_mid_frame_and_replug(
-    bridge: tuple[Plant, Pty, Path, subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
+def test_unplug_mid_frame_and_replug(bridge: tuple[Plant, Pty, Path, Daemon]) -> None:
     """The device vanishes mid-frame; the bridge keeps running and resumes on the replugged port."""
     plant, pty, port, proc = bridge
     pty.write(encode_frame(FrameType.READING, plant.reading()))
@@ -136,7 +123,7 @@ def test_unplug_mid_frame_and_replug(
     pty.unplug()
     port.unlink()
     time.sleep(1.5)
-    assert proc.poll() is None, "the bridge exited when its port vanished"
+    assert proc.running, "the bridge exited when its port vanished"
     replugged = Pty(port)
     reading = plant.reading()
     frames: list[Frame] = []
@@ -146,28 +133,20 @@ def test_unplug_mid_frame_and_replug(
         replugged.write(b"\x00" + encode_frame(FrameType.READING, reading))
         frames = replugged.read_frames(want=1, timeout=1.0)
     assert _acks(frames) == [3]
-    log = (tmp_path / "bridge.log").read_text()
-    assert "vanished" in log
+    assert "vanished" in proc.log_text()
 
 
 def test_device_simulate_over_serial_and_hello_is_recorded(plant: Plant, tmp_path: Path) -> None:
     """`edgeroot device simulate --serial` speaks the documented frames through a real bridge; its
     HELLO is recorded for the operator."""
     plant.start()
-    cable = contextlib.ExitStack()
-    bridge_port, device_port = cable.enter_context(null_modem())
+    bridge_port, device_port = plant.system.null_modem()
     state = tmp_path / "bridge"
-    with (tmp_path / "bridge.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [*EDGEROOT, "bridge", "run", "--port", bridge_port,
-             "--gateway", f"coap://127.0.0.1:{plant.coap_port}/readings", "--state", str(state)],
-            stdout=log, stderr=log,
-        )  # fmt: skip
+    proc = plant.system.start_bridge(bridge_port, state=state)
     try:
-        time.sleep(1.0)
         sim = subprocess.run(
             [*EDGEROOT, "device", "simulate", "--serial", device_port, "--id", DEVICE,
-             "--key", str(tmp_path / "device.key"), "--rate", "50", "--count", "20", "--counter", "1",
+             "--key", str(plant.device_key), "--rate", "50", "--count", "20", "--counter", "1",
              "--json"],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
@@ -178,6 +157,4 @@ def test_device_simulate_over_serial_and_hello_is_recorded(plant: Plant, tmp_pat
         hello = [json.loads(line) for line in (state / "hello.jsonl").read_text().splitlines()]
         assert hello[0]["identifier"] == DEVICE and len(bytes.fromhex(hello[0]["public_key_sec1"])) == 65
     finally:
-        cable.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        proc.stop(timeout=20)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import subprocess
 import threading
 import time
@@ -20,6 +19,8 @@ from chain_lite.envelope import decode_envelope, resolve
 from chain_lite.keys import generate_p256, private_pem, public_pem
 from chain_lite.registry import Value, pubkey_value
 from edge import store
+from edge.store import StoredReading
+from edgeroot.system import configure, wait_until
 from firmware_bridge.modbus import decode_registers
 from tests.gateway_harness import EDGEROOT, Plant
 from tests.serial_harness import null_modem
@@ -67,12 +68,7 @@ def test_modbus_polls_become_bridge_attested_readings_and_a_dead_unit_stops_noth
     bridge_key = generate_p256()
     (tmp_path / "bridge.key").write_bytes(private_pem(bridge_key))
     (plant.state / "bridge.pub").write_bytes(public_pem(bridge_key.public_key()))
-    text = (
-        (plant.state / "gateway.toml")
-        .read_text()
-        .replace("[devices]", f'[devices]\n"{BRIDGE}" = "bridge.pub"')
-    )
-    (plant.state / "gateway.toml").write_text(text)
+    configure(plant.gateway.config, {"devices": {BRIDGE: "bridge.pub"}})
     with plant.root.client() as c:
         admin = plant.root.admin_signer()
         values = [pubkey_value(300, bridge_key.public_key()), Value(1, "BRIDGE", "string", BRIDGE)]
@@ -88,36 +84,29 @@ def test_modbus_polls_become_bridge_attested_readings_and_a_dead_unit_stops_noth
         f'device = "{FLOW_METER}"\nname = "flow"\npoll_s = 0.2\n'
         f'[[register]]\nunit = 2\naddress = 0\ndevice = "{FLOW_METER}"\nname = "dead"\npoll_s = 0.2\n'
     )
-    with modbus_slave_on_a_serial_line() as port, (tmp_path / "bridge.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [*EDGEROOT, "bridge", "run", "--port", port, "--config", str(config)], stdout=log, stderr=log
-        )
+    with modbus_slave_on_a_serial_line() as port:
+        bridge = plant.system.daemon("bridge", "bridge", "run", "--port", port, "--config", config)
+        bridge.start()
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                conn = store.connect(plant.state / "gateway.db")
-                rows = conn.execute(
-                    "SELECT subject, raw FROM readings WHERE signer = ?", (BRIDGE,)
-                ).fetchall()
-                conn.close()
-                subjects = {r[0] for r in rows}
-                if {BOILER, FLOW_METER} <= subjects and len(rows) >= 10:
-                    break
-                assert time.monotonic() < deadline, f"readings so far: {len(rows)} {subjects}"
-                time.sleep(0.2)
+
+            def both_devices_read() -> list[StoredReading] | None:
+                with store.reader(plant.gateway.db) as conn:
+                    rows = store.readings(conn, BRIDGE)
+                return rows if {BOILER, FLOW_METER} <= {r.subject for r in rows} and len(rows) >= 10 else None
+
+            rows = wait_until("10 readings of the boiler and the flow meter", both_devices_read, interval=0.2)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
+            bridge.stop(timeout=20)
     values = {}
-    for _, raw in rows:
-        env = decode_envelope(bytes(raw))
+    for row in rows:
+        env = decode_envelope(row.raw)
         assert env.bridge_attested and env.signer == BRIDGE
         rec = resolve(env.records)[0]
         values[rec["name"]] = (rec["value"], rec.get("unit"))
     assert values["temperature"] == (pytest.approx(21.5), "Cel")
     assert values["flow"] == (12.5, "m3/h")
     assert "dead" not in values
-    assert "Modbus unit 2" in (tmp_path / "bridge.log").read_text()
+    assert "Modbus unit 2" in bridge.log_text()
 
 
 def test_device_simulate_plays_a_modbus_slave(tmp_path: Path) -> None:

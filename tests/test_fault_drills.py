@@ -10,7 +10,6 @@ restart and a rewritten anchored block in test_gateway_e2e.py; sd_notify in test
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -26,19 +25,16 @@ import pytest
 from chain_lite import envelope
 from chain_lite.block import verify_chain
 from chain_lite.checkpoint import SignedCheckpoint
-from chain_lite.cose import CoseSigner
-from chain_lite.keys import generate_p256, load_private_pem
+from chain_lite.keys import generate_p256
 from chain_lite.registry import Value, build_write, pubkey_value, sign_write
 from edge import store
-from resolver.assembly import build_root_app, build_witness_app
-from resolver.config import load
+from edgeroot.system import System, configure
 from resolver.errors import ResolverError
 from rootclient.client import RootClient
 from rootclient.errors import ClientError
+from runtime.clock import now_ms
 from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, gateway_key, verified_chain
-from tests.root_harness import ServerThread, free_port
-from tests.serial_harness import null_modem
-from tests.test_root_cli import _wait_http, cli, init_witness_and_root
+from tests.test_root_cli import cli
 
 
 def _coap_send(port: int, payloads: list[bytes]) -> list[str]:
@@ -59,17 +55,10 @@ def _coap_send(port: int, payloads: list[bytes]) -> list[str]:
     return asyncio.run(run())
 
 
-def _log(plant: Plant) -> str:
-    return (plant.state / "gateway.log").read_text()
-
-
 def _anchored_chain(plant: Plant) -> int:
     """Headers verify (signature and linkage); the readings they commit to, in all."""
-    conn = store.connect(plant.state / "gateway.db")
-    try:
-        raws = [bytes(r[0]) for r in conn.execute("SELECT raw FROM blocks ORDER BY height")]
-    finally:
-        conn.close()
+    with store.reader(plant.gateway.db) as conn:
+        raws = [b.raw for b in store.blocks(conn)]
     key = gateway_key(plant)
     chain = verify_chain(raws, lambda kid: key if kid == GATEWAY else None)
     return sum(b.header.reading_count for b in chain)
@@ -85,7 +74,7 @@ def _pages_used(db: Path) -> int:
         conn.close()
 
 
-def test_drill_witness_down(plant: Plant, caplog: pytest.LogCaptureFixture) -> None:
+def test_drill_witness_down(plant: Plant) -> None:
     """The witness stops: the root keeps integrating, says so in /healthz, /metrics and its log; the
     gateway keeps every reading but cannot anchor (the policy wants the witness's cosignature). When the
     witness returns, everything anchors and the chain verifies."""
@@ -93,8 +82,8 @@ def test_drill_witness_down(plant: Plant, caplog: pytest.LogCaptureFixture) -> N
     first = [plant.reading() for _ in range(20)]
     assert set(_coap_send(plant.coap_port, first)) == {"2.04 Changed"}
     plant.wait_anchored(20)
-    wport = int(plant.root.witness_url.rsplit(":", 1)[1])
-    plant.root.witness_server.__exit__()
+    root_log = plant.system.daemons["root"].log_text
+    plant.system.stop("witness")
     during = [plant.reading() for _ in range(40)]
     assert set(_coap_send(plant.coap_port, during)) == {"2.04 Changed"}
     deadline = time.monotonic() + 20
@@ -113,19 +102,19 @@ def test_drill_witness_down(plant: Plant, caplog: pytest.LogCaptureFixture) -> N
     assert store.status(plant.state / "gateway.db")["unanchored_blocks"] > 0, "anchored without the witness"
     # The root re-asks the witness every 2 s; retries of the same checkpoint are not missed checkpoints.
     missed = httpx.get(f"{plant.root.url}/healthz").json()["witnesses_failing"]
-    warned = sum("unreachable" in r.getMessage() for r in caplog.records)
+    warned = root_log().count("unreachable")
     assert warned >= 1, "the first missed checkpoint is logged"
     time.sleep(4.5)
     assert httpx.get(f"{plant.root.url}/healthz").json()["witnesses_failing"] == missed
-    assert sum("unreachable" in r.getMessage() for r in caplog.records) == warned, "a retry logged again"
-    with ServerThread(build_witness_app(plant.root.witness_state), wport):
-        plant.wait_anchored(60, timeout=60)
+    assert root_log().count("unreachable") == warned, "a retry logged again"
+    plant.system.start("witness")
+    plant.wait_anchored(60, timeout=60)
+    health = httpx.get(f"{plant.root.url}/healthz").json()
+    deadline = time.monotonic() + 10
+    while health["witnesses_failing"]:
+        assert time.monotonic() < deadline, health
+        time.sleep(0.2)
         health = httpx.get(f"{plant.root.url}/healthz").json()
-        deadline = time.monotonic() + 10
-        while health["witnesses_failing"]:
-            assert time.monotonic() < deadline, health
-            time.sleep(0.2)
-            health = httpx.get(f"{plant.root.url}/healthz").json()
     chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant))
     assert sum(b.header.reading_count for b in chain) == 60
     assert plant.stop() == 0
@@ -135,11 +124,9 @@ def test_drill_disk_budget_reached(plant: Plant) -> None:
     """A 1 MB budget and the root away: the gateway acknowledges until the budget is reached, then
     refuses (CoAP 5.03, nothing acknowledged is dropped); status, /healthz, /metrics and the log say so.
     The root returns: blocks anchor, anchored readings are pruned, intake resumes."""
-    toml = plant.state / "gateway.toml"
-    toml.write_text(toml.read_text().replace("disk_budget_mb = 1024", "disk_budget_mb = 1"))
+    configure(plant.gateway.config, {"store": {"disk_budget_mb": 1}})
     plant.start()
-    port = plant.root.server.port
-    plant.root.server.__exit__()
+    plant.system.stop("root")
     acked, refused = 0, 0
     deadline = time.monotonic() + 120
     while refused == 0:
@@ -160,31 +147,29 @@ def test_drill_disk_budget_reached(plant: Plant) -> None:
     assert "edgeroot_gateway_store_full 1.0" in httpx.get(f"{plant.http}/metrics").text
     status = cli_status(plant)
     assert status.returncode == 1 and "disk budget reached" in status.stdout + status.stderr
-    assert "disk budget reached" in _log(plant)
-    app, _ = build_root_app(load(plant.root.state))
-    with ServerThread(app, port):
-        deadline = time.monotonic() + 90
-        while httpx.get(f"{plant.http}/healthz").status_code != 200:
-            assert time.monotonic() < deadline, httpx.get(f"{plant.http}/healthz").json()
-            time.sleep(0.5)
-        codes = _coap_send(plant.coap_port, [plant.reading() for _ in range(50)])
-        assert codes == ["2.04 Changed"] * 50, "intake did not resume"
-        acked += 50
-        deadline = time.monotonic() + 60
-        while (
-            store.status(plant.state / "gateway.db")["unanchored_blocks"]
-            or store.status(plant.state / "gateway.db")["unchained_readings"]
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+    assert "disk budget reached" in plant.log()
+    plant.system.start("root")
+    deadline = time.monotonic() + 90
+    while httpx.get(f"{plant.http}/healthz").status_code != 200:
+        assert time.monotonic() < deadline, httpx.get(f"{plant.http}/healthz").json()
+        time.sleep(0.5)
+    codes = _coap_send(plant.coap_port, [plant.reading() for _ in range(50)])
+    assert codes == ["2.04 Changed"] * 50, "intake did not resume"
+    acked += 50
+    deadline = time.monotonic() + 60
+    while (
+        store.status(plant.state / "gateway.db")["unanchored_blocks"]
+        or store.status(plant.state / "gateway.db")["unchained_readings"]
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
     # Pruned readings are gone from the gateway but every acknowledged one is committed by the chain
     # (and replicated to the root); none is there twice.
     assert _anchored_chain(plant) == acked
-    conn = store.connect(plant.state / "gateway.db")
-    counters = [r[0] for r in conn.execute("SELECT counter FROM readings")]
-    conn.close()
+    with store.reader(plant.gateway.db) as conn:
+        counters = [r.counter for r in store.readings(conn)]
     assert len(counters) == len(set(counters)) and len(counters) < acked, "nothing was pruned"
-    assert "no longer reached" in _log(plant)
+    assert "no longer reached" in plant.log()
     assert plant.stop() == 0
 
 
@@ -211,18 +196,15 @@ def test_drill_clock_skew(plant: Plant) -> None:
         )
     assert _coap_send(plant.coap_port, payloads) == ["2.04 Changed"] * 3
     plant.wait_anchored(3)
-    conn = store.connect(plant.state / "gateway.db")
-    stored = [
-        envelope.decode_envelope(bytes(r[0])) for r in conn.execute("SELECT raw FROM readings ORDER BY id")
-    ]
-    conn.close()
+    with store.reader(plant.gateway.db) as conn:
+        stored = [envelope.decode_envelope(r.raw) for r in store.readings(conn)]
     assert [round(s.records[0][envelope.BT] - now) for s in stored] == [600, -86_400, 0]
     with RootClient(plant.root.url) as c:
         size = SignedCheckpoint.parse(c.checkpoint()).checkpoint.size
         for skew_ms in (10 * 60_000, -10 * 60_000):
             req = build_write(
                 plant.root.origin, "create", "88.123.99/SKEWED", [Value(1, "DEVICE", "string", "x")],
-                timestamp_ms=time.time_ns() // 1_000_000 + skew_ms, nonce=os.urandom(16))  # fmt: skip
+                timestamp_ms=now_ms() + skew_ms, nonce=os.urandom(16))  # fmt: skip
             with pytest.raises((ResolverError, ClientError)) as refused:
                 c.write(sign_write(req, plant.root.admin_signer()).raw)
             assert "window" in str(refused.value) and "600" in str(refused.value)
@@ -238,22 +220,11 @@ def test_drill_bridge_kill_9_under_load(plant: Plant, tmp_path: Path) -> None:
     (here: the test) restarts it. Every reading the device got an ACK frame for is stored, none twice,
     and the chain verifies."""
     plant.start()
-    cable = contextlib.ExitStack()
-    bridge_port, device_port = cable.enter_context(null_modem())
-    log = (tmp_path / "bridge.log").open("ab")
-
-    def start_bridge() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [*EDGEROOT, "bridge", "run", "--port", bridge_port,
-             "--gateway", f"coap://127.0.0.1:{plant.coap_port}/readings"],
-            stdout=log, stderr=log,
-        )  # fmt: skip
-
-    bridge = start_bridge()
-    time.sleep(1.5)
+    bridge_port, device_port = plant.system.null_modem()
+    bridge = plant.system.start_bridge(bridge_port)
     sim = subprocess.Popen(
         [*EDGEROOT, "device", "simulate", "--serial", device_port, "--id", DEVICE,
-         "--key", str(tmp_path / "device.key"),
+         "--key", str(plant.device_key),
          "--rate", "40", "--count", "300", "--counter", "1", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -262,24 +233,19 @@ def test_drill_bridge_kill_9_under_load(plant: Plant, tmp_path: Path) -> None:
     try:
         while sim.poll() is None and kills < 3:
             time.sleep(rng.uniform(1.0, 2.5))
-            bridge.send_signal(signal.SIGKILL)
-            bridge.wait(timeout=10)
+            bridge.stop(signal.SIGKILL, timeout=10)
             kills += 1
-            bridge = start_bridge()
+            bridge.start()
         out, _ = sim.communicate(timeout=120)
     finally:
         if sim.poll() is None:
             sim.kill()
-        bridge.send_signal(signal.SIGTERM)
-        bridge.wait(timeout=20)
-        cable.close()
-        log.close()
+        bridge.stop(timeout=20)
     assert kills >= 2, "the device finished before the drill could kill the bridge twice"
     result = json.loads(out)
     plant.wait_anchored(result["ack"], timeout=60)
-    conn = store.connect(plant.state / "gateway.db")
-    counters = [r[0] for r in conn.execute("SELECT counter FROM readings WHERE signer = ?", (DEVICE,))]
-    conn.close()
+    with store.reader(plant.gateway.db) as conn:
+        counters = [r.counter for r in store.readings(conn, DEVICE)]
     assert len(counters) == len(set(counters)), "a reading was stored twice"
     assert len(counters) >= result["ack"], f"acknowledged {result['ack']}, stored {len(counters)}"
     assert len(counters) <= result["sent"]
@@ -292,34 +258,19 @@ def test_drill_root_kill_9_under_load(tmp_path: Path) -> None:
     Every write the root answered 2xx is in the log and resolvable afterwards, none twice, and every
     checkpoint published before a kill is consistent with the ones after (the light client's pin
     follows without complaint)."""
-    wport, rport = free_port(), free_port()
-    init_witness_and_root(tmp_path, "drill", wport)
-    url = f"http://127.0.0.1:{rport}"
-    pin = tmp_path / "client"
-    witness = subprocess.Popen(
-        [*EDGEROOT, "witness", "run", "--state", str(tmp_path / "w"), "--listen", f"127.0.0.1:{wport}"]
-    )
-
-    def start_root() -> subprocess.Popen[bytes]:
-        with (tmp_path / "root.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [*EDGEROOT, "root", "run", "--state", str(tmp_path / "root"),
-                 "--listen", f"127.0.0.1:{rport}"],
-                stdout=log, stderr=log,
-            )  # fmt: skip
-        _wait_http(f"{url}/healthz", proc)
-        return proc
+    system = System(tmp_path)
+    node = system.init_root("root.drill", "88.123", witness="w.drill")
+    url, pin = node.url, tmp_path / "client"
 
     def resolve(ident: str) -> subprocess.CompletedProcess[str]:
-        policy = tmp_path / "root" / "policy.txt"
-        return cli("resolve", ident, "--root", url, "--verify", "--policy", policy, "--config-dir", pin,
-                   "--json", check=False)  # fmt: skip
+        return cli("resolve", ident, "--root", url, "--verify", "--policy", node.policy_path,
+                   "--config-dir", pin, "--json", check=False)  # fmt: skip
 
-    admin = CoseSigner("300:0.na/88.123", load_private_pem((tmp_path / "root" / "admin.pem").read_bytes()))
+    admin = node.admin_signer()
     accepted: list[str] = []
     rng = random.Random(5)
-    root = start_root()
-    try:
+    with system:
+        system.start_root()
         for round_ in range(3):
             kill_at = time.monotonic() + rng.uniform(0.8, 2.0)
             n = 0
@@ -328,14 +279,12 @@ def test_drill_root_kill_9_under_load(tmp_path: Path) -> None:
                     ident = f"88.123/DRILL-{round_}-{n}"
                     n += 1
                     key = generate_p256()
-                    req = build_write("root.drill", "create", ident, [pubkey_value(300, key.public_key())],
-                                      timestamp_ms=time.time_ns() // 1_000_000,
-                                          nonce=os.urandom(16))  # fmt: skip
+                    req = build_write(node.origin, "create", ident, [pubkey_value(300, key.public_key())],
+                                      timestamp_ms=now_ms(), nonce=os.urandom(16))  # fmt: skip
                     c.write(sign_write(req, admin).raw)
                     accepted.append(ident)
-            root.send_signal(signal.SIGKILL)
-            root.wait(timeout=10)
-            root = start_root()
+            system.stop("root", signal.SIGKILL, timeout=10)
+            system.start("root")
             resolved = resolve(accepted[-1])
             deadline = time.monotonic() + 15
             while resolved.returncode != 0 and time.monotonic() < deadline:  # integrated after the restart
@@ -348,9 +297,4 @@ def test_drill_root_kill_9_under_load(tmp_path: Path) -> None:
                 changes = c.get_json(f"/v1/history/{ident}")["changes"]
                 assert [ch["op"] for ch in changes] == ["set"], (ident, changes)
                 assert c.resolve(ident)["values"], ident
-        assert "sequencing" in (tmp_path / "root.log").read_text()
-    finally:
-        root.terminate()
-        root.wait(timeout=20)
-        witness.terminate()
-        witness.wait(timeout=20)
+        assert "sequencing" in system.daemons["root"].log_text()

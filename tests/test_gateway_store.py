@@ -16,7 +16,8 @@ from edge import store
 from edge.ingest import Ingest
 from edge.intake import Submission
 from edge.status import AnchoredBlock, StoreFacts
-from edge.writer import Writer, now_ms
+from edge.writer import Writer
+from runtime.clock import now_ms
 from tests.gateway_harness import verified_chain
 
 GATEWAY = "88.123.99/GW-1"

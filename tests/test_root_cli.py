@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.root_harness import free_port
+from edgeroot.system import ANY_STATUS, free_port, wait_http
 
 EDGEROOT = [sys.executable, "-m", "edgeroot"]
 
@@ -30,16 +30,12 @@ def cli(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[st
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    """Wait until the server answers at all; fail at once if it exits."""
+
+    def exited() -> None:
         assert proc.poll() is None, f"server exited with {proc.returncode}"
-        try:
-            httpx.get(url, timeout=1)
-        except httpx.HTTPError:
-            time.sleep(0.05)
-        else:
-            return
-    raise TimeoutError(url)
+
+    wait_http(url, ok=ANY_STATUS, timeout=20, check=exited)
 
 
 def init_witness_and_root(tmp_path: Path, name: str, wport: int) -> dict[str, Any]:

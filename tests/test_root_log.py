@@ -27,13 +27,10 @@ from resolver.tiles import encode_index, parse_tile_path, tile_path, unbundle
 from rootclient.codecs import resolution_from_json
 from rootclient.errors import EquivocationDetected
 from rootclient.pin_file import FilePinStore, pin_file
+from runtime.clock import now_ms
 from tests.root_harness import RootUnderTest, ServerThread
 
 ORIGIN = "seq.test"
-
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _bootstrapped(url: str) -> tuple[Database, NoteKey, CoseSigner]:
@@ -47,18 +44,23 @@ def _bootstrapped(url: str) -> tuple[Database, NoteKey, CoseSigner]:
         "create",
         prefix_handle("88"),
         [pubkey_value(300, admin.public_key())],
-        timestamp_ms=_now(),
+        timestamp_ms=now_ms(),
         nonce=os.urandom(16),
     )
-    submit_write(db, sign_write(req, signer).raw, origin=ORIGIN, now_ms=_now(), bootstrap=True)
+    submit_write(db, sign_write(req, signer).raw, origin=ORIGIN, now_ms=now_ms(), bootstrap=True)
     return db, log_key, signer
 
 
 def _write(db: Database, signer: CoseSigner, ident: str) -> None:
     req = build_write(
-        ORIGIN, "create", ident, [Value(1, "URL", "string", ident)], timestamp_ms=_now(), nonce=os.urandom(16)
+        ORIGIN,
+        "create",
+        ident,
+        [Value(1, "URL", "string", ident)],
+        timestamp_ms=now_ms(),
+        nonce=os.urandom(16),
     )
-    submit_write(db, sign_write(req, signer).raw, origin=ORIGIN, now_ms=_now())
+    submit_write(db, sign_write(req, signer).raw, origin=ORIGIN, now_ms=now_ms())
 
 
 def test_only_one_sequencer_per_database(database_url: str) -> None:
@@ -79,11 +81,11 @@ def test_every_batch_ends_with_the_map_head_of_its_history(database_url: str) ->
     db, log_key, signer = _bootstrapped(database_url)
     seq = Sequencer(db, log_key.log_signer(), ORIGIN, max_batch=3, publish=True)
     try:
-        seq.integrate(_now())
+        seq.integrate(now_ms())
         for i in range(7):
             _write(db, signer, f"88/D{i}")
         sizes = []
-        while (batch := seq.integrate(_now())) is not None:
+        while (batch := seq.integrate(now_ms())) is not None:
             assert batch.leaves <= 4
             sizes.append(batch.checkpoint.checkpoint.size)
         assert len(sizes) == 3
@@ -102,14 +104,14 @@ def test_sequencer_refuses_to_sign_over_a_corrupted_node_store(database_url: str
     db, log_key, signer = _bootstrapped(database_url)
     seq = Sequencer(db, log_key.log_signer(), ORIGIN, publish=True)
     try:
-        first = seq.integrate(_now())
+        first = seq.integrate(now_ms())
         assert first is not None
         for i in range(3):
             _write(db, signer, f"88/C{i}")
         with db.transaction() as tx:
             tx.execute("UPDATE nodes SET hash = ? WHERE idx = 0", (bytes(32),))
         with pytest.raises(StorageError, match="inconsistent"):
-            seq.integrate(_now())
+            seq.integrate(now_ms())
         with db.transaction(write=False) as tx:
             assert tx.one("SELECT MAX(size) FROM checkpoints") == (first.checkpoint.checkpoint.size,)
             assert tx.one("SELECT COUNT(*) FROM pending") == (3,)
@@ -122,13 +124,18 @@ def test_registry_leaves_carry_the_signed_request(database_url: str) -> None:
     """A registry leaf is type 0x02 followed by the exact signed request the admin sent."""
     db, log_key, signer = _bootstrapped(database_url)
     req = build_write(
-        ORIGIN, "create", "88/L", [Value(1, "URL", "string", "u")], timestamp_ms=_now(), nonce=os.urandom(16)
+        ORIGIN,
+        "create",
+        "88/L",
+        [Value(1, "URL", "string", "u")],
+        timestamp_ms=now_ms(),
+        nonce=os.urandom(16),
     )
     raw = sign_write(req, signer).raw
-    submit_write(db, raw, origin=ORIGIN, now_ms=_now())
+    submit_write(db, raw, origin=ORIGIN, now_ms=now_ms())
     seq = Sequencer(db, log_key.log_signer(), ORIGIN, publish=True)
     try:
-        seq.integrate(_now())
+        seq.integrate(now_ms())
         with db.transaction(write=False) as tx:
             leaves = [bytes(r[0]) for r in tx.all("SELECT leaf FROM leaves ORDER BY idx")]
     finally:

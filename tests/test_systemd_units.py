@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edgeroot.system import free_port
 from tests.notify_harness import NotifySocket
-from tests.root_harness import free_port
 from tests.test_root_cli import EDGEROOT, _wait_http, init_witness_and_root
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
