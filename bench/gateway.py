@@ -80,12 +80,12 @@ def publisher(  # noqa: PLR0917 (a process target takes positional arguments)
 
 def durable(db: Path) -> int:
     with store.reader(db) as conn:
-        return store.readings_count(conn)
+        return store.count_readings(conn)
 
 
 def anchored_readings(db: Path) -> int:
     with store.reader(db) as conn:
-        return store.anchored_readings_count(conn)
+        return store.count_anchored_readings(conn)
 
 
 def rss_mb(pid: int) -> float:
@@ -141,7 +141,7 @@ def setup(system: System) -> Plant:
         mqtt=(broker.host, broker.port),
         devices=idents,
         provision_locally=True,
-        settings={"sync": {"max_blocks_per_s": 1000}},
+        settings={"sync": {"max_blocks_per_s": 1000.0}},
     )
     system.start("gateway", timeout=60)
     devices = [(ident, gateway.device_keys[ident].read_bytes()) for ident in idents]

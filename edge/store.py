@@ -260,33 +260,16 @@ def anchored_reading(conn: sqlite3.Connection, signer: str) -> ReadingInBlock | 
     return ReadingInBlock(found, block, ids.index(found.id), bodies)
 
 
-def readings_count(conn: sqlite3.Connection) -> int:
-    """Readings stored (pruned ones no longer count)."""
-    return int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
-
-
-def stored_per_signer(conn: sqlite3.Connection) -> dict[str, int]:
+def count_readings_by_signer(conn: sqlite3.Connection) -> dict[str, int]:
     """Readings stored, by signer."""
     rows = conn.execute("SELECT signer, COUNT(*) FROM readings GROUP BY signer")
     return {str(s): int(n) for s, n in rows}
 
 
-def anchored_readings_count(conn: sqlite3.Connection) -> int:
+def count_anchored_readings(conn: sqlite3.Connection) -> int:
     """Readings committed to by anchored blocks (pruned ones included)."""
     row = conn.execute("SELECT COALESCE(SUM(count), 0) FROM blocks WHERE state = 'anchored'").fetchone()
     return int(row[0])
-
-
-def blocks_by_state(conn: sqlite3.Connection) -> dict[str, int]:
-    """Blocks per state; every state is present."""
-    found = dict(conn.execute("SELECT state, COUNT(*) FROM blocks GROUP BY state").fetchall())
-    return {s: int(found.get(s, 0)) for s in ("chained", "submitted", "anchored")}
-
-
-def quarantine_by_reason(conn: sqlite3.Connection) -> dict[str, int]:
-    """Refused inputs, by reason."""
-    rows = conn.execute("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason")
-    return {str(r): int(n) for r, n in rows}
 
 
 def device_key_origin(conn: sqlite3.Connection, identifier: str) -> str | None:

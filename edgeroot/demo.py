@@ -236,7 +236,7 @@ def _progress(args: argparse.Namespace, demo: Demo, root: RootNode, gateway: Gat
         cosigned_by=seen["cosigners"],
     )
     with store.reader(gateway.db) as conn:
-        stored = store.stored_per_signer(conn)
+        stored = store.count_readings_by_signer(conn)
     whole = True
     for n, (ident, transport) in enumerate(DEVICES):
         lines = demo.path("logs", f"device-{n}.log").read_text().strip().splitlines()

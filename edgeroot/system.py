@@ -16,13 +16,11 @@ import contextlib
 import io
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +32,9 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import PrivateKey, load_private_pem
 from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, sign_write
+from edge import config as gateway_config
 from edge import store
+from resolver import config as root_config
 from rootclient.client import RootClient
 from runtime.clock import now_ms
 from runtime.keyfiles import file_stem
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 
 EDGEROOT = [sys.executable, "-m", "edgeroot"]
 T = TypeVar("T")
-
-# A TOML value the harness writes into a configuration file; a mapping is a table, None removes the key.
-TomlValue = str | int | float | bool | Path | None
 
 
 class HarnessError(Exception):
@@ -111,90 +108,32 @@ def wait_http(
 
 # --- configuration files ---------------------------------------------------------------------------------
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$")
+# What the harness sets in a configuration file: TOML values; a table is a mapping, an array of tables a
+# list of mappings, None removes a key.
+Overrides = Mapping[str, Any]
 
 
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+def configure(path: Path, overrides: Overrides) -> None:
+    """Every configuration edit of the harness: ``overrides`` merged into the ``gateway.toml`` or
+    ``root.toml`` that ``init`` wrote, through the config package's own ``update`` (declared keys only,
+    each written again with its help; tables merge key by key, arrays of tables item by item with extra
+    items appended, None removes a key). A key that was renamed or removed fails here, loudly."""
+    updaters: dict[str, Callable[[Path, Overrides], None]] = {
+        "gateway.toml": gateway_config.update,
+        "root.toml": root_config.update,
+    }
+    if path.name not in updaters:
+        raise HarnessError(f"no configuration schema for {path.name}")
+    updaters[path.name](path, _plain(overrides))
 
 
-def _toml_value(value: TomlValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))  # a TOML basic string has JSON's escapes
-
-
-def configure(
-    path: Path,
-    settings: Mapping[str, TomlValue | Mapping[str, TomlValue] | Sequence[Mapping[str, TomlValue]]],
-    *,
-    append: Sequence[tuple[str, Mapping[str, TomlValue]]] = (),
-) -> None:
-    """Change the keys of a TOML file written by ``init``, keeping its comments: every configuration edit
-    of the harness goes through here. ``settings`` maps a top-level key to its value, a table name to
-    ``{key: value}``, an array of tables (``connector``) to one mapping per table to change, in order;
-    None removes a key. ``append`` adds ``[[name]]`` tables at the end. The result is read back and every
-    value checked, so a key that moved or was renamed fails here, loudly, not in a test far away."""
-    lines = path.read_text().splitlines()
-    for name, value in settings.items():
-        if isinstance(value, Mapping):
-            _set_table(lines, name, 0, value)
-        elif isinstance(value, Sequence) and not isinstance(value, str):
-            for index, table in enumerate(value):
-                _set_table(lines, name, index, table)
-        else:
-            _set_table(lines, "", 0, {name: value})
-    for name, table in append:
-        lines += ["", f"[[{name}]]", *(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items())]
-    text = "\n".join(lines) + "\n"
-    written = tomllib.loads(text)
-    for name, value in settings.items():
-        if isinstance(value, Mapping):
-            _check(written.get(name, {}), value, f"{path.name}: [{name}]")
-        elif isinstance(value, Sequence) and not isinstance(value, str):
-            for index, table in enumerate(value):
-                _check(written[name][index], table, f"{path.name}: [[{name}]] {index}")
-        else:
-            _check(written, {name: value}, path.name)
-    path.write_text(text)
-
-
-def _check(table: Mapping[str, Any], wanted: Mapping[str, TomlValue], where: str) -> None:
-    for key, value in wanted.items():
-        expected = None if value is None else str(value) if isinstance(value, Path) else value
-        if table.get(key) != expected:
-            raise HarnessError(f"{where}: {key} reads back as {table.get(key)!r}, not {expected!r}")
-
-
-def _set_table(lines: list[str], name: str, index: int, values: Mapping[str, TomlValue]) -> None:
-    """Set keys inside table ``name`` (the ``index``-th one for an array of tables; "" is the top level)."""
-    start, seen = (0, 0) if name == "" else (-1, -1)
-    for i, line in enumerate(lines):
-        header = _HEADER.match(line)
-        if header and name and header.group(2) == name:
-            seen += 1
-            if seen == index:
-                start = i + 1
-                break
-    if start < 0:
-        raise HarnessError(f"no [{name}] table number {index} to configure")
-    end = next((i for i in range(start, len(lines)) if _HEADER.match(lines[i])), len(lines))
-    for key, value in values.items():
-        pattern = re.compile(rf"^\s*{re.escape(_toml_key(key))}\s*=")
-        at = next((i for i in range(start, end) if pattern.match(lines[i])), None)
-        if value is None:
-            if at is not None:
-                del lines[at]
-                end -= 1
-            continue
-        line = f"{_toml_key(key)} = {_toml_value(value)}"
-        if at is not None:
-            lines[at] = line
-        else:
-            lines.insert(start, line)
-            end += 1
+def _plain(value: Any) -> Any:
+    """Paths as strings (TOML has no path type); tables and arrays recursively."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 # --- the parts -------------------------------------------------------------------------------------------
@@ -523,8 +462,7 @@ class System:
         mqtt: tuple[str, int],
         devices: Sequence[str] = (),
         provision_locally: bool = False,
-        settings: Mapping[str, TomlValue | Mapping[str, TomlValue] | Sequence[Mapping[str, TomlValue]]]
-        | None = None,
+        settings: Overrides | None = None,
     ) -> GatewayNode:
         """``gateway init``, the gateway and each device (a new key) registered at the root with
         ``admin_key``, its configuration set (local API port, a CoAP connector, ``settings``); declares
@@ -546,14 +484,13 @@ class System:
         http = f"http://127.0.0.1:{http_port}"
         local = {d: self.path("keys", f"{file_stem(d)}.pub") for d in devices} if provision_locally else {}
         wanted = dict(settings or {})
-        wanted["http"] = {"listen": f"127.0.0.1:{http_port}", **_table(wanted.get("http"))}
+        wanted["http"] = {"listen": f"127.0.0.1:{http_port}", **wanted.get("http", {})}
         if local:
-            wanted["devices"] = {**local, **_table(wanted.get("devices"))}
-        configure(
-            state / "gateway.toml",
-            wanted,
-            append=[("connector", {"type": "coap", "host": "127.0.0.1", "port": coap_port})],
-        )
+            wanted["devices"] = {**local, **wanted.get("devices", {})}
+        # init declares one connector (MQTT); CoAP ingest comes second.
+        coap = {"type": "coap", "host": "127.0.0.1", "port": coap_port}
+        wanted["connector"] = [*wanted.get("connector", [{}]), coap]
+        configure(state / "gateway.toml", wanted)
         self.daemon("gateway", "gateway", "run", "--state", state,
                     ready=lambda: _answers(f"{http}/healthz", (200, 503)))  # fmt: skip
         self.gateway = GatewayNode(ident, state, http, coap_port, mqtt, keys)
@@ -601,7 +538,3 @@ def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
         return True
     return False
-
-
-def _table(value: object) -> dict[str, TomlValue]:
-    return dict(value) if isinstance(value, Mapping) else {}

@@ -44,7 +44,7 @@ def test_mqtt_readings_are_anchored_with_receipts_that_verify(plant: Plant, tmp_
     with store.reader(plant.gateway.db) as conn:
         counters = sorted(r.counter for r in store.readings(conn))
         assert counters == list(range(1, 101))
-        assert store.quarantine_by_reason(conn) == {"malformed": 1}
+        assert store.count_rejects_by_reason(conn) == {"malformed": 1}
         last = store.blocks(conn)[-1]
     assert last.receipt is not None
     (tmp_path / "receipt.txt").write_text(last.receipt)
@@ -94,7 +94,7 @@ def test_coap_post_is_answered_after_durability_with_reasons(plant: Plant) -> No
     assert answers[2][0].startswith("4.00") and answers[2][1].startswith(b"malformed")
     assert answers[3][0].startswith("4.15")
     with store.reader(plant.gateway.db) as conn:
-        assert store.quarantine_by_reason(conn) == {"malformed": 1, "replay": 1, "wrong-content-format": 1}
+        assert store.count_rejects_by_reason(conn) == {"malformed": 1, "replay": 1, "wrong-content-format": 1}
 
 
 def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
@@ -228,7 +228,7 @@ def test_unprovisioned_device_key_comes_from_the_registry_with_proofs(plant: Pla
             timeout=10,
             interval=0.1,
         )
-        reasons = store.quarantine_by_reason(conn)
+        reasons = store.count_rejects_by_reason(conn)
     plant.system.stop("root")  # the root goes away; the cached proof is still served
     cached = httpx.get(f"{plant.http}/v1/resolve/{DEVICE}").json()
     assert cached["cached"] is True and cached["found"] is True

@@ -248,7 +248,7 @@ def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
     with store.reader(writer.path) as db:
         assert store.latest(db) == {} and store.readings(db) == [] and store.blocks(db) == []
         assert store.anchored_reading(db, DEVICE) is None
-        assert store.blocks_by_state(db) == {"chained": 0, "submitted": 0, "anchored": 0}
+        assert store.count_blocks_by_state(db) == {"chained": 0, "submitted": 0, "anchored": 0}
     mine = [reading(device, c) for c in range(1, 13)]
     theirs = reading(other, 1)
     writer.process([Submission(raw, "test", 1000 + c) for c, raw in enumerate(mine, start=1)])
@@ -266,11 +266,11 @@ def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
         assert store.has_reading(db, DEVICE, 12) and not store.has_reading(db, DEVICE, 13)
         assert store.block_state_of(db, DEVICE, 4) == "anchored"
         assert store.block_state_of(db, DEVICE, 11) is None
-        assert store.readings_count(db) == 13
-        assert store.stored_per_signer(db) == {DEVICE: 12, other.kid: 1}
-        assert store.anchored_readings_count(db) == 10
-        assert store.blocks_by_state(db) == {"chained": 0, "submitted": 0, "anchored": 1}
-        assert store.quarantine_by_reason(db) == {"malformed": 1, "replay": 1}
+        assert store.count_readings(db) == 13
+        assert store.count_readings_by_signer(db) == {DEVICE: 12, other.kid: 1}
+        assert store.count_anchored_readings(db) == 10
+        assert store.count_blocks_by_state(db) == {"chained": 0, "submitted": 0, "anchored": 1}
+        assert store.count_rejects_by_reason(db) == {"malformed": 1, "replay": 1}
         assert store.device_key_origin(db, other.kid) == "registry"
         assert store.device_key_origin(db, DEVICE) == "local"
         assert store.device_key_origin(db, "88.123.99/NOBODY") is None
