@@ -327,7 +327,7 @@ def _render_table(cls: type, given: Mapping[str, Any], where: str) -> list[Line]
             if table is not None and not isinstance(table, Mapping):
                 raise TypeError(f"{path}: is a table")
             entries = [(f"{toml_key(k)} = {toml_value(v)}", "") for k, v in (table or s.example).items()]
-            shown_entries = entries if table is not None else _commented(entries)
+            shown_entries = entries if table else _commented(entries)  # an empty table shows its example
             out += [("", ""), (f"[{s.key}]", s.help), *shown_entries]
             section = (*s.section, s.name)
         elif s.kind is list:

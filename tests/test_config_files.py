@@ -195,6 +195,15 @@ def test_update_merges_overrides_into_an_initialised_gateway_toml(tmp_path: Path
     assert gateway_config.load(state) == expected, "a refused update leaves the file as it was"
 
 
+def test_update_keeps_an_empty_devices_table_empty(tmp_path: Path) -> None:
+    """An update that leaves [devices] empty keeps its example commented out: no device appears."""
+    state = tmp_path / "gw"
+    assert main(["gateway", "init", "--state", str(state), "--root", ROOT, "--id", GATEWAY, "--json"]) == 0
+    (state / "policy.txt").write_text("x")
+    gateway_config.update(state / "gateway.toml", {"block": {"max_seconds": 0.3}})
+    assert gateway_config.load(state).devices == {}
+
+
 def test_update_merges_overrides_into_an_initialised_root_toml(tmp_path: Path) -> None:
     """`update` after `root init`: the sequencer interval changes, database and witnesses stay."""
     vkey = _witness_vkey()
