@@ -93,15 +93,8 @@ def wait_http(
     """Wait until ``url`` answers with one of the ``ok`` status codes (``ANY_STATUS``: answers at all);
     that response."""
 
-    def answered() -> httpx.Response | None:
-        with contextlib.suppress(httpx.HTTPError):
-            response = httpx.get(url, timeout=1)
-            if response.status_code in ok:
-                return response
-        return None
-
     codes = "" if ok is ANY_STATUS else f" {'/'.join(map(str, ok))}"
-    response = wait_until(f"{url} answering{codes}", answered, timeout=timeout, check=check)
+    response = wait_until(f"{url} answering{codes}", lambda: _answer(url, ok), timeout=timeout, check=check)
     assert response is not None  # wait_until returns only a true value
     return response
 
@@ -182,6 +175,17 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
             raise HarnessError(f"{self.name} did not exit within {timeout:g} s of signal {sig}") from None
+        self.proc = None
+        return code
+
+    def wait(self, timeout: float = 60.0) -> int:
+        """Wait for a finite process to exit by itself; its exit code."""
+        if self.proc is None:
+            raise HarnessError(f"{self.name} is not running")
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"{self.name} did not exit within {timeout:g} s") from None
         self.proc = None
         return code
 
@@ -407,7 +411,7 @@ class System:
             configure(self.path("root", "root.toml"), {"sequencer": {"interval_ms": interval_ms}})
         url = f"http://127.0.0.1:{rport}"
         self.daemon("root", "root", "run", "--state", self.path("root"), "--listen", f"127.0.0.1:{rport}",
-                    ready=lambda: _answers(f"{url}/healthz", (200, 503)))  # fmt: skip
+                    ready=lambda: _answer(f"{url}/healthz", (200, 503)))  # fmt: skip
         self.root = RootNode(
             url, rport, self.path("root"), origin, prefix, witness, witness_url,
             None if witness is None else self.path("witness"),
@@ -492,7 +496,7 @@ class System:
         wanted["connector"] = [*wanted.get("connector", [{}]), coap]
         configure(state / "gateway.toml", wanted)
         self.daemon("gateway", "gateway", "run", "--state", state,
-                    ready=lambda: _answers(f"{http}/healthz", (200, 503)))  # fmt: skip
+                    ready=lambda: _answer(f"{http}/healthz", (200, 503)))  # fmt: skip
         self.gateway = GatewayNode(ident, state, http, coap_port, mqtt, keys)
         return self.gateway
 
@@ -528,10 +532,13 @@ class System:
         return self.start(name)
 
 
-def _answers(url: str, ok: Sequence[int]) -> bool:
+def _answer(url: str, ok: Sequence[int]) -> httpx.Response | None:
+    """The response if ``url`` answers with one of the ``ok`` codes, else None."""
     with contextlib.suppress(httpx.HTTPError):
-        return httpx.get(url, timeout=1).status_code in ok
-    return False
+        response = httpx.get(url, timeout=1)
+        if response.status_code in ok:
+            return response
+    return None
 
 
 def _listening(port: int) -> bool:
