@@ -133,8 +133,9 @@ def create_schema(path: Path) -> None:
 
 @contextlib.contextmanager
 def reader(path: Path) -> Iterator[sqlite3.Connection]:
-    """A connection for the read functions below, closed on exit."""
-    conn = connect(path)
+    """A connection for the read functions below, closed on exit. Plain: the journal mode is the file's
+    (WAL, set by the writer), and a reader polling while the gateway ingests should not ask to set it."""
+    conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
     try:
         yield conn
     finally:
