@@ -19,6 +19,7 @@ from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from edge.errors import ConfigError
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
+from runtime.clock import now_ms
 from runtime.keyfiles import read_bytes, write_private
 from runtime.logsetup import configure_logging
 from runtime.statelock import hold, initialising
@@ -181,7 +182,6 @@ def run_reset_counter(args: argparse.Namespace, report: Reporter) -> int:
     """Record the request in the store, where the gateway's writer (the one owner of counters) applies
     it: at its next batch while it runs, when it starts otherwise (docs/decisions.md D-053)."""
     from edge import config, store  # noqa: PLC0415 (as in run_status)
-    from edge.writer import now_ms  # noqa: PLC0415 (with edge.config above)
 
     try:
         cfg = config.load(args.state, args.config)

@@ -8,8 +8,6 @@ SQLite file; end-to-end tests resend over CoAP, MQTT and the serial line to a re
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from edge import store
 from edge.ingest import Ingest
 from edge.intake import Submission
 from edge.writer import Writer, now_ms
+from edgeroot.system import Daemon, wait_until
 from firmware_bridge.frames import FrameType, encode_frame, parse_counter_body
 from tests.gateway_harness import Plant, cli
 from tests.mqtt_harness import Publisher
@@ -215,13 +214,6 @@ def plant_reading(plant: Plant, counter: int, value: float | None = None) -> byt
     return envelope.encode_envelope(plant.device, [{envelope.N: "flow", envelope.V: v}], counter)
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
-        time.sleep(0.1)
-
-
 def health(plant: Plant) -> dict[str, object]:
     body: dict[str, object] = httpx.get(f"{plant.http}/healthz", timeout=5).json()
     return body
@@ -259,8 +251,8 @@ def test_coap_resend_is_acknowledged_2_04_and_counted_as_duplicate(plant: Plant)
     assert isinstance(ingest, dict) and ingest["duplicates"] == 1 and ingest["accepted"] == 0
     status = cli("gateway", "status", "--state", plant.state)
     assert status["duplicates"] == 3 and status["rejects"] == {"replay": 1} and status["readings"] == 1
-    conn = store.connect(plant.state / "gateway.db")
-    assert conn.execute("SELECT counter, raw FROM readings").fetchall() == [(1, first)]
+    with store.reader(plant.gateway.db) as conn:
+        assert [(r.counter, r.raw) for r in store.readings(conn)] == [(1, first)]
 
 
 def test_mqtt_redelivery_is_acknowledged_and_never_quarantined(plant: Plant) -> None:
@@ -272,23 +264,21 @@ def test_mqtt_redelivery_is_acknowledged_and_never_quarantined(plant: Plant) -> 
         first, second = plant.reading(), plant.reading()
         for raw in (first, second):
             pub.publish("edgeroot/readings/pump", raw)
-        wait_for("two readings stored", lambda: store.status(plant.state / "gateway.db")["readings"] == 2)
+        wait_until("two readings stored", lambda: plant.gateway.status()["readings"] == 2, interval=0.1)
         for raw in (first, plant_reading(plant, 2), plant.reading()):
             pub.publish("edgeroot/readings/pump", raw)
-        wait_for(
-            "the third reading stored", lambda: store.status(plant.state / "gateway.db")["readings"] == 3
-        )
+        wait_until("the third reading stored", lambda: plant.gateway.status()["readings"] == 3, interval=0.1)
     finally:
         pub.close()
     ingest = health(plant)["ingest"]
     assert isinstance(ingest, dict) and ingest == {"accepted": 3, "duplicates": 2, "rejected": {}}
-    conn = store.connect(plant.state / "gateway.db")
-    assert [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")] == [1, 2, 3]
-    assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (0,)
+    with store.reader(plant.gateway.db) as conn:
+        assert [r.counter for r in store.readings(conn)] == [1, 2, 3]
+        assert store.count_rejects_by_reason(conn) == {}
 
 
 def test_serial_resend_after_a_lost_ack_is_acked_again(
-    bridge: tuple[Plant, Pty, Path, subprocess.Popen[bytes]],
+    bridge: tuple[Plant, Pty, Path, Daemon],
 ) -> None:
     """docs/formats.md §18: a device resends a reading whose ACK it missed; it gets ACK again, not NACK."""
     plant, pty, _, _ = bridge
@@ -297,6 +287,6 @@ def test_serial_resend_after_a_lost_ack_is_acked_again(
     pty.write(encode_frame(FrameType.READING, first))
     frames = pty.read_frames(want=2)
     assert [(f.type, parse_counter_body(f.body)) for f in frames] == [(FrameType.ACK, (1, ""))] * 2
-    conn = store.connect(plant.state / "gateway.db")
-    assert conn.execute("SELECT counter FROM readings").fetchall() == [(1,)]
-    assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (0,)
+    with store.reader(plant.gateway.db) as conn:
+        assert [r.counter for r in store.readings(conn)] == [1]
+        assert store.count_rejects_by_reason(conn) == {}

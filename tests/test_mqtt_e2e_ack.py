@@ -34,6 +34,7 @@ from edge.connectors.mqtt import (
 )
 from edge.errors import ConfigError
 from edge.intake import STORE_FULL, Outcome
+from edgeroot.system import configure
 from runtime.tomlconfig import Table
 from tests.gateway_harness import DEVICE, EDGEROOT, running_plant
 from tests.mqtt_harness import Broker
@@ -321,11 +322,9 @@ def test_device_frees_readings_only_on_end_to_end_acks_while_the_gateway_is_stop
     broker.start()
     try:
         with running_plant(tmp_path, (broker.host, broker.port)) as plant:
-            config = plant.state / "gateway.toml"
-            text = config.read_text()
-            assert f'# ack_topic = "{ACK_TOPIC}"' in text
-            config.write_text(text.replace(f'# ack_topic = "{ACK_TOPIC}"', f'ack_topic = "{ACK_TOPIC}"'))
-            key = tmp_path / "device.key"
+            assert f'# ack_topic = "{ACK_TOPIC}"' in plant.gateway.config.read_text()
+            configure(plant.gateway.config, {"connector": [{"ack_topic": ACK_TOPIC}]})
+            key = plant.device_key
             address = (broker.host, broker.port)
             plant.start()
             # With the gateway up, acks come at once; its broker session now exists to queue for it.
@@ -352,12 +351,8 @@ def test_device_frees_readings_only_on_end_to_end_acks_while_the_gateway_is_stop
                 observer.close()
             assert result["ack"] == count and result["nack"] == 0 and result["unacknowledged"] == 0, result
             assert result["broker_acks"] >= 2 * count and result["resent"] >= count, result
-            conn = store.connect(plant.state / "gateway.db")
-            try:
-                rows = conn.execute("SELECT counter FROM readings WHERE signer = ?", (DEVICE,)).fetchall()
-            finally:
-                conn.close()
-            counters = sorted(r[0] for r in rows)
+            with store.reader(plant.gateway.db) as conn:
+                counters = sorted(r.counter for r in store.readings(conn, DEVICE))
             assert counters == [1, 2, 3, *range(100, 100 + count)], "a reading is missing or stored twice"
             acked = {c for ack in observer.acks for c in ack.stored}
             assert acked == set(range(100, 100 + count)) and {a.device for a in observer.acks} == {DEVICE}
