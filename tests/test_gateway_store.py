@@ -252,7 +252,8 @@ def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
     mine = [reading(device, c) for c in range(1, 13)]
     theirs = reading(other, 1)
     writer.process([Submission(raw, "test", 1000 + c) for c, raw in enumerate(mine, start=1)])
-    writer.process([Submission(theirs, "test", 2000), sub(b"junk"), sub(reading(device, 3))])
+    replay = envelope.encode_envelope(device, [{envelope.N: "temp", envelope.V: -1.0}], 3)  # other content
+    writer.process([Submission(theirs, "test", 2000), sub(b"junk"), sub(replay)])
     assert writer.close_block_if_due() == 0  # the first 10 readings
     conn.execute("UPDATE blocks SET state = 'anchored', log_index = 7, receipt = 'r' WHERE height = 0")
     with store.reader(writer.path) as db:
