@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ from resolver.db import Database
 from resolver.errors import AlreadyExists, InvalidHandle, InvalidValue
 from resolver.reads import RootNode
 from resolver.registry import load_record, submit_write
+from runtime.clock import now_ms
 
 ORIGIN = "names.test"
 P = "88.123.99"
@@ -166,10 +166,6 @@ def test_verifier_and_server_agree_on_the_canonical_form(text: str) -> None:
 # --- the registry: look-alikes and device keys -------------------------------------------------------------
 
 
-def _now() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Registry:
     """A node database with the root prefix 88 and its admin, for write checks without HTTP."""
 
@@ -185,9 +181,9 @@ class Registry:
     def submit(
         self, op: str, identifier: str, values: list[Value] | None, *, bootstrap: bool = False
     ) -> None:
-        req = build_write(ORIGIN, op, identifier, values, timestamp_ms=_now(), nonce=os.urandom(16))
+        req = build_write(ORIGIN, op, identifier, values, timestamp_ms=now_ms(), nonce=os.urandom(16))
         raw = sign_write(req, self.admin).raw
-        submit_write(self.db, raw, origin=ORIGIN, now_ms=_now(), bootstrap=bootstrap)
+        submit_write(self.db, raw, origin=ORIGIN, now_ms=now_ms(), bootstrap=bootstrap)
 
     def create(self, identifier: str, values: list[Value] | None = None) -> None:
         self.submit("create", identifier, values or [Value(1, "URL", "string", "https://plant.example")])
@@ -315,11 +311,11 @@ def test_write_with_a_dot_segment_is_refused_by_the_node(registry: Registry) -> 
         build_write(ORIGIN, "create", "88/x/../PUMP", [Value(1, "URL", "string", "u")], timestamp_ms=1,
                     nonce=bytes(16))  # fmt: skip
     # WriteRequest itself does not check the identifier; the node's parser does.
-    forged = WriteRequest(ORIGIN, "create", "88/x/../PUMP", (Value(1, "URL", "string", "u"),), _now(),
+    forged = WriteRequest(ORIGIN, "create", "88/x/../PUMP", (Value(1, "URL", "string", "u"),), now_ms(),
                           os.urandom(16))  # fmt: skip
     raw = registry.admin.sign(forged.encode(), {HDR_CONTENT_TYPE: WRITE_CONTENT_TYPE})
     with pytest.raises(InvalidHandle, match=r"'\.\.' part"):
-        submit_write(registry.db, raw, origin=ORIGIN, now_ms=_now())
+        submit_write(registry.db, raw, origin=ORIGIN, now_ms=now_ms())
 
 
 def test_database_from_before_the_policy_gains_skeletons_and_key_bindings(tmp_path: Path) -> None:
