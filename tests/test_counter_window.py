@@ -25,8 +25,9 @@ from edge.admission import COUNTER_WINDOW_DEFAULT
 from edge.connectors.mqtt import DeviceAck, device_acks
 from edge.errors import ConfigError
 from edge.intake import Outcome, Submission
-from edge.writer import Writer, now_ms
+from edge.writer import Writer
 from edgeroot.cli import main
+from runtime.clock import now_ms
 from tests.gateway_harness import EDGEROOT, Plant, cli
 
 GATEWAY = "88.123.99/GW-1"

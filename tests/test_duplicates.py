@@ -21,9 +21,10 @@ from chain_lite.keys import generate_p256, public_der
 from edge import store
 from edge.ingest import Ingest
 from edge.intake import Submission
-from edge.writer import Writer, now_ms
+from edge.writer import Writer
 from edgeroot.system import Daemon, wait_until
 from firmware_bridge.frames import FrameType, encode_frame, parse_counter_body
+from runtime.clock import now_ms
 from tests.gateway_harness import Plant, cli
 from tests.mqtt_harness import Publisher
 from tests.test_bridge_e2e import Pty, bridge

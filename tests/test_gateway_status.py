@@ -15,8 +15,9 @@ from edge import store
 from edge.intake import Submission
 from edge.local_api import LocalApi
 from edge.status import AnchoredBlock, GatewayStatus, StoreFacts
-from edge.writer import Writer, now_ms
+from edge.writer import Writer
 from edgeroot.cli import main
+from runtime.clock import now_ms
 from tests.root_harness import free_port
 
 STORED = StoreFacts(

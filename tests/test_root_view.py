@@ -31,8 +31,9 @@ from resolver.cosigning import Cosigner
 from resolver.db import Database, Tx
 from resolver.log_store import latest_checkpoint
 from resolver.map_state import MapSnapshot
-from resolver.reads import RootNode, now_ms
+from resolver.reads import RootNode
 from resolver.sequencer import Sequencer
+from runtime.clock import now_ms
 from tests.root_harness import ServerThread, free_port
 
 ORIGIN = "view.test"
