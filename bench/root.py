@@ -32,7 +32,7 @@ from chain_lite.block import GENESIS_PREV, build_header, sign_block
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import NoteKey, generate_p256, load_private_pem
 from chain_lite.registry import Value, admin_kid, build_write, pubkey_value, sign_write
-from edgeroot.system import System, wait_http
+from edgeroot.system import System
 from resolver.config import load
 from resolver.db import Database
 from resolver.registry import check_and_apply
@@ -206,8 +206,7 @@ def main() -> None:
             f"{'OK' if integration >= 5000 else 'MISS'}"
         )
         with system:
-            port = system.start_root().port
-            wait_http(f"http://127.0.0.1:{port}/v1/checkpoint", timeout=60)
+            port = system.start_root(timeout=60).port  # ready: it serves its published checkpoint
             generator, res = load_test(port, tmp)
             print(
                 f"  resolve with proof over {N:,} ids, {CONNECTIONS} connections, "

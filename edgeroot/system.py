@@ -35,6 +35,7 @@ from chain_lite.registry import Value, admin_kid, build_write, sign_write
 from edge import config as gateway_config
 from edge import store
 from resolver import config as root_config
+from rootclient import routes
 from rootclient.client import RootClient
 from runtime.clock import now_ms
 from runtime.keyfiles import file_stem
@@ -411,19 +412,20 @@ class System:
             configure(self.path("root", "root.toml"), {"sequencer": {"interval_ms": interval_ms}})
         url = f"http://127.0.0.1:{rport}"
         self.daemon("root", "root", "run", "--state", self.path("root"), "--listen", f"127.0.0.1:{rport}",
-                    ready=lambda: _answer(f"{url}/healthz", (200, 503)))  # fmt: skip
+                    ready=lambda: _answer(url + routes.CHECKPOINT, (200,)))  # fmt: skip
         self.root = RootNode(
             url, rport, self.path("root"), origin, prefix, witness, witness_url,
             None if witness is None else self.path("witness"),
         )  # fmt: skip
         return self.root
 
-    def start_root(self) -> RootNode:
-        """The witness (if any), then the root; returns once the root's /healthz answers."""
+    def start_root(self, timeout: float = 30.0) -> RootNode:
+        """The witness (if any), then the root; returns once the root serves a published checkpoint
+        (before that it answers, but refuses writes: "no published checkpoint yet")."""
         assert self.root is not None, "init_root first"
         if "witness" in self.daemons:
-            self.start("witness")
-        self.start("root")
+            self.start("witness", timeout=timeout)
+        self.start("root", timeout=timeout)
         return self.root
 
     # --- MQTT broker -------------------------------------------------------------------------------------
