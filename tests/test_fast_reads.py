@@ -20,9 +20,10 @@ from resolver.api import create_app
 from resolver.assembly import init_root
 from resolver.db import Database
 from resolver.fast_reads import FastReads
-from resolver.reads import AnswerCache, RootNode, now_ms
+from resolver.reads import AnswerCache, RootNode
 from resolver.sequencer import Sequencer
 from rootclient import routes
+from runtime.clock import now_ms
 
 ORIGIN = "fast.test"
 
