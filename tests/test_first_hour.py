@@ -316,7 +316,7 @@ def test_second_gateway_run_is_refused_naming_the_pid_and_never_knocks_the_first
     connects anywhere: the first stays connected to the broker, with no reconnect in its log."""
     plant.start()
     assert plant.proc is not None
-    log = plant.state / "gateway.log"
+    log = plant.system.daemons["gateway"].log
     wait_for_line(log, "MQTT connected", plant.proc)
     second = edgeroot("gateway", "run", "--state", plant.state)
     refused(second, str(plant.state), f"PID {plant.proc.pid}")
