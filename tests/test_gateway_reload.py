@@ -41,7 +41,7 @@ def test_a_reload_whose_connectors_cannot_start_keeps_the_running_ones(plant: Pl
         text = toml.read_text().replace(f"port = {plant.coap_port}", f"port = {taken.getsockname()[1]}")
         toml.write_text(text.replace(f'"{DEVICE}" = "device.pub"', ""))  # and the device dropped
         plant.proc.send_signal(signal.SIGHUP)
-        log = plant.state / "gateway.log"
+        log = plant.system.daemons["gateway"].log
         deadline = time.monotonic() + 30
         while "reload failed, keeping the running configuration" not in log.read_text():
             assert plant.proc.poll() is None, log.read_text()[-3000:]

@@ -89,7 +89,7 @@ def stored_counters(plant: Plant) -> list[int]:
 
 
 def error_lines(plant: Plant) -> list[str]:
-    lines = (plant.state / "gateway.log").read_text().splitlines()
+    lines = plant.log().splitlines()
     return [line for line in lines if line.startswith("ERROR")]
 
 
