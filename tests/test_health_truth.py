@@ -13,7 +13,6 @@ import asyncio
 import logging
 import re
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from chain_lite.note import SIGTYPE_COSIGNATURE_V1
 from edge import store
 from edge.pin_store import SqlitePinStore
 from edge.registry_cache import FAILING_FOR_S, RegistryCache
+from edgeroot.system import configure, wait_until
 from rootclient.client import AsyncRootClient
 from rootclient.pinned_log import PinnedLog
 from tests.gateway_harness import DEVICE, EDGEROOT, Plant
@@ -59,33 +59,22 @@ def post(plant: Plant, *payloads: bytes) -> list[tuple[str, bytes]]:
 
 
 def wait_for(what: str, condition: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
+    return wait_until(what, condition, timeout=timeout)
 
 
 def unprovision_device(plant: Plant) -> None:
     """Leave the device to the root's registry: its key must be looked up."""
-    text = (plant.state / "gateway.toml").read_text().replace(f'"{DEVICE}" = "device.pub"', "")
-    (plant.state / "gateway.toml").write_text(text)
+    configure(plant.gateway.config, {"devices": {DEVICE: None}})
 
 
 def quarantined(plant: Plant) -> list[str]:
-    conn = store.connect(plant.state / "gateway.db")
-    try:
-        return sorted(r[0] for r in conn.execute("SELECT reason FROM quarantine"))
-    finally:
-        conn.close()
+    with store.reader(plant.gateway.db) as conn:
+        return sorted(r for r, n in store.count_rejects_by_reason(conn).items() for _ in range(n))
 
 
 def stored_counters(plant: Plant) -> list[int]:
-    conn = store.connect(plant.state / "gateway.db")
-    try:
-        return [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")]
-    finally:
-        conn.close()
+    with store.reader(plant.gateway.db) as conn:
+        return [r.counter for r in store.readings(conn)]
 
 
 def error_lines(plant: Plant) -> list[str]:
