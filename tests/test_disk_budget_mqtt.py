@@ -28,11 +28,9 @@ from edge.connectors.mqtt import MqttConfig
 from edge.intake import STORE_FULL, Outcome
 from edge.writer import Writer
 from edgeroot.mqtt_broker import Mosquitto, shipped_config
-from resolver.assembly import build_root_app
-from resolver.config import load
+from edgeroot.system import configure
 from tests.gateway_harness import Plant, running_plant
 from tests.mqtt_harness import require_mosquitto
-from tests.root_harness import ServerThread
 from tests.test_connectors import FakePaho, Message
 from tests.test_fault_drills import _anchored_chain, _pages_used
 from tests.test_gateway_store import DEVICE, reading, sub
@@ -182,20 +180,16 @@ def test_every_broker_acknowledged_reading_is_stored_once_across_the_disk_budget
 
 
 def _drill(plant: Plant, inflight: int) -> None:
-    toml = plant.state / "gateway.toml"
-    text = toml.read_text().replace("disk_budget_mb = 1024", "disk_budget_mb = 1")
     # Blocks of 500 readings in requests of up to 900 KB: the catch-up takes seconds, not minutes.
-    toml.write_text(
-        text.replace("max_readings = 40", "max_readings = 500").replace(
-            "max_request_kb = 8", "max_request_kb = 900"
-        )
+    configure(
+        plant.gateway.config,
+        {"store": {"disk_budget_mb": 1}, "block": {"max_readings": 500}, "sync": {"max_request_kb": 900}},
     )
     plant.start()
     log = plant.log()
     # The start-time check of the broker's settings (issue 12, item 2): 20 in flight is not the shipped file.
     assert ("does not run the shipped configuration" in log) == (inflight != 1000), log[-2000:]
-    port = plant.root.server.port
-    plant.root.server.__exit__()
+    plant.system.stop("root")
     publisher = AckCountingPublisher(*plant.broker)
     try:
         publisher.publish_all([plant.reading() for _ in range(READINGS)])
@@ -212,24 +206,20 @@ def _drill(plant: Plant, inflight: int) -> None:
         plant.start()
         _wait("the restarted gateway did not see its budget reached",
               lambda: httpx.get(f"{plant.http}/healthz").status_code == 503, 30)  # fmt: skip
-        app, _ = build_root_app(load(plant.root.state))
-        with ServerThread(app, port):
-            _wait(f"not every acknowledged reading was anchored: {store.status(db)}",
-                  lambda: store.status(db)["unanchored_blocks"] == 0
-                  and store.status(db)["unchained_readings"] == 0 and _anchored_chain(plant) == READINGS,
-                  90)  # fmt: skip
+        plant.system.start("root")
+        _wait(f"not every acknowledged reading was anchored: {store.status(db)}",
+              lambda: store.status(db)["unanchored_blocks"] == 0
+              and store.status(db)["unchained_readings"] == 0 and _anchored_chain(plant) == READINGS,
+              90)  # fmt: skip
     finally:
         publisher.close()
-    conn = store.connect(db)
-    try:
-        counters = [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")]
-        quarantined = conn.execute("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason").fetchall()
-        gaps = conn.execute("SELECT expected, got FROM gaps").fetchall()
-    finally:
-        conn.close()
+    with store.reader(db) as conn:
+        counters = [r.counter for r in store.readings(conn)]
+        quarantined = store.count_rejects_by_reason(conn)
+        gaps = store.count_gaps(conn)
     # The chain commits each of the READINGS exactly once: a lost one would be a gap, a late one a replay.
     assert _anchored_chain(plant) == READINGS
-    assert quarantined == [] and gaps == [], (quarantined, gaps)
+    assert quarantined == {} and gaps == 0, (quarantined, gaps)
     assert counters == sorted(counters) and len(counters) == len(set(counters)) and len(counters) < READINGS
     assert counters[-1] == READINGS
     assert "no longer reached" in plant.log()

@@ -10,6 +10,7 @@ import time
 import aiocoap
 import httpx
 
+from edgeroot.system import configure
 from tests.gateway_harness import DEVICE, Plant
 
 
@@ -37,9 +38,10 @@ def test_a_reload_whose_connectors_cannot_start_keeps_the_running_ones(plant: Pl
     assert plant.proc is not None
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
-        toml = plant.state / "gateway.toml"
-        text = toml.read_text().replace(f"port = {plant.coap_port}", f"port = {taken.getsockname()[1]}")
-        toml.write_text(text.replace(f'"{DEVICE}" = "device.pub"', ""))  # and the device dropped
+        configure(  # and the device dropped
+            plant.gateway.config,
+            {"connector": [{}, {"port": taken.getsockname()[1]}], "devices": {DEVICE: None}},
+        )
         plant.proc.send_signal(signal.SIGHUP)
         log = plant.system.daemons["gateway"].log
         deadline = time.monotonic() + 30
