@@ -34,9 +34,10 @@ from edge.pin_store import SqlitePinStore
 from edge.registry_cache import RegistryCache
 from edge.status import GatewayStatus, RejectHistory
 from edge.sync import Syncer
-from edge.writer import Writer, now_ms
+from edge.writer import Writer
 from rootclient.client import AsyncRootClient
 from rootclient.pinned_log import PinnedLog
+from runtime.clock import now_ms
 from runtime.keyfiles import load_private_key
 from runtime.sdnotify import Notifier
 from runtime.service import Service, Step, run_service

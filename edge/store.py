@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import sqlite_utils
 
 from edge.status import BLOCK_STATES, AnchoredBlock, CounterReset, DeviceOverview, StoreFacts
+from runtime.clock import now_ms
 
 QUARANTINE_RAW_MAX = 8 * 1024
 
@@ -558,4 +558,4 @@ def oldest_held_age_s(conn: sqlite3.Connection) -> float | None:
     """How long the oldest held reading has waited for its signer's key (by its arrival time); None when
     nothing is held."""
     oldest = conn.execute("SELECT MIN(received_ms) FROM held").fetchone()[0]
-    return None if oldest is None else max(0.0, (time.time_ns() // 1_000_000 - int(oldest)) / 1000)
+    return None if oldest is None else max(0.0, (now_ms() - int(oldest)) / 1000)

@@ -9,8 +9,9 @@ gateway process against a real root and broker (tests/gateway_harness.py).
 
 from __future__ import annotations
 
-import re
+import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,12 +24,11 @@ from edge import store
 from edge import writer as writer_module
 from edge.intake import HELD, KEY_LOOKUP, Submission
 from edge.status import BLOCK_STATES, HELD_TOO_LONG_S, PROBLEM_HELD_TOO_LONG, GatewayStatus, StoreFacts
-from edge.writer import Writer, now_ms
-from resolver.assembly import build_root_app
-from resolver.config import load
+from edge.writer import Writer
+from edgeroot.system import configure
+from runtime.clock import now_ms
 from tests.gateway_harness import DEVICE, Plant
 from tests.mqtt_harness import Publisher, require_mosquitto
-from tests.root_harness import ServerThread
 from tests.test_health_truth import quarantined, stored_counters, unprovision_device, wait_for
 
 GATEWAY = "88.123.99/GW-1"
@@ -209,18 +209,17 @@ def provision_known(plant: Plant) -> CoseSigner:
     unprovision_device(plant)
     known = CoseSigner(KNOWN, generate_p256())
     (plant.state / "known.pub").write_bytes(public_pem(known.public_key))
-    text = (plant.state / "gateway.toml").read_text()
-    text = re.sub(r"^\[devices\][^\n]*\n", lambda m: f'{m.group(0)}"{KNOWN}" = "known.pub"\n', text, count=1,
-                  flags=re.MULTILINE)  # fmt: skip
-    assert KNOWN in text
-    (plant.state / "gateway.toml").write_text(text)
+    configure(plant.gateway.config, {"devices": {KNOWN: "known.pub"}})
+    assert KNOWN in plant.gateway.config.read_text()
     return known
 
 
-def restart_root(plant: Plant, port: int) -> ServerThread:
-    """The plant's root served again on its port (as tests/test_gateway_e2e.py's outage)."""
-    app, _ = build_root_app(load(plant.root.state))
-    return ServerThread(app, port)
+@contextlib.contextmanager
+def restart_root(plant: Plant, port: int) -> Iterator[None]:
+    """The plant's root process started again on its port ``port`` (as tests/test_gateway_e2e.py's outage)."""
+    assert port == plant.root.port
+    plant.system.start("root")
+    yield
 
 
 def test_a_new_devices_readings_over_mqtt_are_stored_once_and_all_acknowledged(plant: Plant) -> None:
@@ -249,8 +248,8 @@ def test_with_the_root_away_new_devices_are_held_durably_and_known_ones_keep_flo
     require_mosquitto()
     known = provision_known(plant)
     plant.start()
-    port = plant.root.server.port
-    plant.root.server.__exit__()
+    port = plant.root.port
+    plant.system.stop("root")
     pub = Publisher(*plant.broker)
     try:
         for _ in range(5):
@@ -277,8 +276,8 @@ def test_held_readings_survive_a_sigkill_and_are_stored_after_the_restart(plant:
     require_mosquitto()
     unprovision_device(plant)
     plant.start()
-    port = plant.root.server.port
-    plant.root.server.__exit__()
+    port = plant.root.port
+    plant.system.stop("root")
     pub = Publisher(*plant.broker)
     try:
         for _ in range(5):

@@ -21,7 +21,8 @@ from edge import store
 from edge.intake import Submission
 from edge.local_api import LocalApi, LocalHttp
 from edge.status import AnchoredBlock, GatewayStatus, RejectHistory, RejectSample, StoreFacts
-from edge.writer import Writer, now_ms
+from edge.writer import Writer
+from runtime.clock import now_ms
 from runtime.webassets import page_assets
 from tests.gateway_harness import DEVICE, Plant
 from tests.root_harness import free_port
