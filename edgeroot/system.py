@@ -34,6 +34,7 @@ from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, sign_write
 from edge import config as gateway_config
 from edge import store
+from edgeroot.cli import main
 from resolver import config as root_config
 from rootclient import routes
 from rootclient.client import RootClient
@@ -318,8 +319,6 @@ class System:
 
     def cli(self, *args: str | Path) -> dict[str, Any]:
         """Run an ``edgeroot`` command in this process (setup steps: fast); its JSON answer."""
-        from edgeroot.cli import main  # noqa: PLC0415 (cli imports demo, which imports this module)
-
         shown = self.shown(args)
         if self.echo is not None:
             self.echo(f"$ edgeroot {shown}")

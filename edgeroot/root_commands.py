@@ -1,0 +1,59 @@
+"""The implementation of ``edgeroot root init|run`` (loaded only when one of them runs: FastAPI)."""
+
+from __future__ import annotations
+
+import argparse
+
+from chain_lite.errors import ChainError
+from chain_lite.identifier import normalize_prefix
+from chain_lite.note import check_key_name
+from edgeroot.output import CommandFailed, Reporter
+from resolver.assembly import build_root_app, init_root
+from resolver.config import ConfigError, load
+from resolver.errors import ResolverError
+from resolver.http_service import serve
+from runtime.keyfiles import load_vkey
+from runtime.statelock import initialising
+
+
+def run_init(args: argparse.Namespace, report: Reporter) -> int:
+
+    try:
+        check_key_name(args.origin)
+        prefix = normalize_prefix(args.prefix)
+    except ChainError as exc:
+        raise CommandFailed(str(exc)) from exc
+    witnesses = []
+    for item in args.witness:
+        url, eq, vkey = item.partition("=")
+        if not eq or not url.startswith(("http://", "https://")):
+            raise CommandFailed(f"--witness {item}: want URL=VKEY")
+        witnesses.append((url.rstrip("/"), load_vkey(vkey)))
+    try:
+        with initialising(args.state):  # a refusal half-way leaves no half-made state directory
+            result = init_root(
+                args.state, args.origin, prefix, database=args.database, witnesses=witnesses,
+                quorum=args.quorum,
+            )  # fmt: skip
+    except (FileExistsError, ValueError, ConfigError, ResolverError) as exc:
+        raise CommandFailed(" ".join(str(exc).split())) from exc  # one line (libpq's messages have two)
+    return report.ok(
+        f"root node {result.origin} initialised in {result.state}",
+        prefix=result.prefix,
+        log_vkey=result.log_vkey,
+        admin_key=str(result.admin_key),
+        admin=result.admin_kid,
+        policy=str(result.policy),
+        database=result.database,
+    )
+
+
+def run_serve(args: argparse.Namespace, report: Reporter) -> int:
+
+    try:
+        cfg = load(args.state, args.config)
+        app, _ = build_root_app(cfg)
+    except (ConfigError, ResolverError) as exc:
+        raise CommandFailed(str(exc)) from exc
+    # 0 after a clean stop, non-zero after a failure
+    return serve(app, "root", args.listen, app.state.hooks, cfg.http_limits)
