@@ -166,8 +166,11 @@ async def simulate_mqtt_end_to_end(  # noqa: PLR0917 (the simulation's whole set
     """A device that frees a reading only on the gateway's end-to-end ack (docs/formats.md §19): the
     broker's PUBACK means only that the broker took it. Unacked readings are resent, same bytes, in
     counter order, every ``resend_after`` seconds, for up to ``wait`` seconds after the last new one."""
-    # paho loads only for --mqtt --ack-topic.
-    from edge.connectors.mqtt import DeviceAckError, decode_device_ack, device_ack_topic  # noqa: PLC0415
+    from edge.connectors.mqtt import (  # noqa: PLC0415 (paho loads only for --mqtt --ack-topic)
+        DeviceAckError,
+        decode_device_ack,
+        device_ack_topic,
+    )
     from firmware_bridge.forward import MqttForwarder, SubscribeFailed  # noqa: PLC0415 (as above)
 
     fwd = MqttForwarder(url, client_id=f"sim-{signer.kid}")
@@ -266,8 +269,7 @@ async def _send_all(fwd: Any, signer: CoseSigner, counters: list[int], rate: flo
 
 async def modbus_slave(port: str, baud: int, unit: int, registers: list[int], seconds: float) -> None:
     """pymodbus's RTU server on ``port``: holding registers from address 0; stops after ``seconds``."""
-    # pymodbus (a large import) loads only for --modbus-slave.
-    from pymodbus import FramerType  # noqa: PLC0415
+    from pymodbus import FramerType  # noqa: PLC0415 (pymodbus, a large import, loads only for --modbus-slave)
     from pymodbus.datastore import (  # noqa: PLC0415 (as above)
         ModbusDeviceContext,
         ModbusSequentialDataBlock,
