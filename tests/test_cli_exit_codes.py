@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chain_lite.log_leaf import block_leaf
-from edgeroot import device
+from edgeroot import device_simulation
 from edgeroot.cli import build_parser, main
 from edgeroot.output import EXIT_RULE, Reporter
 from tests.root_harness import running_root
@@ -93,7 +93,7 @@ def test_device_simulate_exits_1_unless_every_reading_is_acknowledged(
     async def fake_coap(*_args: object) -> dict[str, Any]:
         return verdicts
 
-    monkeypatch.setattr(device, "simulate_coap", fake_coap)
+    monkeypatch.setattr(device_simulation, "simulate_coap", fake_coap)
     argv = ["device", "simulate", "--coap", "coap://127.0.0.1:1/readings", "--id", "88.123/D",
             "--key", str(tmp_path / "88.123_D.key"), "--count", "3"]  # fmt: skip
     assert main(argv) == 1

@@ -58,7 +58,8 @@ def test_the_heavy_commands_are_lazy() -> None:
         "edgeroot.witness_commands.run_init", "edgeroot.witness_commands.run_serve",
         "edgeroot.gateway_commands.run_init", "edgeroot.gateway_commands.run_daemon",
         "edgeroot.gateway_commands.run_status", "edgeroot.gateway_commands.run_reset_counter",
-        "edgeroot.bridge_commands.run_bridge", "edgeroot.demo_run.run",
+        "edgeroot.bridge_commands.run_bridge", "edgeroot.device_simulation.run_simulate",
+        "edgeroot.demo_run.run",
     }  # fmt: skip
     assert {name.removeprefix("lazy(").removesuffix(")") for name in lazy} == expected
     for name in expected:

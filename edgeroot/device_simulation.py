@@ -1,0 +1,254 @@
+"""The implementation of ``edgeroot device simulate`` (:mod:`edgeroot.device`), loaded only when it runs:
+pyserial, paho, aiocoap and pymodbus."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pymodbus import FramerType
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+from pymodbus.server import StartAsyncSerialServer
+
+from chain_lite.cose import CoseSigner
+from chain_lite.errors import ChainError
+from chain_lite.identifier import normalize
+from chain_lite.keys import PrivateKey
+from edge.connectors.mqtt import DeviceAckError, decode_device_ack, device_ack_topic
+from edgeroot.device import BUSY_PAUSE_S, BUSY_RETRIES, RESEND_AFTER_S, hello_body, reading
+from edgeroot.output import CommandFailed, Reporter
+from firmware_bridge.forward import CoapForwarder, MqttForwarder, SubscribeFailed
+from firmware_bridge.frames import FrameDecoder, FrameType, parse_counter_body
+from firmware_bridge.link import open_link
+from runtime.clock import now_ms
+from runtime.keyfiles import load_private_key
+
+
+async def simulate_serial(  # noqa: PLR0917 (the simulation's whole setting)
+    port: str, baud: int, signer: CoseSigner, key: PrivateKey, counters: list[int], rate: float
+) -> dict[str, Any]:
+    link = await open_link(port, baud, FrameDecoder())
+    assert link.transport is not None
+    link.transport.write(b"\x00")  # discard any half frame after our reset
+    link.send(FrameType.HELLO, hello_body(signer.kid, key))
+    link.send(FrameType.TIME_REQUEST)
+    verdicts = {"ack": 0, "nack": 0, "busy": 0}
+    pending = {c: reading(signer, c) for c in counters}
+    start = time.perf_counter()
+    for i, c in enumerate(counters):
+        link.send(FrameType.READING, pending[c])
+        if rate:
+            await asyncio.sleep(max(0.0, (i + 1) / rate - (time.perf_counter() - start)))
+        while link.frames.qsize():
+            _settle(link.frames.get_nowait(), pending, verdicts, parse_counter_body, FrameType)
+    deadline = time.monotonic() + RESEND_AFTER_S * 3
+    last_send = time.monotonic()
+    while pending and time.monotonic() < deadline:
+        try:
+            frame = await asyncio.wait_for(link.frames.get(), 0.5)
+        except TimeoutError:
+            frame = None
+        if frame is not None:
+            _settle(frame, pending, verdicts, parse_counter_body, FrameType)
+        if pending and time.monotonic() - last_send > RESEND_AFTER_S:  # resend what got BUSY or nothing
+            for _, raw in sorted(pending.items()):
+                link.send(FrameType.READING, raw)
+            last_send = time.monotonic()
+    if link.transport is not None:
+        link.transport.close()
+    return {
+        "sent": len(counters),
+        "unacknowledged": len(pending),
+        **verdicts,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def _settle(frame: Any, pending: dict[int, bytes], verdicts: dict[str, int], parse: Any, types: Any) -> None:
+    kind = {types.ACK: "ack", types.NACK: "nack", types.BUSY: "busy"}.get(frame.type)
+    if kind is None:
+        return
+    counter, _ = parse(frame.body)
+    verdicts[kind] += 1
+    if kind in ("ack", "nack"):
+        pending.pop(counter, None)
+
+
+async def simulate_coap(uri: str, signer: CoseSigner, counters: list[int], rate: float) -> dict[str, Any]:
+    fwd = CoapForwarder(uri)
+    await fwd.start()
+    return await _send_all(fwd, signer, counters, rate)
+
+
+async def simulate_mqtt(url: str, signer: CoseSigner, counters: list[int], rate: float) -> dict[str, Any]:
+    fwd = MqttForwarder(url, client_id=f"sim-{signer.kid}")
+    await fwd.start()
+    return await _send_all(fwd, signer, counters, rate)
+
+
+async def simulate_mqtt_end_to_end(  # noqa: PLR0917 (the simulation's whole setting)
+    url: str, signer: CoseSigner, counters: list[int], rate: float, ack_topic: str, resend_after: float,
+    wait: float,
+) -> dict[str, Any]:  # fmt: skip
+    """A device that frees a reading only on the gateway's end-to-end ack (docs/formats.md §19): the
+    broker's PUBACK means only that the broker took it. Unacked readings are resent, same bytes, in
+    counter order, every ``resend_after`` seconds, for up to ``wait`` seconds after the last new one."""
+    fwd = MqttForwarder(url, client_id=f"sim-{signer.kid}")
+    await fwd.start()
+    pending = {c: reading(signer, c) for c in counters}  # the device's buffer: kept until acked
+    counts = {"ack": 0, "nack": 0, "busy": 0, "broker_acks": 0, "resent": 0, "bad_acks": 0}
+    all_acked = asyncio.Event()
+
+    async def take_acks(inbox: asyncio.Queue[bytes]) -> None:
+        while True:
+            try:
+                ack = decode_device_ack(await inbox.get())
+            except DeviceAckError:
+                counts["bad_acks"] += 1
+                continue
+            if ack.device == signer.kid:
+                _free(pending, counts, ack.stored, ack.rejected)
+            if not pending:
+                all_acked.set()
+
+    async def publish(raw: bytes) -> None:
+        verdict = await fwd.send(raw)
+        counts["broker_acks" if verdict.kind == "ack" else "busy"] += 1
+
+    start = time.perf_counter()
+    try:
+        # Subscribe before the first publish, or an ack could pass before anyone listens.
+        try:
+            inbox = await fwd.listen(device_ack_topic(ack_topic, signer.kid))
+        except SubscribeFailed as exc:
+            raise CommandFailed(f"cannot listen for end-to-end acks: {exc}") from exc
+        async with asyncio.TaskGroup() as tasks:
+            taker = tasks.create_task(take_acks(inbox), name="device-acks")
+            last_send = time.monotonic()
+            for i, c in enumerate(counters):
+                if c in pending:
+                    await publish(pending[c])
+                    last_send = time.monotonic()
+                if rate:
+                    await asyncio.sleep(max(0.0, (i + 1) / rate - (time.perf_counter() - start)))
+            deadline = time.monotonic() + wait
+            while pending and time.monotonic() < deadline:
+                due = min(last_send + resend_after, deadline) - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(all_acked.wait(), max(0.0, due))
+                if pending and time.monotonic() >= last_send + resend_after:
+                    for c in sorted(pending):
+                        if c in pending:  # not acked while the ones before it were resent
+                            await publish(pending[c])
+                            counts["resent"] += 1
+                    last_send = time.monotonic()
+            taker.cancel()
+    finally:
+        await fwd.stop()
+    return {
+        "sent": len(counters),
+        "unacknowledged": len(pending),
+        **counts,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def _free(
+    pending: dict[int, bytes],
+    counts: dict[str, int],
+    stored: Sequence[int],
+    rejected: Sequence[tuple[int, str]],
+) -> None:
+    """Drop the acknowledged readings from the device's buffer; a repeated ack frees nothing twice."""
+    for verdict, freed in (("ack", stored), ("nack", [c for c, _ in rejected])):
+        for counter in freed:
+            if pending.pop(counter, None) is not None:
+                counts[verdict] += 1
+
+
+async def _send_all(fwd: Any, signer: CoseSigner, counters: list[int], rate: float) -> dict[str, Any]:
+    verdicts = {"ack": 0, "nack": 0, "busy": 0}
+    start = time.perf_counter()
+    try:
+        for i, c in enumerate(counters):
+            raw = reading(signer, c)
+            verdict = await fwd.send(raw)
+            for _ in range(BUSY_RETRIES):  # like a device: the same reading again, after a pause
+                if verdict.kind != "busy":
+                    break
+                verdicts["busy"] += 1
+                await asyncio.sleep(BUSY_PAUSE_S)
+                verdict = await fwd.send(raw)
+            verdicts[verdict.kind] += 1
+            if rate:
+                await asyncio.sleep(max(0.0, (i + 1) / rate - (time.perf_counter() - start)))
+    finally:
+        await fwd.stop()
+    return {"sent": len(counters), **verdicts, "seconds": round(time.perf_counter() - start, 3)}
+
+
+async def modbus_slave(port: str, baud: int, unit: int, registers: list[int], seconds: float) -> None:
+    """pymodbus's RTU server on ``port``: holding registers from address 0; stops after ``seconds``."""
+    # pymodbus's sequential blocks start one above the protocol address.
+    block = ModbusSequentialDataBlock(1, registers)  # type: ignore[no-untyped-call]
+    context = ModbusServerContext(devices={unit: ModbusDeviceContext(hr=block)}, single=False)
+    server = StartAsyncSerialServer(context=context, port=port, baudrate=baud, framer=FramerType.RTU)
+    if seconds:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server, seconds)
+    else:
+        await server
+
+
+def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
+    if args.modbus_slave:
+        try:
+            registers = [int(r) for r in args.registers.split(",")]
+        except ValueError as exc:
+            raise CommandFailed(f"--registers: {exc}") from exc
+        asyncio.run(modbus_slave(args.modbus_slave, args.baud, args.unit, registers, args.seconds))
+        return report.ok(f"Modbus slave {args.unit} on {args.modbus_slave} stopped")
+    if args.id is None or args.key is None:
+        raise CommandFailed("--id and --key are required to simulate a device")
+    # Without its scheme a URL parses as no host and no port: the readings would go to 127.0.0.1:1883.
+    if args.mqtt and not args.mqtt.startswith("mqtt://"):
+        raise CommandFailed(f"--mqtt {args.mqtt}: want mqtt://HOST:PORT/TOPIC")
+    if args.coap and not args.coap.startswith(("coap://", "coaps://")):
+        raise CommandFailed(f"--coap {args.coap}: want coap://HOST:PORT/readings")
+    if args.ack_topic is not None and not args.mqtt:
+        raise CommandFailed("--ack-topic is for --mqtt (serial and CoAP acks are end to end already)")
+    if args.ack_topic is not None and (not args.ack_topic or set(args.ack_topic) & {"+", "#"}):
+        raise CommandFailed("--ack-topic: a topic name without wildcards, as the gateway's ack_topic")
+    try:
+        identifier = normalize(args.id)
+    except ChainError as exc:
+        raise CommandFailed(str(exc)) from exc
+    key = load_private_key(args.key)
+    signer = CoseSigner(identifier, key)
+    first = args.counter if args.counter is not None else now_ms()
+    counters = list(range(first, first + args.count))
+    if args.serial:
+        try:
+            result = asyncio.run(simulate_serial(args.serial, args.baud, signer, key, counters, args.rate))
+        except OSError as exc:  # pyserial's SerialException is one: the port cannot be opened
+            raise CommandFailed(f"serial port {args.serial}: {exc.strerror or exc}") from exc
+    elif args.coap:
+        result = asyncio.run(simulate_coap(args.coap, signer, counters, args.rate))
+    elif args.ack_topic is not None:
+        result = asyncio.run(
+            simulate_mqtt_end_to_end(
+                args.mqtt, signer, counters, args.rate, args.ack_topic, args.resend_after, args.wait
+            )
+        )
+    else:
+        result = asyncio.run(simulate_mqtt(args.mqtt, signer, counters, args.rate))
+    how = " end to end (durable at the gateway)" if args.ack_topic is not None else ""
+    message = f"{identifier}: {result['ack']} of {result['sent']} readings acknowledged{how}"
+    if result["ack"] < result["sent"] or result.get("unacknowledged"):
+        # Refused (NACK) or never answered: a device would not have delivered these readings (exit 1).
+        return report.invalid(message, **result)
+    return report.ok(message, **result)
