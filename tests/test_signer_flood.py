@@ -240,9 +240,6 @@ def test_readings_held_during_their_lookup_are_stored_in_arrival_order_and_none_
             assert (stats.accepted, stats.duplicates, stats.held, stats.rejected) == (5, 1, 3, {})
 
     asyncio.run(scenario())
-    conn = store.connect(tmp_path / "gateway.db")
-    try:
-        assert [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")] == [1, 2, 3, 4, 5]
-        assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (0,)
-    finally:
-        conn.close()
+    with store.reader(tmp_path / "gateway.db") as conn:
+        assert [r.counter for r in store.readings(conn)] == [1, 2, 3, 4, 5]
+        assert store.count_rejects_by_reason(conn) == {}
