@@ -284,6 +284,16 @@ def cached_resolutions(conn: sqlite3.Connection) -> set[str]:
     return {str(r[0]) for r in conn.execute("SELECT identifier FROM resolutions")}
 
 
+def reject_reasons(conn: sqlite3.Connection) -> list[str]:
+    """The reason of every quarantined input, in arrival order."""
+    return [str(r[0]) for r in conn.execute("SELECT reason FROM quarantine ORDER BY id")]
+
+
+def gaps(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+    """Every counter gap recorded, in arrival order: (the counter expected, the counter received)."""
+    return [(int(e), int(g)) for e, g in conn.execute("SELECT expected, got FROM gaps ORDER BY rowid")]
+
+
 # --- Meta, status ----------------------------------------------------------------------------------------
 
 

@@ -102,8 +102,8 @@ def test_the_window_bounds_each_jump_and_a_first_reading_counts_from_zero(
     assert reasons(writer, device, 101, 100, 201, 200, 301) == [
         "counter-jump", None, "counter-jump", None, "counter-jump",
     ]  # fmt: skip
-    conn = store.connect(path)
-    assert conn.execute("SELECT expected, got FROM gaps").fetchall() == [(101, 200)]
+    with store.reader(path) as conn:
+        assert store.gaps(conn) == [(101, 200)]
     outcome = writer.process([sub(reading(device, 1000))])[0]
     assert (outcome.accepted, outcome.durable) == (False, True)
     assert outcome.detail == f"{PUMP} counter 1000 is 800 above the last accepted 200 (counters.max_jump 100)"

@@ -82,6 +82,10 @@ def test_batch_accepts_quarantines_and_tracks_counters(plant: tuple[Writer, Cose
     assert db.execute("SELECT expected, got FROM gaps").fetchall() == [(3, 5)]
     assert db.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (5,)
     assert len(db.execute("SELECT raw FROM quarantine WHERE reason = 'oversize'").fetchone()[0]) == 8192
+    with store.reader(writer.path) as conn:  # the read functions tools and other tests use say the same
+        reasons = ["replay", "malformed", "oversize", "unknown-device", "bad-signature"]
+        assert store.reject_reasons(conn) == reasons
+        assert store.gaps(conn) == [(3, 5)]
 
 
 def test_replay_is_detected_across_restarts(plant: tuple[Writer, CoseSigner, CoseSigner]) -> None:
