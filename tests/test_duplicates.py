@@ -52,12 +52,7 @@ def desk(tmp_path: Path) -> tuple[Writer, CoseSigner, Callable[[], Writer]]:
     store.create_schema(path)
     gateway = CoseSigner(GATEWAY, generate_p256())
     device = CoseSigner(PUMP, generate_p256())
-    conn = store.connect(path)
-    conn.execute(
-        "INSERT INTO devices (identifier, key, origin) VALUES (?, ?, 'local')",
-        (PUMP, public_der(device.public_key)),
-    )
-    conn.close()
+    store.replace_local_devices(path, {PUMP: public_der(device.public_key)})  # as from [devices]
 
     def new_writer() -> Writer:
         w = Writer(

@@ -183,13 +183,8 @@ def held_rows(plant: Plant) -> int:
 
 
 def counters_of(plant: Plant, signer: str) -> list[int]:
-    conn = store.connect(plant.state / "gateway.db")
-    try:
-        return [
-            r[0] for r in conn.execute("SELECT counter FROM readings WHERE signer = ? ORDER BY id", (signer,))
-        ]
-    finally:
-        conn.close()
+    with store.reader(plant.state / "gateway.db") as conn:
+        return [r.counter for r in store.readings(conn, signer)]
 
 
 def assert_broker_holds_nothing(plant: Plant, pub: Publisher, sentinel: bytes, signer: str) -> None:

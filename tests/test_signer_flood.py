@@ -98,12 +98,7 @@ async def gateway(root: RootUnderTest, tmp_path: Path) -> AsyncIterator[Parts]:
     db = tmp_path / "gateway.db"
     store.create_schema(db)
     known = CoseSigner(KNOWN, generate_p256())
-    conn = store.connect(db)
-    conn.execute(
-        "INSERT INTO devices (identifier, key, origin, fetched_ms) VALUES (?, ?, 'local', NULL)",
-        (KNOWN, public_der(known.public_key)),
-    )
-    conn.close()
+    store.replace_local_devices(db, {KNOWN: public_der(known.public_key)})  # as from [devices]
     writer = Writer(
         db, CoseSigner(GATEWAY, generate_p256()), max_readings=1000, max_seconds=3600,
         disk_budget_bytes=1 << 30, retention_days=30,
