@@ -311,8 +311,8 @@ def test_a_forked_receipt_below_the_pin_is_evidence_and_sync_stops(
             finally:
                 stop.set()
                 await task
-            states = await parts.pins.db(lambda c: c.execute("SELECT state FROM blocks").fetchall())
-            assert states == [("submitted",)], "the block was anchored by a forked receipt"
+            states = await parts.pins.db(lambda c: [b.state for b in store.blocks(c)])
+            assert states == ["submitted"], "the block was anchored by a forked receipt"
             assert (await parts.pin_state()) == pin
             return parts
 
