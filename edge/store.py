@@ -279,6 +279,12 @@ def device_key_origin(conn: sqlite3.Connection, identifier: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def device_key(conn: sqlite3.Connection, identifier: str) -> bytes | None:
+    """The device's key (SubjectPublicKeyInfo DER) the gateway holds, local or proven; None if none."""
+    row = conn.execute("SELECT key FROM devices WHERE identifier = ?", (identifier,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
 def cached_resolutions(conn: sqlite3.Connection) -> set[str]:
     """Identifiers whose resolution (with proofs) the gateway has cached."""
     return {str(r[0]) for r in conn.execute("SELECT identifier FROM resolutions")}

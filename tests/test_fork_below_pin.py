@@ -205,10 +205,7 @@ class GatewayParts:
         return await self.pins.load_pin()
 
     async def device_key(self) -> bytes | None:
-        row = await self.pins.db(
-            lambda c: c.execute("SELECT key FROM devices WHERE identifier = ?", (DEVICE,)).fetchone()
-        )
-        return None if row is None else bytes(row[0])
+        return await self.pins.db(lambda c: store.device_key(c, DEVICE))
 
     def health(self) -> tuple[int, dict[str, Any], str]:
         """/healthz (status and body) and /metrics as the gateway's local API serves them now."""

@@ -279,6 +279,9 @@ def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
         assert store.device_key_origin(db, other.kid) == "registry"
         assert store.device_key_origin(db, DEVICE) == "local"
         assert store.device_key_origin(db, "88.123.99/NOBODY") is None
+        assert store.device_key(db, other.kid) == public_der(other.public_key)
+        assert store.device_key(db, DEVICE) == public_der(device.public_key)
+        assert store.device_key(db, "88.123.99/NOBODY") is None
         assert store.cached_resolutions(db) == set()
         [block] = store.blocks(db)
         assert (block.height, block.count, block.log_index, block.receipt) == (0, 10, 7, "r")
