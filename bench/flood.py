@@ -18,7 +18,6 @@ import asyncio
 import os
 import platform
 import re
-import sqlite3
 import statistics
 import tempfile
 import time
@@ -35,6 +34,7 @@ from results import record
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, load_private_pem
+from edge import store
 
 FLOOD = int(os.environ.get("BENCH_FLOOD_SIGNERS", "1000"))
 KNOWN = int(os.environ.get("BENCH_FLOOD_KNOWN_READINGS", "400"))
@@ -137,30 +137,28 @@ those were still not durable MQTT_WAIT_S later."""
     probe = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe")
     probe.connect("127.0.0.1", system.broker_port)
     probe.loop_start()
-    conn = sqlite3.connect(db, timeout=30)
-    query = "SELECT 1 FROM readings WHERE signer = ? AND counter = ?"
     lat, late = [], []
     try:
-        for payload in payloads:
-            flood.publish("edgeroot/readings/flood", payload, qos=1)
-        for c in range(1, MQTT_KNOWN + 1):
-            payload = envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 1.0}], c)
-            t0 = time.perf_counter()
-            probe.publish("edgeroot/readings/probe", payload, qos=1)
-            while conn.execute(query, (ident, c)).fetchone() is None:
-                if time.perf_counter() - t0 > MQTT_WAIT_S:
-                    late.append(c)
-                    break
-                time.sleep(0.001)
-            else:
-                lat.append(time.perf_counter() - t0)
-        # Were the late ones lost, or only late? Give them as long again, then count the missing.
-        deadline = time.perf_counter() + MQTT_WAIT_S
-        while late and time.perf_counter() < deadline:
-            late = [c for c in late if conn.execute(query, (ident, c)).fetchone() is None]
-            time.sleep(0.05)
+        with store.reader(db) as conn:  # one connection for the run: the probe loop polls it tightly
+            for payload in payloads:
+                flood.publish("edgeroot/readings/flood", payload, qos=1)
+            for c in range(1, MQTT_KNOWN + 1):
+                payload = envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 1.0}], c)
+                t0 = time.perf_counter()
+                probe.publish("edgeroot/readings/probe", payload, qos=1)
+                while not store.has_reading(conn, ident, c):
+                    if time.perf_counter() - t0 > MQTT_WAIT_S:
+                        late.append(c)
+                        break
+                    time.sleep(0.001)
+                else:
+                    lat.append(time.perf_counter() - t0)
+            # Were the late ones lost, or only late? Give them as long again, then count the missing.
+            deadline = time.perf_counter() + MQTT_WAIT_S
+            while late and time.perf_counter() < deadline:
+                late = [c for c in late if not store.has_reading(conn, ident, c)]
+                time.sleep(0.05)
     finally:
-        conn.close()
         for client in (flood, probe):
             client.disconnect()
             client.loop_stop()

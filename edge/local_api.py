@@ -208,20 +208,18 @@ class LocalApi:
         """The newest stored reading of each device, SenML resolved."""
         conn = store.connect(self.db)
         try:
-            rows = conn.execute(
-                "SELECT r.subject, r.counter, r.received_ms, r.raw, r.block FROM readings r "
-                "JOIN (SELECT subject, MAX(id) AS id FROM readings GROUP BY subject) m ON r.id = m.id"
-            ).fetchall()
+            newest = store.latest(conn)
         finally:
             conn.close()
-        out = {}
-        for subject, counter, received_ms, raw, block in rows:
-            out[subject] = {
-                "counter": counter,
-                "received_ms": received_ms,
-                "block": block,
-                "records": _records(bytes(raw)),
+        out = {
+            subject: {
+                "counter": r.counter,
+                "received_ms": r.received_ms,
+                "block": r.block,
+                "records": _records(r.raw),
             }
+            for subject, r in newest.items()
+        }
         return {"devices": out}
 
     def cached_resolution(self, identifier: str) -> tuple[int, str, bytes]:

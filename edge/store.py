@@ -279,9 +279,25 @@ def device_key_origin(conn: sqlite3.Connection, identifier: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def device_key(conn: sqlite3.Connection, identifier: str) -> bytes | None:
+    """The device's key (SubjectPublicKeyInfo DER) the gateway holds, local or proven; None if none."""
+    row = conn.execute("SELECT key FROM devices WHERE identifier = ?", (identifier,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
 def cached_resolutions(conn: sqlite3.Connection) -> set[str]:
     """Identifiers whose resolution (with proofs) the gateway has cached."""
     return {str(r[0]) for r in conn.execute("SELECT identifier FROM resolutions")}
+
+
+def reject_reasons(conn: sqlite3.Connection) -> list[str]:
+    """The reason of every quarantined input, in arrival order."""
+    return [str(r[0]) for r in conn.execute("SELECT reason FROM quarantine ORDER BY id")]
+
+
+def gaps(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+    """Every counter gap recorded, in arrival order: (the counter expected, the counter received)."""
+    return [(int(e), int(g)) for e, g in conn.execute("SELECT expected, got FROM gaps ORDER BY rowid")]
 
 
 # --- Meta, status ----------------------------------------------------------------------------------------

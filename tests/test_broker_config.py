@@ -137,12 +137,9 @@ def test_a_stopped_gateway_gets_every_reading_the_broker_acknowledged_meanwhile(
         pub.close()
     plant.start()
     plant.wait_anchored(1501, timeout=90)
-    conn = store.connect(plant.state / "gateway.db")
-    try:
-        counters = [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")]
-        assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (0,)
-    finally:
-        conn.close()
+    with store.reader(plant.state / "gateway.db") as conn:
+        counters = [r.counter for r in store.readings(conn)]
+        assert store.count_rejects_by_reason(conn) == {}
     assert counters == list(range(1, 1502))
     assert plant.stop() == 0
 

@@ -51,12 +51,7 @@ def desk(tmp_path: Path) -> tuple[Path, CoseSigner, Callable[..., Writer]]:
     store.create_schema(path)
     gateway = CoseSigner(GATEWAY, generate_p256())
     device = CoseSigner(PUMP, generate_p256())
-    conn = store.connect(path)
-    conn.execute(
-        "INSERT INTO devices (identifier, key, origin) VALUES (?, ?, 'local')",
-        (PUMP, public_der(device.public_key)),
-    )
-    conn.close()
+    store.replace_local_devices(path, {PUMP: public_der(device.public_key)})  # as from [devices]
 
     def open_writer(**window: int) -> Writer:
         w = Writer(
@@ -87,9 +82,9 @@ def test_a_counter_of_2_pow_63_minus_1_is_refused_and_the_device_goes_on(
     writer = open_writer()
     assert reasons(writer, device, 1, MAX_COUNTER, 2, 3) == [None, "counter-jump", None, None]
     assert writer.verifier.counters[PUMP] == 3
-    conn = store.connect(path)
-    assert conn.execute("SELECT reason FROM quarantine").fetchall() == [("counter-jump",)]
-    assert [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")] == [1, 2, 3]
+    with store.reader(path) as conn:
+        assert store.count_rejects_by_reason(conn) == {"counter-jump": 1}
+        assert [r.counter for r in store.readings(conn)] == [1, 2, 3]
 
 
 def test_the_window_bounds_each_jump_and_a_first_reading_counts_from_zero(
@@ -102,8 +97,8 @@ def test_the_window_bounds_each_jump_and_a_first_reading_counts_from_zero(
     assert reasons(writer, device, 101, 100, 201, 200, 301) == [
         "counter-jump", None, "counter-jump", None, "counter-jump",
     ]  # fmt: skip
-    conn = store.connect(path)
-    assert conn.execute("SELECT expected, got FROM gaps").fetchall() == [(101, 200)]
+    with store.reader(path) as conn:
+        assert store.gaps(conn) == [(101, 200)]
     outcome = writer.process([sub(reading(device, 1000))])[0]
     assert (outcome.accepted, outcome.durable) == (False, True)
     assert outcome.detail == f"{PUMP} counter 1000 is 800 above the last accepted 200 (counters.max_jump 100)"
@@ -153,8 +148,8 @@ def test_reset_requested_while_the_writer_runs_applies_before_the_next_reading(
         PUMP, None, 10**15, "alice", "firmware bug FW-12",
     )  # fmt: skip
     assert done.applied_ms is not None and done.applied_ms >= done.requested_ms
-    conn = store.connect(path)
-    assert conn.execute("SELECT last FROM counters WHERE signer = ?", (PUMP,)).fetchone() == (3,)
+    with store.reader(path) as conn:
+        assert store.last_counter(conn, PUMP) == 3
 
 
 def test_reset_requested_while_the_gateway_is_stopped_applies_at_start(

@@ -98,10 +98,7 @@ def test_the_budget_is_checked_after_every_batch_and_resumes_below_the_low_mark(
     path = tmp_path / "gateway.db"
     store.create_schema(path)
     device = CoseSigner(DEVICE, generate_p256())
-    conn = store.connect(path)
-    conn.execute("INSERT INTO devices (identifier, key, origin) VALUES (?, ?, 'local')",
-                 (DEVICE, public_der(device.public_key)))  # fmt: skip
-    conn.close()
+    store.replace_local_devices(path, {DEVICE: public_der(device.public_key)})  # as from [devices]
     writer = Writer(path, CoseSigner("88.123.99/GW-1", generate_p256()), max_readings=500, max_seconds=3600,
                     disk_budget_bytes=1 << 30, retention_days=30)  # fmt: skip
     writer.open()

@@ -52,12 +52,7 @@ def desk(tmp_path: Path) -> tuple[Writer, CoseSigner, Callable[[], Writer]]:
     store.create_schema(path)
     gateway = CoseSigner(GATEWAY, generate_p256())
     device = CoseSigner(PUMP, generate_p256())
-    conn = store.connect(path)
-    conn.execute(
-        "INSERT INTO devices (identifier, key, origin) VALUES (?, ?, 'local')",
-        (PUMP, public_der(device.public_key)),
-    )
-    conn.close()
+    store.replace_local_devices(path, {PUMP: public_der(device.public_key)})  # as from [devices]
 
     def new_writer() -> Writer:
         w = Writer(
@@ -70,19 +65,13 @@ def desk(tmp_path: Path) -> tuple[Writer, CoseSigner, Callable[[], Writer]]:
 
 
 def stored(path: Path) -> list[tuple[int, bytes]]:
-    conn = store.connect(path)
-    try:
-        return [(int(c), bytes(r)) for c, r in conn.execute("SELECT counter, raw FROM readings ORDER BY id")]
-    finally:
-        conn.close()
+    with store.reader(path) as conn:
+        return [(r.counter, r.raw) for r in store.readings(conn)]
 
 
 def quarantined(path: Path) -> list[str]:
-    conn = store.connect(path)
-    try:
-        return [str(r[0]) for r in conn.execute("SELECT reason FROM quarantine ORDER BY id")]
-    finally:
-        conn.close()
+    with store.reader(path) as conn:
+        return store.reject_reasons(conn)
 
 
 def test_identical_resend_in_one_batch_is_acknowledged_once_stored(
@@ -122,8 +111,8 @@ def test_resend_of_a_stored_reading_is_a_duplicate_after_a_restart_even_re_signe
     assert stored(writer.path)[0][1] == first  # the original bytes are kept, not the resend's
     assert quarantined(writer.path) == []
     assert writer.verifier.counters[PUMP] == 4
-    conn = store.connect(writer.path)
-    assert conn.execute("SELECT COUNT(*) FROM gaps").fetchone() == (0,)
+    with store.reader(writer.path) as conn:
+        assert store.count_gaps(conn) == 0
     assert store.read_status(writer.path).duplicates == 2
 
 

@@ -75,12 +75,14 @@ def register(path: Path, device: CoseSigner) -> None:
     conn.close()
 
 
-def table(path: Path, query: str) -> list[tuple[object, ...]]:
-    conn = store.connect(path)
-    try:
-        return [tuple(r) for r in conn.execute(query)]
-    finally:
-        conn.close()
+def counters_in(path: Path) -> list[int]:
+    with store.reader(path) as conn:
+        return [r.counter for r in store.readings(conn)]
+
+
+def held_count(path: Path) -> int:
+    with store.reader(path) as conn:
+        return store.count_held(conn)
 
 
 def test_a_held_reading_is_durable_and_stored_in_arrival_order_once_its_key_is_found(db: Path) -> None:
@@ -97,12 +99,14 @@ def test_a_held_reading_is_durable_and_stored_in_arrival_order_once_its_key_is_f
     # The key is in the file now, but the signer's earlier readings wait: a new one may not overtake them.
     [third] = w.process([sub(reading(device, 3))])
     assert third.reason == HELD and third.durable
-    assert table(db, "SELECT signer, source FROM held ORDER BY id") == [(STRANGER, "test")] * 3
-    assert table(db, "SELECT COUNT(*) FROM readings") == [(0,)]
+    with store.reader(db) as conn:  # three held rows, all the stranger's, all from the "test" source
+        assert store.count_held(conn) == 3
+        assert [source for _, source, _, _ in store.held_of(conn, STRANGER)] == ["test"] * 3
+        assert store.count_readings(conn) == 0
     released = w.release(STRANGER)
     assert [o.accepted for _, o in released] == [True, True, True]
-    assert table(db, "SELECT counter FROM readings ORDER BY id") == [(1,), (2,), (3,)]
-    assert table(db, "SELECT COUNT(*) FROM held") == [(0,)]
+    assert counters_in(db) == [1, 2, 3]
+    assert held_count(db) == 0
     assert (w.held, w.held_count, w.held_bytes) == ({}, 0, 0)
     [fourth] = w.process([sub(reading(device, 4))])
     assert fourth.accepted
@@ -116,12 +120,13 @@ def test_a_proven_absence_quarantines_the_held_readings_and_a_failed_lookup_keep
     # The lookup failed (nothing proven, no key): judging again holds them again, nothing is dropped.
     again = w.release(STRANGER)
     assert [o.reason for _, o in again] == [HELD, HELD]
-    assert table(db, "SELECT COUNT(*) FROM held") == [(2,)] and w.held == {STRANGER: 2}
+    assert held_count(db) == 2 and w.held == {STRANGER: 2}
     w.may_hold = lambda _signer: False  # absence proven
     final = w.release(STRANGER)
     assert [(o.reason, o.durable) for _, o in final] == [("unknown-device", True)] * 2
-    assert table(db, "SELECT reason FROM quarantine") == [("unknown-device",)] * 2
-    assert table(db, "SELECT COUNT(*) FROM held") == [(0,)] and w.held == {}
+    with store.reader(db) as conn:
+        assert store.reject_reasons(conn) == ["unknown-device"] * 2
+    assert held_count(db) == 0 and w.held == {}
     w.close()
 
 
@@ -138,7 +143,7 @@ def test_held_readings_survive_a_restart_and_keep_their_place(db: Path) -> None:
     [third] = w.process([sub(reading(device, 3))])
     assert third.reason == HELD
     assert [o.accepted for _, o in w.release(STRANGER)] == [True, True, True]
-    assert table(db, "SELECT counter FROM readings ORDER BY id") == [(1,), (2,), (3,)]
+    assert counters_in(db) == [1, 2, 3]
     w.close()
 
 
@@ -150,7 +155,7 @@ def test_beyond_the_bound_a_reading_is_refused_unacknowledged(
     w = open_writer(db)
     outcomes = w.process([sub(reading(device, n)) for n in (1, 2, 3)])
     assert [(o.reason, o.durable) for o in outcomes] == [(HELD, True), (HELD, True), (KEY_LOOKUP, False)]
-    assert table(db, "SELECT COUNT(*) FROM held") == [(2,)]
+    assert held_count(db) == 2
     w.close()
 
 
@@ -183,13 +188,8 @@ def held_rows(plant: Plant) -> int:
 
 
 def counters_of(plant: Plant, signer: str) -> list[int]:
-    conn = store.connect(plant.state / "gateway.db")
-    try:
-        return [
-            r[0] for r in conn.execute("SELECT counter FROM readings WHERE signer = ? ORDER BY id", (signer,))
-        ]
-    finally:
-        conn.close()
+    with store.reader(plant.state / "gateway.db") as conn:
+        return [r.counter for r in store.readings(conn, signer)]
 
 
 def assert_broker_holds_nothing(plant: Plant, pub: Publisher, sentinel: bytes, signer: str) -> None:

@@ -205,10 +205,7 @@ class GatewayParts:
         return await self.pins.load_pin()
 
     async def device_key(self) -> bytes | None:
-        row = await self.pins.db(
-            lambda c: c.execute("SELECT key FROM devices WHERE identifier = ?", (DEVICE,)).fetchone()
-        )
-        return None if row is None else bytes(row[0])
+        return await self.pins.db(lambda c: store.device_key(c, DEVICE))
 
     def health(self) -> tuple[int, dict[str, Any], str]:
         """/healthz (status and body) and /metrics as the gateway's local API serves them now."""
@@ -311,8 +308,8 @@ def test_a_forked_receipt_below_the_pin_is_evidence_and_sync_stops(
             finally:
                 stop.set()
                 await task
-            states = await parts.pins.db(lambda c: c.execute("SELECT state FROM blocks").fetchall())
-            assert states == [("submitted",)], "the block was anchored by a forked receipt"
+            states = await parts.pins.db(lambda c: [b.state for b in store.blocks(c)])
+            assert states == ["submitted"], "the block was anchored by a forked receipt"
             assert (await parts.pin_state()) == pin
             return parts
 

@@ -164,6 +164,16 @@ def test_devices_json_lists_key_source_counter_and_last_reading(db: Path) -> Non
     }
 
 
+def test_latest_json_has_the_newest_stored_reading_of_each_device(db: Path) -> None:
+    """/v1/readings/latest: per device, its newest stored reading (counter, block, SenML resolved)."""
+    status, ctype, body = api_for(db).handle("/v1/readings/latest")
+    assert (status, ctype) == (200, "application/json")
+    [(subject, newest)] = json.loads(body)["devices"].items()
+    assert subject == PUMP
+    assert newest["counter"] == 2 and newest["block"] is not None and newest["received_ms"] > T0
+    assert [(r["name"], r["value"]) for r in newest["records"]] == [("flow", 2.0)]
+
+
 def test_devices_overview_is_bounded_and_counts_all(db: Path) -> None:
     """The device table stops at its bound; the count says how many there are in all."""
     conn = store.connect(db)

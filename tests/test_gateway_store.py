@@ -82,6 +82,10 @@ def test_batch_accepts_quarantines_and_tracks_counters(plant: tuple[Writer, Cose
     assert db.execute("SELECT expected, got FROM gaps").fetchall() == [(3, 5)]
     assert db.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (5,)
     assert len(db.execute("SELECT raw FROM quarantine WHERE reason = 'oversize'").fetchone()[0]) == 8192
+    with store.reader(writer.path) as conn:  # the read functions tools and other tests use say the same
+        reasons = ["replay", "malformed", "oversize", "unknown-device", "bad-signature"]
+        assert store.reject_reasons(conn) == reasons
+        assert store.gaps(conn) == [(3, 5)]
 
 
 def test_replay_is_detected_across_restarts(plant: tuple[Writer, CoseSigner, CoseSigner]) -> None:
@@ -275,6 +279,9 @@ def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
         assert store.device_key_origin(db, other.kid) == "registry"
         assert store.device_key_origin(db, DEVICE) == "local"
         assert store.device_key_origin(db, "88.123.99/NOBODY") is None
+        assert store.device_key(db, other.kid) == public_der(other.public_key)
+        assert store.device_key(db, DEVICE) == public_der(device.public_key)
+        assert store.device_key(db, "88.123.99/NOBODY") is None
         assert store.cached_resolutions(db) == set()
         [block] = store.blocks(db)
         assert (block.height, block.count, block.log_index, block.receipt) == (0, 10, 7, "r")

@@ -471,14 +471,14 @@ def test_a_refusal_that_claims_every_block_accepted_is_a_protocol_error(
         accepted = [{"block_id": block_id.hex(), "height": 0, "duplicate": False}]
         return httpx.Response(400, json={"accepted": accepted, "message": "refused"})
 
-    async def scenario() -> list[tuple[str]]:
+    async def scenario() -> list[str]:
         root, syncer, _ = await _gateway_with_block(tmp_path, log, answer, "chained", block)
         async with root:
             with pytest.raises(ProtocolError):
                 await syncer.push()
-            return await syncer.pins.db(lambda c: c.execute("SELECT state FROM blocks").fetchall())
+            return await syncer.pins.db(lambda c: [b.state for b in gateway_store.blocks(c)])
 
-    assert run(scenario()) == [("submitted",)]
+    assert run(scenario()) == ["submitted"]
 
 
 def test_a_malformed_proof_on_the_receipt_path_is_counted_and_retried_never_evidence(
@@ -516,8 +516,8 @@ def test_a_malformed_proof_on_the_receipt_path_is_counted_and_retried_never_evid
                 broken["proof"] = False
 
                 async def anchored() -> bool:
-                    rows = await syncer.pins.db(lambda c: c.execute("SELECT state FROM blocks").fetchall())
-                    return rows == [("anchored",)]
+                    states = await syncer.pins.db(lambda c: [b.state for b in gateway_store.blocks(c)])
+                    return states == ["anchored"]
 
                 deadline = time.monotonic() + 30
                 while not await anchored():

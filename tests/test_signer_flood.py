@@ -98,12 +98,7 @@ async def gateway(root: RootUnderTest, tmp_path: Path) -> AsyncIterator[Parts]:
     db = tmp_path / "gateway.db"
     store.create_schema(db)
     known = CoseSigner(KNOWN, generate_p256())
-    conn = store.connect(db)
-    conn.execute(
-        "INSERT INTO devices (identifier, key, origin, fetched_ms) VALUES (?, ?, 'local', NULL)",
-        (KNOWN, public_der(known.public_key)),
-    )
-    conn.close()
+    store.replace_local_devices(db, {KNOWN: public_der(known.public_key)})  # as from [devices]
     writer = Writer(
         db, CoseSigner(GATEWAY, generate_p256()), max_readings=1000, max_seconds=3600,
         disk_budget_bytes=1 << 30, retention_days=30,
@@ -240,9 +235,6 @@ def test_readings_held_during_their_lookup_are_stored_in_arrival_order_and_none_
             assert (stats.accepted, stats.duplicates, stats.held, stats.rejected) == (5, 1, 3, {})
 
     asyncio.run(scenario())
-    conn = store.connect(tmp_path / "gateway.db")
-    try:
-        assert [r[0] for r in conn.execute("SELECT counter FROM readings ORDER BY id")] == [1, 2, 3, 4, 5]
-        assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (0,)
-    finally:
-        conn.close()
+    with store.reader(tmp_path / "gateway.db") as conn:
+        assert [r.counter for r in store.readings(conn)] == [1, 2, 3, 4, 5]
+        assert store.count_rejects_by_reason(conn) == {}
