@@ -138,11 +138,13 @@ def test_root_outage_then_recovery_loses_nothing_and_keeps_order(plant: Plant) -
         plant.system.stop("root")
         for _ in range(120):
             pub.publish("edgeroot/readings/pump", plant.reading())
-        time.sleep(1.5)
-        st = store.status(plant.state / "gateway.db")
-        assert st["readings"] == 150 and st["blocks"]["chained"] >= 3, st
-        health = httpx.get(f"{plant.http}/healthz").json()
-        assert health["sync"] == "backing off"
+        # Wait for the condition, not for a time: every reading stored and chained, sync backing off.
+        def stored_chained_and_backing_off() -> bool:
+            st = store.status(plant.state / "gateway.db")
+            sync = httpx.get(f"{plant.http}/healthz").json()["sync"]
+            return bool(st["readings"] == 150 and st["blocks"]["chained"] >= 3 and sync == "backing off")
+
+        wait_until("150 readings stored, 3 blocks chained, sync backing off", stored_chained_and_backing_off)
         plant.system.start("root")
         plant.wait_anchored(150, timeout=90)
     finally:
