@@ -12,6 +12,9 @@ Prose is translated freely; what a reader types or looks up must be the same in 
   (``## 3. ...``) where the English has one, since the text refers to sections by number.
 - **Tables**: the same tables in the same order; row by row, the same inline code spans (config keys,
   metric names, units, paths), in any order within the row.
+- **Inline code**: the whole document's inline code spans (commands, options, keys, file names, metric
+  names), as a multiset with runs of whitespace read as one space, so a span may wrap differently; a
+  link to the other document of a pair counts as its English name.
 - **Generated key tables**: the block between the ``config keys`` markers is byte-for-byte the English
   one, which ``tests/test_config_files.py`` checks against the declarations and
   ``python -m tests.test_config_files`` rewrites in both files, so a new key cannot be missing in Chinese.
@@ -44,6 +47,8 @@ _FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE
 _HEADING = re.compile(r"^(#{1,6}) +(.*)$", re.MULTILINE)
 _TRAILING_COMMENT = re.compile(r"\s+#(?:\s.*)?$")
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
+_INLINE_CODE = re.compile(r"`([^`]+)`")
+_ENGLISH_NAME = re.compile(r"\.zh-CN\.md\b")
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,12 @@ def tables(markdown: str) -> list[list[Counter[str]]]:
         previous_was_row = is_row
     # The header row is words, translated freely; its code spans (if any) are compared with the rest.
     return found
+
+
+def code_spans(markdown: str) -> Counter[str]:
+    """Every inline code span outside fenced blocks, whitespace runs as one space, zh-CN names as English."""
+    spans = Counter(" ".join(span.split()) for span in _INLINE_CODE.findall(_without_fences(markdown)))
+    return Counter({_ENGLISH_NAME.sub(".md", span): count for span, count in spans.items()})
 
 
 def generated_block(markdown: str) -> str | None:
@@ -199,6 +210,18 @@ def test_chinese_tables_keep_every_code_span(en_path: Path, zh_path: Path) -> No
 
 
 @pytest.mark.parametrize(("en_path", "zh_path"), PAIRS, ids=PAIR_IDS)
+def test_chinese_prose_keeps_every_inline_code_span(en_path: Path, zh_path: Path) -> None:
+    """Every `command`, `key`, `file` and `metric` of the English prose appears, unchanged, in Chinese."""
+    english, chinese = code_spans(en_path.read_text()), code_spans(zh_path.read_text())
+    assert english == chinese, (
+        f"inline code differs between {_name(en_path)} and {_name(zh_path)}: only in English "
+        f"{sorted((english - chinese).elements())}, only in Chinese "
+        f"{sorted((chinese - english).elements())}. "
+        "Keep each `...` of the English text, unchanged and as often, in the Chinese text."
+    )
+
+
+@pytest.mark.parametrize(("en_path", "zh_path"), PAIRS, ids=PAIR_IDS)
 def test_chinese_generated_key_tables_are_the_english_ones(en_path: Path, zh_path: Path) -> None:
     """The generated config key tables are copied verbatim, so a new key cannot be missing in Chinese."""
     english, chinese = generated_block(en_path.read_text()), generated_block(zh_path.read_text())
@@ -231,6 +254,8 @@ def test_extractors_drop_comments_but_keep_glued_hashes() -> None:
     assert block == Block("sh", ("edgeroot run --x 1", "topic read a/#"), 2, "Title")
     assert heading_shapes(text) == ["#", "## 2."]
     assert tables(text) == [[Counter(), Counter({"a.b": 1, "c": 1})]]
+    wrapped = "run `proof\nreceipt --json`, see [`docs/operations.zh-CN.md`](docs/operations.zh-CN.md)"
+    assert code_spans(wrapped) == Counter({"proof receipt --json": 1, "docs/operations.md": 1})
 
 
 def test_a_changed_command_is_reported_with_its_block() -> None:
