@@ -18,6 +18,7 @@ Prose is translated freely; what a reader types or looks up must be the same in 
 - **Generated key tables**: the block between the ``config keys`` markers is byte-for-byte the English
   one, which ``tests/test_config_files.py`` checks against the declarations and
   ``python -m tests.test_config_files`` rewrites in both files, so a new key cannot be missing in Chinese.
+- **Images**: the same pictures (screenshots), in any order, so a new one is shown in both.
 - **Links**: each file links to the other at its top.
 """
 
@@ -48,6 +49,7 @@ _HEADING = re.compile(r"^(#{1,6}) +(.*)$", re.MULTILINE)
 _TRAILING_COMMENT = re.compile(r"\s+#(?:\s.*)?$")
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
 _INLINE_CODE = re.compile(r"`([^`]+)`")
+_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)")
 _ENGLISH_NAME = re.compile(r"\.zh-CN\.md\b")
 
 
@@ -236,6 +238,17 @@ def test_chinese_generated_key_tables_are_the_english_ones(en_path: Path, zh_pat
 
 
 @pytest.mark.parametrize(("en_path", "zh_path"), PAIRS, ids=PAIR_IDS)
+def test_chinese_shows_the_same_pictures(en_path: Path, zh_path: Path) -> None:
+    """Every image of the English file (the page screenshots) is shown in the Chinese one too."""
+    english = sorted(_IMAGE.findall(_without_fences(en_path.read_text())))
+    chinese = sorted(_IMAGE.findall(_without_fences(zh_path.read_text())))
+    assert english == chinese, (
+        f"images differ: only in {_name(en_path)} {sorted(set(english) - set(chinese))}, only in "
+        f"{_name(zh_path)} {sorted(set(chinese) - set(english))}: show the same pictures in both."
+    )
+
+
+@pytest.mark.parametrize(("en_path", "zh_path"), PAIRS, ids=PAIR_IDS)
 def test_each_language_links_to_the_other_at_the_top(en_path: Path, zh_path: Path) -> None:
     """The first lines of each file link to its other-language version."""
     english_top = "\n".join(en_path.read_text().splitlines()[:5])
@@ -255,6 +268,7 @@ def test_extractors_drop_comments_but_keep_glued_hashes() -> None:
     assert heading_shapes(text) == ["#", "## 2."]
     assert tables(text) == [[Counter(), Counter({"a.b": 1, "c": 1})]]
     wrapped = "run `proof\nreceipt --json`, see [`docs/operations.zh-CN.md`](docs/operations.zh-CN.md)"
+    assert _IMAGE.findall("![图](docs/images/a.png) and ![x](b.png)") == ["docs/images/a.png", "b.png"]
     assert code_spans(wrapped) == Counter({"proof receipt --json": 1, "docs/operations.md": 1})
 
 
