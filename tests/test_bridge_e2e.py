@@ -14,7 +14,7 @@ import pytest
 
 from chain_lite import envelope
 from edge import store
-from edgeroot.system import Daemon
+from edgeroot.system import Daemon, wait_until
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, encode_frame, parse_counter_body
 from tests.gateway_harness import DEVICE, EDGEROOT, Plant
 from tests.serial_harness import pty, read_some, write_all
@@ -122,7 +122,8 @@ def test_unplug_mid_frame_and_replug(bridge: tuple[Plant, Pty, Path, Daemon]) ->
     pty.write(encode_frame(FrameType.READING, plant.reading())[:20])  # half a frame, then gone
     pty.unplug()
     port.unlink()
-    time.sleep(1.5)
+    # The bridge has noticed (it says so) and is still running: the condition, not a fixed time.
+    wait_until("the bridge to report its port gone", lambda: "vanished" in proc.log_text(), check=proc.check)
     assert proc.running, "the bridge exited when its port vanished"
     replugged = Pty(port)
     reading = plant.reading()

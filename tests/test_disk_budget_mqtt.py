@@ -28,7 +28,7 @@ from edge.connectors.mqtt import MqttConfig
 from edge.intake import STORE_FULL, Outcome
 from edge.writer import Writer
 from edgeroot.mqtt_broker import Mosquitto, shipped_config
-from edgeroot.system import configure
+from edgeroot.system import configure, wait_until
 from tests.gateway_harness import Plant, running_plant
 from tests.mqtt_harness import require_mosquitto
 from tests.test_connectors import FakePaho, Message
@@ -150,13 +150,6 @@ class AckCountingPublisher:
         self.client.loop_stop()
 
 
-def _wait(what: str, condition: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-
-
 @pytest.mark.parametrize("inflight", [20, 1000])
 def test_every_broker_acknowledged_reading_is_stored_once_across_the_disk_budget(
     tmp_path: Path, inflight: int
@@ -190,8 +183,8 @@ def _drill(plant: Plant, inflight: int) -> None:
     publisher = AckCountingPublisher(*plant.broker)
     try:
         publisher.publish_all([plant.reading() for _ in range(READINGS)])
-        _wait("the disk budget was never reached",
-              lambda: httpx.get(f"{plant.http}/healthz").status_code == 503, 60)  # fmt: skip
+        wait_until("the disk budget reached", lambda: httpx.get(f"{plant.http}/healthz").status_code == 503,
+                   timeout=60)  # fmt: skip
         db = plant.state / "gateway.db"
         held = store.status(db)["readings"]
         assert 1000 < held < READINGS, held
@@ -201,13 +194,13 @@ def _drill(plant: Plant, inflight: int) -> None:
         # what was in flight, in order, to a gateway that holds it again (nothing judged a replay).
         assert plant.stop(signal.SIGKILL) == -signal.SIGKILL
         plant.start()
-        _wait("the restarted gateway did not see its budget reached",
-              lambda: httpx.get(f"{plant.http}/healthz").status_code == 503, 30)  # fmt: skip
+        wait_until("the restarted gateway seeing its budget reached",
+                   lambda: httpx.get(f"{plant.http}/healthz").status_code == 503, timeout=30)  # fmt: skip
         plant.system.start("root")
-        _wait(f"not every acknowledged reading was anchored: {store.status(db)}",
-              lambda: store.status(db)["unanchored_blocks"] == 0
-              and store.status(db)["unchained_readings"] == 0 and _anchored_chain(plant) == READINGS,
-              90)  # fmt: skip
+        wait_until(lambda: f"every acknowledged reading anchored: {store.status(db)}",
+                   lambda: store.status(db)["unanchored_blocks"] == 0
+                   and store.status(db)["unchained_readings"] == 0 and _anchored_chain(plant) == READINGS,
+                   timeout=90)  # fmt: skip
     finally:
         publisher.close()
     with store.reader(db) as conn:
