@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -52,11 +53,43 @@ class HarnessError(Exception):
     """A part of the system did not start, exited, or a condition was not met in time."""
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _listen_ports() -> range:
+    """Ports outside the kernel's ephemeral range: no outgoing connection is given one of these, so a
+    port picked here stays free until the service it was picked for binds it (a port from ``bind(0)``
+    comes from the ephemeral range, and an HTTP client's connection took one such port in CI between
+    the pick and the bind)."""
+    try:
+        low, high = (int(x) for x in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(10_000, low) if low - 10_000 >= 2_000 else range(high + 1, 65_536)
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on (UDP for CoAP uses the same number)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on loopback that nothing uses over TCP or UDP (CoAP uses the same number), outside the
+    ephemeral range and never handed out twice by this process."""
+    ports = _listen_ports()
+    pick = random.Random(os.getpid() ^ time.monotonic_ns())  # noqa: S311 (spreads test ports, no secret)
+    for _ in range(200):
+        port = pick.choice(ports)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise HarnessError(f"no free loopback port in {ports.start}-{ports.stop - 1} after 200 tries")
 
 
 def wait_until(
