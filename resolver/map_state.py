@@ -23,7 +23,6 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from chain_lite.registry import Record
 from chain_lite.sparse_map import (
     EMPTY,
     HASH_SIZE,
@@ -63,7 +62,8 @@ class MapState:
         entries = {}
         for identifier, record in tx.all(_AS_OF_QUERY, (size,)):
             if record is not None:
-                entries[map_key(identifier)] = Record.decode(bytes(record)).value_hash
+                # value_of, not Record.decode: history also holds EPCIS index entries (D-070).
+                entries[map_key(identifier)] = hashlib.sha256(bytes(record)).digest()
         state.map = SparseMap(entries)
         state.size = size
         return state

@@ -28,9 +28,10 @@ import psycopg
 from chain_lite import merkle
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
 from chain_lite.errors import ChainError
-from chain_lite.log_leaf import LEAF_BLOCK, LEAF_REGISTRY, MapHead
+from chain_lite.epcis_facts import EventFacts
+from chain_lite.log_leaf import LEAF_BLOCK, LEAF_EPCIS, LEAF_REGISTRY, MapHead
 from chain_lite.note import Signer
-from resolver import registry
+from resolver import epcis_index, epcis_intake, registry
 from resolver.db import Database, Tx
 from resolver.errors import ResolverError, StorageError
 from resolver.log_store import TxNodeStore, latest_checkpoint, tree_size
@@ -129,6 +130,7 @@ class Sequencer:
         leaves: list[bytes] = []
         history: list[tuple[str, int, bytes | None]] = []
         block_indexes: list[tuple[int, bytes]] = []
+        events: list[tuple[int, EventFacts]] = []
         for _, raw_leaf, ref in rows:
             leaf = bytes(raw_leaf)
             index = size + len(leaves)
@@ -137,7 +139,12 @@ class Sequencer:
                 history.append((identifier, index, encoded))
             elif leaf[0] == LEAF_BLOCK:
                 block_indexes.append((index, bytes(ref)))
+            elif leaf[0] == LEAF_EPCIS:
+                events.append((index, epcis_intake.facts_of_leaf(leaf)))
             leaves.append(leaf)
+        if events:
+            # Each mentioned identifier's completeness entry moves on with the event (D-070).
+            history.extend(epcis_index.index_changes(tx, events))
         head_index = size + len(leaves)
         # The whole batch in one descent of the map (each new branch hashed once per batch).
         new_map = self.map.with_changes([(identifier, rec) for identifier, _, rec in history], head_index + 1)
@@ -151,6 +158,10 @@ class Sequencer:
             tx.executemany("INSERT INTO history (identifier, idx, record) VALUES (?, ?, ?)", history)
         for index, block_id in block_indexes:
             tx.execute("UPDATE blocks SET idx = ? WHERE block_id = ?", (index, block_id))
+        if events:
+            tx.executemany(
+                "UPDATE epcis_events SET idx = ? WHERE hash_id = ?", [(i, f.hash_id) for i, f in events]
+            )
         tree = merkle.MerkleTree(TxNodeStore(tx), size=size)
         tree.append_entries(leaves)
         new_size, new_root = tree.size, tree.root()

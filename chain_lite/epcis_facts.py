@@ -1,0 +1,88 @@
+"""What the node indexes and a verifier re-derives from one EPCIS 2.0 event: its CBV hash ID, type,
+time, business step, and the identifiers it mentions by role with their edgeroot prefixes.
+
+The EPCIS rules themselves (validation, the hash ID, the URI form of identifiers, the roles) are
+:mod:`chain_lite.epcis`'s; this module only gathers what capture, the index and the trace need.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from chain_lite.epcis import edgeroot_identifier, event_hash_id, identifiers_by_role, validate_event
+from chain_lite.errors import FormatError
+
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """One identifier an event mentions: its role (``epc``, ``parent``, ``child``, ``input``,
+    ``output``, as EPCIS 2.0 names the lists), the identifier as written in the event (normalised
+    URI) and its edgeroot prefix (``None`` for a foreign identifier)."""
+
+    role: str
+    identifier: str
+    prefix: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    hash_id: str
+    event_type: str
+    event_time_ms: int
+    biz_step: str | None
+    mentions: tuple[Mention, ...]
+
+    def identifiers(self) -> list[str]:
+        """Each identifier once, in first-mention order: the keys of the completeness index."""
+        return list(dict.fromkeys(m.identifier for m in self.mentions))
+
+
+
+def _event_time_ms(event: dict[str, Any]) -> int:
+    text = event.get("eventTime")
+    if not isinstance(text, str):
+        raise FormatError("epcis event", "eventTime must be an ISO 8601 date-time")
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise FormatError("epcis event", f"eventTime {text!r} is not an ISO 8601 date-time") from exc
+    if moment.tzinfo is None:
+        raise FormatError("epcis event", f"eventTime {text!r} has no time zone offset")
+    # No clock is read: the instant is converted arithmetically from the event's own text.
+    return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def event_facts(event: dict[str, Any]) -> EventFacts:
+    """What the node indexes and a verifier re-derives from one event (validated as EPCIS 2.0 by
+    :mod:`chain_lite.epcis`): its CBV hash ID, type, time, business step and the identifiers it
+    mentions by role, each with its edgeroot prefix (``None`` when foreign)."""
+    validate_event(event)
+    mentions = []
+    for role, uri in identifiers_by_role(event):
+        ident = edgeroot_identifier(uri)
+        mentions.append(Mention(role, uri, None if ident is None else ident.partition("/")[0]))
+    step = event.get("bizStep")
+    return EventFacts(
+        event_hash_id(event),
+        str(event.get("type")),
+        _event_time_ms(event),
+        None if not isinstance(step, str) else bare_biz_step(step),
+        tuple(mentions),
+    )
+
+
+_BIZSTEP_PREFIXES = ("https://ref.gs1.org/cbv/BizStep-", "urn:epcglobal:cbv:bizstep:")
+
+
+def bare_biz_step(value: str) -> str:
+    """A CBV business step in its bare JSON form (``commissioning``), whatever form it was written in."""
+    for prefix in _BIZSTEP_PREFIXES:
+        if value.startswith(prefix):
+            return value[len(prefix) :]
+    return value

@@ -1,0 +1,46 @@
+"""The completeness index (decisions D-070): per identifier, a map entry committing to the log indices
+of every event that mentions it (:class:`chain_lite.epcis_capture.IndexEntry`).
+
+The entries live in the ``history`` table beside registry records, under the name
+``epcis-index:<identifier>``, one row per event that extends them, so the map as of any log size, the
+published view and as-of answers are rebuilt by the one mechanism (:mod:`resolver.map_state`), and the
+list of an identifier's events as of size ``S`` is its rows below ``S``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chain_lite.epcis_capture import IndexEntry, index_key_name
+from chain_lite.epcis_facts import EventFacts
+from resolver.db import Row, Tx
+
+
+def index_changes(tx: Tx, events: Sequence[tuple[int, EventFacts]]) -> list[tuple[str, int, bytes]]:
+    """``history`` rows ``(epcis-index:<identifier>, event log index, entry bytes)`` that the events
+    (``(log index, facts)`` in log order) leave."""
+    current: dict[str, IndexEntry] = {}
+    rows: list[tuple[str, int, bytes]] = []
+    for index, facts in events:
+        for identifier in facts.identifiers():
+            name = index_key_name(identifier)
+            entry = current.get(name)
+            if entry is None:
+                entry = _latest(tx, name, identifier)
+            entry = entry.extended(index)
+            current[name] = entry
+            rows.append((name, index, entry.encode()))
+    return rows
+
+
+def _latest(tx: Tx, name: str, identifier: str) -> IndexEntry:
+    row = tx.one("SELECT record FROM history WHERE identifier = ? ORDER BY idx DESC LIMIT 1", (name,))
+    return IndexEntry.empty(identifier) if row is None else IndexEntry.decode(bytes(row[0]))
+
+
+def indices_as_of(tx: Tx, identifier: str, size: int) -> list[int]:
+    """The log indices of the events mentioning ``identifier`` below log size ``size``."""
+    rows: list[Row] = tx.all(
+        "SELECT idx FROM history WHERE identifier = ? AND idx < ? ORDER BY idx", (index_key_name(identifier), size)
+    )
+    return [int(r[0]) for r in rows]

@@ -1,0 +1,178 @@
+"""EPCIS 2.0 event queries and completeness proofs, as of the published checkpoint.
+
+``GET /epcis/events`` takes the EPCIS 2.0 query parameters a trace needs (``MATCH_anyEPC``,
+``MATCH_inputEPC``, ``MATCH_outputEPC``, ``MATCH_parentID``, ``GE_eventTime``, ``LT_eventTime``,
+``EQ_bizStep``; several values of one parameter separated by ``|``, parameters combined with AND) and
+pages with ``perPage`` and ``nextPageToken``. Every page is answered as of one published checkpoint
+(the first page's, carried in the token), in log order, and each event comes with its signed capture
+and its inclusion proof in that checkpoint, so a client checks every event it is shown.
+
+``GET /v1/epcis/index?id=ID`` proves completeness: the identifier's index entry with a map proof under
+the map head the checkpoint ends with, and the list of log indices the entry commits to (D-070).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chain_lite import b64, merkle
+from chain_lite.epcis_capture import index_key_name, parse_capture
+from chain_lite.epcis_facts import bare_biz_step
+from resolver.db import Database
+from resolver.epcis_index import indices_as_of
+from resolver.epcis_intake import SIGNATURE_PROPERTY
+from resolver.errors import BadRequest
+from resolver.log_store import TxNodeStore, checkpoint_at
+from resolver.reads import PublishedView
+
+ROLES_OF = {
+    "MATCH_anyEPC": ("epc", "parent", "child", "input", "output"),
+    "MATCH_epc": ("epc",),
+    "MATCH_inputEPC": ("input",),
+    "MATCH_outputEPC": ("output",),
+    "MATCH_parentID": ("parent",),
+}
+QUERY_PARAMETERS = (*ROLES_OF, "GE_eventTime", "LT_eventTime", "EQ_bizStep", "perPage", "nextPageToken")
+DEFAULT_PER_PAGE = 100
+MAX_PER_PAGE = 1000
+EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
+EDGEROOT_CONTEXT = {"edgeroot": "https://edgeroot.example/ns/epcis#"}
+
+
+def _time_ms(name: str, text: str) -> int:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name}: {text!r} is not an ISO 8601 date-time") from exc
+    if moment.tzinfo is None:
+        raise BadRequest(f"{name}: {text!r} has no time zone offset")
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    size: int
+    checkpoint: bytes
+    events: list[dict[str, Any]]
+    next_token: str | None
+
+
+def _token(size: int, after: int) -> str:
+    return f"v1.{size}.{after}"
+
+
+def _parse_token(token: str) -> tuple[int, int]:
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit() or not parts[2].isdigit():
+        raise BadRequest(f"nextPageToken {token[:40]!r} is not a token this node issued")
+    return int(parts[1]), int(parts[2])
+
+
+def query_events(db: Database, view: PublishedView, params: Mapping[str, str]) -> Page:
+    """One page of the events matching ``params`` (EPCIS 2.0 query parameters, module docstring)."""
+    unknown = sorted(set(params) - set(QUERY_PARAMETERS))
+    if unknown:
+        raise BadRequest(f"unsupported query parameter(s) {', '.join(unknown)}; supported: {', '.join(QUERY_PARAMETERS)}")
+    per_page = DEFAULT_PER_PAGE
+    if "perPage" in params:
+        text = params["perPage"]
+        if not text.isdigit() or not 1 <= int(text) <= MAX_PER_PAGE:
+            raise BadRequest(f"perPage must be an integer in 1..{MAX_PER_PAGE}")
+        per_page = int(text)
+    size, after = view.size, -1
+    if "nextPageToken" in params:
+        size, after_plus = _parse_token(params["nextPageToken"])
+        after = after_plus - 1
+        if size > view.size:
+            raise BadRequest("nextPageToken is for a checkpoint this node has not published")
+    where = ["e.idx IS NOT NULL", "e.idx < ?", "e.idx > ?"]
+    args: list[Any] = [size, after]
+    for name, roles in ROLES_OF.items():
+        if name in params:
+            values = [v for v in params[name].split("|") if v]
+            if not values:
+                raise BadRequest(f"{name} needs at least one identifier")
+            where.append(
+                "e.hash_id IN (SELECT hash_id FROM epcis_mentions WHERE "
+                f"identifier IN ({','.join('?' * len(values))}) AND role IN ({','.join('?' * len(roles))}))"
+            )
+            args += [*values, *roles]
+    if "GE_eventTime" in params:
+        where.append("e.event_time_ms >= ?")
+        args.append(_time_ms("GE_eventTime", params["GE_eventTime"]))
+    if "LT_eventTime" in params:
+        where.append("e.event_time_ms < ?")
+        args.append(_time_ms("LT_eventTime", params["LT_eventTime"]))
+    if "EQ_bizStep" in params:
+        steps = [bare_biz_step(v) for v in params["EQ_bizStep"].split("|") if v]
+        where.append(f"e.biz_step IN ({','.join('?' * len(steps))})")
+        args += steps
+    sql = (
+        f"SELECT e.idx, e.leaf FROM epcis_events e WHERE {' AND '.join(where)} "  # noqa: S608 (placeholders only)
+        "ORDER BY e.idx LIMIT ?"
+    )
+    args.append(per_page + 1)
+    with db.transaction(write=False) as tx:
+        rows = tx.all(sql, args)
+        if size == view.size:
+            note = view.checkpoint_bytes
+        else:
+            cp = checkpoint_at(tx, size)
+            if cp is None:
+                raise BadRequest("nextPageToken names a log size with no checkpoint")
+            note = cp.to_bytes()
+        store = TxNodeStore(tx)
+        events = [
+            _event_json(int(idx), bytes(leaf), merkle.inclusion_proof(int(idx), size, store))
+            for idx, leaf in rows[:per_page]
+        ]
+    more = len(rows) > per_page
+    next_token = _token(size, int(rows[per_page - 1][0]) + 1) if more else None
+    return Page(size, note, events, next_token)
+
+
+def _event_json(index: int, leaf: bytes, inclusion: Sequence[bytes]) -> dict[str, Any]:
+    signed = parse_capture(leaf[1:])
+    event: dict[str, Any] = json.loads(signed.capture.event_json)
+    event[SIGNATURE_PROPERTY] = b64.encode(signed.raw)
+    event["edgeroot:proof"] = {"logIndex": index, "inclusion": [b64.encode(h) for h in inclusion]}
+    return event
+
+
+def query_document(page: Page, created: str) -> dict[str, Any]:
+    """The EPCIS 2.0 ``EPCISQueryDocument`` of a page, with the checkpoint its proofs are against."""
+    return {
+        "@context": [EPCIS_CONTEXT, EDGEROOT_CONTEXT],
+        "type": "EPCISQueryDocument",
+        "schemaVersion": "2.0",
+        "creationDate": created,
+        "epcisBody": {
+            "queryResults": {"queryName": "SimpleEventQuery", "resultsBody": {"eventList": page.events}}
+        },
+        "edgeroot:checkpoint": page.checkpoint.decode(),
+    }
+
+
+def index_answer(db: Database, view: PublishedView, identifier: str) -> dict[str, Any]:
+    """The completeness proof of ``identifier`` as of ``view``: its entry (or absence) in the map the
+    checkpoint ends with, and the event indices it commits to."""
+    if not identifier or len(identifier.encode()) > 2048:
+        raise BadRequest("id must be an identifier of 1..2048 bytes")
+    entry, proof = view.map.record_and_proof(index_key_name(identifier))
+    with db.transaction(write=False) as tx:
+        indices = indices_as_of(tx, identifier, view.size)
+    return {
+        "identifier": identifier,
+        "indices": indices,
+        "proof": {
+            "epoch": view.size,
+            "entry": None if entry is None else b64.encode(entry),
+            "map_proof": b64.encode(proof.to_bytes()),
+            "map_head": view.map_head_b64,
+            "receipt": view.receipt_text,
+        },
+    }
