@@ -137,7 +137,9 @@ def signer_authority(kid: str) -> Authority:
     try:
         identifier = canonical_identifier(kid)
     except IdentifierError as exc:
-        raise FormatError("epcis capture", f"signer {kid!r} is neither INDEX:0.na/PREFIX nor an identifier") from exc
+        raise FormatError(
+            "epcis capture", f"signer {kid!r} is neither INDEX:0.na/PREFIX nor an identifier"
+        ) from exc
     if identifier.startswith("0.na/"):
         raise FormatError("epcis capture", f"signer {kid!r}: an admin signs as INDEX:0.na/PREFIX")
     return Authority("capture-key", identifier.partition("/")[0], identifier, None)
@@ -268,4 +270,3 @@ def check_index(identifier: str, entry_bytes: bytes | None, indices: Sequence[in
     if index_of(identifier, indices).head != entry.head:
         raise IncompleteIndex(identifier, "the shown event indices do not hash to the entry's chain head")
     return entry
-

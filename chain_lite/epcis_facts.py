@@ -15,7 +15,6 @@ from chain_lite.epcis import edgeroot_identifier, event_hash_id, identifiers_by_
 from chain_lite.errors import FormatError
 
 
-
 @dataclass(frozen=True, slots=True)
 class Mention:
     """One identifier an event mentions: its role (``epc``, ``parent``, ``child``, ``input``,
@@ -38,7 +37,6 @@ class EventFacts:
     def identifiers(self) -> list[str]:
         """Each identifier once, in first-mention order: the keys of the completeness index."""
         return list(dict.fromkeys(m.identifier for m in self.mentions))
-
 
 
 def _event_time_ms(event: dict[str, Any]) -> int:

@@ -35,7 +35,6 @@ from chain_lite.resolution import StaleMap
 from chain_lite.sparse_map import MapProof, map_key, verify_map_proof
 
 
-
 @dataclass(frozen=True, slots=True)
 class ProvenEvent:
     """An event shown by a node and checked: in the log at ``index`` of the verified checkpoint,
@@ -61,7 +60,9 @@ def verify_event(
     verify_inclusion(index, cp.size, leaf_hash(epcis_leaf(raw)), list(inclusion), cp.root)
     signed = parse_capture(raw)
     if signed.capture.origin != cp.origin:
-        raise FormatError("epcis capture", f"signed for node {signed.capture.origin!r}, shown by {cp.origin!r}")
+        raise FormatError(
+            "epcis capture", f"signed for node {signed.capture.origin!r}, shown by {cp.origin!r}"
+        )
     verify_sign1(signed.sign1, key)
     try:
         event = json.loads(signed.capture.event_json)

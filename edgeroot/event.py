@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("file", type=Path, help="an EPCIS 2.0 EPCISDocument (JSON or JSON-LD)")
     c.add_argument("--root", required=True, help="root node URL, e.g. http://127.0.0.1:8470")
     c.add_argument("--key", type=Path, required=True, help="the signer's private key (PEM)")
-    c.add_argument("--signer", required=True, help="the key's name: INDEX:0.na/PREFIX or a capture key's identifier")
+    c.add_argument(
+        "--signer", required=True, help="the key's name: INDEX:0.na/PREFIX or a capture key's identifier"
+    )
     c.add_argument("--wait", action="store_true", help="wait until every event is sequenced and published")
     c.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
     c.set_defaults(run=lazy("edgeroot.event_commands", "run_capture"))

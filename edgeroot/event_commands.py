@@ -67,7 +67,9 @@ def run_capture(args: argparse.Namespace, report: Reporter) -> int:
                 job = client.epcis_capture_job(answer.capture_id)
                 while job.get("running"):
                     if time.monotonic() > deadline:
-                        raise CommandFailed(f"capture {answer.capture_id} not published within {args.timeout:g} s")
+                        raise CommandFailed(
+                            f"capture {answer.capture_id} not published within {args.timeout:g} s"
+                        )
                     time.sleep(POLL_S)
                     job = client.epcis_capture_job(answer.capture_id)
         except ClientError as exc:

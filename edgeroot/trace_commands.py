@@ -54,8 +54,9 @@ def _lines(node: TraceNode, indent: str = "") -> list[str]:
     out = [f"{indent}{node.identifier}  [{complete}]"]
     for e in found.events:
         mark = "verified" if e.verified else "unverified"
+        step = e.facts.biz_step or "-"
         out.append(
-            f"{indent}  · #{e.index} {e.facts.event_type} {e.facts.biz_step or '-'} {_time(e.facts.event_time_ms)} "
+            f"{indent}  · #{e.index} {e.facts.event_type} {step} {_time(e.facts.event_time_ms)} "
             f"signed by {e.signer} ({e.attributions.get(node.identifier, '?')}, {mark})"
         )
     for via, child in node.children:
@@ -94,7 +95,9 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
         except EquivocationDetected as exc:
             return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=exc.evidence)
         except PinError as exc:
-            raise CommandFailed(f"the pinned checkpoint cannot be used: {exc} ({forget_hint(origin, args.config_dir)})") from exc
+            raise CommandFailed(
+                f"the pinned checkpoint cannot be used: {exc} ({forget_hint(origin, args.config_dir)})"
+            ) from exc
         except ChainError as exc:
             return report.invalid(f"trace of {args.identifier} does NOT verify: {exc}")
         except ClientError as exc:
@@ -104,7 +107,9 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
         except ProtocolError as exc:
             raise CommandFailed(f"{args.root} answered out of protocol: {exc}") from exc
     if report.as_json:
-        return report.ok(f"trace {args.direction} of {args.identifier}", direction=args.direction, tree=node_json(tree))
+        return report.ok(
+            f"trace {args.direction} of {args.identifier}", direction=args.direction, tree=node_json(tree)
+        )
     verdict = "every event and completeness proof VERIFIED" if policy is not None else "UNVERIFIED"
     report.ok(f"trace {args.direction} of {args.identifier}: {verdict}")
     for line in _lines(tree):

@@ -105,6 +105,6 @@ def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetr
         return JSONResponse(epcis_query.query_document(page, _now_text()), headers=headers)
 
     @app.get(routes.EPCIS_INDEX, tags=["epcis"])
-    def index(id: str) -> dict[str, Any]:  # noqa: A002 (the query parameter's name)
+    def index(id: str) -> dict[str, Any]:
         """The completeness proof of an identifier's events as of the published checkpoint."""
         return epcis_query.index_answer(node.db, node.view(), id)

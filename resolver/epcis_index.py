@@ -41,6 +41,7 @@ def _latest(tx: Tx, name: str, identifier: str) -> IndexEntry:
 def indices_as_of(tx: Tx, identifier: str, size: int) -> list[int]:
     """The log indices of the events mentioning ``identifier`` below log size ``size``."""
     rows: list[Row] = tx.all(
-        "SELECT idx FROM history WHERE identifier = ? AND idx < ? ORDER BY idx", (index_key_name(identifier), size)
+        "SELECT idx FROM history WHERE identifier = ? AND idx < ? ORDER BY idx",
+        (index_key_name(identifier), size),
     )
     return [int(r[0]) for r in rows]

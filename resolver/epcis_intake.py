@@ -194,8 +194,17 @@ def capture(db: Database, body: bytes, *, origin: str, now_ms: int) -> tuple[str
             leaf = signed.leaf()
             fresh = tx.one(
                 "INSERT INTO epcis_events (hash_id, leaf, signer, authority, event_time_ms, biz_step, "
-                "received_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash_id) DO NOTHING RETURNING hash_id",
-                (facts.hash_id, leaf, signed.signer, authority.prefix, facts.event_time_ms, facts.biz_step, now_ms),
+                "received_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (hash_id) DO NOTHING RETURNING hash_id",
+                (
+                    facts.hash_id,
+                    leaf,
+                    signed.signer,
+                    authority.prefix,
+                    facts.event_time_ms,
+                    facts.biz_step,
+                    now_ms,
+                ),
             )
             results.append(CapturedEvent(facts.hash_id, signed.signer, duplicate=fresh is None))
             if fresh is None:

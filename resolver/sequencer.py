@@ -27,8 +27,8 @@ import psycopg
 
 from chain_lite import merkle
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
-from chain_lite.errors import ChainError
 from chain_lite.epcis_facts import EventFacts
+from chain_lite.errors import ChainError
 from chain_lite.log_leaf import LEAF_BLOCK, LEAF_EPCIS, LEAF_REGISTRY, MapHead
 from chain_lite.note import Signer
 from resolver import epcis_index, epcis_intake, registry

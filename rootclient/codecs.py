@@ -405,7 +405,10 @@ def events_page_from_json(body: object, next_token: str | None) -> EventsPage:
     doc = _object(body, "EPCIS query document")
     if doc.get("type") != "EPCISQueryDocument":
         raise ProtocolError("EPCIS query document", "type is not EPCISQueryDocument")
-    results = _object(_field(_object(_field(doc, "epcisBody", "query document"), "epcisBody"), "queryResults", "epcisBody"), "queryResults")
+    results = _object(
+        _field(_object(_field(doc, "epcisBody", "query document"), "epcisBody"), "queryResults", "epcisBody"),
+        "queryResults",
+    )
     results_body = _object(_field(results, "resultsBody", "queryResults"), "resultsBody")
     events = []
     for i, item in enumerate(_list(_field(results_body, "eventList", "resultsBody"), "eventList")):
@@ -457,7 +460,13 @@ def capture_answer_from_json(body: object, location: str | None) -> CaptureAnswe
         duplicate = _field(e, "duplicate", f"events[{i}]")
         if not isinstance(duplicate, bool):
             raise ProtocolError(f"events[{i}].duplicate", "expected true or false")
-        events.append((_str(_field(e, "hashID", f"events[{i}]"), "hashID"), _str(_field(e, "signer", f"events[{i}]"), "signer"), duplicate))
+        events.append(
+            (
+                _str(_field(e, "hashID", f"events[{i}]"), "hashID"),
+                _str(_field(e, "signer", f"events[{i}]"), "signer"),
+                duplicate,
+            )
+        )
     if location is None:
         raise ProtocolError("capture answer", "no Location header")
     return CaptureAnswer(_str(_field(answer, "captureID", "capture answer"), "captureID"), location, events)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain_lite.epcis_capture import (
-    CaptureRefused,
+    IncompleteIndex,
     IndexEntry,
     attribution,
     capture_key,
@@ -88,7 +88,9 @@ class Verifier:
         return key
 
 
-async def _traced(shown: ShownEvent, verified: VerifiedCheckpoint | None, verifier: Verifier | None) -> TracedEvent:
+async def _traced(
+    shown: ShownEvent, verified: VerifiedCheckpoint | None, verifier: Verifier | None
+) -> TracedEvent:
     if verifier is None or verified is None:
         signed = parse_capture(shown.signed_capture)
         event = json.loads(signed.capture.event_json)
@@ -116,20 +118,22 @@ async def fetch_events_for(
     events: list[TracedEvent] = []
     for page in pages:
         verified = None if verifier is None else await verifier.checkpoint(page)
-        for shown in page.events:
-            events.append(await _traced(shown, verified, verifier))
+        events += [await _traced(shown, verified, verifier) for shown in page.events]
     if verifier is None or index_proof is None:
         return IdentifierEvents(identifier, events, None)
-    verified_index = (await verifier.pinned.accept(index_proof.receipt.checkpoint, older=Older.USE)).checkpoint
+    verified_index = (
+        await verifier.pinned.accept(index_proof.receipt.checkpoint, older=Older.USE)
+    ).checkpoint
     entry = verify_index(index_proof, verified_index)
     size = verified_index.checkpoint.size
     shown_before = [e.index for e in events if e.index < size]
     if shown_before != list(index_proof.indices):
         missing = sorted(set(index_proof.indices) - set(shown_before))
         extra = sorted(set(shown_before) - set(index_proof.indices))
-        raise CaptureRefused(
-            f"events of {identifier} are INCOMPLETE as of log size {size}: the map commits to "
-            f"{len(index_proof.indices)} events; not shown {missing[:10]}, shown but not committed {extra[:10]}"
+        raise IncompleteIndex(
+            identifier,
+            f"INCOMPLETE as of log size {size}: the map commits to {len(index_proof.indices)} events; "
+            f"not shown {missing[:10]}, shown but not committed {extra[:10]}",
         )
     return IdentifierEvents(identifier, events, size, entry)
 

@@ -80,6 +80,7 @@ def block(block_id: bytes) -> str:
 def gateway_head(gateway: str) -> str:
     return GATEWAY_PREFIX + quote_identifier(gateway) + GATEWAY_HEAD_SUFFIX
 
+
 EPCIS_CAPTURE = "/epcis/capture"
 """EPCIS 2.0 capture (POST an ``EPCISDocument`` whose events carry ``edgeroot:signedCapture``): 202 and
 a ``Location`` of the capture job."""
