@@ -240,7 +240,7 @@ def index_of(identifier: str, indices: Iterable[int]) -> IndexEntry:
     previous = -1
     for index in indices:
         if type(index) is not int or index <= previous:
-            raise ProofError(f"event index list of {identifier} is not strictly increasing at {index!r}")
+            raise IncompleteIndex(identifier, f"the index list is not strictly increasing at {index!r}")
         entry = entry.extended(index)
         previous = index
     return entry
