@@ -1,0 +1,369 @@
+"""EPCIS capture, query and trace over real HTTP: a three-level genealogy across two enterprises' prefixes
+(raw batches from two suppliers → intermediate → finished goods → cases → pallet), traced back and
+forward with every proof verified; tampered and unauthorised events refused; a hidden event caught by
+the completeness proof."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chain_lite import b64
+from chain_lite.cose import CoseSigner
+from chain_lite.epcis import edgeroot_uri
+from chain_lite.epcis_capture import Capture, IncompleteIndex, sign_capture
+from chain_lite.epcis_facts import event_facts
+from chain_lite.keys import PrivateKey, generate_p256, private_pem, public_pem
+from chain_lite.registry import Value, admin_kid, prefix_handle, pubkey_value
+from edgeroot.cli import main
+from edgeroot.event_commands import sign_document
+from rootclient import codecs, routes
+from rootclient.client import AsyncRootClient, RootClient
+from rootclient.epcis_trace import Verifier, fetch_events_for
+from rootclient.pin_file import FilePinStore
+from rootclient.pinned_log import PinnedLog
+from tests.root_harness import RootUnderTest
+
+SUPPLIER = "88.123.50"
+FACTORY = "88.123.99"
+FOREIGN_BATCH = "urn:epc:id:sgtin:4012345.011111.B1"
+"""Supplier B's raw batch: a GS1 identifier, foreign to edgeroot."""
+U = {
+    name: edgeroot_uri(f"{prefix}/{name}")
+    for prefix, names in (
+        (SUPPLIER, ("RAW-A",)),
+        (FACTORY, ("INT-1", "FG-1", "FG-2", "CASE-1", "CASE-2", "PALLET-1")),
+    )
+    for name in names
+}
+
+
+def _event(kind: str, when: str, step: str, **lists: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": kind,
+        "eventTime": f"2026-11-30T{when}:00.000Z",
+        "eventTimeZoneOffset": "+00:00",
+        "bizStep": step,
+        "readPoint": {"id": "urn:epc:id:sgln:4012345.00001.0"},
+    }
+    if kind in ("ObjectEvent", "AggregationEvent"):
+        event["action"] = lists.pop("action", "ADD")
+    event.update(lists)
+    return event
+
+
+def _document(*events: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
+        "type": "EPCISDocument",
+        "schemaVersion": "2.0",
+        "creationDate": "2026-11-30T12:00:00.000Z",
+        "epcisBody": {"eventList": list(events)},
+    }
+
+
+def _keyfile(tmp: Path, name: str) -> tuple[Path, Path]:
+    key = generate_p256()
+    priv, pub = tmp / f"{name}.key", tmp / f"{name}.pub"
+    priv.write_bytes(private_pem(key))
+    pub.write_bytes(public_pem(key.public_key()))
+    return priv, pub
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    code = main([*map(str, args), "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out.strip().splitlines()[-1])
+
+
+def _add_prefix(root: RootUnderTest, prefix: str) -> tuple[CoseSigner, PrivateKey]:
+    """Register ``prefix`` under the root prefix with a new admin key (kept, to write key files)."""
+    key = generate_p256()
+    raw = root.write("create", prefix_handle(prefix), [pubkey_value(300, key.public_key())], root.admin_signer())
+    with root.client() as c:
+        c.write(raw)
+    return CoseSigner(admin_kid(prefix), key), key
+
+
+class Genealogy:
+    def __init__(self, root: RootUnderTest, tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.root, self.tmp, self.capsys = root, tmp, capsys
+        self.supplier_admin, supplier_key = _add_prefix(root, SUPPLIER)
+        self.factory_admin, factory_key = _add_prefix(root, FACTORY)
+        # The factory's admin key on disk, to register two capture keys with the CLI.
+        admin_key = tmp / "factory-admin.key"
+        admin_key.write_bytes(private_pem(factory_key))
+        self.line_key, line_pub = _keyfile(tmp, "line")
+        self.pack_key, pack_pub = _keyfile(tmp, "pack")
+        for name, pub in ((f"{FACTORY}/LINE-1", line_pub), (f"{FACTORY}/PACK-1", pack_pub)):
+            code, answer = _cli(
+                capsys, "register", "capture-key", name, "--root", root.url, "--key", admin_key, "--pub", pub
+            )
+            assert code == 0, answer
+        self.supplier_key = tmp / "supplier-admin.key"
+        self.supplier_key.write_bytes(private_pem(supplier_key))
+
+    def capture(self, key: Path, signer: str, *events: dict[str, Any]) -> dict[str, Any]:
+        path = self.tmp / f"doc-{len(list(self.tmp.glob('doc-*')))}.json"
+        path.write_text(json.dumps(_document(*events)))
+        code, answer = _cli(
+            self.capsys, "event", "capture", path, "--root", self.root.url, "--key", key, "--signer", signer,
+            "--wait",
+        )  # fmt: skip
+        assert code == 0, answer
+        return answer
+
+    def build(self) -> None:
+        self.capture(
+            self.supplier_key, f"300:0.na/{SUPPLIER}",
+            _event("ObjectEvent", "06:00", "commissioning", epcList=[U["RAW-A"]]),
+        )  # fmt: skip
+        line = str(self.line_key), f"{FACTORY}/LINE-1"
+        pack = str(self.pack_key), f"{FACTORY}/PACK-1"
+        self.capture(
+            Path(line[0]), line[1],
+            _event("ObjectEvent", "07:00", "receiving", epcList=[U["RAW-A"], FOREIGN_BATCH]),
+            _event("TransformationEvent", "08:00", "commissioning",
+                   inputEPCList=[U["RAW-A"], FOREIGN_BATCH], outputEPCList=[U["INT-1"]]),
+            _event("TransformationEvent", "09:00", "commissioning",
+                   inputEPCList=[U["INT-1"]], outputEPCList=[U["FG-1"], U["FG-2"]]),
+        )  # fmt: skip
+        self.capture(
+            Path(pack[0]), pack[1],
+            _event("AggregationEvent", "10:00", "packing", parentID=U["CASE-1"], childEPCs=[U["FG-1"]]),
+            _event("AggregationEvent", "10:05", "packing", parentID=U["CASE-2"], childEPCs=[U["FG-2"]]),
+            _event("AggregationEvent", "11:00", "packing", parentID=U["PALLET-1"],
+                   childEPCs=[U["CASE-1"], U["CASE-2"]]),
+        )  # fmt: skip
+
+
+@pytest.fixture
+def genealogy(root: RootUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Genealogy:
+    g = Genealogy(root, tmp_path, capsys)
+    g.build()
+    return g
+
+
+def _flatten(node: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {node["identifier"]: node}
+    for child in node["from"]:
+        out.update(_flatten(child))
+    return out
+
+
+def test_genealogy_traced_back_from_the_pallet_with_every_proof(genealogy: Genealogy, tmp_path: Path) -> None:
+    """From the pallet back to both suppliers' raw batches, each event verified, each list proven complete."""
+    root = genealogy.root
+    code, answer = _cli(
+        genealogy.capsys, "trace", U["PALLET-1"], "--root", root.url, "--verify", "--policy", root.policy_path,
+        "--back", "--config-dir", tmp_path / "pins",
+    )  # fmt: skip
+    assert code == 0, answer
+    nodes = _flatten(answer["tree"])
+    assert set(nodes) == {U["PALLET-1"], U["CASE-1"], U["CASE-2"], U["FG-1"], U["FG-2"], U["INT-1"], U["RAW-A"],
+                          FOREIGN_BATCH}  # fmt: skip
+    for node in nodes.values():
+        assert node["complete_as_of"] is not None
+        assert all(e["verified"] for e in node["events"])
+    raw = nodes[U["RAW-A"]]
+    by_signer = {e["signer"]: e["attribution"] for e in raw["events"]}
+    # The supplier's own commissioning is the owner's word; the factory only asserts about its input.
+    assert by_signer == {f"300:0.na/{SUPPLIER}": "owner", f"{FACTORY}/LINE-1": "asserted"}
+    assert [e["type"] for e in nodes[FOREIGN_BATCH]["events"]] == ["ObjectEvent", "TransformationEvent"]
+    assert all(e["attribution"] == "asserted" for e in nodes[FOREIGN_BATCH]["events"])
+    assert [e["attribution"] for e in nodes[U["PALLET-1"]]["events"]] == ["owner"]
+
+
+def test_genealogy_traced_forward_from_a_raw_batch(genealogy: Genealogy, tmp_path: Path) -> None:
+    """A recall: from supplier A's batch forward to every case and the pallet."""
+    root = genealogy.root
+    code, answer = _cli(
+        genealogy.capsys, "trace", U["RAW-A"], "--root", root.url, "--verify", "--policy", root.policy_path,
+        "--forward", "--config-dir", tmp_path / "pins",
+    )  # fmt: skip
+    assert code == 0, answer
+    nodes = _flatten(answer["tree"])
+    assert set(nodes) == {U["RAW-A"], U["INT-1"], U["FG-1"], U["FG-2"], U["CASE-1"], U["CASE-2"], U["PALLET-1"]}
+    code, answer = _cli(
+        genealogy.capsys, "trace", U["RAW-A"], "--root", root.url, "--verify", "--policy", root.policy_path,
+        "--forward", "--depth", "1", "--config-dir", tmp_path / "pins",
+    )  # fmt: skip
+    assert set(_flatten(answer["tree"])) == {U["RAW-A"], U["INT-1"]}
+
+
+def test_event_query_parameters_and_paging(genealogy: Genealogy) -> None:
+    """MATCH_*, EQ_bizStep, the time window and nextPageToken paging (a Link rel=next header)."""
+    url = genealogy.root.url + routes.EPCIS_EVENTS
+
+    def types(**params: str) -> list[str]:
+        body = httpx.get(url, params=params).json()
+        return [e["type"] for e in body["epcisBody"]["queryResults"]["resultsBody"]["eventList"]]
+
+    assert types(MATCH_inputEPC=U["INT-1"]) == ["TransformationEvent"]
+    assert types(MATCH_outputEPC=U["INT-1"]) == ["TransformationEvent"]
+    assert types(MATCH_parentID=U["PALLET-1"]) == ["AggregationEvent"]
+    assert types(MATCH_anyEPC=U["FG-1"]) == ["TransformationEvent", "AggregationEvent"]
+    assert types(MATCH_anyEPC=f"{U['CASE-1']}|{U['CASE-2']}") == ["AggregationEvent"] * 3
+    assert types(EQ_bizStep="receiving") == ["ObjectEvent"]
+    assert types(EQ_bizStep="https://ref.gs1.org/cbv/BizStep-receiving") == ["ObjectEvent"]
+    assert types(GE_eventTime="2026-11-30T10:00:00Z", LT_eventTime="2026-11-30T11:00:00Z") == ["AggregationEvent"] * 2
+    assert types(MATCH_anyEPC=U["CASE-1"], EQ_bizStep="receiving") == []
+    seen, params = [], {"perPage": "2"}
+    while True:
+        response = httpx.get(url, params=params)
+        assert response.status_code == 200
+        page = response.json()["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+        seen += [e["edgeroot:proof"]["logIndex"] for e in page]
+        link = response.headers.get("link")
+        if link is None:
+            break
+        match = re.match(r'<([^>]+)>; rel="next"', link)
+        assert match is not None
+        params = dict(httpx.URL(match.group(1)).params)
+    assert len(seen) == 7 and seen == sorted(seen)
+    bad = httpx.get(url, params={"MATCH_anything": "x"})
+    assert bad.status_code == 400 and "MATCH_anything" in bad.json()["message"]
+    assert httpx.get(url, params={"GE_eventTime": "yesterday"}).status_code == 400
+    assert httpx.get(url, params={"nextPageToken": "garbage"}).status_code == 400
+
+
+def test_recapture_is_a_duplicate_and_the_job_reports_indices(genealogy: Genealogy) -> None:
+    """The same signed document again adds nothing; its capture job lists each event's log index."""
+    signer = genealogy.supplier_admin
+    doc = _document(_event("ObjectEvent", "05:00", "commissioning", epcList=[edgeroot_uri(f"{SUPPLIER}/RAW-Z")]))
+    with RootClient(genealogy.root.url) as client:
+        signed = sign_document(doc, signer, client.origin())
+        first = client.epcis_capture(signed)
+        again = client.epcis_capture(signed)
+        assert [d for _, _, d in first.events] == [False]
+        assert [d for _, _, d in again.events] == [True]
+        assert first.location == routes.epcis_capture_job(first.capture_id)
+    genealogy.root.settle()
+    job = httpx.get(genealogy.root.url + first.location).json()
+    assert job["success"] is True and isinstance(job["edgeroot:events"][0]["logIndex"], int)
+
+
+def _post(root: RootUnderTest, document: dict[str, Any]) -> httpx.Response:
+    return httpx.post(root.url + routes.EPCIS_CAPTURE, json=document)
+
+
+def _refused(root: RootUnderTest) -> dict[str, float]:
+    text = httpx.get(root.url + routes.METRICS).text
+    out = {}
+    for reason in ("EventTampered", "EventUnauthorised", "EventInvalid"):
+        m = re.search(rf'edgeroot_root_refused_total\{{reason="{reason}"\}} (\S+)', text)
+        out[reason] = float(m.group(1)) if m else 0.0
+    return out
+
+
+def test_tampered_events_are_refused_with_a_reason_and_counted(root: RootUnderTest) -> None:
+    """An event changed after signing, a flipped signature, or a false hash ID: 422, nothing captured."""
+    admin, _ = _add_prefix(root, FACTORY)
+    with RootClient(root.url) as client:
+        origin = client.origin()
+    event = _event("ObjectEvent", "06:00", "commissioning", epcList=[edgeroot_uri(f"{FACTORY}/X-1")])
+    signed = sign_document(_document(event), admin, origin)
+    before = _refused(root)
+    changed = json.loads(json.dumps(signed))
+    changed["epcisBody"]["eventList"][0]["bizStep"] = "shipping"
+    r = _post(root, changed)
+    assert r.status_code == 422 and "event 0" in r.json()["message"] and "differs" in r.json()["message"]
+    flipped = json.loads(json.dumps(signed))
+    raw = bytearray(b64.decode(flipped["epcisBody"]["eventList"][0]["edgeroot:signedCapture"]) or b"")
+    raw[-1] ^= 1
+    flipped["epcisBody"]["eventList"][0]["edgeroot:signedCapture"] = b64.encode(bytes(raw))
+    r = _post(root, flipped)
+    assert r.status_code == 422 and "signature" in r.json()["message"]
+    wrong_hash = Capture(origin, "ni:///sha-256;" + "00" * 32 + "?ver=CBV2.0", json.dumps(event).encode())
+    lying = _document({**event, "edgeroot:signedCapture": b64.encode(sign_capture(wrong_hash, admin).raw)})
+    r = _post(root, lying)
+    assert r.status_code == 422 and "hash ID" in r.json()["message"]
+    assert _refused(root)["EventTampered"] == before["EventTampered"] + 3
+    assert httpx.get(root.url + routes.EPCIS_EVENTS).json()["epcisBody"]["queryResults"]["resultsBody"][
+        "eventList"
+    ] == []
+
+
+def test_unauthorised_events_are_refused_with_a_reason(root: RootUnderTest) -> None:
+    """Unsigned, an unregistered signer, a device key (not a capture key), another node's capture: 403."""
+    admin, _ = _add_prefix(root, FACTORY)
+    device = generate_p256()
+    raw = root.write(
+        "create", f"{FACTORY}/PUMP-1", [Value(1, "DEVICE", "string", "pump"), pubkey_value(300, device.public_key())],
+        admin,
+    )  # fmt: skip
+    with root.client() as c:
+        c.write(raw)
+        origin = c.origin()
+    event = _event("ObjectEvent", "06:00", "commissioning", epcList=[edgeroot_uri(f"{FACTORY}/X-2")])
+    before = _refused(root)
+    cases = [
+        (_document(event), "not signed"),
+        (sign_document(_document(event), CoseSigner(f"{FACTORY}/ROGUE", generate_p256()), origin), "not registered"),
+        (sign_document(_document(event), CoseSigner(f"{FACTORY}/PUMP-1", device), origin), "not a capture key"),
+        (sign_document(_document(event), admin, "root.elsewhere"), "signed for node"),
+    ]
+    for document, reason in cases:
+        r = _post(root, document)
+        assert r.status_code == 403, r.text
+        assert reason in r.json()["message"]
+    assert _refused(root)["EventUnauthorised"] == before["EventUnauthorised"] + len(cases)
+    # One bad event refuses the whole document (EPCIS 2.0's default "rollback" behaviour).
+    good = sign_document(_document(event), admin, origin)["epcisBody"]["eventList"][0]
+    mixed = _document(good, event)
+    r = _post(root, mixed)
+    assert r.status_code == 403 and r.json()["message"].startswith("event 1:")
+    root.settle()
+    assert httpx.get(root.url + routes.EPCIS_EVENTS).json()["epcisBody"]["queryResults"]["resultsBody"][
+        "eventList"
+    ] == []
+
+
+class HidingClient(AsyncRootClient):
+    """A node (or a man in the middle) that leaves one event out of its answers."""
+
+    hide: int = -1
+
+    async def epcis_events_all(self, params: dict[str, str]) -> list[codecs.EventsPage]:
+        pages = await super().epcis_events_all(params)
+        return [
+            codecs.EventsPage(p.checkpoint, [e for e in p.events if e.index != self.hide], p.next_token)
+            for p in pages
+        ]
+
+
+def test_completeness_proof_fails_when_an_event_is_hidden(genealogy: Genealogy, tmp_path: Path) -> None:
+    """Every event shown verifies, yet the map's index entry exposes the one left out."""
+    import asyncio
+
+    root = genealogy.root
+
+    async def fetch(client: AsyncRootClient, identifier: str) -> Any:
+        store = FilePinStore(root.origin, tmp_path / "pins")
+        pinned = await PinnedLog.open(root.policy, root.origin, client, store)
+        return await fetch_events_for(client, identifier, Verifier(client, pinned))
+
+    async def scenario() -> None:
+        async with AsyncRootClient(root.url) as honest:
+            found = await fetch(honest, U["FG-1"])
+            assert found.complete_as_of is not None and len(found.events) == 2
+        async with HidingClient(root.url) as hiding:
+            hiding.hide = found.events[-1].index  # the packing into CASE-1: where FG-1 went
+            with pytest.raises(IncompleteIndex, match="not shown"):
+                await fetch(hiding, U["FG-1"])
+
+    asyncio.run(scenario())
+
+
+def test_hash_id_in_answers_matches_the_event(genealogy: Genealogy) -> None:
+    """What the query shows re-hashes to the hash ID the capture answered with."""
+    body = httpx.get(genealogy.root.url + routes.EPCIS_EVENTS, params={"MATCH_anyEPC": U["INT-1"]}).json()
+    for shown in body["epcisBody"]["queryResults"]["resultsBody"]["eventList"]:
+        plain = {k: v for k, v in shown.items() if not k.startswith("edgeroot:")}
+        assert event_facts(plain).hash_id.startswith("ni:///sha-256;")
