@@ -7,7 +7,6 @@ The EPCIS rules themselves (validation, the hash ID, the URI form of identifiers
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,8 @@ class Mention:
 class EventFacts:
     hash_id: str
     event_type: str
-    event_time_ms: int
+    event_time: str
+    """``eventTime`` as the event writes it (ISO 8601 with an offset; the node converts it)."""
     biz_step: str | None
     mentions: tuple[Mention, ...]
 
@@ -39,21 +39,11 @@ class EventFacts:
         return list(dict.fromkeys(m.identifier for m in self.mentions))
 
 
-def _event_time_ms(event: dict[str, Any]) -> int:
+def _event_time(event: dict[str, Any]) -> str:
     text = event.get("eventTime")
-    if not isinstance(text, str):
+    if not isinstance(text, str) or not text:
         raise FormatError("epcis event", "eventTime must be an ISO 8601 date-time")
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise FormatError("epcis event", f"eventTime {text!r} is not an ISO 8601 date-time") from exc
-    if moment.tzinfo is None:
-        raise FormatError("epcis event", f"eventTime {text!r} has no time zone offset")
-    # No clock is read: the instant is converted arithmetically from the event's own text.
-    return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return text
 
 
 def event_facts(event: dict[str, Any]) -> EventFacts:
@@ -69,7 +59,7 @@ def event_facts(event: dict[str, Any]) -> EventFacts:
     return EventFacts(
         event_hash_id(event),
         str(event.get("type")),
-        _event_time_ms(event),
+        _event_time(event),
         None if not isinstance(step, str) else bare_biz_step(step),
         tuple(mentions),
     )

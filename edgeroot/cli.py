@@ -36,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgeroot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = (keygen, verify, proof, root, witness, register, resolve, pin, gateway, bridge, device, demo)
-    commands += (event, trace)
-    for module in commands:
+    for module in (*commands, event, trace):
         module.add_parser(sub)
     with_exit_rule(parser)
     return parser

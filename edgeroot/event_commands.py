@@ -26,7 +26,9 @@ def sign_document(document: Any, signer: CoseSigner, origin: str) -> dict[str, A
     if not isinstance(document, dict) or document.get("type") != "EPCISDocument":
         raise CommandFailed("the file is not an EPCIS 2.0 EPCISDocument (type must be EPCISDocument)")
     body = document.get("epcisBody")
-    events = body.get("eventList") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise CommandFailed("the document has no epcisBody object")
+    events = body.get("eventList")
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise CommandFailed("epcisBody.eventList must be a list of event objects")
     signed_events = []

@@ -4,7 +4,6 @@ proof with the pinned light client (:mod:`rootclient.epcis_trace`)."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from typing import Any
 
 from chain_lite.errors import ChainError
@@ -18,10 +17,6 @@ from rootclient.pin_file import FilePinStore
 from rootclient.pinned_log import PinnedLog
 
 
-def _time(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def node_json(node: TraceNode) -> dict[str, Any]:
     found = node.events
     return {
@@ -32,7 +27,7 @@ def node_json(node: TraceNode) -> dict[str, Any]:
                 "log_index": e.index,
                 "type": e.facts.event_type,
                 "hash_id": e.facts.hash_id,
-                "event_time": _time(e.facts.event_time_ms),
+                "event_time": e.facts.event_time,
                 "biz_step": e.facts.biz_step,
                 "signer": e.signer,
                 "attribution": e.attributions.get(node.identifier),
@@ -56,7 +51,7 @@ def _lines(node: TraceNode, indent: str = "") -> list[str]:
         mark = "verified" if e.verified else "unverified"
         step = e.facts.biz_step or "-"
         out.append(
-            f"{indent}  · #{e.index} {e.facts.event_type} {step} {_time(e.facts.event_time_ms)} "
+            f"{indent}  · #{e.index} {e.facts.event_type} {step} {e.facts.event_time} "
             f"signed by {e.signer} ({e.attributions.get(node.identifier, '?')}, {mark})"
         )
     for via, child in node.children:

@@ -18,6 +18,7 @@ index, not logged again.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import threading
@@ -158,11 +159,23 @@ def check_event(tx: Tx, event: dict[str, Any], *, origin: str) -> tuple[SignedCa
         facts = event_facts(signed_event)
     except FormatError as exc:
         raise EventInvalid(str(exc)) from exc
+    event_time_ms(facts.event_time)  # the query's time window needs it: refuse what it cannot read
     if facts.hash_id != capture.hash_id:
         raise EventTampered(
             f"the signed hash ID {capture.hash_id} is not the event's CBV hash ID {facts.hash_id}"
         )
     return signed, facts
+
+
+def event_time_ms(text: str) -> int:
+    """An ``eventTime`` (ISO 8601 with a time zone offset) in milliseconds since the Unix epoch."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise EventInvalid(f"eventTime {text!r} is not an ISO 8601 date-time") from exc
+    if moment.tzinfo is None:
+        raise EventInvalid(f"eventTime {text!r} has no time zone offset")
+    return int(moment.timestamp() * 1000)
 
 
 def capture_id_of(hash_ids: Sequence[str]) -> str:
@@ -201,7 +214,7 @@ def capture(db: Database, body: bytes, *, origin: str, now_ms: int) -> tuple[str
                     leaf,
                     signed.signer,
                     authority.prefix,
-                    facts.event_time_ms,
+                    event_time_ms(facts.event_time),
                     facts.biz_step,
                     now_ms,
                 ),

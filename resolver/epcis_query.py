@@ -13,7 +13,6 @@ the map head the checkpoint ends with, and the list of log indices the entry com
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from chain_lite.epcis_capture import index_key_name, parse_capture
 from chain_lite.epcis_facts import bare_biz_step
 from resolver.db import Database
 from resolver.epcis_index import indices_as_of
-from resolver.epcis_intake import SIGNATURE_PROPERTY
+from resolver.epcis_intake import SIGNATURE_PROPERTY, EventInvalid, event_time_ms
 from resolver.errors import BadRequest
 from resolver.log_store import TxNodeStore, checkpoint_at
 from resolver.reads import PublishedView
@@ -45,12 +44,9 @@ EDGEROOT_CONTEXT = {"edgeroot": "https://edgeroot.example/ns/epcis#"}
 
 def _time_ms(name: str, text: str) -> int:
     try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise BadRequest(f"{name}: {text!r} is not an ISO 8601 date-time") from exc
-    if moment.tzinfo is None:
-        raise BadRequest(f"{name}: {text!r} has no time zone offset")
-    return int(moment.timestamp() * 1000)
+        return event_time_ms(text)
+    except EventInvalid as exc:
+        raise BadRequest(f"{name}: {text!r} is not an ISO 8601 date-time with a time zone offset") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,9 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, di
 def _add_prefix(root: RootUnderTest, prefix: str) -> tuple[CoseSigner, PrivateKey]:
     """Register ``prefix`` under the root prefix with a new admin key (kept, to write key files)."""
     key = generate_p256()
-    raw = root.write("create", prefix_handle(prefix), [pubkey_value(300, key.public_key())], root.admin_signer())
+    raw = root.write(
+        "create", prefix_handle(prefix), [pubkey_value(300, key.public_key())], root.admin_signer()
+    )
     with root.client() as c:
         c.write(raw)
     return CoseSigner(admin_kid(prefix), key), key
@@ -161,13 +163,14 @@ def test_genealogy_traced_back_from_the_pallet_with_every_proof(genealogy: Genea
     """From the pallet back to both suppliers' raw batches, each event verified, each list proven complete."""
     root = genealogy.root
     code, answer = _cli(
-        genealogy.capsys, "trace", U["PALLET-1"], "--root", root.url, "--verify", "--policy", root.policy_path,
+        genealogy.capsys, "trace", U["PALLET-1"], "--root", root.url, "--verify",
+        "--policy", root.policy_path,
         "--back", "--config-dir", tmp_path / "pins",
     )  # fmt: skip
     assert code == 0, answer
     nodes = _flatten(answer["tree"])
-    assert set(nodes) == {U["PALLET-1"], U["CASE-1"], U["CASE-2"], U["FG-1"], U["FG-2"], U["INT-1"], U["RAW-A"],
-                          FOREIGN_BATCH}  # fmt: skip
+    everything = {U[name] for name in ("PALLET-1", "CASE-1", "CASE-2", "FG-1", "FG-2", "INT-1", "RAW-A")}
+    assert set(nodes) == everything | {FOREIGN_BATCH}
     for node in nodes.values():
         assert node["complete_as_of"] is not None
         assert all(e["verified"] for e in node["events"])
@@ -189,7 +192,15 @@ def test_genealogy_traced_forward_from_a_raw_batch(genealogy: Genealogy, tmp_pat
     )  # fmt: skip
     assert code == 0, answer
     nodes = _flatten(answer["tree"])
-    assert set(nodes) == {U["RAW-A"], U["INT-1"], U["FG-1"], U["FG-2"], U["CASE-1"], U["CASE-2"], U["PALLET-1"]}
+    assert set(nodes) == {
+        U["RAW-A"],
+        U["INT-1"],
+        U["FG-1"],
+        U["FG-2"],
+        U["CASE-1"],
+        U["CASE-2"],
+        U["PALLET-1"],
+    }
     code, answer = _cli(
         genealogy.capsys, "trace", U["RAW-A"], "--root", root.url, "--verify", "--policy", root.policy_path,
         "--forward", "--depth", "1", "--config-dir", tmp_path / "pins",
@@ -212,7 +223,10 @@ def test_event_query_parameters_and_paging(genealogy: Genealogy) -> None:
     assert types(MATCH_anyEPC=f"{U['CASE-1']}|{U['CASE-2']}") == ["AggregationEvent"] * 3
     assert types(EQ_bizStep="receiving") == ["ObjectEvent"]
     assert types(EQ_bizStep="https://ref.gs1.org/cbv/BizStep-receiving") == ["ObjectEvent"]
-    assert types(GE_eventTime="2026-11-30T10:00:00Z", LT_eventTime="2026-11-30T11:00:00Z") == ["AggregationEvent"] * 2
+    assert (
+        types(GE_eventTime="2026-11-30T10:00:00Z", LT_eventTime="2026-11-30T11:00:00Z")
+        == ["AggregationEvent"] * 2
+    )
     assert types(MATCH_anyEPC=U["CASE-1"], EQ_bizStep="receiving") == []
     seen, params = [], {"perPage": "2"}
     while True:
@@ -236,7 +250,9 @@ def test_event_query_parameters_and_paging(genealogy: Genealogy) -> None:
 def test_recapture_is_a_duplicate_and_the_job_reports_indices(genealogy: Genealogy) -> None:
     """The same signed document again adds nothing; its capture job lists each event's log index."""
     signer = genealogy.supplier_admin
-    doc = _document(_event("ObjectEvent", "05:00", "commissioning", epcList=[edgeroot_uri(f"{SUPPLIER}/RAW-Z")]))
+    doc = _document(
+        _event("ObjectEvent", "05:00", "commissioning", epcList=[edgeroot_uri(f"{SUPPLIER}/RAW-Z")])
+    )
     with RootClient(genealogy.root.url) as client:
         signed = sign_document(doc, signer, client.origin())
         first = client.epcis_capture(signed)
@@ -285,9 +301,12 @@ def test_tampered_events_are_refused_with_a_reason_and_counted(root: RootUnderTe
     r = _post(root, lying)
     assert r.status_code == 422 and "hash ID" in r.json()["message"]
     assert _refused(root)["EventTampered"] == before["EventTampered"] + 3
-    assert httpx.get(root.url + routes.EPCIS_EVENTS).json()["epcisBody"]["queryResults"]["resultsBody"][
-        "eventList"
-    ] == []
+    assert (
+        httpx.get(root.url + routes.EPCIS_EVENTS).json()["epcisBody"]["queryResults"]["resultsBody"][
+            "eventList"
+        ]
+        == []
+    )
 
 
 def test_unauthorised_events_are_refused_with_a_reason(root: RootUnderTest) -> None:
@@ -295,7 +314,8 @@ def test_unauthorised_events_are_refused_with_a_reason(root: RootUnderTest) -> N
     admin, _ = _add_prefix(root, FACTORY)
     device = generate_p256()
     raw = root.write(
-        "create", f"{FACTORY}/PUMP-1", [Value(1, "DEVICE", "string", "pump"), pubkey_value(300, device.public_key())],
+        "create", f"{FACTORY}/PUMP-1",
+        [Value(1, "DEVICE", "string", "pump"), pubkey_value(300, device.public_key())],
         admin,
     )  # fmt: skip
     with root.client() as c:
@@ -305,8 +325,14 @@ def test_unauthorised_events_are_refused_with_a_reason(root: RootUnderTest) -> N
     before = _refused(root)
     cases = [
         (_document(event), "not signed"),
-        (sign_document(_document(event), CoseSigner(f"{FACTORY}/ROGUE", generate_p256()), origin), "not registered"),
-        (sign_document(_document(event), CoseSigner(f"{FACTORY}/PUMP-1", device), origin), "not a capture key"),
+        (
+            sign_document(_document(event), CoseSigner(f"{FACTORY}/ROGUE", generate_p256()), origin),
+            "not registered",
+        ),
+        (
+            sign_document(_document(event), CoseSigner(f"{FACTORY}/PUMP-1", device), origin),
+            "not a capture key",
+        ),
         (sign_document(_document(event), admin, "root.elsewhere"), "signed for node"),
     ]
     for document, reason in cases:
@@ -320,9 +346,12 @@ def test_unauthorised_events_are_refused_with_a_reason(root: RootUnderTest) -> N
     r = _post(root, mixed)
     assert r.status_code == 403 and r.json()["message"].startswith("event 1:")
     root.settle()
-    assert httpx.get(root.url + routes.EPCIS_EVENTS).json()["epcisBody"]["queryResults"]["resultsBody"][
-        "eventList"
-    ] == []
+    assert (
+        httpx.get(root.url + routes.EPCIS_EVENTS).json()["epcisBody"]["queryResults"]["resultsBody"][
+            "eventList"
+        ]
+        == []
+    )
 
 
 class HidingClient(AsyncRootClient):
