@@ -14,6 +14,11 @@ from chain_lite.epcis import edgeroot_identifier, event_hash_id, identifiers_by_
 from chain_lite.errors import FormatError
 
 
+TRACE_ROLES = ("epc", "parent", "child", "input", "output")
+"""The roles EPCIS 2.0's ``MATCH_anyEPC`` covers (epcList, parentID, childEPCs, inputEPCList,
+outputEPCList): the ones the completeness index and a trace follow."""
+
+
 @dataclass(frozen=True, slots=True)
 class Mention:
     """One identifier an event mentions: its role (``epc``, ``parent``, ``child``, ``input``,
@@ -35,8 +40,9 @@ class EventFacts:
     mentions: tuple[Mention, ...]
 
     def identifiers(self) -> list[str]:
-        """Each identifier once, in first-mention order: the keys of the completeness index."""
-        return list(dict.fromkeys(m.identifier for m in self.mentions))
+        """Each identifier in a :data:`TRACE_ROLES` role once, in first-mention order: the keys of the
+        completeness index, and what ``MATCH_anyEPC`` matches."""
+        return list(dict.fromkeys(m.identifier for m in self.mentions if m.role in TRACE_ROLES))
 
 
 def _event_time(event: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from rootclient.pinned_log import PinnedLog
 
 def node_json(node: TraceNode) -> dict[str, Any]:
     found = node.events
+    assert found is not None  # trace() fetched every node it returns
     return {
         "identifier": node.identifier,
         "complete_as_of": found.complete_as_of,
@@ -40,7 +41,8 @@ def node_json(node: TraceNode) -> dict[str, Any]:
 
 
 def _lines(node: TraceNode, indent: str = "") -> list[str]:
-    found: IdentifierEvents = node.events
+    found = node.events
+    assert found is not None  # trace() fetched every node it returns
     complete = (
         f"all {len(found.events)} event(s) PROVEN COMPLETE as of log size {found.complete_as_of}"
         if found.complete_as_of is not None
@@ -75,9 +77,9 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
             if policy is not None and store is not None:
                 verifier = Verifier(aio, await PinnedLog.open(policy, origin, aio, store))
 
-            async def fetch(identifier: str) -> IdentifierEvents:
-                # One root today; a federated hop picks the node for ``identifier`` here.
-                return await fetch_events_for(aio, identifier, verifier)
+            async def fetch(identifiers: list[str]) -> dict[str, IdentifierEvents]:
+                # One root today; a federated hop picks the node for each identifier here.
+                return await fetch_events_for(aio, identifiers, verifier)
 
             return await trace(args.identifier, fetch, direction=args.direction, depth=args.depth)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -105,6 +105,7 @@ def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetr
         return JSONResponse(epcis_query.query_document(page, _now_text()), headers=headers)
 
     @app.get(routes.EPCIS_INDEX, tags=["epcis"])
-    def index(id: str) -> dict[str, Any]:
-        """The completeness proof of an identifier's events as of the published checkpoint."""
+    def index(id: Annotated[list[str], Query()]) -> dict[str, Any]:
+        """Completeness proofs of identifiers' events (``id`` repeated, at most 100) as of the published
+        checkpoint."""
         return epcis_query.index_answer(node.db, node.view(), id)

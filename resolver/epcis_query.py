@@ -20,7 +20,7 @@ from typing import Any
 
 from chain_lite import b64, merkle
 from chain_lite.epcis_capture import index_key_name, parse_capture
-from chain_lite.epcis_facts import bare_biz_step
+from chain_lite.epcis_facts import TRACE_ROLES, bare_biz_step
 from resolver.db import Database
 from resolver.epcis_index import indices_as_of
 from resolver.epcis_intake import SIGNATURE_PROPERTY, EventInvalid, event_time_ms
@@ -29,7 +29,7 @@ from resolver.log_store import TxNodeStore, checkpoint_at
 from resolver.reads import PublishedView
 
 ROLES_OF = {
-    "MATCH_anyEPC": ("epc", "parent", "child", "input", "output"),
+    "MATCH_anyEPC": TRACE_ROLES,
     "MATCH_epc": ("epc",),
     "MATCH_inputEPC": ("input",),
     "MATCH_outputEPC": ("output",),
@@ -155,22 +155,27 @@ def query_document(page: Page, created: str) -> dict[str, Any]:
     }
 
 
-def index_answer(db: Database, view: PublishedView, identifier: str) -> dict[str, Any]:
-    """The completeness proof of ``identifier`` as of ``view``: its entry (or absence) in the map the
-    checkpoint ends with, and the event indices it commits to."""
-    if not identifier or len(identifier.encode()) > 2048:
-        raise BadRequest("id must be an identifier of 1..2048 bytes")
-    entry, proof = view.map.record_and_proof(index_key_name(identifier))
+MAX_INDEX_IDS = 100
+
+
+def index_answer(db: Database, view: PublishedView, identifiers: Sequence[str]) -> dict[str, Any]:
+    """The completeness proofs of ``identifiers`` as of ``view``: each one's entry (or absence) in the
+    map the checkpoint ends with, and the event indices it commits to; the map head and its receipt
+    are shared."""
+    if not 1 <= len(identifiers) <= MAX_INDEX_IDS:
+        raise BadRequest(f"give 1..{MAX_INDEX_IDS} id parameters")
+    proofs = []
     with db.transaction(write=False) as tx:
-        indices = indices_as_of(tx, identifier, view.size)
-    return {
-        "identifier": identifier,
-        "indices": indices,
-        "proof": {
-            "epoch": view.size,
-            "entry": None if entry is None else b64.encode(entry),
-            "map_proof": b64.encode(proof.to_bytes()),
-            "map_head": view.map_head_b64,
-            "receipt": view.receipt_text,
-        },
-    }
+        for identifier in identifiers:
+            if not identifier or len(identifier.encode()) > 2048:
+                raise BadRequest("an id must be an identifier of 1..2048 bytes")
+            entry, proof = view.map.record_and_proof(index_key_name(identifier))
+            proofs.append(
+                {
+                    "identifier": identifier,
+                    "indices": indices_as_of(tx, identifier, view.size),
+                    "entry": None if entry is None else b64.encode(entry),
+                    "map_proof": b64.encode(proof.to_bytes()),
+                }
+            )
+    return {"epoch": view.size, "map_head": view.map_head_b64, "receipt": view.receipt_text, "proofs": proofs}

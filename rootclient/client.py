@@ -179,10 +179,13 @@ class AsyncRootClient:
             pages.append(await self.epcis_events({**params, "nextPageToken": pages[-1].next_token}))
         return pages
 
-    async def epcis_index(self, identifier: str) -> IndexProof:
-        """The completeness proof of ``identifier``'s events (decoded, not yet verified)."""
-        response = await self._send("GET", routes.EPCIS_INDEX, params={"id": identifier})
-        return codecs.index_proof_from_json(_json(response, f"event index of {identifier}"))
+    async def epcis_index(self, identifiers: Sequence[str]) -> list[IndexProof]:
+        """The completeness proofs of identifiers' events (decoded, not yet verified), one per id."""
+        response = await self._send("GET", routes.EPCIS_INDEX, params=[("id", i) for i in identifiers])
+        proofs = codecs.index_proofs_from_json(_json(response, "event index answer"))
+        if [p.identifier for p in proofs] != list(identifiers):
+            raise ProtocolError("event index answer", "the proofs are not for the identifiers asked")
+        return proofs
 
 
 class RootClient:
@@ -257,8 +260,8 @@ class RootClient:
     def epcis_events_all(self, params: dict[str, str]) -> list[codecs.EventsPage]:
         return self.run(self.aio.epcis_events_all(params))
 
-    def epcis_index(self, identifier: str) -> IndexProof:
-        return self.run(self.aio.epcis_index(identifier))
+    def epcis_index(self, identifiers: Sequence[str]) -> list[IndexProof]:
+        return self.run(self.aio.epcis_index(identifiers))
 
     def verify_resolution(
         self, proof: ResolutionProof, policy: Policy, store: PinStore, *, as_of: bool = False

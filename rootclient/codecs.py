@@ -427,21 +427,28 @@ def events_page_from_json(body: object, next_token: str | None) -> EventsPage:
     return EventsPage(parse_checkpoint(note.encode(), "edgeroot:checkpoint"), events, next_token)
 
 
-def index_proof_from_json(body: object) -> IndexProof:
-    """The answer of ``GET /v1/epcis/index?id=ID``."""
+def index_proofs_from_json(body: object) -> list[IndexProof]:
+    """The answer of ``GET /v1/epcis/index?id=ID&id=...``: one proof per identifier."""
     answer = _object(body, "EPCIS index answer")
-    identifier = _str(_field(answer, "identifier", "index answer"), "identifier")
-    indices = tuple(_int(i, "indices") for i in _list(_field(answer, "indices", "index answer"), "indices"))
-    proof = _object(_field(answer, "proof", "index answer"), "proof")
-    entry = _field(proof, "entry", "proof")
-    return IndexProof(
-        identifier,
-        indices,
-        None if entry is None else _bytes(entry, "proof.entry"),
-        _bytes(_field(proof, "map_proof", "proof"), "proof.map_proof"),
-        _bytes(_field(proof, "map_head", "proof"), "proof.map_head"),
-        parse_receipt(_field(proof, "receipt", "proof"), "proof.receipt"),
-    )
+    head = _bytes(_field(answer, "map_head", "index answer"), "map_head")
+    receipt = parse_receipt(_field(answer, "receipt", "index answer"), "receipt")
+    out = []
+    for i, item in enumerate(_list(_field(answer, "proofs", "index answer"), "proofs")):
+        what = f"proofs[{i}]"
+        proof = _object(item, what)
+        entry = _field(proof, "entry", what)
+        indices = _list(_field(proof, "indices", what), f"{what}.indices")
+        out.append(
+            IndexProof(
+                _str(_field(proof, "identifier", what), f"{what}.identifier"),
+                tuple(_int(v, f"{what}.indices") for v in indices),
+                None if entry is None else _bytes(entry, f"{what}.entry"),
+                _bytes(_field(proof, "map_proof", what), f"{what}.map_proof"),
+                head,
+                receipt,
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,14 @@
 """Trace an identifier's genealogy through EPCIS events, every step verified.
 
-One loop (:func:`trace`): take an identifier from the frontier, :func:`fetch_events_for` it (its events
-and the proof that they are all the log holds for it), and follow the events to the next identifiers:
+One loop (:func:`trace`), a level at a time: :func:`fetch_events_for` the frontier's identifiers (their
+events, and the proof that they are all the log holds for each), then follow the events to the next
+identifiers:
 backwards, a TransformationEvent's outputs lead to its inputs and an AggregationEvent's parent to its
 children; forwards, inputs lead to outputs and children to their parent. ObjectEvents are the item's
-own history and lead nowhere. Which node to ask for an identifier is :class:`Source`'s choice: today
-one root; a hop to another node (federation) is one more source, the loop does not change.
+own history and lead nowhere. Which node to ask is the ``fetch`` function's choice: today one root; a
+hop to another node (federation) is that function asking another root client, the loop does not
+change. Identifiers are asked in chunks (:data:`CHUNK`) so a level costs a few requests, not two per
+identifier, and each event is verified once however many identifiers it mentions.
 
 With a :class:`Verifier` every event is checked (inclusion in a checkpoint the pinned light client
 accepted, the signer's key proven from the registry, the signature, the CBV hash ID) and so is every
@@ -15,10 +18,11 @@ completeness claim (the identifier's index entry in the map under the same kind 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.epcis_capture import (
     IncompleteIndex,
     IndexEntry,
@@ -28,12 +32,12 @@ from chain_lite.epcis_capture import (
     signer_authority,
 )
 from chain_lite.epcis_facts import EventFacts, event_facts
-from chain_lite.epcis_proof import ProvenEvent, verify_event, verify_index
+from chain_lite.epcis_proof import IndexProof, verify_event, verify_index
 from chain_lite.errors import FormatError
 from chain_lite.keys import PublicKey
 from chain_lite.policy import VerifiedCheckpoint
 from rootclient.client import AsyncRootClient
-from rootclient.codecs import EventsPage, ShownEvent, resolution_from_json
+from rootclient.codecs import ShownEvent, resolution_from_json
 from rootclient.pinned_log import Older, PinnedLog
 
 BACK = "back"
@@ -60,20 +64,26 @@ class IdentifierEvents:
     entry: IndexEntry | None = None
 
 
+CHUNK = 40
+"""Identifiers per request (``MATCH_anyEPC=a|b|...`` and ``id=a&id=b...``): well inside URL limits."""
+
+
 class Verifier:
-    """Checks checkpoints with a pinned light client, and signer keys with proven resolutions (cached)."""
+    """Checks checkpoints with a pinned light client and signer keys with proven resolutions; keeps
+    what it verified (checkpoints, keys, events by log index), so a warm verifier re-checks nothing."""
 
     def __init__(self, client: AsyncRootClient, pinned: PinnedLog) -> None:
         self.client = client
         self.pinned = pinned
         self._checkpoints: dict[bytes, VerifiedCheckpoint] = {}
         self._keys: dict[str, PublicKey] = {}
+        self._events: dict[tuple[int, bytes], TracedEvent] = {}
 
-    async def checkpoint(self, page: EventsPage) -> VerifiedCheckpoint:
-        note = page.checkpoint.to_bytes()
+    async def checkpoint(self, signed: SignedCheckpoint) -> VerifiedCheckpoint:
+        note = signed.to_bytes()
         hit = self._checkpoints.get(note)
         if hit is None:
-            hit = (await self.pinned.accept(page.checkpoint, older=Older.USE)).checkpoint
+            hit = (await self.pinned.accept(signed, older=Older.USE)).checkpoint
             self._checkpoints[note] = hit
         return hit
 
@@ -87,55 +97,77 @@ class Verifier:
             self._keys[kid] = key
         return key
 
+    async def event(self, shown: ShownEvent, verified: VerifiedCheckpoint) -> TracedEvent:
+        # Inclusion at an index in one verified checkpoint holds in every later one (consistency is the
+        # pin's job), so an event checked once is the same event whatever page shows it again.
+        cache_key = (shown.index, shown.signed_capture)
+        hit = self._events.get(cache_key)
+        if hit is None:
+            signer = parse_capture(shown.signed_capture).signer
+            key = await self.signer_key(signer)
+            proven = verify_event(shown.signed_capture, shown.index, shown.inclusion, verified, key)
+            attrs = {m.identifier: proven.attribution_of(m) for m in proven.facts.mentions}
+            hit = TracedEvent(proven.index, signer, proven.event, proven.facts, True, attrs)
+            self._events[cache_key] = hit
+        return hit
 
-async def _traced(
-    shown: ShownEvent, verified: VerifiedCheckpoint | None, verifier: Verifier | None
-) -> TracedEvent:
-    if verifier is None or verified is None:
-        signed = parse_capture(shown.signed_capture)
-        event = json.loads(signed.capture.event_json)
-        if not isinstance(event, dict):
-            raise FormatError("epcis capture", "the signed event is not a JSON object")
-        facts = event_facts(event)
-        authority = signer_authority(signed.signer)
-        attrs = {m.identifier: attribution(m.prefix, authority) for m in facts.mentions}
-        return TracedEvent(shown.index, signed.signer, event, facts, False, attrs)
-    signer = parse_capture(shown.signed_capture).signer
-    key = await verifier.signer_key(signer)
-    proven: ProvenEvent = verify_event(shown.signed_capture, shown.index, shown.inclusion, verified, key)
-    attrs = {m.identifier: proven.attribution_of(m) for m in proven.facts.mentions}
-    return TracedEvent(proven.index, signer, proven.event, proven.facts, True, attrs)
+
+def _unverified(shown: ShownEvent) -> TracedEvent:
+    signed = parse_capture(shown.signed_capture)
+    event = json.loads(signed.capture.event_json)
+    if not isinstance(event, dict):
+        raise FormatError("epcis capture", "the signed event is not a JSON object")
+    facts = event_facts(event)
+    authority = signer_authority(signed.signer)
+    attrs = {m.identifier: attribution(m.prefix, authority) for m in facts.mentions}
+    return TracedEvent(shown.index, signed.signer, event, facts, False, attrs)
+
+
+def _chunks(items: Sequence[str]) -> list[list[str]]:
+    return [list(items[i : i + CHUNK]) for i in range(0, len(items), CHUNK)]
 
 
 async def fetch_events_for(
-    client: AsyncRootClient, identifier: str, verifier: Verifier | None
-) -> IdentifierEvents:
-    """Every event ``client``'s node holds for ``identifier``; with ``verifier``, each checked and the
-    list proven complete as of the index proof's checkpoint (asked first, so the events' pages, as of
-    the same or a later checkpoint, must contain every index it commits to)."""
-    index_proof = await client.epcis_index(identifier) if verifier is not None else None
-    pages = await client.epcis_events_all({"MATCH_anyEPC": identifier})
-    events: list[TracedEvent] = []
-    for page in pages:
-        verified = None if verifier is None else await verifier.checkpoint(page)
-        events += [await _traced(shown, verified, verifier) for shown in page.events]
-    if verifier is None or index_proof is None:
-        return IdentifierEvents(identifier, events, None)
-    verified_index = (
-        await verifier.pinned.accept(index_proof.receipt.checkpoint, older=Older.USE)
-    ).checkpoint
-    entry = verify_index(index_proof, verified_index)
-    size = verified_index.checkpoint.size
-    shown_before = [e.index for e in events if e.index < size]
-    if shown_before != list(index_proof.indices):
-        missing = sorted(set(index_proof.indices) - set(shown_before))
-        extra = sorted(set(shown_before) - set(index_proof.indices))
-        raise IncompleteIndex(
-            identifier,
-            f"INCOMPLETE as of log size {size}: the map commits to {len(index_proof.indices)} events; "
-            f"not shown {missing[:10]}, shown but not committed {extra[:10]}",
-        )
-    return IdentifierEvents(identifier, events, size, entry)
+    client: AsyncRootClient, identifiers: Sequence[str], verifier: Verifier | None
+) -> dict[str, IdentifierEvents]:
+    """Every event ``client``'s node holds for each of ``identifiers``; with ``verifier``, each event
+    checked and each identifier's list proven complete as of its index proof's checkpoint (asked first,
+    so the events' pages, as of the same or a later checkpoint, must hold every index it commits to)."""
+    proofs: list[IndexProof] = []
+    if verifier is not None:
+        for chunk in _chunks(identifiers):
+            proofs += await client.epcis_index(chunk)
+    events: dict[int, TracedEvent] = {}
+    for chunk in _chunks(identifiers):
+        for page in await client.epcis_events_all({"MATCH_anyEPC": "|".join(chunk)}):
+            if verifier is None:
+                events.update((s.index, _unverified(s)) for s in page.events)
+                continue
+            verified = await verifier.checkpoint(page.checkpoint)
+            for shown in page.events:
+                events[shown.index] = await verifier.event(shown, verified)
+    ordered = [events[i] for i in sorted(events)]
+    found: dict[str, IdentifierEvents] = {}
+    for identifier in identifiers:
+        mine = [e for e in ordered if identifier in e.facts.identifiers()]
+        found[identifier] = IdentifierEvents(identifier, mine, None)
+    for proof in proofs:
+        assert verifier is not None
+        verified_index = await verifier.checkpoint(proof.receipt.checkpoint)
+        entry = verify_index(proof, verified_index)
+        size = verified_index.checkpoint.size
+        mine = found[proof.identifier].events
+        shown_before = [e.index for e in mine if e.index < size]
+        if shown_before != list(proof.indices):
+            missing = sorted(set(proof.indices) - set(shown_before))
+            extra = sorted(set(shown_before) - set(proof.indices))
+            raise IncompleteIndex(
+                proof.identifier,
+                f"INCOMPLETE as of log size {size}: the map commits to {len(proof.indices)} events; "
+                f"not shown {missing[:10]}, shown but not committed {extra[:10]}",
+            )
+        found[proof.identifier] = IdentifierEvents(proof.identifier, mine, size, entry)
+    return found
 
 
 def next_identifiers(identifier: str, facts: EventFacts, direction: str) -> list[str]:
@@ -160,30 +192,34 @@ def next_identifiers(identifier: str, facts: EventFacts, direction: str) -> list
 @dataclass
 class TraceNode:
     identifier: str
-    events: IdentifierEvents
     depth: int
+    events: IdentifierEvents | None = None
     children: list[tuple[int, TraceNode]] = field(default_factory=list)
     """(log index of the event that leads there, the node)."""
 
 
-Fetch = Callable[[str], Awaitable[IdentifierEvents]]
+Fetch = Callable[[list[str]], Awaitable[dict[str, IdentifierEvents]]]
 
 
 async def trace(start: str, fetch: Fetch, *, direction: str, depth: int) -> TraceNode:
-    """The genealogy of ``start`` up to ``depth`` hops, each identifier fetched (and verified) once."""
-    root = TraceNode(start, await fetch(start), 0)
+    """The genealogy of ``start`` up to ``depth`` hops, each identifier fetched (and verified) once,
+    a level per round of ``fetch``."""
+    root = TraceNode(start, 0)
     seen = {start}
-    frontier = [root]
-    while frontier:
-        node = frontier.pop(0)
-        if node.depth >= depth:
-            continue
-        for event in node.events.events:
-            for nxt in next_identifiers(node.identifier, event.facts, direction):
-                if nxt in seen:
-                    continue
-                seen.add(nxt)
-                child = TraceNode(nxt, await fetch(nxt), node.depth + 1)
-                node.children.append((event.index, child))
-                frontier.append(child)
+    level = [root]
+    while level:
+        found = await fetch([node.identifier for node in level])
+        following: list[TraceNode] = []
+        for node in level:
+            node.events = found[node.identifier]
+            if node.depth >= depth:
+                continue
+            for event in node.events.events:
+                for nxt in next_identifiers(node.identifier, event.facts, direction):
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        child = TraceNode(nxt, node.depth + 1)
+                        node.children.append((event.index, child))
+                        following.append(child)
+        level = following
     return root

@@ -376,7 +376,7 @@ def test_completeness_proof_fails_when_an_event_is_hidden(genealogy: Genealogy, 
     async def fetch(client: AsyncRootClient, identifier: str) -> Any:
         store = FilePinStore(root.origin, tmp_path / "pins")
         pinned = await PinnedLog.open(root.policy, root.origin, client, store)
-        return await fetch_events_for(client, identifier, Verifier(client, pinned))
+        return (await fetch_events_for(client, [identifier], Verifier(client, pinned)))[identifier]
 
     async def scenario() -> None:
         async with AsyncRootClient(root.url) as honest:
