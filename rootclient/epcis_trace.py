@@ -72,11 +72,14 @@ class Verifier:
     """Checks checkpoints with a pinned light client and signer keys with proven resolutions; keeps
     what it verified (checkpoints, keys, events by log index), so a warm verifier re-checks nothing."""
 
-    def __init__(self, client: AsyncRootClient, pinned: PinnedLog) -> None:
+    def __init__(
+        self, client: AsyncRootClient, pinned: PinnedLog, *, keys: dict[str, PublicKey] | None = None
+    ) -> None:
         self.client = client
         self.pinned = pinned
         self._checkpoints: dict[bytes, VerifiedCheckpoint] = {}
-        self._keys: dict[str, PublicKey] = {}
+        self.keys: dict[str, PublicKey] = {} if keys is None else keys
+        """Signer keys proven so far (shared by verifiers of one client session: a warm client)."""
         self._events: dict[tuple[int, bytes], TracedEvent] = {}
 
     async def checkpoint(self, signed: SignedCheckpoint) -> VerifiedCheckpoint:
@@ -88,13 +91,13 @@ class Verifier:
         return hit
 
     async def signer_key(self, kid: str) -> PublicKey:
-        key = self._keys.get(kid)
+        key = self.keys.get(kid)
         if key is None:
             authority = signer_authority(kid)
             proof = resolution_from_json(await self.client.resolve(authority.identifier))
             proven = await self.pinned.verify_resolution(proof, older=Older.USE)
             key = capture_key(authority, kid, proven.proven.record)
-            self._keys[kid] = key
+            self.keys[kid] = key
         return key
 
     async def event(self, shown: ShownEvent, verified: VerifiedCheckpoint) -> TracedEvent:
