@@ -29,6 +29,7 @@ from typing import Any
 from chain_lite import b64
 from chain_lite.cose import verify_sign1
 from chain_lite.epcis_capture import (
+    Authority,
     SignedCapture,
     attribution,
     capture_key,
@@ -128,8 +129,11 @@ def _events(document: object) -> list[dict[str, Any]]:
     return events
 
 
-def check_event(tx: Tx, event: dict[str, Any], *, origin: str) -> tuple[SignedCapture, EventFacts]:
-    """Every check of one event of a capture document (module docstring, steps 1-4)."""
+def check_event(
+    tx: Tx, event: dict[str, Any], *, origin: str, keys: dict[str, PublicKey] | None = None
+) -> tuple[SignedCapture, EventFacts]:
+    """Every check of one event of a capture document (module docstring, steps 1-4); ``keys`` keeps
+    the signer keys looked up within one document (they cannot change inside its transaction)."""
     shown = dict(event)
     signature = shown.pop(SIGNATURE_PROPERTY, None)
     if not isinstance(signature, str):
@@ -150,7 +154,11 @@ def check_event(tx: Tx, event: dict[str, Any], *, origin: str) -> tuple[SignedCa
         raise EventInvalid(f"the signed event is not JSON: {exc}") from exc
     if signed_event != shown:
         raise EventTampered("the event in the document differs from the event its signer signed")
-    key = signer_key(tx, signed.signer)
+    key = None if keys is None else keys.get(signed.signer)
+    if key is None:
+        key = signer_key(tx, signed.signer)
+        if keys is not None:
+            keys[signed.signer] = key
     try:
         verify_sign1(signed.sign1, key)
     except SignatureError as exc:
@@ -196,14 +204,18 @@ def capture(db: Database, body: bytes, *, origin: str, now_ms: int) -> tuple[str
     results: list[CapturedEvent] = []
     with db.transaction() as tx:
         checked = []
+        keys: dict[str, PublicKey] = {}
         for position, event in enumerate(events):
             try:
-                checked.append(check_event(tx, event, origin=origin))
+                checked.append(check_event(tx, event, origin=origin, keys=keys))
             except ResolverError as exc:
                 exc.message = f"event {position}: {exc.message}"
                 raise
+        authorities: dict[str, Authority] = {}
         for signed, facts in checked:
-            authority = signer_authority(signed.signer)
+            authority = authorities.get(signed.signer)
+            if authority is None:
+                authority = authorities[signed.signer] = signer_authority(signed.signer)
             leaf = signed.leaf()
             fresh = tx.one(
                 "INSERT INTO epcis_events (hash_id, leaf, signer, authority, event_time_ms, biz_step, "

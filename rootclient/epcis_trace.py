@@ -149,11 +149,12 @@ async def fetch_events_for(
             verified = await verifier.checkpoint(page.checkpoint)
             for shown in page.events:
                 events[shown.index] = await verifier.event(shown, verified)
-    ordered = [events[i] for i in sorted(events)]
-    found: dict[str, IdentifierEvents] = {}
-    for identifier in identifiers:
-        mine = [e for e in ordered if identifier in e.facts.identifiers()]
-        found[identifier] = IdentifierEvents(identifier, mine, None)
+    by_identifier: dict[str, list[TracedEvent]] = {identifier: [] for identifier in identifiers}
+    for index in sorted(events):
+        for identifier in events[index].facts.identifiers():
+            if identifier in by_identifier:
+                by_identifier[identifier].append(events[index])
+    found = {i: IdentifierEvents(i, mine, None) for i, mine in by_identifier.items()}
     for proof in proofs:
         assert verifier is not None
         verified_index = await verifier.checkpoint(proof.receipt.checkpoint)
