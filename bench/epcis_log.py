@@ -227,7 +227,8 @@ def main() -> None:
                 time.sleep(0.05)
             cold, warm, ids, events = asyncio.run(trace_runs(root.url, root, tmp / "pins"))
             median_warm = statistics.median(warm)
-            figure = (f"median {median_warm * 1000:,.0f} ms warm (cold {cold * 1000:,.0f} ms; {events} events, "
+            figure = (f"median {median_warm * 1000:,.0f} ms warm (cold {cold * 1000:,.0f} ms; "
+                      f"{events} events, "
                       f"{ids} identifiers, every event and completeness proof verified); raw P-256 verify "
                       f"{p256:,.0f}/s, hash ID {hashes_per_s:,.0f}/s")  # fmt: skip
             verdict = "OK" if median_warm < 1 else "MISS"
