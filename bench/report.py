@@ -16,6 +16,7 @@ TITLES = {
     "root": "root node (bench/root.py)",
     "gateway": "gateway (bench/gateway.py)",
     "bridge": "firmware bridge (bench/bridge.py)",
+    "epcis": "EPCIS 2.0 event core (bench/epcis.py)",
 }
 
 
