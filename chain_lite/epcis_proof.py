@@ -50,8 +50,13 @@ class ProvenEvent:
         return attribution(mention.prefix, self.authority)
 
 
-def verify_event(
-    raw: bytes, index: int, inclusion: Sequence[bytes], verified: VerifiedCheckpoint, key: PublicKey
+def verify_event(  # noqa: PLR0917 (what is shown, where, and the keys to check it with)
+    raw: bytes,
+    index: int,
+    inclusion: Sequence[bytes],
+    verified: VerifiedCheckpoint,
+    key: PublicKey,
+    bases: Sequence[str],
 ) -> ProvenEvent:
     """Check a signed capture shown at log ``index`` with an inclusion proof in ``verified`` (a
     checkpoint the caller verified), signed with ``key`` (the signer's key the caller proved, e.g. with
@@ -70,7 +75,7 @@ def verify_event(
         raise FormatError("epcis capture", f"the signed event is not JSON: {exc}") from exc
     if not isinstance(event, dict):
         raise FormatError("epcis capture", "the signed event is not a JSON object")
-    facts = event_facts(event)
+    facts = event_facts(event, bases)
     if facts.hash_id != signed.capture.hash_id:
         raise FormatError(
             "epcis capture", f"signed hash ID {signed.capture.hash_id} is not the event's {facts.hash_id}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE
 from edgeroot.lazy_command import lazy
 from edgeroot.output import JSON_FLAG
 
@@ -25,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument(
         "--signer", required=True, help="the key's name: INDEX:0.na/PREFIX or a capture key's identifier"
     )
+    c.add_argument("--base", default=DEFAULT_IDENTIFIER_BASE, help="the network's identifier base (D-068)")
     c.add_argument("--wait", action="store_true", help="wait until every event is sequenced and published")
     c.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (default 30)")
     c.set_defaults(run=lazy("edgeroot.event_commands", "run_capture"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from chain_lite import b64
 from chain_lite.cose import CoseSigner
 from chain_lite.epcis_capture import Capture, sign_capture
-from chain_lite.epcis_facts import event_facts
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, event_facts
 from chain_lite.errors import ChainError
 from edgeroot.output import CommandFailed, Reporter
 from rootclient.client import RootClient
@@ -21,7 +22,9 @@ from runtime.keyfiles import load_private_key
 POLL_S = 0.2
 
 
-def sign_document(document: Any, signer: CoseSigner, origin: str) -> dict[str, Any]:
+def sign_document(
+    document: Any, signer: CoseSigner, origin: str, bases: Sequence[str] = (DEFAULT_IDENTIFIER_BASE,)
+) -> dict[str, Any]:
     """``document`` with every event signed for node ``origin`` (an earlier signature is replaced)."""
     if not isinstance(document, dict) or document.get("type") != "EPCISDocument":
         raise CommandFailed("the file is not an EPCIS 2.0 EPCISDocument (type must be EPCISDocument)")
@@ -35,7 +38,7 @@ def sign_document(document: Any, signer: CoseSigner, origin: str) -> dict[str, A
     for position, event in enumerate(events):
         plain = {k: v for k, v in event.items() if k != EPCIS_SIGNATURE}
         try:
-            facts = event_facts(plain)
+            facts = event_facts(plain, bases)
             capture = Capture(origin, facts.hash_id, json.dumps(plain, ensure_ascii=False).encode())
             raw = sign_capture(capture, signer).raw
         except ChainError as exc:
@@ -61,7 +64,7 @@ def run_capture(args: argparse.Namespace, report: Reporter) -> int:
         raise CommandFailed(str(exc)) from exc
     with RootClient(args.root) as client:
         try:
-            signed = sign_document(document, signer, client.origin())
+            signed = sign_document(document, signer, client.origin(), [args.base])
             answer = client.epcis_capture(signed)
             job: dict[str, Any] | None = None
             if args.wait:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE
 from edgeroot.lazy_command import lazy
 from edgeroot.output import JSON_FLAG
 
@@ -23,5 +24,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     direction.add_argument("--back", action="store_const", const="back", dest="direction", help="(default)")
     direction.add_argument("--forward", action="store_const", const="forward", dest="direction")
     p.add_argument("--depth", type=int, default=10, help="at most this many hops (default 10)")
+    p.add_argument("--base", default=DEFAULT_IDENTIFIER_BASE, help="the network's identifier base (D-068)")
     p.add_argument("--config-dir", type=Path, help="where pins are kept")
     p.set_defaults(run=lazy("edgeroot.trace_commands", "run"), direction="back")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from chain_lite.epcis_facts import identifier_key
 from chain_lite.errors import ChainError
 from edgeroot.output import CommandFailed, Reporter
 from edgeroot.pin import forget_hint
@@ -68,6 +69,10 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     if args.depth < 0:
         raise CommandFailed("--depth must be 0 or more")
     policy = read_policy(args.policy) if args.verify else None
+    try:
+        start = identifier_key(args.identifier, [args.base])
+    except ChainError as exc:
+        raise CommandFailed(f"cannot trace {args.identifier}: {exc}") from exc
     with RootClient(args.root) as client:
         origin = client.origin() if policy is not None else ""
         store = FilePinStore(origin, args.config_dir) if policy is not None else None
@@ -75,13 +80,14 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
         async def walk(aio: AsyncRootClient) -> TraceNode:
             verifier = None
             if policy is not None and store is not None:
-                verifier = Verifier(aio, await PinnedLog.open(policy, origin, aio, store))
+                pinned = await PinnedLog.open(policy, origin, aio, store)
+                verifier = Verifier(aio, pinned, bases=[args.base])
 
             async def fetch(identifiers: list[str]) -> dict[str, IdentifierEvents]:
                 # One root today; a federated hop picks the node for each identifier here.
-                return await fetch_events_for(aio, identifiers, verifier)
+                return await fetch_events_for(aio, identifiers, verifier, [args.base])
 
-            return await trace(args.identifier, fetch, direction=args.direction, depth=args.depth)
+            return await trace(start, fetch, direction=args.direction, depth=args.depth)
 
         try:
             if store is not None:

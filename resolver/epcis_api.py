@@ -72,7 +72,12 @@ def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetr
         """Capture an EPCISDocument whose events are each signed (``edgeroot:signedCapture``)."""
         body = await read_body(request, max_body)
         job, results = await run_in_threadpool(
-            epcis_intake.capture, node.db, body, origin=node.origin, now_ms=now_ms()
+            epcis_intake.capture,
+            node.db,
+            body,
+            origin=node.origin,
+            now_ms=now_ms(),
+            bases=node.identifier_bases,
         )
         fresh = sum(1 for r in results if not r.duplicate)
         metrics.epcis_events.inc(fresh)
@@ -95,7 +100,7 @@ def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetr
     def events(request: Request) -> JSONResponse:
         """EPCIS 2.0 event query; every event with its signed capture and inclusion proof."""
         params = dict(request.query_params)
-        page = epcis_query.query_events(node.db, node.view(), params)
+        page = epcis_query.query_events(node.db, node.view(), params, node.identifier_bases)
         headers = {}
         if page.next_token is not None:
             query = {k: v for k, v in params.items() if k != "nextPageToken"}
@@ -108,4 +113,4 @@ def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetr
     def index(id: Annotated[list[str], Query()]) -> dict[str, Any]:
         """Completeness proofs of identifiers' events (``id`` repeated, at most 100) as of the published
         checkpoint."""
-        return epcis_query.index_answer(node.db, node.view(), id)
+        return epcis_query.index_answer(node.db, node.view(), id, node.identifier_bases)

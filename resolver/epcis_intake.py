@@ -10,7 +10,8 @@ document (the EPCIS 2.0 default capture error behaviour, ``rollback``) naming th
 2. the signer is registered: a prefix admin key, or a capture key (a record with an ``EPCIS_CAPTURE``
    value) → 403 ``EventUnauthorised`` otherwise;
 3. its signature verifies and its hash ID is the CBV event hash of the event → 422 ``EventTampered``;
-4. the event is valid EPCIS 2.0 → 400 ``EventInvalid``.
+4. the event is valid EPCIS 2.0 (the whole document first: :mod:`rootclient.epcis_document`, D-067)
+   → 400 ``EventInvalid``.
 
 An event whose hash ID the node holds already is a duplicate: answered with the first capture's
 index, not logged again.
@@ -22,7 +23,7 @@ import datetime as dt
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ from chain_lite.keys import PublicKey
 from resolver.db import Database, Tx
 from resolver.errors import BadRequest, ResolverError
 from resolver.registry import load_record
+from rootclient.epcis_document import EpcisDocumentError, read_capture_document
 
 SIGNATURE_PROPERTY = "edgeroot:signedCapture"
 MAX_EVENTS_PER_CAPTURE = 10_000
@@ -97,12 +99,12 @@ class _AcceptedFacts:
 _accepted = _AcceptedFacts()
 
 
-def facts_of_leaf(leaf: bytes) -> EventFacts:
+def facts_of_leaf(leaf: bytes, bases: Sequence[str]) -> EventFacts:
     """The facts of an EPCIS leaf (``0x05 || signed capture``): remembered at acceptance, else parsed."""
     facts = _accepted.pop(leaf)
     if facts is None:
         capture = parse_capture(leaf[1:]).capture
-        facts = event_facts(json.loads(capture.event_json))
+        facts = event_facts(json.loads(capture.event_json), bases)
     return facts
 
 
@@ -115,22 +117,13 @@ def signer_key(tx: Tx, kid: str) -> PublicKey:
         raise EventUnauthorised(str(exc)) from exc
 
 
-def _events(document: object) -> list[dict[str, Any]]:
-    if not isinstance(document, dict) or document.get("type") != "EPCISDocument":
-        raise EventInvalid("the body is not an EPCIS 2.0 EPCISDocument (type must be EPCISDocument)")
-    body = document.get("epcisBody")
-    events = body.get("eventList") if isinstance(body, dict) else None
-    if not isinstance(events, list) or not events:
-        raise EventInvalid("epcisBody.eventList must be a non-empty list of events")
-    if len(events) > MAX_EVENTS_PER_CAPTURE:
-        raise EventInvalid(f"at most {MAX_EVENTS_PER_CAPTURE} events per capture")
-    if not all(isinstance(e, dict) for e in events):
-        raise EventInvalid("every event in epcisBody.eventList must be a JSON object")
-    return events
-
-
 def check_event(
-    tx: Tx, event: dict[str, Any], *, origin: str, keys: dict[str, PublicKey] | None = None
+    tx: Tx,
+    event: Mapping[str, Any],
+    *,
+    origin: str,
+    bases: Sequence[str],
+    keys: dict[str, PublicKey] | None = None,
 ) -> tuple[SignedCapture, EventFacts]:
     """Every check of one event of a capture document (module docstring, steps 1-4); ``keys`` keeps
     the signer keys looked up within one document (they cannot change inside its transaction)."""
@@ -164,7 +157,7 @@ def check_event(
     except SignatureError as exc:
         raise EventTampered(f"signer {signed.signer}: {exc}") from exc
     try:
-        facts = event_facts(signed_event)
+        facts = event_facts(signed_event, bases)
     except FormatError as exc:
         raise EventInvalid(str(exc)) from exc
     event_time_ms(facts.event_time)  # the query's time window needs it: refuse what it cannot read
@@ -191,23 +184,22 @@ def capture_id_of(hash_ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(hash_ids).encode()).hexdigest()
 
 
-def capture(db: Database, body: bytes, *, origin: str, now_ms: int) -> tuple[str, list[CapturedEvent]]:
+def capture(
+    db: Database, body: bytes, *, origin: str, now_ms: int, bases: Sequence[str]
+) -> tuple[str, list[CapturedEvent]]:
     """Check every event of a capture document and queue the new ones; all or nothing. Returns the
     capture job's id and each event's outcome."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EventInvalid(f"the body is not JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise EventInvalid("the body is JSON nested too deeply") from exc
-    events = _events(document)
+        events = read_capture_document(body, max_events=MAX_EVENTS_PER_CAPTURE).events
+    except EpcisDocumentError as exc:
+        raise EventInvalid(str(exc)) from exc
     results: list[CapturedEvent] = []
     with db.transaction() as tx:
         checked = []
         keys: dict[str, PublicKey] = {}
         for position, event in enumerate(events):
             try:
-                checked.append(check_event(tx, event, origin=origin, keys=keys))
+                checked.append(check_event(tx, event, origin=origin, bases=bases, keys=keys))
             except ResolverError as exc:
                 exc.message = f"event {position}: {exc.message}"
                 raise

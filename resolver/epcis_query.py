@@ -20,7 +20,8 @@ from typing import Any
 
 from chain_lite import b64, merkle
 from chain_lite.epcis_capture import index_key_name, parse_capture
-from chain_lite.epcis_facts import TRACE_ROLES, bare_biz_step
+from chain_lite.epcis_facts import TRACE_ROLES, bare_biz_step, identifier_key
+from chain_lite.errors import ChainError
 from resolver.db import Database
 from resolver.epcis_index import indices_as_of
 from resolver.epcis_intake import SIGNATURE_PROPERTY, EventInvalid, event_time_ms
@@ -40,6 +41,13 @@ DEFAULT_PER_PAGE = 100
 MAX_PER_PAGE = 1000
 EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 EDGEROOT_CONTEXT = {"edgeroot": "https://edgeroot.example/ns/epcis#"}
+
+
+def _key(name: str, text: str, bases: Sequence[str]) -> str:
+    try:
+        return identifier_key(text, bases)
+    except ChainError as exc:
+        raise BadRequest(f"{name}: {exc}") from exc
 
 
 def _time_ms(name: str, text: str) -> int:
@@ -68,7 +76,7 @@ def _parse_token(token: str) -> tuple[int, int]:
     return int(parts[1]), int(parts[2])
 
 
-def query_events(db: Database, view: PublishedView, params: Mapping[str, str]) -> Page:
+def query_events(db: Database, view: PublishedView, params: Mapping[str, str], bases: Sequence[str]) -> Page:
     """One page of the events matching ``params`` (EPCIS 2.0 query parameters, module docstring)."""
     unknown = sorted(set(params) - set(QUERY_PARAMETERS))
     if unknown:
@@ -91,7 +99,7 @@ def query_events(db: Database, view: PublishedView, params: Mapping[str, str]) -
     args: list[Any] = [size, after]
     for name, roles in ROLES_OF.items():
         if name in params:
-            values = [v for v in params[name].split("|") if v]
+            values = [_key(name, v, bases) for v in params[name].split("|") if v]
             if not values:
                 raise BadRequest(f"{name} needs at least one identifier")
             where.append(  # placeholders only, the values go in args
@@ -158,7 +166,9 @@ def query_document(page: Page, created: str) -> dict[str, Any]:
 MAX_INDEX_IDS = 100
 
 
-def index_answer(db: Database, view: PublishedView, identifiers: Sequence[str]) -> dict[str, Any]:
+def index_answer(
+    db: Database, view: PublishedView, identifiers: Sequence[str], bases: Sequence[str]
+) -> dict[str, Any]:
     """The completeness proofs of ``identifiers`` as of ``view``: each one's entry (or absence) in the
     map the checkpoint ends with, and the event indices it commits to; the map head and its receipt
     are shared."""
@@ -169,6 +179,7 @@ def index_answer(db: Database, view: PublishedView, identifiers: Sequence[str]) 
         for identifier in identifiers:
             if not identifier or len(identifier.encode()) > 2048:
                 raise BadRequest("an id must be an identifier of 1..2048 bytes")
+            identifier = _key("id", identifier, bases)  # noqa: PLW2901 (the key the index is under)
             entry, proof = view.map.record_and_proof(index_key_name(identifier))
             proofs.append(
                 {

@@ -27,7 +27,7 @@ import psycopg
 
 from chain_lite import merkle
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
-from chain_lite.epcis_facts import EventFacts
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts
 from chain_lite.errors import ChainError
 from chain_lite.log_leaf import LEAF_BLOCK, LEAF_EPCIS, LEAF_REGISTRY, MapHead
 from chain_lite.note import Signer
@@ -90,13 +90,21 @@ class Batch:
 
 class Sequencer:
     def __init__(
-        self, db: Database, signer: Signer, origin: str, *, max_batch: int = DEFAULT_MAX_BATCH, publish: bool
+        self,
+        db: Database,
+        signer: Signer,
+        origin: str,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        publish: bool,
+        identifier_bases: tuple[str, ...] = (DEFAULT_IDENTIFIER_BASE,),
     ) -> None:
         self.db = db
         self.signer = signer
         self.origin = origin
         self.max_batch = max_batch
         self.publish_immediately = publish
+        self.identifier_bases = identifier_bases
         self.lock = SequencerLock(db)
         try:
             self.map = self._load_map()
@@ -140,7 +148,7 @@ class Sequencer:
             elif leaf[0] == LEAF_BLOCK:
                 block_indexes.append((index, bytes(ref)))
             elif leaf[0] == LEAF_EPCIS:
-                events.append((index, epcis_intake.facts_of_leaf(leaf)))
+                events.append((index, epcis_intake.facts_of_leaf(leaf, self.identifier_bases)))
             leaves.append(leaf)
         if events:
             # Each mentioned identifier's completeness entry moves on with the event (D-070).

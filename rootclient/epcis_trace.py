@@ -31,7 +31,7 @@ from chain_lite.epcis_capture import (
     parse_capture,
     signer_authority,
 )
-from chain_lite.epcis_facts import EventFacts, event_facts
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts, event_facts
 from chain_lite.epcis_proof import IndexProof, verify_event, verify_index
 from chain_lite.errors import FormatError
 from chain_lite.keys import PublicKey
@@ -73,10 +73,16 @@ class Verifier:
     what it verified (checkpoints, keys, events by log index), so a warm verifier re-checks nothing."""
 
     def __init__(
-        self, client: AsyncRootClient, pinned: PinnedLog, *, keys: dict[str, PublicKey] | None = None
+        self,
+        client: AsyncRootClient,
+        pinned: PinnedLog,
+        *,
+        bases: Sequence[str] = (DEFAULT_IDENTIFIER_BASE,),
+        keys: dict[str, PublicKey] | None = None,
     ) -> None:
         self.client = client
         self.pinned = pinned
+        self.bases = tuple(bases)
         self._checkpoints: dict[bytes, VerifiedCheckpoint] = {}
         self.keys: dict[str, PublicKey] = {} if keys is None else keys
         """Signer keys proven so far (shared by verifiers of one client session: a warm client)."""
@@ -108,19 +114,21 @@ class Verifier:
         if hit is None:
             signer = parse_capture(shown.signed_capture).signer
             key = await self.signer_key(signer)
-            proven = verify_event(shown.signed_capture, shown.index, shown.inclusion, verified, key)
+            proven = verify_event(
+                shown.signed_capture, shown.index, shown.inclusion, verified, key, self.bases
+            )
             attrs = {m.identifier: proven.attribution_of(m) for m in proven.facts.mentions}
             hit = TracedEvent(proven.index, signer, proven.event, proven.facts, True, attrs)
             self._events[cache_key] = hit
         return hit
 
 
-def _unverified(shown: ShownEvent) -> TracedEvent:
+def _unverified(shown: ShownEvent, bases: Sequence[str]) -> TracedEvent:
     signed = parse_capture(shown.signed_capture)
     event = json.loads(signed.capture.event_json)
     if not isinstance(event, dict):
         raise FormatError("epcis capture", "the signed event is not a JSON object")
-    facts = event_facts(event)
+    facts = event_facts(event, bases)
     authority = signer_authority(signed.signer)
     attrs = {m.identifier: attribution(m.prefix, authority) for m in facts.mentions}
     return TracedEvent(shown.index, signed.signer, event, facts, False, attrs)
@@ -131,11 +139,16 @@ def _chunks(items: Sequence[str]) -> list[list[str]]:
 
 
 async def fetch_events_for(
-    client: AsyncRootClient, identifiers: Sequence[str], verifier: Verifier | None
+    client: AsyncRootClient,
+    identifiers: Sequence[str],
+    verifier: Verifier | None,
+    bases: Sequence[str] = (DEFAULT_IDENTIFIER_BASE,),
 ) -> dict[str, IdentifierEvents]:
     """Every event ``client``'s node holds for each of ``identifiers``; with ``verifier``, each event
     checked and each identifier's list proven complete as of its index proof's checkpoint (asked first,
-    so the events' pages, as of the same or a later checkpoint, must hold every index it commits to)."""
+    so the events' pages, as of the same or a later checkpoint, must hold every index it commits to).
+    ``identifiers`` are comparison keys (:func:`chain_lite.epcis_facts.identifier_key`); ``bases`` are
+    the identifier bases (a verifier's own)."""
     proofs: list[IndexProof] = []
     if verifier is not None:
         for chunk in _chunks(identifiers):
@@ -144,7 +157,7 @@ async def fetch_events_for(
     for chunk in _chunks(identifiers):
         for page in await client.epcis_events_all({"MATCH_anyEPC": "|".join(chunk)}):
             if verifier is None:
-                events.update((s.index, _unverified(s)) for s in page.events)
+                events.update((s.index, _unverified(s, bases)) for s in page.events)
                 continue
             verified = await verifier.checkpoint(page.checkpoint)
             for shown in page.events:

@@ -15,9 +15,9 @@ import pytest
 
 from chain_lite import b64
 from chain_lite.cose import CoseSigner
-from chain_lite.epcis import edgeroot_uri
 from chain_lite.epcis_capture import Capture, IncompleteIndex, sign_capture
-from chain_lite.epcis_facts import event_facts
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, event_facts, identifier_key
+from chain_lite.epcis_identifiers import identifier_uri
 from chain_lite.keys import PrivateKey, generate_p256, private_pem, public_pem
 from chain_lite.registry import Value, admin_kid, prefix_handle, pubkey_value
 from edgeroot.cli import main
@@ -31,16 +31,23 @@ from tests.root_harness import RootUnderTest
 
 SUPPLIER = "88.123.50"
 FACTORY = "88.123.99"
+BASES = [DEFAULT_IDENTIFIER_BASE]
 FOREIGN_BATCH = "urn:epc:id:sgtin:4012345.011111.B1"
 """Supplier B's raw batch: a GS1 identifier, foreign to edgeroot."""
-U = {
-    name: edgeroot_uri(f"{prefix}/{name}")
+FOREIGN_KEY = identifier_key(FOREIGN_BATCH, BASES)
+"""Its comparison key: the canonical GS1 Digital Link (the EPC URI and the Digital Link meet)."""
+NAMES = {
+    name: f"{prefix}/{name}"
     for prefix, names in (
         (SUPPLIER, ("RAW-A",)),
         (FACTORY, ("INT-1", "FG-1", "FG-2", "CASE-1", "CASE-2", "PALLET-1")),
     )
     for name in names
 }
+U = {name: identifier_uri(ident, DEFAULT_IDENTIFIER_BASE) for name, ident in NAMES.items()}
+"""Each identifier's URI, as the events write it."""
+K = {name: identifier_key(ident, BASES) for name, ident in NAMES.items()}
+"""Each identifier's comparison key, as the trace reports it (the registry's canonical identifier)."""
 
 
 def _event(kind: str, when: str, step: str, **lists: Any) -> dict[str, Any]:
@@ -169,18 +176,18 @@ def test_genealogy_traced_back_from_the_pallet_with_every_proof(genealogy: Genea
     )  # fmt: skip
     assert code == 0, answer
     nodes = _flatten(answer["tree"])
-    everything = {U[name] for name in ("PALLET-1", "CASE-1", "CASE-2", "FG-1", "FG-2", "INT-1", "RAW-A")}
-    assert set(nodes) == everything | {FOREIGN_BATCH}
+    everything = {K[name] for name in ("PALLET-1", "CASE-1", "CASE-2", "FG-1", "FG-2", "INT-1", "RAW-A")}
+    assert set(nodes) == everything | {FOREIGN_KEY}
     for node in nodes.values():
         assert node["complete_as_of"] is not None
         assert all(e["verified"] for e in node["events"])
-    raw = nodes[U["RAW-A"]]
+    raw = nodes[K["RAW-A"]]
     by_signer = {e["signer"]: e["attribution"] for e in raw["events"]}
     # The supplier's own commissioning is the owner's word; the factory only asserts about its input.
     assert by_signer == {f"300:0.na/{SUPPLIER}": "owner", f"{FACTORY}/LINE-1": "asserted"}
-    assert [e["type"] for e in nodes[FOREIGN_BATCH]["events"]] == ["ObjectEvent", "TransformationEvent"]
-    assert all(e["attribution"] == "asserted" for e in nodes[FOREIGN_BATCH]["events"])
-    assert [e["attribution"] for e in nodes[U["PALLET-1"]]["events"]] == ["owner"]
+    assert [e["type"] for e in nodes[FOREIGN_KEY]["events"]] == ["ObjectEvent", "TransformationEvent"]
+    assert all(e["attribution"] == "asserted" for e in nodes[FOREIGN_KEY]["events"])
+    assert [e["attribution"] for e in nodes[K["PALLET-1"]]["events"]] == ["owner"]
 
 
 def test_genealogy_traced_forward_from_a_raw_batch(genealogy: Genealogy, tmp_path: Path) -> None:
@@ -192,20 +199,12 @@ def test_genealogy_traced_forward_from_a_raw_batch(genealogy: Genealogy, tmp_pat
     )  # fmt: skip
     assert code == 0, answer
     nodes = _flatten(answer["tree"])
-    assert set(nodes) == {
-        U["RAW-A"],
-        U["INT-1"],
-        U["FG-1"],
-        U["FG-2"],
-        U["CASE-1"],
-        U["CASE-2"],
-        U["PALLET-1"],
-    }
+    assert set(nodes) == {K[n] for n in ("RAW-A", "INT-1", "FG-1", "FG-2", "CASE-1", "CASE-2", "PALLET-1")}
     code, answer = _cli(
         genealogy.capsys, "trace", U["RAW-A"], "--root", root.url, "--verify", "--policy", root.policy_path,
         "--forward", "--depth", "1", "--config-dir", tmp_path / "pins",
     )  # fmt: skip
-    assert set(_flatten(answer["tree"])) == {U["RAW-A"], U["INT-1"]}
+    assert set(_flatten(answer["tree"])) == {K["RAW-A"], K["INT-1"]}
 
 
 def test_event_query_parameters_and_paging(genealogy: Genealogy) -> None:
@@ -221,6 +220,11 @@ def test_event_query_parameters_and_paging(genealogy: Genealogy) -> None:
     assert types(MATCH_parentID=U["PALLET-1"]) == ["AggregationEvent"]
     assert types(MATCH_anyEPC=U["FG-1"]) == ["TransformationEvent", "AggregationEvent"]
     assert types(MATCH_anyEPC=f"{U['CASE-1']}|{U['CASE-2']}") == ["AggregationEvent"] * 3
+    # Supplier B's batch by its EPC URI and by its GS1 Digital Link: one identifier (one comparison key).
+    assert types(MATCH_anyEPC=FOREIGN_BATCH) == ["ObjectEvent", "TransformationEvent"]
+    assert types(MATCH_anyEPC=FOREIGN_KEY) == ["ObjectEvent", "TransformationEvent"]
+    assert FOREIGN_KEY.startswith("https://id.gs1.org/")
+    assert types(MATCH_anyEPC=NAMES["INT-1"]) == types(MATCH_anyEPC=U["INT-1"])
     assert types(EQ_bizStep="receiving") == ["ObjectEvent"]
     assert types(EQ_bizStep="https://ref.gs1.org/cbv/BizStep-receiving") == ["ObjectEvent"]
     assert (
@@ -251,7 +255,12 @@ def test_recapture_is_a_duplicate_and_the_job_reports_indices(genealogy: Genealo
     """The same signed document again adds nothing; its capture job lists each event's log index."""
     signer = genealogy.supplier_admin
     doc = _document(
-        _event("ObjectEvent", "05:00", "commissioning", epcList=[edgeroot_uri(f"{SUPPLIER}/RAW-Z")])
+        _event(
+            "ObjectEvent",
+            "05:00",
+            "commissioning",
+            epcList=[identifier_uri(f"{SUPPLIER}/RAW-Z", DEFAULT_IDENTIFIER_BASE)],
+        )
     )
     with RootClient(genealogy.root.url) as client:
         signed = sign_document(doc, signer, client.origin())
@@ -283,7 +292,12 @@ def test_tampered_events_are_refused_with_a_reason_and_counted(root: RootUnderTe
     admin, _ = _add_prefix(root, FACTORY)
     with RootClient(root.url) as client:
         origin = client.origin()
-    event = _event("ObjectEvent", "06:00", "commissioning", epcList=[edgeroot_uri(f"{FACTORY}/X-1")])
+    event = _event(
+        "ObjectEvent",
+        "06:00",
+        "commissioning",
+        epcList=[identifier_uri(f"{FACTORY}/X-1", DEFAULT_IDENTIFIER_BASE)],
+    )
     signed = sign_document(_document(event), admin, origin)
     before = _refused(root)
     changed = json.loads(json.dumps(signed))
@@ -321,7 +335,12 @@ def test_unauthorised_events_are_refused_with_a_reason(root: RootUnderTest) -> N
     with root.client() as c:
         c.write(raw)
         origin = c.origin()
-    event = _event("ObjectEvent", "06:00", "commissioning", epcList=[edgeroot_uri(f"{FACTORY}/X-2")])
+    event = _event(
+        "ObjectEvent",
+        "06:00",
+        "commissioning",
+        epcList=[identifier_uri(f"{FACTORY}/X-2", DEFAULT_IDENTIFIER_BASE)],
+    )
     before = _refused(root)
     cases = [
         (_document(event), "not signed"),
@@ -380,12 +399,12 @@ def test_completeness_proof_fails_when_an_event_is_hidden(genealogy: Genealogy, 
 
     async def scenario() -> None:
         async with AsyncRootClient(root.url) as honest:
-            found = await fetch(honest, U["FG-1"])
+            found = await fetch(honest, K["FG-1"])
             assert found.complete_as_of is not None and len(found.events) == 2
         async with HidingClient(root.url) as hiding:
             hiding.hide = found.events[-1].index  # the packing into CASE-1: where FG-1 went
             with pytest.raises(IncompleteIndex, match="not shown"):
-                await fetch(hiding, U["FG-1"])
+                await fetch(hiding, K["FG-1"])
 
     asyncio.run(scenario())
 
@@ -395,4 +414,4 @@ def test_hash_id_in_answers_matches_the_event(genealogy: Genealogy) -> None:
     body = httpx.get(genealogy.root.url + routes.EPCIS_EVENTS, params={"MATCH_anyEPC": U["INT-1"]}).json()
     for shown in body["epcisBody"]["queryResults"]["resultsBody"]["eventList"]:
         plain = {k: v for k, v in shown.items() if not k.startswith("edgeroot:")}
-        assert event_facts(plain).hash_id.startswith("ni:///sha-256;")
+        assert event_facts(plain, BASES).hash_id.startswith("ni:///sha-256;")
