@@ -17,6 +17,7 @@ TITLES = {
     "gateway": "gateway (bench/gateway.py)",
     "bridge": "firmware bridge (bench/bridge.py)",
     "epcis": "EPCIS 2.0 event core (bench/epcis.py)",
+    "epcis_log": "EPCIS events on the log: capture and trace (bench/epcis_log.py)",
 }
 
 
