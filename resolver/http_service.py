@@ -106,7 +106,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     limits: ClassVar[HttpLimits] = HttpLimits()
     cap: ClassVar[int] = HttpLimits().max_connections
-    on_refused: ClassVar[Callable[[str], None]] = staticmethod(lambda reason: None)
+
+    @staticmethod
+    def on_refused(reason: str) -> None:
+        """Told ``http-STATUS`` for each refusal (replaced by :func:`protocol` with the app's counter)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
