@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/root.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/bridge.py
+	$(BIN)/python bench/demo.py
 	$(BIN)/python bench/report.py
 
 # Regenerates tests/vectors/ from tests/vectors/generate.py (commit the result).

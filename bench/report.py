@@ -16,6 +16,7 @@ TITLES = {
     "root": "root node (bench/root.py)",
     "gateway": "gateway (bench/gateway.py)",
     "bridge": "firmware bridge (bench/bridge.py)",
+    "demo": "the whole system (bench/demo.py)",
 }
 
 
