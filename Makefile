@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/root.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/bridge.py
+	$(BIN)/python bench/demo.py
 	$(BIN)/python bench/epcis.py
 	$(BIN)/python bench/epcis_log.py
 	$(BIN)/python bench/report.py

@@ -16,6 +16,7 @@ TITLES = {
     "root": "root node (bench/root.py)",
     "gateway": "gateway (bench/gateway.py)",
     "bridge": "firmware bridge (bench/bridge.py)",
+    "demo": "the whole system (bench/demo.py)",
     "epcis": "EPCIS 2.0 event core (bench/epcis.py)",
     "epcis_log": "EPCIS events on the log: capture and trace (bench/epcis_log.py)",
 }

@@ -320,7 +320,7 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
     )
     # The hot reads as precomputed bytes, in front of FastAPI's routing (resolver.fast_reads).
     app.add_middleware(FastReads, node=node)
-    app.state.hooks = Hooks(status, reload)
+    app.state.hooks = Hooks(status, reload, refused=lambda why: metrics.refused.labels(reason=why).inc())
     return app, node
 
 

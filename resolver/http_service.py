@@ -58,6 +58,9 @@ class Hooks:
     status: Callable[[], str]
     reload: Callable[[], str] | None = None
     spawn: Spawn = field(default=plain_task)
+    refused: Callable[[str], None] = field(default=lambda reason: None)
+    """Told ``http-503``, ``http-431`` or ``http-408`` for each connection the HTTP limits refuse (the
+    app counts them; the limits answer before the app sees a request)."""
 
 
 class _Server(uvicorn.Server):
@@ -103,6 +106,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     limits: ClassVar[HttpLimits] = HttpLimits()
     cap: ClassVar[int] = HttpLimits().max_connections
+
+    @staticmethod
+    def on_refused(reason: str) -> None:
+        """Told ``http-STATUS`` for each refusal (replaced by :func:`protocol` with the app's counter)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -191,6 +198,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         """Answer ``status`` and close; only close when the app is answering an earlier request on this
         connection (an answer of ours would be mixed into its response)."""
         self._disarm()
+        self.on_refused(f"http-{status}")
         if self.cycle is None or self.cycle.response_complete:
             body = reason.encode()
             self.transport.write(
@@ -202,21 +210,27 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol(limits: HttpLimits) -> tuple[type[LimitedHttpProtocol], int]:
-    """The protocol class to give ``uvicorn.Config(http=...)``, bound to ``limits`` and the connection cap
-    computed now, and the listen backlog to go with it (:meth:`HttpLimits.descriptor_budget`)."""
+def protocol(
+    limits: HttpLimits, refused: Callable[[str], None] | None = None
+) -> tuple[type[LimitedHttpProtocol], int]:
+    """The protocol class to give ``uvicorn.Config(http=...)``, bound to ``limits``, the connection cap
+    computed now and ``refused`` (told ``http-STATUS`` per refused connection), and the listen backlog to
+    go with it (:meth:`HttpLimits.descriptor_budget`)."""
     cap, backlog = limits.descriptor_budget()
     log.info(
         "http: at most %d connections (backlog %d), request heads of %d bytes, received within %.1f s",
         cap, backlog, limits.max_header_bytes, limits.request_timeout_s,
     )  # fmt: skip
-    bound = type("BoundLimitedHttpProtocol", (LimitedHttpProtocol,), {"limits": limits, "cap": cap})
+    members: dict[str, object] = {"limits": limits, "cap": cap}
+    if refused is not None:
+        members["on_refused"] = staticmethod(refused)
+    bound = type("BoundLimitedHttpProtocol", (LimitedHttpProtocol,), members)
     return bound, backlog
 
 
 async def _run(app: FastAPI, name: str, listen: str, hooks: Hooks, limits: HttpLimits) -> None:
     host, _, port = listen.rpartition(":")
-    protocol_class, backlog = protocol(limits)
+    protocol_class, backlog = protocol(limits, hooks.refused)
     config = uvicorn.Config(
         app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_level="info", access_log=False,
         timeout_graceful_shutdown=int(STOP_DEADLINE_S / 2),

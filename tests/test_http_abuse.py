@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from resolver import config as root_config
 from resolver.http_limits import DEFAULT, FD_RESERVE, HttpLimits
@@ -73,6 +74,15 @@ def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemons]:
             p.wait(timeout=20)
 
 
+def _refused(url: str, reason: str) -> float:
+    """The root's ``edgeroot_root_refused_total{reason=...}`` now (0 when never counted)."""
+    for family in text_string_to_metric_families(httpx.get(url + routes.METRICS, timeout=5).text):
+        for sample in family.samples:
+            if sample.name == "edgeroot_root_refused_total" and sample.labels.get("reason") == reason:
+                return sample.value
+    return 0.0
+
+
 def _connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=5)
 
@@ -124,6 +134,7 @@ def test_connections_beyond_the_cap_get_503_and_healthz_answers_within_the_timeo
     """1,000 idle connections, 512 descriptors: 503 beyond the cap, 408 for the held, then /healthz."""
     # The cap is half of what the reserve leaves (192); every connection is answered, none reset or
     # left silent (which is what EMFILE looks like from outside).
+    before = {status: _refused(daemons.url, f"http-{status}") for status in (503, 408)}
     start = time.monotonic()
     socks = [_connect(daemons.root_port) for _ in range(FLOOD)]
     try:
@@ -146,6 +157,9 @@ def test_connections_beyond_the_cap_get_503_and_healthz_answers_within_the_timeo
         assert httpx.get(daemons.url + routes.HEALTH, timeout=2).status_code == 200
         assert time.monotonic() - start < REQUEST_TIMEOUT_S + 4
         assert daemons.rss_kb() < MEMORY_CEILING_KB
+        # Counted, so an operator sees the flood in Prometheus and not only in the journal.
+        assert _refused(daemons.url, "http-503") - before[503] == FLOOD - CAP
+        assert _refused(daemons.url, "http-408") - before[408] == CAP
     finally:
         for sock in socks:
             sock.close()
