@@ -220,8 +220,8 @@ def main() -> None:
             print(f"  capture sustained into the log: {figure}   target >= 2,000/s   "
                   f"{'OK' if median >= 2000 else 'MISS'}")  # fmt: skip
             what = (
-                f"EPCIS capture sustained into the log (HTTP, {CLIENTS} clients, documents of {PER_DOCUMENT}, "
-                "SQLite)"
+                f"EPCIS capture sustained into the log (HTTP, {CLIENTS} clients, "
+                f"documents of {PER_DOCUMENT}, SQLite)"
             )
             record("epcis_log", what, figure, ">= 2,000 events/s", median >= 2000)
             before = _published(root.url)
