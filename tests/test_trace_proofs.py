@@ -15,9 +15,11 @@ import pytest
 
 from chain_lite import b64
 from chain_lite.cose import CoseSigner
+from chain_lite.epcis import event_hash_id
 from chain_lite.epcis_capture import Capture, IncompleteIndex, sign_capture
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, event_facts, identifier_key
 from chain_lite.epcis_identifiers import identifier_uri
+from chain_lite.epcis_proof import verify_index
 from chain_lite.keys import PrivateKey, generate_p256, private_pem, public_pem
 from chain_lite.registry import Value, admin_kid, prefix_handle, pubkey_value
 from edgeroot.cli import main
@@ -415,3 +417,56 @@ def test_hash_id_in_answers_matches_the_event(genealogy: Genealogy) -> None:
     for shown in body["epcisBody"]["queryResults"]["resultsBody"]["eventList"]:
         plain = {k: v for k, v in shown.items() if not k.startswith("edgeroot:")}
         assert event_facts(plain, BASES).hash_id.startswith("ni:///sha-256;")
+
+
+def test_hostile_capture_and_query_input_gets_a_clear_400(root: RootUnderTest) -> None:
+    """Not JSON, repeated keys, deep nesting, not a document, a misspelt identifier URI, out-of-range
+    paging or too many ids: each a 400 naming the problem, counted, nothing captured."""
+    admin, _ = _add_prefix(root, FACTORY)
+    with root.client() as c:
+        origin = c.origin()
+    capture_url = root.url + routes.EPCIS_CAPTURE
+    before = _refused(root)["EventInvalid"]
+    bodies = [
+        (b"{not json", "JSON"),
+        (b'{"type": "EPCISDocument", "type": "EPCISDocument"}', "type"),
+        (b"[" * 5000 + b"]" * 5000, "/"),
+        (json.dumps({"type": "EPCISQueryDocument"}).encode(), "/"),
+    ]
+    for body, hint in bodies:
+        r = httpx.post(capture_url, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, (body[:40], r.text)
+        assert hint in r.json()["message"]
+    # An identifier URI under the network's base, spelt another way (upper-case prefix): not its one
+    # spelling, so two names for one batch are refused at the door.
+    misspelt = DEFAULT_IDENTIFIER_BASE + "/88.123.ABC/X-1"
+    event = _event("ObjectEvent", "06:00", "commissioning", epcList=[misspelt])
+    capture = Capture(origin, event_hash_id(event), json.dumps(event).encode())
+    signed = _document({**event, "edgeroot:signedCapture": b64.encode(sign_capture(capture, admin).raw)})
+    r = _post(root, signed)
+    assert r.status_code == 400 and "event 0" in r.json()["message"] and "spelling" in r.json()["message"]
+    assert _refused(root)["EventInvalid"] == before + len(bodies) + 1
+    events_url = root.url + routes.EPCIS_EVENTS
+    for params in (
+        {"perPage": "0"},
+        {"perPage": "1001"},
+        {"perPage": "x"},
+        {"MATCH_anyEPC": "88.123.99/\u202e"},
+    ):
+        r = httpx.get(events_url, params=params)
+        assert r.status_code == 400, (params, r.text)
+    index_url = root.url + routes.EPCIS_INDEX
+    assert httpx.get(index_url, params=[("id", f"{FACTORY}/X-{i}") for i in range(101)]).status_code == 400
+    assert httpx.get(index_url).status_code == 400
+    # An identifier with no events: proven absent (null entry, no indices), not an error.
+    root.settle()
+    answer = httpx.get(index_url, params={"id": f"{FACTORY}/NEVER"}).json()
+    assert answer["proofs"][0]["entry"] is None
+    assert answer["proofs"][0]["indices"] == []
+    (proof,) = codecs.index_proofs_from_json(answer)
+    verified = root.policy.verify_checkpoint(proof.receipt.checkpoint, root.origin)
+    assert verify_index(proof, verified) is None
+    # The same absence proof with an index slipped in is refused: the map has no entry to commit to it.
+    forged = codecs.IndexProof(proof.identifier, (3,), None, proof.map_proof, proof.map_head, proof.receipt)
+    with pytest.raises(IncompleteIndex, match="no entry"):
+        verify_index(forged, verified)
