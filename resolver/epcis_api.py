@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from resolver import epcis_intake, epcis_query
+from resolver import openapi_models as om
 from resolver.errors import NotFound
 from resolver.metrics import RootMetrics
 from resolver.reads import RootNode
@@ -67,7 +68,13 @@ def capture_job(node: RootNode, capture_id: str) -> dict[str, Any]:
 def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetrics, read_body: Any) -> None:
     """Add the EPCIS routes to the node's app (``read_body`` is the API's size-capped body reader)."""
 
-    @app.post(routes.EPCIS_CAPTURE, status_code=202, tags=["epcis"])
+    @app.post(
+        routes.EPCIS_CAPTURE,
+        status_code=202,
+        tags=["epcis"],
+        responses={202: {"model": om.EpcisCaptured}, **om.errors(413, 503), **om.EPCIS_REFUSALS},
+        openapi_extra=om.request_body("application/json", "An EPCIS 2.0 EPCISDocument, every event signed"),
+    )
     async def capture(request: Request) -> JSONResponse:
         """Capture an EPCISDocument whose events are each signed (``edgeroot:signedCapture``)."""
         body = await read_body(request, max_body)
@@ -91,12 +98,20 @@ def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetr
         }
         return JSONResponse(answer, status_code=202, headers=headers)
 
-    @app.get(routes.EPCIS_CAPTURE_JOB, tags=["epcis"])
+    @app.get(
+        routes.EPCIS_CAPTURE_JOB,
+        tags=["epcis"],
+        responses={200: {"model": om.EpcisCaptureJob}, **om.errors(404, 503)},
+    )
     def capture_status(capture_id: str) -> dict[str, Any]:
         """A capture job: each event's hash ID and, once sequenced and published, its log index."""
         return capture_job(node, capture_id)
 
-    @app.get(routes.EPCIS_EVENTS, tags=["epcis"])
+    @app.get(
+        routes.EPCIS_EVENTS,
+        tags=["epcis"],
+        responses={200: {"model": om.EpcisQueryDocument}, **om.errors(400, 503)},
+    )
     def events(request: Request) -> JSONResponse:
         """EPCIS 2.0 event query; every event with its signed capture and inclusion proof."""
         params = dict(request.query_params)
@@ -109,7 +124,11 @@ def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetr
             headers["Link"] = f'<{url}>; rel="next"'
         return JSONResponse(epcis_query.query_document(page, _now_text()), headers=headers)
 
-    @app.get(routes.EPCIS_INDEX, tags=["epcis"])
+    @app.get(
+        routes.EPCIS_INDEX,
+        tags=["epcis"],
+        responses={200: {"model": om.EpcisIndexAnswer}, **om.errors(400, 503)},
+    )
     def index(id: Annotated[list[str], Query()]) -> dict[str, Any]:
         """Completeness proofs of identifiers' events (``id`` repeated, at most 100) as of the published
         checkpoint."""
