@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from resolver import epcis_intake, epcis_query
 from resolver import openapi_models as om
 from resolver.errors import NotFound
+from resolver.log_store import receipt_for
 from resolver.metrics import RootMetrics
 from resolver.reads import RootNode
 from rootclient import routes
@@ -32,7 +33,8 @@ def _now_text() -> str:
 
 
 def capture_job(node: RootNode, capture_id: str) -> dict[str, Any]:
-    """The capture job's state (EPCIS 2.0 ``CaptureJob`` fields, plus each event's hash ID and index)."""
+    """The capture job's state (EPCIS 2.0 ``CaptureJob`` fields, plus each event's hash ID, log index and
+    receipt: a C2SP tlog-proof of its leaf in the published checkpoint)."""
     view = node.view()
     with node.db.transaction(write=False) as tx:
         row = tx.one("SELECT hash_ids, created_ms FROM epcis_captures WHERE capture_id = ?", (capture_id,))
@@ -46,11 +48,14 @@ def capture_job(node: RootNode, capture_id: str) -> dict[str, Any]:
                 hash_ids,
             )
         }
-    events = []
-    for hash_id in hash_ids:
-        index = found.get(hash_id)
-        published = index is not None and index < view.size
-        events.append({"hashID": hash_id, "logIndex": index if published else None})
+        events = []
+        for hash_id in hash_ids:
+            index = found.get(hash_id)
+            if index is None or index >= view.size:
+                events.append({"hashID": hash_id, "logIndex": None, "receipt": None})
+                continue
+            receipt = receipt_for(tx, index, view.checkpoint).to_bytes().decode()
+            events.append({"hashID": hash_id, "logIndex": index, "receipt": receipt})
     running = any(e["logIndex"] is None for e in events)
     created = dt.datetime.fromtimestamp(int(row[1]) / 1000, dt.UTC).isoformat(timespec="milliseconds")
     return {

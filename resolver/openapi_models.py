@@ -205,6 +205,7 @@ class EpcisCaptured(_Body):
 class EpcisJobEvent(_Body):
     hashID: str
     logIndex: int | None = Field(description="null until the event is in a published checkpoint")
+    receipt: str | None = Field(description="C2SP tlog-proof of the event's leaf; null with logIndex")
 
 
 class EpcisCaptureJob(_Body):

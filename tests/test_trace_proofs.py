@@ -16,11 +16,13 @@ import pytest
 from chain_lite import b64
 from chain_lite.cose import CoseSigner
 from chain_lite.epcis import event_hash_id
-from chain_lite.epcis_capture import Capture, IncompleteIndex, sign_capture
+from chain_lite.epcis_capture import Capture, IncompleteIndex, epcis_leaf, sign_capture
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, event_facts, identifier_key
 from chain_lite.epcis_identifiers import identifier_uri
 from chain_lite.epcis_proof import verify_index
+from chain_lite.errors import ChainError
 from chain_lite.keys import PrivateKey, generate_p256, private_pem, public_pem
+from chain_lite.receipt import Receipt, verify_receipt
 from chain_lite.registry import Value, admin_kid, prefix_handle, pubkey_value
 from edgeroot.cli import main
 from edgeroot.event_commands import sign_document
@@ -253,8 +255,9 @@ def test_event_query_parameters_and_paging(genealogy: Genealogy) -> None:
     assert httpx.get(url, params={"nextPageToken": "garbage"}).status_code == 400
 
 
-def test_recapture_is_a_duplicate_and_the_job_reports_indices(genealogy: Genealogy) -> None:
-    """The same signed document again adds nothing; its capture job lists each event's log index."""
+def test_recapture_is_a_duplicate_and_the_job_reports_receipts(genealogy: Genealogy) -> None:
+    """The same signed document again adds nothing; its capture job gives each event's log index and a
+    receipt that verifies offline under the policy for the exact leaf 0x05 || signed capture."""
     signer = genealogy.supplier_admin
     doc = _document(
         _event(
@@ -273,7 +276,17 @@ def test_recapture_is_a_duplicate_and_the_job_reports_indices(genealogy: Genealo
         assert first.location == routes.epcis_capture_job(first.capture_id)
     genealogy.root.settle()
     job = httpx.get(genealogy.root.url + first.location).json()
-    assert job["success"] is True and isinstance(job["edgeroot:events"][0]["logIndex"], int)
+    assert job["success"] is True
+    (entry,) = job["edgeroot:events"]
+    raw = b64.decode(signed["epcisBody"]["eventList"][0]["edgeroot:signedCapture"])
+    assert raw is not None
+    receipt = Receipt.parse(entry["receipt"].encode())
+    assert receipt.index == entry["logIndex"]
+    verify_receipt(receipt, epcis_leaf(raw), genealogy.root.policy, is_hash=False)
+    with pytest.raises(ChainError):
+        verify_receipt(
+            receipt, epcis_leaf(raw[:-1] + bytes([raw[-1] ^ 1])), genealogy.root.policy, is_hash=False
+        )
 
 
 def _post(root: RootUnderTest, document: dict[str, Any]) -> httpx.Response:
