@@ -192,6 +192,15 @@ def test_genealogy_traced_back_from_the_pallet_with_every_proof(genealogy: Genea
     assert [e["type"] for e in nodes[FOREIGN_KEY]["events"]] == ["ObjectEvent", "TransformationEvent"]
     assert all(e["attribution"] == "asserted" for e in nodes[FOREIGN_KEY]["events"])
     assert [e["attribution"] for e in nodes[K["PALLET-1"]]["events"]] == ["owner"]
+    # The human tree: every identifier with its completeness line, every event with its signer.
+    genealogy.capsys.readouterr()
+    argv = ["trace", "88.123.99/PALLET-1", "--root", root.url, "--verify", "--policy", str(root.policy_path),
+            "--config-dir", str(tmp_path / "pins")]  # fmt: skip
+    assert main(argv) == 0
+    text = genealogy.capsys.readouterr().out
+    assert "every event and completeness proof VERIFIED" in text
+    assert text.count("PROVEN COMPLETE as of log size") == len(nodes)
+    assert f"signed by {FACTORY}/LINE-1 (asserted, verified)" in text
 
 
 def test_genealogy_traced_forward_from_a_raw_batch(genealogy: Genealogy, tmp_path: Path) -> None:
