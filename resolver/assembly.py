@@ -30,6 +30,7 @@ from chain_lite.keys import NoteKey
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, Ed25519Verifier, VerifierKey
 from chain_lite.policy import Group, Log, Policy, Witness
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
+from resolver import anchoring
 from resolver import config as root_config
 from resolver import openapi_models as om
 from resolver.api import create_app, offline_docs_app
@@ -317,6 +318,10 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
         role=role,
         policy_text=policy_text,
     )
+    if cfg.children:
+        # A parent witnesses its child logs and anchors their checkpoints in this log (D-078).
+        parent = anchoring.build(cfg.state, cfg.origin, db, cfg.children, metrics.registry)
+        anchoring.install(app, node, *parent)
     # The hot reads as precomputed bytes, in front of FastAPI's routing (resolver.fast_reads).
     app.add_middleware(FastReads, node=node)
     app.state.hooks = Hooks(status, reload, refused=lambda why: metrics.refused.labels(reason=why).inc())
