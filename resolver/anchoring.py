@@ -45,6 +45,7 @@ from resolver.errors import NotFound
 from resolver.reads import RootNode
 from resolver.witness_server import MAX_BODY, SIZE_CONTENT_TYPE, Witness
 from rootclient import routes
+from runtime.clock import now_ms
 from runtime.keyfiles import write_private
 from runtime.ratelimit import RateLimitedLog
 
@@ -134,7 +135,7 @@ class AnchorStore:
         anchor = ChildAnchor.of(child.vkey, signed, now_s)
         leaf = anchor.leaf()
         h = leaf_hash(leaf)
-        now_ms = time.time_ns() // 1_000_000
+        received_ms = now_ms()
         with self.db.transaction() as tx:
             moved = tx.one(
                 "INSERT INTO anchor_heads (origin, size, root) VALUES (?, ?, ?) "
@@ -147,9 +148,10 @@ class AnchorStore:
             tx.execute(
                 "INSERT INTO anchors (origin, size, root, note, leaf_hash, cosigned_s, received_ms) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (origin, cp.size, cp.root, anchor.checkpoint.to_bytes(), h, now_s, now_ms),
+                (origin, cp.size, cp.root, anchor.checkpoint.to_bytes(), h, now_s, received_ms),
             )
-            tx.execute("INSERT INTO pending (leaf, ref, received_ms) VALUES (?, ?, ?)", (leaf, h, now_ms))
+            pending = "INSERT INTO pending (leaf, ref, received_ms) VALUES (?, ?, ?)"
+            tx.execute(pending, (leaf, h, received_ms))
         return True
 
     def keep_evidence(self, origin: str, refused: SignedCheckpoint, now_s: int) -> None:
