@@ -84,6 +84,8 @@ def test_anchor_leaf_bytes_are_type_06_and_a_labelled_deterministic_cbor_array(w
     leaf = ChildAnchor.of(world.child.vkey, signed, TIME).leaf()
     assert leaf[0] == LEAF_ANCHOR == 0x06
     assert leaf[1] == 0x84  # a definite array of 4 items
+    assert leaf[2:21] == b"\x72edgeroot/anchor/v1"  # text of 18 bytes (formats.md §13's example)
+    assert leaf.endswith(bytes.fromhex("1a68e77800"))  # cosigned_at 1,760,000,000 as a 4-byte unsigned
     label, vkey, note, at = cbor2.loads(leaf[1:])
     assert (label, vkey, note, at) == (ANCHOR_LABEL, world.child.key.vkey(), signed.to_bytes(), TIME)
     assert cbor2.dumps([label, vkey, note, at], canonical=True) == leaf[1:]
