@@ -39,11 +39,12 @@ from chain_lite.log_leaf import ChildAnchor
 from chain_lite.merkle import EMPTY_ROOT, leaf_hash
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, Ed25519Verifier, VerifierKey
 from resolver import openapi_models as om
+from resolver import witness_server as witness_http
 from resolver.config import ChildConfig
 from resolver.db import Database
 from resolver.errors import NotFound
 from resolver.reads import RootNode
-from resolver.witness_server import MAX_BODY, SIZE_CONTENT_TYPE, Witness
+from resolver.witness_server import SIZE_CONTENT_TYPE, Witness
 from rootclient import routes
 from runtime.clock import now_ms
 from runtime.keyfiles import write_private
@@ -258,15 +259,8 @@ def install(
     )
     async def add_checkpoint(request: Request) -> Response:
         """C2SP tlog-witness add-checkpoint for this node's child logs; a new checkpoint is anchored."""
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                metrics.answers.labels(child="?", status="400").inc()
-                return PlainTextResponse(f"body exceeds {MAX_BODY} bytes\n", status_code=400)
         now_s = int(time.time())
-        # Signature checks and the database transaction: in the thread pool, off the loop.
-        answer = await run_in_threadpool(witness.add_checkpoint, body, now_s)
+        body, answer = await witness_http.serve(witness, request, now_s)
         origin = _origin(body)
         # Labels only for configured children, so a stranger cannot mint label values.
         known = origin if origin is not None and origin in witness.logs else "?"
@@ -275,7 +269,7 @@ def install(
             size, _ = await run_in_threadpool(store.get, known)
             metrics.cosigned_size.labels(child=known).set(size)
             metrics.last_cosigned.labels(child=known).set(now_s)
-        elif answer.status != 409 or answer.content_type != SIZE_CONTENT_TYPE:
+        elif witness_http.is_refusal(answer):
             refusals.warning(
                 f"{known}:{answer.status}", "refused add-checkpoint from %s (%d): %s",
                 known, answer.status, answer.body.decode().strip(),
@@ -283,7 +277,7 @@ def install(
             if known != "?" and answer.status == 409:
                 forked = await run_in_threadpool(store.forked, known)
                 metrics.forked.labels(child=known).set(1 if forked else 0)
-        return Response(answer.body, status_code=answer.status, headers={"content-type": answer.content_type})
+        return witness_http.http_response(answer)
 
     @app.get(
         routes.ANCHORS, tags=["anchoring"], responses={200: {"model": om.AnchorAnswer}, **om.errors(404, 503)}

@@ -29,6 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
 from chain_lite import b64, merkle
 from chain_lite.checkpoint import SignedCheckpoint, parse_uint64
 from chain_lite.cosignature import CosignatureSigner
@@ -49,6 +53,29 @@ class Answer:
 
 def _plain(status: int, message: str) -> Answer:
     return Answer(status, (message + "\n").encode())
+
+
+def is_refusal(answer: Answer) -> bool:
+    """Anything but a cosignature or the normal catch-up (409 with the witness's size)."""
+    return answer.status != 200 and not (answer.status == 409 and answer.content_type == SIZE_CONTENT_TYPE)
+
+
+async def serve(witness: Witness, request: Request, now_s: int) -> tuple[bytes, Answer]:
+    """One ``add-checkpoint`` request over HTTP: the body read up to :data:`MAX_BODY` (the rest is not
+    read), then judged in the thread pool (signatures and the state's transaction block). The body is
+    returned too, for the caller's labels."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return body[:MAX_BODY], _plain(400, f"body exceeds {MAX_BODY} bytes")
+    return body, await run_in_threadpool(witness.add_checkpoint, body, now_s)
+
+
+def http_response(answer: Answer) -> Response:
+    # An explicit header: Starlette would append "; charset=utf-8" to a text/ media type, and
+    # clients compare text/x.tlog.size exactly.
+    return Response(answer.body, status_code=answer.status, headers={"content-type": answer.content_type})
 
 
 class WitnessStore(Protocol):
