@@ -297,7 +297,7 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
 
     def reload() -> str:
         new = root_config.load(cfg.state, cfg.path)
-        for key in ("origin", "prefix", "database", "interval_ms", "max_batch", "max_body_bytes"):
+        for key in ("origin", "prefix", "database", "interval_ms", "max_batch", "max_body_bytes", "children"):
             if getattr(new, key) != getattr(cfg, key):
                 log.warning("root.toml %s changed: takes effect after a restart", key)
         cosigner = running.get("cosigner")
