@@ -305,3 +305,33 @@ def test_fork_evidence_needs_two_child_signatures_one_size_two_roots(world: Worl
     forged = sign_checkpoint(Checkpoint(CHILD, 10, bytes(32)), impostor.log_signer()).to_bytes()
     assert not is_fork_evidence(vkey, a, forged)
     assert not is_fork_evidence(vkey, a, b"garbage")
+
+
+@given(st.integers(1, 24), st.integers(0, 24), st.integers(0, 24), st.booleans())
+def test_verdicts_match_the_naive_rule_for_small_trees(
+    anchored: int, given_size: int, fork_at: int, forked: bool
+) -> None:
+    """Against a reference rule: the child holds one history (maybe rewritten from ``fork_at`` on) and
+    serves its proofs from it; the verdict is INCONSISTENT exactly when that history's tree at the
+    anchored size is not the anchored one (an empty given tree is consistent with anything), else
+    ANCHORED for a given size up to the anchored one and NOT YET above it."""
+    world = World()
+    world.child.grow(max(anchored, given_size))
+    proof = world.anchor(anchored, before=1, after=0)
+    held = Child(world.child.key)
+    held.tree.append_entries(
+        f"child {i}".encode() if not forked or i < fork_at else f"forked {i}".encode()
+        for i in range(max(anchored, given_size))
+    )
+    given = held.checkpoint(given_size)
+    lo, hi = sorted((given_size, anchored))
+    child_proof = None if lo in (0, hi) else held.tree.consistency_proof(lo, hi)
+    consistent = given_size == 0 or held.tree.root_at(anchored) == world.child.tree.root_at(anchored)
+    assert consistent == (given_size == 0 or not forked or fork_at >= anchored)  # the reference itself
+    verdict = verify_anchor(world.parent.policy(), proof, given, child_proof)
+    if not consistent:
+        assert isinstance(verdict, Inconsistent)
+    elif given_size <= anchored:
+        assert isinstance(verdict, Anchored)
+    else:
+        assert isinstance(verdict, NotAnchoredYet)
