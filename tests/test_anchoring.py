@@ -26,7 +26,7 @@ from chain_lite.cose import CoseSigner
 from chain_lite.errors import QuorumNotMet
 from chain_lite.keys import NoteKey, load_private_pem
 from chain_lite.log_leaf import ChildAnchor, parse_leaf
-from chain_lite.note import Note, VerifierKey
+from chain_lite.note import SIGTYPE_ED25519, Note, VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, sign_write
 from edgeroot.cli import main
@@ -324,3 +324,34 @@ def test_the_parent_is_a_plain_c2sp_witness_to_an_independent_log(hierarchy: Hie
         lambda: httpx.get(h.parent_url + routes.anchors(INDEPENDENT)).json()["anchor"],
     )
     assert anchor["size"] == len(leaves)
+
+
+def test_verify_anchor_says_what_was_proven_in_plain_words_and_names_an_unknown_child(
+    hierarchy: Hierarchy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Human output names the verdict, the parent entry and its cosigners; a log the parent does not
+    witness is a usage error (exit 2) naming it; the parent's pointer route answers 404 for it."""
+    h = hierarchy
+    h.register("PUMP-1")
+    cp = h.wait_child_cosigned_by_parent()
+    h.wait_anchored(cp.checkpoint.size)
+    path = h.tmp / "child.txt"
+    path.write_bytes(cp.to_bytes())
+    policy = str(h.parent_state / "policy.txt")
+    assert main(["verify", "anchor", str(path), "--policy", policy, "--root", h.parent_url]) == 0
+    out = capsys.readouterr().out
+    assert f"ANCHORED: {CHILD} size {cp.checkpoint.size} is anchored itself at entry" in out
+    assert f"of {PARENT}" in out
+
+    wrong = str(h.child_state / "policy.txt")  # trusts the child's log, not the parent's
+    assert main(["verify", "anchor", str(path), "--policy", wrong, "--root", h.parent_url]) == 1
+    assert f"the parent's anchor of {CHILD} does NOT verify" in capsys.readouterr().err
+
+    stranger = NoteKey.generate("stranger.test", SIGTYPE_ED25519)
+    alien = h.tmp / "alien.txt"
+    alien.write_bytes(
+        sign_checkpoint(Checkpoint("stranger.test", 3, bytes(32)), stranger.log_signer()).to_bytes()
+    )
+    assert main(["verify", "anchor", str(alien), "--policy", policy, "--root", h.parent_url]) == 2
+    assert "does not witness stranger.test" in capsys.readouterr().err
+    assert httpx.get(h.parent_url + routes.anchors("stranger.test")).status_code == 404
