@@ -17,6 +17,7 @@ TITLES = {
     "gateway": "gateway (bench/gateway.py)",
     "bridge": "firmware bridge (bench/bridge.py)",
     "demo": "the whole system (bench/demo.py)",
+    "anchor": "anchoring a child log in its parent (bench/anchor.py)",
 }
 
 

@@ -28,7 +28,7 @@ import psycopg
 from chain_lite import merkle
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
 from chain_lite.errors import ChainError
-from chain_lite.log_leaf import LEAF_BLOCK, LEAF_REGISTRY, MapHead
+from chain_lite.log_leaf import LEAF_ANCHOR, LEAF_BLOCK, LEAF_REGISTRY, MapHead
 from chain_lite.note import Signer
 from resolver import registry
 from resolver.db import Database, Tx
@@ -129,6 +129,7 @@ class Sequencer:
         leaves: list[bytes] = []
         history: list[tuple[str, int, bytes | None]] = []
         block_indexes: list[tuple[int, bytes]] = []
+        anchor_indexes: list[tuple[int, bytes]] = []
         for _, raw_leaf, ref in rows:
             leaf = bytes(raw_leaf)
             index = size + len(leaves)
@@ -137,6 +138,8 @@ class Sequencer:
                 history.append((identifier, index, encoded))
             elif leaf[0] == LEAF_BLOCK:
                 block_indexes.append((index, bytes(ref)))
+            elif leaf[0] == LEAF_ANCHOR:  # ref: the leaf hash (resolver.anchoring)
+                anchor_indexes.append((index, bytes(ref)))
             leaves.append(leaf)
         head_index = size + len(leaves)
         # The whole batch in one descent of the map (each new branch hashed once per batch).
@@ -151,6 +154,8 @@ class Sequencer:
             tx.executemany("INSERT INTO history (identifier, idx, record) VALUES (?, ?, ?)", history)
         for index, block_id in block_indexes:
             tx.execute("UPDATE blocks SET idx = ? WHERE block_id = ?", (index, block_id))
+        for index, anchor_hash in anchor_indexes:
+            tx.execute("UPDATE anchors SET idx = ? WHERE leaf_hash = ?", (index, anchor_hash))
         tree = merkle.MerkleTree(TxNodeStore(tx), size=size)
         tree.append_entries(leaves)
         new_size, new_root = tree.size, tree.root()
