@@ -19,6 +19,7 @@ TITLES = {
     "demo": "the whole system (bench/demo.py)",
     "epcis": "EPCIS 2.0 event core (bench/epcis.py)",
     "epcis_log": "EPCIS events on the log: capture and trace (bench/epcis_log.py)",
+    "anchor": "anchoring a child log in its parent (bench/anchor.py)",
 }
 
 

@@ -9,6 +9,7 @@ type   name                bytes after the type byte
 0x04   key transition      reserved for log key rotation; not written yet, refused by the parser
 0x05   EPCIS event         the signer's COSE_Sign1 over one EPCIS 2.0 event (``edgeroot/epcis-capture/v1``,
                            :mod:`chain_lite.epcis_capture`)
+0x06   child anchor        deterministic CBOR ``["edgeroot/anchor/v1", child_vkey, checkpoint, cosigned_at]``
 =====  ==================  =======================================================================
 
 Each body is itself labelled and versioned, so a leaf explains itself to an auditor who replays the
@@ -22,8 +23,10 @@ from dataclasses import dataclass
 
 from chain_lite import cbor
 from chain_lite.block import SignedBlock, parse_block
+from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.epcis_capture import LEAF_EPCIS_EVENT, SignedCapture, parse_capture
-from chain_lite.errors import FormatError
+from chain_lite.errors import ChainError, FormatError
+from chain_lite.note import SIGTYPE_ED25519, Ed25519Verifier, Note, VerifierKey, open_note
 from chain_lite.registry import SignedWrite, parse_write
 
 LEAF_BLOCK = 0x01
@@ -31,6 +34,8 @@ LEAF_REGISTRY = 0x02
 LEAF_MAP_HEAD = 0x03
 LEAF_KEY_TRANSITION = 0x04
 LEAF_EPCIS = LEAF_EPCIS_EVENT
+LEAF_ANCHOR = 0x06
+ANCHOR_LABEL = "edgeroot/anchor/v1"
 MAP_HEAD_LABEL = "edgeroot/map-head/v1"
 MAX_LEAF_SIZE = 65535
 """tlog-tiles entry bundles prefix each entry with a 16-bit length."""
@@ -48,6 +53,71 @@ class MapHead:
         return bytes([LEAF_MAP_HEAD]) + cbor.encode([MAP_HEAD_LABEL, self.epoch, self.root, self.entries])
 
 
+@dataclass(frozen=True, slots=True)
+class ChildAnchor:
+    """A child log's checkpoint that this (parent) node cosigned as its witness (D-078).
+
+    ``checkpoint`` holds exactly one signature line, the child log's own (cosignatures it carried when
+    posted are dropped, so the leaf is the same whoever else witnessed the checkpoint); ``child_vkey``
+    is the key the parent verified it with, so the leaf can be checked with nothing else at hand;
+    ``cosigned_at`` is the timestamp of the parent's cosignature (POSIX seconds).
+    """
+
+    child_vkey: VerifierKey
+    checkpoint: SignedCheckpoint
+    cosigned_at: int
+
+    def __post_init__(self) -> None:
+        if self.child_vkey.sigtype != SIGTYPE_ED25519:
+            raise FormatError("anchor", f"child key {self.child_vkey.name} is not a log (0x01) key")
+        if self.child_vkey.name != self.checkpoint.checkpoint.origin:
+            raise FormatError(
+                "anchor",
+                f"child key {self.child_vkey.name!r} is not named for origin "
+                f"{self.checkpoint.checkpoint.origin!r}",
+            )
+        if len(self.checkpoint.note.signatures) != 1:
+            raise FormatError("anchor", "the anchored checkpoint must carry exactly the log's signature")
+        if not 0 <= self.cosigned_at < 1 << 63:
+            raise FormatError("anchor", f"cosigned_at {self.cosigned_at} out of range")
+
+    @classmethod
+    def of(cls, child_vkey: VerifierKey, checkpoint: SignedCheckpoint, cosigned_at: int) -> ChildAnchor:
+        """The anchor of ``checkpoint``, keeping only the signature that verifies under ``child_vkey``
+        (raises :class:`~chain_lite.errors.SignatureError` when there is none)."""
+        verifier = Ed25519Verifier.from_vkey(child_vkey)
+        open_note(checkpoint.note, [verifier])
+        mine = (verifier.name, verifier.key_id)
+        own = tuple(s for s in checkpoint.note.signatures if (s.name, s.key_id) == mine)[:1]
+        return cls(
+            child_vkey, SignedCheckpoint(checkpoint.checkpoint, Note(checkpoint.note.text, own)), cosigned_at
+        )
+
+    def leaf(self) -> bytes:
+        body = [ANCHOR_LABEL, str(self.child_vkey), self.checkpoint.to_bytes(), self.cosigned_at]
+        return bytes([LEAF_ANCHOR]) + cbor.encode(body)
+
+
+def _parse_anchor(body: bytes) -> ChildAnchor:
+    item = cbor.decode_deterministic(body, "anchor", max_size=MAX_LEAF_SIZE)
+    if not isinstance(item, list) or len(item) != 4 or item[0] != ANCHOR_LABEL:
+        raise FormatError("anchor", f"not a 4-item array labelled {ANCHOR_LABEL!r}")
+    _, vkey_text, note, cosigned_at = item
+    if not isinstance(vkey_text, str) or not isinstance(note, bytes):
+        raise FormatError("anchor", "child key must be text and the checkpoint a byte string")
+    if type(cosigned_at) is not int or cosigned_at < 0:
+        raise FormatError("anchor", "cosigned_at must be an unsigned integer")
+    try:
+        vkey = VerifierKey.parse(vkey_text)
+        checkpoint = SignedCheckpoint.parse(note)
+    except ChainError as exc:
+        raise FormatError("anchor", f"bad child key or checkpoint: {exc}") from exc
+    # One encoding per anchor: an auditor re-encoding the parsed leaf gets the very bytes logged.
+    if str(vkey) != vkey_text or checkpoint.to_bytes() != note:
+        raise FormatError("anchor", "child key or checkpoint not in canonical form")
+    return ChildAnchor(vkey, checkpoint, cosigned_at)
+
+
 def block_leaf(signed_block: bytes) -> bytes:
     return bytes([LEAF_BLOCK]) + signed_block
 
@@ -56,7 +126,7 @@ def registry_leaf(signed_write: bytes) -> bytes:
     return bytes([LEAF_REGISTRY]) + signed_write
 
 
-Leaf = SignedBlock | SignedWrite | MapHead | SignedCapture
+Leaf = SignedBlock | SignedWrite | MapHead | SignedCapture | ChildAnchor
 
 
 def parse_leaf(data: bytes) -> Leaf:
@@ -82,6 +152,8 @@ def parse_leaf(data: bytes) -> Leaf:
         return MapHead(epoch, root, entries)
     if kind == LEAF_EPCIS:
         return parse_capture(body)
+    if kind == LEAF_ANCHOR:
+        return _parse_anchor(body)
     if kind == LEAF_KEY_TRANSITION:
         raise FormatError("log leaf", "key transition leaves (0x04) are reserved and not yet defined")
     raise FormatError("log leaf", f"unknown leaf type {kind:#04x}")

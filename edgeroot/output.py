@@ -120,6 +120,15 @@ class Reporter:
             self.err.print(Text.assemble(("INVALID", "red"), " ", printable(message)))
         return EXIT_INVALID
 
+    def pending(self, message: str, exit_code: int, **facts: Any) -> int:
+        """Neither proven nor false yet (e.g. not anchored yet): its own exit code, facts as for ok."""
+        if self.as_json:
+            print(json.dumps({"ok": False, "pending": True, "message": message, **facts}, sort_keys=True))
+        else:
+            self.out.print(Text.assemble(("NOT YET", "yellow"), " ", printable(message)))
+            self._facts(facts)
+        return exit_code
+
     def failed(self, message: str) -> int:
         if self.as_json:
             print(json.dumps({"ok": False, "error": message, "usage_error": True}, sort_keys=True))

@@ -17,13 +17,14 @@ from chain_lite.merkle import HASH_SIZE, leaf_hash
 from chain_lite.note import open_note, parse_note
 from chain_lite.policy import Policy
 from chain_lite.receipt import Receipt, verify_receipt
+from edgeroot.lazy_command import lazy
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from runtime.keyfiles import load_vkey, read_bytes
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("verify", help="verify notes, receipts and consistency proofs offline")
-    vsub = p.add_subparsers(dest="what", required=True, metavar="{note,receipt,consistency}")
+    vsub = p.add_subparsers(dest="what", required=True, metavar="{note,receipt,consistency,anchor}")
 
     note = vsub.add_parser("note", help="verify a signed note against verifier keys", parents=[JSON_FLAG])
     note.add_argument("--vkey", action="append", required=True, help="verifier key, inline or a file")
@@ -49,6 +50,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cons.add_argument("--new", type=Path, required=True, help="the newer signed checkpoint")
     cons.add_argument("--proof", type=Path, required=True, help="consistency proof: one base64 hash a line")
     cons.set_defaults(run=run_consistency)
+
+    anchor = vsub.add_parser(
+        "anchor",
+        help="prove from a parent node's log that a child log's checkpoint is anchored there",
+        description=(
+            "Proves from the parent's log that CHILD_CHECKPOINT, or a later checkpoint consistent with it, "
+            "was cosigned by the parent and logged as an anchor leaf: the parent checkpoint meets "
+            "--policy, the anchor leaf is included under it, and the child's consistency proof (fetched "
+            "from the child) links the two. Exit 0 anchored; 1 inconsistent (evidence shown) or the "
+            "parent's answer does not verify; 3 not anchored yet; 2 could not judge."
+        ),
+        parents=[JSON_FLAG],
+    )
+    anchor.add_argument("checkpoint", type=Path, help="the child log's signed checkpoint (a file)")
+    anchor.add_argument("--policy", type=Path, required=True, help="C2SP tlog-policy trusting the parent")
+    anchor.add_argument("--root", help="the parent node's URL (default: the log URL in --policy)")
+    anchor.add_argument("--child", help="the child node's URL (default: the one the parent names)")
+    anchor.set_defaults(run=lazy("edgeroot.anchor_commands", "run_anchor"))
 
 
 def read_policy(path: Path) -> Policy:

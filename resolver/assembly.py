@@ -21,7 +21,6 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from starlette.concurrency import run_in_threadpool
 
 from chain_lite import keys
 from chain_lite.cose import CoseSigner
@@ -30,8 +29,10 @@ from chain_lite.keys import NoteKey
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, Ed25519Verifier, VerifierKey
 from chain_lite.policy import Group, Log, Policy, Witness
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
+from resolver import anchoring
 from resolver import config as root_config
 from resolver import openapi_models as om
+from resolver import witness_server as witness_http
 from resolver.api import create_app, offline_docs_app
 from resolver.cosigning import Cosigner
 from resolver.db import Database
@@ -42,7 +43,7 @@ from resolver.metrics import RootMetrics
 from resolver.reads import RootNode
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
-from resolver.witness_server import MAX_BODY, SIZE_CONTENT_TYPE, WitnessState
+from resolver.witness_server import SIZE_CONTENT_TYPE, WitnessState
 from resolver.witness_server import Witness as WitnessService
 from rootclient import routes
 from runtime.clock import now_ms
@@ -297,7 +298,7 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
 
     def reload() -> str:
         new = root_config.load(cfg.state, cfg.path)
-        for key in ("origin", "prefix", "database", "interval_ms", "max_batch", "max_body_bytes"):
+        for key in ("origin", "prefix", "database", "interval_ms", "max_batch", "max_body_bytes", "children"):
             if getattr(new, key) != getattr(cfg, key):
                 log.warning("root.toml %s changed: takes effect after a restart", key)
         cosigner = running.get("cosigner")
@@ -318,6 +319,10 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
         role=role,
         policy_text=policy_text,
     )
+    if cfg.children:
+        # A parent witnesses its child logs and anchors their checkpoints in this log (D-078).
+        parent = anchoring.build(cfg.state, cfg.origin, db, cfg.children, metrics.registry)
+        anchoring.install(app, node, *parent)
     # The hot reads as precomputed bytes, in front of FastAPI's routing (resolver.fast_reads).
     app.add_middleware(FastReads, node=node)
     app.state.hooks = Hooks(status, reload, refused=lambda why: metrics.refused.labels(reason=why).inc())
@@ -375,28 +380,17 @@ def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
     )
     async def add_checkpoint(request: Request) -> Response:
         """C2SP tlog-witness add-checkpoint."""
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                answers.labels(status="400").inc()
-                return PlainTextResponse(f"body exceeds {MAX_BODY} bytes\n", status_code=400)
-        # The state update is a blocking SQLite transaction: run it in the thread pool.
-        answer = await run_in_threadpool(witness.add_checkpoint, body, int(time.time()))
+        _, answer = await witness_http.serve(witness, request, int(time.time()))
         answers.labels(status=str(answer.status)).inc()
         cosigned["count"] += answer.status == 200
-        if answer.status not in (200, 409) or (
-            answer.content_type != SIZE_CONTENT_TYPE and answer.status == 409
-        ):
+        if witness_http.is_refusal(answer):
             refusals.warning(
                 str(answer.status),
                 "refused add-checkpoint (%d): %s",
                 answer.status,
                 answer.body.decode().strip(),
             )
-        # An explicit header: Starlette would append "; charset=utf-8" to a text/ media type, and
-        # clients compare text/x.tlog.size exactly.
-        return Response(answer.body, status_code=answer.status, headers={"content-type": answer.content_type})
+        return witness_http.http_response(answer)
 
     @app.get(
         routes.METRICS,

@@ -25,7 +25,7 @@ from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE
 from chain_lite.epcis_identifiers import check_base
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey, check_key_name
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey, check_key_name
 from resolver.http_limits import DEFAULT as HTTP_DEFAULTS
 from resolver.http_limits import HttpLimits
 from runtime import tomlconfig
@@ -44,6 +44,21 @@ class WitnessConfig:
     url: str = setting("url", required=True, help="where it answers C2SP tlog-witness add-checkpoint")
     vkey: VerifierKey = setting("vkey", required=True, help="its cosignature (0x04) verifier key")
 
+
+@dataclass(frozen=True, slots=True)
+class ChildConfig:
+    origin: str = setting("origin", required=True, help="the child log's origin (checkpoint line 1)")
+    vkey: VerifierKey = setting("vkey", required=True, help="the child log's Ed25519 (0x01) verifier key")
+    url: str = setting(
+        "url", "", help="the child node's URL (optional): where `verify anchor` fetches consistency proofs"
+    )
+
+
+CHILD_EXAMPLE = {
+    "origin": "child.example",
+    "vkey": "child.example+1234abcd+AQ...",
+    "url": "http://127.0.0.1:8480",
+}
 
 WITNESS_EXAMPLE = {
     "name": "witness.example",
@@ -96,6 +111,10 @@ class RootConfig:
         "witness", (), kind=list, item=lambda _: WitnessConfig, example=[WITNESS_EXAMPLE],
         help="zero or more: witnesses asked to cosign each checkpoint",
     )  # fmt: skip
+    children: tuple[ChildConfig, ...] = setting(
+        "child", (), kind=list, item=lambda _: ChildConfig, example=[CHILD_EXAMPLE],
+        help="zero or more: child logs this node witnesses and anchors in its own log (D-078)",
+    )  # fmt: skip
     path: Path | None = None  # where root.toml was read (None: STATE/root.toml)
 
     @property
@@ -142,7 +161,25 @@ def load(state: Path, config: Path | None = None) -> RootConfig:
     except ChainError as exc:
         raise top.fail("epcis.identifier_base", str(exc)) from exc
     values["witnesses"] = tuple(_witness(w) for w in values["witnesses"])
+    values["children"] = tuple(_child(c) for c in values["children"])
+    origins = [c.origin for c in values["children"]]
+    if len(set(origins)) != len(origins):
+        raise top.fail("child", "two [[child]] tables name the same origin")
     return RootConfig(state, path=config, **values)
+
+
+def _child(table: Table) -> ChildConfig:
+    c = read_settings(ChildConfig, table)
+    try:
+        vkey = VerifierKey.parse(c["vkey"])
+    except ChainError as exc:
+        raise table.fail("vkey", str(exc)) from exc
+    if vkey.sigtype != SIGTYPE_ED25519 or vkey.name != c["origin"]:
+        raise table.fail("vkey", f"must be a log (0x01) key named {c['origin']!r}")
+    url = c["url"].rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        raise table.fail("url", "must be an http:// or https:// URL")
+    return ChildConfig(c["origin"], vkey, url)
 
 
 def _witness(table: Table) -> WitnessConfig:

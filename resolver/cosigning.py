@@ -27,6 +27,7 @@ from resolver.log_store import checkpoint_at, consistency
 from resolver.metrics import RootMetrics
 from resolver.witness_server import SIZE_CONTENT_TYPE
 from rootclient import routes
+from runtime.clock import now_ms
 from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -127,13 +128,16 @@ class Cosigner:
             proof = consistency(tx, old, size) if 0 < old < size else []
         return old, request_body(old, proof, checkpoint)
 
-    def _cosigned_up_to(self, name: str, size: int) -> None:
+    def _cosigned_up_to(self, name: str, size: int) -> int | None:
+        """Remember the witness's size; the checkpoint's signing time (ms), for the lag metric."""
         with self.db.transaction() as tx:
             tx.execute(
                 "INSERT INTO witness_sizes (name, size) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET size = excluded.size",
                 (name, size),
             )
+            row = tx.one("SELECT created_ms FROM checkpoints WHERE size = ?", (size,))
+        return None if row is None else int(row[0])
 
     def _store_cosignatures(self, cosigned: SignedCheckpoint) -> None:
         with self.db.transaction() as tx:
@@ -161,7 +165,9 @@ class Cosigner:
             response = await self.client.post(
                 witness.url + routes.WITNESS_ADD_CHECKPOINT, content=body, timeout=WITNESS_TIMEOUT_S
             )
-            if response.status_code == 409 and response.headers.get("content-type") == SIZE_CONTENT_TYPE:
+            # Media type only: a witness may add parameters (``; charset=...``) to text/x.tlog.size.
+            media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if response.status_code == 409 and media_type == SIZE_CONTENT_TYPE:
                 reported = parse_uint64(response.text.removesuffix("\n"))
                 if reported is None:
                     break
@@ -178,7 +184,12 @@ class Cosigner:
             if not sigs:
                 log.warning("witness %s answered without a valid cosignature", witness.name)
                 return []
-            await asyncio.to_thread(self._cosigned_up_to, witness.name, size)
+            created_ms = await asyncio.to_thread(self._cosigned_up_to, witness.name, size)
+            if self.metrics is not None:
+                self.metrics.witness_cosigned_size.labels(witness=witness.name).set(size)
+                if created_ms is not None:
+                    lag = max(0.0, (now_ms() - created_ms) / 1000)
+                    self.metrics.witness_cosign_lag.labels(witness=witness.name).set(lag)
             return sigs
         return []
 

@@ -64,6 +64,14 @@ CREATE TABLE IF NOT EXISTS epcis_mentions (
 CREATE INDEX IF NOT EXISTS epcis_mentions_by_event ON epcis_mentions (hash_id);
 CREATE TABLE IF NOT EXISTS epcis_captures (
     capture_id TEXT PRIMARY KEY, hash_ids TEXT NOT NULL, created_ms BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS anchor_heads (origin TEXT PRIMARY KEY, size BIGINT NOT NULL, root {BLOB} NOT NULL);
+CREATE TABLE IF NOT EXISTS anchors (
+    origin TEXT NOT NULL, size BIGINT NOT NULL, root {BLOB} NOT NULL, note {BLOB} NOT NULL,
+    leaf_hash {BLOB} NOT NULL UNIQUE, idx BIGINT, cosigned_s BIGINT NOT NULL, received_ms BIGINT NOT NULL,
+    PRIMARY KEY (origin, size));
+CREATE TABLE IF NOT EXISTS anchor_evidence (
+    origin TEXT NOT NULL, size BIGINT NOT NULL, cosigned_note {BLOB} NOT NULL, refused_note {BLOB} NOT NULL,
+    received_ms BIGINT NOT NULL);
 """
 
 # After the tables, and after a database made before ``records.skeleton`` existed has gained the column.

@@ -48,7 +48,7 @@ def capture_job(node: RootNode, capture_id: str) -> dict[str, Any]:
                 hash_ids,
             )
         }
-        events = []
+        events: list[dict[str, Any]] = []
         for hash_id in hash_ids:
             index = found.get(hash_id)
             if index is None or index >= view.size:

@@ -48,6 +48,19 @@ class RootMetrics:
             ["witness"],
             registry=self.registry,
         )
+        # Anchoring, the child's side (D-080): a parent is one of the witnesses.
+        self.witness_cosigned_size = Gauge(
+            "edgeroot_root_witness_cosigned_size",
+            "Size of the latest checkpoint the witness cosigned (a parent: the latest anchored size)",
+            ["witness"],
+            registry=self.registry,
+        )
+        self.witness_cosign_lag = Gauge(
+            "edgeroot_root_witness_cosign_lag_seconds",
+            "Seconds from signing the checkpoint to the witness's cosignature, for its latest one",
+            ["witness"],
+            registry=self.registry,
+        )
         self.sequencing = Gauge(
             "edgeroot_root_sequencing",
             "1 when this process sequences the database, 0 while it stands by",

@@ -186,6 +186,30 @@ class Health(_Body):
     problems: list[str]
 
 
+class AnchorPointer(_Body):
+    index: int = Field(ge=0, description="The anchor leaf's index in this node's log")
+    size: int = Field(ge=0, description="The anchored child checkpoint's tree size")
+    cosigned_at: int = Field(ge=0, description="When this node cosigned it (POSIX seconds)")
+
+
+class AnchorEvidence(_Body):
+    size: int = Field(ge=0)
+    cosigned: str = Field(description="The child checkpoint this node cosigned at that size (signed note)")
+    refused: str = Field(description="Another child checkpoint of the same size, refused (signed note)")
+
+
+class AnchorAnswer(_Body):
+    """A pointer for ``edgeroot verify anchor`` (docs/formats.md §13): check it, never trust it."""
+
+    origin: str
+    tree_size: int = Field(ge=0, description="The checkpoint size of this node's log the anchor is under")
+    vkey: str | None = Field(description="The child log's verifier key this node checks it with")
+    url: str | None = Field(description="The child node's URL, when configured")
+    anchor: AnchorPointer | None = Field(description="The newest anchor below tree_size (none yet: null)")
+    cosigned_size: int | None = Field(description="The newest child size cosigned (maybe not logged yet)")
+    evidence: list[AnchorEvidence] = Field(description="Two roots the child showed for one size")
+
+
 # --- EPCIS (docs/formats.md §21) -------------------------------------------------------------------------
 
 

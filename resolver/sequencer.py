@@ -29,7 +29,7 @@ from chain_lite import merkle
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts
 from chain_lite.errors import ChainError
-from chain_lite.log_leaf import LEAF_BLOCK, LEAF_EPCIS, LEAF_REGISTRY, MapHead
+from chain_lite.log_leaf import LEAF_ANCHOR, LEAF_BLOCK, LEAF_EPCIS, LEAF_REGISTRY, MapHead
 from chain_lite.note import Signer
 from resolver import epcis_index, epcis_intake, registry
 from resolver.db import Database, Tx
@@ -139,6 +139,7 @@ class Sequencer:
         history: list[tuple[str, int, bytes | None]] = []
         block_indexes: list[tuple[int, bytes]] = []
         events: list[tuple[int, EventFacts]] = []
+        anchor_indexes: list[tuple[int, bytes]] = []
         for _, raw_leaf, ref in rows:
             leaf = bytes(raw_leaf)
             index = size + len(leaves)
@@ -149,6 +150,8 @@ class Sequencer:
                 block_indexes.append((index, bytes(ref)))
             elif leaf[0] == LEAF_EPCIS:
                 events.append((index, epcis_intake.facts_of_leaf(leaf, self.identifier_bases)))
+            elif leaf[0] == LEAF_ANCHOR:  # ref: the leaf hash (resolver.anchoring)
+                anchor_indexes.append((index, bytes(ref)))
             leaves.append(leaf)
         if events:
             # Each mentioned identifier's completeness entry moves on with the event (D-070).
@@ -170,6 +173,8 @@ class Sequencer:
             tx.executemany(
                 "UPDATE epcis_events SET idx = ? WHERE hash_id = ?", [(i, f.hash_id) for i, f in events]
             )
+        for index, anchor_hash in anchor_indexes:
+            tx.execute("UPDATE anchors SET idx = ? WHERE leaf_hash = ?", (index, anchor_hash))
         tree = merkle.MerkleTree(TxNodeStore(tx), size=size)
         tree.append_entries(leaves)
         new_size, new_root = tree.size, tree.root()

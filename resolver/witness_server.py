@@ -12,14 +12,26 @@ signed checkpoint. Answers, in the order the spec checks them:
 * 200 one cosignature line (C2SP tlog-cosignature v1, timestamped).
 
 The witness remembers one ``(size, root)`` per origin in a SQLite file; the update is a compare-and-set
-on the old size, so two concurrent requests cannot both move it.
+on the old size, so two concurrent requests cannot both move it. A log that shows two different roots
+for one size has forked: both signed checkpoints are kept as evidence (the one cosigned before and the
+one refused now), and every later checkpoint of that log is refused with 409 (D-079).
+
+Where the state lives is a :class:`WitnessStore`: a SQLite file for the standalone ``edgeroot witness``
+(:class:`WitnessState`), the node's own database for a parent witnessing its children
+(:mod:`resolver.anchoring`, which also logs each cosigned checkpoint as an anchor leaf).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
 
 from chain_lite import b64, merkle
 from chain_lite.checkpoint import SignedCheckpoint, parse_uint64
@@ -43,8 +55,49 @@ def _plain(status: int, message: str) -> Answer:
     return Answer(status, (message + "\n").encode())
 
 
+def is_refusal(answer: Answer) -> bool:
+    """Anything but a cosignature or the normal catch-up (409 with the witness's size)."""
+    return answer.status != 200 and not (answer.status == 409 and answer.content_type == SIZE_CONTENT_TYPE)
+
+
+async def serve(witness: Witness, request: Request, now_s: int) -> tuple[bytes, Answer]:
+    """One ``add-checkpoint`` request over HTTP: the body read up to :data:`MAX_BODY` (the rest is not
+    read), then judged in the thread pool (signatures and the state's transaction block). The body is
+    returned too, for the caller's labels."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return body[:MAX_BODY], _plain(400, f"body exceeds {MAX_BODY} bytes")
+    return body, await run_in_threadpool(witness.add_checkpoint, body, now_s)
+
+
+def http_response(answer: Answer) -> Response:
+    # An explicit header: Starlette would append "; charset=utf-8" to a text/ media type, and
+    # clients compare text/x.tlog.size exactly.
+    return Response(answer.body, status_code=answer.status, headers={"content-type": answer.content_type})
+
+
+class WitnessStore(Protocol):
+    """What a witness remembers per log: the last cosigned ``(size, root)`` and fork evidence."""
+
+    def get(self, origin: str) -> tuple[int, bytes]: ...
+
+    def advance(self, origin: str, old: int, signed: SignedCheckpoint, now_s: int) -> bool:
+        """Move ``origin`` from size ``old`` to ``signed`` (cosigned at ``now_s``); False if another
+        request moved it first."""
+        ...
+
+    def keep_evidence(self, origin: str, refused: SignedCheckpoint, now_s: int) -> None:
+        """Keep ``refused`` beside what was cosigned at its size: the log forked."""
+        ...
+
+    def forked(self, origin: str) -> bool: ...
+
+
 class WitnessState:
-    """``origin → (size, root)`` of the last cosigned checkpoint, in ``DIR/witness.db``."""
+    """``origin → (size, root)`` of the last cosigned checkpoint, in ``DIR/witness.db``; fork evidence
+    in its ``evidence`` table."""
 
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -54,13 +107,19 @@ class WitnessState:
             "CREATE TABLE IF NOT EXISTS latest "
             "(origin TEXT PRIMARY KEY, size INTEGER NOT NULL, root BLOB NOT NULL)"
         )
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS evidence (origin TEXT NOT NULL, size INTEGER NOT NULL, "
+            "cosigned_root BLOB NOT NULL, refused_note BLOB NOT NULL, received_s INTEGER NOT NULL)"
+        )
 
     def get(self, origin: str) -> tuple[int, bytes]:
         row = self._conn.execute("SELECT size, root FROM latest WHERE origin = ?", (origin,)).fetchone()
         return (0, merkle.EMPTY_ROOT) if row is None else (int(row[0]), bytes(row[1]))
 
-    def advance(self, origin: str, old: int, size: int, root: bytes) -> bool:
-        """Move ``origin`` from ``old`` to ``(size, root)``; False if someone else moved it first."""
+    def advance(self, origin: str, old: int, signed: SignedCheckpoint, now_s: int) -> bool:
+        """Move ``origin`` from ``old`` to ``signed``'s size and root; False if another request moved it
+        first."""
+        size, root = signed.checkpoint.size, signed.checkpoint.root
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
             current, _ = self.get(origin)
@@ -73,14 +132,33 @@ class WitnessState:
             )
         return True
 
+    def keep_evidence(self, origin: str, refused: SignedCheckpoint, now_s: int) -> None:
+        # The standalone witness keeps only (size, root) of what it cosigned, so the evidence is the
+        # refused note with the root cosigned at its size; the log's own earlier note has it signed.
+        size, root = self.get(origin)
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO evidence (origin, size, cosigned_root, refused_note, received_s) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (origin, size, root, refused.to_bytes(), now_s),
+            )
+
+    def forked(self, origin: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM evidence WHERE origin = ? LIMIT 1", (origin,)).fetchone()
+        return row is not None
+
     def close(self) -> None:
         self._conn.close()
 
 
 class Witness:
-    def __init__(self, signer: CosignatureSigner, logs: list[VerifierKey], state: WitnessState) -> None:
+    """The tlog-witness checks over a :class:`WitnessStore`. ``logs`` maps an origin to the log's
+    verifier; :meth:`set_logs` fixes it from a list (``logs.txt``), and a parent node replaces it with
+    a mapping over its child logs (:class:`resolver.anchoring.ChildLogs`)."""
+
+    def __init__(self, signer: CosignatureSigner, logs: list[VerifierKey], state: WitnessStore) -> None:
         self.signer = signer
-        self.logs: dict[str, Ed25519Verifier] = {}
+        self.logs: Mapping[str, Ed25519Verifier] = {}
         self.set_logs(logs)
         self.state = state
 
@@ -125,12 +203,15 @@ class Witness:
             return _plain(403, f"checkpoint not signed by the log: {exc}")
         if old > cp.size:
             return _plain(400, f"old size {old} is above the checkpoint size {cp.size}")
+        if self.state.forked(cp.origin):
+            return _plain(409, f"log {cp.origin} showed two roots for one size; evidence kept, not cosigning")
         latest_size, latest_root = self.state.get(cp.origin)
         if old != latest_size:
             return Answer(409, f"{latest_size}\n".encode(), SIZE_CONTENT_TYPE)
         if old == cp.size:
             if cp.root != latest_root:
-                return _plain(409, f"a different root at the same size {old}: the log forked")
+                self.state.keep_evidence(cp.origin, signed, now_s)
+                return _plain(409, f"a different root at the same size {old}: the log forked; evidence kept")
             if proof:
                 return _plain(422, "a proof between equal sizes must be empty")
         elif old == 0:
@@ -143,7 +224,7 @@ class Witness:
                 return _plain(422, f"consistency proof does not verify: {exc}")
         if cp.size == 0 and cp.root != merkle.EMPTY_ROOT:
             return _plain(422, "an empty tree must have the empty root")
-        if not self.state.advance(cp.origin, old, cp.size, cp.root):
+        if not self.state.advance(cp.origin, old, signed, now_s):
             latest_size, _ = self.state.get(cp.origin)
             return Answer(409, f"{latest_size}\n".encode(), SIZE_CONTENT_TYPE)
         return Answer(200, self.signer.cosign(signed.note, now_s).line().encode())

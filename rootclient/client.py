@@ -121,6 +121,12 @@ class AsyncRootClient:
         response = await self._send("GET", routes.INCLUSION, params={"index": index, "size": size})
         return codecs.inclusion_from_json(_json(response, "inclusion proof"), index, size)
 
+    async def anchors(self, origin: str, size: int | None = None) -> codecs.AnchorInfo:
+        """A parent node's newest anchor of child log ``origin`` under its checkpoint of ``size``."""
+        params = None if size is None else {"size": size}
+        response = await self._send("GET", routes.anchors(origin), params=params)
+        return codecs.anchor_from_json(_json(response, f"anchor of {origin}"), origin)
+
     async def write(self, raw: bytes) -> WriteAnswer:
         """Apply one signed write request (COSE_Sign1)."""
         response = await self._send(
@@ -238,6 +244,9 @@ class RootClient:
 
     def inclusion(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
         return self.run(self.aio.inclusion(index, size))
+
+    def anchors(self, origin: str, size: int | None = None) -> codecs.AnchorInfo:
+        return self.run(self.aio.anchors(origin, size))
 
     def write(self, raw: bytes) -> WriteAnswer:
         return self.run(self.aio.write(raw))

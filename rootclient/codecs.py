@@ -244,6 +244,64 @@ def inclusion_from_json(body: object, index: int, size: int) -> tuple[bytes, lis
     return leaf, [_hash(h, f"{what} hash {i}") for i, h in enumerate(hashes)]
 
 
+# --- anchors of child logs (D-078) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorInfo:
+    """A parent's pointer to its newest anchor of a child log (``GET /v1/anchors/{origin}``): where to
+    look, never a proof; :mod:`chain_lite.anchor` checks what it points at."""
+
+    origin: str
+    tree_size: int
+    url: str | None
+    index: int | None
+    size: int | None
+    cosigned_size: int | None
+    evidence: tuple[tuple[int, bytes, bytes], ...]
+    """(size, cosigned note, refused note): two roots the child showed the parent for one size."""
+
+
+def _optional_int(obj: dict[str, Any], key: str, what: str) -> int | None:
+    value = obj.get(key)
+    return None if value is None else _int(value, f"{what} {key}")
+
+
+def anchor_from_json(body: object, origin: str) -> AnchorInfo:
+    what = f"anchor of {origin}"
+    obj = _object(body, what)
+    if obj.get("origin") != origin:
+        raise ProtocolError(what, f"answer is for {obj.get('origin')!r}")
+    url = obj.get("url")
+    if url is not None:
+        url = _str(url, f"{what} url")
+    anchor = obj.get("anchor")
+    index = size = None
+    if anchor is not None:
+        pointer = _object(anchor, f"{what} anchor")
+        index = _int(_field(pointer, "index", what), f"{what} index")
+        size = _int(_field(pointer, "size", what), f"{what} size")
+    evidence = []
+    for i, item in enumerate(_list(obj.get("evidence", []), f"{what} evidence")):
+        ev = _object(item, f"{what} evidence {i}")
+        evidence.append(
+            (
+                _int(_field(ev, "size", what), f"{what} evidence {i} size"),
+                _str(_field(ev, "cosigned", what), f"{what} evidence {i}").encode(),
+                _str(_field(ev, "refused", what), f"{what} evidence {i}").encode(),
+            )
+        )
+    return AnchorInfo(
+        origin,
+        _int(_field(obj, "tree_size", what), f"{what} tree_size"),
+        url,
+        index,
+        size,
+        _optional_int(obj, "cosigned_size", what),
+        tuple(evidence),
+    )
+
+
 # --- gateway blocks -------------------------------------------------------------------------------------
 
 

@@ -54,6 +54,10 @@ CONSOLE_PREFIX = "/console/"
 POLICY = "/v1/policy"
 """The node's C2SP tlog-policy (its log key, witnesses and quorum), as ``text/plain``."""
 
+ANCHORS = "/v1/anchors/{origin:path}"
+"""A parent node's newest anchor of a child log (``?size=N``: covered by its checkpoint of size N)."""
+ANCHORS_PREFIX = "/v1/anchors/"
+
 
 def quote_identifier(identifier: str) -> str:
     """Percent-encode an identifier for a URL path, keeping the one ``/`` between prefix and suffix."""
@@ -79,6 +83,10 @@ def block(block_id: bytes) -> str:
 
 def gateway_head(gateway: str) -> str:
     return GATEWAY_PREFIX + quote_identifier(gateway) + GATEWAY_HEAD_SUFFIX
+
+
+def anchors(origin: str) -> str:
+    return ANCHORS_PREFIX + quote(origin, safe="")
 
 
 EPCIS_CAPTURE = "/epcis/capture"

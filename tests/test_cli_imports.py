@@ -61,6 +61,7 @@ def test_the_heavy_commands_are_lazy() -> None:
         "edgeroot.bridge_commands.run_bridge", "edgeroot.device_simulation.run_simulate",
         "edgeroot.demo_run.run",
         "edgeroot.event_commands.run_capture", "edgeroot.trace_commands.run",
+        "edgeroot.anchor_commands.run_anchor",
     }  # fmt: skip
     assert {name.removeprefix("lazy(").removesuffix(")") for name in lazy} == expected
     for name in expected:

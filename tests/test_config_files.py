@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chain_lite.keys import NoteKey
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey
 from edge import config as gateway_config
 from edge.config import GatewayConfig
 from edge.connectors import PLUGINS
@@ -357,3 +357,39 @@ if __name__ == "__main__":
     # The Chinese translation carries the same generated tables (tests/test_docs_zh.py checks it).
     for doc in (DOCS, DOCS.with_name("operations.zh-CN.md")):
         doc.write_text(_docs_with_tables(doc.read_text()))
+
+
+def _log_vkey(name: str) -> str:
+    return NoteKey.generate(name, SIGTYPE_ED25519).vkey()
+
+
+@pytest.mark.parametrize(
+    ("child", "key"),
+    [
+        ('origin = "c.test"\n', "child[0].vkey"),
+        (f'origin = "c.test"\nvkey = "{_log_vkey("other.test")}"\n', "child[0].vkey"),
+        (f'origin = "c.test"\nvkey = "{_witness_vkey("c.test")}"\n', "child[0].vkey"),
+        (f'origin = "c.test"\nvkey = "{_log_vkey("c.test")}"\nurl = "ftp://c"\n', "child[0].url"),
+        (f'origin = "c.test"\nvkey = "{_log_vkey("c.test")}"\nweight = 1\n', "child[0].weight"),
+    ],
+    ids=["no-vkey", "vkey-of-another-log", "witness-key", "bad-url", "unknown-key"],
+)
+def test_root_child_tables_are_validated_with_their_key_path(tmp_path: Path, child: str, key: str) -> None:
+    """A [[child]] names a log key of its own origin and an http(s) URL; errors name the key path."""
+    state = _root_state(tmp_path, f'origin = "root.test"\nprefix = "88.123"\n[[child]]\n{child}')
+    with pytest.raises(RootConfigError) as info:
+        root_config.load(state)
+    assert info.value.key == key, str(info.value)
+
+
+def test_root_child_tables_load_and_one_origin_is_listed_once(tmp_path: Path) -> None:
+    """Two [[child]] tables for one origin are refused; one loads with its key and URL."""
+    vkey = _log_vkey("c.test")
+    one = f'[[child]]\norigin = "c.test"\nvkey = "{vkey}"\nurl = "http://c:1/"\n'
+    state = _root_state(tmp_path, f'origin = "root.test"\nprefix = "88.123"\n{one}')
+    (child,) = root_config.load(state).children
+    assert (child.origin, str(child.vkey), child.url) == ("c.test", vkey, "http://c:1")
+    _root_state(tmp_path, f'origin = "root.test"\nprefix = "88.123"\n{one}{one}')
+    with pytest.raises(RootConfigError) as info:
+        root_config.load(state)
+    assert info.value.key == "child", str(info.value)

@@ -316,3 +316,48 @@ def test_the_root_app_serves_exactly_the_routes_rootclient_names() -> None:
         routes.TILE, routes.HEALTH, routes.METRICS, routes.WEB_PAGE, routes.POLICY, routes.CONSOLE_ASSET,
     }  # fmt: skip
     assert served == declared
+
+
+ANCHOR_OK = {
+    "origin": "child.test",
+    "tree_size": 9,
+    "vkey": None,
+    "url": "http://c",
+    "anchor": {"index": 4, "size": 7, "cosigned_at": 1},
+    "cosigned_size": 7,
+    "evidence": [{"size": 7, "cosigned": "a\n", "refused": "b\n"}],
+}
+
+
+def test_anchor_pointer_decodes() -> None:
+    """The parent's pointer decodes to its index, sizes, URL and evidence notes; no anchor is None."""
+    info = codecs.anchor_from_json(ANCHOR_OK, "child.test")
+    assert (info.index, info.size, info.tree_size, info.url) == (4, 7, 9, "http://c")
+    assert info.evidence == ((7, b"a\n", b"b\n"),)
+    empty = codecs.anchor_from_json({**ANCHOR_OK, "anchor": None, "evidence": []}, "child.test")
+    assert (empty.index, empty.size, empty.evidence) == (None, None, ())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"origin": "other.test"},
+        {"tree_size": -1},
+        {"tree_size": True},
+        {"url": 3},
+        {"anchor": {"index": "4", "size": 7}},
+        {"anchor": {"size": 7}},
+        {"anchor": [4, 7]},
+        {"cosigned_size": "7"},
+        {"evidence": {"size": 7}},
+        {"evidence": [{"size": 7, "cosigned": 1, "refused": "b"}]},
+        {"evidence": [{"size": 7, "cosigned": "a"}]},
+    ],
+)
+def test_hostile_anchor_pointers_are_protocol_errors(change: dict[str, Any]) -> None:
+    """Every field of the pointer has its type, and the answer must be for the origin asked."""
+    with pytest.raises(ProtocolError):
+        codecs.anchor_from_json({**ANCHOR_OK, **change}, "child.test")
+    for body in HOSTILE:
+        with pytest.raises(ProtocolError):
+            codecs.anchor_from_json(body, "child.test")

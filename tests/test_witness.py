@@ -101,6 +101,29 @@ def test_same_size_different_root_is_a_plain_409(fx: Fixture) -> None:
     assert answer.status == 409 and answer.content_type != SIZE_CONTENT_TYPE
 
 
+def test_forked_log_keeps_evidence_and_is_never_cosigned_again(fx: Fixture) -> None:
+    """A second root at a cosigned size is kept as evidence; later, valid checkpoints are refused too."""
+    fx.grow(5)
+    assert fx.add(0).status == 200
+    assert not fx.state.forked(ORIGIN)
+    answer = fx.add(5, [], root=bytes(32))
+    assert answer.status == 409 and b"evidence kept" in answer.body
+    assert fx.state.forked(ORIGIN)
+    fx.grow(3)
+    later = fx.add(5)
+    assert later.status == 409 and later.content_type != SIZE_CONTENT_TYPE and b"two roots" in later.body
+    assert fx.state.get(ORIGIN)[0] == 5
+
+
+def test_forged_fork_note_is_not_evidence(fx: Fixture) -> None:
+    """A second root signed by another key is refused (403) and leaves no evidence behind."""
+    fx.grow(5)
+    fx.add(0)
+    other = NoteKey.generate(ORIGIN, SIGTYPE_ED25519)
+    assert fx.add(5, [], root=bytes(32), key=other).status == 403
+    assert not fx.state.forked(ORIGIN)
+
+
 def test_bad_proof_gets_422(fx: Fixture) -> None:
     """A consistency proof that does not verify is 422; so is a proof from size 0."""
     fx.grow(5)

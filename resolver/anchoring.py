@@ -1,0 +1,311 @@
+"""A parent node witnesses its child logs and anchors their checkpoints in its own log (D-078, D-079).
+
+The node serves C2SP tlog-witness ``POST /add-checkpoint`` for the child logs it is configured with
+(``[[child]]`` in ``root.toml``; :class:`ChildLogs` is the one lookup, so delegation records can supply
+the children later). The checks are the standalone witness's (:class:`resolver.witness_server.Witness`):
+the child's signature, ``old`` equal to the size last cosigned, a consistency proof from there. The
+state lives in the node's own database (:class:`AnchorStore`): when it moves to a new child checkpoint,
+the same transaction queues a :class:`~chain_lite.log_leaf.ChildAnchor` leaf (type 0x06), so every
+child checkpoint the parent cosigned is committed in the parent's log. A child that shows two roots for
+one size has forked: both signed notes are kept in ``anchor_evidence`` and the child is not cosigned
+again.
+
+``GET /v1/anchors/{origin}?size=N`` points at the newest anchor of a child covered by the parent's
+checkpoint of size ``N`` (the latest published one without ``size``), with any fork evidence; the
+client checks everything it says (:mod:`chain_lite.anchor`): the answer is a pointer, not a proof.
+
+The parent cosigns with its own witness key (``STATE/witness.skey``, name ``<origin>/witness``,
+created on first start with children); a child lists it as one more ``[[witness]]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from starlette.concurrency import run_in_threadpool
+
+from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.errors import ChainError
+from chain_lite.keys import NoteKey
+from chain_lite.log_leaf import ChildAnchor
+from chain_lite.merkle import EMPTY_ROOT, leaf_hash
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, Ed25519Verifier, VerifierKey
+from resolver import openapi_models as om
+from resolver import witness_server as witness_http
+from resolver.config import ChildConfig
+from resolver.db import Database
+from resolver.errors import NotFound
+from resolver.reads import RootNode
+from resolver.witness_server import SIZE_CONTENT_TYPE, Witness
+from rootclient import routes
+from runtime.clock import now_ms
+from runtime.keyfiles import write_private
+from runtime.ratelimit import RateLimitedLog
+
+log = logging.getLogger(__name__)
+refusals = RateLimitedLog(log, 10.0)
+WITNESS_KEY = "witness.skey"
+WITNESS_VKEY = "witness.vkey"
+
+
+def witness_name(origin: str) -> str:
+    """The parent's cosigning key name: distinct from its log key (a key is used for one purpose)."""
+    return f"{origin}/witness"
+
+
+def ensure_witness_key(state: Path, origin: str) -> NoteKey:
+    """The node's cosignature key, created (0600) on first use; ``STATE/witness.vkey`` is for children."""
+    path = state / WITNESS_KEY
+    if path.exists():
+        key = NoteKey.parse_skey(path.read_text())
+        if key.sigtype != SIGTYPE_COSIGNATURE_V1:
+            raise ChainError(f"{path} is not a cosignature (0x04) key")
+        return key
+    key = NoteKey.generate(witness_name(origin), SIGTYPE_COSIGNATURE_V1)
+    write_private(path, (key.skey() + "\n").encode())
+    (state / WITNESS_VKEY).write_text(key.vkey() + "\n")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class ChildLog:
+    origin: str
+    vkey: VerifierKey
+    url: str
+
+
+class ChildLogs(Mapping[str, Ed25519Verifier]):
+    """Origin → verifier of each child log this node witnesses. Today from ``root.toml``; delegation
+    records will feed the same mapping (:meth:`replace`)."""
+
+    def __init__(self, children: Sequence[ChildLog]) -> None:
+        self._children: dict[str, ChildLog] = {}
+        self._verifiers: dict[str, Ed25519Verifier] = {}
+        self.replace(children)
+
+    @classmethod
+    def from_config(cls, children: Sequence[ChildConfig]) -> ChildLogs:
+        return cls([ChildLog(c.origin, c.vkey, c.url) for c in children])
+
+    def replace(self, children: Sequence[ChildLog]) -> None:
+        self._children = {c.origin: c for c in children}
+        self._verifiers = {c.origin: Ed25519Verifier.from_vkey(c.vkey) for c in children}
+
+    def child(self, origin: str) -> ChildLog | None:
+        return self._children.get(origin)
+
+    def __getitem__(self, origin: str) -> Ed25519Verifier:
+        return self._verifiers[origin]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._verifiers)
+
+    def __len__(self) -> int:
+        return len(self._verifiers)
+
+
+class AnchorStore:
+    """:class:`resolver.witness_server.WitnessStore` in the node's database, logging what it cosigns."""
+
+    def __init__(self, db: Database, children: ChildLogs) -> None:
+        self.db = db
+        self.children = children
+
+    def get(self, origin: str) -> tuple[int, bytes]:
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("SELECT size, root FROM anchor_heads WHERE origin = ?", (origin,))
+        return (0, EMPTY_ROOT) if row is None else (int(row[0]), bytes(row[1]))
+
+    def advance(self, origin: str, old: int, signed: SignedCheckpoint, now_s: int) -> bool:
+        """Compare-and-set the child's head from ``old``; a new size also queues its anchor leaf, in the
+        same transaction (an anchor is logged exactly when the head moves)."""
+        cp = signed.checkpoint
+        child = self.children.child(origin)
+        if child is None:  # the children changed under the request
+            return False
+        if cp.size == old:
+            return self.get(origin) == (cp.size, cp.root)  # cosigned again: already anchored
+        anchor = ChildAnchor.of(child.vkey, signed, now_s)
+        leaf = anchor.leaf()
+        h = leaf_hash(leaf)
+        received_ms = now_ms()
+        with self.db.transaction() as tx:
+            moved = tx.one(
+                "INSERT INTO anchor_heads (origin, size, root) VALUES (?, ?, ?) "
+                "ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root "
+                "WHERE anchor_heads.size = ? RETURNING origin",
+                (origin, cp.size, cp.root, old),
+            )
+            if moved is None:
+                return False
+            tx.execute(
+                "INSERT INTO anchors (origin, size, root, note, leaf_hash, cosigned_s, received_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (origin, cp.size, cp.root, anchor.checkpoint.to_bytes(), h, now_s, received_ms),
+            )
+            pending = "INSERT INTO pending (leaf, ref, received_ms) VALUES (?, ?, ?)"
+            tx.execute(pending, (leaf, h, received_ms))
+        return True
+
+    def keep_evidence(self, origin: str, refused: SignedCheckpoint, now_s: int) -> None:
+        size = refused.checkpoint.size
+        with self.db.transaction() as tx:
+            row = tx.one("SELECT note FROM anchors WHERE origin = ? AND size = ?", (origin, size))
+            if row is None:  # size 0 is never anchored: nothing signed to hold against it
+                return
+            tx.execute(
+                "INSERT INTO anchor_evidence (origin, size, cosigned_note, refused_note, received_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (origin, size, bytes(row[0]), refused.to_bytes(), now_s * 1000),
+            )
+        log.error(
+            "child log %s showed two roots for size %d: evidence kept, no longer cosigning", origin, size
+        )
+
+    def forked(self, origin: str) -> bool:
+        with self.db.transaction(write=False) as tx:
+            return tx.one("SELECT 1 FROM anchor_evidence WHERE origin = ? LIMIT 1", (origin,)) is not None
+
+    def answer(self, origin: str, covered_by: int) -> dict[str, Any]:
+        """What ``GET /v1/anchors/{origin}`` says: the newest anchor logged below ``covered_by``."""
+        child = self.children.child(origin)
+        with self.db.transaction(write=False) as tx:
+            row = tx.one(
+                "SELECT idx, size, cosigned_s FROM anchors WHERE origin = ? AND idx IS NOT NULL AND idx < ? "
+                "ORDER BY size DESC LIMIT 1",
+                (origin, covered_by),
+            )
+            head = tx.one("SELECT size FROM anchor_heads WHERE origin = ?", (origin,))
+            evidence = tx.all(
+                "SELECT size, cosigned_note, refused_note FROM anchor_evidence WHERE origin = ? "
+                "ORDER BY size",
+                (origin,),
+            )
+        if child is None and row is None and head is None:
+            raise NotFound(f"{origin!r} is not a child log this node witnesses")
+        return {
+            "origin": origin,
+            "tree_size": covered_by,
+            "vkey": None if child is None else str(child.vkey),
+            "url": None if child is None or not child.url else child.url,
+            "anchor": None
+            if row is None
+            else {"index": int(row[0]), "size": int(row[1]), "cosigned_at": int(row[2])},
+            "cosigned_size": None if head is None else int(head[0]),
+            "evidence": [
+                {"size": int(s), "cosigned": bytes(a).decode(), "refused": bytes(b).decode()}
+                for s, a, b in evidence
+            ],
+        }
+
+    def logged_sizes(self) -> dict[str, tuple[int, int]]:
+        """Child origin → (latest size cosigned, latest size whose anchor leaf is in the log)."""
+        with self.db.transaction(write=False) as tx:
+            heads = tx.all("SELECT origin, size FROM anchor_heads")
+            logged = tx.all("SELECT origin, MAX(size) FROM anchors WHERE idx IS NOT NULL GROUP BY origin")
+        done = {str(o): int(s) for o, s in logged}
+        return {str(o): (int(s), done.get(str(o), 0)) for o, s in heads}
+
+
+class AnchorMetrics:
+    """The parent's side of anchoring, on the node's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.answers = Counter(
+            "edgeroot_root_anchor_answers",
+            "add-checkpoint answers to child logs, by child and HTTP status",
+            ["child", "status"],
+            registry=registry,
+        )
+        self.cosigned_size = Gauge(
+            "edgeroot_root_anchor_cosigned_size",
+            "Size of the latest child checkpoint this node cosigned (its anchor leaf queued)",
+            ["child"],
+            registry=registry,
+        )
+        self.last_cosigned = Gauge(
+            "edgeroot_root_anchor_last_cosigned_timestamp_seconds",
+            "When this node last cosigned a new checkpoint of the child (POSIX seconds)",
+            ["child"],
+            registry=registry,
+        )
+        self.forked = Gauge(
+            "edgeroot_root_anchor_child_forked",
+            "1 when the child showed two roots for one size (evidence kept, no longer cosigned)",
+            ["child"],
+            registry=registry,
+        )
+
+
+def install(
+    app: FastAPI, node: RootNode, store: AnchorStore, witness: Witness, metrics: AnchorMetrics
+) -> None:
+    """Add ``POST /add-checkpoint`` and ``GET /v1/anchors/{origin}`` to the root node's app."""
+
+    @app.post(
+        routes.WITNESS_ADD_CHECKPOINT,
+        response_class=PlainTextResponse,
+        tags=["anchoring"],
+        responses=om.witness_answers(SIZE_CONTENT_TYPE),
+        openapi_extra=om.request_body("text/plain", "tlog-witness: old size, proof, checkpoint"),
+    )
+    async def add_checkpoint(request: Request) -> Response:
+        """C2SP tlog-witness add-checkpoint for this node's child logs; a new checkpoint is anchored."""
+        now_s = int(time.time())
+        body, answer = await witness_http.serve(witness, request, now_s)
+        origin = _origin(body)
+        # Labels only for configured children, so a stranger cannot mint label values.
+        known = origin if origin is not None and origin in witness.logs else "?"
+        metrics.answers.labels(child=known, status=str(answer.status)).inc()
+        if answer.status == 200 and known != "?":
+            size, _ = await run_in_threadpool(store.get, known)
+            metrics.cosigned_size.labels(child=known).set(size)
+            metrics.last_cosigned.labels(child=known).set(now_s)
+        elif witness_http.is_refusal(answer):
+            refusals.warning(
+                f"{known}:{answer.status}", "refused add-checkpoint from %s (%d): %s",
+                known, answer.status, answer.body.decode().strip(),
+            )  # fmt: skip
+            if known != "?" and answer.status == 409:
+                forked = await run_in_threadpool(store.forked, known)
+                metrics.forked.labels(child=known).set(1 if forked else 0)
+        return witness_http.http_response(answer)
+
+    @app.get(
+        routes.ANCHORS, tags=["anchoring"], responses={200: {"model": om.AnchorAnswer}, **om.errors(404, 503)}
+    )
+    def anchors(origin: str, size: int | None = None) -> dict[str, Any]:
+        """The newest anchor of child log ``origin`` in this log at ``size`` (default: the latest
+        published checkpoint), with fork evidence; a pointer for ``edgeroot verify anchor``."""
+        published = node.view().size
+        covered = published if size is None else min(size, published)
+        return store.answer(origin, covered)
+
+
+def _origin(body: bytes) -> str | None:
+    """The checkpoint origin in an add-checkpoint body (for labels only; never trusted)."""
+    _, _, note = body.partition(b"\n\n")
+    line = note.split(b"\n", 1)[0]
+    try:
+        return line.decode("ascii") if line else None
+    except UnicodeDecodeError:
+        return None
+
+
+def build(
+    state: Path, origin: str, db: Database, children: Sequence[ChildConfig], registry: CollectorRegistry
+) -> tuple[AnchorStore, Witness, AnchorMetrics]:
+    """The parent's witness over its database, with its key (created on first start)."""
+    logs = ChildLogs.from_config(children)
+    store = AnchorStore(db, logs)
+    witness = Witness(ensure_witness_key(state, origin).cosigner(), [], store)
+    witness.logs = logs
+    return store, witness, AnchorMetrics(registry)
