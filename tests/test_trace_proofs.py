@@ -218,6 +218,13 @@ def test_genealogy_traced_forward_from_a_raw_batch(genealogy: Genealogy, tmp_pat
         "--forward", "--depth", "1", "--config-dir", tmp_path / "pins",
     )  # fmt: skip
     assert set(_flatten(answer["tree"])) == {K["RAW-A"], K["INT-1"]}
+    # Without --verify: the same tree, each event marked unverified and no completeness claimed.
+    code, answer = _cli(genealogy.capsys, "trace", NAMES["RAW-A"], "--root", root.url, "--forward")
+    assert code == 0, answer
+    unverified = _flatten(answer["tree"])
+    assert set(unverified) == set(nodes)
+    assert all(n["complete_as_of"] is None for n in unverified.values())
+    assert not any(e["verified"] for n in unverified.values() for e in n["events"])
 
 
 def test_event_query_parameters_and_paging(genealogy: Genealogy) -> None:
