@@ -72,6 +72,7 @@ def capture_job(node: RootNode, capture_id: str) -> dict[str, Any]:
 
 def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetrics, read_body: Any) -> None:
     """Add the EPCIS routes to the node's app (``read_body`` is the API's size-capped body reader)."""
+    caches = epcis_query.QueryCaches()  # this node's database only
 
     @app.post(
         routes.EPCIS_CAPTURE,
@@ -120,7 +121,7 @@ def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetr
     def events(request: Request) -> JSONResponse:
         """EPCIS 2.0 event query; every event with its signed capture and inclusion proof."""
         params = dict(request.query_params)
-        page = epcis_query.query_events(node.db, node.view(), params, node.identifier_bases)
+        page = epcis_query.query_events(node.db, node.view(), params, node.identifier_bases, caches)
         headers = {}
         if page.next_token is not None:
             query = {k: v for k, v in params.items() if k != "nextPageToken"}

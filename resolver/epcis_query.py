@@ -14,6 +14,8 @@ the map head the checkpoint ends with, and the list of log indices the entry com
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ from chain_lite import b64, merkle
 from chain_lite.epcis_capture import index_key_name, parse_capture
 from chain_lite.epcis_facts import TRACE_ROLES, bare_biz_step, identifier_key
 from chain_lite.errors import ChainError
+from chain_lite.merkle import NodeId
 from resolver.db import Database
 from resolver.epcis_index import indices_as_of
 from resolver.epcis_intake import SIGNATURE_PROPERTY, EventInvalid, event_time_ms
@@ -76,7 +79,13 @@ def _parse_token(token: str) -> tuple[int, int]:
     return int(parts[1]), int(parts[2])
 
 
-def query_events(db: Database, view: PublishedView, params: Mapping[str, str], bases: Sequence[str]) -> Page:
+def query_events(
+    db: Database,
+    view: PublishedView,
+    params: Mapping[str, str],
+    bases: Sequence[str],
+    caches: QueryCaches | None = None,
+) -> Page:
     """One page of the events matching ``params`` (EPCIS 2.0 query parameters, module docstring)."""
     unknown = sorted(set(params) - set(QUERY_PARAMETERS))
     if unknown:
@@ -131,9 +140,10 @@ def query_events(db: Database, view: PublishedView, params: Mapping[str, str], b
             if cp is None:
                 raise BadRequest("nextPageToken names a log size with no checkpoint")
             note = cp.to_bytes()
-        store = TxNodeStore(tx)
+        caches = caches or QueryCaches(events=0, nodes=0)
+        store = _CachedNodes(TxNodeStore(tx), caches.nodes)
         events = [
-            _event_json(int(idx), bytes(leaf), merkle.inclusion_proof(int(idx), size, store))
+            _event_json(int(idx), bytes(leaf), merkle.inclusion_proof(int(idx), size, store), caches.events)
             for idx, leaf in rows[:per_page]
         ]
     more = len(rows) > per_page
@@ -141,12 +151,66 @@ def query_events(db: Database, view: PublishedView, params: Mapping[str, str], b
     return Page(size, note, events, next_token)
 
 
-def _event_json(index: int, leaf: bytes, inclusion: Sequence[bytes]) -> dict[str, Any]:
-    signed = parse_capture(leaf[1:])
-    event: dict[str, Any] = json.loads(signed.capture.event_json)
-    event[SIGNATURE_PROPERTY] = b64.encode(signed.raw)
-    event["edgeroot:proof"] = {"logIndex": index, "inclusion": [b64.encode(h) for h in inclusion]}
-    return event
+class _Bounded:
+    """A cache of values that never change once written, least recently used out first. A lock
+    because queries run in the thread pool."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+class QueryCaches:
+    """What one node's queries keep between requests (one per served database, so never shared by
+    two logs): logged events as shown (a leaf never changes) and Merkle node hashes (a stored node is
+    a complete subtree of the log, which never changes)."""
+
+    def __init__(self, events: int = 20_000, nodes: int = 200_000) -> None:
+        self.events = _Bounded(events)
+        self.nodes = _Bounded(nodes)
+
+
+class _CachedNodes:
+    """A :class:`chain_lite.merkle.NodeReader` that asks the database only for nodes not seen before."""
+
+    def __init__(self, store: TxNodeStore, cache: _Bounded) -> None:
+        self._store = store
+        self._cache = cache
+
+    def get_nodes(self, ids: Sequence[NodeId]) -> list[bytes | None]:
+        found = {node: self._cache.get(node) for node in ids}
+        missing = [node for node, value in found.items() if value is None]
+        if missing:
+            for node, value in zip(missing, self._store.get_nodes(missing), strict=True):
+                if value is not None:
+                    self._cache.put(node, value)
+                    found[node] = value
+        return [found[node] for node in ids]
+
+
+def _event_json(index: int, leaf: bytes, inclusion: Sequence[bytes], cache: _Bounded) -> dict[str, Any]:
+    shown: dict[str, Any] | None = cache.get((index, leaf))
+    if shown is None:
+        signed = parse_capture(leaf[1:])
+        shown = json.loads(signed.capture.event_json)
+        shown[SIGNATURE_PROPERTY] = b64.encode(signed.raw)
+        cache.put((index, leaf), shown)
+    proof = {"logIndex": index, "inclusion": [b64.encode(h) for h in inclusion]}
+    return {**shown, "edgeroot:proof": proof}
 
 
 def query_document(page: Page, created: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ completeness claim (the identifier's index entry in the map under the same kind 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from chain_lite.errors import FormatError
 from chain_lite.keys import PublicKey
 from chain_lite.policy import VerifiedCheckpoint
 from rootclient.client import AsyncRootClient
-from rootclient.codecs import ShownEvent, resolution_from_json
+from rootclient.codecs import EventsPage, ShownEvent, resolution_from_json
 from rootclient.pinned_log import Older, PinnedLog
 
 BACK = "back"
@@ -66,6 +67,8 @@ class IdentifierEvents:
 
 CHUNK = 40
 """Identifiers per request (``MATCH_anyEPC=a|b|...`` and ``id=a&id=b...``): well inside URL limits."""
+IN_FLIGHT = 4
+"""Event queries of one level in flight at once."""
 
 
 class Verifier:
@@ -149,13 +152,23 @@ async def fetch_events_for(
     so the events' pages, as of the same or a later checkpoint, must hold every index it commits to).
     ``identifiers`` are comparison keys (:func:`chain_lite.epcis_facts.identifier_key`); ``bases`` are
     the identifier bases (a verifier's own)."""
+    chunks = _chunks(identifiers)
     proofs: list[IndexProof] = []
     if verifier is not None:
-        for chunk in _chunks(identifiers):
-            proofs += await client.epcis_index(chunk)
+        # Every index proof before any event page: the pages' checkpoint is then never older.
+        for answer in await asyncio.gather(*(client.epcis_index(chunk) for chunk in chunks)):
+            proofs += answer
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def pages_of(chunk: list[str]) -> list[EventsPage]:
+        async with gate:
+            return await client.epcis_events_all({"MATCH_anyEPC": "|".join(chunk)})
+
     events: dict[int, TracedEvent] = {}
-    for chunk in _chunks(identifiers):
-        for page in await client.epcis_events_all({"MATCH_anyEPC": "|".join(chunk)}):
+    # The node answers the next chunks while this process verifies the ones that arrived (the
+    # verification is CPU work on this side; the queries are on the node's).
+    for arriving in asyncio.as_completed([pages_of(chunk) for chunk in chunks]):
+        for page in await arriving:
             if verifier is None:
                 events.update((s.index, _unverified(s, bases)) for s in page.events)
                 continue

@@ -26,6 +26,10 @@ from chain_lite.receipt import Receipt, verify_receipt
 from chain_lite.registry import Value, admin_kid, prefix_handle, pubkey_value
 from edgeroot.cli import main
 from edgeroot.event_commands import sign_document
+from resolver import config as root_config
+from resolver import epcis_query
+from resolver.db import Database
+from resolver.reads import RootNode
 from rootclient import codecs, routes
 from rootclient.client import AsyncRootClient, RootClient
 from rootclient.epcis_trace import Verifier, fetch_events_for
@@ -499,3 +503,21 @@ def test_hostile_capture_and_query_input_gets_a_clear_400(root: RootUnderTest) -
     forged = codecs.IndexProof(proof.identifier, (3,), None, proof.map_proof, proof.map_head, proof.receipt)
     with pytest.raises(IncompleteIndex, match="no entry"):
         verify_index(forged, verified)
+
+
+def test_query_caches_change_no_answer(genealogy: Genealogy) -> None:
+    """Answers built through tiny caches (constant eviction) and through none are byte for byte equal."""
+    db = Database(root_config.load(genealogy.root.state).database)
+    try:
+        node = RootNode(db, genealogy.root.origin)
+        node.refresh()
+        view = node.view()
+        tiny = epcis_query.QueryCaches(events=2, nodes=5)
+        for name in ("PALLET-1", "FG-1", "RAW-A", "INT-1", "FG-1", "PALLET-1"):
+            params = {"MATCH_anyEPC": U[name]}
+            plain = epcis_query.query_events(db, view, params, BASES)
+            cached = epcis_query.query_events(db, view, params, BASES, tiny)
+            assert plain.events and plain == cached
+        assert len(tiny.nodes._items) == 5 and len(tiny.events._items) == 2
+    finally:
+        db.close()
