@@ -38,10 +38,18 @@ def _latest(tx: Tx, name: str, identifier: str) -> IndexEntry:
     return IndexEntry.empty(identifier) if row is None else IndexEntry.decode(bytes(row[0]))
 
 
-def indices_as_of(tx: Tx, identifier: str, size: int) -> list[int]:
-    """The log indices of the events mentioning ``identifier`` below log size ``size``."""
+def indices_as_of(tx: Tx, identifiers: Sequence[str], size: int) -> dict[str, list[int]]:
+    """For each identifier (comparison key), the log indices of the events mentioning it below log size
+    ``size``, in log order; one query."""
+    names = {index_key_name(identifier): identifier for identifier in identifiers}
+    found: dict[str, list[int]] = {identifier: [] for identifier in identifiers}
+    if not names:
+        return found
     rows: list[Row] = tx.all(
-        "SELECT idx FROM history WHERE identifier = ? AND idx < ? ORDER BY idx",
-        (index_key_name(identifier), size),
+        f"SELECT identifier, idx FROM history WHERE identifier IN ({','.join('?' * len(names))}) "  # noqa: S608
+        "AND idx < ? ORDER BY idx",
+        [*names, size],
     )
-    return [int(r[0]) for r in rows]
+    for name, idx in rows:
+        found[names[str(name)]].append(int(idx))
+    return found

@@ -238,19 +238,22 @@ def index_answer(
     are shared."""
     if not 1 <= len(identifiers) <= MAX_INDEX_IDS:
         raise BadRequest(f"give 1..{MAX_INDEX_IDS} id parameters")
-    proofs = []
+    keys = []
+    for identifier in identifiers:
+        if not identifier or len(identifier.encode()) > 2048:
+            raise BadRequest("an id must be an identifier of 1..2048 bytes")
+        keys.append(_key("id", identifier, bases))  # the key the index is under
     with db.transaction(write=False) as tx:
-        for identifier in identifiers:
-            if not identifier or len(identifier.encode()) > 2048:
-                raise BadRequest("an id must be an identifier of 1..2048 bytes")
-            identifier = _key("id", identifier, bases)  # noqa: PLW2901 (the key the index is under)
-            entry, proof = view.map.record_and_proof(index_key_name(identifier))
-            proofs.append(
-                {
-                    "identifier": identifier,
-                    "indices": indices_as_of(tx, identifier, view.size),
-                    "entry": None if entry is None else b64.encode(entry),
-                    "map_proof": b64.encode(proof.to_bytes()),
-                }
-            )
+        indices = indices_as_of(tx, keys, view.size)
+    proofs = []
+    for key in keys:
+        entry, proof = view.map.record_and_proof(index_key_name(key))
+        proofs.append(
+            {
+                "identifier": key,
+                "indices": indices[key],
+                "entry": None if entry is None else b64.encode(entry),
+                "map_proof": b64.encode(proof.to_bytes()),
+            }
+        )
     return {"epoch": view.size, "map_head": view.map_head_b64, "receipt": view.receipt_text, "proofs": proofs}
