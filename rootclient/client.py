@@ -156,6 +156,17 @@ class AsyncRootClient:
         response = await self._send("GET", routes.block(block_id))
         return codecs.block_info_from_json(_json(response, f"block {block_id.hex()}"), block_id)
 
+    async def blocks_in_window(
+        self, gateway: str, from_ms: int, to_ms: int, after: int | None = None
+    ) -> tuple[list[codecs.WindowBlock], int | None]:
+        """One page of the gateway's blocks covering ``[from_ms, to_ms)`` and the height to continue
+        after (None: done); see :data:`rootclient.routes.BLOCKS`."""
+        params: dict[str, Any] = {"gateway": gateway, "from": from_ms, "to": to_ms}
+        if after is not None:
+            params["after"] = after
+        response = await self._send("GET", routes.BLOCKS, params=params)
+        return codecs.window_blocks_from_json(_json(response, f"blocks of {gateway}"))
+
 
 class RootClient:
     """The synchronous face of :class:`AsyncRootClient` (same requests, same decoding), for callers
@@ -222,6 +233,11 @@ class RootClient:
 
     def block(self, block_id: bytes) -> codecs.BlockInfo:
         return self.run(self.aio.block(block_id))
+
+    def blocks_in_window(
+        self, gateway: str, from_ms: int, to_ms: int, after: int | None = None
+    ) -> tuple[list[codecs.WindowBlock], int | None]:
+        return self.run(self.aio.blocks_in_window(gateway, from_ms, to_ms, after))
 
     def verify_resolution(
         self, proof: ResolutionProof, policy: Policy, store: PinStore, *, as_of: bool = False
