@@ -111,6 +111,10 @@ class AsyncRootClient:
     async def origin(self) -> str:
         return (await self.signed_checkpoint()).checkpoint.origin
 
+    async def policy(self) -> bytes:
+        """The node's published C2SP tlog-policy, as served (parse it with :func:`codecs.parse_policy`)."""
+        return (await self._send("GET", routes.POLICY)).content
+
     async def consistency(self, old: int, new: int) -> list[bytes]:
         response = await self._send("GET", routes.CONSISTENCY, params={"old": old, "new": new})
         return codecs.consistency_from_json(_json(response, "consistency proof"), old, new)
@@ -203,6 +207,9 @@ class RootClient:
 
     def resolve(self, identifier: str, at: int | None = None) -> dict[str, Any]:
         return self.run(self.aio.resolve(identifier, at))
+
+    def policy(self) -> bytes:
+        return self.run(self.aio.policy())
 
     def history(self, identifier: str) -> dict[str, Any]:
         return self.run(self.aio.history(identifier))
