@@ -34,8 +34,9 @@ from chain_lite.log_leaf import block_leaf
 from chain_lite.merkle import HASH_SIZE, leaf_hash
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt, verify_receipt
-from chain_lite.registry import canonical_identifier
+from chain_lite.registry import Record, canonical_identifier
 from chain_lite.resolution import ResolutionProof, verify_resolution
+from chain_lite.sparse_map import MapProof
 
 BUNDLE_FORMAT = "edgeroot/evidence-bundle/v1"
 MANIFEST = "manifest.json"
@@ -371,14 +372,17 @@ class _Verifier:
         self.policy = policy
         self.checkpoints: dict[tuple[str, int, bytes], VerifiedCheckpoint] = {}
 
-    def receipt(self, path: str, leaf: bytes) -> Receipt:
-        """The receipt in ``path`` proves the entry with leaf hash ``leaf`` under the policy, against one
-        of the bundle's checkpoints."""
+    def receipt(self, path: str, entry: str, leaf: bytes) -> Receipt:
+        """The receipt in ``path`` proves the entry in file ``entry`` (its leaf hash ``leaf``) under the
+        policy, against one of the bundle's checkpoints."""
         try:
             receipt = Receipt.parse(self.files[path])
-            verified = verify_receipt(receipt, leaf, self.policy)
         except ChainError as exc:
             raise BundleError(path, str(exc)) from exc
+        try:
+            verified = verify_receipt(receipt, leaf, self.policy)
+        except ChainError as exc:
+            raise BundleError(path, f"does not prove {entry} is in the log: {exc}") from exc
         cp = verified.checkpoint
         if (cp.origin, cp.size, cp.root) not in self.checkpoints:
             raise BundleError(
@@ -401,7 +405,9 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
             raise BundleError(path, "missing")
         got = sha256_hex(data)
         if got != manifest.files[path]:
-            raise BundleError(path, f"SHA-256 {got} is not the manifest's {manifest.files[path]}: changed")
+            raise BundleError(
+                path, f"SHA-256 {got} is not {manifest.files[path]} ({MANIFEST}): one of them was changed"
+            )
         present[path] = data
     v = _Verifier(manifest, present, policy)
     try:
@@ -429,7 +435,12 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
     keys: dict[str, PublicKey] = {}
     proven_keys = []
     for key_entry in manifest.keys:
-        receipt = v.receipt(key_entry.receipt, leaf_hash(present[key_entry.map_head]))
+        for path, parse in ((key_entry.record, Record.decode), (key_entry.map_proof, MapProof.from_bytes)):
+            try:
+                parse(present[path])
+            except ChainError as exc:
+                raise BundleError(path, str(exc)) from exc
+        receipt = v.receipt(key_entry.receipt, key_entry.map_head, leaf_hash(present[key_entry.map_head]))
         cp = receipt.checkpoint.checkpoint
         proof = ResolutionProof(
             key_entry.identifier,
@@ -441,7 +452,11 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
         try:
             proven = verify_resolution(proof, v.checkpoints[(cp.origin, cp.size, cp.root)], as_of=True)
         except ChainError as exc:
-            raise BundleError(key_entry.record, f"the key record of {key_entry.identifier}: {exc}") from exc
+            raise BundleError(
+                key_entry.record,
+                f"the map proof {key_entry.map_proof} under the map head {key_entry.map_head} does not prove "
+                f"this record of {key_entry.identifier}: {exc}",
+            ) from exc
         record = proven.record
         key = None if record is None else record.signing_key()
         if record is None or key is None:
@@ -471,7 +486,7 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
             )
         if header.height in blocks:
             raise BundleError(MANIFEST, f"block {header.height} is listed twice")
-        v.receipt(block_entry.receipt, leaf_hash(block_leaf(raw)))
+        v.receipt(block_entry.receipt, block_entry.header, leaf_hash(block_leaf(raw)))
         blocks[header.height] = block
     heights = sorted(blocks)
     contiguous = heights == list(range(heights[0], heights[-1] + 1)) if heights else False
@@ -504,8 +519,9 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
         if (item.block, item.index) in seen:
             raise BundleError(MANIFEST, f"reading {item.index} of block {item.block} is listed twice")
         seen.add((item.block, item.index))
+        proof = parse_hash_lines(present[item.proof], item.proof)
         try:
-            verify_reading(holder.header, raw, item.index, parse_hash_lines(present[item.proof], item.proof))
+            verify_reading(holder.header, raw, item.index, proof)
         except ChainError as exc:
             raise BundleError(
                 item.proof,
