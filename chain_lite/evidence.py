@@ -519,9 +519,9 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
         if (item.block, item.index) in seen:
             raise BundleError(MANIFEST, f"reading {item.index} of block {item.block} is listed twice")
         seen.add((item.block, item.index))
-        proof = parse_hash_lines(present[item.proof], item.proof)
+        path = parse_hash_lines(present[item.proof], item.proof)
         try:
-            verify_reading(holder.header, raw, item.index, proof)
+            verify_reading(holder.header, raw, item.index, path)
         except ChainError as exc:
             raise BundleError(
                 item.proof,
