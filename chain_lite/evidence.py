@@ -519,9 +519,9 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
         if (item.block, item.index) in seen:
             raise BundleError(MANIFEST, f"reading {item.index} of block {item.block} is listed twice")
         seen.add((item.block, item.index))
-        path = parse_hash_lines(present[item.proof], item.proof)
+        hashes = parse_hash_lines(present[item.proof], item.proof)
         try:
-            verify_reading(holder.header, raw, item.index, path)
+            verify_reading(holder.header, raw, item.index, hashes)
         except ChainError as exc:
             raise BundleError(
                 item.proof,
