@@ -17,8 +17,9 @@ from chain_lite.block import parse_block
 from chain_lite.evidence import MANIFEST, BundleError, canonical_json, parse_manifest, sha256_hex
 from edge import store
 from edgeroot.cli import main
-from edgeroot.system import configure
+from edgeroot.system import configure, wait_until
 from rootclient.client import RootClient
+from runtime.clock import now_ms
 from tests.gateway_harness import DEVICE, GATEWAY, Plant, cli
 from tests.mqtt_harness import Publisher
 
@@ -41,6 +42,22 @@ KINDS = {  # a file of each kind in a bundle: its directory and suffix
 def _readings(plant: Plant, token: str | None, **params: Any) -> httpx.Response:
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     return httpx.get(f"{plant.http}/v1/readings", params=params, headers=headers, timeout=30)
+
+
+def _readings_stored(plant: Plant) -> list[store.StoredReading]:
+    with store.reader(plant.gateway.db) as conn:
+        return store.readings(conn, DEVICE)
+
+
+def _stored(plant: Plant) -> int:
+    return len(_readings_stored(plant))
+
+
+def _wait_stored_and_past(plant: Plant, count: int) -> None:
+    """``count`` readings stored, and the clock past the last one's arrival (the next burst arrives later)."""
+    wait_until(f"{count} readings stored", lambda: _stored(plant) >= count, timeout=60)
+    last = max(r.received_ms for r in _readings_stored(plant))
+    wait_until("the gateway clock to pass the last arrival", lambda: now_ms() > last, timeout=5)
 
 
 def _verify(bundle: Path, policy: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
@@ -72,8 +89,10 @@ def test_readings_export_to_a_bundle_that_verifies_offline_and_refuses_any_chang
     plant.start()
     pub = Publisher(*plant.broker)
     try:
-        for _ in range(60):
-            pub.publish("edgeroot/readings/pump", plant.reading())
+        for burst in range(1, 4):  # three bursts, each stored before the next: three arrival times at least
+            for _ in range(20):
+                pub.publish("edgeroot/readings/pump", plant.reading())
+            _wait_stored_and_past(plant, 20 * burst)
     finally:
         pub.close()
     plant.wait_anchored(60)
@@ -89,10 +108,9 @@ def test_readings_export_to_a_bundle_that_verifies_offline_and_refuses_any_chang
     assert _readings(plant, TOKEN, device=DEVICE, **{"from": "yesterday", "to": 4}).status_code == 400
 
     # Time range: from inclusive, to exclusive, on the gateway's arrival time; paging loses nothing.
-    with store.reader(plant.gateway.db) as conn:
-        stored = store.readings(conn, DEVICE)
+    stored = _readings_stored(plant)
     times = sorted({r.received_ms for r in stored})
-    assert len(times) >= 3, "readings arrived within too few milliseconds to test the edges"
+    assert len(times) >= 3, times
     lo, hi = times[1], times[-1]
     expected = [r.id for r in stored if lo <= r.received_ms < hi]
     one = _readings(plant, TOKEN, device=DEVICE, **{"from": lo, "to": hi, "limit": 2000}).json()
