@@ -310,9 +310,7 @@ class LocalApi:
         """The root's last answer for a device (with its proofs), served even while the root is down."""
         conn = store.connect(self.db)
         try:
-            row = conn.execute(
-                "SELECT answer, fetched_ms FROM resolutions WHERE identifier = ?", (identifier,)
-            ).fetchone()
+            row = store.cached_resolution(conn, identifier)
         finally:
             conn.close()
         if row is None:

@@ -297,6 +297,26 @@ def evidence(
     Precondition: ``limit >= 1``. Readings already pruned are gone (their blocks still commit to them);
     a block's proofs need all its readings, which retention prunes together (whole anchored blocks).
     """
+    # One read transaction: a WAL snapshot, so a block chained or pruned meanwhile cannot split the page.
+    with _snapshot(conn):
+        return _evidence(conn, subject, from_ms, to_ms, after, limit)
+
+
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+def _evidence(  # noqa: PLR0917 (evidence()'s arguments, passed on)
+    conn: sqlite3.Connection, subject: str, from_ms: int, to_ms: int, after: int, limit: int
+) -> EvidencePage:
     rows = conn.execute(
         f"{_READING} WHERE subject = ? AND received_ms >= ? AND received_ms < ? AND id > ? "
         "ORDER BY id LIMIT ?",
@@ -320,6 +340,15 @@ def evidence(
         index = positions[r.id]
         out.append(ProvenReading(r, index, tuple(tree.inclusion_proof(index))))
     return EvidencePage(tuple(out), blocks, found[-1].id if len(rows) > limit else None)
+
+
+def cached_resolution(conn: sqlite3.Connection, identifier: str) -> tuple[str, int | None] | None:
+    """The root's last resolve answer for ``identifier`` (JSON text, with its proofs) and when it was
+    fetched; None if none is cached."""
+    row = conn.execute(
+        "SELECT answer, fetched_ms FROM resolutions WHERE identifier = ?", (identifier,)
+    ).fetchone()
+    return None if row is None else (str(row[0]), row[1])
 
 
 def count_readings_by_signer(conn: sqlite3.Connection) -> dict[str, int]:

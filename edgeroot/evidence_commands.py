@@ -92,9 +92,12 @@ def _fetch(args: argparse.Namespace, token: str, device: str, from_ms: int, to_m
                 raise CommandFailed(
                     f"the gateway answered {answer.status_code}: {message or answer.text[:200]}"
                 )
-            fetched.readings += body.get("readings") or []
-            for block in body.get("blocks") or []:
-                fetched.blocks[int(block["height"])] = block
+            try:
+                fetched.readings += list(body.get("readings") or [])
+                for block in body.get("blocks") or []:
+                    fetched.blocks[int(block["height"])] = block
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CommandFailed(f"the gateway's answer is malformed: {type(exc).__name__} {exc}") from exc
             progress.update(task, completed=len(fetched.readings))
             if body.get("next") is None:
                 return fetched
@@ -119,7 +122,7 @@ class _Writer:
         return name
 
 
-def run_export(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0915 (one export, step by step)
+def run_export(args: argparse.Namespace, report: Reporter) -> int:
     token = read_bytes(args.token_file, "token file").decode(errors="replace").strip()
     if not token:
         raise CommandFailed(f"{args.token_file} is empty")
@@ -130,10 +133,18 @@ def run_export(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0
         raise CommandFailed(str(exc)) from exc
     if to_ms < from_ms:
         raise CommandFailed(f"--to {args.to} is before --from {args.from_}")
-    if args.out.exists() and any(args.out.iterdir()):
-        raise CommandFailed(f"{args.out} exists and is not empty; choose a new directory")
-
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise CommandFailed(f"{args.out} exists and is not an empty directory; choose a new one")
     fetched = _fetch(args, token, device, from_ms, to_ms)
+    try:
+        return _export(args, report, fetched, device, from_ms, to_ms)
+    except (KeyError, TypeError, ValueError) as exc:  # a gateway answer of the wrong shape
+        raise CommandFailed(f"the gateway's answer is malformed: {type(exc).__name__} {exc}") from exc
+
+
+def _export(  # noqa: PLR0915, PLR0917 (one export, step by step; its inputs checked by run_export)
+    args: argparse.Namespace, report: Reporter, fetched: _Fetched, device: str, from_ms: int, to_ms: int
+) -> int:
     usable = []
     for r in fetched.readings:
         height = r.get("block")
