@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from edgeroot.system import configure, wait_until
 from rootclient.client import RootClient
 from runtime.clock import now_ms
 from tests.gateway_harness import DEVICE, GATEWAY, Plant, cli
+from tests.helpers import LogBuilder
 from tests.mqtt_harness import Publisher
 
 TOKEN = "s3cret-evidence-token-0123456789"
@@ -151,6 +153,16 @@ def test_readings_export_to_a_bundle_that_verifies_offline_and_refuses_any_chang
     )  # fmt: skip
     assert exported["ok"] is True, exported
     assert exported["readings"] == 60 and exported["skipped_unanchored"] == 0
+    part = tmp_path / "part"  # the window's edges cut blocks: those are not proven complete
+    partial = cli(
+        "proof", "export", "--gateway", plant.http, "--token-file", token_file, "--root", plant.root.url,
+        "--device", DEVICE, "--from", str(lo), "--to", str(hi), "--out", part,
+    )  # fmt: skip
+    assert partial["readings"] == len(expected), partial
+    in_window = {r.id for r in stored if lo <= r.received_ms < hi}
+    holders = {r.block for r in stored if r.id in in_window}
+    whole_blocks = [h for h in sorted(holders) if all(r.id in in_window for r in stored if r.block == h)]
+    assert partial["complete_blocks"] == whole_blocks and partial["blocks"] == sorted(holders)
     assert TOKEN not in plant.log()
     plant.system.stop_all()  # offline from here on: no gateway, no root
 
@@ -177,6 +189,43 @@ def test_readings_export_to_a_bundle_that_verifies_offline_and_refuses_any_chang
         code, out = _verify(changed, policy, capsys)
         assert code == 1, (kind, out)
         assert name in out["error"] and "one of them was changed" not in out["error"], (kind, out)
+
+    # The manifest's claims are checked against the proven bytes, not believed.
+    def edited(name: str, change: Callable[[dict[str, Any]], object]) -> tuple[int, dict[str, Any]]:
+        copy = tmp_path / f"edited-{name}"
+        shutil.copytree(bundle, copy)
+        manifest = json.loads((copy / MANIFEST).read_bytes())
+        change(manifest)
+        (copy / MANIFEST).write_bytes(canonical_json(manifest))
+        return _verify(copy, policy, capsys)
+
+    def swap_proofs(m: dict[str, Any]) -> None:
+        first, second = m["readings"][0], m["readings"][1]
+        first["proof"], second["proof"] = second["proof"], first["proof"]
+
+    refusals = {
+        "swapped proofs": (swap_proofs, "does not prove"),
+        "index moved": (
+            lambda m: m["readings"][0].update(index=m["readings"][0]["index"] + 1),
+            "does not prove",
+        ),
+        "another device": (lambda m: m.update(device="88.123.99/PUMP-0043"), "not of 88.123.99/PUMP-0043"),
+        "no checkpoint": (lambda m: m.update(checkpoints=[]), "lists no checkpoint"),
+        "a checkpoint unlisted": (lambda m: m["checkpoints"].pop(0), "not one of the manifest's checkpoints"),
+        "block unlisted": (lambda m: m.update(blocks=m["blocks"][1:]), "not in the bundle"),
+        "block twice": (lambda m: m["blocks"].append(m["blocks"][0]), "listed twice"),
+        "reading twice": (lambda m: m["readings"].append(m["readings"][0]), "listed twice"),
+        "gateway key dropped": (lambda m: m.update(keys=m["keys"][1:]), "blocks/"),
+        "another gateway": (lambda m: m.update(gateway="88.123.99/GW-2"), "not 0 of 88.123.99/gw-2"),
+    }
+    for case, (change, reason) in refusals.items():
+        code, out = edited(case.replace(" ", "-"), change)
+        assert code == 1 and reason in out["error"], (case, out)
+
+    other_policy = tmp_path / "other-policy.txt"
+    other_policy.write_text(LogBuilder().policy().to_text())
+    code, out = _verify(bundle, other_policy, capsys)
+    assert code == 1 and out["file"].startswith("checkpoints/"), out
 
     gone = tmp_path / "missing"
     shutil.copytree(bundle, gone)
