@@ -20,6 +20,7 @@ import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from chain_lite.block import parse_block
+from chain_lite.envelope import decode_envelope
 from chain_lite.errors import ChainError
 from chain_lite.evidence import (
     MANIFEST,
@@ -66,16 +67,15 @@ def _b64(value: object, what: str) -> bytes:
         raise CommandFailed(f"the gateway's answer: {what} is not base64") from exc
 
 
-def _fetch(args: argparse.Namespace, token: str, device: str, from_ms: int, to_ms: int) -> _Fetched:
-    """Every page of ``GET /v1/readings``, with a progress line on stderr for long exports."""
+def _fetch(  # noqa: PLR0917 (the query's parts)
+    args: argparse.Namespace, progress: Progress, token: str, device: str, from_ms: int, to_ms: int
+) -> _Fetched:
+    """Every page of ``GET /v1/readings``."""
     fetched = _Fetched([], {})
     headers = {"Authorization": f"Bearer {token}"}
     params: dict[str, str | int] = {"device": device, "from": from_ms, "to": to_ms, "limit": PAGE}
-    progress = Progress(
-        TextColumn("fetching readings"), BarColumn(), MofNCompleteColumn(), transient=True, disable=args.json
-    )
-    with httpx.Client(base_url=args.gateway.rstrip("/"), timeout=60.0) as http, progress:
-        task = progress.add_task("readings", total=None)
+    with httpx.Client(base_url=args.gateway.rstrip("/"), timeout=60.0) as http:
+        task = progress.add_task("fetching readings", total=None)
         while True:
             try:
                 answer = http.get(READINGS_ROUTE, params=params, headers=headers)
@@ -96,7 +96,7 @@ def _fetch(args: argparse.Namespace, token: str, device: str, from_ms: int, to_m
                 fetched.readings += list(body.get("readings") or [])
                 for block in body.get("blocks") or []:
                     fetched.blocks[int(block["height"])] = block
-            except (KeyError, TypeError, ValueError) as exc:
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
                 raise CommandFailed(f"the gateway's answer is malformed: {type(exc).__name__} {exc}") from exc
             progress.update(task, completed=len(fetched.readings))
             if body.get("next") is None:
@@ -135,16 +135,31 @@ def run_export(args: argparse.Namespace, report: Reporter) -> int:
         raise CommandFailed(f"--to {args.to} is before --from {args.from_}")
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise CommandFailed(f"{args.out} exists and is not an empty directory; choose a new one")
-    fetched = _fetch(args, token, device, from_ms, to_ms)
-    try:
-        return _export(args, report, fetched, device, from_ms, to_ms)
-    except (KeyError, TypeError, ValueError) as exc:  # a gateway answer of the wrong shape
-        raise CommandFailed(f"the gateway's answer is malformed: {type(exc).__name__} {exc}") from exc
+    # Progress on stderr, gone when done (and none with --json): a long window takes minutes.
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True, disable=args.json
+    )
+    with progress:
+        fetched = _fetch(args, progress, token, device, from_ms, to_ms)
+        try:
+            return _export(args, report, progress, fetched, (device, from_ms, to_ms))
+        except (
+            AttributeError,
+            KeyError,
+            TypeError,
+            ValueError,
+        ) as exc:  # a gateway answer of the wrong shape
+            raise CommandFailed(f"the gateway's answer is malformed: {type(exc).__name__} {exc}") from exc
 
 
-def _export(  # noqa: PLR0915, PLR0917 (one export, step by step; its inputs checked by run_export)
-    args: argparse.Namespace, report: Reporter, fetched: _Fetched, device: str, from_ms: int, to_ms: int
+def _export(  # noqa: PLR0915 (one export, step by step)
+    args: argparse.Namespace,
+    report: Reporter,
+    progress: Progress,
+    fetched: _Fetched,
+    window: tuple[str, int, int],
 ) -> int:
+    device, from_ms, to_ms = window
     usable = []
     for r in fetched.readings:
         height = r.get("block")
@@ -184,11 +199,16 @@ def _export(  # noqa: PLR0915, PLR0917 (one export, step by step; its inputs che
         )
     assert gateway is not None
     readings = []
+    writing = progress.add_task("writing readings", total=len(usable))
     for r, _ in usable:
         height, index = int(r["block"]), int(r["index"])
         envelope = _b64(r["envelope"], f"reading {r.get('id')}")
         proof = [_b64(h, f"reading {r.get('id')} proof") for h in r.get("proof") or []]
-        signers.add(str(r["signer"]))
+        try:
+            signers.add(decode_envelope(envelope).signer)  # whose key to prove: from the signed bytes
+        except ChainError as exc:
+            raise CommandFailed(f"the gateway's reading {r.get('id')}: {exc}") from exc
+        progress.advance(writing)
         readings.append(
             ReadingEntry(
                 height,
@@ -246,6 +266,7 @@ def _export(  # noqa: PLR0915, PLR0917 (one export, step by step; its inputs che
     data = manifest.encode()
     out.put(MANIFEST, data)
     # The exporter checks what it wrote with the auditor's verifier: a bundle that fails is not handed on.
+    progress.add_task("verifying the bundle", total=None)
     try:
         verdict = _verify_dir(args.out, shipped)
     except BundleError as exc:
