@@ -321,6 +321,10 @@ class BundleReport:
     cosigners: tuple[str, ...]
     keys: tuple[ProvenKey, ...]
     policy_matches: bool  # the bundle's policy.txt says what the auditor's policy says
+    arrivals_consistent: bool
+    """Every reading's arrival time (the manifest's, unsigned) is in the window and at or before the
+    signed time of the block holding it; False is worth a question to the gateway's operator (or its
+    clock), not a forgery: nothing signed depends on it."""
     not_proven: tuple[str, ...] = field(
         default=(
             "the arrival times (received_ms) are the gateway's word, not signed",
@@ -349,6 +353,8 @@ class BundleReport:
             f"complete: block(s) {_ranges(self.complete_blocks) or 'none'} hold no other reading of "
             f"{self.device} than those here",
         ]
+        if not self.arrivals_consistent:
+            lines.append("note: some arrival times are outside the window or after their block was signed")
         if not self.policy_matches:
             lines.append("note: the bundle's policy.txt differs from yours; yours was used")
         return lines
@@ -463,6 +469,12 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
             raise BundleError(key_entry.record, f"{key_entry.identifier} has no registered signing key")
         keys[record.identifier] = key
         proven_keys.append(ProvenKey(key_entry.identifier, proven.epoch, record.has_type("GATEWAY")))
+    try:
+        gateway_record = next(k for k in proven_keys if canonical_identifier(k.identifier) == gateway)
+    except StopIteration:
+        raise BundleError(MANIFEST, f"lists no key record of the gateway {manifest.gateway}") from None
+    if not gateway_record.gateway:
+        raise BundleError(MANIFEST, f"the record of {manifest.gateway} has no GATEWAY value")
 
     def lookup(kid: str) -> PublicKey | None:
         try:
@@ -503,6 +515,7 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
     per_block: dict[tuple[int, str], int] = {}
     counters: list[int] = []
     signers: set[str] = set()
+    arrivals_consistent = True
     for item in manifest.readings:
         raw = present[item.envelope]
         try:
@@ -529,6 +542,10 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
             ) from exc
         per_block[item.block, env.signer] = per_block.get((item.block, env.signer), 0) + 1
         counters.append(env.counter)
+        time_ms = holder.header.time_ms
+        arrivals_consistent &= (
+            manifest.from_ms <= item.received_ms < manifest.to_ms and item.received_ms <= time_ms
+        )
         signers.add(env.signer)
 
     def complete(height: int) -> bool:
@@ -555,4 +572,5 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
         cosigners=tuple(sorted({w for c in verified_all for w in c.cosigners})),
         keys=tuple(proven_keys),
         policy_matches=shipped.to_text() == policy.to_text(),
+        arrivals_consistent=arrivals_consistent,
     )

@@ -335,4 +335,5 @@ def run_verify_bundle(args: argparse.Namespace, report: Reporter) -> int:
         checkpoint_sizes=list(verdict.checkpoint_sizes),
         cosigners=list(verdict.cosigners),
         policy_matches=verdict.policy_matches,
+        arrivals_consistent=verdict.arrivals_consistent,
     )

@@ -170,6 +170,7 @@ def test_readings_export_to_a_bundle_that_verifies_offline_and_refuses_any_chang
     code, verdict = _verify(bundle, policy, capsys)
     assert code == 0, verdict
     assert verdict["readings"] == 60 and verdict["device"] == DEVICE and verdict["policy_matches"] is True
+    assert verdict["arrivals_consistent"] is True
     # All 60 readings are the device's only ones: every block is proven to hold no other.
     assert verdict["complete_blocks"] == verdict["blocks"]
 
@@ -215,12 +216,17 @@ def test_readings_export_to_a_bundle_that_verifies_offline_and_refuses_any_chang
         "block unlisted": (lambda m: m.update(blocks=m["blocks"][1:]), "not in the bundle"),
         "block twice": (lambda m: m["blocks"].append(m["blocks"][0]), "listed twice"),
         "reading twice": (lambda m: m["readings"].append(m["readings"][0]), "listed twice"),
-        "gateway key dropped": (lambda m: m.update(keys=m["keys"][1:]), "blocks/"),
-        "another gateway": (lambda m: m.update(gateway="88.123.99/GW-2"), "not 0 of 88.123.99/gw-2"),
+        "gateway key dropped": (lambda m: m.update(keys=m["keys"][1:]), "no key record of the gateway"),
+        "another gateway": (lambda m: m.update(gateway="88.123.99/GW-2"), "no key record of the gateway"),
+        "device as gateway": (lambda m: m.update(gateway=DEVICE), "has no GATEWAY value"),
     }
     for case, (change, reason) in refusals.items():
         code, out = edited(case.replace(" ", "-"), change)
         assert code == 1 and reason in out["error"], (case, out)
+
+    # An arrival time is the gateway's word: one that contradicts the signed block time is reported.
+    code, out = edited("late-arrival", lambda m: m["readings"][0].update(received_ms=1 << 62))
+    assert code == 0 and out["arrivals_consistent"] is False, out
 
     other_policy = tmp_path / "other-policy.txt"
     other_policy.write_text(LogBuilder().policy().to_text())
