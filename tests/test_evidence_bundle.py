@@ -13,9 +13,21 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chain_lite.block import parse_block
-from chain_lite.evidence import MANIFEST, BundleError, canonical_json, parse_manifest, sha256_hex
+from chain_lite.evidence import (
+    MANIFEST,
+    BlockEntry,
+    BundleError,
+    KeyEntry,
+    Manifest,
+    ReadingEntry,
+    canonical_json,
+    parse_manifest,
+    sha256_hex,
+)
 from edge import store
 from edgeroot.cli import main
 from edgeroot.system import configure, wait_until
@@ -268,3 +280,39 @@ def test_manifest_refuses_hostile_shapes() -> None:
         with pytest.raises(BundleError) as caught:
             parse_manifest(data)
         assert caught.value.file == MANIFEST, data
+
+
+_paths = st.from_regex(r"[a-z0-9_-][a-z0-9._-]{0,12}(/[a-z0-9_-][a-z0-9._-]{0,12}){0,3}", fullmatch=True)
+_uints = st.integers(min_value=0, max_value=(1 << 63) - 1)
+
+
+@st.composite
+def manifests(draw: st.DrawFn) -> Manifest:
+    names = draw(st.lists(_paths.filter(lambda p: p != MANIFEST), min_size=1, max_size=8, unique=True))
+    files = {n: draw(st.binary(min_size=32, max_size=32)).hex() for n in names}
+    pick = st.sampled_from(names)
+    return Manifest(
+        device=draw(st.text(max_size=20)),
+        gateway=draw(st.text(max_size=20)),
+        from_ms=draw(_uints),
+        to_ms=draw(_uints),
+        files=files,
+        policy=draw(pick),
+        checkpoints=tuple(draw(st.lists(pick, max_size=3))),
+        blocks=tuple(draw(st.lists(st.builds(BlockEntry, _uints, pick, pick), max_size=3))),
+        readings=tuple(
+            draw(st.lists(st.builds(ReadingEntry, _uints, _uints, pick, pick, _uints), max_size=3))
+        ),
+        keys=tuple(
+            draw(st.lists(st.builds(KeyEntry, st.text(max_size=20), pick, pick, pick, pick), max_size=2))
+        ),
+    )
+
+
+@given(manifests())
+def test_manifest_round_trips_through_its_one_byte_form(manifest: Manifest) -> None:
+    """Any manifest encodes to ASCII canonical JSON that parses back to itself and encodes the same."""
+    data = manifest.encode()
+    assert data.isascii() and data.endswith(b"\n") and data.count(b"\n") == 1
+    parsed = parse_manifest(data)
+    assert parsed == manifest and parsed.encode() == data
