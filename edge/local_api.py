@@ -34,6 +34,7 @@ from chain_lite.identifier import normalize
 from edge import store
 from edge.status import GatewayStatus, StoreFacts
 from runtime.clock import parse_instant_ms
+from runtime.ratelimit import RateLimitedLog
 from runtime.tomlconfig import Secret
 from runtime.webassets import Asset, page_assets
 
@@ -184,6 +185,7 @@ class LocalApi:
         self.token = token
         self.unauthorized = 0  # under _lock: the server answers on several threads
         self._lock = threading.Lock()
+        self.refusals = RateLimitedLog(log)  # a prober must not flood the journal; the counter counts all
         self.registry = CollectorRegistry()
         self.registry.register(GatewayCollector(snapshot))
         self.registry.register(ApiCollector(self))
@@ -285,7 +287,7 @@ class LocalApi:
             with self._lock:
                 self.unauthorized += 1
             why = "no token configured (http.token)" if self.token() is None else "no or wrong bearer token"
-            log.warning("local API: GET %s refused: %s", READINGS, why)
+            self.refusals.warning(why, "local API: GET %s refused: %s", READINGS, why)
             return _json(401, {"message": f"GET {READINGS} needs a bearer token: {why}"})
         try:
             device, from_ms, to_ms, after, limit = _readings_query(query)
