@@ -6,9 +6,8 @@ latest readings and cached resolution with proofs.
 with the reasons), ``GET /metrics`` (Prometheus text), ``GET /v1/readings/latest``,
 ``GET /v1/resolve/{identifier}``, and behind a bearer token (``http.token``, D-072) ``GET /v1/readings``:
 one device's readings in a time range with their blocks, inclusion proofs and receipts. It runs in its
-own threads and only reads: the store through its own
-SQLite connections, and the gateway's status as a frozen snapshot (:mod:`edge.status`) from a producer
-the gateway hands it.
+own threads and only reads: the store through its own SQLite connections and read functions, and the
+gateway's status as a frozen snapshot (:mod:`edge.status`) from a producer the gateway hands it.
 """
 
 from __future__ import annotations
