@@ -23,7 +23,7 @@ from runtime.keyfiles import load_vkey, read_bytes
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("verify", help="verify notes, receipts, consistency proofs, anchors and bundles offline")
+    p = sub.add_parser("verify", help="verify notes, receipts, proofs, anchors and evidence bundles offline")
     vsub = p.add_subparsers(dest="what", required=True, metavar="{note,receipt,consistency,anchor,bundle}")
 
     note = vsub.add_parser("note", help="verify a signed note against verifier keys", parents=[JSON_FLAG])
