@@ -372,8 +372,9 @@ def _ranges(numbers: Sequence[int]) -> str:
 
 
 class _Verifier:
-    def __init__(self, manifest: Manifest, files: Mapping[str, bytes], policy: Policy) -> None:
-        self.m = manifest
+    """The receipts of one bundle, each checked against the bundle's verified checkpoints."""
+
+    def __init__(self, files: Mapping[str, bytes], policy: Policy) -> None:
         self.files = files
         self.policy = policy
         self.checkpoints: dict[tuple[str, int, bytes], VerifiedCheckpoint] = {}
@@ -415,7 +416,7 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
                 path, f"SHA-256 {got} is not {manifest.files[path]} ({MANIFEST}): one of them was changed"
             )
         present[path] = data
-    v = _Verifier(manifest, present, policy)
+    v = _Verifier(present, policy)
     try:
         device = canonical_identifier(manifest.device)
         gateway = canonical_identifier(manifest.gateway)
