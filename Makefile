@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bridge.py
 	$(BIN)/python bench/demo.py
 	$(BIN)/python bench/anchor.py
+	$(BIN)/python bench/evidence.py
 	$(BIN)/python bench/report.py
 
 # Regenerates tests/vectors/ from tests/vectors/generate.py (commit the result).

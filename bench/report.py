@@ -18,6 +18,7 @@ TITLES = {
     "bridge": "firmware bridge (bench/bridge.py)",
     "demo": "the whole system (bench/demo.py)",
     "anchor": "anchoring a child log in its parent (bench/anchor.py)",
+    "evidence": "evidence bundles (bench/evidence.py)",
 }
 
 

@@ -111,6 +111,10 @@ class AsyncRootClient:
     async def origin(self) -> str:
         return (await self.signed_checkpoint()).checkpoint.origin
 
+    async def policy(self) -> bytes:
+        """The node's published C2SP tlog-policy, as served (parse it with :func:`codecs.parse_policy`)."""
+        return (await self._send("GET", routes.POLICY)).content
+
     async def consistency(self, old: int, new: int) -> list[bytes]:
         response = await self._send("GET", routes.CONSISTENCY, params={"old": old, "new": new})
         return codecs.consistency_from_json(_json(response, "consistency proof"), old, new)
@@ -156,6 +160,17 @@ class AsyncRootClient:
         response = await self._send("GET", routes.block(block_id))
         return codecs.block_info_from_json(_json(response, f"block {block_id.hex()}"), block_id)
 
+    async def blocks_in_window(
+        self, gateway: str, from_ms: int, to_ms: int, after: int | None = None
+    ) -> tuple[list[codecs.WindowBlock], int | None]:
+        """One page of the gateway's blocks covering ``[from_ms, to_ms)`` and the height to continue
+        after (None: done); see :data:`rootclient.routes.BLOCKS`."""
+        params: dict[str, Any] = {"gateway": gateway, "from": from_ms, "to": to_ms}
+        if after is not None:
+            params["after"] = after
+        response = await self._send("GET", routes.BLOCKS, params=params)
+        return codecs.window_blocks_from_json(_json(response, f"blocks of {gateway}"))
+
 
 class RootClient:
     """The synchronous face of :class:`AsyncRootClient` (same requests, same decoding), for callers
@@ -193,6 +208,9 @@ class RootClient:
     def resolve(self, identifier: str, at: int | None = None) -> dict[str, Any]:
         return self.run(self.aio.resolve(identifier, at))
 
+    def policy(self) -> bytes:
+        return self.run(self.aio.policy())
+
     def history(self, identifier: str) -> dict[str, Any]:
         return self.run(self.aio.history(identifier))
 
@@ -222,6 +240,11 @@ class RootClient:
 
     def block(self, block_id: bytes) -> codecs.BlockInfo:
         return self.run(self.aio.block(block_id))
+
+    def blocks_in_window(
+        self, gateway: str, from_ms: int, to_ms: int, after: int | None = None
+    ) -> tuple[list[codecs.WindowBlock], int | None]:
+        return self.run(self.aio.blocks_in_window(gateway, from_ms, to_ms, after))
 
     def verify_resolution(
         self, proof: ResolutionProof, policy: Policy, store: PinStore, *, as_of: bool = False

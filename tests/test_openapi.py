@@ -103,6 +103,9 @@ def test_root_answers_match_the_published_schema(node: RootUnderTest) -> None:
     assert api.get(routes.BLOCK, routes.block(b"\x00" * 32)).status_code == 404
     assert api.get(routes.BLOCK, "/v1/blocks/zz").status_code == 400
     assert api.get(routes.GATEWAY_HEAD, routes.gateway_head("88.123/gw-1")).status_code == 404
+    window = {"gateway": "88.123/gw-1", "from": 0, "to": 10}
+    assert api.get(routes.BLOCKS, routes.BLOCKS, params=window).json()["blocks"] == []
+    assert api.get(routes.BLOCKS, routes.BLOCKS, params={**window, "from": 11}).status_code == 400
 
     for checkpoint in (routes.CHECKPOINT, routes.TILES_CHECKPOINT):
         assert api.get(checkpoint, checkpoint).text.startswith(node.origin)
