@@ -22,6 +22,7 @@ Pure: a mapping in, a string out, :class:`EpcisError` for what cannot be an even
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -57,7 +58,7 @@ Element = Node | Pair
 
 
 def _is_node(element: Element) -> TypeGuard[Node]:
-    return isinstance(element[0], str)
+    return type(element[0]) is str
 
 
 _QUANTITY: list[tuple[str, object]] = [("epcClass", None), ("quantity", None), ("uom", None)]
@@ -237,32 +238,36 @@ def _tree(
     """The reference's ``_json_to_py``: a dict becomes a node whose children are its keys' values."""
     if depth > MAX_DEPTH:
         raise EpcisError(path, f"nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, Sequence) and not isinstance(value, str):
+    if isinstance(value, str):
+        return ("", _scalar_text(value, namespaces), [])
+    if isinstance(value, (list, tuple)) or (isinstance(value, Sequence) and not isinstance(value, bytes)):
         return (
             "",
             "",
             [_tree(item, namespaces, field, f"{path}/{i}", depth + 1) for i, item in enumerate(value)],
         )
-    if isinstance(value, Mapping):
+    if isinstance(value, (dict, Mapping)):
         name = value.get("type")
         text = value.get("#text")
         node: Node = (name if isinstance(name, str) else "", text if isinstance(text, str) else "", [])
+        children = node[2]
         for key, item in value.items():
             if not isinstance(key, str):
                 raise EpcisError(path, f"key {key!r} is not a string")
-            if key in _IGNORED_KEYS or key.startswith("@"):
+            if key in _IGNORED_KEYS or key[:1] == "@":
                 continue
             sub_field = (*field, key)
-            child = _tree(_expand(item, sub_field), namespaces, sub_field, f"{path}/{key}", depth + 1)
-            written = _key(key, namespaces)
-            if isinstance(item, Sequence) and not isinstance(item, str):
-                for element in child[2]:
-                    if _is_node(element):
-                        node[2].append((written, element[1], element[2]))
+            if sub_field in _VOCAB_BY_FIELD:
+                item = _expand(item, sub_field)  # noqa: PLW2901 (the expanded value is the one hashed)
+            child = _tree(item, namespaces, sub_field, f"{path}/{key}", depth + 1)
+            written = _key(key, namespaces) if ":" in key else key
+            if isinstance(item, list) or (isinstance(item, Sequence) and not isinstance(item, (str, bytes))):
+                # A fresh tree holds nodes only (pairs appear in _correct).
+                children.extend((written, e[1], e[2]) for e in cast(list[Node], child[2]))
             else:
-                node[2].append((written, child[1], child[2]))
+                children.append((written, child[1], child[2]))
         return node
-    if value is None or isinstance(value, (str, int, float)):
+    if value is None or isinstance(value, (int, float)):
         return ("", _scalar_text(value, namespaces), [])
     raise EpcisError(path, f"{type(value).__name__} is not a JSON value")
 
@@ -270,6 +275,8 @@ def _tree(
 def _correct(node: Node) -> Node:
     """The reference's ``deep_structure_correction``: the JSON model brought to the XML one."""
     name, text, children = node
+    if not children:
+        return ("epc", text, children) if name in ("inputEPC", "outputEPC") else node
     lists: dict[str, list[Node]] = {}
     for element in [e for e in children if _is_node(e) and e[0].endswith("List")]:
         if _is_node(element):
@@ -315,6 +322,7 @@ def _pair(member: Node, value_name: str) -> Pair:
 # --- writing the pre-hash string -------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1 << 12)
 def _timestamp(text: str) -> str:
     """CBV 2.0 §8.9 rules 8-9: UTC, ``Z``, milliseconds (the 3rd decimal rounded half up on the 4th)."""
     m = _TIMESTAMP.fullmatch(text)
@@ -390,6 +398,7 @@ def _numeric(text: str) -> str:
     return str(number)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def canonical_value(text: str) -> str:
     """Rules 6, 14, 17, 18: CBV URNs as Web URIs, numbers normalised, GS1 keys as constrained DL URIs."""
     for urn, web in _CBV_URNS:
@@ -438,19 +447,27 @@ def _in_order(children: list[Element], order: list[tuple[str, object]]) -> str:
     """Rules 1-4, 10-12: the fields ``order`` names, in that order, each list's values sorted."""
     pre_hash = ""
     extensions = _user_extensions(children)
+    by_name: dict[str, list[Node]] = {}
+    for child in children:
+        if _is_node(child):
+            by_name.setdefault(child[0], []).append(child)
+    consumed: set[int] = set()
     for name, sub_order in order:
+        group = by_name.get(name)
+        if not group:
+            continue
         values: list[str] = []
-        for child in [c for c in children if c[0] == name]:
-            if not _is_node(child):
-                continue
+        for child in group:
             written = _child(child, sub_order)
             if written:
                 values.append(written)
             if not child[2]:
-                children.remove(child)
+                # A field written whole leaves the tree; one with unnamed sub-fields stays for _generic.
+                consumed.add(id(child))
         values.sort()
-        if "".join(values):
-            pre_hash += "".join(values)
+        pre_hash += "".join(values)
+    if consumed:
+        children[:] = [c for c in children if id(c) not in consumed]
     if extensions:
         pre_hash += _generic(extensions)
     return pre_hash
