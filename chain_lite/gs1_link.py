@@ -166,6 +166,9 @@ _DL_SHAPE = re.compile(
     r"https?:(//(([^/?#]*)@)?([^/?#:]*)(:([^/?#]*))?)?"
     rf"((([^?#]*)(/({_KEYS})/)(\d{{4}}[^/]+)(/[^/]+/[^/]+)?/?(\?([^?\n]*))?(#([^\n]*))?)|(/[A-Za-z_-]{{10}}$))"
 )
+# A necessary condition for _DL_SHAPE, cheap to test first: _DL_SHAPE backtracks for tens of
+# microseconds over a long URI that is no Digital Link (every edgeroot identifier URI).
+_DL_QUICK = re.compile(rf"/(?:{_KEYS})/\d{{4}}|/[A-Za-z_-]{{10}}$")
 _SHORT_NAMES = (
     ("/gtin/", "/01/"),
     ("/itip/", "/8006/"),
@@ -243,7 +246,7 @@ _FINAL = re.compile(
 
 def _constrain_digital_link(uri: str) -> str | None:
     """A GS1 Digital Link URI in constrained canonical form, or ``None`` if ``uri`` is not one."""
-    if _DL_SHAPE.match(uri) is None:
+    if not uri.startswith("http") or _DL_QUICK.search(uri) is None or _DL_SHAPE.match(uri) is None:
         return None
     if "?" in uri:
         uri = uri[: uri.index("?")]
