@@ -289,6 +289,13 @@ _SENSOR = st.fixed_dictionaries(
             st.fixed_dictionaries(
                 {"type": st.sampled_from(["Temperature", "gs1:Humidity", "AbsoluteHumidity"])},
                 optional={
+                    "booleanValue": st.booleans(),
+                    "stringValue": st.sampled_from(["ok", "door open"]),
+                    "sDev": st.just(0.25),
+                    "time": _TIMES,
+                    "component": st.sampled_from(["x", "y"]),
+                    "exception": st.just("ALARM_CONDITION"),
+                    "example:calibration": st.just("c-1"),
                     "value": st.floats(-50, 300, allow_nan=False).map(lambda f: round(f, 2)),
                     "uom": st.sampled_from(["CEL", "A93"]),
                     "deviceID": st.sampled_from(
@@ -342,6 +349,39 @@ def _events_strategy() -> st.SearchStrategy[dict[str, Any]]:
         ),
         "sensorElementList": st.lists(_SENSOR, min_size=1, max_size=2),
         "example:line": st.sampled_from(["L1", "L2", "12.50"]),
+        "persistentDisposition": st.fixed_dictionaries(
+            {
+                "set": st.lists(
+                    st.sampled_from(["completeness_verified", "needs_replacement"]),
+                    min_size=1,
+                    max_size=2,
+                    unique=True,
+                )
+            },
+            optional={"unset": st.just(["completeness_inferred"])},
+        ),
+        "certificationInfo": st.sampled_from(
+            ["https://cert.example/1", "urn:uuid:4a8c1b8e-0c1c-4a2e-9a4e-0b4f7e2f1d11"]
+        ),
+        "example:nested": st.recursive(
+            st.one_of(
+                st.integers(-5, 5),
+                st.sampled_from(["lot-x", "2.50", " padded ", "urn:epc:id:sgtin:0614141.107346.2017"]),
+                st.booleans(),
+            ),
+            lambda inner: st.one_of(
+                st.lists(inner, min_size=1, max_size=3),
+                st.dictionaries(
+                    st.sampled_from(["example:a", "example:b", "example:c"]), inner, min_size=1, max_size=3
+                ),
+            ),
+            max_leaves=6,
+        ),
+        "eventID": st.just("urn:uuid:9d1e3b4c-2f6a-4a55-8f0a-3c2b1a0f9e8d"),
+        "recordTime": _TIMES,
+        "errorDeclaration": st.fixed_dictionaries(
+            {"declarationTime": _TIMES, "reason": st.just("incorrect_data")}
+        ),
     }
     epcs = st.lists(_EPCS, min_size=1, max_size=4, unique=True)
     quantities = st.lists(_QUANTITY, min_size=1, max_size=3)
@@ -386,7 +426,33 @@ def _events_strategy() -> st.SearchStrategy[dict[str, Any]]:
             **common,
         },
     )
-    return st.one_of(object_event, aggregation, transformation)
+    transaction = st.fixed_dictionaries(
+        {
+            "type": st.just("TransactionEvent"),
+            "eventTime": _TIMES,
+            "eventTimeZoneOffset": st.just("+01:00"),
+            "action": st.sampled_from(["ADD", "OBSERVE", "DELETE"]),
+            "bizTransactionList": st.lists(
+                _TYPED, min_size=1, max_size=2, unique_by=lambda d: d["bizTransaction"]
+            ),
+        },
+        optional={
+            "epcList": epcs,
+            "quantityList": quantities,
+            "parentID": st.just("urn:epc:id:sscc:4012345.0000000333"),
+        },
+    )
+    association = st.fixed_dictionaries(
+        {
+            "type": st.just("AssociationEvent"),
+            "eventTime": _TIMES,
+            "eventTimeZoneOffset": st.just("+01:00"),
+            "action": st.sampled_from(["ADD", "DELETE"]),
+            "parentID": st.just("urn:epc:id:grai:4012345.55555.987"),
+        },
+        optional={"childEPCs": epcs, "childQuantityList": quantities, "readPoint": common["readPoint"]},
+    )
+    return st.one_of(object_event, aggregation, transformation, transaction, association)
 
 
 EVENTS = _events_strategy()
@@ -461,7 +527,9 @@ def test_a_changed_field_changes_the_hash(event: dict[str, Any], data: st.DataOb
     elif kind == "action" and "action" in changed:
         changed["action"] = "OBSERVE" if changed["action"] != "OBSERVE" else "ADD"
     else:
-        removable = [k for k in changed if k not in ("type", "eventTime")]
+        removable = [
+            k for k in changed if k not in ("type", "eventTime", "eventID", "recordTime", "errorDeclaration")
+        ]
         if not removable:
             changed["example:added"] = "yes"
         else:
