@@ -61,6 +61,42 @@ def _is_node(element: Element) -> TypeGuard[Node]:
     return type(element[0]) is str
 
 
+# CBV 2.0 §8.9's order of the fields of a sensor element's metadata and of each of its reports.
+SENSOR_METADATA_FIELDS = (
+    "time",
+    "startTime",
+    "endTime",
+    "deviceID",
+    "deviceMetadata",
+    "rawData",
+    "dataProcessingMethod",
+    "bizRules",
+)
+SENSOR_REPORT_FIELDS = (
+    "type",
+    "exception",
+    "deviceID",
+    "deviceMetadata",
+    "rawData",
+    "dataProcessingMethod",
+    "time",
+    "microorganism",
+    "chemicalSubstance",
+    "value",
+    "component",
+    "stringValue",
+    "booleanValue",
+    "hexBinaryValue",
+    "uriValue",
+    "minValue",
+    "maxValue",
+    "meanValue",
+    "sDev",
+    "percRank",
+    "percValue",
+    "uom",
+    "coordinateReferenceSystem",
+)
 _QUANTITY: list[tuple[str, object]] = [("epcClass", None), ("quantity", None), ("uom", None)]
 # CBV 2.0 §8.9 canonical property order, as the reference implementation applies it (its PROP_ORDER:
 # certificationInfo after the offset, parentID before epcList; the typed lists are written with the
@@ -93,50 +129,11 @@ _ORDER: list[tuple[str, object]] = [
                 [
                     (
                         "sensorMetadata",
-                        [
-                            (name, None)
-                            for name in (
-                                "time",
-                                "startTime",
-                                "endTime",
-                                "deviceID",
-                                "deviceMetadata",
-                                "rawData",
-                                "dataProcessingMethod",
-                                "bizRules",
-                            )
-                        ],
+                        [(name, None) for name in SENSOR_METADATA_FIELDS],
                     ),
                     (
                         "sensorReport",
-                        [
-                            (name, None)
-                            for name in (
-                                "type",
-                                "exception",
-                                "deviceID",
-                                "deviceMetadata",
-                                "rawData",
-                                "dataProcessingMethod",
-                                "time",
-                                "microorganism",
-                                "chemicalSubstance",
-                                "value",
-                                "component",
-                                "stringValue",
-                                "booleanValue",
-                                "hexBinaryValue",
-                                "uriValue",
-                                "minValue",
-                                "maxValue",
-                                "meanValue",
-                                "sDev",
-                                "percRank",
-                                "percValue",
-                                "uom",
-                                "coordinateReferenceSystem",
-                            )
-                        ],
+                        [(name, None) for name in SENSOR_REPORT_FIELDS],
                     ),
                 ],
             )

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from chain_lite import cbv_vocabulary as vocab_tables
+from chain_lite.epcis import SENSOR_METADATA_FIELDS, SENSOR_REPORT_FIELDS
 
 
 def vocab(table: dict[str, str], other: str) -> dict[str, Any]:
@@ -65,92 +66,50 @@ ACTION = {"enum": ["OBSERVE", "ADD", "DELETE"]}
 
 
 def _one_of_lists(names_: list[str]) -> dict[str, Any]:
+    """At least one of these lists, non-empty."""
     return {"anyOf": [{"required": [r], "properties": {r: {"minItems": 1}}} for r in names_]}
 
 
-def event(  # noqa: PLR0917 (a table of event shapes reads better positional)
-    type_name: str,
-    props: dict[str, Any],
-    required: list[str],
-    any_of: list[str],
-    delete_alone: bool = False,
-    transformation: bool = False,
-    transaction: bool = False,
+ITEMS_OR_QUANTITY = [
+    {"required": ["epcList"]},
+    {"required": ["quantityList"], "properties": {"quantityList": {"minItems": 1}}},
+]
+DELETE = {"required": ["action"], "properties": {"action": {"const": "DELETE"}}}
+INPUTS = ["inputEPCList", "inputQuantityList"]
+OUTPUTS = ["outputEPCList", "outputQuantityList"]
+
+
+def event(
+    type_name: str, props: dict[str, Any], required: list[str], what: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    allp = {**common_props, "type": {"const": type_name}, **props}
-    if transformation:
-        # Inputs and outputs, or a transformationID and at least one list (EPCIS 2.0 §7.4.6).
-        return {
-            "type": "object",
-            "properties": allp,
-            "required": ["type", "eventTime", "eventTimeZoneOffset", *required],
-            "propertyNames": names(*COMMON, *props),
-            "anyOf": [
-                {
-                    "allOf": [
-                        _one_of_lists(["inputEPCList", "inputQuantityList"]),
-                        _one_of_lists(["outputEPCList", "outputQuantityList"]),
-                    ]
-                },
-                {
-                    "allOf": [
-                        {"required": ["transformationID"]},
-                        _one_of_lists(
-                            ["inputEPCList", "inputQuantityList", "outputEPCList", "outputQuantityList"]
-                        ),
-                    ]
-                },
-            ],
-        }
-    if transaction:
-        return {
-            "type": "object",
-            "properties": allp,
-            "required": ["type", "eventTime", "eventTimeZoneOffset", *required],
-            "propertyNames": names(*COMMON, *props),
-            "anyOf": [
-                {"required": ["epcList"]},
-                {"required": ["quantityList"], "properties": {"quantityList": {"minItems": 1}}},
-                {"required": ["action"], "properties": {"action": {"const": "DELETE"}}},
-            ],
-        }
-    if not any_of:
-        return {
-            "type": "object",
-            "properties": allp,
-            "required": ["type", "eventTime", "eventTimeZoneOffset", *required],
-            "propertyNames": names(*COMMON, *props),
-        }
+    """An event type: the common fields and ``props``, ``required``, and ``what`` (EPCIS 2.0 §7.4: which
+    identifiers it must name; every schema in the list must hold)."""
     return {
         "type": "object",
-        "properties": allp,
+        "properties": {**common_props, "type": {"const": type_name}, **props},
         "required": ["type", "eventTime", "eventTimeZoneOffset", *required],
         "propertyNames": names(*COMMON, *props),
-        "anyOf": [{"required": [r], "properties": {r: {"minItems": 1}}} for r in any_of]
-        + ([{"required": ["action"], "properties": {"action": {"const": "DELETE"}}}] if delete_alone else []),
+        "allOf": what,
     }
 
 
+CHILDREN = {"anyOf": [_one_of_lists(["childEPCs", "childQuantityList"]), DELETE]}
 EVENTS = {
-    "ObjectEvent": {
-        "allOf": [
-            event(
-                "ObjectEvent",
-                {
-                    "action": ACTION,
-                    "epcList": EPCS,
-                    "quantityList": QTYS,
-                    **what_props,
-                    "ilmd": {"$ref": "#/definitions/ilmd"},
-                },
-                ["action"],
-                [],
-            ),
-            # What: items, a quantity, or sensor data at a read point (EPCIS 2.0 §7.4.2).
+    "ObjectEvent": event(
+        "ObjectEvent",
+        {
+            "action": ACTION,
+            "epcList": EPCS,
+            "quantityList": QTYS,
+            **what_props,
+            "ilmd": {"$ref": "#/definitions/ilmd"},
+        },
+        ["action"],
+        [
+            # Items, a quantity, or sensor data at a read point.
             {
                 "anyOf": [
-                    {"required": ["epcList"]},
-                    {"required": ["quantityList"], "properties": {"quantityList": {"minItems": 1}}},
+                    *ITEMS_OR_QUANTITY,
                     {
                         "required": ["sensorElementList", "readPoint"],
                         "properties": {"sensorElementList": {"minItems": 1}},
@@ -159,21 +118,19 @@ EVENTS = {
             },
             # Instance/lot master data only when the objects come into being.
             {"anyOf": [{"not": {"required": ["ilmd"]}}, {"properties": {"action": {"const": "ADD"}}}]},
-        ]
-    },
+        ],
+    ),
     "AggregationEvent": event(
         "AggregationEvent",
         {"action": ACTION, "parentID": URI, "childEPCs": EPCS, "childQuantityList": QTYS, **what_props},
         ["action"],
-        ["childEPCs", "childQuantityList"],
-        delete_alone=True,
+        [CHILDREN],
     ),
     "AssociationEvent": event(
         "AssociationEvent",
         {"action": ACTION, "parentID": URI, "childEPCs": EPCS, "childQuantityList": QTYS, **what_props},
         ["action", "parentID"],
-        ["childEPCs", "childQuantityList"],
-        delete_alone=True,
+        [CHILDREN],
     ),
     "TransactionEvent": event(
         "TransactionEvent",
@@ -190,8 +147,7 @@ EVENTS = {
             },
         },
         ["action", "bizTransactionList"],
-        [],
-        transaction=True,
+        [{"anyOf": [*ITEMS_OR_QUANTITY, DELETE]}],
     ),
     "TransformationEvent": event(
         "TransformationEvent",
@@ -205,37 +161,20 @@ EVENTS = {
             "ilmd": {"$ref": "#/definitions/ilmd"},
         },
         [],
-        [],
-        transformation=True,
+        # Inputs and outputs, or a transformationID and at least one list.
+        [
+            {
+                "anyOf": [
+                    {"allOf": [_one_of_lists(INPUTS), _one_of_lists(OUTPUTS)]},
+                    {"allOf": [{"required": ["transformationID"]}, _one_of_lists(INPUTS + OUTPUTS)]},
+                ]
+            }
+        ],
     ),
 }
 
-SENSOR_REPORT_NAMES = [
-    "type",
-    "exception",
-    "deviceID",
-    "deviceMetadata",
-    "rawData",
-    "dataProcessingMethod",
-    "bizRules",
-    "time",
-    "microorganism",
-    "chemicalSubstance",
-    "coordinateReferenceSystem",
-    "value",
-    "component",
-    "stringValue",
-    "booleanValue",
-    "hexBinaryValue",
-    "uriValue",
-    "minValue",
-    "maxValue",
-    "meanValue",
-    "sDev",
-    "percRank",
-    "percValue",
-    "uom",
-]
+# The sensor report's fields (the hash's order) and bizRules, which EPCIS 2.0 also allows there.
+SENSOR_REPORT_NAMES = [*SENSOR_REPORT_FIELDS, "bizRules"]
 sensor_report_props = dict.fromkeys(
     [
         "deviceID",
@@ -265,16 +204,7 @@ sensor_report_props.update(
         "uom": STR,
     }
 )
-SENSOR_META = [
-    "time",
-    "deviceID",
-    "deviceMetadata",
-    "rawData",
-    "startTime",
-    "endTime",
-    "dataProcessingMethod",
-    "bizRules",
-]
+SENSOR_META = list(SENSOR_METADATA_FIELDS)
 
 SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
