@@ -229,20 +229,22 @@ def _expand(value: object, field: tuple[str, ...]) -> object:
     return value
 
 
-def _tree(
-    value: object, namespaces: Mapping[str, str], field: tuple[str, ...], path: str, depth: int
-) -> Node:
+def _path(field: tuple[str, ...]) -> str:
+    """The JSON pointer of a field path, for errors (list positions are not tracked: the hot path
+    builds no strings it does not need)."""
+    return "".join("/" + key for key in field)
+
+
+def _tree(value: object, namespaces: Mapping[str, str], field: tuple[str, ...], depth: int) -> Node:
     """The reference's ``_json_to_py``: a dict becomes a node whose children are its keys' values."""
     if depth > MAX_DEPTH:
-        raise EpcisError(path, f"nested deeper than {MAX_DEPTH} levels")
+        raise EpcisError(_path(field), f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
-        return ("", _scalar_text(value, namespaces), [])
-    if isinstance(value, (list, tuple)) or (isinstance(value, Sequence) and not isinstance(value, bytes)):
-        return (
-            "",
-            "",
-            [_tree(item, namespaces, field, f"{path}/{i}", depth + 1) for i, item in enumerate(value)],
-        )
+        return ("", _scalar_text(value, namespaces) if namespaces else value, [])
+    if isinstance(value, (list, tuple)) or (
+        isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    ):
+        return ("", "", [_tree(item, namespaces, field, depth + 1) for item in value])
     if isinstance(value, (dict, Mapping)):
         name = value.get("type")
         text = value.get("#text")
@@ -250,14 +252,18 @@ def _tree(
         children = node[2]
         for key, item in value.items():
             if not isinstance(key, str):
-                raise EpcisError(path, f"key {key!r} is not a string")
+                raise EpcisError(_path(field), f"key {key!r} is not a string")
             if key in _IGNORED_KEYS or key[:1] == "@":
                 continue
             sub_field = (*field, key)
             if sub_field in _VOCAB_BY_FIELD:
                 item = _expand(item, sub_field)  # noqa: PLW2901 (the expanded value is the one hashed)
-            child = _tree(item, namespaces, sub_field, f"{path}/{key}", depth + 1)
             written = _key(key, namespaces) if ":" in key else key
+            if isinstance(item, str):
+                # The common case, without a call: a string field.
+                children.append((written, _scalar_text(item, namespaces) if namespaces else item, []))
+                continue
+            child = _tree(item, namespaces, sub_field, depth + 1)
             if isinstance(item, list) or (isinstance(item, Sequence) and not isinstance(item, (str, bytes))):
                 # A fresh tree holds nodes only (pairs appear in _correct).
                 children.extend((written, e[1], e[2]) for e in cast(list[Node], child[2]))
@@ -266,7 +272,7 @@ def _tree(
         return node
     if value is None or isinstance(value, (int, float)):
         return ("", _scalar_text(value, namespaces), [])
-    raise EpcisError(path, f"{type(value).__name__} is not a JSON value")
+    raise EpcisError(_path(field), f"{type(value).__name__} is not a JSON value")
 
 
 def _correct(node: Node) -> Node:
@@ -502,7 +508,7 @@ def pre_hash_string(event: Mapping[str, object], context: object = None) -> str:
     own = event.get("@context")
     if own is not None:
         namespaces = {**namespaces, **namespaces_of(own if isinstance(own, list) else [own])}
-    root = _correct(_tree(event, namespaces, (), "", 0))
+    root = _correct(_tree(event, namespaces, (), 0))
     children = root[2]
     ordered = _in_order(children, _ORDER)
     rest = [c for c in children if not _is_node(c) or c[0] not in _IGNORED_TOP]
