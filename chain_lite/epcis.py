@@ -301,10 +301,13 @@ def _correct(node: Node) -> Node:
         children.append(("childEPCs", "", child_epcs))
     corrected: list[Element] = []
     for kid in children:
-        if _is_node(kid) and kid[0] not in _PAIR_LISTS:
+        if not _is_node(kid) or kid[0] in _PAIR_LISTS:
+            corrected.append(kid)
+        elif kid[2]:
             corrected.append(_correct(kid))
         else:
-            corrected.append(kid)
+            # A leaf (most of the tree): only the two renamed list members change.
+            corrected.append(("epc", kid[1], kid[2]) if kid[0] in ("inputEPC", "outputEPC") else kid)
     if name in ("inputEPC", "outputEPC"):
         return ("epc", text, corrected)
     if name in ("inputQuantity", "outputQuantity", "childQuantity") or (name == "quantity" and corrected):
@@ -411,11 +414,15 @@ def canonical_value(text: str) -> str:
     return link if link is not None else text
 
 
-def _leaf_text(name: str, text: str) -> str:
+@functools.lru_cache(maxsize=1 << 10)
+def _is_time_name(name: str) -> bool:
+    """The reference treats a field whose name contains ``time`` (and not ``offset``) as a timestamp."""
     lowered = name.lower()
-    if "time" in lowered and "offset" not in lowered:
-        return _timestamp(text)
-    return canonical_value(text)
+    return "time" in lowered and "offset" not in lowered
+
+
+def _leaf_text(name: str, text: str) -> str:
+    return _timestamp(text) if _is_time_name(name) else canonical_value(text)
 
 
 def _child(child: Node, sub_order: object) -> str:
