@@ -19,6 +19,7 @@ TITLES = {
     "demo": "the whole system (bench/demo.py)",
     "anchor": "anchoring a child log in its parent (bench/anchor.py)",
     "evidence": "evidence bundles (bench/evidence.py)",
+    "epcis": "EPCIS 2.0 event core (bench/epcis.py)",
 }
 
 
