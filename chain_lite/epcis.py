@@ -61,6 +61,42 @@ def _is_node(element: Element) -> TypeGuard[Node]:
     return type(element[0]) is str
 
 
+# CBV 2.0 §8.9's order of the fields of a sensor element's metadata and of each of its reports.
+SENSOR_METADATA_FIELDS = (
+    "time",
+    "startTime",
+    "endTime",
+    "deviceID",
+    "deviceMetadata",
+    "rawData",
+    "dataProcessingMethod",
+    "bizRules",
+)
+SENSOR_REPORT_FIELDS = (
+    "type",
+    "exception",
+    "deviceID",
+    "deviceMetadata",
+    "rawData",
+    "dataProcessingMethod",
+    "time",
+    "microorganism",
+    "chemicalSubstance",
+    "value",
+    "component",
+    "stringValue",
+    "booleanValue",
+    "hexBinaryValue",
+    "uriValue",
+    "minValue",
+    "maxValue",
+    "meanValue",
+    "sDev",
+    "percRank",
+    "percValue",
+    "uom",
+    "coordinateReferenceSystem",
+)
 _QUANTITY: list[tuple[str, object]] = [("epcClass", None), ("quantity", None), ("uom", None)]
 # CBV 2.0 §8.9 canonical property order, as the reference implementation applies it (its PROP_ORDER:
 # certificationInfo after the offset, parentID before epcList; the typed lists are written with the
@@ -93,50 +129,11 @@ _ORDER: list[tuple[str, object]] = [
                 [
                     (
                         "sensorMetadata",
-                        [
-                            (name, None)
-                            for name in (
-                                "time",
-                                "startTime",
-                                "endTime",
-                                "deviceID",
-                                "deviceMetadata",
-                                "rawData",
-                                "dataProcessingMethod",
-                                "bizRules",
-                            )
-                        ],
+                        [(name, None) for name in SENSOR_METADATA_FIELDS],
                     ),
                     (
                         "sensorReport",
-                        [
-                            (name, None)
-                            for name in (
-                                "type",
-                                "exception",
-                                "deviceID",
-                                "deviceMetadata",
-                                "rawData",
-                                "dataProcessingMethod",
-                                "time",
-                                "microorganism",
-                                "chemicalSubstance",
-                                "value",
-                                "component",
-                                "stringValue",
-                                "booleanValue",
-                                "hexBinaryValue",
-                                "uriValue",
-                                "minValue",
-                                "maxValue",
-                                "meanValue",
-                                "sDev",
-                                "percRank",
-                                "percValue",
-                                "uom",
-                                "coordinateReferenceSystem",
-                            )
-                        ],
+                        [(name, None) for name in SENSOR_REPORT_FIELDS],
                     ),
                 ],
             )
@@ -232,20 +229,22 @@ def _expand(value: object, field: tuple[str, ...]) -> object:
     return value
 
 
-def _tree(
-    value: object, namespaces: Mapping[str, str], field: tuple[str, ...], path: str, depth: int
-) -> Node:
+def _path(field: tuple[str, ...]) -> str:
+    """The JSON pointer of a field path, for errors (list positions are not tracked: the hot path
+    builds no strings it does not need)."""
+    return "".join("/" + key for key in field)
+
+
+def _tree(value: object, namespaces: Mapping[str, str], field: tuple[str, ...], depth: int) -> Node:
     """The reference's ``_json_to_py``: a dict becomes a node whose children are its keys' values."""
     if depth > MAX_DEPTH:
-        raise EpcisError(path, f"nested deeper than {MAX_DEPTH} levels")
+        raise EpcisError(_path(field), f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
-        return ("", _scalar_text(value, namespaces), [])
-    if isinstance(value, (list, tuple)) or (isinstance(value, Sequence) and not isinstance(value, bytes)):
-        return (
-            "",
-            "",
-            [_tree(item, namespaces, field, f"{path}/{i}", depth + 1) for i, item in enumerate(value)],
-        )
+        return ("", _scalar_text(value, namespaces) if namespaces else value, [])
+    if isinstance(value, (list, tuple)) or (
+        isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    ):
+        return ("", "", [_tree(item, namespaces, field, depth + 1) for item in value])
     if isinstance(value, (dict, Mapping)):
         name = value.get("type")
         text = value.get("#text")
@@ -253,14 +252,18 @@ def _tree(
         children = node[2]
         for key, item in value.items():
             if not isinstance(key, str):
-                raise EpcisError(path, f"key {key!r} is not a string")
+                raise EpcisError(_path(field), f"key {key!r} is not a string")
             if key in _IGNORED_KEYS or key[:1] == "@":
                 continue
             sub_field = (*field, key)
             if sub_field in _VOCAB_BY_FIELD:
                 item = _expand(item, sub_field)  # noqa: PLW2901 (the expanded value is the one hashed)
-            child = _tree(item, namespaces, sub_field, f"{path}/{key}", depth + 1)
             written = _key(key, namespaces) if ":" in key else key
+            if isinstance(item, str):
+                # The common case, without a call: a string field.
+                children.append((written, _scalar_text(item, namespaces) if namespaces else item, []))
+                continue
+            child = _tree(item, namespaces, sub_field, depth + 1)
             if isinstance(item, list) or (isinstance(item, Sequence) and not isinstance(item, (str, bytes))):
                 # A fresh tree holds nodes only (pairs appear in _correct).
                 children.extend((written, e[1], e[2]) for e in cast(list[Node], child[2]))
@@ -269,7 +272,7 @@ def _tree(
         return node
     if value is None or isinstance(value, (int, float)):
         return ("", _scalar_text(value, namespaces), [])
-    raise EpcisError(path, f"{type(value).__name__} is not a JSON value")
+    raise EpcisError(_path(field), f"{type(value).__name__} is not a JSON value")
 
 
 def _correct(node: Node) -> Node:
@@ -298,10 +301,13 @@ def _correct(node: Node) -> Node:
         children.append(("childEPCs", "", child_epcs))
     corrected: list[Element] = []
     for kid in children:
-        if _is_node(kid) and kid[0] not in _PAIR_LISTS:
+        if not _is_node(kid) or kid[0] in _PAIR_LISTS:
+            corrected.append(kid)
+        elif kid[2]:
             corrected.append(_correct(kid))
         else:
-            corrected.append(kid)
+            # A leaf (most of the tree): only the two renamed list members change.
+            corrected.append(("epc", kid[1], kid[2]) if kid[0] in ("inputEPC", "outputEPC") else kid)
     if name in ("inputEPC", "outputEPC"):
         return ("epc", text, corrected)
     if name in ("inputQuantity", "outputQuantity", "childQuantity") or (name == "quantity" and corrected):
@@ -408,11 +414,15 @@ def canonical_value(text: str) -> str:
     return link if link is not None else text
 
 
-def _leaf_text(name: str, text: str) -> str:
+@functools.lru_cache(maxsize=1 << 10)
+def _is_time_name(name: str) -> bool:
+    """The reference treats a field whose name contains ``time`` (and not ``offset``) as a timestamp."""
     lowered = name.lower()
-    if "time" in lowered and "offset" not in lowered:
-        return _timestamp(text)
-    return canonical_value(text)
+    return "time" in lowered and "offset" not in lowered
+
+
+def _leaf_text(name: str, text: str) -> str:
+    return _timestamp(text) if _is_time_name(name) else canonical_value(text)
 
 
 def _child(child: Node, sub_order: object) -> str:
@@ -505,7 +515,7 @@ def pre_hash_string(event: Mapping[str, object], context: object = None) -> str:
     own = event.get("@context")
     if own is not None:
         namespaces = {**namespaces, **namespaces_of(own if isinstance(own, list) else [own])}
-    root = _correct(_tree(event, namespaces, (), "", 0))
+    root = _correct(_tree(event, namespaces, (), 0))
     children = root[2]
     ordered = _in_order(children, _ORDER)
     rest = [c for c in children if not _is_node(c) or c[0] not in _IGNORED_TOP]

@@ -1,6 +1,6 @@
 """Signed EPCIS captures on the log (leaf 0x05) and the per-identifier event index in the map.
 
-Signed capture (docs/formats.md §21)
+Signed capture (docs/formats.md, "EPCIS events on the log")
     A COSE_Sign1 (section 8 rules), ``kid`` = the signer: a prefix admin (``INDEX:0.na/PREFIX``) or a
     *capture key* (an identifier ``PREFIX/NAME`` whose record carries an ``EPCIS_CAPTURE`` value and
     its key as the lowest-index ``HS_PUBKEY``), content type :data:`CAPTURE_CONTENT_TYPE`, payload

@@ -28,7 +28,7 @@ from edge.admission import COUNTER_WINDOW_DEFAULT
 from edge.connectors import PLUGINS, ConnectorConfig
 from edge.errors import ConfigError
 from runtime import tomlconfig
-from runtime.tomlconfig import Table, read_settings, setting
+from runtime.tomlconfig import Secret, Table, read_settings, setting
 
 CONFIG_NAME = "gateway.toml"
 
@@ -85,6 +85,11 @@ class GatewayConfig:
     http_listen: str = setting(
         "http.listen", "127.0.0.1:8480", help="local API (/healthz, /metrics, latest readings): HOST:PORT"
     )
+    http_token: Secret | None = setting(
+        "http.token", example="a long random string", secret=True,
+        help="bearer token for GET /v1/readings (readings with proofs, evidence export); unset: that "
+        "route answers 401 to everyone. Never logged; compared in constant time",
+    )  # fmt: skip
     devices: dict[str, Path] = setting(
         "devices", {}, kind=dict, example={"88.123.99/PUMP-0042": "keys/88.123.99_PUMP-0042.pub"},
         help="local provisioning, works offline: identifier = public key file",

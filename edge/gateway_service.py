@@ -185,7 +185,9 @@ class Gateway:
             service.spawn("registry", self.registry.refresh_loop(service.stopping, self._forget_key))
             await self._start_connectors()
             # Health answers once the connectors are up, like READY=1: probes never race the listeners.
-            self.local = LocalHttp(LocalApi(self.cfg.db, self.snapshot), self.cfg.http_listen)
+            # The token is read per request, so a reload (SIGHUP) that changes it applies at once.
+            api = LocalApi(self.cfg.db, self.snapshot, lambda: self.cfg.http_token)
+            self.local = LocalHttp(api, self.cfg.http_listen)
             self.local.start()
             log.info(
                 "gateway %s running: %d connector(s), root %s",

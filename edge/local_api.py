@@ -4,13 +4,16 @@ latest readings and cached resolution with proofs.
 ``GET /`` (the gateway page: plain ES modules under ``/console/``, package data of ``edge/console/``),
 ``GET /v1/status`` and ``GET /v1/devices`` (the page's data), ``GET /healthz`` (200 ok / 503 degraded,
 with the reasons), ``GET /metrics`` (Prometheus text), ``GET /v1/readings/latest``,
-``GET /v1/resolve/{identifier}``. It runs in its own threads and only reads: the store through its own
-SQLite connections, and the gateway's status as a frozen snapshot (:mod:`edge.status`) from a producer
-the gateway hands it.
+``GET /v1/resolve/{identifier}``, and behind a bearer token (``http.token``, D-072) ``GET /v1/readings``:
+one device's readings in a time range with their blocks, inclusion proofs and receipts. It runs in its
+own threads and only reads: the store through its own SQLite connections and read functions, and the
+gateway's status as a frozen snapshot (:mod:`edge.status`) from a producer the gateway hands it.
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import logging
 import threading
@@ -18,7 +21,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,8 +29,12 @@ from prometheus_client.registry import Collector
 
 from chain_lite.envelope import decode_envelope, resolve
 from chain_lite.errors import ChainError
+from chain_lite.identifier import normalize
 from edge import store
 from edge.status import GatewayStatus, StoreFacts
+from runtime.clock import parse_instant_ms
+from runtime.ratelimit import RateLimitedLog
+from runtime.tomlconfig import Secret
 from runtime.webassets import Asset, page_assets
 
 log = logging.getLogger(__name__)
@@ -36,7 +43,17 @@ Snapshot = Callable[[], GatewayStatus]
 """The gateway's status producer; blocking (it reads the store), called on the API's request threads."""
 PAGE_FILE = "index.html"
 ASSETS_PREFIX = "/console/"
-ROUTES = ("/", "/v1/status", "/v1/devices", "/healthz", "/metrics", "/v1/readings/latest", "/v1/resolve/{id}")
+ROUTES = (
+    "/", "/v1/status", "/v1/devices", "/healthz", "/metrics", "/v1/readings/latest", "/v1/resolve/{id}",
+    "/v1/readings (bearer token)",
+)  # fmt: skip
+READINGS = "/v1/readings"
+READINGS_PAGE = 500
+"""Readings per page of ``GET /v1/readings`` unless ``limit`` asks for fewer or more (up to the max)."""
+READINGS_PAGE_MAX = 2000
+BEARER_REALM = 'Bearer realm="edgeroot-gateway"'
+TokenSource = Callable[[], Secret | None]
+"""The configured ``http.token`` now (a reload may change it); None: none configured."""
 
 
 def held_gauges(facts: StoreFacts) -> Iterator[Metric]:
@@ -134,18 +151,43 @@ class GatewayCollector(Collector):
         yield sync_failures
 
 
+class ApiCollector(Collector):
+    """The local API's own counter: requests refused for want of the right bearer token."""
+
+    def __init__(self, api: LocalApi) -> None:
+        self.api = api
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "edgeroot_gateway_api_unauthorized",
+            "Requests to token-protected routes (GET /v1/readings) refused: no token, or a wrong one",
+        )
+        refused.add_metric([], self.api.unauthorized)
+        yield refused
+
+
+class BadQuery(ValueError):
+    """A query parameter of ``GET /v1/readings`` is missing or malformed; the message names it."""
+
+
 class LocalApi:
     """The routes, as plain functions: ``(status, content type, body)``.
 
     ``db`` is the gateway's store (read through connections of the API's own); ``snapshot`` produces the
-    gateway's status, the only thing the API knows of the running daemon.
+    gateway's status, the only thing the API knows of the running daemon; ``token`` the configured bearer
+    token of the protected routes (none: they refuse everyone).
     """
 
-    def __init__(self, db: Path, snapshot: Snapshot) -> None:
+    def __init__(self, db: Path, snapshot: Snapshot, token: TokenSource = lambda: None) -> None:
         self.db = db
         self.snapshot = snapshot
+        self.token = token
+        self.unauthorized = 0  # under _lock: the server answers on several threads
+        self._lock = threading.Lock()
+        self.refusals = RateLimitedLog(log)  # a prober must not flood the journal; the counter counts all
         self.registry = CollectorRegistry()
         self.registry.register(GatewayCollector(snapshot))
+        self.registry.register(ApiCollector(self))
         self.assets: dict[str, Asset] = page_assets("edge", "console")  # read once, served from memory
         self.routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
             "/": lambda: self.asset(PAGE_FILE),
@@ -156,8 +198,12 @@ class LocalApi:
             "/v1/readings/latest": lambda: _json(200, self.latest()),
         }
 
-    def handle(self, path: str) -> tuple[int, str, bytes]:
-        path = unquote(path.split("?", 1)[0])
+    def handle(self, path: str, authorization: str | None = None) -> tuple[int, str, bytes]:
+        """Answer ``GET path``; ``authorization`` is the request's ``Authorization`` header, if any."""
+        path, _, query = path.partition("?")
+        path = unquote(path)
+        if path == READINGS:
+            return self.readings(query, authorization)
         route = self.routes.get(path)
         if route is not None:
             return route()
@@ -222,13 +268,50 @@ class LocalApi:
         }
         return {"devices": out}
 
+    def authorized(self, authorization: str | None) -> bool:
+        """Whether the header carries the configured bearer token (RFC 6750 §2.1), compared in constant
+        time; never when no token is configured. The token is never logged, right or wrong."""
+        token = self.token()
+        scheme, _, given = (authorization or "").strip().partition(" ")
+        if token is None or scheme.lower() != "bearer" or not given.strip():
+            return False
+        return hmac.compare_digest(given.strip().encode(), str(token).encode())
+
+    def readings(self, query: str, authorization: str | None) -> tuple[int, str, bytes]:
+        """``GET /v1/readings?device=ID&from=T1&to=T2[&after=N][&limit=N]``: the device's readings received
+        in ``[from, to)`` (gateway arrival time; from inclusive, to exclusive; milliseconds since the epoch
+        or RFC 3339), each with its exact envelope, its block and inclusion proof, and the blocks' signed
+        headers and receipts; paged by reading id (``next`` → ``after``). 401 without the bearer token."""
+        if not self.authorized(authorization):
+            with self._lock:
+                self.unauthorized += 1
+            why = "no token configured (http.token)" if self.token() is None else "no or wrong bearer token"
+            self.refusals.warning(why, "local API: GET %s refused: %s", READINGS, why)
+            return _json(401, {"message": f"GET {READINGS} needs a bearer token: {why}"})
+        try:
+            device, from_ms, to_ms, after, limit = _readings_query(query)
+        except BadQuery as exc:
+            return _json(400, {"message": str(exc)})
+        conn = store.connect(self.db)
+        try:
+            page = store.evidence(conn, device, from_ms=from_ms, to_ms=to_ms, after=after, limit=limit)
+        finally:
+            conn.close()
+        body = {
+            "device": device,
+            "from_ms": from_ms,
+            "to_ms": to_ms,
+            "readings": [_proven_json(p) for p in page.readings],
+            "blocks": [_block_json(b) for b in page.blocks.values()],
+            "next": None if page.next_after is None else str(page.next_after),
+        }
+        return _json(200, body)
+
     def cached_resolution(self, identifier: str) -> tuple[int, str, bytes]:
         """The root's last answer for a device (with its proofs), served even while the root is down."""
         conn = store.connect(self.db)
         try:
-            row = conn.execute(
-                "SELECT answer, fetched_ms FROM resolutions WHERE identifier = ?", (identifier,)
-            ).fetchone()
+            row = store.cached_resolution(conn, identifier)
         finally:
             conn.close()
         if row is None:
@@ -243,6 +326,73 @@ def _records(raw: bytes) -> list[dict[str, Any]]:
         return resolve(decode_envelope(raw).records)
     except ChainError:
         return []
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _proven_json(p: store.ProvenReading) -> dict[str, Any]:
+    r = p.reading
+    return {
+        "id": r.id,
+        "signer": r.signer,
+        "counter": r.counter,
+        "received_ms": r.received_ms,
+        "envelope": _b64(r.raw),
+        "block": r.block,
+        "index": p.index,
+        "proof": None if p.proof is None else [_b64(h) for h in p.proof],
+    }
+
+
+def _block_json(b: store.StoredBlock) -> dict[str, Any]:
+    return {
+        "height": b.height,
+        "block_id": b.block_id.hex(),
+        "header": _b64(b.raw),
+        "state": b.state,
+        "log_index": b.log_index,
+        "receipt": b.receipt,
+    }
+
+
+def _readings_query(query: str) -> tuple[str, int, int, int, int]:
+    """(device, from_ms, to_ms, after, limit) of ``GET /v1/readings``; :class:`BadQuery` names the
+    parameter that is missing, repeated or malformed."""
+    try:
+        params = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=16)
+    except ValueError as exc:
+        raise BadQuery(f"malformed query string: {exc}") from exc
+    unknown = set(params) - {"device", "from", "to", "after", "limit"}
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise BadQuery(f"unknown parameter(s) {names}; use device, from, to, after, limit")
+
+    def one(name: str, default: str | None = None) -> str:
+        values = params.get(name)
+        if values is None:
+            if default is None:
+                raise BadQuery(f"{name} is required")
+            return default
+        if len(values) != 1:
+            raise BadQuery(f"{name} is given {len(values)} times")
+        return values[0]
+
+    try:
+        device = normalize(one("device"))
+    except ChainError as exc:
+        raise BadQuery(f"device: {exc}") from exc
+    try:
+        from_ms, to_ms = parse_instant_ms(one("from")), parse_instant_ms(one("to"))
+    except ValueError as exc:
+        raise BadQuery(f"from/to: {exc}") from exc
+    if to_ms < from_ms:
+        raise BadQuery(f"to ({to_ms}) is before from ({from_ms})")
+    after, limit = one("after", "0"), one("limit", str(READINGS_PAGE))
+    if not after.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= READINGS_PAGE_MAX:
+        raise BadQuery(f"after is a reading id (0 or more), limit 1 to {READINGS_PAGE_MAX}")
+    return device, from_ms, to_ms, int(after), int(limit)
 
 
 def _json(status: int, body: Any) -> tuple[int, str, bytes]:
@@ -260,11 +410,13 @@ class LocalHttp:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 try:
-                    status, ctype, body = api.handle(self.path)
+                    status, ctype, body = api.handle(self.path, self.headers.get("Authorization"))
                 except Exception as exc:  # a read failed: answer, do not crash the server thread
                     log.exception("local API %s failed", self.path)
                     status, ctype, body = _json(500, {"message": f"internal error: {exc}"})
                 self.send_response(status)
+                if status == 401:  # RFC 6750 §3: say which scheme would do
+                    self.send_header("WWW-Authenticate", BEARER_REALM)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -34,6 +34,7 @@ from typing import Any
 
 import sqlite_utils
 
+from chain_lite import merkle
 from edge.status import BLOCK_STATES, AnchoredBlock, CounterReset, DeviceOverview, StoreFacts
 from runtime.clock import now_ms
 
@@ -66,6 +67,8 @@ def create_schema(path: Path) -> None:
     )
     db.table("readings").create_index(["block"], if_not_exists=True)
     db.table("readings").create_index(["subject", "id"], if_not_exists=True)
+    # Evidence export reads one device's readings by arrival time (GET /v1/readings, D-072).
+    db.table("readings").create_index(["subject", "received_ms"], if_not_exists=True)
     # A counter at or below the last is looked up here: a resend of a stored reading or a replay (D-052).
     db.table("readings").create_index(["signer", "counter"], if_not_exists=True)
     db.table("blocks").create(
@@ -259,6 +262,93 @@ def anchored_reading(conn: sqlite3.Connection, signer: str) -> ReadingInBlock | 
     members = conn.execute("SELECT id, raw FROM readings WHERE block = ? ORDER BY id", (block.height,))
     ids, bodies = zip(*((int(i), bytes(raw)) for i, raw in members), strict=True)
     return ReadingInBlock(found, block, ids.index(found.id), bodies)
+
+
+# --- evidence (D-072): one device's readings by arrival time, each with its block and its inclusion proof
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenReading:
+    """A stored reading with what proves it: its place in its block and the RFC 6962 inclusion proof of
+    its exact bytes in that block's readings tree. ``index`` and ``proof`` are None until it is chained."""
+
+    reading: StoredReading
+    index: int | None
+    proof: tuple[bytes, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidencePage:
+    """One page of :func:`evidence`: the readings in arrival order, every block they are in (by height),
+    and the id to continue after (None: the range is exhausted)."""
+
+    readings: tuple[ProvenReading, ...]
+    blocks: dict[int, StoredBlock]
+    next_after: int | None
+
+
+def evidence(
+    conn: sqlite3.Connection, subject: str, *, from_ms: int, to_ms: int, after: int = 0, limit: int = 500
+) -> EvidencePage:
+    """The readings about ``subject`` received in ``[from_ms, to_ms)`` (the gateway's arrival time: from
+    inclusive, to exclusive) with id above ``after``, at most ``limit``, in arrival (id) order; each with
+    its block's signed header, state and receipt and its inclusion proof in that block.
+
+    Precondition: ``limit >= 1``. Readings already pruned are gone (their blocks still commit to them);
+    a block's proofs need all its readings, which retention prunes together (whole anchored blocks).
+    """
+    # One read transaction: a WAL snapshot, so a block chained or pruned meanwhile cannot split the page.
+    with _snapshot(conn):
+        return _evidence(conn, subject, from_ms, to_ms, after, limit)
+
+
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+def _evidence(  # noqa: PLR0917 (evidence()'s arguments, passed on)
+    conn: sqlite3.Connection, subject: str, from_ms: int, to_ms: int, after: int, limit: int
+) -> EvidencePage:
+    rows = conn.execute(
+        f"{_READING} WHERE subject = ? AND received_ms >= ? AND received_ms < ? AND id > ? "
+        "ORDER BY id LIMIT ?",
+        (subject, from_ms, to_ms, after, limit + 1),
+    ).fetchall()
+    found = [_reading(r) for r in rows[:limit]]
+    heights = sorted({r.block for r in found if r.block is not None})
+    blocks = {h: _block(conn.execute(f"{_BLOCK} WHERE height = ?", (h,)).fetchone()) for h in heights}
+    trees: dict[int, tuple[dict[int, int], merkle.MerkleTree]] = {}
+    for h in heights:  # one tree per block, however many of its readings the page holds
+        members = conn.execute("SELECT id, raw FROM readings WHERE block = ? ORDER BY id", (h,)).fetchall()
+        tree = merkle.MerkleTree()
+        tree.append_entries(bytes(raw) for _, raw in members)
+        trees[h] = ({int(i): n for n, (i, _) in enumerate(members)}, tree)
+    out = []
+    for r in found:
+        if r.block is None:
+            out.append(ProvenReading(r, None, None))
+            continue
+        positions, tree = trees[r.block]
+        index = positions[r.id]
+        out.append(ProvenReading(r, index, tuple(tree.inclusion_proof(index))))
+    return EvidencePage(tuple(out), blocks, found[-1].id if len(rows) > limit else None)
+
+
+def cached_resolution(conn: sqlite3.Connection, identifier: str) -> tuple[str, int | None] | None:
+    """The root's last resolve answer for ``identifier`` (JSON text, with its proofs) and when it was
+    fetched; None if none is cached."""
+    row = conn.execute(
+        "SELECT answer, fetched_ms FROM resolutions WHERE identifier = ?", (identifier,)
+    ).fetchone()
+    return None if row is None else (str(row[0]), row[1])
 
 
 def count_readings_by_signer(conn: sqlite3.Connection) -> dict[str, int]:

@@ -8,7 +8,10 @@ checks offline.
   the latest checkpoint, or a gateway block (by its hex id, or a gateway's latest accepted block) with
   the receipt the root keeps for it (the one the gateway stored);
 - ``consistency --old FILE --new FILE --out FILE``: the consistency proof between two saved checkpoints,
-  one base64 hash a line (for ``verify consistency``).
+  one base64 hash a line (for ``verify consistency``);
+- ``export --gateway URL --token-file F --root URL --device ID --from T1 --to T2 --out DIR``: an evidence
+  bundle (for ``verify bundle``): the device's readings received in [T1, T2) with every proof, written
+  and checked by :mod:`edgeroot.evidence_commands`.
 
 Nothing is verified here (the point is to check it offline, with ``verify``), but every answer is
 decoded strictly, so a file written is always one ``verify`` can read.
@@ -24,6 +27,7 @@ from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import ChainError
 from chain_lite.merkle import leaf_hash
 from chain_lite.receipt import Receipt
+from edgeroot.lazy_command import lazy
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from rootclient import codecs
 from rootclient.client import RootClient
@@ -35,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "proof", help="fetch a checkpoint, receipt or consistency proof into files", description=__doc__
     )
-    psub = p.add_subparsers(dest="what", required=True, metavar="{checkpoint,receipt,consistency}")
+    psub = p.add_subparsers(dest="what", required=True, metavar="{checkpoint,receipt,consistency,export}")
 
     cp = psub.add_parser("checkpoint", help="the latest signed checkpoint", parents=[JSON_FLAG])
     cp.add_argument("--root", required=True, help="root node URL, e.g. http://127.0.0.1:8470")
@@ -60,6 +64,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cons.add_argument("--new", type=Path, required=True, help="the newer checkpoint file")
     cons.add_argument("--out", type=Path, required=True, help="file for the proof: one base64 hash a line")
     cons.set_defaults(run=run_consistency)
+
+    ex = psub.add_parser(
+        "export", help="an evidence bundle of a device's readings, verifiable offline", parents=[JSON_FLAG]
+    )
+    ex.add_argument("--gateway", required=True, help="the gateway's local API, e.g. http://127.0.0.1:8480")
+    ex.add_argument("--token-file", type=Path, required=True, help="file holding the gateway's http.token")
+    ex.add_argument("--root", required=True, help="root node URL: the keys' records with their map proofs")
+    ex.add_argument("--device", required=True, help="the device identifier")
+    ex.add_argument("--from", dest="from_", required=True, help="from (inclusive): RFC 3339 or epoch ms")
+    ex.add_argument("--to", required=True, help="to (exclusive): RFC 3339 or epoch ms")
+    ex.add_argument(
+        "--policy", type=Path, help="C2SP tlog-policy to ship (default: the root's published one)"
+    )
+    ex.add_argument("--out", type=Path, required=True, help="a new (or empty) directory for the bundle")
+    ex.set_defaults(run=lazy("edgeroot.evidence_commands", "run_export"))
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""``edgeroot verify``: check notes, receipts and consistency proofs offline.
+"""``edgeroot verify``: check notes, receipts, consistency proofs and evidence bundles offline.
 
 Each exits 0 and says what was proven, or exits 1 with one line saying why not.
 """
@@ -23,8 +23,8 @@ from runtime.keyfiles import load_vkey, read_bytes
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("verify", help="verify notes, receipts and consistency proofs offline")
-    vsub = p.add_subparsers(dest="what", required=True, metavar="{note,receipt,consistency,anchor}")
+    p = sub.add_parser("verify", help="verify notes, receipts, proofs, anchors and evidence bundles offline")
+    vsub = p.add_subparsers(dest="what", required=True, metavar="{note,receipt,consistency,anchor,bundle}")
 
     note = vsub.add_parser("note", help="verify a signed note against verifier keys", parents=[JSON_FLAG])
     note.add_argument("--vkey", action="append", required=True, help="verifier key, inline or a file")
@@ -68,6 +68,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     anchor.add_argument("--root", help="the parent node's URL (default: the log URL in --policy)")
     anchor.add_argument("--child", help="the child node's URL (default: the one the parent names)")
     anchor.set_defaults(run=lazy("edgeroot.anchor_commands", "run_anchor"))
+
+    bundle = vsub.add_parser(
+        "bundle", help="verify an evidence bundle (proof export) offline, naming any bad file",
+        parents=[JSON_FLAG],
+    )  # fmt: skip
+    bundle.add_argument("dir", type=Path, help="the bundle's directory (with manifest.json)")
+    bundle.add_argument("--policy", type=Path, required=True, help="your C2SP tlog-policy file")
+    bundle.set_defaults(run=lazy("edgeroot.evidence_commands", "run_verify_bundle"))
 
 
 def read_policy(path: Path) -> Policy:

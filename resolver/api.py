@@ -455,6 +455,29 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         return codecs.block_info_json(bid, gateway, height, idx, receipt)
 
     @app.get(
+        routes.BLOCKS,
+        tags=["gateways"],
+        responses={200: {"model": om.WindowBlocks}, **om.errors(400, 503)},
+    )
+    def blocks_in_window(
+        gateway: str,
+        from_ms: Annotated[int, Query(alias="from", ge=0)],
+        to_ms: Annotated[int, Query(alias="to", ge=0)],
+        after: Annotated[int, Query(ge=-1)] = -1,
+    ) -> dict[str, Any]:
+        """A gateway's blocks that can hold readings it received in ``[from, to)`` (milliseconds): every
+        block signed at or after ``from`` up to the first signed at or after ``to``, each with its
+        receipt and whether its readings are here (replicate) or at the gateway (anchor); 64 a page."""
+        if to_ms < from_ms:
+            raise BadRequest(f"to ({to_ms}) is before from ({from_ms})")
+        found, next_after = node.blocks_in_window(node.canonical(gateway), from_ms, to_ms, after=after)
+        rows = (
+            (b.block_id, b.header.height, b.header.time_ms, b.raw, b.log_index, r, b.replicated)
+            for b, r in found
+        )
+        return codecs.window_blocks_json(gateway, from_ms, to_ms, rows, next_after)
+
+    @app.get(
         routes.GATEWAY_HEAD,
         tags=["gateways"],
         responses={200: {"model": om.GatewayHead}, **om.errors(400, 404, 503)},

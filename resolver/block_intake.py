@@ -26,7 +26,7 @@ from chain_lite.keys import PublicKey
 from chain_lite.log_leaf import MAX_LEAF_SIZE, block_leaf
 from chain_lite.registry import canonical_identifier
 from resolver.db import Database, Tx
-from resolver.errors import BadRequest, ChainRejected, Conflict, ResolverError
+from resolver.errors import BadRequest, ChainRejected, Conflict, ResolverError, StorageError
 from resolver.registry import load_record
 
 MAX_BLOCKS_PER_BATCH = 256
@@ -153,3 +153,64 @@ def submit_blocks(
         if conflict is not None:
             return results, conflict
     return results, None
+
+
+# --- the blocks covering a time window (issue 15 item 4, D-074) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WindowBlock:
+    block_id: bytes
+    header: BlockHeader
+    raw: bytes
+    log_index: int | None
+    replicated: bool
+    """Whether the readings themselves are here (replicate mode) or stayed at the gateway (anchor mode)."""
+
+
+MAX_BLOCKS_PER_WINDOW = 256
+
+
+def _block_at(tx: Tx, gateway: str, height: int) -> WindowBlock:
+    row = tx.one(
+        "SELECT block_id, raw, idx, body IS NOT NULL FROM blocks WHERE gateway = ? AND height = ?",
+        (gateway, height),
+    )
+    if row is None:  # heights of one gateway are contiguous from 0 (check_successor on intake)
+        raise StorageError(f"gateway {gateway} has no block at height {height}: the chain has a hole")
+    raw = bytes(row[1])
+    return WindowBlock(bytes(row[0]), parse_block(raw).header, raw, row[2], bool(row[3]))
+
+
+def blocks_in_window(
+    tx: Tx, gateway: str, from_ms: int, to_ms: int, *, after: int = -1, limit: int = MAX_BLOCKS_PER_WINDOW
+) -> tuple[list[WindowBlock], int | None]:
+    """The gateway's blocks that can hold readings it received in ``[from_ms, to_ms)``: every block
+    whose signed time is at or after ``from_ms``, up to and including the first whose time is at or
+    after ``to_ms`` (a reading is chained into a block closed after it arrived, and block times never
+    run backwards). Only blocks above height ``after``; at most ``limit``; returns them in height order
+    and the height to continue after, or None when the window is exhausted.
+
+    ``gateway`` is canonical (:func:`chain_lite.registry.canonical_identifier`). The first block is
+    found by binary search on height (one header parsed per step), so a long chain costs log2(n) reads.
+    """
+    top = tx.one("SELECT MAX(height) FROM blocks WHERE gateway = ?", (gateway,))
+    if top is None or top[0] is None:
+        return [], None
+    lo, hi = max(after + 1, 0), int(top[0]) + 1  # first height in [lo, hi) with time >= from_ms; hi: none
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _block_at(tx, gateway, mid).header.time_ms >= from_ms:
+            hi = mid
+        else:
+            lo = mid + 1
+    found: list[WindowBlock] = []
+    height = lo
+    while height <= int(top[0]) and len(found) < limit:
+        block = _block_at(tx, gateway, height)
+        found.append(block)
+        if block.header.time_ms >= to_ms:
+            return found, None
+        height += 1
+    more = height <= int(top[0])
+    return found, (found[-1].header.height if more and found else None)

@@ -158,6 +158,26 @@ class BlockInfo(_Body):
     receipt: str | None = Field(description="C2SP tlog-proof@v1; null until the block is sequenced")
 
 
+class WindowBlock(_Body):
+    block_id: str = Field(description="hex")
+    height: int = Field(ge=0)
+    time_ms: int = Field(ge=0, description="the block's signed close time, gateway clock")
+    header: str = Field(description="the gateway-signed block header (COSE_Sign1), base64")
+    log_index: int | None = Field(description="null until the block is sequenced")
+    receipt: str | None = Field(description="C2SP tlog-proof@v1; null until the block is sequenced")
+    readings: Literal["at-root", "at-gateway"] = Field(
+        description="at-root: replicate mode, the root holds the readings; at-gateway: anchor mode"
+    )
+
+
+class WindowBlocks(_Body):
+    gateway: str
+    from_ms: int
+    to_ms: int
+    blocks: list[WindowBlock]
+    next: int | None = Field(description="pass as after= for the next page; null: the window is exhausted")
+
+
 class GatewayHead(_Body):
     gateway: str
     height: int = Field(ge=0)
@@ -210,7 +230,7 @@ class AnchorAnswer(_Body):
     evidence: list[AnchorEvidence] = Field(description="Two roots the child showed for one size")
 
 
-# --- EPCIS (docs/formats.md §21) -------------------------------------------------------------------------
+# --- EPCIS (docs/formats.md, "EPCIS events on the log") --------------------------------------------
 
 
 class EpcisCapturedEvent(_Body):

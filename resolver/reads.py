@@ -309,6 +309,24 @@ class RootNode:
                 receipt = receipt_for(tx, idx, view.checkpoint)
         return gateway, height, idx, receipt
 
+    def blocks_in_window(
+        self, gateway: str, from_ms: int, to_ms: int, *, after: int = -1, limit: int = 64
+    ) -> tuple[list[tuple[block_intake.WindowBlock, Receipt | None]], int | None]:
+        """The gateway's blocks covering ``[from_ms, to_ms)`` (:func:`block_intake.blocks_in_window`),
+        each with its receipt against the published checkpoint (None until sequenced into it), and the
+        height to continue after. ``gateway`` is canonical."""
+        view = self.view()
+        with self.db.transaction(write=False) as tx:
+            found, after_height = block_intake.blocks_in_window(
+                tx, gateway, from_ms, to_ms, after=after, limit=limit
+            )
+            out = [
+                (b, None if b.log_index is None or b.log_index >= view.size
+                 else receipt_for(tx, b.log_index, view.checkpoint))
+                for b in found
+            ]  # fmt: skip
+        return out, after_height
+
     def gateway_head(self, gateway: str) -> tuple[int, bytes] | None:
         with self.db.transaction(write=False) as tx:
             row = tx.one(

@@ -41,7 +41,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 0.25
 DEFAULT_MAX_BATCH = 1000
-_ADVISORY_KEY = 0x6564676572  # "edger"
+_ADVISORY_LOCK = (
+    "SELECT pg_try_advisory_lock("
+    "hashtextextended('edgeroot-sequencer:' || coalesce(current_schema(), ''), 0))"
+)
+"""One sequencer per log: the key is the schema the node's tables live in (its URL's ``search_path``),
+so nodes in separate schemas of one database each sequence their own log."""
 
 
 class SequencerBusy(ResolverError):
@@ -65,12 +70,12 @@ class SequencerLock:
         else:
             try:
                 self._conn = psycopg.connect(db.url, autocommit=True)
-                row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (_ADVISORY_KEY,)).fetchone()
+                row = self._conn.execute(_ADVISORY_LOCK).fetchone()
             except psycopg.Error as exc:
                 raise StorageError(f"cannot take the sequencer lock: {exc}") from exc
             if not row or not row[0]:
                 self._conn.close()
-                raise SequencerBusy("another sequencer holds this database's advisory lock")
+                raise SequencerBusy("another sequencer holds this schema's advisory lock")
 
     def close(self) -> None:
         if self._fd is not None:

@@ -112,6 +112,10 @@ class AsyncRootClient:
     async def origin(self) -> str:
         return (await self.signed_checkpoint()).checkpoint.origin
 
+    async def policy(self) -> bytes:
+        """The node's published C2SP tlog-policy, as served (parse it with :func:`codecs.parse_policy`)."""
+        return (await self._send("GET", routes.POLICY)).content
+
     async def consistency(self, old: int, new: int) -> list[bytes]:
         response = await self._send("GET", routes.CONSISTENCY, params={"old": old, "new": new})
         return codecs.consistency_from_json(_json(response, "consistency proof"), old, new)
@@ -193,6 +197,17 @@ class AsyncRootClient:
             raise ProtocolError("event index answer", "the proofs are not for the identifiers asked")
         return proofs
 
+    async def blocks_in_window(
+        self, gateway: str, from_ms: int, to_ms: int, after: int | None = None
+    ) -> tuple[list[codecs.WindowBlock], int | None]:
+        """One page of the gateway's blocks covering ``[from_ms, to_ms)`` and the height to continue
+        after (None: done); see :data:`rootclient.routes.BLOCKS`."""
+        params: dict[str, Any] = {"gateway": gateway, "from": from_ms, "to": to_ms}
+        if after is not None:
+            params["after"] = after
+        response = await self._send("GET", routes.BLOCKS, params=params)
+        return codecs.window_blocks_from_json(_json(response, f"blocks of {gateway}"))
+
 
 class RootClient:
     """The synchronous face of :class:`AsyncRootClient` (same requests, same decoding), for callers
@@ -229,6 +244,9 @@ class RootClient:
 
     def resolve(self, identifier: str, at: int | None = None) -> dict[str, Any]:
         return self.run(self.aio.resolve(identifier, at))
+
+    def policy(self) -> bytes:
+        return self.run(self.aio.policy())
 
     def history(self, identifier: str) -> dict[str, Any]:
         return self.run(self.aio.history(identifier))
@@ -271,6 +289,11 @@ class RootClient:
 
     def epcis_index(self, identifiers: Sequence[str]) -> list[IndexProof]:
         return self.run(self.aio.epcis_index(identifiers))
+
+    def blocks_in_window(
+        self, gateway: str, from_ms: int, to_ms: int, after: int | None = None
+    ) -> tuple[list[codecs.WindowBlock], int | None]:
+        return self.run(self.aio.blocks_in_window(gateway, from_ms, to_ms, after))
 
     def verify_resolution(
         self, proof: ResolutionProof, policy: Policy, store: PinStore, *, as_of: bool = False

@@ -535,3 +535,80 @@ def capture_answer_from_json(body: object, location: str | None) -> CaptureAnswe
     if location is None:
         raise ProtocolError("capture answer", "no Location header")
     return CaptureAnswer(_str(_field(answer, "captureID", "capture answer"), "captureID"), location, events)
+
+# --- GET /v1/blocks?gateway=&from=&to= (D-074) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WindowBlock:
+    """A gateway block covering a time window, as the root holds it."""
+
+    block_id: bytes
+    height: int
+    time_ms: int
+    header: bytes
+    """The gateway-signed header, exactly as logged (signature not checked here)."""
+    log_index: int | None
+    receipt: Receipt | None
+    receipt_text: str | None
+    at_root: bool
+    """Readings at the root (replicate mode) or only at the gateway (anchor mode)."""
+
+
+def window_blocks_json(
+    gateway: str,
+    from_ms: int,
+    to_ms: int,
+    blocks: Iterable[tuple[bytes, int, int, bytes, int | None, Receipt | None, bool]],
+    next_after: int | None,
+) -> dict[str, Any]:
+    """Blocks as (block id, height, time, signed header, log index, receipt, replicated)."""
+    return {
+        "gateway": gateway,
+        "from_ms": from_ms,
+        "to_ms": to_ms,
+        "blocks": [
+            {
+                "block_id": bid.hex(),
+                "height": height,
+                "time_ms": time_ms,
+                "header": b64.encode(raw),
+                "log_index": idx,
+                "receipt": None if receipt is None else receipt.to_bytes().decode(),
+                "readings": "at-root" if replicated else "at-gateway",
+            }
+            for bid, height, time_ms, raw, idx, receipt, replicated in blocks
+        ],
+        "next": next_after,
+    }
+
+
+def window_blocks_from_json(body: object) -> tuple[list[WindowBlock], int | None]:
+    """The blocks of ``GET /v1/blocks`` and the height to continue after (None: no more)."""
+    obj = _object(body, "window blocks")
+    out = []
+    for i, item in enumerate(_list(_field(obj, "blocks", "window blocks"), "window blocks")):
+        what = f"window block {i}"
+        b = _object(item, what)
+        try:
+            block_id = bytes.fromhex(_str(_field(b, "block_id", what), f"{what} block_id"))
+        except ValueError as exc:
+            raise ProtocolError(f"{what} block_id", "not hex") from exc
+        raw_index, text = b.get("log_index"), b.get("receipt")
+        readings = _field(b, "readings", what)
+        if readings not in ("at-root", "at-gateway"):
+            raise ProtocolError(f"{what} readings", "is neither at-root nor at-gateway")
+        out.append(
+            WindowBlock(
+                block_id,
+                _int(_field(b, "height", what), f"{what} height"),
+                _int(_field(b, "time_ms", what), f"{what} time_ms"),
+                _bytes(_field(b, "header", what), f"{what} header"),
+                None if raw_index is None else _int(raw_index, f"{what} log_index"),
+                None if text is None else parse_receipt(text, f"{what} receipt"),
+                None if text is None else str(text),
+                readings == "at-root",
+            )
+        )
+    raw_next = obj.get("next")
+    return out, None if raw_next is None else _int(raw_next, "window blocks next")

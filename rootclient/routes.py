@@ -28,6 +28,9 @@ GATEWAY_BLOCKS = "/v1/gateways/blocks"
 """POST a batch of a gateway's signed blocks (see :func:`rootclient.codecs.block_batch`)."""
 
 BLOCK = "/v1/blocks/{block_id}"
+BLOCKS = "/v1/blocks"
+"""``?gateway=ID&from=MS&to=MS[&after=H]``: a gateway's blocks covering a time window, with receipts and
+whether their readings are at the root (replicate) or stayed at the gateway (anchor), D-074."""
 GATEWAY_HEAD = "/v1/gateways/{gateway:path}/head"
 GATEWAY_PREFIX = "/v1/gateways/"
 GATEWAY_HEAD_SUFFIX = "/head"

@@ -132,8 +132,7 @@ class Hierarchy:
 
 
 def _databases(tmp: Path, backend: str) -> Iterator[tuple[str, str]]:
-    """The parent's database (where anchors live) on ``backend``; the child's on SQLite: two nodes in
-    one PostgreSQL database would share the one sequencer advisory lock."""
+    """The parent's database (where anchors live) on ``backend``; the child's on SQLite."""
     child_db = f"sqlite:///{tmp / 'child.db'}"
     if backend == "sqlite":
         yield f"sqlite:///{tmp / 'parent.db'}", child_db

@@ -167,7 +167,7 @@ def test_attribution_owner_only_under_the_signers_prefix() -> None:
 
 
 def _naive_head(identifier: str, indices: list[int]) -> bytes:
-    """Straight from docs/formats.md §21: head_0 = H(0x20 || id), head_k = H(0x21 || head || be64(i))."""
+    """From formats.md "EPCIS events on the log": head_0 = H(0x20 || id), head_k = H(0x21 || head || i)."""
     head = hashlib.sha256(b"\x20" + identifier.encode()).digest()
     for i in indices:
         head = hashlib.sha256(b"\x21" + head + i.to_bytes(8, "big")).digest()

@@ -62,6 +62,7 @@ def test_the_heavy_commands_are_lazy() -> None:
         "edgeroot.demo_run.run",
         "edgeroot.event_commands.run_capture", "edgeroot.trace_commands.run",
         "edgeroot.anchor_commands.run_anchor",
+        "edgeroot.evidence_commands.run_export", "edgeroot.evidence_commands.run_verify_bundle",
     }  # fmt: skip
     assert {name.removeprefix("lazy(").removesuffix(")") for name in lazy} == expected
     for name in expected:

@@ -295,3 +295,12 @@ def test_mutants_are_mostly_refused() -> None:
                 continue
             assert GS1.is_valid(mutant)
     assert refused >= len(event) * 3
+
+
+def test_committed_schema_is_what_its_generator_writes() -> None:
+    """rootclient/schemas/epcis-capture.schema.json == gen_capture_schema.py's output (its vocabulary
+    enums come from chain_lite.cbv_vocabulary, so the hash and the schema know the same terms)."""
+    from tests.vectors.epcis.gen_capture_schema import render
+
+    path = Path(__file__).parent.parent / "rootclient" / "schemas" / "epcis-capture.schema.json"
+    assert path.read_text(encoding="utf-8") == render()

@@ -561,3 +561,23 @@ def test_epc_uris_translate_as_the_reference_translates_them(scheme: str, data: 
         "lgtin": f"urn:epc:class:lgtin:{num(cp)}.{num(13 - cp)}.{serial}",
     }[scheme]
     assert canonical_digital_link(uri) == normaliser(uri)
+
+
+@settings(max_examples=100, deadline=None)
+@given(EVENTS)
+def test_equivalent_forms_of_values_give_the_same_hash(event: dict[str, Any]) -> None:
+    """The same instant in another offset, a GS1 key as EPC URI or Digital Link, a CBV value as bare term
+    or URN, a quantity as 5 or 5.0: one hash ID (rules 6, 8, 14, 16, 17)."""
+    expected = event_hash_id(event, EXAMPLE_CONTEXT)
+    other = copy.deepcopy(event)
+    other["eventTime"] = epcis._timestamp(event["eventTime"]).replace(".000Z", "Z")
+    dl = {"urn:epc:id:sgtin:0614141.107346.2017": "https://example.com/01/10614141073464/21/2017?x=1"}
+    for field in ("epcList", "inputEPCList", "outputEPCList", "childEPCs"):
+        if field in other:
+            other[field] = [dl.get(e, e) for e in other[field]]
+    if other.get("bizStep") in cbv_vocabulary.BIZ_STEP:
+        other["bizStep"] = "urn:epcglobal:cbv:bizstep:" + other["bizStep"]
+    for field in ("quantityList", "inputQuantityList", "outputQuantityList", "childQuantityList"):
+        for element in other.get(field, []):
+            element["quantity"] = float(element["quantity"])
+    assert event_hash_id(other, EXAMPLE_CONTEXT) == expected

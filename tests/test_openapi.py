@@ -104,6 +104,9 @@ def test_root_answers_match_the_published_schema(node: RootUnderTest) -> None:
     assert api.get(routes.BLOCK, routes.block(b"\x00" * 32)).status_code == 404
     assert api.get(routes.BLOCK, "/v1/blocks/zz").status_code == 400
     assert api.get(routes.GATEWAY_HEAD, routes.gateway_head("88.123/gw-1")).status_code == 404
+    window = {"gateway": "88.123/gw-1", "from": 0, "to": 10}
+    assert api.get(routes.BLOCKS, routes.BLOCKS, params=window).json()["blocks"] == []
+    assert api.get(routes.BLOCKS, routes.BLOCKS, params={**window, "from": 11}).status_code == 400
 
     for checkpoint in (routes.CHECKPOINT, routes.TILES_CHECKPOINT):
         assert api.get(checkpoint, checkpoint).text.startswith(node.origin)
@@ -122,7 +125,8 @@ def test_root_answers_match_the_published_schema(node: RootUnderTest) -> None:
     assert api.get(routes.METRICS, routes.METRICS).status_code == 200
     assert api.get(routes.POLICY, routes.POLICY).status_code == 200
 
-    # EPCIS (formats §21): a refused capture of each kind, an accepted one, its job, a query, an index.
+    # EPCIS (formats.md, "EPCIS events on the log"): refused captures, an accepted one, its job, a query,
+    # an index.
     capture = routes.EPCIS_CAPTURE
     assert api.post(capture, capture, content=b"{").status_code == 400
     admin = node.admin_signer()

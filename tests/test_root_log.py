@@ -28,7 +28,7 @@ from rootclient.codecs import resolution_from_json
 from rootclient.errors import EquivocationDetected
 from rootclient.pin_file import FilePinStore, pin_file
 from runtime.clock import now_ms
-from tests.root_harness import RootUnderTest, ServerThread
+from tests.root_harness import POSTGRES_DOWN, RootUnderTest, ServerThread, postgres_schema
 
 ORIGIN = "seq.test"
 
@@ -74,6 +74,25 @@ def test_only_one_sequencer_per_database(database_url: str) -> None:
         first.close()
     Sequencer(db, log_key.log_signer(), ORIGIN, publish=True).close()
     db.close()
+
+
+@pytest.mark.skipif(POSTGRES_DOWN, reason="PostgreSQL not reachable")
+def test_nodes_in_separate_schemas_of_one_database_each_sequence() -> None:
+    """The advisory lock is per schema: a second node in another schema of the same database sequences
+    its own log (it used to wait forever for a lock that only serialises one log)."""
+    with postgres_schema() as first_url, postgres_schema() as second_url:
+        first_db, first_key, _ = _bootstrapped(first_url)
+        second_db, second_key, _ = _bootstrapped(second_url)
+        first = Sequencer(first_db, first_key.log_signer(), ORIGIN, publish=True)
+        try:
+            second = Sequencer(second_db, second_key.log_signer(), ORIGIN, publish=True)
+            with pytest.raises(SequencerBusy):  # still one sequencer per log
+                Sequencer(second_db, second_key.log_signer(), ORIGIN, publish=True)
+            second.close()
+        finally:
+            first.close()
+            first_db.close()
+            second_db.close()
 
 
 def test_every_batch_ends_with_the_map_head_of_its_history(database_url: str) -> None:

@@ -100,6 +100,7 @@ def test_hostile_answer_shapes_are_protocol_errors(body: object) -> None:
         lambda b: codecs.consistency_from_json(b, 3, 7),
         codecs.block_batch_from_json,
         lambda b: codecs.block_info_from_json(b, b"\x01" * 32),
+        codecs.window_blocks_from_json,
     ]
     for decode in decoders:
         with pytest.raises(ProtocolError):
@@ -314,6 +315,7 @@ def test_the_root_app_serves_exactly_the_routes_rootclient_names() -> None:
         routes.HANDLE, routes.RESOLVE, routes.HISTORY, routes.REGISTRY, routes.GATEWAY_BLOCKS, routes.BLOCK,
         routes.GATEWAY_HEAD, routes.CHECKPOINT, routes.CONSISTENCY, routes.INCLUSION, routes.TILES_CHECKPOINT,
         routes.TILE, routes.HEALTH, routes.METRICS, routes.WEB_PAGE, routes.POLICY, routes.CONSOLE_ASSET,
+        routes.BLOCKS,
     }  # fmt: skip
     assert served == declared
 
@@ -361,3 +363,25 @@ def test_hostile_anchor_pointers_are_protocol_errors(change: dict[str, Any]) -> 
     for body in HOSTILE:
         with pytest.raises(ProtocolError):
             codecs.anchor_from_json(body, "child.test")
+def test_window_blocks_round_trip_and_refuse_bad_fields() -> None:
+    """GET /v1/blocks: what the server encodes decodes to the same facts; a wrong field is a ProtocolError."""
+    body = codecs.window_blocks_json(
+        "88.1/GW",
+        5,
+        9,
+        [(b"\xab" * 32, 3, 7, b"header", 12, None, True), (b"\xcd" * 32, 4, 9, b"h2", None, None, False)],
+        4,
+    )
+    blocks, more = codecs.window_blocks_from_json(json.loads(json.dumps(body)))
+    assert more == 4
+    assert [(b.block_id, b.height, b.time_ms, b.header, b.log_index, b.at_root) for b in blocks] == [
+        (b"\xab" * 32, 3, 7, b"header", 12, True),
+        (b"\xcd" * 32, 4, 9, b"h2", None, False),
+    ]
+    item = body["blocks"][0]
+    for change in ({"block_id": "zz"}, {"readings": "somewhere"}, {"header": "!!"}, {"height": -1},
+                   {"receipt": "not a receipt"}, {"log_index": "3"}):  # fmt: skip
+        with pytest.raises(ProtocolError):
+            codecs.window_blocks_from_json({**body, "blocks": [{**item, **change}]})
+    with pytest.raises(ProtocolError):
+        codecs.window_blocks_from_json({**body, "next": "4"})
