@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from chain_lite.keys import NoteKey
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, Ed25519Verifier, VerifierKey
 from chain_lite.policy import Group, Log, Policy, Witness
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
+from chain_lite.suite import SHA256, HashSuite, hash_suite
 from resolver import anchoring
 from resolver import config as root_config
 from resolver import openapi_models as om
@@ -331,21 +332,39 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
 # --- witness ---------------------------------------------------------------------------------------------
 
 
-def init_witness(state: Path, name: str, logs: list[VerifierKey]) -> NoteKey:
+def init_witness(
+    state: Path, name: str, logs: list[VerifierKey], suites: Mapping[str, HashSuite] | None = None
+) -> NoteKey:
     state.mkdir(parents=True, exist_ok=True)
     key = NoteKey.generate(name, SIGTYPE_COSIGNATURE_V1)
     write_private(state / "witness.skey", (key.skey() + "\n").encode())
     (state / "witness.vkey").write_text(key.vkey() + "\n")
     (state / "logs.txt").write_text(
-        "# log verifier keys this witness cosigns for, one per line\n" + "".join(f"{vk}\n" for vk in logs)
+        "# log verifier keys this witness cosigns for, one per line (then the log's hash if not sha256)\n"
+        + "".join(f"{witness_log_line(vk, (suites or {}).get(vk.name, SHA256))}\n" for vk in logs)
     )
     return key
 
 
-def load_witness_logs(path: Path) -> list[VerifierKey]:
-    """The log verifier keys in ``path`` (``logs.txt``): one per line, ``#`` comments."""
-    lines = path.read_text().splitlines()
-    return [VerifierKey.parse(line) for line in lines if line.strip() and not line.startswith("#")]
+def witness_log_line(vkey: VerifierKey, suite: HashSuite = SHA256) -> str:
+    """One line of ``logs.txt``: ``<vkey>`` for a SHA-256 log, ``<vkey> <hash>`` otherwise (``sm3``)."""
+    return str(vkey) if suite is SHA256 else f"{vkey} {suite.name}"
+
+
+def load_witness_logs(path: Path) -> tuple[list[VerifierKey], dict[str, HashSuite]]:
+    """The log verifier keys in ``path`` (``logs.txt``: one per line, ``#`` comments), and the hash
+    profile of each log whose line names one after its key."""
+    keys: list[VerifierKey] = []
+    suites: dict[str, HashSuite] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        vkey_text, _, hash_name = line.strip().partition(" ")
+        vkey = VerifierKey.parse(vkey_text)
+        keys.append(vkey)
+        if hash_name.strip():
+            suites[vkey.name] = hash_suite(hash_name.strip())
+    return keys, suites
 
 
 def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
@@ -353,7 +372,8 @@ def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
     (``logs``, default ``STATE/logs.txt``)."""
     logs = logs or state / "logs.txt"
     key = NoteKey.parse_skey((state / "witness.skey").read_text())
-    witness = WitnessService(key.cosigner(), load_witness_logs(logs), WitnessState(state / "witness.db"))
+    followed, suites = load_witness_logs(logs)
+    witness = WitnessService(key.cosigner(), followed, WitnessState(state / "witness.db"), suites)
     app = offline_docs_app(title="edgeroot witness", summary="C2SP tlog-witness add-checkpoint", version="1")
     registry = CollectorRegistry()
     answers = Counter(
@@ -366,7 +386,7 @@ def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
         return f"following {len(witness.logs)} log(s); {cosigned['count']} checkpoint(s) cosigned since start"
 
     def reload() -> str:
-        witness.set_logs(load_witness_logs(logs))
+        witness.set_logs(*load_witness_logs(logs))
         return f"following {', '.join(sorted(witness.logs)) or 'no logs'}"
 
     app.state.hooks = Hooks(status, reload)
