@@ -25,6 +25,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives import hashes
 
 from chain_lite.errors import ChainError, FormatError
+from chain_lite.note import SIGTYPE_ED25519
 
 DIGEST_SIZE = 32
 
@@ -96,6 +97,24 @@ def hash_suite(name: str) -> HashSuite:
         known = ", ".join(SUITES)
         raise FormatError("hash suite", f"unknown hash {name[:32]!r}; known: {known}")
     return suite
+
+
+@dataclass(frozen=True, slots=True)
+class LogProfile:
+    """What ``edgeroot root init --suite NAME`` fixes for a log's lifetime: its hash and its key type."""
+
+    name: str
+    hash: HashSuite
+    log_sigtype: int
+    """Signed-note signature type of the log's checkpoint key."""
+
+
+LOG_PROFILES: dict[str, LogProfile] = {
+    "default": LogProfile("default", SHA256, SIGTYPE_ED25519),
+    # 国密: SM3 for the tree, the map and the blocks. The log key stays Ed25519 until SM2 note
+    # signatures land (issue 16, part 1): then this line names their signature type, nothing else.
+    "sm": LogProfile("sm", SM3, SIGTYPE_ED25519),
+}
 
 
 class HashSuiteMismatch(ChainError):

@@ -26,10 +26,10 @@ from chain_lite import keys
 from chain_lite.cose import CoseSigner
 from chain_lite.cosignature import CosignatureVerifier
 from chain_lite.keys import NoteKey
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, Ed25519Verifier, VerifierKey
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, Ed25519Verifier, VerifierKey
 from chain_lite.policy import Group, Log, Policy, Witness
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
-from chain_lite.suite import SHA256, HashSuite, hash_suite
+from chain_lite.suite import LOG_PROFILES, SHA256, HashSuite, LogProfile, hash_suite
 from resolver import anchoring
 from resolver import config as root_config
 from resolver import openapi_models as om
@@ -40,6 +40,7 @@ from resolver.db import Database
 from resolver.errors import ResolverError
 from resolver.fast_reads import FastReads
 from resolver.http_service import Hooks
+from resolver.log_store import set_log_suite
 from resolver.metrics import RootMetrics
 from resolver.reads import RootNode
 from resolver.registry import submit_write
@@ -55,12 +56,16 @@ log = logging.getLogger(__name__)
 
 
 def node_policy(
-    log_vkey: VerifierKey, witnesses: list[VerifierKey], quorum: int, url: str | None = None
+    log_vkey: VerifierKey,
+    witnesses: list[VerifierKey],
+    quorum: int,
+    url: str | None = None,
+    suite: HashSuite = SHA256,
 ) -> Policy:
-    """The C2SP tlog-policy for this log: its key, its witnesses, ``quorum`` of them required."""
+    """The C2SP tlog-policy for this log: its key and hash, its witnesses, ``quorum`` of them required."""
     names = tuple(w.name for w in witnesses)
     return Policy(
-        [Log(Ed25519Verifier.from_vkey(log_vkey), url)],
+        [Log(Ed25519Verifier.from_vkey(log_vkey), url, suite)],
         [Witness(w.name, CosignatureVerifier.from_vkey(w)) for w in witnesses],
         [Group("witnesses", quorum, names)] if witnesses else [],
         quorum="witnesses" if witnesses and quorum > 0 else "none",
@@ -87,8 +92,10 @@ def init_root(
     database: str | None = None,
     witnesses: list[tuple[str, VerifierKey]] | None = None,
     quorum: int | None = None,
+    profile: LogProfile = LOG_PROFILES["default"],
 ) -> InitResult:
-    """Create a root node's state directory (refuses to touch an existing one)."""
+    """Create a root node's state directory (refuses to touch an existing one). ``profile`` fixes the
+    log's hash and key type for its lifetime (the hash is kept in the database, see log_store)."""
     state.mkdir(parents=True, exist_ok=True)
     if (state / root_config.CONFIG_NAME).exists():
         raise FileExistsError(
@@ -101,7 +108,7 @@ def init_root(
     quorum = len(witnesses) if quorum is None else quorum
     if not 0 <= quorum <= len(witnesses):
         raise ValueError(f"quorum {quorum} is not between 0 and the {len(witnesses)} witnesses")
-    log_key = NoteKey.generate(origin, SIGTYPE_ED25519)
+    log_key = NoteKey.generate(origin, profile.log_sigtype)
     admin = keys.generate_p256()
     db_url = database or f"sqlite:///{(state / 'root.db').resolve()}"
     (state / root_config.CONFIG_NAME).write_text(
@@ -119,12 +126,16 @@ def init_root(
     cfg.log_vkey.write_text(log_key.vkey() + "\n")
     write_private(cfg.admin_key, keys.private_pem(admin))
     (state / "admin.pub.pem").write_bytes(keys.public_pem(admin.public_key()))
-    policy = node_policy(VerifierKey.parse(log_key.vkey()), [vk for _, vk in witnesses], quorum)
+    policy = node_policy(
+        VerifierKey.parse(log_key.vkey()), [vk for _, vk in witnesses], quorum, suite=profile.hash
+    )
     cfg.policy.write_text(policy.to_text())
 
     db = Database(cfg.database)
     try:
         db.create_schema()
+        with db.transaction() as tx:
+            set_log_suite(tx, profile.hash)  # before the first leaf: a log's hash never changes
         kid = admin_kid(cfg.prefix)
         request = build_write(
             origin,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from chain_lite.suite import LOG_PROFILES
 from tests.gateway_harness import Plant, running_plant
 from tests.mqtt_harness import running_broker
 from tests.root_harness import POSTGRES_DOWN, POSTGRES_URL, RootUnderTest, postgres_schema, running_root
@@ -40,6 +41,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def root(tmp_path: Path, database_url: str) -> Iterator[RootUnderTest]:
     """A root node with one witness, both served over real HTTP on loopback."""
     with running_root(tmp_path, database_url) as node:
+        yield node
+
+
+@pytest.fixture(params=["default", "sm"])
+def any_suite_root(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str
+) -> Iterator[RootUnderTest]:
+    """Like ``root``, once per log suite (``root init --suite default|sm``): SHA-256 and SM3 logs."""
+    with running_root(tmp_path, database_url, profile=LOG_PROFILES[request.param]) as node:
         yield node
 
 

@@ -1,0 +1,169 @@
+"""A root made with ``--suite sm`` hashes with SM3 throughout (tree, map, checkpoints, witness, blocks),
+and every verifier handles it; the same tests run against a default (SHA-256) root."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chain_lite import b64, merkle
+from chain_lite.block import GENESIS_PREV, header_for, sign_block
+from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.cose import CoseSigner
+from chain_lite.errors import ProofError
+from chain_lite.keys import generate_p256
+from chain_lite.registry import Value, pubkey_value
+from chain_lite.sparse_map import map_key
+from chain_lite.suite import SHA256, SM3
+from edgeroot.cli import main as cli
+from resolver.config import load
+from resolver.db import Database
+from resolver.errors import StorageError
+from resolver.log_store import log_suite, set_log_suite
+from resolver.tiles import tile_path, unbundle
+from rootclient.codecs import resolution_from_json
+from rootclient.pin_file import FilePinStore
+from tests.root_harness import RootUnderTest
+
+GATEWAY = "88.123/GW-SM"
+
+
+def _suite_of(root: RootUnderTest):  # type: ignore[no-untyped-def]
+    return root.policy.logs[0].suite
+
+
+def test_the_log_declares_its_hash_in_checkpoint_policy_and_database(any_suite_root: RootUnderTest) -> None:
+    """An sm root: 'log-hash sm3' in policy.txt, 'hash sm3' in every checkpoint, meta 'hash' = sm3;
+    a default root: none of them (plain C2SP bytes)."""
+    root = any_suite_root
+    suite = _suite_of(root)
+    policy_text = root.policy_path.read_text()
+    cp = SignedCheckpoint.parse(httpx.get(f"{root.url}/log/checkpoint").content).checkpoint
+    db = Database(load(root.state).database)
+    try:
+        with db.transaction(write=False) as tx:
+            stored = log_suite(tx)
+    finally:
+        db.close()
+    assert cp.suite is suite is stored
+    if suite is SM3:
+        assert policy_text.startswith("log-hash sm3 ") and cp.extensions == ("hash sm3",)
+    else:
+        assert policy_text.startswith("log ") and cp.extensions == ()
+
+
+def test_tiles_and_proofs_hash_with_the_logs_suite(any_suite_root: RootUnderTest) -> None:
+    """Tiles hold the suite's leaf hashes and fold to the checkpoint root; served proofs verify with the
+    suite, and (for SM3) not with SHA-256."""
+    root = any_suite_root
+    suite = _suite_of(root)
+    first = SignedCheckpoint.parse(httpx.get(f"{root.url}/log/checkpoint").content).checkpoint
+    with root.client() as c:
+        for i in range(5):
+            c.write(
+                root.write("create", f"88.123/T{i}", [Value(1, "URL", "string", str(i))], root.admin_signer())
+            )
+    size = root.settle()
+    cp = SignedCheckpoint.parse(httpx.get(f"{root.url}/log/checkpoint").content).checkpoint
+    assert cp.size == size
+    tile = httpx.get(f"{root.url}/log/{tile_path(0, 0, size)}").content
+    entries = unbundle(httpx.get(f"{root.url}/log/{tile_path(None, 0, size)}").content)
+    hashes = [tile[i : i + 32] for i in range(0, len(tile), 32)]
+    assert hashes == [merkle.leaf_hash(e, suite=suite) for e in entries]
+    assert merkle.root_from_leaf_hashes(hashes, suite=suite) == cp.root
+    body = httpx.get(f"{root.url}/v1/proof/consistency", params={"old": first.size, "new": size}).json()
+    proof = [b64.decode(h) or b"" for h in body["proof"]]
+    merkle.verify_consistency(first.size, size, proof, first.root, cp.root, suite=suite)
+    if suite is SM3:
+        with pytest.raises(ProofError):
+            merkle.verify_consistency(first.size, size, proof, first.root, cp.root)
+
+
+def test_resolution_proofs_verify_with_the_pinned_log(any_suite_root: RootUnderTest, tmp_path: Path) -> None:
+    """A resolve answer (map proof over H(identifier), H(record)) verifies through the root client's
+    pinned light client, and the map key is the suite's hash of the identifier."""
+    root = any_suite_root
+    suite = _suite_of(root)
+    with root.client() as c:
+        c.write(root.write("create", "88.123/PUMP-9", [Value(1, "URL", "string", "p")], root.admin_signer()))
+        root.settle()
+        answer = c.resolve("88.123/PUMP-9")
+        verified = c.verify_resolution(
+            resolution_from_json(answer), root.policy, FilePinStore(root.origin, tmp_path)
+        )
+    assert verified.proven.record is not None and verified.proven.checkpoint.checkpoint.suite is suite
+    assert map_key("88.123/pump-9", suite=suite) != map_key(
+        "88.123/pump-9", suite=SM3 if suite is SHA256 else SHA256
+    )
+
+
+def test_the_root_refuses_blocks_of_the_other_suite(any_suite_root: RootUnderTest) -> None:
+    """A registered gateway's block hashed with the log's suite is accepted; the same chain built with the
+    other suite is refused, naming both hashes."""
+    root = any_suite_root
+    suite = _suite_of(root)
+    other = SM3 if suite is SHA256 else SHA256
+    key = generate_p256()
+    gateway = CoseSigner(GATEWAY, key)
+    values = [pubkey_value(300, key.public_key()), Value(2, "GATEWAY", "string", "test gateway")]
+    with root.client() as c:
+        c.write(root.write("create", GATEWAY, values, root.admin_signer()))
+        root.settle()
+        wrong = sign_block(header_for(GATEWAY, 0, GENESIS_PREV, [], 1, suite=other), gateway)
+        refused = c.submit_blocks([(wrong.raw, None)])
+        assert not refused.accepted and f"uses hash {other.name}, but {suite.name} is required" in (
+            refused.message or ""
+        )
+        right = sign_block(header_for(GATEWAY, 0, GENESIS_PREV, [], 1, suite=suite), gateway)
+        accepted = c.submit_blocks([(right.raw, None)])
+        assert [a.block_id for a in accepted.accepted] == [right.block_id]
+
+
+def test_a_logs_hash_never_changes(tmp_path: Path) -> None:
+    """The hash profile is set on an empty log only; a log with leaves keeps its hash."""
+    db = Database(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        db.create_schema()
+        with db.transaction() as tx:
+            set_log_suite(tx, SM3)
+            set_log_suite(tx, SM3)  # idempotent
+            tx.execute("INSERT INTO meta (key, value) VALUES ('tree_size', '3')")
+        with db.transaction() as tx, pytest.raises(StorageError, match="hashes with sm3"):
+            set_log_suite(tx, SHA256)
+    finally:
+        db.close()
+
+
+def test_cli_root_init_suite_sm_makes_an_sm3_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`edgeroot root init --suite sm` reports the suite, and its first checkpoint says hash sm3."""
+    state = tmp_path / "root"
+    code = cli(
+        [
+            "root",
+            "init",
+            "--state",
+            str(state),
+            "--origin",
+            "sm.test",
+            "--prefix",
+            "88.7",
+            "--suite",
+            "sm",
+            "--json",
+        ]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["suite"] == "sm"
+    db = Database(load(state).database)
+    try:
+        with db.transaction(write=False) as tx:
+            note = tx.one("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1")
+            assert log_suite(tx) is SM3
+    finally:
+        db.close()
+    assert note is not None and SignedCheckpoint.parse(bytes(note[0])).checkpoint.suite is SM3
+    assert (state / "policy.txt").read_text().startswith("log-hash sm3 ")
