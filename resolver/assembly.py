@@ -45,7 +45,7 @@ from resolver.metrics import RootMetrics
 from resolver.reads import RootNode
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
-from resolver.witness_server import SIZE_CONTENT_TYPE, WitnessState
+from resolver.witness_server import SIZE_CONTENT_TYPE, WitnessState, witness_log_line
 from resolver.witness_server import Witness as WitnessService
 from rootclient import routes
 from runtime.clock import now_ms
@@ -142,7 +142,9 @@ def init_root(
             "create",
             prefix_handle(cfg.prefix),
             [pubkey_value(300, admin.public_key()), Value(100, "DESC", "string", f"root prefix of {origin}")],
-            timestamp_ms=now_ms(), nonce=os.urandom(16))
+            timestamp_ms=now_ms(),
+            nonce=os.urandom(16),
+        )
         signed = sign_write(request, CoseSigner(kid, admin))
         submit_write(db, signed.raw, origin=origin, now_ms=now_ms(), bootstrap=True)
         sequencer = Sequencer(db, log_key.log_signer(), origin, publish=not witnesses)
@@ -355,11 +357,6 @@ def init_witness(
         + "".join(f"{witness_log_line(vk, (suites or {}).get(vk.name, SHA256))}\n" for vk in logs)
     )
     return key
-
-
-def witness_log_line(vkey: VerifierKey, suite: HashSuite = SHA256) -> str:
-    """One line of ``logs.txt``: ``<vkey>`` for a SHA-256 log, ``<vkey> <hash>`` otherwise (``sm3``)."""
-    return str(vkey) if suite is SHA256 else f"{vkey} {suite.name}"
 
 
 def load_witness_logs(path: Path) -> tuple[list[VerifierKey], dict[str, HashSuite]]:

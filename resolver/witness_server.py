@@ -153,6 +153,12 @@ class WitnessState:
         self._conn.close()
 
 
+def witness_log_line(vkey: VerifierKey, suite: HashSuite = SHA256) -> str:
+    """One line of the witness's ``logs.txt``: ``<vkey>`` for a SHA-256 log, ``<vkey> <hash>`` for a
+    log of another hash profile (``sm3``)."""
+    return str(vkey) if suite is SHA256 else f"{vkey} {suite.name}"
+
+
 class Witness:
     """The tlog-witness checks over a :class:`WitnessStore`. ``logs`` maps an origin to the log's
     verifier; :meth:`set_logs` fixes it from a list (``logs.txt``), and a parent node replaces it with

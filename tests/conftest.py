@@ -65,3 +65,12 @@ def plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
     """A root, a registered gateway and device, and the gateway process (started by the test)."""
     with running_plant(tmp_path, mqtt_broker) as p:
         yield p
+
+
+@pytest.fixture(params=["default", "sm"])
+def any_suite_plant(
+    request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: tuple[str, int]
+) -> Iterator[Plant]:
+    """Like ``plant``, once per log suite: the root made with ``--suite default`` or ``--suite sm``."""
+    with running_plant(tmp_path, mqtt_broker, request.param) as p:
+        yield p

@@ -24,9 +24,10 @@ from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pu
 from chain_lite.suite import LOG_PROFILES, LogProfile
 from edgeroot.system import free_port
 from resolver import config as root_config
-from resolver.assembly import build_root_app, build_witness_app, init_root, init_witness, witness_log_line
+from resolver.assembly import build_root_app, build_witness_app, init_root, init_witness
 from resolver.db import Database
 from resolver.log_store import latest_checkpoint_bytes
+from resolver.witness_server import witness_log_line
 from rootclient.client import RootClient
 from rootclient.errors import ClientError
 from runtime.clock import now_ms
