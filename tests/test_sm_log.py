@@ -11,19 +11,23 @@ import pytest
 
 from chain_lite import b64, merkle
 from chain_lite.block import GENESIS_PREV, header_for, sign_block
-from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, suite_extensions
 from chain_lite.cose import CoseSigner
-from chain_lite.errors import ProofError
-from chain_lite.keys import generate_p256
+from chain_lite.errors import FormatError, ProofError
+from chain_lite.keys import NoteKey, generate_p256
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey
 from chain_lite.registry import Value, pubkey_value
 from chain_lite.sparse_map import map_key
-from chain_lite.suite import SHA256, SM3
+from chain_lite.suite import SHA256, SM3, HashSuite
 from edgeroot.cli import main as cli
+from resolver.assembly import load_witness_logs
 from resolver.config import load
+from resolver.cosigning import request_body
 from resolver.db import Database
 from resolver.errors import StorageError
 from resolver.log_store import log_suite, set_log_suite
 from resolver.tiles import tile_path, unbundle
+from resolver.witness_server import Witness, WitnessState, witness_log_line
 from rootclient.codecs import resolution_from_json
 from rootclient.pin_file import FilePinStore
 from tests.root_harness import RootUnderTest
@@ -167,3 +171,41 @@ def test_cli_root_init_suite_sm_makes_an_sm3_log(tmp_path: Path, capsys: pytest.
         db.close()
     assert note is not None and SignedCheckpoint.parse(bytes(note[0])).checkpoint.suite is SM3
     assert (state / "policy.txt").read_text().startswith("log-hash sm3 ")
+
+
+def _witness_fixture(tmp_path: Path, follows: HashSuite):  # type: ignore[no-untyped-def]
+    log_key = NoteKey.generate("w-log.test", SIGTYPE_ED25519)
+    vkey = VerifierKey.parse(log_key.vkey())
+    (tmp_path / "logs.txt").write_text(f"# logs\n{witness_log_line(vkey, follows)}\n")
+    followed, suites = load_witness_logs(tmp_path / "logs.txt")
+    wkey = NoteKey.generate("w.test", SIGTYPE_COSIGNATURE_V1)
+    return log_key, Witness(wkey.cosigner(), followed, WitnessState(tmp_path / "w.db"), suites)
+
+
+@pytest.mark.parametrize("suite", [SHA256, SM3], ids=lambda s: s.name)
+def test_the_witness_checks_proofs_with_the_hash_logs_txt_names(tmp_path: Path, suite: HashSuite) -> None:
+    """logs.txt says `<vkey> sm3` for an SM3 log; the witness cosigns that log's checkpoints with SM3
+    consistency proofs and answers 422 to one declaring the other hash."""
+    log_key, witness = _witness_fixture(tmp_path, suite)
+    tree = merkle.MerkleTree(suite=suite)
+    tree.append_entries(b"e%d" % i for i in range(5))
+
+    def body(old: int, declared: HashSuite, root: bytes) -> bytes:
+        cp = Checkpoint("w-log.test", tree.size, root, suite_extensions(declared))
+        proof = tree.consistency_proof(old) if 0 < old < tree.size else []
+        return request_body(old, proof, sign_checkpoint(cp, log_key.log_signer()))
+
+    assert witness.add_checkpoint(body(0, suite, tree.root()), 1_700_000_000).status == 200
+    tree.append_entries(b"f%d" % i for i in range(7))
+    other = SM3 if suite is SHA256 else SHA256
+    refused = witness.add_checkpoint(body(5, other, tree.root()), 1_700_000_000)
+    assert refused.status == 422 and f"follows w-log.test as {suite.name}" in refused.body.decode()
+    assert witness.add_checkpoint(body(5, suite, tree.root()), 1_700_000_000).status == 200
+
+
+def test_witness_logs_file_refuses_an_unknown_hash(tmp_path: Path) -> None:
+    """A logs.txt line naming a hash edgeroot does not know is refused, not read as SHA-256."""
+    vkey = NoteKey.generate("w-log.test", SIGTYPE_ED25519).vkey()
+    (tmp_path / "logs.txt").write_text(f"{vkey} sha3\n")
+    with pytest.raises(FormatError, match="unknown hash 'sha3'"):
+        load_witness_logs(tmp_path / "logs.txt")
