@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chain_lite import b64, merkle
+from chain_lite import merkle
 from chain_lite.block import GENESIS_PREV, header_for, sign_block
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, suite_extensions
 from chain_lite.cose import CoseSigner
-from chain_lite.errors import FormatError, ProofError
+from chain_lite.errors import FormatError
 from chain_lite.keys import NoteKey, generate_p256
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey
 from chain_lite.registry import Value, pubkey_value
@@ -26,7 +26,6 @@ from resolver.cosigning import request_body
 from resolver.db import Database
 from resolver.errors import StorageError
 from resolver.log_store import log_suite, set_log_suite
-from resolver.tiles import tile_path, unbundle
 from resolver.witness_server import Witness, WitnessState, witness_log_line
 from rootclient.codecs import resolution_from_json
 from rootclient.pin_file import FilePinStore
@@ -57,33 +56,6 @@ def test_the_log_declares_its_hash_in_checkpoint_policy_and_database(any_suite_r
         assert policy_text.startswith("log-hash sm3 ") and cp.extensions == ("hash sm3",)
     else:
         assert policy_text.startswith("log ") and cp.extensions == ()
-
-
-def test_tiles_and_proofs_hash_with_the_logs_suite(any_suite_root: RootUnderTest) -> None:
-    """Tiles hold the suite's leaf hashes and fold to the checkpoint root; served proofs verify with the
-    suite, and (for SM3) not with SHA-256."""
-    root = any_suite_root
-    suite = _suite_of(root)
-    first = SignedCheckpoint.parse(httpx.get(f"{root.url}/log/checkpoint").content).checkpoint
-    with root.client() as c:
-        for i in range(5):
-            c.write(
-                root.write("create", f"88.123/T{i}", [Value(1, "URL", "string", str(i))], root.admin_signer())
-            )
-    size = root.settle()
-    cp = SignedCheckpoint.parse(httpx.get(f"{root.url}/log/checkpoint").content).checkpoint
-    assert cp.size == size
-    tile = httpx.get(f"{root.url}/log/{tile_path(0, 0, size)}").content
-    entries = unbundle(httpx.get(f"{root.url}/log/{tile_path(None, 0, size)}").content)
-    hashes = [tile[i : i + 32] for i in range(0, len(tile), 32)]
-    assert hashes == [merkle.leaf_hash(e, suite=suite) for e in entries]
-    assert merkle.root_from_leaf_hashes(hashes, suite=suite) == cp.root
-    body = httpx.get(f"{root.url}/v1/proof/consistency", params={"old": first.size, "new": size}).json()
-    proof = [b64.decode(h) or b"" for h in body["proof"]]
-    merkle.verify_consistency(first.size, size, proof, first.root, cp.root, suite=suite)
-    if suite is SM3:
-        with pytest.raises(ProofError):
-            merkle.verify_consistency(first.size, size, proof, first.root, cp.root)
 
 
 def test_resolution_proofs_verify_with_the_pinned_log(any_suite_root: RootUnderTest, tmp_path: Path) -> None:
