@@ -373,3 +373,25 @@ def test_sm3_tree_vectors_verify_and_their_corruptions_do_not() -> None:
             merkle.verify_consistency(
                 m, n, [*proof[:-1], bytes([proof[-1][0] ^ 1]) + proof[-1][1:]], roots[m], roots[n], suite=SM3
             )
+
+
+_WORD = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_WORD, max_size=4), st.sampled_from(["sha256", "sm3", "SM3", "md5", ""]))
+def test_hostile_log_hash_lines_give_a_format_error_only(words: list[str], name: str) -> None:
+    """A 'log-hash' line with any arguments parses (a known hash and a valid vkey) or is a FormatError
+    naming its line, never another exception."""
+    vkey = str(LogBuilder().log_key.log_signer().verifier.vkey())
+    for args in (words, [name, *words], [name, vkey, *words]):
+        text = f"log-hash {' '.join(args)}\nquorum none\n".encode()
+        reason = None
+        try:
+            policy = Policy.parse(text)
+        except FormatError as exc:
+            reason = exc.reason
+        if reason is not None:
+            assert reason.startswith("line 1: ")
+        else:
+            assert args[0] in ("sha256", "sm3") and policy.suite_of(ORIGIN) is hash_suite(args[0])
