@@ -168,7 +168,7 @@ def main() -> None:
     envelopes, checkpoints = bench_envelopes(), bench_checkpoints(0)
     rows = [
         ("Merkle append (64-byte leaves, hashing included)", bench_append(), 300_000, "leaves/s"),
-        ("Merkle append, SM3 log (64-byte leaves, hashing included)", bench_append(SM3), 150_000, "leaves/s"),
+        ("Merkle append, SM3 log (64-byte leaves, hashing incl.)", bench_append(SM3), 150_000, "leaves/s"),
         ("inclusion proof verify (2^20 leaves)", bench_inclusion(tree), 50_000, "proofs/s"),
         ("consistency proof verify (2^20 leaves)", bench_consistency(tree), 50_000, "proofs/s"),
         ("inclusion proof verify, SM3 log (2^20 leaves)", bench_inclusion(sm3_tree), None, "proofs/s"),
