@@ -45,6 +45,7 @@ bench: $(STAMP)
 # Regenerates tests/vectors/ from tests/vectors/generate.py (commit the result).
 vectors: $(STAMP)
 	$(BIN)/python tests/vectors/generate.py
+	$(BIN)/python tests/vectors/sm3_merkle.py
 
 # Retakes the README's pictures of the web pages into docs/images/ (commit the result). Needs Chromium, a
 # CJK font and pngquant: apt-get install -y chromium-headless-shell fonts-noto-cjk pngquant.

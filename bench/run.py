@@ -22,6 +22,7 @@ from chain_lite.cose import CoseSigner
 from chain_lite.envelope import BN, BT, N, U, V, encode_envelope, open_envelope
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519
 from chain_lite.policy import Log, Policy, Witness
+from chain_lite.suite import SHA256, SM3, HashSuite
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 
@@ -36,49 +37,62 @@ def rate(label: str, work: Callable[[], int]) -> float:
     return statistics.median(rates)
 
 
-def bench_append() -> float:
+def bench_append(suite: HashSuite = SHA256) -> float:
     entries = [os.urandom(64) for _ in range(200_000)]
 
     def work() -> int:
-        merkle.MerkleTree().append_entries(entries)
+        merkle.MerkleTree(suite=suite).append_entries(entries)
         return len(entries)
 
     return rate("append", work)
 
 
-def _big_tree() -> merkle.MerkleTree:
-    tree = merkle.MerkleTree()
+def _big_tree(suite: HashSuite = SHA256) -> merkle.MerkleTree:
+    tree = merkle.MerkleTree(suite=suite)
     tree.append_entries(i.to_bytes(8, "big") for i in range(1 << 20))
     return tree
 
 
 def bench_inclusion(tree: merkle.MerkleTree) -> float:
-    size = tree.size
+    size, suite = tree.size, tree.suite
     cases = [
-        (i, merkle.leaf_hash(i.to_bytes(8, "big")), tree.inclusion_proof(i))
+        (i, merkle.leaf_hash(i.to_bytes(8, "big"), suite=suite), tree.inclusion_proof(i))
         for i in range(0, size, size // 2000)
     ]
     root = tree.root()
 
     def work() -> int:
         for i, leaf, proof in cases:
-            merkle.verify_inclusion(i, size, leaf, proof, root)
+            merkle.verify_inclusion(i, size, leaf, proof, root, suite=suite)
         return len(cases)
 
     return rate("inclusion", work)
 
 
 def bench_consistency(tree: merkle.MerkleTree) -> float:
-    size = tree.size
+    size, suite = tree.size, tree.suite
     cases = [(m, tree.root_at(m), tree.consistency_proof(m)) for m in range(1, size, size // 2000)]
     root = tree.root()
 
     def work() -> int:
         for m, old_root, proof in cases:
-            merkle.verify_consistency(m, size, proof, old_root, root)
+            merkle.verify_consistency(m, size, proof, old_root, root, suite=suite)
         return len(cases)
 
     return rate("consistency", work)
+
+
+def bench_raw_hash(suite: HashSuite) -> float:
+    """The raw limit under an append: one-shot hashes of a 65-byte node input, nothing else."""
+    data = b"\x01" + os.urandom(64)
+    new = suite.new
+
+    def work() -> int:
+        for _ in range(100_000):
+            new(data).digest()
+        return 100_000
+
+    return rate("hash", work)
 
 
 def bench_envelopes() -> float:
@@ -149,13 +163,16 @@ def bench_raw_ed25519() -> float:
 def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"edgeroot chain_lite benchmarks: {machine}, median of {RUNS} runs, one core")
-    tree = _big_tree()
+    tree, sm3_tree = _big_tree(), _big_tree(SM3)
     raw_p256, raw_ed25519 = bench_raw_p256(), bench_raw_ed25519()
     envelopes, checkpoints = bench_envelopes(), bench_checkpoints(0)
     rows = [
         ("Merkle append (64-byte leaves, hashing included)", bench_append(), 300_000, "leaves/s"),
+        ("Merkle append, SM3 log (64-byte leaves, hashing incl.)", bench_append(SM3), 150_000, "leaves/s"),
         ("inclusion proof verify (2^20 leaves)", bench_inclusion(tree), 50_000, "proofs/s"),
         ("consistency proof verify (2^20 leaves)", bench_consistency(tree), 50_000, "proofs/s"),
+        ("inclusion proof verify, SM3 log (2^20 leaves)", bench_inclusion(sm3_tree), None, "proofs/s"),
+        ("consistency proof verify, SM3 log (2^20 leaves)", bench_consistency(sm3_tree), None, "proofs/s"),
         ("envelope decode + ES256 verify", envelopes, 12_000, "envelopes/s"),
         ("checkpoint verify (log signature only)", checkpoints, 10_000, "checkpoints/s"),
         ("checkpoint verify (log + 2 cosignatures)", bench_checkpoints(2), None, "checkpoints/s"),
@@ -177,6 +194,12 @@ def main() -> None:
     print(f"  P-256 verify {raw_p256:,.0f}/s: envelope path runs at {envelopes / raw_p256:.0%} of it")
     share = checkpoints / raw_ed25519
     print(f"  Ed25519 verify {raw_ed25519:,.0f}/s: checkpoint path runs at {share:.0%} of it")
+    raw_sha256, raw_sm3 = bench_raw_hash(SHA256), bench_raw_hash(SM3)
+    print(
+        f"  SHA-256 of a 65-byte node {raw_sha256:,.0f}/s, SM3 {raw_sm3:,.0f}/s (~2 hashes per appended leaf)"
+    )
+    record("chain_lite", "raw SHA-256 of a 65-byte node (hashlib), for context", f"{raw_sha256:,.0f}/s")
+    record("chain_lite", "raw SM3 of a 65-byte node (OpenSSL), for context", f"{raw_sm3:,.0f}/s")
     record("chain_lite", "raw P-256 verify (cryptography), for context", f"{raw_p256:,.0f}/s")
     record("chain_lite", "raw Ed25519 verify (cryptography), for context", f"{raw_ed25519:,.0f}/s")
 

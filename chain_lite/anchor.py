@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint
 from chain_lite.errors import ChainError, FormatError, OriginMismatch, RootMismatch
 from chain_lite.log_leaf import LEAF_ANCHOR, ChildAnchor, parse_leaf
-from chain_lite.merkle import EMPTY_ROOT, leaf_hash, verify_consistency, verify_inclusion
+from chain_lite.merkle import leaf_hash, verify_consistency, verify_inclusion
 from chain_lite.note import Ed25519Verifier, VerifierKey, open_note
 from chain_lite.policy import Policy, VerifiedCheckpoint
 
@@ -83,9 +83,9 @@ def prove_anchor(policy: Policy, proof: AnchorProof, *, parent_origin: str | Non
     parent = policy.verify_checkpoint(proof.parent_checkpoint, origin=parent_origin)
     if not proof.leaf or proof.leaf[0] != LEAF_ANCHOR:
         raise FormatError("anchor", f"log entry {proof.index} is not an anchor leaf (type 0x06)")
-    verify_inclusion(
-        proof.index, parent.checkpoint.size, leaf_hash(proof.leaf), proof.inclusion, parent.checkpoint.root
-    )
+    pcp = parent.checkpoint  # its hash profile checked against the policy's (D-064)
+    leaf = leaf_hash(proof.leaf, suite=pcp.suite)
+    verify_inclusion(proof.index, pcp.size, leaf, proof.inclusion, pcp.root, suite=pcp.suite)
     anchor = parse_leaf(proof.leaf)
     assert isinstance(anchor, ChildAnchor)
     # The parent checked this signature before logging the leaf; an auditor checks it again.
@@ -113,7 +113,10 @@ def judge(proven: ProvenAnchor, given: SignedCheckpoint, child_proof: Sequence[b
     if cp.origin != anchored.origin:
         raise OriginMismatch(anchored.origin, cp.origin)
     open_note(given.note, [Ed25519Verifier.from_vkey(proven.anchor.child_vkey)])
-    if cp.size == 0 and cp.root != EMPTY_ROOT:
+    if cp.suite is not anchored.suite:  # both signed by the child: a log's hash never changes (D-065)
+        hashes = f"it declares hash {cp.suite.name}, the anchored one {anchored.suite.name}"
+        return Inconsistent(proven, given, hashes)
+    if cp.size == 0 and cp.root != cp.suite.empty_root:
         return Inconsistent(proven, given, "an empty tree with a root other than the empty root")
     if cp.size == anchored.size:
         if cp.root != anchored.root:
@@ -123,7 +126,7 @@ def judge(proven: ProvenAnchor, given: SignedCheckpoint, child_proof: Sequence[b
     if sizes is not None and child_proof is not None:
         old, new = (cp, anchored) if cp.size < anchored.size else (anchored, cp)
         try:
-            verify_consistency(old.size, new.size, child_proof, old.root, new.root)
+            verify_consistency(old.size, new.size, child_proof, old.root, new.root, suite=cp.suite)
         except RootMismatch as exc:  # a well-formed proof that fails: the two roots are evidence
             return Inconsistent(proven, given, f"size {new.size} does not extend size {old.size} ({exc})")
     elif sizes is not None and cp.size < anchored.size:

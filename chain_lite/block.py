@@ -2,7 +2,7 @@
 
 The header is deterministic CBOR (RFC 8949 §4.2.1)::
 
-    [ "edgeroot/block/v1",      domain-separation label
+    [ "edgeroot/block/v1",      domain-separation label; "edgeroot/block/v1/sm3" in an SM3 log
       gateway,                  gateway identifier (text, canonical)
       height,                   0 for the first block
       prev,                     block id of the previous block (32 zero bytes at height 0)
@@ -11,13 +11,15 @@ The header is deterministic CBOR (RFC 8949 §4.2.1)::
       [[signer, first, last, count], ...],   counter range per signer, sorted by signer
       time ]                    milliseconds since the Unix epoch, gateway clock
 
-The block id is SHA-256 of the header bytes. The header travels as the payload of a COSE_Sign1 signed
-by the gateway key (kid = gateway identifier, content type ``application/vnd.edgeroot.block+cbor``).
+The label names the header's hash profile (:mod:`chain_lite.suite`): the readings root and the block id
+use SHA-256 under ``edgeroot/block/v1`` and SM3 under ``edgeroot/block/v1/sm3``, so a block cannot be
+taken for the other profile's. The block id is H of the header bytes. The header travels as the payload
+of a COSE_Sign1 signed by the gateway key (kid = gateway identifier, content type
+``application/vnd.edgeroot.block+cbor``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,8 +28,12 @@ from chain_lite.cose import HDR_CONTENT_TYPE, CoseSigner, KeyLookup, Sign1, pars
 from chain_lite.envelope import Envelope
 from chain_lite.errors import ChainLinkError, FormatError, IdentifierError
 from chain_lite.identifier import normalize
+from chain_lite.suite import SHA256, SM3, HashSuite, HashSuiteMismatch
 
 BLOCK_LABEL = "edgeroot/block/v1"
+BLOCK_LABELS = {SHA256: BLOCK_LABEL, SM3: BLOCK_LABEL + "/sm3"}
+"""The header's first item for each hash profile."""
+_SUITE_OF_LABEL = {label: suite for suite, label in BLOCK_LABELS.items()}
 BLOCK_CONTENT_TYPE = "application/vnd.edgeroot.block+cbor"
 GENESIS_PREV = bytes(32)
 MAX_BLOCK_HEADER_SIZE = 256 * 1024
@@ -68,8 +74,12 @@ class BlockHeader:
     reading_count: int
     counters: tuple[CounterRange, ...]
     time_ms: int
+    suite: HashSuite = SHA256
+    """The hash profile of the readings root and the block id (named by the header's label)."""
 
     def __post_init__(self) -> None:
+        if self.suite not in BLOCK_LABELS:
+            raise FormatError("block header", f"no block format for hash {self.suite.name}")
         _ident(self.gateway, "gateway")
         _uint(self.height, "height")
         _uint(self.reading_count, "reading count")
@@ -91,13 +101,13 @@ class BlockHeader:
             raise FormatError("block header", "counter ranges must be sorted by signer, one per signer")
         if sum(c.count for c in self.counters) != self.reading_count:
             raise FormatError("block header", "counter range counts do not add up to the reading count")
-        if self.reading_count == 0 and self.readings_root != merkle.EMPTY_ROOT:
+        if self.reading_count == 0 and self.readings_root != self.suite.empty_root:
             raise FormatError("block header", "an empty block must carry the empty-tree root")
 
     def encode(self) -> bytes:
         return cbor.encode(
             [
-                BLOCK_LABEL,
+                BLOCK_LABELS[self.suite],
                 self.gateway,
                 self.height,
                 self.prev,
@@ -110,13 +120,15 @@ class BlockHeader:
 
     @property
     def block_id(self) -> bytes:
-        return hashlib.sha256(self.encode()).digest()
+        return self.suite.digest(self.encode())
 
     @classmethod
     def decode(cls, data: bytes) -> BlockHeader:
         item = cbor.decode_deterministic(data, "block header", max_size=MAX_BLOCK_HEADER_SIZE)
-        if not isinstance(item, list) or len(item) != 8 or item[0] != BLOCK_LABEL:
-            raise FormatError("block header", f"not an 8-item array labelled {BLOCK_LABEL!r}")
+        suite = _SUITE_OF_LABEL.get(item[0]) if isinstance(item, list) and item else None
+        if not isinstance(item, list) or len(item) != 8 or suite is None:
+            labels = " or ".join(repr(label) for label in _SUITE_OF_LABEL)
+            raise FormatError("block header", f"not an 8-item array labelled {labels}")
         _, gateway, height, prev, root, count, ranges, time_ms = item
         if not isinstance(ranges, list) or not all(isinstance(r, list) and len(r) == 4 for r in ranges):
             raise FormatError("block header", "counter ranges are not [signer, first, last, count] arrays")
@@ -128,18 +140,32 @@ class BlockHeader:
             _uint(count, "reading count"),
             tuple(CounterRange(*r) for r in ranges),
             _uint(time_ms, "time"),
+            suite,
         )
 
 
 def build_header(
-    gateway: str, height: int, prev: bytes, envelopes: Sequence[Envelope], time_ms: int
+    gateway: str,
+    height: int,
+    prev: bytes,
+    envelopes: Sequence[Envelope],
+    time_ms: int,
+    *,
+    suite: HashSuite = SHA256,
 ) -> BlockHeader:
     """The header for ``envelopes`` (in block order) as the block after ``prev`` at ``height``."""
-    return header_for(gateway, height, prev, [(e.signer, e.counter, e.raw) for e in envelopes], time_ms)
+    readings = [(e.signer, e.counter, e.raw) for e in envelopes]
+    return header_for(gateway, height, prev, readings, time_ms, suite=suite)
 
 
 def header_for(
-    gateway: str, height: int, prev: bytes, readings: Sequence[tuple[str, int, bytes]], time_ms: int
+    gateway: str,
+    height: int,
+    prev: bytes,
+    readings: Sequence[tuple[str, int, bytes]],
+    time_ms: int,
+    *,
+    suite: HashSuite = SHA256,
 ) -> BlockHeader:
     """Like :func:`build_header` from ``(signer, counter, envelope bytes)`` of already verified
     readings, so a gateway need not decode each envelope again."""
@@ -153,8 +179,8 @@ def header_for(
             r[1] = max(r[1], counter)
             r[2] += 1
     counters = tuple(CounterRange(s, *ranges[s]) for s in sorted(ranges))
-    root = merkle.root_of(raw for _, _, raw in readings)
-    return BlockHeader(gateway, height, prev, root, len(readings), counters, time_ms)
+    root = merkle.root_of((raw for _, _, raw in readings), suite=suite)
+    return BlockHeader(gateway, height, prev, root, len(readings), counters, time_ms, suite)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +191,7 @@ class SignedBlock:
 
     @property
     def block_id(self) -> bytes:
-        return hashlib.sha256(self.sign1.payload).digest()
+        return self.header.suite.digest(self.sign1.payload)
 
 
 def sign_block(header: BlockHeader, signer: CoseSigner) -> SignedBlock:
@@ -186,9 +212,17 @@ def parse_block(data: bytes) -> SignedBlock:
     return SignedBlock(header, data, msg)
 
 
-def open_block(data: bytes, lookup: KeyLookup) -> SignedBlock:
-    """Parse a signed block header and verify the gateway's signature."""
+def check_suite(header: BlockHeader, suite: HashSuite) -> None:
+    """Raise :class:`HashSuiteMismatch` unless ``header`` hashes with ``suite`` (the log's profile)."""
+    if header.suite is not suite:
+        what = f"gateway {header.gateway} block {header.height}"
+        raise HashSuiteMismatch(what, suite.name, header.suite.name)
+
+
+def open_block(data: bytes, lookup: KeyLookup, *, suite: HashSuite = SHA256) -> SignedBlock:
+    """Parse a signed block header of hash profile ``suite`` and verify the gateway's signature."""
     block = parse_block(data)
+    check_suite(block.header, suite)
     verify_with(block.sign1, lookup)
     return block
 
@@ -210,13 +244,17 @@ def check_successor(prev: BlockHeader | None, header: BlockHeader) -> None:
 
 
 def verify_chain(
-    blocks: Sequence[bytes], lookup: KeyLookup, after: BlockHeader | None = None
+    blocks: Sequence[bytes],
+    lookup: KeyLookup,
+    after: BlockHeader | None = None,
+    *,
+    suite: HashSuite = SHA256,
 ) -> list[SignedBlock]:
-    """Verify signatures and linkage of consecutive signed blocks following ``after``."""
+    """Verify signatures and linkage of consecutive signed blocks (of profile ``suite``) after ``after``."""
     out = []
     prev = after
     for data in blocks:
-        block = open_block(data, lookup)
+        block = open_block(data, lookup, suite=suite)
         check_successor(prev, block.header)
         out.append(block)
         prev = block.header
@@ -227,19 +265,21 @@ def check_body(header: BlockHeader, envelopes: Sequence[bytes]) -> None:
     """The envelopes are exactly the block's readings, in order (replicate mode)."""
     if len(envelopes) != header.reading_count:
         raise ChainLinkError(header.gateway, header.height, "body has a different number of readings")
-    root = merkle.root_of(envelopes)
+    root = merkle.root_of(envelopes, suite=header.suite)
     if root != header.readings_root:
         raise ChainLinkError(header.gateway, header.height, "body does not match the readings root")
 
 
-def reading_proof(envelopes: Sequence[bytes], index: int) -> list[bytes]:
-    """Inclusion proof of ``envelopes[index]`` in its block's readings tree."""
-    tree = merkle.MerkleTree()
+def reading_proof(envelopes: Sequence[bytes], index: int, *, suite: HashSuite = SHA256) -> list[bytes]:
+    """Inclusion proof of ``envelopes[index]`` in its block's readings tree (hashed with ``suite``)."""
+    tree = merkle.MerkleTree(suite=suite)
     tree.append_entries(envelopes)
     return tree.inclusion_proof(index)
 
 
 def verify_reading(header: BlockHeader, envelope: bytes, index: int, proof: Sequence[bytes]) -> None:
     """Raise unless ``envelope`` is reading ``index`` of the block ``header`` commits to."""
-    leaf = merkle.leaf_hash(envelope)
-    merkle.verify_inclusion(index, header.reading_count, leaf, proof, header.readings_root)
+    leaf = merkle.leaf_hash(envelope, suite=header.suite)
+    merkle.verify_inclusion(
+        index, header.reading_count, leaf, proof, header.readings_root, suite=header.suite
+    )

@@ -2,16 +2,45 @@
 
 A checkpoint is only ever trusted after its signed note has been verified; :mod:`chain_lite.policy`
 does that against a trust policy.
+
+The log's hash profile (:mod:`chain_lite.suite`) is declared by the first extension line: none for
+SHA-256 (so a SHA-256 checkpoint is byte for byte a plain C2SP one), ``hash sm3`` for an SM3 log. The
+line is signed by the log and by every v1 cosignature, and a verifier compares it with the profile its
+policy pins for the log (D-064), so a checkpoint of one profile is never checked with the other's hash.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chain_lite import b64
 from chain_lite.errors import FormatError
 from chain_lite.merkle import HASH_SIZE
 from chain_lite.note import Note, Signer, check_note_text, parse_note, sign_note
+from chain_lite.suite import SHA256, HashSuite, hash_suite
+
+HASH_LINE = "hash "
+"""Start of the extension line that names a non-default hash profile: ``hash <name>``."""
+
+
+def suite_extensions(suite: HashSuite) -> tuple[str, ...]:
+    """The extension lines that declare ``suite``: none for SHA-256, ``("hash <name>",)`` otherwise."""
+    return () if suite is SHA256 else (HASH_LINE + suite.name,)
+
+
+def _declared_suite(extensions: tuple[str, ...]) -> HashSuite:
+    """The profile the extension lines declare; refuses a misplaced, repeated or redundant hash line."""
+    if any(ext.startswith(HASH_LINE) for ext in extensions[1:]):
+        raise FormatError("checkpoint", "a hash line must be the first extension line, and only one")
+    if not extensions or not extensions[0].startswith(HASH_LINE):
+        return SHA256
+    try:
+        suite = hash_suite(extensions[0][len(HASH_LINE) :])
+    except FormatError as exc:
+        raise FormatError("checkpoint", exc.reason) from exc
+    if suite is SHA256:
+        raise FormatError("checkpoint", "sha256 is declared by having no hash line, never spelt out")
+    return suite
 
 
 def parse_uint64(text: str) -> int | None:
@@ -28,6 +57,8 @@ class Checkpoint:
     size: int
     root: bytes
     extensions: tuple[str, ...] = ()
+    suite: HashSuite = field(init=False, repr=False, compare=False)
+    """The hash profile of ``root``, as the extension lines declare it (SHA-256 without a hash line)."""
 
     def __post_init__(self) -> None:
         if not self.origin or "\n" in self.origin:
@@ -38,6 +69,7 @@ class Checkpoint:
             raise FormatError("checkpoint", f"root hash is {len(self.root)} bytes, want {HASH_SIZE}")
         if any(not ext or "\n" in ext for ext in self.extensions):
             raise FormatError("checkpoint", "extension lines must be non-empty single lines")
+        object.__setattr__(self, "suite", _declared_suite(self.extensions))
 
     def to_text(self) -> str:
         lines = [self.origin, str(self.size), b64.encode(self.root), *self.extensions]

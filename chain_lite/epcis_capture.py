@@ -17,18 +17,18 @@ Attribution
 
 Completeness index (decisions D-070)
     For every identifier an event mentions, the map holds an entry under the map key
-    ``SHA-256("epcis-index:" || identifier)`` (no registry identifier contains ``:`` in its prefix, so
-    the two key spaces never meet) whose value is ``SHA-256`` of the deterministic CBOR
+    ``H("epcis-index:" || identifier)`` (no registry identifier contains ``:`` in its prefix, so
+    the two key spaces never meet) whose value is ``H`` of the deterministic CBOR
     ``["edgeroot/epcis-index/v1", identifier, count, head]``: the number of events that mention it and
-    the head of a hash chain over their log indices, ``head_0 = SHA-256(0x20 || identifier)``,
-    ``head_k = SHA-256(0x21 || head_{k-1} || index_k as 8 bytes big-endian)``. A map proof of that entry
+    the head of a hash chain over their log indices, ``head_0 = H(0x20 || identifier)``,
+    ``head_k = H(0x21 || head_{k-1} || index_k as 8 bytes big-endian)``. ``H`` is the log's hash
+    (:mod:`chain_lite.suite`: SHA-256, or SM3 in an SM3 log), as for the map itself. A map proof of that entry
     under a verified map head, with the list of indices, proves that the list is every event the log
     held for the identifier as of that map.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +37,7 @@ from chain_lite.cose import HDR_CONTENT_TYPE, CoseSigner, Sign1, parse_sign1
 from chain_lite.errors import FormatError, IdentifierError, ProofError
 from chain_lite.keys import PublicKey
 from chain_lite.registry import Record, canonical_identifier, is_below, parse_admin_kid
+from chain_lite.suite import SHA256, HashSuite
 
 LEAF_EPCIS_EVENT = 0x05
 CAPTURE_LABEL = "edgeroot/epcis-capture/v1"
@@ -193,12 +194,12 @@ def index_key_name(identifier: str) -> str:
     return INDEX_KEY_PREFIX + identifier
 
 
-def chain_start(identifier: str) -> bytes:
-    return hashlib.sha256(_CHAIN_START + identifier.encode()).digest()
+def chain_start(identifier: str, *, suite: HashSuite = SHA256) -> bytes:
+    return suite.digest(_CHAIN_START + identifier.encode())
 
 
-def chain_step(head: bytes, index: int) -> bytes:
-    return hashlib.sha256(_CHAIN_STEP + head + index.to_bytes(8, "big")).digest()
+def chain_step(head: bytes, index: int, *, suite: HashSuite = SHA256) -> bytes:
+    return suite.digest(_CHAIN_STEP + head + index.to_bytes(8, "big"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,16 +211,12 @@ class IndexEntry:
     def encode(self) -> bytes:
         return cbor.encode([INDEX_LABEL, self.identifier, self.count, self.head])
 
-    @property
-    def value_hash(self) -> bytes:
-        return hashlib.sha256(self.encode()).digest()
-
-    def extended(self, index: int) -> IndexEntry:
-        return IndexEntry(self.identifier, self.count + 1, chain_step(self.head, index))
+    def extended(self, index: int, *, suite: HashSuite = SHA256) -> IndexEntry:
+        return IndexEntry(self.identifier, self.count + 1, chain_step(self.head, index, suite=suite))
 
     @classmethod
-    def empty(cls, identifier: str) -> IndexEntry:
-        return cls(identifier, 0, chain_start(identifier))
+    def empty(cls, identifier: str, *, suite: HashSuite = SHA256) -> IndexEntry:
+        return cls(identifier, 0, chain_start(identifier, suite=suite))
 
     @classmethod
     def decode(cls, data: bytes) -> IndexEntry:
@@ -234,14 +231,14 @@ class IndexEntry:
         return cls(identifier, count, head)
 
 
-def index_of(identifier: str, indices: Iterable[int]) -> IndexEntry:
-    """The entry a list of event log indices (in log order) leaves."""
-    entry = IndexEntry.empty(identifier)
+def index_of(identifier: str, indices: Iterable[int], *, suite: HashSuite = SHA256) -> IndexEntry:
+    """The entry a list of event log indices (in log order) leaves, hashed with the log's ``suite``."""
+    entry = IndexEntry.empty(identifier, suite=suite)
     previous = -1
     for index in indices:
         if type(index) is not int or index <= previous:
             raise IncompleteIndex(identifier, f"the index list is not strictly increasing at {index!r}")
-        entry = entry.extended(index)
+        entry = entry.extended(index, suite=suite)
         previous = index
     return entry
 
@@ -255,7 +252,9 @@ class IncompleteIndex(ProofError):
         self.reason = reason
 
 
-def check_index(identifier: str, entry_bytes: bytes | None, indices: Sequence[int]) -> IndexEntry | None:
+def check_index(
+    identifier: str, entry_bytes: bytes | None, indices: Sequence[int], *, suite: HashSuite = SHA256
+) -> IndexEntry | None:
     """Check that ``indices`` is exactly the list the (map-proven) entry commits to; ``None`` entry
     means the map proves the identifier has no events, so the list must be empty."""
     if entry_bytes is None:
@@ -267,6 +266,6 @@ def check_index(identifier: str, entry_bytes: bytes | None, indices: Sequence[in
         raise IncompleteIndex(identifier, f"the entry is for {entry.identifier!r}")
     if entry.count != len(indices):
         raise IncompleteIndex(identifier, f"the entry counts {entry.count} events, {len(indices)} are shown")
-    if index_of(identifier, indices).head != entry.head:
+    if index_of(identifier, indices, suite=suite).head != entry.head:
         raise IncompleteIndex(identifier, "the shown event indices do not hash to the entry's chain head")
     return entry

@@ -5,7 +5,6 @@ decisions D-070). Pure: the caller verifies the checkpoint (policy, pin) and pro
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,7 +61,10 @@ def verify_event(  # noqa: PLR0917 (what is shown, where, and the keys to check 
     checkpoint the caller verified), signed with ``key`` (the signer's key the caller proved, e.g. with
     :func:`capture_key` over a proven record): inclusion, origin, signature, hash ID."""
     cp = verified.checkpoint
-    verify_inclusion(index, cp.size, leaf_hash(epcis_leaf(raw)), list(inclusion), cp.root)
+    suite = cp.suite  # the log's hash profile, which the policy checked the checkpoint declares
+    verify_inclusion(
+        index, cp.size, leaf_hash(epcis_leaf(raw), suite=suite), list(inclusion), cp.root, suite=suite
+    )
     signed = parse_capture(raw)
     if signed.capture.origin != cp.origin:
         raise FormatError(
@@ -106,13 +108,14 @@ def verify_index(proof: IndexProof, verified: VerifiedCheckpoint) -> IndexEntry 
         raise FormatError("epcis index proof", "the receipt's checkpoint is not the verified checkpoint")
     if proof.receipt.index != cp.size - 1:
         raise StaleMap(proof.receipt.index, cp.size)
-    check_inclusion(proof.receipt, leaf_hash(proof.map_head), verified)
+    suite = cp.suite
+    check_inclusion(proof.receipt, leaf_hash(proof.map_head, suite=suite), verified)
     head = parse_leaf(proof.map_head)
     if not isinstance(head, MapHead) or head.epoch != cp.size:
         raise FormatError("epcis index proof", "the proven leaf is not the checkpoint's map head")
-    value = None if proof.entry is None else hashlib.sha256(proof.entry).digest()
-    key = map_key(index_key_name(proof.identifier))
-    verify_map_proof(head.root, key, value, MapProof.from_bytes(proof.map_proof))
+    value = None if proof.entry is None else suite.digest(proof.entry)
+    key = map_key(index_key_name(proof.identifier), suite=suite)
+    verify_map_proof(head.root, key, value, MapProof.from_bytes(proof.map_proof), suite=suite)
     if any(i >= cp.size for i in proof.indices):
         raise IncompleteIndex(proof.identifier, "an index lies beyond the checkpoint")
-    return check_index(proof.identifier, proof.entry, proof.indices)
+    return check_index(proof.identifier, proof.entry, proof.indices, suite=suite)

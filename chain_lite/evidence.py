@@ -31,7 +31,7 @@ from chain_lite.envelope import Envelope, open_envelope
 from chain_lite.errors import ChainError
 from chain_lite.keys import PublicKey
 from chain_lite.log_leaf import block_leaf
-from chain_lite.merkle import HASH_SIZE, leaf_hash
+from chain_lite.merkle import HASH_SIZE
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt, verify_receipt
 from chain_lite.registry import Record, canonical_identifier
@@ -379,15 +379,15 @@ class _Verifier:
         self.policy = policy
         self.checkpoints: dict[tuple[str, int, bytes], VerifiedCheckpoint] = {}
 
-    def receipt(self, path: str, entry: str, leaf: bytes) -> Receipt:
-        """The receipt in ``path`` proves the entry in file ``entry`` (its leaf hash ``leaf``) under the
-        policy, against one of the bundle's checkpoints."""
+    def receipt(self, path: str, entry: str, data: bytes) -> Receipt:
+        """The receipt in ``path`` proves the entry in file ``entry`` (the logged bytes ``data``, hashed
+        with the log's own hash profile) under the policy, against one of the bundle's checkpoints."""
         try:
             receipt = Receipt.parse(self.files[path])
         except ChainError as exc:
             raise BundleError(path, str(exc)) from exc
         try:
-            verified = verify_receipt(receipt, leaf, self.policy)
+            verified = verify_receipt(receipt, data, self.policy, is_hash=False)
         except ChainError as exc:
             raise BundleError(path, f"does not prove {entry} is in the log: {exc}") from exc
         cp = verified.checkpoint
@@ -437,6 +437,11 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
         v.checkpoints[(cp.origin, cp.size, cp.root)] = verified
     if not v.checkpoints:
         raise BundleError(MANIFEST, "lists no checkpoint")
+    # The log's hash (SHA-256, or SM3): the policy checked each checkpoint declares its log's (D-064).
+    suites = {vc.checkpoint.suite for vc in v.checkpoints.values()}
+    if len(suites) != 1:
+        raise BundleError(MANIFEST, "its checkpoints declare different hashes: not one log")
+    (suite,) = suites
 
     # 3. keys: each record proven by the map as of a logged map head
     keys: dict[str, PublicKey] = {}
@@ -447,7 +452,7 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
                 parse(present[path])
             except ChainError as exc:
                 raise BundleError(path, str(exc)) from exc
-        receipt = v.receipt(key_entry.receipt, key_entry.map_head, leaf_hash(present[key_entry.map_head]))
+        receipt = v.receipt(key_entry.receipt, key_entry.map_head, present[key_entry.map_head])
         cp = receipt.checkpoint.checkpoint
         proof = ResolutionProof(
             key_entry.identifier,
@@ -488,7 +493,7 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
     for block_entry in manifest.blocks:
         raw = present[block_entry.header]
         try:
-            block = open_block(raw, lookup)
+            block = open_block(raw, lookup, suite=suite)
         except ChainError as exc:
             raise BundleError(block_entry.header, str(exc)) from exc
         header = block.header
@@ -499,7 +504,7 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
             )
         if header.height in blocks:
             raise BundleError(MANIFEST, f"block {header.height} is listed twice")
-        v.receipt(block_entry.receipt, block_entry.header, leaf_hash(block_leaf(raw)))
+        v.receipt(block_entry.receipt, block_entry.header, block_leaf(raw))
         blocks[header.height] = block
     heights = sorted(blocks)
     contiguous = heights == list(range(heights[0], heights[-1] + 1)) if heights else False

@@ -9,6 +9,9 @@ its size to the pinned size it is accepted (``moved=False``: the pin stays) and 
 against it verify; if the proof fails, the two checkpoints are evidence. Otherwise a fork below the pin
 would go unnoticed. :meth:`LightClient.needs_proof` names the proof a checkpoint needs.
 
+Every proof is hashed with the checkpoints' own profile (SHA-256 or SM3), which the policy has already
+checked against the profile it pins for the log, so both checkpoints of a proof use the same one.
+
 An empty tree is consistent with every tree, so the first checkpoint a new client sees needs an empty
 proof (as C2SP tlog-witness does for ``old 0``); everything after that needs a real proof.
 """
@@ -31,7 +34,7 @@ from chain_lite.errors import (
     SizeOrderError,
     UnverifiedCheckpoint,
 )
-from chain_lite.merkle import EMPTY_ROOT, leaf_hash, verify_consistency
+from chain_lite.merkle import leaf_hash, verify_consistency
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt, check_inclusion
 
@@ -137,14 +140,14 @@ class LightClient:
                 return Rejected(ProofLengthError(0, len(proof)))
             return self._advance(new)
         old = self.pinned.checkpoint
-        known_root = EMPTY_ROOT if cp.size == 0 else self._known.get(cp.size)
+        known_root = cp.suite.empty_root if cp.size == 0 else self._known.get(cp.size)
         if cp.size <= old.size and known_root is not None:
             if cp.root != known_root:
                 return Evidence(self.pinned.to_bytes(), new.to_bytes(), (), "two roots for the same size")
             return Accepted(new, moved=False)
         older, newer = (cp, old) if cp.size < old.size else (old, cp)
         try:
-            verify_consistency(older.size, newer.size, proof, older.root, newer.root)
+            verify_consistency(older.size, newer.size, proof, older.root, newer.root, suite=cp.suite)
         except MALFORMED_PROOF as exc:
             return Rejected(exc)
         except ProofError as exc:
@@ -182,7 +185,7 @@ class LightClient:
             verified = self.policy.verify_checkpoint(r.checkpoint, self.origin)
         elif verified.checkpoint != cp:
             raise FormatError("receipt", "the receipt's checkpoint is not the verified checkpoint")
-        check_inclusion(r, leaf if is_hash else leaf_hash(leaf), verified)
+        check_inclusion(r, leaf if is_hash else leaf_hash(leaf, suite=cp.suite), verified)
         return verified
 
     # --- persistence: callers store this JSON-able state and pass it back ------------------------------

@@ -2,9 +2,11 @@
 
 One implementation serves every tree in edgeroot (a block's readings, the global log).
 
-* Leaf hash ``SHA-256(0x00 || data)``, node hash ``SHA-256(0x01 || left || right)`` (RFC 9162 §2.1.1).
+* Leaf hash ``H(0x00 || data)``, node hash ``H(0x01 || left || right)`` (RFC 9162 §2.1.1), where ``H`` is
+  the log's hash profile (:mod:`chain_lite.suite`): SHA-256 by default, SM3 for an SM3 log. Every
+  function takes ``suite=``; leaving it out is SHA-256, as RFC 6962 has it.
 * A range of leaves splits at the largest power of two smaller than its size.
-* Size 0: the root of the empty tree is ``SHA-256("")`` (:data:`EMPTY_ROOT`). No leaf is included in it,
+* Size 0: the root of the empty tree is ``H("")`` (:data:`EMPTY_ROOT` for SHA-256). No leaf is included in it,
   and :func:`verify_consistency` refuses a proof *from* size 0, as RFC 9162 §2.1.4 has no such proof.
   Every tree is trivially consistent with the empty one; callers that accept that (light clients,
   witnesses, as C2SP tlog-witness does for ``old 0``) decide so themselves, with an empty proof.
@@ -16,7 +18,6 @@ only such perfect nodes, through :class:`NodeReader`, so any storage can serve p
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from itertools import islice
 from typing import Protocol
@@ -29,9 +30,10 @@ from chain_lite.errors import (
     RootMismatch,
     SizeOrderError,
 )
+from chain_lite.suite import SHA256, HashSuite
 
 HASH_SIZE = 32
-EMPTY_ROOT = hashlib.sha256(b"").digest()
+EMPTY_ROOT = SHA256.empty_root
 _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 _HASH_SIZES = frozenset((HASH_SIZE,))
@@ -40,14 +42,14 @@ NodeId = tuple[int, int]
 """``(level, index)`` of a perfect subtree."""
 
 
-def leaf_hash(data: bytes) -> bytes:
+def leaf_hash(data: bytes, *, suite: HashSuite = SHA256) -> bytes:
     """Hash of one leaf's data (RFC 9162 §2.1.1)."""
-    return hashlib.sha256(_LEAF_PREFIX + data).digest()
+    return suite.new(_LEAF_PREFIX + data).digest()
 
 
-def node_hash(left: bytes, right: bytes) -> bytes:
+def node_hash(left: bytes, right: bytes, *, suite: HashSuite = SHA256) -> bytes:
     """Hash of an interior node from its two children (RFC 9162 §2.1.1)."""
-    return hashlib.sha256(_NODE_PREFIX + left + right).digest()
+    return suite.new(_NODE_PREFIX + left + right).digest()
 
 
 def _split(size: int) -> int:
@@ -55,24 +57,24 @@ def _split(size: int) -> int:
     return 1 << ((size - 1).bit_length() - 1)
 
 
-def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
-    """Root of the tree over ``hashes`` (already leaf hashes); :data:`EMPTY_ROOT` when empty."""
+def root_from_leaf_hashes(hashes: Sequence[bytes], *, suite: HashSuite = SHA256) -> bytes:
+    """Root of the tree over ``hashes`` (already leaf hashes); the empty root when empty."""
     if not hashes:
-        return EMPTY_ROOT
+        return suite.empty_root
     # Bottom-up pairing gives the same tree as the recursive split: an odd node out at the right
     # border is carried up unchanged until it meets its left sibling.
     level = list(hashes)
     while len(level) > 1:
-        paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        paired = [node_hash(level[i], level[i + 1], suite=suite) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             paired.append(level[-1])
         level = paired
     return level[0]
 
 
-def root_of(entries: Iterable[bytes]) -> bytes:
+def root_of(entries: Iterable[bytes], *, suite: HashSuite = SHA256) -> bytes:
     """Root of the tree whose leaves are ``entries`` (raw leaf data)."""
-    return root_from_leaf_hashes([leaf_hash(e) for e in entries])
+    return root_from_leaf_hashes([leaf_hash(e, suite=suite) for e in entries], suite=suite)
 
 
 # --- verification (RFC 9162 §2.1.3.2 and §2.1.4.2) --------------------------------------------------------
@@ -98,7 +100,9 @@ def _inclusion_shape(index: int, size: int) -> tuple[int, int]:
     return inner, border
 
 
-def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+def root_from_inclusion_proof(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], *, suite: HashSuite = SHA256
+) -> bytes:
     """The root that ``proof`` yields for leaf hash ``leaf`` at ``index``; needs ``0 <= index < size``."""
     if not 0 <= index < size:
         raise IndexOutOfRange(index, size)
@@ -109,7 +113,7 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
         raise ProofLengthError(inner + border, len(proof))
     _check_hashes("proof hash", proof)
     # hashlib called in the loop, as in verify_consistency: every receipt a client checks lands here.
-    sha = hashlib.sha256
+    sha = suite.new
     node = _NODE_PREFIX
     siblings = iter(proof)
     h = leaf
@@ -122,17 +126,27 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequenc
     return h
 
 
-def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes, *, suite: HashSuite = SHA256
+) -> None:
     """Raise unless ``proof`` shows leaf hash ``leaf`` at ``index`` in the ``size`` tree with ``root``."""
-    computed = root_from_inclusion_proof(index, size, leaf, proof)
+    computed = root_from_inclusion_proof(index, size, leaf, proof, suite=suite)
     if computed != root:
         raise RootMismatch(root, computed)
 
 
-def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes) -> None:
+def verify_consistency(
+    size1: int,
+    size2: int,
+    proof: Sequence[bytes],
+    root1: bytes,
+    root2: bytes,
+    *,
+    suite: HashSuite = SHA256,
+) -> None:
     """Raise unless ``proof`` shows the ``size1`` tree (``root1``) is a prefix of the ``size2`` tree.
 
-    Preconditions: ``0 < size1 <= size2``, or ``size1 == size2 == 0`` with both roots :data:`EMPTY_ROOT`.
+    Preconditions: ``0 < size1 <= size2``, or ``size1 == size2 == 0`` with both roots the empty root.
     Equal sizes need an empty proof and equal roots.
     """
     if size1 < 0 or size2 < size1:
@@ -140,8 +154,8 @@ def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: by
     if size1 == size2:
         if proof:
             raise ProofLengthError(0, len(proof))
-        if size1 == 0 and root1 != EMPTY_ROOT:
-            raise RootMismatch(EMPTY_ROOT, root1)
+        if size1 == 0 and root1 != suite.empty_root:
+            raise RootMismatch(suite.empty_root, root1)
         if root1 != root2:
             raise RootMismatch(root1, root2)
         return
@@ -163,7 +177,7 @@ def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: by
     # The verifier runs once per checkpoint a light client or witness sees, so the loop calls hashlib
     # itself rather than node_hash (a Python call per node was a tenth of the cost, issue 13), and walks
     # the proof with one iterator instead of slicing it.
-    sha = hashlib.sha256
+    sha = suite.new
     node = _NODE_PREFIX
     siblings = iter(proof)
     h1 = h2 = root1 if whole else next(siblings)
@@ -299,7 +313,7 @@ def _consistency_ranges(size1: int, size2: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def _hash_ranges(ranges: Sequence[tuple[int, int]], reader: NodeReader) -> list[bytes]:
+def _hash_ranges(ranges: Sequence[tuple[int, int]], reader: NodeReader, suite: HashSuite) -> list[bytes]:
     """Hash each leaf range from the perfect subtrees in ``reader``, fetched in one batch."""
     pieces = [perfect_subtrees(b, e) for b, e in ranges]
     wanted = [node for piece in pieces for node in piece]
@@ -309,7 +323,7 @@ def _hash_ranges(ranges: Sequence[tuple[int, int]], reader: NodeReader) -> list[
         # An imperfect range is its perfect subtrees folded from the right (each split is left-heavy).
         h = found[piece[-1]]
         for node in reversed(piece[:-1]):
-            h = node_hash(found[node], h)
+            h = node_hash(found[node], h, suite=suite)
         out.append(h)
     return out
 
@@ -327,14 +341,16 @@ def _fetch(ids: Sequence[NodeId], reader: NodeReader) -> dict[NodeId, bytes]:
     return found
 
 
-def inclusion_proof(index: int, size: int, reader: NodeReader) -> list[bytes]:
+def inclusion_proof(index: int, size: int, reader: NodeReader, *, suite: HashSuite = SHA256) -> list[bytes]:
     """Audit path for leaf ``index`` in the first ``size`` leaves held by ``reader``."""
     if not 0 <= index < size:
         raise IndexOutOfRange(index, size)
-    return _hash_ranges(_inclusion_ranges(index, size), reader)
+    return _hash_ranges(_inclusion_ranges(index, size), reader, suite=suite)
 
 
-def consistency_proof(size1: int, size2: int, reader: NodeReader) -> list[bytes]:
+def consistency_proof(
+    size1: int, size2: int, reader: NodeReader, *, suite: HashSuite = SHA256
+) -> list[bytes]:
     """Proof that the first ``size1`` leaves are a prefix of the first ``size2``; empty if equal."""
     if size1 < 0 or size2 < size1:
         raise SizeOrderError(size1, size2, "size2 is smaller than size1")
@@ -342,14 +358,14 @@ def consistency_proof(size1: int, size2: int, reader: NodeReader) -> list[bytes]
         return []
     if size1 == 0:
         raise SizeOrderError(size1, size2, "a proof from the empty tree is meaningless")
-    return _hash_ranges(_consistency_ranges(size1, size2), reader)
+    return _hash_ranges(_consistency_ranges(size1, size2), reader, suite=suite)
 
 
-def root_at(size: int, reader: NodeReader) -> bytes:
+def root_at(size: int, reader: NodeReader, *, suite: HashSuite = SHA256) -> bytes:
     """Root of the first ``size`` leaves held by ``reader``."""
     if size == 0:
-        return EMPTY_ROOT
-    return _hash_ranges([(0, size)], reader)[0]
+        return suite.empty_root
+    return _hash_ranges([(0, size)], reader, suite=suite)[0]
 
 
 class MerkleTree:
@@ -359,9 +375,11 @@ class MerkleTree:
     size); appending merges equal-sized neighbours, writing each completed node to the store once.
     """
 
-    def __init__(self, store: NodeStore | None = None, *, size: int = 0) -> None:
-        """Open a tree over ``store`` already holding ``size`` leaves (0 for a new tree)."""
+    def __init__(self, store: NodeStore | None = None, *, size: int = 0, suite: HashSuite = SHA256) -> None:
+        """Open a tree over ``store`` already holding ``size`` leaves (0 for a new tree), hashing with
+        ``suite`` (the store holds hashes only: the caller knows which profile made them)."""
         self.store: NodeStore = store if store is not None else MemoryNodeStore()
+        self.suite = suite
         self._size = 0
         self._border: list[bytes] = []
         if size:
@@ -376,19 +394,19 @@ class MerkleTree:
 
     def root(self) -> bytes:
         if not self._border:
-            return EMPTY_ROOT
+            return self.suite.empty_root
         h = self._border[-1]
         for left in reversed(self._border[:-1]):
-            h = node_hash(left, h)
+            h = node_hash(left, h, suite=self.suite)
         return h
 
     def append(self, data: bytes) -> int:
         """Append one leaf's data; returns its index."""
-        return self.append_leaf_hashes([leaf_hash(data)])
+        return self.append_leaf_hashes([leaf_hash(data, suite=self.suite)])
 
     def append_entries(self, entries: Iterable[bytes]) -> int:
         """Append raw leaf data in order; returns the index of the first appended leaf."""
-        sha = hashlib.sha256
+        sha = self.suite.new
         prefix = _LEAF_PREFIX
         return self.append_leaf_hashes([sha(prefix + e).digest() for e in entries])
 
@@ -406,7 +424,7 @@ class MerkleTree:
 
         # Level by level, the new nodes of each level are consecutive, from index first >> level: pair
         # them (with the waiting left sibling when that index is odd) to get the next level's run.
-        sha = hashlib.sha256
+        sha = self.suite.new
         prefix = _NODE_PREFIX
         runs: list[list[bytes]] = []
         run = list(hashes)
@@ -445,14 +463,15 @@ class MerkleTree:
         return first
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return inclusion_proof(index, self._size if size is None else self._check_size(size), self.store)
+        size = self._size if size is None else self._check_size(size)
+        return inclusion_proof(index, size, self.store, suite=self.suite)
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
         size2 = self._size if size2 is None else self._check_size(size2)
-        return consistency_proof(size1, size2, self.store)
+        return consistency_proof(size1, size2, self.store, suite=self.suite)
 
     def root_at(self, size: int) -> bytes:
-        return root_at(self._check_size(size), self.store)
+        return root_at(self._check_size(size), self.store, suite=self.suite)
 
     def _check_size(self, size: int) -> int:
         if not 0 <= size <= self._size:

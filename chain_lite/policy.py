@@ -3,6 +3,7 @@
 Line based; items separated by spaces or tabs; ``#`` comments and blank lines ignored::
 
     log <vkey> [<url>]
+    log-hash <hash> <vkey> [<url>]      (edgeroot: a log hashing with another profile than SHA-256)
     witness <name> <vkey> [<url>]
     group <name> all|any|<k> <member>...
     quorum <name>|none
@@ -10,6 +11,10 @@ Line based; items separated by spaces or tabs; ``#`` comments and blank lines ig
 Names are opaque octet strings, compared exactly; groups and the quorum may refer only to names defined
 on earlier lines. A checkpoint is valid when a listed log whose key name equals the origin signed it and
 valid cosignatures from the listed witnesses satisfy the quorum.
+
+``log-hash`` is edgeroot's one addition (D-064): it pins the log's hash profile (``sm3``; ``sha256`` is
+what a plain ``log`` line means). A C2SP verifier that does not know it refuses the policy instead of
+checking an SM3 log's proofs with SHA-256, and a checkpoint whose declared profile differs is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from chain_lite.checkpoint import Checkpoint, SignedCheckpoint
 from chain_lite.cosignature import CosignatureVerifier, cosignature_timestamp
 from chain_lite.errors import FormatError, NoTrustedSignature, OriginMismatch, QuorumNotMet
 from chain_lite.note import Ed25519Verifier, Note, Verifier, VerifierKey, open_note
+from chain_lite.suite import SHA256, HashSuite, HashSuiteMismatch, hash_suite
 
 MAX_ENTRIES = 256
 """Limit on logs, witnesses and groups each; the spec recommends supporting at least 32."""
@@ -32,6 +38,8 @@ _WHITESPACE = " \t"
 class Log:
     verifier: Ed25519Verifier
     url: str | None = None
+    suite: HashSuite = SHA256
+    """The hash profile of the log's tree, map and blocks (fixed for the log's lifetime)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +95,10 @@ class Policy:
         ]
         if len(set(keys)) != len(keys):
             raise FormatError("policy", "the same public key is listed twice")
+        suites: dict[str, HashSuite] = {}
+        for log in self.logs:
+            if suites.setdefault(log.verifier.name, log.suite) is not log.suite:
+                raise FormatError("policy", f"log {log.verifier.name!r} is listed with two hashes")
         if self.quorum != NONE and self.quorum not in self.witnesses and self.quorum not in self.groups:
             raise FormatError("policy", f"quorum {self.quorum!r} is not a defined witness or group")
 
@@ -113,6 +125,10 @@ class Policy:
                 keyword, args = words[0], words[1:]
                 if keyword == "log":
                     logs.append(cls._parse_log(args))
+                elif keyword == "log-hash":
+                    if not args:
+                        raise FormatError("policy", "log-hash takes a hash, a vkey and an optional URL")
+                    logs.append(cls._parse_log(args[1:], hash_suite(args[0])))
                 elif keyword == "witness":
                     witness = cls._parse_witness(args)
                     cls._new_name(witness.name, witnesses, groups)
@@ -146,11 +162,11 @@ class Policy:
             raise FormatError("policy", f"name {name!r} defined twice")
 
     @staticmethod
-    def _parse_log(args: list[str]) -> Log:
+    def _parse_log(args: list[str], suite: HashSuite = SHA256) -> Log:
         if len(args) not in (1, 2):
             raise FormatError("policy", "log takes a vkey and an optional URL")
         verifier = Ed25519Verifier.from_vkey(VerifierKey.parse(args[0]))
-        return Log(verifier, args[1] if len(args) == 2 else None)
+        return Log(verifier, args[1] if len(args) == 2 else None, suite)
 
     @staticmethod
     def _parse_witness(args: list[str]) -> Witness:
@@ -185,7 +201,12 @@ class Policy:
         return Group(name, threshold, tuple(members))
 
     def to_text(self) -> str:
-        lines = [f"log {log.verifier.vkey()}" + (f" {log.url}" if log.url else "") for log in self.logs]
+        lines = [
+            ("log " if log.suite is SHA256 else f"log-hash {log.suite.name} ")
+            + str(log.verifier.vkey())
+            + (f" {log.url}" if log.url else "")
+            for log in self.logs
+        ]
         lines += [
             f"witness {w.name} {w.verifier.vkey()}" + (f" {w.url}" if w.url else "")
             for w in self.witnesses.values()
@@ -196,6 +217,13 @@ class Policy:
         return "\n".join(lines) + "\n"
 
     # --- evaluation ------------------------------------------------------------------------------------
+
+    def suite_of(self, origin: str) -> HashSuite:
+        """The hash profile this policy pins for the log ``origin`` (SHA-256 if it lists no such log)."""
+        for log in self.logs:
+            if log.verifier.name == origin:
+                return log.suite
+        return SHA256
 
     def quorum_met(self, cosigners: Iterable[str]) -> bool:
         """Whether valid cosignatures from the witnesses named ``cosigners`` satisfy the quorum."""
@@ -226,6 +254,10 @@ class Policy:
         logs = [log.verifier for log in self.logs if log.verifier.name == cp.origin]
         if not logs:
             raise OriginMismatch(" or ".join(log.verifier.name for log in self.logs) or "(no log)", cp.origin)
+        # Before any signature: a checkpoint of another profile is refused by name, never hashed with ours.
+        pinned = self.suite_of(cp.origin)
+        if cp.suite is not pinned:
+            raise HashSuiteMismatch(f"checkpoint of {cp.origin}", pinned.name, cp.suite.name)
         verifiers: list[Verifier] = [*logs, *self._witness_verifiers]
         good = open_note(signed.note, verifiers)
         log_names = [v.name for v in good if v in logs]

@@ -72,7 +72,7 @@ class Receipt:
         for line in rest:
             h = b64.decode(line)
             if h is None or len(h) != HASH_SIZE:
-                raise FormatError("receipt", "proof line is not a canonical base64 SHA-256 hash")
+                raise FormatError("receipt", "proof line is not a canonical base64 32-byte hash")
             proof.append(h)
         return cls(index, tuple(proof), SignedCheckpoint.parse(checkpoint), extra)
 
@@ -82,15 +82,16 @@ def verify_receipt(
 ) -> VerifiedCheckpoint:
     """Verify a receipt for an entry against a trust policy; returns the verified checkpoint.
 
-    ``leaf`` is the entry's RFC 6962 leaf hash, or with ``is_hash=False`` the entry's bytes.
+    ``leaf`` is the entry's RFC 6962 leaf hash, or with ``is_hash=False`` the entry's bytes (hashed here
+    with the log's profile, which the policy has checked the checkpoint declares).
     """
     r = receipt if isinstance(receipt, Receipt) else Receipt.parse(receipt)
     verified = policy.verify_checkpoint(r.checkpoint, origin)
-    check_inclusion(r, leaf if is_hash else leaf_hash(leaf), verified)
+    check_inclusion(r, leaf if is_hash else leaf_hash(leaf, suite=verified.checkpoint.suite), verified)
     return verified
 
 
 def check_inclusion(receipt: Receipt, leaf: bytes, verified: VerifiedCheckpoint) -> None:
-    """The receipt's inclusion proof against an already verified checkpoint."""
+    """The receipt's inclusion proof against an already verified checkpoint, hashed with its profile."""
     cp = verified.checkpoint
-    verify_inclusion(receipt.index, cp.size, leaf, receipt.proof, cp.root)
+    verify_inclusion(receipt.index, cp.size, leaf, receipt.proof, cp.root, suite=cp.suite)

@@ -78,7 +78,8 @@ def verify_resolution(
     index = proof.receipt.index
     if not as_of and index != cp.size - 1:
         raise StaleMap(index, cp.size)
-    check_inclusion(proof.receipt, leaf_hash(proof.map_head), verified)
+    suite = cp.suite  # the log's hash profile, which the policy checked the checkpoint declares
+    check_inclusion(proof.receipt, leaf_hash(proof.map_head, suite=suite), verified)
     head = parse_leaf(proof.map_head)
     if not isinstance(head, MapHead):
         raise FormatError("resolution proof", "the proven leaf is not a map head")
@@ -90,8 +91,9 @@ def verify_resolution(
         record = Record.decode(proof.record)
         if record.identifier != identifier:
             raise FormatError("resolution proof", f"record is for {record.identifier}, not {identifier}")
-        value = record.value_hash
-    verify_map_proof(head.root, map_key(identifier), value, MapProof.from_bytes(proof.map_proof))
+        value = suite.digest(record.encode())  # Record.value_hash, in the log's profile
+    map_proof = MapProof.from_bytes(proof.map_proof)
+    verify_map_proof(head.root, map_key(identifier, suite=suite), value, map_proof, suite=suite)
     # A prefix record's suffix is itself a prefix, stored lowercase: show it as the registry keys it.
     shown = identifier if governed_prefix(identifier) is not None else asked
     return ProvenRecord(shown, record, head.epoch, verified)

@@ -1,4 +1,7 @@
-"""The verifiable map: a binary sparse Merkle tree keyed by SHA-256 of the identifier (DESIGN §3).
+"""The verifiable map: a binary sparse Merkle tree keyed by H(identifier) (DESIGN §3).
+
+``H`` is the log's hash profile (:mod:`chain_lite.suite`): SHA-256 by default, SM3 in an SM3 log, for
+the key, the leaf and the node hashes alike; every function takes ``suite=`` (default SHA-256).
 
 Shape (the "shortcut" sparse Merkle tree, as in Diem/Aptos' JMT):
 
@@ -20,13 +23,13 @@ shares the path (the key is absent). Values are 32-byte hashes of what the calle
 
 from __future__ import annotations
 
-import hashlib
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from chain_lite import cbor
 from chain_lite.errors import FormatError, HashSizeError, ProofError, ProofLengthError, RootMismatch
+from chain_lite.suite import SHA256, HashSuite
 
 KEY_BITS = 256
 HASH_SIZE = 32
@@ -37,17 +40,17 @@ PROOF_LABEL = "edgeroot/map-proof/v1"
 MAX_PROOF_SIZE = 16 * 1024
 
 
-def map_key(identifier: str) -> bytes:
-    """The map key of a canonical identifier string: SHA-256 of its UTF-8 bytes."""
-    return hashlib.sha256(identifier.encode()).digest()
+def map_key(identifier: str, *, suite: HashSuite = SHA256) -> bytes:
+    """The map key of a canonical identifier string: H of its UTF-8 bytes."""
+    return suite.new(identifier.encode()).digest()
 
 
-def leaf_hash(key: bytes, value: bytes) -> bytes:
-    return hashlib.sha256(_LEAF_PREFIX + key + value).digest()
+def leaf_hash(key: bytes, value: bytes, *, suite: HashSuite = SHA256) -> bytes:
+    return suite.new(_LEAF_PREFIX + key + value).digest()
 
 
-def node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(_NODE_PREFIX + left + right).digest()
+def node_hash(left: bytes, right: bytes, *, suite: HashSuite = SHA256) -> bytes:
+    return suite.new(_NODE_PREFIX + left + right).digest()
 
 
 def _check(what: str, value: bytes) -> None:
@@ -105,7 +108,7 @@ class MapProof:
         return cls(tuple(siblings), term)
 
 
-def root_from_proof(key: bytes, proof: MapProof) -> bytes:
+def root_from_proof(key: bytes, proof: MapProof, *, suite: HashSuite = SHA256) -> bytes:
     """The root that ``proof`` implies for the path of ``key``."""
     _check("map key", key)
     if len(proof.siblings) > KEY_BITS:
@@ -119,15 +122,17 @@ def root_from_proof(key: bytes, proof: MapProof) -> bytes:
         _check("terminal value", tvalue)
         if _common_prefix_bits(k, int.from_bytes(tkey, "big")) < len(proof.siblings):
             raise MapProofError("the terminal entry does not lie on the key's path")
-        h = leaf_hash(tkey, tvalue)
+        h = leaf_hash(tkey, tvalue, suite=suite)
     for depth in range(len(proof.siblings) - 1, -1, -1):
         sibling = proof.siblings[depth]
         _check("sibling", sibling)
-        h = node_hash(sibling, h) if _bit(k, depth) else node_hash(h, sibling)
+        h = node_hash(sibling, h, suite=suite) if _bit(k, depth) else node_hash(h, sibling, suite=suite)
     return h
 
 
-def verify_map_proof(root: bytes, key: bytes, value: bytes | None, proof: MapProof) -> None:
+def verify_map_proof(
+    root: bytes, key: bytes, value: bytes | None, proof: MapProof, *, suite: HashSuite = SHA256
+) -> None:
     """Check that ``key`` maps to ``value`` (or, with ``value=None``, is absent) under ``root``."""
     _check("map root", root)
     if value is None:
@@ -137,7 +142,7 @@ def verify_map_proof(root: bytes, key: bytes, value: bytes | None, proof: MapPro
         _check("value", value)
         if proof.terminal != (key, value):
             raise MapProofError("the proof does not end at this key and value")
-    computed = root_from_proof(key, proof)
+    computed = root_from_proof(key, proof, suite=suite)
     if computed != root:
         raise RootMismatch(root, computed)
 
@@ -150,7 +155,13 @@ class SparseMap:
     path (those down to where it shares bits with its nearest neighbour), so the cache never goes stale.
     """
 
-    def __init__(self, entries: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]] = ()) -> None:
+    def __init__(
+        self,
+        entries: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]] = (),
+        *,
+        suite: HashSuite = SHA256,
+    ) -> None:
+        self.suite = suite
         items = entries.items() if isinstance(entries, Mapping) else entries
         self._values: dict[int, bytes] = {}
         for key, value in items:
@@ -200,7 +211,7 @@ class SparseMap:
             return EMPTY
         if hi - lo == 1:
             k = self._keys[lo]
-            return leaf_hash(k.to_bytes(HASH_SIZE, "big"), self._values[k])
+            return leaf_hash(k.to_bytes(HASH_SIZE, "big"), self._values[k], suite=self.suite)
         cached = self._cache.get((depth, prefix))
         if cached is not None:
             return cached
@@ -208,6 +219,7 @@ class SparseMap:
         h = node_hash(
             self._hash(depth + 1, prefix << 1, lo, mid),
             self._hash(depth + 1, (prefix << 1) | 1, mid, hi),
+            suite=self.suite,
         )
         self._cache[(depth, prefix)] = h
         return h

@@ -24,6 +24,7 @@ from chain_lite.cose import CoseSigner
 from chain_lite.errors import ChainError
 from chain_lite.keys import load_public_pem, public_der
 from chain_lite.policy import Policy
+from chain_lite.suite import SHA256
 from edge import config as gateway_config
 from edge import store
 from edge.connectors import PLUGINS, Connector
@@ -91,6 +92,9 @@ class Gateway:
             disk_budget_bytes=cfg.disk_budget_mb * 1024 * 1024,
             retention_days=cfg.retention_days,
             counter_window=cfg.counter_window,
+            # The root's policy names its log's hash profile: blocks are built with it (an SM3 log
+            # refuses a SHA-256 block, and the reverse).
+            suite=self.policy.logs[0].suite if self.policy.logs else SHA256,
         )
         self.ingest = Ingest(self.writer)
         self.connectors: list[Connector] = []

@@ -35,6 +35,7 @@ from typing import Any
 import sqlite_utils
 
 from chain_lite import merkle
+from chain_lite.block import parse_block
 from edge.status import BLOCK_STATES, AnchoredBlock, CounterReset, DeviceOverview, StoreFacts
 from runtime.clock import now_ms
 
@@ -328,7 +329,8 @@ def _evidence(  # noqa: PLR0917 (evidence()'s arguments, passed on)
     trees: dict[int, tuple[dict[int, int], merkle.MerkleTree]] = {}
     for h in heights:  # one tree per block, however many of its readings the page holds
         members = conn.execute("SELECT id, raw FROM readings WHERE block = ? ORDER BY id", (h,)).fetchall()
-        tree = merkle.MerkleTree()
+        # The block's own hash (its label says SHA-256 or SM3, D-064), as its readings root was built.
+        tree = merkle.MerkleTree(suite=parse_block(blocks[h].raw).header.suite)
         tree.append_entries(bytes(raw) for _, raw in members)
         trees[h] = ({int(i): n for n, (i, _) in enumerate(members)}, tree)
     out = []

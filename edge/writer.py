@@ -19,6 +19,7 @@ from pathlib import Path
 from chain_lite.block import GENESIS_PREV, header_for, parse_block, sign_block
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import PublicKey, load_public_der
+from chain_lite.suite import SHA256, HashSuite
 from edge import store
 from edge.admission import COUNTER_WINDOW_DEFAULT, DUPLICATE, Accepted, Duplicate, ReadingVerifier, Rejected
 from edge.intake import HELD, KEY_LOOKUP, Outcome, Submission
@@ -48,9 +49,11 @@ class Writer:
         disk_budget_bytes: int,
         retention_days: float,
         counter_window: int = COUNTER_WINDOW_DEFAULT,
+        suite: HashSuite = SHA256,
     ) -> None:
         self.path = path
         self.gateway = gateway
+        self.suite = suite  # the root log's hash profile: readings roots and block ids use it
         self.max_readings = max_readings
         self.max_seconds = max_seconds
         self.disk_budget_bytes = disk_budget_bytes
@@ -339,7 +342,8 @@ class Writer:
         height = 0 if prev is None else prev[0] + 1
         prev_id = GENESIS_PREV if prev is None else parse_block(bytes(prev[1])).block_id
         time_ms = max(now_ms(), 0 if prev is None else prev[2])
-        block = sign_block(header_for(self.gateway.kid, height, prev_id, readings, time_ms), self.gateway)
+        header = header_for(self.gateway.kid, height, prev_id, readings, time_ms, suite=self.suite)
+        block = sign_block(header, self.gateway)
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute(

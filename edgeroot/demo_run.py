@@ -252,7 +252,7 @@ def _receipt(demo: Demo, root: RootNode, gateway: GatewayNode) -> bool:
     height, raw_block, index = found.block.height, found.block.raw, found.index
     bodies = list(found.block_readings)
     header = parse_block(raw_block).header
-    verify_reading(header, bodies[index], index, reading_proof(bodies, index))
+    verify_reading(header, bodies[index], index, reading_proof(bodies, index, suite=header.suite))
     demo.say(
         f"reading {index} of block {height} ({serial_id}, via the serial bridge) is in the block's "
         f"readings root ({len(bodies)} readings; RFC 6962 inclusion proof checked)"

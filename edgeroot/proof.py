@@ -159,7 +159,7 @@ def run_receipt(args: argparse.Namespace, report: Reporter) -> int:
         size=cp.size,
         receipt=str(args.out),
         leaf=str(args.leaf_out),
-        leaf_hash=leaf_hash(leaf).hex(),
+        leaf_hash=leaf_hash(leaf, suite=cp.suite).hex(),
     )
 
 

@@ -27,6 +27,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="a witness to ask for cosignatures: its URL and verifier key (inline or file); repeatable",
     )
     init.add_argument("--quorum", type=int, help="cosignatures a checkpoint needs (default: all witnesses)")
+    init.add_argument(
+        "--suite",
+        choices=("default", "sm"),  # chain_lite.suite.LOG_PROFILES (not imported here: the CLI starts fast)
+        default="default",
+        help="the log's cryptographic suite, fixed for its lifetime: default (SHA-256) or sm (国密: SM3 "
+        "tree, map and blocks)",
+    )
     init.set_defaults(run=lazy("edgeroot.root_commands", "run_init"))
     run = rsub.add_parser("run", help="serve the HTTP API and run the sequencer", parents=[JSON_FLAG])
     run.add_argument("--state", type=Path, required=True)

@@ -7,6 +7,7 @@ import argparse
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
 from chain_lite.note import check_key_name
+from chain_lite.suite import LOG_PROFILES
 from edgeroot.output import CommandFailed, Reporter
 from resolver.assembly import build_root_app, init_root
 from resolver.config import ConfigError, load
@@ -33,7 +34,7 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
         with initialising(args.state):  # a refusal half-way leaves no half-made state directory
             result = init_root(
                 args.state, args.origin, prefix, database=args.database, witnesses=witnesses,
-                quorum=args.quorum,
+                quorum=args.quorum, profile=LOG_PROFILES[args.suite],
             )  # fmt: skip
     except (FileExistsError, ValueError, ConfigError, ResolverError) as exc:
         raise CommandFailed(" ".join(str(exc).split())) from exc  # one line (libpq's messages have two)
@@ -45,6 +46,7 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
         admin=result.admin_kid,
         policy=str(result.policy),
         database=result.database,
+        suite=args.suite,
     )
 
 

@@ -31,12 +31,15 @@ import httpx
 
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import PrivateKey, load_private_pem
+from chain_lite.note import VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, sign_write
+from chain_lite.suite import LOG_PROFILES
 from edge import config as gateway_config
 from edge import store
 from edgeroot.cli import main
 from resolver import config as root_config
+from resolver.witness_server import witness_log_line
 from rootclient import routes
 from rootclient.client import RootClient
 from runtime.clock import now_ms
@@ -422,12 +425,14 @@ class System:
         *,
         witness: str | None = None,
         interval_ms: int | None = None,
+        suite: str = "default",
     ) -> RootNode:
-        """``witness init`` (if a witness name is given) and ``root init`` asking it to cosign, the witness
-        following the root's log; declares the ``witness`` and ``root`` daemons (not started)."""
+        """``witness init`` (if a witness name is given) and ``root init --suite SUITE`` asking it to
+        cosign, the witness following the root's log; declares the ``witness`` and ``root`` daemons (not
+        started)."""
         rport = free_port()
         args: list[str | Path] = ["root", "init", "--state", self.path("root"), "--origin", origin,
-                                  "--prefix", prefix]  # fmt: skip
+                                  "--prefix", prefix, "--suite", suite]  # fmt: skip
         witness_url = None
         if witness is not None:
             wport = free_port()
@@ -437,7 +442,8 @@ class System:
         r = self.cli(*args)
         if witness is not None:
             with self.path("witness", "logs.txt").open("a") as f:  # the witness follows this log
-                f.write(str(r["log_vkey"]) + "\n")
+                vkey = VerifierKey.parse(str(r["log_vkey"]))
+                f.write(witness_log_line(vkey, LOG_PROFILES[suite].hash) + "\n")
             self.daemon("witness", "witness", "run", "--state", self.path("witness"),
                         "--listen", f"127.0.0.1:{wport}", ready=lambda: _listening(wport))  # fmt: skip
         if interval_ms is not None:

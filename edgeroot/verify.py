@@ -115,8 +115,9 @@ def run_note(args: argparse.Namespace, report: Reporter) -> int:
 
 def run_receipt(args: argparse.Namespace, report: Reporter) -> int:
     policy = read_policy(args.policy)
+    entry: bytes | None = None
     if args.leaf is not None:
-        leaf = leaf_hash(read_bytes(args.leaf, "leaf"))
+        entry = leaf = read_bytes(args.leaf, "leaf")  # hashed with the log's profile once it is known
     else:
         try:
             leaf = bytes.fromhex(args.leaf_hash)
@@ -124,10 +125,12 @@ def run_receipt(args: argparse.Namespace, report: Reporter) -> int:
             raise CommandFailed("--leaf-hash is not hex") from exc
     try:
         receipt = Receipt.parse(read_bytes(args.receipt, "receipt"))
-        verified = verify_receipt(receipt, leaf, policy, origin=args.origin)
+        verified = verify_receipt(receipt, leaf, policy, origin=args.origin, is_hash=entry is None)
     except ChainError as exc:
         return report.invalid(f"{args.receipt}: {exc}")
     cp = verified.checkpoint
+    if entry is not None:
+        leaf = leaf_hash(entry, suite=cp.suite)
     return report.ok(
         f"entry {receipt.index} is in {cp.origin} at size {cp.size}",
         origin=cp.origin,

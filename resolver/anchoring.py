@@ -38,6 +38,7 @@ from chain_lite.keys import NoteKey
 from chain_lite.log_leaf import ChildAnchor
 from chain_lite.merkle import EMPTY_ROOT, leaf_hash
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, Ed25519Verifier, VerifierKey
+from chain_lite.suite import hash_suite
 from resolver import openapi_models as om
 from resolver import witness_server as witness_http
 from resolver.config import ChildConfig
@@ -308,4 +309,7 @@ def build(
     store = AnchorStore(db, logs)
     witness = Witness(ensure_witness_key(state, origin).cosigner(), [], store)
     witness.logs = logs
+    # Each child's hash (D-064): an SM3 child's checkpoints are checked with SM3, and one declaring
+    # another hash than its [[child]] table says is refused.
+    witness.suites = {c.origin: hash_suite(c.hash) for c in children}
     return store, witness, AnchorMetrics(registry)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +26,10 @@ from chain_lite import keys
 from chain_lite.cose import CoseSigner
 from chain_lite.cosignature import CosignatureVerifier
 from chain_lite.keys import NoteKey
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, Ed25519Verifier, VerifierKey
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, Ed25519Verifier, VerifierKey
 from chain_lite.policy import Group, Log, Policy, Witness
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
+from chain_lite.suite import LOG_PROFILES, SHA256, HashSuite, LogProfile, hash_suite
 from resolver import anchoring
 from resolver import config as root_config
 from resolver import openapi_models as om
@@ -39,11 +40,12 @@ from resolver.db import Database
 from resolver.errors import ResolverError
 from resolver.fast_reads import FastReads
 from resolver.http_service import Hooks
+from resolver.log_store import set_log_suite
 from resolver.metrics import RootMetrics
 from resolver.reads import RootNode
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
-from resolver.witness_server import SIZE_CONTENT_TYPE, WitnessState
+from resolver.witness_server import SIZE_CONTENT_TYPE, WitnessState, witness_log_line
 from resolver.witness_server import Witness as WitnessService
 from rootclient import routes
 from runtime.clock import now_ms
@@ -54,12 +56,16 @@ log = logging.getLogger(__name__)
 
 
 def node_policy(
-    log_vkey: VerifierKey, witnesses: list[VerifierKey], quorum: int, url: str | None = None
+    log_vkey: VerifierKey,
+    witnesses: list[VerifierKey],
+    quorum: int,
+    url: str | None = None,
+    suite: HashSuite = SHA256,
 ) -> Policy:
-    """The C2SP tlog-policy for this log: its key, its witnesses, ``quorum`` of them required."""
+    """The C2SP tlog-policy for this log: its key and hash, its witnesses, ``quorum`` of them required."""
     names = tuple(w.name for w in witnesses)
     return Policy(
-        [Log(Ed25519Verifier.from_vkey(log_vkey), url)],
+        [Log(Ed25519Verifier.from_vkey(log_vkey), url, suite)],
         [Witness(w.name, CosignatureVerifier.from_vkey(w)) for w in witnesses],
         [Group("witnesses", quorum, names)] if witnesses else [],
         quorum="witnesses" if witnesses and quorum > 0 else "none",
@@ -86,8 +92,10 @@ def init_root(
     database: str | None = None,
     witnesses: list[tuple[str, VerifierKey]] | None = None,
     quorum: int | None = None,
+    profile: LogProfile = LOG_PROFILES["default"],
 ) -> InitResult:
-    """Create a root node's state directory (refuses to touch an existing one)."""
+    """Create a root node's state directory (refuses to touch an existing one). ``profile`` fixes the
+    log's hash and key type for its lifetime (the hash is kept in the database, see log_store)."""
     state.mkdir(parents=True, exist_ok=True)
     if (state / root_config.CONFIG_NAME).exists():
         raise FileExistsError(
@@ -100,7 +108,7 @@ def init_root(
     quorum = len(witnesses) if quorum is None else quorum
     if not 0 <= quorum <= len(witnesses):
         raise ValueError(f"quorum {quorum} is not between 0 and the {len(witnesses)} witnesses")
-    log_key = NoteKey.generate(origin, SIGTYPE_ED25519)
+    log_key = NoteKey.generate(origin, profile.log_sigtype)
     admin = keys.generate_p256()
     db_url = database or f"sqlite:///{(state / 'root.db').resolve()}"
     (state / root_config.CONFIG_NAME).write_text(
@@ -118,19 +126,25 @@ def init_root(
     cfg.log_vkey.write_text(log_key.vkey() + "\n")
     write_private(cfg.admin_key, keys.private_pem(admin))
     (state / "admin.pub.pem").write_bytes(keys.public_pem(admin.public_key()))
-    policy = node_policy(VerifierKey.parse(log_key.vkey()), [vk for _, vk in witnesses], quorum)
+    policy = node_policy(
+        VerifierKey.parse(log_key.vkey()), [vk for _, vk in witnesses], quorum, suite=profile.hash
+    )
     cfg.policy.write_text(policy.to_text())
 
     db = Database(cfg.database)
     try:
         db.create_schema()
+        with db.transaction() as tx:
+            set_log_suite(tx, profile.hash)  # before the first leaf: a log's hash never changes
         kid = admin_kid(cfg.prefix)
         request = build_write(
             origin,
             "create",
             prefix_handle(cfg.prefix),
             [pubkey_value(300, admin.public_key()), Value(100, "DESC", "string", f"root prefix of {origin}")],
-            timestamp_ms=now_ms(), nonce=os.urandom(16))
+            timestamp_ms=now_ms(),
+            nonce=os.urandom(16),
+        )
         signed = sign_write(request, CoseSigner(kid, admin))
         submit_write(db, signed.raw, origin=origin, now_ms=now_ms(), bootstrap=True)
         sequencer = Sequencer(db, log_key.log_signer(), origin, publish=not witnesses)
@@ -332,21 +346,34 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
 # --- witness ---------------------------------------------------------------------------------------------
 
 
-def init_witness(state: Path, name: str, logs: list[VerifierKey]) -> NoteKey:
+def init_witness(
+    state: Path, name: str, logs: list[VerifierKey], suites: Mapping[str, HashSuite] | None = None
+) -> NoteKey:
     state.mkdir(parents=True, exist_ok=True)
     key = NoteKey.generate(name, SIGTYPE_COSIGNATURE_V1)
     write_private(state / "witness.skey", (key.skey() + "\n").encode())
     (state / "witness.vkey").write_text(key.vkey() + "\n")
     (state / "logs.txt").write_text(
-        "# log verifier keys this witness cosigns for, one per line\n" + "".join(f"{vk}\n" for vk in logs)
+        "# log verifier keys this witness cosigns for, one per line (then the log's hash if not sha256)\n"
+        + "".join(f"{witness_log_line(vk, (suites or {}).get(vk.name, SHA256))}\n" for vk in logs)
     )
     return key
 
 
-def load_witness_logs(path: Path) -> list[VerifierKey]:
-    """The log verifier keys in ``path`` (``logs.txt``): one per line, ``#`` comments."""
-    lines = path.read_text().splitlines()
-    return [VerifierKey.parse(line) for line in lines if line.strip() and not line.startswith("#")]
+def load_witness_logs(path: Path) -> tuple[list[VerifierKey], dict[str, HashSuite]]:
+    """The log verifier keys in ``path`` (``logs.txt``: one per line, ``#`` comments), and the hash
+    profile of each log whose line names one after its key."""
+    keys: list[VerifierKey] = []
+    suites: dict[str, HashSuite] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        vkey_text, _, hash_name = line.strip().partition(" ")
+        vkey = VerifierKey.parse(vkey_text)
+        keys.append(vkey)
+        if hash_name.strip():
+            suites[vkey.name] = hash_suite(hash_name.strip())
+    return keys, suites
 
 
 def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
@@ -354,7 +381,8 @@ def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
     (``logs``, default ``STATE/logs.txt``)."""
     logs = logs or state / "logs.txt"
     key = NoteKey.parse_skey((state / "witness.skey").read_text())
-    witness = WitnessService(key.cosigner(), load_witness_logs(logs), WitnessState(state / "witness.db"))
+    followed, suites = load_witness_logs(logs)
+    witness = WitnessService(key.cosigner(), followed, WitnessState(state / "witness.db"), suites)
     app = offline_docs_app(title="edgeroot witness", summary="C2SP tlog-witness add-checkpoint", version="1")
     registry = CollectorRegistry()
     answers = Counter(
@@ -367,7 +395,7 @@ def build_witness_app(state: Path, logs: Path | None = None) -> FastAPI:
         return f"following {len(witness.logs)} log(s); {cosigned['count']} checkpoint(s) cosigned since start"
 
     def reload() -> str:
-        witness.set_logs(load_witness_logs(logs))
+        witness.set_logs(*load_witness_logs(logs))
         return f"following {', '.join(sorted(witness.logs)) or 'no logs'}"
 
     app.state.hooks = Hooks(status, reload)

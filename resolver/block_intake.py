@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chain_lite import cbor
-from chain_lite.block import BlockHeader, SignedBlock, check_body, check_successor, parse_block
+from chain_lite.block import BlockHeader, SignedBlock, check_body, check_successor, check_suite, parse_block
 from chain_lite.cose import verify_sign1
 from chain_lite.envelope import open_envelope
 from chain_lite.errors import ChainError
@@ -27,6 +27,7 @@ from chain_lite.log_leaf import MAX_LEAF_SIZE, block_leaf
 from chain_lite.registry import canonical_identifier
 from resolver.db import Database, Tx
 from resolver.errors import BadRequest, ChainRejected, Conflict, ResolverError, StorageError
+from resolver.log_store import log_suite
 from resolver.registry import load_record
 
 MAX_BLOCKS_PER_BATCH = 256
@@ -76,6 +77,10 @@ def _accept_one(tx: Tx, raw: bytes, body: Sequence[bytes] | None, now_ms: int) -
     except ChainError as exc:
         raise ChainRejected(f"malformed block: {exc}") from exc
     header = block.header
+    try:
+        check_suite(header, log_suite(tx))  # a block hashed with another profile than this log's
+    except ChainError as exc:
+        raise ChainRejected(str(exc)) from exc
     # One chain per gateway whatever the spelling of its id in the header (the namespace is ASCII
     # case-insensitive): a second spelling must not start a second chain beside the first.
     gateway = canonical_identifier(header.gateway)

@@ -26,6 +26,7 @@ from chain_lite.epcis_identifiers import check_base
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey, check_key_name
+from chain_lite.suite import SUITES
 from resolver.http_limits import DEFAULT as HTTP_DEFAULTS
 from resolver.http_limits import HttpLimits
 from runtime import tomlconfig
@@ -51,6 +52,9 @@ class ChildConfig:
     vkey: VerifierKey = setting("vkey", required=True, help="the child log's Ed25519 (0x01) verifier key")
     url: str = setting(
         "url", "", help="the child node's URL (optional): where `verify anchor` fetches consistency proofs"
+    )
+    hash: str = setting(
+        "hash", "sha256", help="the child log's hash: sha256, or sm3 for a child made with `--suite sm`"
     )
 
 
@@ -179,7 +183,9 @@ def _child(table: Table) -> ChildConfig:
     url = c["url"].rstrip("/")
     if url and not url.startswith(("http://", "https://")):
         raise table.fail("url", "must be an http:// or https:// URL")
-    return ChildConfig(c["origin"], vkey, url)
+    if c["hash"] not in SUITES:
+        raise table.fail("hash", f"must be one of {', '.join(SUITES)}")
+    return ChildConfig(c["origin"], vkey, url, c["hash"])
 
 
 def _witness(table: Table) -> WitnessConfig:

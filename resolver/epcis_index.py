@@ -13,12 +13,15 @@ from collections.abc import Sequence
 
 from chain_lite.epcis_capture import IndexEntry, index_key_name
 from chain_lite.epcis_facts import EventFacts
+from chain_lite.suite import HashSuite
 from resolver.db import Row, Tx
+from resolver.log_store import log_suite
 
 
 def index_changes(tx: Tx, events: Sequence[tuple[int, EventFacts]]) -> list[tuple[str, int, bytes]]:
     """``history`` rows ``(epcis-index:<identifier>, event log index, entry bytes)`` that the events
     (``(log index, facts)`` in log order) leave."""
+    suite = log_suite(tx)
     current: dict[str, IndexEntry] = {}
     rows: list[tuple[str, int, bytes]] = []
     for index, facts in events:
@@ -26,16 +29,16 @@ def index_changes(tx: Tx, events: Sequence[tuple[int, EventFacts]]) -> list[tupl
             name = index_key_name(identifier)
             entry = current.get(name)
             if entry is None:
-                entry = _latest(tx, name, identifier)
-            entry = entry.extended(index)
+                entry = _latest(tx, name, identifier, suite)
+            entry = entry.extended(index, suite=suite)
             current[name] = entry
             rows.append((name, index, entry.encode()))
     return rows
 
 
-def _latest(tx: Tx, name: str, identifier: str) -> IndexEntry:
+def _latest(tx: Tx, name: str, identifier: str, suite: HashSuite) -> IndexEntry:
     row = tx.one("SELECT record FROM history WHERE identifier = ? ORDER BY idx DESC LIMIT 1", (name,))
-    return IndexEntry.empty(identifier) if row is None else IndexEntry.decode(bytes(row[0]))
+    return IndexEntry.empty(identifier, suite=suite) if row is None else IndexEntry.decode(bytes(row[0]))
 
 
 def indices_as_of(tx: Tx, identifiers: Sequence[str], size: int) -> dict[str, list[int]]:

@@ -106,6 +106,17 @@ def query_events(
             raise BadRequest("nextPageToken is for a checkpoint this node has not published")
     where = ["e.idx IS NOT NULL", "e.idx < ?", "e.idx > ?"]
     args: list[Any] = [size, after]
+    _filters(params, bases, where, args)
+    sql = (
+        f"SELECT e.idx, e.leaf FROM epcis_events e WHERE {' AND '.join(where)} "  # noqa: S608 (placeholders only)
+        "ORDER BY e.idx LIMIT ?"
+    )
+    args.append(per_page + 1)
+    return _page(db, view, sql, args, size, per_page, caches)
+
+
+def _filters(params: Mapping[str, str], bases: Sequence[str], where: list[str], args: list[Any]) -> None:
+    """The SQL conditions (placeholders only) and their values for the query parameters."""
     for name, roles in ROLES_OF.items():
         if name in params:
             values = [_key(name, v, bases) for v in params[name].split("|") if v]
@@ -126,11 +137,17 @@ def query_events(
         steps = [bare_biz_step(v) for v in params["EQ_bizStep"].split("|") if v]
         where.append(f"e.biz_step IN ({','.join('?' * len(steps))})")
         args += steps
-    sql = (
-        f"SELECT e.idx, e.leaf FROM epcis_events e WHERE {' AND '.join(where)} "  # noqa: S608 (placeholders only)
-        "ORDER BY e.idx LIMIT ?"
-    )
-    args.append(per_page + 1)
+
+
+def _page(  # noqa: PLR0917 (the query and where its answer comes from)
+    db: Database,
+    view: PublishedView,
+    sql: str,
+    args: list[Any],
+    size: int,
+    per_page: int,
+    caches: QueryCaches | None,
+) -> Page:
     with db.transaction(write=False) as tx:
         rows = tx.all(sql, args)
         if size == view.size:
@@ -142,8 +159,14 @@ def query_events(
             note = cp.to_bytes()
         caches = caches or QueryCaches(events=0, nodes=0)
         store = _CachedNodes(TxNodeStore(tx), caches.nodes)
+        suite = view.checkpoint.checkpoint.suite  # the log's hash profile
         events = [
-            _event_json(int(idx), bytes(leaf), merkle.inclusion_proof(int(idx), size, store), caches.events)
+            _event_json(
+                int(idx),
+                bytes(leaf),
+                merkle.inclusion_proof(int(idx), size, store, suite=suite),
+                caches.events,
+            )
             for idx, leaf in rows[:per_page]
         ]
     more = len(rows) > per_page

@@ -1,4 +1,8 @@
-"""The node's log in the database: Merkle nodes, leaves, checkpoints, and the proofs built from them."""
+"""The node's log in the database: Merkle nodes, leaves, checkpoints, and the proofs built from them.
+
+The log's hash profile (SHA-256 or SM3, :mod:`chain_lite.suite`) is fixed when the log is created and
+kept in the ``meta`` row ``hash`` (no row: SHA-256, as every log made before profiles existed).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ from collections.abc import Sequence
 
 from chain_lite import merkle
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.errors import ChainError
 from chain_lite.merkle import NodeId
 from chain_lite.receipt import Receipt
+from chain_lite.suite import SHA256, HashSuite, hash_suite
 from resolver.db import Tx
-from resolver.errors import NotFound
+from resolver.errors import NotFound, StorageError
 
 _CHUNK = 400  # (level, idx) pairs per query: far below SQLite's 32k bound-parameter limit
 
@@ -44,6 +50,32 @@ def tree_size(tx: Tx) -> int:
     return 0 if row is None else int(row[0])
 
 
+def log_suite(tx: Tx) -> HashSuite:
+    """The hash profile this log was created with."""
+    row = tx.one("SELECT value FROM meta WHERE key = 'hash'")
+    if row is None:
+        return SHA256
+    try:
+        return hash_suite(str(row[0]))
+    except ChainError as exc:
+        raise StorageError(f"the database's log hash: {exc}") from exc
+
+
+def set_log_suite(tx: Tx, suite: HashSuite) -> None:
+    """Fix the log's hash profile. Only an empty log takes one; a profile never changes afterwards
+    (a new profile means a new log)."""
+    current = log_suite(tx)
+    if current is suite:
+        return
+    if tree_size(tx) or tx.one("SELECT 1 FROM pending LIMIT 1") is not None:
+        raise StorageError(f"this log hashes with {current.name}; a log's hash never changes")
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('hash', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (suite.name,),
+    )
+
+
 def latest_checkpoint_bytes(tx: Tx, *, published_only: bool = True) -> bytes | None:
     """The latest (published) checkpoint as stored, unparsed: cheap to compare with a known one."""
     if published_only:
@@ -71,13 +103,13 @@ def leaf_at(tx: Tx, index: int) -> bytes:
 
 
 def receipt_for(tx: Tx, index: int, checkpoint: SignedCheckpoint) -> Receipt:
-    """A C2SP tlog-proof for the leaf at ``index`` against ``checkpoint``."""
+    """A C2SP tlog-proof for the leaf at ``index`` against ``checkpoint`` (hashed with its profile)."""
     size = checkpoint.checkpoint.size
     if index >= size:
         raise NotFound(f"leaf {index} is not yet covered by a published checkpoint (size {size})")
-    proof = merkle.inclusion_proof(index, size, TxNodeStore(tx))
+    proof = merkle.inclusion_proof(index, size, TxNodeStore(tx), suite=checkpoint.checkpoint.suite)
     return Receipt(index, tuple(proof), checkpoint)
 
 
 def consistency(tx: Tx, size1: int, size2: int) -> list[bytes]:
-    return merkle.consistency_proof(size1, size2, TxNodeStore(tx))
+    return merkle.consistency_proof(size1, size2, TxNodeStore(tx), suite=log_suite(tx))

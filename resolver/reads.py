@@ -26,6 +26,7 @@ from chain_lite.log_leaf import MapHead, parse_leaf
 from chain_lite.receipt import Receipt
 from chain_lite.registry import Record, canonical_identifier
 from chain_lite.resolution import ResolutionProof
+from chain_lite.suite import HashSuite
 from resolver import block_intake, registry
 from resolver.db import Database, Tx
 from resolver.errors import BadRequest, InvalidHandle, NotFound, NotYetPublished, StorageError
@@ -99,6 +100,11 @@ class PublishedView:
     def size(self) -> int:
         return self.checkpoint.checkpoint.size
 
+    @property
+    def suite(self) -> HashSuite:
+        """The log's hash profile, as its own signed checkpoint declares it."""
+        return self.checkpoint.checkpoint.suite
+
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
@@ -166,13 +172,14 @@ class RootNode:
         head = parse_leaf(head_leaf)
         if not isinstance(head, MapHead):
             raise StorageError(f"leaf {size - 1} is not a map head: the log is corrupt")
+        suite = cp.checkpoint.suite
         if current is None or size < current.size:
-            snapshot = MapSnapshot.as_of(tx, size)
+            snapshot = MapSnapshot.as_of(tx, size, suite=suite)
         else:
             snapshot = current.map.advanced(tx, size)  # shares every untouched subtree with the old map
         if snapshot.root() != head.root:
             log.error("in-memory map disagrees with the logged map head at %d; rebuilding", size)
-            snapshot = MapSnapshot.as_of(tx, size)
+            snapshot = MapSnapshot.as_of(tx, size, suite=suite)
             if snapshot.root() != head.root:
                 raise StorageError(f"history does not reproduce the map head at log size {size}")
         receipt = receipt_for(tx, size - 1, cp)
@@ -230,7 +237,7 @@ class RootNode:
             return self._current(view, ident)
         with self.db.transaction(write=False) as tx:
             epoch, head_leaf = self._map_head_before(tx, at)
-            proof = self._as_of.get(tx, epoch).prove(ident)
+            proof = self._as_of.get(tx, epoch, view.suite).prove(ident)
             record = self._record_at(tx, ident, epoch)
             receipt = receipt_for(tx, epoch - 1, view.checkpoint)
         return self._resolution(
@@ -336,20 +343,22 @@ class RootNode:
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     def consistency(self, old: int, new: int) -> list[bytes]:
-        size = self.view().size
+        view = self.view()
+        size = view.size
         if not 0 <= old <= new <= size:
             raise BadRequest(f"need 0 <= old <= new <= {size} (the published size)")
         if old in (0, new):
             return []
         with self.db.transaction(write=False) as tx:
-            return merkle.consistency_proof(old, new, TxNodeStore(tx))
+            return merkle.consistency_proof(old, new, TxNodeStore(tx), suite=view.suite)
 
     def inclusion(self, index: int, size: int) -> list[bytes]:
-        published = self.view().size
+        view = self.view()
+        published = view.size
         if not 0 <= index < size <= published:
             raise BadRequest(f"need 0 <= index < size <= {published} (the published size)")
         with self.db.transaction(write=False) as tx:
-            return merkle.inclusion_proof(index, size, TxNodeStore(tx))
+            return merkle.inclusion_proof(index, size, TxNodeStore(tx), suite=view.suite)
 
     def leaf(self, index: int) -> bytes:
         if not 0 <= index < self.view().size:

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 
 from chain_lite import merkle
-from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
+from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, suite_extensions
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts
 from chain_lite.errors import ChainError
 from chain_lite.log_leaf import LEAF_ANCHOR, LEAF_BLOCK, LEAF_EPCIS, LEAF_REGISTRY, MapHead
@@ -34,7 +34,7 @@ from chain_lite.note import Signer
 from resolver import epcis_index, epcis_intake, registry
 from resolver.db import Database, Tx
 from resolver.errors import ResolverError, StorageError
-from resolver.log_store import TxNodeStore, latest_checkpoint, tree_size
+from resolver.log_store import TxNodeStore, latest_checkpoint, log_suite, tree_size
 from resolver.map_state import MapSnapshot
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,9 @@ class Sequencer:
 
     def _load_map(self) -> MapSnapshot:
         with self.db.transaction(write=False) as tx:
-            return MapSnapshot.as_of(tx, tree_size(tx), records=False)
+            # The log's hash profile is fixed at creation: read once, used for the tree, map, checkpoints.
+            self.suite = log_suite(tx)
+            return MapSnapshot.as_of(tx, tree_size(tx), records=False, suite=self.suite)
 
     def close(self) -> None:
         self.lock.close()
@@ -180,11 +182,12 @@ class Sequencer:
             )
         for index, anchor_hash in anchor_indexes:
             tx.execute("UPDATE anchors SET idx = ? WHERE leaf_hash = ?", (index, anchor_hash))
-        tree = merkle.MerkleTree(TxNodeStore(tx), size=size)
+        tree = merkle.MerkleTree(TxNodeStore(tx), size=size, suite=self.suite)
         tree.append_entries(leaves)
         new_size, new_root = tree.size, tree.root()
         self._check_consistency(tx, tree, new_root)
-        signed = sign_checkpoint(Checkpoint(self.origin, new_size, new_root), self.signer)
+        checkpoint = Checkpoint(self.origin, new_size, new_root, suite_extensions(self.suite))
+        signed = sign_checkpoint(checkpoint, self.signer)
         tx.execute(
             "INSERT INTO checkpoints (size, note, published, created_ms) VALUES (?, ?, ?, ?)",
             (new_size, signed.to_bytes(), 1 if self.publish_immediately else 0, now_ms),
@@ -206,7 +209,7 @@ class Sequencer:
         old = previous.checkpoint
         try:
             proof = tree.consistency_proof(old.size, tree.size)
-            merkle.verify_consistency(old.size, tree.size, proof, old.root, new_root)
+            merkle.verify_consistency(old.size, tree.size, proof, old.root, new_root, suite=self.suite)
         except ChainError as exc:
             log.exception("refusing to sign: new tree is not consistent with checkpoint %d", old.size)
             raise StorageError(f"new tree is inconsistent with signed checkpoint {old.size}: {exc}") from exc

@@ -8,7 +8,8 @@ signed checkpoint. Answers, in the order the spec checks them:
 * 403 no valid signature from the log's key;
 * 409 ``text/x.tlog.size`` with ``<latest size>\\n`` when ``old`` is not the size this witness last
   cosigned (the log retries from there); 409 plain text for the same size with a different root;
-* 422 a consistency proof that does not verify (or a proof where none belongs);
+* 422 a consistency proof that does not verify (or a proof where none belongs), or a checkpoint whose
+  declared hash profile (its ``hash`` line) is not the one this witness follows the log with;
 * 200 one cosignature line (C2SP tlog-cosignature v1, timestamped).
 
 The witness remembers one ``(size, root)`` per origin in a SQLite file; the update is a compare-and-set
@@ -38,6 +39,7 @@ from chain_lite.checkpoint import SignedCheckpoint, parse_uint64
 from chain_lite.cosignature import CosignatureSigner
 from chain_lite.errors import ChainError, SignatureError
 from chain_lite.note import Ed25519Verifier, VerifierKey, open_note
+from chain_lite.suite import SHA256, HashSuite
 
 MAX_BODY = 16 * 1024
 MAX_PROOF_LINES = 63
@@ -151,20 +153,36 @@ class WitnessState:
         self._conn.close()
 
 
+def witness_log_line(vkey: VerifierKey, suite: HashSuite = SHA256) -> str:
+    """One line of the witness's ``logs.txt``: ``<vkey>`` for a SHA-256 log, ``<vkey> <hash>`` for a
+    log of another hash profile (``sm3``)."""
+    return str(vkey) if suite is SHA256 else f"{vkey} {suite.name}"
+
+
 class Witness:
     """The tlog-witness checks over a :class:`WitnessStore`. ``logs`` maps an origin to the log's
     verifier; :meth:`set_logs` fixes it from a list (``logs.txt``), and a parent node replaces it with
-    a mapping over its child logs (:class:`resolver.anchoring.ChildLogs`)."""
+    a mapping over its child logs (:class:`resolver.anchoring.ChildLogs`). ``suites`` names the hash of
+    each log that does not hash with SHA-256 (``<vkey> sm3`` in ``logs.txt``, D-064)."""
 
-    def __init__(self, signer: CosignatureSigner, logs: list[VerifierKey], state: WitnessStore) -> None:
+    def __init__(
+        self,
+        signer: CosignatureSigner,
+        logs: list[VerifierKey],
+        state: WitnessStore,
+        suites: Mapping[str, HashSuite] | None = None,
+    ) -> None:
         self.signer = signer
         self.logs: Mapping[str, Ed25519Verifier] = {}
-        self.set_logs(logs)
+        self.suites: dict[str, HashSuite] = {}
+        self.set_logs(logs, suites)
         self.state = state
 
-    def set_logs(self, logs: list[VerifierKey]) -> None:
-        """Follow exactly these logs (``logs.txt`` reloaded); sizes already seen are kept."""
+    def set_logs(self, logs: list[VerifierKey], suites: Mapping[str, HashSuite] | None = None) -> None:
+        """Follow exactly these logs (``logs.txt`` reloaded), each with its hash profile from ``suites``
+        (by log name; SHA-256 when absent); sizes already seen are kept."""
         self.logs = {vkey.name: Ed25519Verifier.from_vkey(vkey) for vkey in logs}
+        self.suites = {name: suite for name, suite in (suites or {}).items() if name in self.logs}
 
     def add_checkpoint(self, body: bytes, now_s: int) -> Answer:  # noqa: PLR0911 (one return per spec verdict)
         if len(body) > MAX_BODY:
@@ -201,11 +219,17 @@ class Witness:
             open_note(signed.note, [verifier])
         except SignatureError as exc:
             return _plain(403, f"checkpoint not signed by the log: {exc}")
+        suite = self.suites.get(cp.origin, SHA256)
+        if cp.suite is not suite:  # never check a proof with another hash than the log's own
+            follows = f"this witness follows {cp.origin} as {suite.name}"
+            return _plain(422, f"checkpoint declares hash {cp.suite.name}; {follows}")
         if old > cp.size:
             return _plain(400, f"old size {old} is above the checkpoint size {cp.size}")
         if self.state.forked(cp.origin):
             return _plain(409, f"log {cp.origin} showed two roots for one size; evidence kept, not cosigning")
         latest_size, latest_root = self.state.get(cp.origin)
+        if latest_size == 0:
+            latest_root = suite.empty_root  # nothing cosigned yet: the empty tree, in the log's hash
         if old != latest_size:
             return Answer(409, f"{latest_size}\n".encode(), SIZE_CONTENT_TYPE)
         if old == cp.size:
@@ -219,10 +243,10 @@ class Witness:
                 return _plain(422, "a proof from size 0 must be empty")
         else:
             try:
-                merkle.verify_consistency(old, cp.size, proof, latest_root, cp.root)
+                merkle.verify_consistency(old, cp.size, proof, latest_root, cp.root, suite=suite)
             except ChainError as exc:
                 return _plain(422, f"consistency proof does not verify: {exc}")
-        if cp.size == 0 and cp.root != merkle.EMPTY_ROOT:
+        if cp.size == 0 and cp.root != suite.empty_root:
             return _plain(422, "an empty tree must have the empty root")
         if not self.state.advance(cp.origin, old, signed, now_s):
             latest_size, _ = self.state.get(cp.origin)

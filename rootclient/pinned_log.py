@@ -45,7 +45,6 @@ from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import ChainError, StaleCheckpoint
 from chain_lite.light_client import MALFORMED_PROOF, Accepted, Evidence, LightClient, Rejected
-from chain_lite.merkle import leaf_hash
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt
 from chain_lite.resolution import ProvenRecord, ResolutionProof, verify_resolution
@@ -175,7 +174,8 @@ class PinnedLog:
         the receipt's checkpoint is newer. A receipt against an older checkpoint is used once that
         checkpoint is proven consistent with the pin (``Older.USE``: inclusion at size N holds later)."""
         accepted = await self.accept(receipt.checkpoint, older=Older.USE)
-        return self.light.verify_receipt(receipt, leaf_hash(entry), verified=accepted.checkpoint)
+        # is_hash=False: the light client hashes the entry with the log's own profile (SHA-256 or SM3).
+        return self.light.verify_receipt(receipt, entry, is_hash=False, verified=accepted.checkpoint)
 
     async def verify_resolution(
         self, proof: ResolutionProof, *, older: Older, as_of: bool = False

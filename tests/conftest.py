@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from chain_lite.suite import LOG_PROFILES
 from tests.gateway_harness import Plant, running_plant
 from tests.mqtt_harness import running_broker
 from tests.root_harness import POSTGRES_DOWN, POSTGRES_URL, RootUnderTest, postgres_schema, running_root
@@ -43,6 +44,15 @@ def root(tmp_path: Path, database_url: str) -> Iterator[RootUnderTest]:
         yield node
 
 
+@pytest.fixture(params=["default", "sm"])
+def any_suite_root(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str
+) -> Iterator[RootUnderTest]:
+    """Like ``root``, once per log suite (``root init --suite default|sm``): SHA-256 and SM3 logs."""
+    with running_root(tmp_path, database_url, profile=LOG_PROFILES[request.param]) as node:
+        yield node
+
+
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """A real broker on a free loopback port for the test session: mosquitto, or amqtt without one."""
@@ -54,4 +64,13 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 def plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
     """A root, a registered gateway and device, and the gateway process (started by the test)."""
     with running_plant(tmp_path, mqtt_broker) as p:
+        yield p
+
+
+@pytest.fixture(params=["default", "sm"])
+def any_suite_plant(
+    request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: tuple[str, int]
+) -> Iterator[Plant]:
+    """Like ``plant``, once per log suite: the root made with ``--suite default`` or ``--suite sm``."""
+    with running_plant(tmp_path, mqtt_broker, request.param) as p:
         yield p

@@ -18,6 +18,7 @@ from chain_lite import envelope
 from chain_lite.block import SignedBlock, check_body, verify_chain
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import PublicKey, load_private_pem
+from chain_lite.suite import SHA256, HashSuite
 from edge import store
 from edgeroot.system import EDGEROOT, GatewayNode, RootNode, System
 
@@ -91,9 +92,11 @@ class Plant:
 
 
 @contextlib.contextmanager
-def running_plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
+def running_plant(tmp_path: Path, mqtt_broker: tuple[str, int], suite: str = "default") -> Iterator[Plant]:
+    """The plant with a root of ``suite`` (``root init --suite``); the gateway learns its hash from its
+    policy."""
     with System(tmp_path) as system:
-        system.init_root(ORIGIN, "88.123", witness=WITNESS, interval_ms=50)
+        system.init_root(ORIGIN, "88.123", witness=WITNESS, interval_ms=50, suite=suite)
         root = system.start_root()
         admin = system.register_prefix("88.123.99")
         client_id = f"gw-{os.getpid()}-{random.randrange(1 << 30)}"  # a fresh MQTT session per test
@@ -112,10 +115,12 @@ def running_plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plan
         yield Plant(system, root, gateway, gateway.device_signer(DEVICE))
 
 
-def verified_chain(db: Path, gateway: str, key: PublicKey) -> list[SignedBlock]:
-    """The store's blocks in order, each one's signature, link to the previous one and body checked."""
+def verified_chain(db: Path, gateway: str, key: PublicKey, suite: HashSuite = SHA256) -> list[SignedBlock]:
+    """The store's blocks in order, each one's signature, link to the previous one and body checked;
+    every block hashed with ``suite`` (the root log's)."""
     with store.reader(db) as conn:
-        chain = verify_chain([b.raw for b in store.blocks(conn)], lambda kid: key if kid == gateway else None)
+        raws = [b.raw for b in store.blocks(conn)]
+        chain = verify_chain(raws, lambda kid: key if kid == gateway else None, suite=suite)
         for block in chain:
             check_body(block.header, store.block_readings(conn, block.header.height))
     return chain

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chain_lite.checkpoint import Checkpoint, sign_checkpoint
+from chain_lite.checkpoint import Checkpoint, sign_checkpoint, suite_extensions
 from chain_lite.keys import NoteKey
 from chain_lite.merkle import MerkleTree
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519
 from chain_lite.policy import Group, Log, Policy, Witness
+from chain_lite.suite import SHA256, HashSuite
 
 ORIGIN = "log.test.edgeroot.example"
 TIME = 1_760_000_000
@@ -21,11 +22,17 @@ class LogBuilder:
         default_factory=lambda: [NoteKey.generate(f"w{i}.test", SIGTYPE_COSIGNATURE_V1) for i in range(3)]
     )
     tree: MerkleTree = field(default_factory=MerkleTree)
+    suite: HashSuite = SHA256
+    """The log's hash profile: its tree, its policy line and its checkpoints' hash line follow it."""
+
+    def __post_init__(self) -> None:
+        if self.tree.suite is not self.suite:
+            self.tree = MerkleTree(suite=self.suite)
 
     def policy(self, quorum: int = 2) -> Policy:
         names = tuple(w.name for w in self.witness_keys)
         return Policy(
-            [Log(self.log_key.log_signer().verifier)],
+            [Log(self.log_key.log_signer().verifier, suite=self.suite)],
             [Witness(w.name, w.cosigner().verifier) for w in self.witness_keys],
             [Group("witnesses", quorum, names)],
             quorum="witnesses",
@@ -33,7 +40,8 @@ class LogBuilder:
 
     def checkpoint(self, size: int | None = None, *, cosigners: int = 3, root: bytes | None = None) -> bytes:
         size = self.tree.size if size is None else size
-        cp = Checkpoint(ORIGIN, size, root if root is not None else self.tree.root_at(size))
+        root = root if root is not None else self.tree.root_at(size)
+        cp = Checkpoint(ORIGIN, size, root, suite_extensions(self.suite))
         note = sign_checkpoint(cp, self.log_key.log_signer()).note
         note = note.with_signatures(w.cosigner().cosign(note, TIME) for w in self.witness_keys[:cosigners])
         return note.to_bytes()

@@ -6,7 +6,12 @@ Deliberately recursive and slow: it shares no code with the implementation under
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from functools import cache
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 def _largest_power_of_two_below(n: int) -> int:
@@ -16,18 +21,21 @@ def _largest_power_of_two_below(n: int) -> int:
     return k
 
 
-def make_reference(leaves: tuple[bytes, ...]):  # type: ignore[no-untyped-def]
-    """MTH, PATH and PROOF over a fixed list of leaf data (RFC 6962 §2.1, §2.1.1, §2.1.2)."""
+def make_reference(  # type: ignore[no-untyped-def]
+    leaves: tuple[bytes, ...], h: Callable[[bytes], bytes] = sha256
+):
+    """MTH, PATH and PROOF over a fixed list of leaf data (RFC 6962 §2.1, §2.1.1, §2.1.2), with the
+    hash function ``h`` (bytes to digest; SHA-256 as in the RFC unless another profile is tested)."""
 
     @cache
     def mth(begin: int, end: int) -> bytes:
         n = end - begin
         if n == 0:
-            return hashlib.sha256(b"").digest()
+            return h(b"")
         if n == 1:
-            return hashlib.sha256(b"\x00" + leaves[begin]).digest()
+            return h(b"\x00" + leaves[begin])
         k = _largest_power_of_two_below(n)
-        return hashlib.sha256(b"\x01" + mth(begin, begin + k) + mth(begin + k, end)).digest()
+        return h(b"\x01" + mth(begin, begin + k) + mth(begin + k, end))
 
     def path(m: int, begin: int, end: int) -> list[bytes]:
         n = end - begin

@@ -21,11 +21,13 @@ from chain_lite.keys import PrivateKey, generate_p256, load_private_pem
 from chain_lite.note import VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
+from chain_lite.suite import LOG_PROFILES, LogProfile
 from edgeroot.system import free_port
 from resolver import config as root_config
 from resolver.assembly import build_root_app, build_witness_app, init_root, init_witness
 from resolver.db import Database
 from resolver.log_store import latest_checkpoint_bytes
+from resolver.witness_server import witness_log_line
 from rootclient.client import RootClient
 from rootclient.errors import ClientError
 from runtime.clock import now_ms
@@ -163,8 +165,11 @@ class RootUnderTest:
 
 
 @contextlib.contextmanager
-def running_root(tmp: Path, database: str, *, interval_ms: int = 50) -> Iterator[RootUnderTest]:
-    """A root node with one witness, served on loopback; the sequencer runs every ``interval_ms``."""
+def running_root(
+    tmp: Path, database: str, *, interval_ms: int = 50, profile: LogProfile = LOG_PROFILES["default"]
+) -> Iterator[RootUnderTest]:
+    """A root node with one witness, served on loopback; the sequencer runs every ``interval_ms``;
+    ``profile`` is the log's suite (``root init --suite``)."""
     wstate, rstate = tmp / "witness", tmp / "root"
     wkey = init_witness(wstate, "witness.test", [])
     wport = free_port()
@@ -174,9 +179,10 @@ def running_root(tmp: Path, database: str, *, interval_ms: int = 50) -> Iterator
         "88.123",
         database=database,
         witnesses=[(f"http://127.0.0.1:{wport}", VerifierKey.parse(wkey.vkey()))],
+        profile=profile,
     )
     with (wstate / "logs.txt").open("a") as f:
-        f.write(result.log_vkey + "\n")
+        f.write(witness_log_line(VerifierKey.parse(result.log_vkey), profile.hash) + "\n")
     cfg_text = (rstate / "root.toml").read_text().replace("interval_ms = 250", f"interval_ms = {interval_ms}")
     (rstate / "root.toml").write_text(cfg_text)
     cfg = root_config.load(rstate)

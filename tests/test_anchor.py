@@ -20,12 +20,13 @@ from chain_lite.anchor import (
     prove_anchor,
     verify_anchor,
 )
-from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
+from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, suite_extensions
 from chain_lite.errors import ChainError, FormatError, OriginMismatch, ProofError, SignatureError
 from chain_lite.keys import NoteKey
 from chain_lite.log_leaf import ANCHOR_LABEL, LEAF_ANCHOR, ChildAnchor, parse_leaf, registry_leaf
 from chain_lite.merkle import MerkleTree
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey
+from chain_lite.suite import SHA256, SM3, HashSuite
 from tests.helpers import TIME, LogBuilder
 
 CHILD = "child.test"
@@ -35,6 +36,12 @@ CHILD = "child.test"
 class Child:
     key: NoteKey = field(default_factory=lambda: NoteKey.generate(CHILD, SIGTYPE_ED25519))
     tree: MerkleTree = field(default_factory=MerkleTree)
+    suite: HashSuite = SHA256
+    """The child log's hash: its tree and its checkpoints' hash line follow it."""
+
+    def __post_init__(self) -> None:
+        if self.tree.suite is not self.suite:
+            self.tree = MerkleTree(suite=self.suite)
 
     @property
     def vkey(self) -> VerifierKey:
@@ -46,7 +53,8 @@ class Child:
 
     def checkpoint(self, size: int | None = None, root: bytes | None = None) -> SignedCheckpoint:
         size = self.tree.size if size is None else size
-        cp = Checkpoint(CHILD, size, self.tree.root_at(size) if root is None else root)
+        root = self.tree.root_at(size) if root is None else root
+        cp = Checkpoint(CHILD, size, root, suite_extensions(self.suite))
         return sign_checkpoint(cp, self.key.log_signer())
 
 
@@ -68,9 +76,13 @@ class World:
         return AnchorProof(self.parent.checkpoint(), index, leaf, inclusion)
 
 
-@pytest.fixture
-def world() -> World:
-    w = World()
+@pytest.fixture(
+    params=[(SHA256, SHA256), (SM3, SM3), (SHA256, SM3)], ids=["sha256", "sm3", "sm3-child-of-sha256"]
+)
+def world(request: pytest.FixtureRequest) -> World:
+    """Once per pair of hashes (parent, child): each log proves with its own hash (D-064)."""
+    parent_suite, child_suite = request.param
+    w = World(LogBuilder(suite=parent_suite), Child(suite=child_suite))
     w.child.grow(10)
     return w
 
@@ -222,7 +234,7 @@ def test_two_roots_at_one_size_are_inconsistent(world: World) -> None:
 def test_a_failing_well_formed_child_proof_is_inconsistent_both_ways(world: World) -> None:
     """A history the child rewrote (its proof cannot link the two) is evidence, older or newer."""
     proof = world.anchor(10)
-    forked = Child(world.child.key)
+    forked = Child(world.child.key, suite=world.child.suite)
     forked.tree.append_entries(f"rewritten {i}".encode() for i in range(12))
     for size in (4, 12):
         given = forked.checkpoint(size)
@@ -232,6 +244,17 @@ def test_a_failing_well_formed_child_proof_is_inconsistent_both_ways(world: Worl
         )
         verdict = verify_anchor(world.parent.policy(), proof, given, wrong)
         assert isinstance(verdict, Inconsistent), size
+
+
+def test_a_child_checkpoint_declaring_another_hash_is_inconsistent(world: World) -> None:
+    """The child signed checkpoints of two hashes: a log's hash never changes, so that is evidence."""
+    proof = world.anchor(10)
+    other = SHA256 if world.child.suite is SM3 else SM3
+    switched = Child(world.child.key, suite=other)
+    switched.tree.append_entries(f"child {i}".encode() for i in range(12))
+    verdict = verify_anchor(world.parent.policy(), proof, switched.checkpoint(12), None)
+    assert isinstance(verdict, Inconsistent)
+    assert f"declares hash {other.name}, the anchored one {world.child.suite.name}" in verdict.reason
 
 
 def test_malformed_child_proofs_raise_instead_of_judging(world: World) -> None:

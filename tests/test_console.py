@@ -264,6 +264,24 @@ def test_one_witness_listed_under_two_names_cannot_meet_a_quorum(browser: Any, n
     context.close()
 
 
+def test_an_sm3_log_is_refused_by_name_not_checked_with_sha256(browser: Any, node: RootUnderTest) -> None:
+    """A policy pinning the log as SM3 (`log-hash sm3`): the page has no SM3 (WebCrypto lacks it), so it
+    says so and proves nothing, rather than checking SM3 proofs with SHA-256 (D-064)."""
+    text = httpx.get(node.url + routes.POLICY).text
+    sm3_policy = text.replace("log ", "log-hash sm3 ", 1)
+    assert sm3_policy != text
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.route(f"**{routes.POLICY}", lambda route: route.fulfill(status=200, body=sm3_policy))
+    page.goto(node.url + routes.WEB_PAGE)
+    page.wait_for_selector("body[data-ready]")
+    resolve(page, PUMP_ASKED)
+    assert page.get_attribute("#verdict", "data-verdict") == "notProven"
+    assert statuses(page)["checkPolicy"] == "bad"
+    assert "the log hashes with sm3; this page verifies SHA-256 logs only" in reason(page, "checkPolicy")
+    context.close()
+
+
 def test_a_checkpoint_older_than_one_already_verified_is_a_rolled_back_view(page: Any) -> None:
     """Once this browser verified a larger checkpoint of the log, a smaller one is refused (a log only
     grows), however well it is signed."""

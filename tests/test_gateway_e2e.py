@@ -22,6 +22,7 @@ from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256
 from chain_lite.log_leaf import block_leaf
+from chain_lite.policy import Policy
 from edge import store
 from edgeroot.system import configure, wait_until
 from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, cli, gateway_key, verified_chain
@@ -29,8 +30,10 @@ from tests.mqtt_harness import Publisher, require_mosquitto
 from tests.notify_harness import NotifySocket
 
 
-def test_mqtt_readings_are_anchored_with_receipts_that_verify(plant: Plant, tmp_path: Path) -> None:
-    """MQTT readings end up in anchored blocks whose receipts `edgeroot verify receipt` accepts."""
+def test_mqtt_readings_are_anchored_with_receipts_that_verify(any_suite_plant: Plant, tmp_path: Path) -> None:
+    """MQTT readings end up in anchored blocks whose receipts `edgeroot verify receipt` accepts; with an
+    SHA-256 root and with an SM3 one (the gateway builds its blocks with the hash its policy names)."""
+    plant = any_suite_plant
     plant.start()
     pub = Publisher(*plant.broker)
     try:
@@ -40,7 +43,9 @@ def test_mqtt_readings_are_anchored_with_receipts_that_verify(plant: Plant, tmp_
     finally:
         pub.close()
     plant.wait_anchored(100)
-    verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant))
+    suite = Policy.parse(plant.root.policy_path.read_bytes()).logs[0].suite
+    chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant), suite)
+    assert {block.header.suite for block in chain} == {suite}
     with store.reader(plant.gateway.db) as conn:
         counters = sorted(r.counter for r in store.readings(conn))
         assert counters == list(range(1, 101))

@@ -19,13 +19,15 @@ from chain_lite.errors import (
 from chain_lite.light_client import Accepted, Evidence, LightClient, Rejected
 from chain_lite.merkle import leaf_hash
 from chain_lite.receipt import Receipt
+from chain_lite.suite import SHA256, SM3
 
 from .helpers import ORIGIN, LogBuilder
 
 
-@pytest.fixture
-def log() -> LogBuilder:
-    builder = LogBuilder()
+@pytest.fixture(params=[SHA256, SM3], ids=lambda s: s.name)
+def log(request: pytest.FixtureRequest) -> LogBuilder:
+    """A log of 10 entries, once per hash profile: every test using it runs for SHA-256 and SM3 logs."""
+    builder = LogBuilder(suite=request.param)
     builder.add(10)
     return builder
 
@@ -154,7 +156,7 @@ def test_a_receipt_against_an_older_proven_checkpoint_verifies_even_past_the_mem
         assert isinstance(client.update(log.checkpoint(), log.tree.consistency_proof(old)), Accepted)
     assert sorted(client.state()["known"]) == ["14", "16"]
     assert isinstance(client.update(at_10, log.tree.consistency_proof(10, 16)), Accepted)
-    assert client.verify_receipt(receipt, leaf_hash(b"entry 3")).checkpoint.size == 10
+    assert client.verify_receipt(receipt, leaf_hash(b"entry 3", suite=log.suite)).checkpoint.size == 10
     assert client.size == 16 and sorted(client.state()["known"]) == ["10", "16"]
 
 
@@ -194,7 +196,7 @@ def test_checkpoints_failing_the_policy_are_rejected(log: LogBuilder) -> None:
     client = LightClient(log.policy(quorum=3), ORIGIN)
     outcome = client.update(log.checkpoint(cosigners=2), [])
     assert isinstance(outcome, Rejected) and isinstance(outcome.reason, QuorumNotMet)
-    other = LogBuilder()
+    other = LogBuilder(suite=log.suite)
     outcome = LightClient(log.policy(), ORIGIN).update(other.checkpoint(), [])
     assert isinstance(outcome, Rejected)
     assert client.pinned is None
@@ -204,13 +206,13 @@ def test_receipts_verify_only_against_checkpoints_the_client_verified(log: LogBu
     """A receipt with a valid but unseen checkpoint is refused until the client has verified it."""
     client = LightClient(log.policy(), ORIGIN, log.checkpoint())
     receipt = Receipt(3, tuple(log.tree.inclusion_proof(3)), SignedCheckpoint.parse(log.checkpoint()))
-    client.verify_receipt(receipt, leaf_hash(b"entry 3"))
+    client.verify_receipt(receipt, leaf_hash(b"entry 3", suite=log.suite))
     log.add(4)
     newer = Receipt(3, tuple(log.tree.inclusion_proof(3)), SignedCheckpoint.parse(log.checkpoint()))
     with pytest.raises(UnverifiedCheckpoint):
-        client.verify_receipt(newer, leaf_hash(b"entry 3"))
+        client.verify_receipt(newer, leaf_hash(b"entry 3", suite=log.suite))
     assert isinstance(client.update(log.checkpoint(), log.tree.consistency_proof(10)), Accepted)
-    client.verify_receipt(newer, leaf_hash(b"entry 3"))
+    client.verify_receipt(newer, leaf_hash(b"entry 3", suite=log.suite))
     client.verify_receipt(receipt, b"entry 3", is_hash=False)  # the older checkpoint is remembered
 
 
@@ -232,7 +234,7 @@ def test_advance_takes_a_verified_checkpoint_and_still_refuses_another_log(log: 
     policy = log.policy()
     client = LightClient(policy, ORIGIN)
     assert isinstance(client.advance(policy.verify_checkpoint(log.checkpoint()), []), Accepted)
-    other = LogBuilder()
+    other = LogBuilder(suite=log.suite)
     other.add(12)
     foreign = other.policy().verify_checkpoint(other.checkpoint())
     outcome = LightClient(policy, "another.origin").advance(foreign, [])
@@ -246,12 +248,14 @@ def test_a_receipt_with_someone_elses_verified_checkpoint_is_refused(log: LogBui
     client = LightClient(policy, ORIGIN, log.checkpoint())
     receipt = Receipt(3, tuple(log.tree.inclusion_proof(3)), SignedCheckpoint.parse(log.checkpoint()))
     verified = policy.verify_checkpoint(receipt.checkpoint)
-    assert client.verify_receipt(receipt, leaf_hash(b"entry 3"), verified=verified) is verified
+    assert (
+        client.verify_receipt(receipt, leaf_hash(b"entry 3", suite=log.suite), verified=verified) is verified
+    )
     log.add(2)
     assert isinstance(client.update(log.checkpoint(), log.tree.consistency_proof(10)), Accepted)
     newer = policy.verify_checkpoint(log.checkpoint())
     with pytest.raises(FormatError):
-        client.verify_receipt(receipt, leaf_hash(b"entry 3"), verified=newer)
+        client.verify_receipt(receipt, leaf_hash(b"entry 3", suite=log.suite), verified=newer)
 
 
 def test_every_older_size_is_judged_against_the_pin_exhaustively_for_small_trees() -> None:

@@ -180,8 +180,11 @@ def test_non_canonical_tile_paths_are_refused(bad: str) -> None:
     assert parse_tile_path(bad) is None
 
 
-def test_tiles_match_the_checkpoint(root: RootUnderTest) -> None:
-    """Level-0 tile hashes are the entries' leaf hashes, and they hash to the checkpoint's root."""
+def test_tiles_match_the_checkpoint(any_suite_root: RootUnderTest) -> None:
+    """Level-0 tile hashes are the entries' leaf hashes, and they hash to the checkpoint's root, with the
+    log's hash (SHA-256, or SM3 for a `--suite sm` root)."""
+    root = any_suite_root
+    suite = root.policy.logs[0].suite
     with root.client() as c:
         for i in range(5):
             c.write(
@@ -193,14 +196,16 @@ def test_tiles_match_the_checkpoint(root: RootUnderTest) -> None:
     tile = httpx.get(f"{root.url}/log/{tile_path(0, 0, size)}")
     entries = unbundle(httpx.get(f"{root.url}/log/{tile_path(None, 0, size)}").content)
     hashes = [tile.content[i : i + 32] for i in range(0, len(tile.content), 32)]
-    assert hashes == [merkle.leaf_hash(e) for e in entries]
-    assert merkle.root_from_leaf_hashes(hashes) == cp.root
+    assert hashes == [merkle.leaf_hash(e, suite=suite) for e in entries]
+    assert merkle.root_from_leaf_hashes(hashes, suite=suite) == cp.root
     assert httpx.get(f"{root.url}/log/{tile_path(0, 0, size + 1)}").status_code == 404
     assert httpx.get(f"{root.url}/log/tile/0/1").status_code == 404
 
 
-def test_consistency_and_inclusion_endpoints_verify(root: RootUnderTest) -> None:
-    """Proofs served by /v1/proof verify against the served checkpoints."""
+def test_consistency_and_inclusion_endpoints_verify(any_suite_root: RootUnderTest) -> None:
+    """Proofs served by /v1/proof verify against the served checkpoints, with the log's hash."""
+    root = any_suite_root
+    suite = root.policy.logs[0].suite
     first = SignedCheckpoint.parse(httpx.get(f"{root.url}/v1/checkpoint").content).checkpoint
     with root.client() as c:
         c.write(root.write("create", "88.123/P", [Value(1, "URL", "string", "p")], root.admin_signer()))
@@ -210,11 +215,12 @@ def test_consistency_and_inclusion_endpoints_verify(root: RootUnderTest) -> None
         f"{root.url}/v1/proof/consistency", params={"old": first.size, "new": second.size}
     ).json()
     proof = [b64.decode(h) or b"" for h in body["proof"]]
-    merkle.verify_consistency(first.size, second.size, proof, first.root, second.root)
+    merkle.verify_consistency(first.size, second.size, proof, first.root, second.root, suite=suite)
     inc = httpx.get(f"{root.url}/v1/proof/inclusion", params={"index": 0, "size": second.size}).json()
     leaf = b64.decode(inc["leaf"]) or b""
+    inclusion = [b64.decode(h) or b"" for h in inc["proof"]]
     merkle.verify_inclusion(
-        0, second.size, merkle.leaf_hash(leaf), [b64.decode(h) or b"" for h in inc["proof"]], second.root
+        0, second.size, merkle.leaf_hash(leaf, suite=suite), inclusion, second.root, suite=suite
     )
     bad = httpx.get(f"{root.url}/v1/proof/consistency", params={"old": 5, "new": second.size + 10})
     assert bad.status_code == 400 and bad.json()["message"]

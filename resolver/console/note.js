@@ -53,6 +53,14 @@ export async function parsePolicy(text) {
     if (keyword === "log") {
       if (args.length < 1 || args.length > 2) throw new VerifyError("policyBad", "log takes a vkey and an optional URL");
       policy.logs.push(await parseVkey(args[0]));
+    } else if (keyword === "log-hash") {
+      // An SM3 (or other non-SHA-256) log, docs/formats.md §5: WebCrypto has no SM3, so this page refuses
+      // it by name rather than checking its proofs with the wrong hash.
+      if (args[0] !== "sha256") {
+        throw new VerifyError("policyBad", `the log hashes with ${args[0]}; this page verifies SHA-256 logs only (use edgeroot resolve --verify)`);
+      }
+      if (args.length < 2 || args.length > 3) throw new VerifyError("policyBad", "log-hash takes a hash, a vkey and an optional URL");
+      policy.logs.push(await parseVkey(args[1]));
     } else if (keyword === "witness") {
       if (args.length < 2 || args.length > 3) throw new VerifyError("policyBad", "witness takes a name, a vkey and an optional URL");
       newName(args[0]);
@@ -118,6 +126,10 @@ export function parseNote(text) {
   if (lines.length < 4) throw new VerifyError("malformed", "checkpoint has fewer than three lines");
   const size = lines[1];
   if (!/^(0|[1-9][0-9]*)$/.test(size)) throw new VerifyError("malformed", "checkpoint size is not decimal");
+  // A first extension line "hash <name>" declares a log that does not hash with SHA-256 (formats §3).
+  if (lines.length > 4 && lines[3].startsWith("hash ")) {
+    throw new VerifyError("malformed", `the checkpoint declares ${lines[3]}; this page verifies SHA-256 logs only`);
+  }
   return {
     body,
     signatures,
