@@ -5,6 +5,7 @@ the completeness proof."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -32,7 +33,7 @@ from resolver.db import Database
 from resolver.reads import RootNode
 from rootclient import codecs, routes
 from rootclient.client import AsyncRootClient, RootClient
-from rootclient.epcis_trace import Verifier, fetch_events_for
+from rootclient.epcis_trace import Verifier, fetch_events_for, trace
 from rootclient.pin_file import FilePinStore
 from rootclient.pinned_log import PinnedLog
 from tests.root_harness import RootUnderTest
@@ -423,8 +424,6 @@ class HidingClient(AsyncRootClient):
 
 def test_completeness_proof_fails_when_an_event_is_hidden(genealogy: Genealogy, tmp_path: Path) -> None:
     """Every event shown verifies, yet the map's index entry exposes the one left out."""
-    import asyncio
-
     root = genealogy.root
 
     async def fetch(client: AsyncRootClient, identifier: str) -> Any:
@@ -521,3 +520,44 @@ def test_query_caches_change_no_answer(genealogy: Genealogy) -> None:
         assert len(tiny.nodes._items) == 5 and len(tiny.events._items) == 2
     finally:
         db.close()
+
+
+def test_capture_trace_and_completeness_in_both_log_suites(
+    any_suite_root: RootUnderTest, tmp_path: Path
+) -> None:
+    """In a SHA-256 and in an SM3 log: a transformation traced back with every proof verified (leaf,
+    map and chain hashed with the log's hash), and a hidden event caught."""
+    root = any_suite_root
+    admin, _ = _add_prefix(root, FACTORY)
+    batch, product = (identifier_uri(f"{FACTORY}/{n}", DEFAULT_IDENTIFIER_BASE) for n in ("B-1", "P-1"))
+    with root.client() as c:
+        origin = c.origin()
+        document = _document(
+            _event("ObjectEvent", "06:00", "commissioning", epcList=[batch]),
+            _event(
+                "TransformationEvent", "07:00", "commissioning", inputEPCList=[batch], outputEPCList=[product]
+            ),
+        )
+        c.epcis_capture(sign_document(document, admin, origin))
+    root.settle()
+
+    async def scenario() -> None:
+        async def fetch(client: AsyncRootClient, keys: list[str]) -> Any:
+            pinned = await PinnedLog.open(
+                root.policy, root.origin, client, FilePinStore(root.origin, tmp_path)
+            )
+            return await fetch_events_for(client, keys, Verifier(client, pinned))
+
+        async with AsyncRootClient(root.url) as honest:
+            tree = await trace(f"{FACTORY}/p-1", lambda keys: fetch(honest, keys), direction="back", depth=5)
+            assert [child.identifier for _, child in tree.children] == [f"{FACTORY}/b-1"]
+            (_, child) = tree.children[0]
+            assert child.events is not None and child.events.complete_as_of is not None
+            assert [e.facts.event_type for e in child.events.events] == ["ObjectEvent", "TransformationEvent"]
+            hide = child.events.events[0].index
+        async with HidingClient(root.url) as hiding:
+            hiding.hide = hide
+            with pytest.raises(IncompleteIndex):
+                await fetch(hiding, [f"{FACTORY}/b-1"])
+
+    asyncio.run(scenario())
