@@ -34,6 +34,7 @@ def node_json(node: TraceNode) -> dict[str, Any]:
                 "signer": e.signer,
                 "attribution": e.attributions.get(node.identifier),
                 "verified": e.verified,
+                "signer_key_as_of": e.key_as_of,
             }
             for e in found.events
         ],

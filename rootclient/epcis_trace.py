@@ -27,6 +27,7 @@ from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.epcis_capture import (
     IncompleteIndex,
     IndexEntry,
+    NotACaptureKey,
     attribution,
     capture_key,
     parse_capture,
@@ -34,7 +35,7 @@ from chain_lite.epcis_capture import (
 )
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts, event_facts
 from chain_lite.epcis_proof import IndexProof, verify_event, verify_index
-from chain_lite.errors import FormatError
+from chain_lite.errors import FormatError, SignatureError
 from chain_lite.keys import PublicKey
 from chain_lite.policy import VerifiedCheckpoint
 from rootclient.client import AsyncRootClient
@@ -54,6 +55,9 @@ class TracedEvent:
     verified: bool
     attributions: dict[str, str]
     """identifier → ``owner`` or ``asserted`` (chain_lite.epcis_capture.attribution)."""
+    key_as_of: int | None = None
+    """Set when the signer's current record no longer holds the signing key: the log size as of which
+    the registry proved it did (the key was rotated or revoked after the event)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,17 @@ class Verifier:
             self.keys[kid] = key
         return key
 
+    async def signer_key_at(self, kid: str, size: int) -> tuple[PublicKey, int]:
+        """The signer's key as the registry held it within the first ``size`` log leaves (proven as of
+        the newest checkpoint there), and that checkpoint's size: for an event logged at ``size - 1``
+        whose signer's key was rotated or revoked since."""
+        authority = signer_authority(kid)
+        proof = resolution_from_json(await self.client.resolve(authority.identifier, size))
+        proven = await self.pinned.verify_resolution(proof, older=Older.USE, as_of=True)
+        if proven.proven.epoch > size:
+            raise FormatError("epcis capture", f"{kid} proven as of {proven.proven.epoch}, not {size}")
+        return capture_key(authority, kid, proven.proven.record), proven.proven.epoch
+
     async def event(self, shown: ShownEvent, verified: VerifiedCheckpoint) -> TracedEvent:
         # Inclusion at an index in one verified checkpoint holds in every later one (consistency is the
         # pin's job), so an event checked once is the same event whatever page shows it again.
@@ -116,12 +131,21 @@ class Verifier:
         hit = self._events.get(cache_key)
         if hit is None:
             signer = parse_capture(shown.signed_capture).signer
-            key = await self.signer_key(signer)
-            proven = verify_event(
-                shown.signed_capture, shown.index, shown.inclusion, verified, key, self.bases
-            )
+            key_as_of = None
+            try:
+                key = await self.signer_key(signer)
+                proven = verify_event(
+                    shown.signed_capture, shown.index, shown.inclusion, verified, key, self.bases
+                )
+            except (SignatureError, NotACaptureKey):
+                # The current record does not hold the key that signed: was it the signer's key when
+                # the event was logged? (A key rotated or revoked since does not unsign the past.)
+                key, key_as_of = await self.signer_key_at(signer, shown.index + 1)
+                proven = verify_event(
+                    shown.signed_capture, shown.index, shown.inclusion, verified, key, self.bases
+                )
             attrs = {m.identifier: proven.attribution_of(m) for m in proven.facts.mentions}
-            hit = TracedEvent(proven.index, signer, proven.event, proven.facts, True, attrs)
+            hit = TracedEvent(proven.index, signer, proven.event, proven.facts, True, attrs, key_as_of)
             self._events[cache_key] = hit
         return hit
 

@@ -36,6 +36,7 @@ from rootclient.client import AsyncRootClient, RootClient
 from rootclient.epcis_trace import Verifier, fetch_events_for, trace
 from rootclient.pin_file import FilePinStore
 from rootclient.pinned_log import PinnedLog
+from runtime.keyfiles import load_private_key
 from tests.root_harness import RootUnderTest
 
 SUPPLIER = "88.123.50"
@@ -561,3 +562,37 @@ def test_capture_trace_and_completeness_in_both_log_suites(
                 await fetch(hiding, [f"{FACTORY}/b-1"])
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("change", ["rotate", "revoke"])
+def test_events_still_verify_after_their_capture_key_is_rotated_or_revoked(
+    genealogy: Genealogy, tmp_path: Path, change: str
+) -> None:
+    """A key replaced or deleted after the events does not unsign them: the trace proves the key the
+    registry held when they were logged, and says so (signer_key_as_of)."""
+    root = genealogy.root
+    args: list[str | Path] = ["register", "capture-key", f"{FACTORY}/LINE-1", "--root", root.url,
+                              "--key", genealogy.tmp / "factory-admin.key"]  # fmt: skip
+    if change == "rotate":
+        _, new_pub = _keyfile(tmp_path, "line-new")
+        args += ["--update", "--pub", new_pub]
+    else:
+        args += ["--delete"]
+    code, answer = _cli(genealogy.capsys, *args)
+    assert code == 0, answer
+    root.settle()
+    code, answer = _cli(
+        genealogy.capsys, "trace", NAMES["INT-1"], "--root", root.url, "--verify", "--policy",
+        root.policy_path, "--back", "--config-dir", tmp_path / "pins",
+    )  # fmt: skip
+    assert code == 0, answer
+    events = [e for n in _flatten(answer["tree"]).values() for e in n["events"]]
+    assert all(e["verified"] for e in events)
+    by_line = [e for e in events if e["signer"] == f"{FACTORY}/LINE-1"]
+    assert by_line and all(isinstance(e["signer_key_as_of"], int) for e in by_line)
+    assert all(e["signer_key_as_of"] is None for e in events if e["signer"] != f"{FACTORY}/LINE-1")
+    # And a new capture with the old key is refused at the door.
+    event = _event("ObjectEvent", "12:00", "inspecting", epcList=[U["INT-1"]])
+    old = CoseSigner(f"{FACTORY}/LINE-1", load_private_key(genealogy.line_key))
+    r = _post(root, sign_document(_document(event), old, root.origin))
+    assert r.status_code in (403, 422), r.text
