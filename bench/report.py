@@ -20,6 +20,7 @@ TITLES = {
     "anchor": "anchoring a child log in its parent (bench/anchor.py)",
     "evidence": "evidence bundles (bench/evidence.py)",
     "epcis": "EPCIS 2.0 event core (bench/epcis.py)",
+    "epcis_log": "EPCIS events on the log: capture and trace (bench/epcis_log.py)",
 }
 
 

@@ -7,6 +7,8 @@ type   name                bytes after the type byte
 0x02   registry change     the admin-signed write request, a COSE_Sign1 (``edgeroot/registry-write/v1``)
 0x03   map head            deterministic CBOR ``["edgeroot/map-head/v1", epoch, map_root, entries]``
 0x04   key transition      reserved for log key rotation; not written yet, refused by the parser
+0x05   EPCIS event         the signer's COSE_Sign1 over one EPCIS 2.0 event (``edgeroot/epcis-capture/v1``,
+                           :mod:`chain_lite.epcis_capture`)
 0x06   child anchor        deterministic CBOR ``["edgeroot/anchor/v1", child_vkey, checkpoint, cosigned_at]``
 =====  ==================  =======================================================================
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from chain_lite import cbor
 from chain_lite.block import SignedBlock, parse_block
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.epcis_capture import LEAF_EPCIS_EVENT, SignedCapture, parse_capture
 from chain_lite.errors import ChainError, FormatError
 from chain_lite.note import SIGTYPE_ED25519, Ed25519Verifier, Note, VerifierKey, open_note
 from chain_lite.registry import SignedWrite, parse_write
@@ -30,6 +33,7 @@ LEAF_BLOCK = 0x01
 LEAF_REGISTRY = 0x02
 LEAF_MAP_HEAD = 0x03
 LEAF_KEY_TRANSITION = 0x04
+LEAF_EPCIS = LEAF_EPCIS_EVENT
 LEAF_ANCHOR = 0x06
 ANCHOR_LABEL = "edgeroot/anchor/v1"
 MAP_HEAD_LABEL = "edgeroot/map-head/v1"
@@ -122,7 +126,7 @@ def registry_leaf(signed_write: bytes) -> bytes:
     return bytes([LEAF_REGISTRY]) + signed_write
 
 
-Leaf = SignedBlock | SignedWrite | MapHead | ChildAnchor
+Leaf = SignedBlock | SignedWrite | MapHead | SignedCapture | ChildAnchor
 
 
 def parse_leaf(data: bytes) -> Leaf:
@@ -146,6 +150,8 @@ def parse_leaf(data: bytes) -> Leaf:
         if not isinstance(root, bytes) or len(root) != 32:
             raise FormatError("map head", "map root is not a 32-byte hash")
         return MapHead(epoch, root, entries)
+    if kind == LEAF_EPCIS:
+        return parse_capture(body)
     if kind == LEAF_ANCHOR:
         return _parse_anchor(body)
     if kind == LEAF_KEY_TRANSITION:

@@ -10,6 +10,7 @@ from edgeroot import (
     bridge,
     demo,
     device,
+    event,
     gateway,
     keygen,
     pin,
@@ -17,6 +18,7 @@ from edgeroot import (
     register,
     resolve,
     root,
+    trace,
     verify,
     witness,
 )
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgeroot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = (keygen, verify, proof, root, witness, register, resolve, pin, gateway, bridge, device, demo)
-    for module in commands:
+    for module in (*commands, event, trace):
         module.add_parser(sub)
     with_exit_rule(parser)
     return parser

@@ -1,4 +1,4 @@
-"""``edgeroot register prefix|id|device|gateway``: signed registry writes to a root node.
+"""``edgeroot register prefix|id|device|gateway|capture-key``: signed registry writes to a root node.
 
 Every write is signed with a prefix admin's key (``--key``, a PEM file) under its Handle-style admin
 name (``--admin 300:0.na/88.123``; by default the admin of the target's own prefix, or for a prefix
@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from chain_lite.cose import CoseSigner
+from chain_lite.epcis_capture import CAPTURE_KEY_TYPE
 from chain_lite.errors import ChainError
 from chain_lite.registry import (
     Value,
@@ -30,7 +31,7 @@ from rootclient.errors import ClientError, ProtocolError
 from runtime.clock import now_ms
 from runtime.keyfiles import load_private_key, load_public_key
 
-KINDS = ("prefix", "id", "device", "gateway")
+KINDS = ("prefix", "id", "device", "gateway", "capture-key")
 KEY_INDEX = 300
 
 
@@ -42,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "id": "an identifier with typed values (--value TYPE=VALUE)",
         "device": "a device and its public key (--pub)",
         "gateway": "a gateway and its public key (--pub)",
+        "capture-key": "a station's or line's key that may sign EPCIS events for its prefix (--pub)",
     }
     for kind in KINDS:
         k = rsub.add_parser(kind, help=helps[kind], parents=[JSON_FLAG])
@@ -62,13 +64,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _values(args: argparse.Namespace) -> list[Value]:
     values: list[Value] = []
-    if args.kind in ("prefix", "device", "gateway"):
+    if args.kind in ("prefix", "device", "gateway", "capture-key"):
         if args.pub is None:
             raise CommandFailed(f"register {args.kind} needs --pub (the public key to register)")
         values.append(pubkey_value(KEY_INDEX, load_public_key(args.pub), args.ttl))
     if args.kind in ("device", "gateway"):
         values.append(Value(1, args.kind.upper(), "string", args.name, args.ttl))
-    next_index = 2 if args.kind in ("device", "gateway") else 1
+    if args.kind == "capture-key":
+        values.append(Value(1, CAPTURE_KEY_TYPE, "string", args.name, args.ttl))
+    next_index = 2 if args.kind in ("device", "gateway", "capture-key") else 1
     for item in args.value:
         type_, eq, text = item.partition("=")
         if not eq:

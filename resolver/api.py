@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chain_lite.registry import governed_prefix, parent_prefix, prefix_handle
+from resolver import epcis_api
 from resolver import openapi_models as om
 from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, TooLarge
 from resolver.metrics import RootMetrics
@@ -579,6 +580,8 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         if policy_text is None:
             raise NotFound("this node publishes no policy")
         return PlainTextResponse(policy_text)
+
+    epcis_api.add_routes(app, node, max_body=max_body, metrics=metrics, read_body=_body)
 
     assets = console_assets()
 

@@ -262,7 +262,7 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
     """
     db = Database(cfg.database)
     db.create_schema()
-    node = RootNode(db, cfg.origin)
+    node = RootNode(db, cfg.origin, identifier_bases=(cfg.identifier_base,))
     log_key = NoteKey.parse_skey(cfg.log_skey.read_text())
     metrics = RootMetrics()
     role = Role()
@@ -270,8 +270,9 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
 
     def make_sequencer() -> Sequencer:
         return Sequencer(
-            db, log_key.log_signer(), cfg.origin, max_batch=cfg.max_batch, publish=not cfg.witnesses
-        )
+            db, log_key.log_signer(), cfg.origin, max_batch=cfg.max_batch, publish=not cfg.witnesses,
+            identifier_bases=(cfg.identifier_base,),
+        )  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE
+from chain_lite.epcis_identifiers import check_base
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey, check_key_name
@@ -105,6 +107,10 @@ class RootConfig:
         "http.keep_alive_s", HTTP_DEFAULTS.keep_alive_s, range=(1, 600),
         help="an idle connection between requests is closed after this long",
     )  # fmt: skip
+    identifier_base: str = setting(
+        "epcis.identifier_base", DEFAULT_IDENTIFIER_BASE,
+        help="the https:// origin of edgeroot identifiers in EPCIS events (set once per network)",
+    )  # fmt: skip
     witnesses: tuple[WitnessConfig, ...] = setting(
         "witness", (), kind=list, item=lambda _: WitnessConfig, example=[WITNESS_EXAMPLE],
         help="zero or more: witnesses asked to cosign each checkpoint",
@@ -154,6 +160,10 @@ def load(state: Path, config: Path | None = None) -> RootConfig:
     database = values["database"] = values["database"] or f"sqlite:///{state / 'root.db'}"
     if not database.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise top.fail("database", "must be sqlite:///PATH or postgresql://...")
+    try:
+        values["identifier_base"] = check_base(values["identifier_base"])
+    except ChainError as exc:
+        raise top.fail("epcis.identifier_base", str(exc)) from exc
     values["witnesses"] = tuple(_witness(w) for w in values["witnesses"])
     values["children"] = tuple(_child(c) for c in values["children"])
     origins = [c.origin for c in values["children"]]

@@ -54,6 +54,16 @@ CREATE TABLE IF NOT EXISTS fork_evidence (
     block_id {BLOB} PRIMARY KEY, gateway TEXT NOT NULL, height BIGINT NOT NULL, raw {BLOB} NOT NULL,
     conflicts_with {BLOB} NOT NULL, received_ms BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS witness_sizes (name TEXT PRIMARY KEY, size BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS epcis_events (
+    hash_id TEXT PRIMARY KEY, leaf {BLOB} NOT NULL, signer TEXT NOT NULL, authority TEXT NOT NULL,
+    event_time_ms BIGINT NOT NULL, biz_step TEXT, idx BIGINT, received_ms BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS epcis_events_by_idx ON epcis_events (idx);
+CREATE TABLE IF NOT EXISTS epcis_mentions (
+    identifier TEXT NOT NULL, role TEXT NOT NULL, hash_id TEXT NOT NULL, attribution TEXT NOT NULL,
+    PRIMARY KEY (identifier, role, hash_id));
+CREATE INDEX IF NOT EXISTS epcis_mentions_by_event ON epcis_mentions (hash_id);
+CREATE TABLE IF NOT EXISTS epcis_captures (
+    capture_id TEXT PRIMARY KEY, hash_ids TEXT NOT NULL, created_ms BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS anchor_heads (origin TEXT PRIMARY KEY, size BIGINT NOT NULL, root {BLOB} NOT NULL);
 CREATE TABLE IF NOT EXISTS anchors (
     origin TEXT NOT NULL, size BIGINT NOT NULL, root {BLOB} NOT NULL, note {BLOB} NOT NULL,

@@ -22,6 +22,7 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from chain_lite.epcis_capture import INDEX_KEY_PREFIX
 from chain_lite.registry import Record
 from chain_lite.sparse_map import (
     EMPTY,
@@ -64,8 +65,10 @@ class MapState:
         entries = {}
         for identifier, record in tx.all(_AS_OF_QUERY, (size,)):
             if record is not None:
-                encoded = Record.decode(bytes(record)).encode()  # the reference decodes each record
-                entries[map_key(identifier, suite=suite)] = suite.digest(encoded)
+                data = bytes(record)
+                if not identifier.startswith(INDEX_KEY_PREFIX):  # EPCIS index entries are no records (D-070)
+                    data = Record.decode(data).encode()  # the reference decodes each record
+                entries[map_key(identifier, suite=suite)] = suite.digest(data)
         state.map = SparseMap(entries, suite=suite)
         state.size = size
         return state

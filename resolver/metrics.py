@@ -32,6 +32,11 @@ class RootMetrics:
             "Gateway blocks accepted (duplicates excluded)",
             registry=self.registry,
         )
+        self.epcis_events = Counter(
+            "edgeroot_root_epcis_events_accepted",
+            "EPCIS events captured (duplicates excluded); refused ones count in edgeroot_root_refused",
+            registry=self.registry,
+        )
         self.published_size = Gauge(
             "edgeroot_root_published_tree_size",
             "Size of the latest published checkpoint",

@@ -230,6 +230,82 @@ class AnchorAnswer(_Body):
     evidence: list[AnchorEvidence] = Field(description="Two roots the child showed for one size")
 
 
+# --- EPCIS (docs/formats.md, "EPCIS events on the log") --------------------------------------------
+
+
+class EpcisCapturedEvent(_Body):
+    hashID: str = Field(description="the event's CBV 2.0 event hash ID")
+    signer: str
+    duplicate: bool = Field(description="the node held this hash ID already; not logged again")
+
+
+class EpcisCaptured(_Body):
+    """202: every event passed; the job at ``Location`` reports their log indices."""
+
+    captureID: str
+    events: list[EpcisCapturedEvent]
+
+
+class EpcisJobEvent(_Body):
+    hashID: str
+    logIndex: int | None = Field(description="null until the event is in a published checkpoint")
+    receipt: str | None = Field(description="C2SP tlog-proof of the event's leaf; null with logIndex")
+
+
+class EpcisCaptureJob(_Body):
+    """An EPCIS 2.0 capture job, with each event's hash ID and log index."""
+
+    captureID: str
+    createdAt: str
+    running: bool
+    success: bool
+    captureErrorBehaviour: Literal["rollback"]
+    errors: list[str]
+    events: list[EpcisJobEvent] = Field(alias="edgeroot:events")
+    checkpointSize: int = Field(alias="edgeroot:checkpointSize", ge=0)
+
+
+class EpcisQueryDocument(_Body):
+    """An EPCIS 2.0 EPCISQueryDocument; each event carries ``edgeroot:signedCapture`` and
+    ``edgeroot:proof`` (log index, inclusion proof in ``edgeroot:checkpoint``)."""
+
+    context: list[Any] = Field(alias="@context")
+    type: Literal["EPCISQueryDocument"]
+    schemaVersion: str
+    creationDate: str
+    epcisBody: dict[str, Any]
+    checkpoint: str = Field(alias="edgeroot:checkpoint")
+
+
+class EpcisIndexProof(_Body):
+    identifier: str = Field(description="the identifier's comparison key")
+    indices: list[int]
+    entry: str | None = Field(description="base64 index entry; null: the map proves there is none")
+    map_proof: str
+
+
+class EpcisIndexAnswer(_Body):
+    """Completeness proofs: each identifier's events as of the checkpoint the receipt is in."""
+
+    epoch: int = Field(ge=1)
+    map_head: str
+    receipt: str
+    proofs: list[EpcisIndexProof]
+
+
+EPCIS_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "EventInvalid: not an EPCISDocument, an invalid event"},
+    403: {
+        "model": ErrorBody,
+        "description": "EventUnauthorised: unsigned, unknown signer, not a capture key",
+    },
+    422: {
+        "model": ErrorBody,
+        "description": "EventTampered: changed after signing, bad signature, wrong hash ID",
+    },
+}
+
+
 # --- OpenAPI fragments ----------------------------------------------------------------------------------
 
 Responses = dict[int | str, dict[str, Any]]

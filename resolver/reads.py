@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from chain_lite import b64, merkle
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE
 from chain_lite.errors import IdentifierError
 from chain_lite.log_leaf import MapHead, parse_leaf
 from chain_lite.receipt import Receipt
@@ -119,9 +120,13 @@ class RootNode:
     """Reads answered from the current :class:`PublishedView` (no lock, no database for the current
     map), writes and proofs from the database. :meth:`follow` keeps the view current."""
 
-    def __init__(self, db: Database, origin: str) -> None:
+    def __init__(
+        self, db: Database, origin: str, *, identifier_bases: tuple[str, ...] = (DEFAULT_IDENTIFIER_BASE,)
+    ) -> None:
         self.db = db
         self.origin = origin
+        self.identifier_bases = identifier_bases
+        """Where edgeroot identifiers stand in EPCIS events (decisions D-068): the EPCIS routes' keys."""
         self._as_of = AsOfCache()
         self._view: PublishedView | None = None
         # Serialises builders of the next view (the follower, a test); readers never take it.

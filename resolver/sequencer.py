@@ -27,10 +27,11 @@ import psycopg
 
 from chain_lite import merkle
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, suite_extensions
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts
 from chain_lite.errors import ChainError
-from chain_lite.log_leaf import LEAF_ANCHOR, LEAF_BLOCK, LEAF_REGISTRY, MapHead
+from chain_lite.log_leaf import LEAF_ANCHOR, LEAF_BLOCK, LEAF_EPCIS, LEAF_REGISTRY, MapHead
 from chain_lite.note import Signer
-from resolver import registry
+from resolver import epcis_index, epcis_intake, registry
 from resolver.db import Database, Tx
 from resolver.errors import ResolverError, StorageError
 from resolver.log_store import TxNodeStore, latest_checkpoint, log_suite, tree_size
@@ -94,13 +95,21 @@ class Batch:
 
 class Sequencer:
     def __init__(
-        self, db: Database, signer: Signer, origin: str, *, max_batch: int = DEFAULT_MAX_BATCH, publish: bool
+        self,
+        db: Database,
+        signer: Signer,
+        origin: str,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        publish: bool,
+        identifier_bases: tuple[str, ...] = (DEFAULT_IDENTIFIER_BASE,),
     ) -> None:
         self.db = db
         self.signer = signer
         self.origin = origin
         self.max_batch = max_batch
         self.publish_immediately = publish
+        self.identifier_bases = identifier_bases
         self.lock = SequencerLock(db)
         try:
             self.map = self._load_map()
@@ -136,6 +145,7 @@ class Sequencer:
         leaves: list[bytes] = []
         history: list[tuple[str, int, bytes | None]] = []
         block_indexes: list[tuple[int, bytes]] = []
+        events: list[tuple[int, EventFacts]] = []
         anchor_indexes: list[tuple[int, bytes]] = []
         for _, raw_leaf, ref in rows:
             leaf = bytes(raw_leaf)
@@ -145,9 +155,14 @@ class Sequencer:
                 history.append((identifier, index, encoded))
             elif leaf[0] == LEAF_BLOCK:
                 block_indexes.append((index, bytes(ref)))
+            elif leaf[0] == LEAF_EPCIS:
+                events.append((index, epcis_intake.facts_of_leaf(leaf, self.identifier_bases)))
             elif leaf[0] == LEAF_ANCHOR:  # ref: the leaf hash (resolver.anchoring)
                 anchor_indexes.append((index, bytes(ref)))
             leaves.append(leaf)
+        if events:
+            # Each mentioned identifier's completeness entry moves on with the event (D-070).
+            history.extend(epcis_index.index_changes(tx, events))
         head_index = size + len(leaves)
         # The whole batch in one descent of the map (each new branch hashed once per batch).
         new_map = self.map.with_changes([(identifier, rec) for identifier, _, rec in history], head_index + 1)
@@ -161,6 +176,10 @@ class Sequencer:
             tx.executemany("INSERT INTO history (identifier, idx, record) VALUES (?, ?, ?)", history)
         for index, block_id in block_indexes:
             tx.execute("UPDATE blocks SET idx = ? WHERE block_id = ?", (index, block_id))
+        if events:
+            tx.executemany(
+                "UPDATE epcis_events SET idx = ? WHERE hash_id = ?", [(i, f.hash_id) for i, f in events]
+            )
         for index, anchor_hash in anchor_indexes:
             tx.execute("UPDATE anchors SET idx = ? WHERE leaf_hash = ?", (index, anchor_hash))
         tree = merkle.MerkleTree(TxNodeStore(tx), size=size, suite=self.suite)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.epcis_proof import IndexProof
 from chain_lite.policy import Policy
 from chain_lite.resolution import ResolutionProof
 from rootclient import codecs, routes
@@ -160,6 +161,42 @@ class AsyncRootClient:
         response = await self._send("GET", routes.block(block_id))
         return codecs.block_info_from_json(_json(response, f"block {block_id.hex()}"), block_id)
 
+    async def epcis_capture(self, document: dict[str, Any]) -> codecs.CaptureAnswer:
+        """Capture an EPCISDocument whose events carry ``edgeroot:signedCapture`` (202 + ``Location``)."""
+        response = await self._send("POST", routes.EPCIS_CAPTURE, json=document)
+        location = response.headers.get("location")
+        return codecs.capture_answer_from_json(_json(response, "capture answer"), location)
+
+    async def epcis_capture_job(self, capture_id: str) -> dict[str, Any]:
+        answer = _json(await self._send("GET", routes.epcis_capture_job(capture_id)), "capture job")
+        if not isinstance(answer, dict):
+            raise ProtocolError("capture job", f"expected a JSON object, got {type(answer).__name__}")
+        return answer
+
+    async def epcis_events(self, params: dict[str, str]) -> codecs.EventsPage:
+        """One page of an EPCIS 2.0 event query; ``next_token`` is set when there are more."""
+        response = await self._send("GET", routes.EPCIS_EVENTS, params=params)
+        token = None
+        link = response.links.get("next")
+        if link is not None:
+            token = httpx.URL(link["url"]).params.get("nextPageToken")
+        return codecs.events_page_from_json(_json(response, "EPCIS query document"), token)
+
+    async def epcis_events_all(self, params: dict[str, str]) -> list[codecs.EventsPage]:
+        """Every page of an EPCIS 2.0 event query (all as of the first page's checkpoint)."""
+        pages = [await self.epcis_events(params)]
+        while pages[-1].next_token is not None:
+            pages.append(await self.epcis_events({**params, "nextPageToken": pages[-1].next_token}))
+        return pages
+
+    async def epcis_index(self, identifiers: Sequence[str]) -> list[IndexProof]:
+        """The completeness proofs of identifiers' events (decoded, not yet verified), one per id."""
+        response = await self._send("GET", routes.EPCIS_INDEX, params=[("id", i) for i in identifiers])
+        proofs = codecs.index_proofs_from_json(_json(response, "event index answer"))
+        if [p.identifier for p in proofs] != list(identifiers):
+            raise ProtocolError("event index answer", "the proofs are not for the identifiers asked")
+        return proofs
+
     async def blocks_in_window(
         self, gateway: str, from_ms: int, to_ms: int, after: int | None = None
     ) -> tuple[list[codecs.WindowBlock], int | None]:
@@ -240,6 +277,18 @@ class RootClient:
 
     def block(self, block_id: bytes) -> codecs.BlockInfo:
         return self.run(self.aio.block(block_id))
+
+    def epcis_capture(self, document: dict[str, Any]) -> codecs.CaptureAnswer:
+        return self.run(self.aio.epcis_capture(document))
+
+    def epcis_capture_job(self, capture_id: str) -> dict[str, Any]:
+        return self.run(self.aio.epcis_capture_job(capture_id))
+
+    def epcis_events_all(self, params: dict[str, str]) -> list[codecs.EventsPage]:
+        return self.run(self.aio.epcis_events_all(params))
+
+    def epcis_index(self, identifiers: Sequence[str]) -> list[IndexProof]:
+        return self.run(self.aio.epcis_index(identifiers))
 
     def blocks_in_window(
         self, gateway: str, from_ms: int, to_ms: int, after: int | None = None

@@ -16,6 +16,7 @@ from typing import Any
 
 from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.epcis_proof import IndexProof
 from chain_lite.errors import ChainError
 from chain_lite.merkle import HASH_SIZE
 from chain_lite.policy import Policy
@@ -433,6 +434,107 @@ def gateway_head_from_json(body: object, gateway: str) -> tuple[int, bytes]:
         raise ProtocolError(f"{what} block_id", "not hex") from exc
     return height, block_id
 
+
+# --- EPCIS: query pages and completeness proofs ----------------------------------------------------------
+
+EPCIS_SIGNATURE = "edgeroot:signedCapture"
+EPCIS_PROOF = "edgeroot:proof"
+
+
+@dataclass(frozen=True, slots=True)
+class ShownEvent:
+    """An event as a node's query answer shows it: the signed capture, its log index and inclusion
+    proof (in the page's checkpoint). The event JSON is re-read from the signed capture when verified."""
+
+    signed_capture: bytes
+    index: int
+    inclusion: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class EventsPage:
+    checkpoint: SignedCheckpoint
+    events: list[ShownEvent]
+    next_token: str | None
+
+
+def events_page_from_json(body: object, next_token: str | None) -> EventsPage:
+    """An ``EPCISQueryDocument`` answer of ``GET /epcis/events``."""
+    doc = _object(body, "EPCIS query document")
+    if doc.get("type") != "EPCISQueryDocument":
+        raise ProtocolError("EPCIS query document", "type is not EPCISQueryDocument")
+    results = _object(
+        _field(_object(_field(doc, "epcisBody", "query document"), "epcisBody"), "queryResults", "epcisBody"),
+        "queryResults",
+    )
+    results_body = _object(_field(results, "resultsBody", "queryResults"), "resultsBody")
+    events = []
+    for i, item in enumerate(_list(_field(results_body, "eventList", "resultsBody"), "eventList")):
+        what = f"eventList[{i}]"
+        event = _object(item, what)
+        proof = _object(_field(event, EPCIS_PROOF, what), f"{what}.{EPCIS_PROOF}")
+        inclusion = [_hash(h, f"{what} inclusion") for h in _list(_field(proof, "inclusion", what), what)]
+        events.append(
+            ShownEvent(
+                _bytes(_field(event, EPCIS_SIGNATURE, what), f"{what}.{EPCIS_SIGNATURE}"),
+                _int(_field(proof, "logIndex", what), f"{what} logIndex"),
+                inclusion,
+            )
+        )
+    note = _str(_field(doc, "edgeroot:checkpoint", "query document"), "edgeroot:checkpoint")
+    return EventsPage(parse_checkpoint(note.encode(), "edgeroot:checkpoint"), events, next_token)
+
+
+def index_proofs_from_json(body: object) -> list[IndexProof]:
+    """The answer of ``GET /v1/epcis/index?id=ID&id=...``: one proof per identifier."""
+    answer = _object(body, "EPCIS index answer")
+    head = _bytes(_field(answer, "map_head", "index answer"), "map_head")
+    receipt = parse_receipt(_field(answer, "receipt", "index answer"), "receipt")
+    out = []
+    for i, item in enumerate(_list(_field(answer, "proofs", "index answer"), "proofs")):
+        what = f"proofs[{i}]"
+        proof = _object(item, what)
+        entry = _field(proof, "entry", what)
+        indices = _list(_field(proof, "indices", what), f"{what}.indices")
+        out.append(
+            IndexProof(
+                _str(_field(proof, "identifier", what), f"{what}.identifier"),
+                tuple(_int(v, f"{what}.indices") for v in indices),
+                None if entry is None else _bytes(entry, f"{what}.entry"),
+                _bytes(_field(proof, "map_proof", what), f"{what}.map_proof"),
+                head,
+                receipt,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureAnswer:
+    capture_id: str
+    location: str
+    events: list[tuple[str, str, bool]]
+    """(hash ID, signer, duplicate) of each event, in document order."""
+
+
+def capture_answer_from_json(body: object, location: str | None) -> CaptureAnswer:
+    answer = _object(body, "capture answer")
+    events = []
+    for i, item in enumerate(_list(_field(answer, "events", "capture answer"), "events")):
+        e = _object(item, f"events[{i}]")
+        duplicate = _field(e, "duplicate", f"events[{i}]")
+        if not isinstance(duplicate, bool):
+            raise ProtocolError(f"events[{i}].duplicate", "expected true or false")
+        events.append(
+            (
+                _str(_field(e, "hashID", f"events[{i}]"), "hashID"),
+                _str(_field(e, "signer", f"events[{i}]"), "signer"),
+                duplicate,
+            )
+        )
+    if location is None:
+        raise ProtocolError("capture answer", "no Location header")
+    return CaptureAnswer(_str(_field(answer, "captureID", "capture answer"), "captureID"), location, events)
 
 # --- GET /v1/blocks?gateway=&from=&to= (D-074) -----------------------------------------------------------
 

@@ -90,3 +90,17 @@ def gateway_head(gateway: str) -> str:
 
 def anchors(origin: str) -> str:
     return ANCHORS_PREFIX + quote(origin, safe="")
+
+
+EPCIS_CAPTURE = "/epcis/capture"
+"""EPCIS 2.0 capture (POST an ``EPCISDocument`` whose events carry ``edgeroot:signedCapture``): 202 and
+a ``Location`` of the capture job."""
+EPCIS_CAPTURE_JOB = "/epcis/capture/{capture_id}"
+EPCIS_EVENTS = "/epcis/events"
+"""EPCIS 2.0 event query (``MATCH_anyEPC``, ..., ``nextPageToken``), each event with its proof."""
+EPCIS_INDEX = "/v1/epcis/index"
+"""``?id=ID``: the completeness proof of an identifier's events (its index entry in the map)."""
+
+
+def epcis_capture_job(capture_id: str) -> str:
+    return EPCIS_CAPTURE_JOB.format(capture_id=capture_id)

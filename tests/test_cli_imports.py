@@ -60,6 +60,7 @@ def test_the_heavy_commands_are_lazy() -> None:
         "edgeroot.gateway_commands.run_status", "edgeroot.gateway_commands.run_reset_counter",
         "edgeroot.bridge_commands.run_bridge", "edgeroot.device_simulation.run_simulate",
         "edgeroot.demo_run.run",
+        "edgeroot.event_commands.run_capture", "edgeroot.trace_commands.run",
         "edgeroot.anchor_commands.run_anchor",
         "edgeroot.evidence_commands.run_export", "edgeroot.evidence_commands.run_verify_bundle",
     }  # fmt: skip

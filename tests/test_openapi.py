@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 
 from chain_lite import b64
 from chain_lite.registry import Value
+from edgeroot.event_commands import sign_document
 from rootclient import codecs, routes
 from tests.root_harness import RootUnderTest, running_root
 
@@ -124,16 +125,49 @@ def test_root_answers_match_the_published_schema(node: RootUnderTest) -> None:
     assert api.get(routes.METRICS, routes.METRICS).status_code == 200
     assert api.get(routes.POLICY, routes.POLICY).status_code == 200
 
+    # EPCIS (formats.md, "EPCIS events on the log"): refused captures, an accepted one, its job, a query,
+    # an index.
+    capture = routes.EPCIS_CAPTURE
+    assert api.post(capture, capture, content=b"{").status_code == 400
+    admin = node.admin_signer()
+    event = {"type": "ObjectEvent", "action": "ADD", "eventTime": "2026-11-30T06:00:00Z",
+             "eventTimeZoneOffset": "+00:00", "epcList": ["urn:epc:id:sgtin:4012345.011111.7"]}  # fmt: skip
+    document = sign_document(
+        {"@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
+         "type": "EPCISDocument", "schemaVersion": "2.0", "creationDate": "2026-11-30T12:00:00Z",
+         "epcisBody": {"eventList": [event]}},
+        admin, node.origin,
+    )  # fmt: skip
+    unsigned = {**document, "epcisBody": {"eventList": [event]}}
+    assert api.post(capture, capture, json=unsigned).status_code == 403
+    tampered = {
+        **document,
+        "epcisBody": {"eventList": [{**document["epcisBody"]["eventList"][0], "action": "DELETE"}]},
+    }
+    assert api.post(capture, capture, json=tampered).status_code == 422
+    accepted = api.post(capture, capture, json=document)
+    assert accepted.status_code == 202
+    job = accepted.headers["location"]
+    assert api.get(routes.EPCIS_CAPTURE_JOB, job).json()["captureID"] == accepted.json()["captureID"]
+    assert api.get(routes.EPCIS_CAPTURE_JOB, routes.epcis_capture_job("00")).status_code == 404
+    node.settle()
+    events = routes.EPCIS_EVENTS
+    assert api.get(events, events, params={"MATCH_anyEPC": event["epcList"][0]}).status_code == 200
+    assert api.get(events, events, params={"perPage": "0"}).status_code == 400
+    index = routes.EPCIS_INDEX
+    assert api.get(index, index, params={"id": event["epcList"][0]}).json()["proofs"][0]["indices"]
+    assert api.get(index, index).status_code == 400
+
     documented = {(m, p) for p, ops in api.doc["paths"].items() for m in ops}
     assert documented == {(m, p) for m, p, _ in api.checked}, "a documented route was not exercised"
 
 
 def test_no_route_documents_a_422_it_does_not_give(node: RootUnderTest) -> None:
-    """FastAPI's generated 422 validation answer is gone; only the gateway-block route, which does answer
-    422 (a badly signed block), documents one."""
+    """FastAPI's generated 422 validation answer is gone; only the gateway-block and EPCIS capture routes,
+    which do answer 422 (a badly signed block, a tampered event), document one."""
     doc = httpx.get(node.url + "/openapi.json").json()
     with_422 = {p for p, ops in doc["paths"].items() for op in ops.values() if "422" in op["responses"]}
-    assert with_422 == {routes.GATEWAY_BLOCKS}
+    assert with_422 == {routes.GATEWAY_BLOCKS, routes.EPCIS_CAPTURE}
     assert "HTTPValidationError" not in doc["components"]["schemas"]
 
 

@@ -1,0 +1,279 @@
+"""Trace an identifier's genealogy through EPCIS events, every step verified.
+
+One loop (:func:`trace`), a level at a time: :func:`fetch_events_for` the frontier's identifiers (their
+events, and the proof that they are all the log holds for each), then follow the events to the next
+identifiers:
+backwards, a TransformationEvent's outputs lead to its inputs and an AggregationEvent's parent to its
+children; forwards, inputs lead to outputs and children to their parent. ObjectEvents are the item's
+own history and lead nowhere. Which node to ask is the ``fetch`` function's choice: today one root; a
+hop to another node (federation) is that function asking another root client, the loop does not
+change. Identifiers are asked in chunks (:data:`CHUNK`) so a level costs a few requests, not two per
+identifier, and each event is verified once however many identifiers it mentions.
+
+With a :class:`Verifier` every event is checked (inclusion in a checkpoint the pinned light client
+accepted, the signer's key proven from the registry, the signature, the CBV hash ID) and so is every
+completeness claim (the identifier's index entry in the map under the same kind of checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.epcis_capture import (
+    IncompleteIndex,
+    IndexEntry,
+    NotACaptureKey,
+    attribution,
+    capture_key,
+    parse_capture,
+    signer_authority,
+)
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts, event_facts
+from chain_lite.epcis_proof import IndexProof, verify_event, verify_index
+from chain_lite.errors import FormatError, SignatureError
+from chain_lite.keys import PublicKey
+from chain_lite.policy import VerifiedCheckpoint
+from rootclient.client import AsyncRootClient
+from rootclient.codecs import EventsPage, ShownEvent, resolution_from_json
+from rootclient.pinned_log import Older, PinnedLog
+
+BACK = "back"
+FORWARD = "forward"
+
+
+@dataclass(frozen=True, slots=True)
+class TracedEvent:
+    index: int
+    signer: str
+    event: dict[str, Any]
+    facts: EventFacts
+    verified: bool
+    attributions: dict[str, str]
+    """identifier → ``owner`` or ``asserted`` (chain_lite.epcis_capture.attribution)."""
+    key_as_of: int | None = None
+    """Set when the signer's current record no longer holds the signing key: the log size as of which
+    the registry proved it did (the key was rotated or revoked after the event)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifierEvents:
+    identifier: str
+    events: list[TracedEvent]
+    complete_as_of: int | None
+    """The log size as of which the events are proven to be all the log holds; ``None`` unverified."""
+    entry: IndexEntry | None = None
+
+
+CHUNK = 40
+"""Identifiers per request (``MATCH_anyEPC=a|b|...`` and ``id=a&id=b...``): well inside URL limits."""
+IN_FLIGHT = 4
+"""Event queries of one level in flight at once."""
+
+
+class Verifier:
+    """Checks checkpoints with a pinned light client and signer keys with proven resolutions; keeps
+    what it verified (checkpoints, keys, events by log index), so a warm verifier re-checks nothing."""
+
+    def __init__(
+        self,
+        client: AsyncRootClient,
+        pinned: PinnedLog,
+        *,
+        bases: Sequence[str] = (DEFAULT_IDENTIFIER_BASE,),
+        keys: dict[str, PublicKey] | None = None,
+    ) -> None:
+        self.client = client
+        self.pinned = pinned
+        self.bases = tuple(bases)
+        self._checkpoints: dict[bytes, VerifiedCheckpoint] = {}
+        self.keys: dict[str, PublicKey] = {} if keys is None else keys
+        """Signer keys proven so far (shared by verifiers of one client session: a warm client)."""
+        self._events: dict[tuple[int, bytes], TracedEvent] = {}
+
+    async def checkpoint(self, signed: SignedCheckpoint) -> VerifiedCheckpoint:
+        note = signed.to_bytes()
+        hit = self._checkpoints.get(note)
+        if hit is None:
+            hit = (await self.pinned.accept(signed, older=Older.USE)).checkpoint
+            self._checkpoints[note] = hit
+        return hit
+
+    async def signer_key(self, kid: str) -> PublicKey:
+        key = self.keys.get(kid)
+        if key is None:
+            authority = signer_authority(kid)
+            proof = resolution_from_json(await self.client.resolve(authority.identifier))
+            proven = await self.pinned.verify_resolution(proof, older=Older.USE)
+            key = capture_key(authority, kid, proven.proven.record)
+            self.keys[kid] = key
+        return key
+
+    async def signer_key_at(self, kid: str, size: int) -> tuple[PublicKey, int]:
+        """The signer's key as the registry held it within the first ``size`` log leaves (proven as of
+        the newest checkpoint there), and that checkpoint's size: for an event logged at ``size - 1``
+        whose signer's key was rotated or revoked since."""
+        authority = signer_authority(kid)
+        proof = resolution_from_json(await self.client.resolve(authority.identifier, size))
+        proven = await self.pinned.verify_resolution(proof, older=Older.USE, as_of=True)
+        if proven.proven.epoch > size:
+            raise FormatError("epcis capture", f"{kid} proven as of {proven.proven.epoch}, not {size}")
+        return capture_key(authority, kid, proven.proven.record), proven.proven.epoch
+
+    async def event(self, shown: ShownEvent, verified: VerifiedCheckpoint) -> TracedEvent:
+        # Inclusion at an index in one verified checkpoint holds in every later one (consistency is the
+        # pin's job), so an event checked once is the same event whatever page shows it again.
+        cache_key = (shown.index, shown.signed_capture)
+        hit = self._events.get(cache_key)
+        if hit is None:
+            signer = parse_capture(shown.signed_capture).signer
+            key_as_of = None
+            try:
+                key = await self.signer_key(signer)
+                proven = verify_event(
+                    shown.signed_capture, shown.index, shown.inclusion, verified, key, self.bases
+                )
+            except (SignatureError, NotACaptureKey):
+                # The current record does not hold the key that signed: was it the signer's key when
+                # the event was logged? (A key rotated or revoked since does not unsign the past.)
+                key, key_as_of = await self.signer_key_at(signer, shown.index + 1)
+                proven = verify_event(
+                    shown.signed_capture, shown.index, shown.inclusion, verified, key, self.bases
+                )
+            attrs = {m.identifier: proven.attribution_of(m) for m in proven.facts.mentions}
+            hit = TracedEvent(proven.index, signer, proven.event, proven.facts, True, attrs, key_as_of)
+            self._events[cache_key] = hit
+        return hit
+
+
+def _unverified(shown: ShownEvent, bases: Sequence[str]) -> TracedEvent:
+    signed = parse_capture(shown.signed_capture)
+    event = json.loads(signed.capture.event_json)
+    if not isinstance(event, dict):
+        raise FormatError("epcis capture", "the signed event is not a JSON object")
+    facts = event_facts(event, bases)
+    authority = signer_authority(signed.signer)
+    attrs = {m.identifier: attribution(m.prefix, authority) for m in facts.mentions}
+    return TracedEvent(shown.index, signed.signer, event, facts, False, attrs)
+
+
+def _chunks(items: Sequence[str]) -> list[list[str]]:
+    return [list(items[i : i + CHUNK]) for i in range(0, len(items), CHUNK)]
+
+
+async def fetch_events_for(
+    client: AsyncRootClient,
+    identifiers: Sequence[str],
+    verifier: Verifier | None,
+    bases: Sequence[str] = (DEFAULT_IDENTIFIER_BASE,),
+) -> dict[str, IdentifierEvents]:
+    """Every event ``client``'s node holds for each of ``identifiers``; with ``verifier``, each event
+    checked and each identifier's list proven complete as of its index proof's checkpoint (asked first,
+    so the events' pages, as of the same or a later checkpoint, must hold every index it commits to).
+    ``identifiers`` are comparison keys (:func:`chain_lite.epcis_facts.identifier_key`); ``bases`` are
+    the identifier bases (a verifier's own)."""
+    chunks = _chunks(identifiers)
+    proofs: list[IndexProof] = []
+    if verifier is not None:
+        # Every index proof before any event page: the pages' checkpoint is then never older.
+        for answer in await asyncio.gather(*(client.epcis_index(chunk) for chunk in chunks)):
+            proofs += answer
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def pages_of(chunk: list[str]) -> list[EventsPage]:
+        async with gate:
+            return await client.epcis_events_all({"MATCH_anyEPC": "|".join(chunk)})
+
+    events: dict[int, TracedEvent] = {}
+    # The node answers the next chunks while this process verifies the ones that arrived (the
+    # verification is CPU work on this side; the queries are on the node's).
+    for arriving in asyncio.as_completed([pages_of(chunk) for chunk in chunks]):
+        for page in await arriving:
+            if verifier is None:
+                events.update((s.index, _unverified(s, bases)) for s in page.events)
+                continue
+            verified = await verifier.checkpoint(page.checkpoint)
+            for shown in page.events:
+                events[shown.index] = await verifier.event(shown, verified)
+    by_identifier: dict[str, list[TracedEvent]] = {identifier: [] for identifier in identifiers}
+    for index in sorted(events):
+        for identifier in events[index].facts.identifiers():
+            if identifier in by_identifier:
+                by_identifier[identifier].append(events[index])
+    found = {i: IdentifierEvents(i, mine, None) for i, mine in by_identifier.items()}
+    for proof in proofs:
+        assert verifier is not None
+        verified_index = await verifier.checkpoint(proof.receipt.checkpoint)
+        entry = verify_index(proof, verified_index)
+        size = verified_index.checkpoint.size
+        mine = found[proof.identifier].events
+        shown_before = [e.index for e in mine if e.index < size]
+        if shown_before != list(proof.indices):
+            missing = sorted(set(proof.indices) - set(shown_before))
+            extra = sorted(set(shown_before) - set(proof.indices))
+            raise IncompleteIndex(
+                proof.identifier,
+                f"INCOMPLETE as of log size {size}: the map commits to {len(proof.indices)} events; "
+                f"not shown {missing[:10]}, shown but not committed {extra[:10]}",
+            )
+        found[proof.identifier] = IdentifierEvents(proof.identifier, mine, size, entry)
+    return found
+
+
+def next_identifiers(identifier: str, facts: EventFacts, direction: str) -> list[str]:
+    """Where one event leads from ``identifier`` (module docstring)."""
+    roles: dict[str, list[str]] = {}
+    for m in facts.mentions:
+        roles.setdefault(m.role, []).append(m.identifier)
+    here = {role for role, ids in roles.items() if identifier in ids}
+    if direction == BACK:
+        if "output" in here:
+            return roles.get("input", [])
+        if "parent" in here:
+            return roles.get("child", [])
+    else:
+        if "input" in here:
+            return roles.get("output", [])
+        if "child" in here:
+            return roles.get("parent", [])
+    return []
+
+
+@dataclass
+class TraceNode:
+    identifier: str
+    depth: int
+    events: IdentifierEvents | None = None
+    children: list[tuple[int, TraceNode]] = field(default_factory=list)
+    """(log index of the event that leads there, the node)."""
+
+
+Fetch = Callable[[list[str]], Awaitable[dict[str, IdentifierEvents]]]
+
+
+async def trace(start: str, fetch: Fetch, *, direction: str, depth: int) -> TraceNode:
+    """The genealogy of ``start`` up to ``depth`` hops, each identifier fetched (and verified) once,
+    a level per round of ``fetch``."""
+    root = TraceNode(start, 0)
+    seen = {start}
+    level = [root]
+    while level:
+        found = await fetch([node.identifier for node in level])
+        following: list[TraceNode] = []
+        for node in level:
+            node.events = found[node.identifier]
+            if node.depth >= depth:
+                continue
+            for event in node.events.events:
+                for nxt in next_identifiers(node.identifier, event.facts, direction):
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        child = TraceNode(nxt, node.depth + 1)
+                        node.children.append((event.index, child))
+                        following.append(child)
+        level = following
+    return root
