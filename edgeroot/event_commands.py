@@ -35,8 +35,13 @@ def sign_document(
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise CommandFailed("epcisBody.eventList must be a list of event objects")
     signed_events = []
+    context = document.get("@context")
     for position, event in enumerate(events):
         plain = {k: v for k, v in event.items() if k != EPCIS_SIGNATURE}
+        if context is not None and "@context" not in plain:
+            # The event carries the document's @context: the log keeps events alone, and the
+            # prefixes it declares are part of the event's CBV hash ID.
+            plain = {"@context": context, **plain}
         try:
             facts = event_facts(plain, bases)
             capture = Capture(origin, facts.hash_id, json.dumps(plain, ensure_ascii=False).encode())
@@ -44,8 +49,7 @@ def sign_document(
         except ChainError as exc:
             raise CommandFailed(f"event {position}: {exc}") from exc
         signed_events.append({**plain, EPCIS_SIGNATURE: b64.encode(raw)})
-    context = document.get("@context", [])
-    contexts = context if isinstance(context, list) else [context]
+    contexts = context if isinstance(context, list) else [] if context is None else [context]
     if not any(isinstance(c, dict) and "edgeroot" in c for c in contexts):
         contexts = [*contexts, {"edgeroot": "https://edgeroot.example/ns/epcis#"}]
     return {**document, "@context": contexts, "epcisBody": {**body, "eventList": signed_events}}

@@ -29,6 +29,7 @@ from typing import Any
 
 from chain_lite import b64
 from chain_lite.cose import verify_sign1
+from chain_lite.epcis import event_hash_id
 from chain_lite.epcis_capture import (
     Authority,
     SignedCapture,
@@ -124,9 +125,11 @@ def check_event(
     origin: str,
     bases: Sequence[str],
     keys: dict[str, PublicKey] | None = None,
+    context: object = None,
 ) -> tuple[SignedCapture, EventFacts]:
     """Every check of one event of a capture document (module docstring, steps 1-4); ``keys`` keeps
-    the signer keys looked up within one document (they cannot change inside its transaction)."""
+    the signer keys looked up within one document (they cannot change inside its transaction);
+    ``context``: the document's ``@context``."""
     shown = dict(event)
     signature = shown.pop(SIGNATURE_PROPERTY, None)
     if not isinstance(signature, str):
@@ -165,6 +168,13 @@ def check_event(
         raise EventTampered(
             f"the signed hash ID {capture.hash_id} is not the event's CBV hash ID {facts.hash_id}"
         )
+    if context is not None and event_hash_id(signed_event, context) != facts.hash_id:
+        # The leaf keeps the event alone: its hash ID must not depend on prefixes only the document
+        # declares, or the logged ID would differ from the standard's ID of the event as captured.
+        raise EventInvalid(
+            "the event uses prefixes declared only in the document's @context: carry them in the "
+            "event's own @context (edgeroot event capture does)"
+        )
     return signed, facts
 
 
@@ -190,7 +200,8 @@ def capture(
     """Check every event of a capture document and queue the new ones; all or nothing. Returns the
     capture job's id and each event's outcome."""
     try:
-        events = read_capture_document(body, max_events=MAX_EVENTS_PER_CAPTURE).events
+        document = read_capture_document(body, max_events=MAX_EVENTS_PER_CAPTURE)
+        events = document.events
     except EpcisDocumentError as exc:
         raise EventInvalid(str(exc)) from exc
     results: list[CapturedEvent] = []
@@ -199,7 +210,9 @@ def capture(
         keys: dict[str, PublicKey] = {}
         for position, event in enumerate(events):
             try:
-                checked.append(check_event(tx, event, origin=origin, bases=bases, keys=keys))
+                checked.append(
+                    check_event(tx, event, origin=origin, bases=bases, keys=keys, context=document.context)
+                )
             except ResolverError as exc:
                 exc.message = f"event {position}: {exc.message}"
                 raise

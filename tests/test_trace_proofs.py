@@ -17,7 +17,7 @@ import pytest
 from chain_lite import b64
 from chain_lite.cose import CoseSigner
 from chain_lite.epcis import event_hash_id
-from chain_lite.epcis_capture import Capture, IncompleteIndex, epcis_leaf, sign_capture
+from chain_lite.epcis_capture import Capture, IncompleteIndex, epcis_leaf, parse_capture, sign_capture
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, event_facts, identifier_key
 from chain_lite.epcis_identifiers import identifier_uri
 from chain_lite.epcis_proof import verify_index
@@ -27,6 +27,7 @@ from chain_lite.receipt import Receipt, verify_receipt
 from chain_lite.registry import Value, admin_kid, prefix_handle, pubkey_value
 from edgeroot.cli import main
 from edgeroot.event_commands import sign_document
+from edgeroot.system import wait_until
 from resolver import config as root_config
 from resolver import epcis_query
 from resolver.db import Database
@@ -596,3 +597,44 @@ def test_events_still_verify_after_their_capture_key_is_rotated_or_revoked(
     old = CoseSigner(f"{FACTORY}/LINE-1", load_private_key(genealogy.line_key))
     r = _post(root, sign_document(_document(event), old, root.origin))
     assert r.status_code in (403, 422), r.text
+
+
+def test_extension_prefixes_of_the_document_travel_with_each_event(root: RootUnderTest) -> None:
+    """An event with an extension field whose prefix only the document declares: `event capture` puts
+    the document's @context into the signed event, so the logged hash ID is the standard's ID of the
+    event in its document (the reference's); an event signed without it is refused, not mis-hashed."""
+    admin, _ = _add_prefix(root, FACTORY)
+    with RootClient(root.url) as client:
+        origin = client.origin()
+    context = [
+        "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld",
+        {"example": "https://ns.example.com/epcis/"},
+    ]
+    event = {
+        **_event("ObjectEvent", "07:00", "commissioning", epcList=[U["FG-1"]]),
+        "example:ovenProgram": "cure-180C",
+    }
+    document = {**_document(event), "@context": context}
+    standard_id = event_hash_id(event, context)
+    assert standard_id != event_hash_id(event)  # the prefix changes the ID: the case this test is about
+
+    bare = Capture(origin, event_hash_id(event), json.dumps(event).encode())
+    unsafe = {**document, "epcisBody": {"eventList": [
+        {**event, "edgeroot:signedCapture": b64.encode(sign_capture(bare, admin).raw)}
+    ]}}  # fmt: skip
+    r = _post(root, unsafe)
+    assert r.status_code == 400 and "@context" in r.json()["message"], r.text
+
+    r = _post(root, sign_document(document, admin, origin))
+    assert r.status_code == 202, r.text
+
+    def published() -> list[dict[str, Any]]:
+        body = httpx.get(root.url + routes.EPCIS_EVENTS).json()
+        events: list[dict[str, Any]] = body["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+        return events
+
+    logged_ids = [
+        parse_capture(b64.decode(e["edgeroot:signedCapture"]) or b"").capture.hash_id
+        for e in wait_until("the captured event published", published)
+    ]
+    assert logged_ids == [standard_id]
