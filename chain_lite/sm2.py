@@ -41,6 +41,10 @@ MAX_ID_SIZE = 8191
 # SubjectPublicKeyInfo DER for an uncompressed SM2 point is this fixed header and the 65-byte point:
 # SEQUENCE(89) { SEQUENCE(19) { OID id-ecPublicKey, OID sm2 }, BIT STRING(66) { 0 unused bits, point } }
 _SPKI_PREFIX = bytes.fromhex("3059301306072a8648ce3d020106082a811ccf5501822d034200")
+# PKCS#8 DER for a bare scalar: SEQUENCE(65) { INTEGER 0, the same algorithm identifier, OCTET STRING(39)
+# { ECPrivateKey SEQUENCE(37) { INTEGER 1, OCTET STRING(32) d } } }; OpenSSL derives the public point
+# when the optional publicKey field is absent (RFC 5915 §3).
+_PKCS8_SCALAR_PREFIX = bytes.fromhex("3041020100301306072a8648ce3d020106082a811ccf5501822d042730250201010420")
 
 _BIO_CTRL_INFO = 3  # BIO_get_mem_data() is the macro BIO_ctrl(b, BIO_CTRL_INFO, 0, &pointer)
 _c_void_p_p = ctypes.POINTER(ctypes.c_void_p)
@@ -293,6 +297,13 @@ class SM2PrivateKey:
     @classmethod
     def from_der(cls, data: bytes) -> SM2PrivateKey:
         return cls(_read_der(_libcrypto().d2i_AutoPrivateKey, data, "DER private key"))
+
+    @classmethod
+    def from_scalar(cls, d: int) -> SM2PrivateKey:
+        """The key with secret ``d``, which GB/T 32918.1 §6.1 requires in [1, n - 2]."""
+        if not 1 <= d <= ORDER - 2:
+            raise KeyFormatError("SM2 private scalar is outside [1, n - 2]")
+        return cls.from_der(_PKCS8_SCALAR_PREFIX + d.to_bytes(32, "big"))
 
     def public_key(self) -> SM2PublicKey:
         return self._public
