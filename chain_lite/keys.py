@@ -117,7 +117,13 @@ def _unsupported(exc: UnsupportedAlgorithm, form: str, sm2_error: KeyFormatError
     return KeyFormatError(f"unsupported {form}: {exc}; as SM2: {sm2_error.reason}")
 
 
+_SM2_TRADITIONAL_PEM = b"-----BEGIN SM2 PRIVATE KEY-----"
+"""OpenSSL 3's label for an SM2 key in the traditional (SEC 1) form, e.g. after ``openssl ec``."""
+
+
 def load_private_pem(data: bytes) -> PrivateKey:
+    if data.lstrip().startswith(_SM2_TRADITIONAL_PEM):  # a label `cryptography` does not know
+        return SM2PrivateKey.from_pem(data)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except UnsupportedAlgorithm as exc:
