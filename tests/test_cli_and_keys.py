@@ -28,7 +28,9 @@ from .helpers import LogBuilder
 
 @pytest.mark.parametrize("alg", ["p256", "sm2"])
 @pytest.mark.parametrize("kind", ["device", "gateway", "log", "witness"])
-def test_keygen_writes_private_keys_0600_and_refuses_to_overwrite(kind: str, alg: str, tmp_path: Path) -> None:
+def test_keygen_writes_private_keys_0600_and_refuses_to_overwrite(
+    kind: str, alg: str, tmp_path: Path
+) -> None:
     """Private key files are 0600 from creation, of the algorithm asked (--alg sm2: SM2 for every kind);
     a second run without --force exits 2."""
     name = "88.123.99/PUMP-0001" if kind in ("device", "gateway") else f"{kind}.example"
@@ -43,7 +45,8 @@ def test_keygen_writes_private_keys_0600_and_refuses_to_overwrite(kind: str, alg
         want = {"p256": {"log": SIGTYPE_ED25519, "witness": SIGTYPE_COSIGNATURE_V1},
                 "sm2": {"log": SIGTYPE_SM2, "witness": SIGTYPE_SM2_COSIGNATURE}}[alg][kind]  # fmt: skip
         assert note_key.sigtype == want
-        assert VerifierKey.parse((tmp_path / private.name.replace(".skey", ".vkey")).read_text()).sigtype == want
+        vkey = (tmp_path / private.name.replace(".skey", ".vkey")).read_text()
+        assert VerifierKey.parse(vkey).sigtype == want
     assert main(["keygen", "--kind", kind, "--name", name, "--alg", alg, "--out", str(tmp_path)]) == 2
 
 
