@@ -61,16 +61,20 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 
 
 @pytest.fixture
-def plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
-    """A root, a registered gateway and device, and the gateway process (started by the test)."""
-    with running_plant(tmp_path, mqtt_broker) as p:
+def plant(request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
+    """A root, a registered gateway and device, and the gateway process (started by the test). The
+    device's key algorithm is ``p256`` unless a test parametrises the fixture (``indirect``) with
+    ``sm2``: an SM2 device on a default-suite gateway and log (issue 16's mixed deployment)."""
+    with running_plant(tmp_path, mqtt_broker, device_alg=getattr(request, "param", "p256")) as p:
         yield p
 
 
-@pytest.fixture(params=["default", "sm"])
+@pytest.fixture(params=["default", "sm", "default+sm2"])
 def any_suite_plant(
     request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: tuple[str, int]
 ) -> Iterator[Plant]:
-    """Like ``plant``, once per log suite: the root made with ``--suite default`` or ``--suite sm``."""
-    with running_plant(tmp_path, mqtt_broker, request.param) as p:
+    """Like ``plant``, once per log suite: the root made with ``--suite default`` or ``--suite sm``; and
+    ``default+sm2``, an SM2 device on the default suite (issue 16's mixed deployment)."""
+    suite, _, device_alg = request.param.partition("+")
+    with running_plant(tmp_path, mqtt_broker, suite, device_alg or "p256") as p:
         yield p
