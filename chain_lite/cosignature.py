@@ -99,6 +99,17 @@ class CosignatureSigner:
         return NoteSignature(self.name, self.key_id, timestamp.to_bytes(8, "big") + sig)
 
 
+LogVerifier = Ed25519Verifier | SM2NoteVerifier
+"""A log key of either suite, as a policy lists it."""
+
+
+def log_verifier(vkey: VerifierKey) -> LogVerifier:
+    """The verifier of a log key: type 0x01 (Ed25519) or edgeroot's SM2 note type."""
+    if vkey.sigtype == SIGTYPE_SM2:
+        return SM2NoteVerifier.from_vkey(vkey)
+    return Ed25519Verifier.from_vkey(vkey)
+
+
 def witness_verifier(vkey: VerifierKey) -> WitnessVerifier:
     """The verifier of a witness key: type 0x04 (Ed25519) or edgeroot's SM2 cosignature type."""
     if vkey.sigtype == SIGTYPE_SM2_COSIGNATURE:

@@ -26,17 +26,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint
-from chain_lite.cosignature import WitnessVerifier, cosignature_timestamp, witness_verifier
-from chain_lite.errors import FormatError, NoTrustedSignature, OriginMismatch, QuorumNotMet
-from chain_lite.note import (
-    SIGTYPE_SM2,
-    Ed25519Verifier,
-    Note,
-    SM2NoteVerifier,
-    Verifier,
-    VerifierKey,
-    open_note,
+from chain_lite.cosignature import (
+    LogVerifier,
+    WitnessVerifier,
+    cosignature_timestamp,
+    log_verifier,
+    witness_verifier,
 )
+from chain_lite.errors import FormatError, NoTrustedSignature, OriginMismatch, QuorumNotMet
+from chain_lite.note import Note, Verifier, VerifierKey, open_note
 from chain_lite.suite import SHA256, HashSuite, HashSuiteMismatch, hash_suite
 
 MAX_ENTRIES = 256
@@ -47,7 +45,7 @@ _WHITESPACE = " \t"
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    verifier: Ed25519Verifier | SM2NoteVerifier
+    verifier: LogVerifier
     url: str | None = None
     suite: HashSuite = SHA256
     """The hash profile of the log's tree, map and blocks (fixed for the log's lifetime)."""
@@ -176,12 +174,7 @@ class Policy:
     def _parse_log(args: list[str], suite: HashSuite = SHA256) -> Log:
         if len(args) not in (1, 2):
             raise FormatError("policy", "log takes a vkey and an optional URL")
-        vkey = VerifierKey.parse(args[0])
-        verifier: Ed25519Verifier | SM2NoteVerifier
-        if vkey.sigtype == SIGTYPE_SM2:
-            verifier = SM2NoteVerifier.from_vkey(vkey)
-        else:
-            verifier = Ed25519Verifier.from_vkey(vkey)
+        verifier = log_verifier(VerifierKey.parse(args[0]))
         return Log(verifier, args[1] if len(args) == 2 else None, suite)
 
     @staticmethod
