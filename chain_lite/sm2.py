@@ -239,6 +239,10 @@ class SM2PublicKey:
             lib.ERR_clear_error()
         return bool(ok == 1)
 
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        """Pickled as its point (for worker processes); the OpenSSL handle is rebuilt on the other side."""
+        return SM2PublicKey.from_point, (self.point,)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SM2PublicKey) and other.point == self.point
 

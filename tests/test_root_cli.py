@@ -82,12 +82,14 @@ def running(tmp_path: Path) -> Iterator[dict[str, object]]:
             p.wait(timeout=20)
 
 
-def test_register_device_and_resolve_with_verify(running: dict[str, object]) -> None:
-    """The README tour: register a prefix and a device, then resolve it with --verify."""
+@pytest.mark.parametrize("alg", ["p256", "sm2"])
+def test_register_device_and_resolve_with_verify(running: dict[str, object], alg: str) -> None:
+    """The README tour: register a prefix and a device, then resolve it with --verify; with ``sm2`` the
+    prefix admin's key (which signs the device's registry write) and the device's key are SM2."""
     url, root, tmp = str(running["url"]), Path(str(running["root"])), Path(str(running["tmp"]))
-    keys = tmp / "keys"
-    cli("keygen", "--kind", "device", "--name", "88.123.99/admin", "--out", keys)
-    cli("keygen", "--kind", "device", "--name", "88.123.99/PUMP-0042", "--out", keys)
+    keys = tmp / "keys" / alg
+    cli("keygen", "--kind", "device", "--name", "88.123.99/admin", "--alg", alg, "--out", keys)
+    cli("keygen", "--kind", "device", "--name", "88.123.99/PUMP-0042", "--alg", alg, "--out", keys)
     cli(
         "register",
         "prefix",

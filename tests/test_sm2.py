@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import shutil
 import subprocess
 from pathlib import Path
@@ -166,6 +167,7 @@ def test_pem_and_der_round_trip_through_keys() -> None:
     value = registry.pubkey_value(300, public)
     assert registry.Record("88.123.99/PUMP-1", (value,)).signing_key() == public
     assert keys.algorithm_of(again) == keys.algorithm_of(public) == "sm2"
+    assert pickle.loads(pickle.dumps(public)) == public  # a worker process can be handed a public key
 
 
 @needs_openssl
