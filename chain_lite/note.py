@@ -150,20 +150,18 @@ def split_type(raw: bytes) -> tuple[int, bytes]:
     return raw[0], raw[1:]
 
 
-class Ed25519KeyVerifier:
-    """An Ed25519 public key under a note key name, for the signature type its subclass names."""
+class NamedKeyVerifier:
+    """A public key under a note key name, for the signature type its subclass names: what every note
+    verifier shares (the key ID, the vkey in both directions)."""
 
-    __slots__ = ("_key", "key_id", "name", "public_key")
+    __slots__ = ("key_id", "name", "public_key")
     sigtype: ClassVar[int]
 
     def __init__(self, name: str, public_key: bytes) -> None:
         check_key_name(name)
-        if len(public_key) != 32:
-            raise KeyFormatError(f"Ed25519 key is {len(public_key)} bytes, want 32")
         self.name = name
         self.public_key = public_key
         self.key_id = key_id(name, self.sigtype, public_key)
-        self._key = Ed25519PublicKey.from_public_bytes(public_key)
 
     @classmethod
     def from_vkey(cls, vkey: VerifierKey) -> Self:
@@ -175,6 +173,18 @@ class Ed25519KeyVerifier:
 
     def vkey(self) -> VerifierKey:
         return VerifierKey(self.name, self.key_id, self.sigtype, self.public_key)
+
+
+class Ed25519KeyVerifier(NamedKeyVerifier):
+    """An Ed25519 public key under a note key name, for the signature type its subclass names."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, name: str, public_key: bytes) -> None:
+        if len(public_key) != 32:
+            raise KeyFormatError(f"Ed25519 key is {len(public_key)} bytes, want 32")
+        super().__init__(name, public_key)
+        self._key = Ed25519PublicKey.from_public_bytes(public_key)
 
     def _verify(self, signature: bytes, message: bytes) -> bool:
         try:
@@ -214,30 +224,15 @@ def ed25519_public_bytes(private_key: Ed25519PrivateKey) -> bytes:
     return private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-class SM2KeyVerifier:
+class SM2KeyVerifier(NamedKeyVerifier):
     """An SM2 public key under a note key name, for the signature type its subclass names (D-062).
     ``public_key`` is the 65-byte uncompressed point, as in the vkey."""
 
-    __slots__ = ("_key", "key_id", "name", "public_key")
-    sigtype: ClassVar[int]
+    __slots__ = ("_key",)
 
     def __init__(self, name: str, public_key: bytes) -> None:
-        check_key_name(name)
         self._key = sm2.SM2PublicKey.from_point(public_key)
-        self.name = name
-        self.public_key = public_key
-        self.key_id = key_id(name, self.sigtype, public_key)
-
-    @classmethod
-    def from_vkey(cls, vkey: VerifierKey) -> Self:
-        if vkey.sigtype != cls.sigtype:
-            raise KeyFormatError(
-                f"key {vkey.name} has signature type {vkey.sigtype:#04x}, want {cls.sigtype:#04x}"
-            )
-        return cls(vkey.name, vkey.public_key)
-
-    def vkey(self) -> VerifierKey:
-        return VerifierKey(self.name, self.key_id, self.sigtype, self.public_key)
+        super().__init__(name, public_key)
 
     def _verify(self, signature: bytes, message: bytes) -> bool:
         return self._key.verify(signature, message)

@@ -19,9 +19,11 @@ use, so a machine without it can still run every other suite; it then gets :clas
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
@@ -227,14 +229,8 @@ class SM2PublicKey:
             return False
         der = encode_dss_signature(r, s)
         lib = _libcrypto()
-        md_ctx, pkey_ctx = _digest_contexts(lib, self._pkey.ptr, uid)
-        try:
-            if lib.EVP_DigestVerifyInit(md_ctx, None, lib.EVP_sm3(), None, self._pkey.ptr) != 1:
-                raise SuiteUnavailable("SM2", "EVP_DigestVerifyInit failed")
+        with _signature_context(lib, self._pkey.ptr, uid, lib.EVP_DigestVerifyInit) as md_ctx:
             ok = lib.EVP_DigestVerify(md_ctx, der, len(der), data, len(data))
-        finally:
-            lib.EVP_MD_CTX_free(md_ctx)
-            lib.EVP_PKEY_CTX_free(pkey_ctx)
         if ok != 1:
             lib.ERR_clear_error()
         return bool(ok == 1)
@@ -253,18 +249,25 @@ class SM2PublicKey:
         return f"SM2PublicKey({self.point[1:9].hex()}…)"
 
 
-def _digest_contexts(lib: ctypes.CDLL, pkey: int, uid: bytes) -> tuple[int, int]:
-    """An ``EVP_MD_CTX`` carrying a key context with the distinguishing identifier set (EVP_PKEY-SM2(7)):
-    the identifier must be on the key context before the digest-sign or -verify init."""
+@contextlib.contextmanager
+def _signature_context(lib: ctypes.CDLL, pkey: int, uid: bytes, init: Any) -> Iterator[int]:
+    """An ``EVP_MD_CTX`` initialised by ``init`` (``EVP_DigestSignInit`` or ``EVP_DigestVerifyInit``) for
+    SM2 with SM3, its key context carrying the distinguishing identifier, which must be set before the
+    init (EVP_PKEY-SM2(7)); both contexts are freed on leaving."""
     pkey_ctx = lib.EVP_PKEY_CTX_new(pkey, None)
     md_ctx = lib.EVP_MD_CTX_new()
-    if not pkey_ctx or not md_ctx or lib.EVP_PKEY_CTX_set1_id(pkey_ctx, uid, len(uid)) != 1:
+    try:
+        if not pkey_ctx or not md_ctx or lib.EVP_PKEY_CTX_set1_id(pkey_ctx, uid, len(uid)) != 1:
+            lib.ERR_clear_error()
+            raise SuiteUnavailable("SM2", "cannot set up an SM2 signature context")
+        lib.EVP_MD_CTX_set_pkey_ctx(md_ctx, pkey_ctx)
+        if init(md_ctx, None, lib.EVP_sm3(), None, pkey) != 1:
+            lib.ERR_clear_error()
+            raise SuiteUnavailable("SM2", "the SM2 signature context does not initialise")
+        yield md_ctx
+    finally:
         lib.EVP_MD_CTX_free(md_ctx)
         lib.EVP_PKEY_CTX_free(pkey_ctx)
-        lib.ERR_clear_error()
-        raise SuiteUnavailable("SM2", "cannot set up an SM2 signature context")
-    lib.EVP_MD_CTX_set_pkey_ctx(md_ctx, pkey_ctx)
-    return md_ctx, pkey_ctx
 
 
 class SM2PrivateKey:
@@ -335,19 +338,12 @@ class SM2PrivateKey:
         """The SM2 signature over ``data`` with distinguishing identifier ``uid``, as raw ``r || s``."""
         _check_id(uid)
         lib = _libcrypto()
-        md_ctx, pkey_ctx = _digest_contexts(lib, self._pkey.ptr, uid)
-        try:
-            if lib.EVP_DigestSignInit(md_ctx, None, lib.EVP_sm3(), None, self._pkey.ptr) != 1:
-                lib.ERR_clear_error()
-                raise SuiteUnavailable("SM2", "EVP_DigestSignInit failed")
-            buf = ctypes.create_string_buffer(80)  # DER of two 256-bit integers is at most 72 bytes
-            size = ctypes.c_size_t(len(buf))
+        buf = ctypes.create_string_buffer(80)  # DER of two 256-bit integers is at most 72 bytes
+        size = ctypes.c_size_t(len(buf))
+        with _signature_context(lib, self._pkey.ptr, uid, lib.EVP_DigestSignInit) as md_ctx:
             if lib.EVP_DigestSign(md_ctx, buf, ctypes.byref(size), data, len(data)) != 1:
                 lib.ERR_clear_error()
                 raise SuiteUnavailable("SM2", "EVP_DigestSign failed")
-        finally:
-            lib.EVP_MD_CTX_free(md_ctx)
-            lib.EVP_PKEY_CTX_free(pkey_ctx)
         r, s = decode_dss_signature(buf.raw[: size.value])
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
