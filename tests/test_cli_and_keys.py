@@ -50,6 +50,19 @@ def test_keygen_writes_private_keys_0600_and_refuses_to_overwrite(
     assert main(["keygen", "--kind", kind, "--name", name, "--alg", alg, "--out", str(tmp_path)]) == 2
 
 
+def test_device_simulate_refuses_a_key_of_another_alg(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`device simulate --alg sm2` with a P-256 key file exits 2 naming both, before sending anything."""
+    assert main(["keygen", "--kind", "device", "--name", "88.123/D", "--out", str(tmp_path)]) == 0
+    argv = ["device", "simulate", "--coap", "coap://127.0.0.1:9/readings", "--id", "88.123/D",
+            "--key", str(tmp_path / "88.123_D.key"), "--alg", "sm2", "--count", "1"]  # fmt: skip
+    assert main(argv) == 2
+    out = capsys.readouterr()
+    message = out.out + out.err
+    assert "--alg sm2" in message and "is p256" in message
+
+
 def test_keygen_rejects_bad_names(tmp_path: Path) -> None:
     """A device name that is not an identifier, or a note key name with a space, is a usage error."""
     assert main(["keygen", "--kind", "device", "--name", "no-slash", "--out", str(tmp_path)]) == 2
