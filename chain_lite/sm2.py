@@ -198,8 +198,13 @@ class SM2PublicKey:
 
     @classmethod
     def from_der(cls, data: bytes) -> SM2PublicKey:
-        """Parse a DER SubjectPublicKeyInfo holding an SM2 key."""
-        return cls(_read_der(_libcrypto().d2i_PUBKEY, data, "DER SubjectPublicKeyInfo"))
+        """Parse a DER SubjectPublicKeyInfo holding an SM2 key. Only the one encoding :meth:`public_der`
+        writes is accepted (uncompressed point, nothing after it): registry values are hashed and
+        compared as bytes, so two encodings of one key must not both pass (D-003)."""
+        key = cls(_read_der(_libcrypto().d2i_PUBKEY, data, "DER SubjectPublicKeyInfo"))
+        if key.public_der() != data:
+            raise KeyFormatError("SM2 SubjectPublicKeyInfo not in DER form (uncompressed, nothing after)")
+        return key
 
     @classmethod
     def from_pem(cls, data: bytes) -> SM2PublicKey:
