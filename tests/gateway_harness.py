@@ -93,10 +93,15 @@ class Plant:
 
 @contextlib.contextmanager
 def running_plant(
-    tmp_path: Path, mqtt_broker: tuple[str, int], suite: str = "default", device_alg: str = "p256"
+    tmp_path: Path,
+    mqtt_broker: tuple[str, int],
+    suite: str = "default",
+    device_alg: str = "p256",
+    gateway_alg: str = "p256",
 ) -> Iterator[Plant]:
     """The plant with a root of ``suite`` (``root init --suite``); the gateway learns its hash from its
-    policy. ``device_alg`` is the device key's algorithm (``sm2``: a 国密 device)."""
+    policy. ``device_alg`` and ``gateway_alg`` are the device's and the gateway's key algorithms
+    (``sm2``: 国密 keys)."""
     with System(tmp_path) as system:
         system.init_root(ORIGIN, "88.123", witness=WITNESS, interval_ms=50, suite=suite)
         root = system.start_root()
@@ -109,6 +114,7 @@ def running_plant(
             devices=[DEVICE],
             provision_locally=True,
             device_alg=device_alg,
+            gateway_alg=gateway_alg,
             settings={
                 "block": {"max_seconds": 0.3, "max_readings": 40},
                 "sync": {"interval_s": 0.1, "max_request_kb": 8},

@@ -32,8 +32,9 @@ from tests.notify_harness import NotifySocket
 
 def test_mqtt_readings_are_anchored_with_receipts_that_verify(any_suite_plant: Plant, tmp_path: Path) -> None:
     """MQTT readings end up in anchored blocks whose receipts `edgeroot verify receipt` accepts; with an
-    SHA-256 root and with an SM3 one (the gateway builds its blocks with the hash its policy names), and
-    from an SM2 device on a default-suite gateway and log."""
+    SHA-256 root and with an SM3 one (the gateway builds its blocks with the hash its policy names); from
+    an SM2 device on a default-suite gateway and log; and on an SM3 log whose gateway signs its blocks
+    with SM2 (the root accepts them with the key from the registry)."""
     plant = any_suite_plant
     plant.start()
     pub = Publisher(*plant.broker)
