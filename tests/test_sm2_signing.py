@@ -16,6 +16,14 @@ from chain_lite.checkpoint import Checkpoint, sign_checkpoint
 from chain_lite.cose import ALG_ES256, ALG_SM2, CoseSigner, parse_sign1, verify_sign1
 from chain_lite.cosignature import SM2CosignatureVerifier, verifier_from_vkey
 from chain_lite.envelope import BN, N, U, V, encode_envelope, open_envelope
+from chain_lite.epcis_capture import (
+    CAPTURE_KEY_TYPE,
+    Capture,
+    capture_key,
+    parse_capture,
+    sign_capture,
+    signer_authority,
+)
 from chain_lite.errors import BadSignature, FormatError, KeyFormatError, NoTrustedSignature, QuorumNotMet
 from chain_lite.keys import NoteKey
 from chain_lite.note import (
@@ -32,6 +40,7 @@ from chain_lite.note import (
     type_bytes,
 )
 from chain_lite.policy import Group, Log, Policy, Witness
+from chain_lite.registry import Record, Value, pubkey_value
 from chain_lite.sm2 import DEFAULT_ID, SM2PrivateKey
 
 from .helpers import ORIGIN, TIME, LogBuilder
@@ -104,6 +113,23 @@ def test_an_sm2_gateway_signs_blocks_that_verify() -> None:
     assert open_block(signed.raw, {"88.123.99/GW-1": gateway.public_key()}.get).header == header
     with pytest.raises(BadSignature):
         open_block(signed.raw, {"88.123.99/GW-1": SM2PrivateKey.generate().public_key()}.get)
+
+
+def test_an_sm2_capture_key_signs_epcis_captures() -> None:
+    """EPCIS captures are COSE_Sign1 too: a capture key registered as SM2 is the key the shared rule gives
+    its signer, and the capture verifies with it (and with no other key)."""
+    station = SM2PrivateKey.generate()
+    record = Record("88.123.99/line-3", (Value(1, CAPTURE_KEY_TYPE, "string", "line 3"),
+                                         pubkey_value(300, station.public_key())))  # fmt: skip
+    event = b'{"type":"ObjectEvent","eventTime":"2026-11-30T08:00:00Z"}'
+    capture = Capture("root.test", "ni:///sha-256;" + "ab" * 32 + "?ver=CBV2.0", event)
+    raw = sign_capture(capture, CoseSigner("88.123.99/LINE-3", station)).raw
+    signed = parse_capture(raw)
+    key = capture_key(signer_authority("88.123.99/LINE-3"), "88.123.99/LINE-3", record)
+    assert key == station.public_key() and signed.sign1.alg == ALG_SM2
+    verify_sign1(signed.sign1, key)
+    with pytest.raises(BadSignature):
+        verify_sign1(signed.sign1, SM2PrivateKey.generate().public_key())
 
 
 # --- signed notes, checkpoints and policies --------------------------------------------------------------
