@@ -21,6 +21,7 @@ TITLES = {
     "evidence": "evidence bundles (bench/evidence.py)",
     "epcis": "EPCIS 2.0 event core (bench/epcis.py)",
     "epcis_log": "EPCIS events on the log: capture and trace (bench/epcis_log.py)",
+    "sm2": "SM2 signatures, 国密 (bench/sm2.py)",
 }
 
 

@@ -1,5 +1,10 @@
-"""COSE_Sign1 (RFC 9052 §4.2) as edgeroot uses it: ES256 (default) or EdDSA, ``kid`` in the protected
-header, nothing in the unprotected header.
+"""COSE_Sign1 (RFC 9052 §4.2) as edgeroot uses it: ES256 (default), EdDSA or SM2 (国密, D-061), ``kid``
+in the protected header, nothing in the unprotected header.
+
+SM2 has no IANA COSE algorithm. The expired draft-dang-webauthn-sm2-00 asked for -48, which IANA has since
+assigned to ML-DSA-44, so edgeroot uses the private-use value :data:`ALG_SM2` (-70100): SM2 over the
+``Sig_structure`` with SM3 and ``Z_A`` from the default identifier ``1234567812345678`` (GB/T 32918.2),
+the signature as raw ``r || s`` (64 bytes) as for ES256.
 
 Both directions use cbor2 and ``cryptography`` directly (D-057). Verification is on the hot path (every
 reading at the gateway): the message is decoded once, its structure checked once, and the
@@ -24,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from chain_lite import cbor
 from chain_lite.errors import BadSignature, FormatError, KeyFormatError, UnknownSigner
 from chain_lite.keys import PrivateKey, PublicKey
+from chain_lite.sm2 import SM2PrivateKey, SM2PublicKey
 
 COSE_SIGN1_TAG = 18
 HDR_ALG = 1
@@ -37,7 +43,9 @@ KNOWN_LABELS = frozenset({HDR_ALG, HDR_CONTENT_TYPE, HDR_KID, HDR_COUNTER, HDR_S
 """Every protected-header label edgeroot signs or reads; any other (crit = 2 included) is refused."""
 ALG_ES256 = -7
 ALG_EDDSA = -8
-_ALG_NAMES = {ALG_ES256: "ES256", ALG_EDDSA: "EdDSA"}
+ALG_SM2 = -70100
+"""SM2 with SM3 (private use: RFC 9053 §16.4 leaves values below -65536 to private use; D-061)."""
+_ALG_NAMES = {ALG_ES256: "ES256", ALG_EDDSA: "EdDSA", ALG_SM2: "SM2"}
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 # The fixed start of every Sig_structure: array of 4 (0x84), then the text "Signature1" (0x6a + 10 bytes).
 _SIG1_CONTEXT = b"\x84\x6aSignature1"
@@ -102,7 +110,7 @@ def parse_sign1(data: bytes, what: str, *, max_size: int) -> Sign1:
         raise FormatError(what, f"protected header has labels edgeroot does not know: {labels}")
     alg = protected.get(HDR_ALG)
     if type(alg) is not int or alg not in _ALG_NAMES:
-        raise FormatError(what, f"unsupported alg {alg!r}; want ES256 (-7) or EdDSA (-8)")
+        raise FormatError(what, f"unsupported alg {alg!r}; want ES256 (-7), EdDSA (-8) or SM2 ({ALG_SM2})")
     kid = protected.get(HDR_KID)
     if not isinstance(kid, bytes) or not kid:
         raise FormatError(what, "protected header lacks a kid")
@@ -136,6 +144,9 @@ def verify_sign1(msg: Sign1, key: PublicKey) -> None:
             key.verify(der, tbs, _ECDSA_SHA256)
         elif msg.alg == ALG_EDDSA and isinstance(key, Ed25519PublicKey):
             key.verify(msg.signature, tbs)
+        elif msg.alg == ALG_SM2 and isinstance(key, SM2PublicKey):
+            if not key.verify(msg.signature, tbs):
+                raise BadSignature(msg.kid)
         else:
             raise BadSignature(msg.kid, f"key type does not match alg {_ALG_NAMES[msg.alg]}")
     except InvalidSignature as exc:
@@ -156,17 +167,21 @@ def encode_protected(header: Mapping[int, Any]) -> bytes:
 
 
 class CoseSigner:
-    """Signs COSE_Sign1 messages as ``kid`` with a P-256 (ES256) or Ed25519 (EdDSA) key."""
+    """Signs COSE_Sign1 messages as ``kid`` with a P-256 (ES256), Ed25519 (EdDSA) or SM2 key."""
 
     def __init__(self, kid: str, private_key: PrivateKey) -> None:
         if isinstance(private_key, Ed25519PrivateKey):
             self.alg = ALG_EDDSA
+        elif isinstance(private_key, SM2PrivateKey):
+            self.alg = ALG_SM2
         elif isinstance(private_key, ec.EllipticCurvePrivateKey) and isinstance(
             private_key.curve, ec.SECP256R1
         ):
             self.alg = ALG_ES256
         else:
-            raise KeyFormatError(f"a COSE signing key is P-256 or Ed25519, not {type(private_key).__name__}")
+            raise KeyFormatError(
+                f"a COSE signing key is P-256, Ed25519 or SM2, not {type(private_key).__name__}"
+            )
         self.kid = kid
         self._key = private_key
         self.public_key: PublicKey = private_key.public_key()
@@ -178,7 +193,7 @@ class CoseSigner:
         protected_bytes = encode_protected(protected)
         tbs = sig_structure(protected_bytes, payload)
         key = self._key
-        if isinstance(key, Ed25519PrivateKey):
+        if isinstance(key, Ed25519PrivateKey | SM2PrivateKey):
             signature = key.sign(tbs)
         else:
             r, s = decode_dss_signature(key.sign(tbs, _ECDSA_SHA256))

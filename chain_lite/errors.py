@@ -38,6 +38,15 @@ class KeyFormatError(FormatError):
         super().__init__("key", reason)
 
 
+class SuiteUnavailable(ChainError):
+    """A signature suite cannot run on this machine (e.g. SM2 without OpenSSL 3's libcrypto)."""
+
+    def __init__(self, suite: str, reason: str) -> None:
+        super().__init__(f"{suite} is not available: {reason}")
+        self.suite = suite
+        self.reason = reason
+
+
 # --- Merkle proofs ---------------------------------------------------------------------------------------
 
 

@@ -15,6 +15,9 @@ valid cosignatures from the listed witnesses satisfy the quorum.
 ``log-hash`` is edgeroot's one addition (D-064): it pins the log's hash profile (``sm3``; ``sha256`` is
 what a plain ``log`` line means). A C2SP verifier that does not know it refuses the policy instead of
 checking an SM3 log's proofs with SHA-256, and a checkpoint whose declared profile differs is refused.
+
+A log key is Ed25519 (type 0x01) or SM2, a witness key Ed25519 (0x04) or SM2 (D-062): the vkey says
+which, so one policy may mix them (an SM2 log cosigned by Ed25519 witnesses, and so on).
 """
 
 from __future__ import annotations
@@ -23,9 +26,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint
-from chain_lite.cosignature import CosignatureVerifier, cosignature_timestamp
+from chain_lite.cosignature import (
+    LogVerifier,
+    WitnessVerifier,
+    cosignature_timestamp,
+    log_verifier,
+    witness_verifier,
+)
 from chain_lite.errors import FormatError, NoTrustedSignature, OriginMismatch, QuorumNotMet
-from chain_lite.note import Ed25519Verifier, Note, Verifier, VerifierKey, open_note
+from chain_lite.note import Note, Verifier, VerifierKey, open_note
 from chain_lite.suite import SHA256, HashSuite, HashSuiteMismatch, hash_suite
 
 MAX_ENTRIES = 256
@@ -36,7 +45,7 @@ _WHITESPACE = " \t"
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    verifier: Ed25519Verifier
+    verifier: LogVerifier
     url: str | None = None
     suite: HashSuite = SHA256
     """The hash profile of the log's tree, map and blocks (fixed for the log's lifetime)."""
@@ -45,7 +54,7 @@ class Log:
 @dataclass(frozen=True, slots=True)
 class Witness:
     name: str
-    verifier: CosignatureVerifier
+    verifier: WitnessVerifier
     url: str | None = None
 
 
@@ -165,14 +174,14 @@ class Policy:
     def _parse_log(args: list[str], suite: HashSuite = SHA256) -> Log:
         if len(args) not in (1, 2):
             raise FormatError("policy", "log takes a vkey and an optional URL")
-        verifier = Ed25519Verifier.from_vkey(VerifierKey.parse(args[0]))
+        verifier = log_verifier(VerifierKey.parse(args[0]))
         return Log(verifier, args[1] if len(args) == 2 else None, suite)
 
     @staticmethod
     def _parse_witness(args: list[str]) -> Witness:
         if len(args) not in (2, 3):
             raise FormatError("policy", "witness takes a name, a vkey and an optional URL")
-        verifier = CosignatureVerifier.from_vkey(VerifierKey.parse(args[1]))
+        verifier = witness_verifier(VerifierKey.parse(args[1]))
         return Witness(args[0], verifier, args[2] if len(args) == 3 else None)
 
     @classmethod

@@ -3,7 +3,7 @@
 Layout of ``--state DIR`` (made by ``edgeroot gateway init``)::
 
     gateway.toml     this configuration
-    gateway.key      the gateway's P-256 key (0600); gateway.pub its public key
+    gateway.key      the gateway's P-256 or SM2 key (0600); gateway.pub its public key
     policy.txt       the root's C2SP tlog-policy (copied from the root operator, never fetched)
     registration.json  identifier and public key for the root's prefix admin to register
     gateway.db       the SQLite store

@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-
 from chain_lite import cbor, envelope
 from chain_lite.cose import CoseSigner
-from chain_lite.keys import PrivateKey
+from chain_lite.keys import ALGORITHMS, PrivateKey, public_point
 from edgeroot.lazy_command import lazy
 from edgeroot.output import JSON_FLAG
 
@@ -39,6 +37,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sim.add_argument("--seconds", type=float, default=0, help="with --modbus-slave: stop after this long")
     sim.add_argument("--id", help="the device identifier (not for --modbus-slave)")
     sim.add_argument("--key", type=Path, help="the device's private key, PEM (not for --modbus-slave)")
+    sim.add_argument(
+        "--alg", choices=ALGORITHMS,
+        help="the algorithm the device signs with (p256: ES256, sm2: SM2 with SM3); the key file must be of "
+        "it. Default: whatever the key file is",
+    )  # fmt: skip
     sim.add_argument(
         "--rate", type=float, default=1.0, help="readings per second (0: as fast as acknowledged)"
     )
@@ -71,8 +74,4 @@ def reading(signer: CoseSigner, counter: int) -> bytes:
 
 
 def hello_body(identifier: str, key: PrivateKey) -> bytes:
-
-    point = key.public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-    return cbor.encode([identifier, point])
+    return cbor.encode([identifier, public_point(key.public_key())])

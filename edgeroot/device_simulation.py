@@ -17,7 +17,7 @@ from pymodbus.server import StartAsyncSerialServer
 from chain_lite.cose import CoseSigner
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
-from chain_lite.keys import PrivateKey
+from chain_lite.keys import PrivateKey, algorithm_of
 from edge.connectors.mqtt import DeviceAckError, decode_device_ack, device_ack_topic
 from edgeroot.device import BUSY_PAUSE_S, BUSY_RETRIES, RESEND_AFTER_S, hello_body, reading
 from edgeroot.output import CommandFailed, Reporter
@@ -228,6 +228,8 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
     except ChainError as exc:
         raise CommandFailed(str(exc)) from exc
     key = load_private_key(args.key)
+    if args.alg is not None and algorithm_of(key) != args.alg:
+        raise CommandFailed(f"--alg {args.alg}: the key {args.key} is {algorithm_of(key)}")
     signer = CoseSigner(identifier, key)
     first = args.counter if args.counter is not None else now_ms()
     counters = list(range(first, first + args.count))
@@ -247,6 +249,7 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
     else:
         result = asyncio.run(simulate_mqtt(args.mqtt, signer, counters, args.rate))
     how = " end to end (durable at the gateway)" if args.ack_topic is not None else ""
+    result["alg"] = algorithm_of(key)
     message = f"{identifier}: {result['ack']} of {result['sent']} readings acknowledged{how}"
     if result["ack"] < result["sent"] or result.get("unacknowledged"):
         # Refused (NACK) or never answered: a device would not have delivered these readings (exit 1).

@@ -22,6 +22,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     init.add_argument(
         "--mqtt", help="broker HOST:PORT (default: the mqtt connector's host and port, 127.0.0.1:1883)"
     )
+    init.add_argument(
+        "--alg", choices=("p256", "sm2"), default="p256",
+        help="the gateway key that signs its blocks: p256 (default) or sm2 (国密, docs/formats.md §20)",
+    )  # fmt: skip
     init.set_defaults(run=lazy("edgeroot.gateway_commands", "run_init"))
     run = gsub.add_parser("run", help="run the daemon (systemd Type=notify)", parents=[JSON_FLAG])
     run.add_argument("--state", type=Path, required=True)

@@ -53,7 +53,7 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
     with initialising(state):
         if (state / "gateway.toml").exists():
             raise CommandFailed(f"{state / 'gateway.toml'} exists: this gateway is initialised")
-        key = keys.generate_p256()
+        key = keys.generate(args.alg)
         write_private(state / "gateway.key", keys.private_pem(key))
         (state / "gateway.pub").write_bytes(keys.public_pem(key.public_key()))
         (state / "gateway.toml").write_text(text)

@@ -507,20 +507,26 @@ class System:
         devices: Sequence[str] = (),
         provision_locally: bool = False,
         settings: Overrides | None = None,
+        device_alg: str = "p256",
+        gateway_alg: str = "p256",
     ) -> GatewayNode:
         """``gateway init``, the gateway and each device (a new key) registered at the root with
         ``admin_key``, its configuration set (local API port, a CoAP connector, ``settings``); declares
         the ``gateway`` daemon (not started). ``provision_locally`` also lists the devices' keys in
-        gateway.toml (works offline) instead of leaving the gateway to fetch them from the registry."""
+        gateway.toml (works offline) instead of leaving the gateway to fetch them from the registry.
+        ``device_alg`` is the devices' ``keygen --alg`` (``sm2``: 国密 devices on this gateway),
+        ``gateway_alg`` the ``gateway init --alg`` of the key that signs its blocks."""
         assert self.root is not None, "init_root first"
         state = self.path("gateway")
         self.cli("gateway", "init", "--state", state, "--root", self.root.url, "--id", ident,
-                 "--policy", self.root.policy_path, "--mqtt", f"{mqtt[0]}:{mqtt[1]}")  # fmt: skip
+                 "--policy", self.root.policy_path, "--mqtt", f"{mqtt[0]}:{mqtt[1]}",
+                 "--alg", gateway_alg)  # fmt: skip
         self.cli("register", "gateway", ident, "--root", self.root.url, "--key", admin_key,
                  "--pub", state / "gateway.pub")  # fmt: skip
         keys: dict[str, Path] = {}
         for device in devices:
-            self.cli("keygen", "--kind", "device", "--name", device, "--out", self.path("keys"))
+            self.cli("keygen", "--kind", "device", "--name", device, "--alg", device_alg,
+                     "--out", self.path("keys"))  # fmt: skip
             self.cli("register", "device", device, "--root", self.root.url, "--key", admin_key,
                      "--pub", self.path("keys", f"{file_stem(device)}.pub"))  # fmt: skip
             keys[device] = self.path("keys", f"{file_stem(device)}.key")

@@ -16,6 +16,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     init.add_argument("--state", type=Path, required=True)
     init.add_argument("--name", required=True, help="the witness's key name, e.g. witness.example")
     init.add_argument(
+        "--alg", choices=("p256", "sm2"), default="p256",
+        help="sm2: cosign with an SM2 key (国密, docs/formats.md §20); default an Ed25519 key (C2SP 0x04)",
+    )  # fmt: skip
+    init.add_argument(
         "--log",
         action="append",
         default=[],

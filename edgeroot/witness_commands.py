@@ -23,7 +23,7 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
     with initialising(args.state):
         if (args.state / "witness.skey").exists():
             raise CommandFailed(f"{args.state / 'witness.skey'} exists: this witness is initialised")
-        key = init_witness(args.state, args.name, logs)
+        key = init_witness(args.state, args.name, logs, alg=args.alg)
     return report.ok(
         f"witness {args.name} initialised in {args.state}",
         vkey=key.vkey(),

@@ -24,9 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from chain_lite import keys
 from chain_lite.cose import CoseSigner
-from chain_lite.cosignature import CosignatureVerifier
+from chain_lite.cosignature import log_verifier, witness_verifier
 from chain_lite.keys import NoteKey
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, Ed25519Verifier, VerifierKey
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_SM2_COSIGNATURE, VerifierKey
 from chain_lite.policy import Group, Log, Policy, Witness
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
 from chain_lite.suite import LOG_PROFILES, SHA256, HashSuite, LogProfile, hash_suite
@@ -65,8 +65,8 @@ def node_policy(
     """The C2SP tlog-policy for this log: its key and hash, its witnesses, ``quorum`` of them required."""
     names = tuple(w.name for w in witnesses)
     return Policy(
-        [Log(Ed25519Verifier.from_vkey(log_vkey), url, suite)],
-        [Witness(w.name, CosignatureVerifier.from_vkey(w)) for w in witnesses],
+        [Log(log_verifier(log_vkey), url, suite)],
+        [Witness(w.name, witness_verifier(w)) for w in witnesses],
         [Group("witnesses", quorum, names)] if witnesses else [],
         quorum="witnesses" if witnesses and quorum > 0 else "none",
     )
@@ -103,8 +103,8 @@ def init_root(
         )
     witnesses = witnesses or []
     for _, vkey in witnesses:
-        if vkey.sigtype != SIGTYPE_COSIGNATURE_V1:
-            raise ValueError(f"witness key {vkey.name} is not a cosignature (0x04) key")
+        if vkey.sigtype not in (SIGTYPE_COSIGNATURE_V1, SIGTYPE_SM2_COSIGNATURE):
+            raise ValueError(f"witness key {vkey.name} is not a cosignature (0x04 or SM2) key")
     quorum = len(witnesses) if quorum is None else quorum
     if not 0 <= quorum <= len(witnesses):
         raise ValueError(f"quorum {quorum} is not between 0 and the {len(witnesses)} witnesses")
@@ -347,10 +347,16 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
 
 
 def init_witness(
-    state: Path, name: str, logs: list[VerifierKey], suites: Mapping[str, HashSuite] | None = None
+    state: Path,
+    name: str,
+    logs: list[VerifierKey],
+    suites: Mapping[str, HashSuite] | None = None,
+    *,
+    alg: str = "p256",
 ) -> NoteKey:
+    """A witness's state: its key (Ed25519, or SM2 with ``alg="sm2"``: D-062) and the logs it follows."""
     state.mkdir(parents=True, exist_ok=True)
-    key = NoteKey.generate(name, SIGTYPE_COSIGNATURE_V1)
+    key = NoteKey.generate(name, SIGTYPE_SM2_COSIGNATURE if alg == "sm2" else SIGTYPE_COSIGNATURE_V1)
     write_private(state / "witness.skey", (key.skey() + "\n").encode())
     (state / "witness.vkey").write_text(key.vkey() + "\n")
     (state / "logs.txt").write_text(

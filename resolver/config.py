@@ -25,7 +25,13 @@ from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE
 from chain_lite.epcis_identifiers import check_base
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey, check_key_name
+from chain_lite.note import (
+    SIGTYPE_COSIGNATURE_V1,
+    SIGTYPE_ED25519,
+    SIGTYPE_SM2_COSIGNATURE,
+    VerifierKey,
+    check_key_name,
+)
 from chain_lite.suite import SUITES
 from resolver.http_limits import DEFAULT as HTTP_DEFAULTS
 from resolver.http_limits import HttpLimits
@@ -197,8 +203,8 @@ def _witness(table: Table) -> WitnessConfig:
         vkey = VerifierKey.parse(w["vkey"])
     except ChainError as exc:
         raise table.fail("vkey", str(exc)) from exc
-    if vkey.sigtype != SIGTYPE_COSIGNATURE_V1 or vkey.name != w["name"]:
-        raise table.fail("vkey", f"must be a cosignature (0x04) key named {w['name']!r}")
+    if vkey.sigtype not in (SIGTYPE_COSIGNATURE_V1, SIGTYPE_SM2_COSIGNATURE) or vkey.name != w["name"]:
+        raise table.fail("vkey", f"must be a cosignature (0x04 or SM2) key named {w['name']!r}")
     return WitnessConfig(w["name"], url, vkey)
 
 

@@ -18,7 +18,7 @@ import httpx
 
 from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint, parse_uint64
-from chain_lite.cosignature import CosignatureVerifier
+from chain_lite.cosignature import witness_verifier
 from chain_lite.errors import ChainError
 from chain_lite.note import NoteSignature, parse_note
 from resolver.config import WitnessConfig
@@ -47,7 +47,7 @@ def _parse_cosignatures(
 ) -> list[NoteSignature]:
     # The response is signature lines only; parse them as the signature block of the checkpoint's note.
     note = parse_note(checkpoint.note.text.encode() + b"\n" + body)
-    verifier = CosignatureVerifier.from_vkey(witness.vkey)
+    verifier = witness_verifier(witness.vkey)
     text = note.text.encode()
     mine = (verifier.name, verifier.key_id)
     return [s for s in note.signatures if (s.name, s.key_id) == mine and verifier.verify(text, s.signature)]

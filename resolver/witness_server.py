@@ -36,9 +36,9 @@ from starlette.responses import Response
 
 from chain_lite import b64, merkle
 from chain_lite.checkpoint import SignedCheckpoint, parse_uint64
-from chain_lite.cosignature import CosignatureSigner
+from chain_lite.cosignature import CosignatureSigner, LogVerifier, log_verifier
 from chain_lite.errors import ChainError, SignatureError
-from chain_lite.note import Ed25519Verifier, VerifierKey, open_note
+from chain_lite.note import VerifierKey, open_note
 from chain_lite.suite import SHA256, HashSuite
 
 MAX_BODY = 16 * 1024
@@ -173,7 +173,7 @@ class Witness:
         suites: Mapping[str, HashSuite] | None = None,
     ) -> None:
         self.signer = signer
-        self.logs: Mapping[str, Ed25519Verifier] = {}
+        self.logs: Mapping[str, LogVerifier] = {}
         self.suites: dict[str, HashSuite] = {}
         self.set_logs(logs, suites)
         self.state = state
@@ -181,7 +181,7 @@ class Witness:
     def set_logs(self, logs: list[VerifierKey], suites: Mapping[str, HashSuite] | None = None) -> None:
         """Follow exactly these logs (``logs.txt`` reloaded), each with its hash profile from ``suites``
         (by log name; SHA-256 when absent); sizes already seen are kept."""
-        self.logs = {vkey.name: Ed25519Verifier.from_vkey(vkey) for vkey in logs}
+        self.logs = {vkey.name: log_verifier(vkey) for vkey in logs}
         self.suites = {name: suite for name, suite in (suites or {}).items() if name in self.logs}
 
     def add_checkpoint(self, body: bytes, now_s: int) -> Answer:  # noqa: PLR0911 (one return per spec verdict)

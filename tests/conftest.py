@@ -60,17 +60,30 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         yield address
 
 
+PLANT_ALGS = {"p256": ("p256", "p256"), "sm2": ("sm2", "p256"), "sm2-gateway": ("sm2", "sm2")}
+"""The plant fixture's parameters: (device key, gateway key) algorithms."""
+
+
 @pytest.fixture
-def plant(tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
-    """A root, a registered gateway and device, and the gateway process (started by the test)."""
-    with running_plant(tmp_path, mqtt_broker) as p:
+def plant(request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
+    """A root, a registered gateway and device, and the gateway process (started by the test). Keys are
+    P-256 unless a test parametrises the fixture (``indirect``) with ``sm2`` (an SM2 device on a
+    default-suite gateway and log: issue 16's mixed deployment) or ``sm2-gateway`` (the gateway's key
+    that signs its blocks is SM2 too)."""
+    device_alg, gateway_alg = PLANT_ALGS[getattr(request, "param", "p256")]
+    with running_plant(tmp_path, mqtt_broker, device_alg=device_alg, gateway_alg=gateway_alg) as p:
         yield p
 
 
-@pytest.fixture(params=["default", "sm"])
+@pytest.fixture(params=["default", "sm", "default+sm2", "sm+sm2-gateway"])
 def any_suite_plant(
     request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: tuple[str, int]
 ) -> Iterator[Plant]:
-    """Like ``plant``, once per log suite: the root made with ``--suite default`` or ``--suite sm``."""
-    with running_plant(tmp_path, mqtt_broker, request.param) as p:
+    """Like ``plant``, once per log suite: the root made with ``--suite default`` or ``--suite sm``; then
+    ``SUITE+KEYS``, the suite with the keys of :data:`PLANT_ALGS` (``default+sm2``: an SM2 device on
+    the default suite, issue 16's mixed deployment; ``sm+sm2-gateway``: an SM3 log whose gateway and
+    device sign with SM2)."""
+    suite, _, algs = request.param.partition("+")
+    device_alg, gateway_alg = PLANT_ALGS[algs or "p256"]
+    with running_plant(tmp_path, mqtt_broker, suite, device_alg, gateway_alg) as p:
         yield p

@@ -92,9 +92,16 @@ class Plant:
 
 
 @contextlib.contextmanager
-def running_plant(tmp_path: Path, mqtt_broker: tuple[str, int], suite: str = "default") -> Iterator[Plant]:
+def running_plant(
+    tmp_path: Path,
+    mqtt_broker: tuple[str, int],
+    suite: str = "default",
+    device_alg: str = "p256",
+    gateway_alg: str = "p256",
+) -> Iterator[Plant]:
     """The plant with a root of ``suite`` (``root init --suite``); the gateway learns its hash from its
-    policy."""
+    policy. ``device_alg`` and ``gateway_alg`` are the device's and the gateway's key algorithms
+    (``sm2``: 国密 keys)."""
     with System(tmp_path) as system:
         system.init_root(ORIGIN, "88.123", witness=WITNESS, interval_ms=50, suite=suite)
         root = system.start_root()
@@ -106,6 +113,8 @@ def running_plant(tmp_path: Path, mqtt_broker: tuple[str, int], suite: str = "de
             mqtt=mqtt_broker,
             devices=[DEVICE],
             provision_locally=True,
+            device_alg=device_alg,
+            gateway_alg=gateway_alg,
             settings={
                 "block": {"max_seconds": 0.3, "max_readings": 40},
                 "sync": {"interval_s": 0.1, "max_request_kb": 8},

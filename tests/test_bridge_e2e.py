@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from chain_lite import envelope
+from chain_lite.cose import ALG_ES256, ALG_SM2, parse_sign1
+from chain_lite.keys import algorithm_of
 from edge import store
 from edgeroot.system import Daemon, wait_until
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, encode_frame, parse_counter_body
@@ -48,6 +50,9 @@ class Pty:
 
     def unplug(self) -> None:
         os.close(self.master)
+
+
+ALGS = {"p256": ALG_ES256, "sm2": ALG_SM2}
 
 
 @pytest.fixture
@@ -137,9 +142,11 @@ def test_unplug_mid_frame_and_replug(bridge: tuple[Plant, Pty, Path, Daemon]) ->
     assert "vanished" in proc.log_text()
 
 
+@pytest.mark.parametrize("plant", ["p256", "sm2"], indirect=True)
 def test_device_simulate_over_serial_and_hello_is_recorded(plant: Plant, tmp_path: Path) -> None:
-    """`edgeroot device simulate --serial` speaks the documented frames through a real bridge; its
-    HELLO is recorded for the operator."""
+    """`edgeroot device simulate --serial --alg` speaks the documented frames through a real bridge (the
+    SM2 envelopes pass the serial protocol unchanged); its HELLO is recorded for the operator."""
+    alg = algorithm_of(plant.device.public_key)
     plant.start()
     bridge_port, device_port = plant.system.null_modem()
     state = tmp_path / "bridge"
@@ -147,14 +154,17 @@ def test_device_simulate_over_serial_and_hello_is_recorded(plant: Plant, tmp_pat
     try:
         sim = subprocess.run(
             [*EDGEROOT, "device", "simulate", "--serial", device_port, "--id", DEVICE,
-             "--key", str(plant.device_key), "--rate", "50", "--count", "20", "--counter", "1",
-             "--json"],
+             "--key", str(plant.device_key), "--alg", alg, "--rate", "50", "--count", "20",
+             "--counter", "1", "--json"],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         result = json.loads(sim.stdout)
         assert sim.returncode == 0, sim.stdout + sim.stderr
-        assert result["ack"] == 20 and result["unacknowledged"] == 0
+        assert result["ack"] == 20 and result["unacknowledged"] == 0 and result["alg"] == alg
         plant.wait_anchored(20)
+        with store.reader(plant.gateway.db) as conn:
+            stored = [r for r in store.readings(conn) if r.subject == DEVICE]
+        assert {parse_sign1(r.raw, "stored", max_size=4096).alg for r in stored} == {ALGS[alg]}
         hello = [json.loads(line) for line in (state / "hello.jsonl").read_text().splitlines()]
         assert hello[0]["identifier"] == DEVICE and len(bytes.fromhex(hello[0]["public_key_sec1"])) == 65
     finally:

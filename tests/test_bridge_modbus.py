@@ -15,8 +15,9 @@ from pymodbus import FramerType
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import StartAsyncSerialServer
 
+from chain_lite.cose import ALG_ES256, ALG_SM2
 from chain_lite.envelope import decode_envelope, resolve
-from chain_lite.keys import generate_p256, private_pem, public_pem
+from chain_lite.keys import generate, generate_p256, private_pem, public_pem
 from chain_lite.registry import Value, pubkey_value
 from edge import store
 from edge.store import StoredReading
@@ -60,12 +61,14 @@ def test_register_decoding() -> None:
     assert decode_registers("int32", [0xFFFF, 0xFFFE]) == -2
 
 
+@pytest.mark.parametrize("alg", ["p256", "sm2"])
 def test_modbus_polls_become_bridge_attested_readings_and_a_dead_unit_stops_nothing(
-    plant: Plant, tmp_path: Path
+    plant: Plant, tmp_path: Path, alg: str
 ) -> None:
     """Unit 1 answers, unit 2 never does: unit 1's readings keep arriving at the gateway, signed by the
-    bridge with the measured device as subject; unit 2's failures are only counted and logged."""
-    bridge_key = generate_p256()
+    bridge (a P-256 or an SM2 key) with the measured device as subject; unit 2's failures are only
+    counted and logged."""
+    bridge_key = generate(alg)
     (tmp_path / "bridge.key").write_bytes(private_pem(bridge_key))
     (plant.state / "bridge.pub").write_bytes(public_pem(bridge_key.public_key()))
     configure(plant.gateway.config, {"devices": {BRIDGE: "bridge.pub"}})
@@ -101,6 +104,7 @@ def test_modbus_polls_become_bridge_attested_readings_and_a_dead_unit_stops_noth
     for row in rows:
         env = decode_envelope(row.raw)
         assert env.bridge_attested and env.signer == BRIDGE
+        assert env.sign1.alg == {"p256": ALG_ES256, "sm2": ALG_SM2}[alg]
         rec = resolve(env.records)[0]
         values[rec["name"]] = (rec["value"], rec.get("unit"))
     assert values["temperature"] == (pytest.approx(21.5), "Cel")

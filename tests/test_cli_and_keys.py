@@ -12,26 +12,55 @@ import pytest
 from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import KeyFormatError
-from chain_lite.keys import NoteKey, load_private_pem, load_public_pem
+from chain_lite.keys import NoteKey, algorithm_of, load_private_pem, load_public_pem
+from chain_lite.note import (
+    SIGTYPE_COSIGNATURE_V1,
+    SIGTYPE_ED25519,
+    SIGTYPE_SM2,
+    SIGTYPE_SM2_COSIGNATURE,
+    VerifierKey,
+)
 from chain_lite.receipt import Receipt
 from edgeroot.cli import main
 
 from .helpers import LogBuilder
 
 
+@pytest.mark.parametrize("alg", ["p256", "sm2"])
 @pytest.mark.parametrize("kind", ["device", "gateway", "log", "witness"])
-def test_keygen_writes_private_keys_0600_and_refuses_to_overwrite(kind: str, tmp_path: Path) -> None:
-    """Private key files are 0600 from creation; a second run without --force exits 2."""
+def test_keygen_writes_private_keys_0600_and_refuses_to_overwrite(
+    kind: str, alg: str, tmp_path: Path
+) -> None:
+    """Private key files are 0600 from creation, of the algorithm asked (--alg sm2: SM2 for every kind);
+    a second run without --force exits 2."""
     name = "88.123.99/PUMP-0001" if kind in ("device", "gateway") else f"{kind}.example"
-    assert main(["keygen", "--kind", kind, "--name", name, "--out", str(tmp_path)]) == 0
+    assert main(["keygen", "--kind", kind, "--name", name, "--alg", alg, "--out", str(tmp_path)]) == 0
     private = next(p for p in tmp_path.iterdir() if p.suffix in (".key", ".skey"))
     assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
     if kind in ("device", "gateway"):
-        load_public_pem((tmp_path / private.name.replace(".key", ".pub")).read_bytes())
-        load_private_pem(private.read_bytes())
+        public = load_public_pem((tmp_path / private.name.replace(".key", ".pub")).read_bytes())
+        assert algorithm_of(public) == algorithm_of(load_private_pem(private.read_bytes())) == alg
     else:
-        NoteKey.parse_skey(private.read_text())
-    assert main(["keygen", "--kind", kind, "--name", name, "--out", str(tmp_path)]) == 2
+        note_key = NoteKey.parse_skey(private.read_text())
+        want = {"p256": {"log": SIGTYPE_ED25519, "witness": SIGTYPE_COSIGNATURE_V1},
+                "sm2": {"log": SIGTYPE_SM2, "witness": SIGTYPE_SM2_COSIGNATURE}}[alg][kind]  # fmt: skip
+        assert note_key.sigtype == want
+        vkey = (tmp_path / private.name.replace(".skey", ".vkey")).read_text()
+        assert VerifierKey.parse(vkey).sigtype == want
+    assert main(["keygen", "--kind", kind, "--name", name, "--alg", alg, "--out", str(tmp_path)]) == 2
+
+
+def test_device_simulate_refuses_a_key_of_another_alg(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`device simulate --alg sm2` with a P-256 key file exits 2 naming both, before sending anything."""
+    assert main(["keygen", "--kind", "device", "--name", "88.123/D", "--out", str(tmp_path)]) == 0
+    argv = ["device", "simulate", "--coap", "coap://127.0.0.1:9/readings", "--id", "88.123/D",
+            "--key", str(tmp_path / "88.123_D.key"), "--alg", "sm2", "--count", "1"]  # fmt: skip
+    assert main(argv) == 2
+    out = capsys.readouterr()
+    message = out.out + out.err
+    assert "--alg sm2" in message and "is p256" in message
 
 
 def test_keygen_rejects_bad_names(tmp_path: Path) -> None:

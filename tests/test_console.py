@@ -12,6 +12,8 @@ import httpx
 import pytest
 
 from chain_lite import b64
+from chain_lite.keys import NoteKey
+from chain_lite.note import SIGTYPE_SM2_COSIGNATURE
 from chain_lite.registry import Value
 from chain_lite.sparse_map import MapProof
 from rootclient import codecs, routes
@@ -279,6 +281,38 @@ def test_an_sm3_log_is_refused_by_name_not_checked_with_sha256(browser: Any, nod
     assert page.get_attribute("#verdict", "data-verdict") == "notProven"
     assert statuses(page)["checkPolicy"] == "bad"
     assert "the log hashes with sm3; this page verifies SHA-256 logs only" in reason(page, "checkPolicy")
+    context.close()
+
+
+@pytest.mark.parametrize("needed", [False, True])
+def test_an_sm2_witness_in_the_policy_is_accepted_and_left_to_the_server(
+    browser: Any, node: RootUnderTest, needed: bool
+) -> None:
+    """A policy that also lists an SM2 witness (docs/formats.md §20) still works in the browser, which has
+    no SM2: its Ed25519 checks pass as before; when the quorum needs the SM2 witness, the quorum check
+    says "checked by the server only" instead of failing."""
+    text = httpx.get(node.url + routes.POLICY).text
+    name = next(line for line in text.splitlines() if line.startswith("witness ")).split()[1]
+    quorum = next(line for line in text.splitlines() if line.startswith("quorum "))
+    lines = [line for line in text.splitlines() if line != quorum]
+    sm2_witness = NoteKey.generate("sm2-witness.test", SIGTYPE_SM2_COSIGNATURE)
+    lines.append(f"witness sm2-witness.test {sm2_witness.vkey()}")
+    lines += [f"group both all {name} sm2-witness.test", "quorum both"] if needed else [quorum]
+    policy = "\n".join(lines) + "\n"
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.route(f"**{routes.POLICY}", lambda route: route.fulfill(status=200, body=policy))
+    page.goto(node.url + routes.WEB_PAGE)
+    page.wait_for_selector("body[data-ready]")
+    resolve(page, PUMP_ASKED)
+    checks = statuses(page)
+    assert checks["checkPolicy"] == checks["checkLogSig"] == "ok", reason(page, "checkPolicy")
+    if needed:
+        assert checks["checkQuorum"] == "server"
+        assert "signature type SM2 cannot be checked in a browser" in reason(page, "checkQuorum")
+        assert page.get_attribute("#verdict", "data-verdict") == "serverOnly"
+    else:
+        assert page.get_attribute("#verdict", "data-verdict") == "proven"
     context.close()
 
 

@@ -32,7 +32,9 @@ from tests.notify_harness import NotifySocket
 
 def test_mqtt_readings_are_anchored_with_receipts_that_verify(any_suite_plant: Plant, tmp_path: Path) -> None:
     """MQTT readings end up in anchored blocks whose receipts `edgeroot verify receipt` accepts; with an
-    SHA-256 root and with an SM3 one (the gateway builds its blocks with the hash its policy names)."""
+    SHA-256 root and with an SM3 one (the gateway builds its blocks with the hash its policy names); from
+    an SM2 device on a default-suite gateway and log; and on an SM3 log whose gateway signs its blocks
+    with SM2 (the root accepts them with the key from the registry)."""
     plant = any_suite_plant
     plant.start()
     pub = Publisher(*plant.broker)
@@ -209,9 +211,11 @@ def test_broker_restart_reconnects_within_five_seconds(plant: Plant, tmp_path: P
         broker.stop()
 
 
+@pytest.mark.parametrize("plant", ["p256", "sm2"], indirect=True)
 def test_unprovisioned_device_key_comes_from_the_registry_with_proofs(plant: Plant, tmp_path: Path) -> None:
-    """A device known only to the root's registry: its key is fetched and verified, its readings are
-    stored (the first included), and the cached resolution with proofs is served while the root is down."""
+    """A device known only to the root's registry: its key (P-256 or SM2) is fetched and verified, its
+    readings are stored (the first included), and the cached resolution with proofs is served while the
+    root is down."""
     configure(plant.gateway.config, {"devices": {DEVICE: None}})
     stranger = CoseSigner("88.123.99/UNREGISTERED", generate_p256())
     plant.start()

@@ -38,10 +38,12 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
     wait_http(url, ok=ANY_STATUS, timeout=20, check=exited)
 
 
-def init_witness_and_root(tmp_path: Path, name: str, wport: int) -> dict[str, Any]:
-    """`witness init` (as w.NAME, in tmp/w) and `root init` (as root.NAME, in tmp/root) asking it to
-    cosign, the witness following the root's log; root init's JSON answer."""
-    w = json.loads(cli("witness", "init", "--state", tmp_path / "w", "--name", f"w.{name}", "--json").stdout)
+def init_witness_and_root(tmp_path: Path, name: str, wport: int, alg: str = "p256") -> dict[str, Any]:
+    """`witness init` (as w.NAME, in tmp/w, with an SM2 key when ``alg`` is ``sm2``) and `root init` (as
+    root.NAME, in tmp/root) asking it to cosign, the witness following the root's log; root init's JSON
+    answer."""
+    init = ("witness", "init", "--state", tmp_path / "w", "--name", f"w.{name}", "--alg", alg, "--json")
+    w = json.loads(cli(*init).stdout)
     r: dict[str, Any] = json.loads(
         cli(
             "root", "init", "--state", tmp_path / "root", "--origin", f"root.{name}", "--prefix", "88.123",
@@ -54,10 +56,12 @@ def init_witness_and_root(tmp_path: Path, name: str, wport: int) -> dict[str, An
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[dict[str, object]]:
-    """A witness and a root node, each its own `edgeroot ... run` process."""
+def running(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, object]]:
+    """A witness and a root node, each its own `edgeroot ... run` process; the witness's key is SM2 when
+    the fixture is parametrised (``indirect``) with ``sm2``."""
     wport, rport = free_port(), free_port()
-    r = init_witness_and_root(tmp_path, "cli", wport)
+    alg = getattr(request, "param", "p256")
+    r = init_witness_and_root(tmp_path, "cli", wport, alg)
     procs = [
         subprocess.Popen(
             [*EDGEROOT, "witness", "run", "--state", str(tmp_path / "w"), "--listen", f"127.0.0.1:{wport}"]
@@ -74,7 +78,7 @@ def running(tmp_path: Path) -> Iterator[dict[str, object]]:
         while httpx.get(f"{url}/v1/checkpoint").status_code != 200:
             assert time.monotonic() < deadline, "no published checkpoint"
             time.sleep(0.05)
-        yield {"url": url, "root": tmp_path / "root", "init": r, "tmp": tmp_path}
+        yield {"url": url, "root": tmp_path / "root", "init": r, "tmp": tmp_path, "alg": alg}
     finally:
         for p in procs:
             p.terminate()
@@ -82,12 +86,16 @@ def running(tmp_path: Path) -> Iterator[dict[str, object]]:
             p.wait(timeout=20)
 
 
+@pytest.mark.parametrize("running", ["p256", "sm2"], indirect=True)
 def test_register_device_and_resolve_with_verify(running: dict[str, object]) -> None:
-    """The README tour: register a prefix and a device, then resolve it with --verify."""
+    """The README tour: register a prefix and a device, then resolve it with --verify; with ``sm2`` the
+    witness cosigns with an SM2 key (the root collects it, the policy lists it, --verify counts it), and
+    the prefix admin's key (which signs the device's registry write) and the device's key are SM2."""
     url, root, tmp = str(running["url"]), Path(str(running["root"])), Path(str(running["tmp"]))
+    alg = str(running["alg"])
     keys = tmp / "keys"
-    cli("keygen", "--kind", "device", "--name", "88.123.99/admin", "--out", keys)
-    cli("keygen", "--kind", "device", "--name", "88.123.99/PUMP-0042", "--out", keys)
+    cli("keygen", "--kind", "device", "--name", "88.123.99/admin", "--alg", alg, "--out", keys)
+    cli("keygen", "--kind", "device", "--name", "88.123.99/PUMP-0042", "--alg", alg, "--out", keys)
     cli(
         "register",
         "prefix",

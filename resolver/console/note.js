@@ -10,6 +10,13 @@ const DASH = "\u2014 ";
 // as "checked by the server only" instead of passing or failing.
 export const BROWSER_SIGTYPES = new Set([SIGTYPE_ED25519, SIGTYPE_COSIGNATURE_V1]);
 
+// edgeroot's SM2 witness key (docs/formats.md §20): type 0xff, the identifier below, a 65-byte point.
+// The page accepts it in a policy but cannot check its cosignatures (no SM2 in WebCrypto).
+const SM2_COSIGNATURE = utf8("edgeroot/sm2-cosignature/v1");
+const isSm2Cosignature = (vkey) =>
+  vkey.sigtype === 0xff && vkey.publicKey.length === SM2_COSIGNATURE.length + 65 &&
+  equal(vkey.publicKey.slice(0, SM2_COSIGNATURE.length), SM2_COSIGNATURE);
+
 // The key ID of a note key: the first 4 bytes of SHA-256(name || 0x0A || sigtype || public key).
 export async function keyId(name, sigtype, publicKey) {
   return (await sha256(utf8(name), Uint8Array.of(0x0a, sigtype), publicKey)).slice(0, 4);
@@ -65,7 +72,9 @@ export async function parsePolicy(text) {
       if (args.length < 2 || args.length > 3) throw new VerifyError("policyBad", "witness takes a name, a vkey and an optional URL");
       newName(args[0]);
       const vkey = await parseVkey(args[1]);
-      if (vkey.sigtype !== SIGTYPE_COSIGNATURE_V1) throw new VerifyError("policyBad", `witness ${args[0]} is not a cosignature key`);
+      if (vkey.sigtype !== SIGTYPE_COSIGNATURE_V1 && !isSm2Cosignature(vkey)) {
+        throw new VerifyError("policyBad", `witness ${args[0]} is not a cosignature key`);
+      }
       policy.witnesses.set(args[0], vkey);
     } else if (keyword === "group") {
       const [name, threshold, ...members] = args;
@@ -158,8 +167,12 @@ export async function checkLogSignature(note, policy) {
 // that fails to verify rejects the note, as signed-note requires.
 export async function checkQuorum(note, policy) {
   const cosigners = new Set();
+  let unchecked = false; // a witness whose cosignatures only the server can check (SM2)
   for (const [name, vkey] of policy.witnesses) {
-    if (!BROWSER_SIGTYPES.has(vkey.sigtype)) continue;
+    if (!BROWSER_SIGTYPES.has(vkey.sigtype)) {
+      unchecked = true;
+      continue;
+    }
     for (const line of signedBy(note, vkey)) {
       const sig = line.signature;
       let ok = sig.length === 72;
@@ -174,6 +187,9 @@ export async function checkQuorum(note, policy) {
   }
   const names = [...cosigners].join(", ");
   if (policy.quorum === "none") return { status: "ok", reason: ["quorumNone"] };
-  if (!quorumMet(policy, cosigners)) return { status: "bad", reason: ["quorumShort", names, policy.quorum] };
+  if (!quorumMet(policy, cosigners)) {
+    if (unchecked) return { status: "server", reason: ["unsupported", "SM2"] };
+    return { status: "bad", reason: ["quorumShort", names, policy.quorum] };
+  }
   return { status: "ok", reason: ["quorumOk", names, policy.quorum] };
 }
