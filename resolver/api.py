@@ -55,6 +55,7 @@ def proof_json(res: Resolution) -> dict[str, Any]:
         map_proof=p.map_proof,
         map_head_b64=res.map_head_b64,
         receipt_text=res.receipt_text,
+        prefixes=res.prefixes,
     )
 
 
@@ -67,6 +68,9 @@ def resolve_answer(text: str, res: Resolution) -> Response:
         "values": [] if res.record is None else [handle_value(v) for v in res.record.values],
         "proof": proof_json(res),
     }
+    referral = res.referral()
+    if referral is not None:  # a hint for clients that do not verify; verifiers read the proven chain
+        body["referral"] = referral.as_json()
     return Response(json.dumps(body, ensure_ascii=False), media_type="application/json")
 
 
