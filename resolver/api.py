@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chain_lite.registry import governed_prefix, parent_prefix, prefix_handle
 from resolver import epcis_api
 from resolver import openapi_models as om
-from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, TooLarge
+from resolver.errors import BadRequest, Delegated, InvalidHandle, NotFound, ResolverError, TooLarge
 from resolver.metrics import RootMetrics
 from resolver.reads import PublishedView, Resolution, RootNode
 from resolver.tiles import parse_tile_path
@@ -294,6 +294,9 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     @app.exception_handler(ResolverError)
     async def resolver_error(_request: Request, exc: ResolverError) -> JSONResponse:
         refused(exc)
+        if isinstance(exc, Delegated):
+            body = {**codecs.error_json(exc.handle_code, exc.message), "referral": exc.referral}
+            return JSONResponse(body, status_code=exc.status)
         return _error(exc.status, exc.handle_code, exc.message)
 
     @app.exception_handler(RequestValidationError)
