@@ -9,35 +9,65 @@ checked for consistency with the pin: a fork is EQUIVOCATION (exit 1, naming the
 consistent one is STALE for a current lookup (exit 1: this client has seen a newer log, so the record
 may have changed since; retry), and is used as of its own size with ``--at`` (the user asked for a past
 state). The pin never moves backwards.
+
+Referrals (D-076): a current ``--verify`` lookup follows delegations from the node asked (the trust
+anchor, under ``--policy``) down to the node that answers, verifying every hop with that log's own pin
+under the policy its delegation commits to, and names each hop. A referral that fails exits with its
+own code (:data:`REFERRAL_EXIT`, also in ``resolve --help``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from chain_lite.errors import ChainError, StaleCheckpoint
 from chain_lite.identifier import normalize
+from chain_lite.policy import Policy
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from edgeroot.pin import forget_hint
 from edgeroot.verify import read_policy
-from rootclient.client import RootClient
+from rootclient.client import MAX_HOPS, Hop, RootClient
 from rootclient.codecs import resolution_from_json
-from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
+from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError, ReferralError
 from rootclient.pin_file import FilePinStore, config_dir
+from rootclient.pinned_log import PinStore, Verified
+
+REFERRAL_EXIT = {
+    "loop": 3,
+    "depth": 4,
+    "dead-child": 5,
+    "not-delegated": 6,
+    "forged-delegation": 7,
+    "forged-answer": 8,
+    "delegation-changed": 9,
+}
+"""Exit codes of a failed referral (D-077), by :attr:`rootclient.errors.ReferralError.kind`."""
+REFERRAL_EPILOG = (
+    "referrals (--verify): 3 a delegation loop, 4 more referrals than --max-hops, 5 no URL of a delegated "
+    "node answers, 6 a node does not hold the prefix delegated to it, 7 a delegation's proof does not "
+    "verify, 8 a delegated node's answer does not verify under its delegation's policy, 9 a delegation "
+    "changed after its log was pinned"
+)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "resolve", help="resolve an identifier, optionally verifying its proof", parents=[JSON_FLAG]
-    )
+        "resolve", help="resolve an identifier, optionally verifying its proof", parents=[JSON_FLAG],
+        epilog=REFERRAL_EPILOG,
+    )  # fmt: skip
     p.add_argument("identifier", help="e.g. 88.123.99/PUMP-0042")
     p.add_argument("--root", required=True, help="root node URL, e.g. http://127.0.0.1:8470")
     p.add_argument("--verify", action="store_true", help="verify the answer against --policy and the pin")
     p.add_argument("--policy", type=Path, help="C2SP tlog-policy file (required with --verify)")
     p.add_argument("--at", type=int, help="resolve as of this log size")
     p.add_argument("--config-dir", type=Path, help=f"where pins are kept (default {config_dir()})")
+    p.add_argument(
+        "--max-hops", type=int, default=MAX_HOPS,
+        help=f"nodes asked at most while following delegations (default {MAX_HOPS})",
+    )  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -78,9 +108,22 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             return report.ok(f"{ident} (unverified)", identifier=ident, values=_values(answer))
         origin = proof.receipt.checkpoint.checkpoint.origin
         store = FilePinStore(origin, args.config_dir)
+        hops: tuple[Hop, ...] = ()
         try:
-            with store.locked():  # another edgeroot process judging this log waits for this one
-                result = client.verify_resolution(proof, policy, store, as_of=args.at is not None)
+            if args.at is None:
+                hops = _follow(client, identifier, policy, args)
+                result = hops[-1].verified
+            else:
+                with store.locked():  # another edgeroot process judging this log waits for this one
+                    result = client.verify_resolution(proof, policy, store, as_of=True)
+        except ReferralError as exc:
+            report.invalid(
+                f"referral for {ident} failed: {exc.message}",
+                identifier=ident,
+                referral_error=exc.kind,
+                hops=[h.as_json() for h in exc.hops if isinstance(h, Hop)],
+            )
+            return REFERRAL_EXIT[exc.kind]
         except EquivocationDetected as exc:
             return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=exc.evidence)
         except PinError as exc:
@@ -104,6 +147,12 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             raise CommandFailed(exc.message) from exc
         except OSError as exc:  # the pin (or evidence) cannot be kept: --config-dir is a file, unwritable
             raise CommandFailed(f"cannot keep the pin in {store.path.parent}: {exc.strerror or exc}") from exc
+    return _report_proven(report, args, ident, result, hops)
+
+
+def _report_proven(
+    report: Reporter, args: argparse.Namespace, ident: str, result: Verified, hops: tuple[Hop, ...]
+) -> int:
     proven = result.proven
     cp = proven.checkpoint
     if args.at is not None and proven.epoch > args.at:
@@ -121,9 +170,17 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
         "cosigned_by": list(cp.cosigners),
         "pinned_size": result.pinned_size,
     }
+    via = ""
+    if len(hops) > 1:
+        via = f" via {' → '.join(h.served or h.origin for h in hops)}"
+        facts["node"] = hops[-1].url
+    if hops and report.as_json:
+        facts["hops"] = [h.as_json() for h in hops]
+    elif len(hops) > 1:
+        facts["hops"] = [_hop_line(i, h) for i, h in enumerate(hops, 1)]
     if proven.record is None:
         return report.ok(
-            f"PROVEN ABSENT: {proven.identifier} is not registered as of log size {proven.epoch} "
+            f"PROVEN ABSENT{via}: {proven.identifier} is not registered as of log size {proven.epoch} "
             f"(checkpoint signed by {cp.log}, cosigned by {', '.join(cp.cosigners) or 'no witness'})",
             **facts,
         )
@@ -132,9 +189,35 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
         for v in proven.record.values
     ]
     return report.ok(
-        f"PROVEN: {proven.identifier} has this record as of log size {proven.epoch} "
+        f"PROVEN{via}: {proven.identifier} has this record as of log size {proven.epoch} "
         f"(checkpoint signed by {cp.log}, cosigned by {', '.join(cp.cosigners) or 'no witness'}; "
         f"consistent with the pinned checkpoint)",
         values=values,
         **facts,
+    )
+
+
+def _follow(client: RootClient, identifier: str, policy: Policy, args: argparse.Namespace) -> tuple[Hop, ...]:
+    """Follow delegations from ``--root``; every log's pin is a file of its own, locked while judged."""
+
+    def pins(origin: str) -> PinStore:
+        return FilePinStore(origin, args.config_dir)
+
+    def hold(store: PinStore) -> contextlib.AbstractContextManager[object]:
+        assert isinstance(store, FilePinStore)
+        return store.locked()  # another edgeroot process judging this log waits for this one
+
+    return client.resolve_referrals(identifier, policy, pins, hold=hold, max_hops=args.max_hops)
+
+
+def _hop_line(number: int, hop: Hop) -> str:
+    proven = hop.verified.proven
+    what = (
+        f"delegation of {hop.referral.prefix} to {hop.referral.origin}" if hop.referral is not None
+        else "absence of the identifier" if proven.record is None else "the record"
+    )  # fmt: skip
+    reached = "trust anchor (--policy)" if hop.delegated is None else f"delegated {hop.delegated}"
+    return (
+        f"{number}. {hop.url} log {hop.origin} ({reached}): {what} proven as of log size {proven.epoch}, "
+        f"cosigned by {', '.join(proven.checkpoint.cosigners) or 'no witness'}"
     )
