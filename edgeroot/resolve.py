@@ -176,25 +176,29 @@ def _report_proven(
         facts["node"] = hops[-1].url
     if hops and report.as_json:
         facts["hops"] = [h.as_json() for h in hops]
-    elif len(hops) > 1:
-        facts["hops"] = [_hop_line(i, h) for i, h in enumerate(hops, 1)]
     if proven.record is None:
-        return report.ok(
+        code = report.ok(
             f"PROVEN ABSENT{via}: {proven.identifier} is not registered as of log size {proven.epoch} "
             f"(checkpoint signed by {cp.log}, cosigned by {', '.join(cp.cosigners) or 'no witness'})",
             **facts,
         )
-    values = [
-        {"index": v.index, "type": v.type, "format": v.format, "value": v.value, "ttl": v.ttl}
-        for v in proven.record.values
-    ]
-    return report.ok(
-        f"PROVEN{via}: {proven.identifier} has this record as of log size {proven.epoch} "
-        f"(checkpoint signed by {cp.log}, cosigned by {', '.join(cp.cosigners) or 'no witness'}; "
-        f"consistent with the pinned checkpoint)",
-        values=values,
-        **facts,
-    )
+    else:
+        values = [
+            {"index": v.index, "type": v.type, "format": v.format, "value": v.value, "ttl": v.ttl}
+            for v in proven.record.values
+        ]
+        code = report.ok(
+            f"PROVEN{via}: {proven.identifier} has this record as of log size {proven.epoch} "
+            f"(checkpoint signed by {cp.log}, cosigned by {', '.join(cp.cosigners) or 'no witness'}; "
+            f"consistent with the pinned checkpoint)",
+            values=values,
+            **facts,
+        )
+    if len(hops) > 1 and not report.as_json:
+        report.line("  hops:")
+        for number, hop in enumerate(hops, 1):
+            report.line(f"    {_hop_line(number, hop)}")
+    return code
 
 
 def _follow(client: RootClient, identifier: str, policy: Policy, args: argparse.Namespace) -> tuple[Hop, ...]:
