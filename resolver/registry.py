@@ -157,8 +157,9 @@ def check_and_apply(tx: Tx, raw: bytes, *, origin: str, now_ms: int, bootstrap: 
         raise InsufficientPermissions(
             f"admin of {admin_prefix} may not {req.op} {req.identifier}: outside its prefix"
         )
+    # The delegation first: under a delegated prefix the answer is "go to the child", with its address.
+    _check_delegation(tx, req.identifier, record, admin_prefix)
     _check_home(tx, req.identifier, bootstrap=bootstrap)
-    _check_delegation(tx, req.identifier, record)
     # The nonce insert is the replay guard; ON CONFLICT makes it atomic under concurrent requests.
     tx.execute("DELETE FROM nonces WHERE expires_ms < ?", (now_ms,))
     fresh = tx.one(
@@ -272,9 +273,10 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _check_delegation(tx: Tx, identifier: str, record: Record | None) -> None:
+def _check_delegation(tx: Tx, identifier: str, record: Record | None, admin_prefix: str) -> None:
     """Refuse a write under a delegated prefix (the child answers for it, D-075), a malformed
-    delegation, and a delegation of a prefix under which this node still holds records."""
+    delegation, a delegation by the prefix's own admin (only its parent's admin delegates it), and a
+    delegation of a prefix under which this node still holds records."""
     above = delegation_above(tx, identifier)
     if above is not None:
         raise Delegated(
@@ -290,6 +292,10 @@ def _check_delegation(tx: Tx, identifier: str, record: Record | None) -> None:
         raise InvalidValue(str(exc)) from exc
     if delegation is None:
         return
+    if delegation.prefix == admin_prefix:
+        raise InsufficientPermissions(
+            f"admin of {admin_prefix} may not delegate its own prefix: the admin of its parent does"
+        )
     p = _like_prefix(delegation.prefix)
     below = tx.one(
         "SELECT identifier FROM records WHERE identifier LIKE ? ESCAPE '\\' OR identifier LIKE ? ESCAPE '\\' "

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import uvicorn
 
@@ -46,6 +48,7 @@ __all__ = [
     "Hierarchy",
     "RootUnderTest",
     "ServerThread",
+    "TamperingProxy",
     "delegate",
     "delegation_to",
     "free_port",
@@ -271,12 +274,17 @@ HIERARCHY = (("top.test", "88.123"), ("secondary.test", "88.123.99"), ("enterpri
 
 
 @contextlib.contextmanager
-def running_hierarchy(tmp: Path, backend: str = "sqlite") -> Iterator[Hierarchy]:
-    """:class:`Hierarchy` with each node on its own database (``sqlite`` files, or a ``postgresql``
-    schema each), delegations written and published."""
+def running_hierarchy(
+    tmp: Path, backends: tuple[str, str, str] = ("sqlite", "sqlite", "sqlite")
+) -> Iterator[Hierarchy]:
+    """:class:`Hierarchy` with each node on its own database (top, secondary, enterprise: a ``sqlite``
+    file, or a schema of the ``postgresql`` test database), delegations written and published. The
+    sequencer's PostgreSQL advisory lock is per database, so at most one node can use PostgreSQL."""
+    if backends.count("postgresql") > 1:
+        raise ValueError("one test database holds one sequencer lock: at most one PostgreSQL node")
     with contextlib.ExitStack() as stack:
         nodes: list[RootUnderTest] = []
-        for origin, prefix in HIERARCHY:
+        for (origin, prefix), backend in zip(HIERARCHY, backends, strict=True):
             home = tmp / origin
             if backend == "sqlite":
                 database = f"sqlite:///{home / 'root.db'}"
@@ -292,3 +300,38 @@ def running_hierarchy(tmp: Path, backend: str = "sqlite") -> Iterator[Hierarchy]
         hierarchy = Hierarchy(*nodes)
         hierarchy.settle()
         yield hierarchy
+
+
+class TamperingProxy:
+    """An ASGI front for a node: forwards every GET (and POST) unchanged, except that ``tamper`` may
+    rewrite the JSON of ``/v1/resolve`` answers: a node (or a man in the middle) that lies."""
+
+    def __init__(self, target: str, tamper: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.target = target.rstrip("/")
+        self.tamper = tamper
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        query = scope["query_string"].decode()
+        url = self.target + scope["raw_path"].decode() + (f"?{query}" if query else "")
+        async with httpx.AsyncClient() as client:
+            answer = await client.request(scope["method"], url, content=body or None)
+        content = answer.content
+        if scope["path"].startswith("/v1/resolve/") and answer.status_code == 200:
+            content = json.dumps(self.tamper(answer.json())).encode()
+        headers = [(b"content-type", answer.headers.get("content-type", "application/json").encode())]
+        await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
