@@ -21,11 +21,23 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DelegationBody(_Body):
+    """A delegation (docs/formats.md §12): the prefix is served by the node at ``urls``, whose log is
+    ``vkey`` and whose answers must satisfy ``policy`` (C2SP tlog-policy text)."""
+
+    prefix: str
+    urls: list[str]
+    vkey: str
+    policy: str
+
+
 class ErrorBody(_Body):
-    """Every error: the Handle response code and the reason (:mod:`resolver.errors`)."""
+    """Every error: the Handle response code and the reason (:mod:`resolver.errors`); a write under a
+    delegated prefix (301) also names the delegation to follow."""
 
     responseCode: int = Field(description="Handle code: 2 error, 100 not found, 102 invalid handle, ...")
     message: str
+    referral: DelegationBody | SkipJsonSchema[None] = None
 
 
 class AdminValue(_Body):
@@ -51,6 +63,14 @@ class HandleValue(_Body):
     timestamp: str = Field(description="UTC, ISO 8601 to the second (``2026-01-02T03:04:05Z``)")
 
 
+class PrefixProofBody(_Body):
+    """A prefix record (or its absence) under the answer's map root (docs/formats.md §20)."""
+
+    prefix: str
+    record: str | None = Field(description="The prefix record's bytes (base64); null when absent")
+    map_proof: str = Field(description="Sparse Merkle map proof for 0.na/<prefix> (base64)")
+
+
 class ResolutionProof(_Body):
     """Proves the answer as of a checkpoint: the map proof under the map head logged in ``epoch``."""
 
@@ -59,6 +79,9 @@ class ResolutionProof(_Body):
     map_proof: str = Field(description="Sparse Merkle map proof (base64)")
     map_head: str = Field(description="The logged map head (base64)")
     receipt: str = Field(description="C2SP tlog-proof@v1 receipt of the map head's leaf")
+    prefixes: list[PrefixProofBody] = Field(
+        description="Every prefix record deciding who answers for the identifier, under the same map"
+    )
 
 
 # A key present only when asked for: documented as optional, never as nullable (it is never null).
@@ -97,6 +120,10 @@ class ResolveAnswer(_Body):
     found: bool
     values: list[HandleValue]
     proof: ResolutionProof
+    referral: DelegationBody | SkipJsonSchema[None] = Field(
+        None, description="Present when a delegation covers the identifier: the node to ask next (a hint; "
+        "verifiers read it from proof.prefixes)",
+    )  # fmt: skip
 
 
 class Change(_Body):
