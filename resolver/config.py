@@ -85,13 +85,13 @@ class RootConfig:
     state: Path
     origin: str = setting("origin", required=True, help="the log's name: checkpoint origin and key name")
     prefix: str = setting("prefix", required=True, help="the root prefix this node serves")
-    parent: str = setting(
-        "parent", "",
-        help="URL of the parent node that delegated this node's prefix to it (empty: a top node)",
-    )  # fmt: skip
     database: str = setting(
         "database", example="sqlite:///STATE/root.db",
         help="sqlite:///PATH or postgresql://user@host/db (default: root.db in the state directory)",
+    )  # fmt: skip
+    parent: str = setting(
+        "parent", "",
+        help="URL of the parent node that delegated this node's prefix to it (empty: a top node)",
     )  # fmt: skip
     interval_ms: int = setting(
         "sequencer.interval_ms", 250, range=(10, 60_000),
