@@ -189,15 +189,14 @@ class Record:
     def delegation(self) -> Delegation | None:
         """The prefix record's delegation (its one ``HS_SITE`` value), or ``None`` when it has none.
 
-        Raises :class:`FormatError` for a malformed one, for two of them, and on a record that is not a
-        prefix record or whose delegation names another prefix.
+        Only a prefix record delegates: an ``HS_SITE`` value of any other record is an ordinary value.
+        Raises :class:`FormatError` for a malformed one, for two of them, and for a delegation that
+        names another prefix.
         """
-        sites = [v for v in self.values if v.type == DELEGATION_TYPE]
-        if not sites:
-            return None
         prefix = governed_prefix(self.identifier)
-        if prefix is None:
-            raise FormatError("delegation", f"{self.identifier} is not a prefix record (0.na/PREFIX)")
+        sites = [v for v in self.values if v.type == DELEGATION_TYPE]
+        if not sites or prefix is None:
+            return None
         if len(sites) > 1:
             raise FormatError("delegation", f"{self.identifier} has {len(sites)} HS_SITE values, at most 1")
         if sites[0].format != "base64":

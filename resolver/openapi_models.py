@@ -89,12 +89,18 @@ OptionalProof = ResolutionProof | SkipJsonSchema[None]
 
 
 class HandleFound(_Body):
-    """``responseCode`` 1: the (filtered) values of the handle, echoed as asked."""
+    """``responseCode`` 1: the (filtered) values of the handle, echoed as asked. Under a delegated
+    prefix: the record of the node responsible (``hops``: the verified hop chain, with ``proof=true``),
+    or with ``referral=true`` the delegation record (``referral``: the delegation)."""
 
     responseCode: Literal[1]
     handle: str
     values: list[HandleValue]
     proof: OptionalProof = None
+    hops: list[dict[str, Any]] | SkipJsonSchema[None] = Field(
+        None, description="docs/formats.md §20: each node asked after this one and what it proved"
+    )
+    referral: DelegationBody | SkipJsonSchema[None] = None
 
 
 class HandleMissing(_Body):
@@ -104,6 +110,7 @@ class HandleMissing(_Body):
     handle: str
     message: str
     proof: OptionalProof = None
+    hops: list[dict[str, Any]] | SkipJsonSchema[None] = None
 
 
 class HandleNotResponsible(_Body):
@@ -346,6 +353,7 @@ ERROR_REASONS = {
     413: "Request body above the node's limit",
     422: "A gateway block badly signed, unlinked, or whose body does not match its header",
     500: "The node's own failure (details in its log)",
+    502: "A delegated node (the Handle API follows referrals) is unreachable or did not prove its answer",
     503: "No published checkpoint yet, or the database is unreachable",
 }
 

@@ -299,14 +299,16 @@ async def _ask_child(
 
 
 async def resolve_referrals(
-    top: AsyncRootClient,
+    top: AsyncRootClient | None,
     identifier: str,
-    policy: Policy,
+    policy: Policy | None,
     pins: PinStoreFor,
     *,
     hold: HoldPin | None = None,
     max_hops: int = MAX_HOPS,
     timeout: float = 10.0,
+    start: Delegation | None = None,
+    visited: Sequence[str] = (),
 ) -> tuple[Hop, ...]:
     """Resolve ``identifier`` from ``top`` (trusted under ``policy``), following delegations with proofs.
 
@@ -317,15 +319,25 @@ async def resolve_referrals(
     own (ChainError, StaleCheckpoint, PinError, EquivocationDetected, ClientError); later ones raise a
     :class:`~rootclient.errors.ReferralError` subclass carrying the hops proven before, except a stale
     answer and equivocation (evidence), which are the same at every hop.
+
+    A node following referrals for its own clients (the Handle API, D-076) starts at ``start``, the
+    delegation its own registry holds (``top`` and ``policy`` are then unused), with its own log in
+    ``visited`` so that a delegation back to it is a loop.
     """
     hops: tuple[Hop, ...] = ()
-    seen: set[str] = set()
-    delegation: Delegation | None = None
-    hop_policy = policy
+    seen: set[str] = set(visited)
+    delegation = start
+    if delegation is not None:
+        hop_policy = delegation.trust_policy()
+    elif top is None or policy is None:
+        raise ValueError("resolve_referrals needs a top node and its policy, or a delegation to start at")
+    else:
+        hop_policy = policy
     while True:
         if len(hops) >= max_hops:
             raise ReferralTooDeep(f"more than {max_hops} referrals (the client's limit)", hops)
         if delegation is None:
+            assert top is not None
             client, answer = top, await top.resolve(identifier)
             proof = codecs.resolution_from_json(answer)
         else:

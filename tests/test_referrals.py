@@ -3,6 +3,7 @@ top `88.123` → secondary `88.123.99` → enterprise `88.123.99.7` (tests/root_
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pyhandle.handleclient import PyHandleClient
 
 from chain_lite import b64
 from chain_lite.keys import NoteKey, generate_p256
@@ -17,6 +19,7 @@ from chain_lite.note import SIGTYPE_ED25519
 from chain_lite.registry import Delegation, Record, Value, prefix_handle, pubkey_value
 from edgeroot.cli import main
 from edgeroot.resolve import REFERRAL_EXIT
+from resolver.handle_proxy import ReferralFailed, ReferralFollower
 from rootclient.errors import ClientError
 from rootclient.pin_file import pin_file
 from tests.root_harness import (
@@ -304,3 +307,65 @@ def test_three_nodes_on_postgresql_resolve_through_referrals(
     with running_hierarchy(tmp_path / "pg", ("sqlite", "postgresql", "sqlite")) as h:
         _populate(h)
         _check_proven_through_three_nodes(h, Cli(h, tmp_path / "cfg", capsys))
+
+
+# --- the Handle API follows referrals (issue 14 item 3) -------------------------------------------------
+
+
+def test_an_unmodified_handle_client_reads_the_enterprise_record_through_the_top(
+    hierarchy: Hierarchy,
+) -> None:
+    """pyhandle reading from the top node gets the enterprise node's record, value for value."""
+    top = PyHandleClient("rest").instantiate_for_read_access(handle_server_url=hierarchy.top.url)
+    own = httpx.get(f"{hierarchy.enterprise.url}/api/handles/{PUMP}").json()
+    assert top.retrieve_handle_record_json(PUMP)["values"] == own["values"]
+    assert top.retrieve_handle_record(PUMP)["DEVICE"] == PUMP
+    assert top.retrieve_handle_record("88.123.99.7/NOBODY") is None  # proven absent at the enterprise node
+    via = httpx.get(f"{hierarchy.top.url}/api/handles/{PUMP}", params={"type": "DEVICE"}).json()
+    assert [v["type"] for v in via["values"]] == ["DEVICE"] and "hops" not in via
+
+
+def test_the_handle_api_adds_the_hop_chain_or_answers_with_the_delegation(hierarchy: Hierarchy) -> None:
+    """`?proof=true` adds the top's own proof and the verified hops; `?referral=true` gives the
+    delegation record instead of following it."""
+    top = hierarchy.top.url
+    proven = httpx.get(f"{top}/api/handles/{PUMP}", params={"proof": "true"}).json()
+    assert [(h["log"], h["proven"]) for h in proven["hops"]] == [
+        ("secondary.test", "referral"),
+        ("enterprise.test", "record"),
+    ]
+    assert [p["prefix"] for p in proven["proof"]["prefixes"]][-2:] == ["88.123.99", "88.123.99.7"]
+    referral = httpx.get(f"{top}/api/handles/{PUMP}", params={"referral": "true"})
+    body = referral.json()
+    assert referral.status_code == 200 and body["responseCode"] == 1
+    assert body["referral"]["prefix"] == "88.123.99" and body["referral"]["urls"] == [hierarchy.secondary.url]
+    assert [v["type"] for v in body["values"]] == ["HS_SITE"]
+
+
+def test_the_handle_api_answers_502_when_the_child_is_dead(hierarchy: Hierarchy) -> None:
+    """A delegation that cannot be followed is Handle code 2 with HTTP 502, naming the failure."""
+    delegate(hierarchy.top, delegation_to(hierarchy.enterprise, "88.123.94", urls=(DOWN,)))
+    hierarchy.top.settle()
+    answer = httpx.get(f"{hierarchy.top.url}/api/handles/88.123.94/X")
+    assert answer.status_code == 502 and answer.json()["responseCode"] == 2
+    assert "no URL of the delegated node answered" in answer.json()["message"]
+
+
+def test_the_follower_caches_by_ttl_and_bounds_the_recursion(hierarchy: Hierarchy) -> None:
+    """A followed answer is reused within its TTL and fetched again after; `max_hops` bounds the chain."""
+    delegation = delegation_to(hierarchy.secondary, "88.123.99")
+
+    async def follow(follower: ReferralFollower) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return await follower.follow(delegation, PUMP.lower()), await follower.follow(
+            delegation, PUMP.lower()
+        )
+
+    first, again = asyncio.run(follow(ReferralFollower("top.test")))
+    assert first is again and [h.origin for h in first] == ["secondary.test", "enterprise.test"]
+    first, again = asyncio.run(follow(ReferralFollower("top.test", max_ttl_s=0)))
+    assert first is not again and first[-1].verified.proven.record == again[-1].verified.proven.record
+    with pytest.raises(ReferralFailed, match="more than 1 referrals") as deep:
+        asyncio.run(ReferralFollower("top.test", max_hops=1).follow(delegation, PUMP.lower()))
+    assert deep.value.kind == "depth"
+    with pytest.raises(ReferralFailed, match="already visited"):
+        asyncio.run(ReferralFollower("enterprise.test").follow(delegation, PUMP.lower()))
