@@ -14,14 +14,19 @@ import pytest
 from pyhandle.handleclient import PyHandleClient
 
 from chain_lite import b64
-from chain_lite.keys import NoteKey, generate_p256
+from chain_lite.keys import NoteKey, generate_p256, public_der
 from chain_lite.note import SIGTYPE_ED25519
 from chain_lite.registry import Delegation, Record, Value, prefix_handle, pubkey_value
+from edge import store
+from edge.pin_store import SqlitePinStore
+from edge.registry_cache import RegistryCache
 from edgeroot.cli import main
 from edgeroot.resolve import REFERRAL_EXIT
 from resolver.handle_proxy import ReferralFailed, ReferralFollower
+from rootclient.client import AsyncRootClient
 from rootclient.errors import ClientError
 from rootclient.pin_file import pin_file
+from rootclient.pinned_log import PinnedLog
 from tests.root_harness import (
     POSTGRES_DOWN,
     POSTGRES_URL,
@@ -39,8 +44,12 @@ VALVE = "88.123.99/VALVE-1"
 DOWN = "http://127.0.0.1:1"  # nothing listens on port 1
 
 
+PUMP_KEY = generate_p256()
+
+
 def _register(node: RootUnderTest, identifier: str) -> None:
-    values = [pubkey_value(1, generate_p256().public_key()), Value(2, "DEVICE", "string", identifier)]
+    key = PUMP_KEY if identifier == PUMP else generate_p256()
+    values = [pubkey_value(1, key.public_key()), Value(2, "DEVICE", "string", identifier)]
     with node.client() as c:
         c.write(node.write("create", identifier, values, node.admin_signer()))
     node.settle()
@@ -369,3 +378,43 @@ def test_the_follower_caches_by_ttl_and_bounds_the_recursion(hierarchy: Hierarch
     assert deep.value.kind == "depth"
     with pytest.raises(ReferralFailed, match="already visited"):
         asyncio.run(ReferralFollower("enterprise.test").follow(delegation, PUMP.lower()))
+
+
+# --- gateways resolve device keys through referrals (issue 14 item 5) ------------------------------------
+
+
+def test_a_gateway_trusting_only_the_top_gets_an_enterprise_device_key(
+    hierarchy: Hierarchy, tmp_path: Path
+) -> None:
+    """The registry cache of a gateway pinned to the top follows the delegations, keeps one pin per
+    child log in gateway.db, and caches the enterprise device's key; a forged child answer is a failed
+    lookup (the reading stays held), never a key."""
+    db = tmp_path / "gateway.db"
+    store.create_schema(db)
+
+    async def scenario() -> tuple[bool, bytes | None, list[str], bool]:
+        async with AsyncRootClient(hierarchy.top.url) as client:
+            pins = SqlitePinStore(db)
+            pinned = await PinnedLog.open(hierarchy.top.policy, hierarchy.top.origin, client, pins)
+            registry = RegistryCache(client, pinned, pins)
+            found = await registry.fetch(PUMP)
+            row = await pins.db(
+                lambda c: c.execute("SELECT key FROM devices WHERE identifier = ?", (PUMP,)).fetchone()
+            )
+            keys = await pins.db(
+                lambda c: [
+                    r[0]
+                    for r in c.execute("SELECT key FROM meta WHERE key LIKE 'light_client%' ORDER BY key")
+                ]
+            )
+            forged = await registry.fetch("88.123.99.9/X")  # its child's answer is forged: no key
+            return found, None if row is None else bytes(row[0]), keys, forged
+
+    proxy = TamperingProxy(hierarchy.enterprise.url, _forge_record)
+    with ServerThread(proxy) as front:
+        delegate(hierarchy.secondary, delegation_to(hierarchy.enterprise, "88.123.99.9", urls=(front.url,)))
+        hierarchy.secondary.settle()
+        found, key, pins, forged = asyncio.run(scenario())
+    assert found and key == public_der(PUMP_KEY.public_key())
+    assert pins == ["light_client", "light_client.enterprise.test", "light_client.secondary.test"]
+    assert forged is False
