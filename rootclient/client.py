@@ -282,19 +282,48 @@ HoldPin = Callable[[PinStore], AbstractContextManager[object]]
 MAX_HOPS = 8
 
 
+class NodeClients:
+    """Clients of delegated nodes by URL, kept open across lookups so a long-lived caller (a gateway,
+    the Handle API, a benchmark) reuses their connections; ``aclose`` closes them all. At most
+    ``capacity`` are kept (the oldest is closed first)."""
+
+    def __init__(self, *, timeout: float = 10.0, capacity: int = 64) -> None:
+        self.timeout = timeout
+        self.capacity = capacity
+        self._clients: dict[str, AsyncRootClient] = {}
+        self.logs: dict[tuple[str, str, str], PinnedLog] = {}
+        """Open pinned logs by (origin, URL, the policy text a delegation commits to; "" for the first
+        node, which the caller's one policy governs): a warm client judges each checkpoint once and
+        keeps its pin in memory between lookups (saved through its store as usual)."""
+
+    async def get(self, url: str) -> AsyncRootClient:
+        client = self._clients.get(url)
+        if client is None:
+            if len(self._clients) >= self.capacity:
+                oldest = next(iter(self._clients))
+                await self._clients.pop(oldest).aclose()
+                self.logs = {k: v for k, v in self.logs.items() if k[1] != oldest}
+            client = self._clients[url] = AsyncRootClient(url, timeout=self.timeout)
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
 async def _ask_child(
-    urls: Sequence[str], identifier: str, timeout: float, hops: tuple[Hop, ...]
+    urls: Sequence[str], identifier: str, nodes: NodeClients, hops: tuple[Hop, ...]
 ) -> tuple[AsyncRootClient, dict[str, Any], ResolutionProof]:
-    """The first usable answer among ``urls`` (a client left open for the consistency proof)."""
+    """The first usable answer among ``urls`` (its client also serves the consistency proof)."""
     failures = []
     for url in urls:
-        client = AsyncRootClient(url, timeout=timeout)
+        client = await nodes.get(url)
         try:
             answer = await client.resolve(identifier)
             return client, answer, codecs.resolution_from_json(answer)
         except (ClientError, ProtocolError) as exc:
             failures.append(f"{url}: {exc}")
-            await client.aclose()
     raise DeadChild(f"no URL of the delegated node answered: {'; '.join(failures)}", hops)
 
 
@@ -309,6 +338,7 @@ async def resolve_referrals(
     timeout: float = 10.0,
     start: Delegation | None = None,
     visited: Sequence[str] = (),
+    nodes: NodeClients | None = None,
 ) -> tuple[Hop, ...]:
     """Resolve ``identifier`` from ``top`` (trusted under ``policy``), following delegations with proofs.
 
@@ -322,8 +352,18 @@ async def resolve_referrals(
 
     A node following referrals for its own clients (the Handle API, D-076) starts at ``start``, the
     delegation its own registry holds (``top`` and ``policy`` are then unused), with its own log in
-    ``visited`` so that a delegation back to it is a loop.
+    ``visited`` so that a delegation back to it is a loop. ``nodes`` keeps the delegated nodes'
+    clients open between calls (default: opened for this call and closed after it).
     """
+    if nodes is None:
+        own = NodeClients(timeout=timeout)
+        try:
+            return await resolve_referrals(
+                top, identifier, policy, pins, hold=hold, max_hops=max_hops, timeout=timeout, start=start,
+                visited=visited, nodes=own,
+            )  # fmt: skip
+        finally:
+            await own.aclose()
     hops: tuple[Hop, ...] = ()
     seen: set[str] = set(visited)
     delegation = start
@@ -341,12 +381,8 @@ async def resolve_referrals(
             client, answer = top, await top.resolve(identifier)
             proof = codecs.resolution_from_json(answer)
         else:
-            client, answer, proof = await _ask_child(delegation.urls, identifier, timeout, hops)
-        try:
-            hop = await _verify_hop(client, answer, proof, hop_policy, delegation, pins, hold, hops)
-        finally:
-            if client is not top:
-                await client.aclose()
+            client, answer, proof = await _ask_child(delegation.urls, identifier, nodes, hops)
+        hop = await _verify_hop(client, answer, proof, hop_policy, delegation, pins, hold, hops, nodes)
         seen.add(hop.origin)
         hops = (*hops, hop)
         delegation = hop.referral
@@ -370,6 +406,7 @@ async def _verify_hop(  # noqa: PLR0917 (the hop's answer and everything it is j
     pins: PinStoreFor,
     hold: HoldPin | None,
     hops: tuple[Hop, ...],
+    nodes: NodeClients,
 ) -> Hop:
     origin = proof.receipt.checkpoint.checkpoint.origin
     if delegation is not None and origin != delegation.origin:
@@ -379,9 +416,11 @@ async def _verify_hop(  # noqa: PLR0917 (the hop's answer and everything it is j
             hops,
         )
     store = pins(origin)
+    key = (origin, client.base_url, "" if delegation is None else delegation.policy)
     with hold(store) if hold is not None else contextlib.nullcontext():
         try:
-            pinned = await PinnedLog.open(policy, origin, client, store)
+            pinned = nodes.logs.get(key) or await PinnedLog.open(policy, origin, client, store)
+            nodes.logs[key] = pinned
         except PinError as exc:
             if delegation is None:
                 raise
