@@ -22,6 +22,7 @@ from edge.pin_store import SqlitePinStore
 from edge.registry_cache import RegistryCache
 from edgeroot.cli import main
 from edgeroot.resolve import REFERRAL_EXIT
+from resolver import config as root_config
 from resolver.handle_proxy import ReferralFailed, ReferralFollower
 from rootclient.client import AsyncRootClient
 from rootclient.errors import ClientError
@@ -418,3 +419,46 @@ def test_a_gateway_trusting_only_the_top_gets_an_enterprise_device_key(
     assert found and key == public_der(PUMP_KEY.public_key())
     assert pins == ["light_client", "light_client.enterprise.test", "light_client.secondary.test"]
     assert forged is False
+
+
+# --- the CLI around delegation ----------------------------------------------------------------------------
+
+
+def test_root_init_parent_is_kept_and_names_the_next_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`root init --parent URL` writes `parent` to root.toml and says how the parent delegates here; a
+    parent that is not an http(s) URL is refused at load, naming the key."""
+    state = tmp_path / "child"
+    args = ["root", "init", "--state", str(state), "--origin", "child.test", "--prefix", "88.123.99"]
+    assert main([*args, "--parent", "http://top.example:8470/", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["parent"] == "http://top.example:8470/"
+    assert "edgeroot register prefix 88.123.99 --root http://top.example:8470/" in out["next"]
+    assert f"--node-policy {state / 'policy.txt'}" in out["next"]
+    assert root_config.load(state).parent == "http://top.example:8470"
+    text = (state / "root.toml").read_text().replace('parent = "http://top.example:8470/"', 'parent = "top"')
+    (state / "root.toml").write_text(text)
+    with pytest.raises(root_config.ConfigError, match="parent"):
+        root_config.load(state)
+
+
+def test_register_prefix_node_needs_both_options_and_one_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--node` without `--node-policy` (and the reverse), an unreadable policy, or one with two logs:
+    exit 2 before anything is sent."""
+    key = tmp_path / "admin.pem"
+    key.write_bytes(b"unused")
+    base = ["register", "prefix", "88.123.99", "--root", DOWN, "--key", str(key)]
+    two = tmp_path / "two.txt"
+    a, b = NoteKey.generate("a.example", SIGTYPE_ED25519), NoteKey.generate("b.example", SIGTYPE_ED25519)
+    two.write_text(f"log {a.vkey()}\nlog {b.vkey()}\nquorum none\n")
+    assert main([*base, "--node", "http://child.example"]) == 2
+    assert "needs both --node URL and --node-policy FILE" in capsys.readouterr().err
+    assert main([*base, "--node-policy", str(two)]) == 2
+    assert "needs both" in capsys.readouterr().err
+    assert main([*base, "--node", "http://child.example", "--node-policy", str(tmp_path / "missing")]) == 2
+    assert "cannot read --node-policy" in capsys.readouterr().err
+    assert main([*base, "--node", "http://child.example", "--node-policy", str(two)]) == 2
+    assert "lists 2 logs, not 1" in capsys.readouterr().err
