@@ -103,9 +103,12 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             raise CommandFailed(f"--at {args.at} is beyond the log's size {size}")
         ident = answer.get("identifier", identifier)
         if policy is None:
+            answer, nodes = _follow_hints(answer, identifier, args.root, args.max_hops)
+            via = {"nodes": nodes} if len(nodes) > 1 else {}
             if not answer.get("found"):
-                return report.invalid(f"{ident} is not registered (unverified answer)", identifier=ident)
-            return report.ok(f"{ident} (unverified)", identifier=ident, values=_values(answer))
+                message = f"{ident} is not registered (unverified answer)"
+                return report.invalid(message, identifier=ident, **via)
+            return report.ok(f"{ident} (unverified)", identifier=ident, values=_values(answer), **via)
         origin = proof.receipt.checkpoint.checkpoint.origin
         store = FilePinStore(origin, args.config_dir)
         hops: tuple[Hop, ...] = ()
@@ -225,3 +228,23 @@ def _hop_line(number: int, hop: Hop) -> str:
         f"{number}. {hop.url} log {hop.origin} ({reached}): {what} proven as of log size {proven.epoch}, "
         f"cosigned by {', '.join(proven.checkpoint.cosigners) or 'no witness'}"
     )
+
+
+def _follow_hints(
+    answer: dict[str, Any], identifier: str, top: str, max_hops: int
+) -> tuple[dict[str, Any], list[str]]:
+    """Without ``--verify``: follow the answers' unverified ``referral`` hints (first URL each) to the
+    node that answers; the answer there and every URL asked, ``top`` first."""
+    nodes: list[str] = [top]
+    while isinstance(hint := answer.get("referral"), dict):
+        urls = hint.get("urls")
+        if len(nodes) >= max_hops or not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
+            raise CommandFailed(f"cannot follow the referral of {identifier} (unverified): {hint!r:.200}")
+        with RootClient(urls[0]) as child:
+            try:
+                answer = child.resolve(identifier)
+            except ClientError as exc:
+                raise CommandFailed(f"delegated node {urls[0]}: {exc.message}") from exc
+        nodes.append(urls[0])
+    return answer, nodes
+

@@ -137,6 +137,18 @@ def test_absence_is_proven_at_the_node_responsible(hierarchy: Hierarchy, cli: Cl
     assert code == 0 and answer["message"].startswith("PROVEN ABSENT: ") and len(answer["hops"]) == 1
 
 
+def test_resolve_without_verify_follows_the_hints_and_says_it_is_unverified(
+    hierarchy: Hierarchy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --verify the CLI follows the answers' referral hints to the node that has the record."""
+    code = main(["resolve", PUMP, "--root", hierarchy.top.url, "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 0 and answer["message"] == f"{PUMP} (unverified)"
+    assert answer["nodes"] == [hierarchy.top.url, hierarchy.secondary.url, hierarchy.enterprise.url]
+    assert main(["resolve", PUMP, "--root", hierarchy.top.url, "--max-hops", "2"]) == 2
+    assert "cannot follow the referral" in capsys.readouterr().err
+
+
 def test_the_top_answer_carries_the_delegation_with_its_map_proof(hierarchy: Hierarchy) -> None:
     """The top's `/v1/resolve` answer proves every prefix record of the identifier and hints the
     referral; the proven 0.na/88.123.99 record is the delegation the secondary node was given."""
