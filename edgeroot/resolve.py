@@ -26,6 +26,7 @@ from typing import Any
 from chain_lite.errors import ChainError, StaleCheckpoint
 from chain_lite.identifier import normalize
 from chain_lite.policy import Policy
+from chain_lite.resolution import ResolutionProof, referral_of
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from edgeroot.pin import forget_hint
 from edgeroot.verify import read_policy
@@ -117,8 +118,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
                 hops = _follow(client, identifier, policy, args)
                 result = hops[-1].verified
             else:
-                with store.locked():  # another edgeroot process judging this log waits for this one
-                    result = client.verify_resolution(proof, policy, store, as_of=True)
+                result = _verify_as_of(client, proof, policy, store, ident)
         except ReferralError as exc:
             report.invalid(
                 f"referral for {ident} failed: {exc.message}",
@@ -247,4 +247,20 @@ def _follow_hints(
                 raise CommandFailed(f"delegated node {urls[0]}: {exc.message}") from exc
         nodes.append(urls[0])
     return answer, nodes
+
+
+def _verify_as_of(
+    client: RootClient, proof: ResolutionProof, policy: Policy, store: FilePinStore, ident: str
+) -> Verified:
+    """``--at N``: the one node's answer as of N, refused when it proves the identifier delegated."""
+    with store.locked():  # another edgeroot process judging this log waits for this one
+        result = client.verify_resolution(proof, policy, store, as_of=True)
+    delegation = referral_of(result.proven, None)
+    if delegation is not None:  # proven: this log's answer is not the record's (D-076)
+        raise CommandFailed(
+            f"{ident} is under {delegation.prefix}, delegated to {', '.join(delegation.urls)} (log "
+            f"{delegation.origin}) as of log size {result.proven.epoch}: --at does not follow referrals; "
+            "ask that node with its own policy and log size"
+        )
+    return result
 

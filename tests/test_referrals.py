@@ -149,6 +149,25 @@ def test_resolve_without_verify_follows_the_hints_and_says_it_is_unverified(
     assert "cannot follow the referral" in capsys.readouterr().err
 
 
+def test_resolve_at_a_past_size_refuses_a_delegated_identifier(
+    hierarchy: Hierarchy, cli: Cli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--at N` verifies one node's past state: proven delegated there, it says so (exit 2), never
+    "absent"."""
+    size = hierarchy.top.settle()
+    args = [
+        "resolve",
+        PUMP,
+        "--root",
+        hierarchy.top.url,
+        "--verify",
+        "--policy",
+        str(hierarchy.top.policy_path),
+    ]
+    assert main([*args, "--at", str(size), "--config-dir", str(cli.config)]) == 2
+    assert "--at does not follow referrals" in capsys.readouterr().err
+
+
 def test_the_top_answer_carries_the_delegation_with_its_map_proof(hierarchy: Hierarchy) -> None:
     """The top's `/v1/resolve` answer proves every prefix record of the identifier and hints the
     referral; the proven 0.na/88.123.99 record is the delegation the secondary node was given."""
