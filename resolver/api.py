@@ -330,7 +330,13 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     )
 
     metrics = metrics or RootMetrics()
-    follower = follower or ReferralFollower(node.origin)
+    followers = [] if follower is None else [follower]
+
+    def referrals() -> ReferralFollower:
+        """The node's follower of its own delegations, made at the first read that needs it."""
+        if not followers:
+            followers.append(ReferralFollower(node.origin))
+        return followers[0]
 
     def refused(exc: ResolverError) -> None:
         if exc.status >= 500:
@@ -406,7 +412,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             return handle_read(node, view, text, type, index, proof=proof)
         if referral:
             return referral_answer(text, res, delegation, view, proof=proof)
-        hops = await follower.follow(delegation, res.identifier)
+        hops = await referrals().follow(delegation, res.identifier)
         return followed_answer(text, res, hops, type, index, proof=proof)
 
     # --- native /v1 --------------------------------------------------------------------------------------
