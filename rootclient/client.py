@@ -375,7 +375,7 @@ async def resolve_referrals(
         hop_policy = policy
     while True:
         if len(hops) >= max_hops:
-            raise ReferralTooDeep(f"more than {max_hops} referrals (the client's limit)", hops)
+            raise ReferralTooDeep(f"more than {max_hops} nodes to ask (the limit of nodes per lookup)", hops)
         if delegation is None:
             assert top is not None
             client, answer = top, await top.resolve(identifier)

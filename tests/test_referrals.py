@@ -405,7 +405,7 @@ def test_the_follower_caches_by_ttl_and_bounds_the_recursion(hierarchy: Hierarch
     assert first is again and [h.origin for h in first] == ["secondary.test", "enterprise.test"]
     first, again = asyncio.run(follow(ReferralFollower("top.test", max_ttl_s=0)))
     assert first is not again and first[-1].verified.proven.record == again[-1].verified.proven.record
-    with pytest.raises(ReferralFailed, match="more than 1 referrals") as deep:
+    with pytest.raises(ReferralFailed, match="more than 1 nodes to ask") as deep:
         asyncio.run(ReferralFollower("top.test", max_hops=1).follow(delegation, PUMP.lower()))
     assert deep.value.kind == "depth"
     with pytest.raises(ReferralFailed, match="already visited"):
