@@ -40,6 +40,7 @@ from resolver.registry import check_and_apply
 from resolver.sequencer import Sequencer
 from rootclient import routes
 from rootclient.client import AsyncRootClient, NodeClients, resolve_referrals
+from rootclient.errors import ClientError
 from rootclient.pinned_log import PinStore
 from runtime.clock import now_ms
 
@@ -108,6 +109,7 @@ async def drive(
 
     nodes = NodeClients()
     latencies: list[float] = []
+    errors: list[str] = []
     sizes: dict[str, int] = {}
     async with AsyncRootClient(top) as client:
         await resolve_referrals(client, identifiers[0], policy, pin, nodes=nodes)  # warm: pins, connections
@@ -117,7 +119,11 @@ async def drive(
             while time.perf_counter() < deadline:
                 ident = random.choice(identifiers)
                 t = time.perf_counter()
-                hops = await resolve_referrals(client, ident, policy, pin, nodes=nodes)
+                try:
+                    hops = await resolve_referrals(client, ident, policy, pin, nodes=nodes)
+                except ClientError as exc:  # counted, not retried: a refused or dropped connection
+                    errors.append(str(exc))
+                    continue
                 latencies.append(time.perf_counter() - t)
                 assert hops[-1].verified.proven.record is not None, ident
                 assert len(hops) == (1 if direct else 3)
@@ -128,6 +134,8 @@ async def drive(
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - start
     await nodes.aclose()
+    if errors:
+        print(f"  {len(errors)} lookups failed to connect, e.g. {errors[0]}")
     return len(latencies) / elapsed, latencies, sizes
 
 
