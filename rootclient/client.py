@@ -368,6 +368,8 @@ async def resolve_referrals(
     seen: set[str] = set(visited)
     delegation = start
     if delegation is not None:
+        if delegation.origin in seen:
+            raise ReferralLoop(f"{delegation.prefix} is delegated to log {delegation.origin}, this one", hops)
         hop_policy = delegation.trust_policy()
     elif top is None or policy is None:
         raise ValueError("resolve_referrals needs a top node and its policy, or a delegation to start at")

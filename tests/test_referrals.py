@@ -410,6 +410,8 @@ def test_the_follower_caches_by_ttl_and_bounds_the_recursion(hierarchy: Hierarch
     assert deep.value.kind == "depth"
     with pytest.raises(ReferralFailed, match="already visited"):
         asyncio.run(ReferralFollower("enterprise.test").follow(delegation, PUMP.lower()))
+    with pytest.raises(ReferralFailed, match=r"delegated to log secondary\.test, this one"):
+        asyncio.run(ReferralFollower("secondary.test").follow(delegation, PUMP.lower()))
 
 
 # --- gateways resolve device keys through referrals (issue 14 item 5) ------------------------------------
