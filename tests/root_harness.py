@@ -275,16 +275,19 @@ HIERARCHY = (("top.test", "88.123"), ("secondary.test", "88.123.99"), ("enterpri
 
 @contextlib.contextmanager
 def running_hierarchy(
-    tmp: Path, backends: tuple[str, str, str] = ("sqlite", "sqlite", "sqlite")
+    tmp: Path,
+    backends: tuple[str, str, str] = ("sqlite", "sqlite", "sqlite"),
+    suites: tuple[str, str, str] = ("default", "default", "default"),
 ) -> Iterator[Hierarchy]:
     """:class:`Hierarchy` with each node on its own database (top, secondary, enterprise: a ``sqlite``
-    file, or a schema of the ``postgresql`` test database), delegations written and published. The
-    sequencer's PostgreSQL advisory lock is per database, so at most one node can use PostgreSQL."""
+    file, or a schema of the ``postgresql`` test database) and log suite (``root init --suite``),
+    delegations written and published. The sequencer's PostgreSQL advisory lock is per database, so at
+    most one node can use PostgreSQL."""
     if backends.count("postgresql") > 1:
         raise ValueError("one test database holds one sequencer lock: at most one PostgreSQL node")
     with contextlib.ExitStack() as stack:
         nodes: list[RootUnderTest] = []
-        for (origin, prefix), backend in zip(HIERARCHY, backends, strict=True):
+        for (origin, prefix), backend, suite in zip(HIERARCHY, backends, suites, strict=True):
             home = tmp / origin
             if backend == "sqlite":
                 database = f"sqlite:///{home / 'root.db'}"
@@ -292,7 +295,9 @@ def running_hierarchy(
                 database = stack.enter_context(postgres_schema())
             parent = nodes[-1].url if nodes else ""
             node = stack.enter_context(
-                running_root(home, database, origin=origin, prefix=prefix, parent=parent)
+                running_root(
+                    home, database, origin=origin, prefix=prefix, parent=parent, profile=LOG_PROFILES[suite]
+                )
             )
             if nodes:
                 delegate(nodes[-1], delegation_to(node, prefix))

@@ -495,3 +495,16 @@ def test_register_prefix_node_needs_both_options_and_one_log(
     assert "cannot read --node-policy" in capsys.readouterr().err
     assert main([*base, "--node", "http://child.example", "--node-policy", str(two)]) == 2
     assert "lists 2 logs, not 1" in capsys.readouterr().err
+
+
+def test_a_child_log_hashing_with_sm3_is_followed_under_its_delegated_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An enterprise node on the SM3 profile under SHA-256 parents: its delegation carries its
+    `log-hash sm3` policy, and its answers are verified with SM3 at that hop."""
+    with running_hierarchy(tmp_path / "sm", suites=("default", "default", "sm")) as h:
+        assert "log-hash sm3 " in h.enterprise.policy_path.read_text()
+        _populate(h)
+        code, answer = Cli(h, tmp_path / "cfg", capsys).resolve(PUMP)
+        assert code == 0, answer
+        assert [x["log"] for x in answer["hops"]] == ["top.test", "secondary.test", "enterprise.test"]
