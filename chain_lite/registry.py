@@ -40,10 +40,11 @@ from dataclasses import dataclass
 
 from chain_lite import b64, cbor
 from chain_lite.cose import HDR_CONTENT_TYPE, CoseSigner, KeyLookup, Sign1, parse_sign1, verify_with
+from chain_lite.cosignature import log_verifier
 from chain_lite.errors import FormatError, IdentifierError
 from chain_lite.identifier import Identifier, normalize_prefix
 from chain_lite.keys import PublicKey, load_public_der, public_der
-from chain_lite.note import SIGTYPE_ED25519, VerifierKey
+from chain_lite.note import VerifierKey
 from chain_lite.policy import Policy
 
 RECORD_LABEL = "edgeroot/record/v1"
@@ -253,8 +254,9 @@ class Delegation:
         if not isinstance(self.vkey, str):
             raise FormatError("delegation", "vkey must be text")
         key = VerifierKey.parse(self.vkey)
-        if key.sigtype != SIGTYPE_ED25519 or str(key) != self.vkey:
-            raise FormatError("delegation", "vkey must be a log (Ed25519, type 0x01) verifier key as written")
+        log_verifier(key)  # a log key (Ed25519 type 0x01, or SM2): never a witness's
+        if str(key) != self.vkey:
+            raise FormatError("delegation", "vkey must be a log verifier key, written canonically")
         if not isinstance(self.policy, str) or len(self.policy.encode()) > MAX_DELEGATED_POLICY:
             raise FormatError("delegation", f"policy must be text of at most {MAX_DELEGATED_POLICY} bytes")
         logs = [str(log.verifier.vkey()) for log in self.trust_policy().logs]

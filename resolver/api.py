@@ -178,7 +178,7 @@ def followed_answer(
 ) -> JSONResponse:
     """The Handle answer of the node responsible, reached through this node's delegation: its proven
     record (or proven absence: Handle 100), filtered; ``proof`` adds this node's proof (which proves the
-    delegation) and the hop chain from there (``hops``, docs/formats.md §20)."""
+    delegation) and the hop chain from there (``hops``, docs/formats.md §21)."""
     final = hops[-1].verified.proven
     final_res = Resolution(
         res.identifier, final.record, res.proof, res.epoch, res.map_head_b64, res.receipt_text

@@ -64,7 +64,7 @@ class HandleValue(_Body):
 
 
 class PrefixProofBody(_Body):
-    """A prefix record (or its absence) under the answer's map root (docs/formats.md §20)."""
+    """A prefix record (or its absence) under the answer's map root (docs/formats.md §21)."""
 
     prefix: str
     record: str | None = Field(description="The prefix record's bytes (base64); null when absent")
@@ -98,7 +98,7 @@ class HandleFound(_Body):
     values: list[HandleValue]
     proof: OptionalProof = None
     hops: list[dict[str, Any]] | SkipJsonSchema[None] = Field(
-        None, description="docs/formats.md §20: each node asked after this one and what it proved"
+        None, description="docs/formats.md §21: each node asked after this one and what it proved"
     )
     referral: DelegationBody | SkipJsonSchema[None] = None
 

@@ -256,7 +256,7 @@ class Hop:
         return held
 
     def as_json(self) -> dict[str, Any]:
-        """One hop of the hop chain (docs/formats.md §20)."""
+        """One hop of the hop chain (docs/formats.md §21)."""
         proven = self.verified.proven
         cp = proven.checkpoint
         outcome = "referral" if self.referral is not None else "absent" if proven.record is None else "record"

@@ -185,7 +185,7 @@ def proof_json(
 ) -> dict[str, Any]:  # fmt: skip
     """The ``proof`` object of a resolution answer (the map head and receipt come pre-encoded: the
     server renders them once per checkpoint, not once per request); ``prefixes`` proves who is
-    responsible for the identifier (docs/formats.md §20)."""
+    responsible for the identifier (docs/formats.md §21)."""
     return {
         "epoch": epoch,
         "record": None if record is None else b64.encode(record),
