@@ -22,6 +22,7 @@ TITLES = {
     "epcis": "EPCIS 2.0 event core (bench/epcis.py)",
     "epcis_log": "EPCIS events on the log: capture and trace (bench/epcis_log.py)",
     "sm2": "SM2 signatures, 国密 (bench/sm2.py)",
+    "referrals": "referrals across three nodes (bench/referrals.py)",
 }
 
 

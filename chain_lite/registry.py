@@ -19,6 +19,12 @@ Write requests
     ``nonce`` let the node refuse replays (it remembers nonces for its acceptance window). The record's
     values take the request's timestamp, so a record follows from the logged request alone.
 
+Delegation (:class:`Delegation`)
+    A prefix record may carry one ``HS_SITE`` value: the prefix is served by another node (Handle's
+    ``HS_SITE`` idea). Its data is base64 of the deterministic CBOR ``["edgeroot/delegation/v1",
+    prefix, [url, ...], vkey, policy]``: the child node's URLs, its log's verifier key and the C2SP
+    tlog-policy its answers must satisfy, all inside the record the parent's map commits to.
+
 Authority (:func:`may_write`)
     The admin of prefix ``P`` may write identifiers ``P/...`` and ``Q/...`` for any prefix ``Q`` below
     ``P``; it may create, update and delete the prefix records of prefixes below ``P``, and update (not
@@ -34,9 +40,12 @@ from dataclasses import dataclass
 
 from chain_lite import b64, cbor
 from chain_lite.cose import HDR_CONTENT_TYPE, CoseSigner, KeyLookup, Sign1, parse_sign1, verify_with
+from chain_lite.cosignature import log_verifier
 from chain_lite.errors import FormatError, IdentifierError
 from chain_lite.identifier import Identifier, normalize_prefix
 from chain_lite.keys import PublicKey, load_public_der, public_der
+from chain_lite.note import VerifierKey
+from chain_lite.policy import Policy
 
 RECORD_LABEL = "edgeroot/record/v1"
 WRITE_LABEL = "edgeroot/registry-write/v1"
@@ -52,6 +61,14 @@ MAX_REQUEST_SIZE = 32 * 1024
 DEFAULT_TTL = 86400
 MAX_UINT31 = (1 << 31) - 1
 ADMIN_INDEX = 300
+DELEGATION_TYPE = "HS_SITE"
+DELEGATION_LABEL = "edgeroot/delegation/v1"
+DELEGATION_INDEX = 1
+MAX_NODE_URLS = 4
+MAX_NODE_URL_LENGTH = 200
+MAX_DELEGATED_POLICY = 2048
+"""Bytes of tlog-policy text a delegation may carry: with four URLs and the vkey, its base64 still fits
+one value (:data:`MAX_VALUE_SIZE`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,12 +187,109 @@ class Record:
                 return load_public_der(v.as_bytes())
         return None
 
+    def delegation(self) -> Delegation | None:
+        """The prefix record's delegation (its one ``HS_SITE`` value), or ``None`` when it has none.
+
+        Only a prefix record delegates: an ``HS_SITE`` value of any other record is an ordinary value.
+        Raises :class:`FormatError` for a malformed one, for two of them, and for a delegation that
+        names another prefix.
+        """
+        prefix = governed_prefix(self.identifier)
+        sites = [v for v in self.values if v.type == DELEGATION_TYPE]
+        if not sites or prefix is None:
+            return None
+        if len(sites) > 1:
+            raise FormatError("delegation", f"{self.identifier} has {len(sites)} HS_SITE values, at most 1")
+        if sites[0].format != "base64":
+            raise FormatError("delegation", "an HS_SITE value must be base64 (of the delegation's CBOR)")
+        delegation = Delegation.decode(sites[0].as_bytes())
+        if delegation.prefix != prefix:
+            raise FormatError("delegation", f"{self.identifier} carries a delegation of {delegation.prefix}")
+        return delegation
+
     def public_key(self, index: int) -> PublicKey | None:
         """The key in this record's ``HS_PUBKEY`` value at ``index``, if any."""
         for v in self.values:
             if v.index == index and v.type == "HS_PUBKEY" and v.format == "base64":
                 return load_public_der(v.as_bytes())
         return None
+
+
+def _check_node_url(url: object) -> str:
+    if (
+        not isinstance(url, str)
+        or not url.startswith(("http://", "https://"))
+        or not 8 < len(url) <= MAX_NODE_URL_LENGTH
+        or not url.isascii()
+        or not url.isprintable()
+        or " " in url
+        or url.endswith("/")
+    ):
+        raise FormatError(
+            "delegation", f"node URL {url!r} is not an http(s) URL of at most {MAX_NODE_URL_LENGTH} "
+            "printable ASCII characters without spaces or a trailing slash",
+        )  # fmt: skip
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Delegation:
+    """``prefix`` is served by the node at ``urls``, whose log is ``vkey`` and whose answers must satisfy
+    ``policy`` (C2SP tlog-policy text naming exactly that one log)."""
+
+    prefix: str
+    urls: tuple[str, ...]
+    vkey: str
+    policy: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, str) or normalize_prefix(self.prefix) != self.prefix:
+            raise FormatError("delegation", f"prefix {self.prefix!r} is not a normalised prefix")
+        if not isinstance(self.urls, tuple) or not 1 <= len(self.urls) <= MAX_NODE_URLS:
+            raise FormatError("delegation", f"needs 1..{MAX_NODE_URLS} node URLs")
+        for url in self.urls:
+            _check_node_url(url)
+        if len(set(self.urls)) != len(self.urls):
+            raise FormatError("delegation", "a node URL is listed twice")
+        if not isinstance(self.vkey, str):
+            raise FormatError("delegation", "vkey must be text")
+        key = VerifierKey.parse(self.vkey)
+        log_verifier(key)  # a log key (Ed25519 type 0x01, or SM2): never a witness's
+        if str(key) != self.vkey:
+            raise FormatError("delegation", "vkey must be a log verifier key, written canonically")
+        if not isinstance(self.policy, str) or len(self.policy.encode()) > MAX_DELEGATED_POLICY:
+            raise FormatError("delegation", f"policy must be text of at most {MAX_DELEGATED_POLICY} bytes")
+        logs = [str(log.verifier.vkey()) for log in self.trust_policy().logs]
+        if logs != [self.vkey]:
+            raise FormatError("delegation", "the policy must list exactly one log: the delegated node's vkey")
+
+    @property
+    def origin(self) -> str:
+        """The child log's name (its checkpoints' origin)."""
+        return self.vkey.partition("+")[0]
+
+    def trust_policy(self) -> Policy:
+        return Policy.parse(self.policy.encode())
+
+    def encode(self) -> bytes:
+        return cbor.encode([DELEGATION_LABEL, self.prefix, list(self.urls), self.vkey, self.policy])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Delegation:
+        item = cbor.decode_deterministic(data, "delegation", max_size=MAX_VALUE_SIZE)
+        if not isinstance(item, list) or len(item) != 5 or item[0] != DELEGATION_LABEL:
+            raise FormatError("delegation", f"not a 5-item array labelled {DELEGATION_LABEL!r}")
+        _, prefix, urls, vkey, policy = item
+        if not isinstance(urls, list):
+            raise FormatError("delegation", "node URLs must be an array")
+        return cls(prefix, tuple(urls), vkey, policy)
+
+    def value(self, index: int = DELEGATION_INDEX, ttl: int = DEFAULT_TTL) -> Value:
+        """The ``HS_SITE`` value carrying this delegation."""
+        return Value(index, DELEGATION_TYPE, "base64", b64.encode(self.encode()), ttl)
+
+    def as_json(self) -> dict[str, object]:
+        return {"prefix": self.prefix, "urls": list(self.urls), "vkey": self.vkey, "policy": self.policy}
 
 
 def _values_from(items: object, *, with_timestamp: bool) -> tuple[Value, ...]:

@@ -11,20 +11,34 @@ The sequencer makes a map head the *last* leaf of every checkpointed tree, so fo
 receipt's index must be ``size - 1``: the map shown is the newest the checkpoint commits to, not an
 older one replayed. For an as-of answer the map head may be older than the checkpoint; its epoch
 (the log size it closed) is returned, and the caller compares it with the size asked for.
+
+Who answers (referrals, D-076): an answer also proves, under the same map root, the record (or the
+absence) of every prefix that decides which node is responsible for the identifier
+(:func:`home_prefixes`): ``0.na/88``, ``0.na/88.123``, ``0.na/88.123.99`` for ``88.123.99/PUMP``. A
+node therefore cannot hide a delegation nor invent one; :func:`referral_of` reads the proven chain.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chain_lite.errors import FormatError, ProofError
+from chain_lite.errors import ChainError, FormatError, ProofError
 from chain_lite.identifier import normalize
 from chain_lite.log_leaf import MapHead, parse_leaf
 from chain_lite.merkle import leaf_hash
 from chain_lite.policy import VerifiedCheckpoint
 from chain_lite.receipt import Receipt, check_inclusion
-from chain_lite.registry import Record, canonical_identifier, governed_prefix
+from chain_lite.registry import (
+    Delegation,
+    Record,
+    canonical_identifier,
+    governed_prefix,
+    is_below,
+    parent_prefix,
+    prefix_handle,
+)
 from chain_lite.sparse_map import MapProof, map_key, verify_map_proof
+from chain_lite.suite import HashSuite
 
 
 class StaleMap(ProofError):
@@ -36,6 +50,34 @@ class StaleMap(ProofError):
         self.size = size
 
 
+class PrefixProofError(ProofError):
+    """The proof of a prefix record (who is responsible for the identifier) does not verify."""
+
+    def __init__(self, prefix: str, reason: str) -> None:
+        super().__init__(f"proof of the prefix record 0.na/{prefix}: {reason}")
+        self.prefix = prefix
+        self.reason = reason
+
+
+class NotDelegatedHere(ChainError):
+    """A node reached through a delegation of ``prefix`` does not hold that prefix, or passes on a
+    prefix that is not strictly below it."""
+
+    def __init__(self, prefix: str, reason: str) -> None:
+        super().__init__(f"node answered for {prefix} without holding it: {reason}")
+        self.prefix = prefix
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixProof:
+    """A prefix record's bytes (``None``: absent) and its map proof, under the answer's map root."""
+
+    prefix: str
+    record: bytes | None
+    map_proof: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class ResolutionProof:
     identifier: str
@@ -43,6 +85,8 @@ class ResolutionProof:
     map_proof: bytes
     map_head: bytes
     receipt: Receipt
+    prefixes: tuple[PrefixProof, ...] | None = None
+    """The proofs of :func:`home_prefixes`, in that order; ``None`` when the answer has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +104,74 @@ class ProvenRecord:
     epoch: int
     """The log size as of which the record (or its absence) is proven."""
     checkpoint: VerifiedCheckpoint
+    prefixes: tuple[tuple[str, Record | None], ...] | None = None
+    """The proven prefix records of :func:`home_prefixes` (``None``: the answer carried none)."""
+
+
+def home_prefixes(identifier: str) -> tuple[str, ...]:
+    """The prefixes whose records say which node answers for the canonical ``identifier``, shortest
+    first: every prefix of ``P`` for ``P/S``; of the parent of ``Q`` for a prefix record ``0.na/Q``
+    (kept by the node holding its parent; none for a top-level ``Q``)."""
+    governed = governed_prefix(identifier)
+    home = identifier.partition("/")[0] if governed is None else parent_prefix(governed)
+    if home is None:
+        return ()
+    parts = home.split(".")
+    return tuple(".".join(parts[: i + 1]) for i in range(len(parts)))
+
+
+def _verify_prefixes(
+    root: bytes, identifier: str, proofs: tuple[PrefixProof, ...], suite: HashSuite
+) -> tuple[tuple[str, Record | None], ...]:
+    expected = home_prefixes(identifier)
+    if tuple(p.prefix for p in proofs) != expected:
+        shown = [p.prefix for p in proofs]
+        last = expected[-1] if expected else "-"
+        raise PrefixProofError(last, f"the answer proves {shown}, not {list(expected)}")
+    out: list[tuple[str, Record | None]] = []
+    for p in proofs:
+        handle = prefix_handle(p.prefix)
+        record = None
+        try:
+            if p.record is not None:
+                record = Record.decode(p.record)
+                if record.identifier != handle:
+                    raise FormatError("prefix proof", f"record is for {record.identifier}, not {handle}")
+                record.delegation()  # a malformed delegation is refused here, not at the next hop
+            value = None if record is None else suite.digest(record.encode())
+            map_proof = MapProof.from_bytes(p.map_proof)
+            verify_map_proof(root, map_key(handle, suite=suite), value, map_proof, suite=suite)
+        except ChainError as exc:
+            raise PrefixProofError(p.prefix, str(exc)) from exc
+        out.append((p.prefix, record))
+    return tuple(out)
+
+
+def referral_of(proven: ProvenRecord, delegated: str | None) -> Delegation | None:
+    """The delegation to follow next, or ``None`` when the node that gave ``proven`` answers for it.
+
+    ``delegated`` is the prefix this node was reached for (``None`` at the trust anchor, which answers
+    for everything). That node must hold ``0.na/<delegated>`` itself, undelegated; only prefix records
+    strictly below it count, and the *shortest* delegated one among them wins: once a prefix is
+    delegated, everything below it is the child's. Raises :class:`NotDelegatedHere`, or
+    :class:`FormatError` when the answer carries no proven prefix chain.
+    """
+    if proven.prefixes is None:
+        raise FormatError("resolution proof", "the answer proves no prefix records (who is responsible)")
+    chain = proven.prefixes
+    if delegated is not None:
+        own = dict(chain).get(delegated)
+        if own is None:
+            raise NotDelegatedHere(delegated, f"its log proves 0.na/{delegated} absent")
+        if own.delegation() is not None:
+            raise NotDelegatedHere(delegated, f"it delegates 0.na/{delegated} onwards instead of serving it")
+        chain = tuple((p, r) for p, r in chain if is_below(p, delegated) and p != delegated)
+    for _prefix, record in chain:
+        if record is not None:
+            delegation = record.delegation()
+            if delegation is not None:
+                return delegation
+    return None
 
 
 def verify_resolution(
@@ -92,8 +204,11 @@ def verify_resolution(
         if record.identifier != identifier:
             raise FormatError("resolution proof", f"record is for {record.identifier}, not {identifier}")
         value = suite.digest(record.encode())  # Record.value_hash, in the log's profile
+    prefixes = None
+    if proof.prefixes is not None:
+        prefixes = _verify_prefixes(head.root, identifier, proof.prefixes, suite)
     map_proof = MapProof.from_bytes(proof.map_proof)
     verify_map_proof(head.root, map_key(identifier, suite=suite), value, map_proof, suite=suite)
     # A prefix record's suffix is itself a prefix, stored lowercase: show it as the registry keys it.
     shown = identifier if governed_prefix(identifier) is not None else asked
-    return ProvenRecord(shown, record, head.epoch, verified)
+    return ProvenRecord(shown, record, head.epoch, verified, prefixes)

@@ -29,13 +29,24 @@ EVIDENCE_KEY = "evidence"
 class SqlitePinStore:
     """A :class:`rootclient.pinned_log.PinStore` over the gateway's SQLite store at ``db_path``."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(
+        self, db_path: Path, *, pin_key: str = PIN_KEY, shared: SqlitePinStore | None = None
+    ) -> None:
         self.db_path = db_path
+        self.pin_key = pin_key
+        self._shared = shared
         self._conn: sqlite3.Connection | None = None
         self._evidence_lock = asyncio.Lock()
 
+    def for_log(self, origin: str) -> SqlitePinStore:
+        """The pin of another log in the same file (a delegated node's, reached through a referral:
+        D-076), under ``meta['pin.<origin>']``, sharing this store's connection and evidence."""
+        return SqlitePinStore(self.db_path, pin_key=f"{PIN_KEY}.{origin}", shared=self)
+
     async def db(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` with this component's own SQLite connection, in a worker thread (it blocks)."""
+        if self._shared is not None:
+            return await self._shared.db(fn)
 
         def call() -> T:
             if self._conn is None:
@@ -45,24 +56,26 @@ class SqlitePinStore:
         return await asyncio.to_thread(call)
 
     async def load_pin(self) -> dict[str, Any] | None:
-        saved = await self.db(lambda c: store.read_meta(c, PIN_KEY))
+        saved = await self.db(lambda c: store.read_meta(c, self.pin_key))
         if saved is None:
             return None
         try:
             state = json.loads(saved)
         except ValueError as exc:
-            raise PinError(f"{self.db_path} meta['{PIN_KEY}'] is not JSON: {exc}") from exc
+            raise PinError(f"{self.db_path} meta['{self.pin_key}'] is not JSON: {exc}") from exc
         if not isinstance(state, dict):
-            raise PinError(f"{self.db_path} meta['{PIN_KEY}'] is not a JSON object")
+            raise PinError(f"{self.db_path} meta['{self.pin_key}'] is not a JSON object")
         return state
 
     async def save_pin(self, state: dict[str, Any]) -> None:
         text = json.dumps(state)
-        await self.db(lambda c: store.write_meta(c, PIN_KEY, text))
+        await self.db(lambda c: store.write_meta(c, self.pin_key, text))
 
     async def save_evidence(self, evidence: dict[str, Any]) -> str:
         """Keep ``evidence``: the first under ``meta['evidence']`` (what status reads), any later one
         under ``meta['evidence.2']``, ``'evidence.3'``...; nothing is overwritten."""
+        if self._shared is not None:
+            return await self._shared.save_evidence(evidence)
         text = json.dumps(evidence)
 
         def keep(conn: sqlite3.Connection) -> str:

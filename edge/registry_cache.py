@@ -38,8 +38,9 @@ from collections.abc import Awaitable, Callable
 
 from chain_lite.errors import ChainError
 from chain_lite.keys import public_der
+from chain_lite.resolution import referral_of
 from edge.pin_store import SqlitePinStore
-from rootclient.client import AsyncRootClient
+from rootclient.client import AsyncRootClient, resolve_referrals
 from rootclient.codecs import proof_from_json
 from rootclient.errors import ProtocolError, RootClientError
 from rootclient.pinned_log import Older, PinnedLog
@@ -219,6 +220,15 @@ class RegistryCache:
         # moved carries an older checkpoint; it is still proven consistent with the pin before use (a
         # fork is evidence), and revocations are caught by refresh_loop.
         proven = (await self.pinned.verify_resolution(proof, older=Older.USE)).proven
+        delegation = referral_of(proven, None)
+        if delegation is not None:
+            # Registered at a delegated node: follow the proven delegation, each child log verified
+            # under the policy the delegation commits to, with a pin of its own (D-076, issue 14 item 5).
+            hops = await resolve_referrals(
+                None, identifier, None, self.pins.for_log, start=delegation, visited=(self.pinned.origin,)
+            )
+            proven = hops[-1].verified.proven
+            answer = {**answer, "hops": [hop.as_json() for hop in hops]}
         key = None if proven.record is None else proven.record.signing_key()
         now = now_ms()
         text = json.dumps(answer)

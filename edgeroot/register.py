@@ -3,6 +3,10 @@
 Every write is signed with a prefix admin's key (``--key``, a PEM file) under its Handle-style admin
 name (``--admin 300:0.na/88.123``; by default the admin of the target's own prefix, or for a prefix
 the admin of its parent). ``--update`` replaces a record's values, ``--delete`` removes it.
+
+``register prefix P --node URL --node-policy FILE`` delegates ``P`` to another node (D-075): the
+prefix record gets an ``HS_SITE`` value naming the node's URL(s), its log key (the one ``log`` line of
+FILE, the child's ``policy.txt``) and FILE's policy itself, which the child's answers must satisfy.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from pathlib import Path
 from chain_lite.cose import CoseSigner
 from chain_lite.epcis_capture import CAPTURE_KEY_TYPE
 from chain_lite.errors import ChainError
+from chain_lite.policy import Policy
 from chain_lite.registry import (
+    DELEGATION_INDEX,
+    Delegation,
     Value,
     admin_kid,
     build_write,
@@ -56,15 +63,51 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "--value", action="append", default=[], metavar="TYPE=VALUE", help="a string value; repeatable"
         )
         k.add_argument("--ttl", type=int, default=86400)
+        if kind == "prefix":
+            k.add_argument(
+                "--node", action="append", default=[], metavar="URL",
+                help="delegate the prefix to the node at URL (repeatable, at most 4); needs --node-policy",
+            )  # fmt: skip
+            k.add_argument(
+                "--node-policy", type=Path, metavar="FILE",
+                help="the delegated node's tlog-policy (its STATE/policy.txt): its answers must satisfy it",
+            )  # fmt: skip
         op = k.add_mutually_exclusive_group()
         op.add_argument("--update", action="store_true", help="replace the record's values")
         op.add_argument("--delete", action="store_true", help="delete the record")
         k.set_defaults(run=run)
 
 
+def _delegation(args: argparse.Namespace) -> Delegation | None:
+    nodes = getattr(args, "node", [])
+    policy_file = getattr(args, "node_policy", None)
+    if not nodes and policy_file is None:
+        return None
+    if not nodes or policy_file is None:
+        raise CommandFailed("delegating a prefix needs both --node URL and --node-policy FILE")
+    try:
+        text = policy_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandFailed(f"cannot read --node-policy {policy_file}: {exc}") from exc
+    try:
+        logs = Policy.parse(text.encode()).logs
+        if len(logs) != 1:
+            raise CommandFailed(f"--node-policy {policy_file} lists {len(logs)} logs, not 1")
+        prefix = governed_prefix(prefix_handle(args.name))
+        assert prefix is not None
+        urls = tuple(url.rstrip("/") for url in nodes)
+        return Delegation(prefix, urls, str(logs[0].verifier.vkey()), text)
+    except ChainError as exc:
+        raise CommandFailed(f"cannot delegate {args.name}: {exc}") from exc
+
+
 def _values(args: argparse.Namespace) -> list[Value]:
     values: list[Value] = []
-    if args.kind in ("prefix", "device", "gateway", "capture-key"):
+    delegation = _delegation(args) if args.kind == "prefix" else None
+    if delegation is not None:
+        values.append(delegation.value(DELEGATION_INDEX, args.ttl))
+    keyed = args.kind in ("prefix", "device", "gateway", "capture-key")
+    if keyed and (args.pub is not None or delegation is None):
         if args.pub is None:
             raise CommandFailed(f"register {args.kind} needs --pub (the public key to register)")
         values.append(pubkey_value(KEY_INDEX, load_public_key(args.pub), args.ttl))
@@ -72,7 +115,7 @@ def _values(args: argparse.Namespace) -> list[Value]:
         values.append(Value(1, args.kind.upper(), "string", args.name, args.ttl))
     if args.kind == "capture-key":
         values.append(Value(1, CAPTURE_KEY_TYPE, "string", args.name, args.ttl))
-    next_index = 2 if args.kind in ("device", "gateway", "capture-key") else 1
+    next_index = 2 if args.kind in ("device", "gateway", "capture-key") or delegation is not None else 1
     for item in args.value:
         type_, eq, text = item.partition("=")
         if not eq:

@@ -9,35 +9,66 @@ checked for consistency with the pin: a fork is EQUIVOCATION (exit 1, naming the
 consistent one is STALE for a current lookup (exit 1: this client has seen a newer log, so the record
 may have changed since; retry), and is used as of its own size with ``--at`` (the user asked for a past
 state). The pin never moves backwards.
+
+Referrals (D-076): a current ``--verify`` lookup follows delegations from the node asked (the trust
+anchor, under ``--policy``) down to the node that answers, verifying every hop with that log's own pin
+under the policy its delegation commits to, and names each hop. A referral that fails exits with its
+own code (:data:`REFERRAL_EXIT`, also in ``resolve --help``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from chain_lite.errors import ChainError, StaleCheckpoint
 from chain_lite.identifier import normalize
+from chain_lite.policy import Policy
+from chain_lite.resolution import ResolutionProof, referral_of
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from edgeroot.pin import forget_hint
 from edgeroot.verify import read_policy
-from rootclient.client import RootClient
+from rootclient.client import MAX_HOPS, Hop, RootClient
 from rootclient.codecs import resolution_from_json
-from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
+from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError, ReferralError
 from rootclient.pin_file import FilePinStore, config_dir
+from rootclient.pinned_log import PinStore, Verified
+
+REFERRAL_EXIT = {
+    "loop": 3,
+    "depth": 4,
+    "dead-child": 5,
+    "not-delegated": 6,
+    "forged-delegation": 7,
+    "forged-answer": 8,
+    "delegation-changed": 9,
+}
+"""Exit codes of a failed referral (D-077), by :attr:`rootclient.errors.ReferralError.kind`."""
+REFERRAL_EPILOG = (
+    "referrals (--verify): 3 a delegation loop, 4 more referrals than --max-hops, 5 no URL of a delegated "
+    "node answers, 6 a node does not hold the prefix delegated to it, 7 a delegation's proof does not "
+    "verify, 8 a delegated node's answer does not verify under its delegation's policy, 9 a delegation "
+    "changed after its log was pinned"
+)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "resolve", help="resolve an identifier, optionally verifying its proof", parents=[JSON_FLAG]
-    )
+        "resolve", help="resolve an identifier, optionally verifying its proof", parents=[JSON_FLAG],
+        epilog=REFERRAL_EPILOG,
+    )  # fmt: skip
     p.add_argument("identifier", help="e.g. 88.123.99/PUMP-0042")
     p.add_argument("--root", required=True, help="root node URL, e.g. http://127.0.0.1:8470")
     p.add_argument("--verify", action="store_true", help="verify the answer against --policy and the pin")
     p.add_argument("--policy", type=Path, help="C2SP tlog-policy file (required with --verify)")
     p.add_argument("--at", type=int, help="resolve as of this log size")
     p.add_argument("--config-dir", type=Path, help=f"where pins are kept (default {config_dir()})")
+    p.add_argument(
+        "--max-hops", type=int, default=MAX_HOPS,
+        help=f"nodes asked at most while following delegations (default {MAX_HOPS})",
+    )  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -73,14 +104,29 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             raise CommandFailed(f"--at {args.at} is beyond the log's size {size}")
         ident = answer.get("identifier", identifier)
         if policy is None:
+            answer, nodes = _follow_hints(answer, identifier, args.root, args.max_hops)
+            via = {"nodes": nodes} if len(nodes) > 1 else {}
             if not answer.get("found"):
-                return report.invalid(f"{ident} is not registered (unverified answer)", identifier=ident)
-            return report.ok(f"{ident} (unverified)", identifier=ident, values=_values(answer))
+                message = f"{ident} is not registered (unverified answer)"
+                return report.invalid(message, identifier=ident, **via)
+            return report.ok(f"{ident} (unverified)", identifier=ident, values=_values(answer), **via)
         origin = proof.receipt.checkpoint.checkpoint.origin
         store = FilePinStore(origin, args.config_dir)
+        hops: tuple[Hop, ...] = ()
         try:
-            with store.locked():  # another edgeroot process judging this log waits for this one
-                result = client.verify_resolution(proof, policy, store, as_of=args.at is not None)
+            if args.at is None:
+                hops = _follow(client, identifier, policy, args)
+                result = hops[-1].verified
+            else:
+                result = _verify_as_of(client, proof, policy, store, ident)
+        except ReferralError as exc:
+            report.invalid(
+                f"referral for {ident} failed: {exc.message}",
+                identifier=ident,
+                referral_error=exc.kind,
+                hops=[h.as_json() for h in exc.hops if isinstance(h, Hop)],
+            )
+            return REFERRAL_EXIT[exc.kind]
         except EquivocationDetected as exc:
             return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=exc.evidence)
         except PinError as exc:
@@ -104,6 +150,12 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             raise CommandFailed(exc.message) from exc
         except OSError as exc:  # the pin (or evidence) cannot be kept: --config-dir is a file, unwritable
             raise CommandFailed(f"cannot keep the pin in {store.path.parent}: {exc.strerror or exc}") from exc
+    return _report_proven(report, args, ident, result, hops)
+
+
+def _report_proven(
+    report: Reporter, args: argparse.Namespace, ident: str, result: Verified, hops: tuple[Hop, ...]
+) -> int:
     proven = result.proven
     cp = proven.checkpoint
     if args.at is not None and proven.epoch > args.at:
@@ -121,20 +173,94 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
         "cosigned_by": list(cp.cosigners),
         "pinned_size": result.pinned_size,
     }
+    via = ""
+    if len(hops) > 1:
+        via = f" via {' → '.join(h.served or h.origin for h in hops)}"
+        facts["node"] = hops[-1].url
+    if hops and report.as_json:
+        facts["hops"] = [h.as_json() for h in hops]
     if proven.record is None:
-        return report.ok(
-            f"PROVEN ABSENT: {proven.identifier} is not registered as of log size {proven.epoch} "
+        code = report.ok(
+            f"PROVEN ABSENT{via}: {proven.identifier} is not registered as of log size {proven.epoch} "
             f"(checkpoint signed by {cp.log}, cosigned by {', '.join(cp.cosigners) or 'no witness'})",
             **facts,
         )
-    values = [
-        {"index": v.index, "type": v.type, "format": v.format, "value": v.value, "ttl": v.ttl}
-        for v in proven.record.values
-    ]
-    return report.ok(
-        f"PROVEN: {proven.identifier} has this record as of log size {proven.epoch} "
-        f"(checkpoint signed by {cp.log}, cosigned by {', '.join(cp.cosigners) or 'no witness'}; "
-        f"consistent with the pinned checkpoint)",
-        values=values,
-        **facts,
+    else:
+        values = [
+            {"index": v.index, "type": v.type, "format": v.format, "value": v.value, "ttl": v.ttl}
+            for v in proven.record.values
+        ]
+        code = report.ok(
+            f"PROVEN{via}: {proven.identifier} has this record as of log size {proven.epoch} "
+            f"(checkpoint signed by {cp.log}, cosigned by {', '.join(cp.cosigners) or 'no witness'}; "
+            f"consistent with the pinned checkpoint)",
+            values=values,
+            **facts,
+        )
+    if len(hops) > 1 and not report.as_json:
+        report.line("  hops:")
+        for number, hop in enumerate(hops, 1):
+            report.line(f"    {_hop_line(number, hop)}")
+    return code
+
+
+def _follow(client: RootClient, identifier: str, policy: Policy, args: argparse.Namespace) -> tuple[Hop, ...]:
+    """Follow delegations from ``--root``; every log's pin is a file of its own, locked while judged."""
+
+    def pins(origin: str) -> PinStore:
+        return FilePinStore(origin, args.config_dir)
+
+    def hold(store: PinStore) -> contextlib.AbstractContextManager[object]:
+        assert isinstance(store, FilePinStore)
+        return store.locked()  # another edgeroot process judging this log waits for this one
+
+    return client.resolve_referrals(identifier, policy, pins, hold=hold, max_hops=args.max_hops)
+
+
+def _hop_line(number: int, hop: Hop) -> str:
+    proven = hop.verified.proven
+    what = (
+        f"delegation of {hop.referral.prefix} to {hop.referral.origin}" if hop.referral is not None
+        else "absence of the identifier" if proven.record is None else "the record"
+    )  # fmt: skip
+    reached = "trust anchor (--policy)" if hop.delegated is None else f"delegated {hop.delegated}"
+    return (
+        f"{number}. {hop.url} log {hop.origin} ({reached}): {what} proven as of log size {proven.epoch}, "
+        f"cosigned by {', '.join(proven.checkpoint.cosigners) or 'no witness'}"
     )
+
+
+def _follow_hints(
+    answer: dict[str, Any], identifier: str, top: str, max_hops: int
+) -> tuple[dict[str, Any], list[str]]:
+    """Without ``--verify``: follow the answers' unverified ``referral`` hints (first URL each) to the
+    node that answers; the answer there and every URL asked, ``top`` first."""
+    nodes: list[str] = [top]
+    while isinstance(hint := answer.get("referral"), dict):
+        urls = hint.get("urls")
+        if len(nodes) >= max_hops or not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
+            raise CommandFailed(f"cannot follow the referral of {identifier} (unverified): {hint!r:.200}")
+        with RootClient(urls[0]) as child:
+            try:
+                answer = child.resolve(identifier)
+            except ClientError as exc:
+                raise CommandFailed(f"delegated node {urls[0]}: {exc.message}") from exc
+        nodes.append(urls[0])
+    return answer, nodes
+
+
+def _verify_as_of(
+    client: RootClient, proof: ResolutionProof, policy: Policy, store: FilePinStore, ident: str
+) -> Verified:
+    """``--at N``: the one node's answer as of N, refused when it proves the identifier delegated."""
+    with store.locked():  # another edgeroot process judging this log waits for this one
+        result = client.verify_resolution(proof, policy, store, as_of=True)
+    delegation = referral_of(result.proven, None)
+    if delegation is not None:  # proven: this log's answer is not the record's (D-076)
+        raise CommandFailed(
+            f"{ident} is under {delegation.prefix}, delegated to {', '.join(delegation.urls)} (log "
+            f"{delegation.origin}) as of log size {result.proven.epoch}: --at does not follow referrals; "
+            "ask that node with its own policy and log size"
+        )
+    return result
+

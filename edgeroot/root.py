@@ -34,6 +34,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the log's cryptographic suite, fixed for its lifetime: default (SHA-256) or sm (国密: SM3 "
         "tree, map and blocks)",
     )
+    init.add_argument(
+        "--parent", default="", metavar="URL",
+        help="the parent node that delegates --prefix to this one (a secondary or enterprise node)",
+    )  # fmt: skip
     init.set_defaults(run=lazy("edgeroot.root_commands", "run_init"))
     run = rsub.add_parser("run", help="serve the HTTP API and run the sequencer", parents=[JSON_FLAG])
     run.add_argument("--state", type=Path, required=True)

@@ -34,10 +34,17 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
         with initialising(args.state):  # a refusal half-way leaves no half-made state directory
             result = init_root(
                 args.state, args.origin, prefix, database=args.database, witnesses=witnesses,
-                quorum=args.quorum, profile=LOG_PROFILES[args.suite],
+                quorum=args.quorum, profile=LOG_PROFILES[args.suite], parent=args.parent,
             )  # fmt: skip
     except (FileExistsError, ValueError, ConfigError, ResolverError) as exc:
         raise CommandFailed(" ".join(str(exc).split())) from exc  # one line (libpq's messages have two)
+    facts = {}
+    if args.parent:
+        facts["parent"] = args.parent
+        facts["next"] = (
+            f"the parent's admin delegates {result.prefix} here: edgeroot register prefix {result.prefix} "
+            f"--root {args.parent} --key PARENT_ADMIN_KEY --node THIS_NODE_URL --node-policy {result.policy}"
+        )
     return report.ok(
         f"root node {result.origin} initialised in {result.state}",
         prefix=result.prefix,
@@ -47,6 +54,7 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
         policy=str(result.policy),
         database=result.database,
         suite=args.suite,
+        **facts,
     )
 
 

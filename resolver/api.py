@@ -24,15 +24,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chain_lite.registry import governed_prefix, parent_prefix, prefix_handle
+from chain_lite.registry import Delegation, Record, governed_prefix, parent_prefix, prefix_handle
 from resolver import epcis_api
 from resolver import openapi_models as om
-from resolver.errors import BadRequest, InvalidHandle, NotFound, ResolverError, TooLarge
+from resolver.errors import BadRequest, Delegated, InvalidHandle, NotFound, ResolverError, TooLarge
+from resolver.handle_proxy import ReferralFollower
 from resolver.metrics import RootMetrics
 from resolver.reads import PublishedView, Resolution, RootNode
 from resolver.tiles import parse_tile_path
 from resolver.web import console_assets, render_page
 from rootclient import codecs, routes
+from rootclient.client import Hop
 from rootclient.codecs import handle_record_values, handle_value
 from rootclient.errors import ProtocolError
 
@@ -55,6 +57,7 @@ def proof_json(res: Resolution) -> dict[str, Any]:
         map_proof=p.map_proof,
         map_head_b64=res.map_head_b64,
         receipt_text=res.receipt_text,
+        prefixes=res.prefixes,
     )
 
 
@@ -67,6 +70,9 @@ def resolve_answer(text: str, res: Resolution) -> Response:
         "values": [] if res.record is None else [handle_value(v) for v in res.record.values],
         "proof": proof_json(res),
     }
+    referral = res.referral()
+    if referral is not None:  # a hint for clients that do not verify; verifiers read the proven chain
+        body["referral"] = referral.as_json()
     return Response(json.dumps(body, ensure_ascii=False), media_type="application/json")
 
 
@@ -139,6 +145,51 @@ def handle_answer(
     if proof:
         body["proof"] = proof_json(res)
     return JSONResponse(body, status_code=status)
+
+
+def referral_answer(
+    text: str, res: Resolution, delegation: Delegation, view: PublishedView, *, proof: bool
+) -> JSONResponse:
+    """``?referral=true`` under a delegated prefix: the delegation record ``0.na/<prefix>`` (its values,
+    Handle-shaped) and the delegation under ``referral``; ``proof`` proves it (the prefix chain)."""
+    record = next(
+        (Record.decode(p.record) for p in res.prefixes if p.prefix == delegation.prefix and p.record), None
+    )
+    assert record is not None, "a referral is read from a proven prefix record"
+    body: dict[str, Any] = {
+        "responseCode": HANDLE_OK,
+        "handle": text,
+        "values": handle_record_values(record),
+        "referral": delegation.as_json(),
+    }
+    if proof:
+        body["proof"] = proof_json(res)
+    return JSONResponse(body)
+
+
+def followed_answer(
+    text: str,
+    res: Resolution,
+    hops: tuple[Hop, ...],
+    types: list[str] | None,
+    indexes: list[int] | None,
+    *,
+    proof: bool,
+) -> JSONResponse:
+    """The Handle answer of the node responsible, reached through this node's delegation: its proven
+    record (or proven absence: Handle 100), filtered; ``proof`` adds this node's proof (which proves the
+    delegation) and the hop chain from there (``hops``, docs/formats.md §21)."""
+    final = hops[-1].verified.proven
+    final_res = Resolution(
+        res.identifier, final.record, res.proof, res.epoch, res.map_head_b64, res.receipt_text
+    )
+    response = handle_answer(text, final_res, True, types, indexes, proof=False)
+    if not proof:
+        return response
+    body = json.loads(bytes(response.body))
+    body["proof"] = proof_json(res)
+    body["hops"] = [hop.as_json() for hop in hops]
+    return JSONResponse(body, status_code=response.status_code)
 
 
 def checkpoint_answer(view: PublishedView) -> PlainTextResponse:
@@ -269,6 +320,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     metrics: RootMetrics | None = None,
     role: Any = None,
     policy_text: bytes | None = None,
+    follower: ReferralFollower | None = None,
 ) -> FastAPI:
     app = offline_docs_app(
         title="edgeroot resolution-root node",
@@ -278,6 +330,13 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     )
 
     metrics = metrics or RootMetrics()
+    followers = [] if follower is None else [follower]
+
+    def referrals() -> ReferralFollower:
+        """The node's follower of its own delegations, made at the first read that needs it."""
+        if not followers:
+            followers.append(ReferralFollower(node.origin))
+        return followers[0]
 
     def refused(exc: ResolverError) -> None:
         if exc.status >= 500:
@@ -290,6 +349,9 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     @app.exception_handler(ResolverError)
     async def resolver_error(_request: Request, exc: ResolverError) -> JSONResponse:
         refused(exc)
+        if isinstance(exc, Delegated):
+            body = {**codecs.error_json(exc.handle_code, exc.message), "referral": exc.referral}
+            return JSONResponse(body, status_code=exc.status)
         return _error(exc.status, exc.handle_code, exc.message)
 
     @app.exception_handler(RequestValidationError)
@@ -321,24 +383,37 @@ def create_app(  # noqa: PLR0915 (one closure per route)
                 "description": "The values, or none passes the filters (responseCode 200)",
             },
             404: {"model": om.HandleMissing, "description": "No such handle (responseCode 100)"},
-            **om.errors(503),
+            **om.errors(502, 503),
             400: {
                 "model": om.HandleNotResponsible | om.ErrorBody,
                 "description": "Not served here (responseCode 301), or a malformed handle or filter",
             },
         },
     )
-    async def get_handle(
+    async def get_handle(  # noqa: PLR0917 (FastAPI passes the query parameters by name)
         request: Request,
         handle: str,
         type: Annotated[list[str] | None, Query()] = None,
         index: Annotated[list[int] | None, Query()] = None,
         proof: bool = False,
+        referral: bool = False,
     ) -> JSONResponse:
-        """Resolve a handle exactly as the Handle REST API does; ``proof=true`` adds a ``proof`` key."""
+        """Resolve a handle exactly as the Handle REST API does; ``proof=true`` adds a ``proof`` key.
+
+        Under a prefix this node delegated, the node follows the delegation (verifying every hop) and
+        answers with the record of the node responsible, ``proof=true`` adding the hop chain under
+        ``hops``; ``referral=true`` answers with the delegation record instead (D-076)."""
         del handle  # re-read from the raw path: percent-decoding must be strict
         text = _raw_path_part(request, routes.HANDLE_PREFIX)
-        return handle_read(node, node.view(), text, type, index, proof=proof)
+        view = node.view()
+        res = node.resolve_in(view, text)
+        delegation = res.referral()
+        if delegation is None:
+            return handle_read(node, view, text, type, index, proof=proof)
+        if referral:
+            return referral_answer(text, res, delegation, view, proof=proof)
+        hops = await referrals().follow(delegation, res.identifier)
+        return followed_answer(text, res, hops, type, index, proof=proof)
 
     # --- native /v1 --------------------------------------------------------------------------------------
 

@@ -93,9 +93,11 @@ def init_root(
     witnesses: list[tuple[str, VerifierKey]] | None = None,
     quorum: int | None = None,
     profile: LogProfile = LOG_PROFILES["default"],
+    parent: str = "",
 ) -> InitResult:
     """Create a root node's state directory (refuses to touch an existing one). ``profile`` fixes the
-    log's hash and key type for its lifetime (the hash is kept in the database, see log_store)."""
+    log's hash and key type for its lifetime (the hash is kept in the database, see log_store);
+    ``parent`` is the URL of the node that will delegate ``prefix`` to this one (D-075)."""
     state.mkdir(parents=True, exist_ok=True)
     if (state / root_config.CONFIG_NAME).exists():
         raise FileExistsError(
@@ -116,6 +118,7 @@ def init_root(
             {
                 "origin": origin,
                 "prefix": prefix,
+                "parent": parent,
                 "database": db_url,
                 "witness": [{"name": vk.name, "url": url, "vkey": str(vk)} for url, vk in witnesses],
             }

@@ -9,6 +9,9 @@ Layout of ``--state DIR`` (made by ``edgeroot root init``)::
     policy.txt       C2SP tlog-policy for this log and its witnesses
     root.db          the SQLite database (unless ``database`` points at PostgreSQL)
 
+A node under a parent (a secondary or enterprise node, D-075) names it in ``parent``; the parent's
+registry holds the delegation of ``prefix`` to this node (``edgeroot register prefix --node``).
+
 ``root.toml``: every key is declared once below, on the :class:`RootConfig` (or :class:`WitnessConfig`)
 field that holds it, with its type, default, allowed range and help; ``edgeroot root init`` writes the
 file from those declarations (:func:`render`), each key with its help as a comment.
@@ -85,6 +88,10 @@ class RootConfig:
     database: str = setting(
         "database", example="sqlite:///STATE/root.db",
         help="sqlite:///PATH or postgresql://user@host/db (default: root.db in the state directory)",
+    )  # fmt: skip
+    parent: str = setting(
+        "parent", "",
+        help="URL of the parent node that delegated this node's prefix to it (empty: a top node)",
     )  # fmt: skip
     interval_ms: int = setting(
         "sequencer.interval_ms", 250, range=(10, 60_000),
@@ -163,6 +170,9 @@ def load(state: Path, config: Path | None = None) -> RootConfig:
         values["prefix"] = normalize_prefix(values["prefix"])
     except ChainError as exc:
         raise top.fail("prefix", str(exc)) from exc
+    parent = values["parent"] = values["parent"].rstrip("/")
+    if parent and (not parent.startswith(("http://", "https://")) or any(c.isspace() for c in parent)):
+        raise top.fail("parent", "must be empty or an http:// or https:// URL")
     database = values["database"] = values["database"] or f"sqlite:///{state / 'root.db'}"
     if not database.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise top.fail("database", "must be sqlite:///PATH or postgresql://...")

@@ -43,6 +43,16 @@ class NotResponsible(BadRequest):
     handle_code = 301
 
 
+class Delegated(NotResponsible):
+    """The identifier is under a prefix this node delegated to another node (Handle's 301 "not served
+    here"); ``referral`` is the delegation (docs/formats.md §12), shown in the answer so the caller can
+    go to the child."""
+
+    def __init__(self, message: str, referral: dict[str, object]) -> None:
+        super().__init__(message)
+        self.referral = referral
+
+
 class HandleNotFound(ResolverError):
     status = 404
     handle_code = 100

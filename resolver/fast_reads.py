@@ -118,6 +118,8 @@ class FastReads:
         if raw.startswith(_HANDLE):
             types, indexes, proof = _handle_query(query)
             text = _plain_tail(raw, _HANDLE)
+            if self.node.resolve_in(view, text).referral() is not None:
+                raise _Unhandled  # under a delegated prefix the endpoint follows it (network, own cache)
             return _encoded(handle_read(self.node, view, text, types, indexes, proof=proof))
         if query:
             raise _Unhandled

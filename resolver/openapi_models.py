@@ -21,11 +21,23 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class DelegationBody(_Body):
+    """A delegation (docs/formats.md §12): the prefix is served by the node at ``urls``, whose log is
+    ``vkey`` and whose answers must satisfy ``policy`` (C2SP tlog-policy text)."""
+
+    prefix: str
+    urls: list[str]
+    vkey: str
+    policy: str
+
+
 class ErrorBody(_Body):
-    """Every error: the Handle response code and the reason (:mod:`resolver.errors`)."""
+    """Every error: the Handle response code and the reason (:mod:`resolver.errors`); a write under a
+    delegated prefix (301) also names the delegation to follow."""
 
     responseCode: int = Field(description="Handle code: 2 error, 100 not found, 102 invalid handle, ...")
     message: str
+    referral: DelegationBody | SkipJsonSchema[None] = None
 
 
 class AdminValue(_Body):
@@ -51,6 +63,14 @@ class HandleValue(_Body):
     timestamp: str = Field(description="UTC, ISO 8601 to the second (``2026-01-02T03:04:05Z``)")
 
 
+class PrefixProofBody(_Body):
+    """A prefix record (or its absence) under the answer's map root (docs/formats.md §21)."""
+
+    prefix: str
+    record: str | None = Field(description="The prefix record's bytes (base64); null when absent")
+    map_proof: str = Field(description="Sparse Merkle map proof for 0.na/<prefix> (base64)")
+
+
 class ResolutionProof(_Body):
     """Proves the answer as of a checkpoint: the map proof under the map head logged in ``epoch``."""
 
@@ -59,6 +79,9 @@ class ResolutionProof(_Body):
     map_proof: str = Field(description="Sparse Merkle map proof (base64)")
     map_head: str = Field(description="The logged map head (base64)")
     receipt: str = Field(description="C2SP tlog-proof@v1 receipt of the map head's leaf")
+    prefixes: list[PrefixProofBody] = Field(
+        description="Every prefix record deciding who answers for the identifier, under the same map"
+    )
 
 
 # A key present only when asked for: documented as optional, never as nullable (it is never null).
@@ -66,12 +89,18 @@ OptionalProof = ResolutionProof | SkipJsonSchema[None]
 
 
 class HandleFound(_Body):
-    """``responseCode`` 1: the (filtered) values of the handle, echoed as asked."""
+    """``responseCode`` 1: the (filtered) values of the handle, echoed as asked. Under a delegated
+    prefix: the record of the node responsible (``hops``: the verified hop chain, with ``proof=true``),
+    or with ``referral=true`` the delegation record (``referral``: the delegation)."""
 
     responseCode: Literal[1]
     handle: str
     values: list[HandleValue]
     proof: OptionalProof = None
+    hops: list[dict[str, Any]] | SkipJsonSchema[None] = Field(
+        None, description="docs/formats.md §21: each node asked after this one and what it proved"
+    )
+    referral: DelegationBody | SkipJsonSchema[None] = None
 
 
 class HandleMissing(_Body):
@@ -81,6 +110,7 @@ class HandleMissing(_Body):
     handle: str
     message: str
     proof: OptionalProof = None
+    hops: list[dict[str, Any]] | SkipJsonSchema[None] = None
 
 
 class HandleNotResponsible(_Body):
@@ -97,6 +127,10 @@ class ResolveAnswer(_Body):
     found: bool
     values: list[HandleValue]
     proof: ResolutionProof
+    referral: DelegationBody | SkipJsonSchema[None] = Field(
+        None, description="Present when a delegation covers the identifier: the node to ask next (a hint; "
+        "verifiers read it from proof.prefixes)",
+    )  # fmt: skip
 
 
 class Change(_Body):
@@ -319,6 +353,7 @@ ERROR_REASONS = {
     413: "Request body above the node's limit",
     422: "A gateway block badly signed, unlinked, or whose body does not match its header",
     500: "The node's own failure (details in its log)",
+    502: "A delegated node (the Handle API follows referrals) is unreachable or did not prove its answer",
     503: "No published checkpoint yet, or the database is unreachable",
 }
 

@@ -24,8 +24,8 @@ from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE
 from chain_lite.errors import IdentifierError
 from chain_lite.log_leaf import MapHead, parse_leaf
 from chain_lite.receipt import Receipt
-from chain_lite.registry import Record, canonical_identifier
-from chain_lite.resolution import ResolutionProof
+from chain_lite.registry import Delegation, Record, canonical_identifier, prefix_handle
+from chain_lite.resolution import PrefixProof, ResolutionProof, home_prefixes
 from chain_lite.suite import HashSuite
 from resolver import block_intake, registry
 from resolver.db import Database, Tx
@@ -114,6 +114,21 @@ class Resolution:
     epoch: int
     map_head_b64: str
     receipt_text: str
+
+    @property
+    def prefixes(self) -> tuple[PrefixProof, ...]:
+        return self.proof.prefixes or ()
+
+    def referral(self) -> Delegation | None:
+        """The delegation this node's own registry points to for the identifier (the shortest delegated
+        prefix of its chain), or ``None`` when it answers for it. Records the node accepted carry only
+        well-formed delegations (:func:`resolver.registry.check_and_apply`)."""
+        for p in self.prefixes:
+            if p.record is not None:
+                delegation = Record.decode(p.record).delegation()
+                if delegation is not None:
+                    return delegation
+        return None
 
 
 class RootNode:
@@ -237,8 +252,13 @@ class RootNode:
             return self._current(view, ident)
         with self.db.transaction(write=False) as tx:
             epoch, head_leaf = self._map_head_before(tx, at)
-            proof = self._as_of.get(tx, epoch, view.suite).prove(ident)
+            snapshot = self._as_of.get(tx, epoch, view.suite)
+            proof = snapshot.prove(ident)
             record = self._record_at(tx, ident, epoch)
+            prefixes = tuple(
+                PrefixProof(p, self._record_at(tx, handle, epoch), snapshot.prove(handle).to_bytes())
+                for p, handle in ((p, prefix_handle(p)) for p in home_prefixes(ident))
+            )
             receipt = receipt_for(tx, epoch - 1, view.checkpoint)
         return self._resolution(
             ident,
@@ -249,6 +269,7 @@ class RootNode:
             receipt,
             b64.encode(head_leaf),
             receipt.to_bytes().decode(),
+            prefixes,
         )
 
     def resolve_in(self, view: PublishedView, identifier: str) -> Resolution:
@@ -258,20 +279,24 @@ class RootNode:
 
     def _current(self, view: PublishedView, ident: str) -> Resolution:
         record, proof = view.map.record_and_proof(ident)
+        prefixes = []
+        for p in home_prefixes(ident):
+            prefix_record, prefix_proof = view.map.record_and_proof(prefix_handle(p))
+            prefixes.append(PrefixProof(p, prefix_record, prefix_proof.to_bytes()))
         return self._resolution(
             ident, record, proof.to_bytes(), view.size, view.map_head, view.receipt,
-            view.map_head_b64, view.receipt_text,
+            view.map_head_b64, view.receipt_text, tuple(prefixes),
         )  # fmt: skip
 
     @staticmethod
     def _resolution(  # noqa: PLR0917 (the answer's parts, each from the view or the database)
         ident: str, record: bytes | None, map_proof: bytes, epoch: int, head_leaf: bytes, receipt: Receipt,
-        head_b64: str, receipt_text: str,
+        head_b64: str, receipt_text: str, prefixes: tuple[PrefixProof, ...],
     ) -> Resolution:  # fmt: skip
         return Resolution(
             ident,
             None if record is None else Record.decode(record),
-            ResolutionProof(ident, record, map_proof, head_leaf, receipt),
+            ResolutionProof(ident, record, map_proof, head_leaf, receipt, prefixes),
             epoch,
             head_b64,
             receipt_text,

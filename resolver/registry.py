@@ -14,6 +14,7 @@ from chain_lite.errors import ChainError, FormatError, IdentifierError, Signatur
 from chain_lite.keys import PublicKey
 from chain_lite.log_leaf import registry_leaf
 from chain_lite.registry import (
+    Delegation,
     Record,
     SignedWrite,
     canonical_identifier,
@@ -21,13 +22,16 @@ from chain_lite.registry import (
     may_write,
     open_write,
     parse_write,
+    prefix_handle,
 )
+from chain_lite.resolution import home_prefixes
 from resolver import namespace
 from resolver.db import Database, Tx
 from resolver.errors import (
     AlreadyExists,
     AuthenticationFailed,
     AuthenticationNeeded,
+    Delegated,
     HandleNotFound,
     InsufficientPermissions,
     InvalidHandle,
@@ -153,6 +157,8 @@ def check_and_apply(tx: Tx, raw: bytes, *, origin: str, now_ms: int, bootstrap: 
         raise InsufficientPermissions(
             f"admin of {admin_prefix} may not {req.op} {req.identifier}: outside its prefix"
         )
+    # The delegation first: under a delegated prefix the answer is "go to the child", with its address.
+    _check_delegation(tx, req.identifier, record, admin_prefix)
     _check_home(tx, req.identifier, bootstrap=bootstrap)
     # The nonce insert is the replay guard; ON CONFLICT makes it atomic under concurrent requests.
     tx.execute("DELETE FROM nonces WHERE expires_ms < ?", (now_ms,))
@@ -249,6 +255,58 @@ def _check_home(tx: Tx, identifier: str, *, bootstrap: bool) -> None:
         home = parent
     if tx.one("SELECT 1 FROM records WHERE identifier = ?", (f"0.na/{home}",)) is None:
         raise NotResponsible(f"prefix {home} is not registered at this node")
+
+
+def delegation_above(tx: Tx, identifier: str) -> Delegation | None:
+    """The delegation that takes ``identifier`` away from this node: the first delegated prefix record
+    among :func:`chain_lite.resolution.home_prefixes` (shortest first), as resolution reads it."""
+    for prefix in home_prefixes(identifier):
+        record = load_record(tx, prefix_handle(prefix))
+        if record is not None:
+            delegation = record.delegation()
+            if delegation is not None:
+                return delegation
+    return None
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _check_delegation(tx: Tx, identifier: str, record: Record | None, admin_prefix: str) -> None:
+    """Refuse a write under a delegated prefix (the child answers for it, D-075), a malformed
+    delegation, a delegation by the prefix's own admin (only its parent's admin delegates it), and a
+    delegation of a prefix under which this node still holds records."""
+    above = delegation_above(tx, identifier)
+    if above is not None:
+        raise Delegated(
+            f"{identifier} is under {above.prefix}, delegated to {', '.join(above.urls)} (log "
+            f"{above.origin}): write it there",
+            above.as_json(),
+        )
+    if record is None:
+        return
+    try:
+        delegation = record.delegation()
+    except ChainError as exc:
+        raise InvalidValue(str(exc)) from exc
+    if delegation is None:
+        return
+    if delegation.prefix == admin_prefix:
+        raise InsufficientPermissions(
+            f"admin of {admin_prefix} may not delegate its own prefix: the admin of its parent does"
+        )
+    p = _like_prefix(delegation.prefix)
+    below = tx.one(
+        "SELECT identifier FROM records WHERE identifier LIKE ? ESCAPE '\\' OR identifier LIKE ? ESCAPE '\\' "
+        "OR identifier LIKE ? ESCAPE '\\' LIMIT 1",
+        (f"{p}/%", f"{p}.%/%", f"0.na/{p}.%"),
+    )
+    if below is not None:
+        raise AlreadyExists(
+            f"cannot delegate {delegation.prefix}: this node still holds {below[0]} under it; move or "
+            "delete the records under the prefix first"
+        )
 
 
 def _check_keys(record: Record | None) -> None:

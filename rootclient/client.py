@@ -14,7 +14,9 @@ when an answer has the wrong shape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+import contextlib
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,10 +24,23 @@ import httpx
 
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.epcis_proof import IndexProof
+from chain_lite.errors import ChainError, StaleCheckpoint
 from chain_lite.policy import Policy
-from chain_lite.resolution import ResolutionProof
+from chain_lite.registry import Delegation
+from chain_lite.resolution import NotDelegatedHere, PrefixProofError, ResolutionProof, referral_of
 from rootclient import codecs, routes
-from rootclient.errors import ClientError, ProtocolError
+from rootclient.errors import (
+    ClientError,
+    DeadChild,
+    DelegationChanged,
+    ForgedAnswer,
+    ForgedDelegation,
+    NotDelegated,
+    PinError,
+    ProtocolError,
+    ReferralLoop,
+    ReferralTooDeep,
+)
 from rootclient.pinned_log import Older, PinnedLog, PinStore, Verified
 
 T = TypeVar("T")
@@ -209,6 +224,243 @@ class AsyncRootClient:
         return codecs.window_blocks_from_json(_json(response, f"blocks of {gateway}"))
 
 
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One node asked while following referrals, and what its answer proved (D-076)."""
+
+    url: str
+    delegated: str | None
+    """The prefix this node was reached for (``None``: the trust anchor, asked first)."""
+    verified: Verified
+    referral: Delegation | None
+    """Where its proven registry sends the client next (``None``: this node answers)."""
+    proof: dict[str, Any]
+    """The ``proof`` object of its answer as received, so the hop chain can be checked again offline."""
+
+    @property
+    def origin(self) -> str:
+        return self.verified.proven.checkpoint.checkpoint.origin
+
+    @property
+    def served(self) -> str | None:
+        """The prefix this node is proven to hold for the identifier: the delegated one, or at the trust
+        anchor the longest prefix record it holds above the one it delegates (``None``: none)."""
+        if self.delegated is not None:
+            return self.delegated
+        held = None
+        for prefix, record in self.verified.proven.prefixes or ():
+            if self.referral is not None and prefix == self.referral.prefix:
+                break
+            if record is not None:
+                held = prefix
+        return held
+
+    def as_json(self) -> dict[str, Any]:
+        """One hop of the hop chain (docs/formats.md §21)."""
+        proven = self.verified.proven
+        cp = proven.checkpoint
+        outcome = "referral" if self.referral is not None else "absent" if proven.record is None else "record"
+        return {
+            "node": self.url,
+            "log": cp.checkpoint.origin,
+            "delegated_prefix": self.delegated,
+            "served_prefix": self.served,
+            "proven": outcome,
+            "checkpoint_size": cp.checkpoint.size,
+            "as_of_log_size": proven.epoch,
+            "cosigned_by": list(cp.cosigners),
+            "pinned_size": self.verified.pinned_size,
+            "referral": None if self.referral is None else self.referral.as_json(),
+            "proof": self.proof,
+        }
+
+
+PinStoreFor = Callable[[str], PinStore]
+"""The pin store of the log named by its origin: one pin per log."""
+HoldPin = Callable[[PinStore], AbstractContextManager[object]]
+"""Held while one log's pin is loaded, judged and saved (the CLI's file lock); ``None``: nothing held."""
+MAX_HOPS = 8
+
+
+class NodeClients:
+    """Clients of delegated nodes by URL, kept open across lookups so a long-lived caller (a gateway,
+    the Handle API, a benchmark) reuses their connections; ``aclose`` closes them all. At most
+    ``capacity`` are kept (the oldest is closed first)."""
+
+    def __init__(self, *, timeout: float = 10.0, capacity: int = 64) -> None:
+        self.timeout = timeout
+        self.capacity = capacity
+        self._clients: dict[str, AsyncRootClient] = {}
+        self.logs: dict[tuple[str, str, str], PinnedLog] = {}
+        """Open pinned logs by (origin, URL, the policy text a delegation commits to; "" for the first
+        node, which the caller's one policy governs): a warm client judges each checkpoint once and
+        keeps its pin in memory between lookups (saved through its store as usual)."""
+
+    async def get(self, url: str) -> AsyncRootClient:
+        client = self._clients.get(url)
+        if client is None:
+            if len(self._clients) >= self.capacity:
+                oldest = next(iter(self._clients))
+                await self._clients.pop(oldest).aclose()
+                self.logs = {k: v for k, v in self.logs.items() if k[1] != oldest}
+            client = self._clients[url] = AsyncRootClient(url, timeout=self.timeout)
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+async def _ask_child(
+    urls: Sequence[str], identifier: str, nodes: NodeClients, hops: tuple[Hop, ...]
+) -> tuple[AsyncRootClient, dict[str, Any], ResolutionProof]:
+    """The first usable answer among ``urls`` (its client also serves the consistency proof)."""
+    failures = []
+    for url in urls:
+        client = await nodes.get(url)
+        try:
+            answer = await client.resolve(identifier)
+            return client, answer, codecs.resolution_from_json(answer)
+        except (ClientError, ProtocolError) as exc:
+            failures.append(f"{url}: {exc}")
+    raise DeadChild(f"no URL of the delegated node answered: {'; '.join(failures)}", hops)
+
+
+async def resolve_referrals(
+    top: AsyncRootClient | None,
+    identifier: str,
+    policy: Policy | None,
+    pins: PinStoreFor,
+    *,
+    hold: HoldPin | None = None,
+    max_hops: int = MAX_HOPS,
+    timeout: float = 10.0,
+    start: Delegation | None = None,
+    visited: Sequence[str] = (),
+    nodes: NodeClients | None = None,
+) -> tuple[Hop, ...]:
+    """Resolve ``identifier`` from ``top`` (trusted under ``policy``), following delegations with proofs.
+
+    Every answer is verified with its log's pin (:class:`PinnedLog`, ``Older.REFUSE``), including the
+    proven prefix records that say who answers (:func:`chain_lite.resolution.referral_of`); a
+    delegation is followed only to the log it names, whose answers are verified under the policy it
+    commits to. Returns the hops, the last one answering. Errors at the first hop are the pinned log's
+    own (ChainError, StaleCheckpoint, PinError, EquivocationDetected, ClientError); later ones raise a
+    :class:`~rootclient.errors.ReferralError` subclass carrying the hops proven before, except a stale
+    answer and equivocation (evidence), which are the same at every hop.
+
+    A node following referrals for its own clients (the Handle API, D-076) starts at ``start``, the
+    delegation its own registry holds (``top`` and ``policy`` are then unused), with its own log in
+    ``visited`` so that a delegation back to it is a loop. ``nodes`` keeps the delegated nodes'
+    clients open between calls (default: opened for this call and closed after it).
+    """
+    if nodes is None:
+        own = NodeClients(timeout=timeout)
+        try:
+            return await resolve_referrals(
+                top, identifier, policy, pins, hold=hold, max_hops=max_hops, timeout=timeout, start=start,
+                visited=visited, nodes=own,
+            )  # fmt: skip
+        finally:
+            await own.aclose()
+    hops: tuple[Hop, ...] = ()
+    seen: set[str] = set(visited)
+    delegation = start
+    if delegation is not None:
+        if delegation.origin in seen:
+            raise ReferralLoop(f"{delegation.prefix} is delegated to log {delegation.origin}, this one", hops)
+        hop_policy = delegation.trust_policy()
+    elif top is None or policy is None:
+        raise ValueError("resolve_referrals needs a top node and its policy, or a delegation to start at")
+    else:
+        hop_policy = policy
+    while True:
+        if len(hops) >= max_hops:
+            raise ReferralTooDeep(f"more than {max_hops} nodes to ask (the limit of nodes per lookup)", hops)
+        if delegation is None:
+            assert top is not None
+            client, answer = top, await top.resolve(identifier)
+            proof = codecs.resolution_from_json(answer)
+        else:
+            client, answer, proof = await _ask_child(delegation.urls, identifier, nodes, hops)
+        hop = await _verify_hop(client, answer, proof, hop_policy, delegation, pins, hold, hops, nodes)
+        seen.add(hop.origin)
+        hops = (*hops, hop)
+        delegation = hop.referral
+        if delegation is None:
+            return hops
+        if delegation.origin in seen:
+            raise ReferralLoop(
+                f"{hop.origin} delegates {delegation.prefix} to log {delegation.origin}, already visited "
+                f"({' -> '.join(h.origin for h in hops)})",
+                hops,
+            )
+        hop_policy = delegation.trust_policy()
+
+
+async def _verify_hop(  # noqa: PLR0917 (the hop's answer and everything it is judged by)
+    client: AsyncRootClient,
+    answer: dict[str, Any],
+    proof: ResolutionProof,
+    policy: Policy,
+    delegation: Delegation | None,
+    pins: PinStoreFor,
+    hold: HoldPin | None,
+    hops: tuple[Hop, ...],
+    nodes: NodeClients,
+) -> Hop:
+    origin = proof.receipt.checkpoint.checkpoint.origin
+    if delegation is not None and origin != delegation.origin:
+        raise ForgedAnswer(
+            f"{client.base_url} answered with log {origin}, but {delegation.prefix} is delegated to log "
+            f"{delegation.origin}",
+            hops,
+        )
+    store = pins(origin)
+    key = (origin, client.base_url, "" if delegation is None else delegation.policy)
+    with hold(store) if hold is not None else contextlib.nullcontext():
+        try:
+            pinned = nodes.logs.get(key) or await PinnedLog.open(policy, origin, client, store)
+            nodes.logs[key] = pinned
+        except PinError as exc:
+            if delegation is None:
+                raise
+            raise DelegationChanged(
+                f"the delegation of {delegation.prefix} now commits to a policy under which the pinned "
+                f"checkpoint of log {origin} does not verify ({exc}): it changed after the pin",
+                hops,
+            ) from exc
+        try:
+            verified = await pinned.verify_resolution(proof, older=Older.REFUSE)
+        except PrefixProofError as exc:
+            raise ForgedDelegation(f"{client.base_url} (log {origin}): {exc}", hops) from exc
+        except StaleCheckpoint:
+            raise
+        except ChainError as exc:
+            if delegation is None:
+                raise
+            raise ForgedAnswer(
+                f"the answer of {client.base_url} for {delegation.prefix} does NOT verify under the policy "
+                f"its delegation commits to: {exc}",
+                hops,
+            ) from exc
+    try:
+        referral = referral_of(verified.proven, None if delegation is None else delegation.prefix)
+    except NotDelegatedHere as exc:
+        raise NotDelegated(f"{client.base_url} (log {origin}): {exc}", hops) from exc
+    except ChainError as exc:
+        raise ForgedDelegation(f"{client.base_url} (log {origin}): {exc}", hops) from exc
+    proof_obj = answer.get("proof")
+    return Hop(
+        client.base_url,
+        None if delegation is None else delegation.prefix,
+        verified,
+        referral,
+        proof_obj if isinstance(proof_obj, dict) else {},
+    )
+
+
 class RootClient:
     """The synchronous face of :class:`AsyncRootClient` (same requests, same decoding), for callers
     without an event loop. ``run`` executes any coroutine on the client's loop, e.g. a
@@ -294,6 +546,18 @@ class RootClient:
         self, gateway: str, from_ms: int, to_ms: int, after: int | None = None
     ) -> tuple[list[codecs.WindowBlock], int | None]:
         return self.run(self.aio.blocks_in_window(gateway, from_ms, to_ms, after))
+
+    def resolve_referrals(
+        self,
+        identifier: str,
+        policy: Policy,
+        pins: PinStoreFor,
+        *,
+        hold: HoldPin | None = None,
+        max_hops: int = MAX_HOPS,
+    ) -> tuple[Hop, ...]:
+        """:func:`resolve_referrals` from this node."""
+        return self.run(resolve_referrals(self.aio, identifier, policy, pins, hold=hold, max_hops=max_hops))
 
     def verify_resolution(
         self, proof: ResolutionProof, policy: Policy, store: PinStore, *, as_of: bool = False

@@ -22,7 +22,7 @@ from chain_lite.merkle import HASH_SIZE
 from chain_lite.policy import Policy
 from chain_lite.receipt import Receipt
 from chain_lite.registry import MAX_UINT31, Record, Value, governed_prefix
-from chain_lite.resolution import ResolutionProof
+from chain_lite.resolution import PrefixProof, ResolutionProof
 from rootclient.errors import ProtocolError
 
 BlockBatch = list[tuple[bytes, Sequence[bytes] | None]]
@@ -180,17 +180,51 @@ def handle_record_values(record: Record) -> list[dict[str, Any]]:
 
 
 def proof_json(
-    *, epoch: int, record: bytes | None, map_proof: bytes, map_head_b64: str, receipt_text: str
-) -> dict[str, Any]:
+    *, epoch: int, record: bytes | None, map_proof: bytes, map_head_b64: str, receipt_text: str,
+    prefixes: Sequence[PrefixProof] = (),
+) -> dict[str, Any]:  # fmt: skip
     """The ``proof`` object of a resolution answer (the map head and receipt come pre-encoded: the
-    server renders them once per checkpoint, not once per request)."""
+    server renders them once per checkpoint, not once per request); ``prefixes`` proves who is
+    responsible for the identifier (docs/formats.md §21)."""
     return {
         "epoch": epoch,
         "record": None if record is None else b64.encode(record),
         "map_proof": b64.encode(map_proof),
         "map_head": map_head_b64,
         "receipt": receipt_text,
+        "prefixes": [
+            {
+                "prefix": p.prefix,
+                "record": None if p.record is None else b64.encode(p.record),
+                "map_proof": b64.encode(p.map_proof),
+            }
+            for p in prefixes
+        ],
     }
+
+
+MAX_PREFIX_PROOFS = 128
+"""An identifier of 255 bytes has at most 128 prefix segments."""
+
+
+def _prefix_proofs(items: object, what: str) -> tuple[PrefixProof, ...] | None:
+    if items is None:
+        return None
+    entries = _list(items, what)
+    if len(entries) > MAX_PREFIX_PROOFS:
+        raise ProtocolError(what, f"more than {MAX_PREFIX_PROOFS} prefix proofs")
+    out = []
+    for i, item in enumerate(entries):
+        entry = _object(item, f"{what}[{i}]")
+        raw = entry.get("record")
+        out.append(
+            PrefixProof(
+                _str(_field(entry, "prefix", f"{what}[{i}]"), f"{what}[{i}].prefix"),
+                None if raw is None else _bytes(raw, f"{what}[{i}].record"),
+                _bytes(_field(entry, "map_proof", f"{what}[{i}]"), f"{what}[{i}].map_proof"),
+            )
+        )
+    return tuple(out)
 
 
 def proof_from_json(identifier: str, proof: object) -> ResolutionProof:
@@ -202,7 +236,8 @@ def proof_from_json(identifier: str, proof: object) -> ResolutionProof:
     map_proof = _bytes(_field(obj, "map_proof", what), f"{what} map_proof")
     map_head = _bytes(_field(obj, "map_head", what), f"{what} map_head")
     receipt = parse_receipt(_field(obj, "receipt", what), f"{what} receipt")
-    return ResolutionProof(identifier, record, map_proof, map_head, receipt)
+    prefixes = _prefix_proofs(obj.get("prefixes"), f"{what} prefixes")
+    return ResolutionProof(identifier, record, map_proof, map_head, receipt, prefixes)
 
 
 def resolution_from_json(answer: object) -> ResolutionProof:

@@ -42,3 +42,58 @@ class EquivocationDetected(ClientError):
     def __init__(self, message: str, evidence: str) -> None:
         super().__init__(message)
         self.evidence = evidence
+
+
+class ReferralError(RootClientError):
+    """Following a referral failed (D-076). ``hops`` are the hops proven before it (what was learnt);
+    ``kind`` names the failure for scripts (the CLI's exit code and ``--json`` ``referral_error``)."""
+
+    kind = "referral"
+
+    def __init__(self, message: str, hops: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hops = hops
+
+
+class ReferralLoop(ReferralError):
+    """A delegation leads back to a log already visited on this resolution."""
+
+    kind = "loop"
+
+
+class ReferralTooDeep(ReferralError):
+    """More delegations than the client follows (``max_hops``)."""
+
+    kind = "depth"
+
+
+class DeadChild(ReferralError):
+    """No URL of the delegated node gave a usable answer (unreachable, an error status, out of protocol)."""
+
+    kind = "dead-child"
+
+
+class NotDelegated(ReferralError):
+    """The delegated node does not hold the prefix delegated to it, or passes on one outside it."""
+
+    kind = "not-delegated"
+
+
+class ForgedDelegation(ReferralError):
+    """The proof of who is responsible (a prefix record, a delegation) does not verify."""
+
+    kind = "forged-delegation"
+
+
+class ForgedAnswer(ReferralError):
+    """A delegated node's answer does not verify under the policy its delegation commits to."""
+
+    kind = "forged-answer"
+
+
+class DelegationChanged(ReferralError):
+    """The pinned checkpoint of a delegated log does not verify under the policy the delegation now
+    commits to: the delegation changed (new log key, new witnesses) after this client pinned the log."""
+
+    kind = "delegation-changed"

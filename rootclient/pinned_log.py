@@ -111,6 +111,9 @@ class PinnedLog:
         self.root = root
         self.store = store
         self.light = LightClient(policy, origin)
+        # The last checkpoints verified under the policy, by their bytes: the same bytes under the same
+        # policy verify the same way, so a warm client does not verify every answer's signatures again.
+        self._verified: dict[bytes, VerifiedCheckpoint] = {}
         # The syncer and the registry cache update one pin concurrently: one update at a time, so a
         # consistency proof is always fetched from the pin it is applied to.
         self._lock = asyncio.Lock()
@@ -147,7 +150,13 @@ class PinnedLog:
         (malformed consistency proof), ClientError (root unreachable or refusing the proof),
         EquivocationDetected (evidence saved).
         """
-        verified = self.policy.verify_checkpoint(signed, self.origin)
+        note = signed.to_bytes()
+        verified = self._verified.get(note)
+        if verified is None:
+            verified = self.policy.verify_checkpoint(signed, self.origin)
+            if len(self._verified) >= 4:
+                del self._verified[next(iter(self._verified))]
+            self._verified[note] = verified
         async with self._lock:
             sizes = self.light.needs_proof(verified.checkpoint)
             proof = [] if sizes is None else await self.root.consistency(*sizes)

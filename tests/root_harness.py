@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import uvicorn
 
@@ -20,7 +22,15 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import PrivateKey, generate_p256, load_private_pem
 from chain_lite.note import VerifierKey
 from chain_lite.policy import Policy
-from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
+from chain_lite.registry import (
+    Delegation,
+    Value,
+    admin_kid,
+    build_write,
+    prefix_handle,
+    pubkey_value,
+    sign_write,
+)
 from chain_lite.suite import LOG_PROFILES, LogProfile
 from edgeroot.system import free_port
 from resolver import config as root_config
@@ -32,7 +42,19 @@ from rootclient.client import RootClient
 from rootclient.errors import ClientError
 from runtime.clock import now_ms
 
-__all__ = ["POSTGRES_DOWN", "POSTGRES_URL", "RootUnderTest", "ServerThread", "free_port", "running_root"]
+__all__ = [
+    "POSTGRES_DOWN",
+    "POSTGRES_URL",
+    "Hierarchy",
+    "RootUnderTest",
+    "ServerThread",
+    "TamperingProxy",
+    "delegate",
+    "delegation_to",
+    "free_port",
+    "running_hierarchy",
+    "running_root",
+]
 
 POSTGRES_URL = os.environ.get("EDGEROOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 ORIGIN = "root.test"
@@ -99,6 +121,7 @@ class RootUnderTest:
     witness_server: ServerThread
     witness_state: Path
     server: ServerThread
+    prefix: str = "88.123"
 
     @property
     def policy_path(self) -> Path:
@@ -107,8 +130,8 @@ class RootUnderTest:
     def client(self) -> RootClient:
         return RootClient(self.url)
 
-    def admin_signer(self, prefix: str = "88.123") -> CoseSigner:
-        return CoseSigner(admin_kid(prefix), self.admin)
+    def admin_signer(self, prefix: str | None = None) -> CoseSigner:
+        return CoseSigner(admin_kid(prefix or self.prefix), self.admin)
 
     def write(self, op: str, identifier: str, values: list[Value] | None, signer: CoseSigner) -> bytes:
         """A signed write request (not sent)."""
@@ -166,20 +189,29 @@ class RootUnderTest:
 
 @contextlib.contextmanager
 def running_root(
-    tmp: Path, database: str, *, interval_ms: int = 50, profile: LogProfile = LOG_PROFILES["default"]
+    tmp: Path,
+    database: str,
+    *,
+    interval_ms: int = 50,
+    profile: LogProfile = LOG_PROFILES["default"],
+    origin: str = ORIGIN,
+    prefix: str = "88.123",
+    parent: str = "",
 ) -> Iterator[RootUnderTest]:
     """A root node with one witness, served on loopback; the sequencer runs every ``interval_ms``;
-    ``profile`` is the log's suite (``root init --suite``)."""
+    ``profile`` is the log's suite (``root init --suite``); ``origin``, ``prefix`` and ``parent`` as
+    ``edgeroot root init`` takes them (a node under a parent)."""
     wstate, rstate = tmp / "witness", tmp / "root"
-    wkey = init_witness(wstate, "witness.test", [])
+    wkey = init_witness(wstate, "witness.test" if origin == ORIGIN else f"witness.{origin}", [])
     wport = free_port()
     result = init_root(
         rstate,
-        ORIGIN,
-        "88.123",
+        origin,
+        prefix,
         database=database,
         witnesses=[(f"http://127.0.0.1:{wport}", VerifierKey.parse(wkey.vkey()))],
         profile=profile,
+        parent=parent,
     )
     with (wstate / "logs.txt").open("a") as f:
         f.write(witness_log_line(VerifierKey.parse(result.log_vkey), profile.hash) + "\n")
@@ -191,13 +223,120 @@ def running_root(
         node = RootUnderTest(
             server.url,
             rstate,
-            ORIGIN,
+            origin,
             Policy.parse(result.policy.read_bytes()),
             load_private_pem(result.admin_key.read_bytes()),
             witness.url,
             witness,
             wstate,
             server,
+            result.prefix,
         )
         node.settle()
         yield node
+
+
+def delegation_to(child: RootUnderTest, prefix: str, urls: tuple[str, ...] | None = None) -> Delegation:
+    """The delegation of ``prefix`` to ``child`` (its URL, log key and policy file), as
+    ``edgeroot register prefix --node --node-policy`` writes it."""
+    policy = child.policy_path.read_text()
+    return Delegation(prefix, urls or (child.url,), str(child.policy.logs[0].verifier.vkey()), policy)
+
+
+def delegate(parent: RootUnderTest, delegation: Delegation, *, op: str = "create") -> None:
+    """Write ``delegation`` at ``parent`` (signed by the admin of the parent of its prefix)."""
+    values = [delegation.value()]
+    owner = delegation.prefix.rpartition(".")[0]
+    raw = parent.write(op, prefix_handle(delegation.prefix), values, parent.admin_signer(owner))
+    with parent.client() as c:
+        c.write(raw)
+
+
+@dataclass
+class Hierarchy:
+    """Three nodes over real HTTP: top ``88.123`` delegates ``88.123.99`` to the secondary node, which
+    delegates ``88.123.99.7`` to the enterprise node (IDIS's top-level → secondary → enterprise)."""
+
+    top: RootUnderTest
+    secondary: RootUnderTest
+    enterprise: RootUnderTest
+
+    @property
+    def nodes(self) -> tuple[RootUnderTest, ...]:
+        return (self.top, self.secondary, self.enterprise)
+
+    def settle(self) -> None:
+        for node in self.nodes:
+            node.settle()
+
+
+HIERARCHY = (("top.test", "88.123"), ("secondary.test", "88.123.99"), ("enterprise.test", "88.123.99.7"))
+
+
+@contextlib.contextmanager
+def running_hierarchy(
+    tmp: Path,
+    backends: tuple[str, str, str] = ("sqlite", "sqlite", "sqlite"),
+    suites: tuple[str, str, str] = ("default", "default", "default"),
+) -> Iterator[Hierarchy]:
+    """:class:`Hierarchy` with each node on its own database (top, secondary, enterprise: a ``sqlite``
+    file, or a schema of the ``postgresql`` test database) and log suite (``root init --suite``),
+    delegations written and published. The sequencer's PostgreSQL advisory lock is per database, so at
+    most one node can use PostgreSQL."""
+    if backends.count("postgresql") > 1:
+        raise ValueError("one test database holds one sequencer lock: at most one PostgreSQL node")
+    with contextlib.ExitStack() as stack:
+        nodes: list[RootUnderTest] = []
+        for (origin, prefix), backend, suite in zip(HIERARCHY, backends, suites, strict=True):
+            home = tmp / origin
+            if backend == "sqlite":
+                database = f"sqlite:///{home / 'root.db'}"
+            else:
+                database = stack.enter_context(postgres_schema())
+            parent = nodes[-1].url if nodes else ""
+            node = stack.enter_context(
+                running_root(
+                    home, database, origin=origin, prefix=prefix, parent=parent, profile=LOG_PROFILES[suite]
+                )
+            )
+            if nodes:
+                delegate(nodes[-1], delegation_to(node, prefix))
+            nodes.append(node)
+        hierarchy = Hierarchy(*nodes)
+        hierarchy.settle()
+        yield hierarchy
+
+
+class TamperingProxy:
+    """An ASGI front for a node: forwards every GET (and POST) unchanged, except that ``tamper`` may
+    rewrite the JSON of ``/v1/resolve`` answers: a node (or a man in the middle) that lies."""
+
+    def __init__(self, target: str, tamper: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.target = target.rstrip("/")
+        self.tamper = tamper
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        query = scope["query_string"].decode()
+        url = self.target + scope["raw_path"].decode() + (f"?{query}" if query else "")
+        async with httpx.AsyncClient() as client:
+            answer = await client.request(scope["method"], url, content=body or None)
+        content = answer.content
+        if scope["path"].startswith("/v1/resolve/") and answer.status_code == 200:
+            content = json.dumps(self.tamper(answer.json())).encode()
+        headers = [(b"content-type", answer.headers.get("content-type", "application/json").encode())]
+        await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": content})

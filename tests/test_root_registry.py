@@ -225,7 +225,7 @@ def test_handle_api_shape_filters_and_codes(root: RootUnderTest) -> None:
     missing = httpx.get(f"{root.url}/api/handles/88.123/MISSING")
     assert missing.status_code == 404 and missing.json()["responseCode"] == 100
     proof = httpx.get(f"{root.url}/api/handles/88.123/H?proof=true").json()
-    assert set(proof["proof"]) == {"epoch", "record", "map_proof", "map_head", "receipt"}
+    assert set(proof["proof"]) == {"epoch", "record", "map_proof", "map_head", "receipt", "prefixes"}
 
 
 @pytest.mark.parametrize(

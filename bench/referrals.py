@@ -1,0 +1,214 @@
+"""`make bench` (referrals, issue 14): verified resolution through two referrals, from a warm client.
+
+Three `edgeroot root run` processes on this machine: top `88.123` delegates `88.123.99` to a secondary
+node, which delegates `88.123.99.7` to an enterprise node holding BENCH_IDS identifiers (default
+100,000). One client process resolves random identifiers from the top with
+:func:`rootclient.client.resolve_referrals` (every hop's checkpoint, map proofs and prefix chain
+verified, one pin per log, connections kept open: a *warm* client), BENCH_CONCURRENCY lookups at a
+time for BENCH_SECONDS, BENCH_RUNS times (median): verified resolutions/s, p50/p99 latency. Beside
+it, in the same runs, the raw limit of that client: the same verified resolution asked of the
+enterprise node directly (one hop, no referral). And the answer bytes per hop.
+
+Targets (issue 14): >= 1,000 verified resolutions/s end to end, p99 < 50 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from results import record  # bench/ is on sys.path when run as a script
+
+from chain_lite.cose import CoseSigner
+from chain_lite.keys import NoteKey, load_private_pem
+from chain_lite.policy import Policy
+from chain_lite.registry import Delegation, Value, admin_kid, build_write, prefix_handle, sign_write
+from edgeroot.system import System, free_port, wait_http
+from resolver.assembly import init_root
+from resolver.config import load
+from resolver.db import Database
+from resolver.registry import check_and_apply
+from resolver.sequencer import Sequencer
+from rootclient import routes
+from rootclient.client import AsyncRootClient, NodeClients, resolve_referrals
+from rootclient.errors import ClientError
+from rootclient.pinned_log import PinStore
+from runtime.clock import now_ms
+
+N = int(os.environ.get("BENCH_IDS", "100000"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+NODES = (("top.bench", "88.123"), ("secondary.bench", "88.123.99"), ("enterprise.bench", "88.123.99.7"))
+
+
+class Pins:
+    """In-memory pins, one per log (the client is warm: nothing is read from disk per lookup)."""
+
+    def __init__(self, origin: str) -> None:
+        self.state: dict[str, Any] | None = None
+        self.origin = origin
+
+    async def load_pin(self) -> dict[str, Any] | None:
+        return self.state
+
+    async def save_pin(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    async def save_evidence(self, evidence: dict[str, Any]) -> str:
+        raise SystemExit(f"equivocation evidence from {self.origin}: {evidence['reason']}")
+
+
+def write_all(state: Path, writes: list[tuple[str, str, list[Value]]]) -> None:
+    """Apply signed writes straight to a node's database (its own checks), then sequence them."""
+    cfg = load(state)
+    admin = load_private_pem(cfg.admin_key.read_bytes())
+    db = Database(cfg.database)
+    try:
+        raws = [
+            sign_write(
+                build_write(cfg.origin, op, ident, values, timestamp_ms=now_ms(), nonce=os.urandom(16)),
+                CoseSigner(admin_kid(cfg.prefix), admin),
+            ).raw
+            for op, ident, values in writes
+        ]
+        for start in range(0, len(raws), 1000):
+            with db.transaction() as tx:
+                for raw in raws[start : start + 1000]:
+                    check_and_apply(tx, raw, origin=cfg.origin, now_ms=now_ms())
+        seq = Sequencer(
+            db, NoteKey.parse_skey(cfg.log_skey.read_text()).log_signer(), cfg.origin, publish=True
+        )
+        try:
+            while seq.integrate(now_ms()) is not None:
+                pass
+        finally:
+            seq.close()
+    finally:
+        db.close()
+
+
+async def drive(
+    top: str, policy: Policy, identifiers: list[str], *, direct: bool
+) -> tuple[float, list[float], dict[str, int]]:
+    """Resolve random ``identifiers`` for SECONDS with CONCURRENCY lookups in flight: (rate, latencies,
+    answer bytes per hop of the last lookup)."""
+    pins: dict[str, Pins] = {}
+
+    def pin(origin: str) -> PinStore:
+        return pins.setdefault(origin, Pins(origin))
+
+    nodes = NodeClients()
+    latencies: list[float] = []
+    errors: list[str] = []
+    sizes: dict[str, int] = {}
+    async with AsyncRootClient(top) as client:
+        await resolve_referrals(client, identifiers[0], policy, pin, nodes=nodes)  # warm: pins, connections
+        deadline = time.perf_counter() + SECONDS
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                ident = random.choice(identifiers)
+                t = time.perf_counter()
+                try:
+                    hops = await resolve_referrals(client, ident, policy, pin, nodes=nodes)
+                except ClientError as exc:  # counted, not retried: a refused or dropped connection
+                    errors.append(str(exc))
+                    continue
+                latencies.append(time.perf_counter() - t)
+                assert hops[-1].verified.proven.record is not None, ident
+                assert len(hops) == (1 if direct else 3)
+                for hop in hops:
+                    sizes[hop.origin] = len(json.dumps(hop.proof))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        elapsed = time.perf_counter() - start
+    await nodes.aclose()
+    if errors:
+        print(f"  {len(errors)} lookups failed to connect, e.g. {errors[0]}")
+    return len(latencies) / elapsed, latencies, sizes
+
+
+def _pct(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def main() -> None:
+    print(
+        f"referral benchmarks on {platform.node()} "
+        f"({os.cpu_count()} cores, Python {platform.python_version()})"
+    )
+    with tempfile.TemporaryDirectory() as d, System(Path(d)) as system:
+        tmp = Path(d)
+        urls: list[str] = []
+        states: list[Path] = []
+        for origin, prefix in NODES:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            state = tmp / origin
+            init_root(state, origin, prefix, parent=urls[-1] if urls else "")
+            system.daemon(origin, "root", "run", "--state", state, "--listen", f"127.0.0.1:{port}")
+            urls.append(url)
+            states.append(state)
+        for parent, child, (_, prefix), url in zip(states[:-1], states[1:], NODES[1:], urls[1:], strict=True):
+            text = (child / "policy.txt").read_text()
+            vkey = str(Policy.parse(text.encode()).logs[0].verifier.vkey())
+            write_all(
+                parent, [("create", prefix_handle(prefix), [Delegation(prefix, (url,), vkey, text).value()])]
+            )
+        print(f"populating {N:,} identifiers at the enterprise node ...")
+        t = time.perf_counter()
+        identifiers = [f"88.123.99.7/DEV-{i:06d}" for i in range(N)]
+        write_all(
+            states[2],
+            [("create", i, [Value(1, "URL", "string", f"https://p.example/{i}")]) for i in identifiers],
+        )
+        print(f"  done in {time.perf_counter() - t:.0f} s")
+        for (origin, _), url in zip(NODES, urls, strict=True):
+            system.start(origin, timeout=120)
+            wait_http(url + routes.CHECKPOINT, timeout=120)
+        top_policy = Policy.parse((states[0] / "policy.txt").read_bytes())
+        leaf_policy = Policy.parse((states[2] / "policy.txt").read_bytes())
+        raws, runs = [], []
+        sizes: dict[str, int] = {}
+        for _ in range(RUNS):  # alternated, so both see the same machine
+            raw_rate, raw_lat, _ = asyncio.run(drive(urls[2], leaf_policy, identifiers, direct=True))
+            raws.append((raw_rate, _pct(raw_lat, 0.99)))
+            rate, lat, sizes = asyncio.run(drive(urls[0], top_policy, identifiers, direct=False))
+            runs.append((rate, _pct(lat, 0.5), _pct(lat, 0.99)))
+        rate = statistics.median(r[0] for r in runs)
+        p50 = statistics.median(r[1] for r in runs)
+        p99 = statistics.median(r[2] for r in runs)
+        raw_rate = statistics.median(r[0] for r in raws)
+        met = rate >= 1000 and p99 < 50
+        line = (
+            f"median of {RUNS} runs: {rate:,.0f} verified/s "
+            f"(runs: {', '.join(f'{r[0]:,.0f}' for r in runs)}), "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; raw limit in the same runs, same client, one hop at the "
+            f"leaf: {raw_rate:,.0f}/s, p99 {statistics.median(r[1] for r in raws):.1f} ms"
+        )
+        print(f"  resolution through two referrals, {N:,} ids at the leaf, {CONCURRENCY} in flight: {line}")
+        record(
+            "referrals",
+            f"verified resolution through two referrals, warm client, {N:,} ids at the leaf, "
+            f"{CONCURRENCY} in flight",
+            line, ">= 1,000/s, p99 < 50 ms", met,
+        )  # fmt: skip
+        per_hop = ", ".join(f"{origin} {size:,} B" for origin, size in sizes.items())
+        print(f"  answer (proof object) bytes per hop: {per_hop}")
+        record("referrals", "proof bytes per hop (JSON proof object incl. prefix chain)", per_hop)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,510 @@
+"""Referral resolution with proofs at every hop (issue 14 items 1-2), over real HTTP with three nodes:
+top `88.123` → secondary `88.123.99` → enterprise `88.123.99.7` (tests/root_harness.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pyhandle.handleclient import PyHandleClient
+
+from chain_lite import b64
+from chain_lite.keys import NoteKey, generate_p256, public_der
+from chain_lite.note import SIGTYPE_ED25519
+from chain_lite.registry import Delegation, Record, Value, prefix_handle, pubkey_value
+from edge import store
+from edge.pin_store import SqlitePinStore
+from edge.registry_cache import RegistryCache
+from edgeroot.cli import main
+from edgeroot.resolve import REFERRAL_EXIT
+from resolver import config as root_config
+from resolver.handle_proxy import ReferralFailed, ReferralFollower
+from rootclient.client import AsyncRootClient
+from rootclient.errors import ClientError
+from rootclient.pin_file import pin_file
+from rootclient.pinned_log import PinnedLog
+from tests.root_harness import (
+    POSTGRES_DOWN,
+    POSTGRES_URL,
+    Hierarchy,
+    RootUnderTest,
+    ServerThread,
+    TamperingProxy,
+    delegate,
+    delegation_to,
+    running_hierarchy,
+)
+
+PUMP = "88.123.99.7/PUMP-1"
+VALVE = "88.123.99/VALVE-1"
+DOWN = "http://127.0.0.1:1"  # nothing listens on port 1
+
+
+PUMP_KEY = generate_p256()
+
+
+def _register(node: RootUnderTest, identifier: str) -> None:
+    key = PUMP_KEY if identifier == PUMP else generate_p256()
+    values = [pubkey_value(1, key.public_key()), Value(2, "DEVICE", "string", identifier)]
+    with node.client() as c:
+        c.write(node.write("create", identifier, values, node.admin_signer()))
+    node.settle()
+
+
+def _populate(h: Hierarchy) -> Hierarchy:
+    _register(h.enterprise, PUMP)
+    _register(h.secondary, VALVE)
+    return h
+
+
+@pytest.fixture(scope="module")
+def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
+    """Three nodes on SQLite, a device at the enterprise node and one at the secondary node."""
+    with running_hierarchy(tmp_path_factory.mktemp("hierarchy")) as h:
+        yield _populate(h)
+
+
+class Cli:
+    """`edgeroot resolve --verify` from the top node, with a pin directory of its own."""
+
+    def __init__(self, h: Hierarchy, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.h, self.config, self.capsys = h, config, capsys
+
+    def resolve(self, identifier: str, *extra: str, top: str | None = None) -> tuple[int, dict[str, Any]]:
+        args = ["resolve", identifier, "--root", top or self.h.top.url, "--verify", "--policy"]
+        code = main([*args, str(self.h.top.policy_path), "--config-dir", str(self.config), "--json", *extra])
+        return code, json.loads(self.capsys.readouterr().out)
+
+
+@pytest.fixture
+def cli(hierarchy: Hierarchy, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(hierarchy, tmp_path / "cfg", capsys)
+
+
+def _check_proven_through_three_nodes(h: Hierarchy, cli: Cli) -> None:
+    code, answer = cli.resolve(PUMP)
+    assert code == 0, answer
+    assert answer["message"].startswith("PROVEN via 88.123 → 88.123.99 → 88.123.99.7: 88.123.99.7/PUMP-1")
+    assert answer["log"] == "enterprise.test" and answer["node"] == h.enterprise.url
+    hops = answer["hops"]
+    assert [(x["log"], x["delegated_prefix"], x["proven"]) for x in hops] == [
+        ("top.test", None, "referral"),
+        ("secondary.test", "88.123.99", "referral"),
+        ("enterprise.test", "88.123.99.7", "record"),
+    ]
+    assert [x["referral"]["prefix"] for x in hops[:2]] == ["88.123.99", "88.123.99.7"]
+    assert hops[0]["referral"]["policy"] == h.secondary.policy_path.read_text()
+    assert [v["type"] for v in answer["values"]] == ["HS_PUBKEY", "DEVICE"]
+    for node in h.nodes:  # one pin per log, each at its log's size
+        pinned = json.loads(pin_file(node.origin, cli.config).read_text())
+        assert pinned["origin"] == node.origin, pinned
+
+
+def test_resolve_from_the_top_proves_every_hop_down_to_the_enterprise_node(
+    hierarchy: Hierarchy, cli: Cli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`resolve --verify` at the top follows two delegations, each proven, to the enterprise record;
+    every log gets its own pin; the human output names each hop."""
+    _check_proven_through_three_nodes(hierarchy, cli)
+    code = main(
+        ["resolve", PUMP, "--root", hierarchy.top.url, "--verify", "--policy", str(hierarchy.top.policy_path),
+         "--config-dir", str(cli.config)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "PROVEN via 88.123 → 88.123.99 → 88.123.99.7" in out
+    assert (
+        "1. " + hierarchy.top.url + " log top.test (trust anchor (--policy)): delegation of 88.123.99" in out
+    )
+    assert (
+        "3. " + hierarchy.enterprise.url + " log enterprise.test (delegated 88.123.99.7): the record" in out
+    )
+
+
+def test_absence_is_proven_at_the_node_responsible(hierarchy: Hierarchy, cli: Cli) -> None:
+    """An identifier nobody registered is proven absent by the enterprise node, not by the top."""
+    code, answer = cli.resolve("88.123.99.7/NOBODY")
+    assert code == 0 and answer["message"].startswith("PROVEN ABSENT via 88.123 → 88.123.99 → 88.123.99.7")
+    assert answer["log"] == "enterprise.test" and answer["hops"][-1]["proven"] == "absent"
+    code, answer = cli.resolve(VALVE)
+    assert code == 0 and [x["log"] for x in answer["hops"]] == ["top.test", "secondary.test"]
+    code, answer = cli.resolve("88.123/NOBODY")  # served by the top itself: one hop, as before
+    assert code == 0 and answer["message"].startswith("PROVEN ABSENT: ") and len(answer["hops"]) == 1
+
+
+def test_resolve_without_verify_follows_the_hints_and_says_it_is_unverified(
+    hierarchy: Hierarchy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --verify the CLI follows the answers' referral hints to the node that has the record."""
+    code = main(["resolve", PUMP, "--root", hierarchy.top.url, "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 0 and answer["message"] == f"{PUMP} (unverified)"
+    assert answer["nodes"] == [hierarchy.top.url, hierarchy.secondary.url, hierarchy.enterprise.url]
+    assert main(["resolve", PUMP, "--root", hierarchy.top.url, "--max-hops", "2"]) == 2
+    assert "cannot follow the referral" in capsys.readouterr().err
+
+
+def test_resolve_at_a_past_size_refuses_a_delegated_identifier(
+    hierarchy: Hierarchy, cli: Cli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--at N` verifies one node's past state: proven delegated there, it says so (exit 2), never
+    "absent"."""
+    size = hierarchy.top.settle()
+    args = [
+        "resolve",
+        PUMP,
+        "--root",
+        hierarchy.top.url,
+        "--verify",
+        "--policy",
+        str(hierarchy.top.policy_path),
+    ]
+    assert main([*args, "--at", str(size), "--config-dir", str(cli.config)]) == 2
+    assert "--at does not follow referrals" in capsys.readouterr().err
+
+
+def test_the_top_answer_carries_the_delegation_with_its_map_proof(hierarchy: Hierarchy) -> None:
+    """The top's `/v1/resolve` answer proves every prefix record of the identifier and hints the
+    referral; the proven 0.na/88.123.99 record is the delegation the secondary node was given."""
+    answer = httpx.get(f"{hierarchy.top.url}/v1/resolve/{PUMP}").json()
+    assert answer["found"] is False and answer["referral"]["urls"] == [hierarchy.secondary.url]
+    chain = answer["proof"]["prefixes"]
+    assert [p["prefix"] for p in chain] == ["88", "88.123", "88.123.99", "88.123.99.7"]
+    assert [p["record"] is None for p in chain] == [True, False, False, True]
+    record = Record.decode(b64.decode(chain[2]["record"]) or b"")
+    assert record.delegation() == delegation_to(hierarchy.secondary, "88.123.99")
+
+
+def test_a_parent_refuses_writes_under_a_delegated_prefix_with_the_referral(hierarchy: Hierarchy) -> None:
+    """Handle's 301 "not served here": identifiers and sub-prefixes of a delegated prefix are the child's;
+    a delegation of a prefix the node still has records under, and a malformed one, are refused."""
+    top = hierarchy.top
+    value = [Value(1, "URL", "string", "x")]
+    for identifier in ("88.123.99/NEW", prefix_handle("88.123.99.7"), "88.123.99.7/NEW"):
+        raw = top.write("create", identifier, value, top.admin_signer())
+        answer = httpx.post(
+            f"{top.url}/v1/registry", content=raw, headers={"content-type": "application/cose"}
+        )
+        body = answer.json()
+        assert answer.status_code == 400 and body["responseCode"] == 301, body
+        assert body["referral"]["prefix"] == "88.123.99" and body["referral"]["urls"] == [
+            hierarchy.secondary.url
+        ]
+        assert "delegated to" in body["message"]
+    with top.client() as c:  # the delegation record itself stays the parent's to change
+        c.write(top.write("create", "88.123/KEEP", value, top.admin_signer()))
+        top.settle()
+        child = delegation_to(hierarchy.enterprise, "88.123")
+        with pytest.raises(ClientError) as refused:
+            c.write(top.write("update", prefix_handle("88.123"), [child.value()], top.admin_signer()))
+        assert refused.value.status == 403  # may not delegate its own root prefix at all
+        c.write(
+            top.write(
+                "create", prefix_handle("88.123.50"), [Value(1, "DESC", "string", "x")], top.admin_signer()
+            )
+        )
+        admin50 = top.add_prefix("88.123.51")
+        c.write(top.write("create", "88.123.51/THING", value, admin50))
+        top.settle()
+        with pytest.raises(ClientError, match=r"still holds 88\.123\.51/thing") as below:
+            c.write(
+                top.write("update", prefix_handle("88.123.51"),
+                          [delegation_to(hierarchy.enterprise, "88.123.51").value()], top.admin_signer())
+            )  # fmt: skip
+        assert below.value.status == 409
+        garbage = Value(1, "HS_SITE", "base64", b64.encode(b"\x80"))
+        with pytest.raises(ClientError, match="delegation") as bad:
+            c.write(top.write("update", prefix_handle("88.123.50"), [garbage], top.admin_signer()))
+        assert bad.value.status == 400 and bad.value.handle_code == 202
+
+
+def test_a_node_that_does_not_hold_the_delegated_prefix_is_exit_6(
+    hierarchy: Hierarchy, cli: Cli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`register prefix --node --node-policy` writes a delegation; delegated to a node that does not
+    hold the prefix, resolution stops with exit 6 naming it."""
+    top, secondary = hierarchy.top, hierarchy.secondary
+    code = main(
+        ["register", "prefix", "88.123.98", "--root", top.url, "--key", str(top.state / "admin.pem"),
+         "--node", secondary.url, "--node-policy", str(secondary.policy_path), "--json"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr()
+    capsys.readouterr()
+    top.settle()
+    code, answer = cli.resolve("88.123.98/X")
+    assert code == REFERRAL_EXIT["not-delegated"] == 6, answer
+    assert answer["referral_error"] == "not-delegated"
+    assert "node answered for 88.123.98 without holding it" in answer["error"]
+    assert [x["log"] for x in answer["hops"]] == ["top.test"]
+
+
+def test_a_dead_child_is_exit_5(hierarchy: Hierarchy, cli: Cli) -> None:
+    """A delegation whose URLs all fail: exit 5, naming each URL's failure."""
+    delegate(hierarchy.top, delegation_to(hierarchy.enterprise, "88.123.97", urls=(DOWN,)))
+    hierarchy.top.settle()
+    code, answer = cli.resolve("88.123.97/X")
+    assert code == REFERRAL_EXIT["dead-child"] == 5, answer
+    assert "no URL of the delegated node answered" in answer["error"] and DOWN in answer["error"]
+
+
+def test_a_delegation_loop_is_exit_3(hierarchy: Hierarchy, cli: Cli) -> None:
+    """The enterprise node delegating a prefix back to the top's log: exit 3, naming the path."""
+    delegate(hierarchy.enterprise, delegation_to(hierarchy.top, "88.123.99.7.1"))
+    hierarchy.enterprise.settle()
+    code, answer = cli.resolve("88.123.99.7.1/X")
+    assert code == REFERRAL_EXIT["loop"] == 3, answer
+    assert "already visited (top.test -> secondary.test -> enterprise.test)" in answer["error"]
+
+
+def test_more_referrals_than_max_hops_is_exit_4(cli: Cli) -> None:
+    """`--max-hops 2` stops a lookup that needs three nodes: exit 4."""
+    code, answer = cli.resolve(PUMP, "--max-hops", "2")
+    assert code == REFERRAL_EXIT["depth"] == 4, answer
+    assert len(answer["hops"]) == 2
+
+
+def _rewrite_delegation(answer: dict[str, Any], url: str) -> dict[str, Any]:
+    """Point the proven delegation of 88.123.99 at ``url`` (the map proof cannot follow)."""
+    for entry in answer["proof"]["prefixes"]:
+        if entry["prefix"] == "88.123.99":
+            record = Record.decode(b64.decode(entry["record"]) or b"")
+            old = record.delegation()
+            assert old is not None
+            forged = Delegation(old.prefix, (url,), old.vkey, old.policy)
+            entry["record"] = b64.encode(Record(record.identifier, (forged.value().stamped(1),)).encode())
+    return answer
+
+
+def test_a_forged_delegation_is_exit_7(hierarchy: Hierarchy, cli: Cli) -> None:
+    """A top node (or a man in the middle) pointing the delegation elsewhere: its map proof fails."""
+    proxy = TamperingProxy(hierarchy.top.url, lambda a: _rewrite_delegation(a, DOWN))
+    with ServerThread(proxy) as front:
+        code, answer = cli.resolve(PUMP, top=front.url)
+    assert code == REFERRAL_EXIT["forged-delegation"] == 7, answer
+    assert "proof of the prefix record 0.na/88.123.99" in answer["error"]
+
+
+def _forge_record(answer: dict[str, Any]) -> dict[str, Any]:
+    fake = Record("88.123.99.8/x", (Value(1, "URL", "string", "http://evil.example"),))
+    answer["proof"]["record"] = b64.encode(fake.encode())
+    return answer
+
+
+def test_a_forged_child_answer_is_exit_8(hierarchy: Hierarchy, cli: Cli) -> None:
+    """A child whose answer does not verify under the delegated policy (a record its map does not hold;
+    another log answering at the delegated URL): exit 8."""
+    proxy = TamperingProxy(hierarchy.enterprise.url, _forge_record)
+    with ServerThread(proxy) as front:
+        delegate(hierarchy.secondary, delegation_to(hierarchy.enterprise, "88.123.99.8", urls=(front.url,)))
+        hierarchy.secondary.settle()
+        code, answer = cli.resolve("88.123.99.8/X")
+    assert code == REFERRAL_EXIT["forged-answer"] == 8, answer
+    assert "does NOT verify under the policy its delegation commits to" in answer["error"]
+    impostor = delegation_to(hierarchy.secondary, "88.123.96", urls=(hierarchy.enterprise.url,))
+    delegate(hierarchy.top, impostor)
+    hierarchy.top.settle()
+    code, answer = cli.resolve("88.123.96/X")
+    assert code == 8, answer
+    assert (
+        "answered with log enterprise.test, but 88.123.96 is delegated to log secondary.test"
+        in answer["error"]
+    )
+
+
+def test_a_delegation_changed_after_the_pin_is_exit_9(hierarchy: Hierarchy, cli: Cli) -> None:
+    """Once enterprise.test is pinned, a delegation naming another key for it fails with exit 9 (the
+    pinned checkpoint does not verify under the new policy), before anything from the node is used."""
+    assert cli.resolve(PUMP)[0] == 0
+    impostor_key = NoteKey.generate("enterprise.test", SIGTYPE_ED25519)
+    original = delegation_to(hierarchy.enterprise, "88.123.99.7")
+    changed = Delegation(
+        original.prefix, original.urls, impostor_key.vkey(), f"log {impostor_key.vkey()}\nquorum none\n"
+    )
+    delegate(hierarchy.secondary, changed, op="update")
+    try:
+        hierarchy.secondary.settle()
+        code, answer = cli.resolve(PUMP)
+        assert code == REFERRAL_EXIT["delegation-changed"] == 9, answer
+        assert "changed after the pin" in answer["error"]
+    finally:
+        delegate(hierarchy.secondary, original, op="update")
+        hierarchy.secondary.settle()
+    assert cli.resolve(PUMP)[0] == 0
+
+
+@pytest.mark.skipif(
+    bool(POSTGRES_DOWN), reason=f"PostgreSQL not reachable at {POSTGRES_URL}: {POSTGRES_DOWN}"
+)
+def test_three_nodes_on_postgresql_resolve_through_referrals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same hierarchy with the secondary node on PostgreSQL proves every hop (one node per test
+    database: the sequencer's advisory lock is per database)."""
+    with running_hierarchy(tmp_path / "pg", ("sqlite", "postgresql", "sqlite")) as h:
+        _populate(h)
+        _check_proven_through_three_nodes(h, Cli(h, tmp_path / "cfg", capsys))
+
+
+# --- the Handle API follows referrals (issue 14 item 3) -------------------------------------------------
+
+
+def test_an_unmodified_handle_client_reads_the_enterprise_record_through_the_top(
+    hierarchy: Hierarchy,
+) -> None:
+    """pyhandle reading from the top node gets the enterprise node's record, value for value."""
+    top = PyHandleClient("rest").instantiate_for_read_access(handle_server_url=hierarchy.top.url)
+    own = httpx.get(f"{hierarchy.enterprise.url}/api/handles/{PUMP}").json()
+    assert top.retrieve_handle_record_json(PUMP)["values"] == own["values"]
+    assert top.retrieve_handle_record(PUMP)["DEVICE"] == PUMP
+    assert top.retrieve_handle_record("88.123.99.7/NOBODY") is None  # proven absent at the enterprise node
+    via = httpx.get(f"{hierarchy.top.url}/api/handles/{PUMP}", params={"type": "DEVICE"}).json()
+    assert [v["type"] for v in via["values"]] == ["DEVICE"] and "hops" not in via
+
+
+def test_the_handle_api_adds_the_hop_chain_or_answers_with_the_delegation(hierarchy: Hierarchy) -> None:
+    """`?proof=true` adds the top's own proof and the verified hops; `?referral=true` gives the
+    delegation record instead of following it."""
+    top = hierarchy.top.url
+    proven = httpx.get(f"{top}/api/handles/{PUMP}", params={"proof": "true"}).json()
+    assert [(h["log"], h["proven"]) for h in proven["hops"]] == [
+        ("secondary.test", "referral"),
+        ("enterprise.test", "record"),
+    ]
+    assert [p["prefix"] for p in proven["proof"]["prefixes"]][-2:] == ["88.123.99", "88.123.99.7"]
+    referral = httpx.get(f"{top}/api/handles/{PUMP}", params={"referral": "true"})
+    body = referral.json()
+    assert referral.status_code == 200 and body["responseCode"] == 1
+    assert body["referral"]["prefix"] == "88.123.99" and body["referral"]["urls"] == [hierarchy.secondary.url]
+    assert [v["type"] for v in body["values"]] == ["HS_SITE"]
+
+
+def test_the_handle_api_answers_502_when_the_child_is_dead(hierarchy: Hierarchy) -> None:
+    """A delegation that cannot be followed is Handle code 2 with HTTP 502, naming the failure."""
+    delegate(hierarchy.top, delegation_to(hierarchy.enterprise, "88.123.94", urls=(DOWN,)))
+    hierarchy.top.settle()
+    answer = httpx.get(f"{hierarchy.top.url}/api/handles/88.123.94/X")
+    assert answer.status_code == 502 and answer.json()["responseCode"] == 2
+    assert "no URL of the delegated node answered" in answer.json()["message"]
+
+
+def test_the_follower_caches_by_ttl_and_bounds_the_recursion(hierarchy: Hierarchy) -> None:
+    """A followed answer is reused within its TTL and fetched again after; `max_hops` bounds the chain."""
+    delegation = delegation_to(hierarchy.secondary, "88.123.99")
+
+    async def follow(follower: ReferralFollower) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return await follower.follow(delegation, PUMP.lower()), await follower.follow(
+            delegation, PUMP.lower()
+        )
+
+    first, again = asyncio.run(follow(ReferralFollower("top.test")))
+    assert first is again and [h.origin for h in first] == ["secondary.test", "enterprise.test"]
+    first, again = asyncio.run(follow(ReferralFollower("top.test", max_ttl_s=0)))
+    assert first is not again and first[-1].verified.proven.record == again[-1].verified.proven.record
+    with pytest.raises(ReferralFailed, match="more than 1 nodes to ask") as deep:
+        asyncio.run(ReferralFollower("top.test", max_hops=1).follow(delegation, PUMP.lower()))
+    assert deep.value.kind == "depth"
+    with pytest.raises(ReferralFailed, match="already visited"):
+        asyncio.run(ReferralFollower("enterprise.test").follow(delegation, PUMP.lower()))
+    with pytest.raises(ReferralFailed, match=r"delegated to log secondary\.test, this one"):
+        asyncio.run(ReferralFollower("secondary.test").follow(delegation, PUMP.lower()))
+
+
+# --- gateways resolve device keys through referrals (issue 14 item 5) ------------------------------------
+
+
+def test_a_gateway_trusting_only_the_top_gets_an_enterprise_device_key(
+    hierarchy: Hierarchy, tmp_path: Path
+) -> None:
+    """The registry cache of a gateway pinned to the top follows the delegations, keeps one pin per
+    child log in gateway.db, and caches the enterprise device's key; a forged child answer is a failed
+    lookup (the reading stays held), never a key."""
+    db = tmp_path / "gateway.db"
+    store.create_schema(db)
+
+    async def scenario() -> tuple[bool, bytes | None, list[str], bool]:
+        async with AsyncRootClient(hierarchy.top.url) as client:
+            pins = SqlitePinStore(db)
+            pinned = await PinnedLog.open(hierarchy.top.policy, hierarchy.top.origin, client, pins)
+            registry = RegistryCache(client, pinned, pins)
+            found = await registry.fetch(PUMP)
+            row = await pins.db(
+                lambda c: c.execute("SELECT key FROM devices WHERE identifier = ?", (PUMP,)).fetchone()
+            )
+            keys = await pins.db(
+                lambda c: [
+                    r[0]
+                    for r in c.execute("SELECT key FROM meta WHERE key LIKE 'light_client%' ORDER BY key")
+                ]
+            )
+            forged = await registry.fetch("88.123.99.9/X")  # its child's answer is forged: no key
+            return found, None if row is None else bytes(row[0]), keys, forged
+
+    proxy = TamperingProxy(hierarchy.enterprise.url, _forge_record)
+    with ServerThread(proxy) as front:
+        delegate(hierarchy.secondary, delegation_to(hierarchy.enterprise, "88.123.99.9", urls=(front.url,)))
+        hierarchy.secondary.settle()
+        found, key, pins, forged = asyncio.run(scenario())
+    assert found and key == public_der(PUMP_KEY.public_key())
+    assert pins == ["light_client", "light_client.enterprise.test", "light_client.secondary.test"]
+    assert forged is False
+
+
+# --- the CLI around delegation ----------------------------------------------------------------------------
+
+
+def test_root_init_parent_is_kept_and_names_the_next_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`root init --parent URL` writes `parent` to root.toml and says how the parent delegates here; a
+    parent that is not an http(s) URL is refused at load, naming the key."""
+    state = tmp_path / "child"
+    args = ["root", "init", "--state", str(state), "--origin", "child.test", "--prefix", "88.123.99"]
+    assert main([*args, "--parent", "http://top.example:8470/", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["parent"] == "http://top.example:8470/"
+    assert "edgeroot register prefix 88.123.99 --root http://top.example:8470/" in out["next"]
+    assert f"--node-policy {state / 'policy.txt'}" in out["next"]
+    assert root_config.load(state).parent == "http://top.example:8470"
+    text = (state / "root.toml").read_text().replace('parent = "http://top.example:8470/"', 'parent = "top"')
+    (state / "root.toml").write_text(text)
+    with pytest.raises(root_config.ConfigError, match="parent"):
+        root_config.load(state)
+
+
+def test_register_prefix_node_needs_both_options_and_one_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--node` without `--node-policy` (and the reverse), an unreadable policy, or one with two logs:
+    exit 2 before anything is sent."""
+    key = tmp_path / "admin.pem"
+    key.write_bytes(b"unused")
+    base = ["register", "prefix", "88.123.99", "--root", DOWN, "--key", str(key)]
+    two = tmp_path / "two.txt"
+    a, b = NoteKey.generate("a.example", SIGTYPE_ED25519), NoteKey.generate("b.example", SIGTYPE_ED25519)
+    two.write_text(f"log {a.vkey()}\nlog {b.vkey()}\nquorum none\n")
+    assert main([*base, "--node", "http://child.example"]) == 2
+    assert "needs both --node URL and --node-policy FILE" in capsys.readouterr().err
+    assert main([*base, "--node-policy", str(two)]) == 2
+    assert "needs both" in capsys.readouterr().err
+    assert main([*base, "--node", "http://child.example", "--node-policy", str(tmp_path / "missing")]) == 2
+    assert "cannot read --node-policy" in capsys.readouterr().err
+    assert main([*base, "--node", "http://child.example", "--node-policy", str(two)]) == 2
+    assert "lists 2 logs, not 1" in capsys.readouterr().err
+
+
+def test_a_child_log_hashing_with_sm3_is_followed_under_its_delegated_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An enterprise node on the SM3 profile under SHA-256 parents: its delegation carries its
+    `log-hash sm3` policy, and its answers are verified with SM3 at that hop."""
+    with running_hierarchy(tmp_path / "sm", suites=("default", "default", "sm")) as h:
+        assert "log-hash sm3 " in h.enterprise.policy_path.read_text()
+        _populate(h)
+        code, answer = Cli(h, tmp_path / "cfg", capsys).resolve(PUMP)
+        assert code == 0, answer
+        assert [x["log"] for x in answer["hops"]] == ["top.test", "secondary.test", "enterprise.test"]
