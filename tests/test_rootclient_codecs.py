@@ -315,7 +315,8 @@ def test_the_root_app_serves_exactly_the_routes_rootclient_names() -> None:
         routes.HANDLE, routes.RESOLVE, routes.HISTORY, routes.REGISTRY, routes.GATEWAY_BLOCKS, routes.BLOCK,
         routes.GATEWAY_HEAD, routes.CHECKPOINT, routes.CONSISTENCY, routes.INCLUSION, routes.TILES_CHECKPOINT,
         routes.TILE, routes.HEALTH, routes.METRICS, routes.WEB_PAGE, routes.POLICY, routes.CONSOLE_ASSET,
-        routes.BLOCKS,
+        routes.BLOCKS, routes.EPCIS_CAPTURE, routes.EPCIS_CAPTURE_JOB, routes.EPCIS_EVENTS,
+        routes.EPCIS_INDEX,
     }  # fmt: skip
     assert served == declared
 
