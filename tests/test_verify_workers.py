@@ -12,7 +12,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from chain_lite import envelope
@@ -29,6 +28,12 @@ from edgeroot.system import wait_until
 GATEWAY = "88.123.99/GW-1"
 DEVICES = [f"88.123.99/PUMP-{i}" for i in range(4)]
 STRANGER = "88.123.99/NOBODY"
+
+
+def cpu_ticks(pid: int) -> int:
+    """User plus system CPU time of a process, in clock ticks (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def die(items: list[VerifyItem]) -> list[str | None]:
@@ -86,7 +91,8 @@ def mixed_inputs(signers: dict[str, CoseSigner], seed: int) -> list[tuple[bytes,
     for _ in range(400):
         device = rng.choice(DEVICES)
         kind = rng.choices(
-            ["valid", "gap", "resend", "replay", "badsig", "unknown", "malformed", "oversize", "reject", "jump"],
+            ["valid", "gap", "resend", "replay", "badsig", "unknown", "malformed", "oversize", "reject",
+             "jump"],
             weights=[50, 5, 5, 5, 8, 5, 5, 2, 2, 2],
         )[0]
         if kind in ("valid", "gap", "badsig"):
@@ -179,7 +185,7 @@ def test_pool_results_are_in_order_across_chunks(signers: dict[str, CoseSigner],
     msgs[bad] = envelope.decode_envelope(bad_signature(reading(device, bad + 1))).sign1
     results = pool.verify([(m, der) for m in msgs])
     assert [i for i, r in enumerate(results) if r is not None] == [bad]
-    assert results[bad] is not None and "signature" in results[bad]
+    assert "signature" in str(results[bad])
 
 
 def test_a_worker_killed_mid_batch_costs_a_retry_not_an_acknowledgement(
@@ -190,7 +196,7 @@ def test_a_worker_killed_mid_batch_costs_a_retry_not_an_acknowledgement(
     writer = make_writer(tmp_path / "gateway.db", signers, pool)
     raws = [reading(signers[DEVICES[c % 4]], c // 4 + 1) for c in range(2000)]
     victim = pool.pids()[0]
-    busy_before = psutil.Process(victim).cpu_times().user
+    busy_before = cpu_ticks(victim)
     answered: list[list[Outcome]] = []
 
     async def main() -> None:
@@ -203,7 +209,7 @@ def test_a_worker_killed_mid_batch_costs_a_retry_not_an_acknowledgement(
     thread = threading.Thread(target=asyncio.run, args=(main(),))
     thread.start()
     # The worker is busy with its chunk of this batch (it was idle before): kill it now.
-    wait_until("the worker verifies", lambda: psutil.Process(victim).cpu_times().user > busy_before + 0.02)
+    wait_until("the worker verifies", lambda: cpu_ticks(victim) > busy_before + 2)
     assert not answered, "answered before the batch was verified"
     os.kill(victim, signal.SIGKILL)
     thread.join(120)

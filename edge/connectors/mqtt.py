@@ -46,7 +46,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +58,18 @@ from chain_lite.envelope import MAX_COUNTER, decode_envelope
 from chain_lite.errors import ChainError
 from edge.connectors import Plugin
 from edge.errors import GatewayError
-from edge.intake import KEY_LOOKUP, STORE_FULL, IngestPort, Outcome, SubmitMany
+from edge.intake import (
+    KEY_LOOKUP,
+    MALFORMED_BATCH,
+    STORE_FULL,
+    BatchError,
+    IngestPort,
+    Outcome,
+    SubmitMany,
+    is_batch,
+    split_batch,
+)
+from runtime.ratelimit import RateLimitedLog
 from runtime.tomlconfig import Secret, Table, read_settings, setting
 
 log = logging.getLogger(__name__)
@@ -435,16 +446,17 @@ class MqttConnector:
             await self._store(client, items)
 
     async def _store(self, client: paho.Client, items: list[tuple[bytes, str, int, int]]) -> None:
+        burst = _Burst.of(items)
         try:
-            outcomes = await self._submit_holding(client, items)
+            outcomes = await self._submit_holding(client, burst)
         except Exception:  # storage failed: no ack, the broker redelivers
             log.exception(
-                "%d readings from MQTT could not be stored; leaving them unacknowledged", len(items)
+                "%d readings from MQTT could not be stored; leaving them unacknowledged", len(burst.pairs)
             )
         else:
             if self.config.ack_topic is not None:
                 # Only now: the outcomes are durable, so an end-to-end ack never precedes storage.
-                for ack in device_acks([raw for raw, _, _, _ in items], outcomes):
+                for ack in device_acks([raw for raw, _ in burst.pairs], outcomes):
                     # QoS 1 so the broker queues it for a device's persistent session; not retained (a
                     # device that lost its session resends, and the resend is answered again).
                     # paho queues the PUBLISH for its network thread.
@@ -455,15 +467,13 @@ class MqttConnector:
             for _ in items:
                 self._slots.release()
 
-    async def _submit_holding(
-        self, client: paho.Client, items: list[tuple[bytes, str, int, int]]
-    ) -> list[Outcome]:
+    async def _submit_holding(self, client: paho.Client, burst: _Burst) -> list[Outcome]:
         """Submit a burst; while the store is full, hold the refused part and submit it again, so nothing
         after it is taken first (the module docstring says why). PUBACKs go out in arrival order: the
-        durable part before the first held message at once, the rest once it is durable too."""
-        pairs = [(raw, source) for raw, source, _, _ in items]
-        outcomes = await self.submit_many(pairs)
-        acked = self._ack_in_order(client, items, outcomes, 0)
+        durable part before the first held message at once, the rest once it is durable too. A batch
+        message is acknowledged once every envelope in it is durable."""
+        outcomes = await burst.submit(self.submit_many, range(len(burst.pairs)))
+        acked = self._ack_in_order(client, burst, outcomes, 0)
         delay, held_since = HOLD_RETRY_MIN_S, 0.0
         while not self._stopping:
             held = [i for i, o in enumerate(outcomes) if o.reason in HOLD_REASONS]
@@ -471,33 +481,86 @@ class MqttConnector:
                 break
             if not held_since:
                 held_since = time.monotonic()
-                log.info("%s: holding %d MQTT message(s) unacknowledged; the broker queues the rest in "
+                log.info("%s: holding %d MQTT reading(s) unacknowledged; the broker queues the rest in "
                          "order", outcomes[held[0]].detail, len(held))  # fmt: skip
             assert self._stop_wanted is not None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_wanted.wait(), delay)
             if self._stopping:
                 break
-            for i, outcome in zip(held, await self.submit_many([pairs[i] for i in held]), strict=True):
+            for i, outcome in zip(held, await burst.submit(self.submit_many, held), strict=True):
                 outcomes[i] = outcome
-            acked = self._ack_in_order(client, items, outcomes, acked)
+            acked = self._ack_in_order(client, burst, outcomes, acked)
             delay = min(delay * 2, HOLD_RETRY_MAX_S)
-        if held_since and acked == len(items):
+        if held_since and acked == len(burst.messages):
             log.info("MQTT intake resumed after %.1f s held", time.monotonic() - held_since)
         return outcomes
 
     @staticmethod
-    def _ack_in_order(
-        client: paho.Client, items: list[tuple[bytes, str, int, int]], outcomes: list[Outcome], start: int
-    ) -> int:
-        """PUBACK the durable outcomes from ``start`` up to the first one that is not; where it stopped."""
+    def _ack_in_order(client: paho.Client, burst: _Burst, outcomes: list[Outcome], start: int) -> int:
+        """PUBACK the messages from ``start`` whose envelopes are all durable, up to the first one that is
+        not; the message where it stopped."""
         at = start
-        while at < len(items) and outcomes[at].durable:
-            _, _, mid, qos = items[at]
+        while at < len(burst.messages):
+            mid, qos, first, end = burst.messages[at]
+            if not all(o.durable for o in outcomes[first:end]):
+                break
             if qos > 0:
                 client.ack(mid, qos)  # paho queues the PUBACK for its network thread
             at += 1
         return at
+
+
+@dataclass(frozen=True, slots=True)
+class _Burst:
+    """Messages taken from the broker together, cut into envelopes (a batch message carries several:
+    docs/formats.md §19, D-082)."""
+
+    pairs: list[tuple[bytes, str]]
+    """Every envelope of the burst, in order, with its source."""
+    rejects: list[str | None]
+    """Per envelope: the connector's own verdict (a malformed batch, quarantined whole), or None."""
+    messages: list[tuple[int, int, int, int]]
+    """Per message: mid, qos, and the range of its envelopes in :attr:`pairs`."""
+
+    @classmethod
+    def of(cls, items: list[tuple[bytes, str, int, int]]) -> _Burst:
+        pairs: list[tuple[bytes, str]] = []
+        rejects: list[str | None] = []
+        messages = []
+        for raw, source, mid, qos in items:
+            first = len(pairs)
+            if is_batch(raw):
+                try:
+                    envelopes = split_batch(raw)
+                except BatchError as exc:
+                    _bad_batches.warning(MALFORMED_BATCH, "quarantined a message from %s: %s", source, exc)
+                    pairs.append((raw, source))
+                    rejects.append(MALFORMED_BATCH)
+                else:
+                    pairs += [(envelope, source) for envelope in envelopes]
+                    rejects += [None] * len(envelopes)
+            else:
+                pairs.append((raw, source))
+                rejects.append(None)
+            messages.append((mid, qos, first, len(pairs)))
+        return cls(pairs, rejects, messages)
+
+    async def submit(self, submit_many: SubmitMany, which: Iterable[int]) -> list[Outcome]:
+        """Submit the envelopes at ``which`` (ascending), in order; consecutive ones with the same verdict
+        of the connector's in one call. Their outcomes, in the same order."""
+        outcomes: list[Outcome] = []
+        run: list[int] = []
+        for i in [*which, -1]:
+            if run and (i < 0 or self.rejects[i] != self.rejects[run[0]]):
+                outcomes += await submit_many([self.pairs[j] for j in run], reject=self.rejects[run[0]])
+                run = []
+            run.append(i)
+        return outcomes
+
+
+_bad_batches = RateLimitedLog(log)
+
 
 def create(
     config: MqttConfig, ingest: IngestPort, factory: Callable[[MqttConfig], paho.Client] | None = None
