@@ -175,9 +175,9 @@ class Gateway:
                 Step("stop the verification workers", self._stop_workers),
             )
             if self.pool is not None:
-                # Before the writer opens (it judges held readings with them); forked from a fresh
-                # forkserver, not from this process, which runs threads by now.
-                await asyncio.to_thread(self.pool.start)
+                # Forked first, from this thread, before the writer, paho or HTTP threads exist (a few tens
+                # of milliseconds); stopped last, after the drain that still needs them.
+                self.pool.start()
             await self.ingest.open()
             service.spawn("ingest", self.ingest.run())
             await self.ingest.call(self.writer.prune)

@@ -9,9 +9,12 @@ import os
 import random
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiocoap
+import cbor2
 import pytest
 
 from chain_lite import envelope
@@ -20,10 +23,11 @@ from chain_lite.keys import generate_p256, public_der
 from edge import store
 from edge.errors import IngestStopped
 from edge.ingest import Ingest
-from edge.intake import WRONG_CONTENT_FORMAT, Outcome
+from edge.intake import WRONG_CONTENT_FORMAT, Outcome, encode_batch
 from edge.verify_pool import AUTO, VerificationUnavailable, VerifyItem, VerifyPool, pool_size
 from edge.writer import Writer
 from edgeroot.system import wait_until
+from tests.gateway_harness import Plant
 
 GATEWAY = "88.123.99/GW-1"
 DEVICES = [f"88.123.99/PUMP-{i}" for i in range(4)]
@@ -268,3 +272,48 @@ def test_a_batch_in_process_verifies_small_batches_without_crossing(signers: dic
     with pytest.raises(VerificationUnavailable, match="stopped"):
         pool.verify([(msg, public_der(device.public_key))] * 4)
 
+
+
+def children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int(c) for task in tasks for c in (task / "children").read_text().split()]
+
+
+def test_gateway_replaces_a_killed_worker_and_stops_cleanly_on_systemds_stop(plant: Plant) -> None:
+    """The real gateway: its workers are its children; one SIGKILLed, the next batch is verified by the
+    restarted pool and answered after durability; then SIGTERM to the gateway *and* its workers at once
+    (systemd's stop of the control group) is one stop signal, a clean exit 0, nothing lost."""
+    plant.start()
+    assert plant.proc is not None
+    gateway = plant.proc.pid
+    workers = wait_until("the verification workers", lambda: children(gateway))
+    os.kill(workers[0], signal.SIGKILL)
+    wait_until("the dead worker reaped", lambda: workers[0] not in children(gateway))
+    readings = [plant.reading() for _ in range(20)]
+
+    async def post() -> tuple[str, bytes]:
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            uri = f"coap://127.0.0.1:{plant.coap_port}/readings"
+            msg = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=encode_batch(readings))
+            resp = await ctx.request(msg).response
+            return str(resp.code), resp.payload
+        finally:
+            await ctx.shutdown()
+
+    code, payload = asyncio.run(post())
+    assert code == "2.04 Changed" and cbor2.loads(payload) == [None] * 20
+    assert "starting the pool again" in plant.log()
+    alive = children(gateway)
+    assert len(alive) == len(workers) and workers[0] not in alive
+    for pid in [gateway, *alive]:
+        os.kill(pid, signal.SIGTERM)
+    started = time.monotonic()
+    assert plant.proc.wait(30) == 0, plant.log()
+    assert time.monotonic() - started < 30
+    log = plant.log()
+    assert "second stop signal" not in log and "stopped, shutdown incomplete" not in log
+    for pid in alive:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    with store.reader(plant.gateway.db) as conn:
+        assert store.count_readings(conn) == 20
