@@ -28,6 +28,7 @@ shutdown order, after the drain that still needs them.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import multiprocessing
@@ -83,11 +84,24 @@ AUTO = -1
 """``verify.workers = -1`` (the default): one worker per core this process may run on."""
 
 
-def _worker_init() -> None:
-    """In each worker, first: signals are the gateway's business (the module docstring says why)."""
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _worker_init(gateway: int) -> None:
+    """In each worker, first: signals are the gateway's business (the module docstring says why), and a
+    worker dies with the gateway. A worker holds copies of the gateway's descriptors, the state
+    directory's ``flock`` among them, and its task pipe never reaches end-of-file (it holds the writing
+    end too): a worker outliving a gateway killed with SIGKILL outside systemd (which kills the whole
+    control group) would keep the state locked, and the next ``gateway run`` would be refused."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGKILL when the thread that forked this worker ends: the gateway's main thread at its start, its
+    # writer thread after a restart; both live as long as the gateway (the writer's ends only after the
+    # store is closed, and the workers are stopped next anyway).
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != gateway:  # it died before the line above
+        os._exit(1)
 
 
 def pool_size(setting: int) -> int:
@@ -126,7 +140,9 @@ class VerifyPool:
         threads of its own where possible (a restart after a dead worker forks from the writer thread)."""
         gc.freeze()  # the workers' collectors leave the objects inherited from here alone
         ctx = multiprocessing.get_context("fork")
-        self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init)
+        self._executor = ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+        )
         # Start every worker now, not at the first reading: a first batch should not pay for it, and a
         # worker that cannot start fails the gateway's start, not its first reading.
         for future in [self._executor.submit(os.getpid) for _ in range(self.workers)]:
@@ -174,6 +190,11 @@ class VerifyPool:
     def _restart(self) -> None:
         broken, self._executor = self._executor, None
         if broken is not None:
+            # The executor ends the survivors of a broken pool with SIGTERM, which workers ignore (see
+            # _worker_init): kill them, or its shutdown would wait for them forever. A survivor may be
+            # stuck anyway, on a queue lock the dead worker held.
+            for process in list((broken._processes or {}).values()):
+                process.kill()
             broken.shutdown(wait=True, cancel_futures=True)
         self.restarts += 1
         self.start()

@@ -8,6 +8,8 @@ import asyncio
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -317,3 +319,33 @@ def test_gateway_replaces_a_killed_worker_and_stops_cleanly_on_systemds_stop(pla
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     with store.reader(plant.gateway.db) as conn:
         assert store.count_readings(conn) == 20
+
+
+def test_workers_die_with_a_gateway_killed_outside_systemd(tmp_path: Path) -> None:
+    """SIGKILL to the process that forked the pool (no systemd to kill its control group): its workers
+    follow at once, so none keeps the state directory's lock (a copy of the flock descriptor) held."""
+    script = (
+        "import os, sys\n"
+        "from edge.verify_pool import VerifyPool\n"
+        "pool = VerifyPool(2)\n"
+        "pool.start()\n"
+        "print(*pool.pids(), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2 and all(Path(f"/proc/{p}").exists() for p in workers)
+        proc.kill()
+        proc.wait(10)
+
+    def gone(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status")
+        try:
+            return "zombie" in status.read_text()
+        except OSError:
+            return True
+
+    wait_until("the orphaned workers gone", lambda: all(gone(p) for p in workers))

@@ -325,7 +325,23 @@ def warn_if_broker_unsafe(config: MqttConfig, receive_maximum: int | None) -> No
         )  # fmt: skip
 
 
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 5.0
+"""Reconnect delays after a lost connection or a failed attempt, doubling (paho's own defaults there)."""
+MISC_EVERY_S = 1.0
+"""How often paho's ``loop_misc`` runs: keepalive pings, and noticing a silent broker."""
+READS_PER_WAKE = 256
+"""Packets read per readable event at most, so a flood of messages leaves room for the other tasks."""
+
+
 class MqttConnector:
+    """paho driven from the event loop (D-083): the socket is watched with ``add_reader`` and
+    ``add_writer`` and paho's ``loop_read``/``loop_write``/``loop_misc`` run on the loop, as in paho's own
+    asyncio example; no network thread, no crossing per message. Back-pressure: at ``max_inflight``
+    messages awaiting storage the socket is no longer read (the broker's window fills and it queues the
+    rest), and reading resumes when one is settled. Connecting (a blocking TCP connect inside paho) runs
+    in a worker thread; paho's socket callbacks are then carried to the loop."""
+
     def __init__(
         self,
         config: MqttConfig,
@@ -340,20 +356,27 @@ class MqttConnector:
         self.state = "stopped"
         self._client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots = threading.BoundedSemaphore(config.max_inflight)
+        self._inflight = 0
         self._connected: asyncio.Event | None = None
         self._stopping = False
-        self._lock = threading.Lock()
         self._received: list[tuple[bytes, str, int, int]] = []
-        self._wake_pending = False
         self._consumer: asyncio.Task[None] | None = None
         self._stop_wanted: asyncio.Event | None = None
         self._ever_connected = False
+        self._sock: Any = None
+        """The socket being watched (on the loop's selector), or None."""
+        self._fd = -1
+        """Its descriptor, as registered: paho may have closed the socket (fileno -1) when it is unwatched."""
+        self._reading = False
+        self._lost: asyncio.Event | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._got_message = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._connected = asyncio.Event()
         self._stop_wanted = asyncio.Event()
+        self._lost = asyncio.Event()
         self._stopping = False
         if self._probe:
             warn_if_broker_unsafe(self.config, await asyncio.to_thread(probe_broker, self.config))
@@ -361,10 +384,14 @@ class MqttConnector:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
         self._client = client
         self.state = "connecting"
         client.connect_async(self.config.host, self.config.port, keepalive=15)
-        client.loop_start()
+        self._supervisor = asyncio.create_task(self._keep_connected(client), name="mqtt-connection")
         try:
             await asyncio.wait_for(self._connected.wait(), 10)
         except TimeoutError:
@@ -379,14 +406,124 @@ class MqttConnector:
         self._stopping = True
         if self._stop_wanted is not None:
             self._stop_wanted.set()  # a held burst stops waiting: left unacknowledged, redelivered later
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
-            # paho's disconnect and loop_stop block: keep them off the event loop.
-            await asyncio.to_thread(client.disconnect)
-            await asyncio.to_thread(client.loop_stop)
+            client.disconnect()  # queues DISCONNECT; paho closes the socket once it is written
+            assert self._lost is not None
+            if self._sock is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lost.wait(), 2)
+            self._unwatch(self._sock)
         self.state = "stopped"
 
-    # --- paho thread ---------------------------------------------------------------------------------
+    # --- the connection, on the event loop ---------------------------------------------------------------
+
+    async def _keep_connected(self, client: paho.Client) -> None:
+        """Connect, run paho's housekeeping every second, and reconnect after a loss (1 s, doubling to 5)."""
+        assert self._lost is not None
+        delay = RECONNECT_MIN_S
+        while True:
+            try:
+                delay = await self._keep_connected_once(client, delay)
+            except Exception:  # never leave the gateway without intake for a bug here: log, go on
+                log.exception("MQTT connection upkeep failed; retrying")
+                await asyncio.sleep(delay)
+
+    async def _keep_connected_once(self, client: paho.Client, delay: float) -> float:
+        """One round of :meth:`_keep_connected`; the next reconnect delay."""
+        assert self._lost is not None
+        if self._sock is None:
+            self._lost.clear()
+            try:
+                # Blocking inside paho (TCP connect, CONNECT queued): in a thread. Its socket
+                # callbacks come back to this loop (_on_socket_open).
+                await asyncio.to_thread(client.reconnect)
+            except (OSError, ValueError) as exc:
+                if self.state != "reconnecting" or delay == RECONNECT_MIN_S:
+                    where = f"{self.config.host}:{self.config.port}"
+                    log.warning("MQTT broker %s: %s; retrying", where, exc)
+                self.state = "reconnecting"
+                await asyncio.sleep(delay)
+                return min(delay * 2, RECONNECT_MAX_S)
+            await asyncio.sleep(0)  # let the socket callbacks scheduled by the thread run
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._lost.wait(), MISC_EVERY_S)
+        if self._sock is not None and client.loop_misc() == paho.MQTT_ERR_SUCCESS:
+            return RECONNECT_MIN_S if self.state == "connected" else delay
+        self._unwatch(self._sock)
+        await asyncio.sleep(delay)
+        return min(delay * 2, RECONNECT_MAX_S)
+
+    def _on_socket_open(self, _client: paho.Client, _ud: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._watch, sock)
+
+    def _on_socket_close(self, _client: paho.Client, _ud: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._unwatch, sock)
+
+    def _on_socket_register_write(self, _client: paho.Client, _ud: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._want_write, sock, True)
+
+    def _on_socket_unregister_write(self, _client: paho.Client, _ud: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._want_write, sock, False)
+
+    def _watch(self, sock: Any) -> None:
+        if self._sock is not None and self._sock is not sock:
+            self._unwatch(self._sock)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._reading = False
+        self._read_if_room()
+
+    def _unwatch(self, sock: Any) -> None:
+        if sock is None or sock is not self._sock:
+            return
+        assert self._loop is not None
+        assert self._lost is not None
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        self._sock = None
+        self._reading = False
+        self._lost.set()
+
+    def _want_write(self, sock: Any, want: bool) -> None:
+        if sock is not self._sock or self._client is None:
+            return
+        assert self._loop is not None
+        if want:
+            self._loop.add_writer(self._fd, self._client.loop_write)
+        else:
+            self._loop.remove_writer(self._fd)
+
+    def _read_if_room(self) -> None:
+        """Watch the socket for reading while fewer than ``max_inflight`` messages await storage."""
+        assert self._loop is not None
+        want = self._sock is not None and self._inflight < self.config.max_inflight
+        if want and not self._reading:
+            self._loop.add_reader(self._fd, self._readable)
+        elif not want and self._reading and self._sock is not None:
+            self._loop.remove_reader(self._fd)
+        self._reading = want
+
+    def _readable(self) -> None:
+        """Read what the socket holds: one packet per ``loop_read``, on while each call delivered a
+        message (a call without one read another packet, or found the socket empty)."""
+        client = self._client
+        if client is None:
+            return
+        for _ in range(READS_PER_WAKE):
+            self._got_message = False
+            if client.loop_read() != paho.MQTT_ERR_SUCCESS or not (self._got_message and self._reading):
+                break
+
+    # --- paho callbacks (on the loop; on_connect also from the connecting thread) -------------------------
 
     def _on_connect(self, client: paho.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -416,34 +553,26 @@ class MqttConnector:
             self.state = "reconnecting"
 
     def _on_message(self, client: paho.Client, _ud: Any, message: paho.MQTTMessage) -> None:
-        assert self._loop is not None
-        # Blocks the paho thread when max_inflight readings await storage: back-pressure to the broker.
-        self._slots.acquire()
-        item = (bytes(message.payload), f"mqtt:{message.topic}", message.mid, message.qos)
-        with self._lock:
-            self._received.append(item)
-            wake = not self._wake_pending
-            self._wake_pending = True
-        if wake:
-            # One crossing into the event loop per burst of messages, not one per message.
-            self._loop.call_soon_threadsafe(self._take_received, client)
-
-    # --- event loop ----------------------------------------------------------------------------------
-
-    def _take_received(self, client: paho.Client) -> None:
+        self._got_message = True
+        self._received.append((bytes(message.payload), f"mqtt:{message.topic}", message.mid, message.qos))
+        self._inflight += 1
+        if self._inflight >= self.config.max_inflight:
+            # Back-pressure: read no more until one is settled; the broker's in-flight window fills.
+            self._read_if_room()
         if self._consumer is None or self._consumer.done():
             self._consumer = asyncio.create_task(self._consume(client), name="mqtt-consumer")
 
     async def _consume(self, client: paho.Client) -> None:
         """Store bursts strictly one after another, in arrival order (a device's counters must arrive
         in order even when a burst waits for a registry lookup); bursts grow while one is stored."""
-        while True:
-            with self._lock:
-                items, self._received = self._received, []
-                if not items:
-                    self._wake_pending = False
-                    return
+        while self._received:
+            items, self._received = self._received, []
             await self._store(client, items)
+
+    def _settled(self, count: int) -> None:
+        self._inflight -= count
+        if self._sock is not None and not self._reading:
+            self._read_if_room()
 
     async def _store(self, client: paho.Client, items: list[tuple[bytes, str, int, int]]) -> None:
         burst = _Burst.of(items)
@@ -464,8 +593,7 @@ class MqttConnector:
                         device_ack_topic(self.config.ack_topic, ack.device), encode_device_ack(ack), qos=1
                     )
         finally:
-            for _ in items:
-                self._slots.release()
+            self._settled(len(items))
 
     async def _submit_holding(self, client: paho.Client, burst: _Burst) -> list[Outcome]:
         """Submit a burst; while the store is full, hold the refused part and submit it again, so nothing
