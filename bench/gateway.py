@@ -218,7 +218,10 @@ def setup(system: System) -> Plant:
         mqtt=(broker.host, broker.port),
         devices=idents,
         provision_locally=True,
-        settings={"sync": {"max_blocks_per_s": 1000.0}},
+        settings={
+            "sync": {"max_blocks_per_s": 1000.0},
+            "verify": {"workers": int(os.environ.get("BENCH_VERIFY_WORKERS", "-1"))},
+        },
     )
     system.start("gateway", timeout=60)
     devices = [(ident, gateway.device_keys[ident].read_bytes()) for ident in idents]
@@ -275,6 +278,8 @@ def phase_ingest(system: Plant, db: Path) -> int:
         )
     pss = sum(pss_mb(p) for p in pids)
     rss = sum(rss_mb(p) for p in pids)
+    each = ", ".join(f"{pss_mb(p):.0f}/{rss_mb(p):.0f}" for p in pids)
+    print(f"  PSS/RSS MB per process, gateway first: {each}")
     print(
         f"  gateway + {len(pids) - 1} child process(es) after ingest: PSS {pss:.0f} MB "
         f"(RSS summed {rss:.0f} MB)   target < 80 MB   {'OK' if pss < 80 else 'MISS'}"
