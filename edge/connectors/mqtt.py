@@ -5,10 +5,12 @@ Built on paho-mqtt 2.x directly, because it offers manual acknowledgement (``man
 ``clean_session=False``) the broker redelivers every message not yet acknowledged when the gateway
 dies (DESIGN §9 verified this against mosquitto under SIGKILL).
 
-Threads: paho runs its network loop in its own thread (``loop_start``). ``on_message`` (paho thread)
-takes a slot of ``max_inflight`` and hands the message to the event loop; when all slots are taken it
-blocks, so paho stops reading from the socket and the broker holds the rest: back-pressure instead of
-an unbounded buffer. The slot is released, and the PUBACK sent, when the reading's outcome is known.
+No network thread: paho is driven from the event loop (D-083). Its socket is on the loop's selector;
+``on_message`` runs on the loop and appends the message to the burst being gathered; at
+``max_inflight`` messages awaiting storage the socket is no longer read, so the broker holds the rest:
+back-pressure instead of an unbounded buffer. Reading resumes, and the PUBACKs are sent, when the
+readings' outcomes are known. A message may carry a batch of envelopes (docs/formats.md §19, D-082):
+each is submitted on its own, and the message is acknowledged once all of them are durable.
 
 While the gateway refuses input for its disk budget (``store-full``), the refused burst is *held*: not
 acknowledged, not dropped, and submitted again (capped backoff, :data:`HOLD_RETRY_MAX_S`) before any
@@ -25,7 +27,7 @@ shutdown is not held: the broker redelivers it at the next start (a redelivery o
 
 The broker bounds unacknowledged messages per client (mosquitto ``max_inflight_messages``, default 20;
 systemd/mosquitto-edgeroot.conf sets 1000). Keep ``max_inflight`` here at least as large: otherwise
-paho's thread blocks for a slot, stops sending keepalives, and the broker drops the connection while
+the connector stops reading (so it misses its keepalive answers), and the broker drops the connection while
 the store is full. :func:`probe_broker` reads what a client can see of the broker's settings at start.
 
 What a PUBACK means: the *device's* PUBACK comes from the broker when it has taken the message; the
@@ -370,6 +372,8 @@ class MqttConnector:
         self._reading = False
         self._lost: asyncio.Event | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Future[Any] | None = None
+        """paho's connect running in a thread, if any: a stop waits for it (its socket must be closed)."""
         self._got_message = False
 
     async def start(self) -> None:
@@ -410,6 +414,11 @@ class MqttConnector:
         if supervisor is not None:
             supervisor.cancel()
             await asyncio.gather(supervisor, return_exceptions=True)
+        if self._connecting is not None:  # a connect under way: let it end, so its socket is closed below
+            await asyncio.wait([self._connecting], timeout=10)
+            if self._connecting.done() and not self._connecting.cancelled():
+                self._connecting.exception()  # retrieved: a failed connect at stop is no news
+            await asyncio.sleep(0)  # its socket callbacks
         client, self._client = self._client, None
         if client is not None:
             client.disconnect()  # queues DISCONNECT; paho closes the socket once it is written
@@ -441,7 +450,10 @@ class MqttConnector:
             try:
                 # Blocking inside paho (TCP connect, CONNECT queued): in a thread. Its socket
                 # callbacks come back to this loop (_on_socket_open).
-                await asyncio.to_thread(client.reconnect)
+                assert self._loop is not None
+                self._connecting = self._loop.run_in_executor(None, client.reconnect)
+                # Shielded: a stop cancelling this task waits for the connect itself (stop()).
+                await asyncio.shield(self._connecting)
             except (OSError, ValueError) as exc:
                 if self.state != "reconnecting" or delay == RECONNECT_MIN_S:
                     where = f"{self.config.host}:{self.config.port}"
@@ -588,7 +600,7 @@ class MqttConnector:
                 for ack in device_acks([raw for raw, _ in burst.pairs], outcomes):
                     # QoS 1 so the broker queues it for a device's persistent session; not retained (a
                     # device that lost its session resends, and the resend is answered again).
-                    # paho queues the PUBLISH for its network thread.
+                    # paho queues the PUBLISH; the loop writes it when the socket is writable.
                     client.publish(
                         device_ack_topic(self.config.ack_topic, ack.device), encode_device_ack(ack), qos=1
                     )
@@ -634,7 +646,7 @@ class MqttConnector:
             if not all(o.durable for o in outcomes[first:end]):
                 break
             if qos > 0:
-                client.ack(mid, qos)  # paho queues the PUBACK for its network thread
+                client.ack(mid, qos)  # queued; written when the socket is writable
             at += 1
         return at
 
