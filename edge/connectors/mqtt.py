@@ -27,7 +27,7 @@ shutdown is not held: the broker redelivers it at the next start (a redelivery o
 
 The broker bounds unacknowledged messages per client (mosquitto ``max_inflight_messages``, default 20;
 systemd/mosquitto-edgeroot.conf sets 1000). Keep ``max_inflight`` here at least as large: otherwise
-the connector stops reading (so it misses its keepalive answers), and the broker drops the connection while
+the connector stops reading, misses the broker's keepalive answers, and the connection is dropped while
 the store is full. :func:`probe_broker` reads what a client can see of the broker's settings at start.
 
 What a PUBACK means: the *device's* PUBACK comes from the broker when it has taken the message; the
