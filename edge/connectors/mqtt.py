@@ -334,6 +334,10 @@ MISC_EVERY_S = 1.0
 """How often paho's ``loop_misc`` runs: keepalive pings, and noticing a silent broker."""
 READS_PER_WAKE = 256
 """Packets read per readable event at most, so a flood of messages leaves room for the other tasks."""
+MAX_BURST_BYTES = 256 * 1024
+"""A burst handed to the gateway at once holds messages up to this many payload bytes (at least one):
+about 1,000 single readings, or 60 messages of 20, so batch messages do not make one transaction (and
+its memory) 20 times larger."""
 
 
 class MqttConnector:
@@ -578,7 +582,11 @@ class MqttConnector:
         """Store bursts strictly one after another, in arrival order (a device's counters must arrive
         in order even when a burst waits for a registry lookup); bursts grow while one is stored."""
         while self._received:
-            items, self._received = self._received, []
+            size, cut = 0, 0
+            while cut < len(self._received) and (cut == 0 or size < MAX_BURST_BYTES):
+                size += len(self._received[cut][0])
+                cut += 1
+            items, self._received = self._received[:cut], self._received[cut:]
             await self._store(client, items)
 
     def _settled(self, count: int) -> None:
