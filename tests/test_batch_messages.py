@@ -18,12 +18,13 @@ from chain_lite.keys import generate_p256, public_der
 from edge import store
 from edge.connectors import PLUGINS
 from edge.connectors.coap import CoapConfig
-from edge.connectors.mqtt import MqttConfig
+from edge.connectors.mqtt import MAX_BURST_BYTES, MqttConfig
 from edge.ingest import Ingest
 from edge.intake import (
     MALFORMED_BATCH,
     MAX_BATCH_ENVELOPES,
     BatchError,
+    Outcome,
     encode_batch,
     is_batch,
     split_batch,
@@ -205,3 +206,43 @@ def test_coap_answers_a_batch_per_envelope_after_durability(tmp_path: Path) -> N
     assert answers[1] == ("2.04 Changed", cbor2.dumps([None, None]))  # the resend is a duplicate: stored
     assert answers[2][0] == "4.00 Bad Request" and b"batch of envelopes" in answers[2][1]
     writer.close()
+
+
+def test_mqtt_bursts_are_bounded_in_bytes_and_acknowledged_in_order() -> None:
+    """Messages waiting together are handed over in bursts of at most MAX_BURST_BYTES of payloads (at
+    least one message), in arrival order; every one acknowledged, in order."""
+    clients: list[FakePaho] = []
+    calls: list[list[bytes]] = []
+
+    class Door:
+        async def submit_many(
+            self, items: list[tuple[bytes, str]], *, reject: str | None = None
+        ) -> list[Outcome]:
+            calls.append([raw for raw, _ in items])
+            await asyncio.sleep(0.01)  # storing takes a while: the next messages wait together
+            return [Outcome(accepted=True, durable=True)] * len(items)
+
+    def factory(config: MqttConfig) -> FakePaho:
+        clients.append(FakePaho())
+        return clients[-1]
+
+    big = MAX_BURST_BYTES // 3 + 1
+    payloads = [bytes([i]) * big for i in range(7)] + [bytes([9]) * (MAX_BURST_BYTES * 2)]
+
+    async def main() -> None:
+        connector = PLUGINS["mqtt"].create(MqttConfig(client_id="t"), Door(), factory)
+        await connector.start()
+        await asyncio.to_thread(
+            clients[0].deliver, [Message(p, "r/x", i + 1, 1) for i, p in enumerate(payloads)]
+        )
+        for _ in range(400):
+            if len(clients[0].acked) == len(payloads):
+                break
+            await asyncio.sleep(0.01)
+        await connector.stop()
+
+    asyncio.run(main())
+    assert clients[0].acked == list(range(1, len(payloads) + 1))
+    assert [raw for call in calls for raw in call] == payloads
+    assert all(len(call) == 1 or sum(map(len, call[:-1])) < MAX_BURST_BYTES for call in calls)
+    assert max(len(call) for call in calls) <= 3 and len(calls) >= 3
