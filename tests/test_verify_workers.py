@@ -21,7 +21,7 @@ import pytest
 
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
-from chain_lite.keys import generate_p256, public_der
+from chain_lite.keys import generate_p256, generate_sm2, public_der
 from edge import store
 from edge.errors import IngestStopped
 from edge.ingest import Ingest
@@ -180,6 +180,22 @@ def test_workers_and_in_process_give_identical_verdicts_counters_and_rows(
     assert ingest_there.stats.batches > 10 and pool.restarts == 0
     here.close()
     there.close()
+
+
+def test_sm2_and_p256_envelopes_verify_in_the_workers(pool: VerifyPool) -> None:
+    """Every suite a device may sign with is checked in a worker as on the writer thread (keys go over as
+    DER and are loaded there); a forged SM2 signature is refused."""
+    sm2 = CoseSigner("88.123.99/SM2-1", generate_sm2())
+    p256 = CoseSigner("88.123.99/P256-1", generate_p256())
+    items: list[VerifyItem] = []
+    for c in range(1, 41):
+        signer = sm2 if c % 2 else p256
+        raw = reading(signer, c)
+        if c == 7:
+            raw = bad_signature(raw)
+        items.append((envelope.decode_envelope(raw).sign1, public_der(signer.public_key)))
+    results = pool.verify(items)
+    assert [i for i, r in enumerate(results) if r is not None] == [6]
 
 
 def test_pool_results_are_in_order_across_chunks(signers: dict[str, CoseSigner], pool: VerifyPool) -> None:
