@@ -93,6 +93,22 @@ class ReadingVerifier:
         self.window = window
 
     def check(self, raw: bytes) -> Verdict:
+        """Every check, in the order of the module docstring."""
+        pre = self.precheck(raw)
+        if isinstance(pre, Rejected):
+            return pre
+        env, key = pre
+        try:
+            verify_sign1(env.sign1, key)
+        except SignatureError as exc:
+            return Rejected("bad-signature", str(exc))
+        return self.judge_counter(env)
+
+    def precheck(self, raw: bytes) -> Rejected | tuple[Envelope, PublicKey]:
+        """The checks before the signature (size, structure, signer's key): the envelope and the key its
+        signature must be checked with, or the verdict. With :meth:`judge_counter` after a good signature
+        this is :meth:`check` cut in two, so the signature can be checked elsewhere (in a worker process,
+        :mod:`edge.verify_pool`) between them. Pure apart from the key lookup: it changes no counter."""
         if len(raw) > MAX_ENVELOPE_SIZE:
             return Rejected("oversize", f"{len(raw)} bytes, limit {MAX_ENVELOPE_SIZE}")
         try:
@@ -102,13 +118,9 @@ class ReadingVerifier:
         key = self._lookup(env.signer)
         if key is None:
             return Rejected("unknown-device", f"no key for {env.signer}", env.signer)
-        try:
-            verify_sign1(env.sign1, key)
-        except SignatureError as exc:
-            return Rejected("bad-signature", str(exc))
-        return self._judge_counter(env)
+        return env, key
 
-    def _judge_counter(self, env: Envelope) -> Verdict:
+    def judge_counter(self, env: Envelope) -> Verdict:
         """The counter of an authentic reading: duplicate, replay, jump, or accepted (maybe with a gap)."""
         last = self.counters.get(env.signer)
         if last is not None and env.counter <= last:

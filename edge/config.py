@@ -71,6 +71,11 @@ class GatewayConfig:
         help="refuse (as counter-jump) a reading whose counter is more than this above its signer's last, "
         "or above 0 for a first reading; wide by default for Modbus bridge counters (microseconds)",
     )  # fmt: skip
+    verify_workers: int = setting(
+        "verify.workers", -1, range=(-1, 64),
+        help="processes checking reading signatures beside the writer: -1 one per core (none on a one-core "
+        "box), 0 none (the writer thread checks them), N that many",
+    )  # fmt: skip
     sync_batch: int = setting("sync.batch", 64, range=(1, 256), help="blocks per request to the root")
     sync_interval_s: float = setting(
         "sync.interval_s", 0.5, range=(0.05, 3600), help="how often to push pending blocks"

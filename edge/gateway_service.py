@@ -3,15 +3,17 @@
 A thin user of :class:`runtime.service.Service` (lifecycle, signals, sd_notify, exit codes are there);
 this module supplies the gateway's start, status line, reload and shutdown steps:
 
-* start: schema, local device provisioning, writer thread, ingest loop, chain loop, syncer, registry
+* start: schema, local device provisioning, signature verification workers (``verify.workers``,
+  :mod:`edge.verify_pool`), writer thread, ingest loop, chain loop, syncer, registry
   refresh, connectors, local HTTP (health answers once the connectors are up); then ``READY=1``.
 * status: accepted / rejected / refused counts, unanchored blocks, sync state, STORE FULL.
 * SIGHUP: reload ``gateway.toml``; connectors are stopped and started again with the new settings
   (messages in flight stay unacknowledged and are redelivered; nothing is lost). A bad file is refused
   and the running configuration kept.
 * stop, in this order under one deadline (:data:`STOP_DEADLINE_S`): stop intake (connectors), drain
-  (store everything queued), close the open block, stop the local HTTP, close the store; then the
-  remaining loops (chain, sync, registry) are cancelled. A second signal exits at once.
+  (store everything queued), close the open block, stop the local HTTP, close the store, stop the
+  verification workers; then the remaining loops (chain, sync, registry) are cancelled. A second
+  signal exits at once.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from edge.pin_store import SqlitePinStore
 from edge.registry_cache import RegistryCache
 from edge.status import GatewayStatus, RejectHistory
 from edge.sync import Syncer
+from edge.verify_pool import VerifyPool, pool_size
 from edge.writer import Writer
 from rootclient.client import AsyncRootClient
 from rootclient.pinned_log import PinnedLog
@@ -84,6 +87,8 @@ class Gateway:
             raise ConfigError(where, "policy", f"{cfg.policy}: {exc}") from exc
         store.create_schema(cfg.db)
         provision_local_devices(cfg)
+        workers = pool_size(cfg.verify_workers)
+        self.pool = VerifyPool(workers) if workers else None
         self.writer = Writer(
             cfg.db,
             signer,
@@ -95,6 +100,7 @@ class Gateway:
             # The root's policy names its log's hash profile: blocks are built with it (an SM3 log
             # refuses a SHA-256 block, and the reverse).
             suite=self.policy.logs[0].suite if self.policy.logs else SHA256,
+            pool=self.pool,
         )
         self.ingest = Ingest(self.writer)
         self.connectors: list[Connector] = []
@@ -166,7 +172,12 @@ class Gateway:
                 Step("close the open block", self._close_open_block),
                 Step("stop the local HTTP", self._stop_local_http),
                 Step("close the store", self.ingest.close),
+                Step("stop the verification workers", self._stop_workers),
             )
+            if self.pool is not None:
+                # Forked first, from this thread, before the writer, paho or HTTP threads exist (a few tens
+                # of milliseconds); stopped last, after the drain that still needs them.
+                self.pool.start()
             await self.ingest.open()
             service.spawn("ingest", self.ingest.run())
             await self.ingest.call(self.writer.prune)
@@ -268,6 +279,10 @@ class Gateway:
 
     async def _close_open_block(self) -> None:
         await self.ingest.call(lambda: self.writer.close_block_if_due(force=True))
+
+    async def _stop_workers(self) -> None:
+        if self.pool is not None:
+            await asyncio.to_thread(self.pool.stop)
 
     async def _stop_local_http(self) -> None:
         if self.local is not None:

@@ -14,6 +14,11 @@ a retry task asks again for every held signer, within the registry's bounds, als
 the table by an earlier run (D-059). No submission ever waits for a lookup, so readings of known devices
 are never delayed by one.
 
+Signature checks may run in worker processes (:mod:`edge.verify_pool`, D-081): the writer hands them
+a batch and waits for its verdicts, in order. A dead worker is replaced and the batch verified again,
+unacknowledged meanwhile; when workers keep dying this loop stops with
+:class:`edge.verify_pool.VerificationUnavailable` and so does the gateway (exit 1).
+
 Back-pressure: submissions wait in a bounded queue; when the writer falls behind, ``submit`` blocks
 and connectors stop reading from their transport instead of buffering in memory. The writer thread
 takes up to ``max_batch`` submissions at a time and commits them in one transaction.
@@ -31,6 +36,7 @@ from typing import Protocol
 from edge.admission import DUPLICATE
 from edge.errors import IngestStopped
 from edge.intake import HELD, KEY_LOOKUP, SHUTTING_DOWN, STORE_FULL, Outcome, Submission
+from edge.verify_pool import VerificationUnavailable
 from edge.writer import Writer
 from runtime.clock import now_ms
 from runtime.ratelimit import RateLimitedLog
@@ -192,6 +198,10 @@ class Ingest:
         subs = [sub for subs, _ in batch for sub in subs]
         try:
             outcomes = await self.call(self.writer.process, subs)
+        except VerificationUnavailable:
+            # Signatures cannot be checked any more (the workers keep dying): this loop stops, every
+            # waiting submitter gets IngestStopped (none is acknowledged), and the service exits with it.
+            raise
         except Exception as exc:
             # Nothing of this batch is stored: no sender is acknowledged, so every one will retry.
             log.exception("storing a batch of %d failed", size)

@@ -44,8 +44,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from chain_lite import cbor
+from chain_lite.envelope import MAX_ENVELOPE_SIZE
+from chain_lite.errors import ChainError
+
 WRONG_CONTENT_FORMAT = "wrong-content-format"
 """A connector's verdict: the transport said the payload is not a COSE_Sign1 envelope."""
+MALFORMED_BATCH = "malformed-batch"
+"""A connector's verdict: the message is a CBOR array but not a batch of envelopes (:func:`split_batch`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +111,55 @@ class IngestPort(Protocol):
     async def submit_many(
         self, items: list[tuple[bytes, str]], *, reject: str | None = None
     ) -> list[Outcome]: ...
+
+
+# --- several readings per message (docs/formats.md §19, D-082) ----------------------------------------------
+
+MAX_BATCH_ENVELOPES = 256
+MAX_BATCH_BYTES = 512 * 1024
+"""A batch message holds 1 to 256 envelopes in at most 512 KiB (the broker's and CoAP's limits are the
+operator's; these keep one message's verification and transaction bounded)."""
+
+
+class BatchError(ValueError):
+    """A message that starts as a batch (a CBOR array) but is not one; ``reason`` says what is wrong."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"batch of envelopes: {reason}")
+        self.reason = reason
+
+
+def is_batch(payload: bytes) -> bool:
+    """True when ``payload`` starts with a CBOR array head (major type 4), as a batch does; a single
+    envelope starts with tag 18 (``0xd2``)."""
+    return bool(payload) and payload[0] >> 5 == 4
+
+
+def split_batch(payload: bytes) -> list[bytes]:
+    """The envelopes of a batch message, in order: a deterministically encoded CBOR array (definite
+    length, shortest heads) of 1 to :data:`MAX_BATCH_ENVELOPES` byte strings, each a whole envelope
+    (docs/formats.md §8), nothing after it. Each envelope is judged on its own by the gateway; this only
+    cuts the message. Raises :class:`BatchError` naming what is wrong."""
+    if len(payload) > MAX_BATCH_BYTES:
+        raise BatchError(f"{len(payload)} bytes, limit {MAX_BATCH_BYTES}")
+    try:
+        items = cbor.decode_deterministic(payload, "batch", max_size=MAX_BATCH_BYTES)
+    except ChainError as exc:
+        raise BatchError(str(exc)) from exc
+    if not isinstance(items, list):
+        raise BatchError("not a CBOR array")
+    if not 1 <= len(items) <= MAX_BATCH_ENVELOPES:
+        raise BatchError(f"{len(items)} envelopes; a batch holds 1 to {MAX_BATCH_ENVELOPES}")
+    for at, item in enumerate(items):
+        if not isinstance(item, bytes):
+            raise BatchError(f"item {at} is not a byte string (an envelope is carried as its bytes)")
+        if len(item) > MAX_ENVELOPE_SIZE:
+            raise BatchError(f"envelope {at} is {len(item)} bytes, limit {MAX_ENVELOPE_SIZE}")
+    return items
+
+
+def encode_batch(envelopes: list[bytes]) -> bytes:
+    """The batch message :func:`split_batch` reads: a CBOR array of the envelopes as byte strings."""
+    if not 1 <= len(envelopes) <= MAX_BATCH_ENVELOPES:
+        raise BatchError(f"{len(envelopes)} envelopes; a batch holds 1 to {MAX_BATCH_ENVELOPES}")
+    return cbor.head(4, len(envelopes)) + b"".join(cbor.encode_bstr(e) for e in envelopes)

@@ -6,7 +6,9 @@ blocks (every ``max_readings`` readings or ``max_seconds``), signs their headers
 the local chain, and prunes anchored readings by age and disk budget.
 
 Everything here is blocking and runs on the writer thread (:mod:`edge.ingest` calls it through a
-one-thread executor), so the verifier's counters and key cache need no locks.
+one-thread executor), so the verifier's counters and key cache need no locks. With a
+:class:`edge.verify_pool.VerifyPool` the signatures of a batch are checked in worker processes, between
+the checks before them and the counters after them, which stay here (D-081).
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chain_lite.block import GENESIS_PREV, header_for, parse_block, sign_block
-from chain_lite.cose import CoseSigner
+from chain_lite.cose import CoseSigner, verify_sign1
+from chain_lite.envelope import Envelope
+from chain_lite.errors import SignatureError
 from chain_lite.keys import PublicKey, load_public_der
 from chain_lite.suite import SHA256, HashSuite
 from edge import store
 from edge.admission import COUNTER_WINDOW_DEFAULT, DUPLICATE, Accepted, Duplicate, ReadingVerifier, Rejected
 from edge.intake import HELD, KEY_LOOKUP, Outcome, Submission
 from edge.status import CounterReset
+from edge.verify_pool import VerifyPool
 from runtime.clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -50,8 +55,11 @@ class Writer:
         retention_days: float,
         counter_window: int = COUNTER_WINDOW_DEFAULT,
         suite: HashSuite = SHA256,
+        pool: VerifyPool | None = None,
     ) -> None:
         self.path = path
+        self.pool = pool
+        """Where signatures are checked; None: on this thread (a one-core box, ``verify.workers``)."""
         self.gateway = gateway
         self.suite = suite  # the root log's hash profile: readings roots and block ids use it
         self.max_readings = max_readings
@@ -60,6 +68,8 @@ class Writer:
         self.retention_ms = int(retention_days * 86_400_000)
         self.conn: sqlite3.Connection | None = None
         self.keys: dict[str, PublicKey | None] = {}
+        self._ders: dict[str, bytes] = {}
+        """The DER of each key in :attr:`keys`, as the workers receive it."""
         self.verifier = ReadingVerifier(self._key, {}, stored=self._stored, window=counter_window)
         self._batch_signed: dict[tuple[str, int], list[bytes]] = {}
         """Readings accepted in the batch being judged, not yet committed, by (signer, counter)."""
@@ -104,6 +114,8 @@ class Writer:
             return None
         if signer not in self.keys:
             row = self._db().execute("SELECT key FROM devices WHERE identifier = ?", (signer,)).fetchone()
+            if row is not None:
+                self._ders[signer] = bytes(row[0])
             self.keys[signer] = None if row is None else load_public_der(bytes(row[0]))
         return self.keys[signer]
 
@@ -171,20 +183,23 @@ class Writer:
 
         Counter resets an operator requested (``edgeroot gateway device reset-counter``) are applied
         first, in the same transaction: they may come from another process at any time, and this thread
-        alone holds the counters in memory (D-053)."""
+        alone holds the counters in memory (D-053).
+
+        Signatures are checked for the whole batch before any counter is judged (:meth:`_authentic`); a
+        failure there (:class:`edge.verify_pool.VerificationUnavailable`) leaves everything as it was."""
         db = self._db()
+        authentic = self._authentic(batch)
         saved_counters = dict(self.verifier.counters)
         resets = self._apply_counter_resets(store.pending_counter_resets(db))
         outcomes: list[Outcome] = []
         readings, quarantine, gaps, touched = [], [], [], {}
         duplicates = 0
         self._batch_signed = {}
-        self._batch_held, self._batch_held_bytes = {}, 0
         new_held: list[tuple[str, str, int, bytes]] = []
         judged_held: list[tuple[int, int]] = []  # (id, bytes) of held rows judged now
         for at, sub in enumerate(batch):
             held_id = None if held_ids is None else held_ids[at]
-            verdict = self.verifier.check(sub.raw) if sub.reject is None else Rejected(sub.reject, "")
+            verdict = self._judge(authentic[at])
             if isinstance(verdict, Accepted):
                 env = verdict.envelope
                 readings.append((env.signer, env.subject, env.counter, sub.received_ms, sub.raw))
@@ -243,6 +258,43 @@ class Writer:
                 reset.reason or "no reason given",
             )
         return outcomes
+
+    def _authentic(self, batch: list[Submission]) -> list[Rejected | Envelope]:
+        """Each submission's checks before its counter, in order: its verdict, or its envelope when the
+        signature is good. The key of a signer is the same for every reading of it in one batch (held
+        signers have none until :meth:`release`), so checking all of them before judging any counter
+        gives the verdicts :meth:`ReadingVerifier.check` would give one by one."""
+        self._batch_held, self._batch_held_bytes = {}, 0  # so a signer's key is looked up as committed
+        pre: list[Rejected | tuple[Envelope, PublicKey]] = [
+            Rejected(sub.reject, "") if sub.reject is not None else self.verifier.precheck(sub.raw)
+            for sub in batch
+        ]
+        signed = [p for p in pre if not isinstance(p, Rejected)]
+        if self.pool is not None:
+            results = self.pool.verify([(env.sign1, self._ders[env.signer]) for env, _ in signed])
+        else:
+            results = []
+            for env, key in signed:
+                try:
+                    verify_sign1(env.sign1, key)
+                except SignatureError as exc:
+                    results.append(str(exc))
+                else:
+                    results.append(None)
+        verdicts = iter(results)
+        out: list[Rejected | Envelope] = []
+        for p in pre:
+            if isinstance(p, Rejected):
+                out.append(p)
+            elif (why := next(verdicts)) is None:
+                out.append(p[0])
+            else:
+                out.append(Rejected("bad-signature", why))
+        return out
+
+    def _judge(self, checked: Rejected | Envelope) -> Accepted | Duplicate | Rejected:
+        """The verdict of an authentic envelope's counter (judged in batch order), or the one it had."""
+        return checked if isinstance(checked, Rejected) else self.verifier.judge_counter(checked)
 
     @staticmethod
     def _write(

@@ -49,6 +49,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sim.add_argument("--counter", type=int, help="first counter (default: now in milliseconds)")
     sim.add_argument("--baud", type=int, default=115200)
     sim.add_argument(
+        "--batch", type=int, default=1,
+        help="with --mqtt or --coap: this many readings per message, a batch of envelopes "
+        "(docs/formats.md §19); --rate stays in readings per second",
+    )  # fmt: skip
+    sim.add_argument(
         "--ack-topic",
         help="with --mqtt: keep each reading until the gateway's end-to-end ack on ACK_TOPIC/<id> (the "
         "connector's ack_topic, docs/formats.md §19), resending after --resend-after; the broker's "

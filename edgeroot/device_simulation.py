@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import aiocoap
+import cbor2
 from pymodbus import FramerType
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import StartAsyncSerialServer
@@ -19,6 +21,7 @@ from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize
 from chain_lite.keys import PrivateKey, algorithm_of
 from edge.connectors.mqtt import DeviceAckError, decode_device_ack, device_ack_topic
+from edge.intake import MAX_BATCH_ENVELOPES, encode_batch
 from edgeroot.device import BUSY_PAUSE_S, BUSY_RETRIES, RESEND_AFTER_S, hello_body, reading
 from edgeroot.output import CommandFailed, Reporter
 from firmware_bridge.forward import CoapForwarder, MqttForwarder, SubscribeFailed
@@ -78,21 +81,101 @@ def _settle(frame: Any, pending: dict[int, bytes], verdicts: dict[str, int], par
         pending.pop(counter, None)
 
 
-async def simulate_coap(uri: str, signer: CoseSigner, counters: list[int], rate: float) -> dict[str, Any]:
+async def simulate_coap(
+    uri: str, signer: CoseSigner, counters: list[int], rate: float, batch: int = 1
+) -> dict[str, Any]:
+    if batch > 1:
+        return await _send_coap_batches(uri, signer, counters, rate, batch)
     fwd = CoapForwarder(uri)
     await fwd.start()
     return await _send_all(fwd, signer, counters, rate)
 
 
-async def simulate_mqtt(url: str, signer: CoseSigner, counters: list[int], rate: float) -> dict[str, Any]:
+async def simulate_mqtt(
+    url: str, signer: CoseSigner, counters: list[int], rate: float, batch: int = 1
+) -> dict[str, Any]:
     fwd = MqttForwarder(url, client_id=f"sim-{signer.kid}")
     await fwd.start()
+    if batch > 1:
+        return await _send_all_batched(fwd, signer, counters, rate, batch)
     return await _send_all(fwd, signer, counters, rate)
+
+
+def _chunks(counters: list[int], batch: int) -> list[list[int]]:
+    return [counters[i : i + batch] for i in range(0, len(counters), batch)]
+
+
+async def _pace(sent: int, rate: float, start: float) -> None:
+    if rate:
+        await asyncio.sleep(max(0.0, sent / rate - (time.perf_counter() - start)))
+
+
+async def _send_all_batched(
+    fwd: Any, signer: CoseSigner, counters: list[int], rate: float, batch: int
+) -> dict[str, Any]:
+    """MQTT with ``batch`` readings per message: the broker's PUBACK answers the message, so each of
+    its readings counts as acknowledged by the broker (as for one reading per message)."""
+    verdicts = {"ack": 0, "nack": 0, "busy": 0, "messages": 0}
+    start = time.perf_counter()
+    sent = 0
+    try:
+        for chunk in _chunks(counters, batch):
+            raw = encode_batch([reading(signer, c) for c in chunk])
+            verdict = await fwd.send(raw)
+            for _ in range(BUSY_RETRIES):
+                if verdict.kind != "busy":
+                    break
+                verdicts["busy"] += 1
+                await asyncio.sleep(BUSY_PAUSE_S)
+                verdict = await fwd.send(raw)
+            verdicts[verdict.kind] += len(chunk)
+            verdicts["messages"] += 1
+            sent += len(chunk)
+            await _pace(sent, rate, start)
+    finally:
+        await fwd.stop()
+    return {"sent": len(counters), **verdicts, "seconds": round(time.perf_counter() - start, 3)}
+
+
+async def _send_coap_batches(
+    uri: str, signer: CoseSigner, counters: list[int], rate: float, batch: int
+) -> dict[str, Any]:
+    """CoAP with ``batch`` readings per request; the gateway's 2.04 answers each envelope (null: stored;
+    ``held``: on its disk, judged later; else why it was quarantined)."""
+    context = await aiocoap.Context.create_client_context()
+    verdicts = {"ack": 0, "nack": 0, "busy": 0, "messages": 0}
+    start = time.perf_counter()
+    sent = 0
+    try:
+        for chunk in _chunks(counters, batch):
+            payload = encode_batch([reading(signer, c) for c in chunk])
+            for _ in range(BUSY_RETRIES + 1):
+                request = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=payload)
+                try:
+                    response = await context.request(request).response
+                except Exception:  # noqa: BLE001 (unreachable: like a busy answer, try again)
+                    response = None
+                if response is not None and response.code.is_successful():
+                    answers = cbor2.loads(response.payload)
+                    for answer in answers:
+                        verdicts["ack" if answer in (None, "held") else "nack"] += 1
+                    break
+                if response is not None and response.code.class_ == 4:
+                    verdicts["nack"] += len(chunk)
+                    break
+                verdicts["busy"] += 1
+                await asyncio.sleep(BUSY_PAUSE_S)
+            verdicts["messages"] += 1
+            sent += len(chunk)
+            await _pace(sent, rate, start)
+    finally:
+        await context.shutdown()
+    return {"sent": len(counters), **verdicts, "seconds": round(time.perf_counter() - start, 3)}
 
 
 async def simulate_mqtt_end_to_end(  # noqa: PLR0917 (the simulation's whole setting)
     url: str, signer: CoseSigner, counters: list[int], rate: float, ack_topic: str, resend_after: float,
-    wait: float,
+    wait: float, batch: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
     """A device that frees a reading only on the gateway's end-to-end ack (docs/formats.md §19): the
     broker's PUBACK means only that the broker took it. Unacked readings are resent, same bytes, in
@@ -115,8 +198,12 @@ async def simulate_mqtt_end_to_end(  # noqa: PLR0917 (the simulation's whole set
             if not pending:
                 all_acked.set()
 
-    async def publish(raw: bytes) -> None:
-        verdict = await fwd.send(raw)
+    async def publish(chunk: list[int]) -> None:
+        """One message: one reading, or a batch of them (``batch`` > 1)."""
+        raws = [pending[c] for c in chunk if c in pending]
+        if not raws:
+            return
+        verdict = await fwd.send(raws[0] if batch == 1 else encode_batch(raws))
         counts["broker_acks" if verdict.kind == "ack" else "busy"] += 1
 
     start = time.perf_counter()
@@ -129,22 +216,22 @@ async def simulate_mqtt_end_to_end(  # noqa: PLR0917 (the simulation's whole set
         async with asyncio.TaskGroup() as tasks:
             taker = tasks.create_task(take_acks(inbox), name="device-acks")
             last_send = time.monotonic()
-            for i, c in enumerate(counters):
-                if c in pending:
-                    await publish(pending[c])
-                    last_send = time.monotonic()
-                if rate:
-                    await asyncio.sleep(max(0.0, (i + 1) / rate - (time.perf_counter() - start)))
+            sent = 0
+            for chunk in _chunks(counters, batch):
+                await publish(chunk)
+                last_send = time.monotonic()
+                sent += len(chunk)
+                await _pace(sent, rate, start)
             deadline = time.monotonic() + wait
             while pending and time.monotonic() < deadline:
                 due = min(last_send + resend_after, deadline) - time.monotonic()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(all_acked.wait(), max(0.0, due))
                 if pending and time.monotonic() >= last_send + resend_after:
-                    for c in sorted(pending):
-                        if c in pending:  # not acked while the ones before it were resent
-                            await publish(pending[c])
-                            counts["resent"] += 1
+                    for chunk in _chunks(sorted(pending), batch):
+                        # Those acked while the ones before them were resent are left out.
+                        counts["resent"] += sum(c in pending for c in chunk)
+                        await publish(chunk)
                     last_send = time.monotonic()
             taker.cancel()
     finally:
@@ -219,6 +306,10 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
         raise CommandFailed(f"--mqtt {args.mqtt}: want mqtt://HOST:PORT/TOPIC")
     if args.coap and not args.coap.startswith(("coap://", "coaps://")):
         raise CommandFailed(f"--coap {args.coap}: want coap://HOST:PORT/readings")
+    if not 1 <= args.batch <= MAX_BATCH_ENVELOPES:
+        raise CommandFailed(f"--batch {args.batch}: from 1 to {MAX_BATCH_ENVELOPES} readings per message")
+    if args.batch > 1 and not (args.mqtt or args.coap):
+        raise CommandFailed("--batch is for --mqtt and --coap (a serial frame carries one reading)")
     if args.ack_topic is not None and not args.mqtt:
         raise CommandFailed("--ack-topic is for --mqtt (serial and CoAP acks are end to end already)")
     if args.ack_topic is not None and (not args.ack_topic or set(args.ack_topic) & {"+", "#"}):
@@ -239,15 +330,16 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
         except OSError as exc:  # pyserial's SerialException is one: the port cannot be opened
             raise CommandFailed(f"serial port {args.serial}: {exc.strerror or exc}") from exc
     elif args.coap:
-        result = asyncio.run(simulate_coap(args.coap, signer, counters, args.rate))
+        result = asyncio.run(simulate_coap(args.coap, signer, counters, args.rate, args.batch))
     elif args.ack_topic is not None:
         result = asyncio.run(
             simulate_mqtt_end_to_end(
-                args.mqtt, signer, counters, args.rate, args.ack_topic, args.resend_after, args.wait
+                args.mqtt, signer, counters, args.rate, args.ack_topic, args.resend_after, args.wait,
+                args.batch,
             )
         )
     else:
-        result = asyncio.run(simulate_mqtt(args.mqtt, signer, counters, args.rate))
+        result = asyncio.run(simulate_mqtt(args.mqtt, signer, counters, args.rate, args.batch))
     how = " end to end (durable at the gateway)" if args.ack_topic is not None else ""
     result["alg"] = algorithm_of(key)
     message = f"{identifier}: {result['ack']} of {result['sent']} readings acknowledged{how}"

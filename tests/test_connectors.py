@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,31 +58,56 @@ class Message:
 
 
 class FakePaho:
-    """Stands in for a paho client: connects at once and records subscriptions and acknowledgements."""
+    """Stands in for a paho client driven from the event loop (edge.connectors.mqtt, D-083): connecting
+    opens a socket (one end of a socketpair, which the connector watches) and calls back on_connect, as
+    paho does from the connecting thread; messages are delivered on the loop; subscriptions and
+    acknowledgements are recorded."""
 
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()  # the factory runs in the connector's start
         self.on_connect: Any = None
         self.on_disconnect: Any = None
         self.on_message: Any = None
+        self.on_socket_open: Any = None
+        self.on_socket_close: Any = None
+        self.on_socket_register_write: Any = None
+        self.on_socket_unregister_write: Any = None
         self.subscribed: list[tuple[str, int]] = []
         self.acked: list[int] = []
+        self.connects = 0
+        self._pair: tuple[socket.socket, socket.socket] | None = None
 
     def connect_async(self, host: str, port: int, keepalive: int) -> None:
         pass
 
-    def loop_start(self) -> None:
-        # paho calls back on its own network thread; so does this fake.
-        threading.Thread(target=self.on_connect, args=(self, None, None, Connected(), None)).start()
+    def reconnect(self) -> int:
+        self.connects += 1
+        self._pair = socket.socketpair()
+        self.on_socket_open(self, None, self._pair[0])
+        self.on_connect(self, None, None, Connected(), None)
+        return 0
 
     def deliver(self, messages: list[Message]) -> None:
-        def network() -> None:
+        """From a thread, as the test's broker: each message handed to on_message on the loop, as
+        ``loop_read`` does; returns once all were."""
+        done = threading.Event()
+
+        def on_loop() -> None:
             for m in messages:
                 self.on_message(self, None, m)
+            done.set()
 
-        thread = threading.Thread(target=network)
-        thread.start()
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "the connector never released its in-flight slots"
+        self.loop.call_soon_threadsafe(on_loop)
+        assert done.wait(timeout=10), "the event loop never took the messages"
+
+    def loop_read(self) -> int:
+        return 0
+
+    def loop_write(self) -> int:
+        return 0
+
+    def loop_misc(self) -> int:
+        return 0
 
     def subscribe(self, topic: str, qos: int) -> None:
         self.subscribed.append((topic, qos))
@@ -90,10 +116,11 @@ class FakePaho:
         self.acked.append(mid)
 
     def disconnect(self) -> None:
-        pass
-
-    def loop_stop(self) -> None:
-        pass
+        if self._pair is not None:
+            self.on_socket_close(self, None, self._pair[0])
+            for end in self._pair:
+                end.close()
+            self._pair = None
 
 
 def test_mqtt_acknowledges_durable_outcomes_only_through_the_contract() -> None:

@@ -5,10 +5,12 @@ Built on paho-mqtt 2.x directly, because it offers manual acknowledgement (``man
 ``clean_session=False``) the broker redelivers every message not yet acknowledged when the gateway
 dies (DESIGN §9 verified this against mosquitto under SIGKILL).
 
-Threads: paho runs its network loop in its own thread (``loop_start``). ``on_message`` (paho thread)
-takes a slot of ``max_inflight`` and hands the message to the event loop; when all slots are taken it
-blocks, so paho stops reading from the socket and the broker holds the rest: back-pressure instead of
-an unbounded buffer. The slot is released, and the PUBACK sent, when the reading's outcome is known.
+No network thread: paho is driven from the event loop (D-083). Its socket is on the loop's selector;
+``on_message`` runs on the loop and appends the message to the burst being gathered; at
+``max_inflight`` messages awaiting storage the socket is no longer read, so the broker holds the rest:
+back-pressure instead of an unbounded buffer. Reading resumes, and the PUBACKs are sent, when the
+readings' outcomes are known. A message may carry a batch of envelopes (docs/formats.md §19, D-082):
+each is submitted on its own, and the message is acknowledged once all of them are durable.
 
 While the gateway refuses input for its disk budget (``store-full``), the refused burst is *held*: not
 acknowledged, not dropped, and submitted again (capped backoff, :data:`HOLD_RETRY_MAX_S`) before any
@@ -25,7 +27,7 @@ shutdown is not held: the broker redelivers it at the next start (a redelivery o
 
 The broker bounds unacknowledged messages per client (mosquitto ``max_inflight_messages``, default 20;
 systemd/mosquitto-edgeroot.conf sets 1000). Keep ``max_inflight`` here at least as large: otherwise
-paho's thread blocks for a slot, stops sending keepalives, and the broker drops the connection while
+the connector stops reading, misses the broker's keepalive answers, and the connection is dropped while
 the store is full. :func:`probe_broker` reads what a client can see of the broker's settings at start.
 
 What a PUBACK means: the *device's* PUBACK comes from the broker when it has taken the message; the
@@ -46,7 +48,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +60,18 @@ from chain_lite.envelope import MAX_COUNTER, decode_envelope
 from chain_lite.errors import ChainError
 from edge.connectors import Plugin
 from edge.errors import GatewayError
-from edge.intake import KEY_LOOKUP, STORE_FULL, IngestPort, Outcome, SubmitMany
+from edge.intake import (
+    KEY_LOOKUP,
+    MALFORMED_BATCH,
+    STORE_FULL,
+    BatchError,
+    IngestPort,
+    Outcome,
+    SubmitMany,
+    is_batch,
+    split_batch,
+)
+from runtime.ratelimit import RateLimitedLog
 from runtime.tomlconfig import Secret, Table, read_settings, setting
 
 log = logging.getLogger(__name__)
@@ -314,7 +327,27 @@ def warn_if_broker_unsafe(config: MqttConfig, receive_maximum: int | None) -> No
         )  # fmt: skip
 
 
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 5.0
+"""Reconnect delays after a lost connection or a failed attempt, doubling (paho's own defaults there)."""
+MISC_EVERY_S = 1.0
+"""How often paho's ``loop_misc`` runs: keepalive pings, and noticing a silent broker."""
+READS_PER_WAKE = 256
+"""Packets read per readable event at most, so a flood of messages leaves room for the other tasks."""
+MAX_BURST_BYTES = 256 * 1024
+"""A burst handed to the gateway at once holds messages up to this many payload bytes (at least one):
+about 1,000 single readings, or 60 messages of 20, so batch messages do not make one transaction (and
+its memory) 20 times larger."""
+
+
 class MqttConnector:
+    """paho driven from the event loop (D-083): the socket is watched with ``add_reader`` and
+    ``add_writer`` and paho's ``loop_read``/``loop_write``/``loop_misc`` run on the loop, as in paho's own
+    asyncio example; no network thread, no crossing per message. Back-pressure: at ``max_inflight``
+    messages awaiting storage the socket is no longer read (the broker's window fills and it queues the
+    rest), and reading resumes when one is settled. Connecting (a blocking TCP connect inside paho) runs
+    in a worker thread; paho's socket callbacks are then carried to the loop."""
+
     def __init__(
         self,
         config: MqttConfig,
@@ -329,20 +362,29 @@ class MqttConnector:
         self.state = "stopped"
         self._client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots = threading.BoundedSemaphore(config.max_inflight)
+        self._inflight = 0
         self._connected: asyncio.Event | None = None
         self._stopping = False
-        self._lock = threading.Lock()
         self._received: list[tuple[bytes, str, int, int]] = []
-        self._wake_pending = False
         self._consumer: asyncio.Task[None] | None = None
         self._stop_wanted: asyncio.Event | None = None
         self._ever_connected = False
+        self._sock: Any = None
+        """The socket being watched (on the loop's selector), or None."""
+        self._fd = -1
+        """Its descriptor, as registered: paho may have closed the socket (fileno -1) when it is unwatched."""
+        self._reading = False
+        self._lost: asyncio.Event | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Future[Any] | None = None
+        """paho's connect running in a thread, if any: a stop waits for it (its socket must be closed)."""
+        self._got_message = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._connected = asyncio.Event()
         self._stop_wanted = asyncio.Event()
+        self._lost = asyncio.Event()
         self._stopping = False
         if self._probe:
             warn_if_broker_unsafe(self.config, await asyncio.to_thread(probe_broker, self.config))
@@ -350,10 +392,14 @@ class MqttConnector:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
         self._client = client
         self.state = "connecting"
         client.connect_async(self.config.host, self.config.port, keepalive=15)
-        client.loop_start()
+        self._supervisor = asyncio.create_task(self._keep_connected(client), name="mqtt-connection")
         try:
             await asyncio.wait_for(self._connected.wait(), 10)
         except TimeoutError:
@@ -368,14 +414,132 @@ class MqttConnector:
         self._stopping = True
         if self._stop_wanted is not None:
             self._stop_wanted.set()  # a held burst stops waiting: left unacknowledged, redelivered later
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
+        if self._connecting is not None:  # a connect under way: let it end, so its socket is closed below
+            await asyncio.wait([self._connecting], timeout=10)
+            if self._connecting.done() and not self._connecting.cancelled():
+                self._connecting.exception()  # retrieved: a failed connect at stop is no news
+            await asyncio.sleep(0)  # its socket callbacks
         client, self._client = self._client, None
         if client is not None:
-            # paho's disconnect and loop_stop block: keep them off the event loop.
-            await asyncio.to_thread(client.disconnect)
-            await asyncio.to_thread(client.loop_stop)
+            client.disconnect()  # queues DISCONNECT; paho closes the socket once it is written
+            assert self._lost is not None
+            if self._sock is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lost.wait(), 2)
+            self._unwatch(self._sock)
         self.state = "stopped"
 
-    # --- paho thread ---------------------------------------------------------------------------------
+    # --- the connection, on the event loop ---------------------------------------------------------------
+
+    async def _keep_connected(self, client: paho.Client) -> None:
+        """Connect, run paho's housekeeping every second, and reconnect after a loss (1 s, doubling to 5)."""
+        assert self._lost is not None
+        delay = RECONNECT_MIN_S
+        while True:
+            try:
+                delay = await self._keep_connected_once(client, delay)
+            except Exception:  # never leave the gateway without intake for a bug here: log, go on
+                log.exception("MQTT connection upkeep failed; retrying")
+                await asyncio.sleep(delay)
+
+    async def _keep_connected_once(self, client: paho.Client, delay: float) -> float:
+        """One round of :meth:`_keep_connected`; the next reconnect delay."""
+        assert self._lost is not None
+        if self._sock is None:
+            self._lost.clear()
+            try:
+                # Blocking inside paho (TCP connect, CONNECT queued): in a thread. Its socket
+                # callbacks come back to this loop (_on_socket_open).
+                assert self._loop is not None
+                self._connecting = self._loop.run_in_executor(None, client.reconnect)
+                # Shielded: a stop cancelling this task waits for the connect itself (stop()).
+                await asyncio.shield(self._connecting)
+            except (OSError, ValueError) as exc:
+                if self.state != "reconnecting" or delay == RECONNECT_MIN_S:
+                    where = f"{self.config.host}:{self.config.port}"
+                    log.warning("MQTT broker %s: %s; retrying", where, exc)
+                self.state = "reconnecting"
+                await asyncio.sleep(delay)
+                return min(delay * 2, RECONNECT_MAX_S)
+            await asyncio.sleep(0)  # let the socket callbacks scheduled by the thread run
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._lost.wait(), MISC_EVERY_S)
+        if self._sock is not None and client.loop_misc() == paho.MQTT_ERR_SUCCESS:
+            return RECONNECT_MIN_S if self.state == "connected" else delay
+        self._unwatch(self._sock)
+        await asyncio.sleep(delay)
+        return min(delay * 2, RECONNECT_MAX_S)
+
+    def _on_socket_open(self, _client: paho.Client, _ud: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._watch, sock)
+
+    def _on_socket_close(self, _client: paho.Client, _ud: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._unwatch, sock)
+
+    def _on_socket_register_write(self, _client: paho.Client, _ud: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._want_write, sock, True)
+
+    def _on_socket_unregister_write(self, _client: paho.Client, _ud: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._want_write, sock, False)
+
+    def _watch(self, sock: Any) -> None:
+        if self._sock is not None and self._sock is not sock:
+            self._unwatch(self._sock)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._reading = False
+        self._read_if_room()
+
+    def _unwatch(self, sock: Any) -> None:
+        if sock is None or sock is not self._sock:
+            return
+        assert self._loop is not None
+        assert self._lost is not None
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        self._sock = None
+        self._reading = False
+        self._lost.set()
+
+    def _want_write(self, sock: Any, want: bool) -> None:
+        if sock is not self._sock or self._client is None:
+            return
+        assert self._loop is not None
+        if want:
+            self._loop.add_writer(self._fd, self._client.loop_write)
+        else:
+            self._loop.remove_writer(self._fd)
+
+    def _read_if_room(self) -> None:
+        """Watch the socket for reading while fewer than ``max_inflight`` messages await storage."""
+        assert self._loop is not None
+        want = self._sock is not None and self._inflight < self.config.max_inflight
+        if want and not self._reading:
+            self._loop.add_reader(self._fd, self._readable)
+        elif not want and self._reading and self._sock is not None:
+            self._loop.remove_reader(self._fd)
+        self._reading = want
+
+    def _readable(self) -> None:
+        """Read what the socket holds: one packet per ``loop_read``, on while each call delivered a
+        message (a call without one read another packet, or found the socket empty)."""
+        client = self._client
+        if client is None:
+            return
+        for _ in range(READS_PER_WAKE):
+            self._got_message = False
+            if client.loop_read() != paho.MQTT_ERR_SUCCESS or not (self._got_message and self._reading):
+                break
+
+    # --- paho callbacks (on the loop; on_connect also from the connecting thread) -------------------------
 
     def _on_connect(self, client: paho.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -405,65 +569,59 @@ class MqttConnector:
             self.state = "reconnecting"
 
     def _on_message(self, client: paho.Client, _ud: Any, message: paho.MQTTMessage) -> None:
-        assert self._loop is not None
-        # Blocks the paho thread when max_inflight readings await storage: back-pressure to the broker.
-        self._slots.acquire()
-        item = (bytes(message.payload), f"mqtt:{message.topic}", message.mid, message.qos)
-        with self._lock:
-            self._received.append(item)
-            wake = not self._wake_pending
-            self._wake_pending = True
-        if wake:
-            # One crossing into the event loop per burst of messages, not one per message.
-            self._loop.call_soon_threadsafe(self._take_received, client)
-
-    # --- event loop ----------------------------------------------------------------------------------
-
-    def _take_received(self, client: paho.Client) -> None:
+        self._got_message = True
+        self._received.append((bytes(message.payload), f"mqtt:{message.topic}", message.mid, message.qos))
+        self._inflight += 1
+        if self._inflight >= self.config.max_inflight:
+            # Back-pressure: read no more until one is settled; the broker's in-flight window fills.
+            self._read_if_room()
         if self._consumer is None or self._consumer.done():
             self._consumer = asyncio.create_task(self._consume(client), name="mqtt-consumer")
 
     async def _consume(self, client: paho.Client) -> None:
         """Store bursts strictly one after another, in arrival order (a device's counters must arrive
         in order even when a burst waits for a registry lookup); bursts grow while one is stored."""
-        while True:
-            with self._lock:
-                items, self._received = self._received, []
-                if not items:
-                    self._wake_pending = False
-                    return
+        while self._received:
+            size, cut = 0, 0
+            while cut < len(self._received) and (cut == 0 or size < MAX_BURST_BYTES):
+                size += len(self._received[cut][0])
+                cut += 1
+            items, self._received = self._received[:cut], self._received[cut:]
             await self._store(client, items)
 
+    def _settled(self, count: int) -> None:
+        self._inflight -= count
+        if self._sock is not None and not self._reading:
+            self._read_if_room()
+
     async def _store(self, client: paho.Client, items: list[tuple[bytes, str, int, int]]) -> None:
+        burst = _Burst.of(items)
         try:
-            outcomes = await self._submit_holding(client, items)
+            outcomes = await self._submit_holding(client, burst)
         except Exception:  # storage failed: no ack, the broker redelivers
             log.exception(
-                "%d readings from MQTT could not be stored; leaving them unacknowledged", len(items)
+                "%d readings from MQTT could not be stored; leaving them unacknowledged", len(burst.pairs)
             )
         else:
             if self.config.ack_topic is not None:
                 # Only now: the outcomes are durable, so an end-to-end ack never precedes storage.
-                for ack in device_acks([raw for raw, _, _, _ in items], outcomes):
+                for ack in device_acks([raw for raw, _ in burst.pairs], outcomes):
                     # QoS 1 so the broker queues it for a device's persistent session; not retained (a
                     # device that lost its session resends, and the resend is answered again).
-                    # paho queues the PUBLISH for its network thread.
+                    # paho queues the PUBLISH; the loop writes it when the socket is writable.
                     client.publish(
                         device_ack_topic(self.config.ack_topic, ack.device), encode_device_ack(ack), qos=1
                     )
         finally:
-            for _ in items:
-                self._slots.release()
+            self._settled(len(items))
 
-    async def _submit_holding(
-        self, client: paho.Client, items: list[tuple[bytes, str, int, int]]
-    ) -> list[Outcome]:
+    async def _submit_holding(self, client: paho.Client, burst: _Burst) -> list[Outcome]:
         """Submit a burst; while the store is full, hold the refused part and submit it again, so nothing
         after it is taken first (the module docstring says why). PUBACKs go out in arrival order: the
-        durable part before the first held message at once, the rest once it is durable too."""
-        pairs = [(raw, source) for raw, source, _, _ in items]
-        outcomes = await self.submit_many(pairs)
-        acked = self._ack_in_order(client, items, outcomes, 0)
+        durable part before the first held message at once, the rest once it is durable too. A batch
+        message is acknowledged once every envelope in it is durable."""
+        outcomes = await burst.submit(self.submit_many, range(len(burst.pairs)))
+        acked = self._ack_in_order(client, burst, outcomes, 0)
         delay, held_since = HOLD_RETRY_MIN_S, 0.0
         while not self._stopping:
             held = [i for i, o in enumerate(outcomes) if o.reason in HOLD_REASONS]
@@ -471,33 +629,86 @@ class MqttConnector:
                 break
             if not held_since:
                 held_since = time.monotonic()
-                log.info("%s: holding %d MQTT message(s) unacknowledged; the broker queues the rest in "
+                log.info("%s: holding %d MQTT reading(s) unacknowledged; the broker queues the rest in "
                          "order", outcomes[held[0]].detail, len(held))  # fmt: skip
             assert self._stop_wanted is not None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_wanted.wait(), delay)
             if self._stopping:
                 break
-            for i, outcome in zip(held, await self.submit_many([pairs[i] for i in held]), strict=True):
+            for i, outcome in zip(held, await burst.submit(self.submit_many, held), strict=True):
                 outcomes[i] = outcome
-            acked = self._ack_in_order(client, items, outcomes, acked)
+            acked = self._ack_in_order(client, burst, outcomes, acked)
             delay = min(delay * 2, HOLD_RETRY_MAX_S)
-        if held_since and acked == len(items):
+        if held_since and acked == len(burst.messages):
             log.info("MQTT intake resumed after %.1f s held", time.monotonic() - held_since)
         return outcomes
 
     @staticmethod
-    def _ack_in_order(
-        client: paho.Client, items: list[tuple[bytes, str, int, int]], outcomes: list[Outcome], start: int
-    ) -> int:
-        """PUBACK the durable outcomes from ``start`` up to the first one that is not; where it stopped."""
+    def _ack_in_order(client: paho.Client, burst: _Burst, outcomes: list[Outcome], start: int) -> int:
+        """PUBACK the messages from ``start`` whose envelopes are all durable, up to the first one that is
+        not; the message where it stopped."""
         at = start
-        while at < len(items) and outcomes[at].durable:
-            _, _, mid, qos = items[at]
+        while at < len(burst.messages):
+            mid, qos, first, end = burst.messages[at]
+            if not all(o.durable for o in outcomes[first:end]):
+                break
             if qos > 0:
-                client.ack(mid, qos)  # paho queues the PUBACK for its network thread
+                client.ack(mid, qos)  # queued; written when the socket is writable
             at += 1
         return at
+
+
+@dataclass(frozen=True, slots=True)
+class _Burst:
+    """Messages taken from the broker together, cut into envelopes (a batch message carries several:
+    docs/formats.md §19, D-082)."""
+
+    pairs: list[tuple[bytes, str]]
+    """Every envelope of the burst, in order, with its source."""
+    rejects: list[str | None]
+    """Per envelope: the connector's own verdict (a malformed batch, quarantined whole), or None."""
+    messages: list[tuple[int, int, int, int]]
+    """Per message: mid, qos, and the range of its envelopes in :attr:`pairs`."""
+
+    @classmethod
+    def of(cls, items: list[tuple[bytes, str, int, int]]) -> _Burst:
+        pairs: list[tuple[bytes, str]] = []
+        rejects: list[str | None] = []
+        messages = []
+        for raw, source, mid, qos in items:
+            first = len(pairs)
+            if is_batch(raw):
+                try:
+                    envelopes = split_batch(raw)
+                except BatchError as exc:
+                    _bad_batches.warning(MALFORMED_BATCH, "quarantined a message from %s: %s", source, exc)
+                    pairs.append((raw, source))
+                    rejects.append(MALFORMED_BATCH)
+                else:
+                    pairs += [(envelope, source) for envelope in envelopes]
+                    rejects += [None] * len(envelopes)
+            else:
+                pairs.append((raw, source))
+                rejects.append(None)
+            messages.append((mid, qos, first, len(pairs)))
+        return cls(pairs, rejects, messages)
+
+    async def submit(self, submit_many: SubmitMany, which: Iterable[int]) -> list[Outcome]:
+        """Submit the envelopes at ``which`` (ascending), in order; consecutive ones with the same verdict
+        of the connector's in one call. Their outcomes, in the same order."""
+        outcomes: list[Outcome] = []
+        run: list[int] = []
+        for i in [*which, -1]:
+            if run and (i < 0 or self.rejects[i] != self.rejects[run[0]]):
+                outcomes += await submit_many([self.pairs[j] for j in run], reject=self.rejects[run[0]])
+                run = []
+            run.append(i)
+        return outcomes
+
+
+_bad_batches = RateLimitedLog(log)
+
 
 def create(
     config: MqttConfig, ingest: IngestPort, factory: Callable[[MqttConfig], paho.Client] | None = None
