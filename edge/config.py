@@ -72,9 +72,10 @@ class GatewayConfig:
         "or above 0 for a first reading; wide by default for Modbus bridge counters (microseconds)",
     )  # fmt: skip
     verify_workers: int = setting(
-        "verify.workers", -1, range=(-1, 64),
-        help="processes checking reading signatures beside the writer: -1 one per core (none on a one-core "
-        "box), 0 none (the writer thread checks them), N that many",
+        "verify.workers", 0, range=(-1, 64),
+        help="processes checking reading signatures beside the writer: 0 none (the writer thread checks "
+        "them; the default until a quiet-machine benchmark shows the gain, D-081), -1 one per core (none "
+        "on a one-core box), N that many",
     )  # fmt: skip
     sync_batch: int = setting("sync.batch", 64, range=(1, 256), help="blocks per request to the root")
     sync_interval_s: float = setting(

@@ -22,6 +22,7 @@ import pytest
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, generate_sm2, public_der
+from edge import config as gateway_config
 from edge import store
 from edge.errors import IngestStopped
 from edge.ingest import Ingest
@@ -301,6 +302,7 @@ def test_gateway_replaces_a_killed_worker_and_stops_cleanly_on_systemds_stop(pla
     """The real gateway: its workers are its children; one SIGKILLed, the next batch is verified by the
     restarted pool and answered after durability; then SIGTERM to the gateway *and* its workers at once
     (systemd's stop of the control group) is one stop signal, a clean exit 0, nothing lost."""
+    gateway_config.update(plant.state / "gateway.toml", {"verify": {"workers": 2}})  # the default is 0
     plant.start()
     assert plant.proc is not None
     gateway = plant.proc.pid
