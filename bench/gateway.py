@@ -22,6 +22,10 @@ the same machine as the gateway and its workers, so the ingest figures include t
 
 Targets (issue 13): >= 10,000 readings/s one per message, >= 20,000 readings/s 20 per message;
 p99 < 30 ms at 1,000/s; drain >= 3x live; gateway + workers < 80 MB.
+
+Then (issue 16; BENCH_GATEWAY_SM2=0 skips it) a second, all-SM plant (SM2 devices and gateway, a root
+made with ``--suite sm``: SM2 + SM3) ingests one SM2 reading per message, its runs alternating with the
+P-256 plant's, BENCH_INGEST_RUNS each, beside raw `openssl speed sm2` in the same run. Target >= 2,500/s.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from paho.mqtt.enums import CallbackAPIVersion
 from results import record  # bench/ is on sys.path when run as a script
+from sm2 import openssl_speed
 
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
@@ -207,8 +212,10 @@ class Plant:
         return procs, start
 
 
-def setup(system: System) -> Plant:
-    root = system.init_root("bench.root", "88.123")
+def setup(system: System, alg: str = "p256") -> Plant:
+    """``alg`` (``p256``, ``sm2``): the devices' and the gateway's keys; ``sm2`` makes the whole plant SM,
+    its root made with ``--suite sm`` (SM2 + SM3)."""
+    root = system.init_root("bench.root", "88.123", suite="sm" if alg == "sm2" else "default")
     system.start_root()
     broker = system.start_broker(persistence=False, mosquitto_only=True)
     idents = [f"88.123/DEV-{i}" for i in range(PUBLISHERS + 3)]
@@ -222,6 +229,8 @@ def setup(system: System) -> Plant:
             "sync": {"max_blocks_per_s": 1000.0},
             "verify": {"workers": int(os.environ.get("BENCH_VERIFY_WORKERS", "-1"))},
         },
+        device_alg=alg,
+        gateway_alg=alg,
     )
     system.start("gateway", timeout=60)
     devices = [(ident, gateway.device_keys[ident].read_bytes()) for ident in idents]
@@ -291,6 +300,37 @@ def phase_ingest(system: Plant, db: Path) -> int:
         "< 80 MB",
         pss < 80,
     )
+    return first
+
+
+def phase_sm2_ingest(sm: Plant, p256: Plant, first: int) -> int:
+    """The all-SM plant's ingest (one SM2 reading per message) beside the P-256 plant's, runs alternating,
+    INGEST_RUNS each; raw `openssl speed sm2` in the same run. The P-256 plant's next free counter."""
+    per = N // PUBLISHERS
+    rates: dict[str, list[float]] = {"sm2": [], "p256": []}
+    for run in range(INGEST_RUNS):
+        rates["sm2"].append(ingest_once(sm, sm.gateway.db, 1 + run * per, 1))
+        rates["p256"].append(ingest_once(p256, p256.gateway.db, first, 1))
+        first += per
+    raw = openssl_speed(None)
+    limit = "openssl missing" if raw is None else f"{raw[0]:,.0f}/s CPU, {raw[1]:,.0f}/s elapsed (one core)"
+    print(f"  raw `openssl speed sm2` verify, same run: {limit}")
+    record("gateway", "raw `openssl speed sm2` verify, same run as the SM2 ingest", limit)
+    for alg, target in (("sm2", 2_500), ("p256", None)):
+        med = statistics.median(rates[alg])
+        runs = ", ".join(f"{r:,.0f}" for r in rates[alg])
+        plant = "all-SM plant (SM2 devices and gateway, SM2 + SM3 log)" if alg == "sm2" else "P-256 plant"
+        verdict = "" if target is None else f"   target >= {target:,}   {'OK' if med >= target else 'MISS'}"
+        print(f"  MQTT QoS 1 ingest, {plant}, one reading per message: median {med:,.0f} readings/s of "
+              f"{INGEST_RUNS} runs ({runs}){verdict}")  # fmt: skip
+        record(
+            "gateway",
+            f"MQTT QoS 1 ingest, {plant}, one reading per message, alternating runs "
+            f"({PUBLISHERS} publishers, {per * PUBLISHERS:,} readings, median of {INGEST_RUNS}: {runs})",
+            f"{med:,.0f} readings/s",
+            "-" if target is None else f">= {target:,} readings/s",
+            None if target is None else med >= target,
+        )
     return first
 
 
@@ -467,6 +507,10 @@ def main() -> None:
         plant = setup(system)
         db = plant.gateway.db
         first = phase_ingest(plant, db)
+        if os.environ.get("BENCH_GATEWAY_SM2", "1") != "0":
+            Path(d, "sm").mkdir()
+            with System(Path(d, "sm")) as sm_system:  # stopped before the P-256 plant's other phases
+                first = phase_sm2_ingest(setup(sm_system, "sm2"), plant, first)
         if os.environ.get("BENCH_GATEWAY_ONLY_INGEST"):
             return
         phase_latency(plant, db, first=first)

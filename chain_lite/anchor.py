@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint
+from chain_lite.cosignature import log_verifier
 from chain_lite.errors import ChainError, FormatError, OriginMismatch, RootMismatch
 from chain_lite.log_leaf import LEAF_ANCHOR, ChildAnchor, parse_leaf
 from chain_lite.merkle import leaf_hash, verify_consistency, verify_inclusion
-from chain_lite.note import Ed25519Verifier, VerifierKey, open_note
+from chain_lite.note import VerifierKey, open_note
 from chain_lite.policy import Policy, VerifiedCheckpoint
 
 
@@ -89,7 +90,7 @@ def prove_anchor(policy: Policy, proof: AnchorProof, *, parent_origin: str | Non
     anchor = parse_leaf(proof.leaf)
     assert isinstance(anchor, ChildAnchor)
     # The parent checked this signature before logging the leaf; an auditor checks it again.
-    open_note(anchor.checkpoint.note, [Ed25519Verifier.from_vkey(anchor.child_vkey)])
+    open_note(anchor.checkpoint.note, [log_verifier(anchor.child_vkey)])
     return ProvenAnchor(parent, proof.index, anchor)
 
 
@@ -112,7 +113,7 @@ def judge(proven: ProvenAnchor, given: SignedCheckpoint, child_proof: Sequence[b
     cp = given.checkpoint
     if cp.origin != anchored.origin:
         raise OriginMismatch(anchored.origin, cp.origin)
-    open_note(given.note, [Ed25519Verifier.from_vkey(proven.anchor.child_vkey)])
+    open_note(given.note, [log_verifier(proven.anchor.child_vkey)])
     if cp.suite is not anchored.suite:  # both signed by the child: a log's hash never changes (D-065)
         hashes = f"it declares hash {cp.suite.name}, the anchored one {anchored.suite.name}"
         return Inconsistent(proven, given, hashes)
@@ -149,7 +150,7 @@ def verify_anchor(
 def is_fork_evidence(child_vkey: VerifierKey, first: bytes, second: bytes) -> bool:
     """Whether two notes are both signed by the child's key, for the same size, with different roots:
     what a parent keeps when a child shows it two inconsistent checkpoints."""
-    verifier = Ed25519Verifier.from_vkey(child_vkey)
+    verifier = log_verifier(child_vkey)
     try:
         a, b = SignedCheckpoint.parse(first), SignedCheckpoint.parse(second)
         open_note(a.note, [verifier])

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from chain_lite import cbor
 from chain_lite.block import SignedBlock, parse_block
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.cosignature import log_verifier
 from chain_lite.epcis_capture import LEAF_EPCIS_EVENT, SignedCapture, parse_capture
 from chain_lite.errors import ChainError, FormatError
-from chain_lite.note import SIGTYPE_ED25519, Ed25519Verifier, Note, VerifierKey, open_note
+from chain_lite.note import SIGTYPE_ED25519, SIGTYPE_SM2, Note, VerifierKey, open_note
 from chain_lite.registry import SignedWrite, parse_write
 
 LEAF_BLOCK = 0x01
@@ -68,8 +69,8 @@ class ChildAnchor:
     cosigned_at: int
 
     def __post_init__(self) -> None:
-        if self.child_vkey.sigtype != SIGTYPE_ED25519:
-            raise FormatError("anchor", f"child key {self.child_vkey.name} is not a log (0x01) key")
+        if self.child_vkey.sigtype not in (SIGTYPE_ED25519, SIGTYPE_SM2):
+            raise FormatError("anchor", f"child key {self.child_vkey.name} is not a log (0x01 or SM2) key")
         if self.child_vkey.name != self.checkpoint.checkpoint.origin:
             raise FormatError(
                 "anchor",
@@ -85,7 +86,7 @@ class ChildAnchor:
     def of(cls, child_vkey: VerifierKey, checkpoint: SignedCheckpoint, cosigned_at: int) -> ChildAnchor:
         """The anchor of ``checkpoint``, keeping only the signature that verifies under ``child_vkey``
         (raises :class:`~chain_lite.errors.SignatureError` when there is none)."""
-        verifier = Ed25519Verifier.from_vkey(child_vkey)
+        verifier = log_verifier(child_vkey)
         open_note(checkpoint.note, [verifier])
         mine = (verifier.name, verifier.key_id)
         own = tuple(s for s in checkpoint.note.signatures if (s.name, s.key_id) == mine)[:1]

@@ -26,7 +26,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives import hashes
 
 from chain_lite.errors import ChainError, FormatError
-from chain_lite.note import SIGTYPE_ED25519
+from chain_lite.note import SIGTYPE_ED25519, SIGTYPE_SM2
 
 DIGEST_SIZE = 32
 
@@ -120,9 +120,9 @@ class LogProfile:
 
 LOG_PROFILES: dict[str, LogProfile] = {
     "default": LogProfile("default", SHA256, SIGTYPE_ED25519),
-    # 国密: SM3 for the tree, the map and the blocks. The log key stays Ed25519 until SM2 note
-    # signatures land (issue 16, part 1): then this line names their signature type, nothing else.
-    "sm": LogProfile("sm", SM3, SIGTYPE_ED25519),
+    # 国密, SM2 + SM3 throughout: SM3 for the tree, the map and the blocks; the log signs its checkpoints
+    # with an SM2 key (signed-note type 0xff || "edgeroot/sm2/v1", D-062; D-084).
+    "sm": LogProfile("sm", SM3, SIGTYPE_SM2),
 }
 
 

@@ -6,7 +6,8 @@ on a pseudo-terminal pair, and three simulated devices: one on MQTT, one on CoAP
 line. Every part is the real ``edgeroot`` command in its own process, configured the way an operator
 would. Progress is shown live; then a device is resolved with ``--verify``, one reading's place in a
 block and that block's receipt are verified by the CLI, and a tampered reading is refused. Everything
-is stopped and removed at the end (``--dir`` keeps the files).
+is stopped and removed at the end (``--dir`` keeps the files). ``--suite sm`` runs it all on the 国密
+algorithms: SM2 devices, gateway, log key and witness, SM3 for the log, the map and the blocks.
 """
 
 from __future__ import annotations
@@ -30,5 +31,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="use the embedded amqtt broker even if mosquitto exists",
     )
+    p.add_argument(
+        "--suite", choices=("default", "sm"), default="default",
+        help="default: P-256 devices and gateway, Ed25519 log and witness, SHA-256; sm: 国密, SM2 signatures "
+        "(devices, gateway, log, witness) and SM3 hashing throughout",
+    )  # fmt: skip
     p.add_argument("--dir", type=Path, help="keep the files here instead of a temporary directory")
     p.set_defaults(run=lazy("edgeroot.demo_run", "run"))

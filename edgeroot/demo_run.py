@@ -18,8 +18,11 @@ import httpx
 from rich.console import Console
 
 from chain_lite.block import parse_block, reading_proof, verify_reading
+from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.cose import CoseSigner
+from chain_lite.keys import algorithm_of, load_public_pem
 from chain_lite.log_leaf import block_leaf
+from chain_lite.note import SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE
 from edge import store
 from edgeroot.device import reading
 from edgeroot.mqtt_broker import EmbeddedBroker
@@ -35,6 +38,8 @@ PLANT = "88.123.99"
 GATEWAY = f"{PLANT}/GW-LINE-1"
 # (identifier, transport): one device per way in.
 DEVICES = [(f"{PLANT}/PUMP-0001", "mqtt"), (f"{PLANT}/VALVE-0002", "coap"), (f"{PLANT}/METER-0003", "serial")]
+# ``--suite``: the ``root init --suite`` of the log, and the ``--alg`` of the gateway's and devices' keys.
+SUITE_KEYS = {"default": "p256", "sm": "sm2"}
 
 
 @dataclass
@@ -85,15 +90,19 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
     demo.say(f"all processes stopped; {demo.facts['seconds']} s in all")
     if code != EXIT_OK:
         return report.invalid("the demo did not prove what it should", **demo.facts)
-    return report.ok("demo complete: readings signed, verified, chained, anchored and proven", **demo.facts)
+    suite = "国密 SM2/SM3" if args.suite == "sm" else "default"
+    done = f"demo complete ({suite} suite): readings signed, verified, chained, anchored and proven"
+    return report.ok(done, **demo.facts)
 
 
 def _run(args: argparse.Namespace, demo: Demo) -> int:
-    root = _root_and_witness(demo)
+    demo.facts["suite"] = args.suite
+    root = _root_and_witness(demo, args.suite)
     broker = _broker(args, demo)
-    gateway = _gateway(demo, broker)
+    gateway = _gateway(demo, broker, SUITE_KEYS[args.suite])
     serial_path = _bridge(demo, gateway)
     _devices(args, demo, broker, gateway, serial_path)
+    _algorithms(demo, root, gateway)
     verdicts = [
         _progress(args, demo, root, gateway),
         _resolve(demo, root),
@@ -103,11 +112,13 @@ def _run(args: argparse.Namespace, demo: Demo) -> int:
     return EXIT_OK if all(verdicts) else EXIT_INVALID
 
 
-def _root_and_witness(demo: Demo) -> RootNode:
+def _root_and_witness(demo: Demo, suite: str) -> RootNode:
     demo.step("1. a root node and its witness")
-    demo.system.init_root(ORIGIN, PREFIX, witness=WITNESS)
+    demo.system.init_root(ORIGIN, PREFIX, witness=WITNESS, suite=suite)
     root = demo.system.start_root()
     demo.say(f"root node {ORIGIN} serving {PREFIX} at {root.url}, cosigned by {WITNESS}")
+    if suite == "sm":
+        demo.say("suite sm (国密): SM2 signatures and SM3 hashing throughout (root init --suite sm)")
     return root
 
 
@@ -129,7 +140,7 @@ def _broker(args: argparse.Namespace, demo: Demo) -> tuple[str, int]:
     return broker.host, broker.port
 
 
-def _gateway(demo: Demo, broker: tuple[str, int]) -> GatewayNode:
+def _gateway(demo: Demo, broker: tuple[str, int], alg: str) -> GatewayNode:
     demo.step("3. a gateway, registered at the root")
     admin_key = demo.system.register_prefix(PLANT, demo.path("keys", "plant-admin"))
     gateway = demo.system.init_gateway(
@@ -138,6 +149,8 @@ def _gateway(demo: Demo, broker: tuple[str, int]) -> GatewayNode:
         mqtt=broker,
         devices=[ident for ident, _ in DEVICES],
         settings={"block": {"max_seconds": 1.0, "max_readings": 50}, "sync": {"interval_s": 0.2}},
+        device_alg=alg,
+        gateway_alg=alg,
     )
     port = gateway.coap_port
     demo.say(f"[dim]gateway.toml: blocks every 1 s or 50 readings, CoAP ingest on udp/{port}[/dim]")
@@ -167,6 +180,29 @@ def _devices(
         demo.system.simulate(f"device-{n}", ident, where,
                              "--rate", str(args.rate), "--count", str(args.readings), "--json")  # fmt: skip
         demo.say(f"{ident}: {args.readings} readings over {transport} at {args.rate:g}/s")
+
+
+def _note_alg(sigtype: int) -> str:
+    return "sm2" if sigtype in (SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE) else "ed25519"
+
+
+def _algorithms(demo: Demo, root: RootNode, gateway: GatewayNode) -> None:
+    """What each part actually signs and hashes with, read back from its keys and the served checkpoint
+    (not from ``--suite``): the log's hash and key, the witness's key, the gateway's and devices' keys."""
+    policy = root.policy()
+    served = SignedCheckpoint.parse(httpx.get(f"{root.url}/log/checkpoint", timeout=5).content)
+    found = {
+        "log_hash": served.checkpoint.suite.name,
+        "log_key": _note_alg(policy.logs[0].verifier.sigtype),
+        "witness": sorted({_note_alg(w.verifier.sigtype) for w in policy.witnesses.values()}),
+        "gateway": algorithm_of(load_public_pem(gateway.public_key.read_bytes())),
+        "devices": sorted({algorithm_of(gateway.device_key(ident)) for ident, _ in DEVICES}),
+    }
+    demo.facts["algorithms"] = found
+    demo.say(
+        f"log hash {found['log_hash']}, log key {found['log_key']}, witness {', '.join(found['witness'])}, "
+        f"gateway {found['gateway']}, devices {', '.join(found['devices'])}"
+    )
 
 
 def _checkpoint(root_url: str) -> tuple[int, list[str]]:
@@ -253,6 +289,7 @@ def _receipt(demo: Demo, root: RootNode, gateway: GatewayNode) -> bool:
     bodies = list(found.block_readings)
     header = parse_block(raw_block).header
     verify_reading(header, bodies[index], index, reading_proof(bodies, index, suite=header.suite))
+    demo.facts.setdefault("algorithms", {})["block_hash"] = header.suite.name
     demo.say(
         f"reading {index} of block {height} ({serial_id}, via the serial bridge) is in the block's "
         f"readings root ({len(bodies)} readings; RFC 6962 inclusion proof checked)"

@@ -31,7 +31,7 @@ import httpx
 
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import PrivateKey, load_private_pem
-from chain_lite.note import VerifierKey
+from chain_lite.note import SIGTYPE_SM2, VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, sign_write
 from chain_lite.suite import LOG_PROFILES
@@ -429,7 +429,8 @@ class System:
     ) -> RootNode:
         """``witness init`` (if a witness name is given) and ``root init --suite SUITE`` asking it to
         cosign, the witness following the root's log; declares the ``witness`` and ``root`` daemons (not
-        started)."""
+        started). With ``suite="sm"`` the witness cosigns with SM2 too (``witness init --alg sm2``), so
+        log key, witness and hash are all 国密 (D-084)."""
         rport = free_port()
         args: list[str | Path] = ["root", "init", "--state", self.path("root"), "--origin", origin,
                                   "--prefix", prefix, "--suite", suite]  # fmt: skip
@@ -437,7 +438,8 @@ class System:
         if witness is not None:
             wport = free_port()
             witness_url = f"http://127.0.0.1:{wport}"
-            w = self.cli("witness", "init", "--state", self.path("witness"), "--name", witness)
+            alg = "sm2" if LOG_PROFILES[suite].log_sigtype == SIGTYPE_SM2 else "p256"
+            w = self.cli("witness", "init", "--state", self.path("witness"), "--name", witness, "--alg", alg)
             args += ["--witness", f"{witness_url}={w['vkey']}"]
         r = self.cli(*args)
         if witness is not None:

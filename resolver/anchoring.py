@@ -33,11 +33,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.concurrency import run_in_threadpool
 
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.cosignature import LogVerifier, log_verifier
 from chain_lite.errors import ChainError
 from chain_lite.keys import NoteKey
 from chain_lite.log_leaf import ChildAnchor
 from chain_lite.merkle import EMPTY_ROOT, leaf_hash
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, Ed25519Verifier, VerifierKey
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey
 from chain_lite.suite import hash_suite
 from resolver import openapi_models as om
 from resolver import witness_server as witness_http
@@ -83,13 +84,13 @@ class ChildLog:
     url: str
 
 
-class ChildLogs(Mapping[str, Ed25519Verifier]):
+class ChildLogs(Mapping[str, LogVerifier]):
     """Origin → verifier of each child log this node witnesses. Today from ``root.toml``; delegation
     records will feed the same mapping (:meth:`replace`)."""
 
     def __init__(self, children: Sequence[ChildLog]) -> None:
         self._children: dict[str, ChildLog] = {}
-        self._verifiers: dict[str, Ed25519Verifier] = {}
+        self._verifiers: dict[str, LogVerifier] = {}
         self.replace(children)
 
     @classmethod
@@ -98,12 +99,12 @@ class ChildLogs(Mapping[str, Ed25519Verifier]):
 
     def replace(self, children: Sequence[ChildLog]) -> None:
         self._children = {c.origin: c for c in children}
-        self._verifiers = {c.origin: Ed25519Verifier.from_vkey(c.vkey) for c in children}
+        self._verifiers = {c.origin: log_verifier(c.vkey) for c in children}
 
     def child(self, origin: str) -> ChildLog | None:
         return self._children.get(origin)
 
-    def __getitem__(self, origin: str) -> Ed25519Verifier:
+    def __getitem__(self, origin: str) -> LogVerifier:
         return self._verifiers[origin]
 
     def __iter__(self) -> Iterator[str]:

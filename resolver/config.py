@@ -3,7 +3,7 @@
 Layout of ``--state DIR`` (made by ``edgeroot root init``)::
 
     root.toml        configuration (below)
-    log.skey         the log's Ed25519 note signer key (0600)
+    log.skey         the log's note signer key, Ed25519 or SM2 (`--suite sm`) (0600)
     log.vkey         its verifier key, for policies and witnesses
     admin.pem        the root prefix's admin key, P-256 (0600); registered as 300:0.na/<prefix>
     policy.txt       C2SP tlog-policy for this log and its witnesses
@@ -31,6 +31,7 @@ from chain_lite.identifier import normalize_prefix
 from chain_lite.note import (
     SIGTYPE_COSIGNATURE_V1,
     SIGTYPE_ED25519,
+    SIGTYPE_SM2,
     SIGTYPE_SM2_COSIGNATURE,
     VerifierKey,
     check_key_name,
@@ -58,7 +59,9 @@ class WitnessConfig:
 @dataclass(frozen=True, slots=True)
 class ChildConfig:
     origin: str = setting("origin", required=True, help="the child log's origin (checkpoint line 1)")
-    vkey: VerifierKey = setting("vkey", required=True, help="the child log's Ed25519 (0x01) verifier key")
+    vkey: VerifierKey = setting(
+        "vkey", required=True, help="the child log's verifier key (Ed25519 0x01 or SM2)"
+    )
     url: str = setting(
         "url", "", help="the child node's URL (optional): where `verify anchor` fetches consistency proofs"
     )
@@ -194,8 +197,8 @@ def _child(table: Table) -> ChildConfig:
         vkey = VerifierKey.parse(c["vkey"])
     except ChainError as exc:
         raise table.fail("vkey", str(exc)) from exc
-    if vkey.sigtype != SIGTYPE_ED25519 or vkey.name != c["origin"]:
-        raise table.fail("vkey", f"must be a log (0x01) key named {c['origin']!r}")
+    if vkey.sigtype not in (SIGTYPE_ED25519, SIGTYPE_SM2) or vkey.name != c["origin"]:
+        raise table.fail("vkey", f"must be a log (0x01 or SM2) key named {c['origin']!r}")
     url = c["url"].rstrip("/")
     if url and not url.startswith(("http://", "https://")):
         raise table.fail("url", "must be an http:// or https:// URL")

@@ -72,6 +72,11 @@ class Plant:
     def device_key(self) -> Path:
         return self.gateway.device_keys[DEVICE]
 
+    @property
+    def suite(self) -> HashSuite:
+        """The root log's hash (its policy's), which the gateway's blocks use."""
+        return self.root.policy().logs[0].suite
+
     def start(self, env: dict[str, str] | None = None) -> None:
         self.system.start("gateway", env=env)
 

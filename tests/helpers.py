@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from chain_lite.checkpoint import Checkpoint, sign_checkpoint, suite_extensions
 from chain_lite.keys import NoteKey
 from chain_lite.merkle import MerkleTree
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE
 from chain_lite.policy import Group, Log, Policy, Witness
-from chain_lite.suite import SHA256, HashSuite
+from chain_lite.suite import SHA256, HashSuite, LogProfile
 
 ORIGIN = "log.test.edgeroot.example"
 TIME = 1_760_000_000
@@ -28,6 +28,18 @@ class LogBuilder:
     def __post_init__(self) -> None:
         if self.tree.suite is not self.suite:
             self.tree = MerkleTree(suite=self.suite)
+
+    @classmethod
+    def of_profile(cls, profile: LogProfile) -> LogBuilder:
+        """A log of ``root init --suite``'s profile: its hash and log key type; the witnesses cosign with
+        SM2 when the log key is SM2 (an all-SM deployment), else with Ed25519."""
+        sm = profile.log_sigtype == SIGTYPE_SM2
+        wtype = SIGTYPE_SM2_COSIGNATURE if sm else SIGTYPE_COSIGNATURE_V1
+        return cls(
+            NoteKey.generate(ORIGIN, profile.log_sigtype),
+            [NoteKey.generate(f"w{i}.test", wtype) for i in range(3)],
+            suite=profile.hash,
+        )
 
     def policy(self, quorum: int = 2) -> Policy:
         names = tuple(w.name for w in self.witness_keys)

@@ -20,7 +20,7 @@ import uvicorn
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import PrivateKey, generate_p256, load_private_pem
-from chain_lite.note import VerifierKey
+from chain_lite.note import SIGTYPE_SM2, VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import (
     Delegation,
@@ -199,10 +199,13 @@ def running_root(
     parent: str = "",
 ) -> Iterator[RootUnderTest]:
     """A root node with one witness, served on loopback; the sequencer runs every ``interval_ms``;
-    ``profile`` is the log's suite (``root init --suite``); ``origin``, ``prefix`` and ``parent`` as
-    ``edgeroot root init`` takes them (a node under a parent)."""
+    ``profile`` is the log's suite (``root init --suite``; an SM2 log, ``sm``, gets an SM2 witness, so the
+    node is 国密 throughout); ``origin``, ``prefix`` and ``parent`` as ``edgeroot root init`` takes them
+    (a node under a parent)."""
     wstate, rstate = tmp / "witness", tmp / "root"
-    wkey = init_witness(wstate, "witness.test" if origin == ORIGIN else f"witness.{origin}", [])
+    witness_alg = "sm2" if profile.log_sigtype == SIGTYPE_SM2 else "p256"
+    wname = "witness.test" if origin == ORIGIN else f"witness.{origin}"
+    wkey = init_witness(wstate, wname, [], alg=witness_alg)
     wport = free_port()
     result = init_root(
         rstate,

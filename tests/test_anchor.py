@@ -26,7 +26,7 @@ from chain_lite.keys import NoteKey
 from chain_lite.log_leaf import ANCHOR_LABEL, LEAF_ANCHOR, ChildAnchor, parse_leaf, registry_leaf
 from chain_lite.merkle import MerkleTree
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey
-from chain_lite.suite import SHA256, SM3, HashSuite
+from chain_lite.suite import LOG_PROFILES, SHA256, SM3, HashSuite
 from tests.helpers import TIME, LogBuilder
 
 CHILD = "child.test"
@@ -77,12 +77,15 @@ class World:
 
 
 @pytest.fixture(
-    params=[(SHA256, SHA256), (SM3, SM3), (SHA256, SM3)], ids=["sha256", "sm3", "sm3-child-of-sha256"]
+    params=[("default", "default"), ("sm", "sm"), ("default", "sm"), ("sm", "default")],
+    ids=["sha256", "sm", "sm-child-of-sha256", "sha256-child-of-sm"],
 )
 def world(request: pytest.FixtureRequest) -> World:
-    """Once per pair of hashes (parent, child): each log proves with its own hash (D-064)."""
-    parent_suite, child_suite = request.param
-    w = World(LogBuilder(suite=parent_suite), Child(suite=child_suite))
+    """Once per pair of log profiles (parent, child), as ``root init --suite`` makes them: each log proves
+    with its own hash (D-064) and signs with its own key type (``sm``: SM2 log key and witnesses, D-084)."""
+    parent, child = (LOG_PROFILES[name] for name in request.param)
+    child_key = NoteKey.generate(CHILD, child.log_sigtype)
+    w = World(LogBuilder.of_profile(parent), Child(child_key, suite=child.hash))
     w.child.grow(10)
     return w
 

@@ -21,14 +21,15 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
+from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, suite_extensions
 from chain_lite.cose import CoseSigner
 from chain_lite.errors import QuorumNotMet
 from chain_lite.keys import NoteKey, load_private_pem
 from chain_lite.log_leaf import ChildAnchor, parse_leaf
-from chain_lite.note import SIGTYPE_ED25519, Note, VerifierKey
+from chain_lite.note import SIGTYPE_ED25519, SIGTYPE_SM2, Note, VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, sign_write
+from chain_lite.suite import LOG_PROFILES, LogProfile
 from edgeroot.cli import main
 from edgeroot.system import wait_until
 from resolver import config as root_config
@@ -58,6 +59,13 @@ class Hierarchy:
     independent_key: Ed25519PrivateKey
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     parent_server: ServerThread | None = None
+    suite: LogProfile = LOG_PROFILES["default"]
+    """Both logs' profile (``root init --suite``): ``sm`` makes them SM2 + SM3 (D-084)."""
+
+    def child_cp(self, size: int, root: bytes) -> SignedCheckpoint:
+        """A checkpoint of the child's log signed with its own key (whatever the parent saw)."""
+        cp = Checkpoint(CHILD, size, root, suite_extensions(self.suite.hash))
+        return sign_checkpoint(cp, self.child_key().log_signer())
 
     @property
     def parent_url(self) -> str:
@@ -142,26 +150,31 @@ def _databases(tmp: Path, backend: str) -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    POSTGRES_DOWN is not None, reason=f"PostgreSQL not reachable: {POSTGRES_DOWN}"))])  # fmt: skip
+    POSTGRES_DOWN is not None, reason=f"PostgreSQL not reachable: {POSTGRES_DOWN}")), "sm"])  # fmt: skip
 def hierarchy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hierarchy]:
     """Parent (witnessing the child and an independently implemented log), child (cosigned by its parent
-    and by a standalone ``edgeroot witness``, and requiring both), all serving."""
-    for parent_db, child_db in _databases(tmp_path, request.param):
-        yield from _hierarchy(tmp_path, parent_db, child_db)
+    and by a standalone ``edgeroot witness``, and requiring both), all serving. ``sm``: on SQLite, both
+    logs made with ``--suite sm`` (SM2 log keys, SM3) and an SM2 standalone witness."""
+    backend, suite = ("sqlite", "sm") if request.param == "sm" else (request.param, "default")
+    for parent_db, child_db in _databases(tmp_path, backend):
+        yield from _hierarchy(tmp_path, parent_db, child_db, LOG_PROFILES[suite])
 
 
-def _hierarchy(tmp: Path, parent_db: str, child_db: str) -> Iterator[Hierarchy]:
+def _hierarchy(tmp: Path, parent_db: str, child_db: str, profile: LogProfile) -> Iterator[Hierarchy]:
     pstate, cstate, wstate = tmp / "parent", tmp / "child", tmp / "witness"
-    child = init_root(cstate, CHILD, PREFIX, database=child_db)
-    init_root(pstate, PARENT, "88.123", database=parent_db)
+    child = init_root(cstate, CHILD, PREFIX, database=child_db, profile=profile)
+    init_root(pstate, PARENT, "88.123", database=parent_db, profile=profile)
     pkey = ensure_witness_key(pstate, PARENT)
-    wkey = init_witness(wstate, "witness.test", [VerifierKey.parse(child.log_vkey)])
+    sm = profile.log_sigtype == SIGTYPE_SM2
+    wkey = init_witness(wstate, "witness.test", [VerifierKey.parse(child.log_vkey)], {CHILD: profile.hash},
+                        alg="sm2" if sm else "p256")  # fmt: skip
     independent_key = Ed25519PrivateKey.generate()
-    h = Hierarchy(tmp, pstate, cstate, free_port(), free_port(), free_port(), pkey, independent_key)
+    h = Hierarchy(tmp, pstate, cstate, free_port(), free_port(), free_port(), pkey, independent_key,
+                  suite=profile)  # fmt: skip
     root_config.update(pstate / "root.toml", {
         "sequencer": {"interval_ms": 50},
         "child": [
-            {"origin": CHILD, "vkey": child.log_vkey, "url": h.child_url},
+            {"origin": CHILD, "vkey": child.log_vkey, "url": h.child_url, "hash": profile.hash.name},
             {"origin": INDEPENDENT, "vkey": ind.vkey(INDEPENDENT, 0x01, independent_key)},
         ],
     })  # fmt: skip
@@ -174,7 +187,8 @@ def _hierarchy(tmp: Path, parent_db: str, child_db: str) -> Iterator[Hierarchy]:
     })  # fmt: skip
     # The child's policy requires its parent's cosignature and the standalone witness's (item 2).
     witnesses = [VerifierKey.parse(pkey.vkey()), VerifierKey.parse(wkey.vkey())]
-    (cstate / "policy.txt").write_text(node_policy(VerifierKey.parse(child.log_vkey), witnesses, 2).to_text())
+    child_policy = node_policy(VerifierKey.parse(child.log_vkey), witnesses, 2, suite=profile.hash)
+    (cstate / "policy.txt").write_text(child_policy.to_text())
     with h.stack:
         h.stack.enter_context(ServerThread(build_witness_app(wstate), h.witness_port))
         h.start_parent()
@@ -260,9 +274,7 @@ def test_a_child_checkpoint_beyond_the_newest_anchor_is_not_anchored_yet(hierarc
     h.register("PUMP-1")
     anchored = h.wait_child_cosigned_by_parent()
     h.wait_anchored(anchored.checkpoint.size)
-    unseen = sign_checkpoint(
-        Checkpoint(CHILD, anchored.checkpoint.size + 5, bytes(32)), h.child_key().log_signer()
-    )
+    unseen = h.child_cp(anchored.checkpoint.size + 5, bytes(32))
     code, out = h.verify_anchor(unseen.to_bytes())
     assert code == EXIT_NOT_YET and out["anchored"] is False and out["pending"] is True, out
     assert out["anchored_size"] == anchored.checkpoint.size
@@ -276,7 +288,7 @@ def test_child_equivocation_is_refused_kept_as_evidence_and_reported(hierarchy: 
     real = h.wait_child_cosigned_by_parent()
     size = real.checkpoint.size
     h.wait_anchored(size)
-    forged = sign_checkpoint(Checkpoint(CHILD, size, bytes(32)), h.child_key().log_signer())
+    forged = h.child_cp(size, bytes(32))
     response = httpx.post(
         h.parent_url + routes.WITNESS_ADD_CHECKPOINT, content=request_body(size, [], forged)
     )

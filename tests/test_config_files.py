@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chain_lite.keys import NoteKey
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey
+from chain_lite.note import (
+    SIGTYPE_COSIGNATURE_V1,
+    SIGTYPE_ED25519,
+    SIGTYPE_SM2,
+    SIGTYPE_SM2_COSIGNATURE,
+    VerifierKey,
+)
 from edge import config as gateway_config
 from edge.config import GatewayConfig
 from edge.connectors import PLUGINS
@@ -359,8 +365,8 @@ if __name__ == "__main__":
         doc.write_text(_docs_with_tables(doc.read_text()))
 
 
-def _log_vkey(name: str) -> str:
-    return NoteKey.generate(name, SIGTYPE_ED25519).vkey()
+def _log_vkey(name: str, sigtype: int = SIGTYPE_ED25519) -> str:
+    return NoteKey.generate(name, sigtype).vkey()
 
 
 @pytest.mark.parametrize(
@@ -369,10 +375,11 @@ def _log_vkey(name: str) -> str:
         ('origin = "c.test"\n', "child[0].vkey"),
         (f'origin = "c.test"\nvkey = "{_log_vkey("other.test")}"\n', "child[0].vkey"),
         (f'origin = "c.test"\nvkey = "{_witness_vkey("c.test")}"\n', "child[0].vkey"),
+        (f'origin = "c.test"\nvkey = "{_log_vkey("c.test", SIGTYPE_SM2_COSIGNATURE)}"\n', "child[0].vkey"),
         (f'origin = "c.test"\nvkey = "{_log_vkey("c.test")}"\nurl = "ftp://c"\n', "child[0].url"),
         (f'origin = "c.test"\nvkey = "{_log_vkey("c.test")}"\nweight = 1\n', "child[0].weight"),
     ],
-    ids=["no-vkey", "vkey-of-another-log", "witness-key", "bad-url", "unknown-key"],
+    ids=["no-vkey", "vkey-of-another-log", "witness-key", "sm2-witness-key", "bad-url", "unknown-key"],
 )
 def test_root_child_tables_are_validated_with_their_key_path(tmp_path: Path, child: str, key: str) -> None:
     """A [[child]] names a log key of its own origin and an http(s) URL; errors name the key path."""
@@ -382,9 +389,11 @@ def test_root_child_tables_are_validated_with_their_key_path(tmp_path: Path, chi
     assert info.value.key == key, str(info.value)
 
 
-def test_root_child_tables_load_and_one_origin_is_listed_once(tmp_path: Path) -> None:
-    """Two [[child]] tables for one origin are refused; one loads with its key and URL."""
-    vkey = _log_vkey("c.test")
+@pytest.mark.parametrize("sigtype", [SIGTYPE_ED25519, SIGTYPE_SM2], ids=["ed25519", "sm2"])
+def test_root_child_tables_load_and_one_origin_is_listed_once(tmp_path: Path, sigtype: int) -> None:
+    """Two [[child]] tables for one origin are refused; one loads with its key and URL. The child's log
+    key may be Ed25519 or SM2 (an SM log's, D-084)."""
+    vkey = _log_vkey("c.test", sigtype)
     one = f'[[child]]\norigin = "c.test"\nvkey = "{vkey}"\nurl = "http://c:1/"\n'
     state = _root_state(tmp_path, f'origin = "root.test"\nprefix = "88.123"\n{one}')
     (child,) = root_config.load(state).children

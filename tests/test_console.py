@@ -13,7 +13,7 @@ import pytest
 
 from chain_lite import b64
 from chain_lite.keys import NoteKey
-from chain_lite.note import SIGTYPE_SM2_COSIGNATURE
+from chain_lite.note import SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE
 from chain_lite.registry import Value
 from chain_lite.sparse_map import MapProof
 from rootclient import codecs, routes
@@ -313,6 +313,28 @@ def test_an_sm2_witness_in_the_policy_is_accepted_and_left_to_the_server(
         assert page.get_attribute("#verdict", "data-verdict") == "serverOnly"
     else:
         assert page.get_attribute("#verdict", "data-verdict") == "proven"
+    context.close()
+
+
+def test_an_sm2_log_key_in_the_policy_is_left_to_the_server(browser: Any, node: RootUnderTest) -> None:
+    """A policy whose log key is SM2 (an SM log's key, D-084; here with the SHA-256 hash so that the page
+    gets as far as the signature): the browser has no SM2, so the log signature is "checked by the server
+    only", neither passed nor failed, and the answer as a whole says so."""
+    text = httpx.get(node.url + routes.POLICY).text
+    log_line = next(line for line in text.splitlines() if line.startswith("log "))
+    sm2_log = NoteKey.generate(ORIGIN, SIGTYPE_SM2)
+    policy = text.replace(log_line, f"log {sm2_log.vkey()}")
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.route(f"**{routes.POLICY}", lambda route: route.fulfill(status=200, body=policy))
+    page.goto(node.url + routes.WEB_PAGE)
+    page.wait_for_selector("body[data-ready]")
+    resolve(page, PUMP_ASKED)
+    checks = statuses(page)
+    assert checks["checkPolicy"] == "ok", reason(page, "checkPolicy")
+    assert checks["checkLogSig"] == "server"
+    assert "signature type SM2 cannot be checked in a browser" in reason(page, "checkLogSig")
+    assert page.get_attribute("#verdict", "data-verdict") == "serverOnly"
     context.close()
 
 

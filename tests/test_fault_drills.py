@@ -16,6 +16,7 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiocoap
@@ -33,8 +34,26 @@ from resolver.errors import ResolverError
 from rootclient.client import RootClient
 from rootclient.errors import ClientError
 from runtime.clock import now_ms
-from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, gateway_key, verified_chain
+from tests.gateway_harness import (
+    DEVICE,
+    EDGEROOT,
+    GATEWAY,
+    Plant,
+    gateway_key,
+    running_plant,
+    verified_chain,
+)
 from tests.test_root_cli import cli
+
+
+@pytest.fixture(params=["default", "sm"])
+def plant(request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
+    """The drills' plant, once per suite: ``default`` (P-256 device and gateway, Ed25519 log and witness,
+    SHA-256) and ``sm``, the all-SM deployment (SM2 device, gateway, log and witness keys, SM3 log and
+    blocks: issue 16)."""
+    alg = "sm2" if request.param == "sm" else "p256"
+    with running_plant(tmp_path, mqtt_broker, request.param, alg, alg) as p:
+        yield p
 
 
 def _coap_send(port: int, payloads: list[bytes]) -> list[str]:
@@ -60,7 +79,7 @@ def _anchored_chain(plant: Plant) -> int:
     with store.reader(plant.gateway.db) as conn:
         raws = [b.raw for b in store.blocks(conn)]
     key = gateway_key(plant)
-    chain = verify_chain(raws, lambda kid: key if kid == GATEWAY else None)
+    chain = verify_chain(raws, lambda kid: key if kid == GATEWAY else None, suite=plant.suite)
     return sum(b.header.reading_count for b in chain)
 
 
@@ -115,7 +134,7 @@ def test_drill_witness_down(plant: Plant) -> None:
         assert time.monotonic() < deadline, health
         time.sleep(0.2)
         health = httpx.get(f"{plant.root.url}/healthz").json()
-    chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant))
+    chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant), plant.suite)
     assert sum(b.header.reading_count for b in chain) == 60
     assert plant.stop() == 0
 
@@ -249,7 +268,7 @@ def test_drill_bridge_kill_9_under_load(plant: Plant, tmp_path: Path) -> None:
     assert len(counters) == len(set(counters)), "a reading was stored twice"
     assert len(counters) >= result["ack"], f"acknowledged {result['ack']}, stored {len(counters)}"
     assert len(counters) <= result["sent"]
-    chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant))
+    chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant), plant.suite)
     assert sum(b.header.reading_count for b in chain) == len(counters)
 
 

@@ -22,7 +22,9 @@ from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256
 from chain_lite.log_leaf import block_leaf
+from chain_lite.note import SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE
 from chain_lite.policy import Policy
+from chain_lite.suite import SM3
 from edge import store
 from edgeroot.system import configure, wait_until
 from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, cli, gateway_key, verified_chain
@@ -45,7 +47,11 @@ def test_mqtt_readings_are_anchored_with_receipts_that_verify(any_suite_plant: P
     finally:
         pub.close()
     plant.wait_anchored(100)
-    suite = Policy.parse(plant.root.policy_path.read_bytes()).logs[0].suite
+    policy = Policy.parse(plant.root.policy_path.read_bytes())
+    suite = policy.logs[0].suite
+    if suite is SM3:  # an SM3 log is SM2 + SM3 throughout: its own key and its witness's are SM2 (D-084)
+        assert policy.logs[0].verifier.sigtype == SIGTYPE_SM2
+        assert {w.verifier.sigtype for w in policy.witnesses.values()} == {SIGTYPE_SM2_COSIGNATURE}
     chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant), suite)
     assert {block.header.suite for block in chain} == {suite}
     with store.reader(plant.gateway.db) as conn:

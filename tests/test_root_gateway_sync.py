@@ -1,4 +1,8 @@
-"""Gateway block sync over real HTTP: linkage, idempotency, fork evidence, replicate checks, receipts."""
+"""Gateway block sync over real HTTP: linkage, idempotency, fork evidence, replicate checks, receipts.
+
+Every test runs once per log suite (``root init --suite``): ``default`` (P-256 gateway and device, SHA-256
+blocks, Ed25519 log) and ``sm``, an all-SM deployment (SM2 gateway and device, SM3 blocks, SM2 + SM3 log).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ import pytest
 from chain_lite import envelope
 from chain_lite.block import GENESIS_PREV, SignedBlock, build_header, sign_block
 from chain_lite.cose import CoseSigner
-from chain_lite.keys import generate_p256
+from chain_lite.keys import PrivateKey, generate
 from chain_lite.log_leaf import block_leaf
 from chain_lite.receipt import verify_receipt
 from chain_lite.registry import Value, pubkey_value
+from chain_lite.suite import SM3
 from resolver.config import load
 from resolver.db import Database
 from rootclient.codecs import block_batch
@@ -26,13 +31,22 @@ GATEWAY = "88.123.99/GW-1"
 DEVICE = "88.123.99/PUMP-0042"
 
 
+@pytest.fixture
+def root(any_suite_root: RootUnderTest) -> RootUnderTest:
+    """This module's root: one per log suite (conftest's ``any_suite_root``) and database."""
+    return any_suite_root
+
+
 class Plant:
-    """A registered gateway and device that make signed blocks."""
+    """A registered gateway and device that make signed blocks, with the keys and hash of the root's suite
+    (SM2 keys and SM3 blocks for an SM3 log: the all-SM deployment of issue 16)."""
 
     def __init__(self, root: RootUnderTest) -> None:
+        self.suite = root.policy.logs[0].suite
+        self.alg = "sm2" if self.suite is SM3 else "p256"
         admin = root.add_prefix("88.123.99")
-        self.gateway = CoseSigner(GATEWAY, generate_p256())
-        self.device = CoseSigner(DEVICE, generate_p256())
+        self.gateway = CoseSigner(GATEWAY, self.new_key())
+        self.device = CoseSigner(DEVICE, self.new_key())
         with root.client() as c:
             for ident, signer, kind in ((GATEWAY, self.gateway, "GATEWAY"), (DEVICE, self.device, "DEVICE")):
                 values = [pubkey_value(300, signer.public_key), Value(1, kind, "string", ident)]
@@ -40,6 +54,9 @@ class Plant:
         self.counter = 0
         self.blocks: list[SignedBlock] = []
         self.bodies: list[list[bytes]] = []
+
+    def new_key(self) -> PrivateKey:
+        return generate(self.alg)
 
     def readings(self, n: int) -> list[bytes]:
         out = []
@@ -54,7 +71,8 @@ class Plant:
         body = self.readings(n)
         prev = self.blocks[-1].block_id if self.blocks else GENESIS_PREV
         envs = [envelope.decode_envelope(e) for e in body]
-        header = build_header(GATEWAY, len(self.blocks), prev, envs, 1_700_000_000_000 + len(self.blocks))
+        time_ms = 1_700_000_000_000 + len(self.blocks)
+        header = build_header(GATEWAY, len(self.blocks), prev, envs, time_ms, suite=self.suite)
         block = sign_block(header, self.gateway)
         self.blocks.append(block)
         self.bodies.append(body)
@@ -120,7 +138,8 @@ def test_different_block_at_known_height_is_fork_evidence(root: RootUnderTest) -
     block, body = plant.next_block()
     assert _post(root, [(block.raw, body)]).status_code == 200
     rewrite_body = plant.readings(2)
-    header = build_header(GATEWAY, 0, GENESIS_PREV, [envelope.decode_envelope(e) for e in rewrite_body], 1)
+    rewritten = [envelope.decode_envelope(e) for e in rewrite_body]
+    header = build_header(GATEWAY, 0, GENESIS_PREV, rewritten, 1, suite=plant.suite)
     rewrite = sign_block(header, plant.gateway)
     r = _post(root, [(rewrite.raw, rewrite_body)])
     assert r.status_code == 409 and "fork evidence" in r.json()["message"]
@@ -157,13 +176,15 @@ def test_replicate_mode_checks_readings_and_registration(root: RootUnderTest, fa
     elif fault == "missing reading":
         body = body[:-1]
     elif fault == "unknown device":
-        stranger = CoseSigner("88.123.99/STRANGER", generate_p256())
+        stranger = CoseSigner("88.123.99/STRANGER", plant.new_key())
         body = [envelope.encode_envelope(stranger, [{envelope.N: "x", envelope.V: 1}], 1)]
-        header = build_header(GATEWAY, 0, GENESIS_PREV, [envelope.decode_envelope(body[0])], 5)
+        envs = [envelope.decode_envelope(body[0])]
+        header = build_header(GATEWAY, 0, GENESIS_PREV, envs, 5, suite=plant.suite)
         block = sign_block(header, plant.gateway)
     else:
-        rogue = CoseSigner("88.123.99/GW-ROGUE", generate_p256())
-        block = sign_block(build_header("88.123.99/GW-ROGUE", 0, GENESIS_PREV, [], 1), rogue)
+        rogue = CoseSigner("88.123.99/GW-ROGUE", plant.new_key())
+        header = build_header("88.123.99/GW-ROGUE", 0, GENESIS_PREV, [], 1, suite=plant.suite)
+        block = sign_block(header, rogue)
         body = []
     r = _post(root, [(block.raw, body)])
     assert r.status_code == 422, r.text
@@ -173,8 +194,8 @@ def test_replicate_mode_checks_readings_and_registration(root: RootUnderTest, fa
 def test_block_signed_by_another_key_is_refused(root: RootUnderTest) -> None:
     """A block claiming a registered gateway but signed by another key is refused."""
     plant = Plant(root)
-    impostor = CoseSigner(GATEWAY, generate_p256())
-    block = sign_block(build_header(GATEWAY, 0, GENESIS_PREV, [], 1), impostor)
+    impostor = CoseSigner(GATEWAY, plant.new_key())
+    block = sign_block(build_header(GATEWAY, 0, GENESIS_PREV, [], 1, suite=plant.suite), impostor)
     r = _post(root, [(block.raw, None)])
     assert r.status_code == 422 and "signature" in r.json()["message"]
     del plant

@@ -13,9 +13,17 @@ from chain_lite import merkle
 from chain_lite.block import GENESIS_PREV, header_for, sign_block
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, suite_extensions
 from chain_lite.cose import CoseSigner
-from chain_lite.errors import FormatError
+from chain_lite.errors import FormatError, SignatureError
 from chain_lite.keys import NoteKey, generate_p256
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, VerifierKey
+from chain_lite.note import (
+    SIGTYPE_COSIGNATURE_V1,
+    SIGTYPE_ED25519,
+    SIGTYPE_SM2,
+    Ed25519Verifier,
+    SM2NoteVerifier,
+    VerifierKey,
+    open_note,
+)
 from chain_lite.registry import Value, pubkey_value
 from chain_lite.sparse_map import map_key
 from chain_lite.suite import SHA256, SM3, HashSuite
@@ -56,6 +64,29 @@ def test_the_log_declares_its_hash_in_checkpoint_policy_and_database(any_suite_r
         assert policy_text.startswith("log-hash sm3 ") and cp.extensions == ("hash sm3",)
     else:
         assert policy_text.startswith("log ") and cp.extensions == ()
+
+
+def test_the_log_signs_with_its_suites_key(any_suite_root: RootUnderTest) -> None:
+    """An sm root's log key is SM2 (SM2 + SM3 throughout, D-084): policy.txt pins an SM2 vkey, the served
+    checkpoint carries exactly one log line, of the SM2 note type, which the SM2 verifier opens and an
+    Ed25519 verifier of the same name does not accept. A default root's stays Ed25519."""
+    root = any_suite_root
+    suite = _suite_of(root)
+    served = SignedCheckpoint.parse(httpx.get(f"{root.url}/log/checkpoint").content)
+    vkey = VerifierKey.parse((root.state / "log.vkey").read_text().strip())
+    pinned = root.policy.logs[0].verifier
+    assert pinned.vkey() == vkey
+    want = SIGTYPE_SM2 if suite is SM3 else SIGTYPE_ED25519
+    assert vkey.sigtype == want and pinned.sigtype == want
+    verifier = SM2NoteVerifier.from_vkey(vkey) if suite is SM3 else Ed25519Verifier.from_vkey(vkey)
+    own = [s for s in served.note.signatures if s.name == root.origin]
+    assert len(own) == 1 and own[0].key_id == verifier.key_id
+    assert open_note(served.note, [verifier]) == [verifier]
+    if suite is SM3:
+        assert len(own[0].signature) == 64  # r || s (docs/formats.md §20)
+        impostor = Ed25519Verifier(root.origin, vkey.public_key[:32])
+        with pytest.raises(SignatureError):
+            open_note(served.note, [impostor])
 
 
 def test_resolution_proofs_verify_with_the_pinned_log(any_suite_root: RootUnderTest, tmp_path: Path) -> None:
@@ -143,6 +174,10 @@ def test_cli_root_init_suite_sm_makes_an_sm3_log(tmp_path: Path, capsys: pytest.
         db.close()
     assert note is not None and SignedCheckpoint.parse(bytes(note[0])).checkpoint.suite is SM3
     assert (state / "policy.txt").read_text().startswith("log-hash sm3 ")
+    vkey = VerifierKey.parse(out["log_vkey"])
+    assert vkey.sigtype == SIGTYPE_SM2 and f"log-hash sm3 {vkey}" in (state / "policy.txt").read_text()
+    assert NoteKey.parse_skey((state / "log.skey").read_text()).sigtype == SIGTYPE_SM2
+    open_note(SignedCheckpoint.parse(bytes(note[0])).note, [SM2NoteVerifier.from_vkey(vkey)])
 
 
 def _witness_fixture(tmp_path: Path, follows: HashSuite):  # type: ignore[no-untyped-def]

@@ -16,6 +16,11 @@ const SM2_COSIGNATURE = utf8("edgeroot/sm2-cosignature/v1");
 const isSm2Cosignature = (vkey) =>
   vkey.sigtype === 0xff && vkey.publicKey.length === SM2_COSIGNATURE.length + 65 &&
   equal(vkey.publicKey.slice(0, SM2_COSIGNATURE.length), SM2_COSIGNATURE);
+// edgeroot's SM2 log key (an SM log's, `root init --suite sm`): named in the "server only" reason.
+const SM2_LOG = utf8("edgeroot/sm2/v1");
+const isSm2Log = (vkey) =>
+  vkey.sigtype === 0xff && vkey.publicKey.length === SM2_LOG.length + 65 &&
+  equal(vkey.publicKey.slice(0, SM2_LOG.length), SM2_LOG);
 
 // The key ID of a note key: the first 4 bytes of SHA-256(name || 0x0A || sigtype || public key).
 export async function keyId(name, sigtype, publicKey) {
@@ -153,7 +158,9 @@ export async function checkLogSignature(note, policy) {
   const origin = note.checkpoint.origin;
   const log = policy.logs.find((l) => l.name === origin);
   if (!log) return { status: "bad", reason: ["noLogKey", origin] };
-  if (!BROWSER_SIGTYPES.has(log.sigtype)) return { status: "server", reason: ["unsupported", log.sigtype] };
+  if (!BROWSER_SIGTYPES.has(log.sigtype)) {
+    return { status: "server", reason: ["unsupported", isSm2Log(log) ? "SM2" : log.sigtype] };
+  }
   const lines = signedBy(note, log);
   if (lines.length === 0) return { status: "bad", reason: ["logSigMissing", log.name] };
   for (const line of lines) {
