@@ -9,6 +9,8 @@ const DASH = "\u2014 ";
 // Signature types this page checks itself; a log signing with another (an SM2 log, say) is reported
 // as "checked by the server only" instead of passing or failing.
 export const BROWSER_SIGTYPES = new Set([SIGTYPE_ED25519, SIGTYPE_COSIGNATURE_V1]);
+// Log hashes a policy may pin (chain_lite/suite.py); this page computes SHA-256 only.
+const LOG_HASHES = new Set(["sha256", "sm3"]);
 
 // edgeroot's SM2 witness key (docs/formats.md §20): type 0xff, the identifier below, a 65-byte point.
 // The page accepts it in a policy but cannot check its cosignatures (no SM2 in WebCrypto).
@@ -64,15 +66,13 @@ export async function parsePolicy(text) {
     const [keyword, ...args] = line.split(/[ \t]+/);
     if (keyword === "log") {
       if (args.length < 1 || args.length > 2) throw new VerifyError("policyBad", "log takes a vkey and an optional URL");
-      policy.logs.push(await parseVkey(args[0]));
+      policy.logs.push({ ...(await parseVkey(args[0])), hash: "sha256" });
     } else if (keyword === "log-hash") {
-      // An SM3 (or other non-SHA-256) log, docs/formats.md §5: WebCrypto has no SM3, so this page refuses
-      // it by name rather than checking its proofs with the wrong hash.
-      if (args[0] !== "sha256") {
-        throw new VerifyError("policyBad", `the log hashes with ${args[0]}; this page verifies SHA-256 logs only (use edgeroot resolve --verify)`);
-      }
+      // A log pinned to its hash, docs/formats.md §5. WebCrypto has no SM3: an SM3 log's proofs are left
+      // to the server (reported so, never checked with SHA-256); an unknown hash is refused.
+      if (!LOG_HASHES.has(args[0])) throw new VerifyError("policyBad", `unknown log hash ${args[0]}`);
       if (args.length < 2 || args.length > 3) throw new VerifyError("policyBad", "log-hash takes a hash, a vkey and an optional URL");
-      policy.logs.push(await parseVkey(args[1]));
+      policy.logs.push({ ...(await parseVkey(args[1])), hash: args[0] });
     } else if (keyword === "witness") {
       if (args.length < 2 || args.length > 3) throw new VerifyError("policyBad", "witness takes a name, a vkey and an optional URL");
       newName(args[0]);
@@ -141,13 +141,15 @@ export function parseNote(text) {
   const size = lines[1];
   if (!/^(0|[1-9][0-9]*)$/.test(size)) throw new VerifyError("malformed", "checkpoint size is not decimal");
   // A first extension line "hash <name>" declares a log that does not hash with SHA-256 (formats §3).
+  let hash = "sha256";
   if (lines.length > 4 && lines[3].startsWith("hash ")) {
-    throw new VerifyError("malformed", `the checkpoint declares ${lines[3]}; this page verifies SHA-256 logs only`);
+    hash = lines[3].slice("hash ".length);
+    if (hash === "sha256" || !LOG_HASHES.has(hash)) throw new VerifyError("malformed", `the checkpoint declares ${lines[3]}`);
   }
   return {
     body,
     signatures,
-    checkpoint: { origin: lines[0], size: BigInt(size), root: fromBase64(lines[2], "checkpoint root") },
+    checkpoint: { origin: lines[0], size: BigInt(size), root: fromBase64(lines[2], "checkpoint root"), hash },
   };
 }
 
