@@ -12,13 +12,49 @@ from edgeroot.output import CommandFailed, Reporter
 from edgeroot.pin import forget_hint
 from edgeroot.verify import read_policy
 from rootclient.client import AsyncRootClient, RootClient
-from rootclient.epcis_trace import IdentifierEvents, TraceNode, Verifier, fetch_events_for, trace
+from rootclient.epcis_trace import (
+    IdentifierEvents,
+    ReadingsEvidence,
+    TraceNode,
+    Verifier,
+    evidence_of,
+    fetch_events_for,
+    trace,
+)
 from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
 from rootclient.pin_file import FilePinStore
 from rootclient.pinned_log import PinnedLog
 
+Evidence = dict[int, list[ReadingsEvidence]]
+"""Log index of an event → the readings it points at, with the blocks that commit to them."""
 
-def node_json(node: TraceNode) -> dict[str, Any]:
+
+def readings_json(found: ReadingsEvidence) -> dict[str, Any]:
+    ref = found.ref
+    return {
+        "device": ref.device,
+        "gateway": ref.gateway,
+        "from_ms": ref.from_ms,
+        "to_ms": ref.to_ms,
+        "note": found.note,
+        "blocks": [
+            {
+                "height": b.height,
+                "time_ms": b.time_ms,
+                "block_id": b.block_id,
+                "log_index": b.log_index,
+                "readings": "at-root" if b.at_root else "at-gateway",
+                "device_readings": b.device_readings,
+                "receipt": b.receipt,
+                "verified": b.verified,
+            }
+            for b in found.blocks
+        ],
+    }
+
+
+def node_json(node: TraceNode, evidence: Evidence | None = None) -> dict[str, Any]:
+    evidence = {} if evidence is None else evidence
     found = node.events
     assert found is not None  # trace() fetched every node it returns
     return {
@@ -35,14 +71,35 @@ def node_json(node: TraceNode) -> dict[str, Any]:
                 "attribution": e.attributions.get(node.identifier),
                 "verified": e.verified,
                 "signer_key_as_of": e.key_as_of,
+                **(
+                    {"sensor_readings": [readings_json(r) for r in evidence[e.index]]}
+                    if e.index in evidence
+                    else {}
+                ),
             }
             for e in found.events
         ],
-        "from": [{"via_log_index": via, **node_json(child)} for via, child in node.children],
+        "from": [{"via_log_index": via, **node_json(child, evidence)} for via, child in node.children],
     }
 
 
-def _lines(node: TraceNode, indent: str = "") -> list[str]:
+def _readings_lines(found: ReadingsEvidence, indent: str) -> list[str]:
+    ref = found.ref
+    window = f"[{ref.from_ms}, {ref.to_ms}) ms" if ref.from_ms is not None else "(no window)"
+    out = [f"{indent}readings of {ref.device} via {ref.gateway or '?'} in {window}:"]
+    if found.note is not None:
+        out.append(f"{indent}  {found.note}")
+    for b in found.blocks:
+        where = "readings at the root" if b.at_root else "readings stay at the gateway"
+        mark = "receipt verified" if b.verified else "unverified"
+        logged = f"log #{b.log_index}" if b.log_index is not None else "not yet logged"
+        count = f"{b.device_readings} reading(s) of the device"
+        out.append(f"{indent}  block {b.height} ({logged}, {count}, {where}, {mark})")
+    return out
+
+
+def _lines(node: TraceNode, indent: str = "", evidence: Evidence | None = None) -> list[str]:
+    evidence = {} if evidence is None else evidence
     found = node.events
     assert found is not None  # trace() fetched every node it returns
     complete = (
@@ -58,9 +115,11 @@ def _lines(node: TraceNode, indent: str = "") -> list[str]:
             f"{indent}  · #{e.index} {e.facts.event_type} {step} {e.facts.event_time} "
             f"signed by {e.signer} ({e.attributions.get(node.identifier, '?')}, {mark})"
         )
+        for found_readings in evidence.get(e.index, []):
+            out.extend(_readings_lines(found_readings, indent + "      "))
     for via, child in node.children:
         out.append(f"{indent}  └─ via #{via}:")
-        out.extend(_lines(child, indent + "     "))
+        out.extend(_lines(child, indent + "     ", evidence))
     return out
 
 
@@ -78,7 +137,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
         origin = client.origin() if policy is not None else ""
         store = FilePinStore(origin, args.config_dir) if policy is not None else None
 
-        async def walk(aio: AsyncRootClient) -> TraceNode:
+        async def walk(aio: AsyncRootClient) -> tuple[TraceNode, Evidence]:
             verifier = None
             if policy is not None and store is not None:
                 pinned = await PinnedLog.open(policy, origin, aio, store)
@@ -88,14 +147,16 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
                 # One root today; a federated hop picks the node for each identifier here.
                 return await fetch_events_for(aio, identifiers, verifier, [args.base])
 
-            return await trace(start, fetch, direction=args.direction, depth=args.depth)
+            tree = await trace(start, fetch, direction=args.direction, depth=args.depth)
+            # The readings behind the events (sensorElementList), their blocks checked under the same policy.
+            return tree, await evidence_of(aio, tree, verifier, [args.base])
 
         try:
             if store is not None:
                 with store.locked():
-                    tree = client.run(walk(client.aio))
+                    tree, evidence = client.run(walk(client.aio))
             else:
-                tree = client.run(walk(client.aio))
+                tree, evidence = client.run(walk(client.aio))
         except EquivocationDetected as exc:
             return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=exc.evidence)
         except PinError as exc:
@@ -112,10 +173,12 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
             raise CommandFailed(f"{args.root} answered out of protocol: {exc}") from exc
     if report.as_json:
         return report.ok(
-            f"trace {args.direction} of {args.identifier}", direction=args.direction, tree=node_json(tree)
+            f"trace {args.direction} of {args.identifier}",
+            direction=args.direction,
+            tree=node_json(tree, evidence),
         )
     verdict = "every event and completeness proof VERIFIED" if policy is not None else "UNVERIFIED"
     report.ok(f"trace {args.direction} of {args.identifier}: {verdict}")
-    for line in _lines(tree):
+    for line in _lines(tree, evidence=evidence):
         report.line(line)
     return 0

@@ -23,7 +23,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chain_lite.block import open_block, parse_block
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.epcis import namespaces_of
 from chain_lite.epcis_capture import (
     IncompleteIndex,
     IndexEntry,
@@ -34,13 +36,19 @@ from chain_lite.epcis_capture import (
     signer_authority,
 )
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts, event_facts
+from chain_lite.epcis_identifiers import classify, parse_identifier_uri
 from chain_lite.epcis_proof import IndexProof, verify_event, verify_index
-from chain_lite.errors import FormatError, SignatureError
+from chain_lite.errors import ChainError, FormatError, SignatureError
 from chain_lite.keys import PublicKey
+from chain_lite.log_leaf import block_leaf
+from chain_lite.merkle import leaf_hash
 from chain_lite.policy import VerifiedCheckpoint
+from chain_lite.receipt import check_inclusion
+from chain_lite.registry import canonical_identifier
 from rootclient.client import AsyncRootClient
-from rootclient.codecs import EventsPage, ShownEvent, resolution_from_json
+from rootclient.codecs import EventsPage, ShownEvent, WindowBlock, resolution_from_json
 from rootclient.pinned_log import Older, PinnedLog
+from runtime.clock import parse_instant_ms
 
 BACK = "back"
 FORWARD = "forward"
@@ -277,3 +285,216 @@ async def trace(start: str, fetch: Fetch, *, direction: str, depth: int) -> Trac
                         following.append(child)
         level = following
     return root
+
+
+# --- readings behind an event (issue 15 item 4, D-086) ----------------------------------------------------
+
+EDGEROOT_NS = "https://edgeroot.example/ns/epcis#"
+"""The namespace IRI of edgeroot's EPCIS extensions (``edgeroot:signedCapture``, ``edgeroot:gateway``)."""
+GATEWAY_FIELD = "gateway"
+"""The local name of the sensor metadata extension that names the gateway the readings went through."""
+MAX_WINDOW_PAGES = 16
+"""Pages of ``GET /v1/blocks`` read for one window (64 blocks each) before the answer says it stopped."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingsRef:
+    """One ``sensorElementList`` entry whose ``sensorMetadata.deviceID`` is an edgeroot identifier: the
+    device, the gateway its readings went through, and the window ``[from_ms, to_ms)``. ``problem`` says
+    why the readings cannot be looked up (no gateway named, a window that does not parse)."""
+
+    device: str
+    gateway: str | None
+    from_ms: int | None
+    to_ms: int | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceBlock:
+    """A gateway block covering a window, as the root answered it (D-074), and what was checked of it."""
+
+    height: int
+    time_ms: int
+    block_id: str
+    log_index: int | None
+    at_root: bool
+    """The readings are at the root (replicate mode) or stay at the gateway (anchor mode)."""
+    device_readings: int
+    """Readings the device signed in the block (its counter ranges); a bridge signs for its devices."""
+    receipt: str | None
+    verified: bool
+    """The gateway's signature (key proven from the registry) and the receipt's inclusion in a
+    checkpoint the pinned light client accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingsEvidence:
+    ref: ReadingsRef
+    blocks: list[EvidenceBlock]
+    note: str | None
+    """Said plainly when there is nothing to show: no gateway, no blocks in the window, a cut-off."""
+
+
+def _instant(text: object, what: str) -> int:
+    if not isinstance(text, str):
+        raise FormatError("sensor metadata", f"{what} is not a timestamp string")
+    try:
+        return parse_instant_ms(text)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+def _gateway_of(metadata: dict[str, Any], namespaces: dict[str, str], bases: Sequence[str]) -> str | None:
+    """The gateway named by ``P:gateway`` in the sensor metadata, ``P`` any prefix the event's
+    ``@context`` declares as :data:`EDGEROOT_NS`; its value is the gateway's identifier URI."""
+    for key, value in metadata.items():
+        prefix, sep, local = key.partition(":")
+        if sep and local == GATEWAY_FIELD and namespaces.get(prefix) == EDGEROOT_NS:
+            if not isinstance(value, str):
+                raise ValueError(f"{key} is not a string")
+            ident = parse_identifier_uri(value, bases)
+            if ident is None:
+                raise ValueError(f"{key} {value!r} is not an identifier URI under {', '.join(bases)}")
+            return canonical_identifier(str(ident))
+    return None
+
+
+def readings_refs(event: dict[str, Any], bases: Sequence[str]) -> list[ReadingsRef]:
+    """The readings an event points at (module section above; docs/traceability.md §8). A malformed
+    entry becomes a ref with its ``problem``, never an exception: the trace still shows the event."""
+    elements = event.get("sensorElementList")
+    namespaces = namespaces_of(event.get("@context"))
+    refs: list[ReadingsRef] = []
+    for element in elements if isinstance(elements, list) else []:
+        metadata = element.get("sensorMetadata") if isinstance(element, dict) else None
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("deviceID"), str):
+            continue
+        try:
+            device = classify(metadata["deviceID"], "sensor_device", bases)
+        except ChainError:
+            continue  # a malformed identifier URI: the event's own checks name it
+        if device.kind != "edgeroot":
+            continue  # a device that is not ours: no blocks of ours cover it
+        ident = canonical_identifier(str(device.identifier))
+        try:
+            gateway = _gateway_of(metadata, namespaces, bases)
+            if "startTime" in metadata or "endTime" in metadata:
+                start = _instant(metadata.get("startTime"), "sensorMetadata.startTime")
+                end = _instant(metadata.get("endTime"), "sensorMetadata.endTime")
+            elif "time" in metadata:
+                start = end = _instant(metadata["time"], "sensorMetadata.time")
+            else:
+                start = end = _instant(event.get("eventTime"), "eventTime")
+            if end < start:
+                raise ValueError("sensorMetadata.endTime is before startTime")
+        except (ValueError, ChainError) as exc:
+            refs.append(ReadingsRef(ident, None, None, None, str(exc)))
+            continue
+        if gateway is None:
+            problem = f"no edgeroot:gateway in the sensor metadata: the gateway of {ident} is not named"
+            refs.append(ReadingsRef(ident, None, start, end + 1, problem))
+            continue
+        refs.append(ReadingsRef(ident, gateway, start, end + 1))  # endTime inclusive
+    return refs
+
+
+async def _gateway_key(client: AsyncRootClient, verifier: Verifier, gateway: str) -> PublicKey:
+    cached = verifier.keys.get(f"gateway:{gateway}")
+    if cached is None:
+        proof = resolution_from_json(await client.resolve(gateway))
+        proven = await verifier.pinned.verify_resolution(proof, older=Older.USE)
+        record = proven.proven.record
+        if record is None or not record.has_type("GATEWAY"):
+            raise FormatError("gateway block", f"{gateway} is not a registered gateway")
+        cached = record.signing_key()
+        if cached is None:
+            raise FormatError("gateway block", f"{gateway} has no HS_PUBKEY value")
+        verifier.keys[f"gateway:{gateway}"] = cached
+    return cached
+
+
+async def _check_block(client: AsyncRootClient, verifier: Verifier, gateway: str, block: WindowBlock) -> None:
+    """The block is the gateway's (its signature, key proven), is the one listed, and its receipt puts
+    it in a checkpoint the pinned light client accepts. Raises :class:`ChainError` naming what failed."""
+    gateway = canonical_identifier(gateway)
+    if block.receipt is None:
+        raise FormatError("gateway block", f"block {block.height} of {gateway} has no receipt yet")
+    verified = await verifier.checkpoint(block.receipt.checkpoint)
+    suite = verified.checkpoint.suite
+    key = await _gateway_key(client, verifier, gateway)
+    signed = open_block(
+        block.header, lambda kid: key if canonical_identifier(kid) == gateway else None, suite=suite
+    )
+    header = signed.header
+    if (canonical_identifier(header.gateway), header.height, header.time_ms) != (
+        gateway,
+        block.height,
+        block.time_ms,
+    ):
+        raise FormatError("gateway block", f"block {block.height} of {gateway} is not the block listed")
+    if block.receipt.index != block.log_index:
+        raise FormatError("gateway block", f"block {block.height}: the receipt is for another log index")
+    check_inclusion(block.receipt, leaf_hash(block_leaf(block.header), suite=suite), verified)
+
+
+async def readings_evidence(
+    client: AsyncRootClient, ref: ReadingsRef, verifier: Verifier | None
+) -> ReadingsEvidence:
+    """The blocks that commit to ``ref``'s readings (D-074's window), each checked with ``verifier``."""
+    if ref.gateway is None or ref.from_ms is None or ref.to_ms is None:
+        return ReadingsEvidence(ref, [], ref.problem)
+    blocks: list[EvidenceBlock] = []
+    after: int | None = None
+    for _ in range(MAX_WINDOW_PAGES):
+        page, after = await client.blocks_in_window(ref.gateway, ref.from_ms, ref.to_ms, after)
+        for b in page:
+            if verifier is not None:
+                await _check_block(client, verifier, ref.gateway, b)
+            header = parse_block(b.header).header
+            mine = sum(r.count for r in header.counters if canonical_identifier(r.signer) == ref.device)
+            blocks.append(
+                EvidenceBlock(
+                    b.height,
+                    b.time_ms,
+                    b.block_id.hex(),
+                    b.log_index,
+                    b.at_root,
+                    mine,
+                    b.receipt_text,
+                    verifier is not None,
+                )
+            )
+        if after is None:
+            break
+    else:
+        return ReadingsEvidence(ref, blocks, f"stopped after {len(blocks)} blocks; narrow the window")
+    if not blocks:
+        return ReadingsEvidence(
+            ref, [], f"NO BLOCKS of {ref.gateway} at the root cover [{ref.from_ms}, {ref.to_ms}) ms"
+        )
+    return ReadingsEvidence(ref, blocks, None)
+
+
+def traced_events(node: TraceNode) -> list[TracedEvent]:
+    """Every event of a trace tree, once each, in log order."""
+    found: dict[int, TracedEvent] = {}
+    stack = [node]
+    while stack:
+        here = stack.pop()
+        if here.events is not None:
+            found.update((e.index, e) for e in here.events.events)
+        stack.extend(child for _, child in here.children)
+    return [found[i] for i in sorted(found)]
+
+
+async def evidence_of(
+    client: AsyncRootClient, tree: TraceNode, verifier: Verifier | None, bases: Sequence[str]
+) -> dict[int, list[ReadingsEvidence]]:
+    """For each event of ``tree`` that points at readings (log index → its evidence, one per ref)."""
+    out: dict[int, list[ReadingsEvidence]] = {}
+    for event in traced_events(tree):
+        refs = readings_refs(event.event, bases)
+        if refs:
+            out[event.index] = [await readings_evidence(client, ref, verifier) for ref in refs]
+    return out

@@ -1,0 +1,212 @@
+"""A trace shows the readings behind an event (issue 15 item 4, D-086), over real HTTP: a gateway's blocks
+synced to the root (replicated and anchored), an event whose ``sensorElementList`` names the device, its
+gateway and a window, and the trace listing the blocks covering that window with verified receipts and
+where the readings are; a window with no blocks, and an event that names no gateway, said plainly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE
+from chain_lite.epcis_identifiers import identifier_uri
+from chain_lite.errors import ChainError
+from chain_lite.registry import canonical_identifier
+from edgeroot.cli import main
+from edgeroot.event_commands import sign_document
+from rootclient.client import AsyncRootClient
+from rootclient.epcis_trace import EDGEROOT_NS, Verifier, _check_block, readings_refs
+from rootclient.pin_file import FilePinStore
+from rootclient.pinned_log import PinnedLog
+from tests.root_harness import RootUnderTest
+from tests.test_root_gateway_sync import DEVICE, GATEWAY, Plant, _post
+
+DEV_ID, GW_ID = canonical_identifier(DEVICE), canonical_identifier(GATEWAY)
+"""As the trace names them: the registry's canonical (case-folded) identifiers."""
+
+T = 1_700_000_000_000  # block h is signed at T + h (tests.test_root_gateway_sync.Plant)
+BASE = DEFAULT_IDENTIFIER_BASE
+CURER = "88.123.77"
+"""The enterprise that captures the curing events (any registered signer may name another's device)."""
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _cure(batch: str, start_ms: int, end_ms: int, *, gateway: str | None = GATEWAY) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "deviceID": identifier_uri(DEVICE, BASE),
+        "startTime": _iso(start_ms),
+        "endTime": _iso(end_ms),
+    }
+    if gateway is not None:
+        metadata["er:gateway"] = identifier_uri(gateway, BASE)
+    return {
+        "type": "ObjectEvent",
+        "eventTime": _iso(end_ms),
+        "eventTimeZoneOffset": "+00:00",
+        "action": "OBSERVE",
+        "bizStep": "inspecting",
+        "epcList": [identifier_uri(f"{CURER}/{batch}", BASE)],
+        "sensorElementList": [
+            {
+                "sensorMetadata": metadata,
+                "sensorReport": [{"type": "Temperature", "value": 180.0, "uom": "CEL"}],
+            }
+        ],
+    }
+
+
+def _document(*events: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld", {"er": EDGEROOT_NS}],
+        "type": "EPCISDocument",
+        "schemaVersion": "2.0",
+        "creationDate": "2026-11-30T12:00:00.000Z",
+        "epcisBody": {"eventList": list(events)},
+    }
+
+
+def _trace(capsys: pytest.CaptureFixture[str], root: RootUnderTest, pins: Path, batch: str) -> dict[str, Any]:
+    capsys.readouterr()
+    argv = ["trace", identifier_uri(f"{CURER}/{batch}", BASE), "--root", root.url, "--verify",
+            "--policy", str(root.policy_path), "--config-dir", str(pins), "--json"]  # fmt: skip
+    code = main(argv)
+    answer: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0, answer
+    return answer
+
+
+def _readings(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    events = answer["tree"]["events"]
+    assert len(events) == 1 and events[0]["verified"]
+    found: list[dict[str, Any]] = events[0]["sensor_readings"]
+    return found
+
+
+def test_trace_lists_the_blocks_behind_an_event_with_verified_receipts(
+    root: RootUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plant = Plant(root)
+    replicated = [plant.next_block(2) for _ in range(3)]  # heights 0-2, readings at the root
+    assert _post(root, [(b.raw, body) for b, body in replicated]).status_code == 200
+    anchored = [plant.next_block(2)[0] for _ in range(3)]  # heights 3-5, readings stay at the gateway
+    assert _post(root, [(b.raw, None) for b in anchored]).status_code == 200
+    curer = root.add_prefix(CURER)
+    with root.client() as client:
+        origin = client.origin()
+        document = _document(
+            _cure("BATCH-1", T + 1, T + 3),  # blocks 1, 2, 3 (the first signed at or after the end)
+            _cure("BATCH-2", T + 60_000, T + 120_000),  # after the chain's last block: none
+            _cure("BATCH-3", T + 1, T + 3, gateway=None),
+        )
+        client.epcis_capture(sign_document(document, curer, origin))
+    root.settle()
+    pins = tmp_path / "pins"
+
+    readings = _readings(_trace(capsys, root, pins, "BATCH-1"))
+    assert len(readings) == 1
+    found = readings[0]
+    assert (found["device"], found["gateway"], found["note"]) == (DEV_ID, GW_ID, None)
+    assert (found["from_ms"], found["to_ms"]) == (T + 1, T + 4)  # endTime inclusive
+    blocks = found["blocks"]
+    assert [b["height"] for b in blocks] == [1, 2, 3, 4]
+    assert [b["readings"] for b in blocks] == ["at-root", "at-root", "at-gateway", "at-gateway"]
+    assert all(b["verified"] and b["receipt"] and b["log_index"] is not None for b in blocks)
+    assert [b["device_readings"] for b in blocks] == [2, 2, 2, 2]
+    assert [b["block_id"] for b in blocks] == [plant.blocks[h].block_id.hex() for h in (1, 2, 3, 4)]
+
+    none = _readings(_trace(capsys, root, pins, "BATCH-2"))[0]
+    assert none["blocks"] == [] and "NO BLOCKS" in none["note"] and GW_ID in none["note"]
+    unnamed = _readings(_trace(capsys, root, pins, "BATCH-3"))[0]
+    assert unnamed["blocks"] == [] and unnamed["gateway"] is None and "edgeroot:gateway" in unnamed["note"]
+
+    # The human tree says the same under the event.
+    capsys.readouterr()
+    argv = ["trace", identifier_uri(f"{CURER}/BATCH-1", BASE), "--root", root.url, "--verify",
+            "--policy", str(root.policy_path), "--config-dir", str(pins)]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert f"readings of {DEV_ID} via {GW_ID}" in text
+    assert text.count("readings at the root, receipt verified") == 2
+    assert text.count("readings stay at the gateway, receipt verified") == 2
+
+
+def test_a_block_the_root_answers_falsely_does_not_verify(
+    root: RootUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Blocks as the root answered them verify; the same answer with another block's receipt, a changed
+    inclusion proof, another block's header, or no receipt yet is refused, naming what failed."""
+    plant = Plant(root)
+    assert (
+        _post(root, [(b.raw, body) for b, body in (plant.next_block(2) for _ in range(2))]).status_code == 200
+    )
+    root.settle()
+
+    async def check() -> None:
+        async with AsyncRootClient(root.url) as aio:
+            origin = await aio.origin()
+            pinned = await PinnedLog.open(root.policy, origin, aio, FilePinStore(origin, tmp_path / "pins"))
+            verifier = Verifier(aio, pinned)
+            blocks, _ = await aio.blocks_in_window(GATEWAY, 0, T + 60)
+            first, second = blocks
+            assert first.receipt is not None and second.receipt is not None
+            flipped = (
+                bytes([second.receipt.proof[0][0] ^ 1]) + second.receipt.proof[0][1:],
+                *second.receipt.proof[1:],
+            )
+            for good in blocks:
+                await _check_block(aio, verifier, GATEWAY, good)
+            for bad, why in (
+                (replace(second, receipt=first.receipt), "another log index"),
+                (replace(second, receipt=replace(second.receipt, proof=flipped)), "does not match"),
+                (replace(second, header=first.header), "not the block listed"),
+                (replace(first, receipt=None), "no receipt"),
+            ):
+                with pytest.raises(ChainError, match=why):
+                    await _check_block(aio, verifier, GATEWAY, bad)
+
+    asyncio.run(check())
+
+
+def test_readings_refs_reads_the_window_and_the_gateway_and_names_what_is_wrong() -> None:
+    ctx = {"@context": [{"x": EDGEROOT_NS}, {"other": "https://example.com/ns#"}]}
+    device, gw = identifier_uri(DEVICE, BASE), identifier_uri(GATEWAY, BASE)
+
+    def refs(metadata: dict[str, Any], **event: Any) -> list[Any]:
+        return readings_refs({**ctx, **event, "sensorElementList": [{"sensorMetadata": metadata}]}, [BASE])
+
+    [ref] = refs({"deviceID": device, "time": "2023-11-14T22:13:20.005Z", "x:gateway": gw})
+    assert (ref.device, ref.gateway, ref.from_ms, ref.to_ms, ref.problem) == (
+        DEV_ID,
+        GW_ID,
+        T + 5,
+        T + 6,
+        None,
+    )
+    [ref] = refs({"deviceID": device, "x:gateway": gw}, eventTime="2023-11-14T23:13:20+01:00")
+    assert (ref.from_ms, ref.to_ms) == (T, T + 1)
+    # Only a prefix declared as edgeroot's namespace names the gateway.
+    [ref] = refs({"deviceID": device, "other:gateway": gw, "time": "2023-11-14T22:13:20Z"})
+    assert ref.gateway is None and "edgeroot:gateway" in (ref.problem or "")
+    for bad, why in (
+        ({"startTime": "2023-11-14T22:13:20Z"}, "endTime"),
+        ({"startTime": "2023-11-14T22:13:21Z", "endTime": "2023-11-14T22:13:20Z"}, "before"),
+        ({"time": "2023-11-14T22:13:20"}, "offset"),
+        ({"time": 7}, "not a timestamp"),
+        ({"time": "2023-11-14T22:13:20Z", "x:gateway": "urn:epc:id:sgln:1.2.3"}, "not an identifier URI"),
+        ({"time": "2023-11-14T22:13:20Z", "x:gateway": 5}, "not a string"),
+    ):
+        [ref] = refs({"deviceID": device, "x:gateway": gw, **bad})
+        assert ref.gateway is None and why in (ref.problem or ""), (bad, ref)
+    # Devices that are not edgeroot identifiers, and hostile shapes, point at no readings of ours.
+    assert refs({"deviceID": "urn:epc:id:giai:4000001.111", "time": "2023-11-14T22:13:20Z"}) == []
+    assert readings_refs({"sensorElementList": "x"}, [BASE]) == []
+    assert readings_refs({"sensorElementList": [7, {"sensorMetadata": []}, {}]}, [BASE]) == []
