@@ -15,7 +15,7 @@ from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, event_facts
 from chain_lite.errors import ChainError
 from edgeroot.output import CommandFailed, Reporter
 from rootclient.client import RootClient
-from rootclient.codecs import EPCIS_SIGNATURE
+from rootclient.codecs import EPCIS_NAMESPACE, EPCIS_SIGNATURE
 from rootclient.errors import ClientError, ProtocolError
 from runtime.keyfiles import load_private_key
 
@@ -51,7 +51,7 @@ def sign_document(
         signed_events.append({**plain, EPCIS_SIGNATURE: b64.encode(raw)})
     contexts = context if isinstance(context, list) else [] if context is None else [context]
     if not any(isinstance(c, dict) and "edgeroot" in c for c in contexts):
-        contexts = [*contexts, {"edgeroot": "https://edgeroot.example/ns/epcis#"}]
+        contexts = [*contexts, {"edgeroot": EPCIS_NAMESPACE}]
     return {**document, "@context": contexts, "epcisBody": {**body, "eventList": signed_events}}
 
 

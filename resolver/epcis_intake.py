@@ -44,9 +44,10 @@ from chain_lite.keys import PublicKey
 from resolver.db import Database, Tx
 from resolver.errors import BadRequest, ResolverError
 from resolver.registry import load_record
+from rootclient.codecs import EPCIS_SIGNATURE
 from rootclient.epcis_document import EpcisDocumentError, read_capture_document
 
-SIGNATURE_PROPERTY = "edgeroot:signedCapture"
+SIGNATURE_PROPERTY = EPCIS_SIGNATURE
 MAX_EVENTS_PER_CAPTURE = 10_000
 """The capture limit (EPCIS 2.0 lets a server set one; the node advertises it in
 ``GS1-EPCIS-Capture-Limit``)."""

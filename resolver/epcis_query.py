@@ -31,6 +31,7 @@ from resolver.epcis_intake import SIGNATURE_PROPERTY, EventInvalid, event_time_m
 from resolver.errors import BadRequest
 from resolver.log_store import TxNodeStore, checkpoint_at
 from resolver.reads import PublishedView
+from rootclient.codecs import EPCIS_NAMESPACE
 
 ROLES_OF = {
     "MATCH_anyEPC": TRACE_ROLES,
@@ -43,7 +44,7 @@ QUERY_PARAMETERS = (*ROLES_OF, "GE_eventTime", "LT_eventTime", "EQ_bizStep", "pe
 DEFAULT_PER_PAGE = 100
 MAX_PER_PAGE = 1000
 EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
-EDGEROOT_CONTEXT = {"edgeroot": "https://edgeroot.example/ns/epcis#"}
+EDGEROOT_CONTEXT = {"edgeroot": EPCIS_NAMESPACE}
 
 
 def _key(name: str, text: str, bases: Sequence[str]) -> str:

@@ -472,6 +472,8 @@ def gateway_head_from_json(body: object, gateway: str) -> tuple[int, bytes]:
 
 # --- EPCIS: query pages and completeness proofs ----------------------------------------------------------
 
+EPCIS_NAMESPACE = "https://edgeroot.example/ns/epcis#"
+"""edgeroot's JSON-LD namespace in EPCIS documents (the ``edgeroot:`` extension fields)."""
 EPCIS_SIGNATURE = "edgeroot:signedCapture"
 EPCIS_PROOF = "edgeroot:proof"
 
@@ -570,6 +572,7 @@ def capture_answer_from_json(body: object, location: str | None) -> CaptureAnswe
     if location is None:
         raise ProtocolError("capture answer", "no Location header")
     return CaptureAnswer(_str(_field(answer, "captureID", "capture answer"), "captureID"), location, events)
+
 
 # --- GET /v1/blocks?gateway=&from=&to= (D-074) -----------------------------------------------------------
 

@@ -46,7 +46,7 @@ from chain_lite.policy import VerifiedCheckpoint
 from chain_lite.receipt import check_inclusion
 from chain_lite.registry import canonical_identifier
 from rootclient.client import AsyncRootClient
-from rootclient.codecs import EventsPage, ShownEvent, WindowBlock, resolution_from_json
+from rootclient.codecs import EPCIS_NAMESPACE, EventsPage, ShownEvent, WindowBlock, resolution_from_json
 from rootclient.pinned_log import Older, PinnedLog
 from runtime.clock import parse_instant_ms
 
@@ -289,7 +289,7 @@ async def trace(start: str, fetch: Fetch, *, direction: str, depth: int) -> Trac
 
 # --- readings behind an event (issue 15 item 4, D-086) ----------------------------------------------------
 
-EDGEROOT_NS = "https://edgeroot.example/ns/epcis#"
+EDGEROOT_NS = EPCIS_NAMESPACE
 """The namespace IRI of edgeroot's EPCIS extensions (``edgeroot:signedCapture``, ``edgeroot:gateway``)."""
 GATEWAY_FIELD = "gateway"
 """The local name of the sensor metadata extension that names the gateway the readings went through."""
