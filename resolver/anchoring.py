@@ -193,7 +193,7 @@ class DelegatedChildren:
         if size == self._size:
             return
         with self._lock:
-            if size <= self._size:
+            if size == self._size:
                 return
             before = set(self.logs)
             self.logs.set_delegated(delegations_as_of(self.db, size))

@@ -201,5 +201,11 @@ def test_child_logs_union_keeps_config_and_takes_the_hash_from_the_delegated_pol
     logs.set_delegated([delegation])
     assert set(logs) == {"external.test", "sm-child.test"} and logs.suites["sm-child.test"] is SM3
     assert logs.child("sm-child.test") is not None
+    ext = VerifierKey.parse(external.vkey())
+    shadowed = Delegation(
+        "88.123.6", ("http://127.0.0.1:2",), str(ext), node_policy(ext, [], 0, suite=SM3).to_text()
+    )
+    logs.set_delegated([delegation, shadowed])  # the [[child]] table wins: its URL and hash stay
+    assert logs.suites["external.test"] is SHA256 and logs.child("external.test") == configured
     logs.set_delegated([])
     assert set(logs) == {"external.test"} and "sm-child.test" not in logs.suites
