@@ -171,10 +171,21 @@ def delegations_as_of(db: Database, size: int) -> list[Delegation]:
     return found
 
 
+def prefix_records_changed(db: Database, start: int, end: int) -> bool:
+    """Whether a leaf in ``[start, end)`` wrote a prefix record (``history_by_idx``: a range read)."""
+    with db.transaction(write=False) as tx:
+        row = tx.one(
+            "SELECT 1 FROM history WHERE idx >= ? AND idx < ? AND identifier LIKE ? LIMIT 1",
+            (start, end, f"{PREFIX_HANDLE_PREFIX}/%"),
+        )
+    return row is not None
+
+
 class DelegatedChildren:
     """Keeps :class:`ChildLogs` (and the witness's hashes) equal to the ``[[child]]`` tables ∪ the
     delegations as of the node's published view: :meth:`refresh` rereads them when a newer view was
-    published since the last time (one integer compare otherwise)."""
+    published since the last time and its new leaves wrote a prefix record (one integer compare when
+    the view did not move, one range read of ``history`` when it moved)."""
 
     def __init__(self, db: Database, node: RootNode, logs: ChildLogs, witness: Witness) -> None:
         self.db = db
@@ -194,6 +205,9 @@ class DelegatedChildren:
             return
         with self._lock:
             if size == self._size:
+                return
+            if 0 <= self._size < size and not prefix_records_changed(self.db, self._size, size):
+                self._size = size  # the new leaves touch no prefix record: the same delegations
                 return
             before = set(self.logs)
             self.logs.set_delegated(delegations_as_of(self.db, size))
