@@ -1,8 +1,12 @@
 """A parent node witnesses its child logs and anchors their checkpoints in its own log (D-078, D-079).
 
-The node serves C2SP tlog-witness ``POST /add-checkpoint`` for the child logs it is configured with
-(``[[child]]`` in ``root.toml``; :class:`ChildLogs` is the one lookup, so delegation records can supply
-the children later). The checks are the standalone witness's (:class:`resolver.witness_server.Witness`):
+The node serves C2SP tlog-witness ``POST /add-checkpoint`` for its child logs (:class:`ChildLogs`, the
+one lookup): the logs of ``[[child]]`` tables in ``root.toml`` (external logs, not delegated) and the
+log of every node its registry delegates a prefix to (D-085): each delegation record names the child's
+log key, and its policy's ``log-hash`` line, if any, the child's hash. The delegations are read as of
+the node's published view, again whenever a newer view is published (:class:`DelegatedChildren`); a
+delegation deleted or changed stops the cosigning of that log (404 ``unknown log``, as tlog-witness
+says). The checks are the standalone witness's (:class:`resolver.witness_server.Witness`):
 the child's signature, ``old`` equal to the size last cosigned, a consistency proof from there. The
 state lives in the node's own database (:class:`AnchorStore`): when it moves to a new child checkpoint,
 the same transaction queues a :class:`~chain_lite.log_leaf.ChildAnchor` leaf (type 0x06), so every
@@ -21,6 +25,7 @@ created on first start with children); a child lists it as one more ``[[witness]
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,17 +39,18 @@ from starlette.concurrency import run_in_threadpool
 
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.cosignature import LogVerifier, log_verifier
-from chain_lite.errors import ChainError
+from chain_lite.errors import ChainError, FormatError
 from chain_lite.keys import NoteKey
 from chain_lite.log_leaf import ChildAnchor
 from chain_lite.merkle import EMPTY_ROOT, leaf_hash
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey
-from chain_lite.suite import hash_suite
+from chain_lite.registry import PREFIX_HANDLE_PREFIX, Delegation, Record
+from chain_lite.suite import HashSuite, hash_suite
 from resolver import openapi_models as om
 from resolver import witness_server as witness_http
 from resolver.config import ChildConfig
 from resolver.db import Database
-from resolver.errors import NotFound
+from resolver.errors import NotFound, NotYetPublished
 from resolver.reads import RootNode
 from resolver.witness_server import SIZE_CONTENT_TYPE, Witness
 from rootclient import routes
@@ -85,21 +91,45 @@ class ChildLog:
 
 
 class ChildLogs(Mapping[str, LogVerifier]):
-    """Origin → verifier of each child log this node witnesses. Today from ``root.toml``; delegation
-    records will feed the same mapping (:meth:`replace`)."""
+    """Origin → verifier of each child log this node witnesses: the ``[[child]]`` tables of ``root.toml``
+    (fixed until a restart) ∪ the logs of the node's delegations (:meth:`set_delegated`, as of its
+    published view). A ``[[child]]`` table wins over a delegation naming the same log."""
 
-    def __init__(self, children: Sequence[ChildLog]) -> None:
+    def __init__(self, children: Sequence[ChildLog], suites: Mapping[str, HashSuite] | None = None) -> None:
+        self._configured = list(children)
+        self._configured_suites = dict(suites or {})
         self._children: dict[str, ChildLog] = {}
         self._verifiers: dict[str, LogVerifier] = {}
-        self.replace(children)
+        self.suites: dict[str, HashSuite] = {}
+        """Origin → hash profile of each child log (SHA-256 when absent), for the witness's checks."""
+        self.replace(children, self._configured_suites)
 
     @classmethod
     def from_config(cls, children: Sequence[ChildConfig]) -> ChildLogs:
-        return cls([ChildLog(c.origin, c.vkey, c.url) for c in children])
+        suites = {c.origin: hash_suite(c.hash) for c in children}
+        return cls([ChildLog(c.origin, c.vkey, c.url) for c in children], suites)
 
-    def replace(self, children: Sequence[ChildLog]) -> None:
-        self._children = {c.origin: c for c in children}
+    def replace(self, children: Sequence[ChildLog], suites: Mapping[str, HashSuite] | None = None) -> None:
+        """Witness exactly ``children``. The three mappings are swapped in by assignment (a request sees
+        the old set or the new one); ``suites`` before ``verifiers``, so a newly added log is never checked
+        with a default hash."""
+        by_origin = {c.origin: c for c in children}
+        self.suites = {o: s for o, s in (suites or {}).items() if o in by_origin}
+        self._children = by_origin
         self._verifiers = {c.origin: log_verifier(c.vkey) for c in children}
+
+    def set_delegated(self, delegations: Sequence[Delegation]) -> None:
+        """The configured children plus the child log of each delegation (its first URL; its hash from the
+        delegated policy's ``log-hash`` line)."""
+        children = list(self._configured)
+        suites = dict(self._configured_suites)
+        configured = {c.origin for c in children}
+        for d in delegations:
+            if d.origin in configured:
+                continue
+            children.append(ChildLog(d.origin, VerifierKey.parse(d.vkey), d.urls[0]))
+            suites[d.origin] = d.trust_policy().logs[0].suite
+        self.replace(children, suites)
 
     def child(self, origin: str) -> ChildLog | None:
         return self._children.get(origin)
@@ -112,6 +142,84 @@ class ChildLogs(Mapping[str, LogVerifier]):
 
     def __len__(self) -> int:
         return len(self._verifiers)
+
+
+_DELEGATIONS_QUERY = (
+    "SELECT h.identifier, h.record FROM history h JOIN "
+    "(SELECT identifier, MAX(idx) AS m FROM history WHERE idx < ? AND identifier LIKE ? "
+    "GROUP BY identifier) x "
+    "ON h.identifier = x.identifier AND h.idx = x.m ORDER BY h.identifier"
+)
+
+
+def delegations_as_of(db: Database, size: int) -> list[Delegation]:
+    """Every delegation in the node's registry as of log size ``size`` (the prefix records ``0.na/<p>``
+    whose latest version below ``size`` carries an ``HS_SITE`` value), in identifier order."""
+    with db.transaction(write=False) as tx:
+        rows = tx.all(_DELEGATIONS_QUERY, (size, f"{PREFIX_HANDLE_PREFIX}/%"))
+    found: list[Delegation] = []
+    for identifier, record in rows:
+        if record is None:  # deleted: no delegation any more
+            continue
+        try:
+            delegation = Record.decode(bytes(record)).delegation()
+        except FormatError as exc:  # the registry accepts only well-formed ones: say so, skip it
+            log.warning("prefix record %s holds a malformed delegation, not witnessed: %s", identifier, exc)
+            continue
+        if delegation is not None:
+            found.append(delegation)
+    return found
+
+
+def prefix_records_changed(db: Database, start: int, end: int) -> bool:
+    """Whether a leaf in ``[start, end)`` wrote a prefix record (``history_by_idx``: a range read)."""
+    with db.transaction(write=False) as tx:
+        row = tx.one(
+            "SELECT 1 FROM history WHERE idx >= ? AND idx < ? AND identifier LIKE ? LIMIT 1",
+            (start, end, f"{PREFIX_HANDLE_PREFIX}/%"),
+        )
+    return row is not None
+
+
+class DelegatedChildren:
+    """Keeps :class:`ChildLogs` (and the witness's hashes) equal to the ``[[child]]`` tables ∪ the
+    delegations as of the node's published view: :meth:`refresh` rereads them when a newer view was
+    published since the last time and its new leaves wrote a prefix record (one integer compare when
+    the view did not move, one range read of ``history`` when it moved)."""
+
+    def __init__(self, db: Database, node: RootNode, logs: ChildLogs, witness: Witness) -> None:
+        self.db = db
+        self.node = node
+        self.logs = logs
+        self.witness = witness
+        self._size = -1
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Blocking (a database read when the view moved): call it from a worker thread."""
+        try:
+            size = self.node.view().size
+        except NotYetPublished:
+            return  # no view yet: no delegations yet, only the configured children
+        if size == self._size:
+            return
+        with self._lock:
+            if size == self._size:
+                return
+            if 0 <= self._size < size and not prefix_records_changed(self.db, self._size, size):
+                self._size = size  # the new leaves touch no prefix record: the same delegations
+                return
+            before = set(self.logs)
+            self.logs.set_delegated(delegations_as_of(self.db, size))
+            self.witness.suites = self.logs.suites
+            self._size = size
+            after = set(self.logs)
+        for origin in sorted(after - before):
+            log.info("witnessing child log %s (delegated as of log size %d)", origin, size)
+        for origin in sorted(before - after):
+            log.warning(
+                "no longer witnessing child log %s: its delegation is gone at log size %d", origin, size
+            )
 
 
 class AnchorStore:
@@ -247,10 +355,19 @@ class AnchorMetrics:
         )
 
 
-def install(
-    app: FastAPI, node: RootNode, store: AnchorStore, witness: Witness, metrics: AnchorMetrics
-) -> None:
+@dataclass(frozen=True, slots=True)
+class ParentWitness:
+    """The parent's side of anchoring, as :func:`build` makes it."""
+
+    store: AnchorStore
+    witness: Witness
+    metrics: AnchorMetrics
+    delegated: DelegatedChildren
+
+
+def install(app: FastAPI, node: RootNode, parent: ParentWitness) -> None:
     """Add ``POST /add-checkpoint`` and ``GET /v1/anchors/{origin}`` to the root node's app."""
+    store, witness, metrics, delegated = parent.store, parent.witness, parent.metrics, parent.delegated
 
     @app.post(
         routes.WITNESS_ADD_CHECKPOINT,
@@ -262,6 +379,7 @@ def install(
     async def add_checkpoint(request: Request) -> Response:
         """C2SP tlog-witness add-checkpoint for this node's child logs; a new checkpoint is anchored."""
         now_s = int(time.time())
+        await run_in_threadpool(delegated.refresh)  # the children as of the latest published view
         body, answer = await witness_http.serve(witness, request, now_s)
         origin = _origin(body)
         # Labels only for configured children, so a stranger cannot mint label values.
@@ -288,6 +406,7 @@ def install(
         """The newest anchor of child log ``origin`` in this log at ``size`` (default: the latest
         published checkpoint), with fork evidence; a pointer for ``edgeroot verify anchor``."""
         published = node.view().size
+        delegated.refresh()
         covered = published if size is None else min(size, published)
         return store.answer(origin, covered)
 
@@ -303,14 +422,21 @@ def _origin(body: bytes) -> str | None:
 
 
 def build(
-    state: Path, origin: str, db: Database, children: Sequence[ChildConfig], registry: CollectorRegistry
-) -> tuple[AnchorStore, Witness, AnchorMetrics]:
-    """The parent's witness over its database, with its key (created on first start)."""
+    state: Path,
+    origin: str,
+    db: Database,
+    node: RootNode,
+    *,
+    children: Sequence[ChildConfig],
+    registry: CollectorRegistry,
+) -> ParentWitness:
+    """The parent's witness over its database, with its key (created on first start), following the
+    ``[[child]]`` tables and the node's delegations."""
     logs = ChildLogs.from_config(children)
     store = AnchorStore(db, logs)
     witness = Witness(ensure_witness_key(state, origin).cosigner(), [], store)
     witness.logs = logs
     # Each child's hash (D-064): an SM3 child's checkpoints are checked with SM3, and one declaring
-    # another hash than its [[child]] table says is refused.
-    witness.suites = {c.origin: hash_suite(c.hash) for c in children}
-    return store, witness, AnchorMetrics(registry)
+    # another hash than its [[child]] table (or its delegated policy's log-hash line) says is refused.
+    witness.suites = logs.suites
+    return ParentWitness(store, witness, AnchorMetrics(registry), DelegatedChildren(db, node, logs, witness))

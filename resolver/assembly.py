@@ -336,10 +336,12 @@ def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
         role=role,
         policy_text=policy_text,
     )
-    if cfg.children:
-        # A parent witnesses its child logs and anchors their checkpoints in this log (D-078).
-        parent = anchoring.build(cfg.state, cfg.origin, db, cfg.children, metrics.registry)
-        anchoring.install(app, node, *parent)
+    # A parent witnesses its child logs ([[child]] tables and the nodes it delegated a prefix to) and
+    # anchors their checkpoints in this log (D-078, D-085): every node may delegate, so every node serves it.
+    parent = anchoring.build(
+        cfg.state, cfg.origin, db, node, children=cfg.children, registry=metrics.registry
+    )
+    anchoring.install(app, node, parent)
     # The hot reads as precomputed bytes, in front of FastAPI's routing (resolver.fast_reads).
     app.add_middleware(FastReads, node=node)
     app.state.hooks = Hooks(status, reload, refused=lambda why: metrics.refused.labels(reason=why).inc())

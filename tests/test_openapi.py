@@ -158,16 +158,24 @@ def test_root_answers_match_the_published_schema(node: RootUnderTest) -> None:
     assert api.get(index, index, params={"id": event["epcList"][0]}).json()["proofs"][0]["indices"]
     assert api.get(index, index).status_code == 400
 
+    # Every node may delegate, so every node is a witness of its child logs (D-085): none here.
+    add = routes.WITNESS_ADD_CHECKPOINT
+    assert api.post(add, add, content=b"not a request").status_code == 400
+    own = httpx.get(node.url + routes.CHECKPOINT).content
+    assert api.post(add, add, content=b"old 0\n\n" + own).status_code == 404  # not a child of itself
+    assert api.get(routes.ANCHORS, routes.anchors("stranger.test")).status_code == 404
+
     documented = {(m, p) for p, ops in api.doc["paths"].items() for m in ops}
     assert documented == {(m, p) for m, p, _ in api.checked}, "a documented route was not exercised"
 
 
 def test_no_route_documents_a_422_it_does_not_give(node: RootUnderTest) -> None:
-    """FastAPI's generated 422 validation answer is gone; only the gateway-block and EPCIS capture routes,
-    which do answer 422 (a badly signed block, a tampered event), document one."""
+    """FastAPI's generated 422 validation answer is gone; only the gateway-block, EPCIS capture and
+    add-checkpoint routes, which do answer 422 (a badly signed block, a tampered event, a consistency
+    proof that does not verify), document one."""
     doc = httpx.get(node.url + "/openapi.json").json()
     with_422 = {p for p, ops in doc["paths"].items() for op in ops.values() if "422" in op["responses"]}
-    assert with_422 == {routes.GATEWAY_BLOCKS, routes.EPCIS_CAPTURE}
+    assert with_422 == {routes.GATEWAY_BLOCKS, routes.EPCIS_CAPTURE, routes.WITNESS_ADD_CHECKPOINT}
     assert "HTTPValidationError" not in doc["components"]["schemas"]
 
 
