@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ class SqlitePinStore:
         self.pin_key = pin_key
         self._shared = shared
         self._conn: sqlite3.Connection | None = None
+        self._conn_lock = threading.Lock()
         self._evidence_lock = asyncio.Lock()
 
     def for_log(self, origin: str) -> SqlitePinStore:
@@ -49,9 +51,13 @@ class SqlitePinStore:
             return await self._shared.db(fn)
 
         def call() -> T:
-            if self._conn is None:
-                self._conn = store.connect(self.db_path)
-            return fn(self._conn)
+            # One function at a time on the connection: lookups run in several worker threads, and a
+            # read left open by one while another writes made SQLite answer "database is locked" at
+            # once (a write on a stale WAL snapshot is refused, not waited for).
+            with self._conn_lock:
+                if self._conn is None:
+                    self._conn = store.connect(self.db_path)
+                return fn(self._conn)
 
         return await asyncio.to_thread(call)
 
