@@ -74,6 +74,17 @@ def page(browser: Any, node: RootUnderTest) -> Iterator[Any]:
     context.close()
 
 
+def open_page(browser: Any, node: RootUnderTest, policy: str | None = None, locale: str = "en-US") -> Any:
+    """A fresh browser context on the node's page, ready; ``policy`` replaces the policy the node serves.
+    Close it with ``page.context.close()``."""
+    page = browser.new_context(locale=locale).new_page()
+    if policy is not None:
+        page.route(f"**{routes.POLICY}", lambda route: route.fulfill(status=200, body=policy))
+    page.goto(node.url + routes.WEB_PAGE)
+    page.wait_for_selector("body[data-ready]")
+    return page
+
+
 def resolve(page: Any, identifier: str) -> None:
     page.fill("#identifier", identifier)
     page.click("#go")
@@ -254,16 +265,12 @@ def test_one_witness_listed_under_two_names_cannot_meet_a_quorum(browser: Any, n
     lines = [line for line in text.splitlines() if not line.startswith("quorum ")]
     extra = [f"witness {name}-again {vkey}", f"group twice 2 {name} {name}-again", "quorum twice", ""]
     doubled = "\n".join([*lines, *extra])
-    context = browser.new_context(locale="en-US")
-    page = context.new_page()
-    page.route(f"**{routes.POLICY}", lambda route: route.fulfill(status=200, body=doubled))
-    page.goto(node.url + routes.WEB_PAGE)
-    page.wait_for_selector("body[data-ready]")
+    page = open_page(browser, node, doubled)
     resolve(page, PUMP_ASKED)
     assert page.get_attribute("#verdict", "data-verdict") == "notProven"
     assert statuses(page)["checkPolicy"] == "bad"
     assert "the same public key is listed twice" in reason(page, "checkPolicy")
-    context.close()
+    page.context.close()
 
 
 def test_a_policy_pinning_sm3_refuses_a_sha256_checkpoint(browser: Any, node: RootUnderTest) -> None:
@@ -273,16 +280,12 @@ def test_a_policy_pinning_sm3_refuses_a_sha256_checkpoint(browser: Any, node: Ro
     text = httpx.get(node.url + routes.POLICY).text
     sm3_policy = text.replace("log ", "log-hash sm3 ", 1)
     assert sm3_policy != text
-    context = browser.new_context(locale="en-US")
-    page = context.new_page()
-    page.route(f"**{routes.POLICY}", lambda route: route.fulfill(status=200, body=sm3_policy))
-    page.goto(node.url + routes.WEB_PAGE)
-    page.wait_for_selector("body[data-ready]")
+    page = open_page(browser, node, sm3_policy)
     resolve(page, PUMP_ASKED)
     assert page.get_attribute("#verdict", "data-verdict") == "notProven"
     assert statuses(page)["checkInclusion"] == "bad"
     assert "pins the log's hash as sm3, the checkpoint declares sha256" in reason(page, "checkInclusion")
-    context.close()
+    page.context.close()
 
 
 @pytest.mark.parametrize("needed", [False, True])
@@ -300,11 +303,7 @@ def test_an_sm2_witness_in_the_policy_is_accepted_and_left_to_the_server(
     lines.append(f"witness sm2-witness.test {sm2_witness.vkey()}")
     lines += [f"group both all {name} sm2-witness.test", "quorum both"] if needed else [quorum]
     policy = "\n".join(lines) + "\n"
-    context = browser.new_context(locale="en-US")
-    page = context.new_page()
-    page.route(f"**{routes.POLICY}", lambda route: route.fulfill(status=200, body=policy))
-    page.goto(node.url + routes.WEB_PAGE)
-    page.wait_for_selector("body[data-ready]")
+    page = open_page(browser, node, policy)
     resolve(page, PUMP_ASKED)
     checks = statuses(page)
     assert checks["checkPolicy"] == checks["checkLogSig"] == "ok", reason(page, "checkPolicy")
@@ -314,7 +313,7 @@ def test_an_sm2_witness_in_the_policy_is_accepted_and_left_to_the_server(
         assert page.get_attribute("#verdict", "data-verdict") == "serverOnly"
     else:
         assert page.get_attribute("#verdict", "data-verdict") == "proven"
-    context.close()
+    page.context.close()
 
 
 def test_an_sm2_log_key_in_the_policy_is_left_to_the_server(browser: Any, node: RootUnderTest) -> None:
@@ -325,18 +324,14 @@ def test_an_sm2_log_key_in_the_policy_is_left_to_the_server(browser: Any, node: 
     log_line = next(line for line in text.splitlines() if line.startswith("log "))
     sm2_log = NoteKey.generate(ORIGIN, SIGTYPE_SM2)
     policy = text.replace(log_line, f"log {sm2_log.vkey()}")
-    context = browser.new_context(locale="en-US")
-    page = context.new_page()
-    page.route(f"**{routes.POLICY}", lambda route: route.fulfill(status=200, body=policy))
-    page.goto(node.url + routes.WEB_PAGE)
-    page.wait_for_selector("body[data-ready]")
+    page = open_page(browser, node, policy)
     resolve(page, PUMP_ASKED)
     checks = statuses(page)
     assert checks["checkPolicy"] == "ok", reason(page, "checkPolicy")
     assert checks["checkLogSig"] == "server"
     assert "signature type SM2 cannot be checked in a browser" in reason(page, "checkLogSig")
     assert page.get_attribute("#verdict", "data-verdict") == "serverOnly"
-    context.close()
+    page.context.close()
 
 
 def test_a_checkpoint_older_than_one_already_verified_is_a_rolled_back_view(page: Any) -> None:

@@ -15,7 +15,17 @@ from chain_lite.registry import Value
 from chain_lite.suite import LOG_PROFILES
 from rootclient import routes
 from tests.root_harness import RootUnderTest, running_root
-from tests.test_console import CHROMIUM, INSTALL_HINT, PUMP, PUMP_ASKED, reason, resolve, statuses, sync_api
+from tests.test_console import (
+    CHROMIUM,
+    INSTALL_HINT,
+    PUMP,
+    PUMP_ASKED,
+    open_page,
+    reason,
+    resolve,
+    statuses,
+    sync_api,
+)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=f"no headless Chromium: {INSTALL_HINT}")
 
@@ -46,20 +56,10 @@ def browser(sm_node: RootUnderTest) -> Iterator[Any]:
         chromium.close()
 
 
-def _open(browser: Any, node: RootUnderTest, policy: str | None = None, locale: str = "en-US") -> Any:
-    context = browser.new_context(locale=locale)
-    page = context.new_page()
-    if policy is not None:
-        page.route(f"**{routes.POLICY}", lambda route: route.fulfill(status=200, body=policy))
-    page.goto(node.url + routes.WEB_PAGE)
-    page.wait_for_selector("body[data-ready]")
-    return page
-
-
 def test_an_all_sm_answer_is_checked_by_the_server_only(browser: Any, sm_node: RootUnderTest) -> None:
     """Signature, cosignature, inclusion and map proof are each "server"; the record shown is the asked
     one; the verdict is "checked by the server only", never "proven" (nor "not proven")."""
-    page = _open(browser, sm_node)
+    page = open_page(browser, sm_node)
     resolve(page, PUMP_ASKED)
     assert page.get_attribute("#verdict", "data-verdict") == "serverOnly", page.inner_text("main")
     checks = statuses(page)
@@ -72,7 +72,7 @@ def test_an_all_sm_answer_is_checked_by_the_server_only(browser: Any, sm_node: R
 
 
 def test_the_same_in_chinese(browser: Any, sm_node: RootUnderTest) -> None:
-    page = _open(browser, sm_node, locale="zh-CN")
+    page = open_page(browser, sm_node, locale="zh-CN")
     resolve(page, PUMP_ASKED)
     assert page.get_attribute("#verdict", "data-verdict") == "serverOnly"
     assert "浏览器无法计算：仅由服务器验证" in reason(page, "checkInclusion")
@@ -84,7 +84,7 @@ def test_a_record_for_another_identifier_is_refused_even_unproven(
 ) -> None:
     """What the page can check, it checks: an answer whose record bytes are another identifier's fails
     the map check although its proofs are left to the server."""
-    page = _open(browser, sm_node)
+    page = open_page(browser, sm_node)
     pump = httpx.get(sm_node.url + routes.RESOLVE.replace("{identifier:path}", PUMP)).json()
 
     def swap(route: Any) -> None:
@@ -104,7 +104,7 @@ def test_a_policy_pinning_sha256_refuses_an_sm3_checkpoint(browser: Any, sm_node
     never checked with the wrong hash."""
     text = httpx.get(sm_node.url + routes.POLICY).text
     line = next(x for x in text.splitlines() if x.startswith("log-hash sm3 "))
-    page = _open(
+    page = open_page(
         browser, sm_node, policy=text.replace(line, "log-hash sha256 " + line[len("log-hash sm3 ") :])
     )
     resolve(page, PUMP_ASKED)
