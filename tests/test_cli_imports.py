@@ -63,6 +63,8 @@ def test_the_heavy_commands_are_lazy() -> None:
         "edgeroot.event_commands.run_capture", "edgeroot.trace_commands.run",
         "edgeroot.anchor_commands.run_anchor",
         "edgeroot.evidence_commands.run_export", "edgeroot.evidence_commands.run_verify_bundle",
+        "edgeroot.proof_commands.run_checkpoint", "edgeroot.proof_commands.run_receipt",
+        "edgeroot.proof_commands.run_consistency", "edgeroot.register_commands.run",
     }  # fmt: skip
     assert {name.removeprefix("lazy(").removesuffix(")") for name in lazy} == expected
     for name in expected:
