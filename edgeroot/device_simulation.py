@@ -76,9 +76,10 @@ def _settle(frame: Any, pending: dict[int, bytes], verdicts: dict[str, int], par
     if kind is None:
         return
     counter, _ = parse(frame.body)
-    verdicts[kind] += 1
-    if kind in ("ack", "nack"):
-        pending.pop(counter, None)
+    if kind == "busy":
+        verdicts[kind] += 1
+    elif pending.pop(counter, None) is not None:
+        verdicts[kind] += 1  # a reading's verdict counts once (a resend's second ACK frees nothing)
 
 
 async def simulate_coap(

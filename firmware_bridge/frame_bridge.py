@@ -5,7 +5,14 @@ answered ACK (durable there), NACK (rejected for good, with the reason) or BUSY 
 TIME_REQUEST is answered with TIME; HELLO (identifier and public key) is logged and appended to
 ``hello.jsonl`` in the state directory for the operator to register. Readings are forwarded one at a
 time: sending a device's readings concurrently could let a later counter overtake an earlier one, and
-the gateway would then reject the earlier one as a replay.
+the gateway would then reject the earlier one as a replay. For the same reason, once a device's reading
+is answered BUSY, its later readings (a device sends ahead without waiting for each verdict) are answered
+BUSY too, without being forwarded, until that reading comes back and gets its verdict: the device resends
+its unacknowledged readings in counter order, so they reach the gateway in order. Forwarding them at
+once would store a later counter first and turn the resend of the earlier one into a "replay" NACK, and
+the device would drop a reading the gateway never had. The hold ends when the held reading gets ACK or
+NACK, at a HELLO or a reopened port (the device restarted: what it still holds, it sends again), or after
+:data:`HOLD_RELEASE_S` without the held reading coming back (a device that does not resend; logged).
 
 The port vanishing (device unplugged, USB adapter gone) closes the link; the bridge keeps running,
 retries the port with backoff (1 s doubling to 30 s) and resumes when it returns.
@@ -23,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +52,9 @@ log = logging.getLogger(__name__)
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
 STOP_DEADLINE_S = 10.0
+HOLD_RELEASE_S = 120.0
+"""How long a device's later readings wait for a reading answered BUSY to come back (see the module's
+docstring): far longer than the suggested 5 s resend interval (docs/formats.md §18)."""
 """The whole shutdown's deadline: below ``TimeoutStopSec=15`` of edgeroot-bridge@.service; a reading in
 hand waits at most the forwarder's own timeout (10 s) for its verdict."""
 
@@ -56,6 +67,9 @@ class BridgeStats:
     time_requests: int = 0
     port_opened: int = 0
     port_lost: int = 0
+    held_back: int = 0
+    """Readings answered BUSY unforwarded because an earlier one of their signer was answered BUSY."""
+    holds_expired: int = 0
 
 
 class Bridge:
@@ -67,8 +81,12 @@ class Bridge:
         baudrate: int = 115200,
         state: Path | None = None,
         notifier: Notifier | None = None,
+        hold_release_s: float = HOLD_RELEASE_S,
     ) -> None:
         self.port = port
+        self.hold_release_s = hold_release_s
+        self._held: dict[str, tuple[int, float]] = {}
+        """Per signer: the lowest counter answered BUSY and not settled yet, and when it was last seen."""
         self.forwarder = forwarder
         self.baudrate = baudrate
         self.state = state
@@ -130,6 +148,7 @@ class Bridge:
                 log.warning("serial port %s closed or vanished; waiting for it to return", self.port)
 
     async def _serve(self, link: SerialLink) -> None:
+        self._held.clear()  # a reopened port may have a restarted device behind it
         closed = asyncio.create_task(link.closed.wait())
         stopping = asyncio.create_task(self.stop_event.wait())
         reopen = asyncio.create_task(self.reopen_event.wait())
@@ -163,14 +182,21 @@ class Bridge:
 
     async def _reading(self, link: SerialLink, envelope: bytes) -> None:
         try:
-            counter = decode_envelope(envelope).counter
+            decoded = decode_envelope(envelope)
         except ChainError as exc:
             # Not an envelope at all: say so; the gateway would only quarantine it.
             link.send(FrameType.NACK, counter_body(0, f"malformed: {exc}"))
             self.stats.verdicts["nack"] += 1
             return
+        signer, counter = decoded.signer, decoded.counter
+        if self._holds_back(signer, counter):
+            link.send(FrameType.BUSY, counter_body(counter))
+            self.stats.verdicts["busy"] += 1
+            self.stats.held_back += 1
+            return
         verdict = await self.forwarder.send(envelope)
         self.stats.verdicts[verdict.kind] += 1
+        self._settle_hold(signer, counter, verdict.kind)
         if verdict.kind == "ack":
             link.send(FrameType.ACK, counter_body(counter))
         elif verdict.kind == "nack":
@@ -181,6 +207,30 @@ class Bridge:
         else:
             link.send(FrameType.BUSY, counter_body(counter))
             self._warn.warning("busy", "gateway not accepting readings now: %s", verdict.reason)
+
+    def _holds_back(self, signer: str, counter: int) -> bool:
+        """Whether ``counter`` waits (answered BUSY, not forwarded) behind an earlier reading of
+        ``signer`` that was answered BUSY; a hold nobody came back for expires."""
+        held = self._held.get(signer)
+        if held is None or counter <= held[0]:
+            return False
+        if time.monotonic() - held[1] > self.hold_release_s:
+            del self._held[signer]
+            self.stats.holds_expired += 1
+            log.warning(
+                "%s did not resend reading %d within %.0f s of BUSY; forwarding its later readings",
+                signer, held[0], self.hold_release_s,
+            )  # fmt: skip
+            return False
+        return True
+
+    def _settle_hold(self, signer: str, counter: int, kind: str) -> None:
+        held = self._held.get(signer)
+        if kind == "busy":
+            if held is None or counter <= held[0]:
+                self._held[signer] = (counter, time.monotonic())
+        elif held is not None and counter == held[0]:
+            del self._held[signer]
 
     def _hello(self, link: SerialLink, body: bytes) -> None:
         try:
@@ -197,6 +247,7 @@ class Bridge:
             link.send(FrameType.ERROR, f"bad HELLO: {exc}".encode())
             return
         self.stats.hellos += 1
+        self._held.clear()  # the device restarted: it resends what it still holds, in order
         log.info("HELLO from %s on %s (public key %s)", identifier, self.port, key.hex())
         if self.state is not None:
             self.state.mkdir(parents=True, exist_ok=True)
