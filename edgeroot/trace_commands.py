@@ -9,8 +9,10 @@ import contextlib
 from dataclasses import replace
 from typing import Any
 
+from chain_lite.block import parse_block
 from chain_lite.epcis_facts import identifier_key
 from chain_lite.errors import ChainError
+from chain_lite.registry import canonical_identifier
 from edgeroot.gateway_readings import fetch_readings, read_token
 from edgeroot.output import CommandFailed, Reporter
 from edgeroot.pin import forget_hint
@@ -130,8 +132,12 @@ def _readings_lines(found: ReadingsEvidence, indent: str) -> list[str]:
     return out
 
 
-def _lines(node: TraceNode, indent: str = "", evidence: Evidence | None = None) -> list[str]:
+def _lines(
+    node: TraceNode, indent: str = "", evidence: Evidence | None = None, shown: set[int] | None = None
+) -> list[str]:
+    """The tree as text; an event's readings are listed under its first appearance (``shown``)."""
     evidence = {} if evidence is None else evidence
+    shown = set() if shown is None else shown
     found = node.events
     assert found is not None  # trace() fetched every node it returns
     complete = (
@@ -147,11 +153,15 @@ def _lines(node: TraceNode, indent: str = "", evidence: Evidence | None = None) 
             f"{indent}  · #{e.index} {e.facts.event_type} {step} {e.facts.event_time} "
             f"signed by {e.signer} ({e.attributions.get(node.identifier, '?')}, {mark})"
         )
+        if e.index in evidence and e.index in shown:
+            out.append(f"{indent}      (its readings: as above)")
+            continue
+        shown.add(e.index)
         for found_readings in evidence.get(e.index, []):
             out.extend(_readings_lines(found_readings, indent + "      "))
     for via, child in node.children:
         out.append(f"{indent}  └─ via #{via}:")
-        out.extend(_lines(child, indent + "     ", evidence))
+        out.extend(_lines(child, indent + "     ", evidence, shown))
     return out
 
 
@@ -180,15 +190,14 @@ async def _fetch_readings(args: argparse.Namespace, token: str, nodes: Nodes, ev
             if ref.from_ms is None or ref.to_ms is None or all(b.at_root for b in item.blocks):
                 out[index].append(item)
                 continue
-            got = await asyncio.to_thread(
-                fetch_readings,
-                args.gateway,
-                token,
-                ref.device,
-                ref.from_ms,
-                ref.to_ms,
+            # The gateway finds a device's readings by the identifier as the device signs it (the
+            # blocks' counter ranges spell it so); the event's reference is case-folded.
+            signed = {r.signer for b in item.blocks for r in parse_block(b.header).header.counters}
+            device = next((d for d in sorted(signed) if canonical_identifier(d) == ref.device), ref.device)
+            got = await asyncio.to_thread(  # a blocking HTTP client, off the loop
+                fetch_readings, args.gateway, token, device, ref.from_ms, ref.to_ms,
                 token_file=args.token_file,
-            )  # a blocking HTTP client, off the loop
+            )  # fmt: skip
             key = await device_key(nodes, ref.device)
             out[index].append(
                 replace(item, fetched=check_fetched_readings(item, args.gateway, got.readings, key))
