@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import re
 import secrets
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,10 +29,11 @@ from chain_lite.keys import algorithm_of, load_public_pem
 from chain_lite.log_leaf import block_leaf
 from chain_lite.note import SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE
 from edge import store
+from edgeroot.cli import main
 from edgeroot.device import reading
 from edgeroot.mqtt_broker import EmbeddedBroker
 from edgeroot.output import EXIT_INVALID, EXIT_OK, Reporter
-from edgeroot.system import EDGEROOT, GatewayNode, HarnessError, RootNode, System, wait_until
+from edgeroot.system import GatewayNode, HarnessError, RootNode, System, wait_until
 from firmware_bridge.forward import CoapForwarder
 from rootclient import routes
 from rootclient.epcis_trace import EDGEROOT_NS
@@ -74,14 +76,19 @@ class Demo:
         self.console.rule(f"[bold]{title}")
 
     def shell(self, *args: str | Path) -> tuple[int, str]:
-        """Run an ``edgeroot`` command in a child process, as a user would; show it and its output."""
+        """Run an ``edgeroot`` command as a user would type it; show it and its output; its exit code and
+        stdout. It runs in this process (the same ``main``, the same output and exit code as a child
+        process): a child's start-up, Python and the imports, costs more than most commands' own work."""
         self.say(f"[bold]$ edgeroot {self.system.shown(args)}[/bold]")
-        done = subprocess.run(  # noqa: S603 (our own CLI)
-            [*EDGEROOT, *map(str, args)], capture_output=True, text=True, check=False, timeout=60
-        )
-        for line in (done.stdout + done.stderr).strip().splitlines():
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([*map(str, args)])
+            except SystemExit as exc:  # a usage error (argparse)
+                code = exc.code if isinstance(exc.code, int) else 2
+        for line in (out.getvalue() + err.getvalue()).strip().splitlines():
             self.console.print(f"    {line}", markup=False, highlight=False)
-        return done.returncode, done.stdout
+        return code, out.getvalue()
 
 
 def run(args: argparse.Namespace, report: Reporter) -> int:
@@ -192,7 +199,6 @@ def _gateway(demo: Demo, broker: tuple[str, int], alg: str, root: RootNode, plan
         f"[dim]gateway.toml: anchor mode (readings stay here, block headers go to the root), blocks every "
         f"1 s or 50 readings, CoAP ingest on udp/{port}, a readings token (http.token)[/dim]"
     )
-    demo.system.start("gateway")
     demo.say(f"gateway {GATEWAY}: MQTT {broker[0]}:{broker[1]}, CoAP udp/{port}, local API {gateway.http}")
     demo.say(
         f"its policy.txt is the root's only: the devices' keys, registered at {PLANT_ORIGIN}, are found by "
@@ -207,7 +213,9 @@ TOKEN_FILE = "readings.token"  # noqa: S105 (a file name; the token is random pe
 def _bridge(demo: Demo, gateway: GatewayNode) -> str:
     demo.step("4. a serial bridge on a pseudo-terminal pair")
     bridge_end, device_end = demo.system.null_modem()
-    demo.system.start_bridge(bridge_end, state=demo.path("bridge"))
+    demo.system.start_bridge(bridge_end, state=demo.path("bridge"), start=False)
+    demo.system.start_together("gateway", "bridge")  # the bridge needs only its port open to be ready
+    demo.say(f"gateway {GATEWAY} and bridge running")
     demo.say(f"bridge on {bridge_end} → gateway CoAP; the device's end of the cable is {device_end}")
     return device_end
 

@@ -601,10 +601,17 @@ class System:
         return ends
 
     def start_bridge(
-        self, port: str | Path, *, name: str = "bridge", baud: int | None = None, state: Path | None = None
+        self,
+        port: str | Path,
+        *,
+        name: str = "bridge",
+        baud: int | None = None,
+        state: Path | None = None,
+        start: bool = True,
     ) -> Daemon:
         """``bridge run`` on a serial port, forwarding to the gateway's CoAP; returns once the port is open
-        (a serial port flushes what arrived before it was opened, as a real UART would lose it)."""
+        (a serial port flushes what arrived before it was opened, as a real UART would lose it).
+        ``start=False`` only declares it (for :meth:`start_together`)."""
         assert self.gateway is not None, "init_gateway first"
         args: list[str | Path] = ["bridge", "run", "--port", port, "--gateway", self.gateway.coap_url]
         if baud is not None:
@@ -613,7 +620,7 @@ class System:
             args += ["--state", state]
         d = self.daemon(name, *args)
         d.ready = lambda: "open at" in d.this_run()
-        return self.start(name)
+        return self.start(name) if start else d
 
     def simulate(self, name: str, ident: str, where: Sequence[str], *extra: str) -> Daemon:
         """``device simulate`` (a finite process: it exits when it has sent its readings)."""

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,11 +47,19 @@ SUITE_ALGORITHMS = {
 
 def _demo(tmp_path: Path, *extra: str, suite: str = "default") -> dict[str, object]:
     workdir = tmp_path / "demo"
-    done = subprocess.run(
-        [sys.executable, "-m", "edgeroot", "--json", "demo", "--readings", "15", "--dir", str(workdir),
-         "--suite", suite, *extra],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    argv = [sys.executable, "-m", "edgeroot", "--json", "demo", "--readings", "15", "--dir", str(workdir),
+            "--suite", suite, *extra]  # fmt: skip
+    # Its own process group: a demo that runs out of time is killed with every daemon it started, so
+    # none is left to take the next test's broker session or ports.
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:  # fmt: skip
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"the demo did not finish within 120 s:\n{stderr[-4000:]}")
+    done = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     assert _processes_mentioning(str(workdir)) == [], "the demo left processes running"
     result: dict[str, object] = json.loads(done.stdout)
