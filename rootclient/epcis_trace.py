@@ -295,13 +295,12 @@ async def trace(start: str, fetch: Fetch, *, direction: str, depth: int) -> Trac
 
 @dataclass(frozen=True, slots=True)
 class NodeAt:
-    """A node that holds some identifiers' events (or a gateway's blocks): its client, the verifier of
-    its log (``None``: an unverified trace), and the logs (or URLs, unverified) from the trust anchor."""
+    """A node that holds some identifiers' events (or a gateway's blocks): its client and the verifier
+    of its log (``None``: an unverified trace)."""
 
     url: str
     client: AsyncRootClient
     verifier: Verifier | None
-    path: tuple[str, ...]
 
 
 def _foreign(identifier: str) -> bool:
@@ -325,7 +324,7 @@ class Nodes:
         hold: HoldPin | None = None,
         bases: Sequence[str] = (DEFAULT_IDENTIFIER_BASE,),
     ) -> None:
-        self.top = NodeAt(top.base_url, top, verifier, ())
+        self.top = NodeAt(top.base_url, top, verifier)
         self.pins = pins
         self.hold = hold
         self.bases = tuple(bases)
@@ -361,22 +360,22 @@ class Nodes:
         if node is None:
             client = await self.clients.get(last.url)
             child = Verifier(client, self.clients.logs[key], bases=self.bases)
-            node = self._by_log[key] = NodeAt(last.url, client, child, tuple(h.origin for h in hops))
+            node = self._by_log[key] = NodeAt(last.url, client, child)
         return node
 
     async def _hinted(self, identifier: str) -> NodeAt:
-        client, path = self.top.client, [self.top.url]
+        client, hops = self.top.client, 0
         answer = await client.resolve(identifier)
         while isinstance(hint := answer.get("referral"), dict):
             urls = hint.get("urls")
-            if len(path) > MAX_HOPS or not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
+            hops += 1
+            if hops > MAX_HOPS or not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
                 raise ProtocolError(f"the referral of {identifier}", f"cannot be followed: {hint!r:.200}")
             client = await self.clients.get(urls[0])
             answer = await client.resolve(identifier)
-            path.append(urls[0])
         if client is self.top.client:
             return self.top
-        return NodeAt(client.base_url, client, None, tuple(path))
+        return NodeAt(client.base_url, client, None)
 
     async def aclose(self) -> None:
         await self.clients.aclose()

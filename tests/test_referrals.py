@@ -532,7 +532,7 @@ def test_a_trace_from_the_top_verifies_each_event_at_the_node_its_prefix_is_dele
 ) -> None:
     """`trace --verify` at the top with the top's policy only: the part's events are asked of the
     enterprise node, its raw batch's of the secondary node (each found by referral), every event and
-    completeness proof verified under its own log, one pin per log."""
+    completeness proof verified under its own log, one pin per log; without --verify, by the hints."""
     raw, part = "88.123.99/RAW-1", "88.123.99.7/PART-1"
     made = {"type": "ObjectEvent", "eventTime": "2026-11-30T08:00:00Z", "eventTimeZoneOffset": "+00:00",
             "epcList": [identifier_uri(raw, BASE)], "action": "ADD", "bizStep": "commissioning"}  # fmt: skip
@@ -563,3 +563,8 @@ def test_a_trace_from_the_top_verifies_each_event_at_the_node_its_prefix_is_dele
     assert came_from["complete_as_of"] is not None
     for node in hierarchy.nodes:
         assert json.loads(pin_file(node.origin, config).read_text())["origin"] == node.origin
+    # Without --verify the answers' referral hints lead to the same nodes, and the tree says unverified.
+    assert main(["trace", identifier_uri(part, BASE), "--root", hierarchy.top.url, "--json"]) == 0
+    loose = json.loads(capsys.readouterr().out)["tree"]
+    assert [e["verified"] for e in loose["events"]] == [False]
+    assert [e["signer"] for e in loose["from"][0]["events"]] == ["300:0.na/88.123.99"]
