@@ -321,9 +321,25 @@ def _progress(args: argparse.Namespace, demo: Demo, root: RootNode, gateway: Gat
     return whole
 
 
+def _cosigned_by_parent(plant: RootNode) -> SignedCheckpoint:
+    """The plant's latest checkpoint once its parent has cosigned it. The plant's policy (the one its
+    delegation commits to) requires that cosignature, and a node publishes a checkpoint with the
+    cosignatures that came back in time: on a busy machine the parent's may come a retry later."""
+    name = plant.witness_name
+
+    def cosigned() -> SignedCheckpoint | None:
+        signed = SignedCheckpoint.parse(httpx.get(plant.url + routes.CHECKPOINT, timeout=5).content)
+        return signed if name in {sig.name for sig in signed.note.signatures} else None
+
+    found = wait_until(f"{PLANT_ORIGIN}'s latest checkpoint cosigned by {name}", cosigned, timeout=30)
+    assert found is not None  # wait_until returns only a true value
+    return found
+
+
 def _resolve(demo: Demo, root: RootNode, plant: RootNode) -> bool:
     demo.step("7. resolve a device from the root, proven at each hop")
     ident = DEVICES[0][0]
+    signed = _cosigned_by_parent(plant)
     code, out = demo.shell("resolve", ident, "--root", root.url, "--verify", "--policy", root.policy_path,
                            "--config-dir", demo.path("client"))  # fmt: skip
     hops = f"PROVEN via {PREFIX} → {PLANT}: {ident}" in out
@@ -331,7 +347,6 @@ def _resolve(demo: Demo, root: RootNode, plant: RootNode) -> bool:
     demo.facts["hop_chain_proven"] = code == 0 and hops
     demo.say("the plant's node is anchored in the root's log: the root cosigned its checkpoint and logged it")
     # The plant's checkpoint that its parent cosigned, once the anchor leaf is in the parent's published log.
-    signed = SignedCheckpoint.parse(httpx.get(plant.url + routes.CHECKPOINT, timeout=5).content)
     size = signed.checkpoint.size
 
     def anchored() -> bool:
@@ -485,6 +500,7 @@ def _trace(
     if code != 0:
         demo.facts["trace_verified"] = demo.facts["trace_reaches_oven_readings"] = False
         return False
+    _cosigned_by_parent(plant)
     code, out = demo.shell(
         "trace", identifier_uri(product, DEFAULT_IDENTIFIER_BASE), "--root", root.url, "--verify",
         "--policy", root.policy_path, "--config-dir", demo.path("client"),

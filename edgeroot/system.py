@@ -500,7 +500,7 @@ class System:
                  "--witness", f"{parent.url}={cosigner.vkey()}")  # fmt: skip
         self.daemon(name, "root", "run", "--state", self.path(name), "--listen", f"127.0.0.1:{port}",
                     ready=lambda: _answer(url + routes.CHECKPOINT, (200,)))  # fmt: skip
-        return RootNode(url, port, self.path(name), origin, prefix, parent.witness_name, parent.url, None)
+        return RootNode(url, port, self.path(name), origin, prefix, cosigner.name, parent.url, None)
 
     def delegate(self, parent: RootNode, child: RootNode) -> None:
         """``register prefix --node --node-policy``: ``parent``'s admin delegates ``child.prefix`` to it."""
