@@ -1,13 +1,18 @@
 """``edgeroot demo``: the whole system on this machine, in a temporary directory, in under a minute.
 
-A witness and a root node (SQLite), an MQTT broker (mosquitto when installed, else the embedded amqtt
-broker; ``--mqtt HOST:PORT`` for one of your own), a gateway with MQTT and CoAP ingest, a serial bridge
-on a pseudo-terminal pair, and three simulated devices: one on MQTT, one on CoAP, one on the serial
-line. Every part is the real ``edgeroot`` command in its own process, configured the way an operator
-would. Progress is shown live; then a device is resolved with ``--verify``, one reading's place in a
-block and that block's receipt are verified by the CLI, and a tampered reading is refused. Everything
-is stopped and removed at the end (``--dir`` keeps the files). ``--suite sm`` runs it all on the 国密
-algorithms: SM2 devices, gateway, log key and witness, SM3 for the log, the map and the blocks.
+A witness and a root node serving 88.123 (SQLite); the plant's enterprise node, to which the root
+delegates 88.123.99 and whose checkpoints it anchors; an MQTT broker (mosquitto when installed, else the
+embedded amqtt broker; ``--mqtt HOST:PORT`` for one of your own); a gateway registered at the root, whose
+policy is the root's only, with MQTT and CoAP ingest, in anchor mode with a readings token; a serial
+bridge on a pseudo-terminal pair; and three simulated devices registered at the plant's node: the oven
+on MQTT, one on CoAP, one on the serial line. Every part is the real ``edgeroot`` command in its own
+process, configured the way an operator would. Progress is shown live; then a device is resolved from
+the root with ``--verify`` (each hop of the referral proven) and the plant's checkpoint proven anchored,
+one reading's place in a block and that block's receipt are verified, a tampered reading is refused,
+and a product is traced back with ``--verify`` to the oven readings that cured it (fetched from the
+gateway with its token). Everything is stopped and removed at the end (``--dir`` keeps the files).
+``--suite sm`` runs it all on the 国密 algorithms: SM2 devices, gateway, log keys and witness, SM3 for
+the logs, the maps and the blocks (the root's cosignature on the plant's checkpoints stays Ed25519).
 """
 
 from __future__ import annotations

@@ -335,7 +335,13 @@ def run_simulate(args: argparse.Namespace, report: Reporter) -> int:
     elif args.ack_topic is not None:
         result = asyncio.run(
             simulate_mqtt_end_to_end(
-                args.mqtt, signer, counters, args.rate, args.ack_topic, args.resend_after, args.wait,
+                args.mqtt,
+                signer,
+                counters,
+                args.rate,
+                args.ack_topic,
+                args.resend_after,
+                args.wait,
                 args.batch,
             )
         )

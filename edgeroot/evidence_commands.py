@@ -12,11 +12,8 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from chain_lite.block import parse_block
@@ -38,6 +35,7 @@ from chain_lite.evidence import (
 from chain_lite.identifier import normalize
 from chain_lite.policy import Policy
 from chain_lite.receipt import Receipt
+from edgeroot.gateway_readings import GatewayReadings, fetch_readings, read_token
 from edgeroot.output import CommandFailed, Reporter
 from edgeroot.verify import read_policy
 from rootclient import codecs
@@ -45,17 +43,6 @@ from rootclient.client import RootClient
 from rootclient.errors import ClientError, ProtocolError
 from runtime.clock import parse_instant_ms
 from runtime.keyfiles import read_bytes
-
-READINGS_ROUTE = "/v1/readings"
-PAGE = 1000
-
-
-@dataclass
-class _Fetched:
-    """What the gateway answered, all pages together."""
-
-    readings: list[dict[str, Any]]
-    blocks: dict[int, dict[str, Any]]
 
 
 def _b64(value: object, what: str) -> bytes:
@@ -65,43 +52,6 @@ def _b64(value: object, what: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except binascii.Error as exc:
         raise CommandFailed(f"the gateway's answer: {what} is not base64") from exc
-
-
-def _fetch(  # noqa: PLR0917 (the query's parts)
-    args: argparse.Namespace, progress: Progress, token: str, device: str, from_ms: int, to_ms: int
-) -> _Fetched:
-    """Every page of ``GET /v1/readings``."""
-    fetched = _Fetched([], {})
-    headers = {"Authorization": f"Bearer {token}"}
-    params: dict[str, str | int] = {"device": device, "from": from_ms, "to": to_ms, "limit": PAGE}
-    with httpx.Client(base_url=args.gateway.rstrip("/"), timeout=60.0) as http:
-        task = progress.add_task("fetching readings", total=None)
-        while True:
-            try:
-                answer = http.get(READINGS_ROUTE, params=params, headers=headers)
-            except httpx.HTTPError as exc:
-                raise CommandFailed(f"cannot reach the gateway {args.gateway}: {exc}") from exc
-            if answer.status_code == 401:
-                raise CommandFailed(f"the gateway refused the token in {args.token_file} (401)")
-            try:
-                body = answer.json()
-            except ValueError as exc:
-                raise CommandFailed(f"the gateway answered {answer.status_code}, not JSON") from exc
-            if answer.status_code != 200 or not isinstance(body, dict):
-                message = body.get("message") if isinstance(body, dict) else None
-                raise CommandFailed(
-                    f"the gateway answered {answer.status_code}: {message or answer.text[:200]}"
-                )
-            try:
-                fetched.readings += list(body.get("readings") or [])
-                for block in body.get("blocks") or []:
-                    fetched.blocks[int(block["height"])] = block
-            except (AttributeError, KeyError, TypeError, ValueError) as exc:
-                raise CommandFailed(f"the gateway's answer is malformed: {type(exc).__name__} {exc}") from exc
-            progress.update(task, completed=len(fetched.readings))
-            if body.get("next") is None:
-                return fetched
-            params["after"] = body["next"]
 
 
 class _Writer:
@@ -123,9 +73,7 @@ class _Writer:
 
 
 def run_export(args: argparse.Namespace, report: Reporter) -> int:
-    token = read_bytes(args.token_file, "token file").decode(errors="replace").strip()
-    if not token:
-        raise CommandFailed(f"{args.token_file} is empty")
+    token = read_token(args.token_file)
     try:
         device = normalize(args.device)
         from_ms, to_ms = parse_instant_ms(args.from_), parse_instant_ms(args.to)
@@ -140,7 +88,11 @@ def run_export(args: argparse.Namespace, report: Reporter) -> int:
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True, disable=args.json
     )
     with progress:
-        fetched = _fetch(args, progress, token, device, from_ms, to_ms)
+        task = progress.add_task("fetching readings", total=None)
+        fetched = fetch_readings(
+            args.gateway, token, device, from_ms, to_ms, token_file=args.token_file,
+            on_page=lambda n: progress.update(task, completed=n),
+        )  # fmt: skip
         try:
             return _export(args, report, progress, fetched, (device, from_ms, to_ms))
         except (
@@ -156,7 +108,7 @@ def _export(  # noqa: PLR0915 (one export, step by step)
     args: argparse.Namespace,
     report: Reporter,
     progress: Progress,
-    fetched: _Fetched,
+    fetched: GatewayReadings,
     window: tuple[str, int, int],
 ) -> int:
     device, from_ms, to_ms = window

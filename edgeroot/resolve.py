@@ -263,4 +263,3 @@ def _verify_as_of(
             "ask that node with its own policy and log size"
         )
     return result
-

@@ -183,12 +183,19 @@ class Daemon:
     log_start: int = 0  # where this run's lines begin in the log (a restart appends)
 
     def start(self, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
+        self.launch(env)
+        self.wait_ready(timeout)
+
+    def launch(self, env: Mapping[str, str] | None = None) -> None:
+        """Start the process without waiting for it to be ready (:meth:`wait_ready`)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(  # noqa: S603 (our own CLI)
                 [*EDGEROOT, *self.args], stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env
             )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
         if self.ready is not None:
             wait_until(f"{self.name} ready", self.ready, timeout=timeout, check=self.check)
 
@@ -386,6 +393,14 @@ class System:
         d.start(env, timeout)
         return d
 
+    def start_together(self, *names: str, timeout: float = 30.0) -> None:
+        """Start several declared processes at once (their start-ups overlap: Python's imports take most
+        of a second each), then wait until each is ready."""
+        for name in names:
+            self.daemons[name].launch()
+        for name in names:
+            self.daemons[name].wait_ready(timeout)
+
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         return self.daemons[name].stop(sig, timeout)
 
@@ -468,6 +483,30 @@ class System:
         self.start("root", timeout=timeout)
         return self.root
 
+    def init_child_root(
+        self, name: str, origin: str, prefix: str, *, parent: RootNode, suite: str = "default"
+    ) -> RootNode:
+        """``root init --parent`` of a node serving ``prefix`` under ``parent`` (a secondary or enterprise
+        node, issue 14), state in ``NAME/``, cosigned by its parent (the parent's witness key, made here
+        if the parent has not started yet) so that the parent anchors its log; declares the ``NAME``
+        daemon (not started). The parent delegates ``prefix`` to it with :meth:`delegate`."""
+        from resolver.anchoring import ensure_witness_key  # noqa: PLC0415 (only for a hierarchy)
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cosigner = ensure_witness_key(parent.state, parent.origin)
+        self.cli("root", "init", "--state", self.path(name), "--origin", origin, "--prefix", prefix,
+                 "--suite", suite, "--parent", parent.url,
+                 "--witness", f"{parent.url}={cosigner.vkey()}")  # fmt: skip
+        self.daemon(name, "root", "run", "--state", self.path(name), "--listen", f"127.0.0.1:{port}",
+                    ready=lambda: _answer(url + routes.CHECKPOINT, (200,)))  # fmt: skip
+        return RootNode(url, port, self.path(name), origin, prefix, cosigner.name, parent.url, None)
+
+    def delegate(self, parent: RootNode, child: RootNode) -> None:
+        """``register prefix --node --node-policy``: ``parent``'s admin delegates ``child.prefix`` to it."""
+        self.cli("register", "prefix", child.prefix, "--root", parent.url, "--key", parent.admin_key,
+                 "--node", child.url, "--node-policy", child.policy_path)  # fmt: skip
+
     # --- MQTT broker -------------------------------------------------------------------------------------
 
     def start_broker(
@@ -511,13 +550,16 @@ class System:
         settings: Overrides | None = None,
         device_alg: str = "p256",
         gateway_alg: str = "p256",
+        devices_at: tuple[RootNode, Path] | None = None,
     ) -> GatewayNode:
         """``gateway init``, the gateway and each device (a new key) registered at the root with
         ``admin_key``, its configuration set (local API port, a CoAP connector, ``settings``); declares
         the ``gateway`` daemon (not started). ``provision_locally`` also lists the devices' keys in
         gateway.toml (works offline) instead of leaving the gateway to fetch them from the registry.
         ``device_alg`` is the devices' ``keygen --alg`` (``sm2``: 国密 devices on this gateway),
-        ``gateway_alg`` the ``gateway init --alg`` of the key that signs its blocks."""
+        ``gateway_alg`` the ``gateway init --alg`` of the key that signs its blocks. ``devices_at`` (a node
+        and its prefix admin's key) registers the devices at another node than the gateway's root (a
+        node its root delegated their prefix to: the gateway finds their keys by referral)."""
         assert self.root is not None, "init_root first"
         state = self.path("gateway")
         self.cli("gateway", "init", "--state", state, "--root", self.root.url, "--id", ident,
@@ -529,7 +571,8 @@ class System:
         for device in devices:
             self.cli("keygen", "--kind", "device", "--name", device, "--alg", device_alg,
                      "--out", self.path("keys"))  # fmt: skip
-            self.cli("register", "device", device, "--root", self.root.url, "--key", admin_key,
+            at, key = devices_at or (self.root, admin_key)
+            self.cli("register", "device", device, "--root", at.url, "--key", key,
                      "--pub", self.path("keys", f"{file_stem(device)}.pub"))  # fmt: skip
             keys[device] = self.path("keys", f"{file_stem(device)}.key")
         http_port, coap_port = free_port(), free_port()
@@ -558,10 +601,17 @@ class System:
         return ends
 
     def start_bridge(
-        self, port: str | Path, *, name: str = "bridge", baud: int | None = None, state: Path | None = None
+        self,
+        port: str | Path,
+        *,
+        name: str = "bridge",
+        baud: int | None = None,
+        state: Path | None = None,
+        start: bool = True,
     ) -> Daemon:
         """``bridge run`` on a serial port, forwarding to the gateway's CoAP; returns once the port is open
-        (a serial port flushes what arrived before it was opened, as a real UART would lose it)."""
+        (a serial port flushes what arrived before it was opened, as a real UART would lose it).
+        ``start=False`` only declares it (for :meth:`start_together`)."""
         assert self.gateway is not None, "init_gateway first"
         args: list[str | Path] = ["bridge", "run", "--port", port, "--gateway", self.gateway.coap_url]
         if baud is not None:
@@ -570,7 +620,7 @@ class System:
             args += ["--state", state]
         d = self.daemon(name, *args)
         d.ready = lambda: "open at" in d.this_run()
-        return self.start(name)
+        return self.start(name) if start else d
 
     def simulate(self, name: str, ident: str, where: Sequence[str], *extra: str) -> Daemon:
         """``device simulate`` (a finite process: it exits when it has sent its readings)."""

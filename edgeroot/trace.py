@@ -1,4 +1,9 @@
-"""``edgeroot trace ID --root URL [--verify --policy P] [--back|--forward] [--depth N]``: a genealogy."""
+"""``edgeroot trace ID --root URL [--verify --policy P] [--back|--forward] [--depth N]``: a genealogy.
+
+The events of identifiers whose prefix is delegated to another node are asked of that node, found from
+``--root`` by referral with proofs (D-100). ``--gateway URL --token-file F`` also fetches the readings
+that stay at that gateway (anchor mode) behind the events' windows, each checked against its block
+(D-101)."""
 
 from __future__ import annotations
 
@@ -26,4 +31,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--depth", type=int, default=10, help="at most this many hops (default 10)")
     p.add_argument("--base", default=DEFAULT_IDENTIFIER_BASE, help="the network's identifier base (D-068)")
     p.add_argument("--config-dir", type=Path, help="where pins are kept")
+    p.add_argument(
+        "--gateway", metavar="URL",
+        help="a gateway's local API: the readings its blocks keep at the gateway (anchor mode) are fetched "
+        "from it with --token-file and checked against the blocks the trace verified",
+    )  # fmt: skip
+    p.add_argument("--token-file", type=Path, help="the gateway's readings token (http.token), for --gateway")
     p.set_defaults(run=lazy("edgeroot.trace_commands", "run"), direction="back")

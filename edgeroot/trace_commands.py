@@ -4,26 +4,34 @@ proof with the pinned light client (:mod:`rootclient.epcis_trace`)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+from dataclasses import replace
 from typing import Any
 
+from chain_lite.block import parse_block
 from chain_lite.epcis_facts import identifier_key
 from chain_lite.errors import ChainError
+from chain_lite.registry import canonical_identifier
+from edgeroot.gateway_readings import fetch_readings, read_token
 from edgeroot.output import CommandFailed, Reporter
 from edgeroot.pin import forget_hint
 from edgeroot.verify import read_policy
-from rootclient.client import AsyncRootClient, RootClient
+from rootclient.client import AsyncRootClient, HoldPin, PinStoreFor, RootClient
 from rootclient.epcis_trace import (
-    IdentifierEvents,
+    Nodes,
     ReadingsEvidence,
     TraceNode,
     Verifier,
+    check_fetched_readings,
+    device_key,
     evidence_of,
-    fetch_events_for,
+    fetch_across,
     trace,
 )
 from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
 from rootclient.pin_file import FilePinStore
-from rootclient.pinned_log import PinnedLog
+from rootclient.pinned_log import PinnedLog, PinStore
 
 Evidence = dict[int, list[ReadingsEvidence]]
 """Log index of an event → the readings it points at, with the blocks that commit to them."""
@@ -31,12 +39,25 @@ Evidence = dict[int, list[ReadingsEvidence]]
 
 def readings_json(found: ReadingsEvidence) -> dict[str, Any]:
     ref = found.ref
+    got = found.fetched
+    fetched = None
+    if got is not None:
+        fetched = {
+            "gateway_url": got.gateway_url,
+            "readings": got.fetched,
+            "verified": got.verified,
+            "in_other_blocks": got.elsewhere,
+            "min": min(got.values, default=None),
+            "max": max(got.values, default=None),
+            "unit": got.unit,
+        }
     return {
         "device": ref.device,
         "gateway": ref.gateway,
         "from_ms": ref.from_ms,
         "to_ms": ref.to_ms,
         "note": found.note,
+        "fetched": fetched,
         "blocks": [
             {
                 "height": b.height,
@@ -95,11 +116,28 @@ def _readings_lines(found: ReadingsEvidence, indent: str) -> list[str]:
         logged = f"log #{b.log_index}" if b.log_index is not None else "not yet logged"
         count = f"{b.device_readings} reading(s) of the device"
         out.append(f"{indent}  block {b.height} ({logged}, {count}, {where}, {mark})")
+    got = found.fetched
+    if got is not None:
+        checked = (
+            "signed by the device (key proven) and in its logged block"
+            if found.blocks[0].verified
+            else ("in its block (unverified trace: signatures not checked)")
+        )
+        span = f": {min(got.values):g} to {max(got.values):g} {got.unit or ''}".rstrip() if got.values else ""
+        other = f"; {got.elsewhere} in blocks outside the window, not judged" if got.elsewhere else ""
+        out.append(
+            f"{indent}  fetched from the gateway {got.gateway_url} (token): {got.verified} of {got.fetched} "
+            f"reading(s) each {checked}{span}{other}"
+        )
     return out
 
 
-def _lines(node: TraceNode, indent: str = "", evidence: Evidence | None = None) -> list[str]:
+def _lines(
+    node: TraceNode, indent: str = "", evidence: Evidence | None = None, shown: set[int] | None = None
+) -> list[str]:
+    """The tree as text; an event's readings are listed under its first appearance (``shown``)."""
     evidence = {} if evidence is None else evidence
+    shown = set() if shown is None else shown
     found = node.events
     assert found is not None  # trace() fetched every node it returns
     complete = (
@@ -115,11 +153,55 @@ def _lines(node: TraceNode, indent: str = "", evidence: Evidence | None = None) 
             f"{indent}  · #{e.index} {e.facts.event_type} {step} {e.facts.event_time} "
             f"signed by {e.signer} ({e.attributions.get(node.identifier, '?')}, {mark})"
         )
+        if e.index in evidence and e.index in shown:
+            out.append(f"{indent}      (its readings: as above)")
+            continue
+        shown.add(e.index)
         for found_readings in evidence.get(e.index, []):
             out.extend(_readings_lines(found_readings, indent + "      "))
     for via, child in node.children:
         out.append(f"{indent}  └─ via #{via}:")
-        out.extend(_lines(child, indent + "     ", evidence))
+        out.extend(_lines(child, indent + "     ", evidence, shown))
+    return out
+
+
+def _pin_files(origin: str, args: argparse.Namespace) -> tuple[PinStoreFor, HoldPin]:
+    """One pin file per log; the trust anchor's is held for the whole trace (``run``), each other
+    log's while it is judged."""
+
+    def pins(log: str) -> PinStore:
+        return FilePinStore(log, args.config_dir)
+
+    def hold(pin: PinStore) -> contextlib.AbstractContextManager[object]:
+        assert isinstance(pin, FilePinStore)
+        return contextlib.nullcontext() if pin.origin == origin else pin.locked()
+
+    return pins, hold
+
+
+async def _fetch_readings(args: argparse.Namespace, token: str, nodes: Nodes, evidence: Evidence) -> Evidence:
+    """Each window with blocks that keep their readings at the gateway, fetched from ``--gateway`` and
+    judged against the blocks the trace verified (:func:`check_fetched_readings`)."""
+    out: Evidence = {}
+    for index, found in evidence.items():
+        out[index] = []
+        for item in found:
+            ref = item.ref
+            if ref.from_ms is None or ref.to_ms is None or all(b.at_root for b in item.blocks):
+                out[index].append(item)
+                continue
+            # The gateway finds a device's readings by the identifier as the device signs it (the
+            # blocks' counter ranges spell it so); the event's reference is case-folded.
+            signed = {r.signer for b in item.blocks for r in parse_block(b.header).header.counters}
+            device = next((d for d in sorted(signed) if canonical_identifier(d) == ref.device), ref.device)
+            got = await asyncio.to_thread(  # a blocking HTTP client, off the loop
+                fetch_readings, args.gateway, token, device, ref.from_ms, ref.to_ms,
+                token_file=args.token_file,
+            )  # fmt: skip
+            key = await device_key(nodes, ref.device)
+            out[index].append(
+                replace(item, fetched=check_fetched_readings(item, args.gateway, got.readings, key))
+            )
     return out
 
 
@@ -128,6 +210,9 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
         raise CommandFailed("--verify needs --policy FILE (the trust policy of the node)")
     if args.depth < 0:
         raise CommandFailed("--depth must be 0 or more")
+    if (args.gateway is None) != (args.token_file is None):
+        raise CommandFailed("--gateway URL and --token-file FILE go together")
+    token = read_token(args.token_file) if args.token_file is not None else None
     policy = read_policy(args.policy) if args.verify else None
     try:
         start = identifier_key(args.identifier, [args.base])
@@ -142,14 +227,18 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
             if policy is not None and store is not None:
                 pinned = await PinnedLog.open(policy, origin, aio, store)
                 verifier = Verifier(aio, pinned, bases=[args.base])
-
-            async def fetch(identifiers: list[str]) -> dict[str, IdentifierEvents]:
-                # One root today; a federated hop picks the node for each identifier here.
-                return await fetch_events_for(aio, identifiers, verifier, [args.base])
-
-            tree = await trace(start, fetch, direction=args.direction, depth=args.depth)
-            # The readings behind the events (sensorElementList), their blocks checked under the same policy.
-            return tree, await evidence_of(aio, tree, verifier, [args.base])
+            pins, hold = _pin_files(origin, args)
+            nodes = Nodes(aio, verifier, pins=pins, hold=hold, bases=[args.base])
+            try:
+                tree = await trace(start, fetch_across(nodes), direction=args.direction, depth=args.depth)
+                # The readings behind the events (sensorElementList): their blocks checked under the
+                # policy of the node that logged them, and with --gateway the readings themselves.
+                evidence = await evidence_of(tree, nodes)
+                if token is not None:
+                    evidence = await _fetch_readings(args, token, nodes, evidence)
+                return tree, evidence
+            finally:
+                await nodes.aclose()
 
         try:
             if store is not None:

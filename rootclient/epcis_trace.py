@@ -23,8 +23,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chain_lite.block import open_block, parse_block
+from chain_lite import b64
+from chain_lite.block import open_block, parse_block, verify_reading
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.envelope import decode_envelope, open_envelope, resolve
 from chain_lite.epcis import namespaces_of
 from chain_lite.epcis_capture import (
     IncompleteIndex,
@@ -45,8 +47,9 @@ from chain_lite.merkle import leaf_hash
 from chain_lite.policy import VerifiedCheckpoint
 from chain_lite.receipt import check_inclusion
 from chain_lite.registry import canonical_identifier
-from rootclient.client import AsyncRootClient
+from rootclient.client import MAX_HOPS, AsyncRootClient, HoldPin, NodeClients, PinStoreFor, resolve_referrals
 from rootclient.codecs import EPCIS_NAMESPACE, EventsPage, ShownEvent, WindowBlock, resolution_from_json
+from rootclient.errors import ProtocolError
 from rootclient.pinned_log import Older, PinnedLog
 from runtime.clock import parse_instant_ms
 
@@ -287,6 +290,114 @@ async def trace(start: str, fetch: Fetch, *, direction: str, depth: int) -> Trac
     return root
 
 
+# --- which node answers (issue 14: a hop to another node is one more step of the loop, D-100) -------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAt:
+    """A node that holds some identifiers' events (or a gateway's blocks): its client and the verifier
+    of its log (``None``: an unverified trace)."""
+
+    url: str
+    client: AsyncRootClient
+    verifier: Verifier | None
+
+
+def _foreign(identifier: str) -> bool:
+    """A comparison key that is not an edgeroot identifier (a GS1 Digital Link, another URI)."""
+    return "/" not in identifier or ":" in identifier.partition("/")[0]
+
+
+class Nodes:
+    """The node responsible for an identifier: the one its prefix is delegated to, found from the trust
+    anchor by following referrals (:func:`rootclient.client.resolve_referrals`: proofs at every hop,
+    one pin per log, each child's answers judged under the policy its delegation commits to), or
+    without a verifier by the answers' unverified referral hints. Foreign identifiers are asked of the
+    trust anchor. Each prefix is followed once; each log has one :class:`Verifier`."""
+
+    def __init__(
+        self,
+        top: AsyncRootClient,
+        verifier: Verifier | None,
+        *,
+        pins: PinStoreFor | None = None,
+        hold: HoldPin | None = None,
+        bases: Sequence[str] = (DEFAULT_IDENTIFIER_BASE,),
+    ) -> None:
+        self.top = NodeAt(top.base_url, top, verifier)
+        self.pins = pins
+        self.hold = hold
+        self.bases = tuple(bases)
+        self.clients = NodeClients()
+        self._by_prefix: dict[str, NodeAt] = {}
+        self._by_log: dict[tuple[str, str, str], NodeAt] = {}
+        if verifier is not None:  # the trust anchor's pinned log is the verifier's, not a second one
+            self.clients.logs[(verifier.pinned.origin, top.base_url, "")] = verifier.pinned
+
+    async def of(self, identifier: str) -> NodeAt:
+        if _foreign(identifier):
+            return self.top
+        prefix = identifier.partition("/")[0]
+        hit = self._by_prefix.get(prefix)
+        if hit is None:
+            hit = await (self._hinted(identifier) if self.top.verifier is None else self._proven(identifier))
+            self._by_prefix[prefix] = hit
+        return hit
+
+    async def _proven(self, identifier: str) -> NodeAt:
+        verifier = self.top.verifier
+        assert verifier is not None
+        assert self.pins is not None
+        hops = await resolve_referrals(
+            self.top.client, identifier, verifier.pinned.policy, self.pins, hold=self.hold, nodes=self.clients
+        )
+        if len(hops) == 1:
+            return self.top
+        last, via = hops[-1], hops[-2].referral
+        assert via is not None  # a later hop is reached only through a referral
+        key = (last.origin, last.url, via.policy)
+        node = self._by_log.get(key)
+        if node is None:
+            client = await self.clients.get(last.url)
+            child = Verifier(client, self.clients.logs[key], bases=self.bases)
+            node = self._by_log[key] = NodeAt(last.url, client, child)
+        return node
+
+    async def _hinted(self, identifier: str) -> NodeAt:
+        client, hops = self.top.client, 0
+        answer = await client.resolve(identifier)
+        while isinstance(hint := answer.get("referral"), dict):
+            urls = hint.get("urls")
+            hops += 1
+            if hops > MAX_HOPS or not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
+                raise ProtocolError(f"the referral of {identifier}", f"cannot be followed: {hint!r:.200}")
+            client = await self.clients.get(urls[0])
+            answer = await client.resolve(identifier)
+        if client is self.top.client:
+            return self.top
+        return NodeAt(client.base_url, client, None)
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()
+
+
+def fetch_across(nodes: Nodes) -> Fetch:
+    """The :data:`Fetch` of a trace over many nodes: each level's identifiers asked of the node
+    responsible for each (:class:`Nodes`), with that node's verifier."""
+
+    async def fetch(identifiers: list[str]) -> dict[str, IdentifierEvents]:
+        groups: dict[str, tuple[NodeAt, list[str]]] = {}
+        for identifier in identifiers:
+            node = await nodes.of(identifier)
+            groups.setdefault(node.url, (node, []))[1].append(identifier)
+        found: dict[str, IdentifierEvents] = {}
+        for node, mine in groups.values():
+            found.update(await fetch_events_for(node.client, mine, node.verifier, nodes.bases))
+        return found
+
+    return fetch
+
+
 # --- readings behind an event (issue 15 item 4, D-086) ----------------------------------------------------
 
 EDGEROOT_NS = EPCIS_NAMESPACE
@@ -326,6 +437,26 @@ class EvidenceBlock:
     verified: bool
     """The gateway's signature (key proven from the registry) and the receipt's inclusion in a
     checkpoint the pinned light client accepted."""
+    header: bytes = b""
+    """The gateway-signed header as the root logged it: what readings fetched from the gateway are
+    checked against (:func:`check_fetched_readings`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedReadings:
+    """The readings of an event's window fetched from the gateway that keeps them (anchor mode), with the
+    gateway's bearer token (``GET /v1/readings``, D-072), and what was checked of them (D-101)."""
+
+    gateway_url: str
+    fetched: int
+    """Readings of the device the gateway answered for the window (by arrival time)."""
+    verified: int
+    """Of those, signed by the device (its key proven from the registry) and included in a block the
+    root listed for the window, whose receipt was verified (RFC 6962 proof to the logged header)."""
+    elsewhere: int
+    """In a block the root did not list for the window (a backlog reading signed later): not judged."""
+    values: tuple[float, ...]
+    unit: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +465,8 @@ class ReadingsEvidence:
     blocks: list[EvidenceBlock]
     note: str | None
     """Said plainly when there is nothing to show: no gateway, no blocks in the window, a cut-off."""
+    fetched: FetchedReadings | None = None
+    """The readings themselves, when asked of the gateway (``trace --gateway``)."""
 
 
 def _instant(text: object, what: str) -> int:
@@ -399,18 +532,21 @@ def readings_refs(event: dict[str, Any], bases: Sequence[str]) -> list[ReadingsR
     return refs
 
 
-async def _gateway_key(client: AsyncRootClient, verifier: Verifier, gateway: str) -> PublicKey:
-    cached = verifier.keys.get(f"gateway:{gateway}")
+async def proven_key(client: AsyncRootClient, verifier: Verifier, identifier: str, kind: str) -> PublicKey:
+    """The key of the ``kind`` record (``GATEWAY``, ``DEVICE``) ``identifier``, proven from the registry
+    of ``client``'s node as of a checkpoint ``verifier``'s pinned light client accepts."""
+    cached = verifier.keys.get(f"{kind}:{identifier}")
     if cached is None:
-        proof = resolution_from_json(await client.resolve(gateway))
+        what = "gateway block" if kind == "GATEWAY" else "reading"
+        proof = resolution_from_json(await client.resolve(identifier))
         proven = await verifier.pinned.verify_resolution(proof, older=Older.USE)
         record = proven.proven.record
-        if record is None or not record.has_type("GATEWAY"):
-            raise FormatError("gateway block", f"{gateway} is not a registered gateway")
+        if record is None or not record.has_type(kind):
+            raise FormatError(what, f"{identifier} is not a registered {kind.lower()}")
         cached = record.signing_key()
         if cached is None:
-            raise FormatError("gateway block", f"{gateway} has no HS_PUBKEY value")
-        verifier.keys[f"gateway:{gateway}"] = cached
+            raise FormatError(what, f"{identifier} has no HS_PUBKEY value")
+        verifier.keys[f"{kind}:{identifier}"] = cached
     return cached
 
 
@@ -422,7 +558,7 @@ async def _check_block(client: AsyncRootClient, verifier: Verifier, gateway: str
         raise FormatError("gateway block", f"block {block.height} of {gateway} has no receipt yet")
     verified = await verifier.checkpoint(block.receipt.checkpoint)
     suite = verified.checkpoint.suite
-    key = await _gateway_key(client, verifier, gateway)
+    key = await proven_key(client, verifier, gateway, "GATEWAY")
     signed = open_block(
         block.header, lambda kid: key if canonical_identifier(kid) == gateway else None, suite=suite
     )
@@ -463,6 +599,7 @@ async def readings_evidence(
                     mine,
                     b.receipt_text,
                     verifier is not None,
+                    b.header,
                 )
             )
         if after is None:
@@ -488,13 +625,76 @@ def traced_events(node: TraceNode) -> list[TracedEvent]:
     return [found[i] for i in sorted(found)]
 
 
-async def evidence_of(
-    client: AsyncRootClient, tree: TraceNode, verifier: Verifier | None, bases: Sequence[str]
-) -> dict[int, list[ReadingsEvidence]]:
-    """For each event of ``tree`` that points at readings (log index → its evidence, one per ref)."""
+async def evidence_of(tree: TraceNode, nodes: Nodes) -> dict[int, list[ReadingsEvidence]]:
+    """For each event of ``tree`` that points at readings (log index → its evidence, one per ref), the
+    blocks asked of the node responsible for the gateway (where its blocks are logged)."""
     out: dict[int, list[ReadingsEvidence]] = {}
     for event in traced_events(tree):
-        refs = readings_refs(event.event, bases)
-        if refs:
-            out[event.index] = [await readings_evidence(client, ref, verifier) for ref in refs]
+        refs = readings_refs(event.event, nodes.bases)
+        found = []
+        for ref in refs:
+            node = nodes.top if ref.gateway is None else await nodes.of(ref.gateway)
+            found.append(await readings_evidence(node.client, ref, node.verifier))
+        if found:
+            out[event.index] = found
     return out
+
+
+async def device_key(nodes: Nodes, device: str) -> PublicKey | None:
+    """The device's key proven at the node responsible for it (``None`` for an unverified trace)."""
+    node = await nodes.of(device)
+    return None if node.verifier is None else await proven_key(node.client, node.verifier, device, "DEVICE")
+
+
+def _b64(value: object, what: str) -> bytes:
+    data = b64.decode(value) if isinstance(value, str) else None
+    if data is None:
+        raise FormatError("reading", f"{what} is not canonical base64")
+    return data
+
+
+def check_fetched_readings(
+    found: ReadingsEvidence, gateway_url: str, readings: Sequence[dict[str, Any]], key: PublicKey | None
+) -> FetchedReadings:
+    """Judge what the gateway's ``GET /v1/readings`` answered for ``found``'s window (its ``readings``
+    items: ``envelope``, ``block``, ``index``, ``proof``, base64 as the gateway sends them): each one in a
+    block the root listed (and the trace verified) must be reading ``index`` of that block's logged
+    header (inclusion proof) and signed by the device (``key``, proven; ``None``: not checked, the trace
+    is unverified). Raises :class:`ChainError` naming the first reading that fails: the gateway showed a
+    reading its anchored block does not commit to, or one the device did not sign."""
+    by_height = {b.height: b for b in found.blocks}
+    device = found.ref.device
+    values: list[float] = []
+    units: set[str] = set()
+    verified = elsewhere = 0
+    for n, item in enumerate(readings):
+        try:
+            envelope = _b64(item["envelope"], f"reading {n}'s envelope")
+            height, index = int(item["block"]), int(item["index"])
+            proof = [_b64(h, f"reading {n}'s proof") for h in item.get("proof") or []]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError("reading", f"reading {n} of the gateway's answer is malformed: {exc}") from exc
+        block = by_height.get(height)
+        if block is None or not block.header:
+            elsewhere += 1
+            continue
+        header = parse_block(block.header).header
+        try:
+            verify_reading(header, envelope, index, proof)
+        except ChainError as exc:
+            raise FormatError(
+                "reading", f"reading {index} of block {height}: not in the logged block: {exc}"
+            ) from exc
+        env = decode_envelope(envelope) if key is None else open_envelope(envelope, lambda kid: key)
+        if canonical_identifier(env.signer) != device:
+            raise FormatError(
+                "reading", f"reading {index} of block {height} is signed by {env.signer}, not {device}"
+            )
+        for record in resolve(env.records):
+            if isinstance(record["value"], int | float) and not isinstance(record["value"], bool):
+                values.append(float(record["value"]))
+                if record["unit"] is not None:
+                    units.add(str(record["unit"]))
+        verified += 1
+    unit = units.pop() if len(units) == 1 else None
+    return FetchedReadings(gateway_url, len(readings), verified, elsewhere, tuple(values), unit)

@@ -14,6 +14,8 @@ import pytest
 from pyhandle.handleclient import PyHandleClient
 
 from chain_lite import b64
+from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE as BASE
+from chain_lite.epcis_identifiers import identifier_uri
 from chain_lite.keys import NoteKey, generate_p256, public_der
 from chain_lite.note import SIGTYPE_ED25519
 from chain_lite.registry import Delegation, Record, Value, prefix_handle, pubkey_value
@@ -21,6 +23,7 @@ from edge import store
 from edge.pin_store import SqlitePinStore
 from edge.registry_cache import RegistryCache
 from edgeroot.cli import main
+from edgeroot.event_commands import sign_document
 from edgeroot.resolve import REFERRAL_EXIT
 from resolver import config as root_config
 from resolver.handle_proxy import ReferralFailed, ReferralFollower
@@ -508,3 +511,60 @@ def test_a_child_log_hashing_with_sm3_is_followed_under_its_delegated_policy(
         code, answer = Cli(h, tmp_path / "cfg", capsys).resolve(PUMP)
         assert code == 0, answer
         assert [x["log"] for x in answer["hops"]] == ["top.test", "secondary.test", "enterprise.test"]
+
+
+# --- a trace from the top reaches events logged at the nodes below (D-100) ---------------------------------
+
+
+def _capture(node: RootUnderTest, event: dict[str, Any]) -> None:
+    document = {
+        "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
+        "type": "EPCISDocument", "schemaVersion": "2.0", "creationDate": "2026-11-30T12:00:00.000Z",
+        "epcisBody": {"eventList": [event]},
+    }  # fmt: skip
+    with node.client() as c:
+        c.epcis_capture(sign_document(document, node.admin_signer(), node.origin))
+    node.settle()
+
+
+def test_a_trace_from_the_top_verifies_each_event_at_the_node_its_prefix_is_delegated_to(
+    hierarchy: Hierarchy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`trace --verify` at the top with the top's policy only: the part's events are asked of the
+    enterprise node, its raw batch's of the secondary node (each found by referral), every event and
+    completeness proof verified under its own log, one pin per log; without --verify, by the hints."""
+    raw, part = "88.123.99/RAW-1", "88.123.99.7/PART-1"
+    made = {"type": "ObjectEvent", "eventTime": "2026-11-30T08:00:00Z", "eventTimeZoneOffset": "+00:00",
+            "epcList": [identifier_uri(raw, BASE)], "action": "ADD", "bizStep": "commissioning"}  # fmt: skip
+    turned = {"type": "TransformationEvent", "eventTime": "2026-11-30T09:00:00Z",
+              "eventTimeZoneOffset": "+00:00", "inputEPCList": [identifier_uri(raw, BASE)],
+              "outputEPCList": [identifier_uri(part, BASE)], "bizStep": "commissioning"}  # fmt: skip
+    _capture(hierarchy.secondary, made)
+    _capture(hierarchy.enterprise, turned)
+    config = tmp_path / "pins"
+    argv = ["trace", identifier_uri(part, BASE), "--root", hierarchy.top.url, "--verify",
+            "--policy", str(hierarchy.top.policy_path), "--config-dir", str(config), "--json"]  # fmt: skip
+    code = main(argv)
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 0, answer
+    tree = answer["tree"]
+    [event] = tree["events"]
+    assert (event["signer"], event["verified"], event["attribution"]) == (
+        "300:0.na/88.123.99.7",
+        True,
+        "owner",
+    )
+    assert tree["complete_as_of"] is not None
+    [came_from] = tree["from"]
+    assert came_from["identifier"] == raw.lower()
+    assert [(e["type"], e["signer"], e["verified"]) for e in came_from["events"]] == [
+        ("ObjectEvent", "300:0.na/88.123.99", True)
+    ]
+    assert came_from["complete_as_of"] is not None
+    for node in hierarchy.nodes:
+        assert json.loads(pin_file(node.origin, config).read_text())["origin"] == node.origin
+    # Without --verify the answers' referral hints lead to the same nodes, and the tree says unverified.
+    assert main(["trace", identifier_uri(part, BASE), "--root", hierarchy.top.url, "--json"]) == 0
+    loose = json.loads(capsys.readouterr().out)["tree"]
+    assert [e["verified"] for e in loose["events"]] == [False]
+    assert [e["signer"] for e in loose["from"][0]["events"]] == ["300:0.na/88.123.99"]

@@ -12,16 +12,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 
+from chain_lite import b64, envelope
+from chain_lite.block import GENESIS_PREV, build_header, reading_proof, sign_block
+from chain_lite.cose import CoseSigner
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE
 from chain_lite.epcis_identifiers import identifier_uri
 from chain_lite.errors import ChainError
+from chain_lite.keys import generate_p256
 from chain_lite.registry import canonical_identifier
 from edgeroot.cli import main
 from edgeroot.event_commands import sign_document
 from rootclient.client import AsyncRootClient
-from rootclient.epcis_trace import EDGEROOT_NS, Verifier, _check_block, readings_refs
+from rootclient.epcis_trace import (
+    EDGEROOT_NS,
+    EvidenceBlock,
+    ReadingsEvidence,
+    ReadingsRef,
+    Verifier,
+    _check_block,
+    check_fetched_readings,
+    readings_refs,
+)
 from rootclient.pin_file import FilePinStore
 from rootclient.pinned_log import PinnedLog
 from tests.root_harness import RootUnderTest
@@ -210,3 +224,69 @@ def test_readings_refs_reads_the_window_and_the_gateway_and_names_what_is_wrong(
     assert refs({"deviceID": "urn:epc:id:giai:4000001.111", "time": "2023-11-14T22:13:20Z"}) == []
     assert readings_refs({"sensorElementList": "x"}, [BASE]) == []
     assert readings_refs({"sensorElementList": [7, {"sensorMetadata": []}, {}]}, [BASE]) == []
+
+
+def _gateway_answer(body: list[bytes], height: int) -> list[dict[str, Any]]:
+    """``GET /v1/readings`` items for a block's readings, as the gateway's local API writes them."""
+    return [
+        {"envelope": b64.encode(env), "block": height, "index": i,
+         "proof": [b64.encode(h) for h in reading_proof(body, i)]}
+        for i, env in enumerate(body)
+    ]  # fmt: skip
+
+
+def test_readings_fetched_from_the_gateway_are_checked_against_the_logged_block() -> None:
+    """`trace --gateway` (D-101): each reading the gateway answers must be its logged block's reading at
+    its index and be signed by the device; a reading of a block the root did not list is counted, not
+    judged; a changed reading, a wrong proof or another signer is refused, naming the reading."""
+    device, gateway = CoseSigner(DEVICE, generate_p256()), CoseSigner(GATEWAY, generate_p256())
+    body = [
+        envelope.encode_envelope(
+            device, [{envelope.N: "temp", envelope.U: "Cel", envelope.V: 180.0 + n}], n + 1
+        )
+        for n in range(3)
+    ]
+    header = build_header(GATEWAY, 0, GENESIS_PREV, [envelope.decode_envelope(e) for e in body], T)
+    block = sign_block(header, gateway)
+    ref = ReadingsRef(DEV_ID, GW_ID, T, T + 1)
+    listed = EvidenceBlock(0, T, block.block_id.hex(), 7, False, 3, "receipt", True, block.raw)
+    found = ReadingsEvidence(ref, [listed], None)
+    key = device.public_key
+    answer = _gateway_answer(body, 0)
+
+    got = check_fetched_readings(found, "http://gw", answer, key)
+    assert (got.fetched, got.verified, got.elsewhere, got.values, got.unit) == (
+        3,
+        3,
+        0,
+        (180.0, 181.0, 182.0),
+        "Cel",
+    )
+    later = [{**answer[0], "block": 1}]  # a block the root did not list for the window
+    assert check_fetched_readings(found, "http://gw", [*answer, *later], key).elsewhere == 1
+
+    changed = _tamper_value(body[1])
+    with pytest.raises(ChainError, match="reading 1 of block 0: not in the logged block"):
+        check_fetched_readings(
+            found, "http://gw", [answer[0], {**answer[1], "envelope": b64.encode(changed)}], key
+        )
+    with pytest.raises(ChainError, match="reading 2 of block 0: not in the logged block"):
+        check_fetched_readings(found, "http://gw", [{**answer[2], "proof": answer[1]["proof"]}], key)
+    with pytest.raises(ChainError, match="signature"):  # the device's proven key is not this one
+        check_fetched_readings(found, "http://gw", answer, generate_p256().public_key())
+    other = CoseSigner("88.123.99/OTHER-1", generate_p256())
+    forged = [envelope.encode_envelope(other, [{envelope.N: "temp", envelope.V: 1.0}], 1)]
+    header2 = build_header(GATEWAY, 0, GENESIS_PREV, [envelope.decode_envelope(forged[0])], T)
+    block2 = sign_block(header2, gateway)
+    found2 = ReadingsEvidence(ref, [replace(listed, header=block2.raw)], None)
+    with pytest.raises(ChainError, match=r"signed by 88\.123\.99/OTHER-1, not"):
+        check_fetched_readings(found2, "http://gw", _gateway_answer(forged, 0), None)
+
+
+def _tamper_value(raw: bytes) -> bytes:
+    """The same signed envelope with its value changed (signature untouched)."""
+    tag = cbor2.loads(raw)
+    protected, unprotected, payload, signature = tag.value
+    pack = cbor2.loads(payload)
+    pack[0][envelope.V] = 999.0
+    return cbor2.dumps(cbor2.CBORTag(tag.tag, [protected, unprotected, cbor2.dumps(pack), signature]))
