@@ -56,16 +56,19 @@ def verify_event(  # noqa: PLR0917 (what is shown, where, and the keys to check 
     verified: VerifiedCheckpoint,
     key: PublicKey,
     bases: Sequence[str],
+    *,
+    parsed: SignedCapture | None = None,
 ) -> ProvenEvent:
     """Check a signed capture shown at log ``index`` with an inclusion proof in ``verified`` (a
     checkpoint the caller verified), signed with ``key`` (the signer's key the caller proved, e.g. with
-    :func:`capture_key` over a proven record): inclusion, origin, signature, hash ID."""
+    :func:`capture_key` over a proven record): inclusion, origin, signature, hash ID. ``parsed``: the
+    caller's :func:`parse_capture` of ``raw``, if it has one (parsed once, not twice)."""
     cp = verified.checkpoint
     suite = cp.suite  # the log's hash profile, which the policy checked the checkpoint declares
     verify_inclusion(
         index, cp.size, leaf_hash(epcis_leaf(raw), suite=suite), list(inclusion), cp.root, suite=suite
     )
-    signed = parse_capture(raw)
+    signed = parsed if parsed is not None and parsed.raw == raw else parse_capture(raw)
     if signed.capture.origin != cp.origin:
         raise FormatError(
             "epcis capture", f"signed for node {signed.capture.origin!r}, shown by {cp.origin!r}"

@@ -138,20 +138,18 @@ class Verifier:
         cache_key = (shown.index, shown.signed_capture)
         hit = self._events.get(cache_key)
         if hit is None:
-            signer = parse_capture(shown.signed_capture).signer
+            parsed = parse_capture(shown.signed_capture)
+            signer = parsed.signer
             key_as_of = None
+            raw, index, inclusion = shown.signed_capture, shown.index, shown.inclusion
             try:
                 key = await self.signer_key(signer)
-                proven = verify_event(
-                    shown.signed_capture, shown.index, shown.inclusion, verified, key, self.bases
-                )
+                proven = verify_event(raw, index, inclusion, verified, key, self.bases, parsed=parsed)
             except (SignatureError, NotACaptureKey):
                 # The current record does not hold the key that signed: was it the signer's key when
                 # the event was logged? (A key rotated or revoked since does not unsign the past.)
                 key, key_as_of = await self.signer_key_at(signer, shown.index + 1)
-                proven = verify_event(
-                    shown.signed_capture, shown.index, shown.inclusion, verified, key, self.bases
-                )
+                proven = verify_event(raw, index, inclusion, verified, key, self.bases, parsed=parsed)
             attrs = {m.identifier: proven.attribution_of(m) for m in proven.facts.mentions}
             hit = TracedEvent(proven.index, signer, proven.event, proven.facts, True, attrs, key_as_of)
             self._events[cache_key] = hit
@@ -184,23 +182,34 @@ async def fetch_events_for(
     so the events' pages, as of the same or a later checkpoint, must hold every index it commits to).
     ``identifiers`` are comparison keys (:func:`chain_lite.epcis_facts.identifier_key`); ``bases`` are
     the identifier bases (a verifier's own)."""
-    chunks = _chunks(identifiers)
-    proofs: list[IndexProof] = []
-    if verifier is not None:
-        # Every index proof before any event page: the pages' checkpoint is then never older.
-        for answer in await asyncio.gather(*(client.epcis_index(chunk) for chunk in chunks)):
-            proofs += answer
     gate = asyncio.Semaphore(IN_FLIGHT)
 
-    async def pages_of(chunk: list[str]) -> list[EventsPage]:
+    async def chunk_answers(chunk: list[str]) -> tuple[list[IndexProof], list[EventsPage]]:
+        # The chunk's completeness proofs and its event pages are asked side by side (one round trip,
+        # not two); the pages must be as of the proofs' checkpoint or a later one, so that they hold
+        # every index the proofs commit to: pages that came back older (a checkpoint was published in
+        # between) are asked again, once, now that the proofs' checkpoint is published.
         async with gate:
-            return await client.epcis_events_all({"MATCH_anyEPC": "|".join(chunk)})
+            query = {"MATCH_anyEPC": "|".join(chunk)}
+            if verifier is None:
+                return [], await client.epcis_events_all(query)
+            proofs, pages = await asyncio.gather(client.epcis_index(chunk), client.epcis_events_all(query))
+            if (
+                proofs
+                and min(p.checkpoint.checkpoint.size for p in pages)
+                < proofs[0].receipt.checkpoint.checkpoint.size
+            ):
+                pages = await client.epcis_events_all(query)
+            return proofs, pages
 
+    proofs: list[IndexProof] = []
     events: dict[int, TracedEvent] = {}
     # The node answers the next chunks while this process verifies the ones that arrived (the
     # verification is CPU work on this side; the queries are on the node's).
-    for arriving in asyncio.as_completed([pages_of(chunk) for chunk in chunks]):
-        for page in await arriving:
+    for arriving in asyncio.as_completed([chunk_answers(chunk) for chunk in _chunks(identifiers)]):
+        chunk_proofs, pages = await arriving
+        proofs += chunk_proofs
+        for page in pages:
             if verifier is None:
                 events.update((s.index, _unverified(s, bases)) for s in page.events)
                 continue
