@@ -24,7 +24,7 @@ from chain_lite.epcis_capture import (
     signer_authority,
 )
 from chain_lite.epcis_facts import EventFacts, Mention, event_facts
-from chain_lite.errors import FormatError
+from chain_lite.errors import ChainError, FormatError
 from chain_lite.keys import PublicKey
 from chain_lite.log_leaf import MapHead, parse_leaf
 from chain_lite.merkle import leaf_hash, verify_inclusion
@@ -32,6 +32,16 @@ from chain_lite.policy import VerifiedCheckpoint
 from chain_lite.receipt import Receipt, check_inclusion
 from chain_lite.resolution import StaleMap
 from chain_lite.sparse_map import MapProof, map_key, verify_map_proof
+
+
+class EventNotProven(FormatError):
+    """An event a node showed failed a check (inclusion, signature, hash ID...): names the event by
+    its log index, with the failure as ``cause``."""
+
+    def __init__(self, index: int, cause: ChainError) -> None:
+        super().__init__("epcis event", f"the event at log index {index} does not verify: {cause}")
+        self.index = index
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from chain_lite.epcis_capture import (
 )
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts, event_facts
 from chain_lite.epcis_identifiers import classify, parse_identifier_uri
-from chain_lite.epcis_proof import IndexProof, verify_event, verify_index
+from chain_lite.epcis_proof import EventNotProven, IndexProof, verify_event, verify_index
 from chain_lite.errors import ChainError, FormatError, SignatureError
 from chain_lite.keys import PublicKey
 from chain_lite.log_leaf import block_leaf
@@ -138,18 +138,21 @@ class Verifier:
         cache_key = (shown.index, shown.signed_capture)
         hit = self._events.get(cache_key)
         if hit is None:
-            parsed = parse_capture(shown.signed_capture)
-            signer = parsed.signer
             key_as_of = None
             raw, index, inclusion = shown.signed_capture, shown.index, shown.inclusion
             try:
-                key = await self.signer_key(signer)
-                proven = verify_event(raw, index, inclusion, verified, key, self.bases, parsed=parsed)
-            except (SignatureError, NotACaptureKey):
-                # The current record does not hold the key that signed: was it the signer's key when
-                # the event was logged? (A key rotated or revoked since does not unsign the past.)
-                key, key_as_of = await self.signer_key_at(signer, shown.index + 1)
-                proven = verify_event(raw, index, inclusion, verified, key, self.bases, parsed=parsed)
+                parsed = parse_capture(raw)
+                signer = parsed.signer
+                try:
+                    key = await self.signer_key(signer)
+                    proven = verify_event(raw, index, inclusion, verified, key, self.bases, parsed=parsed)
+                except (SignatureError, NotACaptureKey):
+                    # The current record does not hold the key that signed: was it the signer's key
+                    # when the event was logged? (A key rotated or revoked since does not unsign the past.)
+                    key, key_as_of = await self.signer_key_at(signer, index + 1)
+                    proven = verify_event(raw, index, inclusion, verified, key, self.bases, parsed=parsed)
+            except ChainError as exc:
+                raise EventNotProven(index, exc) from exc  # which event of the page failed, by name
             attrs = {m.identifier: proven.attribution_of(m) for m in proven.facts.mentions}
             hit = TracedEvent(proven.index, signer, proven.event, proven.facts, True, attrs, key_as_of)
             self._events[cache_key] = hit
