@@ -111,24 +111,37 @@ class IndexProof:
     receipt: Receipt
 
 
-def verify_index(proof: IndexProof, verified: VerifiedCheckpoint) -> IndexEntry | None:
+def verify_index(
+    proof: IndexProof, verified: VerifiedCheckpoint, *, head: MapHead | None = None
+) -> IndexEntry | None:
     """Check that ``proof.indices`` is every event of the identifier as of ``verified`` (the receipt's
     checkpoint, verified by the caller): the map head is the checkpoint's last leaf, the entry is in
-    its map (or proven absent), and the indices hash to the entry."""
+    its map (or proven absent), and the indices hash to the entry. ``head``: what
+    :func:`verify_map_head` returned for this proof's map head, receipt and checkpoint (the proofs of
+    one answer share them: checked once, not once per identifier)."""
+    if head is None:
+        head = verify_map_head(proof.map_head, proof.receipt, verified)
     cp = verified.checkpoint
-    rcp = proof.receipt.checkpoint.checkpoint
-    if (rcp.origin, rcp.size, rcp.root) != (cp.origin, cp.size, cp.root):
-        raise FormatError("epcis index proof", "the receipt's checkpoint is not the verified checkpoint")
-    if proof.receipt.index != cp.size - 1:
-        raise StaleMap(proof.receipt.index, cp.size)
     suite = cp.suite
-    check_inclusion(proof.receipt, leaf_hash(proof.map_head, suite=suite), verified)
-    head = parse_leaf(proof.map_head)
-    if not isinstance(head, MapHead) or head.epoch != cp.size:
-        raise FormatError("epcis index proof", "the proven leaf is not the checkpoint's map head")
     value = None if proof.entry is None else suite.digest(proof.entry)
     key = map_key(index_key_name(proof.identifier), suite=suite)
     verify_map_proof(head.root, key, value, MapProof.from_bytes(proof.map_proof), suite=suite)
     if any(i >= cp.size for i in proof.indices):
         raise IncompleteIndex(proof.identifier, "an index lies beyond the checkpoint")
     return check_index(proof.identifier, proof.entry, proof.indices, suite=suite)
+
+
+def verify_map_head(map_head: bytes, receipt: Receipt, verified: VerifiedCheckpoint) -> MapHead:
+    """The map head an index answer is under, checked: ``receipt`` is for ``verified`` (a checkpoint
+    the caller verified) and puts ``map_head`` at its last leaf, the map of that very size."""
+    cp = verified.checkpoint
+    rcp = receipt.checkpoint.checkpoint
+    if (rcp.origin, rcp.size, rcp.root) != (cp.origin, cp.size, cp.root):
+        raise FormatError("epcis index proof", "the receipt's checkpoint is not the verified checkpoint")
+    if receipt.index != cp.size - 1:
+        raise StaleMap(receipt.index, cp.size)
+    check_inclusion(receipt, leaf_hash(map_head, suite=cp.suite), verified)
+    head = parse_leaf(map_head)
+    if not isinstance(head, MapHead) or head.epoch != cp.size:
+        raise FormatError("epcis index proof", "the proven leaf is not the checkpoint's map head")
+    return head

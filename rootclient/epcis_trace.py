@@ -37,10 +37,10 @@ from chain_lite.epcis_capture import (
 )
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts, event_facts
 from chain_lite.epcis_identifiers import classify, parse_identifier_uri
-from chain_lite.epcis_proof import EventNotProven, IndexProof, verify_event, verify_index
+from chain_lite.epcis_proof import EventNotProven, IndexProof, verify_event, verify_index, verify_map_head
 from chain_lite.errors import ChainError, FormatError, SignatureError
 from chain_lite.keys import PublicKey
-from chain_lite.log_leaf import block_leaf
+from chain_lite.log_leaf import MapHead, block_leaf
 from chain_lite.merkle import leaf_hash
 from chain_lite.policy import VerifiedCheckpoint
 from chain_lite.receipt import check_inclusion
@@ -102,6 +102,15 @@ class Verifier:
         self.keys: dict[str, PublicKey] = {} if keys is None else keys
         """Signer keys proven so far (shared by verifiers of one client session: a warm client)."""
         self._events: dict[tuple[int, bytes], TracedEvent] = {}
+        self._map_heads: dict[tuple[bytes, bytes, bytes], MapHead] = {}
+
+    def map_head(self, proof: IndexProof, verified: VerifiedCheckpoint) -> MapHead:
+        """The map head of an index answer, checked once for all the identifiers it proves."""
+        key = (proof.map_head, proof.receipt.to_bytes(), verified.checkpoint.root)
+        head = self._map_heads.get(key)
+        if head is None:
+            head = self._map_heads[key] = verify_map_head(proof.map_head, proof.receipt, verified)
+        return head
 
     async def checkpoint(self, signed: SignedCheckpoint) -> VerifiedCheckpoint:
         note = signed.to_bytes()
@@ -228,7 +237,7 @@ async def fetch_events_for(
     for proof in proofs:
         assert verifier is not None
         verified_index = await verifier.checkpoint(proof.receipt.checkpoint)
-        entry = verify_index(proof, verified_index)
+        entry = verify_index(proof, verified_index, head=verifier.map_head(proof, verified_index))
         size = verified_index.checkpoint.size
         mine = found[proof.identifier].events
         shown_before = [e.index for e in mine if e.index < size]
