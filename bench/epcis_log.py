@@ -100,7 +100,7 @@ def _uri(name: str) -> str:
 
 
 def _published(url: str) -> int:
-    text = httpx.get(url + routes.CHECKPOINT).text
+    text = httpx.get(url + routes.CHECKPOINT, timeout=60).text  # a loaded machine answers late
     return int(text.splitlines()[1])
 
 

@@ -98,6 +98,9 @@ class _AcceptedFacts:
 
 
 _accepted = _AcceptedFacts()
+_checking = threading.Lock()
+"""One document's checks at a time in this process: they are CPU work under one GIL, so two at once
+only contend with each other and with the event loop (which then answered even /checkpoint late)."""
 
 
 def facts_of_leaf(leaf: bytes, bases: Sequence[str]) -> EventFacts:
@@ -203,12 +206,8 @@ def capture(
     signer's key read once in a short read transaction; the write transaction then reads those keys
     again and re-verifies the events of a signer whose key changed in between, so every event is
     logged only under the key its signer holds when it is logged, as when everything ran in one
-    transaction, while the sequencer and other captures are not held up by the checks (D-095)."""
-    try:
-        document = read_capture_document(body, max_events=MAX_EVENTS_PER_CAPTURE)
-        events = document.events
-    except EpcisDocumentError as exc:
-        raise EventInvalid(str(exc)) from exc
+    transaction, while the sequencer and other processes' captures are not held up by the checks;
+    within one process one document is checked at a time (``_checking``, D-095)."""
     keys: dict[str, PublicKey] = {}
 
     def key_of(kid: str) -> PublicKey:
@@ -219,14 +218,19 @@ def capture(
         return key
 
     checked = []
-    for position, event in enumerate(events):
+    with _checking:
         try:
-            checked.append(
-                check_event(event, origin=origin, bases=bases, key_of=key_of, context=document.context)
-            )
-        except ResolverError as exc:
-            exc.message = f"event {position}: {exc.message}"
-            raise
+            document = read_capture_document(body, max_events=MAX_EVENTS_PER_CAPTURE)
+        except EpcisDocumentError as exc:
+            raise EventInvalid(str(exc)) from exc
+        for position, event in enumerate(document.events):
+            try:
+                checked.append(
+                    check_event(event, origin=origin, bases=bases, key_of=key_of, context=document.context)
+                )
+            except ResolverError as exc:
+                exc.message = f"event {position}: {exc.message}"
+                raise
     with db.transaction() as tx:
         _recheck_keys(tx, checked, keys)
         return _queue(tx, checked, now_ms)
