@@ -192,6 +192,19 @@ def namespaces_of(context: object) -> dict[str, str]:
     return found
 
 
+def prefixes_only_in(context: object, event: Mapping[str, object]) -> dict[str, str]:
+    """The prefixes a document's ``@context`` declares that ``event``'s own ``@context`` does not
+    declare alike: the only way the document can change the event's pre-hash string (the event's own
+    declarations win, :func:`pre_hash_string`). Empty: ``event_hash_id(event, context)`` is
+    ``event_hash_id(event)``, without hashing twice."""
+    declared = namespaces_of(context)
+    if not declared:
+        return {}
+    own = event.get("@context")
+    mine = namespaces_of(own if isinstance(own, list) else [own]) if own is not None else {}
+    return {prefix: iri for prefix, iri in declared.items() if mine.get(prefix) != iri}
+
+
 # --- building the tree -----------------------------------------------------------------------------
 
 

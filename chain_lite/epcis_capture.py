@@ -29,6 +29,7 @@ Completeness index (decisions D-070)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -130,8 +131,10 @@ class Authority:
     index: int | None
 
 
+@functools.lru_cache(maxsize=1 << 12)
 def signer_authority(kid: str) -> Authority:
-    """The authority a ``kid`` claims (whether its key is registered is the node's check)."""
+    """The authority a ``kid`` claims (whether its key is registered is the node's check). Memoised:
+    a pure function of the text, asked once per event by capture and by every verifier."""
     if ":" in kid.partition("/")[0]:
         index, prefix = parse_admin_kid(kid)
         return Authority("admin", prefix, f"0.na/{prefix}", index)

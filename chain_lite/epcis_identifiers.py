@@ -24,6 +24,7 @@ Pure.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -64,6 +65,7 @@ def _decode_segment(segment: str, uri: str) -> str:
         raise IdentifierError(uri, "percent-encoded bytes of an identifier URI are not UTF-8") from None
 
 
+@functools.lru_cache(maxsize=64)
 def check_base(base: str) -> str:
     """An identifier base: ``https://`` and a host (an origin), no path, query or trailing slash."""
     rest = base.removeprefix("https://")
@@ -76,9 +78,13 @@ def check_base(base: str) -> str:
 
 def identifier_uri(identifier: str, base: str) -> str:
     """The identifier URI of an edgeroot identifier under ``base`` (its one spelling)."""
-    ident = Identifier.parse(identifier)
+    return _spelling(Identifier.parse(identifier), check_base(base))
+
+
+def _spelling(ident: Identifier, origin: str) -> str:
+    """The identifier URI of a parsed identifier under a checked base."""
     parts = [ident.prefix, *ident.suffix.split("/")]
-    return check_base(base) + "/" + "/".join(_encode_segment(p) for p in parts)
+    return origin + "/" + "/".join(_encode_segment(p) for p in parts)
 
 
 def parse_identifier_uri(uri: str, bases: Iterable[str]) -> Identifier | None:
@@ -98,10 +104,9 @@ def parse_identifier_uri(uri: str, bases: Iterable[str]) -> Identifier | None:
         if len(segments) < 2:
             raise IdentifierError(uri, "an identifier URI's path is PREFIX/SUFFIX")
         ident = Identifier.parse("/".join(segments))
-        if identifier_uri(str(ident), origin) != uri:
-            raise IdentifierError(
-                uri, f"not the identifier URI's one spelling: {identifier_uri(str(ident), origin)}"
-            )
+        spelling = _spelling(ident, origin)
+        if spelling != uri:
+            raise IdentifierError(uri, f"not the identifier URI's one spelling: {spelling}")
         return ident
     return None
 
@@ -146,15 +151,23 @@ ROLES = (*OBJECT_ROLES.values(), *CONTEXT_ROLES)
 
 def classify(uri: str, role: str, bases: Iterable[str]) -> EventIdentifier:
     """Which kind of identifier ``uri`` is, with its comparison key (see :class:`EventIdentifier`)."""
+    kind, key, ident = _kind_of(uri, tuple(bases))
+    return EventIdentifier(role, uri, kind, key, ident)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _kind_of(uri: str, bases: tuple[str, ...]) -> tuple[Kind, str, Identifier | None]:
+    """:func:`classify` without the role. Memoised: a pure function of its arguments, and one URI
+    (a read point, a batch that is output here and input there) recurs across events and traces."""
     ident = parse_identifier_uri(uri, bases)
     if ident is not None:
-        return EventIdentifier(role, uri, "edgeroot", str(ident.folded()), ident)
+        return "edgeroot", str(ident.folded()), ident
     link = canonical_digital_link(uri)
     if link is not None:
-        return EventIdentifier(role, uri, "gs1", link)
+        return "gs1", link, None
     if uri.startswith("urn:epc:"):
-        return EventIdentifier(role, uri, "gs1", uri)
-    return EventIdentifier(role, uri, "other", uri)
+        return "gs1", uri, None
+    return "other", uri, None
 
 
 def event_identifiers(event: Mapping[str, object], bases: Iterable[str]) -> list[EventIdentifier]:

@@ -24,7 +24,7 @@ from chain_lite.epcis_capture import (
     signer_authority,
 )
 from chain_lite.epcis_facts import EventFacts, Mention, event_facts
-from chain_lite.errors import FormatError
+from chain_lite.errors import ChainError, FormatError
 from chain_lite.keys import PublicKey
 from chain_lite.log_leaf import MapHead, parse_leaf
 from chain_lite.merkle import leaf_hash, verify_inclusion
@@ -32,6 +32,16 @@ from chain_lite.policy import VerifiedCheckpoint
 from chain_lite.receipt import Receipt, check_inclusion
 from chain_lite.resolution import StaleMap
 from chain_lite.sparse_map import MapProof, map_key, verify_map_proof
+
+
+class EventNotProven(FormatError):
+    """An event a node showed failed a check (inclusion, signature, hash ID...): names the event by
+    its log index, with the failure as ``cause``."""
+
+    def __init__(self, index: int, cause: ChainError) -> None:
+        super().__init__("epcis event", f"the event at log index {index} does not verify: {cause}")
+        self.index = index
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +66,19 @@ def verify_event(  # noqa: PLR0917 (what is shown, where, and the keys to check 
     verified: VerifiedCheckpoint,
     key: PublicKey,
     bases: Sequence[str],
+    *,
+    parsed: SignedCapture | None = None,
 ) -> ProvenEvent:
     """Check a signed capture shown at log ``index`` with an inclusion proof in ``verified`` (a
     checkpoint the caller verified), signed with ``key`` (the signer's key the caller proved, e.g. with
-    :func:`capture_key` over a proven record): inclusion, origin, signature, hash ID."""
+    :func:`capture_key` over a proven record): inclusion, origin, signature, hash ID. ``parsed``: the
+    caller's :func:`parse_capture` of ``raw``, if it has one (parsed once, not twice)."""
     cp = verified.checkpoint
     suite = cp.suite  # the log's hash profile, which the policy checked the checkpoint declares
     verify_inclusion(
         index, cp.size, leaf_hash(epcis_leaf(raw), suite=suite), list(inclusion), cp.root, suite=suite
     )
-    signed = parse_capture(raw)
+    signed = parsed if parsed is not None and parsed.raw == raw else parse_capture(raw)
     if signed.capture.origin != cp.origin:
         raise FormatError(
             "epcis capture", f"signed for node {signed.capture.origin!r}, shown by {cp.origin!r}"
@@ -98,24 +111,37 @@ class IndexProof:
     receipt: Receipt
 
 
-def verify_index(proof: IndexProof, verified: VerifiedCheckpoint) -> IndexEntry | None:
+def verify_index(
+    proof: IndexProof, verified: VerifiedCheckpoint, *, head: MapHead | None = None
+) -> IndexEntry | None:
     """Check that ``proof.indices`` is every event of the identifier as of ``verified`` (the receipt's
     checkpoint, verified by the caller): the map head is the checkpoint's last leaf, the entry is in
-    its map (or proven absent), and the indices hash to the entry."""
+    its map (or proven absent), and the indices hash to the entry. ``head``: what
+    :func:`verify_map_head` returned for this proof's map head, receipt and checkpoint (the proofs of
+    one answer share them: checked once, not once per identifier)."""
+    if head is None:
+        head = verify_map_head(proof.map_head, proof.receipt, verified)
     cp = verified.checkpoint
-    rcp = proof.receipt.checkpoint.checkpoint
-    if (rcp.origin, rcp.size, rcp.root) != (cp.origin, cp.size, cp.root):
-        raise FormatError("epcis index proof", "the receipt's checkpoint is not the verified checkpoint")
-    if proof.receipt.index != cp.size - 1:
-        raise StaleMap(proof.receipt.index, cp.size)
     suite = cp.suite
-    check_inclusion(proof.receipt, leaf_hash(proof.map_head, suite=suite), verified)
-    head = parse_leaf(proof.map_head)
-    if not isinstance(head, MapHead) or head.epoch != cp.size:
-        raise FormatError("epcis index proof", "the proven leaf is not the checkpoint's map head")
     value = None if proof.entry is None else suite.digest(proof.entry)
     key = map_key(index_key_name(proof.identifier), suite=suite)
     verify_map_proof(head.root, key, value, MapProof.from_bytes(proof.map_proof), suite=suite)
     if any(i >= cp.size for i in proof.indices):
         raise IncompleteIndex(proof.identifier, "an index lies beyond the checkpoint")
     return check_index(proof.identifier, proof.entry, proof.indices, suite=suite)
+
+
+def verify_map_head(map_head: bytes, receipt: Receipt, verified: VerifiedCheckpoint) -> MapHead:
+    """The map head an index answer is under, checked: ``receipt`` is for ``verified`` (a checkpoint
+    the caller verified) and puts ``map_head`` at its last leaf, the map of that very size."""
+    cp = verified.checkpoint
+    rcp = receipt.checkpoint.checkpoint
+    if (rcp.origin, rcp.size, rcp.root) != (cp.origin, cp.size, cp.root):
+        raise FormatError("epcis index proof", "the receipt's checkpoint is not the verified checkpoint")
+    if receipt.index != cp.size - 1:
+        raise StaleMap(receipt.index, cp.size)
+    check_inclusion(receipt, leaf_hash(map_head, suite=cp.suite), verified)
+    head = parse_leaf(map_head)
+    if not isinstance(head, MapHead) or head.epoch != cp.size:
+        raise FormatError("epcis index proof", "the proven leaf is not the checkpoint's map head")
+    return head

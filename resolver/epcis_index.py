@@ -22,23 +22,38 @@ def index_changes(tx: Tx, events: Sequence[tuple[int, EventFacts]]) -> list[tupl
     """``history`` rows ``(epcis-index:<identifier>, event log index, entry bytes)`` that the events
     (``(log index, facts)`` in log order) leave."""
     suite = log_suite(tx)
-    current: dict[str, IndexEntry] = {}
+    identifiers = {index_key_name(i): i for _, facts in events for i in facts.identifiers()}
+    current = _latest(tx, identifiers, suite)
     rows: list[tuple[str, int, bytes]] = []
     for index, facts in events:
         for identifier in facts.identifiers():
             name = index_key_name(identifier)
-            entry = current.get(name)
-            if entry is None:
-                entry = _latest(tx, name, identifier, suite)
-            entry = entry.extended(index, suite=suite)
+            entry = current[name].extended(index, suite=suite)
             current[name] = entry
             rows.append((name, index, entry.encode()))
     return rows
 
 
-def _latest(tx: Tx, name: str, identifier: str, suite: HashSuite) -> IndexEntry:
-    row = tx.one("SELECT record FROM history WHERE identifier = ? ORDER BY idx DESC LIMIT 1", (name,))
-    return IndexEntry.empty(identifier, suite=suite) if row is None else IndexEntry.decode(bytes(row[0]))
+_LATEST_CHUNK = 500
+"""Names per query (well inside SQLite's and PostgreSQL's parameter limits)."""
+
+
+def _latest(tx: Tx, identifiers: dict[str, str], suite: HashSuite) -> dict[str, IndexEntry]:
+    """The newest entry of each ``epcis-index:`` name (name → identifier), or an empty one: a query per
+    :data:`_LATEST_CHUNK` names, not one per identifier."""
+    found = {name: IndexEntry.empty(identifier, suite=suite) for name, identifier in identifiers.items()}
+    names = list(identifiers)
+    for start in range(0, len(names), _LATEST_CHUNK):
+        chunk = names[start : start + _LATEST_CHUNK]
+        rows: list[Row] = tx.all(
+            "SELECT h.identifier, h.record FROM history h "  # noqa: S608 (placeholders only)
+            f"WHERE h.identifier IN ({','.join('?' * len(chunk))}) "
+            "AND h.idx = (SELECT MAX(m.idx) FROM history m WHERE m.identifier = h.identifier)",
+            chunk,
+        )
+        for name, record in rows:
+            found[str(name)] = IndexEntry.decode(bytes(record))
+    return found
 
 
 def indices_as_of(tx: Tx, identifiers: Sequence[str], size: int) -> dict[str, list[int]]:

@@ -23,15 +23,14 @@ import datetime as dt
 import hashlib
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from chain_lite import b64
 from chain_lite.cose import verify_sign1
-from chain_lite.epcis import event_hash_id
+from chain_lite.epcis import event_hash_id, prefixes_only_in
 from chain_lite.epcis_capture import (
-    Authority,
     SignedCapture,
     attribution,
     capture_key,
@@ -40,7 +39,7 @@ from chain_lite.epcis_capture import (
 )
 from chain_lite.epcis_facts import EventFacts, event_facts
 from chain_lite.errors import ChainError, FormatError, SignatureError
-from chain_lite.keys import PublicKey
+from chain_lite.keys import PublicKey, public_der
 from resolver.db import Database, Tx
 from resolver.errors import BadRequest, ResolverError
 from resolver.registry import load_record
@@ -99,6 +98,9 @@ class _AcceptedFacts:
 
 
 _accepted = _AcceptedFacts()
+_checking = threading.Lock()
+"""One document's checks at a time in this process: they are CPU work under one GIL, so two at once
+only contend with each other and with the event loop (which then answered even /checkpoint late)."""
 
 
 def facts_of_leaf(leaf: bytes, bases: Sequence[str]) -> EventFacts:
@@ -120,16 +122,15 @@ def signer_key(tx: Tx, kid: str) -> PublicKey:
 
 
 def check_event(
-    tx: Tx,
     event: Mapping[str, Any],
     *,
     origin: str,
     bases: Sequence[str],
-    keys: dict[str, PublicKey] | None = None,
+    key_of: Callable[[str], PublicKey],
     context: object = None,
 ) -> tuple[SignedCapture, EventFacts]:
-    """Every check of one event of a capture document (module docstring, steps 1-4); ``keys`` keeps
-    the signer keys looked up within one document (they cannot change inside its transaction);
+    """Every check of one event of a capture document (module docstring, steps 1-4), without the
+    database: ``key_of`` gives a signer's registered key (or raises :class:`EventUnauthorised`);
     ``context``: the document's ``@context``."""
     shown = dict(event)
     signature = shown.pop(SIGNATURE_PROPERTY, None)
@@ -151,15 +152,7 @@ def check_event(
         raise EventInvalid(f"the signed event is not JSON: {exc}") from exc
     if signed_event != shown:
         raise EventTampered("the event in the document differs from the event its signer signed")
-    key = None if keys is None else keys.get(signed.signer)
-    if key is None:
-        key = signer_key(tx, signed.signer)
-        if keys is not None:
-            keys[signed.signer] = key
-    try:
-        verify_sign1(signed.sign1, key)
-    except SignatureError as exc:
-        raise EventTampered(f"signer {signed.signer}: {exc}") from exc
+    _verify(signed, key_of(signed.signer))
     try:
         facts = event_facts(signed_event, bases)
     except FormatError as exc:
@@ -169,14 +162,22 @@ def check_event(
         raise EventTampered(
             f"the signed hash ID {capture.hash_id} is not the event's CBV hash ID {facts.hash_id}"
         )
-    if context is not None and event_hash_id(signed_event, context) != facts.hash_id:
+    if prefixes_only_in(context, signed_event) and event_hash_id(signed_event, context) != facts.hash_id:
         # The leaf keeps the event alone: its hash ID must not depend on prefixes only the document
         # declares, or the logged ID would differ from the standard's ID of the event as captured.
+        # (When the document declares no prefix the event lacks, the two IDs are one: no second hash.)
         raise EventInvalid(
             "the event uses prefixes declared only in the document's @context: carry them in the "
             "event's own @context (edgeroot event capture does)"
         )
     return signed, facts
+
+
+def _verify(signed: SignedCapture, key: PublicKey) -> None:
+    try:
+        verify_sign1(signed.sign1, key)
+    except SignatureError as exc:
+        raise EventTampered(f"signer {signed.signer}: {exc}") from exc
 
 
 def event_time_ms(text: str) -> int:
@@ -199,64 +200,111 @@ def capture(
     db: Database, body: bytes, *, origin: str, now_ms: int, bases: Sequence[str]
 ) -> tuple[str, list[CapturedEvent]]:
     """Check every event of a capture document and queue the new ones; all or nothing. Returns the
-    capture job's id and each event's outcome."""
-    try:
-        document = read_capture_document(body, max_events=MAX_EVENTS_PER_CAPTURE)
-        events = document.events
-    except EpcisDocumentError as exc:
-        raise EventInvalid(str(exc)) from exc
-    results: list[CapturedEvent] = []
-    with db.transaction() as tx:
-        checked = []
-        keys: dict[str, PublicKey] = {}
-        for position, event in enumerate(events):
+    capture job's id and each event's outcome.
+
+    The checks (parse, signature, hash ID: the CPU work) run outside any write transaction, each
+    signer's key read once in a short read transaction; the write transaction then reads those keys
+    again and re-verifies the events of a signer whose key changed in between, so every event is
+    logged only under the key its signer holds when it is logged, as when everything ran in one
+    transaction, while the sequencer and other processes' captures are not held up by the checks;
+    within one process one document is checked at a time (``_checking``, D-095)."""
+    keys: dict[str, PublicKey] = {}
+
+    def key_of(kid: str) -> PublicKey:
+        key = keys.get(kid)
+        if key is None:
+            with db.transaction(write=False) as tx:
+                key = keys[kid] = signer_key(tx, kid)
+        return key
+
+    checked = []
+    with _checking:
+        try:
+            document = read_capture_document(body, max_events=MAX_EVENTS_PER_CAPTURE)
+        except EpcisDocumentError as exc:
+            raise EventInvalid(str(exc)) from exc
+        for position, event in enumerate(document.events):
             try:
                 checked.append(
-                    check_event(tx, event, origin=origin, bases=bases, keys=keys, context=document.context)
+                    check_event(event, origin=origin, bases=bases, key_of=key_of, context=document.context)
                 )
             except ResolverError as exc:
                 exc.message = f"event {position}: {exc.message}"
                 raise
-        authorities: dict[str, Authority] = {}
-        for signed, facts in checked:
-            authority = authorities.get(signed.signer)
-            if authority is None:
-                authority = authorities[signed.signer] = signer_authority(signed.signer)
-            leaf = signed.leaf()
-            fresh = tx.one(
-                "INSERT INTO epcis_events (hash_id, leaf, signer, authority, event_time_ms, biz_step, "
-                "received_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (hash_id) DO NOTHING RETURNING hash_id",
-                (
-                    facts.hash_id,
-                    leaf,
-                    signed.signer,
-                    authority.prefix,
-                    event_time_ms(facts.event_time),
-                    facts.biz_step,
-                    now_ms,
-                ),
-            )
-            results.append(CapturedEvent(facts.hash_id, signed.signer, duplicate=fresh is None))
-            if fresh is None:
-                continue
-            tx.executemany(
-                "INSERT INTO epcis_mentions (identifier, role, hash_id, attribution) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [
-                    (m.identifier, m.role, facts.hash_id, attribution(m.prefix, authority))
-                    for m in facts.mentions
-                ],
-            )
-            tx.execute(
-                "INSERT INTO pending (leaf, ref, received_ms) VALUES (?, ?, ?)",
-                (leaf, facts.hash_id.encode(), now_ms),
-            )
-            _accepted.remember(leaf, facts)
-        job = capture_id_of([r.hash_id for r in results])
-        tx.execute(
-            "INSERT INTO epcis_captures (capture_id, hash_ids, created_ms) VALUES (?, ?, ?) "
-            "ON CONFLICT (capture_id) DO NOTHING",
-            (job, json.dumps([r.hash_id for r in results]), now_ms),
+    with db.transaction() as tx:
+        _recheck_keys(tx, checked, keys)
+        return _queue(tx, checked, now_ms)
+
+
+def _recheck_keys(
+    tx: Tx, checked: Sequence[tuple[SignedCapture, EventFacts]], keys: Mapping[str, PublicKey]
+) -> None:
+    """Inside the write transaction: each signer's key as registered now; an event whose signer's key
+    changed since it was checked is verified again with the current one (or refused)."""
+    changed: dict[str, PublicKey] = {}
+    for kid, used in keys.items():
+        current = signer_key(tx, kid)  # EventUnauthorised if revoked meanwhile
+        if public_der(current) != public_der(used):
+            changed[kid] = current
+    if not changed:
+        return
+    for position, (signed, _) in enumerate(checked):
+        key = changed.get(signed.signer)
+        if key is not None:
+            try:
+                _verify(signed, key)
+            except ResolverError as exc:
+                exc.message = f"event {position}: {exc.message}"
+                raise
+
+
+def _queue(
+    tx: Tx, checked: Sequence[tuple[SignedCapture, EventFacts]], now_ms: int
+) -> tuple[str, list[CapturedEvent]]:
+    """Store the checked events not held yet (event rows, mentions, pending leaves) and the capture
+    job; returns the job's id and each event's outcome."""
+    results: list[CapturedEvent] = []
+    mentions: list[tuple[str, str, str, str]] = []
+    pending: list[tuple[bytes, bytes, int]] = []
+    for signed, facts in checked:
+        authority = signer_authority(signed.signer)
+        leaf = signed.leaf()
+        # One statement per event: ON CONFLICT ... RETURNING tells a duplicate apart, also against
+        # a concurrent capture of the same event (PostgreSQL runs captures side by side).
+        fresh = tx.one(
+            "INSERT INTO epcis_events (hash_id, leaf, signer, authority, event_time_ms, biz_step, "
+            "received_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (hash_id) DO NOTHING RETURNING hash_id",
+            (
+                facts.hash_id,
+                leaf,
+                signed.signer,
+                authority.prefix,
+                event_time_ms(facts.event_time),
+                facts.biz_step,
+                now_ms,
+            ),
         )
+        results.append(CapturedEvent(facts.hash_id, signed.signer, duplicate=fresh is None))
+        if fresh is None:
+            continue
+        mentions += [
+            (m.identifier, m.role, facts.hash_id, attribution(m.prefix, authority)) for m in facts.mentions
+        ]
+        pending.append((leaf, facts.hash_id.encode(), now_ms))
+        _accepted.remember(leaf, facts)
+    if mentions:
+        tx.executemany(
+            "INSERT INTO epcis_mentions (identifier, role, hash_id, attribution) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            mentions,
+        )
+    if pending:
+        tx.executemany("INSERT INTO pending (leaf, ref, received_ms) VALUES (?, ?, ?)", pending)
+    job = capture_id_of([r.hash_id for r in results])
+    tx.execute(
+        "INSERT INTO epcis_captures (capture_id, hash_ids, created_ms) VALUES (?, ?, ?) "
+        "ON CONFLICT (capture_id) DO NOTHING",
+        (job, json.dumps([r.hash_id for r in results]), now_ms),
+    )
     return job, results

@@ -85,14 +85,27 @@ def _parse(data: bytes | str, max_bytes: int) -> object:
 
 
 def _check_depth(document: object) -> None:
-    """Iteratively (no recursion for hostile input), refuse containers nested deeper than MAX_DEPTH."""
+    """Iteratively (no recursion for hostile input), refuse containers nested deeper than MAX_DEPTH.
+    The walk keeps depths only; the JSON pointer is found by a second walk when the first one fails
+    (building a path string per container cost about as much as the rest of the walk)."""
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth >= MAX_DEPTH:
+            _too_deep(document)
+        children = value.values() if isinstance(value, Mapping) else value
+        # Only containers are pushed: a huge array of numbers costs one pass, no strings.
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (Mapping, list)))
+
+
+def _too_deep(document: object) -> None:
+    """Raise the error of :func:`_check_depth`, with the pointer of the first container too deep."""
     stack: list[tuple[object, str, int]] = [(document, "", 0)]
     while stack:
         value, path, depth = stack.pop()
         if depth >= MAX_DEPTH:
             raise EpcisDocumentError(path, f"nested deeper than {MAX_DEPTH} levels")
         items = value.items() if isinstance(value, Mapping) else enumerate(value)  # type: ignore[arg-type]
-        # Only containers are pushed: a huge array of numbers costs one pass, no strings.
         stack.extend(
             (child, f"{path}/{key}", depth + 1) for key, child in items if isinstance(child, (Mapping, list))
         )

@@ -39,10 +39,10 @@ from chain_lite.epcis_capture import (
 )
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, EventFacts, event_facts
 from chain_lite.epcis_identifiers import classify, parse_identifier_uri
-from chain_lite.epcis_proof import IndexProof, verify_event, verify_index
+from chain_lite.epcis_proof import EventNotProven, IndexProof, verify_event, verify_index, verify_map_head
 from chain_lite.errors import ChainError, FormatError, SignatureError
 from chain_lite.keys import PublicKey
-from chain_lite.log_leaf import block_leaf
+from chain_lite.log_leaf import MapHead, block_leaf
 from chain_lite.merkle import leaf_hash
 from chain_lite.policy import VerifiedCheckpoint
 from chain_lite.receipt import check_inclusion
@@ -105,6 +105,15 @@ class Verifier:
         self.keys: dict[str, PublicKey] = {} if keys is None else keys
         """Signer keys proven so far (shared by verifiers of one client session: a warm client)."""
         self._events: dict[tuple[int, bytes], TracedEvent] = {}
+        self._map_heads: dict[tuple[bytes, bytes, bytes], MapHead] = {}
+
+    def map_head(self, proof: IndexProof, verified: VerifiedCheckpoint) -> MapHead:
+        """The map head of an index answer, checked once for all the identifiers it proves."""
+        key = (proof.map_head, proof.receipt.to_bytes(), verified.checkpoint.root)
+        head = self._map_heads.get(key)
+        if head is None:
+            head = self._map_heads[key] = verify_map_head(proof.map_head, proof.receipt, verified)
+        return head
 
     async def checkpoint(self, signed: SignedCheckpoint) -> VerifiedCheckpoint:
         note = signed.to_bytes()
@@ -141,20 +150,21 @@ class Verifier:
         cache_key = (shown.index, shown.signed_capture)
         hit = self._events.get(cache_key)
         if hit is None:
-            signer = parse_capture(shown.signed_capture).signer
             key_as_of = None
+            raw, index, inclusion = shown.signed_capture, shown.index, shown.inclusion
             try:
-                key = await self.signer_key(signer)
-                proven = verify_event(
-                    shown.signed_capture, shown.index, shown.inclusion, verified, key, self.bases
-                )
-            except (SignatureError, NotACaptureKey):
-                # The current record does not hold the key that signed: was it the signer's key when
-                # the event was logged? (A key rotated or revoked since does not unsign the past.)
-                key, key_as_of = await self.signer_key_at(signer, shown.index + 1)
-                proven = verify_event(
-                    shown.signed_capture, shown.index, shown.inclusion, verified, key, self.bases
-                )
+                parsed = parse_capture(raw)
+                signer = parsed.signer
+                try:
+                    key = await self.signer_key(signer)
+                    proven = verify_event(raw, index, inclusion, verified, key, self.bases, parsed=parsed)
+                except (SignatureError, NotACaptureKey):
+                    # The current record does not hold the key that signed: was it the signer's key
+                    # when the event was logged? (A key rotated or revoked since does not unsign the past.)
+                    key, key_as_of = await self.signer_key_at(signer, index + 1)
+                    proven = verify_event(raw, index, inclusion, verified, key, self.bases, parsed=parsed)
+            except ChainError as exc:
+                raise EventNotProven(index, exc) from exc  # which event of the page failed, by name
             attrs = {m.identifier: proven.attribution_of(m) for m in proven.facts.mentions}
             hit = TracedEvent(proven.index, signer, proven.event, proven.facts, True, attrs, key_as_of)
             self._events[cache_key] = hit
@@ -187,23 +197,34 @@ async def fetch_events_for(
     so the events' pages, as of the same or a later checkpoint, must hold every index it commits to).
     ``identifiers`` are comparison keys (:func:`chain_lite.epcis_facts.identifier_key`); ``bases`` are
     the identifier bases (a verifier's own)."""
-    chunks = _chunks(identifiers)
-    proofs: list[IndexProof] = []
-    if verifier is not None:
-        # Every index proof before any event page: the pages' checkpoint is then never older.
-        for answer in await asyncio.gather(*(client.epcis_index(chunk) for chunk in chunks)):
-            proofs += answer
     gate = asyncio.Semaphore(IN_FLIGHT)
 
-    async def pages_of(chunk: list[str]) -> list[EventsPage]:
+    async def chunk_answers(chunk: list[str]) -> tuple[list[IndexProof], list[EventsPage]]:
+        # The chunk's completeness proofs and its event pages are asked side by side (one round trip,
+        # not two); the pages must be as of the proofs' checkpoint or a later one, so that they hold
+        # every index the proofs commit to: pages that came back older (a checkpoint was published in
+        # between) are asked again, once, now that the proofs' checkpoint is published.
         async with gate:
-            return await client.epcis_events_all({"MATCH_anyEPC": "|".join(chunk)})
+            query = {"MATCH_anyEPC": "|".join(chunk)}
+            if verifier is None:
+                return [], await client.epcis_events_all(query)
+            proofs, pages = await asyncio.gather(client.epcis_index(chunk), client.epcis_events_all(query))
+            if (
+                proofs
+                and min(p.checkpoint.checkpoint.size for p in pages)
+                < proofs[0].receipt.checkpoint.checkpoint.size
+            ):
+                pages = await client.epcis_events_all(query)
+            return proofs, pages
 
+    proofs: list[IndexProof] = []
     events: dict[int, TracedEvent] = {}
     # The node answers the next chunks while this process verifies the ones that arrived (the
     # verification is CPU work on this side; the queries are on the node's).
-    for arriving in asyncio.as_completed([pages_of(chunk) for chunk in chunks]):
-        for page in await arriving:
+    for arriving in asyncio.as_completed([chunk_answers(chunk) for chunk in _chunks(identifiers)]):
+        chunk_proofs, pages = await arriving
+        proofs += chunk_proofs
+        for page in pages:
             if verifier is None:
                 events.update((s.index, _unverified(s, bases)) for s in page.events)
                 continue
@@ -219,7 +240,7 @@ async def fetch_events_for(
     for proof in proofs:
         assert verifier is not None
         verified_index = await verifier.checkpoint(proof.receipt.checkpoint)
-        entry = verify_index(proof, verified_index)
+        entry = verify_index(proof, verified_index, head=verifier.map_head(proof, verified_index))
         size = verified_index.checkpoint.size
         mine = found[proof.identifier].events
         shown_before = [e.index for e in mine if e.index < size]

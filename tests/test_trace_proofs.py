@@ -29,7 +29,7 @@ from edgeroot.cli import main
 from edgeroot.event_commands import sign_document
 from edgeroot.system import wait_until
 from resolver import config as root_config
-from resolver import epcis_query
+from resolver import epcis_intake, epcis_query
 from resolver.db import Database
 from resolver.reads import RootNode
 from rootclient import codecs, routes
@@ -638,3 +638,126 @@ def test_extension_prefixes_of_the_document_travel_with_each_event(root: RootUnd
         for e in wait_until("the captured event published", published)
     ]
     assert logged_ids == [standard_id]
+
+
+def test_capture_verifies_again_when_the_signers_key_changes_during_its_checks(
+    root: RootUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks run before the write transaction: a key rotated (or revoked) meanwhile is read again
+    inside it, the events are verified with the key registered then, and refused naming the event."""
+    admin, _ = _add_prefix(root, FACTORY)
+    with RootClient(root.url) as client:
+        origin = client.origin()
+    uris = [identifier_uri(f"{FACTORY}/R-{i}", DEFAULT_IDENTIFIER_BASE) for i in range(2)]
+    document = sign_document(
+        _document(*(_event("ObjectEvent", "06:00", "commissioning", epcList=[u]) for u in uris)),
+        admin,
+        origin,
+    )
+    real = epcis_intake.signer_key
+    rotated = generate_p256().public_key()
+    lookups: list[str] = []
+
+    def rotating(tx: Any, kid: str) -> Any:
+        lookups.append(kid)
+        return real(tx, kid) if len(lookups) == 1 else rotated  # the second look-up: in the write
+
+    monkeypatch.setattr(epcis_intake, "signer_key", rotating)
+    r = _post(root, document)
+    assert r.status_code == 422 and "event 0" in r.json()["message"] and "signature" in r.json()["message"]
+    assert lookups == [admin.kid, admin.kid]
+
+    def revoking(tx: Any, kid: str) -> Any:
+        lookups.append(kid)
+        if len(lookups) == 3:
+            return real(tx, kid)
+        raise epcis_intake.EventUnauthorised(f"{kid} revoked")
+
+    monkeypatch.setattr(epcis_intake, "signer_key", revoking)
+    r = _post(root, document)
+    assert r.status_code == 403 and "revoked" in r.json()["message"]
+    monkeypatch.setattr(epcis_intake, "signer_key", real)
+    root.settle()
+    shown = httpx.get(root.url + routes.EPCIS_EVENTS).json()["epcisBody"]["queryResults"]["resultsBody"]
+    assert shown["eventList"] == []  # nothing of either refused document was queued
+    assert _post(root, document).status_code == 202  # unchanged key: captured
+
+
+class StaleClient(AsyncRootClient):
+    """A node whose event pages lag its completeness proofs: the first ``stale`` answers are pages as of
+    an older checkpoint (``size``; a node that published in between answering the two)."""
+
+    size = 0
+    stale = 1
+    calls = 0
+
+    async def epcis_events_all(self, params: dict[str, str]) -> list[codecs.EventsPage]:
+        self.calls += 1
+        if self.calls > self.stale:
+            return await super().epcis_events_all(params)
+        return [await self.epcis_events({**params, "nextPageToken": f"v1.{self.size}.0"})]
+
+
+def test_trace_asks_again_for_pages_older_than_the_completeness_proof(
+    genealogy: Genealogy, tmp_path: Path
+) -> None:
+    """Proofs and pages are asked side by side: pages as of an older checkpoint (missing the newest
+    event) are asked again once and the list proven complete; pages that stay older fail, named."""
+    root = genealogy.root
+    older = root.settle()
+    genealogy.capture(
+        genealogy.pack_key, f"{FACTORY}/PACK-1",
+        _event("ObjectEvent", "12:00", "shipping", epcList=[U["PALLET-1"]]),
+    )  # fmt: skip
+
+    async def fetch(stale: int) -> tuple[Any, int]:
+        async with StaleClient(root.url) as client:
+            client.size, client.stale = older, stale
+            store = FilePinStore(root.origin, tmp_path / "pins")
+            pinned = await PinnedLog.open(root.policy, root.origin, client, store)
+            found = await fetch_events_for(client, [K["PALLET-1"]], Verifier(client, pinned))
+            return found[K["PALLET-1"]], client.calls
+
+    found, calls = asyncio.run(fetch(stale=1))
+    assert calls == 2 and found.complete_as_of is not None and len(found.events) == 2
+    with pytest.raises(IncompleteIndex, match="not shown"):
+        asyncio.run(fetch(stale=2))
+
+
+class TamperingClient(AsyncRootClient):
+    """A node (or a man in the middle) that flips one bit of one event's inclusion proof in a page."""
+
+    target = -1
+
+    async def epcis_events_all(self, params: dict[str, str]) -> list[codecs.EventsPage]:
+        pages = await super().epcis_events_all(params)
+        out = []
+        for p in pages:
+            events = []
+            for e in p.events:
+                if e.index == self.target:
+                    first = bytes([e.inclusion[0][0] ^ 1]) + e.inclusion[0][1:]
+                    e = codecs.ShownEvent(e.signed_capture, e.index, [first, *e.inclusion[1:]])  # noqa: PLW2901
+                events.append(e)
+            out.append(codecs.EventsPage(p.checkpoint, events, p.next_token))
+        return out
+
+
+def test_a_tampered_inclusion_proof_inside_a_page_is_caught_and_named(
+    genealogy: Genealogy, tmp_path: Path
+) -> None:
+    """One event's proof altered among the page's others: the trace fails, naming that event's index."""
+    root = genealogy.root
+
+    async def scenario() -> None:
+        async with TamperingClient(root.url) as client:
+            store = FilePinStore(root.origin, tmp_path / "pins")
+            pinned = await PinnedLog.open(root.policy, root.origin, client, store)
+            honest = await fetch_events_for(client, [K["FG-1"]], Verifier(client, pinned))
+            indices = [e.index for e in honest[K["FG-1"]].events]
+            assert len(indices) == 2
+            client.target = indices[1]
+            with pytest.raises(ChainError, match=f"log index {indices[1]}"):
+                await fetch_events_for(client, [K["FG-1"]], Verifier(client, pinned))
+
+    asyncio.run(scenario())
