@@ -44,15 +44,14 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from limits import raw_p256_verify  # bench/ is on sys.path when run as a script
 from paho.mqtt.enums import CallbackAPIVersion
-from results import record  # bench/ is on sys.path when run as a script
+from results import record
 from sm2 import openssl_speed
 
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
-from chain_lite.keys import generate_p256, load_private_pem
+from chain_lite.keys import load_private_pem
 from edge import store
 from edge.intake import encode_batch
 from edgeroot.system import GatewayNode, System, wait_until
@@ -205,23 +204,6 @@ def family(pid: int) -> list[int]:
     return pids
 
 
-def raw_p256_verify() -> float:
-    """Raw P-256 verifications per second on one core (``cryptography`` directly, 100-byte messages):
-    the limit every signed reading pays once."""
-    key = generate_p256()
-    public = key.public_key()
-    algo = ec.ECDSA(hashes.SHA256())
-    cases = [(m, key.sign(m, algo)) for m in (os.urandom(100) for _ in range(500))]
-    rates = []
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(4):
-            for message, signature in cases:
-                public.verify(signature, message, algo)
-        rates.append(4 * len(cases) / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
 @dataclass
 class Plant:
     """The benchmark's system (edgeroot.system): a root without witnesses, mosquitto, the gateway with
@@ -248,6 +230,7 @@ class Plant:
         per_publisher: int,
         rate: float,
         first: int = 1,
+        *,
         devices: slice = slice(0, PUBLISHERS),
         batch: int = 1,
         topic: str = READINGS_TOPIC,
@@ -259,10 +242,8 @@ class Plant:
         go = mp.Event()
         procs = []
         for device, key in self.devices[devices]:
-            p = mp.Process(
-                target=publisher,
-                args=(self.broker_port, key, device, first, per_publisher, rate, ready, go, batch, topic, form),
-            )
+            args = (self.broker_port, key, device, first, per_publisher, rate, ready, go, batch, topic, form)
+            p = mp.Process(target=publisher, args=args)
             p.start()
             procs.append(p)
         for _ in procs:
@@ -430,7 +411,9 @@ def probe_latencies(
     publishes 300 readings to ``probe_topic``, one at a time: the seconds from each publish until
     ``arrived(probe device, counter)``, and the background publishers (still running: the caller ends
     them). ``form``: the payloads, as for :func:`publisher`."""
-    background, _ = system.publish(30_000, rate=1000, first=first, devices=slice(0, 1), topic=topic, form=form)
+    background, _ = system.publish(
+        30_000, rate=1000, first=first, devices=slice(0, 1), topic=topic, form=form
+    )
     time.sleep(2)
     probe_dev, signer, client = _probe(system, f"probe-{form}")
     lat = []
@@ -455,8 +438,44 @@ def probe_latencies(
     return lat, background
 
 
+def raw_latencies(system: Plant, first: int) -> list[float]:
+    """The raw limit under a publish -> durable latency: the same probe and background load through the
+    same mosquitto to a bare paho subscriber (in this process, paho's network thread), publish ->
+    received."""
+    probes = [0]  # the probe's messages received; written by paho's network thread only
+
+    def on_message(_client: object, _userdata: object, message: paho.MQTTMessage) -> None:
+        if message.topic.endswith("/probe"):
+            probes[0] += 1
+
+    subscribed = mp.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="raw-latency-subscriber")
+    client.on_message, client.on_subscribe = on_message, lambda *_: subscribed.set()
+    client.connect("127.0.0.1", system.broker_port)
+    client.loop_start()
+    client.subscribe(f"{RAW_TOPIC}/#", qos=1)
+    try:
+        wait_until("the raw subscriber subscribed", subscribed.is_set, timeout=30)
+        lat, background = probe_latencies(
+            system, first, lambda _dev, c: probes[0] >= c, topic=RAW_TOPIC, probe_topic=f"{RAW_TOPIC}/probe"
+        )
+        for p in background:
+            p.terminate()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return lat
+
+
+def ms(lat: list[float]) -> tuple[float, float]:
+    """p50 and p99 of ``lat`` (seconds), in milliseconds."""
+    q = statistics.quantiles(lat, n=100)
+    return q[49] * 1000, q[98] * 1000
+
+
 def phase_latency(system: Plant, db: Path, first: int) -> None:
-    """A probe publishes one reading at a time under 1,000/s of background load."""
+    """A probe publishes one reading at a time under 1,000/s of background load; then the same through
+    the same broker to a bare subscriber (the raw limit)."""
     with store.reader(db) as conn:  # one connection: the probe looks every millisecond
         lat, background = probe_latencies(system, first, lambda dev, c: store.has_reading(conn, dev, c))
     gateway = system.system.daemons["gateway"].proc
@@ -464,17 +483,19 @@ def phase_latency(system: Plant, db: Path, first: int) -> None:
     rss = rss_mb(gateway.pid)
     for p in background:
         p.terminate()
-    q = statistics.quantiles(lat, n=100)
+    (p50, p99), (raw50, raw99) = ms(lat), ms(raw_latencies(system, first + 30_000))
+    raw = f"p50 {raw50:.1f} ms, p99 {raw99:.1f} ms"
     print(
-        f"  publish -> durable at 1,000 readings/s background: p50 {q[49] * 1000:.1f} ms, "
-        f"p99 {q[98] * 1000:.1f} ms   target p99 < 30 ms   {'OK' if q[98] < 0.03 else 'MISS'}"
+        f"  publish -> durable at 1,000 readings/s background: p50 {p50:.1f} ms, p99 {p99:.1f} ms (raw paho "
+        f"publish -> received, same load: {raw})   target p99 < 30 ms   {'OK' if p99 < 30 else 'MISS'}"
     )
+    record("gateway", "raw paho QoS 1 publish -> received (bare subscriber), same probe and load", raw)
     record(
         "gateway",
         "MQTT publish -> durable (bounds the PUBACK), 1,000 readings/s background",
-        f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms",
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms = {p99 / raw99:.1f}x the raw p99",
         "p99 < 30 ms",
-        q[98] < 0.03,
+        p99 < 30,
     )
     record("gateway", "gateway resident memory at steady state", f"{rss:.0f} MB", "< 80 MB", rss < 80)
     print(

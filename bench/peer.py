@@ -58,13 +58,15 @@ from gateway import (  # bench/ is on sys.path when run as a script
     family,
     ingest_once,
     json_reading,
+    ms,
     probe_latencies,
     pss_mb,
-    raw_p256_verify,
+    raw_latencies,
     raw_paho_receive,
     rss_mb,
     setup,
 )
+from limits import raw_p256_verify
 from paho.mqtt.enums import CallbackAPIVersion
 from results import record
 
@@ -181,8 +183,10 @@ def tb_config(where: Path, broker_port: int, upstream_port: int) -> Path:
             "subscriptionQos": 1,
             "converter": {
                 "type": "json",
-                "deviceInfo": {"deviceNameExpressionSource": "message", "deviceNameExpression": "${device}",
-                               "deviceProfileExpressionSource": "constant", "deviceProfileExpression": "meter"},
+                "deviceInfo": {
+                    "deviceNameExpressionSource": "message", "deviceNameExpression": "${device}",
+                    "deviceProfileExpressionSource": "constant", "deviceProfileExpression": "meter",
+                },
                 "sendDataOnlyOnChange": False,
                 "timeout": 60000,
                 "attributes": [],
@@ -195,14 +199,19 @@ def tb_config(where: Path, broker_port: int, upstream_port: int) -> Path:
 
 
 @contextlib.contextmanager
-def thingsboard(script: Path, where: Path, broker_port: int) -> Iterator[tuple[subprocess.Popen[bytes], StandIn]]:
+def thingsboard(
+    script: Path, where: Path, broker_port: int
+) -> Iterator[tuple[subprocess.Popen[bytes], StandIn]]:
     """The stand-in upstream (its own mosquitto) and the ThingsBoard gateway, up and forwarding: a
     warm-up reading of each publisher's device has arrived upstream."""
-    upstream_dir = where / "upstream"
-    upstream_dir.mkdir(parents=True)
-    (upstream_dir / "acl").write_text(UPSTREAM_ACL)
-    upstream = Mosquitto(upstream_dir, persistence=False,
-                         settings=shipped_config() + f"\nacl_file {upstream_dir / 'acl'}\n")  # fmt: skip
+    # mosquitto started as root reads its ACL file after switching to its own user: the file must be
+    # readable by that user, so it lives outside the bench's private (0700) temporary directory.
+    upstream_dir = Path(tempfile.mkdtemp(prefix="edgeroot-peer-upstream-"))
+    upstream_dir.chmod(0o755)
+    acl = upstream_dir / "acl"
+    acl.write_text(UPSTREAM_ACL)
+    acl.chmod(0o644)
+    upstream = Mosquitto(upstream_dir, persistence=False, settings=shipped_config() + f"\nacl_file {acl}\n")
     upstream.start()
     stand_in = StandIn(upstream.port)
     conf = tb_config(where, broker_port, upstream.port)
@@ -230,6 +239,7 @@ def thingsboard(script: Path, where: Path, broker_port: int) -> Iterator[tuple[s
         log.close()
         stand_in.stop()
         upstream.stop()
+        shutil.rmtree(upstream_dir, ignore_errors=True)
 
 
 def wait_arrived(stand_in: StandIn, total: int, tb: subprocess.Popen[bytes], what: str) -> None:
@@ -287,11 +297,6 @@ def memory(pid: int) -> tuple[float, float, int]:
     return sum(pss_mb(p) for p in pids), sum(rss_mb(p) for p in pids), len(pids)
 
 
-def quantiles_ms(lat: list[float]) -> tuple[float, float]:
-    q = statistics.quantiles(lat, n=100)
-    return q[49] * 1000, q[98] * 1000
-
-
 OURS = ("ours: COSE_Sign1 decoded, counter checked, P-256 signature verified, stored in SQLite (WAL) "
         "before its PUBACK, chained into signed blocks synced to a root")  # fmt: skip
 THEIRS = (f"ThingsBoard IoT Gateway {TB_VERSION}: PUBACK on receipt (before conversion), JSON mapped to a "
@@ -315,8 +320,8 @@ def run(script: Path, workdir: Path, system: System) -> None:
             first += per
             raw_paho.append(raw_paho_receive(plant))
             raw_p256.append(raw_p256_verify())
-            print(f"  run: ours {ours[-1]:,.0f}/s, theirs {theirs[-1]:,.0f}/s, raw paho {raw_paho[-1]:,.0f}/s, "
-                  f"raw P-256 {raw_p256[-1]:,.0f}/s")  # fmt: skip
+            print(f"  run: ours {ours[-1]:,.0f}/s, theirs {theirs[-1]:,.0f}/s, "
+                  f"raw paho {raw_paho[-1]:,.0f}/s, raw P-256 {raw_p256[-1]:,.0f}/s")  # fmt: skip
         mem_ours, mem_theirs = memory(gateway.pid), memory(tb.pid)
         with store.reader(db) as conn:  # one connection: the probe looks every millisecond
             lat_ours, background = probe_latencies(plant, first, lambda d, c: store.has_reading(conn, d, c))
@@ -328,26 +333,30 @@ def run(script: Path, workdir: Path, system: System) -> None:
         )  # fmt: skip
         for p in background:
             p.terminate()
-    report(ours, theirs, statistics.median(raw_paho), statistics.median(raw_p256), (lat_ours, lat_theirs),
-           (mem_ours, mem_theirs))  # fmt: skip
+        lat_raw = raw_latencies(plant, first + 2 * per)
+    raws = (statistics.median(raw_paho), statistics.median(raw_p256), ms(lat_raw))
+    report(ours, theirs, raws, (lat_ours, lat_theirs), (mem_ours, mem_theirs))
 
 
-def report(  # noqa: PLR0917 (the run's figures)
+def report(
     ours: list[float],
     theirs: list[float],
-    paho_raw: float,
-    p256_raw: float,
+    raws: tuple[float, float, tuple[float, float]],
     lat: tuple[list[float], list[float]],
     mem: tuple[tuple[float, float, int], tuple[float, float, int]],
 ) -> None:
+    """Record the run's figures: the raw limits, each gateway's, and ours / theirs."""
     o, t = statistics.median(ours), statistics.median(theirs)
-    (o50, o99), (t50, t99) = quantiles_ms(lat[0]), quantiles_ms(lat[1])
+    paho_raw, p256_raw, (r50, r99) = raws
+    (o50, o99), (t50, t99) = ms(lat[0]), ms(lat[1])
     (opss, orss, on), (tpss, trss, tn) = mem
     runs = f"median of {INGEST_RUNS}"
     rows = [
         ("raw paho QoS 1 receive (bare subscriber, same mosquitto, publishers and message count), same run",
          f"{paho_raw:,.0f} messages/s ({runs})"),
         ("raw P-256 verify (cryptography, one core), same run", f"{p256_raw:,.0f}/s ({runs})"),
+        ("raw paho QoS 1 publish -> received (bare subscriber), same probe and background load, same run",
+         f"p50 {r50:.1f} ms, p99 {r99:.1f} ms"),
         (f"{THEIRS}; {N:,} readings, one per message, {PUBLISHERS} publishers",
          f"{t:,.0f} readings/s ({runs}: {', '.join(f'{r:,.0f}' for r in theirs)}) = {t / paho_raw:.2f}x "
          "raw paho receive"),
@@ -356,7 +365,8 @@ def report(  # noqa: PLR0917 (the run's figures)
          f"paho receive, {o / p256_raw:.2f}x raw one-core P-256 verify"),
         ("latency at 1,000 readings/s background, 300 probes: theirs publish -> arrived upstream; "
          "ours publish -> durable (its PUBACK follows)",
-         f"theirs p50 {t50:.1f} ms, p99 {t99:.1f} ms; ours p50 {o50:.1f} ms, p99 {o99:.1f} ms"),
+         f"theirs p50 {t50:.1f} ms, p99 {t99:.1f} ms ({t99 / r99:.1f}x the raw p99); ours p50 {o50:.1f} ms, "
+         f"p99 {o99:.1f} ms ({o99 / r99:.1f}x the raw p99)"),
         ("resident memory after the runs, whole process tree (PSS summed; RSS summed)",
          f"theirs {tpss:.0f} MB ({trss:.0f} MB, {tn} process(es)); ours {opss:.0f} MB ({orss:.0f} MB, "
          f"{on} processes: gateway + verification workers)"),
