@@ -15,6 +15,7 @@ TITLES = {
     "chain_lite": "chain_lite hot paths (bench/run.py)",
     "root": "root node (bench/root.py)",
     "gateway": "gateway (bench/gateway.py)",
+    "peer": "the ThingsBoard IoT Gateway beside ours, same machine, broker and load (bench/peer.py)",
     "bridge": "firmware bridge (bench/bridge.py)",
     "demo": "the whole system (bench/demo.py)",
     "anchor": "anchoring a child log in its parent (bench/anchor.py)",
