@@ -122,12 +122,14 @@ class StandIn:
 
     def __init__(self, port: int) -> None:
         self.arrived: dict[tuple[str, int], float] = {}  # written by paho's thread only
-        self.limits_answered = threading.Event()
+        self.limits_answered, subscribed = threading.Event(), threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="thingsboard-stand-in")
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        wait_until("the stand-in subscribed upstream", subscribed.is_set, timeout=30)
 
     def _on_connect(self, client: paho.Client, *_: Any) -> None:
         client.subscribe([("v1/devices/me/rpc/request/+", 1), ("v1/gateway/telemetry", 1)])
@@ -199,47 +201,63 @@ def tb_config(where: Path, broker_port: int, upstream_port: int) -> Path:
 
 
 @contextlib.contextmanager
+def upstream() -> Iterator[tuple[Mosquitto, StandIn]]:
+    """The stand-in for ThingsBoard: its own mosquitto (our shipped configuration and
+    :data:`UPSTREAM_ACL`) and a :class:`StandIn` connected to it."""
+    # mosquitto started as root reads its ACL file after switching to its own user: the file must be
+    # readable by that user, so it lives outside the bench's private (0700) temporary directory.
+    where = Path(tempfile.mkdtemp(prefix="edgeroot-peer-upstream-"))
+    try:
+        where.chmod(0o755)
+        acl = where / "acl"
+        acl.write_text(UPSTREAM_ACL)
+        acl.chmod(0o644)
+        broker = Mosquitto(where, persistence=False, settings=shipped_config() + f"\nacl_file {acl}\n")
+        broker.start()
+        try:
+            stand_in = StandIn(broker.port)
+            try:
+                yield broker, stand_in
+            finally:
+                stand_in.stop()
+        finally:
+            broker.stop()
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def thingsboard(
     script: Path, where: Path, broker_port: int
 ) -> Iterator[tuple[subprocess.Popen[bytes], StandIn]]:
-    """The stand-in upstream (its own mosquitto) and the ThingsBoard gateway, up and forwarding: a
-    warm-up reading of each publisher's device has arrived upstream."""
-    # mosquitto started as root reads its ACL file after switching to its own user: the file must be
-    # readable by that user, so it lives outside the bench's private (0700) temporary directory.
-    upstream_dir = Path(tempfile.mkdtemp(prefix="edgeroot-peer-upstream-"))
-    upstream_dir.chmod(0o755)
-    acl = upstream_dir / "acl"
-    acl.write_text(UPSTREAM_ACL)
-    acl.chmod(0o644)
-    upstream = Mosquitto(upstream_dir, persistence=False, settings=shipped_config() + f"\nacl_file {acl}\n")
-    upstream.start()
-    stand_in = StandIn(upstream.port)
-    conf = tb_config(where, broker_port, upstream.port)
-    log = (where / "tb-gateway.log").open("ab")
-    proc = subprocess.Popen(
-        [str(script)], cwd=where, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        env={**os.environ, "TB_GW_CONFIG_DIR": str(conf)},
-    )  # fmt: skip
-    try:
-
-        def exited() -> None:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the ThingsBoard gateway exited with {proc.returncode}; see {log.name}")
-
-        wait_until("the ThingsBoard gateway asked its session limits", stand_in.limits_answered.is_set,
-                   timeout=120, check=exited)  # fmt: skip
-        yield proc, stand_in
-    finally:
-        proc.terminate()
+    """The stand-in upstream and the ThingsBoard gateway, once it asked its session limits (the
+    caller warms it up: :func:`warm_up`)."""
+    with upstream() as (broker, stand_in):
+        conf = tb_config(where, broker_port, broker.port)
+        log = (where / "tb-gateway.log").open("ab")
+        proc = subprocess.Popen(
+            [str(script)], cwd=where, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            env={**os.environ, "TB_GW_CONFIG_DIR": str(conf)},
+        )  # fmt: skip
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        stand_in.stop()
-        upstream.stop()
-        shutil.rmtree(upstream_dir, ignore_errors=True)
+
+            def exited() -> None:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"the ThingsBoard gateway exited with {proc.returncode}; see {log.name}"
+                    )
+
+            wait_until("the ThingsBoard gateway asked its session limits", stand_in.limits_answered.is_set,
+                       timeout=120, check=exited)  # fmt: skip
+            yield proc, stand_in
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
 
 
 def wait_arrived(stand_in: StandIn, total: int, tb: subprocess.Popen[bytes], what: str) -> None:
