@@ -48,6 +48,7 @@ from runtime.clock import now_ms
 N = int(os.environ.get("BENCH_IDS", "100000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+RESOLVE_RUNS = int(os.environ.get("BENCH_RESOLVE_RUNS", "3"))
 GATEWAY = "88.123/GW-BENCH"
 HERE = Path(__file__).resolve().parent
 
@@ -226,49 +227,59 @@ def main() -> None:
         trivial_port = free_port()
         trivial = serve_trivial(trivial_port)
         try:
-            _, raw = load_test(trivial_port, tmp)
+            with system:
+                port = system.start_root(timeout=60).port  # ready: it serves its published checkpoint
+                # Runs alternate between the trivial endpoint and the root, so both see the same machine.
+                raws, runs = [], []
+                for _ in range(RESOLVE_RUNS):
+                    raws.append(load_test(trivial_port, tmp)[1])
+                    generator, res = load_test(port, tmp)
+                    runs.append(res)
+                resolve_figures(runs, raws, generator)
+                times = receipt_latency(port, gateway)
+                record(
+                    "root",
+                    "block submitted -> receipt served (250 ms batches: the sequencer's interval bounds it, "
+                    "not a machine limit)",
+                    f"median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms",
+                    "< 1,000 ms",
+                    max(times) < 1,
+                )
+                verdict = "OK" if max(times) < 1 else "MISS"
+                print(
+                    f"  block submitted -> receipt served (250 ms batches): "
+                    f"median {statistics.median(times) * 1000:.0f} ms, "
+                    f"max {max(times) * 1000:.0f} ms   target < 1,000 ms   {verdict}"
+                )
         finally:
             trivial.terminate()
             trivial.wait()
-        raw_text = f"{raw['rps']:,.0f} req/s, p50 {raw['p50_ms']:.1f} ms, p99 {raw['p99_ms']:.1f} ms"
-        print(f"  raw limit: a trivial ASGI endpoint (2.1 KB fixed answer, uvicorn), same load: {raw_text}")
-        record(
-            "root", "raw trivial ASGI endpoint (fixed 2.1 KB answer, uvicorn), same load, same run", raw_text
-        )
-        with system:
-            port = system.start_root(timeout=60).port  # ready: it serves its published checkpoint
-            generator, res = load_test(port, tmp)
-            met = res["rps"] >= 8000 and res["p99_ms"] < 10
-            print(
-                f"  resolve with proof over {N:,} ids, {CONNECTIONS} connections, "
-                f"{SECONDS:.0f} s, {generator}: "
-                f"{res['rps']:,.0f} req/s, p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, "
-                f"errors {res['errors']} = {res['rps'] / raw['rps']:.2f}x the trivial endpoint's rate   "
-                f"target >= 8,000 req/s, p99 < 10 ms   {'OK' if met else 'MISS'}"
-            )
-            record(
-                "root",
-                f"resolution with proof over {N:,} ids ({CONNECTIONS} connections, {generator})",
-                f"{res['rps']:,.0f} req/s, p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, "
-                f"{res['errors']} errors = {res['rps'] / raw['rps']:.2f}x the trivial endpoint's rate, "
-                f"p99 {res['p99_ms'] / raw['p99_ms']:.1f}x its p99",
-                ">= 8,000 req/s, p99 < 10 ms",
-                met,
-            )
-            times = receipt_latency(port, gateway)
-            record(
-                "root",
-                "block submitted -> receipt served (250 ms batches: the sequencer's interval bounds it, "
-                "not a machine limit)",
-                f"median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms",
-                "< 1,000 ms",
-                max(times) < 1,
-            )
-            print(
-                f"  block submitted -> receipt served (250 ms batches): "
-                f"median {statistics.median(times) * 1000:.0f} ms, "
-                f"max {max(times) * 1000:.0f} ms   target < 1,000 ms   {'OK' if max(times) < 1 else 'MISS'}"
-            )
+
+
+def resolve_figures(runs: list[dict[str, float]], raws: list[dict[str, float]], generator: str) -> None:
+    """The resolution figure (medians of the runs) beside the trivial endpoint's in the same runs."""
+    rps, p50, p99, errors = (
+        statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "errors")
+    )
+    raw_rps, raw_p50, raw_p99 = (statistics.median(r[k] for r in raws) for k in ("rps", "p50_ms", "p99_ms"))
+    raw_text = f"{raw_rps:,.0f} req/s, p50 {raw_p50:.1f} ms, p99 {raw_p99:.1f} ms (median of {len(raws)})"
+    print(f"  raw limit: a trivial ASGI endpoint (2.1 KB fixed answer, uvicorn), same load: {raw_text}")
+    record("root", "raw trivial ASGI endpoint (fixed 2.1 KB answer, uvicorn), same load, same run", raw_text)
+    met = rps >= 8000 and p99 < 10
+    figure = (
+        f"{rps:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, {errors:.0f} errors (median of {len(runs)}, "
+        f"runs alternating with the trivial endpoint's) = {rps / raw_rps:.2f}x the trivial endpoint's rate, "
+        f"p99 {p99 / raw_p99:.1f}x its p99"
+    )
+    print(f"  resolve with proof over {N:,} ids, {CONNECTIONS} connections, {SECONDS:.0f} s, {generator}: "
+          f"{figure}   target >= 8,000 req/s, p99 < 10 ms   {'OK' if met else 'MISS'}")  # fmt: skip
+    record(
+        "root",
+        f"resolution with proof over {N:,} ids ({CONNECTIONS} connections, {generator})",
+        figure,
+        ">= 8,000 req/s, p99 < 10 ms",
+        met,
+    )
 
 
 if __name__ == "__main__":
