@@ -610,7 +610,8 @@ def phase_receipt(system: Plant, db: Path) -> None:
     print(f"  reading -> verified receipt at the gateway: median {med:.2f} s, max {max(times):.2f} s")
     record(
         "gateway",
-        "reading published -> verified receipt at the gateway (blocks close at 5 s or 1,000 readings)",
+        "reading published -> verified receipt at the gateway (blocks close at 5 s or 1,000 readings: the "
+        "block policy bounds it, not a machine limit)",
         f"median {med:.2f} s, max {max(times):.2f} s",
     )
 
