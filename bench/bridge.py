@@ -31,6 +31,7 @@ from results import record  # bench/ is on sys.path when run as a script
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256
+from edgeroot.device import reading
 from edgeroot.system import EDGEROOT, System
 from firmware_bridge.frames import FrameDecoder, FrameType, encode_frame
 
@@ -168,13 +169,11 @@ def end_to_end() -> None:
     count = int(os.environ.get("BENCH_SERIAL_READINGS", "1000"))
     with tempfile.TemporaryDirectory() as d, System(Path(d)) as system:
         plant = setup(system)
-        signer = CoseSigner("88.123/LINE-TEST", generate_p256())
-        records = [{envelope.N: "flow", envelope.V: 1.0}]
-        frames = [
-            encode_frame(FrameType.READING, envelope.encode_envelope(signer, records, c))
-            for c in range(1, 301)
-        ]
         for device, baud in ((0, 115_200), (1, 1_000_000)):
+            # The line's own limit carries the very frames the simulated device sends (its signer too).
+            ident, _ = plant.devices[device]
+            signer = plant.gateway.device_signer(ident)
+            frames = [encode_frame(FrameType.READING, reading(signer, c)) for c in range(1, 301)]
             r = serial_end_to_end(plant, device, baud, count)
             line = raw_line_rate(baud, frames)
             print(
