@@ -124,19 +124,31 @@ def raw_line_rate(baud: int, frames: list[bytes]) -> float:
     written at one end and read by a bare reader at the other: the line's own limit."""
     a_master, a_path = _pty()
     b_master, b_path = _pty()
-    stop = threading.Event()
-    threading.Thread(target=paced_relay, args=(a_master, b_master, baud, stop), daemon=True).start()
+    # Both ends open before the relay starts: a master whose terminal end nobody holds reads as ready,
+    # and the relay would block reading it once the end opens.
     writer, reader = os.open(a_path, os.O_WRONLY | os.O_NOCTTY), os.open(b_path, os.O_RDONLY | os.O_NOCTTY)
+    stop = threading.Event()
+    relay = threading.Thread(target=paced_relay, args=(a_master, b_master, baud, stop), daemon=True)
+    relay.start()
     data = b"".join(frames)
+
+    def write_all() -> None:
+        view = memoryview(data)
+        while view:  # a terminal may take part of a write
+            view = view[os.write(writer, view) :]
+
     try:
         start = time.perf_counter()
-        threading.Thread(target=os.write, args=(writer, data), daemon=True).start()
+        threading.Thread(target=write_all, daemon=True).start()
         got = 0
         while got < len(data):
+            if not select.select([reader], [], [], 60)[0]:
+                raise RuntimeError(f"the paced line at {baud:,} baud carried {got} of {len(data)} bytes")
             got += len(os.read(reader, 65536))
         return len(frames) / (time.perf_counter() - start)
     finally:
         stop.set()
+        relay.join()  # before the descriptors close: their numbers are reused at once
         for fd in (writer, reader, a_master, b_master):
             os.close(fd)
 
