@@ -362,7 +362,7 @@ def overload(ours: float, theirs: float) -> str:
     """What the latency row must say when the background load exceeds a gateway's throughput in the run:
     its queue grows for the whole probe, and the latency measures that queue."""
     over = [name for name, rate in (("ours", ours), ("theirs", theirs)) if rate < 1000]
-    return f"; the 1,000/s background exceeds {' and '.join(over)} throughput in this run" if over else ""
+    return f"; the 1,000/s background exceeds the throughput of {' and '.join(over)} in this run" if over else ""
 
 
 def report(
