@@ -362,7 +362,9 @@ def overload(ours: float, theirs: float) -> str:
     """What the latency row must say when the background load exceeds a gateway's throughput in the run:
     its queue grows for the whole probe, and the latency measures that queue."""
     over = [name for name, rate in (("ours", ours), ("theirs", theirs)) if rate < 1000]
-    return f"; the 1,000/s background exceeds the throughput of {' and '.join(over)} in this run" if over else ""
+    if not over:
+        return ""
+    return f"; the 1,000/s background exceeds the throughput of {' and '.join(over)} in this run"
 
 
 def report(
