@@ -72,7 +72,7 @@ from results import record
 
 from edge import store
 from edgeroot.mqtt_broker import Mosquitto, shipped_config
-from edgeroot.system import System, wait_until
+from edgeroot.system import HarnessError, System, wait_until
 
 TB_VERSION = "3.8.5"
 TB_VENV = Path(os.environ.get("BENCH_PEER_VENV", Path.home() / ".cache" / "edgeroot-bench" / "tb-gateway"))
@@ -284,16 +284,23 @@ def warm_up(plant: Plant, stand_in: StandIn, tb: subprocess.Popen[bytes]) -> Non
     client.loop_start()
     devices = [device for device, _ in plant.devices[: PUBLISHERS + 1]]
     base = stand_in.count()
-    # Resent each second until it arrives: the connector may not have subscribed yet.
-    for _ in range(60):
-        for device in devices:
-            client.publish(f"{TB_TOPIC}/warm-up", json_reading(device, 0), qos=1)
-        with contextlib.suppress(Exception):
-            wait_arrived(stand_in, base + len(devices), tb, "the warm-up readings")
-            break
-    client.disconnect()
-    client.loop_stop()
-    wait_arrived(stand_in, base + len(devices), tb, "the warm-up readings")
+
+    def arrived() -> bool:
+        return stand_in.count() >= base + len(devices)
+
+    try:
+        for _ in range(60):  # resent each second until they arrive: the connector may not be subscribed yet
+            for device in devices:  # the same (device, ts) again: the stand-in counts it once
+                client.publish(f"{TB_TOPIC}/warm-up", json_reading(device, 0), qos=1)
+            with contextlib.suppress(HarnessError):
+                wait_until("the warm-up readings upstream", arrived, timeout=1.0, interval=0.01)
+                return
+            if tb.poll() is not None:
+                raise RuntimeError(f"the ThingsBoard gateway exited with {tb.returncode}")
+        raise RuntimeError("the warm-up readings did not arrive upstream within 60 s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def tb_ingest_once(plant: Plant, stand_in: StandIn, tb: subprocess.Popen[bytes], first: int) -> float:
