@@ -166,10 +166,11 @@ def serial_end_to_end(plant: Plant, device: int, baud: int, count: int) -> dict[
         out = subprocess.run(
             [*EDGEROOT, "device", "simulate", "--serial", device_path, "--id", ident, "--key", str(key_file),
              "--rate", "0", "--count", str(count), "--counter", "1", "--baud", str(baud), "--json"],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True, text=True, check=False, timeout=600,
         )  # fmt: skip
         if out.returncode != 0:
-            raise RuntimeError(f"device simulate at {baud:,} baud exited {out.returncode}: {out.stdout} {out.stderr}")
+            said = f"{out.stdout} {out.stderr}".strip()
+            raise RuntimeError(f"device simulate at {baud:,} baud exited {out.returncode}: {said}")
         result = json.loads(out.stdout)
     finally:
         stop.set()
