@@ -17,6 +17,10 @@ the gateway (`edgeroot gateway run`), and publisher processes with pre-signed en
    workers are its children): the sum of their proportional set sizes (PSS: a page shared by n of them
    counts 1/n to each, so shared library pages are counted once), beside the plain sum of RSS.
 
+Raw limits in the same run (bench/limits.py, D-112): raw P-256 verify and raw paho QoS 1 receive (a bare
+subscriber taking the same publishers' messages through the same mosquitto) beside the ingest; publish ->
+received by a bare subscriber beside the latency; a bare aiocoap server beside the CoAP figure.
+
 What shares the two cores: the publishers (BENCH_PUBLISHERS processes), mosquitto and the root run on
 the same machine as the gateway and its workers, so the ingest figures include their CPU.
 

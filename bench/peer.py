@@ -17,7 +17,8 @@ One run, every process on this machine:
   in this process that answers the gateway's ``getSessionLimits`` RPC (it forwards nothing before) with
   no rate limits and counts the points that arrive; a reading counts when it arrives there;
 - the same raw limits: raw paho QoS 1 receive (a bare subscriber, same broker, publishers and message
-  count) and raw P-256 verify (one core);
+  count), raw P-256 verify (one core), and publish -> received by a bare subscriber under the latency
+  probe's load;
 - runs alternate, ours then theirs, BENCH_INGEST_RUNS (3) each: throughput (medians) and their ratio;
   then latency under 1,000 readings/s of background load (a probe publishes one reading at a time:
   publish -> durable for ours, publish -> arrived upstream for theirs), p50/p99 and the p99 ratio;
