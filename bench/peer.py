@@ -158,6 +158,9 @@ class StandIn:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # The callbacks are bound methods: a cycle through the client, whose sockets would then close in
+        # the garbage collector's order (a ResourceWarning), not in the client's __del__.
+        self.client.on_connect = self.client.on_subscribe = self.client.on_message = None
 
 
 def tb_config(where: Path, broker_port: int, upstream_port: int) -> Path:
