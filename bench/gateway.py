@@ -17,6 +17,10 @@ the gateway (`edgeroot gateway run`), and publisher processes with pre-signed en
    workers are its children): the sum of their proportional set sizes (PSS: a page shared by n of them
    counts 1/n to each, so shared library pages are counted once), beside the plain sum of RSS.
 
+Raw limits in the same run (bench/limits.py, D-112): raw P-256 verify and raw paho QoS 1 receive (a bare
+subscriber taking the same publishers' messages through the same mosquitto) beside the ingest; publish ->
+received by a bare subscriber beside the latency; a bare aiocoap server beside the CoAP figure.
+
 What shares the two cores: the publishers (BENCH_PUBLISHERS processes), mosquitto and the root run on
 the same machine as the gateway and its workers, so the ingest figures include their CPU.
 
@@ -30,6 +34,7 @@ P-256 plant's, BENCH_INGEST_RUNS each, beside raw `openssl speed sm2` in the sam
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -37,22 +42,23 @@ import queue
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from limits import raw_p256_verify  # bench/ is on sys.path when run as a script
 from paho.mqtt.enums import CallbackAPIVersion
-from results import record  # bench/ is on sys.path when run as a script
+from results import record
 from sm2 import openssl_speed
 
 from chain_lite import envelope
 from chain_lite.cose import CoseSigner
-from chain_lite.keys import generate_p256, load_private_pem
+from chain_lite.keys import load_private_pem
 from edge import store
 from edge.intake import encode_batch
-from edgeroot.system import GatewayNode, System, wait_until
+from edgeroot.system import GatewayNode, System, free_port, wait_until
 
 N = int(os.environ.get("BENCH_READINGS", "60000"))
 PUBLISHERS = int(os.environ.get("BENCH_PUBLISHERS", "2"))
@@ -61,6 +67,16 @@ GATEWAY = "88.123/GW-BENCH"
 BATCH = int(os.environ.get("BENCH_BATCH", "20"))
 INGEST_RUNS = int(os.environ.get("BENCH_INGEST_RUNS", "3"))
 PATIENCE = 600.0  # seconds any one phase may wait for the gateway before the bench gives up
+READINGS_TOPIC = "edgeroot/readings/bench"
+RAW_TOPIC = "bench/raw"  # no gateway subscribes to it: raw_paho_receive's subscriber alone
+TS0_MS = 1_764_460_800_000  # the JSON readings' timestamps: this plus the counter (one ms apart)
+
+
+def json_reading(device: str, counter: int) -> bytes:
+    """One reading as a plain JSON object for a gateway that takes JSON (the ThingsBoard gateway in
+    bench/peer.py): the device and the value our envelopes carry, and a timestamp one millisecond after
+    the previous counter's (that gateway merges the points of one device that share a millisecond)."""
+    return json.dumps({"device": device, "ts": TS0_MS + counter, "flow": float(counter)}).encode()
 
 
 def publisher(  # noqa: PLR0917 (a process target takes positional arguments)
@@ -73,17 +89,26 @@ def publisher(  # noqa: PLR0917 (a process target takes positional arguments)
     ready: mp.Queue,  # type: ignore[type-arg]
     go: mp.Event,  # type: ignore[valid-type]
     batch: int = 1,
+    topic: str = READINGS_TOPIC,
+    form: str = "cose",
 ) -> None:
     """A publisher process: signs its envelopes (and groups them ``batch`` per message) and connects,
-    says it is ready, waits for ``go`` (the clock starts there), then publishes them with QoS 1."""
-    signer = CoseSigner(device, load_private_pem(key_pem))
-    envelopes = [
-        envelope.encode_envelope(signer, [{envelope.N: "flow", envelope.V: float(c)}], c)
-        for c in range(first, first + count)
-    ]
-    payloads = (
-        envelopes if batch == 1 else [encode_batch(envelopes[i : i + batch]) for i in range(0, count, batch)]
-    )
+    says it is ready, waits for ``go`` (the clock starts there), then publishes them with QoS 1 to
+    ``topic``. ``form="json"``: the same readings unsigned, one JSON object per message (the peer gateway's
+    load in bench/peer.py: see :func:`json_reading`)."""
+    if form == "json":
+        payloads = [json_reading(device, c) for c in range(first, first + count)]
+    else:
+        signer = CoseSigner(device, load_private_pem(key_pem))
+        envelopes = [
+            envelope.encode_envelope(signer, [{envelope.N: "flow", envelope.V: float(c)}], c)
+            for c in range(first, first + count)
+        ]
+        payloads = (
+            envelopes
+            if batch == 1
+            else [encode_batch(envelopes[i : i + batch]) for i in range(0, count, batch)]
+        )
     rate /= batch  # messages per second
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{device}-{first}")
     client.max_inflight_messages_set(1000)
@@ -95,7 +120,7 @@ def publisher(  # noqa: PLR0917 (a process target takes positional arguments)
     start = time.perf_counter()
     infos = []
     for i, payload in enumerate(payloads):
-        infos.append(client.publish("edgeroot/readings/bench", payload, qos=1))
+        infos.append(client.publish(topic, payload, qos=1))
         if rate:
             ahead = (i + 1) / rate - (time.perf_counter() - start)
             if ahead > 0:
@@ -104,6 +129,48 @@ def publisher(  # noqa: PLR0917 (a process target takes positional arguments)
         info.wait_for_publish(timeout=120)
     client.disconnect()
     client.loop_stop()
+
+
+def raw_subscriber(port: int, topic: str, received: Any, ready: mp.Queue) -> None:  # type: ignore[type-arg]
+    """A bare paho subscriber process: QoS 1, paho's loop in this process's only thread, each message
+    acknowledged by paho as it arrives, counted into ``received`` (a shared ``mp.Value``) and dropped.
+    What one Python MQTT client can take in through this broker: the raw limit under any ingest here."""
+
+    def on_subscribe(*_: object) -> None:
+        ready.put("subscribed")
+
+    def on_message(*_: object) -> None:
+        received.value += 1
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-subscriber-{os.getpid()}")
+    client.on_subscribe, client.on_message = on_subscribe, on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe(topic, qos=1)
+    client.loop_forever()
+
+
+def raw_paho_receive(plant: Plant) -> float:
+    """Raw paho QoS 1 receive, messages per second: the ingest's load (N envelopes, one per message,
+    PUBLISHERS publishers that sign before the clock starts) through the same mosquitto to
+    :func:`raw_subscriber` instead of a gateway."""
+    ready: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    received = mp.Value("q", 0, lock=False)
+    sub = mp.Process(target=raw_subscriber, args=(plant.broker_port, RAW_TOPIC, received, ready))
+    sub.start()
+    try:
+        ready.get(timeout=30)
+        per = N // PUBLISHERS
+        procs, start = plant.publish(per, rate=0, topic=RAW_TOPIC)
+        total = per * PUBLISHERS
+        wait_until("every raw message received", lambda: received.value >= total, timeout=PATIENCE,
+                   interval=0.005)  # fmt: skip
+        elapsed = time.perf_counter() - start
+        for p in procs:
+            p.join()
+    finally:
+        sub.terminate()
+        sub.join()
+    return total / elapsed
 
 
 def durable(db: Path) -> int:
@@ -141,23 +208,6 @@ def family(pid: int) -> list[int]:
     return pids
 
 
-def raw_p256_verify() -> float:
-    """Raw P-256 verifications per second on one core (``cryptography`` directly, 100-byte messages):
-    the limit every signed reading pays once."""
-    key = generate_p256()
-    public = key.public_key()
-    algo = ec.ECDSA(hashes.SHA256())
-    cases = [(m, key.sign(m, algo)) for m in (os.urandom(100) for _ in range(500))]
-    rates = []
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(4):
-            for message, signature in cases:
-                public.verify(signature, message, algo)
-        rates.append(4 * len(cases) / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
 @dataclass
 class Plant:
     """The benchmark's system (edgeroot.system): a root without witnesses, mosquitto, the gateway with
@@ -184,8 +234,11 @@ class Plant:
         per_publisher: int,
         rate: float,
         first: int = 1,
+        *,
         devices: slice = slice(0, PUBLISHERS),
         batch: int = 1,
+        topic: str = READINGS_TOPIC,
+        form: str = "cose",
     ) -> tuple[list[mp.Process], float]:
         """Start publishers, wait until each has signed its readings and connected, then let them go:
         the processes, and the moment they were let go (the clock of a throughput figure)."""
@@ -193,10 +246,8 @@ class Plant:
         go = mp.Event()
         procs = []
         for device, key in self.devices[devices]:
-            p = mp.Process(
-                target=publisher,
-                args=(self.broker_port, key, device, first, per_publisher, rate, ready, go, batch),
-            )
+            args = (self.broker_port, key, device, first, per_publisher, rate, ready, go, batch, topic, form)
+            p = mp.Process(target=publisher, args=args)
             p.start()
             procs.append(p)
         for _ in procs:
@@ -256,32 +307,41 @@ def phase_ingest(system: Plant, db: Path) -> int:
     per = N // PUBLISHERS
     first = 1
     rates: dict[int, list[float]] = {1: [], BATCH: []}
-    raws = []
+    raws, raws_paho = [], []
     for _ in range(INGEST_RUNS):
         for batch, runs in rates.items():
             runs.append(ingest_once(system, db, first, batch))
             first += per
         raws.append(raw_p256_verify())
-    raw = statistics.median(raws)
+        raws_paho.append(raw_paho_receive(system))
+    raw, paho_raw = statistics.median(raws), statistics.median(raws_paho)
     gateway = system.system.daemons["gateway"].proc
     assert gateway is not None
     pids = family(gateway.pid)
     print(f"  raw P-256 verify, one core, same run: {raw:,.0f}/s (two cores: {2 * raw:,.0f}/s at most)")
+    print(f"  raw paho QoS 1 receive, same broker and publishers, same run: {paho_raw:,.0f} messages/s")
     record("gateway", "raw P-256 verify (cryptography, one core), same run", f"{raw:,.0f}/s")
+    record(
+        "gateway",
+        "raw paho QoS 1 receive (bare subscriber, same mosquitto, publishers and envelopes), same run",
+        f"{paho_raw:,.0f} messages/s (median of {INGEST_RUNS})",
+    )
     for batch, target in ((1, 10_000), (BATCH, 20_000)):
         med = statistics.median(rates[batch])
         runs = ", ".join(f"{r:,.0f}" for r in rates[batch])
         what = "one reading per message" if batch == 1 else f"{batch} readings per message"
+        limits = (f"{med / raw:.2f}x raw one-core P-256 verify; {med / batch:,.0f} messages/s = "
+                  f"{med / batch / paho_raw:.2f}x raw paho receive")  # fmt: skip
         print(
             f"  MQTT QoS 1 ingest, {what}, {PUBLISHERS} publishers, {per * PUBLISHERS:,} readings: median "
-            f"{med:,.0f} readings/s of {INGEST_RUNS} runs ({runs}) = {med / raw:.2f}x raw one-core verify; "
+            f"{med:,.0f} readings/s of {INGEST_RUNS} runs ({runs}) = {limits}; "
             f"{len(pids) - 1} worker process(es)   target >= {target:,}   {'OK' if med >= target else 'MISS'}"
         )
         record(
             "gateway",
             f"MQTT QoS 1 ingest, verified + durable + chained, {what} "
             f"({PUBLISHERS} publishers, {per * PUBLISHERS:,} readings, median of {INGEST_RUNS})",
-            f"{med:,.0f} readings/s ({med / raw:.2f}x raw one-core P-256 verify)",
+            f"{med:,.0f} readings/s ({limits})",
             f">= {target:,} readings/s",
             med >= target,
         )
@@ -343,42 +403,104 @@ def _probe(system: Plant, client_id: str) -> tuple[str, CoseSigner, paho.Client]
     return ident, CoseSigner(ident, load_private_pem(key)), client
 
 
-def phase_latency(system: Plant, db: Path, first: int) -> None:
-    """A probe publishes one reading at a time under 1,000/s of background load."""
-    background, _ = system.publish(30_000, rate=1000, first=first, devices=slice(0, 1))
+def probe_latencies(
+    system: Plant,
+    first: int,
+    arrived: Callable[[str, int], bool],
+    *,
+    form: str = "cose",
+    topic: str = READINGS_TOPIC,
+    probe_topic: str = "edgeroot/readings/probe",
+) -> tuple[list[float], list[mp.Process]]:
+    """While one publisher sends 1,000 readings/s to ``topic`` (counters from ``first``), a probe device
+    publishes 300 readings to ``probe_topic``, one at a time: the seconds from each publish until
+    ``arrived(probe device, counter)``, and the background publishers (still running: the caller ends
+    them). ``form``: the payloads, as for :func:`publisher`."""
+    background, _ = system.publish(
+        30_000, rate=1000, first=first, devices=slice(0, 1), topic=topic, form=form
+    )
     time.sleep(2)
-    probe_dev, signer, client = _probe(system, "probe")
+    probe_dev, signer, client = _probe(system, f"probe-{form}")
     lat = []
-    with store.reader(db) as conn:  # one connection: the probe looks every millisecond
-        for c in range(1, 301):
-            payload = envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 1.0}], c)
-            t0 = time.perf_counter()
-            client.publish("edgeroot/readings/probe", payload, qos=1)
-            wait_until(
-                f"probe reading {c} durable",
-                lambda c=c: store.has_reading(conn, probe_dev, c),
-                timeout=PATIENCE,
-                interval=0.001,
-            )
-            lat.append(time.perf_counter() - t0)
-            time.sleep(0.02)
+    for c in range(1, 301):
+        payload = (
+            json_reading(probe_dev, c)
+            if form == "json"
+            else envelope.encode_envelope(signer, [{envelope.N: "p", envelope.V: 1.0}], c)
+        )
+        t0 = time.perf_counter()
+        client.publish(probe_topic, payload, qos=1)
+        wait_until(
+            f"probe reading {c} arrived",
+            lambda c=c: arrived(probe_dev, c),
+            timeout=PATIENCE,
+            interval=0.001,
+        )
+        lat.append(time.perf_counter() - t0)
+        time.sleep(0.02)
+    client.disconnect()
     client.loop_stop()
+    return lat, background
+
+
+def raw_latencies(system: Plant, first: int) -> list[float]:
+    """The raw limit under a publish -> durable latency: the same probe and background load through the
+    same mosquitto to a bare paho subscriber (in this process, paho's network thread), publish ->
+    received."""
+    probes = [0]  # the probe's messages received; written by paho's network thread only
+
+    def on_message(_client: object, _userdata: object, message: paho.MQTTMessage) -> None:
+        if message.topic.endswith("/probe"):
+            probes[0] += 1
+
+    subscribed = mp.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="raw-latency-subscriber")
+    client.on_message, client.on_subscribe = on_message, lambda *_: subscribed.set()
+    client.connect("127.0.0.1", system.broker_port)
+    client.loop_start()
+    client.subscribe(f"{RAW_TOPIC}/#", qos=1)
+    try:
+        wait_until("the raw subscriber subscribed", subscribed.is_set, timeout=30)
+        lat, background = probe_latencies(
+            system, first, lambda _dev, c: probes[0] >= c, topic=RAW_TOPIC, probe_topic=f"{RAW_TOPIC}/probe"
+        )
+        for p in background:
+            p.terminate()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return lat
+
+
+def ms(lat: list[float]) -> tuple[float, float]:
+    """p50 and p99 of ``lat`` (seconds), in milliseconds."""
+    q = statistics.quantiles(lat, n=100)
+    return q[49] * 1000, q[98] * 1000
+
+
+def phase_latency(system: Plant, db: Path, first: int) -> None:
+    """A probe publishes one reading at a time under 1,000/s of background load; then the same through
+    the same broker to a bare subscriber (the raw limit)."""
+    with store.reader(db) as conn:  # one connection: the probe looks every millisecond
+        lat, background = probe_latencies(system, first, lambda dev, c: store.has_reading(conn, dev, c))
     gateway = system.system.daemons["gateway"].proc
     assert gateway is not None
     rss = rss_mb(gateway.pid)
     for p in background:
         p.terminate()
-    q = statistics.quantiles(lat, n=100)
+    (p50, p99), (raw50, raw99) = ms(lat), ms(raw_latencies(system, first + 30_000))
+    raw = f"p50 {raw50:.1f} ms, p99 {raw99:.1f} ms"
     print(
-        f"  publish -> durable at 1,000 readings/s background: p50 {q[49] * 1000:.1f} ms, "
-        f"p99 {q[98] * 1000:.1f} ms   target p99 < 100 ms   {'OK' if q[98] < 0.1 else 'MISS'}"
+        f"  publish -> durable at 1,000 readings/s background: p50 {p50:.1f} ms, p99 {p99:.1f} ms (raw paho "
+        f"publish -> received, same load: {raw})   target p99 < 30 ms   {'OK' if p99 < 30 else 'MISS'}"
     )
+    record("gateway", "raw paho QoS 1 publish -> received (bare subscriber), same probe and load", raw)
     record(
         "gateway",
         "MQTT publish -> durable (bounds the PUBACK), 1,000 readings/s background",
-        f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms",
-        "p99 < 100 ms",
-        q[98] < 0.1,
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms = {p99 / raw99:.1f}x the raw p99",
+        "p99 < 30 ms",
+        p99 < 30,
     )
     record("gateway", "gateway resident memory at steady state", f"{rss:.0f} MB", "< 80 MB", rss < 80)
     print(
@@ -387,18 +509,34 @@ def phase_latency(system: Plant, db: Path, first: int) -> None:
     )
 
 
-def phase_coap(system: Plant, db: Path) -> None:
-    """One CoAP device, one confirmable POST in flight: each 2.04 means durable at the gateway."""
+def trivial_coap_server(port: int, ready: mp.Queue) -> None:  # type: ignore[type-arg]
+    """A bare aiocoap server process answering every POST to /readings with 2.04 at once: the raw limit
+    under the gateway's CoAP ingest."""
     import asyncio  # noqa: PLC0415
 
     import aiocoap  # noqa: PLC0415
+    import aiocoap.resource  # noqa: PLC0415
 
-    ident, key = system.devices[PUBLISHERS + 2]
-    signer = CoseSigner(ident, load_private_pem(key))
-    count = int(os.environ.get("BENCH_COAP_READINGS", "2000"))
-    payloads = [
-        envelope.encode_envelope(signer, [{envelope.N: "c", envelope.V: 1.0}], c) for c in range(1, count + 1)
-    ]
+    class Changed(aiocoap.resource.Resource):
+        async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+            return aiocoap.Message(code=aiocoap.CHANGED)
+
+    async def serve() -> None:
+        site = aiocoap.resource.Site()
+        site.add_resource(["readings"], Changed())
+        await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
+        ready.put("serving")
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+def coap_latencies(port: int, payloads: list[bytes]) -> tuple[float, list[float]]:
+    """Confirmable POSTs of ``payloads`` to coap://127.0.0.1:PORT/readings, one in flight: requests/s
+    and each one's seconds to its 2.04."""
+    import asyncio  # noqa: PLC0415
+
+    import aiocoap  # noqa: PLC0415
 
     async def run() -> list[float]:
         ctx = await aiocoap.Context.create_client_context()
@@ -406,9 +544,7 @@ def phase_coap(system: Plant, db: Path) -> None:
         try:
             for p in payloads:
                 t0 = time.perf_counter()
-                msg = aiocoap.Message(
-                    code=aiocoap.POST, payload=p, uri=f"coap://127.0.0.1:{system.coap_port}/readings"
-                )
+                msg = aiocoap.Message(code=aiocoap.POST, payload=p, uri=f"coap://127.0.0.1:{port}/readings")
                 msg.opt.content_format = 18
                 response = await ctx.request(msg).response
                 assert response.code == aiocoap.CHANGED, response
@@ -419,14 +555,39 @@ def phase_coap(system: Plant, db: Path) -> None:
 
     start = time.perf_counter()
     lat = asyncio.run(run())
-    rate = count / (time.perf_counter() - start)
-    q = statistics.quantiles(lat, n=100)
-    print(f"  CoAP, one request in flight: {rate:,.0f} readings/s, 2.04 after p50 {q[49] * 1000:.1f} ms, "
-          f"p99 {q[98] * 1000:.1f} ms")  # fmt: skip
+    return len(payloads) / (time.perf_counter() - start), lat
+
+
+def phase_coap(system: Plant, db: Path) -> None:
+    """One CoAP device, one confirmable POST in flight: each 2.04 means durable at the gateway; then the
+    same requests to a bare aiocoap server (the raw limit)."""
+    ident, key = system.devices[PUBLISHERS + 2]
+    signer = CoseSigner(ident, load_private_pem(key))
+    count = int(os.environ.get("BENCH_COAP_READINGS", "2000"))
+    payloads = [
+        envelope.encode_envelope(signer, [{envelope.N: "c", envelope.V: 1.0}], c) for c in range(1, count + 1)
+    ]
+    rate, lat = coap_latencies(system.coap_port, payloads)
+    ready: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    port = free_port()
+    server = mp.Process(target=trivial_coap_server, args=(port, ready))
+    server.start()
+    try:
+        ready.get(timeout=30)
+        raw_rate, raw_lat = coap_latencies(port, payloads)
+    finally:
+        server.terminate()
+        server.join()
+    (p50, p99), (raw50, raw99) = ms(lat), ms(raw_lat)
+    raw = f"{raw_rate:,.0f} requests/s; p50 {raw50:.1f} ms, p99 {raw99:.1f} ms"
+    print(f"  CoAP, one request in flight: {rate:,.0f} readings/s, 2.04 after p50 {p50:.1f} ms, "
+          f"p99 {p99:.1f} ms (a bare aiocoap server, same requests: {raw})")  # fmt: skip
+    record("gateway", "raw CoAP POST -> 2.04 from a bare aiocoap server, same requests, same run", raw)
     record(
         "gateway",
         f"CoAP POST -> 2.04 (durable), one device, one request in flight, {count:,} readings",
-        f"{rate:,.0f} readings/s; p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms",
+        f"{rate:,.0f} readings/s; p50 {p50:.1f} ms, p99 {p99:.1f} ms = {rate / raw_rate:.2f}x the bare "
+        "server's rate",
     )
 
 
@@ -453,7 +614,8 @@ def phase_receipt(system: Plant, db: Path) -> None:
     print(f"  reading -> verified receipt at the gateway: median {med:.2f} s, max {max(times):.2f} s")
     record(
         "gateway",
-        "reading published -> verified receipt at the gateway (blocks close at 5 s or 1,000 readings)",
+        "reading published -> verified receipt at the gateway (blocks close at 5 s or 1,000 readings: the "
+        "block policy bounds it, not a machine limit)",
         f"median {med:.2f} s, max {max(times):.2f} s",
     )
 

@@ -7,8 +7,13 @@
 3. Submit single gateway blocks at the default 250 ms batching and poll for their receipts: median
    and worst time from submission to receipt.
 
-Targets (issue 3): resolve >= 3,000 requests/s with p99 < 25 ms over 100,000 identifiers; integration
->= 5,000 leaves/s on SQLite; a receipt within 1 s.
+Each beside the raw limit under it, measured in the same run (bench/limits.py): raw P-256 verify under
+the registry writes (each carries one signature), a bare SQLite append (1,000 rows per committed
+transaction, WAL, synchronous=FULL) and raw SHA-256 under the log integration, and a trivial ASGI endpoint
+(a fixed 2.1 KB answer, uvicorn, the same load generator, paths and connections) under the resolution.
+
+Targets (issue 13): resolve >= 8,000 requests/s with p99 < 10 ms over 100,000 identifiers; integration
+>= 12,000 leaves/s on SQLite; (issue 3) a receipt within 1 s.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+from limits import raw_p256_verify, raw_sha256, raw_sqlite_inserts, serve_trivial
 from results import record  # bench/ is on sys.path when run as a script
 
 from chain_lite import b64
@@ -32,7 +38,7 @@ from chain_lite.block import GENESIS_PREV, build_header, sign_block
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import NoteKey, generate_p256, load_private_pem
 from chain_lite.registry import Value, admin_kid, build_write, pubkey_value, sign_write
-from edgeroot.system import System
+from edgeroot.system import System, free_port
 from resolver.config import load
 from resolver.db import Database
 from resolver.registry import check_and_apply
@@ -42,6 +48,7 @@ from runtime.clock import now_ms
 N = int(os.environ.get("BENCH_IDS", "100000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+RESOLVE_RUNS = int(os.environ.get("BENCH_RESOLVE_RUNS", "3"))
 GATEWAY = "88.123/GW-BENCH"
 HERE = Path(__file__).resolve().parent
 
@@ -193,49 +200,86 @@ def main() -> None:
         gateway = CoseSigner(GATEWAY, generate_p256())
         print(f"populating {N} identifiers ...")
         accept, integration, rates = populate(state, gateway)
+        p256, sqlite_raw, sha256 = raw_p256_verify(), raw_sqlite_inserts(tmp), raw_sha256()
+        print(f"  raw limits: P-256 verify {p256:,.0f}/s (one core), SQLite append {sqlite_raw:,.0f} rows/s "
+              f"(1,000 per commit, WAL, synchronous=FULL), SHA-256 of 65 bytes {sha256:,.0f}/s")  # fmt: skip
+        record("root", "raw P-256 verify (cryptography, one core), same run", f"{p256:,.0f}/s")
+        record("root", "raw SQLite append (1,000 200-byte rows per commit, WAL, synchronous=FULL), same run",
+               f"{sqlite_raw:,.0f} rows/s")  # fmt: skip
+        record("root", "raw SHA-256 of a 65-byte node (hashlib), same run", f"{sha256:,.0f}/s")
         print(f"  registry writes accepted (checks + queue, no HTTP): {accept:,.0f}/s")
-        record("root", "registry writes accepted (all checks + queue, no HTTP)", f"{accept:,.0f}/s")
+        record(
+            "root", "registry writes accepted (all checks + queue, no HTTP)",
+            f"{accept:,.0f}/s ({accept / p256:.2f}x raw P-256 verify: one signature each)",
+        )  # fmt: skip
+        limits = (f"{integration / sqlite_raw:.2f}x the raw SQLite append; each leaf costs the time of "
+                  f"{sha256 / integration:,.0f} raw SHA-256 hashes")  # fmt: skip
         record(
             "root", "log integration, SQLite, 1,000-leaf batches",
-            f"median {integration:,.0f} leaves/s (min {min(rates):,.0f}, max {max(rates):,.0f})",
-            ">= 5,000 leaves/s", integration >= 5000,
+            f"median {integration:,.0f} leaves/s (min {min(rates):,.0f}, max {max(rates):,.0f}) = {limits}",
+            ">= 12,000 leaves/s", integration >= 12_000,
         )  # fmt: skip
         print(
             f"  log integration, SQLite, 1,000-leaf batches: median {integration:,.0f} leaves/s "
-            f"(min {min(rates):,.0f}, max {max(rates):,.0f})   target >= 5,000   "
-            f"{'OK' if integration >= 5000 else 'MISS'}"
+            f"(min {min(rates):,.0f}, max {max(rates):,.0f}) = {limits}   target >= 12,000   "
+            f"{'OK' if integration >= 12_000 else 'MISS'}"
         )
-        with system:
-            port = system.start_root(timeout=60).port  # ready: it serves its published checkpoint
-            generator, res = load_test(port, tmp)
-            print(
-                f"  resolve with proof over {N:,} ids, {CONNECTIONS} connections, "
-                f"{SECONDS:.0f} s, {generator}: "
-                f"{res['rps']:,.0f} req/s, p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, "
-                f"errors {res['errors']}   target >= 3,000 req/s, p99 < 25 ms   "
-                f"{'OK' if res['rps'] >= 3000 and res['p99_ms'] < 25 else 'MISS'}"
-            )
-            record(
-                "root",
-                f"resolution with proof over {N:,} ids ({CONNECTIONS} connections, {generator})",
-                f"{res['rps']:,.0f} req/s, p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, "
-                f"{res['errors']} errors",
-                ">= 3,000 req/s, p99 < 25 ms",
-                res["rps"] >= 3000 and res["p99_ms"] < 25,
-            )
-            times = receipt_latency(port, gateway)
-            record(
-                "root",
-                "block submitted -> receipt served (250 ms batches)",
-                f"median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms",
-                "< 1,000 ms",
-                max(times) < 1,
-            )
-            print(
-                f"  block submitted -> receipt served (250 ms batches): "
-                f"median {statistics.median(times) * 1000:.0f} ms, "
-                f"max {max(times) * 1000:.0f} ms   target < 1,000 ms   {'OK' if max(times) < 1 else 'MISS'}"
-            )
+        trivial_port = free_port()
+        trivial = serve_trivial(trivial_port)
+        try:
+            with system:
+                port = system.start_root(timeout=60).port  # ready: it serves its published checkpoint
+                # Runs alternate between the trivial endpoint and the root, so both see the same machine.
+                raws, runs = [], []
+                for _ in range(RESOLVE_RUNS):
+                    raws.append(load_test(trivial_port, tmp)[1])
+                    generator, res = load_test(port, tmp)
+                    runs.append(res)
+                resolve_figures(runs, raws, generator)
+                times = receipt_latency(port, gateway)
+                record(
+                    "root",
+                    "block submitted -> receipt served (250 ms batches: the sequencer's interval bounds it, "
+                    "not a machine limit)",
+                    f"median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms",
+                    "< 1,000 ms",
+                    max(times) < 1,
+                )
+                verdict = "OK" if max(times) < 1 else "MISS"
+                print(
+                    f"  block submitted -> receipt served (250 ms batches): "
+                    f"median {statistics.median(times) * 1000:.0f} ms, "
+                    f"max {max(times) * 1000:.0f} ms   target < 1,000 ms   {verdict}"
+                )
+        finally:
+            trivial.terminate()
+            trivial.wait()
+
+
+def resolve_figures(runs: list[dict[str, float]], raws: list[dict[str, float]], generator: str) -> None:
+    """The resolution figure (medians of the runs) beside the trivial endpoint's in the same runs."""
+    rps, p50, p99, errors = (
+        statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "errors")
+    )
+    raw_rps, raw_p50, raw_p99 = (statistics.median(r[k] for r in raws) for k in ("rps", "p50_ms", "p99_ms"))
+    raw_text = f"{raw_rps:,.0f} req/s, p50 {raw_p50:.1f} ms, p99 {raw_p99:.1f} ms (median of {len(raws)})"
+    print(f"  raw limit: a trivial ASGI endpoint (2.1 KB fixed answer, uvicorn), same load: {raw_text}")
+    record("root", "raw trivial ASGI endpoint (fixed 2.1 KB answer, uvicorn), same load, same run", raw_text)
+    met = rps >= 8000 and p99 < 10
+    figure = (
+        f"{rps:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, {errors:.0f} errors (median of {len(runs)}, "
+        f"runs alternating with the trivial endpoint's) = {rps / raw_rps:.2f}x the trivial endpoint's rate, "
+        f"p99 {p99 / raw_p99:.1f}x its p99"
+    )
+    print(f"  resolve with proof over {N:,} ids, {CONNECTIONS} connections, {SECONDS:.0f} s, {generator}: "
+          f"{figure}   target >= 8,000 req/s, p99 < 10 ms   {'OK' if met else 'MISS'}")  # fmt: skip
+    record(
+        "root",
+        f"resolution with proof over {N:,} ids ({CONNECTIONS} connections, {generator})",
+        figure,
+        ">= 8,000 req/s, p99 < 10 ms",
+        met,
+    )
 
 
 if __name__ == "__main__":
