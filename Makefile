@@ -22,8 +22,12 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
+# Most of a test waits on real processes (daemons starting, brokers, blocks closing), so the suite runs
+# in TEST_JOBS parallel workers (pytest-xdist, D-087); a file's tests stay together on one worker.
+TEST_JOBS ?= 4
+
 test: lint typecheck contracts
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile
 
 demo: $(STAMP)
 	$(BIN)/edgeroot demo

@@ -69,7 +69,13 @@ def _listen_ports() -> range:
         low, high = (int(x) for x in _EPHEMERAL_RANGE.read_text().split())
     except (OSError, ValueError):
         low, high = 32768, 60999  # Linux's default
-    return range(10_000, low) if low - 10_000 >= 2_000 else range(high + 1, 65_536)
+    ports = range(10_000, low) if low - 10_000 >= 2_000 else range(high + 1, 65_536)
+    # Parallel test workers (pytest-xdist; their subprocesses inherit the variables) each take their own
+    # slice, so two workers never pick the same port between one's check and its service's bind.
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        return ports[int(worker[2:]) % int(count) :: int(count)]
+    return ports
 
 
 def _bindable(port: int) -> bool:
