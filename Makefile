@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/epcis_log.py
 	$(BIN)/python bench/sm2.py
 	$(BIN)/python bench/referrals.py
+	$(BIN)/python bench/console.py
 	$(BIN)/python bench/report.py
 
 # Regenerates tests/vectors/ from tests/vectors/generate.py (commit the result).

@@ -24,6 +24,7 @@ TITLES = {
     "epcis_log": "EPCIS events on the log: capture and trace (bench/epcis_log.py)",
     "sm2": "SM2 signatures, 国密 (bench/sm2.py)",
     "referrals": "referrals across three nodes (bench/referrals.py)",
+    "console": "the console verifying in Chromium, all-SM beside default (bench/console.py)",
 }
 # What a section's table cannot say in its rows: printed under the section's title.
 NOTES = {

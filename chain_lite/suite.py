@@ -26,7 +26,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives import hashes
 
 from chain_lite.errors import ChainError, FormatError
-from chain_lite.note import SIGTYPE_ED25519, SIGTYPE_SM2
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_ED25519, SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE
 
 DIGEST_SIZE = 32
 
@@ -110,19 +110,23 @@ def hash_suite(name: str) -> HashSuite:
 
 @dataclass(frozen=True, slots=True)
 class LogProfile:
-    """What ``edgeroot root init --suite NAME`` fixes for a log's lifetime: its hash and its key type."""
+    """What ``edgeroot root init --suite NAME`` fixes for a log's lifetime: its hash and its key types."""
 
     name: str
     hash: HashSuite
     log_sigtype: int
     """Signed-note signature type of the log's checkpoint key."""
+    cosign_sigtype: int
+    """Signed-note signature type of the node's own witness key, with which it cosigns the child logs it
+    anchors (``STATE/witness.skey``, D-105)."""
 
 
 LOG_PROFILES: dict[str, LogProfile] = {
-    "default": LogProfile("default", SHA256, SIGTYPE_ED25519),
+    "default": LogProfile("default", SHA256, SIGTYPE_ED25519, SIGTYPE_COSIGNATURE_V1),
     # 国密, SM2 + SM3 throughout: SM3 for the tree, the map and the blocks; the log signs its checkpoints
-    # with an SM2 key (signed-note type 0xff || "edgeroot/sm2/v1", D-062; D-084).
-    "sm": LogProfile("sm", SM3, SIGTYPE_SM2),
+    # with an SM2 key (signed-note type 0xff || "edgeroot/sm2/v1", D-062; D-084) and cosigns its children
+    # with an SM2 witness key (0xff || "edgeroot/sm2-cosignature/v1", D-105).
+    "sm": LogProfile("sm", SM3, SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE),
 }
 
 

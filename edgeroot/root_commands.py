@@ -49,6 +49,7 @@ def run_init(args: argparse.Namespace, report: Reporter) -> int:
         f"root node {result.origin} initialised in {result.state}",
         prefix=result.prefix,
         log_vkey=result.log_vkey,
+        witness_vkey=result.witness_vkey,
         admin_key=str(result.admin_key),
         admin=result.admin_kid,
         policy=str(result.policy),

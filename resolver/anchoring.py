@@ -18,8 +18,9 @@ again.
 checkpoint of size ``N`` (the latest published one without ``size``), with any fork evidence; the
 client checks everything it says (:mod:`chain_lite.anchor`): the answer is a pointer, not a proof.
 
-The parent cosigns with its own witness key (``STATE/witness.skey``, name ``<origin>/witness``,
-created on first start with children); a child lists it as one more ``[[witness]]``.
+The parent cosigns with its own witness key (``STATE/witness.skey``, name ``<origin>/witness``), made
+by ``root init`` of the log's suite (Ed25519 tlog-cosignature v1, or SM2 on an SM node: D-105), or at
+the first start of a node initialised before that (Ed25519); a child lists it as one more ``[[witness]]``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from chain_lite.errors import ChainError, FormatError
 from chain_lite.keys import NoteKey
 from chain_lite.log_leaf import ChildAnchor
 from chain_lite.merkle import EMPTY_ROOT, leaf_hash
-from chain_lite.note import SIGTYPE_COSIGNATURE_V1, VerifierKey
+from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_SM2_COSIGNATURE, VerifierKey
 from chain_lite.registry import PREFIX_HANDLE_PREFIX, Delegation, Record
 from chain_lite.suite import HashSuite, hash_suite
 from resolver import openapi_models as om
@@ -69,15 +70,21 @@ def witness_name(origin: str) -> str:
     return f"{origin}/witness"
 
 
-def ensure_witness_key(state: Path, origin: str) -> NoteKey:
-    """The node's cosignature key, created (0600) on first use; ``STATE/witness.vkey`` is for children."""
+COSIGNATURE_SIGTYPES = (SIGTYPE_COSIGNATURE_V1, SIGTYPE_SM2_COSIGNATURE)
+
+
+def ensure_witness_key(state: Path, origin: str, sigtype: int = SIGTYPE_COSIGNATURE_V1) -> NoteKey:
+    """The node's cosignature key, created (0600) of ``sigtype`` on first use (``root init`` passes its
+    suite's, D-105); an existing key is kept whatever its type. ``STATE/witness.vkey`` is for children."""
+    if sigtype not in COSIGNATURE_SIGTYPES:
+        raise ChainError(f"signature type {sigtype:#x} is not a cosignature type")
     path = state / WITNESS_KEY
     if path.exists():
         key = NoteKey.parse_skey(path.read_text())
-        if key.sigtype != SIGTYPE_COSIGNATURE_V1:
-            raise ChainError(f"{path} is not a cosignature (0x04) key")
+        if key.sigtype not in COSIGNATURE_SIGTYPES:
+            raise ChainError(f"{path} is not a cosignature (0x04 or SM2) key")
         return key
-    key = NoteKey.generate(witness_name(origin), SIGTYPE_COSIGNATURE_V1)
+    key = NoteKey.generate(witness_name(origin), sigtype)
     write_private(path, (key.skey() + "\n").encode())
     (state / WITNESS_VKEY).write_text(key.vkey() + "\n")
     return key

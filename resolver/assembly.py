@@ -82,6 +82,8 @@ class InitResult:
     admin_kid: str
     policy: Path
     database: str
+    witness_vkey: str
+    """The node's own cosignature key, with which it witnesses the child logs it anchors (D-105)."""
 
 
 def init_root(
@@ -96,7 +98,8 @@ def init_root(
     parent: str = "",
 ) -> InitResult:
     """Create a root node's state directory (refuses to touch an existing one). ``profile`` fixes the
-    log's hash and key type for its lifetime (the hash is kept in the database, see log_store);
+    log's hash and key types for its lifetime (the hash is kept in the database, see log_store), its
+    own witness key included (an SM node cosigns its children with SM2, D-105);
     ``parent`` is the URL of the node that will delegate ``prefix`` to this one (D-075)."""
     state.mkdir(parents=True, exist_ok=True)
     if (state / root_config.CONFIG_NAME).exists():
@@ -129,6 +132,7 @@ def init_root(
     cfg.log_vkey.write_text(log_key.vkey() + "\n")
     write_private(cfg.admin_key, keys.private_pem(admin))
     (state / "admin.pub.pem").write_bytes(keys.public_pem(admin.public_key()))
+    witness_key = anchoring.ensure_witness_key(state, origin, profile.cosign_sigtype)
     policy = node_policy(
         VerifierKey.parse(log_key.vkey()), [vk for _, vk in witnesses], quorum, suite=profile.hash
     )
@@ -157,7 +161,10 @@ def init_root(
             sequencer.close()
     finally:
         db.close()
-    return InitResult(state, origin, cfg.prefix, log_key.vkey(), cfg.admin_key, kid, cfg.policy, cfg.database)
+    return InitResult(
+        state, origin, cfg.prefix, log_key.vkey(), cfg.admin_key, kid, cfg.policy, cfg.database,
+        witness_vkey=witness_key.vkey(),
+    )  # fmt: skip
 
 
 STANDBY_RETRY_S = 2.0

@@ -61,29 +61,40 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
 
 
 PLANT_ALGS = {"p256": ("p256", "p256"), "sm2": ("sm2", "p256"), "sm2-gateway": ("sm2", "sm2")}
-"""The plant fixture's parameters: (device key, gateway key) algorithms."""
+"""The plant fixture's key parameters: (device key, gateway key) algorithms."""
+SUITE_KEYS = {"default": "p256", "sm": "sm2-gateway"}
+"""Each log suite's own keys: a bare suite name is that suite throughout (``sm``: the all-SM plant)."""
+
+
+def plant_params(param: str) -> tuple[str, str, str]:
+    """``SUITE+KEYS``, a bare ``SUITE`` (its own keys) or bare ``KEYS`` (the default suite): the log suite
+    and the device's and gateway's key algorithms."""
+    suite, plus, algs = param.partition("+")
+    if not plus:
+        suite, algs = (param, SUITE_KEYS[param]) if param in SUITE_KEYS else ("default", param)
+    return (suite, *PLANT_ALGS[algs])
 
 
 @pytest.fixture
 def plant(request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
     """A root, a registered gateway and device, and the gateway process (started by the test). Keys are
-    P-256 unless a test parametrises the fixture (``indirect``) with ``sm2`` (an SM2 device on a
-    default-suite gateway and log: issue 16's mixed deployment) or ``sm2-gateway`` (the gateway's key
-    that signs its blocks is SM2 too)."""
-    device_alg, gateway_alg = PLANT_ALGS[getattr(request, "param", "p256")]
-    with running_plant(tmp_path, mqtt_broker, device_alg=device_alg, gateway_alg=gateway_alg) as p:
+    P-256 on a default-suite log unless a test parametrises the fixture (``indirect``, spelled as
+    :func:`plant_params` reads it): ``sm2`` (an SM2 device on a default-suite gateway and log: issue 16's
+    mixed deployment), ``sm2-gateway`` (the gateway's key that signs its blocks is SM2 too), ``sm`` (the
+    all-SM deployment: SM2 device, gateway, log and witness keys, SM3 log and blocks) beside ``default``
+    for the end-to-end and fault tests that must pass on both suites."""
+    suite, device_alg, gateway_alg = plant_params(getattr(request, "param", "p256"))
+    with running_plant(tmp_path, mqtt_broker, suite, device_alg, gateway_alg) as p:
         yield p
 
 
-@pytest.fixture(params=["default", "sm", "default+sm2", "sm+sm2-gateway"])
+@pytest.fixture(params=["default", "sm", "default+sm2", "sm+p256"])
 def any_suite_plant(
     request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: tuple[str, int]
 ) -> Iterator[Plant]:
-    """Like ``plant``, once per log suite: the root made with ``--suite default`` or ``--suite sm``; then
-    ``SUITE+KEYS``, the suite with the keys of :data:`PLANT_ALGS` (``default+sm2``: an SM2 device on
-    the default suite, issue 16's mixed deployment; ``sm+sm2-gateway``: an SM3 log whose gateway and
-    device sign with SM2)."""
-    suite, _, algs = request.param.partition("+")
-    device_alg, gateway_alg = PLANT_ALGS[algs or "p256"]
+    """Like ``plant``, once per suite and mix: ``default`` and ``sm`` (each suite throughout), then
+    ``SUITE+KEYS``, the suite with the keys of :data:`PLANT_ALGS` (``default+sm2``: an SM2 device on the
+    default suite, issue 16's mixed deployment; ``sm+p256``: P-256 device and gateway on an SM3 log)."""
+    suite, device_alg, gateway_alg = plant_params(request.param)
     with running_plant(tmp_path, mqtt_broker, suite, device_alg, gateway_alg) as p:
         yield p

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from chain_lite import envelope
 from chain_lite.block import SignedBlock, check_body, verify_chain
 from chain_lite.cose import CoseSigner
@@ -24,6 +26,10 @@ from edgeroot.system import EDGEROOT, GatewayNode, RootNode, System
 
 GATEWAY = "88.123.99/GW-1"
 DEVICE = "88.123.99/PUMP-0042"
+EVERY_SUITE = pytest.mark.parametrize("plant", ["default", "sm"], indirect=True)
+"""An end-to-end or fault test once per suite, through the ``plant`` fixture: ``default`` (P-256 device
+and gateway, Ed25519 log and witness, SHA-256) and ``sm``, the all-SM deployment (SM2 device, gateway,
+log and witness keys, SM3 log and blocks): issue 16's "the same end-to-end and fault tests"."""
 ORIGIN = "root.test"
 WITNESS = "witness.test"
 

@@ -17,16 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gmalg
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from chain_lite.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint, suite_extensions
 from chain_lite.cose import CoseSigner
-from chain_lite.errors import QuorumNotMet
+from chain_lite.errors import ChainError, QuorumNotMet
 from chain_lite.keys import NoteKey, load_private_pem
 from chain_lite.log_leaf import ChildAnchor, parse_leaf
-from chain_lite.note import SIGTYPE_ED25519, SIGTYPE_SM2, Note, VerifierKey
+from chain_lite.note import SIGTYPE_ED25519, SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE, Note, VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import Value, admin_kid, build_write, sign_write
 from chain_lite.suite import LOG_PROFILES, LogProfile
@@ -247,6 +248,30 @@ def test_child_policy_requiring_its_parent_refuses_a_checkpoint_without_the_pare
         policy.verify_checkpoint(_strip(cp, h.parent_witness.name))
 
 
+def test_the_parent_cosigns_its_child_with_a_witness_key_of_its_own_suite(hierarchy: Hierarchy) -> None:
+    """`root init` makes the node's witness key of its suite (Ed25519 0x04, or SM2 on an SM node: D-105);
+    the child's policy accepts the parent's cosignature made with it, and a flipped bit in that
+    cosignature fails the checkpoint (signed-note: a known key's bad line is an error, not ignored)."""
+    h = hierarchy
+    assert h.parent_witness.sigtype == h.suite.cosign_sigtype
+    assert (h.parent_state / "witness.vkey").read_text().strip() == h.parent_witness.vkey()
+    h.register("PUMP-1")
+    h.wait_child_cosigned_by_parent()
+    policy = Policy.parse((h.child_state / "policy.txt").read_bytes())
+    assert policy.witnesses[h.parent_witness.name].verifier.sigtype == h.suite.cosign_sigtype
+    wait_until("the standalone witness's cosignature", lambda: len(
+        SignedCheckpoint.parse(h.child_checkpoint()).note.signatures) == 3)  # fmt: skip
+    cp = SignedCheckpoint.parse(h.child_checkpoint())
+    assert h.parent_witness.name in policy.verify_checkpoint(cp).cosigners
+    text = cp.to_bytes().decode()
+    line = next(x for x in text.splitlines() if x.startswith(f"\u2014 {h.parent_witness.name} "))
+    raw = bytearray(base64.b64decode(line.rsplit(" ", 1)[1]))
+    raw[-1] ^= 0x01  # the last byte of s (SM2) or of the Ed25519 signature
+    forged = text.replace(line, line.rsplit(" ", 1)[0] + " " + base64.b64encode(bytes(raw)).decode())
+    with pytest.raises(ChainError):
+        policy.verify_checkpoint(forged.encode())
+
+
 def test_parent_outage_child_keeps_serving_and_anchoring_catches_up(hierarchy: Hierarchy) -> None:
     """With the parent down the child still publishes and resolves with proofs; back up, the parent
     anchors the child's latest checkpoint without any new write at the child."""
@@ -311,7 +336,8 @@ def test_child_equivocation_is_refused_kept_as_evidence_and_reported(hierarchy: 
 
 def test_the_parent_is_a_plain_c2sp_witness_to_an_independent_log(hierarchy: Hierarchy) -> None:
     """A log written with the independent C2SP implementation (no chain_lite) gets the parent's
-    cosignature over plain tlog-witness, and the cosignature verifies with raw Ed25519."""
+    cosignature over plain tlog-witness, and the cosignature verifies with raw Ed25519; an SM parent's
+    (D-105) with an independent SM2 (gmalg, default identifier) over the same tlog-cosignature message."""
     h = hierarchy
     leaves = [b"a", b"b", b"c"]
     root, _ = ind.rfc6962_tree(leaves)
@@ -326,7 +352,12 @@ def test_the_parent_is_a_plain_c2sp_witness_to_an_independent_log(hierarchy: Hie
     timestamp, signature = int.from_bytes(raw[4:12], "big"), raw[12:]
     public = base64.b64decode(h.parent_witness.vkey().split("+", 2)[2])[1:]
     message = f"cosignature/v1\ntime {timestamp}\n{text}".encode()
-    Ed25519PublicKey.from_public_bytes(public).verify(signature, message)  # raises if it does not verify
+    if h.suite.cosign_sigtype == SIGTYPE_SM2_COSIGNATURE:
+        point = public[len(b"edgeroot/sm2-cosignature/v1") :]  # the type is 0xff and the identifier
+        oracle = gmalg.SM2(uid=b"1234567812345678", pk=point)
+        assert oracle.verify(message, signature[:32], signature[32:]), "gmalg refuses the SM2 cosignature"
+    else:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)  # raises if it does not verify
     again = httpx.post(h.parent_url + "/add-checkpoint", content=b"old 0\n\n" + note.encode())
     assert again.status_code == 409 and again.headers["content-type"] == "text/x.tlog.size"
     assert again.text == f"{len(leaves)}\n"

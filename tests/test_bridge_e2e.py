@@ -18,7 +18,7 @@ from chain_lite.keys import algorithm_of
 from edge import store
 from edgeroot.system import Daemon, wait_until
 from firmware_bridge.frames import Frame, FrameDecoder, FrameType, encode_frame, parse_counter_body
-from tests.gateway_harness import DEVICE, EDGEROOT, Plant
+from tests.gateway_harness import DEVICE, EDGEROOT, EVERY_SUITE, Plant
 from tests.serial_harness import pty, read_some, write_all
 
 
@@ -71,6 +71,7 @@ def _acks(frames: list[Frame]) -> list[int]:
     return [parse_counter_body(f.body)[0] for f in frames if f.type is FrameType.ACK]
 
 
+@EVERY_SUITE
 def test_serial_readings_through_corruption_end_up_anchored(
     bridge: tuple[Plant, Pty, Path, Daemon],
 ) -> None:
@@ -102,6 +103,7 @@ def test_serial_readings_through_corruption_end_up_anchored(
     assert "skipped bad serial frames" in proc.log_text()
 
 
+@EVERY_SUITE
 def test_replayed_and_malformed_readings_get_nack_with_the_reason(
     bridge: tuple[Plant, Pty, Path, Daemon],
 ) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from chain_lite import b64
 from chain_lite.keys import NoteKey
-from chain_lite.note import SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE
+from chain_lite.note import SIGTYPE_SM2, SIGTYPE_SM2_COSIGNATURE, key_id
 from chain_lite.registry import Value
 from chain_lite.sparse_map import MapProof
 from rootclient import codecs, routes
@@ -159,13 +159,13 @@ def test_language_defaults_from_the_browser(browser: Any, node: RootUnderTest) -
     context.close()
 
 
-def _flip_sibling(proof: Proof) -> None:
+def flip_sibling(proof: Proof) -> None:
     mp = MapProof.from_bytes(b64.decode(proof["map_proof"]) or b"")
     first = bytes([mp.siblings[0][0] ^ 1]) + mp.siblings[0][1:]
     proof["map_proof"] = b64.encode(MapProof((first, *mp.siblings[1:]), mp.terminal).to_bytes())
 
 
-def _edit_signature_line(proof: Proof, name: str, edit: Callable[[bytes], bytes | None]) -> None:
+def edit_signature_line(proof: Proof, name: str, edit: Callable[[bytes], bytes | None]) -> None:
     """Rewrite (or, when ``edit`` returns None, drop) the receipt's signature line of key ``name``."""
     lines = proof["receipt"].split("\n")
     prefix = f"\u2014 {name} "
@@ -179,14 +179,14 @@ def _edit_signature_line(proof: Proof, name: str, edit: Callable[[bytes], bytes 
 
 
 def _flip_log_signature(proof: Proof) -> None:
-    _edit_signature_line(proof, ORIGIN, lambda sig: sig[:-1] + bytes([sig[-1] ^ 1]))
+    edit_signature_line(proof, ORIGIN, lambda sig: sig[:-1] + bytes([sig[-1] ^ 1]))
 
 
 def _drop_cosignature(proof: Proof) -> None:
-    _edit_signature_line(proof, "witness.test", lambda _sig: None)
+    edit_signature_line(proof, "witness.test", lambda _sig: None)
 
 
-def _flip_inclusion_hash(proof: Proof) -> None:
+def flip_inclusion_hash(proof: Proof) -> None:
     lines = proof["receipt"].split("\n")
     at = next(i for i, line in enumerate(lines) if line.startswith("index ")) + 1
     digest = b64.decode(lines[at]) or b""
@@ -203,11 +203,11 @@ def _swap_record_value(proof: Proof) -> None:
 @pytest.mark.parametrize(
     ("tamper", "check", "why"),
     [
-        (_flip_sibling, "checkMap", "computed root is not the map head's"),
+        (flip_sibling, "checkMap", "computed root is not the map head's"),
         (_swap_record_value, "checkMap", "does not end at this key and value"),
         (_flip_log_signature, "checkLogSig", f"signature of {ORIGIN} does not verify"),
         (_drop_cosignature, "checkQuorum", "quorum witnesses not met"),
-        (_flip_inclusion_hash, "checkInclusion", "computed root is not the checkpoint's"),
+        (flip_inclusion_hash, "checkInclusion", "computed root is not the checkpoint's"),
     ],
 )
 def test_tampered_answer_is_not_proven(
@@ -276,7 +276,7 @@ def test_one_witness_listed_under_two_names_cannot_meet_a_quorum(browser: Any, n
 def test_a_policy_pinning_sm3_refuses_a_sha256_checkpoint(browser: Any, node: RootUnderTest) -> None:
     """A policy pinning the log as SM3 (`log-hash sm3`) while the node's checkpoints are SHA-256: not this
     log's checkpoints, refused by the hash the policy pins (D-064); tests/test_console_sm.py has a real
-    SM3 node, whose answers are checked by the server only."""
+    SM3 node, whose answers the page proves with SM3 and SM2."""
     text = httpx.get(node.url + routes.POLICY).text
     sm3_policy = text.replace("log ", "log-hash sm3 ", 1)
     assert sm3_policy != text
@@ -289,12 +289,12 @@ def test_a_policy_pinning_sm3_refuses_a_sha256_checkpoint(browser: Any, node: Ro
 
 
 @pytest.mark.parametrize("needed", [False, True])
-def test_an_sm2_witness_in_the_policy_is_accepted_and_left_to_the_server(
+def test_an_sm2_witness_in_the_policy_is_checked_in_the_browser(
     browser: Any, node: RootUnderTest, needed: bool
 ) -> None:
-    """A policy that also lists an SM2 witness (docs/formats.md §20) still works in the browser, which has
-    no SM2: its Ed25519 checks pass as before; when the quorum needs the SM2 witness, the quorum check
-    says "checked by the server only" instead of failing."""
+    """A policy that also lists an SM2 witness (docs/formats.md §20) works in the browser, which checks
+    SM2 cosignatures itself (D-106): its Ed25519 checks pass as before; when the quorum needs the SM2
+    witness, which never cosigned this log, the quorum is not met (never "checked by the server")."""
     text = httpx.get(node.url + routes.POLICY).text
     name = next(line for line in text.splitlines() if line.startswith("witness ")).split()[1]
     quorum = next(line for line in text.splitlines() if line.startswith("quorum "))
@@ -308,28 +308,38 @@ def test_an_sm2_witness_in_the_policy_is_accepted_and_left_to_the_server(
     checks = statuses(page)
     assert checks["checkPolicy"] == checks["checkLogSig"] == "ok", reason(page, "checkPolicy")
     if needed:
-        assert checks["checkQuorum"] == "server"
-        assert "signature type SM2 cannot be checked in a browser" in reason(page, "checkQuorum")
-        assert page.get_attribute("#verdict", "data-verdict") == "serverOnly"
+        assert checks["checkQuorum"] == "bad"
+        assert reason(page, "checkQuorum") == f"valid cosignatures from {name}; quorum both not met"
+        assert page.get_attribute("#verdict", "data-verdict") == "notProven"
     else:
         assert page.get_attribute("#verdict", "data-verdict") == "proven"
     page.context.close()
 
 
-def test_an_sm2_log_key_in_the_policy_is_left_to_the_server(browser: Any, node: RootUnderTest) -> None:
-    """A policy whose log key is SM2 (an SM log's key, D-084; here with the SHA-256 hash so that the page
-    gets as far as the signature): the browser has no SM2, so the log signature is "checked by the server
-    only", neither passed nor failed, and the answer as a whole says so."""
+def test_an_sm2_log_key_that_did_not_sign_is_missing_and_an_unknown_type_is_left_to_the_server(
+    browser: Any, node: RootUnderTest
+) -> None:
+    """A policy whose log key is SM2 (an SM log's key, D-084) but not the key that signed this node's
+    checkpoints: the browser checks SM2, finds no line of that key, and fails the log signature. A log key
+    of a type the page does not know (0x02, ECDSA) is "checked by the server only", neither passed nor
+    failed, and the answer as a whole says so."""
     text = httpx.get(node.url + routes.POLICY).text
     log_line = next(line for line in text.splitlines() if line.startswith("log "))
     sm2_log = NoteKey.generate(ORIGIN, SIGTYPE_SM2)
-    policy = text.replace(log_line, f"log {sm2_log.vkey()}")
-    page = open_page(browser, node, policy)
+    page = open_page(browser, node, text.replace(log_line, f"log {sm2_log.vkey()}"))
+    resolve(page, PUMP_ASKED)
+    assert statuses(page)["checkLogSig"] == "bad"
+    assert reason(page, "checkLogSig") == f"no signature line of {ORIGIN}"
+    page.context.close()
+
+    public = b"\x02" + bytes(range(65))
+    ecdsa = f"{ORIGIN}+{key_id(ORIGIN, 0x02, public[1:]):08x}+{b64.encode(public)}"
+    page = open_page(browser, node, text.replace(log_line, f"log {ecdsa}"))
     resolve(page, PUMP_ASKED)
     checks = statuses(page)
     assert checks["checkPolicy"] == "ok", reason(page, "checkPolicy")
     assert checks["checkLogSig"] == "server"
-    assert "signature type SM2 cannot be checked in a browser" in reason(page, "checkLogSig")
+    assert "signature type 0x02 cannot be checked in a browser" in reason(page, "checkLogSig")
     assert page.get_attribute("#verdict", "data-verdict") == "serverOnly"
     page.context.close()
 

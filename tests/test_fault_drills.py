@@ -16,7 +16,6 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiocoap
@@ -26,7 +25,7 @@ import pytest
 from chain_lite import envelope
 from chain_lite.block import verify_chain
 from chain_lite.checkpoint import SignedCheckpoint
-from chain_lite.keys import generate_p256
+from chain_lite.keys import generate_p256, generate_sm2
 from chain_lite.registry import Value, build_write, pubkey_value, sign_write
 from edge import store
 from edgeroot.system import System, configure
@@ -37,23 +36,13 @@ from runtime.clock import now_ms
 from tests.gateway_harness import (
     DEVICE,
     EDGEROOT,
+    EVERY_SUITE,
     GATEWAY,
     Plant,
     gateway_key,
-    running_plant,
     verified_chain,
 )
 from tests.test_root_cli import cli
-
-
-@pytest.fixture(params=["default", "sm"])
-def plant(request: pytest.FixtureRequest, tmp_path: Path, mqtt_broker: tuple[str, int]) -> Iterator[Plant]:
-    """The drills' plant, once per suite: ``default`` (P-256 device and gateway, Ed25519 log and witness,
-    SHA-256) and ``sm``, the all-SM deployment (SM2 device, gateway, log and witness keys, SM3 log and
-    blocks: issue 16)."""
-    alg = "sm2" if request.param == "sm" else "p256"
-    with running_plant(tmp_path, mqtt_broker, request.param, alg, alg) as p:
-        yield p
 
 
 def _coap_send(port: int, payloads: list[bytes]) -> list[str]:
@@ -93,6 +82,7 @@ def _pages_used(db: Path) -> int:
         conn.close()
 
 
+@EVERY_SUITE
 def test_drill_witness_down(plant: Plant) -> None:
     """The witness stops: the root keeps integrating, says so in /healthz, /metrics and its log; the
     gateway keeps every reading but cannot anchor (the policy wants the witness's cosignature). When the
@@ -139,6 +129,7 @@ def test_drill_witness_down(plant: Plant) -> None:
     assert plant.stop() == 0
 
 
+@EVERY_SUITE
 def test_drill_disk_budget_reached(plant: Plant) -> None:
     """A 1 MB budget and the root away: the gateway acknowledges until the budget is reached, then
     refuses (CoAP 5.03, nothing acknowledged is dropped); status, /healthz, /metrics and the log say so.
@@ -199,6 +190,7 @@ def cli_status(plant: Plant) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@EVERY_SUITE
 def test_drill_clock_skew(plant: Plant) -> None:
     """Clocks minutes apart. A device whose clock is 10 minutes ahead or a day behind: its readings are
     accepted (replay protection is the counter, not the clock) and keep their own timestamps. An admin
@@ -234,6 +226,7 @@ def test_drill_clock_skew(plant: Plant) -> None:
     assert plant.stop() == 0
 
 
+@EVERY_SUITE
 def test_drill_bridge_kill_9_under_load(plant: Plant, tmp_path: Path) -> None:
     """SIGKILL the serial bridge at random moments while a device streams readings through it; systemd
     (here: the test) restarts it. Every reading the device got an ACK frame for is stored, none twice,
@@ -272,13 +265,16 @@ def test_drill_bridge_kill_9_under_load(plant: Plant, tmp_path: Path) -> None:
     assert sum(b.header.reading_count for b in chain) == len(counters)
 
 
-def test_drill_root_kill_9_under_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suite", ["default", "sm"])
+def test_drill_root_kill_9_under_load(tmp_path: Path, suite: str) -> None:
     """SIGKILL the root node at random moments while an admin registers devices; restart it each time.
     Every write the root answered 2xx is in the log and resolvable afterwards, none twice, and every
     checkpoint published before a kill is consistent with the ones after (the light client's pin
-    follows without complaint)."""
+    follows without complaint). On both suites: ``sm`` is an SM2 + SM3 log with an SM2 witness,
+    registering SM2 device keys."""
     system = System(tmp_path)
-    node = system.init_root("root.drill", "88.123", witness="w.drill")
+    node = system.init_root("root.drill", "88.123", witness="w.drill", suite=suite)
+    generate = generate_sm2 if suite == "sm" else generate_p256
     url, pin = node.url, tmp_path / "client"
 
     def resolve(ident: str) -> subprocess.CompletedProcess[str]:
@@ -297,7 +293,7 @@ def test_drill_root_kill_9_under_load(tmp_path: Path) -> None:
                 while time.monotonic() < kill_at:
                     ident = f"88.123/DRILL-{round_}-{n}"
                     n += 1
-                    key = generate_p256()
+                    key = generate()
                     req = build_write(node.origin, "create", ident, [pubkey_value(300, key.public_key())],
                                       timestamp_ms=now_ms(), nonce=os.urandom(16))  # fmt: skip
                     c.write(sign_write(req, admin).raw)

@@ -27,16 +27,25 @@ from chain_lite.policy import Policy
 from chain_lite.suite import SM3
 from edge import store
 from edgeroot.system import configure, wait_until
-from tests.gateway_harness import DEVICE, EDGEROOT, GATEWAY, Plant, cli, gateway_key, verified_chain
+from tests.gateway_harness import (
+    DEVICE,
+    EDGEROOT,
+    EVERY_SUITE,
+    GATEWAY,
+    Plant,
+    cli,
+    gateway_key,
+    verified_chain,
+)
 from tests.mqtt_harness import Publisher, require_mosquitto
 from tests.notify_harness import NotifySocket
 
 
 def test_mqtt_readings_are_anchored_with_receipts_that_verify(any_suite_plant: Plant, tmp_path: Path) -> None:
     """MQTT readings end up in anchored blocks whose receipts `edgeroot verify receipt` accepts; with an
-    SHA-256 root and with an SM3 one (the gateway builds its blocks with the hash its policy names); from
-    an SM2 device on a default-suite gateway and log; and on an SM3 log whose gateway signs its blocks
-    with SM2 (the root accepts them with the key from the registry)."""
+    SHA-256 root and with an all-SM one (the gateway builds its blocks with the hash its policy names and
+    signs them with SM2; the root accepts them with the key from the registry); from an SM2 device on a
+    default-suite gateway and log; and from P-256 keys on an SM3 log."""
     plant = any_suite_plant
     plant.start()
     pub = Publisher(*plant.broker)
@@ -81,6 +90,7 @@ def test_mqtt_readings_are_anchored_with_receipts_that_verify(any_suite_plant: P
     assert plant.stop() == 0
 
 
+@EVERY_SUITE
 def test_coap_post_is_answered_after_durability_with_reasons(plant: Plant) -> None:
     """CoAP: 2.04 for a stored reading; 4.00 with the reason for a replay or garbage; 4.15 wrong format."""
     plant.start()
@@ -110,6 +120,7 @@ def test_coap_post_is_answered_after_durability_with_reasons(plant: Plant) -> No
         assert store.count_rejects_by_reason(conn) == {"malformed": 1, "replay": 1, "wrong-content-format": 1}
 
 
+@EVERY_SUITE
 def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
     """SIGKILL the gateway at random moments while devices publish; after a restart every reading the
     broker accepted is in the chain exactly once, and the chain verifies."""
@@ -135,11 +146,12 @@ def test_kill_9_under_load_loses_no_acknowledged_reading(plant: Plant) -> None:
     with store.reader(plant.gateway.db) as conn:
         counters = [r.counter for r in store.readings(conn)]
     assert sorted(counters) == list(range(1, sent + 1)), "a reading is missing or stored twice"
-    chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant))
+    chain = verified_chain(plant.state / "gateway.db", GATEWAY, gateway_key(plant), plant.suite)
     assert sum(b.header.reading_count for b in chain) == sent
     assert chain[-1].header.height == len(chain) - 1
 
 
+@EVERY_SUITE
 def test_root_outage_then_recovery_loses_nothing_and_keeps_order(plant: Plant) -> None:
     """Root down: the gateway keeps ingesting and chaining; when it returns, every block anchors, in order."""
     plant.start()
@@ -151,6 +163,7 @@ def test_root_outage_then_recovery_loses_nothing_and_keeps_order(plant: Plant) -
         plant.system.stop("root")
         for _ in range(120):
             pub.publish("edgeroot/readings/pump", plant.reading())
+
         # Wait for the condition, not for a time: every reading stored and chained, sync backing off.
         def stored_chained_and_backing_off() -> bool:
             st = store.status(plant.state / "gateway.db")
@@ -259,6 +272,7 @@ def test_unprovisioned_device_key_comes_from_the_registry_with_proofs(plant: Pla
     assert reasons.get("unknown-device", 0) == 1
 
 
+@EVERY_SUITE
 def test_a_rewritten_anchored_block_is_refused_and_kept_as_evidence(plant: Plant) -> None:
     """If the gateway's own chain is rewritten after anchoring (a tampered or restored-from-old-backup
     state), the root refuses the new block at a known height and the gateway stores evidence, stops

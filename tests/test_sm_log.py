@@ -19,6 +19,7 @@ from chain_lite.note import (
     SIGTYPE_COSIGNATURE_V1,
     SIGTYPE_ED25519,
     SIGTYPE_SM2,
+    SIGTYPE_SM2_COSIGNATURE,
     Ed25519Verifier,
     SM2NoteVerifier,
     VerifierKey,
@@ -145,7 +146,8 @@ def test_a_logs_hash_never_changes(tmp_path: Path) -> None:
 
 
 def test_cli_root_init_suite_sm_makes_an_sm3_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`edgeroot root init --suite sm` reports the suite, and its first checkpoint says hash sm3."""
+    """`edgeroot root init --suite sm` reports the suite, and its first checkpoint says hash sm3; the node's
+    own witness key, with which it cosigns the children it anchors, is SM2 too (D-105)."""
     state = tmp_path / "root"
     code = cli(
         [
@@ -178,6 +180,10 @@ def test_cli_root_init_suite_sm_makes_an_sm3_log(tmp_path: Path, capsys: pytest.
     assert vkey.sigtype == SIGTYPE_SM2 and f"log-hash sm3 {vkey}" in (state / "policy.txt").read_text()
     assert NoteKey.parse_skey((state / "log.skey").read_text()).sigtype == SIGTYPE_SM2
     open_note(SignedCheckpoint.parse(bytes(note[0])).note, [SM2NoteVerifier.from_vkey(vkey)])
+    witness = VerifierKey.parse(out["witness_vkey"])
+    assert witness.sigtype == SIGTYPE_SM2_COSIGNATURE and witness.name == "sm.test/witness"
+    assert (state / "witness.vkey").read_text().strip() == out["witness_vkey"]
+    assert NoteKey.parse_skey((state / "witness.skey").read_text()).vkey() == out["witness_vkey"]
 
 
 def _witness_fixture(tmp_path: Path, follows: HashSuite):  # type: ignore[no-untyped-def]

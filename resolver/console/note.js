@@ -1,28 +1,38 @@
 // C2SP signed-note, checkpoint, tlog-cosignature v1 and tlog-policy, as chain_lite/note.py,
-// checkpoint.py, cosignature.py and policy.py define them.
+// checkpoint.py, cosignature.py and policy.py define them, with edgeroot's SM2 note types (D-062).
 import { VerifyError, concat, ed25519Verify, equal, fromBase64, sha256, utf8 } from "./bytes.js";
+import { sm2Verify } from "./sm.js";
 
 export const SIGTYPE_ED25519 = 0x01;
 export const SIGTYPE_COSIGNATURE_V1 = 0x04;
 const DASH = "\u2014 ";
 
-// Signature types this page checks itself; a log signing with another (an SM2 log, say) is reported
-// as "checked by the server only" instead of passing or failing.
-export const BROWSER_SIGTYPES = new Set([SIGTYPE_ED25519, SIGTYPE_COSIGNATURE_V1]);
-// Log hashes a policy may pin (chain_lite/suite.py); this page computes SHA-256 only.
+// Log hashes a policy may pin (chain_lite/suite.py): SHA-256 from WebCrypto, SM3 from sm.js.
 const LOG_HASHES = new Set(["sha256", "sm3"]);
 
-// edgeroot's SM2 witness key (docs/formats.md §20): type 0xff, the identifier below, a 65-byte point.
-// The page accepts it in a policy but cannot check its cosignatures (no SM2 in WebCrypto).
-const SM2_COSIGNATURE = utf8("edgeroot/sm2-cosignature/v1");
-const isSm2Cosignature = (vkey) =>
-  vkey.sigtype === 0xff && vkey.publicKey.length === SM2_COSIGNATURE.length + 65 &&
-  equal(vkey.publicKey.slice(0, SM2_COSIGNATURE.length), SM2_COSIGNATURE);
-// edgeroot's SM2 log key (an SM log's, `root init --suite sm`): named in the "server only" reason.
+// edgeroot's SM2 note keys (docs/formats.md §20): type 0xff, an identifier, then the 65-byte point.
+// An SM log's own key (`root init --suite sm`) and an SM2 witness's.
 const SM2_LOG = utf8("edgeroot/sm2/v1");
-const isSm2Log = (vkey) =>
-  vkey.sigtype === 0xff && vkey.publicKey.length === SM2_LOG.length + 65 &&
-  equal(vkey.publicKey.slice(0, SM2_LOG.length), SM2_LOG);
+const SM2_COSIGNATURE = utf8("edgeroot/sm2-cosignature/v1");
+const isSm2 = (vkey, kind) =>
+  vkey.sigtype === 0xff && vkey.publicKey.length === kind.length + 65 &&
+  equal(vkey.publicKey.slice(0, kind.length), kind);
+const sm2Point = (vkey, kind) => vkey.publicKey.slice(kind.length);
+
+// How this page checks a log key's signature over the note text, by its type: Ed25519 (WebCrypto) or
+// SM2 (sm.js); null for a type it does not know, reported as "checked by the server only".
+function logAlgorithm(log) {
+  if (log.sigtype === SIGTYPE_ED25519) return { name: "Ed25519", verify: (sig, msg) => ed25519Verify(log.publicKey, sig, msg) };
+  if (isSm2(log, SM2_LOG)) return { name: "SM2", verify: (sig, msg) => sm2Verify(sm2Point(log, SM2_LOG), sig, msg) };
+  return null;
+}
+
+// The same for a witness key's cosignatures (tlog-cosignature v1 layout: timestamp, then the signature).
+function cosignatureVerifier(vkey) {
+  if (vkey.sigtype === SIGTYPE_COSIGNATURE_V1) return (sig, msg) => ed25519Verify(vkey.publicKey, sig, msg);
+  if (isSm2(vkey, SM2_COSIGNATURE)) return (sig, msg) => sm2Verify(sm2Point(vkey, SM2_COSIGNATURE), sig, msg);
+  return null;
+}
 
 // The key ID of a note key: the first 4 bytes of SHA-256(name || 0x0A || sigtype || public key).
 export async function keyId(name, sigtype, publicKey) {
@@ -68,8 +78,8 @@ export async function parsePolicy(text) {
       if (args.length < 1 || args.length > 2) throw new VerifyError("policyBad", "log takes a vkey and an optional URL");
       policy.logs.push({ ...(await parseVkey(args[0])), hash: "sha256" });
     } else if (keyword === "log-hash") {
-      // A log pinned to its hash, docs/formats.md §5. WebCrypto has no SM3: an SM3 log's proofs are left
-      // to the server (reported so, never checked with SHA-256); an unknown hash is refused.
+      // A log pinned to its hash, docs/formats.md §5: its proofs are checked with that hash, never
+      // another; an unknown hash is refused.
       if (!LOG_HASHES.has(args[0])) throw new VerifyError("policyBad", `unknown log hash ${args[0]}`);
       if (args.length < 2 || args.length > 3) throw new VerifyError("policyBad", "log-hash takes a hash, a vkey and an optional URL");
       policy.logs.push({ ...(await parseVkey(args[1])), hash: args[0] });
@@ -77,7 +87,7 @@ export async function parsePolicy(text) {
       if (args.length < 2 || args.length > 3) throw new VerifyError("policyBad", "witness takes a name, a vkey and an optional URL");
       newName(args[0]);
       const vkey = await parseVkey(args[1]);
-      if (vkey.sigtype !== SIGTYPE_COSIGNATURE_V1 && !isSm2Cosignature(vkey)) {
+      if (cosignatureVerifier(vkey) === null) {
         throw new VerifyError("policyBad", `witness ${args[0]} is not a cosignature key`);
       }
       policy.witnesses.set(args[0], vkey);
@@ -155,40 +165,35 @@ export function parseNote(text) {
 
 const signedBy = (note, vkey) => note.signatures.filter((s) => s.name === vkey.name && equal(s.keyId, vkey.keyId));
 
-// The log's Ed25519 signature over the note text: {status, reason: [key, ...args]}.
+// The log's signature over the note text (Ed25519 or SM2): {status, reason: [key, ...args]}.
 export async function checkLogSignature(note, policy) {
   const origin = note.checkpoint.origin;
   const log = policy.logs.find((l) => l.name === origin);
   if (!log) return { status: "bad", reason: ["noLogKey", origin] };
-  if (!BROWSER_SIGTYPES.has(log.sigtype)) {
-    return { status: "server", reason: ["unsupported", isSm2Log(log) ? "SM2" : log.sigtype] };
-  }
+  const algorithm = logAlgorithm(log);
+  if (algorithm === null) return { status: "server", reason: ["unsupported", `0x${log.sigtype.toString(16).padStart(2, "0")}`] };
   const lines = signedBy(note, log);
   if (lines.length === 0) return { status: "bad", reason: ["logSigMissing", log.name] };
   for (const line of lines) {
-    const ok = line.signature.length === 64 && await ed25519Verify(log.publicKey, line.signature, utf8(note.body));
+    const ok = line.signature.length === 64 && await algorithm.verify(line.signature, utf8(note.body));
     if (!ok) return { status: "bad", reason: ["logSigBad", log.name] };
   }
-  return { status: "ok", reason: ["logSigOk", log.name] };
+  return { status: "ok", reason: ["logSigOk", log.name, algorithm.name] };
 }
 
-// Witness cosignatures (tlog-cosignature v1) against the policy's quorum. A known witness's line
-// that fails to verify rejects the note, as signed-note requires.
+// Witness cosignatures (tlog-cosignature v1, Ed25519 or SM2) against the policy's quorum. A known
+// witness's line that fails to verify rejects the note, as signed-note requires.
 export async function checkQuorum(note, policy) {
   const cosigners = new Set();
-  let unchecked = false; // a witness whose cosignatures only the server can check (SM2)
   for (const [name, vkey] of policy.witnesses) {
-    if (!BROWSER_SIGTYPES.has(vkey.sigtype)) {
-      unchecked = true;
-      continue;
-    }
+    const verify = cosignatureVerifier(vkey); // never null: parsePolicy refuses other witness keys
     for (const line of signedBy(note, vkey)) {
       const sig = line.signature;
       let ok = sig.length === 72;
       if (ok) {
         const time = new DataView(sig.buffer, sig.byteOffset, 8).getBigUint64(0);
         const message = concat(utf8(`cosignature/v1\ntime ${time}\n`), utf8(note.body));
-        ok = time < 2n ** 63n && await ed25519Verify(vkey.publicKey, sig.slice(8), message);
+        ok = time < 2n ** 63n && await verify(sig.slice(8), message);
       }
       if (!ok) return { status: "bad", reason: ["cosigBad", name] };
       cosigners.add(name);
@@ -196,9 +201,6 @@ export async function checkQuorum(note, policy) {
   }
   const names = [...cosigners].join(", ");
   if (policy.quorum === "none") return { status: "ok", reason: ["quorumNone"] };
-  if (!quorumMet(policy, cosigners)) {
-    if (unchecked) return { status: "server", reason: ["unsupported", "SM2"] };
-    return { status: "bad", reason: ["quorumShort", names, policy.quorum] };
-  }
+  if (!quorumMet(policy, cosigners)) return { status: "bad", reason: ["quorumShort", names, policy.quorum] };
   return { status: "ok", reason: ["quorumOk", names, policy.quorum] };
 }

@@ -1,17 +1,22 @@
-// The two SHA-256 proofs: RFC 6962 inclusion (chain_lite/merkle.py) and the sparse map
-// (chain_lite/sparse_map.py: leaf prefix 0x10, node prefix 0x11, empty subtree = 32 zero bytes).
+// The two proofs: RFC 6962 inclusion (chain_lite/merkle.py) and the sparse map (chain_lite/sparse_map.py:
+// leaf prefix 0x10, node prefix 0x11, empty subtree = 32 zero bytes), in the log's hash: SHA-256 from
+// WebCrypto or SM3 from sm.js (chain_lite/suite.py); only the function changes, never the structure.
 import { decodeCbor } from "./cbor.js";
 import { VerifyError, equal, sha256 } from "./bytes.js";
+import { sm3 } from "./sm.js";
 
 const MAP_PROOF_LABEL = "edgeroot/map-proof/v1";
 const KEY_BITS = 256;
 const EMPTY = new Uint8Array(32);
 
-export const logLeafHash = (leaf) => sha256(Uint8Array.of(0x00), leaf);
-const logNodeHash = (left, right) => sha256(Uint8Array.of(0x01), left, right);
+// A log's hash by the name its checkpoint and policy give it: async (...parts) => 32-byte digest.
+export const LOG_HASHES = { sha256, sm3 };
+
+export const logLeafHash = (leaf, hash = sha256) => hash(Uint8Array.of(0x00), leaf);
 
 // RFC 9162 §2.1.3.2: the root an inclusion proof implies for leaf `index` of a tree of `size`.
-export async function verifyInclusion(index, size, leafHash, proof, root) {
+export async function verifyInclusion(index, size, leafHash, proof, root, hash = sha256) {
+  const logNodeHash = (left, right) => hash(Uint8Array.of(0x01), left, right);
   if (index >= size) throw new VerifyError("inclusionBad", `index ${index} is not below size ${size}`);
   let fn = index;
   let sn = size - 1n;
@@ -57,7 +62,7 @@ export function parseMapProof(bytes) {
 }
 
 // Check that `key` maps to `value` (or, with value null, is absent) under `root`.
-export async function verifyMapProof(root, key, value, proof) {
+export async function verifyMapProof(root, key, value, proof, hash = sha256) {
   const { siblings, terminal } = proof;
   if (value === null) {
     if (terminal !== null && equal(terminal[0], key)) throw new VerifyError("mapBad", "the proof shows the key present");
@@ -69,11 +74,11 @@ export async function verifyMapProof(root, key, value, proof) {
     if (commonPrefixBits(key, terminal[0]) < siblings.length) {
       throw new VerifyError("mapBad", "the terminal entry does not lie on the key's path");
     }
-    h = await sha256(Uint8Array.of(0x10), terminal[0], terminal[1]);
+    h = await hash(Uint8Array.of(0x10), terminal[0], terminal[1]);
   }
   for (let depth = siblings.length - 1; depth >= 0; depth--) {
     const s = siblings[depth];
-    h = bit(key, depth) ? await sha256(Uint8Array.of(0x11), s, h) : await sha256(Uint8Array.of(0x11), h, s);
+    h = bit(key, depth) ? await hash(Uint8Array.of(0x11), s, h) : await hash(Uint8Array.of(0x11), h, s);
   }
   if (!equal(h, root)) throw new VerifyError("mapBad", "the computed root is not the map head's");
 }

@@ -1,15 +1,16 @@
 // Verifies one /v1/resolve answer in the browser (chain_lite/resolution.py, step for step) and
 // returns every check with its outcome, so the page can say what was proven and what was not.
 import { decodeCbor } from "./cbor.js";
-import { VerifyError, fromBase64, sha256, utf8, webCryptoAvailable } from "./bytes.js";
+import { VerifyError, fromBase64, utf8, webCryptoAvailable } from "./bytes.js";
 import { checkLogSignature, checkQuorum, parseNote, parsePolicy } from "./note.js";
 import { highestVerifiedSize, rememberVerifiedSize } from "./node_api.js";
-import { logLeafHash, parseMapProof, verifyInclusion, verifyMapProof } from "./proofs.js";
+import { LOG_HASHES, logLeafHash, parseMapProof, verifyInclusion, verifyMapProof } from "./proofs.js";
 
 const RECEIPT_HEADER = "c2sp.org/tlog-proof@v1";
 const MAP_HEAD_LABEL = "edgeroot/map-head/v1";
 const RECORD_LABEL = "edgeroot/record/v1";
 const PREFIX_HANDLE_PREFIX = "0.na";
+const HASH_NAMES = { sha256: "SHA-256", sm3: "SM3" };
 
 const asciiLower = (text) => text.replace(/[A-Z]/g, (c) => c.toLowerCase());
 
@@ -108,7 +109,9 @@ export async function verifyResolution(asked, answer, pinned) {
     const mismatch = { status: "bad", reason: ["hashMismatch", log.hash, hash] };
     return { found, checks: [...checks, { name: "checkInclusion", ...mismatch }, skipped(mapName)] };
   }
-  if (hash !== "sha256") return { found, ...(await leftToTheServer(asked, answer, checks, mapName, hash)) };
+  // Every proof below is checked with the log's own hash (SHA-256, or SM3 for an SM log), the one the
+  // signed checkpoint declares and the policy pins.
+  const H = LOG_HASHES[hash];
   let mapHead = null;
   checks.push(await check("checkInclusion", async () => {
     const size = note.checkpoint.size;
@@ -119,10 +122,10 @@ export async function verifyResolution(asked, answer, pinned) {
     // A current answer's map head is the checkpoint's last leaf: the newest map it commits to.
     if (receipt.index !== size - 1n) throw new VerifyError("stale", receipt.index, size);
     const leaf = fromBase64(answer.proof.map_head, "map head");
-    await verifyInclusion(receipt.index, size, await logLeafHash(leaf), receipt.proof, note.checkpoint.root);
+    await verifyInclusion(receipt.index, size, await logLeafHash(leaf, H), receipt.proof, note.checkpoint.root, H);
     mapHead = parseMapHead(leaf);
     if (mapHead.epoch !== receipt.index + 1n) throw new VerifyError("inclusionBad", "map head epoch is not its index + 1");
-    return { status: "ok", reason: ["inclusionOk", receipt.index, size] };
+    return { status: "ok", reason: ["inclusionOk", receipt.index, size, HASH_NAMES[hash]] };
   }));
   let record = null;
   checks.push(mapHead === null ? skipped(mapName) : await check(mapName, async () => {
@@ -135,35 +138,15 @@ export async function verifyResolution(asked, answer, pinned) {
       const bytes = fromBase64(raw, "record");
       decoded = decodeRecord(bytes);
       if (decoded.identifier !== canonical) throw new VerifyError("mapBad", `record is for ${decoded.identifier}`);
-      value = await sha256(bytes);
+      value = await H(bytes);
     }
-    await verifyMapProof(mapHead.root, await sha256(utf8(canonical)), value, parseMapProof(fromBase64(answer.proof.map_proof, "map proof")));
+    const mapProof = parseMapProof(fromBase64(answer.proof.map_proof, "map proof"));
+    await verifyMapProof(mapHead.root, await H(utf8(canonical)), value, mapProof, H);
     record = decoded;  // shown only once the map proof holds: unproven values are never displayed
     return { status: "ok", reason: [found ? "mapOk" : "mapAbsentOk"] };
   }));
   if (checks.every((c) => c.status === "ok")) rememberVerifiedSize(note.checkpoint.origin, note.checkpoint.size);
   return { found, checks, record, epoch: mapHead && mapHead.epoch };
-}
-
-// A log that hashes with what WebCrypto lacks (SM3): its inclusion and map proofs are the server's word.
-// The record bytes are still decoded and must be the asked identifier's; they are shown as checked by the
-// server only (the verdict says so), never as proven.
-async function leftToTheServer(asked, answer, checks, mapName, hash) {
-  const serverOnly = { status: "server", reason: ["unsupportedHash", hash.toUpperCase()] };
-  let record = null;
-  const raw = answer.proof && answer.proof.record;
-  const mapCheck = await check(mapName, async () => {
-    if ((raw === null || raw === undefined) === (answer.found === true)) {
-      throw new VerifyError("malformed", "'found' disagrees with the proof");
-    }
-    if (raw !== null && raw !== undefined) {
-      const decoded = decodeRecord(fromBase64(raw, "record"));
-      if (decoded.identifier !== canonicalIdentifier(asked)) throw new VerifyError("mapBad", `record is for ${decoded.identifier}`);
-      record = decoded;
-    }
-    return serverOnly;
-  });
-  return { checks: [...checks, { name: "checkInclusion", ...serverOnly }, mapCheck], record, epoch: null };
 }
 
 // One word for the whole answer: every check passed, or some were only checked by the server, or not.
