@@ -8,6 +8,8 @@ import socket
 import time
 from pathlib import Path
 
+from edgeroot.system import START_DEADLINE_S
+
 
 class NotifySocket:
     def __init__(self, directory: Path) -> None:
@@ -27,7 +29,7 @@ class NotifySocket:
             with contextlib.suppress(TimeoutError):
                 self.messages.append(self.sock.recv(4096).decode())
 
-    def wait_for(self, field: str, timeout: float = 20.0) -> str:
+    def wait_for(self, field: str, timeout: float = START_DEADLINE_S) -> str:
         """Collect until a message holds ``field`` (e.g. ``READY=1``); that message."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgeroot.system import ANY_STATUS, free_port, wait_http
+from edgeroot.system import ANY_STATUS, START_DEADLINE_S, free_port, wait_http
 
 EDGEROOT = [sys.executable, "-m", "edgeroot"]
 
@@ -35,7 +35,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
     def exited() -> None:
         assert proc.poll() is None, f"server exited with {proc.returncode}"
 
-    wait_http(url, ok=ANY_STATUS, timeout=20, check=exited)
+    wait_http(url, ok=ANY_STATUS, timeout=START_DEADLINE_S, check=exited)
 
 
 def init_witness_and_root(tmp_path: Path, name: str, wport: int, alg: str = "p256") -> dict[str, Any]:
