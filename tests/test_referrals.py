@@ -169,6 +169,9 @@ def test_resolve_at_a_past_size_refuses_a_delegated_identifier(
     ]
     assert main([*args, "--at", str(size), "--config-dir", str(cli.config)]) == 2
     assert "--at does not follow referrals" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["resolve", "--help"])
+    assert "log size N of the --root node's log" in " ".join(capsys.readouterr().out.split())
 
 
 def test_the_top_answer_carries_the_delegation_with_its_map_proof(hierarchy: Hierarchy) -> None:
