@@ -318,7 +318,8 @@ class _KnownReferral:
 
 
 class NodeClients:
-    """What a warm client keeps between lookups (a gateway, the Handle API, a benchmark).
+    """What a warm client keeps between lookups (a long-lived caller passes one ``nodes=`` to every
+    :func:`resolve_referrals`; without it each lookup opens and closes its own).
 
     The clients of the nodes asked, by URL, so their connections are reused (at most ``capacity``;
     the oldest is closed first; ``aclose`` closes them all); each log's :class:`PinnedLog`
