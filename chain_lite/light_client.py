@@ -100,6 +100,11 @@ class LightClient:
             # The oldest other size goes: the one just proven stays, a receipt against it comes next.
             del self._known[min(size for size in self._known if size != cp.size)]
 
+    def knows(self, checkpoint: Checkpoint) -> bool:
+        """Whether ``checkpoint`` is the pinned one or an earlier one this client verified and remembers
+        (so it is consistent with the pin)."""
+        return checkpoint.origin == self.origin and self._known.get(checkpoint.size) == checkpoint.root
+
     def needs_proof(self, checkpoint: Checkpoint) -> tuple[int, int] | None:
         """The (old, new) sizes of the consistency proof :meth:`advance` needs to judge ``checkpoint``:
         from the pin to a newer size, or from an older size to the pin. None when it needs none:

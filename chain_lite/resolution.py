@@ -21,6 +21,7 @@ node therefore cannot hide a delegation nor invent one; :func:`referral_of` read
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from chain_lite.errors import ChainError, FormatError, ProofError
 from chain_lite.identifier import normalize
@@ -120,8 +121,54 @@ def home_prefixes(identifier: str) -> tuple[str, ...]:
     return tuple(".".join(parts[: i + 1]) for i in range(len(parts)))
 
 
+_Key = tuple[object, ...]
+T = TypeVar("T")
+
+
+class ProofMemo:
+    """What :func:`verify_resolution` has already checked, by the exact bytes it checked.
+
+    Every answer as of one checkpoint shows the same map head with the same inclusion proof, and the
+    same proofs of the prefix records above its identifier (D-076); only the identifier's own map
+    proof differs. The checks are pure functions of their inputs, so a result is kept under a key made
+    of *all* of them (hash profile, checkpoint, map root, record bytes, proof bytes): a repeat of the
+    same bytes skips the hashing and decoding, and any other byte is checked afresh. Bounded to
+    ``capacity`` results of each kind, the oldest dropped first. One memo per verifier of one log (a
+    :class:`rootclient.pinned_log.PinnedLog`); not thread-safe.
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity
+        self._heads: dict[_Key, MapHead] = {}
+        self._prefixes: dict[_Key, Record | None] = {}
+
+    def head(self, key: _Key) -> MapHead | None:
+        return self._heads.get(key)
+
+    def prefix(self, key: _Key) -> tuple[bool, Record | None]:
+        """(whether ``key`` was proven, the record it proved: ``None`` for a proven absence)."""
+        if key in self._prefixes:
+            return True, self._prefixes[key]
+        return False, None
+
+    def proven_head(self, key: _Key, head: MapHead) -> None:
+        self._bounded(self._heads)[key] = head
+
+    def proven_prefix(self, key: _Key, record: Record | None) -> None:
+        self._bounded(self._prefixes)[key] = record
+
+    def _bounded(self, table: dict[_Key, T]) -> dict[_Key, T]:
+        if len(table) >= self.capacity:
+            del table[next(iter(table))]
+        return table
+
+
 def _verify_prefixes(
-    root: bytes, identifier: str, proofs: tuple[PrefixProof, ...], suite: HashSuite
+    root: bytes,
+    identifier: str,
+    proofs: tuple[PrefixProof, ...],
+    suite: HashSuite,
+    memo: ProofMemo | None,
 ) -> tuple[tuple[str, Record | None], ...]:
     expected = home_prefixes(identifier)
     if tuple(p.prefix for p in proofs) != expected:
@@ -130,6 +177,12 @@ def _verify_prefixes(
         raise PrefixProofError(last, f"the answer proves {shown}, not {list(expected)}")
     out: list[tuple[str, Record | None]] = []
     for p in proofs:
+        key = (suite.name, root, p.prefix, p.record, p.map_proof)
+        if memo is not None:
+            known, remembered = memo.prefix(key)
+            if known:
+                out.append((p.prefix, remembered))
+                continue
         handle = prefix_handle(p.prefix)
         record = None
         try:
@@ -143,6 +196,8 @@ def _verify_prefixes(
             verify_map_proof(root, map_key(handle, suite=suite), value, map_proof, suite=suite)
         except ChainError as exc:
             raise PrefixProofError(p.prefix, str(exc)) from exc
+        if memo is not None:
+            memo.proven_prefix(key, record)
         out.append((p.prefix, record))
     return tuple(out)
 
@@ -175,11 +230,17 @@ def referral_of(proven: ProvenRecord, delegated: str | None) -> Delegation | Non
 
 
 def verify_resolution(
-    proof: ResolutionProof, verified: VerifiedCheckpoint, *, as_of: bool = False
+    proof: ResolutionProof,
+    verified: VerifiedCheckpoint,
+    *,
+    as_of: bool = False,
+    memo: ProofMemo | None = None,
 ) -> ProvenRecord:
     """Check ``proof`` against a checkpoint the caller has already verified (policy or light client).
 
-    ``verified`` must be the receipt's own checkpoint, verified by the caller.
+    ``verified`` must be the receipt's own checkpoint, verified by the caller. With ``memo``, the parts
+    this answer shares with earlier ones of the same checkpoint (the map head's inclusion, the prefix
+    records) are not checked twice (:class:`ProofMemo`); the result is the same.
     """
     cp = verified.checkpoint
     rcp = proof.receipt.checkpoint.checkpoint
@@ -191,12 +252,12 @@ def verify_resolution(
     if not as_of and index != cp.size - 1:
         raise StaleMap(index, cp.size)
     suite = cp.suite  # the log's hash profile, which the policy checked the checkpoint declares
-    check_inclusion(proof.receipt, leaf_hash(proof.map_head, suite=suite), verified)
-    head = parse_leaf(proof.map_head)
-    if not isinstance(head, MapHead):
-        raise FormatError("resolution proof", "the proven leaf is not a map head")
-    if head.epoch != index + 1:
-        raise FormatError("resolution proof", f"map head epoch {head.epoch} does not match its index {index}")
+    head_key = (suite.name, cp.origin, cp.size, cp.root, index, proof.receipt.proof, proof.map_head)
+    head = None if memo is None else memo.head(head_key)
+    if head is None:
+        head = _proven_head(proof, verified, index)
+        if memo is not None:
+            memo.proven_head(head_key, head)
     record = None
     value = None
     if proof.record is not None:
@@ -206,9 +267,20 @@ def verify_resolution(
         value = suite.digest(record.encode())  # Record.value_hash, in the log's profile
     prefixes = None
     if proof.prefixes is not None:
-        prefixes = _verify_prefixes(head.root, identifier, proof.prefixes, suite)
+        prefixes = _verify_prefixes(head.root, identifier, proof.prefixes, suite, memo)
     map_proof = MapProof.from_bytes(proof.map_proof)
     verify_map_proof(head.root, map_key(identifier, suite=suite), value, map_proof, suite=suite)
     # A prefix record's suffix is itself a prefix, stored lowercase: show it as the registry keys it.
     shown = identifier if governed_prefix(identifier) is not None else asked
     return ProvenRecord(shown, record, head.epoch, verified, prefixes)
+
+
+def _proven_head(proof: ResolutionProof, verified: VerifiedCheckpoint, index: int) -> MapHead:
+    """The map head the receipt proves included at ``index`` of the verified checkpoint."""
+    check_inclusion(proof.receipt, leaf_hash(proof.map_head, suite=verified.checkpoint.suite), verified)
+    head = parse_leaf(proof.map_head)
+    if not isinstance(head, MapHead):
+        raise FormatError("resolution proof", "the proven leaf is not a map head")
+    if head.epoch != index + 1:
+        raise FormatError("resolution proof", f"map head epoch {head.epoch} does not match its index {index}")
+    return head

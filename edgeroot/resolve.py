@@ -63,7 +63,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--root", required=True, help="root node URL, e.g. http://127.0.0.1:8470")
     p.add_argument("--verify", action="store_true", help="verify the answer against --policy and the pin")
     p.add_argument("--policy", type=Path, help="C2SP tlog-policy file (required with --verify)")
-    p.add_argument("--at", type=int, help="resolve as of this log size")
+    p.add_argument(
+        "--at", type=int, metavar="N",
+        help="resolve as of log size N of the --root node's log (one node: an identifier that log proves "
+        "delegated to another node is refused with exit 2; ask that node with its own policy and size)",
+    )  # fmt: skip
     p.add_argument("--config-dir", type=Path, help=f"where pins are kept (default {config_dir()})")
     p.add_argument(
         "--max-hops", type=int, default=MAX_HOPS,

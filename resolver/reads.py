@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -43,6 +44,8 @@ publication by this process's own sequencer wakes it at once (:meth:`RootNode.wa
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 """An encoded HTTP answer: status, raw headers, body (exactly the bytes sent)."""
+PREFIX_PROOFS_PER_VIEW = 4096
+"""How many prefixes' proofs one view keeps (any client may ask under made-up prefixes)."""
 ANSWER_CACHE_BYTES = 32 * 1024 * 1024
 """What one view keeps of encoded answers (about 15,000 resolutions with proof at 100k ids)."""
 
@@ -95,6 +98,10 @@ class PublishedView:
     # Encoded answers as of this checkpoint (resolver.fast_reads): a new view starts empty, and since
     # the view never changes an entry never goes stale.
     answers: AnswerCache = field(default_factory=AnswerCache, compare=False, repr=False)
+    # The proofs of prefix records as of this checkpoint, by prefix: every answer under a prefix carries
+    # the same ones (D-076), so each is computed once per view (by the event loop; a race computes one
+    # twice, with the same result).
+    prefix_proofs: dict[str, PrefixProof] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -125,10 +132,17 @@ class Resolution:
         well-formed delegations (:func:`resolver.registry.check_and_apply`)."""
         for p in self.prefixes:
             if p.record is not None:
-                delegation = Record.decode(p.record).delegation()
+                delegation = _delegation_in(p.record)
                 if delegation is not None:
                     return delegation
         return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _delegation_in(record: bytes) -> Delegation | None:
+    """The delegation a prefix record's bytes carry: decoded once per distinct record, not per answer
+    (a delegation's policy is parsed to check it)."""
+    return Record.decode(record).delegation()
 
 
 class RootNode:
@@ -281,8 +295,13 @@ class RootNode:
         record, proof = view.map.record_and_proof(ident)
         prefixes = []
         for p in home_prefixes(ident):
-            prefix_record, prefix_proof = view.map.record_and_proof(prefix_handle(p))
-            prefixes.append(PrefixProof(p, prefix_record, prefix_proof.to_bytes()))
+            known = view.prefix_proofs.get(p)
+            if known is None:
+                prefix_record, prefix_proof = view.map.record_and_proof(prefix_handle(p))
+                known = PrefixProof(p, prefix_record, prefix_proof.to_bytes())
+                if len(view.prefix_proofs) < PREFIX_PROOFS_PER_VIEW:  # asked prefixes are the client's choice
+                    view.prefix_proofs[p] = known
+            prefixes.append(known)
         return self._resolution(
             ident, record, proof.to_bytes(), view.size, view.map_head, view.receipt,
             view.map_head_b64, view.receipt_text, tuple(prefixes),

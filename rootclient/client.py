@@ -15,19 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+from httpx_aiohttp import HttpxAiohttpClient
 
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.epcis_proof import IndexProof
 from chain_lite.errors import ChainError, StaleCheckpoint
 from chain_lite.policy import Policy
-from chain_lite.registry import Delegation
-from chain_lite.resolution import NotDelegatedHere, PrefixProofError, ResolutionProof, referral_of
+from chain_lite.registry import DELEGATION_TYPE, Delegation, canonical_identifier
+from chain_lite.resolution import (
+    NotDelegatedHere,
+    PrefixProofError,
+    ResolutionProof,
+    home_prefixes,
+    referral_of,
+)
 from rootclient import codecs, routes
 from rootclient.errors import (
     ClientError,
@@ -62,13 +70,17 @@ def _json(response: httpx.Response, what: str) -> object:
 
 class AsyncRootClient:
     """A root node at ``base_url``; use as ``async with``. ``http`` may be supplied (its base URL must
-    be the node's) so a caller can share or instrument the connection pool."""
+    be the node's) so a caller can share or instrument the connection pool.
+
+    By default the requests go through httpx's API over aiohttp's connection pool (D-090): with
+    lookups in flight, httpx's own pool cost about 1.5 ms of CPU per request, aiohttp's about 0.4 ms.
+    """
 
     def __init__(
         self, base_url: str, *, timeout: float = 10.0, http: httpx.AsyncClient | None = None
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self._http = http or HttpxAiohttpClient(base_url=self.base_url, timeout=timeout)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -255,6 +267,17 @@ class Hop:
                 held = prefix
         return held
 
+    @property
+    def referral_ttl_s(self) -> int:
+        """How long the delegation this hop proved may be reused: the ``ttl`` of the ``HS_SITE`` value
+        carrying it (0: no delegation)."""
+        if self.referral is None:
+            return 0
+        for prefix, record in self.verified.proven.prefixes or ():
+            if prefix == self.referral.prefix and record is not None:
+                return min((v.ttl for v in record.values if v.type == DELEGATION_TYPE), default=0)
+        return 0
+
     def as_json(self) -> dict[str, Any]:
         """One hop of the hop chain (docs/formats.md §21)."""
         proven = self.verified.proven
@@ -280,21 +303,54 @@ PinStoreFor = Callable[[str], PinStore]
 HoldPin = Callable[[PinStore], AbstractContextManager[object]]
 """Held while one log's pin is loaded, judged and saved (the CLI's file lock); ``None``: nothing held."""
 MAX_HOPS = 8
+MAX_REFERRAL_TTL_S = 300.0
+"""The longest a proven delegation is reused by a warm client, whatever its ``HS_SITE`` ttl says."""
+LogKey = tuple[str, str, str]
+"""A pinned log in :attr:`NodeClients.logs`: (origin, URL, the policy text a delegation commits to)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownReferral:
+    hop: Hop
+    log: LogKey
+    """The pinned log that proved it: the delegation is used only while that log vouches for it."""
+    expires: float
 
 
 class NodeClients:
-    """Clients of delegated nodes by URL, kept open across lookups so a long-lived caller (a gateway,
-    the Handle API, a benchmark) reuses their connections; ``aclose`` closes them all. At most
-    ``capacity`` are kept (the oldest is closed first)."""
+    """What a warm client keeps between lookups (a long-lived caller passes one ``nodes=`` to every
+    :func:`resolve_referrals`; without it each lookup opens and closes its own).
 
-    def __init__(self, *, timeout: float = 10.0, capacity: int = 64) -> None:
+    The clients of the nodes asked, by URL, so their connections are reused (at most ``capacity``;
+    the oldest is closed first; ``aclose`` closes them all); each log's :class:`PinnedLog`
+    (:attr:`logs`); and the delegations the nodes proved (D-091), reused for ``min(ttl of the
+    HS_SITE value, referral_ttl_s)`` seconds by ``clock`` for every identifier under the delegated
+    prefix, while the log that proved a delegation still vouches for the checkpoint it was proven at
+    (:meth:`PinnedLog.vouches_for`). A lookup under a known delegation asks only the node that
+    answers; its hop chain still lists every hop with the proof it was proven by. One caller policy
+    per instance: the first node's log and referrals are kept without it in their keys.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        capacity: int = 64,
+        referral_ttl_s: float = MAX_REFERRAL_TTL_S,
+        referral_capacity: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.timeout = timeout
         self.capacity = capacity
+        self.referral_ttl_s = referral_ttl_s
+        self.referral_capacity = referral_capacity
+        self.clock = clock
         self._clients: dict[str, AsyncRootClient] = {}
-        self.logs: dict[tuple[str, str, str], PinnedLog] = {}
+        self.logs: dict[LogKey, PinnedLog] = {}
         """Open pinned logs by (origin, URL, the policy text a delegation commits to; "" for the first
         node, which the caller's one policy governs): a warm client judges each checkpoint once and
         keeps its pin in memory between lookups (saved through its store as usual)."""
+        self._referrals: dict[tuple[bytes, str], _KnownReferral] = {}
 
     async def get(self, url: str) -> AsyncRootClient:
         client = self._clients.get(url)
@@ -310,6 +366,51 @@ class NodeClients:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+
+    def known_referral(self, node: bytes, prefixes: Sequence[str]) -> Hop | None:
+        """The hop at ``node`` (:func:`_node_key`) that proved a delegation of one of ``prefixes`` (the
+        identifier's :func:`~chain_lite.resolution.home_prefixes`, the shortest first), if it is still
+        within its TTL and vouched for by its log; expired or unvouched ones are forgotten."""
+        now = self.clock()
+        for prefix in prefixes:
+            known = self._referrals.get((node, prefix))
+            if known is None:
+                continue
+            pinned = self.logs.get(known.log)
+            if (
+                known.expires > now
+                and pinned is not None
+                and pinned.vouches_for(known.hop.verified.proven.checkpoint)
+            ):
+                return known.hop
+            del self._referrals[(node, prefix)]
+        return None
+
+    def remember_referral(self, node: bytes, hop: Hop, log: LogKey) -> None:
+        """Keep the delegation ``hop`` proved at ``node`` for its TTL (nothing when that is 0)."""
+        ttl = min(self.referral_ttl_s, hop.referral_ttl_s)
+        if hop.referral is None or ttl <= 0:
+            return
+        if len(self._referrals) >= self.referral_capacity:
+            del self._referrals[next(iter(self._referrals))]
+        self._referrals[(node, hop.referral.prefix)] = _KnownReferral(hop, log, self.clock() + ttl)
+
+
+def _node_key(top: AsyncRootClient | None, delegation: Delegation | None) -> bytes:
+    """Which node a hop asks: the first one by its URL, a delegated one by its whole delegation."""
+    if delegation is not None:
+        return delegation.encode()
+    assert top is not None
+    return b"top\0" + top.base_url.encode()
+
+
+def _home_prefixes(identifier: str) -> tuple[str, ...]:
+    """The prefixes whose delegations decide who answers for ``identifier`` (none when it is invalid:
+    the node asked refuses it)."""
+    try:
+        return home_prefixes(canonical_identifier(identifier))
+    except ChainError:
+        return ()
 
 
 async def _ask_child(
@@ -366,6 +467,7 @@ async def resolve_referrals(
             await own.aclose()
     hops: tuple[Hop, ...] = ()
     seen: set[str] = set(visited)
+    prefixes = _home_prefixes(identifier)
     delegation = start
     if delegation is not None:
         if delegation.origin in seen:
@@ -378,13 +480,20 @@ async def resolve_referrals(
     while True:
         if len(hops) >= max_hops:
             raise ReferralTooDeep(f"more than {max_hops} nodes to ask (the limit of nodes per lookup)", hops)
-        if delegation is None:
-            assert top is not None
-            client, answer = top, await top.resolve(identifier)
-            proof = codecs.resolution_from_json(answer)
+        node = _node_key(top, delegation)
+        known = nodes.known_referral(node, prefixes)
+        if known is not None:
+            hop = known
         else:
-            client, answer, proof = await _ask_child(delegation.urls, identifier, nodes, hops)
-        hop = await _verify_hop(client, answer, proof, hop_policy, delegation, pins, hold, hops, nodes)
+            if delegation is None:
+                assert top is not None
+                client, answer = top, await top.resolve(identifier)
+                proof = codecs.resolution_from_json(answer)
+            else:
+                client, answer, proof = await _ask_child(delegation.urls, identifier, nodes, hops)
+            hop = await _verify_hop(client, answer, proof, hop_policy, delegation, pins, hold, hops, nodes)
+            if hop.referral is not None:
+                nodes.remember_referral(node, hop, _log_key(hop.origin, hop.url, delegation))
         seen.add(hop.origin)
         hops = (*hops, hop)
         delegation = hop.referral
@@ -397,6 +506,10 @@ async def resolve_referrals(
                 hops,
             )
         hop_policy = delegation.trust_policy()
+
+
+def _log_key(origin: str, url: str, delegation: Delegation | None) -> LogKey:
+    return (origin, url, "" if delegation is None else delegation.policy)
 
 
 async def _verify_hop(  # noqa: PLR0917 (the hop's answer and everything it is judged by)
@@ -418,7 +531,7 @@ async def _verify_hop(  # noqa: PLR0917 (the hop's answer and everything it is j
             hops,
         )
     store = pins(origin)
-    key = (origin, client.base_url, "" if delegation is None else delegation.policy)
+    key = _log_key(origin, client.base_url, delegation)
     with hold(store) if hold is not None else contextlib.nullcontext():
         try:
             pinned = nodes.logs.get(key) or await PinnedLog.open(policy, origin, client, store)

@@ -31,7 +31,12 @@ caller, said with :class:`Older`:
   even when consistent, and the user retries (the answer may come from a lagging replica).
 
 Receipts and resolution answers are then checked against the checkpoint verified in step 1; nothing
-is parsed or verified twice.
+is parsed or verified twice: the parts every answer of one checkpoint shares (the map head's
+inclusion, the prefix records) are checked once per log (:class:`chain_lite.resolution.ProofMemo`).
+
+What was proven at a checkpoint may be used later while this log still vouches for that checkpoint
+(:meth:`PinnedLog.vouches_for`: it is the pin or an earlier one proven consistent with it, and the log
+never showed two inconsistent checkpoints to this client); a referral cache relies on it (D-091).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from chain_lite.errors import ChainError, StaleCheckpoint
 from chain_lite.light_client import MALFORMED_PROOF, Accepted, Evidence, LightClient, Rejected
 from chain_lite.policy import Policy, VerifiedCheckpoint
 from chain_lite.receipt import Receipt
-from chain_lite.resolution import ProvenRecord, ResolutionProof, verify_resolution
+from chain_lite.resolution import ProofMemo, ProvenRecord, ResolutionProof, verify_resolution
 from rootclient.errors import EquivocationDetected, PinError, ProtocolError
 
 
@@ -114,6 +119,8 @@ class PinnedLog:
         # The last checkpoints verified under the policy, by their bytes: the same bytes under the same
         # policy verify the same way, so a warm client does not verify every answer's signatures again.
         self._verified: dict[bytes, VerifiedCheckpoint] = {}
+        self._memo = ProofMemo()
+        self._equivocated = False
         # The syncer and the registry cache update one pin concurrently: one update at a time, so a
         # consistency proof is always fetched from the pin it is applied to.
         self._lock = asyncio.Lock()
@@ -162,6 +169,7 @@ class PinnedLog:
             proof = [] if sizes is None else await self.root.consistency(*sizes)
             outcome = self.light.advance(verified, proof)
             if isinstance(outcome, Evidence):
+                self._equivocated = True
                 where = await self.store.save_evidence(evidence_json(outcome))
                 message = f"the log showed two inconsistent checkpoints ({outcome.reason})"
                 raise EquivocationDetected(f"{message}; evidence saved to {where}", where)
@@ -178,6 +186,12 @@ class PinnedLog:
                 raise StaleCheckpoint(self.light.size, size)
             return outcome
 
+    def vouches_for(self, verified: VerifiedCheckpoint) -> bool:
+        """Whether what was proven at ``verified`` may still be used: it is the pinned checkpoint or an
+        earlier one this log proved consistent with the pin and remembers, and this log has shown no
+        two inconsistent checkpoints (evidence) since this object was opened."""
+        return not self._equivocated and self.light.knows(verified.checkpoint)
+
     async def verify_receipt(self, receipt: Receipt, entry: bytes) -> VerifiedCheckpoint:
         """Verify that ``entry`` (the logged bytes) is in the log, by ``receipt``; moves the pin when
         the receipt's checkpoint is newer. A receipt against an older checkpoint is used once that
@@ -192,5 +206,5 @@ class PinnedLog:
         """Verify a resolution answer's proof against its checkpoint, moving the pin when it is newer;
         ``older`` says whether an answer whose checkpoint is older than the pin may be used."""
         accepted = await self.accept(proof.receipt.checkpoint, older=older)
-        proven = verify_resolution(proof, accepted.checkpoint, as_of=as_of)
+        proven = verify_resolution(proof, accepted.checkpoint, as_of=as_of, memo=self._memo)
         return Verified(proven, self.light.size, accepted.moved)

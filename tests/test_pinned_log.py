@@ -152,6 +152,29 @@ def test_the_same_fork_is_detected_the_same_way_by_the_cli_and_the_gateway(
     assert run(db.has_evidence())
 
 
+def test_a_log_vouches_only_for_checkpoints_it_proved_and_not_after_equivocating(
+    log: LogBuilder, tmp_path: Path
+) -> None:
+    """vouches_for (what a referral cache relies on): yes for the pin and an older checkpoint it proved
+    consistent, no for one it never judged, and no for anything once the log showed a fork."""
+    root = FakeRoot(log)
+
+    async def scenario() -> None:
+        pinned = await PinnedLog.open(log.policy(), ORIGIN, root, FilePinStore(ORIGIN, tmp_path))
+        at_10 = (await pinned.accept(signed(log.checkpoint()), older=Older.REFUSE)).checkpoint
+        log.add(6)
+        never_shown = log.policy().verify_checkpoint(signed(log.checkpoint()), ORIGIN)
+        log.add(2)
+        at_18 = (await pinned.accept(signed(log.checkpoint()), older=Older.REFUSE)).checkpoint
+        assert pinned.vouches_for(at_10) and pinned.vouches_for(at_18)
+        assert not pinned.vouches_for(never_shown)
+        with pytest.raises(EquivocationDetected):
+            await pinned.accept(signed(log.checkpoint(root=b"\x07" * 32)), older=Older.REFUSE)
+        assert not pinned.vouches_for(at_18) and not pinned.vouches_for(at_10)
+
+    run(scenario())
+
+
 def assert_no_evidence(pins: PinStore, directory: Path) -> None:
     if isinstance(pins, SqlitePinStore):
         assert not run(pins.has_evidence())

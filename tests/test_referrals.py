@@ -16,9 +16,11 @@ from pyhandle.handleclient import PyHandleClient
 from chain_lite import b64
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE as BASE
 from chain_lite.epcis_identifiers import identifier_uri
+from chain_lite.errors import ChainError
 from chain_lite.keys import NoteKey, generate_p256, public_der
 from chain_lite.note import SIGTYPE_ED25519
-from chain_lite.registry import Delegation, Record, Value, prefix_handle, pubkey_value
+from chain_lite.registry import DEFAULT_TTL, Delegation, Record, Value, prefix_handle, pubkey_value
+from chain_lite.resolution import PrefixProofError, ProofMemo, verify_resolution
 from edge import store
 from edge.pin_store import SqlitePinStore
 from edge.registry_cache import RegistryCache
@@ -26,9 +28,10 @@ from edgeroot.cli import main
 from edgeroot.event_commands import sign_document
 from edgeroot.resolve import REFERRAL_EXIT
 from resolver import config as root_config
-from resolver.handle_proxy import ReferralFailed, ReferralFollower
-from rootclient.client import AsyncRootClient
-from rootclient.errors import ClientError
+from resolver.handle_proxy import MemoryPinStore, ReferralFailed, ReferralFollower
+from rootclient.client import MAX_REFERRAL_TTL_S, AsyncRootClient, Hop, NodeClients, resolve_referrals
+from rootclient.codecs import resolution_from_json
+from rootclient.errors import ClientError, DelegationChanged
 from rootclient.pin_file import pin_file
 from rootclient.pinned_log import PinnedLog
 from tests.root_harness import (
@@ -169,6 +172,9 @@ def test_resolve_at_a_past_size_refuses_a_delegated_identifier(
     ]
     assert main([*args, "--at", str(size), "--config-dir", str(cli.config)]) == 2
     assert "--at does not follow referrals" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["resolve", "--help"])
+    assert "log size N of the --root node's log" in " ".join(capsys.readouterr().out.split())
 
 
 def test_the_top_answer_carries_the_delegation_with_its_map_proof(hierarchy: Hierarchy) -> None:
@@ -338,6 +344,135 @@ def test_a_delegation_changed_after_the_pin_is_exit_9(hierarchy: Hierarchy, cli:
         delegate(hierarchy.secondary, original, op="update")
         hierarchy.secondary.settle()
     assert cli.resolve(PUMP)[0] == 0
+
+
+# --- a warm client reuses proven delegations by their TTL (D-091) -------------------------------------------
+
+
+class _Counting:
+    """A TamperingProxy's ``tamper`` that changes nothing and counts the resolutions it passes on."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, answer: dict[str, Any]) -> dict[str, Any]:
+        self.count += 1
+        return answer
+
+
+class _WarmClient:
+    """One warm client (:class:`NodeClients`, one in-memory pin per log) whose clock the test moves."""
+
+    def __init__(self, h: Hierarchy) -> None:
+        self.h = h
+        self.now = 0.0
+        self.pins: dict[str, MemoryPinStore] = {}
+        self.nodes = NodeClients(clock=lambda: self.now)
+
+    async def resolve(self, top: AsyncRootClient, identifier: str) -> tuple[Hop, ...]:
+        def pin(origin: str) -> MemoryPinStore:
+            return self.pins.setdefault(origin, MemoryPinStore())
+
+        return await resolve_referrals(top, identifier, self.h.top.policy, pin, nodes=self.nodes)
+
+
+def test_a_warm_client_asks_for_a_proven_delegation_again_only_after_its_ttl(hierarchy: Hierarchy) -> None:
+    """Within its TTL a delegation proven once serves every identifier under its prefix without asking
+    the nodes that proved it (the hop chain still lists those hops and proofs); after the TTL, or once
+    its log no longer vouches for the checkpoint it was proven at, the top is asked again."""
+    counter = _Counting()
+    warm = _WarmClient(hierarchy)
+
+    async def scenario(front: str) -> dict[str, Any]:
+        async with AsyncRootClient(front) as top:
+            out: dict[str, Any] = {"first": await warm.resolve(top, PUMP), "asked_first": counter.count}
+            out["again"] = await warm.resolve(top, PUMP)
+            out["other"] = await warm.resolve(top, "88.123.99.7/NOBODY")
+            out["valve"] = await warm.resolve(top, VALVE)
+            out["asked_within"] = counter.count
+            warm.now += MAX_REFERRAL_TTL_S + 1
+            out["late"] = await warm.resolve(top, PUMP)
+            out["asked_late"] = counter.count
+            warm.nodes.logs.clear()  # the logs that proved the delegations are gone: nothing vouches
+            out["unvouched"] = await warm.resolve(top, PUMP)
+            out["asked_unvouched"] = counter.count
+        await warm.nodes.aclose()
+        return out
+
+    with ServerThread(TamperingProxy(hierarchy.top.url, counter)) as front:
+        out = asyncio.run(scenario(front.url))
+    first, again, other, valve, late = (out[k] for k in ("first", "again", "other", "valve", "late"))
+    assert [h.origin for h in first] == ["top.test", "secondary.test", "enterprise.test"]
+    assert first[0].referral_ttl_s == DEFAULT_TTL and first[1].referral_ttl_s == DEFAULT_TTL
+    assert out["asked_first"] == 1 and out["asked_within"] == 1, out
+    assert again[0] is first[0] and again[1] is first[1]  # the proven delegations, not asked again
+    assert again[2] is not first[2] and again[2].verified.proven.record == first[2].verified.proven.record
+    assert other[:2] == first[:2] and other[2].verified.proven.record is None  # absent, at the enterprise
+    assert valve[0] is first[0] and [h.origin for h in valve] == ["top.test", "secondary.test"]
+    assert out["asked_late"] == 2 and late[0] is not first[0] and late[1] is not first[1]
+    assert [h.origin for h in late] == [h.origin for h in first]
+    assert out["asked_unvouched"] == 3 and out["unvouched"][0] is not late[0]
+
+
+def test_a_warm_client_catches_a_delegation_changed_after_the_pin_once_its_ttl_is_over(
+    hierarchy: Hierarchy,
+) -> None:
+    """A delegation changed at the parent after the child log was pinned: within the TTL the warm client
+    keeps using the one it proved (as Handle's TTL allows); after it, it asks again and refuses the new
+    one with DelegationChanged, since the pinned checkpoint does not verify under its policy."""
+    warm = _WarmClient(hierarchy)
+    impostor_key = NoteKey.generate("enterprise.test", SIGTYPE_ED25519)
+    original = delegation_to(hierarchy.enterprise, "88.123.99.7")
+    changed = Delegation(
+        original.prefix, original.urls, impostor_key.vkey(), f"log {impostor_key.vkey()}\nquorum none\n"
+    )
+
+    async def scenario() -> tuple[tuple[Hop, ...], tuple[Hop, ...], DelegationChanged]:
+        async with AsyncRootClient(hierarchy.top.url) as top:
+            first = await warm.resolve(top, PUMP)
+            # The harness's writes use the synchronous client: off this loop, in a worker thread.
+            await asyncio.to_thread(delegate, hierarchy.secondary, changed, op="update")
+            await asyncio.to_thread(hierarchy.secondary.settle)
+            within = await warm.resolve(top, PUMP)
+            warm.now += MAX_REFERRAL_TTL_S + 1
+            with pytest.raises(DelegationChanged) as caught:
+                await warm.resolve(top, PUMP)
+        await warm.nodes.aclose()
+        return first, within, caught.value
+
+    try:
+        first, within, caught = asyncio.run(scenario())
+    finally:
+        delegate(hierarchy.secondary, original, op="update")
+        hierarchy.secondary.settle()
+    assert within[1] is first[1] and within[2].verified.proven.record == first[2].verified.proven.record
+    assert caught.kind == "delegation-changed" and "changed after the pin" in caught.message
+    assert [h.origin for h in caught.hops] == ["top.test", "secondary.test"]
+    assert caught.hops[1].referral == changed
+
+
+def test_a_memo_of_shared_proof_parts_never_lets_other_bytes_through(hierarchy: Hierarchy) -> None:
+    """Answers of one checkpoint share the map head's inclusion and the prefix records: with a memo
+    they verify to the same result, and a forged prefix record or receipt hash in a later answer is
+    still refused (the memo is keyed by every byte it checked)."""
+    top = hierarchy.top
+    size = top.settle()
+    answers = [httpx.get(f"{top.url}/v1/resolve/{i}").json() for i in (PUMP, "88.123.99.7/OTHER")]
+    proofs = [resolution_from_json(a) for a in answers]
+    assert {p.receipt.checkpoint.checkpoint.size for p in proofs} == {size}
+    verified = top.policy.verify_checkpoint(proofs[0].receipt.checkpoint, top.origin)
+    memo = ProofMemo()
+    for proof in proofs:
+        assert verify_resolution(proof, verified, memo=memo) == verify_resolution(proof, verified)
+    forged = resolution_from_json(_rewrite_delegation(json.loads(json.dumps(answers[1])), DOWN))
+    with pytest.raises(PrefixProofError, match=r"0\.na/88\.123\.99"):
+        verify_resolution(forged, verified, memo=memo)
+    bent = json.loads(json.dumps(answers[1]))
+    receipt = bent["proof"]["receipt"].splitlines()
+    receipt[2] = b64.encode(bytes(32))  # the first hash of the map head's inclusion proof
+    bent["proof"]["receipt"] = "\n".join(receipt) + "\n"
+    with pytest.raises(ChainError):
+        verify_resolution(resolution_from_json(bent), verified, memo=memo)
 
 
 @pytest.mark.skipif(
