@@ -28,7 +28,7 @@ from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.keys import generate_p256, generate_sm2
 from chain_lite.registry import Value, build_write, pubkey_value, sign_write
 from edge import store
-from edgeroot.system import System, configure
+from edgeroot.system import System, configure, wait_until
 from resolver.errors import ResolverError
 from rootclient.client import RootClient
 from rootclient.errors import ClientError
@@ -82,6 +82,14 @@ def _pages_used(db: Path) -> int:
         conn.close()
 
 
+def _settled_misses(url: str) -> dict[str, int] | None:
+    """The witnesses' missed checkpoints once two reads a retry interval (2 s) apart agree."""
+    first = httpx.get(f"{url}/healthz").json()["witnesses_failing"]
+    time.sleep(2.5)
+    second = httpx.get(f"{url}/healthz").json()["witnesses_failing"]
+    return second if first == second else None
+
+
 @EVERY_SUITE
 def test_drill_witness_down(plant: Plant) -> None:
     """The witness stops: the root keeps integrating, says so in /healthz, /metrics and its log; the
@@ -107,10 +115,16 @@ def test_drill_witness_down(plant: Plant) -> None:
     assert 'edgeroot_root_witness_failing_checkpoints{witness="witness.test"}' in metrics
     st = store.status(plant.state / "gateway.db")
     assert st["readings"] == 60
-    time.sleep(1.0)
+    # Every block handed to the root (a block still arriving makes a new checkpoint: a new miss, rightly).
+    wait_until(
+        "every reading in a block the root accepted",
+        lambda: (s := store.status(plant.state / "gateway.db"))["unchained_readings"] == 0
+        and s["blocks"]["chained"] == 0,
+    )
     assert store.status(plant.state / "gateway.db")["unanchored_blocks"] > 0, "anchored without the witness"
     # The root re-asks the witness every 2 s; retries of the same checkpoint are not missed checkpoints.
-    missed = httpx.get(f"{plant.root.url}/healthz").json()["witnesses_failing"]
+    # Its last batch of those blocks is signed within its 50 ms interval: the count settles.
+    missed = wait_until("the missed checkpoints settle", lambda: _settled_misses(plant.root.url))
     warned = root_log().count("unreachable")
     assert warned >= 1, "the first missed checkpoint is logged"
     time.sleep(4.5)
