@@ -25,6 +25,7 @@ created on first start with children); a child lists it as one more ``[[witness]
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -70,16 +71,27 @@ def witness_name(origin: str) -> str:
 
 
 def ensure_witness_key(state: Path, origin: str) -> NoteKey:
-    """The node's cosignature key, created (0600) on first use; ``STATE/witness.vkey`` is for children."""
+    """The node's cosignature key, created (0600) on first use; ``STATE/witness.vkey`` is for children.
+
+    Several processes may start on one fresh state directory at once (``root run --workers N``): the key
+    is written whole under a name of this process's own and linked into place, so exactly one key wins
+    and the others read it, never a half-written file."""
     path = state / WITNESS_KEY
-    if path.exists():
-        key = NoteKey.parse_skey(path.read_text())
-        if key.sigtype != SIGTYPE_COSIGNATURE_V1:
-            raise ChainError(f"{path} is not a cosignature (0x04) key")
-        return key
-    key = NoteKey.generate(witness_name(origin), SIGTYPE_COSIGNATURE_V1)
-    write_private(path, (key.skey() + "\n").encode())
-    (state / WITNESS_VKEY).write_text(key.vkey() + "\n")
+    if not path.exists():
+        key = NoteKey.generate(witness_name(origin), SIGTYPE_COSIGNATURE_V1)
+        mine = path.with_name(f"{path.name}.{os.getpid()}")
+        write_private(mine, (key.skey() + "\n").encode(), force=True)
+        try:
+            os.link(mine, path)  # fails if another process linked its key first
+        except FileExistsError:
+            pass
+        else:
+            (state / WITNESS_VKEY).write_text(key.vkey() + "\n")
+        finally:
+            mine.unlink()
+    key = NoteKey.parse_skey(path.read_text())
+    if key.sigtype != SIGTYPE_COSIGNATURE_V1:
+        raise ChainError(f"{path} is not a cosignature (0x04) key")
     return key
 
 

@@ -5,6 +5,9 @@ usual lifecycle); each worker is an ordinary daemon of its own, forked before th
 event loop, that inherits what the caller prepared (a listening socket, shared memory) and runs
 ``run_worker(number)`` (numbers from 1), which returns the worker's exit code.
 
+* **Start, one worker at a time**: all are forked at once, but each waits for its turn (a pipe) and
+  the next starts when the previous said ``READY=1``, so no two set up a fresh state directory or
+  database at the same moment, and one map is built at a time.
 * **Notify relay.** Each worker's ``$NOTIFY_SOCKET`` is a datagram socket of the supervisor's own (one
   per worker, in the abstract namespace, so the sender is known), so the workers' unchanged lifecycle
   speaks to the supervisor, and the supervisor speaks to systemd: ``READY=1`` once **every** worker said
@@ -74,6 +77,8 @@ def _describe(code: int) -> str:
 class _Worker:
     number: int
     notify: socket.socket
+    go: tuple[int, int]
+    """A pipe: the worker starts its work when the supervisor writes to it (or closes it)."""
     pid: int = 0
     code: int | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -94,6 +99,13 @@ def _child(worker: _Worker, workers: list[_Worker], run_worker: Callable[[int], 
         address = worker.notify.getsockname()
         for other in workers:
             other.notify.close()  # the supervisor's ends; the worker only sends
+            os.close(other.go[1])
+            if other is not worker:
+                os.close(other.go[0])
+        os.read(worker.go[0], 1)  # its turn to start (an empty read: the supervisor is gone)
+        os.close(worker.go[0])
+        if os.getppid() != parent:
+            os._exit(EXIT_FAILED)
         os.environ["NOTIFY_SOCKET"] = "@" + address[1:].decode()
         if "WATCHDOG_USEC" in os.environ:
             os.environ["WATCHDOG_PID"] = str(os.getpid())
@@ -120,7 +132,7 @@ def run_workers(name: str, count: int, run_worker: Callable[[int], int], *, stop
         relay = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         relay.bind(f"\0edgeroot-{name}-{os.getpid()}-{token}-{number}")
         relay.setblocking(False)
-        workers.append(_Worker(number, relay))
+        workers.append(_Worker(number, relay, os.pipe()))
     parent = os.getpid()
     for worker in workers:
         sys.stdout.flush()  # nothing buffered is written twice
@@ -130,6 +142,8 @@ def run_workers(name: str, count: int, run_worker: Callable[[int], int], *, stop
             _child(worker, workers, run_worker, parent)
         worker.pid = pid
         log.info("%s: worker %d started (pid %d)", name, worker.number, pid)
+    for worker in workers:
+        os.close(worker.go[0])  # the workers' ends (kept open until the last fork: each child closes them)
     return run_service(lambda: _supervise(name, workers, stop_deadline_s))
 
 
@@ -176,7 +190,11 @@ async def _supervise(name: str, workers: list[_Worker], stop_deadline_s: float) 
         if watchdog is not None:
             service.spawn("worker-watchdog", _watch_pings(workers, 2 * watchdog, stopping))
         for w in workers:
-            await w.ready.wait()  # a worker that dies first cuts this start short (its task fails)
+            # One at a time: each starts on a state the previous one already set up (schema, keys), and
+            # the peak of building the maps is one worker's. A worker that dies cuts the start short.
+            os.write(w.go[1], b"1")
+            os.close(w.go[1])
+            await w.ready.wait()
         log.info("%s: all %d workers ready", name, len(workers))
         await service.serve()
 
