@@ -5,6 +5,7 @@ a newer one, and the supervisor speaks for all of them to systemd (READY, reload
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -65,8 +66,9 @@ class Workers:
         request = build_write(ORIGIN, "create", identifier, [Value(1, "URL", "string", "https://example.com")],
                               timestamp_ms=now_ms(), nonce=os.urandom(16))  # fmt: skip
         with httpx.Client(base_url=self.url, timeout=10) as client:
-            answer = client.post(routes.REGISTRY, content=sign_write(request, self.admin).raw,
-                                 headers={"content-type": "application/cose", "connection": "close"})  # fmt: skip
+            headers = {"content-type": "application/cose", "connection": "close"}
+            raw = sign_write(request, self.admin).raw
+            answer = client.post(routes.REGISTRY, content=raw, headers=headers)
         assert answer.status_code in (200, 201, 202), answer.text
 
     def seen_workers(self, count: int = 2) -> dict[int, dict[str, Any]]:
@@ -103,6 +105,11 @@ def _database(kind: str) -> Iterator[str | None]:
             yield url
 
 
+def _drain(sock: NotifySocket, stop: threading.Event) -> None:
+    while not stop.is_set():
+        sock.collect(0.2)
+
+
 @pytest.fixture(params=_databases())
 def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workers]:
     """``root run --workers 2`` over a fresh node (SQLite or PostgreSQL; no witnesses, so each batch is
@@ -117,15 +124,24 @@ def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workers]
         port = free_port()
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [*EDGEROOT, "root", "run", "--state", str(state), "--listen", f"127.0.0.1:{port}", "--workers", "2"],
+                [*EDGEROOT, "root", "run", "--state", str(state), "--listen", f"127.0.0.1:{port}",
+                 "--workers", "2"],
                 env=sock.env(WATCHDOG_S), stdout=out, stderr=out, cwd=REPO,
             )  # fmt: skip
         admin = CoseSigner(admin_kid(PREFIX), load_private_pem(result.admin_key.read_bytes()))
         running = Workers(proc, f"http://127.0.0.1:{port}", log, sock, admin)
+        # systemd reads every datagram at once; a socket nobody reads fills up, and the supervisor's
+        # next send (then the workers' to it) would block, as against a systemd that hangs.
+        listening = threading.Event()
+        drain = threading.Thread(target=_drain, args=(sock, listening), name="notify-drain", daemon=True)
         try:
             sock.wait_for("READY=1", timeout=60)
+            drain.start()
             yield running
         finally:
+            listening.set()
+            if drain.is_alive():
+                drain.join()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
@@ -204,7 +220,7 @@ def test_no_client_sees_an_older_checkpoint_after_a_newer_one_across_workers(wor
         grower.join()
     assert len(readers_done) == 3, "a reader failed (its exception is above)"
     for sizes, named in readers_done:
-        backwards = [(a, b) for a, b in zip(sizes, sizes[1:], strict=False) if b < a]
+        backwards = [(a, b) for a, b in itertools.pairwise(sizes) if b < a]
         assert backwards == [], f"sizes went back: {backwards[:5]}"
         assert named == {1, 2}, f"one client heard only worker(s) {named}"
         assert sizes[-1] > sizes[0], "the log did not grow while this client read"
