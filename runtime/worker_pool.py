@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runtime.logsetup import configure_logging
-from runtime.service import EXIT_FAILED, Service, Step, run_service
+from runtime.service import EXIT_FAILED, EXIT_OK, Service, Step, run_service
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -78,7 +78,8 @@ class _Worker:
     number: int
     notify: socket.socket
     go: tuple[int, int]
-    """A pipe: the worker starts its work when the supervisor writes to it (or closes it)."""
+    """A pipe: the worker starts when the supervisor writes a byte, and exits if it closes it empty."""
+    released: bool = False
     pid: int = 0
     code: int | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -102,10 +103,10 @@ def _child(worker: _Worker, workers: list[_Worker], run_worker: Callable[[int], 
             os.close(other.go[1])
             if other is not worker:
                 os.close(other.go[0])
-        os.read(worker.go[0], 1)  # its turn to start (an empty read: the supervisor is gone)
+        turn = os.read(worker.go[0], 1)  # its turn to start
         os.close(worker.go[0])
-        if os.getppid() != parent:
-            os._exit(EXIT_FAILED)
+        if not turn:  # the pipe closed first: the service stops before this worker started
+            os._exit(EXIT_OK)
         os.environ["NOTIFY_SOCKET"] = "@" + address[1:].decode()
         if "WATCHDOG_USEC" in os.environ:
             os.environ["WATCHDOG_PID"] = str(os.getpid())
@@ -170,7 +171,10 @@ async def _supervise(name: str, workers: list[_Worker], stop_deadline_s: float) 
         async def stop_workers() -> None:
             try:
                 for w in workers:
-                    _signal(w, signal.SIGTERM)
+                    if w.released:
+                        _signal(w, signal.SIGTERM)
+                    else:
+                        _release(w, start=False)  # it exits at once (0), never having started
                 await asyncio.gather(*(w.exited.wait() for w in workers))
             finally:
                 for w in workers:
@@ -192,11 +196,18 @@ async def _supervise(name: str, workers: list[_Worker], stop_deadline_s: float) 
         for w in workers:
             # One at a time: each starts on a state the previous one already set up (schema, keys), and
             # the peak of building the maps is one worker's. A worker that dies cuts the start short.
-            os.write(w.go[1], b"1")
-            os.close(w.go[1])
+            _release(w, start=True)
             await w.ready.wait()
         log.info("%s: all %d workers ready", name, len(workers))
         await service.serve()
+
+
+def _release(worker: _Worker, *, start: bool) -> None:
+    """Tell a worker waiting for its turn to start (a byte) or to exit (the pipe closed empty)."""
+    worker.released = True
+    if start:
+        os.write(worker.go[1], b"1")
+    os.close(worker.go[1])
 
 
 def _signal(worker: _Worker, signo: int) -> None:
