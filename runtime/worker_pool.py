@@ -12,7 +12,7 @@ event loop, that inherits what the caller prepared (a listening socket, shared m
   per worker, in the abstract namespace, so the sender is known), so the workers' unchanged lifecycle
   speaks to the supervisor, and the supervisor speaks to systemd: ``READY=1`` once **every** worker said
   ``READY=1``; ``WATCHDOG=1`` from the supervisor's loop, but a worker whose own pings stop for a whole
-  watchdog period (``$WATCHDOG_USEC``) stops the service; ``STATUS=`` joins the workers' lines.
+  watchdog period (``$WATCHDOG_USEC``) is killed and stops the service; ``STATUS=`` joins the workers' lines.
 * **Signals.** SIGHUP is forwarded to every worker, and the reload ends when each has said ``READY=1``
   again. SIGTERM/SIGINT: the supervisor's one shutdown step sends SIGTERM to every worker and waits for
   all of them (each runs its own ordered shutdown under its own deadline, shorter than the supervisor's);
@@ -263,6 +263,8 @@ async def _watch_pings(workers: list[_Worker], timeout_s: float, stopping: async
         now = time.monotonic()
         for w in workers:
             if w.ready.is_set() and w.code is None and now - w.last_ping > timeout_s:
+                # Hung: it could not run its own ordered stop either; the others still do.
+                _signal(w, signal.SIGKILL)
                 raise WorkerUnresponsive(w.number, w.pid, now - w.last_ping)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout_s / 4)

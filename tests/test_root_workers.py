@@ -267,3 +267,16 @@ def test_a_killed_worker_stops_the_whole_service_loudly_with_a_non_zero_exit(wor
     assert f"WorkerExited: worker 2 (pid {victim}) exited with signal SIGKILL" in text, text[-3000:]
     assert "INFO [worker 1] runtime.service: root stopped" in text, text[-3000:]
     assert "exiting with 1" in text
+
+
+def test_a_hung_worker_is_killed_and_stops_the_service_within_the_watchdog_period(workers: Workers) -> None:
+    """A worker that stops answering (SIGSTOP: no more pings) is noticed within one watchdog period:
+    it is killed, the other one stops in order, the supervisor exits 1 naming it."""
+    victim = workers.seen_workers()[1]["pid"]
+    os.kill(victim, signal.SIGSTOP)
+    assert workers.exit_code(timeout=4 * WATCHDOG_S) == EXIT_FAILED, workers.text()[-3000:]
+    text = workers.text()
+    critical = "CRITICAL runtime.service: root: worker-watchdog failed; stopping the service"
+    assert critical in text, text[-3000:]
+    assert f"WorkerUnresponsive: worker 1 (pid {victim}) sent no WATCHDOG=1" in text, text[-3000:]
+    assert "INFO [worker 2] runtime.service: root stopped" in text, text[-3000:]
