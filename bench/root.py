@@ -215,8 +215,8 @@ def workers_comparison(system: System, tmp: Path) -> None:
     daemon = system.daemons["root"]
     base_args = list(daemon.args)
     port = system.root.port if system.root is not None else 0
+    system.stop("root")
     for workers in (1, 2):
-        system.stop("root")
         daemon.args = [*base_args, "--workers", str(workers)]
         system.start("root", timeout=180)
         _until_answering(f"http://127.0.0.1:{port}/healthz")
