@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -182,12 +183,10 @@ def _median_of_runs(port: int, paths: Path, tmp: Path) -> dict[str, float]:
 
 
 def _bare(workers: int, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """bench/bare_asgi.py under uvicorn: asyncio's loop and httptools, as `root run` serves."""
-    cmd = [sys.executable, "-m", "uvicorn", "bare_asgi:app", "--port", str(port),
-           "--workers", str(workers), "--loop", "asyncio", "--http", "httptools",
-           "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    """bench/bare_asgi.py in ``workers`` processes on one shared socket (its process group: stopped whole)."""
+    cmd = [sys.executable, str(HERE / "bare_asgi.py"), str(port), str(workers)]
     with log.open("ab") as out:
-        return subprocess.Popen(cmd, cwd=HERE, stdout=out, stderr=out)
+        return subprocess.Popen(cmd, cwd=HERE.parent, stdout=out, stderr=out, start_new_session=True)
 
 
 def _until_answering(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 120) -> None:
@@ -228,7 +227,7 @@ def workers_comparison(system: System, tmp: Path) -> None:
             _until_answering(f"http://127.0.0.1:{bare_port}/", bare)
             raw = _median_of_runs(bare_port, bare_paths, tmp)
         finally:
-            bare.terminate()
+            os.killpg(bare.pid, signal.SIGTERM)  # the bare server and the processes it forked
             bare.wait(timeout=30)
         met = res["rps"] >= 8000 and res["p99_ms"] < 10
         share = res["rps"] / raw["rps"]
