@@ -11,6 +11,13 @@ from edgeroot.output import JSON_FLAG
 DEFAULT_LISTEN = "127.0.0.1:8470"
 
 
+def _workers(text: str) -> int:
+    """``--workers``: a whole number of processes, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"want a whole number of processes, at least 1, not {text!r}")
+    return int(text)
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("root", help="create and run a resolution-root node")
     rsub = p.add_subparsers(dest="what", required=True, metavar="{init,run}")
@@ -43,4 +50,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     run.add_argument("--state", type=Path, required=True)
     run.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
     run.add_argument("--config", type=Path, help="root.toml to use (default STATE/root.toml)")
+    run.add_argument(
+        "--workers", type=_workers, default=1, metavar="N",
+        help="serve from N processes sharing the listening socket (default 1); one of them sequences, "
+        "and no answer is older than one already given (docs/operations.md)",
+    )  # fmt: skip
     run.set_defaults(run=lazy("edgeroot.root_commands", "run_serve"))

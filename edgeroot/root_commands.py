@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fastapi import FastAPI
+
 from chain_lite.errors import ChainError
 from chain_lite.identifier import normalize_prefix
 from chain_lite.note import check_key_name
@@ -12,7 +14,8 @@ from edgeroot.output import CommandFailed, Reporter
 from resolver.assembly import build_root_app, init_root
 from resolver.config import ConfigError, load
 from resolver.errors import ResolverError
-from resolver.http_service import serve
+from resolver.http_service import serve, serve_workers
+from resolver.published_marker import PublishedMarker
 from runtime.keyfiles import load_vkey
 from runtime.statelock import initialising
 
@@ -63,8 +66,21 @@ def run_serve(args: argparse.Namespace, report: Reporter) -> int:
 
     try:
         cfg = load(args.state, args.config)
-        app, _ = build_root_app(cfg)
+        if args.workers == 1:
+            app, _ = build_root_app(cfg)
     except (ConfigError, ResolverError) as exc:
         raise CommandFailed(str(exc)) from exc
     # 0 after a clean stop, non-zero after a failure
-    return serve(app, "root", args.listen, app.state.hooks, cfg.http_limits)
+    if args.workers == 1:
+        return serve(app, "root", args.listen, app.state.hooks, cfg.http_limits)
+    # Made before the workers are forked: they share it (resolver.published_marker).
+    marker = PublishedMarker()
+
+    def build(worker: int) -> FastAPI:
+        # In the worker, after the fork: its own database connections, map and sequencer attempt.
+        return build_root_app(load(args.state, args.config), worker=worker, marker=marker)[0]
+
+    try:
+        return serve_workers(build, "root", args.listen, args.workers, cfg.http_limits)
+    except OSError as exc:
+        raise CommandFailed(f"cannot listen on {args.listen}: {exc}") from exc

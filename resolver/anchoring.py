@@ -26,6 +26,7 @@ the first start of a node initialised before that (Ed25519); a child lists it as
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -75,18 +76,29 @@ COSIGNATURE_SIGTYPES = (SIGTYPE_COSIGNATURE_V1, SIGTYPE_SM2_COSIGNATURE)
 
 def ensure_witness_key(state: Path, origin: str, sigtype: int = SIGTYPE_COSIGNATURE_V1) -> NoteKey:
     """The node's cosignature key, created (0600) of ``sigtype`` on first use (``root init`` passes its
-    suite's, D-105); an existing key is kept whatever its type. ``STATE/witness.vkey`` is for children."""
+    suite's, D-105); an existing key is kept whatever its type. ``STATE/witness.vkey`` is for children.
+
+    Several processes may start on one fresh state directory at once (``root run --workers N``): the key
+    is written whole under a name of this process's own and linked into place, so exactly one key wins
+    and the others read it, never a half-written file."""
     if sigtype not in COSIGNATURE_SIGTYPES:
         raise ChainError(f"signature type {sigtype:#x} is not a cosignature type")
     path = state / WITNESS_KEY
-    if path.exists():
-        key = NoteKey.parse_skey(path.read_text())
-        if key.sigtype not in COSIGNATURE_SIGTYPES:
-            raise ChainError(f"{path} is not a cosignature (0x04 or SM2) key")
-        return key
-    key = NoteKey.generate(witness_name(origin), sigtype)
-    write_private(path, (key.skey() + "\n").encode())
-    (state / WITNESS_VKEY).write_text(key.vkey() + "\n")
+    if not path.exists():
+        key = NoteKey.generate(witness_name(origin), sigtype)
+        mine = path.with_name(f"{path.name}.{os.getpid()}")
+        write_private(mine, (key.skey() + "\n").encode(), force=True)
+        try:
+            os.link(mine, path)  # fails if another process linked its key first
+        except FileExistsError:
+            pass
+        else:
+            (state / WITNESS_VKEY).write_text(key.vkey() + "\n")
+        finally:
+            mine.unlink()
+    key = NoteKey.parse_skey(path.read_text())
+    if key.sigtype not in COSIGNATURE_SIGTYPES:
+        raise ChainError(f"{path} is not a cosignature (0x04 or SM2) key")
     return key
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
@@ -47,6 +48,15 @@ HANDLE_NOT_RESPONSIBLE = 301
 
 def _error(status: int, code: int, message: str) -> JSONResponse:
     return JSONResponse(codecs.error_json(code, message), status_code=status)
+
+
+def error_response(exc: ResolverError) -> JSONResponse:
+    """How any :class:`ResolverError` is answered (the app's generic handler, and :mod:`resolver.fast_reads`
+    for an error raised before a request reaches the app)."""
+    if isinstance(exc, Delegated):
+        body = {**codecs.error_json(exc.handle_code, exc.message), "referral": exc.referral}
+        return JSONResponse(body, status_code=exc.status)
+    return _error(exc.status, exc.handle_code, exc.message)
 
 
 def proof_json(res: Resolution) -> dict[str, Any]:
@@ -349,10 +359,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     @app.exception_handler(ResolverError)
     async def resolver_error(_request: Request, exc: ResolverError) -> JSONResponse:
         refused(exc)
-        if isinstance(exc, Delegated):
-            body = {**codecs.error_json(exc.handle_code, exc.message), "referral": exc.referral}
-            return JSONResponse(body, status_code=exc.status)
-        return _error(exc.status, exc.handle_code, exc.message)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -623,6 +630,9 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         answer: dict[str, Any] = {"status": "ok", "origin": node.origin, "published_size": size}
         if role is not None:
             answer["sequencer"] = role.name
+            if role.worker is not None:
+                answer["worker"] = role.worker
+                answer["pid"] = os.getpid()
         answer["witnesses_failing"] = metrics.witnesses_failing()
         answer["problems"] = [
             f"witness {name} has not cosigned the last {n} checkpoint(s)"

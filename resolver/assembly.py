@@ -42,6 +42,7 @@ from resolver.fast_reads import FastReads
 from resolver.http_service import Hooks
 from resolver.log_store import set_log_suite
 from resolver.metrics import RootMetrics
+from resolver.published_marker import PublishedMarker
 from resolver.reads import RootNode
 from resolver.registry import submit_write
 from resolver.sequencer import Sequencer, SequencerBusy
@@ -171,10 +172,12 @@ STANDBY_RETRY_S = 2.0
 
 
 class Role:
-    """Whether this process sequences the database or stands by (for STATUS=, /healthz and /metrics)."""
+    """Whether this process sequences the database or stands by (for STATUS=, /healthz and /metrics), and
+    which worker it is under ``root run --workers N`` (``None`` when it serves alone)."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: int | None = None) -> None:
         self.name = "starting"
+        self.worker = worker
 
 
 async def run_sequencer(
@@ -264,18 +267,22 @@ async def _publish_leftovers(db: Database, cosigner: Cosigner) -> bool:
     return True
 
 
-def build_root_app(cfg: root_config.RootConfig) -> tuple[FastAPI, RootNode]:
+def build_root_app(
+    cfg: root_config.RootConfig, *, worker: int | None = None, marker: PublishedMarker | None = None
+) -> tuple[FastAPI, RootNode]:
     """The root node's app with its sequencer running for the app's lifetime.
 
     ``app.state.hooks`` says what systemd hears (:mod:`resolver.http_service`): a status line, and a reload
-    that re-reads ``root.toml`` and applies its witness list (other keys need a restart).
+    that re-reads ``root.toml`` and applies its witness list (other keys need a restart). ``worker`` and
+    ``marker``: this app is worker ``worker`` of ``root run --workers N``, keeping its answers no older
+    than the other workers' through ``marker`` (:mod:`resolver.published_marker`).
     """
     db = Database(cfg.database)
     db.create_schema()
-    node = RootNode(db, cfg.origin, identifier_bases=(cfg.identifier_base,))
+    node = RootNode(db, cfg.origin, identifier_bases=(cfg.identifier_base,), marker=marker)
     log_key = NoteKey.parse_skey(cfg.log_skey.read_text())
     metrics = RootMetrics()
-    role = Role()
+    role = Role(worker)
     running: dict[str, Cosigner] = {}
 
     def make_sequencer() -> Sequencer:

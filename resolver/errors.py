@@ -99,6 +99,13 @@ class NotYetPublished(ResolverError):
     status = 503
 
 
+class ViewBehind(ResolverError):
+    """One worker of ``root run --workers N`` cannot move its view to a checkpoint another worker already
+    served (the database failed): refused rather than answered as of an older checkpoint."""
+
+    status = 503
+
+
 class Conflict(ResolverError):
     """A gateway block conflicting with one already accepted: kept as fork evidence, refused."""
 

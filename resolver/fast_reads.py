@@ -11,6 +11,10 @@ Anything it does not recognise exactly goes on to FastAPI unchanged: other paths
 it does not parse (``?at=``, an unknown key, a ``proof`` spelled other than ``true``/``false``), a
 percent-encoded path (FastAPI's endpoints decode it strictly), a request with a body, and every error
 (so errors are rendered and counted in one place, :mod:`resolver.api`'s generic handler).
+
+Being the outermost of the app's own layers, it is also where every request of a worker of
+``root run --workers N`` first catches its view up with the other workers' (:meth:`RootNode.caught_up`);
+a view that cannot catch up is answered 503 here, rendered as the generic handler renders it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from resolver.api import checkpoint_answer, handle_read, resolve_answer, tile_answer
+from resolver.api import checkpoint_answer, error_response, handle_read, resolve_answer, tile_answer
 from resolver.errors import ResolverError
 from resolver.reads import Answer, PublishedView, RootNode
 from resolver.tiles import parse_tile_path
@@ -79,6 +83,14 @@ class FastReads:
         self.node = node
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # Under `root run --workers N`, before anything that shows a checkpoint: no answer of this
+            # worker is older than one another worker gave (a memory read unless this view is behind).
+            try:
+                await self.node.caught_up()
+            except ResolverError as exc:
+                await error_response(exc)(scope, receive, send)
+                return
         if scope["type"] == "http" and scope["method"] == "GET":
             try:
                 answer = await self._answer(scope)

@@ -236,6 +236,10 @@ class Health(_Body):
     origin: str
     published_size: int = Field(ge=0)
     sequencer: str | SkipJsonSchema[None] = None
+    worker: int | SkipJsonSchema[None] = Field(
+        None, ge=1, description="The worker that answered, under `root run --workers N` (absent with one)"
+    )
+    pid: int | SkipJsonSchema[None] = Field(None, description="That worker's process id")
     witnesses_failing: dict[str, int]
     problems: list[str]
 

@@ -30,9 +30,17 @@ from chain_lite.resolution import PrefixProof, ResolutionProof, home_prefixes
 from chain_lite.suite import HashSuite
 from resolver import block_intake, registry
 from resolver.db import Database, Tx
-from resolver.errors import BadRequest, InvalidHandle, NotFound, NotYetPublished, StorageError
+from resolver.errors import (
+    BadRequest,
+    InvalidHandle,
+    NotFound,
+    NotYetPublished,
+    StorageError,
+    ViewBehind,
+)
 from resolver.log_store import TxNodeStore, latest_checkpoint_bytes, leaf_at, receipt_for
 from resolver.map_state import AsOfCache, MapSnapshot
+from resolver.published_marker import PublishedMarker
 from resolver.tiles import TILE_HEIGHT, TILE_WIDTH, TilePath, bundle
 from runtime.clock import now_ms
 
@@ -150,7 +158,12 @@ class RootNode:
     map), writes and proofs from the database. :meth:`follow` keeps the view current."""
 
     def __init__(
-        self, db: Database, origin: str, *, identifier_bases: tuple[str, ...] = (DEFAULT_IDENTIFIER_BASE,)
+        self,
+        db: Database,
+        origin: str,
+        *,
+        identifier_bases: tuple[str, ...] = (DEFAULT_IDENTIFIER_BASE,),
+        marker: PublishedMarker | None = None,
     ) -> None:
         self.db = db
         self.origin = origin
@@ -161,6 +174,10 @@ class RootNode:
         # Serialises builders of the next view (the follower, a test); readers never take it.
         self._refresh_lock = threading.Lock()
         self._wake: asyncio.Event | None = None
+        self.marker = marker
+        """Shared with the other workers of ``root run --workers N`` (:mod:`resolver.published_marker`);
+        ``None`` when this process serves alone."""
+        self._catching_up: asyncio.Future[bool] | None = None
 
     # --- writes ------------------------------------------------------------------------------------------
 
@@ -189,10 +206,43 @@ class RootNode:
             current = self._view
             if note is None or (current is not None and note == current.checkpoint_bytes):
                 return False
+            view = self._build(tx, note, current)
+            if self.marker is not None:
+                # Before the swap: once any worker answers from this view, every worker knows its size.
+                self.marker.raise_to(view.size)
             # The one swap (under the builders' lock, so a slower builder cannot put back an older view):
             # readers see the old view or the new one, never a mix.
-            self._view = self._build(tx, note, current)
+            self._view = view
         return True
+
+    async def caught_up(self) -> None:
+        """Make sure the view is not older than one another worker of this node already serves (a memory
+        read when it is not; see :mod:`resolver.published_marker`); a no-op for a node serving alone.
+
+        When behind, the view is refreshed in a worker thread, one refresh shared by the requests that
+        wait. A refresh that started after the marker was read sees the marker's checkpoint (it was
+        committed before the marker moved), so two refreshes suffice; :class:`ViewBehind` (503) if the
+        view is still behind after them (the database failed), rather than an older answer.
+        """
+        marker = self.marker
+        if marker is None:
+            return
+        target = marker.size
+        for _ in range(2):
+            view = self._view
+            if view is not None and view.size >= target:
+                return
+            task = self._catching_up
+            if task is None or task.done():
+                # The database and the map: a worker thread, as the follower does it.
+                task = self._catching_up = asyncio.ensure_future(asyncio.to_thread(self.refresh))
+            try:
+                await asyncio.shield(task)
+            except Exception as exc:
+                raise ViewBehind(f"cannot move the published view to log size {target}: {exc}") from exc
+        view = self._view
+        if view is None or view.size < target:
+            raise ViewBehind(f"the published view is behind log size {target}, which this node has served")
 
     def _build(self, tx: Tx, note: bytes, current: PublishedView | None) -> PublishedView:
         cp = SignedCheckpoint.parse(note)

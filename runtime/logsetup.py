@@ -59,14 +59,20 @@ def stream_is_journal(stream: TextIO, environ: dict[str, str] | None = None) -> 
     return (st.st_dev, st.st_ino) == (int(device), int(inode))
 
 
-def line_handler(stream: TextIO) -> logging.Handler:
-    """One line per event on ``stream``, with syslog priority prefixes when it is journald's."""
+def worker_format(worker: int | None) -> str:
+    """:data:`FORMAT`, naming the worker process when a daemon runs as several (``[worker N]``)."""
+    return FORMAT if worker is None else FORMAT.replace(" %(name)s", f" [worker {worker}] %(name)s", 1)
+
+
+def line_handler(stream: TextIO, fmt: str = FORMAT) -> logging.Handler:
+    """One line per event on ``stream`` in ``fmt``, with syslog priority prefixes when it is journald's."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JournalFormatter(FORMAT) if stream_is_journal(stream) else logging.Formatter(FORMAT))
+    handler.setFormatter(JournalFormatter(fmt) if stream_is_journal(stream) else logging.Formatter(fmt))
     return handler
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Send the root logger's records to stdout through :func:`line_handler`; replaces any setup made
-    before (``force``: a library may have configured logging at import)."""
-    logging.basicConfig(level=level, handlers=[line_handler(sys.stdout)], force=True)
+def configure_logging(level: int = logging.INFO, *, worker: int | None = None) -> None:
+    """Send the root logger's records to stdout through :func:`line_handler` (each line naming
+    ``worker`` when given: :func:`worker_format`); replaces any setup made before (``force``: a library
+    may have configured logging at import)."""
+    logging.basicConfig(level=level, handlers=[line_handler(sys.stdout, worker_format(worker))], force=True)

@@ -29,8 +29,10 @@ from resolver import config as root_config
 from resolver.assembly import build_root_app, build_witness_app, init_root, init_witness
 from resolver.cosigning import Cosigner
 from resolver.db import Database, Tx
+from resolver.errors import ViewBehind
 from resolver.log_store import latest_checkpoint
 from resolver.map_state import MapSnapshot
+from resolver.published_marker import PublishedMarker
 from resolver.reads import RootNode
 from resolver.sequencer import Sequencer
 from runtime.clock import now_ms
@@ -196,6 +198,49 @@ def test_follower_moves_the_view_when_woken_without_waiting_for_the_poll(tmp_pat
 
         assert asyncio.run(main()) > first
         assert node.resolve("88.123/WOKEN").record is not None
+
+
+# --- several workers: the shared marker --------------------------------------------------------------
+
+
+def test_published_marker_is_shared_with_forked_processes_and_never_goes_down() -> None:
+    """A size raised in a forked child is seen by the parent; a smaller raise leaves it unchanged."""
+    marker = PublishedMarker()
+    marker.raise_to(5)
+    pid = os.fork()
+    if pid == 0:  # the child: raise it, then a smaller raise that must not lower it
+        marker.raise_to(9)
+        marker.raise_to(7)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert marker.size == 9
+    marker.raise_to(3)
+    assert marker.size == 9
+
+
+def test_a_worker_behind_the_marker_catches_up_before_answering_and_refuses_an_unreachable_one(
+    tmp_path: Path,
+) -> None:
+    """Two nodes over one database share a marker: the one whose view moved raised it; the other one,
+    never woken, moves its view to the marker in ``caught_up``; a marker beyond anything published
+    (the database cannot show it) is refused with ViewBehind (503), never answered from the old view."""
+    with _node(tmp_path) as (node, sequencer, write):
+        marker = PublishedMarker()
+        node.marker = marker
+        other = RootNode(node.db, ORIGIN, marker=marker)
+        assert other.refresh()
+        write("88.123/SHARED")
+        sequencer.integrate(now_ms())
+        assert node.refresh()
+        assert marker.size == node.view().size > other.view().size
+        asyncio.run(other.caught_up())
+        assert other.view().size == node.view().size
+        assert other.resolve("88.123/SHARED").record is not None
+        marker.raise_to(node.view().size + 10)
+        with pytest.raises(ViewBehind):
+            asyncio.run(other.caught_up())
+        assert other.view().size == node.view().size
 
 
 # --- over HTTP: handlers never wait for the next view -----------------------------------------------
