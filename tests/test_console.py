@@ -85,6 +85,19 @@ def open_page(browser: Any, node: RootUnderTest, policy: str | None = None, loca
     return page
 
 
+def resolve_tampered(page: Any, identifier: str, tamper: Callable[[Proof], None]) -> None:
+    """Like :func:`resolve`, with every resolution answer's proof altered in transit by ``tamper``."""
+
+    def intercept(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        tamper(body["proof"])
+        route.fulfill(response=response, body=json.dumps(body))
+
+    page.route(f"**{routes.RESOLVE_PREFIX}**", intercept)
+    resolve(page, identifier)
+
+
 def resolve(page: Any, identifier: str) -> None:
     page.fill("#identifier", identifier)
     page.click("#go")
@@ -214,15 +227,7 @@ def test_tampered_answer_is_not_proven(
     page: Any, tamper: Callable[[Proof], None], check: str, why: str
 ) -> None:
     """An answer altered in transit fails exactly the check that covers the altered part, with its reason."""
-
-    def intercept(route: Any) -> None:
-        response = route.fetch()
-        body = response.json()
-        tamper(body["proof"])
-        route.fulfill(response=response, body=json.dumps(body))
-
-    page.route(f"**{routes.RESOLVE_PREFIX}**", intercept)
-    resolve(page, PUMP_ASKED)
+    resolve_tampered(page, PUMP_ASKED, tamper)
     assert page.get_attribute("#verdict", "data-verdict") == "notProven"
     assert page.inner_text("#verdict") == "Not proven"
     expected = dict.fromkeys(CHECKS, "ok") | {check: "bad"}

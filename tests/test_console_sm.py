@@ -35,6 +35,7 @@ from tests.test_console import (
     open_page,
     reason,
     resolve,
+    resolve_tampered,
     statuses,
     sync_api,
 )
@@ -235,15 +236,7 @@ def test_a_tampered_sm_answer_fails_in_the_browser(
     """An SM answer altered in transit (SM3 map or inclusion proof, the record, the SM2 log signature or
     the SM2 cosignature) fails exactly the check that covers the altered part, in the browser."""
     page = open_page(browser, sm_node)
-
-    def intercept(route: Any) -> None:
-        response = route.fetch()
-        body = response.json()
-        tamper(body["proof"])
-        route.fulfill(response=response, body=json.dumps(body))
-
-    page.route(f"**{routes.RESOLVE_PREFIX}**", intercept)
-    resolve(page, PUMP_ASKED)
+    resolve_tampered(page, PUMP_ASKED, tamper)
     assert page.get_attribute("#verdict", "data-verdict") == "notProven"
     expected = dict.fromkeys(CHECKS, "ok") | {check: "bad"}
     if check == "checkInclusion":
