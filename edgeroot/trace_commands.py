@@ -16,6 +16,7 @@ from chain_lite.registry import canonical_identifier
 from edgeroot.gateway_readings import fetch_readings, read_token
 from edgeroot.output import CommandFailed, Reporter
 from edgeroot.pin import forget_hint
+from edgeroot.resolve import REFERRAL_EXIT
 from edgeroot.verify import read_policy
 from rootclient.client import AsyncRootClient, HoldPin, PinStoreFor, RootClient
 from rootclient.epcis_trace import (
@@ -29,7 +30,7 @@ from rootclient.epcis_trace import (
     fetch_across,
     trace,
 )
-from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError
+from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError, ReferralError
 from rootclient.pin_file import FilePinStore
 from rootclient.pinned_log import PinnedLog, PinStore
 
@@ -205,7 +206,7 @@ async def _fetch_readings(args: argparse.Namespace, token: str, nodes: Nodes, ev
     return out
 
 
-def run(args: argparse.Namespace, report: Reporter) -> int:
+def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0915 (one exit per verdict)
     if args.verify and args.policy is None:
         raise CommandFailed("--verify needs --policy FILE (the trust policy of the node)")
     if args.depth < 0:
@@ -246,6 +247,12 @@ def run(args: argparse.Namespace, report: Reporter) -> int:
                     tree, evidence = client.run(walk(client.aio))
             else:
                 tree, evidence = client.run(walk(client.aio))
+        except ReferralError as exc:
+            # A node on the way proved no delegation, answered for a prefix it does not hold, or is dead:
+            # the same verdicts and exit codes as `resolve` (D-077).
+            message = f"trace of {args.identifier}: referral failed: {exc.message}"
+            report.invalid(message, referral_error=exc.kind)
+            return REFERRAL_EXIT[exc.kind]
         except EquivocationDetected as exc:
             return report.invalid(f"EQUIVOCATION: {exc.message}", evidence=exc.evidence)
         except PinError as exc:

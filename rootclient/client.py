@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 
@@ -97,7 +98,9 @@ class AsyncRootClient:
         """Send a request; an error status raises :class:`ClientError` unless ``refusal_ok``."""
         try:
             response = await self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            # httpx-aiohttp maps only some of aiohttp's errors to httpx's (a malformed answer stays an
+            # aiohttp.ClientResponseError): both are a node that cannot be asked, never an escape.
             raise ClientError(f"cannot reach {self.base_url}: {exc}") from exc
         if response.status_code >= 400 and not refusal_ok:
             try:

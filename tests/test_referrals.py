@@ -703,3 +703,19 @@ def test_a_trace_from_the_top_verifies_each_event_at_the_node_its_prefix_is_dele
     loose = json.loads(capsys.readouterr().out)["tree"]
     assert [e["verified"] for e in loose["events"]] == [False]
     assert [e["signer"] for e in loose["from"][0]["events"]] == ["300:0.na/88.123.99"]
+
+
+def test_a_trace_through_a_dead_child_is_a_verdict_with_the_referral_exit_code(
+    hierarchy: Hierarchy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`trace --verify` of an identifier delegated to a node that does not answer: the referral's
+    verdict and exit code (5), as `resolve` gives, never a traceback."""
+    delegate(hierarchy.top, delegation_to(hierarchy.enterprise, "88.123.96", urls=(DOWN,)))
+    hierarchy.top.settle()
+    pins = tmp_path / "pins"
+    argv = ["trace", identifier_uri("88.123.96/LOT-1", BASE), "--root", hierarchy.top.url, "--verify",
+            "--policy", str(hierarchy.top.policy_path), "--config-dir", str(pins), "--json"]  # fmt: skip
+    code = main(argv)
+    answer = json.loads(capsys.readouterr().out)
+    assert code == REFERRAL_EXIT["dead-child"] == 5, answer
+    assert answer["referral_error"] == "dead-child" and DOWN in answer["error"]
