@@ -12,7 +12,7 @@ one reading's place in a block and that block's receipt are verified, a tampered
 and a product is traced back with ``--verify`` to the oven readings that cured it (fetched from the
 gateway with its token). Everything is stopped and removed at the end (``--dir`` keeps the files).
 ``--suite sm`` runs it all on the 国密 algorithms: SM2 devices, gateway, log keys and witness, SM3 for
-the logs, the maps and the blocks (the root's cosignature on the plant's checkpoints stays Ed25519).
+the logs, the maps and the blocks; the root cosigns the plant's checkpoints with SM2 too (D-105).
 """
 
 from __future__ import annotations

@@ -149,10 +149,8 @@ def _nodes(demo: Demo, suite: str) -> tuple[RootNode, RootNode]:
     )
     if suite == "sm":
         demo.say(
-            "suite sm (国密): SM2 signatures and SM3 hashing throughout (root init --suite sm), except the"
-        )
-        demo.say(
-            "    parent's cosignature on the plant node's checkpoints: a node's cosigning key is Ed25519"
+            "suite sm (国密): SM2 signatures and SM3 hashing throughout (root init --suite sm), the "
+            "parent's cosignature on the plant node's checkpoints included"
         )
     return root, plant
 

@@ -499,8 +499,8 @@ class System:
         self, name: str, origin: str, prefix: str, *, parent: RootNode, suite: str = "default"
     ) -> RootNode:
         """``root init --parent`` of a node serving ``prefix`` under ``parent`` (a secondary or enterprise
-        node, issue 14), state in ``NAME/``, cosigned by its parent (the parent's witness key, made here
-        if the parent has not started yet) so that the parent anchors its log; declares the ``NAME``
+        node, issue 14), state in ``NAME/``, cosigned by its parent (the parent's witness key, which its
+        ``root init`` made, of its suite: D-105) so that the parent anchors its log; declares the ``NAME``
         daemon (not started). The parent delegates ``prefix`` to it with :meth:`delegate`."""
         from resolver.anchoring import ensure_witness_key  # noqa: PLC0415 (only for a hierarchy)
 

@@ -52,11 +52,11 @@ log = logging.getLogger(__name__)
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
 STOP_DEADLINE_S = 10.0
+"""The whole shutdown's deadline: below ``TimeoutStopSec=15`` of edgeroot-bridge@.service; a reading in
+hand waits at most the forwarder's own timeout (10 s) for its verdict."""
 HOLD_RELEASE_S = 120.0
 """How long a device's later readings wait for a reading answered BUSY to come back (see the module's
 docstring): far longer than the suggested 5 s resend interval (docs/formats.md §18)."""
-"""The whole shutdown's deadline: below ``TimeoutStopSec=15`` of edgeroot-bridge@.service; a reading in
-hand waits at most the forwarder's own timeout (10 s) for its verdict."""
 
 
 @dataclass

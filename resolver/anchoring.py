@@ -99,6 +99,8 @@ def ensure_witness_key(state: Path, origin: str, sigtype: int = SIGTYPE_COSIGNAT
     key = NoteKey.parse_skey(path.read_text())
     if key.sigtype not in COSIGNATURE_SIGTYPES:
         raise ChainError(f"{path} is not a cosignature (0x04 or SM2) key")
+    if not (state / WITNESS_VKEY).exists():  # a crash between the link and this file: write it now
+        (state / WITNESS_VKEY).write_text(key.vkey() + "\n")
     return key
 
 

@@ -228,6 +228,8 @@ class RootNode:
         if marker is None:
             return
         target = marker.size
+        if target == 0:
+            return  # nothing served yet by any worker: view() says "no published checkpoint yet"
         for _ in range(2):
             view = self._view
             if view is not None and view.size >= target:
