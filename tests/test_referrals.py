@@ -710,10 +710,10 @@ def test_a_trace_through_a_dead_child_is_a_verdict_with_the_referral_exit_code(
 ) -> None:
     """`trace --verify` of an identifier delegated to a node that does not answer: the referral's
     verdict and exit code (5), as `resolve` gives, never a traceback."""
-    delegate(hierarchy.top, delegation_to(hierarchy.enterprise, "88.123.96", urls=(DOWN,)))
+    delegate(hierarchy.top, delegation_to(hierarchy.enterprise, "88.123.93", urls=(DOWN,)))
     hierarchy.top.settle()
     pins = tmp_path / "pins"
-    argv = ["trace", identifier_uri("88.123.96/LOT-1", BASE), "--root", hierarchy.top.url, "--verify",
+    argv = ["trace", identifier_uri("88.123.93/LOT-1", BASE), "--root", hierarchy.top.url, "--verify",
             "--policy", str(hierarchy.top.policy_path), "--config-dir", str(pins), "--json"]  # fmt: skip
     code = main(argv)
     answer = json.loads(capsys.readouterr().out)
