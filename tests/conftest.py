@@ -6,6 +6,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+import anyio.abc
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -17,6 +19,15 @@ from tests.root_harness import POSTGRES_DOWN, POSTGRES_URL, RootUnderTest, postg
 REPO = Path(__file__).resolve().parent.parent
 SHARED_VECTORS = Path(os.environ.get("EDGEROOT_SHARED_VECTORS", REPO.parent / "shared" / "vectors"))
 OWN_VECTORS = Path(__file__).resolve().parent / "vectors"
+
+# anyio (>= 4.12) imports its API lazily, on first use, and pytest rewrites the asserts of every module
+# of a distribution that ships a pytest plugin (anyio does) as it imports it, compiling the source. CPython
+# 3.11's compiler is not thread-safe (gh-106905): the first `anyio.open_file` of a server thread, while
+# the main thread compiled another module, failed a request with "AST constructor recursion depth
+# mismatch" (a CI run on a fresh virtualenv). Every lazy name is resolved here, in the main thread.
+for _module in (anyio, anyio.abc):
+    for _name in dir(_module):
+        getattr(_module, _name)
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
