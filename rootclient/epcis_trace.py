@@ -81,6 +81,9 @@ class IdentifierEvents:
     entry: IndexEntry | None = None
 
 
+MAP_HEADS_KEPT = 64
+"""Verified map heads a :class:`Verifier` keeps (the most recently used): an answer's map head is one per
+checkpoint, and a long-lived verifier meets a new checkpoint every few seconds of a busy log."""
 CHUNK = 40
 """Identifiers per request (``MATCH_anyEPC=a|b|...`` and ``id=a&id=b...``): well inside URL limits."""
 IN_FLIGHT = 4
@@ -109,11 +112,15 @@ class Verifier:
         self._map_heads: dict[tuple[bytes, bytes, bytes], MapHead] = {}
 
     def map_head(self, proof: IndexProof, verified: VerifiedCheckpoint) -> MapHead:
-        """The map head of an index answer, checked once for all the identifiers it proves."""
+        """The map head of an index answer, checked once for all the identifiers it proves (the last
+        :data:`MAP_HEADS_KEPT` kept, least recently used forgotten first)."""
         key = (proof.map_head, proof.receipt.to_bytes(), verified.checkpoint.root)
-        head = self._map_heads.get(key)
+        head = self._map_heads.pop(key, None)  # taken out and put back last: the most recently used
         if head is None:
-            head = self._map_heads[key] = verify_map_head(proof.map_head, proof.receipt, verified)
+            head = verify_map_head(proof.map_head, proof.receipt, verified)
+            if len(self._map_heads) >= MAP_HEADS_KEPT:
+                del self._map_heads[next(iter(self._map_heads))]
+        self._map_heads[key] = head
         return head
 
     async def checkpoint(self, signed: SignedCheckpoint) -> VerifiedCheckpoint:

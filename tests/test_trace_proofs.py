@@ -10,6 +10,7 @@ import json
 import re
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -36,7 +37,7 @@ from resolver.api import create_app
 from resolver.assembly import init_root
 from resolver.db import Database
 from resolver.reads import RootNode
-from rootclient import codecs, routes
+from rootclient import codecs, epcis_trace, routes
 from rootclient.client import AsyncRootClient, RootClient
 from rootclient.epcis_trace import Verifier, fetch_events_for, trace
 from rootclient.pin_file import FilePinStore
@@ -738,6 +739,37 @@ def test_captures_waiting_for_their_turn_hold_no_thread_the_other_endpoints_need
     assert status.status_code == 404 and "no capture job" in status.json()["message"], status.text
     assert [c.status_code for c in captured] == [202] * (threads + 1), [c.text for c in captured]
     assert sum(not c.json()["events"][0]["duplicate"] for c in captured) == 1  # one document, stored once
+
+
+def test_a_long_lived_verifier_keeps_a_bounded_number_of_map_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verifier that meets checkpoint after checkpoint keeps the last MAP_HEADS_KEPT map heads it used
+    (the least recently used forgotten first): one in use all along is never checked again, a forgotten
+    one is checked again when it comes back."""
+    checked: list[bytes] = []
+
+    def verify(head: bytes, _receipt: object, _verified: object) -> str:
+        checked.append(head)
+        return f"map head {head!r}"
+
+    monkeypatch.setattr(epcis_trace, "verify_map_head", verify)
+    verifier = Verifier(None, None)  # type: ignore[arg-type]  # neither the node nor the pin is asked
+
+    def head_of(n: int) -> object:
+        receipt = SimpleNamespace(to_bytes=lambda: b"receipt %d" % n)
+        proof = SimpleNamespace(map_head=b"head %d" % n, receipt=receipt)
+        checkpoint = SimpleNamespace(checkpoint=SimpleNamespace(root=b"root %d" % n))
+        return verifier.map_head(proof, checkpoint)  # type: ignore[arg-type]
+
+    kept = epcis_trace.MAP_HEADS_KEPT
+    for n in range(1, 3 * kept):
+        assert head_of(n) == f"map head {b'head %d' % n!r}"
+        head_of(0)  # in use all along
+    assert len(verifier._map_heads) == kept
+    assert checked.count(b"head 0") == 1 and checked.count(b"head 1") == 1
+    head_of(3 * kept - 1)  # among the last used: not checked again
+    assert checked.count(b"head %d" % (3 * kept - 1)) == 1
+    head_of(1)  # forgotten long ago: checked again
+    assert checked.count(b"head 1") == 2 and len(verifier._map_heads) == kept
 
 
 class StaleClient(AsyncRootClient):
