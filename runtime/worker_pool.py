@@ -83,7 +83,9 @@ class _Worker:
     pid: int = 0
     code: int | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    readies: int = 0
+    """Set by its first ``READY=1``: it started."""
+    ready_again: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by every ``READY=1``; a reload clears it before its SIGHUP and awaits it."""
     status: str = "starting"
     last_ping: float = 0.0
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -153,13 +155,10 @@ async def _supervise(name: str, workers: list[_Worker], stop_deadline_s: float) 
         return " | ".join(f"worker {w.number}: {w.status}" for w in workers)
 
     async def reload() -> str:
-        before = {w.number: w.readies for w in workers}
         for w in workers:
+            w.ready_again.clear()
             _signal(w, signal.SIGHUP)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while any(w.readies == before[w.number] for w in workers) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        late = [str(w.number) for w in workers if w.readies == before[w.number]]
+        late = [str(w.number) for w in await _ready_again(workers, READY_TIMEOUT_S)]
         if late:
             return f"SIGHUP forwarded to {len(workers)} workers; not reloaded yet: worker {', '.join(late)}"
         return f"SIGHUP forwarded to {len(workers)} workers, each reloaded"
@@ -200,6 +199,15 @@ async def _supervise(name: str, workers: list[_Worker], stop_deadline_s: float) 
             await w.ready.wait()
         log.info("%s: all %d workers ready", name, len(workers))
         await service.serve()
+
+
+async def _ready_again(workers: list[_Worker], timeout_s: float) -> list[_Worker]:
+    """Wait until every worker said ``READY=1`` since its :attr:`_Worker.ready_again` was cleared, or for
+    ``timeout_s``: awaited on the relays' events, no polling. The workers that did not."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*(w.ready_again.wait() for w in workers))
+    return [w for w in workers if not w.ready_again.is_set()]
 
 
 def _release(worker: _Worker, *, start: bool) -> None:
@@ -248,9 +256,9 @@ async def _relay(worker: _Worker, stopping: asyncio.Event) -> None:
         for line in data.decode(errors="replace").split("\n"):
             key, _, value = line.partition("=")
             if key == "READY" and value == "1":
-                worker.readies += 1
                 worker.last_ping = time.monotonic()
                 worker.ready.set()
+                worker.ready_again.set()
             elif key == "WATCHDOG" and value == "1":
                 worker.last_ping = time.monotonic()
             elif key == "STATUS":

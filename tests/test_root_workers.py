@@ -4,11 +4,13 @@ a newer one, and the supervisor speaks for all of them to systemd (READY, reload
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from chain_lite.registry import Value, admin_kid, build_write, sign_write
 from edgeroot.system import EDGEROOT, wait_until
 from resolver.assembly import init_root
 from rootclient import routes
+from runtime import worker_pool
 from runtime.clock import now_ms
 from runtime.service import EXIT_FAILED, EXIT_OK
 from tests.notify_harness import NotifySocket
@@ -237,6 +240,46 @@ def test_sighup_reaches_every_worker_and_the_reload_ends_when_all_reloaded(worke
     for number in (1, 2):
         assert f"INFO [worker {number}] runtime.service: root reloaded:" in text, text[-3000:]
     assert "SIGHUP forwarded to 2 workers, each reloaded" in text
+
+
+def test_a_reload_ends_when_the_last_worker_says_ready_again_awaiting_no_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reload awaits the relays' READY=1 (STYLE 5: an event, no polling): it is still waiting after
+    one worker's READY=1, ends at the other's, and at its deadline names a worker that stayed silent."""
+
+    async def no_timer(_delay: float, *args: Any) -> Any:
+        raise AssertionError("the reload polled (asyncio.sleep) instead of awaiting READY=1")
+
+    async def run() -> None:
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+        pool = []
+        for number, (supervisor_end, _) in enumerate(pairs, start=1):
+            supervisor_end.setblocking(False)
+            pool.append(worker_pool._Worker(number, supervisor_end, (-1, -1)))
+        stopping = asyncio.Event()
+        relays = [asyncio.create_task(worker_pool._relay(w, stopping)) for w in pool]
+        try:
+            waiting = asyncio.create_task(worker_pool._ready_again(pool, 60))
+            pairs[0][1].send(b"READY=1")
+            await pool[0].ready_again.wait()
+            assert not waiting.done(), "the reload ended before worker 2 said READY=1"
+            pairs[1][1].send(b"STATUS=reloaded\nREADY=1")
+            assert await asyncio.wait_for(waiting, 30) == []
+            for w in pool:
+                w.ready_again.clear()
+            pairs[1][1].send(b"READY=1")
+            assert [w.number for w in await worker_pool._ready_again(pool, 0.2)] == [1]
+        finally:
+            for relay in relays:
+                relay.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+            for ends in pairs:
+                for end in ends:
+                    end.close()
+
+    monkeypatch.setattr(worker_pool.asyncio, "sleep", no_timer)
+    asyncio.run(run())
 
 
 def test_sigterm_stops_every_worker_in_order_and_exits_0(workers: Workers) -> None:
