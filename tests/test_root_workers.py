@@ -25,7 +25,9 @@ from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import load_private_pem
 from chain_lite.registry import Value, admin_kid, build_write, sign_write
+from edgeroot.output import EXIT_USAGE
 from edgeroot.system import EDGEROOT, wait_until
+from resolver import config as root_config
 from resolver.assembly import init_root
 from rootclient import routes
 from runtime import worker_pool
@@ -280,6 +282,40 @@ def test_a_reload_ends_when_the_last_worker_says_ready_again_awaiting_no_timer(
 
     monkeypatch.setattr(worker_pool.asyncio, "sleep", no_timer)
     asyncio.run(run())
+
+
+def _root_run(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv = [*EDGEROOT, "root", "run", "--state", str(state), "--listen", f"127.0.0.1:{free_port()}", *extra]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+
+
+@pytest.mark.parametrize("broken", ["a database that cannot be opened", "a file that does not parse"])
+def test_a_configuration_the_workers_cannot_start_with_is_said_as_one_process_says_it(
+    tmp_path: Path, broken: str
+) -> None:
+    """`root run --workers 2` on a root.toml that its workers' setup refuses (or that does not even
+    parse) says what `root run` alone says: the same one line, the same exit code (2), no traceback;
+    and the pool stops at once, the worker that cannot start not started again, the other never."""
+    state = tmp_path / "root"
+    init_root(state, ORIGIN, PREFIX)
+    config = state / "root.toml"
+    if broken == "a database that cannot be opened":
+        root_config.update(config, {"database": f"sqlite:///{tmp_path / 'no-such-dir' / 'root.db'}"})
+    else:
+        config.write_text(config.read_text() + "\n[sequencer\n")
+    alone = _root_run(state)
+    pool = _root_run(state, "--workers", "2")
+    said = [line for line in alone.stderr.splitlines() if line.startswith("error: ")]
+    assert alone.returncode == EXIT_USAGE and len(said) == 1, alone.stdout + alone.stderr
+    output = pool.stdout + pool.stderr
+    assert pool.returncode == EXIT_USAGE, output[-3000:]
+    assert [line for line in pool.stderr.splitlines() if line.startswith("error: ")] == said, output[-3000:]
+    assert "Traceback" not in output and "CRITICAL" not in output, output[-3000:]
+    if broken == "a database that cannot be opened":
+        assert "cannot open database" in said[0]
+        assert output.count("worker 1 started") == 1 and output.count("cannot start") == 1, output[-3000:]
+        assert re.search(r"worker 1 \(pid \d+\) cannot start: stopping, no worker restarted", output)
+        assert re.search(r"worker 2 \(pid \d+\) exited with code 0", output), output[-3000:]  # never started
 
 
 def test_sigterm_stops_every_worker_in_order_and_exits_0(workers: Workers) -> None:
