@@ -20,13 +20,14 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from chain_lite import b64
 from chain_lite.block import SignedBlock, check_successor, open_block, verify_reading
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.coverage import DuplicateReading, ShownReading, complete_blocks, height_ranges
 from chain_lite.envelope import Envelope, open_envelope
 from chain_lite.errors import ChainError
 from chain_lite.keys import PublicKey
@@ -315,7 +316,8 @@ class BundleReport:
     contiguous: bool  # the blocks are consecutive heights, each linked to the one before
     complete_blocks: tuple[int, ...]
     """Blocks whose header's counter range for the device (as signer) counts exactly the readings here:
-    every reading the device signed in those blocks is in the bundle."""
+    every reading the device signed in those blocks is in the bundle (:func:`chain_lite.coverage.
+    complete_blocks`, the rule ``trace --gateway`` applies too)."""
     origin: str
     checkpoint_sizes: tuple[int, ...]
     cosigners: tuple[str, ...]
@@ -345,12 +347,13 @@ class BundleReport:
             f"{self.readings} reading(s) of {self.device}{span}, each signed by the key registered for "
             f"{', '.join(self.signers) or '(none)'}",
             f"each is in a block of gateway {self.gateway} signed by its registered key: "
-            f"height(s) {_ranges(self.blocks)}{times}"
+            f"height(s) {height_ranges(self.blocks)}{times}"
             + (", consecutive and hash-linked" if self.contiguous and len(self.blocks) > 1 else ""),
-            f"every block is in log {self.origin} under checkpoint size(s) {_ranges(self.checkpoint_sizes)}, "
+            f"every block is in log {self.origin} under checkpoint size(s) "
+            f"{height_ranges(self.checkpoint_sizes)}, "
             f"verified under your policy (log key; cosigned by {', '.join(self.cosigners) or 'no witness'})",
             f"keys proven by the log's map: {keys}",
-            f"complete: block(s) {_ranges(self.complete_blocks) or 'none'} hold no other reading of "
+            f"complete: block(s) {height_ranges(self.complete_blocks) or 'none'} hold no other reading of "
             f"{self.device} than those here",
         ]
         if not self.arrivals_consistent:
@@ -358,17 +361,6 @@ class BundleReport:
         if not self.policy_matches:
             lines.append("note: the bundle's policy.txt differs from yours; yours was used")
         return lines
-
-
-def _ranges(numbers: Sequence[int]) -> str:
-    """``1..3, 7`` for 1, 2, 3, 7."""
-    runs: list[list[int]] = []
-    for n in sorted(set(numbers)):
-        if runs and runs[-1][1] == n - 1:
-            runs[-1][1] = n
-        else:
-            runs.append([n, n])
-    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
 
 
 class _Verifier:
@@ -517,8 +509,7 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
                 raise BundleError(header_file[b], str(exc)) from exc
 
     # 5. readings: the device's signature, and inclusion in the block the manifest names
-    seen: set[tuple[int, int]] = set()
-    per_block: dict[tuple[int, str], int] = {}
+    shown: list[ShownReading] = []
     counters: list[int] = []
     signers: set[str] = set()
     arrivals_consistent = True
@@ -535,9 +526,6 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
             raise BundleError(
                 MANIFEST, f"{item.envelope} names block {item.block}, which is not in the bundle"
             )
-        if (item.block, item.index) in seen:
-            raise BundleError(MANIFEST, f"reading {item.index} of block {item.block} is listed twice")
-        seen.add((item.block, item.index))
         hashes = parse_hash_lines(present[item.proof], item.proof)
         try:
             verify_reading(holder.header, raw, item.index, hashes)
@@ -546,7 +534,7 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
                 item.proof,
                 f"does not prove {item.envelope} is reading {item.index} of block {item.block}: {exc}",
             ) from exc
-        per_block[item.block, env.signer] = per_block.get((item.block, env.signer), 0) + 1
+        shown.append(ShownReading(item.block, item.index, env.signer))
         counters.append(env.counter)
         time_ms = holder.header.time_ms
         arrivals_consistent &= (
@@ -554,12 +542,11 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
         )
         signers.add(env.signer)
 
-    def complete(height: int) -> bool:
-        """Every reading here from this block is signed by the device itself, and the header's counter
-        range of the device counts exactly as many: the block holds no other reading it signed."""
-        here = {signer: n for (h, signer), n in per_block.items() if h == height}
-        mine = [c for c in blocks[height].header.counters if canonical_identifier(c.signer) == device]
-        return len(here) == 1 and len(mine) == 1 and here.get(mine[0].signer) == mine[0].count
+    # The one rule of completeness (and of a reading listed twice), shared with `trace --gateway` (D-120).
+    try:
+        complete = complete_blocks(device, {h: b.header for h, b in blocks.items()}, shown)
+    except DuplicateReading as exc:
+        raise BundleError(MANIFEST, str(exc)) from exc
 
     verified_all = list(v.checkpoints.values())
     times = [blocks[h].header.time_ms for h in heights]
@@ -572,7 +559,7 @@ def verify_bundle(manifest: Manifest, files: Mapping[str, bytes | None], policy:
         blocks=tuple(heights),
         block_times=(times[0], times[-1]) if times else None,
         contiguous=contiguous,
-        complete_blocks=tuple(h for h in heights if complete(h)),
+        complete_blocks=complete,
         origin=", ".join(sorted({c.checkpoint.origin for c in verified_all})),
         checkpoint_sizes=tuple(sorted({c.checkpoint.size for c in verified_all})),
         cosigners=tuple(sorted({w for c in verified_all for w in c.cosigners})),

@@ -18,6 +18,7 @@ from resolver.http_service import serve, serve_workers
 from resolver.published_marker import PublishedMarker
 from runtime.keyfiles import load_vkey
 from runtime.statelock import initialising
+from runtime.worker_pool import CannotStart
 
 
 def run_init(args: argparse.Namespace, report: Reporter) -> int:
@@ -77,10 +78,16 @@ def run_serve(args: argparse.Namespace, report: Reporter) -> int:
     marker = PublishedMarker()
 
     def build(worker: int) -> FastAPI:
-        # In the worker, after the fork: its own database connections, map and sequencer attempt.
-        return build_root_app(load(args.state, args.config), worker=worker, marker=marker)[0]
+        # In the worker, after the fork: its own database connections, map and sequencer attempt. What
+        # refuses the configuration here is said by the supervisor as above, not as a traceback (D-124).
+        try:
+            return build_root_app(load(args.state, args.config), worker=worker, marker=marker)[0]
+        except (ConfigError, ResolverError) as exc:
+            raise CannotStart(str(exc)) from exc
 
     try:
         return serve_workers(build, "root", args.listen, args.workers, cfg.http_limits)
+    except CannotStart as exc:
+        raise CommandFailed(str(exc)) from exc
     except OSError as exc:
         raise CommandFailed(f"cannot listen on {args.listen}: {exc}") from exc

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from chain_lite.block import parse_block
+from chain_lite.coverage import height_ranges
 from chain_lite.epcis_facts import identifier_key
 from chain_lite.errors import ChainError
 from chain_lite.registry import canonical_identifier
@@ -46,8 +47,10 @@ def readings_json(found: ReadingsEvidence) -> dict[str, Any]:
         fetched = {
             "gateway_url": got.gateway_url,
             "readings": got.fetched,
+            "included": got.included,
             "verified": got.verified,
             "in_other_blocks": got.elsewhere,
+            "complete_blocks": list(got.complete_blocks),
             "min": min(got.values, default=None),
             "max": max(got.values, default=None),
             "unit": got.unit,
@@ -119,16 +122,24 @@ def _readings_lines(found: ReadingsEvidence, indent: str) -> list[str]:
         out.append(f"{indent}  block {b.height} ({logged}, {count}, {where}, {mark})")
     got = found.fetched
     if got is not None:
-        checked = (
-            "signed by the device (key proven) and in its logged block"
-            if found.blocks[0].verified
-            else ("in its block (unverified trace: signatures not checked)")
-        )
         span = f": {min(got.values):g} to {max(got.values):g} {got.unit or ''}".rstrip() if got.values else ""
         other = f"; {got.elsewhere} in blocks outside the window, not judged" if got.elsewhere else ""
+        fetched = f"{indent}  fetched from the gateway {got.gateway_url} (token): "
+        proven = all(b.verified for b in found.blocks)
+        if proven:
+            out.append(
+                f"{fetched}{got.verified} of {got.fetched} reading(s) each signed by the device (key proven) "
+                f"and in its logged block{span}{other}"
+            )
+        else:  # an unverified trace: the headers and the signatures are the nodes' and the gateway's word
+            out.append(
+                f"{fetched}{got.fetched} reading(s), not verified ({got.included} placed in the block "
+                f"headers the root showed; no signature or receipt checked: an unverified trace){span}{other}"
+            )
+        whole = height_ranges(got.complete_blocks) or "none"
         out.append(
-            f"{indent}  fetched from the gateway {got.gateway_url} (token): {got.verified} of {got.fetched} "
-            f"reading(s) each {checked}{span}{other}"
+            f"{indent}  complete: block(s) {whole} hold no other reading of {ref.device} than these"
+            + ("" if proven else " (as the unverified headers say)")
         )
     return out
 

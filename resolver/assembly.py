@@ -357,7 +357,7 @@ def build_root_app(
     )
     anchoring.install(app, node, parent)
     # The hot reads as precomputed bytes, in front of FastAPI's routing (resolver.fast_reads).
-    app.add_middleware(FastReads, node=node)
+    app.add_middleware(FastReads, node=node, metrics=metrics)
     app.state.hooks = Hooks(status, reload, refused=lambda why: metrics.refused.labels(reason=why).inc())
     return app, node
 

@@ -10,6 +10,7 @@ sequencer (``running`` until every event has a log index, then ``success``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from typing import Annotated, Any
@@ -73,6 +74,10 @@ def capture_job(node: RootNode, capture_id: str) -> dict[str, Any]:
 def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetrics, read_body: Any) -> None:
     """Add the EPCIS routes to the node's app (``read_body`` is the API's size-capped body reader)."""
     caches = epcis_query.QueryCaches()  # this node's database only
+    checking = asyncio.Lock()
+    """One capture document checked at a time (D-095: the checks are CPU work under one GIL; two at once
+    only slow each other and the event loop). Waited for here, on the event loop: a burst of captures
+    queued in the thread pool would hold the threads every blocking endpoint shares (D-122)."""
 
     @app.post(
         routes.EPCIS_CAPTURE,
@@ -84,14 +89,12 @@ def add_routes(app: FastAPI, node: RootNode, *, max_body: int, metrics: RootMetr
     async def capture(request: Request) -> JSONResponse:
         """Capture an EPCISDocument whose events are each signed (``edgeroot:signedCapture``)."""
         body = await read_body(request, max_body)
-        job, results = await run_in_threadpool(
-            epcis_intake.capture,
-            node.db,
-            body,
-            origin=node.origin,
-            now_ms=now_ms(),
-            bases=node.identifier_bases,
-        )
+        async with checking:
+            # The checks, then the write: blocking, so each in a worker thread (the pool's).
+            checked = await run_in_threadpool(
+                epcis_intake.check_capture, node.db, body, origin=node.origin, bases=node.identifier_bases
+            )
+        job, results = await run_in_threadpool(epcis_intake.store_capture, node.db, checked, now_ms=now_ms())
         fresh = sum(1 for r in results if not r.duplicate)
         metrics.epcis_events.inc(fresh)
         answer = {

@@ -98,9 +98,6 @@ class _AcceptedFacts:
 
 
 _accepted = _AcceptedFacts()
-_checking = threading.Lock()
-"""One document's checks at a time in this process: they are CPU work under one GIL, so two at once
-only contend with each other and with the event loop (which then answered even /checkpoint late)."""
 
 
 def facts_of_leaf(leaf: bytes, bases: Sequence[str]) -> EventFacts:
@@ -196,18 +193,21 @@ def capture_id_of(hash_ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(hash_ids).encode()).hexdigest()
 
 
-def capture(
-    db: Database, body: bytes, *, origin: str, now_ms: int, bases: Sequence[str]
-) -> tuple[str, list[CapturedEvent]]:
-    """Check every event of a capture document and queue the new ones; all or nothing. Returns the
-    capture job's id and each event's outcome.
+@dataclass(frozen=True, slots=True)
+class CheckedCapture:
+    """A capture document whose events all passed their checks (:func:`check_capture`), in order, with
+    the signers' keys they were checked with."""
 
-    The checks (parse, signature, hash ID: the CPU work) run outside any write transaction, each
-    signer's key read once in a short read transaction; the write transaction then reads those keys
-    again and re-verifies the events of a signer whose key changed in between, so every event is
-    logged only under the key its signer holds when it is logged, as when everything ran in one
-    transaction, while the sequencer and other processes' captures are not held up by the checks;
-    within one process one document is checked at a time (``_checking``, D-095)."""
+    events: tuple[tuple[SignedCapture, EventFacts], ...]
+    keys: Mapping[str, PublicKey]
+
+
+def check_capture(db: Database, body: bytes, *, origin: str, bases: Sequence[str]) -> CheckedCapture:
+    """Every check of a capture document (parse, signed capture, signature, hash ID, schema: the CPU
+    work), outside any write transaction, each signer's key read once in a short read transaction;
+    the first failure refuses the document, naming the event's position. Blocking: the API runs it in
+    a worker thread, one document at a time in the process (D-095), waiting for its turn on the event
+    loop rather than in the thread pool (D-122)."""
     keys: dict[str, PublicKey] = {}
 
     def key_of(kid: str) -> PublicKey:
@@ -218,22 +218,32 @@ def capture(
         return key
 
     checked = []
-    with _checking:
+    try:
+        document = read_capture_document(body, max_events=MAX_EVENTS_PER_CAPTURE)
+    except EpcisDocumentError as exc:
+        raise EventInvalid(str(exc)) from exc
+    for position, event in enumerate(document.events):
         try:
-            document = read_capture_document(body, max_events=MAX_EVENTS_PER_CAPTURE)
-        except EpcisDocumentError as exc:
-            raise EventInvalid(str(exc)) from exc
-        for position, event in enumerate(document.events):
-            try:
-                checked.append(
-                    check_event(event, origin=origin, bases=bases, key_of=key_of, context=document.context)
-                )
-            except ResolverError as exc:
-                exc.message = f"event {position}: {exc.message}"
-                raise
+            checked.append(
+                check_event(event, origin=origin, bases=bases, key_of=key_of, context=document.context)
+            )
+        except ResolverError as exc:
+            exc.message = f"event {position}: {exc.message}"
+            raise
+    return CheckedCapture(tuple(checked), keys)
+
+
+def store_capture(db: Database, checked: CheckedCapture, *, now_ms: int) -> tuple[str, list[CapturedEvent]]:
+    """Queue the new events of a checked document; all or nothing. Returns the capture job's id and each
+    event's outcome.
+
+    The write transaction reads each signer's key again and verifies again the events of a signer whose
+    key changed since :func:`check_capture` (or refuses them), so every event is logged only under the
+    key its signer holds when it is logged, as when everything ran in one transaction, while the
+    sequencer and other processes' captures were not held up by the checks (D-095). Blocking."""
     with db.transaction() as tx:
-        _recheck_keys(tx, checked, keys)
-        return _queue(tx, checked, now_ms)
+        _recheck_keys(tx, checked.events, checked.keys)
+        return _queue(tx, checked.events, now_ms)
 
 
 def _recheck_keys(

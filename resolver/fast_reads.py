@@ -14,7 +14,9 @@ percent-encoded path (FastAPI's endpoints decode it strictly), a request with a 
 
 Being the outermost of the app's own layers, it is also where every request of a worker of
 ``root run --workers N`` first catches its view up with the other workers' (:meth:`RootNode.caught_up`);
-a view that cannot catch up is answered 503 here, rendered as the generic handler renders it.
+a view that cannot catch up is answered 503 here, rendered as the generic handler renders it, counted in
+``edgeroot_root_refused{reason="ViewBehind"}`` and logged at ERROR, rate-limited like every refusal
+(:meth:`RootMetrics.refuse`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from resolver.api import checkpoint_answer, error_response, handle_read, resolve_answer, tile_answer
 from resolver.errors import ResolverError
+from resolver.metrics import RootMetrics
 from resolver.reads import Answer, PublishedView, RootNode
 from resolver.tiles import parse_tile_path
 from rootclient import routes
@@ -78,9 +81,11 @@ def _handle_query(query: bytes) -> tuple[list[str] | None, list[int] | None, boo
 class FastReads:
     """Answers the hot reads from the current published view's encoded answers; the rest goes to ``app``."""
 
-    def __init__(self, app: ASGIApp, node: RootNode) -> None:
+    def __init__(self, app: ASGIApp, node: RootNode, metrics: RootMetrics | None = None) -> None:
         self.app = app
         self.node = node
+        self.metrics = RootMetrics() if metrics is None else metrics
+        """The app's own (its ``/metrics``): a refusal here never reaches the app's error handler."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -89,6 +94,8 @@ class FastReads:
             try:
                 await self.node.caught_up()
             except ResolverError as exc:
+                # The database failed for this worker: our failure, met by every request while it lasts.
+                self.metrics.refuse(type(exc).__name__, exc.message, ours=True)
                 await error_response(exc)(scope, receive, send)
                 return
         if scope["type"] == "http" and scope["method"] == "GET":

@@ -1,9 +1,10 @@
 """The root node's Prometheus metrics and its rate-limited log of refused input.
 
 Each app has its own registry (several nodes can live in one test process). Refusals are counted by
-reason (the error class: ``AuthenticationFailed``, ``Conflict``, ...) and logged at WARNING, at most
-once per reason every :data:`LOG_EVERY_S` seconds with the number held back, so a misbehaving client
-cannot flood the journal.
+reason (the error class: ``AuthenticationFailed``, ``Conflict``, ...) and logged at WARNING (ERROR for
+a refusal that is the node's own failure, ``ViewBehind``), at most once per reason every
+:data:`LOG_EVERY_S` seconds with the number held back, so a misbehaving client (or a burst of requests
+during an outage) cannot flood the journal.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class RootMetrics:
         samples = (s for metric in self.witness_failing.collect() for s in metric.samples)
         return {s.labels["witness"]: int(s.value) for s in samples if s.value > 0}
 
-    def refuse(self, reason: str, message: str) -> None:
+    def refuse(self, reason: str, message: str, *, ours: bool = False) -> None:
+        """Count a refused request by ``reason`` and log it (rate-limited): WARNING for the caller's fault,
+        ERROR when the refusal is our own failure (``ours``: the node cannot answer right now)."""
         self.refused.labels(reason=reason).inc()
-        self._log.warning(reason, "refused (%s): %s", reason, message)
+        log_it = self._log.error if ours else self._log.warning
+        log_it(reason, "refused (%s): %s", reason, message)

@@ -26,6 +26,7 @@ from typing import Any
 from chain_lite import b64
 from chain_lite.block import open_block, parse_block, verify_reading
 from chain_lite.checkpoint import SignedCheckpoint
+from chain_lite.coverage import DuplicateReading, ShownReading, complete_blocks
 from chain_lite.envelope import decode_envelope, open_envelope, resolve
 from chain_lite.epcis import namespaces_of
 from chain_lite.epcis_capture import (
@@ -80,6 +81,9 @@ class IdentifierEvents:
     entry: IndexEntry | None = None
 
 
+MAP_HEADS_KEPT = 64
+"""Verified map heads a :class:`Verifier` keeps (the most recently used): an answer's map head is one per
+checkpoint, and a long-lived verifier meets a new checkpoint every few seconds of a busy log."""
 CHUNK = 40
 """Identifiers per request (``MATCH_anyEPC=a|b|...`` and ``id=a&id=b...``): well inside URL limits."""
 IN_FLIGHT = 4
@@ -108,11 +112,15 @@ class Verifier:
         self._map_heads: dict[tuple[bytes, bytes, bytes], MapHead] = {}
 
     def map_head(self, proof: IndexProof, verified: VerifiedCheckpoint) -> MapHead:
-        """The map head of an index answer, checked once for all the identifiers it proves."""
+        """The map head of an index answer, checked once for all the identifiers it proves (the last
+        :data:`MAP_HEADS_KEPT` kept, least recently used forgotten first)."""
         key = (proof.map_head, proof.receipt.to_bytes(), verified.checkpoint.root)
-        head = self._map_heads.get(key)
+        head = self._map_heads.pop(key, None)  # taken out and put back last: the most recently used
         if head is None:
-            head = self._map_heads[key] = verify_map_head(proof.map_head, proof.receipt, verified)
+            head = verify_map_head(proof.map_head, proof.receipt, verified)
+            if len(self._map_heads) >= MAP_HEADS_KEPT:
+                del self._map_heads[next(iter(self._map_heads))]
+        self._map_heads[key] = head
         return head
 
     async def checkpoint(self, signed: SignedCheckpoint) -> VerifiedCheckpoint:
@@ -466,18 +474,24 @@ class EvidenceBlock:
 @dataclass(frozen=True, slots=True)
 class FetchedReadings:
     """The readings of an event's window fetched from the gateway that keeps them (anchor mode), with the
-    gateway's bearer token (``GET /v1/readings``, D-072), and what was checked of them (D-101)."""
+    gateway's bearer token (``GET /v1/readings``, D-072), and what was checked of them (D-101, D-120)."""
 
     gateway_url: str
     fetched: int
     """Readings of the device the gateway answered for the window (by arrival time)."""
+    included: int
+    """Of those, in a block the root listed for the window, each proven (RFC 6962) to be the reading at
+    its index of that block's header as the root showed it, none listed twice."""
     verified: int
-    """Of those, signed by the device (its key proven from the registry) and included in a block the
-    root listed for the window, whose receipt was verified (RFC 6962 proof to the logged header)."""
+    """Of those included, signed by the device (its key proven from the registry), in a block whose
+    gateway signature and receipt the trace verified; 0 for an unverified trace, which proves nothing."""
     elsewhere: int
     """In a block the root did not list for the window (a backlog reading signed later): not judged."""
     values: tuple[float, ...]
     unit: str | None
+    complete_blocks: tuple[int, ...] = ()
+    """Heights of the window's blocks that hold no reading of the device but those fetched (every one
+    the device signed there is in the answer: :func:`chain_lite.coverage.complete_blocks`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -680,14 +694,19 @@ def check_fetched_readings(
     """Judge what the gateway's ``GET /v1/readings`` answered for ``found``'s window (its ``readings``
     items: ``envelope``, ``block``, ``index``, ``proof``, base64 as the gateway sends them): each one in a
     block the root listed (and the trace verified) must be reading ``index`` of that block's logged
-    header (inclusion proof) and signed by the device (``key``, proven; ``None``: not checked, the trace
-    is unverified). Raises :class:`ChainError` naming the first reading that fails: the gateway showed a
-    reading its anchored block does not commit to, or one the device did not sign."""
+    header (inclusion proof), signed by the device (``key``, proven; ``None``: the trace is unverified,
+    the signature is not checked and nothing counts as verified) and shown once; then which of the
+    window's blocks the answer covers whole, by the evidence bundle's own rule
+    (:func:`chain_lite.coverage.complete_blocks`). Raises :class:`ChainError` naming the first reading
+    that fails: the gateway showed a reading its anchored block does not commit to, one the device did
+    not sign, or one twice."""
     by_height = {b.height: b for b in found.blocks}
+    headers = {b.height: parse_block(b.header).header for b in found.blocks if b.header}
     device = found.ref.device
     values: list[float] = []
     units: set[str] = set()
-    verified = elsewhere = 0
+    shown: list[ShownReading] = []
+    elsewhere = 0
     for n, item in enumerate(readings):
         try:
             envelope = _b64(item["envelope"], f"reading {n}'s envelope")
@@ -695,11 +714,10 @@ def check_fetched_readings(
             proof = [_b64(h, f"reading {n}'s proof") for h in item.get("proof") or []]
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError("reading", f"reading {n} of the gateway's answer is malformed: {exc}") from exc
-        block = by_height.get(height)
-        if block is None or not block.header:
+        header = headers.get(height)
+        if header is None:
             elsewhere += 1
             continue
-        header = parse_block(block.header).header
         try:
             verify_reading(header, envelope, index, proof)
         except ChainError as exc:
@@ -711,11 +729,25 @@ def check_fetched_readings(
             raise FormatError(
                 "reading", f"reading {index} of block {height} is signed by {env.signer}, not {device}"
             )
+        shown.append(ShownReading(height, index, env.signer))
         for record in resolve(env.records):
             if isinstance(record["value"], int | float) and not isinstance(record["value"], bool):
                 values.append(float(record["value"]))
                 if record["unit"] is not None:
                     units.add(str(record["unit"]))
-        verified += 1
+    try:
+        complete = complete_blocks(device, headers, shown)
+    except DuplicateReading as exc:
+        raise FormatError("reading", f"{exc} in the gateway's answer") from exc
+    trusted = key is not None and all(by_height[s.height].verified for s in shown)
     unit = units.pop() if len(units) == 1 else None
-    return FetchedReadings(gateway_url, len(readings), verified, elsewhere, tuple(values), unit)
+    return FetchedReadings(
+        gateway_url,
+        len(readings),
+        len(shown),
+        len(shown) if trusted else 0,
+        elsewhere,
+        tuple(values),
+        unit,
+        complete,
+    )

@@ -20,6 +20,13 @@ class RateLimitedLog:
         self._lock = threading.Lock()
 
     def warning(self, reason: str, message: str, *args: object) -> None:
+        self.log(logging.WARNING, reason, message, *args)
+
+    def error(self, reason: str, message: str, *args: object) -> None:
+        """For our own failure met by every request while it lasts (a database down): ERROR, rate-limited."""
+        self.log(logging.ERROR, reason, message, *args)
+
+    def log(self, level: int, reason: str, message: str, *args: object) -> None:
         now = time.monotonic()
         with self._lock:
             if now - self._last.get(reason, -self.every_s) < self.every_s:
@@ -28,4 +35,4 @@ class RateLimitedLog:
             held = self._held.pop(reason, 0)
             self._last[reason] = now
         suffix = f" [+{held} more since last logged]" if held else ""
-        self.logger.warning(message + "%s", *args, suffix)
+        self.logger.log(level, message + "%s", *args, suffix)

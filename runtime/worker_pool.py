@@ -21,6 +21,10 @@ event loop, that inherits what the caller prepared (a listening socket, shared m
   with one CRITICAL line naming it and a non-zero exit, so systemd's ``Restart=`` restarts everything;
   restarting one worker alone is not attempted (decisions D-115). Each worker asks the kernel for SIGKILL
   if the supervisor dies, so no worker outlives it.
+* **A worker that cannot start** (``run_worker`` raised :class:`CannotStart` before serving: a bad
+  configuration) tells the supervisor why and exits :data:`EXIT_CANNOT_START`; the supervisor starts no
+  other worker, stops the pool in order and raises :class:`CannotStart` with the same message from
+  :func:`run_workers`, so the caller reports it as it reports its own configuration errors (D-124).
 """
 
 from __future__ import annotations
@@ -39,12 +43,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runtime.logsetup import configure_logging
+from runtime.sdnotify import Notifier
 from runtime.service import EXIT_FAILED, EXIT_OK, Service, Step, run_service
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 READY_TIMEOUT_S = 20.0
 """How long a reload waits for every worker to say ``READY=1`` again."""
+EXIT_CANNOT_START = 78
+"""A worker's exit code after :class:`CannotStart` (``EX_CONFIG`` of sysexits.h)."""
+CANNOT_START = "X_CANNOT_START"
+"""The notify field (sd_notify(3): other names start with ``X_``) carrying why a worker cannot start."""
+SAID_WHY_S = 5.0
+"""How long the supervisor waits, after such a worker exited, for the datagram it sent before exiting."""
+
+
+class CannotStart(Exception):
+    """Raised by ``run_worker`` before it serves, for what no restart can cure (a configuration the
+    worker's setup refuses: a database that cannot be opened). The message is one line for the operator;
+    :func:`run_workers` raises it again in the supervisor."""
 
 
 class WorkerExited(Exception):
@@ -83,10 +100,15 @@ class _Worker:
     pid: int = 0
     code: int | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    readies: int = 0
+    """Set by its first ``READY=1``: it started."""
+    ready_again: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by every ``READY=1``; a reload clears it before its SIGHUP and awaits it."""
     status: str = "starting"
     last_ping: float = 0.0
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    refusal: str | None = None
+    """Why it cannot start (:class:`CannotStart`), as it said before it exited."""
+    said_why: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _child(worker: _Worker, workers: list[_Worker], run_worker: Callable[[int], int], parent: int) -> None:
@@ -111,6 +133,11 @@ def _child(worker: _Worker, workers: list[_Worker], run_worker: Callable[[int], 
         if "WATCHDOG_USEC" in os.environ:
             os.environ["WATCHDOG_PID"] = str(os.getpid())
         code = run_worker(worker.number)
+    except CannotStart as exc:
+        # Not a bug to show a traceback for: the supervisor says it, once, as the caller words it.
+        code = EXIT_CANNOT_START
+        with contextlib.suppress(OSError):
+            Notifier().send(f"{CANNOT_START}={' '.join(str(exc).split())}")
     except BaseException:  # a forked child must never return into the supervisor's code
         logging.getLogger(__name__).exception("worker %d failed to run", worker.number)
     finally:
@@ -145,7 +172,11 @@ def run_workers(name: str, count: int, run_worker: Callable[[int], int], *, stop
         log.info("%s: worker %d started (pid %d)", name, worker.number, pid)
     for worker in workers:
         os.close(worker.go[0])  # the workers' ends (kept open until the last fork: each child closes them)
-    return run_service(lambda: _supervise(name, workers, stop_deadline_s))
+    code = run_service(lambda: _supervise(name, workers, stop_deadline_s))
+    refusal = next((w.refusal for w in workers if w.refusal is not None), None)
+    if refusal is not None:
+        raise CannotStart(refusal)
+    return code
 
 
 async def _supervise(name: str, workers: list[_Worker], stop_deadline_s: float) -> None:
@@ -153,13 +184,10 @@ async def _supervise(name: str, workers: list[_Worker], stop_deadline_s: float) 
         return " | ".join(f"worker {w.number}: {w.status}" for w in workers)
 
     async def reload() -> str:
-        before = {w.number: w.readies for w in workers}
         for w in workers:
+            w.ready_again.clear()
             _signal(w, signal.SIGHUP)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while any(w.readies == before[w.number] for w in workers) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        late = [str(w.number) for w in workers if w.readies == before[w.number]]
+        late = [str(w.number) for w in await _ready_again(workers, READY_TIMEOUT_S)]
         if late:
             return f"SIGHUP forwarded to {len(workers)} workers; not reloaded yet: worker {', '.join(late)}"
         return f"SIGHUP forwarded to {len(workers)} workers, each reloaded"
@@ -182,24 +210,40 @@ async def _supervise(name: str, workers: list[_Worker], stop_deadline_s: float) 
                         log.error("%s: worker %d (pid %d) still running at the deadline: killed",
                                   name, w.number, w.pid)  # fmt: skip
                         _signal(w, signal.SIGKILL)
-            failed = [f"worker {w.number} ({_describe(w.code or 0)})" for w in workers if w.code]
+            failed = [
+                f"worker {w.number} ({_describe(w.code or 0)})"
+                for w in workers
+                if w.code and w.refusal is None
+            ]
             if failed:
                 raise RuntimeError(f"workers that did not stop cleanly: {', '.join(failed)}")
 
         service.shutdown_order(Step("stop the workers (each drains and stops)", stop_workers))
         for w in workers:
-            service.spawn(f"worker-{w.number}", _watch(w, stopping))
+            service.spawn(f"worker-{w.number}", _watch(w, service))
             service.spawn(f"worker-{w.number}-notify", _relay(w, stopping))
         watchdog = service.notifier.watchdog_interval()
         if watchdog is not None:
             service.spawn("worker-watchdog", _watch_pings(workers, 2 * watchdog, stopping))
         for w in workers:
             # One at a time: each starts on a state the previous one already set up (schema, keys), and
-            # the peak of building the maps is one worker's. A worker that dies cuts the start short.
+            # the peak of building the maps is one worker's. A worker that dies cuts the start short; one
+            # that cannot start stops it (the next would meet the same configuration).
             _release(w, start=True)
-            await w.ready.wait()
-        log.info("%s: all %d workers ready", name, len(workers))
-        await service.serve()
+            if not await _started(w):
+                break
+        else:
+            log.info("%s: all %d workers ready", name, len(workers))
+        await service.serve()  # at once when a worker could not start: the stop is asked, no READY=1
+
+
+async def _ready_again(workers: list[_Worker], timeout_s: float) -> list[_Worker]:
+    """Wait until every worker said ``READY=1`` since its :attr:`_Worker.ready_again` was cleared, or for
+    ``timeout_s``: awaited on the relays' events, no polling. The workers that did not."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*(w.ready_again.wait() for w in workers))
+    return [w for w in workers if not w.ready_again.is_set()]
 
 
 def _release(worker: _Worker, *, start: bool) -> None:
@@ -216,8 +260,20 @@ def _signal(worker: _Worker, signo: int) -> None:
             os.kill(worker.pid, signo)
 
 
-async def _watch(worker: _Worker, stopping: asyncio.Event) -> None:
-    """Wait for the worker to exit (a pidfd on the loop); an exit before the stop is a failure."""
+async def _started(worker: _Worker) -> bool:
+    """Wait until the worker said ``READY=1`` (True) or exited first (False)."""
+    waits = [asyncio.ensure_future(worker.ready.wait()), asyncio.ensure_future(worker.exited.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return worker.ready.is_set()
+
+
+async def _watch(worker: _Worker, service: Service) -> None:
+    """Wait for the worker to exit (a pidfd on the loop); an exit before the stop is a failure, but for
+    a worker that could not start (:class:`CannotStart`): then the stop is asked, no failure."""
     loop = asyncio.get_running_loop()
     pidfd = os.pidfd_open(worker.pid)
     ended: asyncio.Future[None] = loop.create_future()
@@ -234,8 +290,18 @@ async def _watch(worker: _Worker, stopping: asyncio.Event) -> None:
         os.close(pidfd)
     _, status = os.waitpid(worker.pid, 0)
     worker.code = os.waitstatus_to_exitcode(status)
+    if worker.code == EXIT_CANNOT_START and not worker.ready.is_set():
+        # It sent why before it exited: the relay reads it (an event, bounded in case it could not send).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(worker.said_why.wait(), SAID_WHY_S)
+        if worker.refusal is None:
+            worker.refusal = f"worker {worker.number} could not start (exit {worker.code}); see its log"
+        log.error("worker %d (pid %d) cannot start: stopping, no worker restarted", worker.number, worker.pid)
+        service.request_stop()  # before the start sees it exited: no READY=1 for a pool that never ran
+        worker.exited.set()
+        return
     worker.exited.set()
-    if not stopping.is_set():
+    if not service.stopping.is_set():
         raise WorkerExited(worker.number, worker.pid, worker.code)
     log.info("worker %d (pid %d) exited with %s", worker.number, worker.pid, _describe(worker.code))
 
@@ -248,13 +314,16 @@ async def _relay(worker: _Worker, stopping: asyncio.Event) -> None:
         for line in data.decode(errors="replace").split("\n"):
             key, _, value = line.partition("=")
             if key == "READY" and value == "1":
-                worker.readies += 1
                 worker.last_ping = time.monotonic()
                 worker.ready.set()
+                worker.ready_again.set()
             elif key == "WATCHDOG" and value == "1":
                 worker.last_ping = time.monotonic()
             elif key == "STATUS":
                 worker.status = value
+            elif key == CANNOT_START:
+                worker.refusal = value
+                worker.said_why.set()
 
 
 async def _watch_pings(workers: list[_Worker], timeout_s: float, stopping: asyncio.Event) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -26,12 +27,15 @@ from chain_lite.registry import Record, Value, admin_kid, build_write, canonical
 from chain_lite.resolution import verify_resolution
 from chain_lite.sparse_map import SparseMap, map_key
 from resolver import config as root_config
+from resolver.api import create_app
 from resolver.assembly import build_root_app, build_witness_app, init_root, init_witness
 from resolver.cosigning import Cosigner
 from resolver.db import Database, Tx
 from resolver.errors import ViewBehind
+from resolver.fast_reads import FastReads
 from resolver.log_store import latest_checkpoint
 from resolver.map_state import MapSnapshot
+from resolver.metrics import RootMetrics
 from resolver.published_marker import PublishedMarker
 from resolver.reads import RootNode
 from resolver.sequencer import Sequencer
@@ -241,6 +245,35 @@ def test_a_worker_behind_the_marker_catches_up_before_answering_and_refuses_an_u
         with pytest.raises(ViewBehind):
             asyncio.run(other.caught_up())
         assert other.view().size == node.view().size
+
+
+def test_a_view_behind_is_answered_503_counted_and_logged_once_per_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker whose view cannot catch up answers 503 on the bare-ASGI path (before FastAPI's handler),
+    counted in edgeroot_root_refused{reason="ViewBehind"} of the app's /metrics and logged at ERROR once
+    per interval, the rest held back, as every refusal is."""
+    with _node(tmp_path) as (node, _sequencer, _write):
+        marker = PublishedMarker()
+        behind = RootNode(node.db, ORIGIN, marker=marker)
+        assert behind.refresh()
+        marker.raise_to(node.view().size + 10)  # beyond anything the database can show
+        metrics = RootMetrics()
+        app = FastReads(create_app(behind, metrics=metrics), behind, metrics=metrics)
+
+        async def ask() -> list[httpx.Response]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://root.test") as client:
+                return [await client.get(path) for path in ("/v1/checkpoint", "/v1/checkpoint", "/healthz")]
+
+        with caplog.at_level(logging.WARNING, logger="resolver.refused"):
+            answers = asyncio.run(ask())
+        assert [a.status_code for a in answers] == [503, 503, 503]
+        assert all("behind log size" in a.json()["message"] for a in answers), answers[0].text
+        refused = metrics.registry.get_sample_value("edgeroot_root_refused_total", {"reason": "ViewBehind"})
+        assert refused == 3
+        logged = [r for r in caplog.records if r.name == "resolver.refused"]
+        assert [(r.levelno, "ViewBehind" in r.getMessage()) for r in logged] == [(logging.ERROR, True)]
 
 
 # --- over HTTP: handlers never wait for the next view -----------------------------------------------

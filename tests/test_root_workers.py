@@ -4,11 +4,13 @@ a newer one, and the supervisor speaks for all of them to systemd (READY, reload
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,9 +25,12 @@ from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import load_private_pem
 from chain_lite.registry import Value, admin_kid, build_write, sign_write
+from edgeroot.output import EXIT_USAGE
 from edgeroot.system import EDGEROOT, wait_until
+from resolver import config as root_config
 from resolver.assembly import init_root
 from rootclient import routes
+from runtime import worker_pool
 from runtime.clock import now_ms
 from runtime.service import EXIT_FAILED, EXIT_OK
 from tests.notify_harness import NotifySocket
@@ -237,6 +242,80 @@ def test_sighup_reaches_every_worker_and_the_reload_ends_when_all_reloaded(worke
     for number in (1, 2):
         assert f"INFO [worker {number}] runtime.service: root reloaded:" in text, text[-3000:]
     assert "SIGHUP forwarded to 2 workers, each reloaded" in text
+
+
+def test_a_reload_ends_when_the_last_worker_says_ready_again_awaiting_no_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reload awaits the relays' READY=1 (STYLE 5: an event, no polling): it is still waiting after
+    one worker's READY=1, ends at the other's, and at its deadline names a worker that stayed silent."""
+
+    async def no_timer(_delay: float, *args: Any) -> Any:
+        raise AssertionError("the reload polled (asyncio.sleep) instead of awaiting READY=1")
+
+    async def run() -> None:
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+        pool = []
+        for number, (supervisor_end, _) in enumerate(pairs, start=1):
+            supervisor_end.setblocking(False)
+            pool.append(worker_pool._Worker(number, supervisor_end, (-1, -1)))
+        stopping = asyncio.Event()
+        relays = [asyncio.create_task(worker_pool._relay(w, stopping)) for w in pool]
+        try:
+            waiting = asyncio.create_task(worker_pool._ready_again(pool, 60))
+            pairs[0][1].send(b"READY=1")
+            await pool[0].ready_again.wait()
+            assert not waiting.done(), "the reload ended before worker 2 said READY=1"
+            pairs[1][1].send(b"STATUS=reloaded\nREADY=1")
+            assert await asyncio.wait_for(waiting, 30) == []
+            for w in pool:
+                w.ready_again.clear()
+            pairs[1][1].send(b"READY=1")
+            assert [w.number for w in await worker_pool._ready_again(pool, 0.2)] == [1]
+        finally:
+            for relay in relays:
+                relay.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+            for ends in pairs:
+                for end in ends:
+                    end.close()
+
+    monkeypatch.setattr(worker_pool.asyncio, "sleep", no_timer)
+    asyncio.run(run())
+
+
+def _root_run(state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv = [*EDGEROOT, "root", "run", "--state", str(state), "--listen", f"127.0.0.1:{free_port()}", *extra]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+
+
+@pytest.mark.parametrize("broken", ["a database that cannot be opened", "a file that does not parse"])
+def test_a_configuration_the_workers_cannot_start_with_is_said_as_one_process_says_it(
+    tmp_path: Path, broken: str
+) -> None:
+    """`root run --workers 2` on a root.toml that its workers' setup refuses (or that does not even
+    parse) says what `root run` alone says: the same one line, the same exit code (2), no traceback;
+    and the pool stops at once, the worker that cannot start not started again, the other never."""
+    state = tmp_path / "root"
+    init_root(state, ORIGIN, PREFIX)
+    config = state / "root.toml"
+    if broken == "a database that cannot be opened":
+        root_config.update(config, {"database": f"sqlite:///{tmp_path / 'no-such-dir' / 'root.db'}"})
+    else:
+        config.write_text(config.read_text() + "\n[sequencer\n")
+    alone = _root_run(state)
+    pool = _root_run(state, "--workers", "2")
+    said = [line for line in alone.stderr.splitlines() if line.startswith("error: ")]
+    assert alone.returncode == EXIT_USAGE and len(said) == 1, alone.stdout + alone.stderr
+    output = pool.stdout + pool.stderr
+    assert pool.returncode == EXIT_USAGE, output[-3000:]
+    assert [line for line in pool.stderr.splitlines() if line.startswith("error: ")] == said, output[-3000:]
+    assert "Traceback" not in output and "CRITICAL" not in output, output[-3000:]
+    if broken == "a database that cannot be opened":
+        assert "cannot open database" in said[0]
+        assert output.count("worker 1 started") == 1 and output.count("cannot start") == 1, output[-3000:]
+        assert re.search(r"worker 1 \(pid \d+\) cannot start: stopping, no worker restarted", output)
+        assert re.search(r"worker 2 \(pid \d+\) exited with code 0", output), output[-3000:]  # never started
 
 
 def test_sigterm_stops_every_worker_in_order_and_exits_0(workers: Workers) -> None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -22,7 +25,7 @@ from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE, event_facts, identif
 from chain_lite.epcis_identifiers import identifier_uri
 from chain_lite.epcis_proof import verify_index
 from chain_lite.errors import ChainError
-from chain_lite.keys import PrivateKey, generate_p256, private_pem, public_pem
+from chain_lite.keys import PrivateKey, generate_p256, load_private_pem, private_pem, public_pem
 from chain_lite.receipt import Receipt, verify_receipt
 from chain_lite.registry import Value, admin_kid, prefix_handle, pubkey_value
 from edgeroot.cli import main
@@ -30,9 +33,11 @@ from edgeroot.event_commands import sign_document
 from edgeroot.system import wait_until
 from resolver import config as root_config
 from resolver import epcis_intake, epcis_query
+from resolver.api import create_app
+from resolver.assembly import init_root
 from resolver.db import Database
 from resolver.reads import RootNode
-from rootclient import codecs, routes
+from rootclient import codecs, epcis_trace, routes
 from rootclient.client import AsyncRootClient, RootClient
 from rootclient.epcis_trace import Verifier, fetch_events_for, trace
 from rootclient.pin_file import FilePinStore
@@ -681,6 +686,90 @@ def test_capture_verifies_again_when_the_signers_key_changes_during_its_checks(
     shown = httpx.get(root.url + routes.EPCIS_EVENTS).json()["epcisBody"]["queryResults"]["resultsBody"]
     assert shown["eventList"] == []  # nothing of either refused document was queued
     assert _post(root, document).status_code == 202  # unchanged key: captured
+
+
+def test_captures_waiting_for_their_turn_hold_no_thread_the_other_endpoints_need(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One capture document is checked at a time (D-095); the others wait for their turn on the event
+    loop, not in the thread pool (D-122): with a check held in progress and more captures queued than
+    the pool has threads, an endpoint that runs in the pool (a capture job's status) still answers."""
+    origin = "capture.test"
+    result = init_root(tmp_path / "root", origin, FACTORY)
+    db = Database(root_config.load(tmp_path / "root").database)
+    admin = CoseSigner(admin_kid(FACTORY), load_private_pem(result.admin_key.read_bytes()))
+    node = RootNode(db, origin)
+    assert node.refresh()
+    app = create_app(node)
+    item = identifier_uri(f"{FACTORY}/QUEUED-1", DEFAULT_IDENTIFIER_BASE)
+    document = sign_document(
+        _document(_event("ObjectEvent", "06:00", "commissioning", epcList=[item])), admin, origin
+    )
+    checking, release = threading.Event(), threading.Event()
+    real = epcis_intake.read_capture_document
+
+    def held(*args: Any, **kwargs: Any) -> Any:  # the first check of a document: held until released
+        checking.set()
+        assert release.wait(60), "the test never released the held check"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(epcis_intake, "read_capture_document", held)
+    threads = 3  # the pool's size in this test (anyio's default is 40)
+
+    async def run() -> tuple[httpx.Response, list[httpx.Response]]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://root.test", timeout=60) as client:
+            captures = [
+                asyncio.create_task(client.post(routes.EPCIS_CAPTURE, json=document))
+                for _ in range(threads + 1)
+            ]
+            try:
+                assert await asyncio.to_thread(checking.wait, 30), "no capture reached its checks"
+                status = await asyncio.wait_for(client.get(routes.epcis_capture_job("0" * 64)), 20)
+            finally:
+                release.set()
+            return status, list(await asyncio.gather(*captures))
+
+    try:
+        status, captured = asyncio.run(run())
+    finally:
+        release.set()
+        db.close()
+    assert status.status_code == 404 and "no capture job" in status.json()["message"], status.text
+    assert [c.status_code for c in captured] == [202] * (threads + 1), [c.text for c in captured]
+    assert sum(not c.json()["events"][0]["duplicate"] for c in captured) == 1  # one document, stored once
+
+
+def test_a_long_lived_verifier_keeps_a_bounded_number_of_map_heads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verifier that meets checkpoint after checkpoint keeps the last MAP_HEADS_KEPT map heads it used
+    (the least recently used forgotten first): one in use all along is never checked again, a forgotten
+    one is checked again when it comes back."""
+    checked: list[bytes] = []
+
+    def verify(head: bytes, _receipt: object, _verified: object) -> str:
+        checked.append(head)
+        return f"map head {head!r}"
+
+    monkeypatch.setattr(epcis_trace, "verify_map_head", verify)
+    verifier = Verifier(None, None)  # type: ignore[arg-type]  # neither the node nor the pin is asked
+
+    def head_of(n: int) -> object:
+        receipt = SimpleNamespace(to_bytes=lambda: b"receipt %d" % n)
+        proof = SimpleNamespace(map_head=b"head %d" % n, receipt=receipt)
+        checkpoint = SimpleNamespace(checkpoint=SimpleNamespace(root=b"root %d" % n))
+        return verifier.map_head(proof, checkpoint)  # type: ignore[arg-type]
+
+    kept = epcis_trace.MAP_HEADS_KEPT
+    for n in range(1, 3 * kept):
+        assert head_of(n) == f"map head {b'head %d' % n!r}"
+        head_of(0)  # in use all along
+    assert len(verifier._map_heads) == kept
+    assert checked.count(b"head 0") == 1 and checked.count(b"head 1") == 1
+    head_of(3 * kept - 1)  # among the last used: not checked again
+    assert checked.count(b"head %d" % (3 * kept - 1)) == 1
+    head_of(1)  # forgotten long ago: checked again
+    assert checked.count(b"head 1") == 2 and len(verifier._map_heads) == kept
 
 
 class StaleClient(AsyncRootClient):

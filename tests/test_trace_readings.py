@@ -25,6 +25,7 @@ from chain_lite.keys import generate_p256
 from chain_lite.registry import canonical_identifier
 from edgeroot.cli import main
 from edgeroot.event_commands import sign_document
+from edgeroot.trace_commands import _readings_lines
 from rootclient.client import AsyncRootClient
 from rootclient.epcis_trace import (
     EDGEROOT_NS,
@@ -281,6 +282,78 @@ def test_readings_fetched_from_the_gateway_are_checked_against_the_logged_block(
     found2 = ReadingsEvidence(ref, [replace(listed, header=block2.raw)], None)
     with pytest.raises(ChainError, match=r"signed by 88\.123\.99/OTHER-1, not"):
         check_fetched_readings(found2, "http://gw", _gateway_answer(forged, 0), None)
+
+
+def test_fetched_readings_are_judged_by_the_bundles_rule_no_reading_twice_and_complete_blocks() -> None:
+    """`trace --gateway` applies the evidence bundle's rule (chain_lite.coverage, D-120): a reading shown
+    twice is refused naming its block and index; a block is complete only when every reading the device
+    signed in it is shown (a block shared with another device included); another device's reading, a
+    reading of a block outside the window and a missing one make nothing complete; an unverified trace
+    counts nothing as verified and says "not verified"."""
+    device, gateway = CoseSigner(DEVICE, generate_p256()), CoseSigner(GATEWAY, generate_p256())
+    other = CoseSigner("88.123.99/OTHER-1", generate_p256())
+
+    def reading(signer: CoseSigner, n: int) -> bytes:
+        return envelope.encode_envelope(
+            signer, [{envelope.N: "temp", envelope.U: "Cel", envelope.V: 1.0 * n}], n
+        )
+
+    # Block 0: three readings of the device; block 1: two of the device around one of another device.
+    bodies = [
+        [reading(device, 1), reading(device, 2), reading(device, 3)],
+        [reading(device, 4), reading(other, 1), reading(device, 5)],
+    ]
+    blocks = []
+    for height, body in enumerate(bodies):
+        prev = GENESIS_PREV if height == 0 else blocks[-1].block_id
+        header = build_header(GATEWAY, height, prev, [envelope.decode_envelope(e) for e in body], T + height)
+        blocks.append(sign_block(header, gateway))
+    listed = [
+        EvidenceBlock(h, T + h, b.block_id.hex(), 7 + h, False, 3 - h, "receipt", True, b.raw)
+        for h, b in enumerate(blocks)
+    ]
+    found = ReadingsEvidence(ReadingsRef(DEV_ID, GW_ID, T, T + 2), listed, None)
+    first, second = _gateway_answer(bodies[0], 0), _gateway_answer(bodies[1], 1)
+    mine = [*first, second[0], second[2]]
+    key = device.public_key
+
+    got = check_fetched_readings(found, "http://gw", mine, key)
+    assert (got.fetched, got.included, got.verified, got.elsewhere) == (5, 5, 5, 0)
+    assert got.complete_blocks == (0, 1)  # block 1 holds another device's reading, none more of ours
+    assert check_fetched_readings(found, "http://gw", [*first, second[0]], key).complete_blocks == (0,)
+    partial = check_fetched_readings(found, "http://gw", [first[0], first[2], *second[::2]], key)
+    assert (partial.verified, partial.complete_blocks) == (4, (1,))  # reading 1 of block 0 left out
+
+    # The same reading twice would count twice (and complete a block it does not): refused, named.
+    for twice in ([*mine, first[1]], [first[0], first[1], first[1]], [second[0], second[0], *mine[:3]]):
+        with pytest.raises(
+            ChainError, match=r"reading \d of block \d is listed twice in the gateway's answer"
+        ):
+            check_fetched_readings(found, "http://gw", twice, key)
+    with pytest.raises(ChainError, match="reading 1 of block 0 is listed twice"):
+        check_fetched_readings(found, "http://gw", [first[0], first[1], first[1]], None)
+    # Another device's reading, though its block commits to it: refused (its key is not the device's;
+    # unverified, its signer is not the device).
+    with pytest.raises(ChainError, match="signature"):
+        check_fetched_readings(found, "http://gw", [*mine, second[1]], key)
+    with pytest.raises(ChainError, match=r"reading 1 of block 1 is signed by 88\.123\.99/OTHER-1, not"):
+        check_fetched_readings(found, "http://gw", [*mine, second[1]], None)
+    # A block the root did not list for the window: counted, not judged, and it completes nothing (here
+    # it stands in for the reading of block 0 that the answer leaves out).
+    window = ReadingsEvidence(found.ref, listed[:1], None)
+    outside = check_fetched_readings(window, "http://gw", [first[0], first[2], *second], key)
+    assert (outside.included, outside.verified, outside.elsewhere) == (2, 2, 3)
+    assert outside.complete_blocks == () and outside.values == (1.0, 3.0)
+
+    # Unverified (no proven key, blocks not verified): placed in the headers shown, verified: none.
+    plain = ReadingsEvidence(found.ref, [replace(b, verified=False) for b in listed], None)
+    loose = check_fetched_readings(plain, "http://gw", mine, None)
+    assert (loose.fetched, loose.included, loose.verified, loose.complete_blocks) == (5, 5, 0, (0, 1))
+    text = "\n".join(_readings_lines(replace(plain, fetched=loose), ""))
+    assert "5 reading(s), not verified" in text and "each signed by the device" not in text, text
+    text = "\n".join(_readings_lines(replace(found, fetched=got), ""))
+    assert "5 of 5 reading(s) each signed by the device (key proven)" in text and "not verified" not in text
+    assert f"complete: block(s) 0..1 hold no other reading of {DEV_ID} than these" in text, text
 
 
 def _tamper_value(raw: bytes) -> bytes:
