@@ -3,7 +3,7 @@
 Three `edgeroot root run` processes on this machine: top `88.123` delegates `88.123.99` to a secondary
 node, which delegates `88.123.99.7` to an enterprise node holding BENCH_IDS identifiers (default
 100,000). One client process resolves random identifiers from the top with
-:func:`rootclient.client.resolve_referrals` (every hop's checkpoint, map proofs and prefix chain
+:meth:`rootclient.client.NodeClients.resolve` (every hop's checkpoint, map proofs and prefix chain
 verified, one pin per log, connections kept open: a *warm* client), BENCH_CONCURRENCY lookups at a
 time for BENCH_SECONDS, BENCH_RUNS times (median): verified resolutions/s, p50/p99 latency. Beside
 it, in the same runs, the raw limit of that client: the same verified resolution asked of the
@@ -39,7 +39,7 @@ from resolver.db import Database
 from resolver.registry import check_and_apply
 from resolver.sequencer import Sequencer
 from rootclient import routes
-from rootclient.client import AsyncRootClient, NodeClients, resolve_referrals
+from rootclient.client import AsyncRootClient, NodeClients
 from rootclient.errors import ClientError
 from rootclient.pinned_log import PinStore
 from runtime.clock import now_ms
@@ -109,12 +109,12 @@ async def drive(
     def pin(origin: str) -> PinStore:
         return pins.setdefault(origin, Pins(origin))
 
-    nodes = NodeClients()
+    nodes = NodeClients(pins=pin)
     latencies: list[float] = []
     errors: list[str] = []
     sizes: dict[str, int] = {}
     async with AsyncRootClient(top) as client:
-        await resolve_referrals(client, identifiers[0], policy, pin, nodes=nodes)  # warm: pins, connections
+        await nodes.resolve(client, identifiers[0], policy)  # warm: pins, connections
         deadline = time.perf_counter() + SECONDS
 
         async def worker() -> None:
@@ -122,7 +122,7 @@ async def drive(
                 ident = random.choice(identifiers)
                 t = time.perf_counter()
                 try:
-                    hops = await resolve_referrals(client, ident, policy, pin, nodes=nodes)
+                    hops = await nodes.resolve(client, ident, policy)
                 except ClientError as exc:  # counted, not retried: a refused or dropped connection
                     errors.append(str(exc))
                     continue

@@ -321,28 +321,36 @@ class _KnownReferral:
 
 
 class NodeClients:
-    """What a warm client keeps between lookups (a long-lived caller passes one ``nodes=`` to every
-    :func:`resolve_referrals`; without it each lookup opens and closes its own).
+    """What a warm client keeps between lookups: a long-lived caller makes one, resolves every lookup
+    with :meth:`resolve`, and closes it when it stops (``aclose``, or ``async with``); the one-shot
+    :func:`resolve_referrals` makes one per lookup.
 
     The clients of the nodes asked, by URL, so their connections are reused (at most ``capacity``;
-    the oldest is closed first; ``aclose`` closes them all); each log's :class:`PinnedLog`
-    (:attr:`logs`); and the delegations the nodes proved (D-091), reused for ``min(ttl of the
-    HS_SITE value, referral_ttl_s)`` seconds by ``clock`` for every identifier under the delegated
-    prefix, while the log that proved a delegation still vouches for the checkpoint it was proven at
+    the oldest is closed first); each log's :class:`PinnedLog` (:attr:`logs`), opened once from the
+    pin store ``pins`` gives for its origin (under ``hold``) and kept, so a log's pin has one home: the
+    store is where it is loaded from and saved to, the open :class:`PinnedLog` the one object that
+    judges it; and the delegations the nodes proved (D-091), reused for ``min(ttl of the HS_SITE
+    value, referral_ttl_s)`` seconds by ``clock`` for every identifier under the delegated prefix,
+    while the log that proved a delegation still vouches for the checkpoint it was proven at
     (:meth:`PinnedLog.vouches_for`). A lookup under a known delegation asks only the node that
     answers; its hop chain still lists every hop with the proof it was proven by. One caller policy
-    per instance: the first node's log and referrals are kept without it in their keys.
+    per instance: the first node's log and referrals are kept without it in their keys. ``pins``
+    may be None for a caller that only opens clients (an unverified trace); :meth:`resolve` needs it.
     """
 
     def __init__(
         self,
         *,
+        pins: PinStoreFor | None = None,
+        hold: HoldPin | None = None,
         timeout: float = 10.0,
         capacity: int = 64,
         referral_ttl_s: float = MAX_REFERRAL_TTL_S,
         referral_capacity: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.pins = pins
+        self.hold = hold
         self.timeout = timeout
         self.capacity = capacity
         self.referral_ttl_s = referral_ttl_s
@@ -353,7 +361,14 @@ class NodeClients:
         """Open pinned logs by (origin, URL, the policy text a delegation commits to; "" for the first
         node, which the caller's one policy governs): a warm client judges each checkpoint once and
         keeps its pin in memory between lookups (saved through its store as usual)."""
+        self._opening = asyncio.Lock()
         self._referrals: dict[tuple[bytes, str], _KnownReferral] = {}
+
+    async def __aenter__(self) -> NodeClients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def get(self, url: str) -> AsyncRootClient:
         client = self._clients.get(url)
@@ -365,10 +380,47 @@ class NodeClients:
             client = self._clients[url] = AsyncRootClient(url, timeout=self.timeout)
         return client
 
+    @property
+    def open_clients(self) -> int:
+        """How many node clients (each with its own connection pool) are open now."""
+        return len(self._clients)
+
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+
+    async def pinned_log(
+        self, key: LogKey, policy: Policy, root: AsyncRootClient, store: PinStore
+    ) -> PinnedLog:
+        """The pinned log of ``key``, opened from ``store`` at its first use and kept. Opened once even
+        when the first lookups run concurrently: two objects judging one pin would each save their own
+        view of it, and the later save could move the stored pin backwards."""
+        pinned = self.logs.get(key)
+        if pinned is not None:
+            return pinned
+        async with self._opening:
+            pinned = self.logs.get(key)
+            if pinned is None:
+                pinned = self.logs[key] = await PinnedLog.open(policy, key[0], root, store)
+            return pinned
+
+    async def resolve(
+        self,
+        top: AsyncRootClient | None,
+        identifier: str,
+        policy: Policy | None,
+        *,
+        max_hops: int = MAX_HOPS,
+        start: Delegation | None = None,
+        visited: Sequence[str] = (),
+    ) -> tuple[Hop, ...]:
+        """:func:`resolve_referrals` with this warm client's connections, pins and proven delegations."""
+        if self.pins is None:
+            raise ValueError("this NodeClients has no pin stores: it cannot verify a lookup")
+        return await _follow(
+            self, self.pins, top, identifier, policy, max_hops=max_hops, start=start, visited=visited
+        )
 
     def known_referral(self, node: bytes, prefixes: Sequence[str]) -> Hop | None:
         """The hop at ``node`` (:func:`_node_key`) that proved a delegation of one of ``prefixes`` (the
@@ -388,6 +440,19 @@ class NodeClients:
                 return known.hop
             del self._referrals[(node, prefix)]
         return None
+
+    def still_reuses(self, start: Delegation, identifier: str, hops: Sequence[Hop]) -> bool:
+        """Whether a lookup of ``identifier`` from ``start`` made now would go through the same proven
+        delegations as ``hops`` (each the same hop, within its TTL, vouched for by its log): an answer
+        kept from those hops (the Handle API's answer cache) may be served only while this holds, so
+        it never outlives a delegation it relied on."""
+        prefixes = _home_prefixes(identifier)
+        delegation = start
+        for hop in hops[:-1]:
+            if hop.referral is None or self.known_referral(_node_key(None, delegation), prefixes) is not hop:
+                return False
+            delegation = hop.referral
+        return True
 
     def remember_referral(self, node: bytes, hop: Hop, log: LogKey) -> None:
         """Keep the delegation ``hop`` proved at ``node`` for its TTL (nothing when that is 0)."""
@@ -442,32 +507,42 @@ async def resolve_referrals(
     timeout: float = 10.0,
     start: Delegation | None = None,
     visited: Sequence[str] = (),
-    nodes: NodeClients | None = None,
 ) -> tuple[Hop, ...]:
     """Resolve ``identifier`` from ``top`` (trusted under ``policy``), following delegations with proofs.
 
-    Every answer is verified with its log's pin (:class:`PinnedLog`, ``Older.REFUSE``), including the
-    proven prefix records that say who answers (:func:`chain_lite.resolution.referral_of`); a
+    Every answer is verified with its log's pin (:class:`PinnedLog`, ``Older.REFUSE``; the store of a
+    log's pin is ``pins(origin)``, held with ``hold`` while it is loaded, judged and saved), including
+    the proven prefix records that say who answers (:func:`chain_lite.resolution.referral_of`); a
     delegation is followed only to the log it names, whose answers are verified under the policy it
     commits to. Returns the hops, the last one answering. Errors at the first hop are the pinned log's
     own (ChainError, StaleCheckpoint, PinError, EquivocationDetected, ClientError); later ones raise a
     :class:`~rootclient.errors.ReferralError` subclass carrying the hops proven before, except a stale
-    answer and equivocation (evidence), which are the same at every hop.
+    answer and equivocation (evidence), which are the same at every hop. At most ``max_hops`` nodes
+    are asked (:class:`~rootclient.errors.ReferralTooDeep`).
 
     A node following referrals for its own clients (the Handle API, D-076) starts at ``start``, the
     delegation its own registry holds (``top`` and ``policy`` are then unused), with its own log in
-    ``visited`` so that a delegation back to it is a loop. ``nodes`` keeps the delegated nodes'
-    clients open between calls (default: opened for this call and closed after it).
+    ``visited`` so that a delegation back to it is a loop.
+
+    This is one lookup with clients and pinned logs of its own, closed after it (the one-shot CLI); a
+    long-lived caller keeps a :class:`NodeClients` and calls :meth:`NodeClients.resolve` instead.
     """
-    if nodes is None:
-        own = NodeClients(timeout=timeout)
-        try:
-            return await resolve_referrals(
-                top, identifier, policy, pins, hold=hold, max_hops=max_hops, timeout=timeout, start=start,
-                visited=visited, nodes=own,
-            )  # fmt: skip
-        finally:
-            await own.aclose()
+    async with NodeClients(pins=pins, hold=hold, timeout=timeout) as nodes:
+        return await nodes.resolve(top, identifier, policy, max_hops=max_hops, start=start, visited=visited)
+
+
+async def _follow(
+    nodes: NodeClients,
+    pins: PinStoreFor,
+    top: AsyncRootClient | None,
+    identifier: str,
+    policy: Policy | None,
+    *,
+    max_hops: int,
+    start: Delegation | None,
+    visited: Sequence[str],
+) -> tuple[Hop, ...]:
+    """The lookup of :func:`resolve_referrals` through the warm client ``nodes`` (its pin stores ``pins``)."""
     hops: tuple[Hop, ...] = ()
     seen: set[str] = set(visited)
     prefixes = _home_prefixes(identifier)
@@ -494,7 +569,7 @@ async def resolve_referrals(
                 proof = codecs.resolution_from_json(answer)
             else:
                 client, answer, proof = await _ask_child(delegation.urls, identifier, nodes, hops)
-            hop = await _verify_hop(client, answer, proof, hop_policy, delegation, pins, hold, hops, nodes)
+            hop = await _verify_hop(client, answer, proof, hop_policy, delegation, pins, hops, nodes)
             if hop.referral is not None:
                 nodes.remember_referral(node, hop, _log_key(hop.origin, hop.url, delegation))
         seen.add(hop.origin)
@@ -522,7 +597,6 @@ async def _verify_hop(  # noqa: PLR0917 (the hop's answer and everything it is j
     policy: Policy,
     delegation: Delegation | None,
     pins: PinStoreFor,
-    hold: HoldPin | None,
     hops: tuple[Hop, ...],
     nodes: NodeClients,
 ) -> Hop:
@@ -535,10 +609,9 @@ async def _verify_hop(  # noqa: PLR0917 (the hop's answer and everything it is j
         )
     store = pins(origin)
     key = _log_key(origin, client.base_url, delegation)
-    with hold(store) if hold is not None else contextlib.nullcontext():
+    with nodes.hold(store) if nodes.hold is not None else contextlib.nullcontext():
         try:
-            pinned = nodes.logs.get(key) or await PinnedLog.open(policy, origin, client, store)
-            nodes.logs[key] = pinned
+            pinned = await nodes.pinned_log(key, policy, client, store)
         except PinError as exc:
             if delegation is None:
                 raise

@@ -48,7 +48,7 @@ from chain_lite.merkle import leaf_hash
 from chain_lite.policy import VerifiedCheckpoint
 from chain_lite.receipt import check_inclusion
 from chain_lite.registry import canonical_identifier
-from rootclient.client import MAX_HOPS, AsyncRootClient, HoldPin, NodeClients, PinStoreFor, resolve_referrals
+from rootclient.client import MAX_HOPS, AsyncRootClient, HoldPin, NodeClients, PinStoreFor
 from rootclient.codecs import EPCIS_NAMESPACE, EventsPage, ShownEvent, WindowBlock, resolution_from_json
 from rootclient.errors import ProtocolError
 from rootclient.pinned_log import Older, PinnedLog
@@ -354,10 +354,8 @@ class Nodes:
         bases: Sequence[str] = (DEFAULT_IDENTIFIER_BASE,),
     ) -> None:
         self.top = NodeAt(top.base_url, top, verifier)
-        self.pins = pins
-        self.hold = hold
         self.bases = tuple(bases)
-        self.clients = NodeClients()
+        self.clients = NodeClients(pins=pins, hold=hold)
         self._by_prefix: dict[str, NodeAt] = {}
         self._by_log: dict[tuple[str, str, str], NodeAt] = {}
         if verifier is not None:  # the trust anchor's pinned log is the verifier's, not a second one
@@ -376,10 +374,7 @@ class Nodes:
     async def _proven(self, identifier: str) -> NodeAt:
         verifier = self.top.verifier
         assert verifier is not None
-        assert self.pins is not None
-        hops = await resolve_referrals(
-            self.top.client, identifier, verifier.pinned.policy, self.pins, hold=self.hold, nodes=self.clients
-        )
+        hops = await self.clients.resolve(self.top.client, identifier, verifier.pinned.policy)
         if len(hops) == 1:
             return self.top
         last, via = hops[-1], hops[-2].referral

@@ -29,7 +29,7 @@ from edgeroot.event_commands import sign_document
 from edgeroot.resolve import REFERRAL_EXIT
 from resolver import config as root_config
 from resolver.handle_proxy import MemoryPinStore, ReferralFailed, ReferralFollower
-from rootclient.client import MAX_REFERRAL_TTL_S, AsyncRootClient, Hop, NodeClients, resolve_referrals
+from rootclient.client import MAX_REFERRAL_TTL_S, AsyncRootClient, Hop, NodeClients
 from rootclient.codecs import resolution_from_json
 from rootclient.errors import ClientError, DelegationChanged
 from rootclient.pin_file import pin_file
@@ -367,13 +367,13 @@ class _WarmClient:
         self.h = h
         self.now = 0.0
         self.pins: dict[str, MemoryPinStore] = {}
-        self.nodes = NodeClients(clock=lambda: self.now)
+        self.nodes = NodeClients(pins=self.pin, clock=lambda: self.now)
+
+    def pin(self, origin: str) -> MemoryPinStore:
+        return self.pins.setdefault(origin, MemoryPinStore())
 
     async def resolve(self, top: AsyncRootClient, identifier: str) -> tuple[Hop, ...]:
-        def pin(origin: str) -> MemoryPinStore:
-            return self.pins.setdefault(origin, MemoryPinStore())
-
-        return await resolve_referrals(top, identifier, self.h.top.policy, pin, nodes=self.nodes)
+        return await self.nodes.resolve(top, identifier, self.h.top.policy)
 
 
 def test_a_warm_client_asks_for_a_proven_delegation_again_only_after_its_ttl(hierarchy: Hierarchy) -> None:
