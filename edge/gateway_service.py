@@ -12,8 +12,8 @@ this module supplies the gateway's start, status line, reload and shutdown steps
   and the running configuration kept.
 * stop, in this order under one deadline (:data:`STOP_DEADLINE_S`): stop intake (connectors), drain
   (store everything queued), close the open block, stop the local HTTP, close the store, stop the
-  verification workers; then the remaining loops (chain, sync, registry) are cancelled. A second
-  signal exits at once.
+  verification workers; then the remaining loops (chain, sync, registry) are cancelled, and the
+  connections to the root and to the delegated nodes closed. A second signal exits at once.
 """
 from __future__ import annotations
 
@@ -164,8 +164,13 @@ class Gateway:
             "gateway", status=self._status, reload=self._reload, stop_deadline_s=STOP_DEADLINE_S,
             notifier=self.notifier,
         )  # fmt: skip
-        # The root client outlives the service's shutdown: the sync loop may be mid-request until cancelled.
-        async with AsyncRootClient(self.cfg.root, timeout=15.0) as root, service:
+        # The root client and the registry's clients of delegated nodes (closed through ``closing``)
+        # outlive the service's shutdown: the sync and registry loops may be mid-request until cancelled.
+        async with (
+            AsyncRootClient(self.cfg.root, timeout=15.0) as root,
+            contextlib.AsyncExitStack() as closing,
+            service,
+        ):
             service.shutdown_order(
                 Step("stop intake", self._stop_connectors),
                 Step("drain", self.ingest.drain),
@@ -184,6 +189,7 @@ class Gateway:
             pins = SqlitePinStore(self.cfg.db)
             pinned = await PinnedLog.open(self.policy, self.policy.logs[0].verifier.name, root, pins)
             self.registry = RegistryCache(root, pinned, pins)
+            closing.push_async_callback(self.registry.aclose)
             self.ingest.use_registry(self.registry)
             self.syncer = Syncer(
                 root,

@@ -17,6 +17,14 @@ succeeds, or :data:`FAILING_FOR_S` after the last failure: a device that keeps s
 every ``retry_s``, so a lasting cause (a wrong policy) stays reported, and a blip of the root is not
 reported forever when no device needs a lookup any more.
 
+A key registered at a delegated node is fetched by following the delegations the root's proven answer
+gives (D-076), each child log verified under the policy its delegation commits to, with a pin of its
+own in ``gateway.db`` (:meth:`edge.pin_store.SqlitePinStore.for_log`). The cache is a warm client for
+the gateway's lifetime (:attr:`RegistryCache.referrals`, closed by :meth:`RegistryCache.aclose`,
+D-130): one connection pool per delegated node, each child log's pin loaded from ``gateway.db`` once
+and saved there whenever it moves, and the delegations proven on the way reused for their TTL (D-091),
+so a lookup under a known delegation asks the root and the node that answers, nothing in between.
+
 Lookups made for incoming readings (:meth:`RegistryCache.lookup`) are bounded per gateway, so readings
 from made-up signers cannot turn the gateway into a load generator against the root nor delay anyone:
 at most ``max_concurrent`` at once and ``lookups_per_s`` on average (a token bucket of ``burst``); one
@@ -40,7 +48,7 @@ from chain_lite.errors import ChainError
 from chain_lite.keys import public_der
 from chain_lite.resolution import referral_of
 from edge.pin_store import SqlitePinStore
-from rootclient.client import AsyncRootClient, resolve_referrals
+from rootclient.client import AsyncRootClient, NodeClients
 from rootclient.codecs import proof_from_json
 from rootclient.errors import ProtocolError, RootClientError
 from rootclient.pinned_log import Older, PinnedLog
@@ -86,6 +94,8 @@ class RegistryCache:
         self.root = root
         self.pinned = pinned
         self.pins = pins
+        self.referrals = NodeClients(pins=pins.for_log, clock=clock)
+        """The warm client of the delegated nodes (their connections, pins and proven delegations)."""
         self.refresh_s = refresh_s
         self.max_concurrent = max_concurrent
         self.lookups_per_s = lookups_per_s
@@ -106,6 +116,10 @@ class RegistryCache:
         self.deferred = 0
         """Lookups not made in this run because the bound was reached (the reading stayed held)."""
         self._failing: tuple[str, float] | None = None
+
+    async def aclose(self) -> None:
+        """Close the connections to the delegated nodes (the gateway's shutdown, once no lookup runs)."""
+        await self.referrals.aclose()
 
     @property
     def failing(self) -> str | None:
@@ -224,8 +238,8 @@ class RegistryCache:
         if delegation is not None:
             # Registered at a delegated node: follow the proven delegation, each child log verified
             # under the policy the delegation commits to, with a pin of its own (D-076, issue 14 item 5).
-            hops = await resolve_referrals(
-                None, identifier, None, self.pins.for_log, start=delegation, visited=(self.pinned.origin,)
+            hops = await self.referrals.resolve(
+                None, identifier, None, start=delegation, visited=(self.pinned.origin,)
             )
             proven = hops[-1].verified.proven
             answer = {**answer, "hops": [hop.as_json() for hop in hops]}

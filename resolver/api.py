@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
@@ -332,15 +333,32 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     policy_text: bytes | None = None,
     follower: ReferralFollower | None = None,
 ) -> FastAPI:
+    """The node's app. ``lifespan`` is the owner's (the sequencer, the database); the app's own
+    follower of its delegations (``follower``, or one made at the first read that needs it) is a warm
+    client kept for the app's life and closed when its lifespan ends, after the owner's (D-130)."""
+    followers = [] if follower is None else [follower]
+
+    @contextlib.asynccontextmanager
+    async def lifespan_closing_follower(served: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            # Last out: uvicorn ends the lifespan once the requests under way are answered.
+            stack.push_async_callback(close_followers)
+            if lifespan is not None:
+                await stack.enter_async_context(lifespan(served))
+            yield
+
+    async def close_followers() -> None:
+        for each in followers:
+            await each.aclose()
+
     app = offline_docs_app(
         title="edgeroot resolution-root node",
         summary="Identifier registry, Merkle log and verifiable map with offline-checkable proofs.",
         version="1",
-        lifespan=lifespan,
+        lifespan=lifespan_closing_follower,
     )
 
     metrics = metrics or RootMetrics()
-    followers = [] if follower is None else [follower]
 
     def referrals() -> ReferralFollower:
         """The node's follower of its own delegations, made at the first read that needs it."""

@@ -2,13 +2,19 @@
 
 A Handle client reading ``/api/handles/88.123.99.7/PUMP-1`` from the top node gets the enterprise
 node's record, as Handle's proxy servers resolve for web clients. The node starts from the delegation
-its own published registry holds for the identifier and follows it with the one root client
-(:func:`rootclient.client.resolve_referrals`): every hop verified under the policy its delegation
-commits to, with one pin per child log kept in memory (a restart pins afresh, as a first lookup does).
+its own published registry holds for the identifier and follows it with the one root client: every
+hop verified under the policy its delegation commits to. The follower is a warm client for the node's
+lifetime (one :class:`rootclient.client.NodeClients`, closed with the app, D-130): its connections to
+the delegated nodes, one pinned log per child log (in memory: a restart pins afresh, as a first lookup
+does) and the delegations they proved, reused for their TTL (D-091), so a lookup under a known
+delegation asks only the node that answers.
 
 Bounds: ``max_hops`` nodes and ``timeout_s`` for the whole lookup; each result is cached by the TTL of
 what it proved (the smallest ``ttl`` of the record's values, capped by ``max_ttl_s``; an absence or
-a failure for ``NEGATIVE_TTL_S``), least recently used out beyond ``capacity`` entries.
+a failure for ``NEGATIVE_TTL_S``), least recently used out beyond ``capacity`` entries, and a result
+reached through delegations is served only while the follower would still use those delegations
+(:meth:`~rootclient.client.NodeClients.still_reuses`), so a changed delegation is seen within its TTL
+(at most ``max_ttl_s``) however long the record's own TTL is.
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.errors import ChainError
 from chain_lite.registry import Delegation
 from resolver.errors import ResolverError
-from rootclient.client import MAX_HOPS, Hop, resolve_referrals
+from rootclient.client import MAX_HOPS, Hop, NodeClients
 from rootclient.errors import RootClientError
 
 log = logging.getLogger(__name__)
@@ -76,7 +83,8 @@ def _pinned_size(state: dict[str, Any]) -> int:
 
 
 class ReferralFollower:
-    """Follows a node's own delegations for its Handle API, bounded and cached (module docstring)."""
+    """Follows a node's own delegations for its Handle API, bounded and cached (module docstring); its
+    owner closes it (:meth:`aclose`) when the node stops."""
 
     def __init__(
         self,
@@ -86,37 +94,45 @@ class ReferralFollower:
         timeout_s: float = 10.0,
         max_ttl_s: float = 300.0,
         capacity: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.origin = origin
         self.max_hops = max_hops
         self.timeout_s = timeout_s
         self.max_ttl_s = max_ttl_s
         self.capacity = capacity
+        self.clock = clock
         self._pins: dict[str, MemoryPinStore] = {}
+        self.nodes = NodeClients(pins=self._pin, timeout=timeout_s, referral_ttl_s=max_ttl_s, clock=clock)
+        """The warm client: connections, the child logs' pins (from :attr:`_pins`), proven delegations."""
         self._cache: OrderedDict[bytes, tuple[float, tuple[Hop, ...] | ReferralFailed]] = OrderedDict()
 
     def _pin(self, origin: str) -> MemoryPinStore:
         return self._pins.setdefault(origin, MemoryPinStore())
 
+    async def aclose(self) -> None:
+        """Close the connections to the delegated nodes."""
+        await self.nodes.aclose()
+
     async def follow(self, delegation: Delegation, identifier: str) -> tuple[Hop, ...]:
         """The hops from ``delegation`` (this node's own, proven in its published view) to the node that
         answers for ``identifier`` (canonical); raises :class:`ReferralFailed`."""
         key = hashlib.sha256(delegation.encode() + b"\0" + identifier.encode()).digest()
-        now = time.monotonic()
+        now = self.clock()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             self._cache.move_to_end(key)
             if isinstance(cached[1], ReferralFailed):
                 raise ReferralFailed(cached[1].message, cached[1].kind)
-            return cached[1]
+            if self.nodes.still_reuses(delegation, identifier, cached[1]):
+                return cached[1]
         try:
             hops = await asyncio.wait_for(
-                resolve_referrals(
-                    None, identifier, None, self._pin, max_hops=self.max_hops, timeout=self.timeout_s,
-                    start=delegation, visited=(self.origin,),
+                self.nodes.resolve(
+                    None, identifier, None, max_hops=self.max_hops, start=delegation, visited=(self.origin,)
                 ),
                 self.timeout_s,
-            )  # fmt: skip
+            )
         except TimeoutError:
             took = f"following the delegation of {delegation.prefix} took more than {self.timeout_s:g} s"
             failed = ReferralFailed(took, "timeout")

@@ -23,6 +23,7 @@ from chain_lite.keys import PrivateKey, generate_p256, load_private_pem
 from chain_lite.note import SIGTYPE_SM2, VerifierKey
 from chain_lite.policy import Policy
 from chain_lite.registry import (
+    DEFAULT_TTL,
     Delegation,
     Value,
     admin_kid,
@@ -246,9 +247,12 @@ def delegation_to(child: RootUnderTest, prefix: str, urls: tuple[str, ...] | Non
     return Delegation(prefix, urls or (child.url,), str(child.policy.logs[0].verifier.vkey()), policy)
 
 
-def delegate(parent: RootUnderTest, delegation: Delegation, *, op: str = "create") -> None:
-    """Write ``delegation`` at ``parent`` (signed by the admin of the parent of its prefix)."""
-    values = [delegation.value()]
+def delegate(
+    parent: RootUnderTest, delegation: Delegation, *, op: str = "create", ttl: int = DEFAULT_TTL
+) -> None:
+    """Write ``delegation`` at ``parent`` (signed by the admin of the parent of its prefix), its
+    ``HS_SITE`` value with ``ttl`` (how long a warm client may reuse it)."""
+    values = [delegation.value(ttl=ttl)]
     owner = delegation.prefix.rpartition(".")[0]
     raw = parent.write(op, prefix_handle(delegation.prefix), values, parent.admin_signer(owner))
     with parent.client() as c:
@@ -312,11 +316,23 @@ def running_hierarchy(
 
 class TamperingProxy:
     """An ASGI front for a node: forwards every GET (and POST) unchanged, except that ``tamper`` may
-    rewrite the JSON of ``/v1/resolve`` answers: a node (or a man in the middle) that lies."""
+    rewrite the JSON of ``/v1/resolve`` answers: a node (or a man in the middle) that lies. Without
+    ``tamper`` it only forwards, and :attr:`requests` says what its clients asked, over which
+    connections."""
 
-    def __init__(self, target: str, tamper: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(self, target: str, tamper: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.target = target.rstrip("/")
-        self.tamper = tamper
+        self.tamper = tamper or (lambda answer: answer)
+        self.requests: list[tuple[str, str]] = []
+        """(the client's ``host:port``, i.e. its connection; the path and query) of every request."""
+
+    def connections(self) -> set[str]:
+        """The connections the requests came over (each by its client's address and port)."""
+        return {peer for peer, _ in self.requests}
+
+    def asked(self, path_prefix: str) -> list[str]:
+        """The paths (with their queries) of the requests under ``path_prefix``, in order."""
+        return [path for _, path in self.requests if path.startswith(path_prefix)]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -334,6 +350,8 @@ class TamperingProxy:
             if not message.get("more_body"):
                 break
         query = scope["query_string"].decode()
+        host, port = scope.get("client") or ("?", 0)
+        self.requests.append((f"{host}:{port}", scope["path"] + (f"?{query}" if query else "")))
         url = self.target + scope["raw_path"].decode() + (f"?{query}" if query else "")
         async with httpx.AsyncClient() as client:
             answer = await client.request(scope["method"], url, content=body or None)

@@ -4,6 +4,7 @@ top `88.123` → secondary `88.123.99` → enterprise `88.123.99.7` (tests/root_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from pyhandle.handleclient import PyHandleClient
 
 from chain_lite import b64
+from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE as BASE
 from chain_lite.epcis_identifiers import identifier_uri
 from chain_lite.errors import ChainError
@@ -44,6 +46,7 @@ from tests.root_harness import (
     delegate,
     delegation_to,
     running_hierarchy,
+    running_root,
 )
 
 PUMP = "88.123.99.7/PUMP-1"
@@ -530,26 +533,138 @@ def test_the_handle_api_answers_502_when_the_child_is_dead(hierarchy: Hierarchy)
     assert "no URL of the delegated node answered" in answer.json()["message"]
 
 
+async def _follow(
+    follower: ReferralFollower, delegation: Delegation, *identifiers: str
+) -> list[tuple[Hop, ...]]:
+    """``follower``'s answers for ``identifiers`` in turn; then the follower is closed, as its node does."""
+    try:
+        return [await follower.follow(delegation, identifier) for identifier in identifiers]
+    finally:
+        await follower.aclose()
+
+
 def test_the_follower_caches_by_ttl_and_bounds_the_recursion(hierarchy: Hierarchy) -> None:
     """A followed answer is reused within its TTL and fetched again after; `max_hops` bounds the chain."""
     delegation = delegation_to(hierarchy.secondary, "88.123.99")
-
-    async def follow(follower: ReferralFollower) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        return await follower.follow(delegation, PUMP.lower()), await follower.follow(
-            delegation, PUMP.lower()
-        )
-
-    first, again = asyncio.run(follow(ReferralFollower("top.test")))
+    pump = PUMP.lower()
+    first, again = asyncio.run(_follow(ReferralFollower("top.test"), delegation, pump, pump))
     assert first is again and [h.origin for h in first] == ["secondary.test", "enterprise.test"]
-    first, again = asyncio.run(follow(ReferralFollower("top.test", max_ttl_s=0)))
+    first, again = asyncio.run(_follow(ReferralFollower("top.test", max_ttl_s=0), delegation, pump, pump))
     assert first is not again and first[-1].verified.proven.record == again[-1].verified.proven.record
     with pytest.raises(ReferralFailed, match="more than 1 nodes to ask") as deep:
-        asyncio.run(ReferralFollower("top.test", max_hops=1).follow(delegation, PUMP.lower()))
+        asyncio.run(_follow(ReferralFollower("top.test", max_hops=1), delegation, pump))
     assert deep.value.kind == "depth"
     with pytest.raises(ReferralFailed, match="already visited"):
-        asyncio.run(ReferralFollower("enterprise.test").follow(delegation, PUMP.lower()))
+        asyncio.run(_follow(ReferralFollower("enterprise.test"), delegation, pump))
     with pytest.raises(ReferralFailed, match=r"delegated to log secondary\.test, this one"):
-        asyncio.run(ReferralFollower("secondary.test").follow(delegation, PUMP.lower()))
+        asyncio.run(_follow(ReferralFollower("secondary.test"), delegation, pump))
+
+
+# --- long-lived followers are warm clients (D-130): one connection per child node, TTL-bound reuse ------
+
+
+@contextlib.contextmanager
+def _child_behind_a_front(
+    h: Hierarchy, tmp: Path, prefix: str, devices: int, *, ttl: int = DEFAULT_TTL
+) -> Iterator[tuple[RootUnderTest, TamperingProxy, str]]:
+    """A fresh node serving ``prefix`` under the secondary node (a prefix no other test delegates),
+    ``devices`` devices registered at it (``PREFIX/DEV-i``), and the secondary node's delegation of
+    ``prefix`` (its ``HS_SITE`` ttl ``ttl``) pointing at a front that forwards to it and records what
+    is asked over which connections: (the node, the front, the front's URL)."""
+    origin = f"child{prefix.rpartition('.')[2]}.test"
+    home = tmp / origin
+    with running_root(
+        home, f"sqlite:///{home / 'root.db'}", origin=origin, prefix=prefix, parent=h.secondary.url
+    ) as child:
+        for i in range(devices):
+            _register(child, f"{prefix}/DEV-{i}")
+        front = TamperingProxy(child.url)
+        with ServerThread(front) as served:
+            delegate(h.secondary, delegation_to(child, prefix, urls=(served.url,)), ttl=ttl)
+            h.secondary.settle()
+            yield child, front, served.url
+
+
+def test_handle_api_lookups_through_the_top_open_one_connection_to_the_child_not_one_each(
+    hierarchy: Hierarchy, tmp_path: Path
+) -> None:
+    """N lookups of N identifiers through the top's Handle API each ask the child node, over ONE
+    connection: the top's follower keeps its clients (and pins, and proven delegations) for the node's
+    life instead of opening them per lookup."""
+    with _child_behind_a_front(hierarchy, tmp_path, "88.123.99.6", devices=3) as (_child, front, url):
+        asked = [f"88.123.99.6/DEV-{i}" for i in range(3)] + [f"88.123.99.6/NOBODY-{i}" for i in range(9)]
+        with httpx.Client(base_url=hierarchy.top.url, timeout=30) as http:
+            answers = [http.get(f"/api/handles/{i}", params={"proof": "true"}) for i in asked]
+    assert [a.status_code for a in answers] == [200] * 3 + [404] * 9, [a.text for a in answers]
+    hops = answers[0].json()["hops"]
+    assert [(h["log"], h["node"]) for h in hops] == [
+        ("secondary.test", hierarchy.secondary.url),
+        ("child6.test", url),
+    ]
+    assert len(front.asked("/v1/resolve/")) == len(asked)  # every lookup reached the child
+    assert len(front.connections()) == 1, front.requests
+
+
+def test_the_handle_api_sees_a_changed_delegation_once_its_ttl_is_over(
+    hierarchy: Hierarchy, tmp_path: Path
+) -> None:
+    """The follower reuses a delegation it proved, and the answers it reached through it, only for the
+    delegation's TTL (its HS_SITE ttl, 60 s here), however long the record's own TTL: a delegation
+    moved to another URL is followed there once the TTL is over (a cached answer too); one that names
+    another log key is refused as delegation-changed once the TTL is over."""
+    now = [0.0]
+    follower = ReferralFollower("top.test", clock=lambda: now[0])
+    from_top = delegation_to(hierarchy.secondary, "88.123.99")
+    device, other = "88.123.99.5/dev-0", "88.123.99.5/nobody"
+
+    with _child_behind_a_front(hierarchy, tmp_path, "88.123.99.5", devices=1, ttl=60) as (child, _front, url):
+        moved_front = TamperingProxy(child.url)
+        with ServerThread(moved_front) as moved:
+            impostor = NoteKey.generate(child.origin, SIGTYPE_ED25519)
+            changed = Delegation(
+                "88.123.99.5", (moved.url,), impostor.vkey(), f"log {impostor.vkey()}\nquorum none\n"
+            )
+
+            async def rewrite(delegation: Delegation) -> None:
+                # The harness's writes use the synchronous client: off this loop, in a worker thread.
+                await asyncio.to_thread(delegate, hierarchy.secondary, delegation, op="update", ttl=60)
+                await asyncio.to_thread(hierarchy.secondary.settle)
+
+            async def scenario() -> dict[str, Any]:
+                out: dict[str, Any] = {}
+                try:
+                    out["first"] = await follower.follow(from_top, device)
+                    await rewrite(delegation_to(child, "88.123.99.5", urls=(moved.url,)))
+                    now[0] = 59.0
+                    out["cached"] = await follower.follow(from_top, device)
+                    out["within"] = await follower.follow(from_top, other)
+                    now[0] = 61.0
+                    out["after"] = await follower.follow(from_top, device)
+                    await rewrite(changed)
+                    now[0] = 120.0
+                    out["still"] = await follower.follow(from_top, other + "-2")
+                    now[0] = 122.0
+                    for name, identifier in (("refused", other + "-3"), ("refused_cached", device)):
+                        try:
+                            await follower.follow(from_top, identifier)
+                        except ReferralFailed as exc:
+                            out[name] = exc
+                finally:
+                    await follower.aclose()
+                return out
+
+            out = asyncio.run(scenario())
+    first, cached, within, after = (out[k] for k in ("first", "cached", "within", "after"))
+    assert [h.url for h in first] == [hierarchy.secondary.url, url]
+    assert first[-1].verified.proven.record is not None
+    assert cached is first  # the answer and the delegation it went through, within the delegation's TTL
+    assert within[0] is first[0] and within[-1].url == url and within[-1].verified.proven.record is None
+    assert after[0] is not first[0] and after[-1].url == moved.url  # asked again once the TTL is over
+    assert after[-1].verified.proven.record == first[-1].verified.proven.record
+    assert out["still"][0] is after[0]  # within the TTL the delegation proven before is still used
+    for name in ("refused", "refused_cached"):
+        assert out[name].kind == "delegation-changed", out[name]
+        assert "changed after the pin" in out[name].message
 
 
 # --- gateways resolve device keys through referrals (issue 14 item 5) ------------------------------------
@@ -568,18 +683,18 @@ def test_a_gateway_trusting_only_the_top_gets_an_enterprise_device_key(
         async with AsyncRootClient(hierarchy.top.url) as client:
             pins = SqlitePinStore(db)
             pinned = await PinnedLog.open(hierarchy.top.policy, hierarchy.top.origin, client, pins)
-            registry = RegistryCache(client, pinned, pins)
-            found = await registry.fetch(PUMP)
-            row = await pins.db(
-                lambda c: c.execute("SELECT key FROM devices WHERE identifier = ?", (PUMP,)).fetchone()
-            )
-            keys = await pins.db(
-                lambda c: [
-                    r[0]
-                    for r in c.execute("SELECT key FROM meta WHERE key LIKE 'light_client%' ORDER BY key")
-                ]
-            )
-            forged = await registry.fetch("88.123.99.9/X")  # its child's answer is forged: no key
+            async with contextlib.aclosing(RegistryCache(client, pinned, pins)) as registry:
+                found = await registry.fetch(PUMP)
+                row = await pins.db(
+                    lambda c: c.execute("SELECT key FROM devices WHERE identifier = ?", (PUMP,)).fetchone()
+                )
+                keys = await pins.db(
+                    lambda c: [
+                        r[0]
+                        for r in c.execute("SELECT key FROM meta WHERE key LIKE 'light_client%' ORDER BY key")
+                    ]
+                )
+                forged = await registry.fetch("88.123.99.9/X")  # its child's answer is forged: no key
             return found, None if row is None else bytes(row[0]), keys, forged
 
     proxy = TamperingProxy(hierarchy.enterprise.url, _forge_record)
@@ -590,6 +705,45 @@ def test_a_gateway_trusting_only_the_top_gets_an_enterprise_device_key(
     assert found and key == public_der(PUMP_KEY.public_key())
     assert pins == ["light_client", "light_client.enterprise.test", "light_client.secondary.test"]
     assert forged is False
+
+
+def test_a_gateway_asks_each_child_node_over_one_connection_and_keeps_its_pin_in_gateway_db(
+    hierarchy: Hierarchy, tmp_path: Path
+) -> None:
+    """The registry cache is a warm client for the gateway's life: N device keys fetched through the
+    delegations ask the child node N times over one connection (the secondary node's delegation is
+    reused); the child log's pin is saved in gateway.db, and after a restart it is loaded from there:
+    the child's next, larger checkpoint is proven consistent with it (a consistency proof from it)."""
+    db = tmp_path / "gateway.db"
+    store.create_schema(db)
+    top = hierarchy.top
+
+    async def gateway_run(identifiers: list[str]) -> tuple[list[bool], int, dict[str, Any] | None]:
+        """One run of a gateway: its registry cache fetches ``identifiers``, then is closed."""
+        async with AsyncRootClient(top.url) as client:
+            pins = SqlitePinStore(db)
+            pinned = await PinnedLog.open(top.policy, top.origin, client, pins)
+            async with contextlib.aclosing(RegistryCache(client, pinned, pins)) as registry:
+                found = [await registry.fetch(identifier) for identifier in identifiers]
+                opened = registry.referrals.open_clients
+            saved = await pins.db(lambda c: store.read_meta(c, "light_client.child4.test"))
+        return found, opened, None if saved is None else json.loads(saved)
+
+    with _child_behind_a_front(hierarchy, tmp_path, "88.123.99.4", devices=8) as (child, front, _url):
+        devices = [f"88.123.99.4/DEV-{i}" for i in range(8)]
+        found, opened, pin = asyncio.run(gateway_run(devices))
+        resolved, connections = len(front.asked("/v1/resolve/")), front.connections()
+        pinned_size = SignedCheckpoint.parse(str((pin or {})["pinned"]).encode()).checkpoint.size
+        assert pinned_size == child.settle()
+        _register(child, "88.123.99.4/LATER")
+        grown = child.settle()
+        again, _, pin_after = asyncio.run(gateway_run(["88.123.99.4/LATER"]))
+    assert found == [True] * 8 and again == [True]
+    assert resolved == 8 and len(connections) == 1, front.requests
+    assert opened == 2  # the secondary node's client and the child's
+    assert front.asked("/v1/proof/consistency") == [f"/v1/proof/consistency?old={pinned_size}&new={grown}"]
+    assert pin_after is not None
+    assert SignedCheckpoint.parse(str(pin_after["pinned"]).encode()).checkpoint.size == grown
 
 
 # --- the CLI around delegation ----------------------------------------------------------------------------
