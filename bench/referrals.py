@@ -9,6 +9,12 @@ time for BENCH_SECONDS, BENCH_RUNS times (median): verified resolutions/s, p50/p
 it, in the same runs, the raw limit of that client: the same verified resolution asked of the
 enterprise node directly (one hop, no referral). And the answer bytes per hop.
 
+The Handle API through the top, in the same runs: ``GET /api/handles/ID?proof=true`` asked of the top
+node, which follows its own delegations for the client (every hop verified, its follower a warm client
+for the node's life, D-130), BENCH_CONCURRENCY at a time from one warm HTTP client, each identifier
+once; beside it the enterprise node's own Handle answer (no hop), and the top answering the same
+identifiers again from its answer cache; the load average of the machine over the runs.
+
 Targets (issue 14): >= 1,000 verified resolutions/s end to end, p99 < 50 ms.
 """
 
@@ -159,6 +165,86 @@ async def http_floor(url: str) -> float:
         return count / (time.perf_counter() - start)
 
 
+async def drive_handles(url: str, identifiers: list[str]) -> tuple[float, list[float], list[str]]:
+    """``GET /api/handles/ID?proof=true`` at ``url`` for ``identifiers`` in order, each once,
+    CONCURRENCY in flight from one warm HTTP client, until they are all asked or SECONDS pass: (rate,
+    latencies, the identifiers asked). Each answer must be the identifier's record."""
+    latencies: list[float] = []
+    asked: list[str] = []
+    queue = iter(identifiers)
+    async with AsyncRootClient(url) as client:
+        await client.checkpoint()  # a connection opened before the clock starts
+        deadline = time.perf_counter() + SECONDS
+
+        async def worker() -> None:
+            for ident in queue:
+                if time.perf_counter() >= deadline:
+                    return
+                t = time.perf_counter()
+                answer = await client.get_json(routes.handle(ident), proof="true")
+                latencies.append(time.perf_counter() - t)
+                asked.append(ident)
+                assert answer["handle"] == ident, answer
+                assert [v["type"] for v in answer["values"]] == ["URL"], answer
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return len(latencies) / (time.perf_counter() - start), latencies, asked
+
+
+def handle_shares(identifiers: list[str]) -> list[tuple[list[str], list[str]]]:
+    """For each run, the identifiers the leaf and the top are asked through the Handle API: each once
+    in the whole benchmark, since the top caches what it followed (a repeated identifier would measure
+    that cache instead)."""
+    share = len(identifiers) // (2 * RUNS)
+    order = random.sample(identifiers, 2 * RUNS * share)
+    return [(order[2 * r * share :][:share], order[(2 * r + 1) * share :][:share]) for r in range(RUNS)]
+
+
+HandleFigures = dict[str, list[tuple[float, float, float]]]
+"""Per Handle API figure (``leaf``, ``top``, ``cached``): (rate, p50 ms, p99 ms) of each run."""
+
+
+def measure_handles(
+    top: str, leaf: str, at_leaf: list[str], via_top: list[str], figures: HandleFigures
+) -> None:
+    """One run of the Handle API figures: the leaf's own answers for ``at_leaf``; the top's for
+    ``via_top``, none asked of it before (it follows its delegation to the leaf for each); the top's
+    again for the ones it answered (from its follower's answer cache)."""
+
+    def keep(name: str, rate: float, latencies: list[float]) -> None:
+        figures[name].append((rate, _pct(latencies, 0.5), _pct(latencies, 0.99)))
+
+    rate, latencies, _ = asyncio.run(drive_handles(leaf, at_leaf))
+    keep("leaf", rate, latencies)
+    rate, latencies, answered = asyncio.run(drive_handles(top, via_top))
+    keep("top", rate, latencies)
+    rate, latencies, _ = asyncio.run(drive_handles(top, answered))
+    keep("cached", rate, latencies)
+
+
+def report_handles(figures: HandleFigures, floor: float, loads: list[float]) -> None:
+    top, leaf, cached = (
+        [statistics.median(run[i] for run in figures[name]) for i in range(3)]
+        for name in ("top", "leaf", "cached")
+    )
+    runs = ", ".join(f"{run[0]:,.0f}" for run in figures["top"])
+    line = (
+        f"median of {RUNS} runs: {top[0]:,.0f} answers/s (runs: {runs}), p50 {top[1]:.1f} ms, p99 "
+        f"{top[2]:.1f} ms; in the same runs, same client: the leaf's own Handle answer (no hop) "
+        f"{leaf[0]:,.0f}/s, p99 {leaf[2]:.1f} ms (ratio {top[0] / leaf[0]:.2f}); the top answering the "
+        f"same ids again from its answer cache {cached[0]:,.0f}/s, p99 {cached[2]:.1f} ms (ratio "
+        f"{top[0] / cached[0]:.2f}); the leaf's cached checkpoint {floor:,.0f} req/s; load average "
+        f"{min(loads):.1f}-{max(loads):.1f}"
+    )
+    print(
+        "  Handle API through the top (GET /api/handles/ID?proof=true, each id once: the top follows its "
+        f"delegations, every hop verified), {CONCURRENCY} in flight: {line}"
+    )
+    what = f"Handle API through the top following its delegations, ?proof=true, {N:,} ids at the leaf"
+    record("referrals", f"{what}, {CONCURRENCY} in flight, each id asked once", line)
+
+
 def _pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
 
@@ -200,13 +286,17 @@ def main() -> None:
         top_policy = Policy.parse((states[0] / "policy.txt").read_bytes())
         leaf_policy = Policy.parse((states[2] / "policy.txt").read_bytes())
         raws, runs, floors = [], [], []
+        handles: HandleFigures = {"leaf": [], "top": [], "cached": []}
         sizes: dict[str, int] = {}
-        for _ in range(RUNS):  # alternated, so all see the same machine
+        loads = [os.getloadavg()[0]]
+        for at_leaf, via_top in handle_shares(identifiers):  # RUNS runs, alternated: the same machine
             floors.append(asyncio.run(http_floor(urls[2])))
             raw_rate, raw_lat, _ = asyncio.run(drive(urls[2], leaf_policy, identifiers, direct=True))
             raws.append((raw_rate, _pct(raw_lat, 0.99)))
             rate, lat, sizes = asyncio.run(drive(urls[0], top_policy, identifiers, direct=False))
             runs.append((rate, _pct(lat, 0.5), _pct(lat, 0.99)))
+            measure_handles(urls[0], urls[2], at_leaf, via_top, handles)
+            loads.append(os.getloadavg()[0])
         rate = statistics.median(r[0] for r in runs)
         p50 = statistics.median(r[1] for r in runs)
         p99 = statistics.median(r[2] for r in runs)
@@ -228,6 +318,7 @@ def main() -> None:
             f"{CONCURRENCY} in flight",
             line, ">= 1,000/s, p99 < 50 ms", met,
         )  # fmt: skip
+        report_handles(handles, floor, loads)
         per_hop = ", ".join(f"{origin} {size:,} B" for origin, size in sizes.items())
         print(f"  answer (proof object) bytes per hop: {per_hop}")
         record("referrals", "proof bytes per hop (JSON proof object incl. prefix chain)", per_hop)
