@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
-from itertools import islice
 from typing import Protocol
 
 from chain_lite.errors import (
@@ -151,26 +150,22 @@ def root_from_inclusion_proof(
     if len(proof) != inner + border:
         raise ProofLengthError(inner + border, len(proof))
     _check_hashes("proof hash", proof)
-    # Hashing in the loop, as in verify_consistency: every receipt a client checks lands here.
+    # Hashing in the loop, as in verify_consistency: every receipt a client checks lands here. Bit i of
+    # ``left`` says the proof's hash i is a left sibling: below the split, where the index has a 1;
+    # above it, every border hash.
     node = _prepared(suite)[1]
-    siblings = iter(proof)
+    left = (index & ((1 << inner) - 1)) | (((1 << border) - 1) << inner)
     h = leaf
-    bits = index
-    for sibling in islice(siblings, inner):
+    for sibling in proof:
         step = node()
-        if bits & 1:
+        if left & 1:
             step.update(sibling)
             step.update(h)
         else:
             step.update(h)
             step.update(sibling)
         h = step.digest()
-        bits >>= 1
-    for sibling in siblings:
-        step = node()
-        step.update(sibling)
-        step.update(h)
-        h = step.digest()
+        left >>= 1
     return h
 
 
@@ -224,13 +219,14 @@ def verify_consistency(
 
     # The verifier runs once per checkpoint a light client or witness sees, so the loop hashes itself
     # rather than calling node_hash (a Python call per node was a tenth of the cost, issue 13), walks the
-    # proof with one iterator instead of slicing it, and feeds a left sibling once for both paths.
+    # proof with one iterator, and feeds a left sibling once for both paths.
     node = _prepared(suite)[1]
     siblings = iter(proof)
     h1 = h2 = root1 if whole else next(siblings)
-    mask = (size1 - 1) >> shift
-    for sibling in islice(siblings, inner):
-        if mask & 1:
+    # Bit i of ``left`` says the path's hash i is a left sibling, as in root_from_inclusion_proof.
+    left = (((size1 - 1) >> shift) & ((1 << inner) - 1)) | (((1 << border) - 1) << inner)
+    for sibling in siblings:
+        if left & 1:
             step1 = node()
             step1.update(sibling)
             step2 = step1.copy()
@@ -243,15 +239,7 @@ def verify_consistency(
             step2.update(h2)
             step2.update(sibling)
             h2 = step2.digest()
-        mask >>= 1
-    for sibling in siblings:
-        step1 = node()
-        step1.update(sibling)
-        step2 = step1.copy()
-        step1.update(h1)
-        step2.update(h2)
-        h1 = step1.digest()
-        h2 = step2.digest()
+        left >>= 1
     if h1 != root1:
         raise RootMismatch(root1, h1)
     if h2 != root2:
