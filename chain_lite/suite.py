@@ -32,28 +32,41 @@ DIGEST_SIZE = 32
 
 
 class Digest(Protocol):
-    """The part of a ``hashlib`` hash object the trees use: ``new(data).digest()``."""
+    """The part of a ``hashlib`` hash object the trees use: ``new(data).digest()`` for one hash, and
+    ``copy()`` + ``update()`` to start many hashes from one prepared prefix (:mod:`chain_lite.merkle`)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def copy(self) -> Digest: ...
 
     def digest(self) -> bytes: ...
 
 
 HashFactory = Callable[[bytes], Digest]
-"""A one-shot hash constructor in ``hashlib``'s shape: ``factory(data).digest()`` is the hash of data."""
+"""A hash constructor in ``hashlib``'s shape: ``factory(data).digest()`` is the hash of data."""
 
 
 class CryptographySM3:
-    """SM3 through ``cryptography`` (the OpenSSL its wheel bundles), in ``hashlib``'s one-shot shape."""
+    """SM3 through ``cryptography`` (the OpenSSL its wheel bundles), in ``hashlib``'s shape."""
 
-    __slots__ = ("_digest",)
+    __slots__ = ("_ctx",)
     _base = hashes.Hash(hashes.SM3())  # never updated: each hash starts from a copy of it
 
     def __init__(self, data: bytes = b"") -> None:
-        h = self._base.copy()
-        h.update(data)
-        self._digest = h.finalize()
+        self._ctx = self._base.copy()
+        self._ctx.update(data)
+
+    def update(self, data: bytes, /) -> None:
+        self._ctx.update(data)
+
+    def copy(self) -> CryptographySM3:
+        twin = object.__new__(CryptographySM3)
+        twin._ctx = self._ctx.copy()
+        return twin
 
     def digest(self) -> bytes:
-        return self._digest
+        # hashlib's digest() leaves the object usable; finalize() would not.
+        return self._ctx.copy().finalize()
 
 
 def hashlib_sm3() -> HashFactory | None:

@@ -126,6 +126,27 @@ def test_sm3_tree_matches_the_naive_reference_for_every_size_index_and_pair(
             merkle.verify_consistency(m, n, proof, MTH(0, m), root, suite=SM3)
 
 
+@pytest.mark.parametrize(("backend", "suite"), _backends(), ids=lambda b: b if isinstance(b, str) else "")
+def test_each_sm3_route_copies_and_updates_like_hashlib(backend: str, suite: HashSuite) -> None:
+    """A prepared prefix object copied, then updated in pieces, hashes the whole message; copies and
+    digest() leave the prepared object unchanged (the Merkle loops rely on it, D-136)."""
+    prepared = suite.new(b"\x01")
+    left, right = prepared.copy(), prepared.copy()
+    left.update(b"a" * 32)
+    left.update(b"b" * 33)
+    right.update(b"c" * 70)
+    assert left.digest() == left.digest() == gmssl_digest(b"\x01" + b"a" * 32 + b"b" * 33)
+    assert right.digest() == gmssl_digest(b"\x01" + b"c" * 70)
+    assert prepared.digest() == gmssl_digest(b"\x01")
+    tree = merkle.MerkleTree(suite=suite)
+    tree.append_entries(LEAVES)
+    assert tree.root() == MTH(0, SMALL) == merkle.root_of(LEAVES, suite=suite)
+    merkle.verify_inclusion(
+        5, SMALL, merkle.leaf_hash(LEAVES[5], suite=suite), PATH(5, 0, SMALL), MTH(0, SMALL), suite=suite
+    )
+    merkle.verify_consistency(7, SMALL, PROOF(7, SMALL), MTH(0, 7), MTH(0, SMALL), suite=suite)
+
+
 def _corrupt(proof: list[bytes], choice: int) -> list[bytes]:
     """One corruption of ``proof``: a flipped bit, a hash dropped, one added, or the order reversed
     (when that changes it: equal leaves give equal siblings)."""

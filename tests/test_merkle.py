@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import random
 
 import pytest
 from hypothesis import given
@@ -19,8 +20,16 @@ from chain_lite.errors import (
     RootMismatch,
     SizeOrderError,
 )
+from chain_lite.suite import SHA256, SM3, HashSuite
 
-from .rfc6962_reference import make_reference
+from .rfc6962_reference import (
+    consistency_path_length,
+    consistency_roots,
+    inclusion_path_length,
+    inclusion_root,
+    make_reference,
+    sha256,
+)
 
 MAX_EXHAUSTIVE = 256
 LEAVES = tuple(f"leaf-{i}".encode() for i in range(MAX_EXHAUSTIVE))
@@ -273,3 +282,134 @@ def test_memory_store_takes_nodes_out_of_order() -> None:
     reopened = merkle.MerkleTree(store, size=6)
     reopened.append_entries(LEAVES[6:9])
     assert reopened.root() == MTH(0, 9)
+
+
+# --- the verifiers against RFC 9162's own algorithms, on honest and arbitrary proofs ---------------------
+
+EXHAUSTIVE_VERIFY = 64
+NAIVE_HASH = {"sha256": sha256, "sm3": SM3.digest}
+
+
+def _flip(h: bytes) -> bytes:
+    return bytes([h[0] ^ 1]) + h[1:]
+
+
+def _proofs_around(honest: list[bytes], rng: random.Random) -> list[list[bytes]]:
+    """The honest proof, then random 32-byte hashes one short of its length, as long, and one longer."""
+    n = len(honest)
+    return [honest] + [[rng.randbytes(32) for _ in range(k)] for k in (n - 1, n, n + 1) if k >= 0]
+
+
+def _check_inclusion_agrees(index: int, size: int, leaf: bytes, proof: list[bytes], suite: HashSuite) -> None:
+    """merkle's inclusion verifier computes the root RFC 9162 §2.1.3.2 computes, and fails where it fails."""
+    want = inclusion_root(index, size, leaf, proof, NAIVE_HASH[suite.name])
+    if want is None:
+        with pytest.raises((ProofLengthError, IndexOutOfRange)):
+            merkle.root_from_inclusion_proof(index, size, leaf, proof, suite=suite)
+        return
+    assert merkle.root_from_inclusion_proof(index, size, leaf, proof, suite=suite) == want
+    merkle.verify_inclusion(index, size, leaf, proof, want, suite=suite)
+    with pytest.raises(RootMismatch):
+        merkle.verify_inclusion(index, size, leaf, proof, _flip(want), suite=suite)
+
+
+def _check_consistency_agrees(
+    size1: int, size2: int, proof: list[bytes], root1: bytes, suite: HashSuite
+) -> None:
+    """merkle's consistency verifier accepts exactly the roots RFC 9162 §2.1.4.2 accepts, and fails on the
+    proof's shape exactly where that algorithm does."""
+    h = NAIVE_HASH[suite.name]
+    roots = consistency_roots(size1, size2, proof, root1, h)
+    if roots is None:
+        with pytest.raises(ProofLengthError):
+            merkle.verify_consistency(size1, size2, proof, root1, root1, suite=suite)
+        return
+    fr, sr = roots
+    # With root1 = fr the RFC algorithm accepts (for a power-of-two size1, fr is root1 itself).
+    merkle.verify_consistency(size1, size2, proof, fr, sr, suite=suite)
+    for old, new in ((_flip(fr), sr), (fr, _flip(sr)), (sr, fr)):
+        again = consistency_roots(size1, size2, proof, old, h)
+        if again == (old, new):  # only when a swap of equal roots changes nothing
+            merkle.verify_consistency(size1, size2, proof, old, new, suite=suite)
+        else:
+            with pytest.raises(RootMismatch):
+                merkle.verify_consistency(size1, size2, proof, old, new, suite=suite)
+
+
+@pytest.mark.parametrize("suite", [SHA256, SM3], ids=lambda s: s.name)
+def test_inclusion_verifier_agrees_with_rfc9162_for_every_index_up_to_64(suite: HashSuite) -> None:
+    """Honest proofs, and random ones of every nearby length, give the root RFC 9162's verifier gives."""
+    rng = random.Random(6962)
+    t = merkle.MerkleTree(suite=suite)
+    t.append_entries(LEAVES[:EXHAUSTIVE_VERIFY])
+    for n in range(1, EXHAUSTIVE_VERIFY + 1):
+        for m in range(n + 1):  # m == n: out of range for both
+            leaf = merkle.leaf_hash(LEAVES[m], suite=suite)
+            for proof in _proofs_around(t.inclusion_proof(min(m, n - 1), n), rng):
+                _check_inclusion_agrees(m, n, leaf, proof, suite)
+
+
+@pytest.mark.parametrize("suite", [SHA256, SM3], ids=lambda s: s.name)
+def test_consistency_verifier_agrees_with_rfc9162_for_every_pair_up_to_64(suite: HashSuite) -> None:
+    """Honest proofs, and random ones of every nearby length, are judged as RFC 9162's verifier judges."""
+    rng = random.Random(9162)
+    t = merkle.MerkleTree(suite=suite)
+    t.append_entries(LEAVES[:EXHAUSTIVE_VERIFY])
+    for n in range(2, EXHAUSTIVE_VERIFY + 1):
+        for m in range(1, n):
+            root1 = t.root_at(m)
+            for i, proof in enumerate(_proofs_around(t.consistency_proof(m, n), rng)):
+                _check_consistency_agrees(m, n, proof, root1 if i == 0 else rng.randbytes(32), suite)
+
+
+@given(st.integers(1, 2**64), st.data())
+def test_inclusion_verifier_agrees_with_rfc9162_at_any_size(size: int, data: st.DataObject) -> None:
+    """Any size up to 2^64, any index, 32-byte proofs one short, as long, one longer: same root or failure."""
+    index = data.draw(st.integers(0, size))
+    want = inclusion_path_length(index, size) if index < size else 0
+    length = data.draw(st.integers(max(want - 1, 0), want + 1))
+    proof = data.draw(st.lists(st.binary(min_size=32, max_size=32), min_size=length, max_size=length))
+    _check_inclusion_agrees(index, size, data.draw(st.binary(min_size=32, max_size=32)), proof, SHA256)
+
+
+@given(st.integers(2, 2**64), st.data())
+def test_consistency_verifier_agrees_with_rfc9162_at_any_size(size2: int, data: st.DataObject) -> None:
+    """Any sizes up to 2^64, 32-byte proofs one short, as long or one longer: the same verdict."""
+    size1 = data.draw(st.integers(1, size2 - 1))
+    want = consistency_path_length(size1, size2)
+    length = data.draw(st.integers(max(want - 1, 0), want + 1))
+    proof = data.draw(st.lists(st.binary(min_size=32, max_size=32), min_size=length, max_size=length))
+    _check_consistency_agrees(size1, size2, proof, data.draw(st.binary(min_size=32, max_size=32)), SHA256)
+
+
+# --- appends: every batch at every size ------------------------------------------------------------------
+
+EXHAUSTIVE_APPEND = 64
+REFERENCE_LEVELS = [
+    [MTH(index << level, (index + 1) << level) for index in range((2 * EXHAUSTIVE_APPEND) >> level)]
+    for level in range((2 * EXHAUSTIVE_APPEND).bit_length())
+]
+
+
+def _reference_levels(size: int) -> list[list[bytes]]:
+    """Every perfect subtree of the reference tree of ``size`` leaves, one list per level."""
+    return [REFERENCE_LEVELS[level][: size >> level] for level in range(size.bit_length())]
+
+
+@pytest.mark.slow
+def test_any_batch_appended_at_any_size_stores_exactly_the_reference_nodes() -> None:
+    """For every size up to 64 and every batch up to 64 leaves: the index, the root, the border after
+    reopening, and exactly the reference's perfect subtrees in the store."""
+    for first in range(EXHAUSTIVE_APPEND + 1):
+        base = merkle.MemoryNodeStore()
+        merkle.MerkleTree(base).append_entries(LEAVES[:first])
+        assert base.levels == _reference_levels(first)
+        for count in range(EXHAUSTIVE_APPEND + 1):
+            store = merkle.MemoryNodeStore()
+            store.levels = [list(row) for row in base.levels]
+            t = merkle.MerkleTree(store, size=first)
+            assert t.append_entries(LEAVES[first : first + count]) == first
+            size = first + count
+            assert (t.size, t.root()) == (size, MTH(0, size))
+            assert store.levels == _reference_levels(size), (first, count)
+            assert merkle.MerkleTree(store, size=size).root() == MTH(0, size)
