@@ -332,6 +332,7 @@ def test_refusals_are_counted_in_metrics_and_health_is_reported(root: RootUnderT
     health = httpx.get(f"{root.url}/healthz").json()
     assert health == {
         "status": "ok", "origin": root.origin, "published_size": size, "sequencer": "sequencing",
+        "prefixes": [{"prefix": "88.123", "delegation": "top", "detail": "no parent: this is a top node"}],
         "witnesses_failing": {}, "problems": [],
     }  # fmt: skip
     assert "edgeroot_root_sequencing 1.0" in httpx.get(f"{root.url}/metrics").text
