@@ -86,7 +86,7 @@ def write_all(state: Path, writes: list[tuple[str, str, list[Value]]]) -> None:
             raws = [
                 sign_write(
                     build_write(cfg.origin, op, ident, values, timestamp_ms=now_ms(), nonce=os.urandom(16)),
-                    CoseSigner(admin_kid(cfg.prefix), admin),
+                    CoseSigner(admin_kid(cfg.prefixes[0]), admin),
                 ).raw
                 for op, ident, values in writes[start : start + 1000]
             ]

@@ -59,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 def populate(state: Path, gateway: CoseSigner) -> tuple[float, float, list[float]]:
     """Queue N writes, then integrate them: (writes accepted/s, median integration leaves/s, all rates)."""
     cfg = load(state)
-    admin = CoseSigner(admin_kid(cfg.prefix), load_private_pem(cfg.admin_key.read_bytes()))
+    admin = CoseSigner(admin_kid(cfg.prefixes[0]), load_private_pem(cfg.admin_key.read_bytes()))
     db = Database(cfg.database)
     signing = accepting = 0.0
     count = 0

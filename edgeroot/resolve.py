@@ -30,7 +30,7 @@ from chain_lite.resolution import ResolutionProof, referral_of
 from edgeroot.output import JSON_FLAG, CommandFailed, Reporter
 from edgeroot.pin import forget_hint
 from edgeroot.verify import read_policy
-from rootclient.client import MAX_HOPS, Hop, RootClient
+from rootclient.client import MAX_HOPS, Hop, NodeClients, RootClient, follow_hints
 from rootclient.codecs import resolution_from_json
 from rootclient.errors import ClientError, EquivocationDetected, PinError, ProtocolError, ReferralError
 from rootclient.pin_file import FilePinStore, config_dir
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, report: Reporter) -> int:  # noqa: PLR0911 (on
             raise CommandFailed(f"--at {args.at} is beyond the log's size {size}")
         ident = answer.get("identifier", identifier)
         if policy is None:
-            answer, nodes = _follow_hints(answer, identifier, args.root, args.max_hops)
+            answer, nodes = _follow_hints(client, answer, identifier, args.max_hops)
             via = {"nodes": nodes} if len(nodes) > 1 else {}
             if not answer.get("found"):
                 message = f"{ident} is not registered (unverified answer)"
@@ -235,22 +235,29 @@ def _hop_line(number: int, hop: Hop) -> str:
 
 
 def _follow_hints(
-    answer: dict[str, Any], identifier: str, top: str, max_hops: int
+    client: RootClient, answer: dict[str, Any], identifier: str, max_hops: int
 ) -> tuple[dict[str, Any], list[str]]:
     """Without ``--verify``: follow the answers' unverified ``referral`` hints (first URL each) to the
-    node that answers; the answer there and every URL asked, ``top`` first."""
-    nodes: list[str] = [top]
-    while isinstance(hint := answer.get("referral"), dict):
-        urls = hint.get("urls")
-        if len(nodes) >= max_hops or not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
-            raise CommandFailed(f"cannot follow the referral of {identifier} (unverified): {hint!r:.200}")
-        with RootClient(urls[0]) as child:
-            try:
-                answer = child.resolve(identifier)
-            except ClientError as exc:
-                raise CommandFailed(f"delegated node {urls[0]}: {exc.message}") from exc
-        nodes.append(urls[0])
-    return answer, nodes
+    node that answers (:func:`rootclient.client.follow_hints`); the answer there and every URL asked,
+    ``client``'s first."""
+
+    async def follow() -> tuple[dict[str, Any], tuple[str, ...]]:
+        nodes = NodeClients()
+        try:
+            _, last, asked = await follow_hints(
+                client.aio, identifier, nodes, max_hops=max_hops, answer=answer
+            )
+        finally:
+            await nodes.aclose()
+        return last, asked
+
+    try:
+        last, asked = client.run(follow())
+    except ProtocolError as exc:
+        raise CommandFailed(f"cannot follow the referral of {identifier} (unverified): {exc.reason}") from exc
+    except ClientError as exc:
+        raise CommandFailed(exc.message) from exc
+    return last, list(asked)
 
 
 def _verify_as_of(

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chain_lite.registry import Delegation, Record, governed_prefix, parent_prefix, prefix_handle
 from resolver import epcis_api
 from resolver import openapi_models as om
+from resolver.delegation_check import DelegationCheck
 from resolver.errors import BadRequest, Delegated, InvalidHandle, NotFound, ResolverError, TooLarge
 from resolver.handle_proxy import ReferralFollower
 from resolver.metrics import RootMetrics
@@ -332,6 +333,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
     role: Any = None,
     policy_text: bytes | None = None,
     follower: ReferralFollower | None = None,
+    delegations: DelegationCheck | None = None,
 ) -> FastAPI:
     """The node's app. ``lifespan`` is the owner's (the sequencer, the database); the app's own
     follower of its delegations (``follower``, or one made at the first read that needs it) is a warm
@@ -642,10 +644,13 @@ def create_app(  # noqa: PLR0915 (one closure per route)
         routes.HEALTH, tags=["operations"], responses={200: {"model": om.Health}, **om.errors(503)}
     )
     async def healthz() -> dict[str, Any]:
-        """200 once the node serves a published checkpoint (503 before), with its size and problems."""
+        """200 once the node serves a published checkpoint (503 before), with its size, its prefixes and
+        their delegations, and problems."""
         size = node.view().size
         metrics.published_size.set(size)
         answer: dict[str, Any] = {"status": "ok", "origin": node.origin, "published_size": size}
+        if delegations is not None:
+            answer["prefixes"] = [s.as_json() for s in delegations.statuses()]
         if role is not None:
             answer["sequencer"] = role.name
             if role.worker is not None:
@@ -656,6 +661,8 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             f"witness {name} has not cosigned the last {n} checkpoint(s)"
             for name, n in answer["witnesses_failing"].items()
         ]
+        if delegations is not None:  # one prefix without its delegation is its problem, not the node's
+            answer["problems"] += delegations.problems()
         return answer
 
     @app.get(

@@ -1,8 +1,9 @@
 """Setting up and running the root node and the witness (the CLI in edgeroot/ calls these).
 
-``init_root`` creates the state directory: keys, ``root.toml``, the database with its schema, the root
-prefix record (self-signed bootstrap write, the log's first leaf) and ``policy.txt``; the first batch
-is integrated at once, so a fresh node already has a signed checkpoint. ``build_root_app`` runs
+``init_root`` creates the state directory: keys, ``root.toml``, the database with its schema, a record
+for each root prefix (self-signed bootstrap writes, the log's first leaves) and ``policy.txt``; the
+first batch is integrated at once, so a fresh node already has a signed checkpoint. ``add_root_prefix``
+adds a root prefix to an existing node by the same bootstrap write (D-126). ``build_root_app`` runs
 the sequencer loop as a background task of the app's event loop; :mod:`resolver.http_service` serves it.
 """
 
@@ -25,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from chain_lite import keys
 from chain_lite.cose import CoseSigner
 from chain_lite.cosignature import log_verifier, witness_verifier
-from chain_lite.keys import NoteKey
+from chain_lite.keys import NoteKey, PrivateKey
 from chain_lite.note import SIGTYPE_COSIGNATURE_V1, SIGTYPE_SM2_COSIGNATURE, VerifierKey
 from chain_lite.policy import Group, Log, Policy, Witness
 from chain_lite.registry import Value, admin_kid, build_write, prefix_handle, pubkey_value, sign_write
@@ -37,6 +38,7 @@ from resolver import witness_server as witness_http
 from resolver.api import create_app, offline_docs_app
 from resolver.cosigning import Cosigner
 from resolver.db import Database
+from resolver.delegation_check import DelegationCheck
 from resolver.errors import ResolverError
 from resolver.fast_reads import FastReads
 from resolver.http_service import Hooks
@@ -50,7 +52,7 @@ from resolver.witness_server import SIZE_CONTENT_TYPE, WitnessState, witness_log
 from resolver.witness_server import Witness as WitnessService
 from rootclient import routes
 from runtime.clock import now_ms
-from runtime.keyfiles import write_private
+from runtime.keyfiles import load_private_key, write_private
 from runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -77,31 +79,57 @@ def node_policy(
 class InitResult:
     state: Path
     origin: str
-    prefix: str
+    prefixes: tuple[str, ...]
+    """The root prefixes served, normalised, in the order given."""
     log_vkey: str
     admin_key: Path
-    admin_kid: str
+    admin_kids: tuple[str, ...]
+    """The one admin key's name under each prefix (``300:0.na/<prefix>``, D-126)."""
     policy: Path
     database: str
     witness_vkey: str
     """The node's own cosignature key, with which it witnesses the child logs it anchors (D-105)."""
 
 
+def bootstrap_prefix(db: Database, origin: str, prefix: str, admin: PrivateKey) -> str:
+    """Queue the self-signed creation of root prefix ``prefix`` (normalised) with ``admin`` as its admin
+    key at index 300, through the registry's one check of every write (``bootstrap``: the record's own
+    key signs it); the write becomes a log leaf like any other. Returns the admin's key name. Raises
+    :class:`ResolverError` when the registry refuses it (``0.na/<prefix>`` exists, under a delegation)."""
+    kid = admin_kid(prefix)
+    request = build_write(
+        origin,
+        "create",
+        prefix_handle(prefix),
+        [pubkey_value(300, admin.public_key()), Value(100, "DESC", "string", f"root prefix of {origin}")],
+        timestamp_ms=now_ms(),
+        nonce=os.urandom(16),
+    )
+    signed = sign_write(request, CoseSigner(kid, admin))
+    submit_write(db, signed.raw, origin=origin, now_ms=now_ms(), bootstrap=True)
+    return kid
+
+
 def init_root(
     state: Path,
     origin: str,
-    prefix: str,
-    *,
+    *prefixes: str,
     database: str | None = None,
     witnesses: list[tuple[str, VerifierKey]] | None = None,
     quorum: int | None = None,
     profile: LogProfile = LOG_PROFILES["default"],
     parent: str = "",
 ) -> InitResult:
-    """Create a root node's state directory (refuses to touch an existing one). ``profile`` fixes the
-    log's hash and key types for its lifetime (the hash is kept in the database, see log_store), its
-    own witness key included (an SM node cosigns its children with SM2, D-105);
-    ``parent`` is the URL of the node that will delegate ``prefix`` to this one (D-075)."""
+    """Create a root node's state directory (refuses to touch an existing one) serving ``prefixes`` (at
+    least one, none under another), all administered by one admin key, ``admin.pem`` (D-126).
+    ``profile`` fixes the log's hash and key types for its lifetime (the hash is kept in the database,
+    see log_store), its own witness key included (an SM node cosigns its children with SM2, D-105);
+    ``parent`` is the URL of the node that will delegate the prefixes to this one, or of a node above
+    the ones that will (D-075, D-127). Raises :class:`ValueError` for a bad prefix list."""
+    try:
+        prefixes = root_config.served_prefixes(prefixes)
+    except root_config.PrefixListError as exc:
+        raise ValueError(f"--prefix: {exc.reason}") from exc
     state.mkdir(parents=True, exist_ok=True)
     if (state / root_config.CONFIG_NAME).exists():
         raise FileExistsError(
@@ -121,7 +149,7 @@ def init_root(
         root_config.render(
             {
                 "origin": origin,
-                "prefix": prefix,
+                "prefixes": list(prefixes),
                 "parent": parent,
                 "database": db_url,
                 "witness": [{"name": vk.name, "url": url, "vkey": str(vk)} for url, vk in witnesses],
@@ -144,17 +172,7 @@ def init_root(
         db.create_schema()
         with db.transaction() as tx:
             set_log_suite(tx, profile.hash)  # before the first leaf: a log's hash never changes
-        kid = admin_kid(cfg.prefix)
-        request = build_write(
-            origin,
-            "create",
-            prefix_handle(cfg.prefix),
-            [pubkey_value(300, admin.public_key()), Value(100, "DESC", "string", f"root prefix of {origin}")],
-            timestamp_ms=now_ms(),
-            nonce=os.urandom(16),
-        )
-        signed = sign_write(request, CoseSigner(kid, admin))
-        submit_write(db, signed.raw, origin=origin, now_ms=now_ms(), bootstrap=True)
+        kids = tuple(bootstrap_prefix(db, origin, prefix, admin) for prefix in cfg.prefixes)
         sequencer = Sequencer(db, log_key.log_signer(), origin, publish=not witnesses)
         try:
             sequencer.integrate(now_ms())
@@ -163,9 +181,66 @@ def init_root(
     finally:
         db.close()
     return InitResult(
-        state, origin, cfg.prefix, log_key.vkey(), cfg.admin_key, kid, cfg.policy, cfg.database,
+        state, origin, cfg.prefixes, log_key.vkey(), cfg.admin_key, kids, cfg.policy, cfg.database,
         witness_vkey=witness_key.vkey(),
     )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AddedPrefix:
+    prefix: str
+    prefixes: tuple[str, ...]
+    """Every prefix the node now serves, as ``root.toml`` lists them."""
+    admin_kid: str
+    config: Path
+    sequenced: bool
+    """Whether this command integrated the write (no node was running); else the running node does."""
+
+
+def add_root_prefix(
+    state: Path, prefix: str, *, config: Path | None = None, key: Path | None = None
+) -> AddedPrefix:
+    """Add root prefix ``prefix`` to the initialised node in ``state``: the bootstrap write of
+    :func:`init_root` (signed by ``key``, default the node's ``admin.pem``, which becomes the prefix's
+    admin key), logged like every write, then ``prefixes`` in ``root.toml`` (``config``, default
+    ``STATE/root.toml``; a ``prefix = "..."`` file is rewritten with ``prefixes = [...]``).
+
+    Checked before anything is written: the new list must be valid (:func:`root_config.served_prefixes`).
+    The write goes into the database directly, as ``init`` does: a running node accepts writes under
+    the prefix at once and sequences the leaf with its next batch (this call integrates it itself when
+    no node holds the sequencer lock); the running node's delegation check takes the new prefix on its
+    next reload (SIGHUP). Raises :class:`ValueError` (a bad prefix list), :class:`ConfigError`,
+    :class:`ResolverError` (the registry refuses the write), :class:`KeyFileError` and :class:`OSError`.
+    """
+    cfg = root_config.load(state, config)
+    try:
+        prefixes = root_config.served_prefixes((*cfg.prefixes, prefix))
+    except root_config.PrefixListError as exc:
+        raise ValueError(f"cannot add {prefix}: {exc.reason}") from exc
+    path = cfg.path or state / root_config.CONFIG_NAME
+    if not os.access(path, os.W_OK):  # checked first: a prefix logged but missing from root.toml helps nobody
+        raise PermissionError(f"cannot add {prefix}: {path} is not writable (nothing was changed)")
+    admin = load_private_key(key or cfg.admin_key)
+    db = Database(cfg.database)
+    try:
+        kid = bootstrap_prefix(db, cfg.origin, prefixes[-1], admin)
+        root_config.update(path, {"prefixes": list(prefixes), "prefix": None})
+        try:
+            sequencer = Sequencer(
+                db, NoteKey.parse_skey(cfg.log_skey.read_text()).log_signer(), cfg.origin,
+                max_batch=cfg.max_batch, publish=not cfg.witnesses, identifier_bases=(cfg.identifier_base,),
+            )  # fmt: skip
+        except SequencerBusy:
+            sequenced = False  # a running node sequences the leaf with its next batch
+        else:
+            try:
+                sequencer.integrate(now_ms())
+            finally:
+                sequencer.close()
+            sequenced = True
+    finally:
+        db.close()
+    return AddedPrefix(prefixes[-1], prefixes, kid, path, sequenced)
 
 
 STANDBY_RETRY_S = 2.0
@@ -267,13 +342,14 @@ async def _publish_leftovers(db: Database, cosigner: Cosigner) -> bool:
     return True
 
 
-def build_root_app(
+def build_root_app(  # noqa: PLR0915 (the app's parts wired, and one closure per systemd hook)
     cfg: root_config.RootConfig, *, worker: int | None = None, marker: PublishedMarker | None = None
 ) -> tuple[FastAPI, RootNode]:
     """The root node's app with its sequencer running for the app's lifetime.
 
     ``app.state.hooks`` says what systemd hears (:mod:`resolver.http_service`): a status line, and a reload
-    that re-reads ``root.toml`` and applies its witness list (other keys need a restart). ``worker`` and
+    that re-reads ``root.toml`` and applies its prefixes (to the delegation check, D-127) and its witness
+    list (other keys need a restart). ``worker`` and
     ``marker``: this app is worker ``worker`` of ``root run --workers N``, keeping its answers no older
     than the other workers' through ``marker`` (:mod:`resolver.published_marker`).
     """
@@ -284,6 +360,10 @@ def build_root_app(
     metrics = RootMetrics()
     role = Role(worker)
     running: dict[str, Cosigner] = {}
+    delegations = DelegationCheck(
+        cfg.parent, cfg.prefixes, VerifierKey.parse(log_key.vkey()), cfg.parent_check_s,
+        metrics.prefix_delegated,
+    )  # fmt: skip
 
     def make_sequencer() -> Sequencer:
         return Sequencer(
@@ -303,6 +383,9 @@ def build_root_app(
                 running["cosigner"] = cosigner
             # hooks.spawn: a task of the daemon's Service (its death stops the daemon), or a plain task
             follower = _app.state.hooks.spawn("published-view", node.follow(stop))
+            checking = None
+            if cfg.parent:  # a top node has no delegation to check
+                checking = _app.state.hooks.spawn("delegation-check", delegations.run(stop))
             task = _app.state.hooks.spawn(
                 "sequencer",
                 run_sequencer(
@@ -316,6 +399,8 @@ def build_root_app(
                 node.wake()
                 await task
                 await follower
+                if checking is not None:
+                    await checking
                 db.close()
 
     def status() -> str:
@@ -325,20 +410,26 @@ def build_root_app(
             size = "no published checkpoint yet"
         failing = metrics.witnesses_failing()
         witnesses = f"; not cosigning: {', '.join(failing)}" if failing else ""
-        return f"{role.name}; {size}{witnesses}"
+        lacking = [s.prefix for s in delegations.statuses() if s.problem is not None]
+        prefixes = f"; not delegated here: {', '.join(lacking)}" if lacking else ""
+        return f"{role.name}; {size}{witnesses}{prefixes}"
 
     def reload() -> str:
         new = root_config.load(cfg.state, cfg.path)
-        for key in ("origin", "prefix", "database", "interval_ms", "max_batch", "max_body_bytes", "children"):
+        restart = ("origin", "parent", "database", "interval_ms", "max_batch", "max_body_bytes", "children")
+        for key in restart:
             if getattr(new, key) != getattr(cfg, key):
                 log.warning("root.toml %s changed: takes effect after a restart", key)
+        # The prefixes served (root add-prefix): the registry reads them from the database, the check here.
+        delegations.set_prefixes(new.prefixes)
+        served = f"prefixes now {', '.join(new.prefixes)}"
         cosigner = running.get("cosigner")
         if cosigner is None:
             if new.witnesses:
                 log.warning("root.toml now lists witnesses: takes effect after a restart")
-            return "no witness list to update"
+            return f"{served}; no witness list to update"
         cosigner.set_witnesses(new.witnesses)
-        return f"witnesses now {', '.join(w.name for w in new.witnesses) or 'none'}"
+        return f"{served}; witnesses now {', '.join(w.name for w in new.witnesses) or 'none'}"
 
     # Published read-only at routes.POLICY, so a browser can check checkpoints against it.
     policy_text = cfg.policy.read_bytes() if cfg.policy.exists() else None
@@ -349,6 +440,7 @@ def build_root_app(
         metrics=metrics,
         role=role,
         policy_text=policy_text,
+        delegations=delegations,
     )
     # A parent witnesses its child logs ([[child]] tables and the nodes it delegated a prefix to) and
     # anchors their checkpoints in this log (D-078, D-085): every node may delegate, so every node serves it.

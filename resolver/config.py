@@ -5,12 +5,15 @@ Layout of ``--state DIR`` (made by ``edgeroot root init``)::
     root.toml        configuration (below)
     log.skey         the log's note signer key, Ed25519 or SM2 (`--suite sm`) (0600)
     log.vkey         its verifier key, for policies and witnesses
-    admin.pem        the root prefix's admin key, P-256 (0600); registered as 300:0.na/<prefix>
+    admin.pem        the root prefixes' admin key, P-256 (0600); registered as 300:0.na/<prefix> for each
     policy.txt       C2SP tlog-policy for this log and its witnesses
     root.db          the SQLite database (unless ``database`` points at PostgreSQL)
 
-A node under a parent (a secondary or enterprise node, D-075) names it in ``parent``; the parent's
-registry holds the delegation of ``prefix`` to this node (``edgeroot register prefix --node``).
+A node serves one or more root prefixes (``prefixes``; ``prefix = "P"``, the older spelling, is
+``prefixes = ["P"]``), none under another: IDIS's secondary nodes serve many enterprise prefixes that are
+not under one another (D-125). A node under a parent (a secondary or enterprise node, D-075) names it
+in ``parent``; the registry of the parent (or of a node below it) holds the delegation of each served
+prefix to this node (``edgeroot register prefix --node``), which the node checks (D-127).
 
 ``root.toml``: every key is declared once below, on the :class:`RootConfig` (or :class:`WitnessConfig`)
 field that holds it, with its type, default, allowed range and help; ``edgeroot root init`` writes the
@@ -19,7 +22,7 @@ file from those declarations (:func:`render`), each key with its help as a comme
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from chain_lite.note import (
     VerifierKey,
     check_key_name,
 )
+from chain_lite.registry import is_below
 from chain_lite.suite import SUITES
 from resolver.http_limits import DEFAULT as HTTP_DEFAULTS
 from resolver.http_limits import HttpLimits
@@ -87,14 +91,26 @@ WITNESS_EXAMPLE = {
 class RootConfig:
     state: Path
     origin: str = setting("origin", required=True, help="the log's name: checkpoint origin and key name")
-    prefix: str = setting("prefix", required=True, help="the root prefix this node serves")
+    prefixes: tuple[str, ...] = setting(
+        "prefixes", kind=tuple, example=["88.123.99", "88.200.5"],
+        help="the root prefixes this node serves, none under another (or the one-prefix spelling below)",
+    )  # fmt: skip
+    one_prefix: str | None = setting(
+        "prefix", example="88.123",
+        help='the older spelling of a one-prefix node: prefix = "P" is prefixes = ["P"]; give one of the two',
+    )  # fmt: skip
     database: str = setting(
         "database", example="sqlite:///STATE/root.db",
         help="sqlite:///PATH or postgresql://user@host/db (default: root.db in the state directory)",
     )  # fmt: skip
     parent: str = setting(
         "parent", "",
-        help="URL of the parent node that delegated this node's prefix to it (empty: a top node)",
+        help="URL of the parent node that delegated this node's prefixes to it, or of a node above all of "
+        "them (empty: a top node); each delegation is looked for from there, following referrals",
+    )  # fmt: skip
+    parent_check_s: int = setting(
+        "parent_check_s", 60, range=(1, 86_400),
+        help="with a parent: check every this many seconds that each prefix is delegated here (/healthz)",
     )  # fmt: skip
     interval_ms: int = setting(
         "sequencer.interval_ms", 250, range=(10, 60_000),
@@ -169,10 +185,7 @@ def load(state: Path, config: Path | None = None) -> RootConfig:
         check_key_name(values["origin"])
     except ChainError as exc:
         raise top.fail("origin", str(exc)) from exc
-    try:
-        values["prefix"] = normalize_prefix(values["prefix"])
-    except ChainError as exc:
-        raise top.fail("prefix", str(exc)) from exc
+    values["prefixes"] = _prefixes(top, values["prefixes"], values["one_prefix"])
     parent = values["parent"] = values["parent"].rstrip("/")
     if parent and (not parent.startswith(("http://", "https://")) or any(c.isspace() for c in parent)):
         raise top.fail("parent", "must be empty or an http:// or https:// URL")
@@ -189,6 +202,51 @@ def load(state: Path, config: Path | None = None) -> RootConfig:
     if len(set(origins)) != len(origins):
         raise top.fail("child", "two [[child]] tables name the same origin")
     return RootConfig(state, path=config, **values)
+
+
+class PrefixListError(ValueError):
+    """A list of served prefixes is not usable; ``index`` is the position of the prefix at fault."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason
+
+
+def served_prefixes(items: Sequence[str]) -> tuple[str, ...]:
+    """``items`` normalised (lowercase, as :func:`chain_lite.identifier.normalize_prefix` spells them), in
+    their order. Raises :class:`PrefixListError` for an empty list, an invalid prefix, a prefix named twice
+    (in any spelling) and a prefix under another of the list (a node serves sub-prefixes of its own
+    prefixes anyway: their records are created by the admin of the prefix above, D-012)."""
+    if not items:
+        raise PrefixListError(0, "must name at least one prefix")
+    out: list[str] = []
+    for i, item in enumerate(items):
+        try:
+            prefix = normalize_prefix(item)
+        except ChainError as exc:
+            raise PrefixListError(i, str(exc)) from exc
+        for earlier in out:
+            if prefix == earlier:
+                raise PrefixListError(i, f"{prefix} is named twice")
+            if is_below(prefix, earlier) or is_below(earlier, prefix):
+                low, high = (prefix, earlier) if is_below(prefix, earlier) else (earlier, prefix)
+                why = f"{low} is under {high}: serve {high} and create {low} below it (register prefix)"
+                raise PrefixListError(i, why)
+        out.append(prefix)
+    return tuple(out)
+
+
+def _prefixes(top: Table, listed: tuple[str, ...] | None, one: str | None) -> tuple[str, ...]:
+    """The served prefixes from ``prefixes = [...]`` or ``prefix = "..."`` (exactly one of the two)."""
+    if listed is not None and one is not None:
+        raise top.fail("prefix", 'give prefixes = [...] or prefix = "...", not both')
+    if listed is None and one is None:
+        raise top.fail("prefixes", 'is required (or the one-prefix spelling prefix = "...")')
+    try:
+        return served_prefixes(listed if listed is not None else (one or "",))
+    except PrefixListError as exc:
+        raise top.fail("prefix" if listed is None else f"prefixes[{exc.index}]", exc.reason) from exc
 
 
 def _child(table: Table) -> ChildConfig:
@@ -227,8 +285,9 @@ TITLE = "edgeroot root node (resolver/config.py declares every key); validated a
 def render(overrides: Mapping[str, Any]) -> str:
     """A commented ``root.toml``: every key with its help, ``overrides`` filled in, defaults elsewhere.
 
-    ``overrides`` has the shape of the parsed file and must give ``origin`` and ``prefix``, e.g.
-    ``{"origin": "root.example", "prefix": "88.123", "database": "sqlite:////var/lib/edgeroot/root.db",
+    ``overrides`` has the shape of the parsed file and must give ``origin`` and ``prefixes`` (or the older
+    ``prefix``), e.g. ``{"origin": "root.example", "prefixes": ["88.123"], "database":
+    "sqlite:////var/lib/edgeroot/root.db",
     "sequencer": {"interval_ms": 50}, "witness": [{"name": ..., "url": ..., "vkey": ...}]}``.
     Raises :class:`ValueError` or :class:`TypeError` naming the key path of a bad override.
     """

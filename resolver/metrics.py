@@ -62,6 +62,12 @@ class RootMetrics:
             ["witness"],
             registry=self.registry,
         )
+        self.prefix_delegated = Gauge(
+            "edgeroot_root_prefix_delegated",
+            "1 while a parent delegates this served prefix to this node, 0 while missing or unknown (D-127)",
+            ["prefix"],
+            registry=self.registry,
+        )
         self.sequencing = Gauge(
             "edgeroot_root_sequencing",
             "1 when this process sequences the database, 0 while it stands by",

@@ -231,10 +231,24 @@ class InclusionProof(_Body):
     proof: list[str] = Field(description="RFC 9162 hashes (base64)")
 
 
+class ServedPrefix(_Body):
+    """A root prefix this node serves and whether a parent delegates it here (D-127)."""
+
+    prefix: str
+    delegation: Literal["top", "pending", "delegated", "missing", "unknown"] = Field(
+        description="top: no parent; pending: not checked yet; delegated; missing: the parent's side names "
+        "no delegation to this node's log; unknown: no answer could be had"
+    )
+    detail: str
+
+
 class Health(_Body):
     status: Literal["ok"]
     origin: str
     published_size: int = Field(ge=0)
+    prefixes: list[ServedPrefix] | SkipJsonSchema[None] = Field(
+        None, description="The root prefixes served, each with its delegation (a problem when not delegated)"
+    )
     sequencer: str | SkipJsonSchema[None] = None
     worker: int | SkipJsonSchema[None] = Field(
         None, ge=1, description="The worker that answered, under `root run --workers N` (absent with one)"

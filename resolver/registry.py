@@ -138,6 +138,8 @@ def check_and_apply(tx: Tx, raw: bytes, *, origin: str, now_ms: int, bootstrap: 
             f"request timestamp is {(req.timestamp_ms - now_ms) / 1000:+.0f} s from the node's clock "
             f"(window ±{REPLAY_WINDOW_MS // 1000} s)"
         )
+    if not bootstrap:
+        _check_served(tx, req.identifier)
     index, admin_prefix = signed.admin
     record = req.record()
     _check_keys(record)
@@ -241,6 +243,21 @@ def _bind_keys(tx: Tx, identifier: str, record: Record | None) -> None:
                 f"{identifier}: its HS_PUBKEY (SHA-256 {fingerprint.hex()[:16]}…) is already the key of "
                 f"{owner}; one device key belongs to one device"
             )
+
+
+def _check_served(tx: Tx, identifier: str) -> None:
+    """Refuse, before any admin key is looked up, an identifier the node neither holds nor has a prefix
+    of (Handle's "server not responsible", 301, which its servers answer before authenticating): a node
+    serving ``88.123.99`` and ``88.200.5`` names the prefix of ``88.300.1/X`` rather than an unknown
+    admin key. Everything else is judged by the checks after the signature (:func:`_check_home`)."""
+    prefixes = home_prefixes(identifier)
+    if not prefixes:
+        return  # a top-level prefix record: only its own admin (update) or a bootstrap writes it
+    handles = (*(prefix_handle(p) for p in prefixes), identifier)  # a record held here is served here
+    marks = ", ".join("?" for _ in handles)
+    query = f"SELECT 1 FROM records WHERE identifier IN ({marks}) LIMIT 1"  # noqa: S608 (placeholders only)
+    if tx.one(query, handles) is None:
+        raise NotResponsible(f"prefix {prefixes[-1]} is not registered at this node")
 
 
 def _check_home(tx: Tx, identifier: str, *, bootstrap: bool) -> None:

@@ -481,6 +481,37 @@ def _home_prefixes(identifier: str) -> tuple[str, ...]:
         return ()
 
 
+async def follow_hints(
+    top: AsyncRootClient,
+    identifier: str,
+    nodes: NodeClients,
+    *,
+    max_hops: int = MAX_HOPS,
+    answer: dict[str, Any] | None = None,
+) -> tuple[AsyncRootClient, dict[str, Any], tuple[str, ...]]:
+    """Without verification: ``identifier``'s ``/v1/resolve`` answer at ``top`` (``answer``, when it was
+    already asked), then each answer's unverified ``referral`` hint followed (its first URL, through
+    ``nodes``) to the node that answers. Returns that node's client, its answer and the URLs asked,
+    ``top``'s first. Raises :class:`ProtocolError` for a hint that cannot be followed (malformed, or
+    more than ``max_hops`` nodes to ask) and :class:`ClientError` (a delegated node's naming its URL)."""
+    client = top
+    if answer is None:
+        answer = await top.resolve(identifier)
+    asked = [top.base_url]
+    while isinstance(hint := answer.get("referral"), dict):
+        urls = hint.get("urls")
+        if len(asked) >= max_hops or not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
+            raise ProtocolError(f"the referral of {identifier}", f"cannot be followed: {hint!r:.200}")
+        client = await nodes.get(urls[0])
+        try:
+            answer = await client.resolve(identifier)
+        except ClientError as exc:
+            message = f"delegated node {urls[0]}: {exc.message}"
+            raise ClientError(message, exc.status, exc.handle_code) from exc
+        asked.append(client.base_url)
+    return client, answer, tuple(asked)
+
+
 async def _ask_child(
     urls: Sequence[str], identifier: str, nodes: NodeClients, hops: tuple[Hop, ...]
 ) -> tuple[AsyncRootClient, dict[str, Any], ResolutionProof]:

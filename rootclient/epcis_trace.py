@@ -48,9 +48,8 @@ from chain_lite.merkle import leaf_hash
 from chain_lite.policy import VerifiedCheckpoint
 from chain_lite.receipt import check_inclusion
 from chain_lite.registry import canonical_identifier
-from rootclient.client import MAX_HOPS, AsyncRootClient, HoldPin, NodeClients, PinStoreFor
+from rootclient.client import AsyncRootClient, HoldPin, NodeClients, PinStoreFor, follow_hints
 from rootclient.codecs import EPCIS_NAMESPACE, EventsPage, ShownEvent, WindowBlock, resolution_from_json
-from rootclient.errors import ProtocolError
 from rootclient.pinned_log import Older, PinnedLog
 from runtime.clock import parse_instant_ms
 
@@ -388,15 +387,7 @@ class Nodes:
         return node
 
     async def _hinted(self, identifier: str) -> NodeAt:
-        client, hops = self.top.client, 0
-        answer = await client.resolve(identifier)
-        while isinstance(hint := answer.get("referral"), dict):
-            urls = hint.get("urls")
-            hops += 1
-            if hops > MAX_HOPS or not isinstance(urls, list) or not urls or not isinstance(urls[0], str):
-                raise ProtocolError(f"the referral of {identifier}", f"cannot be followed: {hint!r:.200}")
-            client = await self.clients.get(urls[0])
-            answer = await client.resolve(identifier)
+        client, _, _ = await follow_hints(self.top.client, identifier, self.clients)
         if client is self.top.client:
             return self.top
         return NodeAt(client.base_url, client, None)

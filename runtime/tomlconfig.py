@@ -76,6 +76,16 @@ class Table:
             out.append(Table(item, self.path, f"{self.where}{key}[{i}].", self.error))
         return out
 
+    def strings(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        """An array of strings, as a tuple; each wrong item named by its index (``prefixes[1]``)."""
+        items = self.get(key, list, default, required=required)
+        if items is None or isinstance(items, tuple):
+            return items
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise self.fail(f"{key}[{i}]", f"must be str, not {type(item).__name__}")
+        return tuple(items)
+
     def check_known(self, known: set[str]) -> None:
         for key in self.data:
             if key not in known:
@@ -109,10 +119,10 @@ TOML_KINDS = (str, int, float, bool)
 class Setting:
     """One key of a TOML file, as declared on a config dataclass field.
 
-    ``kind`` is the TOML type: ``str``, ``int``, ``float`` or ``bool`` for a value; ``dict`` for a free-form
-    table of strings (read by its owner); ``list`` for an array of tables whose items are described by the
-    dataclass ``item(table)`` returns. A key without a default is ``required``, or optional with an
-    ``example`` shown commented out in the sample.
+    ``kind`` is the TOML type: ``str``, ``int``, ``float`` or ``bool`` for a value; ``tuple`` for an array of
+    strings (``["a", "b"]``, read as a tuple); ``dict`` for a free-form table of strings (read by its owner);
+    ``list`` for an array of tables whose items are described by the dataclass ``item(table)`` returns. A
+    key without a default is ``required``, or optional with an ``example`` shown commented out in the sample.
     """
 
     attr: str
@@ -145,6 +155,8 @@ class Setting:
             return table.table(self.name)
         if self.kind is list:
             return table.tables(self.name)
+        if self.kind is tuple:
+            return table.strings(self.name, self.default, required=self.required)
         if self.range is not None:
             value = table.number(self.name, self.kind, self.default, *self.range)
         else:
@@ -176,8 +188,10 @@ def setting(
     """
     toml_default = None if default is _NO_DEFAULT else str(default) if isinstance(default, Path) else default
     kind = kind or (type(toml_default) if toml_default is not None else str)
-    if kind not in (*TOML_KINDS, dict, list):
-        raise ValueError(f"{key}: a TOML key holds str, int, float, bool, a table or tables, not {kind}")
+    if kind not in (*TOML_KINDS, tuple, dict, list):
+        raise ValueError(
+            f"{key}: a TOML key holds str, int, float, bool, strings, a table or tables, not {kind}"
+        )
     if toml_default is None and not required and example is None and kind is not list:
         raise ValueError(f"{key}: a key without a default is required or has an example for the sample")
     if range is not None and toml_default is None:
@@ -244,7 +258,7 @@ def toml_value(value: Any) -> str:
         # except that TOML also wants DEL escaped. Non-ASCII stays as is: JSON would write characters
         # outside the BMP as surrogate pairs, which TOML's \u does not allow.
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML literal for {type(value).__name__}")
 
@@ -297,7 +311,7 @@ def merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, A
         elif isinstance(value, list) and isinstance(old, list):
             items = [merged(a, b) if isinstance(a, Mapping) and isinstance(b, Mapping) else b
                      for a, b in zip(old, value, strict=False)]  # fmt: skip
-            out[key] = items + old[len(value):] + value[len(old):]
+            out[key] = items + old[len(value) :] + value[len(old) :]
         else:
             out[key] = value
     return out
@@ -375,7 +389,8 @@ def markdown_table(cls: type) -> str:
 def _describe(cls: type, where: str) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for s in settings(cls):
-        kind = "table" if s.kind is dict else "array of tables" if s.kind is list else s.kind.__name__
+        kinds: dict[type, str] = {dict: "table", list: "array of tables", tuple: "array of str"}
+        kind = kinds.get(s.kind, s.kind.__name__)
         if s.required:
             default = "required"
         elif s.kind is list:
@@ -428,6 +443,8 @@ def _check_value(s: Setting, value: Any, path: str) -> None:
     """The checks :meth:`Setting.read` makes, for a value about to be written."""
     if isinstance(value, bool):
         fits = s.kind is bool
+    elif s.kind is tuple:
+        fits = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
     elif s.kind is float:
         fits = isinstance(value, int | float)
     else:

@@ -46,6 +46,7 @@ from runtime.clock import now_ms
 __all__ = [
     "POSTGRES_DOWN",
     "POSTGRES_URL",
+    "SECOND_LINE",
     "Hierarchy",
     "RootUnderTest",
     "ServerThread",
@@ -122,11 +123,41 @@ class RootUnderTest:
     witness_server: ServerThread
     witness_state: Path
     server: ServerThread
-    prefix: str = "88.123"
+    prefixes: tuple[str, ...] = ("88.123",)
+    app: Any = None
+    """The served app (its ``state.hooks`` are what systemd would call)."""
+
+    @property
+    def prefix(self) -> str:
+        """The first root prefix: the one the admin key signs for by default."""
+        return self.prefixes[0]
 
     @property
     def policy_path(self) -> Path:
         return self.state / "policy.txt"
+
+    def reload(self) -> str:
+        """What SIGHUP does to the running node (``root.toml`` read again), from this thread."""
+        result: str = self.app.state.hooks.reload()
+        return result
+
+    def health(self) -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(f"{self.url}/healthz", timeout=10).json()
+        return answer
+
+    def wait_for_delegations(self, expected: dict[str, str], timeout: float = 20.0) -> dict[str, Any]:
+        """``/healthz`` once its ``prefixes`` have the ``delegation`` verdicts ``expected`` (prefix ->
+        verdict, every served prefix named); the delegation check runs at start, after a reload, and
+        every ``parent_check_s``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            health = self.health()
+            found = {p["prefix"]: p["delegation"] for p in health.get("prefixes", [])}
+            if found == expected:
+                return health
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.origin}: delegations {found}, not {expected}: {health}")
+            time.sleep(0.05)
 
     def client(self) -> RootClient:
         return RootClient(self.url)
@@ -196,13 +227,13 @@ def running_root(
     interval_ms: int = 50,
     profile: LogProfile = LOG_PROFILES["default"],
     origin: str = ORIGIN,
-    prefix: str = "88.123",
+    prefixes: tuple[str, ...] = ("88.123",),
     parent: str = "",
 ) -> Iterator[RootUnderTest]:
     """A root node with one witness, served on loopback; the sequencer runs every ``interval_ms``;
     ``profile`` is the log's suite (``root init --suite``; an SM2 log, ``sm``, gets an SM2 witness, so the
-    node is 国密 throughout); ``origin``, ``prefix`` and ``parent`` as ``edgeroot root init`` takes them
-    (a node under a parent)."""
+    node is 国密 throughout); ``origin``, ``prefixes`` (``--prefix``, repeated) and ``parent`` as
+    ``edgeroot root init`` takes them (a node under a parent)."""
     wstate, rstate = tmp / "witness", tmp / "root"
     witness_alg = "sm2" if profile.log_sigtype == SIGTYPE_SM2 else "p256"
     wname = "witness.test" if origin == ORIGIN else f"witness.{origin}"
@@ -211,7 +242,7 @@ def running_root(
     result = init_root(
         rstate,
         origin,
-        prefix,
+        *prefixes,
         database=database,
         witnesses=[(f"http://127.0.0.1:{wport}", VerifierKey.parse(wkey.vkey()))],
         profile=profile,
@@ -234,7 +265,8 @@ def running_root(
             witness,
             wstate,
             server,
-            result.prefix,
+            result.prefixes,
+            app,
         )
         node.settle()
         yield node
@@ -262,7 +294,8 @@ def delegate(
 @dataclass
 class Hierarchy:
     """Three nodes over real HTTP: top ``88.123`` delegates ``88.123.99`` to the secondary node, which
-    delegates ``88.123.99.7`` to the enterprise node (IDIS's top-level → secondary → enterprise)."""
+    delegates ``88.123.99.7`` to the enterprise node (IDIS's top-level → secondary → enterprise). With
+    the second line (:data:`SECOND_LINE`) the enterprise node serves a second, unrelated prefix too."""
 
     top: RootUnderTest
     secondary: RootUnderTest
@@ -278,6 +311,12 @@ class Hierarchy:
 
 
 HIERARCHY = (("top.test", "88.123"), ("secondary.test", "88.123.99"), ("enterprise.test", "88.123.99.7"))
+SECOND_LINE = ("88.200", "88.200.5")
+"""The second line of a hierarchy made with ``second_line``: the top node serves ``88.200`` beside
+``88.123`` (a top-level node serves many industries' prefixes) and delegates ``88.200.5`` straight to
+the enterprise node, which serves it beside ``88.123.99.7``: one enterprise holding prefixes from two
+parents (the secondary node for one, the top for the other), none under another. The enterprise node's
+``parent`` is then the top, the node above both parents (D-127)."""
 
 
 @contextlib.contextmanager
@@ -285,31 +324,36 @@ def running_hierarchy(
     tmp: Path,
     backends: tuple[str, str, str] = ("sqlite", "sqlite", "sqlite"),
     suites: tuple[str, str, str] = ("default", "default", "default"),
+    *,
+    second_line: bool = False,
 ) -> Iterator[Hierarchy]:
     """:class:`Hierarchy` with each node on its own database (top, secondary, enterprise: a ``sqlite``
     file, or a schema of the ``postgresql`` test database) and log suite (``root init --suite``),
-    delegations written and published. The sequencer's PostgreSQL advisory lock is per database, so at
-    most one node can use PostgreSQL."""
+    delegations written and published; ``second_line`` adds :data:`SECOND_LINE`. The sequencer's
+    PostgreSQL advisory lock is per database, so at most one node can use PostgreSQL."""
     if backends.count("postgresql") > 1:
         raise ValueError("one test database holds one sequencer lock: at most one PostgreSQL node")
+    extra = {0: SECOND_LINE[0], 2: SECOND_LINE[1]} if second_line else {}
     with contextlib.ExitStack() as stack:
         nodes: list[RootUnderTest] = []
-        for (origin, prefix), backend, suite in zip(HIERARCHY, backends, suites, strict=True):
+        for i, ((origin, prefix), backend, suite) in enumerate(zip(HIERARCHY, backends, suites, strict=True)):
             home = tmp / origin
             if backend == "sqlite":
                 database = f"sqlite:///{home / 'root.db'}"
             else:
                 database = stack.enter_context(postgres_schema())
-            parent = nodes[-1].url if nodes else ""
-            node = stack.enter_context(
-                running_root(
-                    home, database, origin=origin, prefix=prefix, parent=parent, profile=LOG_PROFILES[suite]
-                )
+            parent = nodes[0 if second_line else -1].url if nodes else ""
+            prefixes = (prefix, extra[i]) if i in extra else (prefix,)
+            root = running_root(
+                home, database, origin=origin, prefixes=prefixes, parent=parent, profile=LOG_PROFILES[suite]
             )
+            node = stack.enter_context(root)
             if nodes:
                 delegate(nodes[-1], delegation_to(node, prefix))
             nodes.append(node)
         hierarchy = Hierarchy(*nodes)
+        if second_line:
+            delegate(hierarchy.top, delegation_to(hierarchy.enterprise, SECOND_LINE[1]))
         hierarchy.settle()
         yield hierarchy
 

@@ -125,8 +125,8 @@ def test_gateway_init_refuses_a_bad_broker_address_before_writing_anything(
 
 def test_generated_root_toml_loads_as_the_declared_defaults(tmp_path: Path) -> None:
     """A root.toml rendered with only the required keys loads to the dataclass defaults (SQLite in STATE)."""
-    state = _root_state(tmp_path, root_config.render({"origin": "root.test", "prefix": "88.123"}))
-    expected = RootConfig(state, "root.test", "88.123", f"sqlite:///{state / 'root.db'}")
+    state = _root_state(tmp_path, root_config.render({"origin": "root.test", "prefixes": ["88.123"]}))
+    expected = RootConfig(state, "root.test", ("88.123",), database=f"sqlite:///{state / 'root.db'}")
     assert root_config.load(state) == expected
     assert expected.interval_ms == 250 and expected.max_batch == 1000 and expected.max_body_bytes == 1 << 20
 
@@ -145,7 +145,7 @@ def test_generated_root_toml_loads_with_the_given_values(tmp_path: Path) -> None
     loaded = root_config.load(_root_state(tmp_path, root_config.render(overrides)))
     witness = WitnessConfig("witness.test", "http://127.0.0.1:8471", vkey)
     expected = RootConfig(
-        tmp_path, "root.test", "88.abc", "postgresql://edgeroot@/edgeroot",
+        tmp_path, "root.test", ("88.abc",), "88.ABC", "postgresql://edgeroot@/edgeroot",
         interval_ms=50, max_batch=10, max_body_bytes=4096, witnesses=(witness,),
     )  # fmt: skip
     assert loaded == expected
@@ -160,15 +160,60 @@ def test_root_init_writes_the_generated_file_with_the_command_line_values(tmp_pa
     assert main(argv) == 0
     database = f"sqlite:///{(state / 'root.db').resolve()}"
     witness = WitnessConfig("witness.test", "http://127.0.0.1:8471", vkey)
-    assert root_config.load(state) == RootConfig(state, "root.test", "88.123", database, witnesses=(witness,))
+    expected = RootConfig(state, "root.test", ("88.123",), database=database, witnesses=(witness,))
+    assert root_config.load(state) == expected
     assert (state / "root.toml").read_text() == root_config.render(
         {
             "origin": "root.test",
-            "prefix": "88.123",
+            "prefixes": ["88.123"],
             "database": database,
             "witness": [{"name": "witness.test", "url": "http://127.0.0.1:8471", "vkey": str(vkey)}],
         }
     )
+
+
+def test_root_toml_serves_a_list_of_prefixes_or_the_older_single_prefix(tmp_path: Path) -> None:
+    """`prefixes = [...]` loads normalised, in order; an older file's `prefix = "P"` loads as `("p",)`
+    (state directories made before several prefixes keep working); `root init --prefix A --prefix B`
+    writes the list."""
+    state = _root_state(tmp_path, 'origin = "root.test"\nprefixes = ["88.123.99", "88.200.5", "86.ABC"]\n')
+    assert root_config.load(state).prefixes == ("88.123.99", "88.200.5", "86.abc")
+    _root_state(tmp_path, 'origin = "root.test"\nprefix = "88.ABC"\n')
+    loaded = root_config.load(tmp_path)
+    assert (loaded.prefixes, loaded.one_prefix) == (("88.abc",), "88.ABC")
+    two = tmp_path / "two"
+    assert main(["root", "init", "--state", str(two), "--origin", "two.test", "--prefix", "88.123.99",
+                 "--prefix", "88.200.5"]) == 0  # fmt: skip
+    assert 'prefixes = ["88.123.99", "88.200.5"]' in (two / "root.toml").read_text()
+    assert root_config.load(two).prefixes == ("88.123.99", "88.200.5")
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "reason"),
+    [
+        ('prefix = "88.1"\nprefixes = ["88.2"]\n', "prefix", "not both"),
+        ("", "prefixes", "is required"),
+        ("prefixes = []\n", "prefixes[0]", "at least one prefix"),
+        ('prefixes = ["88.1", 7]\n', "prefixes[1]", "must be str"),
+        ('prefixes = "88.1"\n', "prefixes", "must be list"),
+        ('prefixes = ["88.1", "88..2"]\n', "prefixes[1]", "empty prefix segment"),
+        ('prefixes = ["88.ABC", "88.abc"]\n', "prefixes[1]", "88.abc is named twice"),
+        ('prefixes = ["88.123.99", "88.200", "88.123"]\n', "prefixes[2]", "88.123.99 is under 88.123"),
+        ('prefixes = ["88.123", "88.1230", "88.123.5"]\n', "prefixes[2]", "88.123.5 is under 88.123"),
+        ('prefix = "88/x"\n', "prefix", "prefix segments hold"),
+    ],
+    ids=["both", "neither", "empty", "not-a-string", "not-a-list", "invalid", "twice", "above", "below",
+         "bad-single"],
+)  # fmt: skip
+def test_root_toml_prefix_lists_are_refused_with_their_key_path(
+    tmp_path: Path, lines: str, key: str, reason: str
+) -> None:
+    """Both spellings, neither, an empty list, a non-string, a bad prefix, a prefix twice in any spelling,
+    one under another (either order): refused at load, naming the key path (with the item's index)."""
+    state = _root_state(tmp_path, f'origin = "root.test"\n{lines}')
+    with pytest.raises(RootConfigError) as info:
+        root_config.load(state)
+    assert info.value.key == key and reason in info.value.reason, str(info.value)
 
 
 def test_update_merges_overrides_into_an_initialised_gateway_toml(tmp_path: Path) -> None:
@@ -233,8 +278,8 @@ def _documented(text: str, s: Setting) -> bool:
     ("owner", "text"),
     [
         (GatewayConfig, gateway_config.render({"gateway": GATEWAY, "root": ROOT})),
-        (RootConfig, root_config.render({"origin": "root.test", "prefix": "88.123"})),
-        (WitnessConfig, root_config.render({"origin": "root.test", "prefix": "88.123"})),
+        (RootConfig, root_config.render({"origin": "root.test", "prefixes": ["88.123"]})),
+        (WitnessConfig, root_config.render({"origin": "root.test", "prefixes": ["88.123"]})),
         *((p.config, gateway_config.render({"gateway": GATEWAY, "root": ROOT})) for p in PLUGINS.values()),
         *((p.config, p.sample_config) for p in PLUGINS.values()),
     ],

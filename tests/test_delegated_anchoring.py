@@ -48,7 +48,7 @@ def _two_nodes(tmp: Path, child_backend: str) -> Iterator[tuple[RootUnderTest, R
             child_db = stack.enter_context(postgres_schema())
         top = stack.enter_context(running_root(tmp / "top", f"sqlite:///{tmp / 'top.db'}", origin=TOP))
         child = stack.enter_context(
-            running_root(tmp / "child", child_db, origin=CHILD, prefix=PREFIX, parent=top.url)
+            running_root(tmp / "child", child_db, origin=CHILD, prefixes=(PREFIX,), parent=top.url)
         )
         # The child lists its parent's witness key as one more [[witness]] (as with a [[child]] table),
         # taken in by a reload; the parent has no [[child]] table at all.

@@ -280,6 +280,16 @@ ALERT_CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, Any]]]] = {
         [_fires("4m", "EdgerootRootWitnessFailing"),
          _fires("9m", "EdgerootRootWitnessFailing", ROOT | {"witness": "w.example", "severity": "warning"})],
     ),
+    "a served prefix without its delegation fires; a delegated one, or one fixed in time, does not": (
+        [
+            _series("edgeroot_root_prefix_delegated", ROOT | {"prefix": "88.200.7"}, "0x30"),
+            _series("edgeroot_root_prefix_delegated", ROOT | {"prefix": "88.200.5"}, "1x30"),
+            _series("edgeroot_root_prefix_delegated", ROOT | {"prefix": "88.200.8"}, "0x5 1x25"),
+        ],
+        [_fires("10m", "EdgerootRootPrefixNotDelegated"),
+         _fires("25m", "EdgerootRootPrefixNotDelegated",
+                ROOT | {"prefix": "88.200.7", "severity": "warning"})],
+    ),
     "witness refusals fire; 409 catch-up answers do not": (
         [
             _series("edgeroot_witness_answers_total", WITNESS | {"status": "409"}, "0+5x40"),

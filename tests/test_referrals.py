@@ -1,5 +1,6 @@
 """Referral resolution with proofs at every hop (issue 14 items 1-2), over real HTTP with three nodes:
-top `88.123` → secondary `88.123.99` → enterprise `88.123.99.7` (tests/root_harness.py)."""
+top `88.123` → secondary `88.123.99` → enterprise `88.123.99.7`, and the second line: the top also serves
+`88.200` and delegates `88.200.5` to the enterprise node, which serves both (tests/root_harness.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE as BASE
 from chain_lite.epcis_identifiers import identifier_uri
 from chain_lite.errors import ChainError
 from chain_lite.keys import NoteKey, generate_p256, public_der
-from chain_lite.note import SIGTYPE_ED25519
+from chain_lite.note import SIGTYPE_ED25519, VerifierKey
 from chain_lite.registry import DEFAULT_TTL, Delegation, Record, Value, prefix_handle, pubkey_value
 from chain_lite.resolution import PrefixProofError, ProofMemo, verify_resolution
 from edge import store
@@ -30,6 +31,7 @@ from edgeroot.cli import main
 from edgeroot.event_commands import sign_document
 from edgeroot.resolve import REFERRAL_EXIT
 from resolver import config as root_config
+from resolver.delegation_check import PrefixStatus, check_prefix
 from resolver.handle_proxy import MemoryPinStore, ReferralFailed, ReferralFollower
 from rootclient.client import MAX_REFERRAL_TTL_S, AsyncRootClient, Hop, NodeClients
 from rootclient.codecs import resolution_from_json
@@ -39,6 +41,7 @@ from rootclient.pinned_log import PinnedLog
 from tests.root_harness import (
     POSTGRES_DOWN,
     POSTGRES_URL,
+    SECOND_LINE,
     Hierarchy,
     RootUnderTest,
     ServerThread,
@@ -51,6 +54,8 @@ from tests.root_harness import (
 
 PUMP = "88.123.99.7/PUMP-1"
 VALVE = "88.123.99/VALVE-1"
+MOTOR = "88.200.5/MOTOR-1"
+"""A device under the enterprise node's second prefix (the second line)."""
 DOWN = "http://127.0.0.1:1"  # nothing listens on port 1
 
 
@@ -60,21 +65,24 @@ PUMP_KEY = generate_p256()
 def _register(node: RootUnderTest, identifier: str) -> None:
     key = PUMP_KEY if identifier == PUMP else generate_p256()
     values = [pubkey_value(1, key.public_key()), Value(2, "DEVICE", "string", identifier)]
-    with node.client() as c:
-        c.write(node.write("create", identifier, values, node.admin_signer()))
+    with node.client() as c:  # the node's one admin key, named for the identifier's prefix
+        c.write(node.write("create", identifier, values, node.admin_signer(identifier.partition("/")[0])))
     node.settle()
 
 
 def _populate(h: Hierarchy) -> Hierarchy:
     _register(h.enterprise, PUMP)
     _register(h.secondary, VALVE)
+    if SECOND_LINE[1] in h.enterprise.prefixes:
+        _register(h.enterprise, MOTOR)
     return h
 
 
 @pytest.fixture(scope="module")
 def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hierarchy]:
-    """Three nodes on SQLite, a device at the enterprise node and one at the secondary node."""
-    with running_hierarchy(tmp_path_factory.mktemp("hierarchy")) as h:
+    """Three nodes on SQLite, the enterprise node serving two prefixes (the second line), a device at
+    the enterprise node and one at the secondary node."""
+    with running_hierarchy(tmp_path_factory.mktemp("hierarchy"), second_line=True) as h:
         yield _populate(h)
 
 
@@ -665,6 +673,178 @@ def test_the_handle_api_sees_a_changed_delegation_once_its_ttl_is_over(
     for name in ("refused", "refused_cached"):
         assert out[name].kind == "delegation-changed", out[name]
         assert "changed after the pin" in out[name].message
+
+
+# --- a node serving several prefixes (issue 14 item 1, D-125 - D-127) -------------------------------------
+
+
+def test_records_under_both_prefixes_of_the_enterprise_node_are_proven_from_the_top(
+    hierarchy: Hierarchy, cli: Cli
+) -> None:
+    """The enterprise node serves `88.123.99.7` (delegated by the secondary node) and `88.200.5`
+    (delegated by the top): `resolve --verify` at the top proves a record and an absence under each,
+    every hop naming the prefix it serves, with one pin per log."""
+    code, answer = cli.resolve(MOTOR)
+    assert code == 0, answer
+    assert answer["message"].startswith(f"PROVEN via 88.200 → 88.200.5: {MOTOR}")
+    assert answer["log"] == "enterprise.test" and answer["node"] == hierarchy.enterprise.url
+    assert [(x["log"], x["delegated_prefix"], x["served_prefix"], x["proven"]) for x in answer["hops"]] == [
+        ("top.test", None, "88.200", "referral"),
+        ("enterprise.test", "88.200.5", "88.200.5", "record"),
+    ]
+    assert answer["hops"][0]["referral"]["policy"] == hierarchy.enterprise.policy_path.read_text()
+    assert [v["value"] for v in answer["values"] if v["type"] == "DEVICE"] == [MOTOR]
+    _check_proven_through_three_nodes(hierarchy, cli)  # the other prefix, at the same node, same pins
+    code, answer = cli.resolve("88.200.5/NOBODY")
+    assert code == 0 and answer["message"].startswith("PROVEN ABSENT via 88.200 → 88.200.5"), answer
+    assert answer["log"] == "enterprise.test"
+
+
+def test_the_handle_api_at_the_top_reads_records_under_both_prefixes_of_the_enterprise_node(
+    hierarchy: Hierarchy,
+) -> None:
+    """An unmodified Handle client reading from the top gets the enterprise record under each of its
+    prefixes; the enterprise node itself answers 100 under its prefixes and 301 (not responsible) under
+    a sibling it does not serve."""
+    top = PyHandleClient("rest").instantiate_for_read_access(handle_server_url=hierarchy.top.url)
+    assert top.retrieve_handle_record(MOTOR)["DEVICE"] == MOTOR
+    assert top.retrieve_handle_record(PUMP)["DEVICE"] == PUMP
+    proven = httpx.get(f"{hierarchy.top.url}/api/handles/{MOTOR}", params={"proof": "true"}).json()
+    assert [(h["log"], h["delegated_prefix"], h["proven"]) for h in proven["hops"]] == [
+        ("enterprise.test", "88.200.5", "record")
+    ]
+    own = httpx.get(f"{hierarchy.enterprise.url}/api/handles/{MOTOR}").json()
+    assert proven["values"] == own["values"]
+    for identifier in ("88.200.5/NOBODY", "88.123.99.7/NOBODY"):
+        answer = httpx.get(f"{hierarchy.enterprise.url}/api/handles/{identifier}")
+        assert answer.status_code == 404 and answer.json()["responseCode"] == 100, answer.text
+    elsewhere = httpx.get(f"{hierarchy.enterprise.url}/api/handles/88.200.9/X")
+    assert elsewhere.status_code == 400 and elsewhere.json()["responseCode"] == 301, elsewhere.text
+
+
+def test_a_sibling_prefix_delegated_to_the_enterprise_node_it_does_not_serve_is_exit_6(
+    hierarchy: Hierarchy, cli: Cli
+) -> None:
+    """The top delegating `88.200.6` to the enterprise node, which serves `88.200.5` but not `88.200.6`:
+    the node is asked for a prefix it does not serve, exit 6 naming it."""
+    delegate(hierarchy.top, delegation_to(hierarchy.enterprise, "88.200.6"))
+    hierarchy.top.settle()
+    code, answer = cli.resolve("88.200.6/X")
+    assert code == REFERRAL_EXIT["not-delegated"] == 6, answer
+    assert "node answered for 88.200.6 without holding it" in answer["error"]
+    assert [x["log"] for x in answer["hops"]] == ["top.test"]
+
+
+def test_a_write_under_neither_prefix_of_the_enterprise_node_is_refused_as_not_responsible(
+    hierarchy: Hierarchy,
+) -> None:
+    """Under neither served prefix (a stranger's, its parent's, the top's), a write is Handle 301 "not
+    registered at this node" before any admin key is looked up; under each, the node's one admin key
+    writes in that prefix's name, and not in the other's."""
+    node = hierarchy.enterprise
+    value = [Value(1, "URL", "string", "x")]
+    for identifier, prefix in (
+        ("88.300.1/X", "88.300.1"),
+        ("88.123.99/X", "88.123.99"),
+        ("88.200/X", "88.200"),
+    ):
+        raw = node.write("create", identifier, value, node.admin_signer(prefix))
+        answer = httpx.post(
+            f"{node.url}/v1/registry", content=raw, headers={"content-type": "application/cose"}
+        )
+        body = answer.json()
+        assert answer.status_code == 400 and body["responseCode"] == 301, body
+        assert body["message"] == f"prefix {prefix} is not registered at this node" and "referral" not in body
+    with node.client() as c:
+        for prefix in node.prefixes:
+            c.write(node.write("create", f"{prefix}/WRITTEN-1", value, node.admin_signer(prefix)))
+        with pytest.raises(ClientError, match="outside its prefix") as outside:
+            c.write(node.write("create", "88.200.5/WRITTEN-2", value, node.admin_signer("88.123.99.7")))
+    assert outside.value.status == 403
+    assert 'edgeroot_root_refused_total{reason="NotResponsible"} 3.0' in httpx.get(f"{node.url}/metrics").text
+
+
+def test_healthz_names_the_prefix_that_lacks_its_delegation_and_add_prefix_extends_a_running_node(
+    hierarchy: Hierarchy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The enterprise node checks each served prefix's delegation from its parent (the top, following
+    referrals): both delegated, by the node that holds each. `root add-prefix` on the running node adds
+    `88.200.7` (writes under it accepted at once, the leaf logged by the running node); after a reload
+    /healthz names that prefix as not delegated while the node stays ok, until the top delegates it."""
+    node, top = hierarchy.enterprise, hierarchy.top
+    node.reload()  # the check ran at start, before the parents delegated; a reload checks again at once
+    health = node.wait_for_delegations({"88.123.99.7": "delegated", "88.200.5": "delegated"})
+    details = {p["prefix"]: p["detail"] for p in health["prefixes"]}
+    assert details["88.123.99.7"].startswith(f"delegated by {hierarchy.secondary.url} (log secondary.test)")
+    assert details["88.200.5"].startswith(f"delegated by {top.url} (log top.test)")
+    assert health["problems"] == []
+
+    assert main(["root", "add-prefix", "88.200.7", "--state", str(node.state), "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert (
+        added["prefixes"] == ["88.123.99.7", "88.200.5", "88.200.7"] and added["admin"] == "300:0.na/88.200.7"
+    )
+    assert added["sequenced"] is False  # the running node holds the sequencer lock and logs the leaf
+    assert f"edgeroot register prefix 88.200.7 --root {top.url}" in added["next"]
+    assert root_config.load(node.state).prefixes == ("88.123.99.7", "88.200.5", "88.200.7")
+    with node.client() as c:
+        c.write(
+            node.write(
+                "create", "88.200.7/LINE-1", [Value(1, "URL", "string", "x")], node.admin_signer("88.200.7")
+            )
+        )
+    node.settle()
+    assert node.reload().startswith("prefixes now 88.123.99.7, 88.200.5, 88.200.7")
+    health = node.wait_for_delegations(
+        {"88.123.99.7": "delegated", "88.200.5": "delegated", "88.200.7": "missing"}
+    )
+    assert health["status"] == "ok" and health["published_size"] > 0
+    assert health["problems"] == [
+        f"prefix 88.200.7: {top.url} (log top.test) holds no 0.na/88.200.7: not delegated to this node"
+    ]
+    metrics = httpx.get(f"{node.url}/metrics").text
+    assert 'edgeroot_root_prefix_delegated{prefix="88.200.7"} 0.0' in metrics
+    assert 'edgeroot_root_prefix_delegated{prefix="88.200.5"} 1.0' in metrics
+
+    delegate(top, delegation_to(node, "88.200.7"))
+    top.settle()
+    node.reload()
+    health = node.wait_for_delegations(
+        {"88.123.99.7": "delegated", "88.200.5": "delegated", "88.200.7": "delegated"}
+    )
+    assert health["problems"] == []
+
+
+def test_the_delegation_check_names_the_log_a_prefix_is_delegated_to_or_why_it_is_not(
+    hierarchy: Hierarchy,
+) -> None:
+    """The enterprise node's check, asked directly: a prefix delegated to another log (named), one its
+    parent holds itself (no delegation) are `missing`; a parent that cannot be asked is `unknown`; each is
+    a /healthz problem line naming the prefix."""
+    top, secondary = hierarchy.top, hierarchy.secondary
+    mine = VerifierKey.parse((hierarchy.enterprise.state / "log.vkey").read_text())
+    theirs = (secondary.state / "log.vkey").read_text().strip()
+
+    async def verdicts() -> list[PrefixStatus]:
+        nodes = NodeClients()
+        try:
+            asked = ((top.url, "88.123.99"), (top.url, "88.200"), (DOWN, "88.200.5"))
+            return [await check_prefix(nodes, parent, prefix, mine) for parent, prefix in asked]
+        finally:
+            await nodes.aclose()
+
+    other, own, down = asyncio.run(verdicts())
+    where = f"at {top.url} (log top.test)"
+    assert (other.state, other.detail) == (
+        "missing", f"0.na/88.123.99 {where} delegates it to log {theirs}, not to this node's log {mine}"
+    )  # fmt: skip
+    assert (own.state, own.detail) == (
+        "missing", f"0.na/88.200 {where} is not delegated (it has no HS_SITE)"
+    )  # fmt: skip
+    assert down.state == "unknown" and down.detail.startswith(f"cannot ask the parent: cannot reach {DOWN}")
+    assert [s.problem for s in (other, own, down)] == [
+        f"prefix 88.123.99: {other.detail}", f"prefix 88.200: {own.detail}", f"prefix 88.200.5: {down.detail}"
+    ]  # fmt: skip
 
 
 # --- gateways resolve device keys through referrals (issue 14 item 5) ------------------------------------

@@ -13,7 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
+from chain_lite.checkpoint import SignedCheckpoint
 from edgeroot.system import ANY_STATUS, START_DEADLINE_S, free_port, wait_http
+from resolver import config as root_config
+from resolver.db import Database
+from resolver.log_store import latest_checkpoint_bytes
 
 EDGEROOT = [sys.executable, "-m", "edgeroot"]
 
@@ -175,3 +179,64 @@ def test_broken_config_names_the_key(tmp_path: Path) -> None:
     assert res.returncode == 2 and "sequencer.interval_ms" in res.stderr and "int" in res.stderr
     again = cli("root", "init", "--state", tmp_path, "--origin", "o.test", "--prefix", "88", check=False)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_root_init_serves_several_prefixes_and_refuses_one_under_another(tmp_path: Path) -> None:
+    """`root init --prefix A --prefix B`: one admin key registered under each, both in root.toml's
+    `prefixes`; a prefix under another (or twice) exits 2 naming both and leaves no state behind."""
+    state = tmp_path / "two"
+    r = json.loads(
+        cli("root", "init", "--state", state, "--origin", "two.test", "--prefix", "88.123.99",
+            "--prefix", "88.200.5", "--json").stdout
+    )  # fmt: skip
+    assert r["prefixes"] == ["88.123.99", "88.200.5"]
+    assert r["admins"] == ["300:0.na/88.123.99", "300:0.na/88.200.5"]
+    assert 'prefixes = ["88.123.99", "88.200.5"]' in (state / "root.toml").read_text()
+    for prefixes, reason in (
+        (("88.123", "88.123.99"), "88.123.99 is under 88.123"),
+        (("88.123.99", "88.123"), "88.123.99 is under 88.123"),
+        (("88.200", "88.200"), "88.200 is named twice"),
+    ):
+        bad = tmp_path / "bad"
+        argv = [a for p in prefixes for a in ("--prefix", p)]
+        res = cli("root", "init", "--state", bad, "--origin", "bad.test", *argv, check=False)
+        assert res.returncode == 2 and reason in res.stderr, res.stderr
+        assert not bad.exists()
+
+
+def test_add_prefix_on_a_stopped_node_logs_the_bootstrap_write_and_rewrites_an_older_root_toml(
+    tmp_path: Path,
+) -> None:
+    """`root add-prefix` on a node whose root.toml has the older `prefix = "..."`: the prefix record is
+    created with the node's admin key and logged (this command sequences it: no node runs), root.toml
+    lists both as `prefixes`; a prefix under a served one, or served already, exits 2 with nothing
+    written."""
+    state = tmp_path / "root"
+    cli("root", "init", "--state", state, "--origin", "old.test", "--prefix", "88.123")
+    toml = state / "root.toml"
+    toml.write_text(toml.read_text().replace('prefixes = ["88.123"]', 'prefix = "88.123"'))
+    before = toml.read_text()
+    added = json.loads(cli("root", "add-prefix", "88.200.5", "--state", state, "--json").stdout)
+    assert added["prefixes"] == ["88.123", "88.200.5"] and added["sequenced"] is True
+    assert added["admin"] == "300:0.na/88.200.5" and "next" not in added  # a top node: no parent
+    text = toml.read_text()
+    assert 'prefixes = ["88.123", "88.200.5"]' in text
+    assert not any(line.startswith("prefix =") for line in text.splitlines())
+    db = Database(root_config.load(state).database)
+    try:
+        with db.transaction(write=False) as tx:
+            record = tx.one("SELECT record FROM records WHERE identifier = ?", ("0.na/88.200.5",))
+            pending = tx.one("SELECT COUNT(*) FROM pending")
+            latest = latest_checkpoint_bytes(tx)
+    finally:
+        db.close()
+    assert record is not None and pending == (0,)
+    assert (
+        latest is not None and SignedCheckpoint.parse(latest).checkpoint.size == 4
+    )  # 2 records, 2 map heads
+    for prefix, reason in (("88.123.7", "88.123.7 is under 88.123"), ("88.200.5", "named twice")):
+        res = cli("root", "add-prefix", prefix, "--state", state, check=False)
+        assert res.returncode == 2 and reason in res.stderr, res.stderr
+    assert 'prefixes = ["88.123", "88.200.5"]' in toml.read_text() and before != toml.read_text()
+    missing = cli("root", "add-prefix", "88.300", "--state", tmp_path / "nowhere", check=False)
+    assert missing.returncode == 2 and "root.toml" in missing.stderr

@@ -127,10 +127,12 @@ def _status(root: RootUnderTest, body: bytes) -> tuple[int, dict[str, object]]:
 
 
 def test_refused_writes_change_nothing(root: RootUnderTest) -> None:
-    """Unsigned, badly signed, replayed, out-of-prefix, stale, foreign and malformed writes: refused."""
+    """Unsigned, badly signed, replayed, out-of-prefix, not served here, stale, foreign and malformed
+    writes: refused."""
     admin = root.admin_signer()
     good = root.write("create", "88.123/OK", URL_VALUE, admin)
     assert _status(root, good)[0] == 201
+    sub_admin = root.add_prefix("88.123.6")  # an admin whose prefix is served here, 88.123 not its own
     size = root.settle()
 
     wrong_key = CoseSigner(admin_kid("88.123"), generate_p256())
@@ -156,7 +158,8 @@ def test_refused_writes_change_nothing(root: RootUnderTest) -> None:
         "garbage": (b"\xa1\x01\x02", 400, 202),
         "wrong key": (root.write("create", "88.123/W", URL_VALUE, wrong_key), 403, 403),
         "replay": (good, 403, 403),
-        "outside prefix": (root.write("create", "88/ROOTY", URL_VALUE, admin), 403, 401),
+        "outside prefix": (root.write("create", "88.123/SUB", URL_VALUE, sub_admin), 403, 401),
+        "not served here": (root.write("create", "88/ROOTY", URL_VALUE, admin), 400, 301),
         "parent's own record": (root.write("delete", prefix_handle("88.123"), None, admin), 403, 401),
         "stale timestamp": (stale, 403, 403),
         "other node": (foreign, 403, 403),
@@ -329,6 +332,7 @@ def test_refusals_are_counted_in_metrics_and_health_is_reported(root: RootUnderT
     health = httpx.get(f"{root.url}/healthz").json()
     assert health == {
         "status": "ok", "origin": root.origin, "published_size": size, "sequencer": "sequencing",
+        "prefixes": [{"prefix": "88.123", "delegation": "top", "detail": "no parent: this is a top node"}],
         "witnesses_failing": {}, "problems": [],
     }  # fmt: skip
     assert "edgeroot_root_sequencing 1.0" in httpx.get(f"{root.url}/metrics").text
