@@ -175,8 +175,8 @@ class Gateway:
                 Step("stop the verification workers", self._stop_workers),
             )
             if self.pool is not None:
-                # Forked first, from this thread, before the writer, paho or HTTP threads exist (a few tens
-                # of milliseconds); stopped last, after the drain that still needs them.
+                # Started first (fresh interpreters, a fraction of a second; blocking, before anything runs
+                # on the loop); stopped last, after the drain that still needs them.
                 self.pool.start()
             await self.ingest.open()
             service.spawn("ingest", self.ingest.run())
