@@ -251,6 +251,7 @@ def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
     )
     with store.reader(writer.path) as db:
         assert store.latest(db) == {} and store.readings(db) == [] and store.blocks(db) == []
+        assert store.last_reading_id(db) == 0
         assert store.anchored_reading(db, DEVICE) is None
         assert store.count_blocks_by_state(db) == {"chained": 0, "submitted": 0, "anchored": 0}
     mine = [reading(device, c) for c in range(1, 13)]
@@ -272,6 +273,7 @@ def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
         assert store.block_state_of(db, DEVICE, 4) == "anchored"
         assert store.block_state_of(db, DEVICE, 11) is None
         assert store.count_readings(db) == 13
+        assert store.last_reading_id(db) == 13  # quarantined input takes no reading id
         assert store.count_readings_by_signer(db) == {DEVICE: 12, other.kid: 1}
         assert store.count_anchored_readings(db) == 10
         assert store.count_blocks_by_state(db) == {"chained": 0, "submitted": 0, "anchored": 1}
