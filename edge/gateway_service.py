@@ -15,6 +15,7 @@ this module supplies the gateway's start, status line, reload and shutdown steps
   verification workers; then the remaining loops (chain, sync, registry) are cancelled. A second
   signal exits at once.
 """
+
 from __future__ import annotations
 
 import asyncio

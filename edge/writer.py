@@ -351,9 +351,7 @@ class Writer:
         self.held_count += len(new_held) - len(judged_held)
         self.held_bytes += sum(len(row[3]) for row in new_held) - sum(size for _, size in judged_held)
 
-    def _apply_counter_resets(
-        self, pending: list[CounterReset]
-    ) -> list[tuple[CounterReset, int | None]]:
+    def _apply_counter_resets(self, pending: list[CounterReset]) -> list[tuple[CounterReset, int | None]]:
         """Apply resets to the counters in memory, oldest first; each with the counter it replaced."""
         applied = []
         for reset in pending:

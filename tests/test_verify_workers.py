@@ -98,8 +98,18 @@ def mixed_inputs(signers: dict[str, CoseSigner], seed: int) -> list[tuple[bytes,
     for _ in range(400):
         device = rng.choice(DEVICES)
         kind = rng.choices(
-            ["valid", "gap", "resend", "replay", "badsig", "unknown", "malformed", "oversize", "reject",
-             "jump"],
+            [
+                "valid",
+                "gap",
+                "resend",
+                "replay",
+                "badsig",
+                "unknown",
+                "malformed",
+                "oversize",
+                "reject",
+                "jump",
+            ],
             weights=[50, 5, 5, 5, 8, 5, 5, 2, 2, 2],
         )[0]
         if kind in ("valid", "gap", "badsig"):
@@ -128,9 +138,9 @@ def mixed_inputs(signers: dict[str, CoseSigner], seed: int) -> list[tuple[bytes,
     return out
 
 
-async def ingest_all(writer: Writer, inputs: list[tuple[bytes, str | None]], max_batch: int) -> tuple[
-    list[Outcome], Ingest
-]:
+async def ingest_all(
+    writer: Writer, inputs: list[tuple[bytes, str | None]], max_batch: int
+) -> tuple[list[Outcome], Ingest]:
     ingest = Ingest(writer, max_batch=max_batch)
     runner = asyncio.create_task(ingest.run())
     outcomes: list[Outcome] = []
@@ -290,7 +300,6 @@ def test_a_batch_in_process_verifies_small_batches_without_crossing(signers: dic
     assert pool.verify([(msg, public_der(device.public_key))] * 3) == [None] * 3
     with pytest.raises(VerificationUnavailable, match="stopped"):
         pool.verify([(msg, public_der(device.public_key))] * 4)
-
 
 
 def children(pid: int) -> list[int]:
