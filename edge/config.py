@@ -74,8 +74,8 @@ class GatewayConfig:
     verify_workers: int = setting(
         "verify.workers", 0, range=(-1, 64),
         help="processes checking reading signatures beside the writer: 0 none (the writer thread checks "
-        "them; the default until a quiet-machine benchmark shows the gain, D-081), -1 one per core (none "
-        "on a one-core box), N that many",
+        "them; the default: on a busy 2-core box the workers were not faster, D-151), -1 one per core "
+        "(none on a one-core box; for idle cores and batch messages), N that many",
     )  # fmt: skip
     sync_batch: int = setting("sync.batch", 64, range=(1, 256), help="blocks per request to the root")
     sync_interval_s: float = setting(

@@ -15,6 +15,7 @@ this module supplies the gateway's start, status line, reload and shutdown steps
   verification workers; then the remaining loops (chain, sync, registry) are cancelled, and the
   connections to the root and to the delegated nodes closed. A second signal exits at once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -180,8 +181,8 @@ class Gateway:
                 Step("stop the verification workers", self._stop_workers),
             )
             if self.pool is not None:
-                # Forked first, from this thread, before the writer, paho or HTTP threads exist (a few tens
-                # of milliseconds); stopped last, after the drain that still needs them.
+                # Started first (fresh interpreters, a fraction of a second; blocking, before anything runs
+                # on the loop); stopped last, after the drain that still needs them.
                 self.pool.start()
             await self.ingest.open()
             service.spawn("ingest", self.ingest.run())

@@ -79,6 +79,8 @@ class Outcome:
     """For ``unknown-device``, :data:`HELD` and :data:`KEY_LOOKUP`: whose key was missing."""
 
 
+ACCEPTED = Outcome(accepted=True, durable=True)
+"""A new reading, stored (one shared value: outcomes are frozen, and a writer gives thousands a second)."""
 STORE_FULL = Outcome(accepted=False, durable=False, reason="store-full", detail="disk budget reached")
 KEY_LOOKUP = "key-lookup"
 """A refusal: the reading's signer's key is being looked up and no more readings can be held durably

@@ -2,8 +2,8 @@
 
 One writer thread owns the write connection (see :mod:`edge.ingest`); readers (status, local HTTP, the
 syncer) open their own connections. WAL mode with ``synchronous=FULL``: a reading acknowledged to its
-sender is on disk. Schema and reads use sqlite-utils; the hot inserts are ``executemany`` inside one
-transaction per batch (DESIGN §9: one fsync'd commit per row would cap ingest near 8k/s).
+sender is on disk. Schema (:data:`SCHEMA`) and reads are plain SQL; the hot inserts are ``executemany``
+inside one transaction per batch (DESIGN §9: one fsync'd commit per row would cap ingest near 8k/s).
 
 Tables::
 
@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from chain_lite import merkle
 from chain_lite.block import parse_block
 from edge.status import BLOCK_STATES, AnchoredBlock, CounterReset, DeviceOverview, StoreFacts
@@ -49,83 +47,97 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS "readings" (
+   "id" INTEGER PRIMARY KEY,
+   "signer" TEXT NOT NULL,
+   "subject" TEXT NOT NULL,
+   "counter" INTEGER NOT NULL,
+   "received_ms" INTEGER NOT NULL,
+   "raw" BLOB NOT NULL,
+   "block" INTEGER
+);
+CREATE INDEX IF NOT EXISTS "idx_readings_block" ON "readings" ("block");
+CREATE INDEX IF NOT EXISTS "idx_readings_subject_id" ON "readings" ("subject", "id");
+-- Evidence export reads one device's readings by arrival time (GET /v1/readings, D-072).
+CREATE INDEX IF NOT EXISTS "idx_readings_subject_received_ms" ON "readings" ("subject", "received_ms");
+-- A counter at or below the last is looked up here: a resend of a stored reading or a replay (D-052).
+CREATE INDEX IF NOT EXISTS "idx_readings_signer_counter" ON "readings" ("signer", "counter");
+CREATE TABLE IF NOT EXISTS "blocks" (
+   "height" INTEGER PRIMARY KEY,
+   "block_id" BLOB NOT NULL,
+   "raw" BLOB NOT NULL,
+   "first_reading" INTEGER NOT NULL,
+   "count" INTEGER NOT NULL,
+   "time_ms" INTEGER NOT NULL,
+   "state" TEXT NOT NULL,
+   "log_index" INTEGER,
+   "receipt" TEXT
+);
+CREATE INDEX IF NOT EXISTS "idx_blocks_state_height" ON "blocks" ("state", "height");
+CREATE TABLE IF NOT EXISTS "counters" (
+   "signer" TEXT PRIMARY KEY,
+   "last" INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "gaps" (
+   "signer" TEXT NOT NULL,
+   "expected" INTEGER,
+   "got" INTEGER,
+   "received_ms" INTEGER
+);
+CREATE TABLE IF NOT EXISTS "quarantine" (
+   "id" INTEGER PRIMARY KEY,
+   "received_ms" INTEGER NOT NULL,
+   "source" TEXT NOT NULL,
+   "reason" TEXT NOT NULL,
+   "raw" BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "devices" (
+   "identifier" TEXT PRIMARY KEY,
+   "key" BLOB NOT NULL,
+   "origin" TEXT NOT NULL,
+   "fetched_ms" INTEGER
+);
+CREATE TABLE IF NOT EXISTS "resolutions" (
+   "identifier" TEXT PRIMARY KEY,
+   "answer" TEXT NOT NULL,
+   "fetched_ms" INTEGER
+);
+CREATE TABLE IF NOT EXISTS "meta" (
+   "key" TEXT PRIMARY KEY,
+   "value" TEXT
+);
+CREATE TABLE IF NOT EXISTS "counter_resets" (
+   "id" INTEGER PRIMARY KEY,
+   "signer" TEXT NOT NULL,
+   "to_counter" INTEGER,
+   "previous" INTEGER,
+   "requested_ms" INTEGER NOT NULL,
+   "requested_by" TEXT NOT NULL,
+   "reason" TEXT NOT NULL,
+   "applied_ms" INTEGER
+);
+CREATE TABLE IF NOT EXISTS "held" (
+   "id" INTEGER PRIMARY KEY,
+   "signer" TEXT NOT NULL,
+   "source" TEXT NOT NULL,
+   "received_ms" INTEGER NOT NULL,
+   "raw" BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS "idx_held_signer_id" ON "held" ("signer", "id");
+"""
+"""The gateway's tables, as plain SQL (D-152): the same tables, columns, types and index names that
+sqlite-utils made before (tests/test_gateway_store.py compares them), so a file made by either is the
+other's; every statement is ``IF NOT EXISTS``, so it runs on every start."""
+
+
 def create_schema(path: Path) -> None:
     """Create the tables if they do not exist (safe on every start)."""
-    db = sqlite_utils.Database(connect(path))
-    db.table("readings").create(
-        {
-            "id": int,
-            "signer": str,
-            "subject": str,
-            "counter": int,
-            "received_ms": int,
-            "raw": bytes,
-            "block": int,
-        },
-        pk="id",
-        not_null={"signer", "subject", "counter", "received_ms", "raw"},
-        if_not_exists=True,
-    )
-    db.table("readings").create_index(["block"], if_not_exists=True)
-    db.table("readings").create_index(["subject", "id"], if_not_exists=True)
-    # Evidence export reads one device's readings by arrival time (GET /v1/readings, D-072).
-    db.table("readings").create_index(["subject", "received_ms"], if_not_exists=True)
-    # A counter at or below the last is looked up here: a resend of a stored reading or a replay (D-052).
-    db.table("readings").create_index(["signer", "counter"], if_not_exists=True)
-    db.table("blocks").create(
-        {
-            "height": int, "block_id": bytes, "raw": bytes, "first_reading": int, "count": int,
-            "time_ms": int, "state": str, "log_index": int, "receipt": str,
-        },
-        pk="height",
-        not_null={"block_id", "raw", "first_reading", "count", "time_ms", "state"},
-        if_not_exists=True,
-    )  # fmt: skip
-    db.table("blocks").create_index(["state", "height"], if_not_exists=True)
-    db.table("counters").create(
-        {"signer": str, "last": int}, pk="signer", not_null={"last"}, if_not_exists=True
-    )
-    db.table("gaps").create(
-        {"signer": str, "expected": int, "got": int, "received_ms": int},
-        not_null={"signer"},
-        if_not_exists=True,
-    )
-    db.table("quarantine").create(
-        {"id": int, "received_ms": int, "source": str, "reason": str, "raw": bytes},
-        pk="id",
-        not_null={"received_ms", "source", "reason", "raw"},
-        if_not_exists=True,
-    )
-    db.table("devices").create(
-        {"identifier": str, "key": bytes, "origin": str, "fetched_ms": int},
-        pk="identifier",
-        not_null={"key", "origin"},
-        if_not_exists=True,
-    )
-    db.table("resolutions").create(
-        {"identifier": str, "answer": str, "fetched_ms": int},
-        pk="identifier",
-        not_null={"answer"},
-        if_not_exists=True,
-    )
-    db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
-    db.table("counter_resets").create(
-        {
-            "id": int, "signer": str, "to_counter": int, "previous": int, "requested_ms": int,
-            "requested_by": str, "reason": str, "applied_ms": int,
-        },
-        pk="id",
-        not_null={"signer", "requested_ms", "requested_by", "reason"},
-        if_not_exists=True,
-    )  # fmt: skip
-    db.table("held").create(
-        {"id": int, "signer": str, "source": str, "received_ms": int, "raw": bytes},
-        pk="id",
-        not_null={"signer", "source", "received_ms", "raw"},
-        if_not_exists=True,
-    )
-    db.table("held").create_index(["signer", "id"], if_not_exists=True)
-    db.conn.close()
+    conn = connect(path)
+    try:
+        conn.executescript(SCHEMA)
+    finally:
+        conn.close()
 
 
 # --- Reads for tools and tests --------------------------------------------------------------------------
@@ -437,6 +449,13 @@ def status(path: Path) -> dict[str, Any]:
 
 def count_readings(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+
+
+def last_reading_id(conn: sqlite3.Connection) -> int:
+    """The id of the newest stored reading (0 when there is none), in O(log n) where
+    :func:`count_readings` scans the table. Ids grow by one per reading stored, so while nothing is pruned
+    the difference of two looks counts what arrived between them (the benchmarks poll it every 10 ms)."""
+    return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0])
 
 
 def count_unchained_readings(conn: sqlite3.Connection) -> int:

@@ -26,7 +26,7 @@ from chain_lite.keys import PublicKey, load_public_der
 from chain_lite.suite import SHA256, HashSuite
 from edge import store
 from edge.admission import COUNTER_WINDOW_DEFAULT, DUPLICATE, Accepted, Duplicate, ReadingVerifier, Rejected
-from edge.intake import HELD, KEY_LOOKUP, Outcome, Submission
+from edge.intake import ACCEPTED, HELD, KEY_LOOKUP, Outcome, Submission
 from edge.status import CounterReset
 from edge.verify_pool import VerifyPool
 from runtime.clock import now_ms
@@ -207,7 +207,7 @@ class Writer:
                 touched[env.signer] = env.counter
                 if verdict.gap_from is not None:
                     gaps.append((env.signer, verdict.gap_from, env.counter, sub.received_ms))
-                outcomes.append(Outcome(accepted=True, durable=True))
+                outcomes.append(ACCEPTED)
             elif isinstance(verdict, Duplicate):
                 # Stored before: acknowledged as a success, so the sender frees it (D-052).
                 duplicates += 1
@@ -351,9 +351,7 @@ class Writer:
         self.held_count += len(new_held) - len(judged_held)
         self.held_bytes += sum(len(row[3]) for row in new_held) - sum(size for _, size in judged_held)
 
-    def _apply_counter_resets(
-        self, pending: list[CounterReset]
-    ) -> list[tuple[CounterReset, int | None]]:
+    def _apply_counter_resets(self, pending: list[CounterReset]) -> list[tuple[CounterReset, int | None]]:
         """Apply resets to the counters in memory, oldest first; each with the counter it replaced."""
         applied = []
         for reset in pending:

@@ -1,5 +1,5 @@
 """The implementation of ``edgeroot gateway init|run|status|device`` (loaded only when one of them runs:
-the connectors' paho and aiocoap, sqlite-utils, the daemon)."""
+the connectors' paho and aiocoap, the daemon)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ Run = Callable[[argparse.Namespace, Reporter], int]
 
 def lazy(module: str, name: str) -> Run:
     """``module.name`` as a command's ``run``, imported at call time: ``edgeroot --help`` and the light
-    commands then never load FastAPI, paho, aiocoap, pymodbus or sqlite-utils (about 0.6 s of CPU here,
+    commands then never load FastAPI, paho, aiocoap or pymodbus (about 0.6 s of CPU here,
     seconds on a Raspberry Pi). This is the one place the CLI defers an import; the implementation
     modules import their libraries at the top."""
 

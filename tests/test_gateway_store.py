@@ -251,6 +251,7 @@ def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
     )
     with store.reader(writer.path) as db:
         assert store.latest(db) == {} and store.readings(db) == [] and store.blocks(db) == []
+        assert store.last_reading_id(db) == 0
         assert store.anchored_reading(db, DEVICE) is None
         assert store.count_blocks_by_state(db) == {"chained": 0, "submitted": 0, "anchored": 0}
     mine = [reading(device, c) for c in range(1, 13)]
@@ -272,6 +273,7 @@ def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
         assert store.block_state_of(db, DEVICE, 4) == "anchored"
         assert store.block_state_of(db, DEVICE, 11) is None
         assert store.count_readings(db) == 13
+        assert store.last_reading_id(db) == 13  # quarantined input takes no reading id
         assert store.count_readings_by_signer(db) == {DEVICE: 12, other.kid: 1}
         assert store.count_anchored_readings(db) == 10
         assert store.count_blocks_by_state(db) == {"chained": 0, "submitted": 0, "anchored": 1}
@@ -292,3 +294,104 @@ def test_reads_answer_latest_ranges_counts_and_a_reading_in_its_anchored_block(
         assert found.reading.counter == 1 and found.block_readings[found.index] == found.reading.raw
         assert store.anchored_reading(db, other.kid) is None  # its reading is not in a block yet
     verified_chain(writer.path, GATEWAY, gateway.public_key)
+
+
+# --- the schema: plain SQL, checked against the sqlite-utils declarations it replaced (D-152) -------------
+
+
+def sqlite_utils_schema(path: Path) -> None:
+    """The gateway's tables as edge.store declared them with sqlite-utils until D-152, unchanged: the
+    reference the plain-SQL schema must equal."""
+    import sqlite_utils
+
+    db = sqlite_utils.Database(sqlite3.connect(path))
+    db.table("readings").create(
+        {"id": int, "signer": str, "subject": str, "counter": int, "received_ms": int, "raw": bytes,
+         "block": int},
+        pk="id", not_null={"signer", "subject", "counter", "received_ms", "raw"}, if_not_exists=True,
+    )  # fmt: skip
+    db.table("readings").create_index(["block"], if_not_exists=True)
+    db.table("readings").create_index(["subject", "id"], if_not_exists=True)
+    db.table("readings").create_index(["subject", "received_ms"], if_not_exists=True)
+    db.table("readings").create_index(["signer", "counter"], if_not_exists=True)
+    db.table("blocks").create(
+        {"height": int, "block_id": bytes, "raw": bytes, "first_reading": int, "count": int,
+         "time_ms": int, "state": str, "log_index": int, "receipt": str},
+        pk="height", not_null={"block_id", "raw", "first_reading", "count", "time_ms", "state"},
+        if_not_exists=True,
+    )  # fmt: skip
+    db.table("blocks").create_index(["state", "height"], if_not_exists=True)
+    db.table("counters").create(
+        {"signer": str, "last": int}, pk="signer", not_null={"last"}, if_not_exists=True
+    )
+    db.table("gaps").create(
+        {"signer": str, "expected": int, "got": int, "received_ms": int},
+        not_null={"signer"},
+        if_not_exists=True,
+    )
+    db.table("quarantine").create(
+        {"id": int, "received_ms": int, "source": str, "reason": str, "raw": bytes},
+        pk="id", not_null={"received_ms", "source", "reason", "raw"}, if_not_exists=True,
+    )  # fmt: skip
+    db.table("devices").create(
+        {"identifier": str, "key": bytes, "origin": str, "fetched_ms": int},
+        pk="identifier", not_null={"key", "origin"}, if_not_exists=True,
+    )  # fmt: skip
+    db.table("resolutions").create(
+        {"identifier": str, "answer": str, "fetched_ms": int},
+        pk="identifier", not_null={"answer"}, if_not_exists=True,
+    )  # fmt: skip
+    db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db.table("counter_resets").create(
+        {"id": int, "signer": str, "to_counter": int, "previous": int, "requested_ms": int,
+         "requested_by": str, "reason": str, "applied_ms": int},
+        pk="id", not_null={"signer", "requested_ms", "requested_by", "reason"}, if_not_exists=True,
+    )  # fmt: skip
+    db.table("held").create(
+        {"id": int, "signer": str, "source": str, "received_ms": int, "raw": bytes},
+        pk="id", not_null={"signer", "source", "received_ms", "raw"}, if_not_exists=True,
+    )  # fmt: skip
+    db.table("held").create_index(["signer", "id"], if_not_exists=True)
+    db.conn.close()
+
+
+def schema_facts(path: Path) -> dict[str, object]:
+    """Every table's columns (name, type, not null, default, primary key) and every index's name,
+    uniqueness and columns, as SQLite itself reports them."""
+    conn = sqlite3.connect(path)
+    try:
+        facts: dict[str, object] = {}
+        tables = [
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        ]
+        for table in tables:
+            facts[table] = conn.execute(f"PRAGMA table_info({table})").fetchall()
+            for _, index, unique, origin, partial in conn.execute(f"PRAGMA index_list({table})"):
+                columns = [r[2] for r in conn.execute(f"PRAGMA index_info({index})")]
+                facts[f"{table}/{index}"] = (unique, origin, partial, columns)
+        return facts
+    finally:
+        conn.close()
+
+
+def test_the_plain_sql_schema_equals_the_sqlite_utils_one_it_replaced(tmp_path: Path) -> None:
+    """Same tables, columns, types, constraints and index names as sqlite-utils made; and running it on a
+    file made by either (every start does) changes nothing."""
+    store.create_schema(tmp_path / "plain.db")
+    sqlite_utils_schema(tmp_path / "old.db")
+    plain, old = schema_facts(tmp_path / "plain.db"), schema_facts(tmp_path / "old.db")
+    assert len(old) == 20, "the reference lost a table or an index"  # 10 tables, 10 indexes
+    assert plain == old
+    store.create_schema(tmp_path / "old.db")
+    store.create_schema(tmp_path / "plain.db")
+    assert schema_facts(tmp_path / "old.db") == old and schema_facts(tmp_path / "plain.db") == old
+
+
+def test_a_schema_missing_an_index_is_told_apart(tmp_path: Path) -> None:
+    """The comparison above sees a missing index (it would not pass on any two schemas)."""
+    store.create_schema(tmp_path / "plain.db")
+    conn = sqlite3.connect(tmp_path / "plain.db")
+    conn.execute('DROP INDEX "idx_readings_subject_received_ms"')
+    conn.close()
+    sqlite_utils_schema(tmp_path / "old.db")
+    assert schema_facts(tmp_path / "plain.db") != schema_facts(tmp_path / "old.db")
