@@ -171,7 +171,8 @@ def load_test(port: int, tmp: Path) -> tuple[str, dict[str, float]]:
 
 
 def _bare(workers: int, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """bench/bare_asgi.py in ``workers`` processes on one shared socket (its process group: stopped whole)."""
+    """bench/bare_asgi.py in ``workers`` processes, one socket of the port each, as `root run --workers`
+    makes them (its process group: stopped whole)."""
     cmd = [sys.executable, str(HERE / "bare_asgi.py"), str(port), str(workers)]
     with log.open("ab") as out:
         return subprocess.Popen(cmd, cwd=HERE.parent, stdout=out, stderr=out, start_new_session=True)

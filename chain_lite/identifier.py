@@ -61,20 +61,28 @@ def normalize_prefix(prefix: str) -> str:
     return lowered
 
 
+def _check_characters(text: str, suffix: str) -> None:
+    """Refuse a suffix (of identifier ``text``) holding a character of a refused category or a backslash.
+    Checked before NFC and before any encoding, so a surrogate is reported, never a UnicodeError."""
+    for ch in suffix:
+        category = unicodedata.category(ch)
+        if category in _REFUSED_CATEGORIES:
+            raise IdentifierError(text, f"suffix contains {_REFUSED_CATEGORIES[category]} U+{ord(ch):04X}")
+        if ch == "\\":
+            raise IdentifierError(text, "suffix contains a backslash (HTTP clients read it as '/')")
+
+
 def _check_suffix(text: str, suffix: str) -> str:
     """The NFC form of ``suffix`` (of identifier ``text``), or :class:`IdentifierError` naming the rule."""
     if not suffix:
         raise IdentifierError(text, "empty suffix")
-    # Checked before NFC and before any encoding, so a surrogate is reported, never a UnicodeError.
-    for ch in suffix:
-        category = unicodedata.category(ch)
-        if category in _REFUSED_CATEGORIES:
-            raise IdentifierError(
-                text, f"suffix contains {_REFUSED_CATEGORIES[category]} U+{ord(ch):04X}"
-            )
-        if ch == "\\":
-            raise IdentifierError(text, "suffix contains a backslash (HTTP clients read it as '/')")
-    nfc = unicodedata.normalize("NFC", suffix)
+    if suffix.isascii() and suffix.isprintable() and "\\" not in suffix:
+        # Most identifiers (every resolution checks one, twice): printable ASCII holds no refused
+        # character (of ASCII, only the controls are), and NFC leaves it unchanged.
+        nfc = suffix
+    else:
+        _check_characters(text, suffix)
+        nfc = unicodedata.normalize("NFC", suffix)
     if nfc[0].isspace() or nfc[-1].isspace():
         raise IdentifierError(text, "suffix begins or ends with whitespace")
     for part in nfc.split("/"):

@@ -164,18 +164,25 @@ class Record:
         return hashlib.sha256(self.encode()).digest()
 
     @classmethod
-    def decode(cls, data: bytes) -> Record:
+    def decode(cls, data: bytes, *, identifier: str | None = None) -> Record:
+        """The record ``data`` encodes, checked strictly. ``identifier``: the canonical identifier the
+        caller found the record under (precondition: canonical, as from :func:`canonical_identifier`);
+        the record must carry exactly it, which also proves its identifier canonical without computing
+        the canonical form again."""
         item = cbor.decode_deterministic(data, "record", max_size=MAX_REQUEST_SIZE)
         if not isinstance(item, list) or len(item) != 3 or item[0] != RECORD_LABEL:
             raise FormatError("record", f"not a 3-item array labelled {RECORD_LABEL!r}")
-        _, identifier, values = item
-        if not isinstance(identifier, str) or not isinstance(values, list):
+        _, carried, values = item
+        if not isinstance(carried, str) or not isinstance(values, list):
             raise FormatError("record", "identifier must be text and values an array")
         # Strict, not re-canonicalised: the record's hash is over these bytes, and a record under a
         # non-canonical identifier could never match its map key.
-        if canonical_identifier(identifier) != identifier:
-            raise FormatError("record", f"identifier {identifier!r} is not in canonical form")
-        return cls(identifier, _values_from(values, with_timestamp=True))
+        if identifier is not None:
+            if carried != identifier:
+                raise FormatError("record", f"a record of {carried!r} found under {identifier!r}")
+        elif canonical_identifier(carried) != carried:
+            raise FormatError("record", f"identifier {carried!r} is not in canonical form")
+        return cls(carried, _values_from(values, with_timestamp=True))
 
     def has_type(self, type_: str) -> bool:
         return any(v.type == type_ for v in self.values)

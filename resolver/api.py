@@ -76,16 +76,28 @@ def proof_json(res: Resolution) -> dict[str, Any]:
 def resolve_answer(text: str, res: Resolution) -> Response:
     """``/v1/resolve``'s answer; ``text`` is the identifier as asked (echoed, like the Handle API; the
     proof is for its canonical form)."""
-    body = {
-        "identifier": text,
-        "found": res.record is not None,
-        "values": [] if res.record is None else [handle_value(v) for v in res.record.values],
-        "proof": proof_json(res),
-    }
+    return Response(resolve_body(text, res), media_type="application/json")
+
+
+def resolve_body(text: str, res: Resolution) -> bytes:
+    """The body of :func:`resolve_answer`: ``json.dumps(body, ensure_ascii=False)`` of ``{"identifier",
+    "found", "values", "proof"[, "referral"]}`` in UTF-8, with the proof's shared members encoded once
+    per checkpoint (:func:`rootclient.codecs.proof_json_bytes`, decisions D-141)."""
+    values = [] if res.record is None else [handle_value(v) for v in res.record.values]
+    head = codecs.to_json_text({"identifier": text, "found": res.record is not None, "values": values})
+    p = res.proof
+    proof = codecs.proof_json_bytes(
+        epoch=res.epoch,
+        record=p.record,
+        map_proof=p.map_proof,
+        map_head_b64=res.map_head_b64,
+        receipt_text=res.receipt_text,
+        prefixes=res.prefixes,
+    )
     referral = res.referral()
-    if referral is not None:  # a hint for clients that do not verify; verifiers read the proven chain
-        body["referral"] = referral.as_json()
-    return Response(json.dumps(body, ensure_ascii=False), media_type="application/json")
+    # A hint for clients that do not verify; verifiers read the proven chain.
+    hint = b"" if referral is None else b', "referral": ' + codecs.to_json_text(referral.as_json()).encode()
+    return b"".join((head[:-1].encode(), b', "proof": ', proof, hint, b"}"))
 
 
 def handle_read(

@@ -294,42 +294,69 @@ def serve(
     return run_service(lambda: _run(app, name, listen, hooks, limits or HttpLimits(), sockets=sockets))
 
 
-def shared_listener(host: str, port: int) -> socket.socket:
-    """A listening TCP socket for several processes, bound once (SO_REUSEADDR, IPv6 for a host with a
-    colon); each process's asyncio server accepts from it, the kernel hands each connection to one.
+def worker_listeners(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` TCP sockets bound to ``host:port`` with ``SO_REUSEPORT``, one per worker and not yet
+    listening: each listens once its worker's server starts (asyncio's ``create_server`` does it), and
+    from then on the kernel hands each new connection to one of the listening sockets by a hash of the
+    connection's addresses (decisions D-140). One socket shared by every worker let whichever worker woke
+    first take a whole burst of connections, and a keep-alive connection stays where it was accepted: 32
+    connections opened at once landed unevenly on two workers, so the second core served little.
+
+    A plain socket binds the port first and is closed at once, so a port something listens on fails here
+    (``OSError``), even when that listener set ``SO_REUSEPORT`` too (another ``root run --workers`` of
+    the same user would otherwise join the group silently and share the connections). Port 0 gives every
+    socket the port the kernel picked.
 
     Made with ``IPPROTO_TCP`` spelled out: asyncio sets ``TCP_NODELAY`` only on sockets whose ``proto``
     says TCP, and a connection accepted from a socket made with proto 0 inherits 0, so every answer
-    written in two sends (head, then body) waited for the client's delayed ACK, about 40 ms (32
-    connections served about 700 requests/s in total, bare ASGI or not)."""
+    written in two sends (head, then body) waited for the client's delayed ACK, about 40 ms (D-118)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+        # As uvicorn binds: connections of an earlier run in TIME_WAIT are no conflict.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    listeners: list[socket.socket] = []
     try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(MAX_BACKLOG)
+        for _ in range(count):
+            listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listener.bind((host, port))
     except OSError:
-        listener.close()
+        for listener in listeners:
+            listener.close()
         raise
-    return listener
+    return listeners
 
 
 def serve_workers(
     build: Callable[[int], FastAPI], name: str, listen: str, workers: int, limits: HttpLimits | None = None
 ) -> int:
-    """Serve on ``HOST:PORT`` from ``workers`` processes sharing one listening socket, bound here once:
-    each worker runs ``build(number)``'s app as :func:`serve` would, under the supervisor of
-    :func:`runtime.worker_pool.run_workers` (its exit code). The socket is bound before any worker
-    starts, so a port in use fails here at once (``OSError``)."""
+    """Serve on ``HOST:PORT`` from ``workers`` processes, each on its own socket of the port
+    (:func:`worker_listeners`): each worker runs ``build(number)``'s app as :func:`serve` would, under
+    the supervisor of :func:`runtime.worker_pool.run_workers` (its exit code). The sockets are bound
+    before any worker starts, so a port in use fails here at once (``OSError``)."""
     host, port = _host_port(listen)
-    listener = shared_listener(host, port)
+    listeners = worker_listeners(host, port, workers)
 
     def run_worker(number: int) -> int:
+        own = listeners[number - 1]
+        for other in listeners:
+            if other is not own:
+                # Only its own worker may hold a socket open: one whose worker has exited must close,
+                # or the kernel would keep handing it connections that nobody accepts.
+                other.close()
         app = build(number)
-        return serve(app, name, listen, app.state.hooks, limits, sockets=[listener], worker=number)
+        return serve(app, name, listen, app.state.hooks, limits, sockets=[own], worker=number)
 
     try:
         # The workers' deadline plus time to wait for them: below TimeoutStopSec=30 of the unit.
-        return run_workers(name, workers, run_worker, stop_deadline_s=STOP_DEADLINE_S + WORKER_STOP_MARGIN_S)
+        return run_workers(
+            name, workers, run_worker, stop_deadline_s=STOP_DEADLINE_S + WORKER_STOP_MARGIN_S,
+            inherited=listeners,
+        )  # fmt: skip
     finally:
-        listener.close()
+        for listener in listeners:
+            listener.close()

@@ -25,7 +25,7 @@ from chain_lite.epcis_facts import DEFAULT_IDENTIFIER_BASE
 from chain_lite.errors import IdentifierError
 from chain_lite.log_leaf import MapHead, parse_leaf
 from chain_lite.receipt import Receipt
-from chain_lite.registry import Delegation, Record, canonical_identifier, prefix_handle
+from chain_lite.registry import PREFIX_HANDLE_PREFIX, Delegation, Record, canonical_identifier, prefix_handle
 from chain_lite.resolution import PrefixProof, ResolutionProof, home_prefixes
 from chain_lite.suite import HashSuite
 from resolver import block_intake, registry
@@ -110,6 +110,9 @@ class PublishedView:
     # the same ones (D-076), so each is computed once per view (by the event loop; a race computes one
     # twice, with the same result).
     prefix_proofs: dict[str, PrefixProof] = field(default_factory=dict, compare=False, repr=False)
+    # The same proofs as the chain every identifier under one prefix carries (``P/S`` by ``P``), so an
+    # answer takes them in one look-up.
+    prefix_chains: dict[str, tuple[PrefixProof, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -345,6 +348,19 @@ class RootNode:
 
     def _current(self, view: PublishedView, ident: str) -> Resolution:
         record, proof = view.map.record_and_proof(ident)
+        return self._resolution(
+            ident, record, proof.to_bytes(), view.size, view.map_head, view.receipt,
+            view.map_head_b64, view.receipt_text, self._prefix_chain(view, ident),
+        )  # fmt: skip
+
+    @staticmethod
+    def _prefix_chain(view: PublishedView, ident: str) -> tuple[PrefixProof, ...]:
+        """The proofs of :func:`home_prefixes` of ``ident`` as of ``view``, each computed once per view.
+        For ``P/S`` they depend on ``P`` alone (for a prefix record ``0.na/Q``, on ``Q``)."""
+        home = ident.partition("/")[0]
+        chain = None if home == PREFIX_HANDLE_PREFIX else view.prefix_chains.get(home)
+        if chain is not None:
+            return chain
         prefixes = []
         for p in home_prefixes(ident):
             known = view.prefix_proofs.get(p)
@@ -354,10 +370,10 @@ class RootNode:
                 if len(view.prefix_proofs) < PREFIX_PROOFS_PER_VIEW:  # asked prefixes are the client's choice
                     view.prefix_proofs[p] = known
             prefixes.append(known)
-        return self._resolution(
-            ident, record, proof.to_bytes(), view.size, view.map_head, view.receipt,
-            view.map_head_b64, view.receipt_text, tuple(prefixes),
-        )  # fmt: skip
+        chain = tuple(prefixes)
+        if home != PREFIX_HANDLE_PREFIX and len(view.prefix_chains) < PREFIX_PROOFS_PER_VIEW:
+            view.prefix_chains[home] = chain
+        return chain
 
     @staticmethod
     def _resolution(  # noqa: PLR0917 (the answer's parts, each from the view or the database)
@@ -366,7 +382,8 @@ class RootNode:
     ) -> Resolution:  # fmt: skip
         return Resolution(
             ident,
-            None if record is None else Record.decode(record),
+            # ident is canonical (the map key it was found under is its hash): compared, not recomputed.
+            None if record is None else Record.decode(record, identifier=ident),
             ResolutionProof(ident, record, map_proof, head_leaf, receipt, prefixes),
             epoch,
             head_b64,

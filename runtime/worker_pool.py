@@ -3,7 +3,8 @@
 The supervisor is an ordinary :class:`runtime.service.Service` (so systemd sees one main process with the
 usual lifecycle); each worker is an ordinary daemon of its own, forked before the supervisor starts its
 event loop, that inherits what the caller prepared (a listening socket, shared memory) and runs
-``run_worker(number)`` (numbers from 1), which returns the worker's exit code.
+``run_worker(number)`` (numbers from 1), which returns the worker's exit code. Sockets made for the
+workers (``inherited``) are closed in the supervisor once every worker is forked.
 
 * **Start, one worker at a time**: all are forked at once, but each waits for its turn (a pipe) and
   the next starts when the previous said ``READY=1``, so no two set up a fresh state directory or
@@ -39,7 +40,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from runtime.logsetup import configure_logging
@@ -147,10 +148,19 @@ def _child(worker: _Worker, workers: list[_Worker], run_worker: Callable[[int], 
         os._exit(code)
 
 
-def run_workers(name: str, count: int, run_worker: Callable[[int], int], *, stop_deadline_s: float) -> int:
+def run_workers(
+    name: str,
+    count: int,
+    run_worker: Callable[[int], int],
+    *,
+    stop_deadline_s: float,
+    inherited: Sequence[socket.socket] = (),
+) -> int:
     """Fork ``count`` workers running ``run_worker(number)`` and supervise them as the daemon ``name``
     until SIGTERM/SIGINT or until one of them exits; the supervisor's exit code (0 after a clean stop
-    of every worker, 1 otherwise). Call it from a process without threads (it forks)."""
+    of every worker, 1 otherwise). ``inherited``: sockets made for the workers, which the supervisor
+    closes once every worker is forked (a worker's listening socket must close when its worker exits).
+    Call it from a process without threads (it forks)."""
     if count < 2:  # one process needs no supervisor
         raise ValueError(f"a pool needs at least 2 workers, not {count}")
     configure_logging()
@@ -172,6 +182,8 @@ def run_workers(name: str, count: int, run_worker: Callable[[int], int], *, stop
         log.info("%s: worker %d started (pid %d)", name, worker.number, pid)
     for worker in workers:
         os.close(worker.go[0])  # the workers' ends (kept open until the last fork: each child closes them)
+    for sock in inherited:
+        sock.close()  # the workers hold their copies
     code = run_service(lambda: _supervise(name, workers, stop_deadline_s))
     refusal = next((w.refusal for w in workers if w.refusal is not None), None)
     if refusal is not None:

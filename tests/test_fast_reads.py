@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import datetime as dt
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,19 +14,27 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import NoteKey, load_private_pem
-from chain_lite.registry import Value, admin_kid, build_write, sign_write
+from chain_lite.note import SIGTYPE_ED25519, VerifierKey
+from chain_lite.receipt import Receipt
+from chain_lite.registry import MAX_UINT31, Delegation, Record, Value, admin_kid, build_write, sign_write
+from chain_lite.resolution import PrefixProof, ResolutionProof
 from resolver import config as root_config
-from resolver.api import create_app
-from resolver.assembly import init_root
+from resolver.api import create_app, resolve_answer, resolve_body
+from resolver.assembly import init_root, node_policy
 from resolver.db import Database
 from resolver.fast_reads import FastReads
-from resolver.reads import AnswerCache, RootNode
+from resolver.reads import AnswerCache, Resolution, RootNode
 from resolver.sequencer import Sequencer
 from rootclient import routes
 from runtime.clock import now_ms
+
+from .helpers import LogBuilder
 
 ORIGIN = "fast.test"
 
@@ -200,3 +211,106 @@ def test_a_request_with_a_body_goes_to_fastapi(tmp_path: Path, path: str) -> Non
             want.headers.raw,
             want.content,
         )
+
+
+def _reference_body(text: str, res: Resolution) -> bytes:
+    """``/v1/resolve``'s body written straight from its shape (docs/formats.md): one dict through
+    ``json.dumps``, as the endpoint encoded it before D-141. The naive reference of resolve_body."""
+
+    def b64(data: bytes | None) -> str | None:
+        return None if data is None else base64.b64encode(data).decode()
+
+    def stamp(ms: int) -> str:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    values = [] if res.record is None else res.record.values
+    body: dict[str, Any] = {
+        "identifier": text,
+        "found": res.record is not None,
+        "values": [
+            {"index": v.index, "type": v.type, "data": {"format": v.format, "value": v.value}, "ttl": v.ttl,
+             "timestamp": stamp(v.timestamp_ms)}
+            for v in values
+        ],
+        "proof": {
+            "epoch": res.epoch,
+            "record": b64(res.proof.record),
+            "map_proof": b64(res.proof.map_proof),
+            "map_head": res.map_head_b64,
+            "receipt": res.receipt_text,
+            "prefixes": [
+                {"prefix": p.prefix, "record": b64(p.record), "map_proof": b64(p.map_proof)}
+                for p in res.prefixes
+            ],
+        },
+    }  # fmt: skip
+    for p in res.prefixes:
+        delegation = None if p.record is None else Record.decode(p.record).delegation()
+        if delegation is not None:
+            body["referral"] = delegation.as_json()
+            break
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def _receipt() -> tuple[Receipt, str]:
+    log = LogBuilder()
+    log.add(4)
+    receipt = Receipt(3, tuple(log.tree.inclusion_proof(3)), SignedCheckpoint.parse(log.checkpoint()))
+    return receipt, receipt.to_bytes().decode()
+
+
+RECEIPT, RECEIPT_TEXT = _receipt()
+_CHILD = VerifierKey.parse(NoteKey.generate("child.test", SIGTYPE_ED25519).vkey())
+DELEGATION = Delegation(
+    "88.123.5", ("https://child.example",), str(_CHILD), node_policy(_CHILD, [], 0).to_text()
+)
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)  # a str that encodes as UTF-8
+VALUES = st.lists(
+    st.builds(
+        Value,
+        index=st.integers(1, MAX_UINT31),
+        type=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=64),
+        format=st.just("string"),
+        value=TEXT,
+        ttl=st.integers(0, MAX_UINT31),
+        timestamp_ms=st.integers(0, 253_402_300_799_999),
+    ),
+    min_size=1,
+    max_size=4,
+    unique_by=lambda v: v.index,
+).map(lambda values: tuple(sorted(values, key=lambda v: v.index)))
+_CONTACT = Value(1, "EMAIL", "string", 'ops "at" plant\\n', 60, 1_700_000_000_123)
+PREFIX_RECORDS = st.sampled_from([
+    None,
+    Record("0.na/88.123", (_CONTACT,)).encode(),
+    Record("0.na/88.123.5", (DELEGATION.value(),)).encode(),
+])  # fmt: skip
+
+
+@given(
+    text=TEXT,
+    values=st.none() | VALUES,
+    epoch=st.integers(1, 2**40),
+    map_proof=st.binary(max_size=80),
+    prefix_records=st.lists(PREFIX_RECORDS, max_size=3),
+)
+def test_resolve_body_is_the_json_of_the_answer_object(
+    text: str,
+    values: tuple[Value, ...] | None,
+    epoch: int,
+    map_proof: bytes,
+    prefix_records: list[bytes | None],
+) -> None:
+    """resolve_body (pre-encoded proof members, D-141) gives exactly json.dumps of the answer object,
+    for any echoed text (quotes, backslashes, control and non-ASCII characters), any values, absent or
+    present records, prefix proofs with and without a delegation (the referral hint), asked twice."""
+    record = None if values is None else Record("88.123/x", values)
+    prefixes = tuple(PrefixProof(f"88.{i}", r, map_proof[i:]) for i, r in enumerate(prefix_records))
+    raw = None if record is None else record.encode()
+    proof = ResolutionProof("88.123/x", raw, map_proof, b"head", RECEIPT, prefixes)
+    res = Resolution("88.123/x", record, proof, epoch, "aGVhZA==", RECEIPT_TEXT)
+    want = _reference_body(text, res)
+    assert resolve_body(text, res) == want
+    assert resolve_body(text, res) == want  # the shared members from the memo
+    answer = resolve_answer(text, res)
+    assert answer.body == want and answer.media_type == "application/json"

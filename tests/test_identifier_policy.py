@@ -144,6 +144,31 @@ def test_canonical_form_is_idempotent(text: str) -> None:
     assert len(canonical.encode()) <= MAX_IDENTIFIER_BYTES
 
 
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _reference_suffix(suffix: str) -> str | None:
+    """The suffix rules of docs/formats.md §10 one character at a time, as written before the printable
+    ASCII shortcut: the NFC form, or ``None`` when refused."""
+    if not suffix or any(unicodedata.category(c) in _REFUSED_CATEGORIES or c == "\\" for c in suffix):
+        return None
+    nfc = unicodedata.normalize("NFC", suffix)
+    if nfc[0].isspace() or nfc[-1].isspace() or any(p in ("", ".", "..") for p in nfc.split("/")):
+        return None
+    return nfc
+
+
+@given(suffix=st.text(st.characters(max_codepoint=0x7F), max_size=12) | st.text(max_size=12))
+def test_printable_ascii_shortcut_checks_suffixes_as_the_character_rules_do(suffix: str) -> None:
+    """Every suffix, ASCII (controls, DEL, backslash, spaces, dots included) or not, is accepted with the
+    same normal form, or refused, as the per-character rules decide."""
+    try:
+        got: str | None = Identifier.parse(f"{P}/{suffix}").suffix
+    except IdentifierError:
+        got = None
+    assert got == _reference_suffix(suffix)
+
+
 @given(text=_identifier_text)
 def test_verifier_and_server_agree_on_the_canonical_form(text: str) -> None:
     """The node's read path, its write path and the verifier hash the same map key, or all refuse."""

@@ -176,6 +176,21 @@ def test_non_canonical_identifier_in_request_is_refused() -> None:
         WriteRequest.decode(body)
 
 
+def test_a_record_decoded_under_its_identifier_must_carry_exactly_it() -> None:
+    """Decoded under the identifier it was looked up by, a record carrying it decodes as without it; one
+    carrying another (even the same one in another case, or a non-canonical spelling) is refused."""
+    record = Record("88.123/pump-1", (Value(1, "URL", "string", "https://plant.example/1", 60, 1),))
+    assert Record.decode(record.encode(), identifier="88.123/pump-1") == Record.decode(record.encode())
+    for other in ("88.123/pump-2", "88.123/PUMP-1", "88.1/pump-1"):
+        with pytest.raises(FormatError, match="found under"):
+            Record.decode(record.encode(), identifier=other)
+    upper = cbor.encode(["edgeroot/record/v1", "88.123/PUMP-1", [[1, "URL", "string", "a", 60, 1]]])
+    with pytest.raises(FormatError, match="canonical"):
+        Record.decode(upper)
+    with pytest.raises(FormatError, match="found under"):
+        Record.decode(upper, identifier="88.123/pump-1")
+
+
 def test_values_are_sorted_by_index_and_hash_is_order_independent() -> None:
     """Values given in any order make the same record and value hash."""
     a, b = Value(2, "EMAIL", "string", "a@b"), pubkey_value(1, ADMIN.public_key())

@@ -23,8 +23,16 @@ from chain_lite.cose import CoseSigner
 from chain_lite.keys import NoteKey, load_private_pem
 from chain_lite.note import VerifierKey
 from chain_lite.policy import Policy
-from chain_lite.registry import Record, Value, admin_kid, build_write, canonical_identifier, sign_write
-from chain_lite.resolution import verify_resolution
+from chain_lite.registry import (
+    Record,
+    Value,
+    admin_kid,
+    build_write,
+    canonical_identifier,
+    prefix_handle,
+    sign_write,
+)
+from chain_lite.resolution import PrefixProof, home_prefixes, verify_resolution
 from chain_lite.sparse_map import SparseMap, map_key
 from resolver import config as root_config
 from resolver.api import create_app
@@ -178,6 +186,27 @@ def test_an_answer_comes_from_one_view_even_when_the_view_moves_mid_answer(
     proven = verify_resolution(answer.proof, verified)
     assert proven.epoch == before.size and proven.record is None
     assert answer.receipt_text == before.receipt_text and answer.map_head_b64 == before.map_head_b64
+
+
+def test_each_answer_carries_the_prefix_chain_of_its_own_identifier(tmp_path: Path) -> None:
+    """The prefix proofs an answer carries (kept once per view and prefix) are those of its own
+    identifier's home prefixes, for identifiers under different prefixes, prefix records and a top-level
+    prefix record, asked in turn and again; each answer verifies."""
+    with _node(tmp_path) as (node, _sequencer, _write):
+        view = node.view()
+        policy = _policy(tmp_path)
+        asked = ["88.123.5/X", "88.123/Y", "0.na/88.123.5", "88/Z", "0.na/88", "88.123.5/W", "88.123/Y"]
+        for text in asked + asked:
+            answer = node.resolve(text)
+            ident = canonical_identifier(text)
+            naive = tuple(
+                PrefixProof(p, record, proof.to_bytes())
+                for p in home_prefixes(ident)
+                for record, proof in [view.map.record_and_proof(prefix_handle(p))]
+            )
+            assert answer.prefixes == naive, text
+            verify_resolution(answer.proof, policy.verify_checkpoint(answer.proof.receipt.checkpoint))
+        assert set(view.prefix_chains) == {"88.123.5", "88.123", "88"}  # none kept for 0.na/...
 
 
 def test_follower_moves_the_view_when_woken_without_waiting_for_the_poll(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ from edgeroot.output import EXIT_USAGE
 from edgeroot.system import EDGEROOT, wait_until
 from resolver import config as root_config
 from resolver.assembly import init_root
+from resolver.http_service import worker_listeners
 from rootclient import routes
 from runtime import worker_pool
 from runtime.clock import now_ms
@@ -175,6 +177,62 @@ def test_two_workers_share_the_socket_one_sequences_and_writes_through_either_ar
     wait_until("every identifier resolvable through the workers", all_resolved, timeout=30)
     status = workers.sock.wait_for("READY=1").split("\n")
     assert any(line.startswith("STATUS=worker 1: ") and "worker 2: " in line for line in status), status
+
+
+def _worker_on(conn: socket.socket) -> int:
+    """Ask /healthz on an open keep-alive connection; the worker that answered."""
+    conn.sendall(f"GET {routes.HEALTH} HTTP/1.1\r\nhost: workers.test\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
+    while len(body) < length:
+        body += conn.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200"), data
+    worker: int = json.loads(body)["worker"]
+    return worker
+
+
+def test_bursts_of_keep_alive_connections_are_spread_over_both_workers(workers: Workers) -> None:
+    """32 connections opened at once, as a load generator opens them, land on both workers (each worker
+    has its own socket of the port, D-140), and each stays with the worker that took it; three bursts in
+    turn. With one shared socket the worker that woke first took most or all of a burst, and kept it."""
+    workers.seen_workers()  # both serve
+    host, _, port = workers.url.removeprefix("http://").rpartition(":")
+    for burst in range(3):
+        conns = [socket.create_connection((host, int(port)), timeout=10) for _ in range(32)]
+        try:
+            taken = [_worker_on(conn) for conn in conns]
+            again = [_worker_on(conn) for conn in conns]
+        finally:
+            for conn in conns:
+                conn.close()
+        assert again == taken, "a keep-alive connection changed workers"
+        counts = {number: taken.count(number) for number in (1, 2)}
+        # The kernel spreads by a hash of each connection's addresses: fewer than 4 of 32 on one worker
+        # has a probability of about 3 in a million.
+        assert min(counts.values()) >= 4, f"burst {burst}: connections per worker: {counts}"
+
+
+def test_worker_sockets_share_one_port_and_a_port_in_use_fails_at_once() -> None:
+    """One SO_REUSEPORT socket per worker on the same port (port 0: the one the kernel picked), none
+    listening yet; binding the group again while one of them listens fails (OSError), so a second
+    `root run --workers` cannot silently join the first's port."""
+    listeners = worker_listeners("127.0.0.1", 0, 3)
+    try:
+        ports = {listener.getsockname()[1] for listener in listeners}
+        assert len(ports) == 1
+        for listener in listeners:
+            assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+            assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
+            assert listener.proto == socket.IPPROTO_TCP  # D-118
+        listeners[0].listen(8)
+        with pytest.raises(OSError, match="Address already in use"):
+            worker_listeners("127.0.0.1", ports.pop(), 2)
+    finally:
+        for listener in listeners:
+            listener.close()
 
 
 def _size(answer: httpx.Response) -> tuple[int, int | None]:

@@ -11,10 +11,13 @@ from typing import Any, cast
 import httpx
 import pytest
 from fastapi.routing import APIRoute
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chain_lite import b64
 from chain_lite.checkpoint import SignedCheckpoint
 from chain_lite.receipt import Receipt
+from chain_lite.resolution import PrefixProof
 from resolver.api import create_app
 from resolver.reads import RootNode
 from rootclient import codecs, routes
@@ -57,6 +60,55 @@ def test_resolution_proof_round_trips(receipt_text: str) -> None:
     assert proof.receipt.to_bytes().decode() == receipt_text
     absent = codecs.proof_from_json("88.1/X", good_proof(receipt_text) | {"record": None})
     assert absent.record is None
+
+
+@given(st.integers(0, 253_402_300_799_999))
+def test_value_timestamps_read_as_datetime_reads_them(timestamp_ms: int) -> None:
+    """The Handle timestamp of a value (gmtime, D-141) is datetime's strftime text for every millisecond
+    up to the end of year 9999."""
+    assert codecs._stamp(timestamp_ms) == codecs._stamp_reference(timestamp_ms)
+
+
+EDGES = [0, 999, 1000, 951_782_400_000, 1_732_980_000_999, 253_402_300_799_999]
+
+
+@pytest.mark.parametrize("timestamp_ms", EDGES)
+def test_value_timestamps_at_the_edges(timestamp_ms: int) -> None:
+    """The epoch, a second's last millisecond, a leap day, the last second datetime can show."""
+    assert codecs._stamp(timestamp_ms) == codecs._stamp_reference(timestamp_ms)
+
+
+def test_a_timestamp_beyond_year_9999_fails_as_datetime_fails() -> None:
+    """Beyond year 9999 the same ValueError as before, not a made-up text."""
+    with pytest.raises(ValueError, match="out of range"):
+        codecs._stamp(253_402_300_800_000)
+
+
+PREFIX_PROOFS = st.lists(
+    st.builds(PrefixProof, st.text(max_size=12), st.none() | st.binary(max_size=40), st.binary(max_size=40)),
+    max_size=3,
+).map(tuple)
+
+
+PROOF_FIELDS = st.fixed_dictionaries({
+    "epoch": st.integers(0, 2**63),
+    "record": st.none() | st.binary(max_size=60),
+    "map_proof": st.binary(max_size=60),
+    "map_head_b64": st.text(max_size=20),
+    "receipt_text": st.text(max_size=200),
+    "prefixes": PREFIX_PROOFS,
+})  # fmt: skip
+
+
+@given(PROOF_FIELDS)
+def test_proof_bytes_are_the_json_of_the_proof_object(fields: dict[str, Any]) -> None:
+    """proof_json_bytes, with its shared members from the memo (asked twice, then with a receipt that
+    differs), is json.dumps of proof_json for the same inputs, in UTF-8."""
+    receipt = fields["receipt_text"]
+    for receipt_text in (receipt, receipt, receipt + "\n"):
+        fields["receipt_text"] = receipt_text
+        want = json.dumps(codecs.proof_json(**fields), ensure_ascii=False).encode()
+        assert codecs.proof_json_bytes(**fields) == want
 
 
 @pytest.mark.parametrize(
