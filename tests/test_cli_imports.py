@@ -54,7 +54,8 @@ def test_the_heavy_commands_are_lazy() -> None:
             if isinstance(action, argparse._SubParsersAction):
                 parsers.extend(action.choices.values())
     expected = {
-        "edgeroot.root_commands.run_init", "edgeroot.root_commands.run_serve",
+        "edgeroot.root_commands.run_init", "edgeroot.root_commands.run_add_prefix",
+        "edgeroot.root_commands.run_serve",
         "edgeroot.witness_commands.run_init", "edgeroot.witness_commands.run_serve",
         "edgeroot.gateway_commands.run_init", "edgeroot.gateway_commands.run_daemon",
         "edgeroot.gateway_commands.run_status", "edgeroot.gateway_commands.run_reset_counter",
