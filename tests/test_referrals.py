@@ -582,7 +582,7 @@ def _child_behind_a_front(
     origin = f"child{prefix.rpartition('.')[2]}.test"
     home = tmp / origin
     with running_root(
-        home, f"sqlite:///{home / 'root.db'}", origin=origin, prefix=prefix, parent=h.secondary.url
+        home, f"sqlite:///{home / 'root.db'}", origin=origin, prefixes=(prefix,), parent=h.secondary.url
     ) as child:
         for i in range(devices):
             _register(child, f"{prefix}/DEV-{i}")
