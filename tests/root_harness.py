@@ -145,7 +145,7 @@ class RootUnderTest:
         answer: dict[str, Any] = httpx.get(f"{self.url}/healthz", timeout=10).json()
         return answer
 
-    def wait_for_delegations(self, expected: dict[str, str], timeout: float = 20.0) -> dict[str, Any]:
+    def wait_for_delegations(self, expected: dict[str, str], timeout: float = 60.0) -> dict[str, Any]:
         """``/healthz`` once its ``prefixes`` have the ``delegation`` verdicts ``expected`` (prefix ->
         verdict, every served prefix named); the delegation check runs at start, after a reload, and
         every ``parent_check_s``."""
