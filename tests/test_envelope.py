@@ -216,3 +216,17 @@ def test_senml_resolution_applies_base_fields() -> None:
         {"name": "urn:x:i", "time": 100, "unit": "A", "value": 11},
         {"name": "urn:x:j", "time": 105, "unit": "A", "value": 12},
     ]
+
+
+def test_a_remembered_record_shape_still_checks_each_float_and_each_label_type(p256: keys.PrivateKey) -> None:
+    """Record shapes are judged once: a later record of a known shape still has its floats checked, and
+    a float or bool label equal to a known int label (2.0 == 2, True == 1) is not taken for it."""
+    signer = CoseSigner(DEVICE, p256)
+    assert decode_envelope(encode_envelope(signer, [{N: "x", V: 1.5}, {N: "y", U: "A", V: 2.5}], 1))
+    for pack, why in (
+        ([{N: "x", V: float("inf")}], "finite"),
+        ([{N: "x", 2.0: 1.5}], "unknown SenML label"),
+        ([{N: "y", True: "A", V: 2.5}], "unknown SenML label"),
+    ):
+        with pytest.raises(FormatError, match=why):
+            decode_envelope(signer.sign(cbor2.dumps(pack), {3: 112, -70001: 2}))
