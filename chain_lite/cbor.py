@@ -9,6 +9,7 @@ refused.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import cbor2
@@ -34,22 +35,64 @@ def head(major: int, argument: int) -> bytes:
     return bytes(((major << 5) | 27,)) + argument.to_bytes(8, "big")
 
 
+_SHORT_BSTR_HEADS = tuple(head(2, n) for n in range(256))
+"""The heads of byte strings shorter than 256 bytes: every COSE header and most payloads (hot path)."""
+
+
 def encode_bstr(data: bytes) -> bytes:
     """``data`` as a definite-length byte string (major type 2), without copying it through cbor2."""
-    return head(2, len(data)) + data
+    n = len(data)
+    return (_SHORT_BSTR_HEADS[n] if n < 256 else head(2, n)) + data
 
 
 def decode(data: bytes, what: str, *, max_size: int, unique_keys: bool = False) -> Any:
-    """Decode one CBOR item of at most ``max_size`` bytes; any decoder failure becomes FormatError.
-    ``unique_keys``: a map with a repeated key is malformed (cbor2 would keep the last value)."""
+    """Decode the one CBOR item that is all of ``data``, at most ``max_size`` bytes; any decoder failure,
+    and any byte after the item, becomes FormatError. ``unique_keys``: a map with a repeated key is
+    malformed (cbor2 would keep the last value)."""
     if len(data) > max_size:
         raise FormatError(what, f"{len(data)} bytes exceeds the {max_size}-byte limit")
-    try:
-        return cbor2.loads(data, allow_duplicate_keys=not unique_keys)
-    # cbor2's decoder raises assorted built-in errors on hostile input (bad lengths, unhashable map
-    # keys, deep nesting); at this boundary all of them mean the same thing: not valid CBOR for us.
-    except Exception as exc:
-        raise FormatError(what, f"invalid CBOR: {exc}") from exc
+    return ItemDecoder(what, unique_keys=unique_keys).decode(data)
+
+
+class ItemDecoder:
+    """Decodes byte strings that must each hold exactly one CBOR item: a message, then the ``bstr .cbor``
+    items nested in it (RFC 8610 §3.8.4), such as a COSE message's protected header and payload.
+
+    ``cbor2.loads`` decodes the first item and ignores whatever follows it (cbor2 issue 283), so a
+    message with bytes appended would pass as the message without them, and a CBOR sequence (RFC 8742)
+    as its first item. Here one cbor2 decoder reads a stream each input is appended to, and its position
+    after an item says where the item ended. One decoder serves every item of a message because making
+    a decoder costs about as much as decoding a small item; shared values and string references do not
+    carry from one item to the next (cbor2 starts each ``decode`` afresh).
+    """
+
+    __slots__ = ("_decoder", "_end", "_stream", "_what", "unique_keys")
+
+    def __init__(self, what: str, *, unique_keys: bool = False) -> None:
+        self._what = what
+        self.unique_keys = unique_keys
+        """A map with a repeated key is malformed (cbor2 would keep the last value)."""
+        self._stream = io.BytesIO()
+        self._decoder = cbor2.CBORDecoder(self._stream, allow_duplicate_keys=not unique_keys)
+        self._end = 0
+
+    def decode(self, data: bytes) -> Any:
+        """The one item that is all of ``data``, or FormatError. Precondition: every earlier call of this
+        decoder returned (a FormatError ends its use)."""
+        stream = self._stream
+        start = self._end  # the end of the stream: each earlier item took all of its input
+        self._end = end = start + stream.write(data)
+        stream.seek(start)
+        try:
+            value = self._decoder.decode()
+        # cbor2's decoder raises assorted built-in errors on hostile input (bad lengths, unhashable map
+        # keys, deep nesting); at this boundary all of them mean the same thing: not valid CBOR for us.
+        except Exception as exc:
+            raise FormatError(self._what, f"invalid CBOR: {exc}") from exc
+        after = end - stream.tell()
+        if after:
+            raise FormatError(self._what, f"{after} bytes after the CBOR item (one item, not a sequence)")
+        return value
 
 
 def decode_deterministic(data: bytes, what: str, *, max_size: int) -> Any:

@@ -59,7 +59,7 @@ def test_a_single_envelope_is_not_a_batch() -> None:
         (b"\x82\x41a", "invalid CBOR"),  # truncated
         (b"\x9f\x41a\xff", "deterministic"),  # indefinite length
         (b"\x81\x58\x01a", "deterministic"),  # a head longer than it needs to be
-        (b"\x81\x41a\x00", "deterministic"),  # trailing bytes
+        (b"\x81\x41a\x00", "after the CBOR item"),  # trailing bytes
         (cbor2.dumps([b"x"] * (MAX_BATCH_ENVELOPES + 1)), "1 to 256"),
         (cbor2.dumps([bytes(envelope.MAX_ENVELOPE_SIZE + 1)]), "limit"),
         (cbor2.dumps([b"x" * 8000] * 70), "limit"),

@@ -10,6 +10,7 @@ from typing import Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given
 from hypothesis import strategies as st
 from pycose.algorithms import EdDSA, Es256
@@ -21,6 +22,7 @@ from chain_lite.cose import (
     ALG_EDDSA,
     ALG_ES256,
     CoseSigner,
+    ecdsa_der,
     encode_protected,
     parse_sign1,
     sig_structure,
@@ -169,3 +171,166 @@ def test_the_well_formed_header_of_the_same_shape_is_accepted() -> None:
     msg = parse_sign1(raw, "test", max_size=4096)
     verify_sign1(msg, key.public_key())
     assert msg.kid == "88.1/dev"
+
+
+# --- the hot path's DER and strict decoding, against cryptography and cbor2 ---------------------------------
+
+# A 256-bit half of every magnitude length, so leading zero bytes and high bits at each width come up.
+_HALF = st.integers(0, 256).flatmap(lambda bits: st.integers(0, (1 << bits) - 1))
+
+
+@given(_HALF, _HALF)
+def test_ecdsa_der_equals_cryptographys_encoding(r: int, s: int) -> None:
+    """The DER built from raw r || s is byte for byte what cryptography's encode_dss_signature writes."""
+    assert ecdsa_der(r.to_bytes(32, "big") + s.to_bytes(32, "big")) == encode_dss_signature(r, s)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        bytes(64),  # r = s = 0: INTEGER 0 is one zero byte
+        b"\xff" * 64,  # both with the high bit: a zero byte in front of each
+        bytes(31) + b"\x01" + bytes(31) + b"\x80",  # one-byte values, the second needing the zero byte
+        b"\x00\x80" + bytes(30) + b"\x7f" + b"\xff" * 31,  # 31 bytes with the high bit; 32 without
+    ],
+    ids=["zeros", "high-bits", "one-byte", "mixed"],
+)
+def test_ecdsa_der_edge_shapes(raw: bytes) -> None:
+    """The shapes where a DER integer gains or loses a byte encode as cryptography encodes them."""
+    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+    assert ecdsa_der(raw) == encode_dss_signature(r, s)
+
+
+def test_other_well_formed_framings_still_parse_and_verify() -> None:
+    """A longer tag head, an indefinite-length array and non-shortest byte-string heads are valid CBOR
+    (RFC 8949 §3): the general decoder reads them and the signature verifies as before."""
+    key = keys.generate_ed25519()
+    protected = encode_protected({1: ALG_EDDSA, 4: b"88.1/dev"})
+    payload = b"reading"
+    signature = key.sign(sig_structure(protected, payload))
+    raw = b"".join(
+        (
+            b"\xd8\x12\x9f",
+            b"\x59" + len(protected).to_bytes(2, "big") + protected,
+            b"\xbf\xff",
+            b"\x58" + bytes((len(payload),)) + payload,
+            b"\x58\x40" + signature,
+            b"\xff",
+        )
+    )
+    msg = parse_sign1(raw, "test", max_size=4096)
+    verify_sign1(msg, key.public_key())
+    assert (msg.protected_bytes, msg.payload, msg.signature) == (protected, payload, signature)
+
+
+@pytest.mark.parametrize("extra", [b"\x00", b"\xa0", b"\xd2\x84", b"\xff" * 9])
+def test_bytes_after_a_signed_message_are_refused(extra: bytes) -> None:
+    """A valid message with anything appended is not the message: cbor2 alone would ignore the tail."""
+    key = keys.generate_ed25519()
+    raw = CoseSigner(KID_TEXT, key).sign(b"payload", dict(EXTRA))
+    verify_sign1(parse_sign1(raw, "test", max_size=4096), key.public_key())
+    with pytest.raises(FormatError, match="after the CBOR item"):
+        parse_sign1(raw + extra, "test", max_size=4096)
+
+
+def test_bytes_after_the_protected_header_map_are_refused() -> None:
+    """A validly signed header bstr holding a map and one more item is refused, not read as the map."""
+    header = _map([(1, ALG_EDDSA), (4, b"88.1/dev")])
+    assert parse_sign1(_signed_with_raw_header(header), "test", max_size=4096).kid == "88.1/dev"
+    with pytest.raises(FormatError, match="after the CBOR item"):
+        parse_sign1(_signed_with_raw_header(header + b"\x00"), "test", max_size=4096)
+
+
+@pytest.mark.parametrize(
+    ("framing", "why"),
+    [
+        (lambda p, u, b, s: cbor2.dumps(cbor2.CBORTag(17, [p, u, b, s])), "tag 18"),  # COSE_Mac0's tag
+        (lambda p, u, b, s: cbor2.dumps([p, u, b, s]), "tag 18"),  # untagged
+        (lambda p, u, b, s: cbor2.dumps(cbor2.CBORTag(18, [p, u, b, s, b""])), "array of 4"),  # extra item
+        (lambda p, u, b, s: cbor2.dumps(cbor2.CBORTag(18, [p, u, b])), "array of 4"),
+        (lambda p, u, b, s: cbor2.dumps(cbor2.CBORTag(18, [p, u, None, s])), "attached"),  # detached
+        (lambda p, u, b, s: cbor2.dumps(cbor2.CBORTag(18, [p, u, b, s[:63]])), "63 bytes"),
+        (lambda p, u, b, s: cbor2.dumps(cbor2.CBORTag(18, [p, u, b, s + b"\x00"])), "65 bytes"),
+        (lambda p, u, b, s: cbor2.dumps(cbor2.CBORTag(18, [p, {4: b"x"}, b, s])), "unprotected"),
+        (lambda p, u, b, s: cbor2.dumps(cbor2.CBORTag(18, [b"", u, b, s])), "non-empty"),
+    ],
+    ids=[
+        "mac0-tag",
+        "untagged",
+        "five-items",
+        "three-items",
+        "detached",
+        "short-sig",
+        "long-sig",
+        "unprotected",
+        "empty-protected",
+    ],
+)
+def test_each_framing_defect_is_refused_by_name(framing: Any, why: str) -> None:
+    """Wrong tag, wrong item count, a detached payload, a signature of the wrong size, unsigned headers:
+    each is a FormatError naming its rule, whichever path read the framing."""
+    key = keys.generate_ed25519()
+    protected = encode_protected({1: ALG_EDDSA, 4: b"88.1/dev"})
+    signature = key.sign(sig_structure(protected, b"x"))
+    with pytest.raises(FormatError, match=why):
+        parse_sign1(framing(protected, {}, b"x", signature), "test", max_size=4096)
+
+
+def test_cbor_decode_refuses_a_sequence_and_a_trailing_byte() -> None:
+    """chain_lite.cbor.decode takes one item: a CBOR sequence (RFC 8742) or a stray byte is malformed."""
+    assert cbor.decode(b"\x82\x01\x02", "test", max_size=10) == [1, 2]
+    for data in (b"\x82\x01\x02\x03", b"\x01\x02", b"\xa0\xa0"):
+        with pytest.raises(FormatError, match="after the CBOR item"):
+            cbor.decode(data, "test", max_size=10)
+
+
+_CBOR_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.integers(-30, 30), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@given(st.lists(st.tuples(_CBOR_VALUES, st.binary(max_size=3)), min_size=1, max_size=4))
+def test_one_item_decoder_agrees_with_cbor2_and_refuses_any_tail(items: list[tuple[Any, bytes]]) -> None:
+    """Items decoded one after another by one ItemDecoder come out as cbor2.loads reads each alone; the
+    first input with bytes after its item is refused (and ends the decoder's use)."""
+    decoder = cbor.ItemDecoder("test")
+    for value, tail in items:
+        encoded = cbor2.dumps(value)
+        if tail:
+            with pytest.raises(FormatError, match=f"{len(tail)} bytes after the CBOR item"):
+                decoder.decode(encoded + tail)
+            return
+        assert repr(decoder.decode(encoded)) == repr(cbor2.loads(encoded))  # repr: NaN != NaN
+
+
+def test_one_item_decoder_carries_nothing_from_one_item_to_the_next() -> None:
+    """A shared value (tag 28) in a header is not there for a reference (tag 29) in the payload: each
+    nested item decodes as it would alone, or not at all."""
+    header = b"\xa1\x01\xd8\x1c" + cbor2.dumps("shared")
+    payload = b"\x81\xa1\x02\xd8\x1d\x00"
+    decoder = cbor.ItemDecoder("test", unique_keys=True)
+    assert decoder.decode(header) == {1: "shared"}
+    with pytest.raises(FormatError, match="invalid CBOR"):
+        decoder.decode(payload)
+
+
+def test_a_truncated_item_is_refused_not_completed_by_the_next() -> None:
+    """A header cut short is an error of its own, never completed with the payload's first bytes."""
+    decoder = cbor.ItemDecoder("test")
+    assert decoder.decode(b"\x82\x01\x02") == [1, 2]
+    with pytest.raises(FormatError, match="invalid CBOR"):
+        decoder.decode(b"\x82\x01")
+
+
+def test_parse_sign1_refuses_a_decoder_that_keeps_repeated_labels() -> None:
+    """The duplicate-label rule (RFC 9052 §3) cannot be lost by handing parse_sign1 a lenient decoder."""
+    raw = CoseSigner(KID_TEXT, keys.generate_ed25519()).sign(b"payload")
+    with pytest.raises(ValueError, match="unique_keys"):
+        parse_sign1(raw, "test", max_size=4096, decoder=cbor.ItemDecoder("test"))

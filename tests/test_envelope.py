@@ -8,7 +8,7 @@ import cbor2
 import ecdsa
 import pytest
 
-from chain_lite import keys
+from chain_lite import cbor, keys
 from chain_lite.cose import ALG_EDDSA, ALG_ES256, CoseSigner, sig_structure
 from chain_lite.envelope import (
     BN,
@@ -164,6 +164,51 @@ def test_truncated_and_oversized_envelopes_are_rejected(p256: keys.PrivateKey) -
         decode_envelope(b"\x00" * 9000)
 
 
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _resigned(raw: bytes, r: int, s: int) -> bytes:
+    """``raw`` with its signature replaced by ``r || s``, 32 bytes each."""
+    return raw[:-64] + r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def test_the_high_s_twin_verifies_and_out_of_range_halves_are_bad_signatures(p256: keys.PrivateKey) -> None:
+    """ECDSA's (r, n - s) is a second valid signature of the same reading (D-052: readings are told apart
+    by signer and counter, not bytes); r or s of 0 or at least the group order n is a BadSignature."""
+    raw = encode_envelope(CoseSigner(DEVICE, p256), RECORDS, 6)
+    lookup = {DEVICE: p256.public_key()}.get
+    r, s = int.from_bytes(raw[-64:-32], "big"), int.from_bytes(raw[-32:], "big")
+    twin = open_envelope(_resigned(raw, r, P256_ORDER - s), lookup)
+    assert twin.counter == 6 and twin.sign1.payload == decode_envelope(raw).sign1.payload
+    top = (1 << 256) - 1
+    for bad_r, bad_s in ((0, s), (r, 0), (P256_ORDER, s), (r, P256_ORDER), (top, s), (r, top), (r, s ^ 1)):
+        with pytest.raises(BadSignature):
+            open_envelope(_resigned(raw, bad_r, bad_s), lookup)
+
+
+def test_a_validly_signed_payload_with_bytes_after_the_pack_is_refused(p256: keys.PrivateKey) -> None:
+    """The payload is one SenML pack: a second item, or a stray byte, after it is malformed even though
+    the device signed it (cbor2 alone would read the pack and ignore the rest)."""
+    signer = CoseSigner(DEVICE, p256)
+    header = {3: 112, -70001: 8}
+    pack = cbor2.dumps(RECORDS)
+    assert open_envelope(signer.sign(pack, dict(header)), {DEVICE: p256.public_key()}.get).counter == 8
+    for tail in (b"\x00", pack):
+        with pytest.raises(FormatError, match="after the CBOR item"):
+            decode_envelope(signer.sign(pack + tail, dict(header)))
+
+
+def test_a_senml_record_with_a_repeated_label_is_refused(p256: keys.PrivateKey) -> None:
+    """{v: 1, v: 2}: cbor2 keeps the last value, another SenML reader may keep the first; neither is taken."""
+    signer = CoseSigner(DEVICE, p256)
+    header = {3: 112, -70001: 9}
+    once = b"\x81" + cbor.head(5, 2) + cbor2.dumps(N) + cbor2.dumps("t") + cbor2.dumps(V) + cbor2.dumps(1)
+    assert decode_envelope(signer.sign(once, dict(header))).records == ({N: "t", V: 1},)
+    twice = b"\x81" + cbor.head(5, 3) + once[2:] + cbor2.dumps(V) + cbor2.dumps(2)
+    with pytest.raises(FormatError, match="invalid CBOR"):
+        decode_envelope(signer.sign(twice, dict(header)))
+
+
 def test_senml_resolution_applies_base_fields() -> None:
     """RFC 8428 §4.6: base name, time, unit and value apply to following records."""
     pack = [{BN: "urn:x:", BT: 100, BU: "A", BV: 10, N: "i", V: 1}, {N: "j", T: 5, V: 2}]
@@ -171,3 +216,17 @@ def test_senml_resolution_applies_base_fields() -> None:
         {"name": "urn:x:i", "time": 100, "unit": "A", "value": 11},
         {"name": "urn:x:j", "time": 105, "unit": "A", "value": 12},
     ]
+
+
+def test_a_remembered_record_shape_still_checks_each_float_and_each_label_type(p256: keys.PrivateKey) -> None:
+    """Record shapes are judged once: a later record of a known shape still has its floats checked, and
+    a float or bool label equal to a known int label (2.0 == 2, True == 1) is not taken for it."""
+    signer = CoseSigner(DEVICE, p256)
+    assert decode_envelope(encode_envelope(signer, [{N: "x", V: 1.5}, {N: "y", U: "A", V: 2.5}], 1))
+    for pack, why in (
+        ([{N: "x", V: float("inf")}], "finite"),
+        ([{N: "x", 2.0: 1.5}], "unknown SenML label"),
+        ([{N: "y", True: "A", V: 2.5}], "unknown SenML label"),
+    ):
+        with pytest.raises(FormatError, match=why):
+            decode_envelope(signer.sign(cbor2.dumps(pack), {3: 112, -70001: 2}))
