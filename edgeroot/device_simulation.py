@@ -48,17 +48,19 @@ async def simulate_serial(  # noqa: PLR0917 (the simulation's whole setting)
             await asyncio.sleep(max(0.0, (i + 1) / rate - (time.perf_counter() - start)))
         while link.frames.qsize():
             _settle(link.frames.get_nowait(), pending, verdicts, parse_counter_body, FrameType)
-    deadline = time.monotonic() + RESEND_AFTER_S * 3
-    last_send = time.monotonic()
-    while pending and time.monotonic() < deadline:
+    # The frames above may still be on a slow line (1,000 readings take 13 s at 115,200 baud): the device
+    # waits while verdicts keep coming, resends only after RESEND_AFTER_S without one, and gives up after
+    # three such quiet spells in a row (not after a fixed time from the last write).
+    last_send = last_verdict = time.monotonic()
+    while pending and time.monotonic() - last_verdict < RESEND_AFTER_S * 3:
         try:
             frame = await asyncio.wait_for(link.frames.get(), 0.5)
         except TimeoutError:
             frame = None
-        if frame is not None:
-            _settle(frame, pending, verdicts, parse_counter_body, FrameType)
-        if pending and time.monotonic() - last_send > RESEND_AFTER_S:  # resend what got BUSY or nothing
-            for _, raw in sorted(pending.items()):
+        if frame is not None and _settle(frame, pending, verdicts, parse_counter_body, FrameType):
+            last_verdict = time.monotonic()
+        if pending and time.monotonic() - max(last_send, last_verdict) > RESEND_AFTER_S:
+            for _, raw in sorted(pending.items()):  # resend what got BUSY or nothing
                 link.send(FrameType.READING, raw)
             last_send = time.monotonic()
     if link.transport is not None:
@@ -71,15 +73,19 @@ async def simulate_serial(  # noqa: PLR0917 (the simulation's whole setting)
     }
 
 
-def _settle(frame: Any, pending: dict[int, bytes], verdicts: dict[str, int], parse: Any, types: Any) -> None:
+def _settle(frame: Any, pending: dict[int, bytes], verdicts: dict[str, int], parse: Any, types: Any) -> bool:
+    """Count one answer frame; whether it freed a pending reading (an ACK or NACK not seen before)."""
     kind = {types.ACK: "ack", types.NACK: "nack", types.BUSY: "busy"}.get(frame.type)
     if kind is None:
-        return
+        return False
     counter, _ = parse(frame.body)
     if kind == "busy":
         verdicts[kind] += 1
-    elif pending.pop(counter, None) is not None:
-        verdicts[kind] += 1  # a reading's verdict counts once (a resend's second ACK frees nothing)
+        return False
+    if pending.pop(counter, None) is None:
+        return False  # a reading's verdict counts once (a resend's second ACK frees nothing)
+    verdicts[kind] += 1
+    return True
 
 
 async def simulate_coap(
