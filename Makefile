@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check chain_lite runtime rootclient edgeroot resolver edge firmware_bridge tests bench
+	$(BIN)/ruff format --check chain_lite runtime rootclient edgeroot resolver edge firmware_bridge tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict chain_lite runtime rootclient edgeroot resolver edge firmware_bridge

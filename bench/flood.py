@@ -122,9 +122,9 @@ async def under_flood(system: System, signer: CoseSigner, first: int) -> tuple[l
 
 def mqtt_under_flood(system: System, db: Path) -> tuple[list[float], int, int]:
     """MQTT: a flooder publishes FLOOD readings of made-up signers (QoS 1, once each); meanwhile the
-    known probe device publishes one reading at a time and waits until it is durable in the gateway's
-    store (at most MQTT_WAIT_S). Its publish -> durable latencies, how many took longer, and how many of
-those were still not durable MQTT_WAIT_S later."""
+        known probe device publishes one reading at a time and waits until it is durable in the gateway's
+        store (at most MQTT_WAIT_S). Its publish -> durable latencies, how many took longer, and how many of
+    those were still not durable MQTT_WAIT_S later."""
     fakes = [CoseSigner(f"88.123/MQFAKE-{i}", generate_p256()) for i in range(FLOOD)]
     payloads = [envelope.encode_envelope(f, [{envelope.N: "x", envelope.V: 0.0}], 1) for f in fakes]
     flood = paho.Client(CallbackAPIVersion.VERSION2, client_id="flooder")

@@ -70,4 +70,3 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     ex.add_argument("--out", type=Path, required=True, help="a new (or empty) directory for the bundle")
     ex.set_defaults(run=lazy("edgeroot.evidence_commands", "run_export"))
-

@@ -54,4 +54,3 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         op.add_argument("--update", action="store_true", help="replace the record's values")
         op.add_argument("--delete", action="store_true", help="delete the record")
         k.set_defaults(run=lazy("edgeroot.register_commands", "run"))
-

@@ -476,9 +476,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             return node.resolve(text)
         return await run_in_threadpool(node.resolve, text, at)
 
-    @app.get(
-        routes.HISTORY, tags=["resolve"], responses={200: {"model": om.History}, **om.errors(400, 503)}
-    )
+    @app.get(routes.HISTORY, tags=["resolve"], responses={200: {"model": om.History}, **om.errors(400, 503)})
     def history(request: Request, identifier: str) -> dict[str, Any]:
         """Every logged change of an identifier, with its log index."""
         del identifier
@@ -652,9 +650,7 @@ def create_app(  # noqa: PLR0915 (one closure per route)
             raise NotFound(f"not a tlog-tiles path: tile/{path}")
         return tile_answer(node.tile(parsed))
 
-    @app.get(
-        routes.HEALTH, tags=["operations"], responses={200: {"model": om.Health}, **om.errors(503)}
-    )
+    @app.get(routes.HEALTH, tags=["operations"], responses={200: {"model": om.Health}, **om.errors(503)})
     async def healthz() -> dict[str, Any]:
         """200 once the node serves a published checkpoint (503 before), with its size, its prefixes and
         their delegations, and problems."""

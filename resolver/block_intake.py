@@ -110,9 +110,7 @@ def _accept_one(tx: Tx, raw: bytes, body: Sequence[bytes] | None, now_ms: int) -
             f"gateway {header.gateway} already has a different block at height {header.height}: "
             "kept as fork evidence"
         )
-    head_row = tx.one(
-        "SELECT raw FROM blocks WHERE gateway = ? ORDER BY height DESC LIMIT 1", (gateway,)
-    )
+    head_row = tx.one("SELECT raw FROM blocks WHERE gateway = ? ORDER BY height DESC LIMIT 1", (gateway,))
     head: BlockHeader | None = None if head_row is None else parse_block(bytes(head_row[0])).header
     try:
         check_successor(head, header)

@@ -205,9 +205,9 @@ _answer = {
         "record": None,
         "map_proof": b64.encode(b"\x83"),
         "map_head": b64.encode(b"\x03"),
-        "receipt": Receipt(
-            3, tuple(_log.tree.inclusion_proof(3)), SignedCheckpoint.parse(_log.checkpoint())
-        ).to_bytes().decode(),
+        "receipt": Receipt(3, tuple(_log.tree.inclusion_proof(3)), SignedCheckpoint.parse(_log.checkpoint()))
+        .to_bytes()
+        .decode(),
     },
 }
 _light = LightClient(_log.policy(), _log.log_key.name, _log.checkpoint())

@@ -47,8 +47,13 @@ def _write(
 ) -> SignedWrite:
     vals = values if values is not None else [Value(1, "URL", "string", "https://plant.example/pump1")]
     req = build_write(
-        "root.example", op, ident, None if op == "delete" else vals, timestamp_ms=1_700_000_000_000,
-            nonce=os.urandom(16))
+        "root.example",
+        op,
+        ident,
+        None if op == "delete" else vals,
+        timestamp_ms=1_700_000_000_000,
+        nonce=os.urandom(16),
+    )
     return sign_write(req, SIGNER)
 
 
@@ -77,8 +82,8 @@ def test_ed25519_admin_keys_work_too() -> None:
     """Admin keys may be Ed25519 as well as P-256."""
     key = generate_ed25519()
     signed = sign_write(
-        build_write("o", "delete", "88.123/X", None, timestamp_ms=1,
-            nonce=os.urandom(16)), CoseSigner(admin_kid("88.123"), key)
+        build_write("o", "delete", "88.123/X", None, timestamp_ms=1, nonce=os.urandom(16)),
+        CoseSigner(admin_kid("88.123"), key),
     )
     open_write(signed.raw, lambda _kid: key.public_key())
 

@@ -416,6 +416,8 @@ def test_hostile_anchor_pointers_are_protocol_errors(change: dict[str, Any]) -> 
     for body in HOSTILE:
         with pytest.raises(ProtocolError):
             codecs.anchor_from_json(body, "child.test")
+
+
 def test_window_blocks_round_trip_and_refuse_bad_fields() -> None:
     """GET /v1/blocks: what the server encodes decodes to the same facts; a wrong field is a ProtocolError."""
     body = codecs.window_blocks_json(

@@ -242,9 +242,11 @@ def test_keys_of_other_curves_and_bad_points_are_refused() -> None:
     # One key, one encoding (D-003): trailing bytes or a compressed point are refused, though OpenSSL
     # alone would take both.
     der = SM2PublicKey.from_point(STANDARD_POINT).public_der()
-    compressed = bytes.fromhex("3039301306072a8648ce3d020106082a811ccf5501822d032200") + bytes(
-        [2 + (STANDARD_POINT[-1] & 1)]
-    ) + STANDARD_POINT[1:33]
+    compressed = (
+        bytes.fromhex("3039301306072a8648ce3d020106082a811ccf5501822d032200")
+        + bytes([2 + (STANDARD_POINT[-1] & 1)])
+        + STANDARD_POINT[1:33]
+    )
     for encoding in (der + b"\x00", compressed):
         with pytest.raises(KeyFormatError):
             SM2PublicKey.from_der(encoding)
