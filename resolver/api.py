@@ -61,16 +61,22 @@ def error_response(exc: ResolverError) -> JSONResponse:
     return _error(exc.status, exc.handle_code, exc.message)
 
 
-def proof_json(res: Resolution) -> dict[str, Any]:
+def _proof_members(res: Resolution) -> dict[str, Any]:
+    """A resolution's proof as both encoders take it (:func:`rootclient.codecs.proof_json` and its
+    pre-encoded twin ``proof_json_bytes``)."""
     p = res.proof
-    return codecs.proof_json(
-        epoch=res.epoch,
-        record=p.record,
-        map_proof=p.map_proof,
-        map_head_b64=res.map_head_b64,
-        receipt_text=res.receipt_text,
-        prefixes=res.prefixes,
-    )
+    return {
+        "epoch": res.epoch,
+        "record": p.record,
+        "map_proof": p.map_proof,
+        "map_head_b64": res.map_head_b64,
+        "receipt_text": res.receipt_text,
+        "prefixes": res.prefixes,
+    }
+
+
+def proof_json(res: Resolution) -> dict[str, Any]:
+    return codecs.proof_json(**_proof_members(res))
 
 
 def resolve_answer(text: str, res: Resolution) -> Response:
@@ -85,15 +91,7 @@ def resolve_body(text: str, res: Resolution) -> bytes:
     per checkpoint (:func:`rootclient.codecs.proof_json_bytes`, decisions D-141)."""
     values = [] if res.record is None else [handle_value(v) for v in res.record.values]
     head = codecs.to_json_text({"identifier": text, "found": res.record is not None, "values": values})
-    p = res.proof
-    proof = codecs.proof_json_bytes(
-        epoch=res.epoch,
-        record=p.record,
-        map_proof=p.map_proof,
-        map_head_b64=res.map_head_b64,
-        receipt_text=res.receipt_text,
-        prefixes=res.prefixes,
-    )
+    proof = codecs.proof_json_bytes(**_proof_members(res))
     referral = res.referral()
     # A hint for clients that do not verify; verifiers read the proven chain.
     hint = b"" if referral is None else b', "referral": ' + codecs.to_json_text(referral.as_json()).encode()
