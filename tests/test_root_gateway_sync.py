@@ -191,6 +191,32 @@ def test_replicate_mode_checks_readings_and_registration(root: RootUnderTest, fa
     assert r.json()["accepted"] == []
 
 
+@pytest.mark.parametrize(
+    ("faults", "named"),
+    [({1: "signature"}, "reading 1: "), ({1: "signature", 3: "stranger"}, "reading 3: ")],
+    ids=["bad signature", "bad signature then unknown signer"],
+)
+def test_a_forged_reading_in_a_block_its_gateway_signed_is_refused_by_index(
+    root: RootUnderTest, faults: dict[int, str], named: str
+) -> None:
+    """The gateway's signature and the readings root cover a reading whose own signature is bad: the
+    device signatures are what refuse it, naming the reading. Every reading is decoded and its signer
+    found before any signature is checked (D-153), so an unknown signer is named before a bad signature."""
+    plant = Plant(root)
+    body = plant.readings(4)
+    for i, fault in faults.items():
+        if fault == "signature":
+            body[i] = body[i][:-1] + bytes([body[i][-1] ^ 1])
+        else:
+            stranger = CoseSigner("88.123.99/STRANGER", plant.new_key())
+            body[i] = envelope.encode_envelope(stranger, [{envelope.N: "x", envelope.V: 1}], 1)
+    envs = [envelope.decode_envelope(e) for e in body]
+    header = build_header(GATEWAY, 0, GENESIS_PREV, envs, 1_700_000_000_000, suite=plant.suite)
+    r = _post(root, [(sign_block(header, plant.gateway).raw, body)])
+    assert r.status_code == 422, r.text
+    assert r.json()["accepted"] == [] and named in r.json()["message"], r.text
+
+
 def test_block_signed_by_another_key_is_refused(root: RootUnderTest) -> None:
     """A block claiming a registered gateway but signed by another key is refused."""
     plant = Plant(root)
