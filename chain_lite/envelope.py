@@ -33,6 +33,7 @@ from chain_lite.cose import (
 )
 from chain_lite.errors import FormatError, IdentifierError, UnknownSigner
 from chain_lite.identifier import normalize
+from chain_lite.keys import PublicKey
 
 CONTENT_FORMAT_SENML_CBOR = 112
 MAX_ENVELOPE_SIZE = 8 * 1024
@@ -166,12 +167,20 @@ def decode_envelope(data: bytes) -> Envelope:
     return Envelope(data, signer, subject, counter, records, msg)
 
 
-def open_envelope(data: bytes, lookup: KeyLookup) -> Envelope:
-    """Decode and verify an envelope against the signer's key from ``lookup``."""
+def decode_with_key(data: bytes, lookup: KeyLookup) -> tuple[Envelope, PublicKey]:
+    """Decode an envelope and find its signer's key from ``lookup`` (:class:`UnknownSigner` when there is
+    none); the signature is not checked yet. Judging a batch, decode every envelope first and then verify
+    every signature (``verify_sign1(env.sign1, key)``): decisions D-147, D-153."""
     env = decode_envelope(data)
     key = lookup(env.signer)  # the kid as text, decoded once already
     if key is None:
         raise UnknownSigner(env.signer)
+    return env, key
+
+
+def open_envelope(data: bytes, lookup: KeyLookup) -> Envelope:
+    """Decode and verify an envelope against the signer's key from ``lookup``."""
+    env, key = decode_with_key(data, lookup)
     verify_sign1(env.sign1, key)
     return env
 

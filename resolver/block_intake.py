@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from chain_lite import cbor
 from chain_lite.block import BlockHeader, SignedBlock, check_body, check_successor, check_suite, parse_block
 from chain_lite.cose import Sign1, verify_sign1
-from chain_lite.envelope import decode_envelope
-from chain_lite.errors import ChainError, UnknownSigner
+from chain_lite.envelope import decode_with_key
+from chain_lite.errors import ChainError
 from chain_lite.keys import PublicKey
 from chain_lite.log_leaf import MAX_LEAF_SIZE, block_leaf
 from chain_lite.registry import canonical_identifier
@@ -71,10 +71,7 @@ def _check_readings(tx: Tx, block: SignedBlock, body: Sequence[bytes]) -> None:
     signed: list[tuple[Sign1, PublicKey]] = []
     for i, raw in enumerate(body):
         try:
-            env = decode_envelope(raw)
-            key = lookup(env.signer)
-            if key is None:
-                raise UnknownSigner(env.signer)
+            env, key = decode_with_key(raw, lookup)
         except ChainError as exc:
             raise ChainRejected(f"block {header.height} reading {i}: {exc}") from exc
         signed.append((env.sign1, key))
