@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/root.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/flood.py
 	$(BIN)/python bench/peer.py
 	$(BIN)/python bench/bridge.py
 	$(BIN)/python bench/demo.py

@@ -27,7 +27,7 @@ from pathlib import Path
 import aiocoap
 import httpx
 import paho.mqtt.client as paho
-from gateway import PUBLISHERS, System  # bench/ is on sys.path when run as a script
+from gateway import PUBLISHERS, Plant, setup  # bench/ is on sys.path when run as a script
 from paho.mqtt.enums import CallbackAPIVersion
 from results import record
 
@@ -35,6 +35,7 @@ from chain_lite import envelope
 from chain_lite.cose import CoseSigner
 from chain_lite.keys import generate_p256, load_private_pem
 from edge import store
+from edgeroot.system import System
 
 FLOOD = int(os.environ.get("BENCH_FLOOD_SIGNERS", "1000"))
 KNOWN = int(os.environ.get("BENCH_FLOOD_KNOWN_READINGS", "400"))
@@ -58,8 +59,8 @@ def raw_verify_rate() -> float:
     return n / (time.perf_counter() - start)
 
 
-def metric(http_port: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
+def metric(http: str, name: str) -> float:
+    text = httpx.get(f"{http}/metrics", timeout=5).text
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
@@ -105,7 +106,7 @@ async def flooder(port: int, payloads: list[bytes], stop: asyncio.Event, answers
         await ctx.shutdown()
 
 
-async def under_flood(system: System, signer: CoseSigner, first: int) -> tuple[list[float], Counter[str]]:
+async def under_flood(system: Plant, signer: CoseSigner, first: int) -> tuple[list[float], Counter[str]]:
     fakes = [CoseSigner(f"88.123/FAKE-{i}", generate_p256()) for i in range(FLOOD)]
     payloads = [envelope.encode_envelope(f, [{envelope.N: "x", envelope.V: 0.0}], 1) for f in fakes]
     stop, answers = asyncio.Event(), Counter[str]()
@@ -120,7 +121,7 @@ async def under_flood(system: System, signer: CoseSigner, first: int) -> tuple[l
     return lat, answers
 
 
-def mqtt_under_flood(system: System, db: Path) -> tuple[list[float], int, int]:
+def mqtt_under_flood(system: Plant, db: Path) -> tuple[list[float], int, int]:
     """MQTT: a flooder publishes FLOOD readings of made-up signers (QoS 1, once each); meanwhile the
         known probe device publishes one reading at a time and waits until it is durable in the gateway's
         store (at most MQTT_WAIT_S). Its publish -> durable latencies, how many took longer, and how many of
@@ -173,22 +174,18 @@ def main() -> None:
     print(f"flood benchmark on {platform.node()} ({os.cpu_count()} cores, "
           f"Python {platform.python_version()})")  # fmt: skip
     verify = raw_verify_rate()
-    with tempfile.TemporaryDirectory() as d:
-        system = System(Path(d))
-        try:
-            system.setup()
-            ident, key = system.devices[PUBLISHERS + 2]
-            signer = CoseSigner(ident, load_private_pem(key))
-            base = statistics.quantiles(asyncio.run(known_device(system.coap_port, signer, 1, KNOWN)), n=100)
-            start = time.perf_counter()
-            lat, answers = asyncio.run(under_flood(system, signer, KNOWN + 1))
-            elapsed = time.perf_counter() - start
-            flood = statistics.quantiles(lat, n=100)
-            lookups = metric(system.http_port, "edgeroot_gateway_registry_lookups_total")
-            deferred = metric(system.http_port, "edgeroot_gateway_registry_lookups_deferred_total")
-            mqtt_lat, mqtt_late, mqtt_lost = mqtt_under_flood(system, Path(d) / "gw" / "gateway.db")
-        finally:
-            system.stop_all()
+    with tempfile.TemporaryDirectory() as d, System(Path(d)) as plant_system:
+        system = setup(plant_system)
+        ident, key = system.devices[PUBLISHERS + 2]
+        signer = CoseSigner(ident, load_private_pem(key))
+        base = statistics.quantiles(asyncio.run(known_device(system.coap_port, signer, 1, KNOWN)), n=100)
+        start = time.perf_counter()
+        lat, answers = asyncio.run(under_flood(system, signer, KNOWN + 1))
+        elapsed = time.perf_counter() - start
+        flood = statistics.quantiles(lat, n=100)
+        lookups = metric(system.gateway.http, "edgeroot_gateway_registry_lookups_total")
+        deferred = metric(system.gateway.http, "edgeroot_gateway_registry_lookups_deferred_total")
+        mqtt_lat, mqtt_late, mqtt_lost = mqtt_under_flood(system, system.gateway.db)
     print(f"  raw P-256 verify: {verify:,.0f}/s")
     print(f"  known device alone: p50 {ms(base, 49)}, p99 {ms(base, 98)}")
     print(f"  known device under a flood of {FLOOD:,} made-up signers: p50 {ms(flood, 49)}, "

@@ -15,6 +15,7 @@ TITLES = {
     "chain_lite": "chain_lite hot paths (bench/run.py)",
     "root": "root node (bench/root.py)",
     "gateway": "gateway (bench/gateway.py)",
+    "flood": "a known device beside a flood of made-up signers (bench/flood.py)",
     "peer": "the ThingsBoard IoT Gateway beside ours, same machine, broker and load (bench/peer.py)",
     "bridge": "firmware bridge (bench/bridge.py)",
     "demo": "the whole system (bench/demo.py)",
