@@ -107,22 +107,22 @@ async def flooder(port: int, payloads: list[bytes], stop: asyncio.Event, answers
         await ctx.shutdown()
 
 
-async def under_flood(system: Plant, signer: CoseSigner, first: int) -> tuple[list[float], Counter[str]]:
+async def under_flood(plant: Plant, signer: CoseSigner, first: int) -> tuple[list[float], Counter[str]]:
     fakes = [CoseSigner(f"88.123/FAKE-{i}", generate_p256()) for i in range(FLOOD)]
     payloads = [envelope.encode_envelope(f, [{envelope.N: "x", envelope.V: 0.0}], 1) for f in fakes]
     stop, answers = asyncio.Event(), Counter[str]()
-    flood = asyncio.create_task(flooder(system.coap_port, payloads, stop, answers))
+    flood = asyncio.create_task(flooder(plant.coap_port, payloads, stop, answers))
     while sum(answers.values()) < IN_FLIGHT:  # the flood is under way before the device starts
         await asyncio.sleep(0.01)
     try:
-        lat = await known_device(system.coap_port, signer, first, KNOWN)
+        lat = await known_device(plant.coap_port, signer, first, KNOWN)
     finally:
         stop.set()
         await flood
     return lat, answers
 
 
-def mqtt_under_flood(system: Plant, db: Path) -> tuple[list[float], int, int]:
+def mqtt_under_flood(plant: Plant, db: Path) -> tuple[list[float], int, int]:
     """MQTT: a flooder publishes FLOOD readings of made-up signers (QoS 1, once each); meanwhile the
         known probe device publishes one reading at a time and waits until it is durable in the gateway's
         store (at most MQTT_WAIT_S). Its publish -> durable latencies, how many took longer, and how many of
@@ -132,12 +132,12 @@ def mqtt_under_flood(system: Plant, db: Path) -> tuple[list[float], int, int]:
     flood = paho.Client(CallbackAPIVersion.VERSION2, client_id="flooder")
     flood.max_inflight_messages_set(1000)
     flood.max_queued_messages_set(0)
-    flood.connect("127.0.0.1", system.broker_port)
+    flood.connect("127.0.0.1", plant.broker_port)
     flood.loop_start()
-    ident, key = system.devices[PUBLISHERS]
+    ident, key = plant.devices[PUBLISHERS]
     signer = CoseSigner(ident, load_private_pem(key))
     probe = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe")
-    probe.connect("127.0.0.1", system.broker_port)
+    probe.connect("127.0.0.1", plant.broker_port)
     probe.loop_start()
     lat, late = [], []
     try:
@@ -175,18 +175,18 @@ def main() -> None:
     print(f"flood benchmark on {platform.node()} ({os.cpu_count()} cores, "
           f"Python {platform.python_version()})")  # fmt: skip
     verify = raw_verify_rate()
-    with tempfile.TemporaryDirectory() as d, System(Path(d)) as plant_system:
-        system = setup(plant_system)
-        ident, key = system.devices[PUBLISHERS + 2]
+    with tempfile.TemporaryDirectory() as d, System(Path(d)) as system:
+        plant = setup(system)
+        ident, key = plant.devices[PUBLISHERS + 2]
         signer = CoseSigner(ident, load_private_pem(key))
-        base = statistics.quantiles(asyncio.run(known_device(system.coap_port, signer, 1, KNOWN)), n=100)
+        base = statistics.quantiles(asyncio.run(known_device(plant.coap_port, signer, 1, KNOWN)), n=100)
         start = time.perf_counter()
-        lat, answers = asyncio.run(under_flood(system, signer, KNOWN + 1))
+        lat, answers = asyncio.run(under_flood(plant, signer, KNOWN + 1))
         elapsed = time.perf_counter() - start
         flood = statistics.quantiles(lat, n=100)
-        lookups = metric(system.gateway.http, "edgeroot_gateway_registry_lookups_total")
-        deferred = metric(system.gateway.http, "edgeroot_gateway_registry_lookups_deferred_total")
-        mqtt_lat, mqtt_late, mqtt_lost = mqtt_under_flood(system, system.gateway.db)
+        lookups = metric(plant.gateway.http, "edgeroot_gateway_registry_lookups_total")
+        deferred = metric(plant.gateway.http, "edgeroot_gateway_registry_lookups_deferred_total")
+        mqtt_lat, mqtt_late, mqtt_lost = mqtt_under_flood(plant, plant.gateway.db)
     print(f"  raw P-256 verify: {verify:,.0f}/s")
     print(f"  known device alone: p50 {ms(base, 49)}, p99 {ms(base, 98)}")
     print(f"  known device under a flood of {FLOOD:,} made-up signers: p50 {ms(flood, 49)}, "

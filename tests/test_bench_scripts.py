@@ -1,7 +1,7 @@
 """`make bench` runs every benchmark that records a figure, and each of them still imports.
 
 bench/flood.py (issue 12 item 9's target) had been left out of the Makefile, and so had not followed a
-change of bench/gateway.py's set-up it imports; nothing noticed for weeks.
+change of bench/gateway.py's set-up it imports, and nobody noticed.
 """
 
 from __future__ import annotations
