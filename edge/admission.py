@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from chain_lite.cose import Sign1, parse_sign1, verify_sign1
-from chain_lite.envelope import MAX_ENVELOPE_SIZE, Envelope, decode_envelope
-from chain_lite.errors import ChainError, SignatureError
+from chain_lite.envelope import MAX_ENVELOPE_SIZE, Envelope, decode_with_key
+from chain_lite.errors import ChainError, SignatureError, UnknownSigner
 from chain_lite.keys import PublicKey
 
 DUPLICATE = "duplicate"
@@ -112,13 +112,11 @@ class ReadingVerifier:
         if len(raw) > MAX_ENVELOPE_SIZE:
             return Rejected("oversize", f"{len(raw)} bytes, limit {MAX_ENVELOPE_SIZE}")
         try:
-            env = decode_envelope(raw)
+            return decode_with_key(raw, self._lookup)
+        except UnknownSigner as exc:
+            return Rejected("unknown-device", f"no key for {exc.kid}", exc.kid)
         except ChainError as exc:
             return Rejected("malformed", str(exc))
-        key = self._lookup(env.signer)
-        if key is None:
-            return Rejected("unknown-device", f"no key for {env.signer}", env.signer)
-        return env, key
 
     def judge_counter(self, env: Envelope) -> Verdict:
         """The counter of an authentic reading: duplicate, replay, jump, or accepted (maybe with a gap)."""
