@@ -5,6 +5,7 @@ acknowledgement of something unverified; workers that keep dying stop the ingest
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import signal
@@ -27,7 +28,15 @@ from edge import store
 from edge.errors import IngestStopped
 from edge.ingest import Ingest
 from edge.intake import WRONG_CONTENT_FORMAT, Outcome, encode_batch
-from edge.verify_pool import AUTO, VerificationUnavailable, VerifyItem, VerifyPool, WireItem, pool_size
+from edge.verify_pool import (
+    AUTO,
+    VerificationUnavailable,
+    VerifyItem,
+    VerifyPool,
+    WireItem,
+    pool_size,
+    verify_wire,
+)
 from edge.writer import Writer
 from edgeroot.system import wait_until
 from tests.gateway_harness import Plant
@@ -37,10 +46,14 @@ DEVICES = [f"88.123.99/PUMP-{i}" for i in range(4)]
 STRANGER = "88.123.99/NOBODY"
 
 
-def cpu_ticks(pid: int) -> int:
-    """User plus system CPU time of a process, in clock ticks (/proc/PID/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+def verify_at_gate(gate: Path, items: list[WireItem]) -> list[str | None]:
+    """A worker task: say it holds a chunk (``gate/busy-PID``), wait until ``gate/open`` exists, then
+    verify as usual. A worker is then certainly mid-chunk when the test kills it, however fast it verifies
+    (a kill timed by the worker's CPU ticks came after its chunk was done 13 times in 20 on a fast host)."""
+    (gate / f"busy-{os.getpid()}").touch()
+    while not (gate / "open").exists():
+        time.sleep(0.005)
+    return verify_wire(items)
 
 
 def die(items: list[WireItem]) -> list[str | None]:
@@ -229,7 +242,9 @@ def test_a_worker_killed_mid_batch_costs_a_retry_not_an_acknowledgement(
     writer = make_writer(tmp_path / "gateway.db", signers, pool)
     raws = [reading(signers[DEVICES[c % 4]], c // 4 + 1) for c in range(2000)]
     victim = pool.pids()[0]
-    busy_before = cpu_ticks(victim)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    pool.task = functools.partial(verify_at_gate, gate)
     answered: list[list[Outcome]] = []
 
     async def main() -> None:
@@ -241,10 +256,11 @@ def test_a_worker_killed_mid_batch_costs_a_retry_not_an_acknowledgement(
 
     thread = threading.Thread(target=asyncio.run, args=(main(),))
     thread.start()
-    # The worker is busy with its chunk of this batch (it was idle before): kill it now.
-    wait_until("the worker verifies", lambda: cpu_ticks(victim) > busy_before + 2)
+    # The worker holds its chunk of this batch: kill it now, then let the others (and its successor) go.
+    wait_until("the worker holds its chunk", (gate / f"busy-{victim}").exists)
     assert not answered, "answered before the batch was verified"
     os.kill(victim, signal.SIGKILL)
+    (gate / "open").touch()
     thread.join(120)
     assert not thread.is_alive()
     assert pool.restarts == 1 and victim not in pool.pids() and len(pool.pids()) == 2
